@@ -1,0 +1,141 @@
+"""Integer compute kernels of the golden model: exact matmul, im2col convolution, pooling.
+
+Pure NumPy math on arrays, no graphs. Accumulation is exact: int64 matmul, or
+float64 BLAS when every partial sum provably stays below 2**53 (products of
+integers are exact in float64 and so is every sum below 2**53, whatever order
+BLAS adds in).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .arith import divide_round_half_away
+
+__all__ = [
+    "FLOAT64_EXACT_LIMIT",
+    "matmul_exact",
+    "float64_is_exact",
+    "pad_nchw",
+    "im2col",
+    "conv2d_int",
+    "conv2d_float",
+    "pool_windows",
+    "maxpool2d",
+    "avgpool2d_int",
+    "avgpool2d_float",
+]
+
+FLOAT64_EXACT_LIMIT = 1 << 53
+
+
+def float64_is_exact(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when float64 matmul of integer arrays ``a @ b`` is exact: K·max|a|·max|b| < 2**53."""
+    if a.size == 0 or b.size == 0:
+        return True
+    k = a.shape[-1]
+    amax = int(np.max(np.abs(a)))
+    bmax = int(np.max(np.abs(b)))
+    return k * amax * bmax < FLOAT64_EXACT_LIMIT
+
+
+def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact integer ``a @ b`` as int64 (float64 BLAS when exact, else int64 NumPy)."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if float64_is_exact(a, b):
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+
+
+def pad_nchw(x: np.ndarray, pads: tuple[int, int, int, int], value) -> np.ndarray:
+    """Pad H and W of an NCHW array; ``pads`` = (top, left, bottom, right)."""
+    t, l, b, r = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+def pool_windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+                 dilations: tuple[int, int] = (1, 1)) -> np.ndarray:
+    """Sliding windows of an (already padded) NCHW array: shape (N, C, OH, OW, KH, KW), a view."""
+    kh, kw = kernel
+    sh, sw = strides
+    dh, dw = dilations
+    n, c, h, w = x.shape
+    oh = (h - dh * (kh - 1) - 1) // sh + 1
+    ow = (w - dw * (kw - 1) - 1) // sw + 1
+    s = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, shape=(n, c, oh, ow, kh, kw),
+        strides=(s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw), writeable=False)
+
+
+def im2col(x: np.ndarray, kernel, strides, dilations=(1, 1)) -> np.ndarray:
+    """Patches of a padded NCHW array as (N, OH, OW, C, KH, KW) (a copy, C-contiguous)."""
+    win = pool_windows(x, kernel, strides, dilations)
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5))
+
+
+def _grouped_conv(cols: np.ndarray, w: np.ndarray, group: int, matmul) -> np.ndarray:
+    """cols (N, OH, OW, C, KH, KW), w (M, C/g, KH, KW) -> (N, M, OH, OW), one batched product."""
+    n, oh, ow, c, kh, kw = cols.shape
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    a = cols.reshape(n * oh * ow, group, cg * kh * kw).transpose(1, 0, 2)  # (g, P, K)
+    b = w.reshape(group, mg, cg * kh * kw).transpose(0, 2, 1)              # (g, K, Mg)
+    y = matmul(a, b).transpose(1, 0, 2).reshape(n, oh, ow, m)              # channel = g*Mg + j
+    return y.transpose(0, 3, 1, 2)
+
+
+def conv2d_int(xq: np.ndarray, wq: np.ndarray, *, pads, strides, dilations, group: int,
+               x_zero: int, w_zero=0) -> np.ndarray:
+    """Exact integer convolution sum((x - x_zero) * (w - w_zero)) as int64 NCHW.
+
+    Padding uses ``x_zero`` (the quantized real zero), so padded taps add nothing.
+    """
+    xs = pad_nchw(np.asarray(xq, dtype=np.int64), pads, x_zero) - x_zero
+    wz = np.asarray(w_zero, dtype=np.int64)
+    if wz.ndim:
+        wz = wz.reshape(-1, 1, 1, 1)
+    ws = np.asarray(wq, dtype=np.int64) - wz
+    cols = im2col(xs, ws.shape[2:], strides, dilations)
+    return _grouped_conv(cols, ws, group, matmul_exact)
+
+
+def conv2d_float(x: np.ndarray, w: np.ndarray, *, pads, strides, dilations, group: int) -> np.ndarray:
+    """Float32 convolution (the float reference), NCHW."""
+    xs = pad_nchw(np.asarray(x, dtype=np.float32), pads, 0.0)
+    cols = im2col(xs, w.shape[2:], strides, dilations)
+    return _grouped_conv(cols, np.asarray(w, dtype=np.float32), group, np.matmul)
+
+
+def maxpool2d(x: np.ndarray, *, kernel, strides, pads, pad_value) -> np.ndarray:
+    """Max pooling; padded taps hold ``pad_value`` (the type's minimum)."""
+    win = pool_windows(pad_nchw(x, pads, pad_value), kernel, strides)
+    return win.max(axis=(-2, -1))
+
+
+def _valid_counts(shape_hw, kernel, strides, pads, include_pad: bool) -> np.ndarray:
+    h, w = shape_hw
+    ones = pad_nchw(np.ones((1, 1, h, w), dtype=np.int64), pads, 1 if include_pad else 0)
+    return pool_windows(ones, kernel, strides).sum(axis=(-2, -1))[0, 0]
+
+
+def avgpool2d_int(xq: np.ndarray, *, kernel, strides, pads, zero_point: int,
+                  count_include_pad: bool = False) -> np.ndarray:
+    """Integer average pool: mean of (q - zp) rounded half away from zero, plus zp.
+
+    Scale and zero point pass through unchanged; padded taps are real zeros.
+    """
+    xs = np.asarray(xq, dtype=np.int64) - zero_point
+    win = pool_windows(pad_nchw(xs, pads, 0), kernel, strides)
+    total = win.sum(axis=(-2, -1))
+    count = _valid_counts(xs.shape[2:], kernel, strides, pads, count_include_pad)
+    return divide_round_half_away(total, count) + zero_point
+
+
+def avgpool2d_float(x: np.ndarray, *, kernel, strides, pads, count_include_pad: bool = False) -> np.ndarray:
+    win = pool_windows(pad_nchw(np.asarray(x, dtype=np.float32), pads, 0.0), kernel, strides)
+    count = _valid_counts(x.shape[2:], kernel, strides, pads, count_include_pad)
+    return (win.sum(axis=(-2, -1)) / count).astype(np.float32)
