@@ -1,0 +1,140 @@
+"""Calibration: activation statistics over a calibration set and the range each method picks.
+
+``collect`` runs the float graph and keeps, per tensor, the exact min/max and a
+seeded random subsample of values; the methods below turn that into a real
+range [rmin, rmax]; ``qparams_from_range`` turns a range into scale and zero
+point (ONNX Runtime's ``compute_scale_zp`` rule). The range math knows nothing
+of graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .arith import qrange
+from .errors import ConfigError
+from .graph import QParams
+
+__all__ = ["CALIB_METHODS", "TensorStats", "collect", "choose_range", "qparams_from_range",
+           "kl_threshold", "mse_range"]
+
+CALIB_METHODS = ("minmax", "percentile", "mse", "entropy")
+MAX_SAMPLES = 1 << 20  # values kept per tensor for percentile / mse / entropy
+
+
+@dataclass
+class TensorStats:
+    min: float
+    max: float
+    sample: np.ndarray  # float32 subsample of the observed values
+
+
+def collect(graph, x: np.ndarray, names: list[str], *, batch: int = 256, seed: int = 0,
+            progress=None) -> dict[str, TensorStats]:
+    """Run the float graph over ``x`` in batches, recording stats of ``names``."""
+    from .executor import Trace, run_float
+
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    mins = {k: np.inf for k in names}
+    maxs = {k: -np.inf for k in names}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    starts = range(0, n, batch)
+    for s in (progress(starts, "calibrating") if progress else starts):
+        tr = Trace()
+        xb = x[s:s + batch]
+        run_float(graph, xb, trace=tr)
+        tr.values[graph.inputs[0].name] = xb
+        for k in names:
+            v = np.asarray(tr.values[k], dtype=np.float32).ravel()
+            mins[k] = min(mins[k], float(v.min()))
+            maxs[k] = max(maxs[k], float(v.max()))
+            keep = max(1, MAX_SAMPLES * len(xb) // n)
+            parts[k].append(v if v.size <= keep else rng.choice(v, keep, replace=False))
+    return {k: TensorStats(mins[k], maxs[k], np.concatenate(parts[k])) for k in names}
+
+
+def qparams_from_range(rmin: float, rmax: float, *, bits: int, symmetric: bool) -> QParams:
+    """Scale and zero point covering [rmin, rmax] (always including 0), scale as float32."""
+    qmin, qmax = qrange(bits)
+    rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
+    if symmetric:
+        absmax = max(-rmin, rmax)
+        scale = float(np.float32(absmax / qmax))
+        zp = 0
+    else:
+        scale = float(np.float32((rmax - rmin) / (qmax - qmin)))
+        zp = 0 if scale == 0 else int(np.clip(np.round(qmin - rmin / scale), qmin, qmax))
+    if not scale > np.finfo(np.float32).tiny:
+        return QParams(scale=1.0, zero_point=0, bits=bits)
+    return QParams(scale=scale, zero_point=zp, bits=bits)
+
+
+def _qdq_mse(v: np.ndarray, rmin: float, rmax: float, bits: int, symmetric: bool) -> float:
+    p = qparams_from_range(rmin, rmax, bits=bits, symmetric=symmetric)
+    q = np.clip(np.rint(v / p.scale) + p.zero_point, p.qmin, p.qmax)
+    return float(np.mean(((q - p.zero_point) * p.scale - v) ** 2))
+
+
+def mse_range(stats: TensorStats, *, bits: int, symmetric: bool, steps: int = 100) -> tuple[float, float]:
+    """The range shrunk by the factor in (0, 1] that minimizes quantize-dequantize MSE."""
+    v = stats.sample.astype(np.float64)
+    if v.size > (1 << 16):
+        v = v[np.linspace(0, v.size - 1, 1 << 16).astype(np.int64)]
+    best, best_err = (stats.min, stats.max), np.inf
+    for a in np.linspace(1.0, 0.05, steps):
+        err = _qdq_mse(v, stats.min * a, stats.max * a, bits, symmetric)
+        if err < best_err:
+            best, best_err = (stats.min * a, stats.max * a), err
+    return best
+
+
+def kl_threshold(values: np.ndarray, *, levels: int, bins: int = 2048) -> float:
+    """|x| threshold minimizing KL(P || Q) with Q the ``levels``-level quantization of P
+    (the TensorRT entropy calibration)."""
+    a = np.abs(values.astype(np.float64))
+    amax = float(a.max()) if a.size else 0.0
+    if amax == 0.0:
+        return 0.0
+    levels = min(levels, bins // 2)
+    hist, edges = np.histogram(a, bins=bins, range=(0.0, amax))
+    hist = hist.astype(np.float64)
+    best_i, best_kl = bins, np.inf
+    for i in range(levels, bins + 1):
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()
+        nz = p > 0
+        # merge the i reference bins into `levels` groups, spread each group over its non-empty bins
+        group = (np.arange(i) * levels) // i
+        sums = np.bincount(group, weights=hist[:i], minlength=levels)
+        counts = np.bincount(group, weights=nz.astype(np.float64), minlength=levels)
+        q = np.where(nz, sums[group] / np.maximum(counts[group], 1), 0.0)
+        ps, qs = p.sum(), q.sum()
+        if qs == 0:
+            continue
+        pn, qn = p[nz] / ps, q[nz] / qs
+        kl = float(np.sum(pn * np.log(pn / np.maximum(qn, 1e-30))))
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return float(edges[best_i])
+
+
+def choose_range(stats: TensorStats, method: str, *, bits: int, symmetric: bool,
+                 percentile: float = 99.99) -> tuple[float, float]:
+    if method == "minmax":
+        return stats.min, stats.max
+    if method == "percentile":
+        if not 50.0 < percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], not {percentile!r}")
+        lo, hi = np.percentile(stats.sample, [100.0 - percentile, percentile])
+        return float(min(lo, 0.0)), float(max(hi, 0.0))
+    if method == "mse":
+        return mse_range(stats, bits=bits, symmetric=symmetric)
+    if method == "entropy":
+        nonneg = stats.min >= 0.0
+        levels = (1 << bits) - 1 if nonneg else 1 << (bits - 1)
+        t = kl_threshold(stats.sample, levels=levels)
+        return (0.0, t) if nonneg else (max(-t, stats.min), min(t, stats.max))
+    raise ConfigError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, not {method!r}")

@@ -1,0 +1,317 @@
+"""ONNX file -> qhw Graph (float nodes), including QDQ-quantized models.
+
+Ops with a qhw kernel become native nodes; any other op becomes an ``Onnx``
+node that runs in float through ONNX Runtime. QuantizeLinear/DequantizeLinear
+pairs (onnxruntime ``quantize_static`` QDQ output) are removed and their scales
+and zero points recorded, so the quantizer can reproduce that exact model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .graph import Graph, Node, QParams, TensorInfo
+from .onnx_node import CONST_PREFIX
+from .transforms import simplify
+
+__all__ = ["load_onnx", "import_model"]
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def load_onnx(path: str | Path):
+    """Read and check an ONNX file; one-line ModelError on any problem."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: no such file")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelError(f"{p}: not an ONNX model ({type(e).__name__})") from e
+    if not model.graph.node:
+        raise ModelError(f"{p}: not an ONNX model (no graph nodes)")
+    return model
+
+
+def _attrs(proto) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+
+
+class _Importer:
+    def __init__(self, model, path: Path):
+        from onnx import numpy_helper
+
+        self.model = model
+        self.path = path
+        g = model.graph
+        self.consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        self.opset = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+        self.tensor_qparams: dict[str, QParams] = {}
+        self.weight_q: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+        self.rename: dict[str, str] = {}
+        self.nodes: list[Node] = []
+        self.names: set[str] = set()
+
+    # ------------------------------------------------------------------ helpers
+    def fail(self, proto, what: str):
+        raise ModelError(f"{self.path}: node {proto.name or '?'!r} ({proto.op_type}): {what}")
+
+    def const(self, name: str):
+        return self.consts.get(self.rename.get(name, name))
+
+    def src(self, name: str) -> str:
+        while name in self.rename:
+            name = self.rename[name]
+        return name
+
+    def unique(self, proto, idx: int) -> str:
+        base = proto.name or f"{proto.op_type}_{idx}"
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    # ------------------------------------------------------------------ QDQ
+    def _qdq(self, proto) -> None:
+        from .arith import dequantize
+
+        a = _attrs(proto)
+        ins = [self.src(i) for i in proto.input]
+        scale = self.consts.get(ins[1])
+        zp = self.consts.get(ins[2]) if len(ins) > 2 and ins[2] else None
+        if scale is None:
+            self.fail(proto, "scale must be a constant initializer")
+        if zp is None:
+            zp = np.zeros((), dtype=np.uint8 if proto.op_type == "QuantizeLinear" else
+                          (self.consts[ins[0]].dtype if ins[0] in self.consts else np.int8))
+        bits, signed = np.iinfo(zp.dtype).bits, np.issubdtype(zp.dtype, np.signedinteger)
+        shift = 0 if signed else 1 << (bits - 1)  # unsigned codes -> signed codes, same real values
+        zp_s = zp.astype(np.int64) - shift
+        axis = int(a.get("axis", 1))
+        out = proto.output[0]
+        x = self.consts.get(ins[0])
+        if proto.op_type == "DequantizeLinear":
+            if x is not None:  # a quantized weight or bias
+                q = x.astype(np.int64) - shift
+                shape = [1] * q.ndim
+                if scale.ndim:
+                    shape[axis % q.ndim] = -1
+                self.consts[out] = dequantize(q, scale.reshape(shape), zp_s.reshape(shape) if zp_s.ndim else zp_s)
+                self.weight_q[out] = (q, scale.astype(np.float32), zp_s, axis % max(q.ndim, 1))
+            else:  # activation: DQ(Q(t)) is t with recorded quantization
+                self.rename[out] = ins[0]
+            return
+        # QuantizeLinear
+        if scale.ndim or zp_s.ndim:
+            self.fail(proto, "per-axis activation quantization is not supported (expected scalar scale)")
+        if x is not None:
+            from .arith import quantize_float, qrange
+            lo, hi = qrange(bits)
+            self.consts[out] = (quantize_float(x, scale, zp_s, lo, hi) + shift).astype(zp.dtype)
+            return
+        self.tensor_qparams[ins[0]] = QParams(scale=float(scale), zero_point=int(zp_s), bits=bits)
+        self.rename[out] = ins[0]
+
+    # ------------------------------------------------------------------ native ops
+    def _native(self, proto, name: str) -> Node | None:
+        op, a = proto.op_type, _attrs(proto)
+        ins = [self.src(i) for i in proto.input]
+        outs = list(proto.output)
+        if op in ("Identity", "Dropout"):
+            self.rename[outs[0]] = ins[0]
+            return None
+        if op == "Gemm":
+            return self._gemm(proto, name, a, ins, outs)
+        if op == "MatMul":
+            w = self.const(ins[1])
+            if w is None or w.ndim != 2 or self.const(ins[0]) is not None:
+                return self._generic(proto, name)
+            node = Node(name, "Dense", [ins[0]], outs,
+                        params={"W": np.ascontiguousarray(w.T, dtype=np.float32),
+                                "b": np.zeros(w.shape[1], np.float32)})
+            self._attach_weight_q(node, ins[1], transpose=True)
+            return node
+        if op == "Conv":
+            return self._conv(proto, name, a, ins, outs)
+        if op in ("MaxPool", "AveragePool"):
+            return self._pool(proto, name, a, ins, outs)
+        if op == "GlobalAveragePool":
+            return Node(name, op, [ins[0]], outs)
+        if op == "Flatten":
+            return Node(name, op, [ins[0]], outs, attrs={"axis": int(a.get("axis", 1))})
+        if op == "Reshape":
+            shape = self.const(ins[1])
+            if shape is None or a.get("allowzero", 0):
+                return self._generic(proto, name)
+            return Node(name, op, [ins[0]], outs, attrs={"shape": [int(d) for d in shape]})
+        if op == "Relu":
+            return Node(name, op, [ins[0]], outs, attrs={"activation": {"kind": "relu"}})
+        if op == "Clip":
+            lo = self.const(ins[1]) if len(ins) > 1 and ins[1] else a.get("min", -np.inf)
+            hi = self.const(ins[2]) if len(ins) > 2 and ins[2] else a.get("max", np.inf)
+            if lo is None or hi is None:
+                return self._generic(proto, name)
+            return Node(name, op, [ins[0]], outs,
+                        attrs={"activation": {"kind": "clip", "min": float(lo), "max": float(hi)}})
+        return self._generic(proto, name)
+
+    def _attach_weight_q(self, node: Node, wname: str, *, transpose: bool, bname: str | None = None):
+        """Carry a QDQ model's integer weights (and bias) onto a Dense/Conv node."""
+        if wname in self.weight_q:
+            q, s, zp, axis = self.weight_q[wname]
+            if transpose:
+                q, axis = q.T, 1 - axis
+            if s.ndim and axis != 0:
+                raise ModelError(f"{self.path}: node {node.name!r}: per-channel weight scales must be "
+                                 f"along the output channel, found axis {axis}")
+            node.params["W_q"] = np.ascontiguousarray(q)
+            node.params["W_scale"] = np.broadcast_to(s, (q.shape[0],)).astype(np.float32).copy()
+            node.params["W_zp"] = np.broadcast_to(zp, (q.shape[0],)).astype(np.int64).copy()
+        if bname and bname in self.weight_q:
+            q, s, zp, _ = self.weight_q[bname]
+            node.params["b_q"] = np.broadcast_to(q, node.params["b"].shape).astype(np.int64).copy()
+
+    def _gemm(self, proto, name, a, ins, outs):
+        w = self.const(ins[1])
+        if w is None or a.get("transA", 0) or self.const(ins[0]) is not None:
+            return self._generic(proto, name)
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        W = (w if a.get("transB", 0) else w.T).astype(np.float32) * np.float32(alpha)
+        c = self.const(ins[2]) if len(ins) > 2 and ins[2] else np.zeros(W.shape[0], np.float32)
+        if c is None:
+            return self._generic(proto, name)
+        b = np.broadcast_to(c.astype(np.float32) * np.float32(beta), (W.shape[0],)).copy()
+        node = Node(name, "Dense", [ins[0]], outs, params={"W": np.ascontiguousarray(W), "b": b})
+        if alpha == 1.0 and beta == 1.0:
+            self._attach_weight_q(node, ins[1], transpose=not a.get("transB", 0),
+                                  bname=ins[2] if len(ins) > 2 else None)
+        return node
+
+    def _geometry(self, proto, a, kernel) -> dict | str:
+        """Validated 2-D pads/strides/dilations, or the reason they are not supported."""
+        auto_pad = a.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if auto_pad not in ("NOTSET", "VALID"):
+            return f"attribute auto_pad={auto_pad} is not supported (expected NOTSET or VALID)"
+        if a.get("ceil_mode", 0):
+            return "attribute ceil_mode=1 is not supported (expected 0)"
+        if a.get("storage_order", 0):
+            return "attribute storage_order=1 is not supported (expected 0)"
+        pads = list(a.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        return {"kernel": [int(k) for k in kernel], "pads": [int(p) for p in pads],
+                "strides": [int(s) for s in a.get("strides", [1, 1])],
+                "dilations": [int(d) for d in a.get("dilations", [1, 1])]}
+
+    def _conv(self, proto, name, a, ins, outs):
+        w = self.const(ins[1])
+        if w is None or w.ndim != 4:
+            return self._generic(proto, name)
+        geo = self._geometry(proto, a, w.shape[2:])
+        if isinstance(geo, str):
+            return self._generic(proto, name, unsupported=geo)
+        b = self.const(ins[2]) if len(ins) > 2 and ins[2] else np.zeros(w.shape[0], np.float32)
+        if b is None:
+            return self._generic(proto, name)
+        node = Node(name, "Conv", [ins[0]], outs,
+                    attrs={"pads": geo["pads"], "strides": geo["strides"], "dilations": geo["dilations"],
+                           "group": int(a.get("group", 1))},
+                    params={"W": w.astype(np.float32), "b": b.astype(np.float32)})
+        self._attach_weight_q(node, ins[1], transpose=False, bname=ins[2] if len(ins) > 2 else None)
+        return node
+
+    def _pool(self, proto, name, a, ins, outs):
+        if len(a.get("kernel_shape", [])) != 2 or len(proto.output) > 1:
+            return self._generic(proto, name)
+        geo = self._geometry(proto, a, a["kernel_shape"])
+        if isinstance(geo, str):
+            return self._generic(proto, name, unsupported=geo)
+        if geo.pop("dilations") != [1, 1]:
+            return self._generic(proto, name, unsupported="attribute dilations is not supported "
+                                                          "(expected [1, 1])")
+        geo["strides"] = [int(s) for s in a.get("strides", [1, 1])]
+        if proto.op_type == "AveragePool":
+            geo["count_include_pad"] = int(a.get("count_include_pad", 0))
+        return Node(name, proto.op_type, [ins[0]], outs, attrs=geo)
+
+    def _generic(self, proto, name, unsupported: str | None = None) -> Node:
+        import onnx
+
+        p = onnx.NodeProto()
+        p.CopyFrom(proto)
+        p.ClearField("input")
+        ins = [self.src(i) if i else "" for i in proto.input]
+        p.input.extend(ins)
+        params = {"node_proto": np.frombuffer(p.SerializeToString(), dtype=np.uint8).copy()}
+        dyn = []
+        for i in ins:
+            if i and i in self.consts:
+                params[CONST_PREFIX + i] = np.asarray(self.consts[i])
+            elif i and i not in dyn:
+                dyn.append(i)
+        attrs = {"op_type": proto.op_type, "domain": proto.domain or "",
+                 "opset": {("" if d == "ai.onnx" else d): v for d, v in self.opset.items()}}
+        if unsupported:
+            attrs["unsupported"] = unsupported
+        return Node(name, "Onnx", dyn, list(proto.output), attrs=attrs, params=params)
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> Graph:
+        from onnx import numpy_helper
+
+        g = self.model.graph
+        for idx, proto in enumerate(g.node):
+            if proto.op_type == "Constant":
+                val = _attrs(proto).get("value")
+                if val is None:
+                    self.fail(proto, "only tensor-valued Constant nodes are supported")
+                self.consts[proto.output[0]] = numpy_helper.to_array(val)
+                continue
+            if proto.op_type in _QDQ and (proto.domain in ("", "ai.onnx", "com.microsoft")):
+                self._qdq(proto)
+                continue
+            if proto.domain not in ("", "ai.onnx"):
+                node = self._generic(proto, self.unique(proto, idx))
+            else:
+                node = self._native(proto, self.unique(proto, idx))
+            if node is not None:
+                self.nodes.append(node)
+        inits = set(self.consts)
+        inputs = []
+        for vi in g.input:
+            if vi.name in inits:
+                continue
+            t = vi.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                          for d in t.shape.dim)
+            from onnx import helper
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+            inputs.append(TensorInfo(vi.name, shape, dtype))
+        outputs = [self.src(o.name) for o in g.output]
+        graph = Graph(nodes=self.nodes, inputs=inputs, outputs=outputs,
+                      opset=int(self.opset.get("ai.onnx", 13)), tensors=dict(self.tensor_qparams))
+        return graph
+
+
+def import_model(path: str | Path) -> tuple[Graph, bool]:
+    """Import an ONNX file as a simplified float graph; returns (graph, is_qdq).
+
+    For a QDQ model, ``graph.tensors`` holds the imported activation quantization
+    and linear nodes carry ``W_q``/``W_scale``/``W_zp`` (and ``b_q``) params.
+    """
+    path = Path(path)
+    model = load_onnx(path)
+    imp = _Importer(model, path)
+    graph = imp.run()
+    is_qdq = bool(imp.tensor_qparams or imp.weight_q)
+    if not graph.inputs:
+        raise ModelError(f"{path}: the model has no graph input")
+    simplify(graph)
+    return graph, is_qdq

@@ -1,0 +1,57 @@
+"""Float execution of ONNX nodes qhw has no kernel for, through a one-node ONNX Runtime session.
+
+This is what keeps partial quantization running end to end: Softmax, Sigmoid,
+ArgMax, Cast, Concat and anything else ONNX Runtime knows stays float. The node
+is stored as its serialized NodeProto (protobuf bytes, not pickle) plus its
+constant inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ModelError
+from .graph import Node
+
+__all__ = ["run_onnx_node", "CONST_PREFIX"]
+
+CONST_PREFIX = "const:"
+_SESSIONS: dict[tuple, object] = {}
+
+
+def _session(node: Node, dtypes: tuple):
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    key = (id(node), node.name, dtypes)
+    if key in _SESSIONS:
+        return _SESSIONS[key]
+    proto = onnx.NodeProto()
+    proto.ParseFromString(node.params["node_proto"].tobytes())
+    dyn = list(node.inputs)
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), None)
+              for n, t in zip(dyn, dtypes)]
+    inits = [numpy_helper.from_array(v, k[len(CONST_PREFIX):])
+             for k, v in sorted(node.params.items()) if k.startswith(CONST_PREFIX)]
+    outputs = [helper.make_value_info(o, onnx.TypeProto()) for o in proto.output if o]
+    graph = helper.make_graph([proto], f"qhw_{node.name}", inputs, outputs, initializer=inits)
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(node.attrs["opset"].items())]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = min(model.ir_version, 10)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types; report the node, not a traceback
+        raise ModelError(f"{node.label}: ONNX Runtime cannot run this node in float: "
+                         f"{str(e).splitlines()[0][:200]}") from e
+    _SESSIONS[key] = sess
+    return sess
+
+
+def run_onnx_node(node: Node, xs: list[np.ndarray]) -> list[np.ndarray]:
+    sess = _session(node, tuple(str(np.asarray(x).dtype) for x in xs))
+    feeds = {n: np.asarray(x) for n, x in zip(node.inputs, xs)}
+    outs = sess.run(None, feeds)
+    return list(outs)

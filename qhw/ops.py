@@ -1,0 +1,214 @@
+"""Op registries: one float implementation and (where it exists) one integer one per op.
+
+Float ops take ``(node, inputs)`` and return a list of outputs. Integer ops take
+``(node, inputs, in_qparams, out_qparams)`` on integer arrays. The math lives in
+``qhw.kernels`` and ``qhw.arith``; this module only binds nodes to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from . import kernels
+from .arith import Requant, quantize_float, saturate
+from .errors import ModelError
+from .graph import Node, QParams
+
+__all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_bounds", "requant_of",
+           "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis"]
+
+# Integer ops whose output keeps the input's scale and zero point.
+PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip")
+
+FLOAT_OPS: dict[str, Callable] = {}
+INT_OPS: dict[str, Callable] = {}
+
+
+def register(table: dict, *ops: str):
+    def deco(fn):
+        for op in ops:
+            if op in table:
+                raise RuntimeError(f"op {op!r} registered twice")
+            table[op] = fn
+        return fn
+    return deco
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def activation_bounds(node: Node) -> tuple[float, float]:
+    """The real-valued clamp of a fused activation (ReLU, Clip), (-inf, inf) for none."""
+    act = node.attrs.get("activation") or {"kind": "none"}
+    if act["kind"] == "relu":
+        return 0.0, float("inf")
+    if act["kind"] == "clip":
+        return float(act["min"]), float(act["max"])
+    return float("-inf"), float("inf")
+
+
+def _apply_float_activation(node: Node, y: np.ndarray) -> np.ndarray:
+    lo, hi = activation_bounds(node)
+    if lo == float("-inf") and hi == float("inf"):
+        return y
+    return np.clip(y, np.float32(lo), np.float32(hi)).astype(np.float32)
+
+
+def int_activation_clamp(lo: float, hi: float, qp: QParams) -> tuple[int, int]:
+    """[qmin, qmax] of the output type narrowed by a real clamp [lo, hi]."""
+    qmin, qmax = qp.qmin, qp.qmax
+    if lo != float("-inf"):
+        qmin = max(qmin, int(quantize_float(np.float32(lo), qp.scale, qp.zero_point, qp.qmin, qp.qmax)))
+    if hi != float("inf"):
+        qmax = min(qmax, int(quantize_float(np.float32(hi), qp.scale, qp.zero_point, qp.qmin, qp.qmax)))
+    return qmin, qmax
+
+
+def requant_of(node: Node) -> Requant:
+    q = node.quant
+    return Requant(mode=q["rounding"], multiplier=node.qparams["multiplier"], shift=node.qparams["shift"],
+                   scale=node.qparams["scale"], zero_point=q["out_zero_point"], qmin=q["qmin"], qmax=q["qmax"])
+
+
+def _conv_geometry(node: Node) -> dict:
+    a = node.attrs
+    return dict(pads=tuple(a["pads"]), strides=tuple(a["strides"]), dilations=tuple(a["dilations"]),
+                group=int(a["group"]))
+
+
+# --------------------------------------------------------------------------- float ops
+
+
+@register(FLOAT_OPS, "Dense", "Conv")
+def _linear_f(node, xs):
+    return [_apply_float_activation(node, float_preactivation(node, xs[0]).astype(np.float32))]
+
+
+def _pool_geometry(node: Node) -> dict:
+    a = node.attrs
+    return dict(kernel=tuple(a["kernel"]), strides=tuple(a["strides"]), pads=tuple(a["pads"]))
+
+
+@register(FLOAT_OPS, "MaxPool")
+def _maxpool_f(node, xs):
+    return [kernels.maxpool2d(xs[0], pad_value=-np.inf, **_pool_geometry(node)).astype(np.float32)]
+
+
+@register(FLOAT_OPS, "AveragePool")
+def _avgpool_f(node, xs):
+    return [kernels.avgpool2d_float(xs[0], count_include_pad=bool(node.attrs.get("count_include_pad", 0)),
+                                    **_pool_geometry(node))]
+
+
+@register(FLOAT_OPS, "GlobalAveragePool")
+def _gap_f(node, xs):
+    return [xs[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)]
+
+
+def _flatten(node, x):
+    axis = node.attrs["axis"] % max(x.ndim, 1) if x.ndim else 0
+    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
+    return x.reshape(lead, -1)
+
+
+def _reshape(node, x):
+    shape = list(node.attrs["shape"])
+    shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    try:
+        return x.reshape(shape)
+    except ValueError as e:
+        raise ModelError(f"{node.label}: cannot reshape {x.shape} to {tuple(node.attrs['shape'])}") from e
+
+
+@register(FLOAT_OPS, "Flatten")
+def _flatten_f(node, xs):
+    return [_flatten(node, xs[0])]
+
+
+@register(FLOAT_OPS, "Reshape")
+def _reshape_f(node, xs):
+    return [_reshape(node, xs[0])]
+
+
+@register(FLOAT_OPS, "Relu", "Clip")
+def _clip_f(node, xs):
+    return [_apply_float_activation(node, xs[0])]
+
+
+@register(FLOAT_OPS, "Onnx")
+def _onnx_f(node, xs):
+    from .onnx_node import run_onnx_node  # onnxruntime loads only when a float-kept node runs
+
+    return run_onnx_node(node, xs)
+
+
+# --------------------------------------------------------------------------- integer ops
+
+
+def channel_axis(node: Node) -> int:
+    """Axis of the output channels of a linear node's output."""
+    return 1 if node.op == "Conv" else -1
+
+
+def accumulate(node: Node, xq: np.ndarray, x_zero: int) -> np.ndarray:
+    """Integer accumulator of a quantized Dense/Conv: sum((x - zx)(w - zw)) + bias, int64."""
+    w_zero = node.qparams["weight_zero_point"].astype(np.int64)
+    bias = node.qparams["bias"]
+    if node.op == "Conv":
+        acc = kernels.conv2d_int(xq, node.qparams["weight"], x_zero=x_zero, w_zero=w_zero,
+                                 **_conv_geometry(node))
+        return acc + bias.reshape(1, -1, 1, 1)
+    x = np.asarray(xq, dtype=np.int64) - x_zero
+    w = node.qparams["weight"].astype(np.int64) - w_zero[:, None]
+    return kernels.matmul_exact(x, w.T) + bias
+
+
+def float_preactivation(node: Node, x: np.ndarray) -> np.ndarray:
+    """Float output of a Dense/Conv before its fused activation."""
+    if node.op == "Conv":
+        y = kernels.conv2d_float(x, node.params["W"], **_conv_geometry(node))
+        return y + node.params["b"].reshape(1, -1, 1, 1)
+    return np.matmul(np.asarray(x, dtype=np.float32), node.params["W"].T) + node.params["b"]
+
+
+@register(INT_OPS, "Dense", "Conv")
+def _linear_i(node, xs, in_qp, out_qp):
+    acc = accumulate(node, xs[0], in_qp[0].zero_point)
+    return [requant_of(node).apply(acc, axis=channel_axis(node))]
+
+
+@register(INT_OPS, "MaxPool")
+def _maxpool_i(node, xs, in_qp, out_qp):
+    return [kernels.maxpool2d(np.asarray(xs[0], dtype=np.int64), pad_value=in_qp[0].qmin,
+                              **_pool_geometry(node))]
+
+
+@register(INT_OPS, "AveragePool")
+def _avgpool_i(node, xs, in_qp, out_qp):
+    return [kernels.avgpool2d_int(xs[0], zero_point=in_qp[0].zero_point,
+                                  count_include_pad=bool(node.attrs.get("count_include_pad", 0)),
+                                  **_pool_geometry(node))]
+
+
+@register(INT_OPS, "GlobalAveragePool")
+def _gap_i(node, xs, in_qp, out_qp):
+    h, w = xs[0].shape[2:]
+    return [kernels.avgpool2d_int(xs[0], kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0),
+                                  zero_point=in_qp[0].zero_point)]
+
+
+@register(INT_OPS, "Flatten")
+def _flatten_i(node, xs, in_qp, out_qp):
+    return [_flatten(node, xs[0])]
+
+
+@register(INT_OPS, "Reshape")
+def _reshape_i(node, xs, in_qp, out_qp):
+    return [_reshape(node, xs[0])]
+
+
+@register(INT_OPS, "Relu", "Clip")
+def _clip_i(node, xs, in_qp, out_qp):
+    return [saturate(xs[0], node.quant["qmin"], node.quant["qmax"])]

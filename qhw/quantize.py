@@ -1,0 +1,268 @@
+"""The quantizer: float graph + calibration ranges -> graph with integer annotations.
+
+Decides which nodes run in integers (partial quantization), quantizes weights
+and biases, derives the per-channel requantization (``qhw.arith.Requant``) and
+the fused activation clamp, and optionally corrects biases. A QDQ model's own
+scales, zero points and integer weights are kept as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .arith import ROUNDING_MODES, Requant, qrange
+from .calibrate import CALIB_METHODS, TensorStats, choose_range, qparams_from_range
+from .errors import ConfigError, UnsupportedOpError
+from .graph import LINEAR_OPS, Graph, Node, QParams
+from .ops import INT_OPS, PASS_THROUGH_OPS, accumulate, activation_bounds, channel_axis, \
+    float_preactivation, int_activation_clamp
+
+__all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan",
+           "correct_biases"]
+
+WEIGHT_BITS = (4, 8, 16)
+ACT_BITS = (8, 16)
+GRANULARITIES = ("per-channel", "per-tensor")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    weight_bits: int = 8
+    act_bits: int = 8
+    granularity: str = "per-channel"
+    weight_symmetric: bool = True
+    act_symmetric: bool = False
+    calib_method: str = "minmax"
+    percentile: float = 99.99
+    rounding: str = "single"
+    bias_correction: bool = False
+    keep_float: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.weight_bits not in WEIGHT_BITS:
+            raise ConfigError(f"--weight-bits must be one of 4, 8, 16, not {self.weight_bits!r}")
+        if self.act_bits not in ACT_BITS:
+            raise ConfigError(f"--act-bits must be 8 or 16, not {self.act_bits!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"--granularity must be per-channel or per-tensor, not {self.granularity!r}")
+        if self.calib_method not in CALIB_METHODS:
+            raise ConfigError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, "
+                              f"not {self.calib_method!r}")
+        if self.rounding not in ROUNDING_MODES:
+            raise ConfigError(f"--rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding!r}")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["keep_float"] = list(self.keep_float)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> QuantConfig:
+        d = dict(d)
+        d["keep_float"] = tuple(d.get("keep_float", ()))
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- pure math
+
+
+def quantize_weights(w: np.ndarray, *, bits: int, symmetric: bool, per_channel: bool):
+    """Weights (out-channel first) -> (codes int64, scale float32 (M,), zero point int64 (M,)).
+
+    Symmetric: narrow range [-(2**(b-1)-1), 2**(b-1)-1], zero point 0 (TFLite int8 spec).
+    Asymmetric: full range with a per-channel zero point; both ranges include 0.
+    """
+    m = w.shape[0]
+    flat = w.reshape(m, -1).astype(np.float64)
+    if not per_channel:
+        flat_stats = flat.reshape(1, -1)
+    else:
+        flat_stats = flat
+    lo = np.minimum(flat_stats.min(axis=1), 0.0)
+    hi = np.maximum(flat_stats.max(axis=1), 0.0)
+    if symmetric:
+        qmin, qmax = qrange(bits, narrow=True)
+        scale = np.maximum(-lo, hi) / qmax
+        zp = np.zeros_like(scale, dtype=np.int64)
+    else:
+        qmin, qmax = qrange(bits)
+        scale = (hi - lo) / (qmax - qmin)
+        zp = np.zeros_like(scale, dtype=np.int64)
+        ok = scale > 0
+        zp[ok] = np.clip(np.round(qmin - lo[ok] / scale[ok]), qmin, qmax).astype(np.int64)
+    scale = scale.astype(np.float32)
+    scale[~(scale > np.finfo(np.float32).tiny)] = 1.0
+    scale = np.broadcast_to(scale, (m,)).copy()
+    zp = np.broadcast_to(zp, (m,)).copy()
+    codes = np.rint(flat / scale[:, None].astype(np.float64)) + zp[:, None]
+    codes = np.clip(codes, qmin, qmax).astype(np.int64).reshape(w.shape)
+    return codes, scale, zp
+
+
+def _quantize_bias(b: np.ndarray, bias_scale: np.ndarray, act_bits: int) -> np.ndarray:
+    lo, hi = qrange(32 if act_bits == 8 else 48)
+    return np.clip(np.rint(b.astype(np.float64) / bias_scale.astype(np.float64)), lo, hi).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def candidate_tensors(graph: Graph) -> list[str]:
+    """Tensors whose ranges calibration must record: inputs and outputs of integer-capable nodes."""
+    names: list[str] = []
+    for n in graph.nodes:
+        if n.op in INT_OPS:
+            for t in n.inputs + n.outputs:
+                if t not in names:
+                    names.append(t)
+    return names
+
+
+def plan(graph: Graph, keep_float: tuple[str, ...] | set[str]) -> tuple[list[str], list[str]]:
+    """Names of nodes to quantize, and one-line notes on nodes that stay float and why."""
+    known = {n.name for n in graph.nodes}
+    missing = [k for k in keep_float if k not in known]
+    if missing:
+        raise ConfigError(f"--keep-float {missing[0]}: no node of that name "
+                          f"(nodes: {', '.join(n.name for n in graph.nodes)})")
+    quantized: set[str] = set()
+    notes: list[str] = []
+    producers = graph.producers()
+    auto = []
+    for n in graph.nodes:
+        if n.name in keep_float:
+            continue
+        if n.op == "Onnx":
+            if "unsupported" in n.attrs:
+                raise UnsupportedOpError(f"{n.label}: {n.attrs['unsupported']}; "
+                                         f"use --keep-float {n.name} to run it in float")
+            auto.append(f"{n.name} ({n.attrs['op_type']})")
+            continue
+        if n.op in LINEAR_OPS:
+            quantized.add(n.name)
+        elif n.op in PASS_THROUGH_OPS:
+            p = producers.get(n.inputs[0])
+            if p is not None and p.name in quantized:
+                quantized.add(n.name)
+    if auto:
+        notes.append("kept float (no integer implementation): " + ", ".join(auto))
+    if keep_float:
+        notes.append("kept float (--keep-float): " + ", ".join(keep_float))
+    return [n.name for n in graph.nodes if n.name in quantized], notes
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def _tensor_qparams(name: str, ranges: dict[str, tuple[float, float]], imported: dict[str, QParams],
+                    cfg: QuantConfig) -> QParams | None:
+    if name in imported:
+        return imported[name]
+    if name not in ranges:
+        return None
+    lo, hi = ranges[name]
+    return qparams_from_range(lo, hi, bits=cfg.act_bits, symmetric=cfg.act_symmetric)
+
+
+def _quantize_linear(node: Node, in_qp: QParams, out_qp: QParams, cfg: QuantConfig) -> None:
+    p = node.params
+    if "W_q" in p:  # a QDQ model's own integer weights
+        wq, ws, wz = p["W_q"], p["W_scale"], p["W_zp"]
+        wbits = 16 if np.max(np.abs(wq)) > 127 else 8
+    else:
+        wq, ws, wz = quantize_weights(p["W"], bits=cfg.weight_bits, symmetric=cfg.weight_symmetric,
+                                      per_channel=cfg.granularity == "per-channel")
+        wbits = cfg.weight_bits
+    bias_scale = (np.float32(in_qp.scale) * ws).astype(np.float32)
+    bias = p["b_q"] if "b_q" in p else _quantize_bias(p["b"], bias_scale, in_qp.bits)
+    lo, hi = activation_bounds(node)
+    qmin, qmax = int_activation_clamp(lo, hi, out_qp)
+    rq = Requant.from_scales(mode=cfg.rounding, s_in=in_qp.scale, s_w=ws, s_out=out_qp.scale,
+                             zero_point=out_qp.zero_point, qmin=qmin, qmax=qmax)
+    node.quant = {"rounding": cfg.rounding, "weight_bits": int(wbits), "act_bits": int(in_qp.bits),
+                  "out_zero_point": int(out_qp.zero_point), "qmin": int(qmin), "qmax": int(qmax)}
+    node.qparams = {"weight": wq.astype(np.int16 if wbits > 8 else np.int8),
+                    "weight_scale": ws.astype(np.float32),
+                    "weight_zero_point": wz.astype(np.int64),
+                    "bias": bias.astype(np.int64), "bias_scale": bias_scale,
+                    "multiplier": rq.multiplier.astype(np.int64), "shift": rq.shift.astype(np.int64),
+                    "scale": rq.scale.astype(np.float32)}
+
+
+def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], cfg: QuantConfig,
+                   *, imported: dict[str, QParams] | None = None,
+                   keep_float: tuple[str, ...] | None = None) -> tuple[Graph, list[str]]:
+    """A copy of ``float_graph`` with integer annotations, and the notes of what stayed float."""
+    imported = dict(imported or {})
+    g = copy.deepcopy(float_graph)
+    g.tensors = {}
+    for node in g.nodes:
+        node.quant, node.qparams = None, {}
+    names, notes = plan(g, cfg.keep_float if keep_float is None else keep_float)
+    chosen = set(names)
+    lacking = []
+    for node in g.nodes:
+        if node.name not in chosen:
+            continue
+        if node.op in LINEAR_OPS:
+            in_qp = g.tensors.get(node.inputs[0]) or _tensor_qparams(node.inputs[0], ranges, imported, cfg)
+            out_qp = _tensor_qparams(node.outputs[0], ranges, imported, cfg)
+            if in_qp is None or out_qp is None:
+                lacking.append(node.name)
+                continue
+            g.tensors[node.inputs[0]] = in_qp
+            g.tensors[node.outputs[0]] = out_qp
+            _quantize_linear(node, in_qp, out_qp, cfg)
+        else:
+            in_qp = g.tensors.get(node.inputs[0])
+            if in_qp is None:  # producer stayed float after all
+                continue
+            g.tensors[node.outputs[0]] = in_qp
+            lo, hi = activation_bounds(node)
+            qmin, qmax = int_activation_clamp(lo, hi, in_qp)
+            node.quant = {"qmin": int(qmin), "qmax": int(qmax)}
+    if lacking:
+        notes.append("kept float (no quantization parameters in the model): " + ", ".join(lacking))
+    return g, notes
+
+
+def ranges_from_stats(stats: dict[str, TensorStats], cfg: QuantConfig) -> dict[str, tuple[float, float]]:
+    return {k: choose_range(s, cfg.calib_method, bits=cfg.act_bits, symmetric=cfg.act_symmetric,
+                            percentile=cfg.percentile) for k, s in stats.items()}
+
+
+def correct_biases(qgraph: Graph, x: np.ndarray) -> int:
+    """Empirical bias correction: shift each quantized layer's bias by the mean per-channel
+    error of its accumulator against the float pre-activation, layer by layer in order.
+    Returns the number of layers corrected."""
+    from .executor import Trace, run_float, run_int
+
+    done = 0
+    ftrace = Trace()
+    run_float(qgraph, x, trace=ftrace)
+    ftrace.values[qgraph.inputs[0].name] = x
+    for node in qgraph.nodes:
+        if node.quant is None or node.op not in LINEAR_OPS:
+            continue
+        itrace = Trace()
+        run_int(qgraph, x, trace=itrace)
+        itrace.values.setdefault(qgraph.inputs[0].name, x)
+        src = node.inputs[0]
+        in_qp = qgraph.tensors[src]
+        from .arith import quantize_float
+        xq = itrace.codes.get(src)
+        if xq is None:
+            xq = quantize_float(itrace.values[src], in_qp.scale, in_qp.zero_point, in_qp.qmin, in_qp.qmax)
+        acc = accumulate(node, xq, in_qp.zero_point)
+        axis = channel_axis(node) % acc.ndim
+        bscale = node.qparams["bias_scale"].astype(np.float64)
+        shape = [1] * acc.ndim
+        shape[axis] = -1
+        err = acc * bscale.reshape(shape) - float_preactivation(node, ftrace.values[src])
+        mean = err.mean(axis=tuple(i for i in range(acc.ndim) if i != axis))
+        node.qparams["bias"] = node.qparams["bias"] - np.rint(mean / bscale).astype(np.int64)
+        done += 1
+    return done

@@ -1,0 +1,116 @@
+"""Float graph transforms real models need before quantization.
+
+- BatchNormalization folded into the preceding Conv/Dense.
+- Add/Sub/Mul by a per-channel or scalar constant folded into the preceding Conv/Dense.
+- Relu/Clip fused into the preceding Conv/Dense (it becomes the requantization clamp).
+
+A fold happens only when the producer's output feeds nothing else, is not a
+graph output and carries no recorded quantization (a QDQ model quantizes it on
+its own); otherwise the node stays as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import LINEAR_OPS, Graph, Node
+from .onnx_node import CONST_PREFIX
+
+__all__ = ["simplify"]
+
+
+def _single_const(node: Node) -> np.ndarray | None:
+    consts = [v for k, v in node.params.items() if k.startswith(CONST_PREFIX)]
+    return consts[0] if len(consts) == 1 and len(node.inputs) == 1 else None
+
+
+def _channel_vector(c: np.ndarray, producer: Node) -> np.ndarray | None:
+    """A constant that broadcasts as one value per output channel, as that vector."""
+    m = producer.params["W"].shape[0]
+    c = np.asarray(c, dtype=np.float32)
+    if c.size == 1:
+        return np.full(m, c.reshape(()), np.float32)
+    if c.size != m:
+        return None
+    if producer.op == "Dense" and c.shape[-1] == m:
+        return c.reshape(m)
+    if producer.op == "Conv" and c.ndim >= 3 and c.shape[-3] == m and c.shape[-2:] == (1, 1):
+        return c.reshape(m)
+    return None
+
+
+def _drop_imported(node: Node) -> None:
+    for k in ("W_q", "W_scale", "W_zp", "b_q"):
+        node.params.pop(k, None)
+
+
+def _scale_weights(node: Node, s: np.ndarray) -> None:
+    w = node.params["W"]
+    node.params["W"] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+    node.params["b"] = (node.params["b"] * s).astype(np.float32)
+    _drop_imported(node)
+
+
+def _fold_into(producer: Node, node: Node) -> bool:
+    """Fold ``node`` into linear ``producer``; True when done."""
+    if node.op in ("Relu", "Clip"):
+        if producer.attrs.get("activation"):
+            return False
+        producer.attrs["activation"] = dict(node.attrs["activation"])
+        return True
+    if node.op != "Onnx" or producer.attrs.get("activation"):
+        return False
+    kind = node.attrs["op_type"]
+    if kind == "BatchNormalization":
+        p = {k[len(CONST_PREFIX):]: v for k, v in node.params.items() if k.startswith(CONST_PREFIX)}
+        import onnx
+        proto = onnx.NodeProto()
+        proto.ParseFromString(node.params["node_proto"].tobytes())
+        if len(node.inputs) != 1 or len(p) != 4 or len(proto.output) != 1:
+            return False
+        gamma, beta, mean, var = (p[n].astype(np.float64) for n in proto.input[1:5])
+        eps = next((a.f for a in proto.attribute if a.name == "epsilon"), 1e-5)
+        s = gamma / np.sqrt(var + eps)
+        w = producer.params["W"].astype(np.float64)
+        producer.params["W"] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        producer.params["b"] = ((producer.params["b"] - mean) * s + beta).astype(np.float32)
+        _drop_imported(producer)
+        return True
+    if kind in ("Add", "Sub", "Mul"):
+        c = _single_const(node)
+        import onnx
+        proto = onnx.NodeProto()
+        proto.ParseFromString(node.params["node_proto"].tobytes())
+        if c is None or proto.input[0] != node.inputs[0]:  # only x op const, not const op x
+            return False
+        v = _channel_vector(c, producer)
+        if v is None:
+            return False
+        if kind == "Mul":
+            _scale_weights(producer, v)
+        else:
+            producer.params["b"] = (producer.params["b"] + (v if kind == "Add" else -v)).astype(np.float32)
+            producer.params.pop("b_q", None)
+        return True
+    return False
+
+
+def simplify(graph: Graph) -> None:
+    """Apply the folds until none applies (in place)."""
+    changed = True
+    while changed:
+        changed = False
+        producers, consumers = graph.producers(), graph.consumers()
+        for node in list(graph.nodes):
+            if not node.inputs or len(node.outputs) != 1:
+                continue
+            src = node.inputs[0]
+            prod = producers.get(src)
+            if (prod is None or prod.op not in LINEAR_OPS or len(consumers.get(src, [])) != 1
+                    or src in graph.outputs or src in graph.tensors):
+                continue
+            if _fold_into(prod, node):
+                prod.outputs = [node.outputs[0]]
+                graph.nodes.remove(node)
+                changed = True
+                break
