@@ -33,6 +33,7 @@ __all__ = [
     "mul_scale_onnx",
     "Requant",
     "divide_round_half_away",
+    "average_onnx_scale",
     "quantize_float",
     "dequantize",
     "saturate",
@@ -72,8 +73,10 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(M0, shift)`` as int64 arrays of the input's shape. ``real`` must be
     finite and >= 0. Zero and values below 2**-32 give M0 = 0, shift = 0 (the
-    output is then always the zero point). Values of 2**31 or more saturate to
-    M0 = 2**31 - 1, shift = 30, as TFLite's single-rounding build does.
+    output is then always the zero point; values within 2**-64 below 2**-32 round
+    up to M0 = 2**30, shift = -31). Values of 2**30 - 2**-2 or more (those whose
+    rounded M0 would need shift > 30) saturate to M0 = 2**31 - 1, shift = 30, as
+    TFLite's single-rounding build does; that largest multiplier is about 2**30.
     """
     r = np.asarray(real, dtype=np.float64)
     if not np.all(np.isfinite(r)) or np.any(r < 0):
@@ -153,8 +156,9 @@ def mul_shift_single(acc, m0, shift) -> np.ndarray:
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values (as int64 arrays).
 
-    high32(2*a*b) rounded half away from zero; the single overflow case
-    a == b == INT32_MIN saturates to INT32_MAX.
+    a*b / 2**31 rounded to nearest, ties towards +infinity (the negative nudge
+    1 - 2**30 with C's truncating division makes -0.5 -> 0, like ARM VQRDMULH);
+    the single overflow case a == b == INT32_MIN saturates to INT32_MAX.
     """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
@@ -269,6 +273,12 @@ class Requant:
 # --------------------------------------------------------------------------- other integer rules
 
 
+def average_onnx_scale(s_in, s_out, count) -> np.ndarray:
+    """ONNX Runtime's QLinear(Global)AveragePool scale: s_in / (s_out * float32(count)), float32."""
+    f = np.float32
+    return np.asarray(s_in, f) / (np.asarray(s_out, f) * np.asarray(count).astype(f))
+
+
 def divide_round_half_away(total, count) -> np.ndarray:
     """total / count rounded half away from zero (the average-pool rule), count > 0."""
     total = np.asarray(total, dtype=np.int64)
@@ -281,7 +291,8 @@ def quantize_float(x, scale, zero_point, qmin: int, qmax: int) -> np.ndarray:
     """Float to integer as ONNX QuantizeLinear: saturate(rint(x / scale) + zp), float32 math."""
     x = np.asarray(x, dtype=np.float32)
     v = np.rint(x / np.asarray(scale, dtype=np.float32)) + np.float32(0)
-    v = np.clip(v, np.float32(-2.0**40), np.float32(2.0**40))
+    # NaN -> qmin, as ORT's x86 MLAS kernel (MAXPS returns the bound for a NaN operand).
+    v = np.clip(np.where(np.isnan(v), np.float32(-np.inf), v), np.float32(-2.0**40), np.float32(2.0**40))
     return saturate(v.astype(np.int64) + np.asarray(zero_point, dtype=np.int64), qmin, qmax)
 
 

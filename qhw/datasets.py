@@ -9,13 +9,12 @@ scikit-learn: nothing here needs torch.
 from __future__ import annotations
 
 import os
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
+from .fileio import save_npz
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -53,25 +52,6 @@ def digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def _save_npz_atomic(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    """Write ``x`` and ``y`` to ``path`` as ``.npz``, via a temporary file and ``os.replace``.
-
-    Unlike ``np.savez``, the zip entries get a fixed timestamp, so equal arrays
-    give byte-identical files. Readable with ``np.load``; no pickled objects.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
-            for key, arr in (("x", x), ("y", y)):
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                with zf.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_digits_npz(directory: str | os.PathLike[str], *, calib_samples: int = 500) -> dict[str, Path]:
     """Write ``calib.npz`` and ``test.npz`` into ``directory`` and return their paths.
 
@@ -88,8 +68,8 @@ def write_digits_npz(directory: str | os.PathLike[str], *, calib_samples: int = 
     x_tr, y_tr = split["train"]
     x_te, y_te = split["test"]
     paths = {"calib": out / "calib.npz", "test": out / "test.npz"}
-    _save_npz_atomic(paths["calib"], x_tr[:calib_samples], y_tr[:calib_samples])
-    _save_npz_atomic(paths["test"], x_te, y_te)
+    save_npz(paths["calib"], x=x_tr[:calib_samples], y=y_tr[:calib_samples])
+    save_npz(paths["test"], x=x_te, y=y_te)
     return paths
 
 

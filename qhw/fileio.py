@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError
 
-__all__ = ["atomic_path", "load_data"]
+__all__ = ["atomic_path", "load_data", "save_npz"]
 
 
 @contextlib.contextmanager
@@ -30,6 +31,15 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write arrays as ``.npz`` atomically and reproducibly (fixed zip timestamps, no pickle)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
 
 
 def load_data(path: str | Path, *, what: str = "--data") -> tuple[np.ndarray, np.ndarray | None]:

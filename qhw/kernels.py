@@ -22,6 +22,7 @@ __all__ = [
     "conv2d_float",
     "pool_windows",
     "maxpool2d",
+    "avgpool2d_sums",
     "avgpool2d_int",
     "avgpool2d_float",
 ]
@@ -122,16 +123,21 @@ def _valid_counts(shape_hw, kernel, strides, pads, include_pad: bool) -> np.ndar
     return pool_windows(ones, kernel, strides).sum(axis=(-2, -1))[0, 0]
 
 
-def avgpool2d_int(xq: np.ndarray, *, kernel, strides, pads, zero_point: int,
-                  count_include_pad: bool = False) -> np.ndarray:
-    """Integer average pool: mean of (q - zp) rounded half away from zero, plus zp.
-
-    Scale and zero point pass through unchanged; padded taps are real zeros.
-    """
+def avgpool2d_sums(xq: np.ndarray, *, kernel, strides, pads, zero_point: int,
+                   count_include_pad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Window sums of (q - zp) and the number of taps each averages (padded taps are real zeros)."""
     xs = np.asarray(xq, dtype=np.int64) - zero_point
     win = pool_windows(pad_nchw(xs, pads, 0), kernel, strides)
-    total = win.sum(axis=(-2, -1))
     count = _valid_counts(xs.shape[2:], kernel, strides, pads, count_include_pad)
+    return win.sum(axis=(-2, -1)), count
+
+
+def avgpool2d_int(xq: np.ndarray, *, kernel, strides, pads, zero_point: int,
+                  count_include_pad: bool = False) -> np.ndarray:
+    """Integer average pool of the ``single``/``tflite`` modes: mean of (q - zp) rounded half
+    away from zero, plus zp (scale and zero point pass through)."""
+    total, count = avgpool2d_sums(xq, kernel=kernel, strides=strides, pads=pads, zero_point=zero_point,
+                                  count_include_pad=count_include_pad)
     return divide_round_half_away(total, count) + zero_point
 
 

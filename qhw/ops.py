@@ -12,7 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import kernels
-from .arith import Requant, quantize_float, saturate
+from .arith import Requant, average_onnx_scale, divide_round_half_away, mul_scale_onnx, quantize_float, \
+    saturate
 from .errors import ModelError
 from .graph import Node, QParams
 
@@ -185,18 +186,30 @@ def _maxpool_i(node, xs, in_qp, out_qp):
                               **_pool_geometry(node))]
 
 
+def _average_i(node, total, count, in_qp, out_qp):
+    """Integer average: the ``onnx`` mode follows ORT's QLinear(Global)AveragePool, the others
+    round half away from zero (docs/arithmetic.md)."""
+    if node.quant["rounding"] == "onnx":
+        scale = average_onnx_scale(in_qp.scale, out_qp.scale, count)
+        lo, hi = out_qp.qmin - out_qp.zero_point, out_qp.qmax - out_qp.zero_point
+        return mul_scale_onnx(total, scale, lo, hi) + out_qp.zero_point
+    return saturate(divide_round_half_away(total, count) + out_qp.zero_point, out_qp.qmin, out_qp.qmax)
+
+
 @register(INT_OPS, "AveragePool")
 def _avgpool_i(node, xs, in_qp, out_qp):
-    return [kernels.avgpool2d_int(xs[0], zero_point=in_qp[0].zero_point,
-                                  count_include_pad=bool(node.attrs.get("count_include_pad", 0)),
-                                  **_pool_geometry(node))]
+    total, count = kernels.avgpool2d_sums(xs[0], zero_point=in_qp[0].zero_point,
+                                          count_include_pad=bool(node.attrs.get("count_include_pad", 0)),
+                                          **_pool_geometry(node))
+    return [_average_i(node, total, count, in_qp[0], out_qp[0])]
 
 
 @register(INT_OPS, "GlobalAveragePool")
 def _gap_i(node, xs, in_qp, out_qp):
     h, w = xs[0].shape[2:]
-    return [kernels.avgpool2d_int(xs[0], kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0),
-                                  zero_point=in_qp[0].zero_point)]
+    total, count = kernels.avgpool2d_sums(xs[0], kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0),
+                                          zero_point=in_qp[0].zero_point)
+    return [_average_i(node, total, count, in_qp[0], out_qp[0])]
 
 
 @register(INT_OPS, "Flatten")

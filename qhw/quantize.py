@@ -223,7 +223,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             g.tensors[node.outputs[0]] = in_qp
             lo, hi = activation_bounds(node)
             qmin, qmax = int_activation_clamp(lo, hi, in_qp)
-            node.quant = {"qmin": int(qmin), "qmax": int(qmax)}
+            node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}
     if lacking:
         notes.append("kept float (no quantization parameters in the model): " + ", ".join(lacking))
     return g, notes
