@@ -52,8 +52,8 @@ def qrange(bits: int, *, signed: bool = True, narrow: bool = False) -> tuple[int
     >>> qrange(8), qrange(8, narrow=True), qrange(8, signed=False)
     ((-128, 127), (-127, 127), (0, 255))
     """
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 32:
-        raise ConfigError(f"bit width must be an integer from 2 to 32, not {bits!r}")
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 64:
+        raise ConfigError(f"bit width must be an integer from 2 to 64, not {bits!r}")
     if not signed:
         return 0, (1 << bits) - 1
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1

@@ -79,16 +79,24 @@ def _qdq_mse(v: np.ndarray, rmin: float, rmax: float, bits: int, symmetric: bool
 
 
 def mse_range(stats: TensorStats, *, bits: int, symmetric: bool, steps: int = 100) -> tuple[float, float]:
-    """The range shrunk by the factor in (0, 1] that minimizes quantize-dequantize MSE."""
+    """The clipping range minimizing quantize-dequantize MSE on the sample.
+
+    Each end is shrunk towards 0 on a grid of ``steps`` factors; asymmetric ranges search
+    the upper end first, then the lower one (an outlier on one side must not drag the other).
+    """
     v = stats.sample.astype(np.float64)
     if v.size > (1 << 16):
-        v = v[np.linspace(0, v.size - 1, 1 << 16).astype(np.int64)]
-    best, best_err = (stats.min, stats.max), np.inf
-    for a in np.linspace(1.0, 0.05, steps):
-        err = _qdq_mse(v, stats.min * a, stats.max * a, bits, symmetric)
-        if err < best_err:
-            best, best_err = (stats.min * a, stats.max * a), err
-    return best
+        v = np.random.default_rng(0).choice(v, 1 << 16, replace=False)
+    factors = np.linspace(1.0, 0.01, steps)
+    if symmetric:
+        t = max(-stats.min, stats.max)
+        errs = [_qdq_mse(v, -t * a, t * a, bits, True) for a in factors]
+        a = factors[int(np.argmin(errs))]
+        return -t * a, t * a
+    lo, hi = stats.min, stats.max
+    hi = hi * factors[int(np.argmin([_qdq_mse(v, lo, hi * a, bits, False) for a in factors]))]
+    lo = lo * factors[int(np.argmin([_qdq_mse(v, lo * a, hi, bits, False) for a in factors]))]
+    return lo, hi
 
 
 def kl_threshold(values: np.ndarray, *, levels: int, bins: int = 2048) -> float:
@@ -135,6 +143,7 @@ def choose_range(stats: TensorStats, method: str, *, bits: int, symmetric: bool,
     if method == "entropy":
         nonneg = stats.min >= 0.0
         levels = (1 << bits) - 1 if nonneg else 1 << (bits - 1)
-        t = kl_threshold(stats.sample, levels=levels)
+        # exact zeros (ReLU's spike) are represented exactly by any range: leave them out
+        t = kl_threshold(stats.sample[stats.sample != 0], levels=levels)
         return (0.0, t) if nonneg else (max(-t, stats.min), min(t, stats.max))
     raise ConfigError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, not {method!r}")

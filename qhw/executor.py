@@ -89,7 +89,11 @@ class _IntEnv:
 
 def run_int(graph: Graph, x: np.ndarray, *, trace: Trace | None = None) -> list[np.ndarray]:
     env = _IntEnv(graph)
-    env.floats[graph.inputs[0].name] = np.asarray(x, dtype=np.float32)
+    name = graph.inputs[0].name
+    env.floats[name] = np.asarray(x, dtype=np.float32)
+    if name in graph.tensors:
+        env.as_codes(name)
+        del env.floats[name]
     for node in graph.nodes:
         if node.quant is not None:
             xs = [env.as_codes(i) for i in node.inputs]
@@ -101,6 +105,9 @@ def run_int(graph: Graph, x: np.ndarray, *, trace: Trace | None = None) -> list[
             outs = FLOAT_OPS[node.op](node, [env.as_float(i) for i in node.inputs])
             for name, val in zip(node.outputs, outs):
                 env.floats[name] = val
+                if name in graph.tensors:  # a quantized tensor is rounded for every consumer (QDQ semantics)
+                    env.as_codes(name)
+                    del env.floats[name]
         if trace is not None:
             for name in node.outputs:
                 if name in env.codes:

@@ -162,7 +162,7 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     notes: list[str] = []
     inp = g.inputs[0]
     w.names.add(inp.name)
-    if inp.name in g.tensors and any(n.quant is not None and inp.name in n.inputs for n in g.nodes):
+    if inp.name in g.tensors:
         w.qdq(inp.name, g.tensors[inp.name])
     done_q = {inp.name}
     for node in g.nodes:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import kernels
-from .arith import Requant, average_onnx_scale, divide_round_half_away, mul_scale_onnx, quantize_float, \
-    saturate
+from .arith import Requant, average_onnx_scale, divide_round_half_away, mul_scale_onnx, mul_shift_single, \
+    mul_shift_tflite, quantize_float, quantize_multiplier, saturate
 from .errors import ModelError
 from .graph import Node, QParams
 
@@ -187,13 +187,19 @@ def _maxpool_i(node, xs, in_qp, out_qp):
 
 
 def _average_i(node, total, count, in_qp, out_qp):
-    """Integer average: the ``onnx`` mode follows ORT's QLinear(Global)AveragePool, the others
-    round half away from zero (docs/arithmetic.md)."""
-    if node.quant["rounding"] == "onnx":
+    """Integer average of window sums (docs/arithmetic.md). ``onnx`` follows ORT's
+    QLinear(Global)AveragePool; the others round half away from zero, or requantize by
+    s_in / (s_out * count) when the output has its own scale (a QDQ model's)."""
+    mode = node.quant["rounding"]
+    zp, qmin, qmax = out_qp.zero_point, out_qp.qmin, out_qp.qmax
+    if mode == "onnx":
         scale = average_onnx_scale(in_qp.scale, out_qp.scale, count)
-        lo, hi = out_qp.qmin - out_qp.zero_point, out_qp.qmax - out_qp.zero_point
-        return mul_scale_onnx(total, scale, lo, hi) + out_qp.zero_point
-    return saturate(divide_round_half_away(total, count) + out_qp.zero_point, out_qp.qmin, out_qp.qmax)
+        return mul_scale_onnx(total, scale, qmin - zp, qmax - zp) + zp
+    if in_qp.scale == out_qp.scale:
+        return saturate(divide_round_half_away(total, count) + zp, qmin, qmax)
+    m0, shift = quantize_multiplier(np.float64(in_qp.scale) / (np.float64(out_qp.scale) * count))
+    mul = mul_shift_single if mode == "single" else mul_shift_tflite
+    return saturate(mul(total, m0, shift) + zp, qmin, qmax)
 
 
 @register(INT_OPS, "AveragePool")

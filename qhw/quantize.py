@@ -121,8 +121,13 @@ def candidate_tensors(graph: Graph) -> list[str]:
     return names
 
 
-def plan(graph: Graph, keep_float: tuple[str, ...] | set[str]) -> tuple[list[str], list[str]]:
-    """Names of nodes to quantize, and one-line notes on nodes that stay float and why."""
+def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
+         imported: dict[str, QParams] | None = None) -> tuple[list[str], list[str]]:
+    """Names of nodes to quantize, and one-line notes on nodes that stay float and why.
+
+    A pass-through op (pooling, reshaping, clamps) runs in integers when its producer does,
+    or when a QDQ model quantizes both its input and its output."""
+    imported = imported or {}
     known = {n.name for n in graph.nodes}
     missing = [k for k in keep_float if k not in known]
     if missing:
@@ -145,7 +150,7 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str]) -> tuple[list[str
             quantized.add(n.name)
         elif n.op in PASS_THROUGH_OPS:
             p = producers.get(n.inputs[0])
-            if p is not None and p.name in quantized:
+            if (p is not None and p.name in quantized) or (n.inputs[0] in imported and n.outputs[0] in imported):
                 quantized.add(n.name)
     if auto:
         notes.append("kept float (no integer implementation): " + ", ".join(auto))
@@ -201,7 +206,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
     g.tensors = {}
     for node in g.nodes:
         node.quant, node.qparams = None, {}
-    names, notes = plan(g, cfg.keep_float if keep_float is None else keep_float)
+    names, notes = plan(g, cfg.keep_float if keep_float is None else keep_float, imported)
     chosen = set(names)
     lacking = []
     for node in g.nodes:
@@ -217,12 +222,16 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             g.tensors[node.outputs[0]] = out_qp
             _quantize_linear(node, in_qp, out_qp, cfg)
         else:
-            in_qp = g.tensors.get(node.inputs[0])
+            in_qp = g.tensors.get(node.inputs[0]) or imported.get(node.inputs[0])
             if in_qp is None:  # producer stayed float after all
                 continue
-            g.tensors[node.outputs[0]] = in_qp
+            out_qp = imported.get(node.outputs[0], in_qp)
+            if out_qp != in_qp and node.op not in ("AveragePool", "GlobalAveragePool"):
+                out_qp = in_qp  # max, reshape and clamps cannot rescale; their output keeps the input's
+            g.tensors[node.inputs[0]] = in_qp
+            g.tensors[node.outputs[0]] = out_qp
             lo, hi = activation_bounds(node)
-            qmin, qmax = int_activation_clamp(lo, hi, in_qp)
+            qmin, qmax = int_activation_clamp(lo, hi, out_qp)
             node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}
     if lacking:
         notes.append("kept float (no quantization parameters in the model): " + ", ".join(lacking))

@@ -1,0 +1,29 @@
+"""Shared fixtures: the digits data files and quantized demo models, built once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qhw.datasets import builtin_model_path, write_digits_npz
+
+
+@pytest.fixture(scope="session")
+def digits_files(tmp_path_factory):
+    return write_digits_npz(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def digits(digits_files):
+    with np.load(digits_files["calib"]) as c, np.load(digits_files["test"]) as t:
+        return {"calib_x": c["x"], "calib_y": c["y"], "test_x": t["x"], "test_y": t["y"]}
+
+
+@pytest.fixture(scope="session")
+def cnn_path():
+    return builtin_model_path("digits_cnn")
+
+
+@pytest.fixture(scope="session")
+def mlp_path():
+    return builtin_model_path("digits_mlp")
