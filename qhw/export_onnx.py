@@ -40,7 +40,7 @@ class _Writer:
 
     def init(self, base: str, value: np.ndarray) -> str:
         name = self.fresh(base)
-        self.inits.append(self.nh.from_array(np.ascontiguousarray(value), name))
+        self.inits.append(self.nh.from_array(np.array(value, order="C"), name))  # keeps 0-d scalars 0-d
         return name
 
     def node(self, op: str, inputs, outputs, name: str, **attrs):

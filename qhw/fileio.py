@@ -39,7 +39,7 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
         for key, arr in arrays.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                np.lib.format.write_array(member, np.asarray(arr, order="C"), allow_pickle=False)
 
 
 def load_data(path: str | Path, *, what: str = "--data") -> tuple[np.ndarray, np.ndarray | None]:

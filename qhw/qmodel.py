@@ -54,7 +54,7 @@ def save_qmodel(qm: QModel, path: str | Path) -> None:
     arrays: list[np.ndarray] = []
 
     def ref(a: np.ndarray) -> int:
-        arrays.append(np.ascontiguousarray(a))
+        arrays.append(np.asarray(a, order="C"))  # (ascontiguousarray would make 0-d arrays 1-d)
         return len(arrays) - 1
 
     g = qm.graph
