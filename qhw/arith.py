@@ -143,13 +143,15 @@ def mul_shift_single(acc, m0, shift) -> np.ndarray:
     ``shift`` is in [-31, 30]; |acc| < 2**47. Returns int64, clamped to +-2**31.
     """
     acc = np.asarray(acc, dtype=np.int64)
-    if acc.size and int(np.max(np.abs(acc))) >= (1 << ACC_LIMIT_BITS):
-        raise ArithmeticContractError(
-            f"accumulator magnitude must stay below 2**{ACC_LIMIT_BITS}, got {int(np.max(np.abs(acc)))}")
+    amax = max(int(acc.max()), -int(acc.min())) if acc.size else 0
+    if amax >= (1 << ACC_LIMIT_BITS):
+        raise ArithmeticContractError(f"accumulator magnitude must stay below 2**{ACC_LIMIT_BITS}, got {amax}")
     m0 = np.asarray(m0, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
     total = 31 - shift
     rounding = np.left_shift(np.int64(1), total - 1)
+    if amax < (1 << 31):  # |acc·M0| < 2**62 and rounding <= 2**61: the plain int64 formula cannot overflow
+        return np.clip((acc * m0 + rounding) >> total, -(1 << 31), 1 << 31)
     return _floor_shift_product(acc, m0, total, rounding)
 
 

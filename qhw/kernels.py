@@ -30,14 +30,16 @@ __all__ = [
 FLOAT64_EXACT_LIMIT = 1 << 53
 
 
-def float64_is_exact(a: np.ndarray, b: np.ndarray) -> bool:
+def _absmax(a: np.ndarray) -> int:
+    return max(int(a.max()), -int(a.min())) if a.size else 0  # no |a| temporary
+
+
+def float64_is_exact(a: np.ndarray, b: np.ndarray, k: int | None = None) -> bool:
     """True when float64 matmul of integer arrays ``a @ b`` is exact: K·max|a|·max|b| < 2**53."""
     if a.size == 0 or b.size == 0:
         return True
-    k = a.shape[-1]
-    amax = int(np.max(np.abs(a)))
-    bmax = int(np.max(np.abs(b)))
-    return k * amax * bmax < FLOAT64_EXACT_LIMIT
+    k = a.shape[-1] if k is None else k
+    return k * _absmax(a) * _absmax(b) < FLOAT64_EXACT_LIMIT
 
 
 def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,14 +96,21 @@ def conv2d_int(xq: np.ndarray, wq: np.ndarray, *, pads, strides, dilations, grou
     """Exact integer convolution sum((x - x_zero) * (w - w_zero)) as int64 NCHW.
 
     Padding uses ``x_zero`` (the quantized real zero), so padded taps add nothing.
+    The exactness bound is checked on the input and the weights, before im2col, so the
+    patches are built directly in the dtype the product runs in.
     """
     xs = pad_nchw(np.asarray(xq, dtype=np.int64), pads, x_zero) - x_zero
     wz = np.asarray(w_zero, dtype=np.int64)
     if wz.ndim:
         wz = wz.reshape(-1, 1, 1, 1)
     ws = np.asarray(wq, dtype=np.int64) - wz
+    k = int(np.prod(ws.shape[1:]))
+    if float64_is_exact(xs, ws, k):
+        xs, ws = xs.astype(np.float64), ws.astype(np.float64)
+        cols = im2col(xs, ws.shape[2:], strides, dilations)
+        return _grouped_conv(cols, ws, group, np.matmul).astype(np.int64)
     cols = im2col(xs, ws.shape[2:], strides, dilations)
-    return _grouped_conv(cols, ws, group, matmul_exact)
+    return _grouped_conv(cols, ws, group, np.matmul)
 
 
 def conv2d_float(x: np.ndarray, w: np.ndarray, *, pads, strides, dilations, group: int) -> np.ndarray:
