@@ -34,6 +34,7 @@ __all__ = [
     "Requant",
     "divide_round_half_away",
     "average_onnx_scale",
+    "quantize_onnx_pool",
     "quantize_float",
     "dequantize",
     "saturate",
@@ -279,6 +280,16 @@ def average_onnx_scale(s_in, s_out, count) -> np.ndarray:
     """ONNX Runtime's QLinear(Global)AveragePool scale: s_in / (s_out * float32(count)), float32."""
     f = np.float32
     return np.asarray(s_in, f) / (np.asarray(s_out, f) * np.asarray(count).astype(f))
+
+
+def quantize_onnx_pool(v, scale, zero_point: int, qmin: int, qmax: int) -> np.ndarray:
+    """ONNX Runtime's QLinearAveragePool output rule: rint(float32(v / scale) + zp), clamped.
+
+    The zero point is added in float32 before rounding (unlike QuantizeLinear).
+    """
+    f = np.float32
+    y = (np.asarray(v, f) / f(scale)).astype(f) + f(zero_point)
+    return saturate(np.rint(y).astype(np.int64), qmin, qmax)
 
 
 def divide_round_half_away(total, count) -> np.ndarray:

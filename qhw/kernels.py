@@ -25,6 +25,7 @@ __all__ = [
     "avgpool2d_sums",
     "avgpool2d_int",
     "avgpool2d_float",
+    "avgpool2d_sequential",
 ]
 
 FLOAT64_EXACT_LIMIT = 1 << 53
@@ -148,6 +149,18 @@ def avgpool2d_int(xq: np.ndarray, *, kernel, strides, pads, zero_point: int,
     total, count = avgpool2d_sums(xq, kernel=kernel, strides=strides, pads=pads, zero_point=zero_point,
                                   count_include_pad=count_include_pad)
     return divide_round_half_away(total, count) + zero_point
+
+
+def avgpool2d_sequential(x: np.ndarray, *, kernel, strides, pads, count_include_pad: bool = False) -> np.ndarray:
+    """Float32 average pool summing taps one at a time in row-major order, then dividing by
+    the tap count: the order ONNX Runtime's QLinearAveragePool uses, so rounding matches."""
+    win = pool_windows(pad_nchw(np.asarray(x, dtype=np.float32), pads, 0.0), kernel, strides)
+    acc = np.zeros(win.shape[:4], np.float32)
+    for i in range(win.shape[4]):  # a loop over kernel taps, vectorized over everything else
+        for j in range(win.shape[5]):
+            acc += win[..., i, j]
+    count = _valid_counts(x.shape[2:], kernel, strides, pads, count_include_pad)
+    return acc / count.astype(np.float32)
 
 
 def avgpool2d_float(x: np.ndarray, *, kernel, strides, pads, count_include_pad: bool = False) -> np.ndarray:

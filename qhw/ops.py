@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import kernels
-from .arith import Requant, average_onnx_scale, divide_round_half_away, mul_scale_onnx, mul_shift_single, \
-    mul_shift_tflite, quantize_float, quantize_multiplier, saturate
+from .arith import Requant, average_onnx_scale, dequantize, divide_round_half_away, mul_scale_onnx, \
+    mul_shift_single, mul_shift_tflite, quantize_float, quantize_multiplier, quantize_onnx_pool, saturate
 from .errors import ModelError
 from .graph import Node, QParams
 
@@ -204,9 +204,12 @@ def _average_i(node, total, count, in_qp, out_qp):
 
 @register(INT_OPS, "AveragePool")
 def _avgpool_i(node, xs, in_qp, out_qp):
-    total, count = kernels.avgpool2d_sums(xs[0], zero_point=in_qp[0].zero_point,
-                                          count_include_pad=bool(node.attrs.get("count_include_pad", 0)),
-                                          **_pool_geometry(node))
+    geo = dict(count_include_pad=bool(node.attrs.get("count_include_pad", 0)), **_pool_geometry(node))
+    if node.quant["rounding"] == "onnx":  # ORT's QLinearAveragePool works on dequantized floats
+        i, o = in_qp[0], out_qp[0]
+        v = kernels.avgpool2d_sequential(dequantize(xs[0], i.scale, i.zero_point), **geo)
+        return [quantize_onnx_pool(v, o.scale, o.zero_point, o.qmin, o.qmax)]
+    total, count = kernels.avgpool2d_sums(xs[0], zero_point=in_qp[0].zero_point, **geo)
     return [_average_i(node, total, count, in_qp[0], out_qp[0])]
 
 
