@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,13 @@ def requantize_variant(qm: QModel, keep_float) -> Graph:
 
 
 def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndarray | None,
+                   calib_y: np.ndarray | None = None, auto_keep_float: float | None = None,
                    calib_source: str = "--calib", progress=None, log=print) -> QModel:
-    """ONNX file + calibration data -> QModel (calibration optional for a QDQ model)."""
+    """ONNX file + calibration data -> QModel (calibration optional for a QDQ model).
+
+    ``auto_keep_float`` (accuracy points) widens ``cfg.keep_float`` with the most sensitive
+    layers, measured on the calibration data; calibration itself runs once.
+    """
     graph, is_qdq = import_model(model_path)
     if calib_x is None and not is_qdq:
         raise DataError(f"{model_path}: a float model needs calibration data (--calib DATA.npz)")
@@ -62,9 +68,17 @@ def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndar
     qgraph, notes = quantize_graph(graph, ranges, cfg, imported=imported)
     qm = QModel(graph=qgraph, config=cfg, ranges=ranges, imported=imported,
                 source=Path(model_path).name, notes=notes)
+    if auto_keep_float is not None:
+        if calib_x is None:
+            raise DataError("--auto-keep-float needs calibration data (--calib DATA.npz)")
+        from .analysis import auto_keep_float as choose_float_layers
+
+        keep = choose_float_layers(qm, calib_x, calib_y, auto_keep_float, progress=progress, log=log)
+        qm.config = cfg = replace(cfg, keep_float=tuple(keep))
+        qm.graph, qm.notes = quantize_graph(graph, ranges, cfg, imported=imported)
     if cfg.bias_correction:
         if calib_x is None:
             raise DataError("--bias-correction needs calibration data (--calib DATA.npz)")
-        n = correct_biases(qgraph, calib_x)
+        n = correct_biases(qm.graph, calib_x)
         qm.notes.append(f"bias correction applied to {n} layer(s)")
     return qm

@@ -282,14 +282,16 @@ def average_onnx_scale(s_in, s_out, count) -> np.ndarray:
     return np.asarray(s_in, f) / (np.asarray(s_out, f) * np.asarray(count).astype(f))
 
 
-def quantize_onnx_pool(v, scale, zero_point: int, qmin: int, qmax: int) -> np.ndarray:
+def quantize_onnx_pool(v, scale, zero_point: int, qmin: int, qmax: int, code_offset: int = 0) -> np.ndarray:
     """ONNX Runtime's QLinearAveragePool output rule: rint(float32(v / scale) + zp), clamped.
 
-    The zero point is added in float32 before rounding (unlike QuantizeLinear).
+    The zero point is added in float32 before rounding (unlike QuantizeLinear), so the
+    result depends on the zero point as the model stores it: ``code_offset`` is 128 for a
+    uint8 model (whose zero point is qhw's signed one + 128).
     """
     f = np.float32
-    y = (np.asarray(v, f) / f(scale)).astype(f) + f(zero_point)
-    return saturate(np.rint(y).astype(np.int64), qmin, qmax)
+    y = (np.asarray(v, f) / f(scale)).astype(f) + f(zero_point + code_offset)
+    return saturate(np.rint(y).astype(np.int64) - code_offset, qmin, qmax)
 
 
 def divide_round_half_away(total, count) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, QhwError
+from .errors import QhwError
 
 __all__ = ["main", "build_parser"]
 
@@ -40,8 +40,18 @@ def _budget(text: str) -> float:
 # --------------------------------------------------------------------------- commands
 
 
+def _model_and_data(args):
+    """The QMODEL and DATA.npz of run/analyze, checked against each other."""
+    from .executor import check_input
+    from .fileio import load_data
+    from .qmodel import load_qmodel
+
+    qm = load_qmodel(args.qmodel)
+    x, y = load_data(args.data)
+    return qm, check_input(qm.graph, x, str(args.data)), y
+
+
 def cmd_quantize(args) -> int:
-    from .analysis import auto_keep_float
     from .api import quantize_model
     from .fileio import load_data
     from .qmodel import save_qmodel
@@ -54,16 +64,10 @@ def cmd_quantize(args) -> int:
     x = y = None
     if args.calib:
         x, y = load_data(args.calib, what="--calib")
-    qm = quantize_model(args.model, cfg, calib_x=x, calib_source=str(args.calib), progress=progress, log=_log)
-    if args.auto_keep_float is not None:
-        if x is None:
-            raise ConfigError("--auto-keep-float needs calibration data (--calib DATA.npz)")
-        keep = auto_keep_float(qm, x, y, args.auto_keep_float, progress=progress, log=_log)
-        from dataclasses import replace
-        cfg = replace(cfg, keep_float=tuple(keep))
-        qm = quantize_model(args.model, cfg, calib_x=x, calib_source=str(args.calib), progress=progress,
-                            log=lambda m: None)
+    qm = quantize_model(args.model, cfg, calib_x=x, calib_y=y, auto_keep_float=args.auto_keep_float,
+                        calib_source=str(args.calib), progress=progress, log=_log)
     save_qmodel(qm, args.output)
+    cfg = qm.config
     nq = sum(1 for n in qm.graph.nodes if n.quant is not None)
     for note in qm.notes:
         _log(f"note: {note}")
@@ -74,13 +78,9 @@ def cmd_quantize(args) -> int:
 
 def cmd_run(args) -> int:
     from .api import run_batched
-    from .executor import check_input
-    from .fileio import load_data, save_npz
-    from .qmodel import load_qmodel
+    from .fileio import save_npz
 
-    qm = load_qmodel(args.qmodel)
-    x, _ = load_data(args.data)
-    x = check_input(qm.graph, x, str(args.data))
+    qm, x, _ = _model_and_data(args)
     y = run_batched(qm.graph, x, integer=not args.float, progress=progress)
     save_npz(args.output, y=y.astype(np.float32))
     _log(f"ran {'float reference' if args.float else 'integer golden model'} on {x.shape[0]} samples "
@@ -90,24 +90,17 @@ def cmd_run(args) -> int:
 
 def cmd_analyze(args) -> int:
     from .analysis import analyze
-    from .executor import check_input
-    from .fileio import load_data
-    from .qmodel import load_qmodel
-    from .report import public_report, write_report
+    from .report import markdown, public_report, write_report
 
-    qm = load_qmodel(args.qmodel)
-    x, y = load_data(args.data)
-    x = check_input(qm.graph, x, str(args.data))
+    qm, x, y = _model_and_data(args)
     report = analyze(qm, x, y, with_sensitivity=not args.no_sensitivity, progress=progress)
     if args.output:
         files = write_report(report, args.output)
         _log(f"wrote {files['markdown']} and {files['json']}")
     if args.json:
         print(json.dumps(public_report(report)))
-    else:
-        from .report import markdown
-        if not args.output:
-            print(markdown(report))
+    elif not args.output:
+        print(markdown(report))
     return 0
 
 

@@ -23,11 +23,21 @@ LINEAR_OPS = ("Dense", "Conv")
 
 @dataclass(frozen=True)
 class QParams:
-    """Per-tensor activation quantization: real = scale * (q - zero_point), q in [qmin, qmax]."""
+    """Per-tensor activation quantization: real = scale * (q - zero_point), q in [qmin, qmax].
+
+    Codes are always signed; ``unsigned`` records that the source model stored them as
+    unsigned (code + 2**(bits-1)), which one ONNX Runtime rounding rule depends on.
+    """
 
     scale: float
     zero_point: int
     bits: int = 8
+    unsigned: bool = False
+
+    @property
+    def code_offset(self) -> int:
+        """What the source model's codes add to qhw's signed codes (128 for uint8, else 0)."""
+        return 1 << (self.bits - 1) if self.unsigned else 0
 
     @property
     def qmin(self) -> int:
@@ -38,11 +48,13 @@ class QParams:
         return qrange(self.bits)[1]
 
     def to_json(self) -> dict:
-        return {"scale": float(self.scale), "zero_point": int(self.zero_point), "bits": int(self.bits)}
+        return {"scale": float(self.scale), "zero_point": int(self.zero_point), "bits": int(self.bits),
+                "unsigned": bool(self.unsigned)}
 
     @classmethod
     def from_json(cls, d: dict) -> QParams:
-        return cls(scale=float(d["scale"]), zero_point=int(d["zero_point"]), bits=int(d["bits"]))
+        return cls(scale=float(d["scale"]), zero_point=int(d["zero_point"]), bits=int(d["bits"]),
+                   unsigned=bool(d.get("unsigned", False)))
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,8 @@ class _Importer:
             lo, hi = qrange(bits)
             self.consts[out] = (quantize_float(x, scale, zp_s, lo, hi) + shift).astype(zp.dtype)
             return
-        self.tensor_qparams[ins[0]] = QParams(scale=float(scale), zero_point=int(zp_s), bits=bits)
+        self.tensor_qparams[ins[0]] = QParams(scale=float(scale), zero_point=int(zp_s), bits=bits,
+                                              unsigned=not signed)
         self.rename[out] = ins[0]
 
     # ------------------------------------------------------------------ native ops
