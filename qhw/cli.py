@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from .errors import QhwError
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
+# Modules that register further subcommands with ``add_parser(subparsers)`` (each sets ``func``).
+COMMAND_MODULES = ("qhw.hw.cli", "qhw.sim.cli", "qhw.fpga.cli")
 
 
 def _log(msg: str) -> None:
@@ -178,12 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
     d.set_defaults(func=cmd_demo)
 
-    try:
-        from .hw.cli import add_parser as add_generate
-    except ImportError:
-        add_generate = None
-    if add_generate is not None:
-        add_generate(sub)
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:  # a command family not built yet; real import errors still raise
+            if e.name != module:
+                raise
+            continue
+        mod.add_parser(sub)
     return p
 
 
