@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:  # a command family not built yet; real import errors still raise
-            if e.name != module:
+            if not (module == e.name or module.startswith(f"{e.name}.")):
                 raise
             continue
         mod.add_parser(sub)
