@@ -1,9 +1,9 @@
 """Integer compute kernels of the golden model: exact matmul, im2col convolution, pooling.
 
-Pure NumPy math on arrays, no graphs. Accumulation is exact: int64 matmul, or
-float64 BLAS when every partial sum provably stays below 2**53 (products of
-integers are exact in float64 and so is every sum below 2**53, whatever order
-BLAS adds in).
+Pure NumPy math on arrays, no graphs. Accumulation is exact: float BLAS when
+every partial sum provably stays below the format's integer limit (float32:
+2**24, float64: 2**53 — integer products and sums below the limit are exact,
+whatever order BLAS adds in), int64 matmul otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import numpy as np
 from .arith import divide_round_half_away
 
 __all__ = [
+    "FLOAT32_EXACT_LIMIT",
     "FLOAT64_EXACT_LIMIT",
+    "exact_float_dtype",
     "matmul_exact",
     "float64_is_exact",
     "pad_nchw",
@@ -28,6 +30,7 @@ __all__ = [
     "avgpool2d_sequential",
 ]
 
+FLOAT32_EXACT_LIMIT = 1 << 24
 FLOAT64_EXACT_LIMIT = 1 << 53
 
 
@@ -35,20 +38,32 @@ def _absmax(a: np.ndarray) -> int:
     return max(int(a.max()), -int(a.min())) if a.size else 0  # no |a| temporary
 
 
+def exact_float_dtype(a: np.ndarray, b: np.ndarray, k: int | None = None):
+    """The narrowest float dtype whose matmul of integer arrays ``a @ b`` is exact
+    (K·max|a|·max|b| below 2**24 or 2**53), or None when only int64 is."""
+    if a.size == 0 or b.size == 0:
+        return np.float32
+    k = a.shape[-1] if k is None else k
+    bound = k * _absmax(a) * _absmax(b)
+    if bound < FLOAT32_EXACT_LIMIT:
+        return np.float32
+    if bound < FLOAT64_EXACT_LIMIT:
+        return np.float64
+    return None
+
+
 def float64_is_exact(a: np.ndarray, b: np.ndarray, k: int | None = None) -> bool:
     """True when float64 matmul of integer arrays ``a @ b`` is exact: K·max|a|·max|b| < 2**53."""
-    if a.size == 0 or b.size == 0:
-        return True
-    k = a.shape[-1] if k is None else k
-    return k * _absmax(a) * _absmax(b) < FLOAT64_EXACT_LIMIT
+    return exact_float_dtype(a, b, k) is not None
 
 
 def matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact integer ``a @ b`` as int64 (float64 BLAS when exact, else int64 NumPy)."""
+    """Exact integer ``a @ b`` as int64 (float BLAS when exact, else int64 NumPy)."""
     a = np.asarray(a)
     b = np.asarray(b)
-    if float64_is_exact(a, b):
-        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    dt = exact_float_dtype(a, b)
+    if dt is not None:
+        return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64)
     return np.matmul(a.astype(np.int64), b.astype(np.int64))
 
 
@@ -105,9 +120,9 @@ def conv2d_int(xq: np.ndarray, wq: np.ndarray, *, pads, strides, dilations, grou
     if wz.ndim:
         wz = wz.reshape(-1, 1, 1, 1)
     ws = np.asarray(wq, dtype=np.int64) - wz
-    k = int(np.prod(ws.shape[1:]))
-    if float64_is_exact(xs, ws, k):
-        xs, ws = xs.astype(np.float64), ws.astype(np.float64)
+    dt = exact_float_dtype(xs, ws, int(np.prod(ws.shape[1:])))
+    if dt is not None:
+        xs, ws = xs.astype(dt), ws.astype(dt)
         cols = im2col(xs, ws.shape[2:], strides, dilations)
         return _grouped_conv(cols, ws, group, np.matmul).astype(np.int64)
     cols = im2col(xs, ws.shape[2:], strides, dilations)

@@ -10,7 +10,7 @@ from qhw.api import accuracy, quantize_model, requantize_variant, run_batched
 from qhw.calibrate import TensorStats, choose_range, kl_threshold, qparams_from_range
 from qhw.errors import ConfigError
 from qhw.executor import Trace, run_float, run_int
-from qhw.kernels import float64_is_exact, matmul_exact
+from qhw.kernels import exact_float_dtype, matmul_exact
 from qhw.onnx_import import import_model
 from qhw.qmodel import load_qmodel, save_qmodel
 from qhw.quantize import QuantConfig, quantize_weights
@@ -104,14 +104,20 @@ def test_golden_model_is_integer_and_bounded(cnn_path, digits):
             assert node.quant["qmin"] == qp.zero_point  # ReLU is the requantization clamp
 
 
-def test_float64_matmul_path_is_exact_and_guarded():
+def test_float_matmul_paths_are_exact_and_guarded():
     rng = np.random.default_rng(1234)
     a = rng.integers(-128, 128, size=(64, 4096))
     b = rng.integers(-128, 128, size=(4096, 32))
-    assert float64_is_exact(a, b)
+    assert exact_float_dtype(a, b) is np.float64  # 4096 * 128 * 128 = 2**26 > 2**24
     np.testing.assert_array_equal(matmul_exact(a, b), a.astype(np.int64) @ b.astype(np.int64))
+    # float32 right at its limit: 1040 * 127 * 127 = 16_774_160 < 2**24, every partial sum exact
+    full = np.full((3, 1040), 127, dtype=np.int64)
+    assert exact_float_dtype(full, full.T) is np.float32
+    np.testing.assert_array_equal(matmul_exact(full, full.T), np.full((3, 3), 16_774_160))
+    over = np.full((3, 1041), 127, dtype=np.int64)
+    assert exact_float_dtype(over, over.T) is np.float64
     big = np.full((2, 3), 1 << 26, dtype=np.int64)
-    assert not float64_is_exact(big, big.T)  # 3 * 2**52 >= 2**53: falls back to int64
+    assert exact_float_dtype(big, big.T) is None  # 3 * 2**52 >= 2**53: falls back to int64
     np.testing.assert_array_equal(matmul_exact(big, big.T), big @ big.T)
 
 
