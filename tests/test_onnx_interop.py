@@ -39,17 +39,20 @@ def ort_qdq_models(tmp_path_factory, digits, cnn_path, mlp_path):
     d = tmp_path_factory.mktemp("ortq")
     for name, path in (("cnn", cnn_path), ("mlp", mlp_path)):
         for per_channel in (False, True):
-            dst = d / f"{name}_pc{int(per_channel)}.onnx"
-            quantize_static(str(path), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-            out[(name, per_channel)] = dst
+            for act in ("s8", "u8"):
+                dst = d / f"{name}_pc{int(per_channel)}_{act}.onnx"
+                quantize_static(str(path), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                                per_channel=per_channel, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8)
+                out[(name, per_channel, act)] = dst
     return out
 
 
+@pytest.mark.parametrize("act", ["s8", "u8"], ids=["int8-act", "uint8-act"])
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
-def test_ort_qdq_model_reproduced_exactly(name, per_channel, ort_qdq_models, digits):
-    path = ort_qdq_models[(name, per_channel)]
+def test_ort_qdq_model_reproduced_exactly(name, per_channel, act, ort_qdq_models, digits):
+    path = ort_qdq_models[(name, per_channel, act)]
     qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
     assert qm.is_qdq
     x = digits["test_x"]
@@ -58,7 +61,7 @@ def test_ort_qdq_model_reproduced_exactly(name, per_channel, ort_qdq_models, dig
 
 @pytest.mark.parametrize("rounding", ["single", "tflite"])
 def test_ort_qdq_model_other_roundings_within_one_lsb(rounding, ort_qdq_models, digits):
-    path = ort_qdq_models[("cnn", True)]
+    path = ort_qdq_models[("cnn", True, "s8")]
     qm = quantize_model(path, QuantConfig(rounding=rounding), calib_x=None, log=lambda m: None)
     x = digits["test_x"]
     ours, theirs = run_batched(qm.graph, x, integer=True), _ort(path, x)
