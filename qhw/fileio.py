@@ -64,8 +64,7 @@ def load_data(path: str | Path, *, what: str = "--data") -> tuple[np.ndarray, np
     if not np.all(np.isfinite(x)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise DataError(f"{p}: 'x' contains {bad} NaN or Inf value(s)")
-    if y is not None:
-        if not np.issubdtype(y.dtype, np.integer) or y.shape[:1] != x.shape[:1]:
-            raise DataError(f"{p}: 'y' must hold one integer label per sample of 'x' "
+    if y is not None and (not np.issubdtype(y.dtype, np.integer) or y.shape[:1] != x.shape[:1]):
+        raise DataError(f"{p}: 'y' must hold one integer label per sample of 'x' "
                             f"(x has {x.shape[0]}, y has shape {y.shape} {y.dtype})")
     return x.astype(np.float32, copy=False), y

@@ -113,7 +113,7 @@ class _Importer:
         if scale.ndim or zp_s.ndim:
             self.fail(proto, "per-axis activation quantization is not supported (expected scalar scale)")
         if x is not None:
-            from .arith import quantize_float, qrange
+            from .arith import qrange, quantize_float
             lo, hi = qrange(bits)
             self.consts[out] = (quantize_float(x, scale, zp_s, lo, hi) + shift).astype(zp.dtype)
             return

@@ -12,8 +12,19 @@ from collections.abc import Callable
 import numpy as np
 
 from . import kernels
-from .arith import Requant, average_onnx_scale, dequantize, divide_round_half_away, mul_scale_onnx, \
-    mul_shift_single, mul_shift_tflite, quantize_float, quantize_multiplier, quantize_onnx_pool, saturate
+from .arith import (
+    Requant,
+    average_onnx_scale,
+    dequantize,
+    divide_round_half_away,
+    mul_scale_onnx,
+    mul_shift_single,
+    mul_shift_tflite,
+    quantize_float,
+    quantize_multiplier,
+    quantize_onnx_pool,
+    saturate,
+)
 from .errors import ModelError
 from .graph import Node, QParams
 

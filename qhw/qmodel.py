@@ -78,13 +78,12 @@ def save_qmodel(qm: QModel, path: str | Path) -> None:
             "nodes": nodes,
         },
     }
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            _write_entry(zf, "model.json", json.dumps(doc, indent=1, sort_keys=True).encode())
-            for i, a in enumerate(arrays):
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, a, allow_pickle=False)
-                _write_entry(zf, f"arrays/{i:04d}.npy", buf.getvalue())
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        _write_entry(zf, "model.json", json.dumps(doc, indent=1, sort_keys=True).encode())
+        for i, a in enumerate(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, a, allow_pickle=False)
+            _write_entry(zf, f"arrays/{i:04d}.npy", buf.getvalue())
 
 
 def load_qmodel(path: str | Path) -> QModel:

@@ -17,8 +17,15 @@ from .arith import ROUNDING_MODES, Requant, qrange
 from .calibrate import CALIB_METHODS, TensorStats, choose_range, qparams_from_range
 from .errors import ConfigError, UnsupportedOpError
 from .graph import LINEAR_OPS, Graph, Node, QParams
-from .ops import INT_OPS, PASS_THROUGH_OPS, accumulate, activation_bounds, channel_axis, \
-    float_preactivation, int_activation_clamp
+from .ops import (
+    INT_OPS,
+    PASS_THROUGH_OPS,
+    accumulate,
+    activation_bounds,
+    channel_axis,
+    float_preactivation,
+    int_activation_clamp,
+)
 
 __all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan",
            "correct_biases"]

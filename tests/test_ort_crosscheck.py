@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import platform
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
