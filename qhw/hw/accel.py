@@ -1,0 +1,275 @@
+"""The accelerator top: command, weight, parameter and activation streams in, result rows out.
+
+A GEMM ``Y = requant(X @ W + bias)`` with X (M x K), W (K x N) runs as a
+sequence of weight tiles ``W[k0:k0+rows, n0:n0+cols]``, N tiles outer, K tiles
+inner. For each tile the host streams M activation beats ``X[m, k0:k0+rows]``.
+Partial results of all but the last K tile are kept in an on-chip accumulator
+memory; rows of the last K tile are requantized and written to the output FIFO.
+See ``docs/hardware.md`` for the protocol.
+
+Design choices:
+
+* The datapath (skew, mesh, accumulate, requantize) never stalls; it is a
+  fixed-latency pipeline with valid bits. Back-pressure is handled at its
+  entry by credits: an activation beat whose row will produce an output is
+  accepted only while its output row has a reserved FIFO slot, so a stalled
+  consumer can never cause loss or duplication and no ``ready`` signal fans out
+  across the array.
+* Weights and requant parameters are double-buffered in two banks. The
+  loader fills the bank not in use; the bank bit travels with each activation,
+  so the next tile starts the cycle after the current one ends.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..errors import ConfigError
+from .array import SystolicArray
+from .config import MODE_CODES, ArrayConfig
+from .layouts import GEMM_M_BITS, act_layout, command_layout, out_layout, params_layout, weights_layout
+from .requant import RequantLane
+from .skew import delayed
+
+__all__ = ["Accelerator", "accelerator_signature"]
+
+
+def accelerator_signature(config: ArrayConfig) -> wiring.Signature:
+    """The top's ports; a function so the manifest can list them without building hardware."""
+    return wiring.Signature({
+        "cmd": In(stream.Signature(command_layout(config))),
+        "weights": In(stream.Signature(weights_layout(config))),
+        "params": In(stream.Signature(params_layout(config))),
+        "act": In(stream.Signature(act_layout(config))),
+        "out": Out(stream.Signature(out_layout(config))),
+        "busy": Out(1),
+        "error": Out(1),
+    })
+
+
+class Accelerator(wiring.Component):
+    """Weight-stationary INT GEMM accelerator with on-chip K accumulation and requantization.
+
+    Streams (``amaranth.lib.stream``, valid/ready):
+
+    ``cmd``
+        One beat per GEMM (``command_layout``); accepted only when idle.
+        Requires 1 <= M, 1 <= K <= ``max_k``, 1 <= N, M <= ``acc_depth`` when K > ``rows``,
+        and a built ``mode``.
+    ``weights``
+        Per tile: ``min(rows, K - k0)`` weight rows (rows past K are zero-filled in hardware).
+    ``params``
+        Per N tile: one beat of bias, multiplier, shift and (``onnx`` built) float32 scale
+        (``params_layout``), consumed before that N tile's last weight tile.
+    ``act``
+        Per tile: M beats ``X[m, k0:k0+rows]`` (elements past K are ignored).
+    ``out``
+        Per N tile: M beats ``Y[m, n0:n0+cols]`` (columns past N are padding).
+
+    ``busy`` is high from the command handshake until the last result is taken. A command
+    outside those limits (or with a ``mode`` that is not built) is accepted and dropped, and
+    ``error`` is set until the next command.
+    """
+
+    def __init__(self, *, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config = config
+        super().__init__(accelerator_signature(config))
+
+    @property
+    def latency(self) -> int:
+        """Activation handshake (last K tile) to its result on ``out`` (``config.latency``)."""
+        return self.config.latency
+
+    @property
+    def throughput(self) -> int:
+        """Activation beats accepted per cycle in steady state (1, for M >= ``config.min_m_for_full_rate``)."""
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R, C = c.rows, c.cols
+        m.submodules.array = array = SystolicArray(config=c)
+
+        # ---------------------------------------------------------------- command registers
+        cmd = Signal(command_layout(c))
+        active = Signal()           # a command is being executed
+        m.d.comb += self.cmd.ready.eq(~active)
+        new = self.cmd.payload
+        # A command the hardware cannot run would hang it (M = 0 never ends a tile) or alias
+        # accumulator rows; it is dropped and flagged instead.
+        bad = Signal()
+        built = 0
+        for mode in c.rounding:
+            built = built | (new.mode == MODE_CODES[mode])
+        m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
+                           | ((new.k > R) & (new.m > c.acc_depth)))
+        start = Signal()
+        m.d.comb += start.eq(self.cmd.valid & self.cmd.ready & ~bad)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += self.error.eq(bad)
+        with m.If(start):
+            m.d.sync += [cmd.eq(new), active.eq(1)]
+        m.d.comb += self.busy.eq(active)
+
+        # ---------------------------------------------------------------- bank state
+        full = Signal(2)            # bank holds a loaded tile not yet fully issued
+        drain = Array(Signal(range(c.bank_drain_cycles + 1), name=f"drain{b}") for b in range(2))
+        for b in range(2):
+            with m.If(drain[b] != 0):
+                m.d.sync += drain[b].eq(drain[b] - 1)
+        pbank = [Signal(params_layout(c), name=f"pbank{b}") for b in range(2)]
+
+        # ---------------------------------------------------------------- loader
+        l_run = Signal()            # loader has tiles left in the current command
+        l_bank = Signal()
+        l_k0 = Signal(range(c.max_k + R + 1))
+        l_n0 = Signal(unsigned(17))
+        l_row = Signal(range(R))
+        l_last_k = Signal()
+        m.d.comb += l_last_k.eq(l_k0 + R >= cmd.k)
+        with m.If(start):
+            m.d.sync += [l_run.eq(1), l_k0.eq(0), l_n0.eq(0), l_row.eq(0)]
+        w_write = Signal()
+        w_zero = Signal()
+        m.d.comb += [
+            array.w_bank.eq(l_bank),
+            array.w_we.eq(Const(0, R) | (w_write << l_row)),
+        ]
+        with m.If(~w_zero):
+            m.d.comb += array.w_data.eq(self.weights.payload)
+        with m.FSM(name="loader"):
+            with m.State("WAIT"):
+                # The bank is free once its last tile has been issued and has drained.
+                bank_free = l_run & ~full.bit_select(l_bank, 1) & (drain[l_bank] == 0)
+                with m.If(bank_free & l_last_k):
+                    m.next = "PARAMS"
+                with m.Elif(bank_free):
+                    m.next = "ROWS"
+            with m.State("PARAMS"):
+                m.d.comb += self.params.ready.eq(1)
+                with m.If(self.params.valid):
+                    with m.If(l_bank):
+                        m.d.sync += pbank[1].eq(self.params.payload)
+                    with m.Else():
+                        m.d.sync += pbank[0].eq(self.params.payload)
+                    m.next = "ROWS"
+            with m.State("ROWS"):
+                with m.If(l_k0 + l_row < cmd.k):
+                    m.d.comb += [self.weights.ready.eq(1), w_write.eq(self.weights.valid)]
+                with m.Else():
+                    m.d.comb += [w_zero.eq(1), w_write.eq(1)]   # zero-fill rows past K
+                with m.If(w_write):
+                    m.d.sync += l_row.eq(l_row + 1)
+                    with m.If(l_row == R - 1):
+                        m.d.sync += [l_row.eq(0), full.bit_select(l_bank, 1).eq(1), l_bank.eq(~l_bank)]
+                        with m.If(l_last_k):
+                            m.d.sync += [l_k0.eq(0), l_n0.eq(l_n0 + C)]
+                            with m.If(l_n0 + C >= cmd.n):
+                                m.d.sync += l_run.eq(0)
+                        with m.Else():
+                            m.d.sync += l_k0.eq(l_k0 + R)
+                        m.next = "WAIT"
+
+        # ---------------------------------------------------------------- issuer
+        i_run = Signal()
+        i_bank = Signal()
+        i_k0 = Signal(range(c.max_k + R + 1))
+        i_n0 = Signal(unsigned(17))
+        i_m = Signal(unsigned(GEMM_M_BITS))
+        i_last_k = Signal()
+        m.d.comb += i_last_k.eq(i_k0 + R >= cmd.k)
+        with m.If(start):
+            m.d.sync += [i_run.eq(1), i_k0.eq(0), i_n0.eq(0), i_m.eq(0)]
+
+        outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
+        credit = Signal()
+        m.d.comb += credit.eq(outstanding < c.fifo_depth)
+        m.d.comb += self.act.ready.eq(i_run & full.bit_select(i_bank, 1) & (credit | ~i_last_k))
+        issue = Signal()
+        m.d.comb += issue.eq(self.act.valid & self.act.ready)
+
+        meta_layout = data.StructLayout({"valid": 1, "m": unsigned(GEMM_M_BITS), "first": 1, "last": 1,
+                                         "bank": 1})
+        meta = Signal(meta_layout)  # the issue register's sideband
+        a_reg = Signal(act_layout(c))
+        m.d.sync += [
+            meta.valid.eq(issue), meta.m.eq(i_m), meta.first.eq(i_k0 == 0), meta.last.eq(i_last_k),
+            meta.bank.eq(i_bank), a_reg.eq(self.act.payload),
+        ]
+        m.d.comb += [array.a_in.eq(a_reg), array.bank_in.eq(meta.bank)]
+        with m.If(issue):
+            m.d.sync += i_m.eq(i_m + 1)
+            with m.If(i_m == cmd.m - 1):
+                m.d.sync += [i_m.eq(0), full.bit_select(i_bank, 1).eq(0), drain[i_bank].eq(c.bank_drain_cycles),
+                             i_bank.eq(~i_bank)]
+                with m.If(i_last_k):
+                    m.d.sync += [i_k0.eq(0), i_n0.eq(i_n0 + C)]
+                    with m.If(i_n0 + C >= cmd.n):
+                        m.d.sync += i_run.eq(0)
+                with m.Else():
+                    m.d.sync += i_k0.eq(i_k0 + R)
+
+        # ---------------------------------------------------------------- accumulate
+        m.submodules.acc_mem = mem = Memory(shape=data.ArrayLayout(signed(c.sum_bits), C),
+                                            depth=c.acc_depth, init=[])
+        wp = mem.write_port()
+        # Transparent: with M = 1 the next K tile reads the row written in the same cycle.
+        rp = mem.read_port(transparent_for=(wp,))
+        meta_t = delayed(m, meta, c.mesh_latency, name="meta")
+        m.d.comb += rp.addr.eq(meta_t.m)
+        meta_d = Signal(meta_layout)
+        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C))
+        m.d.sync += [meta_d.eq(meta_t), psum_d.eq(array.psum_out)]
+        total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        for j in range(C):
+            with m.If(meta_d.first):
+                m.d.comb += total[j].eq(psum_d[j])
+            with m.Else():
+                m.d.comb += total[j].eq(rp.data[j] + psum_d[j])
+        m.d.comb += [wp.addr.eq(meta_d.m), wp.data.eq(total), wp.en.eq(meta_d.valid & ~meta_d.last)]
+
+        # ---------------------------------------------------------------- requantize
+        params = data.View(params_layout(c), Mux(meta_d.bank, pbank[1], pbank[0]))
+        lane_out = []
+        for j in range(C):
+            lane = RequantLane(config=c)
+            m.submodules[f"requant_{j}"] = lane
+            m.d.comb += [
+                lane.i_valid.eq(meta_d.valid & meta_d.last),
+                lane.acc.eq(total[j]),
+                lane.bias.eq(params.bias[j]),
+                lane.multiplier.eq(params.multiplier[j] if c.per_channel else params.multiplier),
+                lane.shift.eq(params.shift[j] if c.per_channel else params.shift),
+                lane.scale.eq((params.scale[j] if c.per_channel else params.scale) if "onnx" in c.rounding else 0),
+                lane.mode.eq(cmd.mode), lane.zero_point.eq(cmd.zero_point),
+                lane.qmin.eq(cmd.qmin), lane.qmax.eq(cmd.qmax),
+            ]
+            lane_out.append(lane)
+
+        # ---------------------------------------------------------------- output FIFO
+        out_row = Signal(out_layout(c))
+        for j in range(C):
+            m.d.comb += out_row[j].eq(lane_out[j].o)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(out_row.as_value()), depth=c.fifo_depth)
+        m.d.comb += [
+            fifo.w_en.eq(lane_out[0].o_valid), fifo.w_data.eq(out_row),
+            self.out.valid.eq(fifo.r_rdy), self.out.payload.eq(fifo.r_data), fifo.r_en.eq(self.out.ready),
+        ]
+        pop = self.out.valid & self.out.ready
+        push = issue & i_last_k
+        with m.If(push & ~pop):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(pop & ~push):
+            m.d.sync += outstanding.eq(outstanding - 1)
+
+        # Idle again once every result of the command has been taken.
+        with m.If(active & ~i_run & ~l_run & (outstanding == 0) & ~(push & ~pop)):
+            m.d.sync += active.eq(0)
+        return m

@@ -1,0 +1,98 @@
+"""``qhw generate``: write an array's Verilog and JSON manifest.
+
+``add_parser(subparsers)`` registers the subcommand on the main ``qhw`` parser;
+``run(args)`` returns the exit code and raises ``QhwError`` subclasses for user
+errors (the main command prints them as one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..errors import ConfigError
+from .config import ArrayConfig
+from .generate import write
+
+__all__ = ["add_parser", "config_for_model", "config_from_args", "run"]
+
+
+def config_for_model(path, **overrides) -> ArrayConfig:
+    """TODO(lead): size an array for a quantized model (max K, rounding mode, per-channel) from ``path``.
+
+    Hook for ``qhw generate --for QMODEL``: read the qmodel, derive
+    ``max_k`` (largest reduction length), ``rounding`` (the model's mode), ``per_channel`` and
+    the element widths, then apply ``overrides`` (explicit command-line flags win).
+    """
+    raise ConfigError("--for is not supported yet")
+
+
+def _rounding(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``generate`` on ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    p = subparsers.add_parser(
+        "generate", help="generate the systolic array's Verilog and JSON manifest",
+        description="Write NAME.v (Verilog) and NAME.json (manifest: parameters, ports, latencies) to DIR.")
+    p.add_argument("--rows", type=int, help="PE rows, the K extent of a weight tile (default 8)")
+    p.add_argument("--cols", type=int, help="PE columns, the N extent of a weight tile (default 8)")
+    p.add_argument("--act-bits", type=int, help="activation/output bits: 4, 8 or 16 (default 8)")
+    p.add_argument("--weight-bits", type=int, help="weight bits: 4, 8 or 16 (default 8)")
+    p.add_argument("--max-k", type=int, help="largest reduction length K (default 4096)")
+    p.add_argument("--rounding", type=_rounding, metavar="single|tflite|onnx[,...]",
+                   help="requantization modes to build, comma-separated (default single,tflite,onnx)")
+    p.add_argument("--acc-bits", type=int, help="accumulator bits (default: exact bit growth of --max-k)")
+    p.add_argument("--acc-depth", type=int, help="accumulator rows, the largest M when K > rows (default 512)")
+    p.add_argument("--per-tensor", action="store_true", help="one multiplier/shift per tile, not per channel")
+    p.add_argument("--unsigned-act", action="store_true", help="unsigned activations and outputs (uint8)")
+    p.add_argument("--tile-rows", type=int, help="PE rows per combinational tile (default 1)")
+    p.add_argument("--tile-cols", type=int, help="PE columns per combinational tile (default 1)")
+    p.add_argument("--tile-pipeline", type=int, help="register stages between tiles (default 1)")
+    p.add_argument("--for", dest="for_model", metavar="QMODEL", help="size the array for a quantized model")
+    p.add_argument("--name", required=True, help="top module and file name")
+    p.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=run)
+    return p
+
+
+_FLAGS = {"rows": "rows", "cols": "cols", "act_bits": "act_bits", "weight_bits": "weight_bits",
+          "max_k": "max_k", "rounding": "rounding", "acc_bits": "acc_bits", "acc_depth": "acc_depth",
+          "tile_rows": "tile_rows", "tile_cols": "tile_cols", "tile_pipeline": "tile_pipeline"}
+
+
+def config_from_args(args: argparse.Namespace) -> ArrayConfig:
+    """The ``ArrayConfig`` the flags describe (flags left out keep the defaults)."""
+    overrides = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
+    if args.per_tensor:
+        overrides["per_channel"] = False
+    if args.unsigned_act:
+        overrides["act_signed"] = False
+    if args.for_model:
+        return config_for_model(args.for_model, **overrides)
+    return ArrayConfig(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    start = time.perf_counter()
+    v_path, j_path = write(config, name=args.name, out_dir=args.out_dir)
+    print(f"wrote {v_path} and {j_path} ({config.rows}x{config.cols}, "
+          f"{config.peak_macs_per_cycle} MACs/cycle, latency {config.latency} cycles) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":  # python -m qhw.hw.cli generate ...
+    import sys
+
+    from ..errors import QhwError
+    parser = argparse.ArgumentParser(prog="qhw")
+    add_parser(parser.add_subparsers(required=True))
+    ns = parser.parse_args()
+    try:
+        sys.exit(ns.func(ns))
+    except QhwError as e:
+        print(f"qhw: error: {e}", file=sys.stderr)
+        sys.exit(2)

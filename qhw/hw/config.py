@@ -1,0 +1,320 @@
+"""One frozen description of a systolic array: parameters, validation, derived widths and latencies.
+
+Everything that software needs to know about a generated accelerator (widths,
+latencies, peak throughput) is derived here, and ``manifest()`` writes it next
+to the Verilog so host code cannot drift from the hardware (Gemmini's
+``GemminiConfigs.generateHeader``).
+
+Validation happens in ``__post_init__``, before any signal exists; every
+message is one line, names the parameter and shows the rejected value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..arith import ACC_LIMIT_BITS, ROUNDING_MODES
+from ..errors import ConfigError
+
+__all__ = [
+    "BIAS_BITS",
+    "BUILT_ROUNDING",
+    "MODE_CODES",
+    "MULTIPLIER_BITS",
+    "SHIFT_BITS",
+    "ArrayConfig",
+    "signed_bits",
+]
+
+# Rounding modes the generator can build.
+BUILT_ROUNDING = ("single", "tflite", "onnx")
+# Encoding of the command's ``mode`` field; fixed so host code does not depend on the build.
+MODE_CODES = {"single": 0, "tflite": 1, "onnx": 2}
+BIAS_BITS = 32          # bias is int32 (activation zero point folded in by the host)
+MULTIPLIER_BITS = 31    # M0 < 2**31, unsigned
+SHIFT_BITS = 6          # shift in [-31, 30], signed
+_ELEMENT_BITS = (4, 8, 16)
+MAX_GEMM_N_BITS = 16    # width of the command's N field
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest n such that [lo, hi] fits a signed n-bit integer.
+
+    >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(-(1 << 31), (1 << 31) - 1)
+    (8, 9, 32)
+    """
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(name: str, value) -> None:
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayConfig:
+    """A weight-stationary ``rows`` x ``cols`` INT array with accumulators and requantization.
+
+    Parameters
+    ----------
+    rows, cols:
+        PE grid. ``rows`` is the K extent of one weight tile, ``cols`` the N extent.
+    act_bits, act_signed:
+        Activation (and output) element type: 4, 8 or 16 bits, signed (int8) or unsigned (uint8).
+    weight_bits:
+        Signed weight width, 4, 8 or 16 (weights are symmetric, zero point 0).
+    max_k:
+        Largest reduction length a command may use; sizes the accumulator.
+    acc_bits:
+        Accumulator width including the int32 bias. ``None`` derives the exact bit growth
+        from ``max_k``; a given value must be at least that and at most 48 (the
+        arithmetic contract's ``|acc| < 2**47``).
+    acc_depth:
+        Accumulator rows on chip: the largest M of a GEMM with more than one K tile.
+    per_channel:
+        Per-output-channel multiplier and shift (else one pair per GEMM tile).
+    rounding:
+        Requantization rules built in, a subset of ``qhw.arith.ROUNDING_MODES``.
+    tile_rows, tile_cols:
+        PEs per tile. Inside a tile PEs are chained combinationally (Gemmini ``Tile``).
+    tile_pipeline:
+        Register stages between neighbouring tiles (0 makes the whole mesh combinational).
+    """
+
+    rows: int = 8
+    cols: int = 8
+    act_bits: int = 8
+    act_signed: bool = True
+    weight_bits: int = 8
+    max_k: int = 4096
+    acc_bits: int | None = None
+    acc_depth: int = 512
+    per_channel: bool = True
+    rounding: tuple[str, ...] = ROUNDING_MODES
+    tile_rows: int = 1
+    tile_cols: int = 1
+    tile_pipeline: int = 1
+
+    def __post_init__(self):
+        _positive("rows", self.rows)
+        _positive("cols", self.cols)
+        for name in ("act_bits", "weight_bits"):
+            value = getattr(self, name)
+            if not _is_int(value) or value not in _ELEMENT_BITS:
+                raise ConfigError(f"{name} must be one of 4, 8, 16, not {value!r}")
+        for name in ("act_signed", "per_channel"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        _positive("max_k", self.max_k)
+        _positive("acc_depth", self.acc_depth)
+        _positive("tile_rows", self.tile_rows)
+        _positive("tile_cols", self.tile_cols)
+        if self.rows % self.tile_rows:
+            raise ConfigError(f"tile_rows must divide rows ({self.rows}), not {self.tile_rows!r}")
+        if self.cols % self.tile_cols:
+            raise ConfigError(f"tile_cols must divide cols ({self.cols}), not {self.tile_cols!r}")
+        if not _is_int(self.tile_pipeline) or not 0 <= self.tile_pipeline <= 4:
+            raise ConfigError(f"tile_pipeline must be an integer from 0 to 4, not {self.tile_pipeline!r}")
+        self._check_rounding()
+        need = self.required_acc_bits
+        if need > ACC_LIMIT_BITS + 1:
+            raise ConfigError(f"max_k is too large for a {ACC_LIMIT_BITS + 1}-bit accumulator "
+                              f"({need} bits needed), not {self.max_k!r}")
+        if self.acc_bits is None:
+            object.__setattr__(self, "acc_bits", need)
+        elif not _is_int(self.acc_bits) or not need <= self.acc_bits <= ACC_LIMIT_BITS + 1:
+            raise ConfigError(f"acc_bits must be an integer from {need} (bit growth of max_k={self.max_k}) "
+                              f"to {ACC_LIMIT_BITS + 1}, not {self.acc_bits!r}")
+
+    def _check_rounding(self):
+        rounding = self.rounding
+        if isinstance(rounding, str):
+            rounding = (rounding,)
+            object.__setattr__(self, "rounding", rounding)
+        if (not isinstance(rounding, tuple) or not rounding
+                or any(r not in ROUNDING_MODES for r in rounding) or len(set(rounding)) != len(rounding)):
+            raise ConfigError(f"rounding must be a non-empty tuple of distinct modes from "
+                              f"{', '.join(ROUNDING_MODES)}, not {self.rounding!r}")
+        for mode in rounding:
+            if mode not in BUILT_ROUNDING:  # kept for modes the contract may add before the hardware
+                raise ConfigError(f"rounding mode {mode!r} is not built yet (built: {', '.join(BUILT_ROUNDING)})")
+
+    # ----------------------------------------------------------------- element ranges and widths
+
+    @property
+    def act_range(self) -> tuple[int, int]:
+        """Range of an activation (and output) element."""
+        if self.act_signed:
+            return -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
+        return 0, (1 << self.act_bits) - 1
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        return -(1 << (self.weight_bits - 1)), (1 << (self.weight_bits - 1)) - 1
+
+    @property
+    def product_range(self) -> tuple[int, int]:
+        """Exact range of one activation x weight product."""
+        corners = [a * w for a in self.act_range for w in self.weight_range]
+        return min(corners), max(corners)
+
+    @property
+    def psum_bits(self) -> int:
+        """Width of a partial sum inside the mesh: ``rows`` products."""
+        lo, hi = self.product_range
+        return signed_bits(lo * self.rows, hi * self.rows)
+
+    @property
+    def sum_bits(self) -> int:
+        """Width of a stored accumulator (no bias): ``max_k`` products (padding rows hold zero weights)."""
+        lo, hi = self.product_range
+        return signed_bits(lo * self.max_k, hi * self.max_k)
+
+    @property
+    def required_acc_bits(self) -> int:
+        """Width of ``sum + bias``: the exact bit growth of ``max_k`` products plus an int32."""
+        lo, hi = self.product_range
+        k = self.max_k
+        return signed_bits(lo * k - (1 << (BIAS_BITS - 1)), hi * k + (1 << (BIAS_BITS - 1)) - 1)
+
+    @property
+    def k_tiles_max(self) -> int:
+        return -(-self.max_k // self.rows)
+
+    # ----------------------------------------------------------------- latencies (cycles)
+
+    @property
+    def tile_grid(self) -> tuple[int, int]:
+        """Tiles in the mesh, (TR, TC) = (rows / tile_rows, cols / tile_cols)."""
+        return self.rows // self.tile_rows, self.cols // self.tile_cols
+
+    @property
+    def mesh_latency(self) -> int:
+        """Issue register to de-skewed mesh output: ``(TR + TC - 2) * tile_pipeline + 1``.
+
+        Tile row ``ti`` is skewed by ``ti * tile_pipeline`` cycles, psums cross
+        ``TR - 1`` tile boundaries downwards, the bottom row is registered once and
+        tile column ``tj`` is de-skewed by ``(TC - 1 - tj) * tile_pipeline``.
+        """
+        tr, tc = self.tile_grid
+        return (tr + tc - 2) * self.tile_pipeline + 1
+
+    @property
+    def accumulate_latency(self) -> int:
+        """Mesh output to requant input: synchronous accumulator read, then add and register (2)."""
+        return 2
+
+    @property
+    def requant_latency(self) -> int:
+        """Pipeline stages of one requantization lane (see ``qhw.hw.requant.RequantLane``)."""
+        return 6
+
+    @property
+    def fifo_latency(self) -> int:
+        """Last requant register to the output handshake when the FIFO is empty (``SyncFIFOBuffered``)."""
+        return 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the handshake of an activation beat of the last K tile to its output row.
+
+        ``1 (issue register) + mesh_latency + accumulate_latency + requant_latency +
+        fifo_latency``, with ``out.ready`` held high and the FIFO empty.
+        """
+        return 1 + self.mesh_latency + self.accumulate_latency + self.requant_latency + self.fifo_latency
+
+    @property
+    def in_flight(self) -> int:
+        """Rows that can be between the activation handshake and the output FIFO's write port."""
+        return self.latency - self.fifo_latency + 1
+
+    @property
+    def fifo_depth(self) -> int:
+        """Output FIFO rows: every in-flight row has a reserved slot, plus slack for full rate."""
+        return self.in_flight + 4
+
+    @property
+    def bank_drain_cycles(self) -> int:
+        """Cycles after the last activation of a tile is accepted until its weight/param bank is reusable.
+
+        The last wavefront must have left the mesh and read its requant parameters
+        (``1 + mesh_latency + accumulate_latency``); one more cycle of margin.
+        """
+        return 1 + self.mesh_latency + self.accumulate_latency + 1
+
+    @property
+    def weight_load_cycles(self) -> int:
+        """Cycles to fill one weight bank: one row per cycle (``rows``), plus one for requant parameters."""
+        return self.rows + 1
+
+    @property
+    def min_m_for_full_rate(self) -> int:
+        """Smallest M at which the next tile's weights are loaded while the current tile runs.
+
+        Bank ``b`` is reused two tiles later, so one tile's M cycles must cover the drain of
+        the tile before it, one cycle for the loader to start, and the load:
+        ``bank_drain_cycles + 1 + weight_load_cycles``.
+        """
+        return self.bank_drain_cycles + 1 + self.weight_load_cycles
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    def gemm_tiles(self, k: int, n: int) -> tuple[int, int]:
+        """(K tiles, N tiles) of a GEMM: ``ceil(K / rows)``, ``ceil(N / cols)``."""
+        return -(-k // self.rows), -(-n // self.cols)
+
+    def ideal_cycles(self, m: int, k: int, n: int) -> int:
+        """Command handshake to last result handshake, for a single tile or M >= ``min_m_for_full_rate``,
+        when no stream ever stalls.
+
+        ``1 + rows + [K_tiles == 1] + K_tiles * N_tiles * M + latency``: one cycle to
+        register the command, the first bank filled once (``rows`` weight rows, plus the
+        parameter beat when that tile is also the last K tile), then one activation row
+        accepted every cycle, and the last one's result after ``latency``.
+        """
+        kt, nt = self.gemm_tiles(k, n)
+        return 1 + self.rows + (1 if kt == 1 else 0) + kt * nt * m + self.latency
+
+    # ----------------------------------------------------------------- manifest
+
+    def manifest(self) -> dict:
+        """Every parameter and derived constant, JSON-serializable (the sidecar next to the Verilog)."""
+        params = {f.name: getattr(self, f.name) for f in fields(self)}
+        params["rounding"] = list(self.rounding)
+        return {
+            "parameters": params,
+            "derived": {
+                "act_range": list(self.act_range),
+                "weight_range": list(self.weight_range),
+                "psum_bits": self.psum_bits,
+                "sum_bits": self.sum_bits,
+                "acc_bits": self.acc_bits,
+                "bias_bits": BIAS_BITS,
+                "multiplier_bits": MULTIPLIER_BITS,
+                "shift_bits": SHIFT_BITS,
+                "tile_grid": list(self.tile_grid),
+                "fifo_depth": self.fifo_depth,
+                "mode_codes": dict(MODE_CODES),
+                "max_n": (1 << MAX_GEMM_N_BITS) - 1,
+            },
+            "latency": {
+                "latency": self.latency,
+                "mesh_latency": self.mesh_latency,
+                "accumulate_latency": self.accumulate_latency,
+                "requant_latency": self.requant_latency,
+                "fifo_latency": self.fifo_latency,
+                "bank_drain_cycles": self.bank_drain_cycles,
+                "weight_load_cycles": self.weight_load_cycles,
+                "min_m_for_full_rate": self.min_m_for_full_rate,
+            },
+            "peak_macs_per_cycle": self.peak_macs_per_cycle,
+        }

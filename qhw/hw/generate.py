@@ -1,0 +1,119 @@
+"""Verilog and manifest generation: ``generate_verilog`` and ``write``.
+
+The Verilog is deterministic (no source locations, stable names), so two runs
+give byte-identical files and ``rtl_out/`` can be checked against a fresh run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import data, wiring
+
+from ..errors import ConfigError
+from .accel import Accelerator, accelerator_signature
+from .config import ArrayConfig
+from .layouts import act_layout, command_layout, out_layout, params_layout, weights_layout
+
+__all__ = ["generate_verilog", "manifest", "ports", "write"]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not _NAME.match(name) or "__" in name:
+        raise ConfigError(f"name must be a Verilog identifier of letters, digits and single underscores, "
+                          f"not {name!r}")
+
+
+def ports(config: ArrayConfig) -> list[dict]:
+    """Top-level ports as Verilog names them: name, direction and width (clk and rst included)."""
+    result = [{"name": "clk", "direction": "input", "width": 1},
+              {"name": "rst", "direction": "input", "width": 1}]
+    for path, member in accelerator_signature(config).members.flatten():
+        if member.is_port:
+            result.append({
+                "name": "__".join(str(p) for p in path),     # amaranth.back.verilog's naming
+                "direction": "input" if member.flow == wiring.In else "output",
+                "width": Shape.cast(member.shape).width,
+            })
+    return result
+
+
+def _fields(layout, offset=0, prefix=""):
+    """Leaf fields of a payload layout with bit offsets, for host software that packs beats."""
+    if isinstance(layout, data.StructLayout):
+        for name, field in layout:
+            yield from _fields(field.shape, offset + field.offset, f"{prefix}.{name}" if prefix else name)
+    elif isinstance(layout, data.ArrayLayout):
+        width = Shape.cast(layout.elem_shape).width
+        for i in range(layout.length):
+            yield from _fields(layout.elem_shape, offset + i * width, f"{prefix}[{i}]")
+    else:
+        shape = Shape.cast(layout)
+        yield {"name": prefix, "offset": offset, "width": shape.width, "signed": shape.signed}
+
+
+def streams(config: ArrayConfig) -> dict:
+    """Payload layout of every stream: total bits and leaf fields (``bias[3]``, ``m``, ...)."""
+    result = {}
+    for name, layout, direction in (("cmd", command_layout(config), "input"),
+                                    ("weights", weights_layout(config), "input"),
+                                    ("params", params_layout(config), "input"),
+                                    ("act", act_layout(config), "input"),
+                                    ("out", out_layout(config), "output")):
+        result[name] = {"direction": direction, "payload_bits": Shape.cast(layout).width,
+                        "fields": list(_fields(layout))}
+    return result
+
+
+def generate_verilog(config: ArrayConfig, *, name: str) -> str:
+    """Verilog text of the accelerator for ``config``, top module ``name``."""
+    if not isinstance(config, ArrayConfig):
+        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    _check_name(name)
+    top = Accelerator(config=config)
+    return verilog.convert(top, name=name, emit_src=False, strip_internal_attrs=True)
+
+
+def manifest(config: ArrayConfig, *, name: str) -> dict:
+    """The JSON sidecar: every parameter, derived constants, latencies and the top-level ports."""
+    _check_name(name)
+    result = {"name": name, "top": name}
+    result.update(config.manifest())
+    result["ports"] = ports(config)
+    result["streams"] = streams(config)
+    return result
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; generated files are meant to be shared
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write(config: ArrayConfig, *, name: str, out_dir) -> tuple[Path, Path]:
+    """Write ``NAME.v`` and ``NAME.json`` into ``out_dir`` (created if needed), each atomically."""
+    text = generate_verilog(config, name=name)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output directory cannot be created: {e}") from None
+    v_path, j_path = out / f"{name}.v", out / f"{name}.json"
+    _atomic_write(v_path, text)
+    _atomic_write(j_path, json.dumps(manifest(config, name=name), indent=2, sort_keys=False) + "\n")
+    return v_path, j_path

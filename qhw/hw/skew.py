@@ -1,0 +1,54 @@
+"""Fixed per-lane delay lines: the activation skew at the array's left edge and the de-skew at its bottom."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Shape, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import ConfigError
+
+__all__ = ["Skew", "delayed"]
+
+
+def delayed(m: Module, value, cycles: int, *, name: str):
+    """``value`` delayed by ``cycles`` registers in ``m``'s sync domain (``cycles`` = 0 returns it)."""
+    for stage in range(cycles):
+        reg = Signal(value.shape(), name=f"{name}_d{stage + 1}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class Skew(wiring.Component):
+    """``o[i]`` is ``i[i]`` delayed by ``delays[i]`` cycles.
+
+    Parameters
+    ----------
+    shape:
+        Shape of one lane's element.
+    delays:
+        Non-negative delay of each lane, in cycles.
+    """
+
+    def __init__(self, *, shape, delays):
+        delays = tuple(delays)
+        if not delays or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in delays):
+            raise ConfigError(f"delays must be a non-empty sequence of non-negative integers, not {delays!r}")
+        self.shape = Shape.cast(shape) if not isinstance(shape, data.Layout) else shape
+        self.delays = delays
+        super().__init__({
+            "i": In(data.ArrayLayout(shape, len(delays))),
+            "o": Out(data.ArrayLayout(shape, len(delays))),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Longest lane delay."""
+        return max(self.delays)
+
+    def elaborate(self, platform):
+        m = Module()
+        for lane, cycles in enumerate(self.delays):
+            m.d.comb += self.o[lane].eq(delayed(m, self.i[lane], cycles, name=f"lane{lane}"))
+        return m

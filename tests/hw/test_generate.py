@@ -1,0 +1,123 @@
+"""Verilog generation: determinism, committed rtl_out/ up to date, manifest matches ports, CLI, lint."""
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from qhw.errors import ConfigError
+from qhw.hw import cli
+from qhw.hw.config import ArrayConfig
+from qhw.hw.generate import generate_verilog, manifest, write
+from qhw.hw.lint import WAIVERS, find_verilator, lint
+
+REPO = Path(__file__).resolve().parents[2]
+RTL_OUT = REPO / "rtl_out"
+DEFAULT_NAME = "qhw_array_8x8"
+SMALL = ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=8)
+
+
+def verilog_ports(text: str, top: str) -> dict:
+    """Top module's ports from Yosys' Verilog: name -> (direction, width)."""
+    body = text[text.index(f"module {top}("):]
+    body = body[:body.index("endmodule")]
+    ports = {}
+    for direction, msb, name in re.findall(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s+)?(\w+);",
+                                           body, re.MULTILINE):
+        ports[name] = (direction, int(msb) + 1 if msb else 1)
+    return ports
+
+
+def test_verilog_is_deterministic():
+    a = generate_verilog(SMALL, name="qhw_small")
+    b = generate_verilog(SMALL, name="qhw_small")
+    assert a == b
+
+
+def test_no_double_underscore_in_module_names():
+    text = generate_verilog(SMALL, name="qhw_small")
+    modules = re.findall(r"^module\s+(\S+?)\s*\(", text, re.MULTILINE)
+    assert modules[0] == "qhw_small"
+    assert all("__" not in name for name in modules)
+    assert "/work/" not in text and "\\src" not in text     # no absolute source paths
+
+
+@pytest.mark.parametrize("name", ["", "9lives", "a__b", "has space", None])
+def test_bad_names_rejected(name):
+    with pytest.raises(ConfigError, match="^name must be a Verilog identifier"):
+        generate_verilog(SMALL, name=name)
+
+
+def test_manifest_ports_match_verilog():
+    text = generate_verilog(SMALL, name="qhw_small")
+    ports = verilog_ports(text, "qhw_small")
+    listed = {p["name"]: (p["direction"], p["width"]) for p in manifest(SMALL, name="qhw_small")["ports"]}
+    assert listed == ports
+
+
+def test_manifest_stream_fields_cover_payloads():
+    man = manifest(SMALL, name="qhw_small")
+    widths = {p["name"]: p["width"] for p in man["ports"]}
+    for stream, info in man["streams"].items():
+        assert widths[f"{stream}__payload"] == info["payload_bits"]
+        assert sum(f["width"] for f in info["fields"]) == info["payload_bits"]
+
+
+def test_write_is_atomic_and_complete(tmp_path):
+    v, j = write(SMALL, name="qhw_small", out_dir=tmp_path / "new")
+    assert v.read_text() == generate_verilog(SMALL, name="qhw_small")
+    man = json.loads(j.read_text())
+    for key in ("parameters", "derived", "latency", "ports", "streams", "peak_macs_per_cycle"):
+        assert key in man
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["qhw_small.json", "qhw_small.v"]
+
+
+def test_committed_rtl_out_is_fresh(tmp_path):
+    """rtl_out/ equals a fresh generation of the default 8x8 configuration."""
+    v, j = write(ArrayConfig(), name=DEFAULT_NAME, out_dir=tmp_path)
+    assert (RTL_OUT / f"{DEFAULT_NAME}.v").read_text() == v.read_text()
+    assert (RTL_OUT / f"{DEFAULT_NAME}.json").read_text() == j.read_text()
+    assert (RTL_OUT / "verilator_waivers.vlt").read_text() == WAIVERS
+
+
+@pytest.mark.skipif(find_verilator() is None, reason="verilator not installed")
+def test_committed_rtl_lints_clean():
+    ok, text = lint(RTL_OUT / f"{DEFAULT_NAME}.v", top=DEFAULT_NAME)
+    assert ok, text
+
+
+@pytest.mark.skipif(find_verilator() is None, reason="verilator not installed")
+def test_variant_lints_clean(tmp_path):
+    config = ArrayConfig(rows=2, cols=3, tile_cols=3, act_signed=False, per_channel=False, rounding=("tflite",))
+    v, _ = write(config, name="qhw_variant", out_dir=tmp_path)
+    ok, text = lint(v, top="qhw_variant")
+    assert ok, text
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="qhw")
+    cli.add_parser(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_cli_generate(tmp_path, capsys):
+    args = parse(["generate", "--rows", "2", "--cols", "2", "--act-bits", "8", "--weight-bits", "8",
+                  "--max-k", "16", "--rounding", "tflite", "--acc-depth", "8", "--per-tensor",
+                  "--name", "qhw_cli", "-o", str(tmp_path)])
+    assert args.func is cli.run
+    assert args.func(args) == 0
+    man = json.loads((tmp_path / "qhw_cli.json").read_text())
+    assert man["parameters"]["rounding"] == ["tflite"] and man["parameters"]["per_channel"] is False
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_errors_are_qhw_errors(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("rows must be a positive integer, not -1") + "$"):
+        cli.run(parse(["generate", "--rows", "-1", "--name", "x", "-o", str(tmp_path)]))
+    with pytest.raises(ConfigError, match="^rounding must be a non-empty tuple of distinct modes"):
+        cli.run(parse(["generate", "--rounding", "single,gemmlowp", "--name", "x", "-o", str(tmp_path)]))
+    with pytest.raises(ConfigError, match="^--for is not supported yet$"):
+        cli.run(parse(["generate", "--for", "model.qmodel", "--name", "x", "-o", str(tmp_path)]))
+    assert list(tmp_path.iterdir()) == []
