@@ -93,21 +93,12 @@ def pool_windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int
 def im2col(x: np.ndarray, kernel, strides, dilations=(1, 1)) -> np.ndarray:
     """Patches of a padded NCHW array as (N, OH, OW, KH, KW, C), C-contiguous.
 
-    The patches are gathered from an NHWC copy of the input, so each tap copies a
-    contiguous run of channels (much faster than gathering NCHW planes).
+    The windows are taken over an NHWC copy of the input (seen through an NCHW view), so
+    each tap copies a contiguous run of channels: much faster than gathering NCHW planes.
     """
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    kh, kw = kernel
-    sh, sw = strides
-    dh, dw = dilations
-    n, h, w, c = nhwc.shape
-    oh = (h - dh * (kh - 1) - 1) // sh + 1
-    ow = (w - dw * (kw - 1) - 1) // sw + 1
-    s = nhwc.strides
-    win = np.lib.stride_tricks.as_strided(
-        nhwc, shape=(n, oh, ow, kh, kw, c),
-        strides=(s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
-    return np.ascontiguousarray(win)
+    win = pool_windows(nhwc.transpose(0, 3, 1, 2), kernel, strides, dilations)  # (N, C, OH, OW, KH, KW)
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 4, 5, 1))
 
 
 def _grouped_conv(cols: np.ndarray, w: np.ndarray, group: int, matmul) -> np.ndarray:
