@@ -2,11 +2,17 @@
 
 Writes the digits calibration/test data, quantizes each built-in model to int8,
 runs the error analysis on the test split and writes a Markdown report with
-plots per model plus a summary, all under the output folder.
+plots per model plus a summary, all under the output folder. For the CNN it then
+generates an 8x8 systolic array sized for the model (``DIR/rtl/``), simulates the
+first test images on it (Verilator through cocotb; ``HW_SAMPLES`` by default,
+``--limit`` otherwise) and reports accuracy float / int8 / hardware, bit-exactness
+against the golden model, the hardware-vs-float error and the cycle counts.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +25,63 @@ from .qmodel import save_qmodel
 from .quantize import QuantConfig
 from .report import write_report
 
-__all__ = ["run_demo"]
+__all__ = ["HW_MODEL", "HW_SAMPLES", "run_demo"]
+
+HW_MODEL = "digits_cnn"      # the model the demo runs on the simulated array
+HW_SAMPLES = 200             # test images simulated when --limit is not given
+HW_ROWS = HW_COLS = 8
+
+
+def _hardware(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0: float) -> dict:
+    """Generate the array for the quantized CNN and run ``limit`` test images on it."""
+    from .hw.generate import write
+    from .runtime import config_for_model
+    from .sim.run import simulate_model
+
+    config = config_for_model(qm.graph, rows=HW_ROWS, cols=HW_COLS)
+    name = f"qhw_array_{HW_ROWS}x{HW_COLS}"
+    log(f"[{time.perf_counter() - t0:5.1f}s] {HW_MODEL}: generate {HW_ROWS}x{HW_COLS} array (max_k {config.max_k}, "
+        f"rounding {','.join(config.rounding)}) -> {out_dir / 'rtl'}")
+    _, manifest = write(config, name=name, out_dir=out_dir / "rtl")
+    log(f"[{time.perf_counter() - t0:5.1f}s] {HW_MODEL}: simulate {limit} test images on Verilator "
+        f"(the first run builds the simulator, ~1 min)")
+    report, _ = simulate_model(qpath, data, manifest, limit=limit, log=log, progress=sys.stderr.isatty(),
+                               batch=64)
+    with atomic_path(out_dir / HW_MODEL / "hardware.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _hardware_markdown(r: dict) -> list[str]:
+    e, t = r["hw_vs_float"], r["time"]
+    sq = e["sqnr_db"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f} %"
+
+    return [
+        "", f"## {HW_MODEL} on the simulated {HW_ROWS}x{HW_COLS} array", "",
+        f"Generated Verilog and manifest in [rtl/](rtl/); {r['samples']} test images simulated on "
+        f"{r['simulator']} through cocotb, every GEMM checked against the golden model as it came out.", "",
+        "| | top-1 accuracy |", "|---|---|",
+        f"| float | {pct(r.get('accuracy_float'))} |",
+        f"| int8 golden model | {pct(r.get('accuracy_quant'))} |",
+        f"| hardware (simulated) | {pct(r.get('accuracy_hw'))} |", "",
+        f"- bit-exact with the golden model: **{'yes' if r['bit_exact'] else 'NO'}** "
+        f"({r['mismatches']} mismatching outputs{'; ' + r['first_mismatch'] if r['first_mismatch'] else ''})",
+        f"- hardware vs float output: SQNR {'exact' if sq is None else f'{sq:.1f} dB'}, mean error "
+        f"{e['mean_error']:.4g}, std {e['std_error']:.4g}, max abs error {e['max_abs_error']:.4g}",
+        f"- {r['cycles_per_inference']:.0f} accelerator cycles per image ({r['gemms']} GEMMs), MAC utilization "
+        f"{100 * r['mac_utilization']:.1f} %; cycle counts equal the manifest's model for "
+        f"{sum(lc['cycle_checks'] for lc in r['layers'])} GEMMs "
+        f"({sum(len(lc['cycle_errors']) for lc in r['layers'])} differ)",
+        f"- simulation: {t['simulated_cycles']} cycles at {t['cycles_per_s'] or 0:,.0f} cycles/s; build "
+        f"{t['build_s']:.1f} s, total {t['wall_s']:.1f} s; details in [{HW_MODEL}/hardware.json]"
+        f"({HW_MODEL}/hardware.json)",
+        "", "| layer | GEMMs | cycles | MACs | mismatches |", "|---|---|---|---|---|",
+        *[f"| {lc['layer']} | {lc['gemms']} | {lc['cycles']} | {lc['macs']} | {lc['mismatches']} |"
+          for lc in r["layers"]],
+    ]
 
 
 def run_demo(*, out_dir: Path, models=("digits_cnn", "digits_mlp"), log=print, progress=None,
@@ -31,6 +93,7 @@ def run_demo(*, out_dir: Path, models=("digits_cnn", "digits_mlp"), log=print, p
     if limit is not None:
         xt, yt = xt[:limit], yt[:limit]
     rows = []
+    hw_report = None
     for name in models:
         log(f"[{time.perf_counter() - t0:5.1f}s] {name}: quantize (int8, per-channel, minmax, single rounding)")
         qm = quantize_model(builtin_model_path(name), QuantConfig(), calib_x=xc, progress=progress, log=log)
@@ -40,6 +103,9 @@ def run_demo(*, out_dir: Path, models=("digits_cnn", "digits_mlp"), log=print, p
         report = analyze(qm, check_input(qm.graph, xt, str(data["test"])), yt, progress=progress)
         write_report(report, out_dir / name)
         rows.append((name, report))
+        if name == HW_MODEL:
+            hw_report = _hardware(qpath, qm, data["test"], out_dir, t0=t0, log=log,
+                                  limit=min(limit or HW_SAMPLES, xt.shape[0]))
     lines = ["# qhw demo", "", f"Digits test split, {xt.shape[0]} images; int8 weights per-channel, "
              "int8 activations, minmax calibration, `single` rounding.", "",
              "| model | float top-1 | int8 top-1 | output SQNR dB | max abs error | report |",
@@ -49,10 +115,12 @@ def run_demo(*, out_dir: Path, models=("digits_cnn", "digits_mlp"), log=print, p
         lines.append(f"| {name} | {100 * r['accuracy_float']:.2f} % | {100 * r['accuracy_quant']:.2f} % | "
                      f"{'exact' if sq is None else f'{sq:.1f}'} | {r['output']['max_abs_error']:.4g} | "
                      f"[{name}/report.md]({name}/report.md) |")
+    if hw_report is not None:
+        lines += _hardware_markdown(hw_report)
     summary = "\n".join(lines) + "\n"
     with atomic_path(out_dir / "README.md") as tmp:
         tmp.write_text(summary)
     log("")
     log(summary)
     log(f"[{time.perf_counter() - t0:5.1f}s] done: {out_dir / 'README.md'}")
-    return 0
+    return 0 if hw_report is None or hw_report["bit_exact"] else 1

@@ -152,3 +152,15 @@ def test_entry_point_in_a_real_process(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "qhw.cli", "quantize", str(tmp_path / "x.onnx"), "-o",
                           str(tmp_path / "y.qhw")], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no such file" in bad.stderr
+
+
+def test_generate_for_a_quantized_model(capsys, cnn_qmodel, tmp_path):
+    """`qhw generate --for QMODEL` sizes the array for the model; explicit flags win."""
+    code, out, err = _run(capsys, "generate", "--for", cnn_qmodel, "--rows", "4", "--cols", "4",
+                          "--name", "cnn_array", "-o", tmp_path)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "cnn_array.json").read_text())
+    p = manifest["parameters"]
+    assert (p["rows"], p["cols"], p["max_k"]) == (4, 4, 16 * 3 * 3)  # conv3: 16 channels x 3x3
+    assert p["rounding"] == ["single"] and p["per_channel"] is True
+    assert (tmp_path / "cnn_array.v").stat().st_size > 0

@@ -18,13 +18,12 @@ __all__ = ["add_parser", "config_for_model", "config_from_args", "run"]
 
 
 def config_for_model(path, **overrides) -> ArrayConfig:
-    """TODO(lead): size an array for a quantized model (max K, rounding mode, per-channel) from ``path``.
+    """``qhw generate --for QMODEL``: an array sized for a quantized model (largest K, rounding
+    mode, per-channel requantization, element widths); explicit flags in ``overrides`` win."""
+    from ..qmodel import load_qmodel
+    from ..runtime import config_for_model as fit
 
-    Hook for ``qhw generate --for QMODEL``: read the qmodel, derive
-    ``max_k`` (largest reduction length), ``rounding`` (the model's mode), ``per_channel`` and
-    the element widths, then apply ``overrides`` (explicit command-line flags win).
-    """
-    raise ConfigError("--for is not supported yet")
+    return fit(load_qmodel(path).graph, **overrides)
 
 
 def _rounding(text: str) -> tuple[str, ...]:

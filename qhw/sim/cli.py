@@ -1,0 +1,106 @@
+"""``qhw simulate``: a quantized model (or one random GEMM) on the simulated accelerator.
+
+``add_parser(subparsers)`` registers the subcommand; ``run(args)`` returns the exit status and
+raises ``QhwError`` subclasses for user errors (the main command prints them as one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "simulate", help="run a quantized model (or a random GEMM) on the simulated hardware",
+        description="Run QMODEL over DATA.npz on the generated array (cocotb + Verilator or Icarus), "
+                    "check every GEMM bit for bit against the golden model and report accuracy, cycles "
+                    "and the error against the float model. With --gemm M,K,N: one random GEMM.")
+    p.add_argument("qmodel", nargs="?", metavar="QMODEL", help="quantized model written by qhw quantize")
+    p.add_argument("--rtl", required=True, metavar="DIR/NAME.json", help="manifest written by qhw generate")
+    p.add_argument("--data", metavar="DATA.npz", help="x (float32, batch first) and optional labels y")
+    p.add_argument("--limit", type=int, metavar="N", help="simulate the first N samples")
+    p.add_argument("--gemm", metavar="M,K,N", help="simulate one random GEMM instead of a model")
+    p.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--waves", action="store_true", help="write waveforms (FST/VCD) into the run's folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of random GEMM data and stream stalls (default 0)")
+    p.add_argument("--stall", type=float, default=0.0, metavar="P",
+                   help="probability of an idle input cycle and of output back-pressure (default 0: "
+                        "cycle counts are the hardware's own)")
+    p.add_argument("--rounding", choices=("single", "tflite", "onnx"), help="rounding mode of a --gemm run")
+    p.add_argument("--batch", type=int, default=64, help="samples per runtime batch (default 64)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-o", "--output", metavar="OUT.npz", help="hardware outputs (y, float) as .npz")
+    p.add_argument("--junit", metavar="FILE", help="JUnit XML with one test case per layer check")
+    p.set_defaults(func=run)
+    return p
+
+
+def _fmt_pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+def run(args: argparse.Namespace) -> int:
+    from .gemm import parse_gemm
+    from .run import simulate_gemm, simulate_model, write_junit
+
+    if not 0.0 <= args.stall < 1.0:
+        raise ConfigError(f"--stall must be a probability in [0, 1), not {args.stall}")
+    if args.gemm:
+        if args.qmodel or args.data:
+            raise ConfigError("--gemm runs a random GEMM; give either --gemm M,K,N or QMODEL --data DATA.npz")
+        m, k, n = parse_gemm(args.gemm)
+        rep = simulate_gemm(args.rtl, m, k, n, seed=args.seed, simulator=args.simulator, mode=args.rounding,
+                            waves=args.waves, stall=args.stall, log=_log)
+        if args.junit:
+            write_junit(args.junit, rep)
+        if args.json:
+            print(json.dumps(rep))
+        else:
+            ideal = rep["ideal_cycles"]
+            _log(f"GEMM {m}x{k}x{n} ({rep['mode']}, seed {args.seed}) on {args.simulator}: "
+                 f"{'bit-exact' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}, "
+                 f"{rep['cycles']} cycles" + (f" (model {ideal})" if ideal is not None else "")
+                 + f", MAC utilization {100 * rep['mac_utilization']:.1f} %")
+        return 0 if rep["bit_exact"] else 1
+    if not args.qmodel or not args.data:
+        raise ConfigError("qhw simulate needs QMODEL and --data DATA.npz (or --gemm M,K,N)")
+    if args.output and not str(args.output).endswith(".npz"):
+        raise ConfigError(f"-o must name an .npz file, not {args.output!r}")
+    rep, y_hw = simulate_model(args.qmodel, args.data, args.rtl, limit=args.limit, seed=args.seed,
+                               simulator=args.simulator, waves=args.waves, stall=args.stall, batch=args.batch,
+                               log=_log, progress=sys.stderr.isatty())
+    if args.output:
+        from ..fileio import save_npz
+
+        save_npz(args.output, y=y_hw.astype("float32"))
+    if args.junit:
+        write_junit(args.junit, rep)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        t = rep["time"]
+        e = rep["hw_vs_float"]
+        _log(f"{rep['samples']} samples on {args.simulator}: "
+             f"{'bit-exact with the golden model' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}")
+        if "accuracy_hw" in rep:
+            _log(f"accuracy float {_fmt_pct(rep['accuracy_float'])}, int8 {_fmt_pct(rep['accuracy_quant'])}, "
+                 f"hardware {_fmt_pct(rep['accuracy_hw'])}")
+        sq = e["sqnr_db"]
+        _log(f"hardware vs float: SQNR {'exact' if sq is None else f'{sq:.1f} dB'}, mean error "
+             f"{e['mean_error']:.4g}, std {e['std_error']:.4g}, max abs {e['max_abs_error']:.4g}")
+        _log(f"{rep['cycles_per_inference']:.0f} cycles per inference, MAC utilization "
+             f"{100 * rep['mac_utilization']:.1f} %; {t['simulated_cycles']} cycles simulated at "
+             f"{t['cycles_per_s'] or 0:.0f} cycles/s (build {t['build_s']:.1f} s, total {t['wall_s']:.1f} s)")
+        if args.output:
+            _log(f"wrote {args.output}")
+    return 0 if rep["bit_exact"] else 1

@@ -1,0 +1,209 @@
+"""``qhw simulate`` as functions: a quantized model, or one random GEMM, on the simulated array.
+
+The host side (this module) checks that the array can hold the model, builds the simulator (once
+per configuration), launches the cocotb job (``qhw.sim.cocotb_job``) and turns its results into the
+report: bit-exactness against the golden model, cycles, MAC utilization, accuracy float / int8 /
+hardware and the hardware-vs-float error statistics (``qhw.analysis.ErrorStats``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, QhwError
+from ..fileio import atomic_path
+from .build import build, default_build_root, run_cocotb
+from .manifest import Hardware, load_hardware
+
+__all__ = ["simulate_gemm", "simulate_model", "write_junit"]
+
+
+def _run_dir(root: Path, hw: Hardware, kind: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = Path(root).resolve() / "runs" / f"{hw.name}-{kind}-{stamp}-{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root, log,
+            opt: str | None = None) -> tuple[dict, Path, float]:
+    root = default_build_root() if build_root is None else Path(build_root)
+    bdir, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt)
+    run = _run_dir(root, hw, job["kind"])
+    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run)}
+    (run / "job.json").write_text(json.dumps(job, indent=1))
+    env = {"QHW_SIM_JOB": str(run / "job.json")}
+    if simulator == "icarus" and waves:
+        job_plus = [f"+dumpfile_path={run / (hw.name + '.fst')}"]
+    else:
+        job_plus = []
+    from cocotb_tools.check_results import get_results
+
+    try:
+        xml = run_cocotb(hw, simulator, bdir, test_module="qhw.sim.cocotb_job", test_dir=run, env=env,
+                         waves=waves, seed=int(job.get("seed", 0)), log_file=run / "sim.log",
+                         plusargs=job_plus)
+        failed = get_results(xml)[1]
+    except (RuntimeError, OSError) as e:
+        raise QhwError(f"simulation failed ({e}); see {run / 'sim.log'}") from None
+    if failed or not (run / "result.json").is_file():
+        raise QhwError(f"simulation failed; see {run / 'sim.log'}")
+    return json.loads((run / "result.json").read_text()), run, build_s
+
+
+def _timing(res: dict, build_s: float, wall: float) -> dict:
+    """Where the time went. ``python_per_cycle_s`` is measured directly (the clock loop's body:
+    drivers, monitor, checker); ``awaiting_s`` is the rest of the loop (cocotb's trigger handling
+    plus the simulator); ``simulator_idle_s`` is the simulator alone on an idle design (a lower
+    bound of its share)."""
+    t = res["time"]
+    rate = t.get("sim_only_cycles_per_s")
+    cycles = res["sim_cycles"]
+    loop = t["clock_loop"]
+    waiting = t.get("awaiting", 0.0)
+    return {
+        "build_s": build_s,
+        "wall_s": wall,
+        "simulated_cycles": cycles,
+        "cycles_per_s": cycles / loop if loop else None,
+        "clock_loop_s": loop,
+        "python_per_cycle_s": loop - waiting,
+        "awaiting_s": waiting,
+        "simulator_idle_s": cycles / rate if rate else None,
+        "host_runtime_s": t["host"],
+        "startup_s": max(wall - build_s - t["total"], 0.0),
+    }
+
+
+def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str = "verilator",
+                  mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
+                  log=None, opt: str | None = None) -> dict:
+    """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization."""
+    hw = load_hardware(rtl)
+    c = hw.config
+    mode = mode or c.rounding[0]
+    if mode not in c.rounding:
+        raise ConfigError(f"{rtl}: rounding {mode!r} is not built into this array ({','.join(c.rounding)}); "
+                          f"regenerate with qhw generate --rounding {','.join([*c.rounding, mode])}")
+    if k > c.max_k:
+        raise ConfigError(f"{rtl}: --gemm needs K={k} but max_k is {c.max_k}; regenerate with qhw generate "
+                          f"--max-k {k}")
+    if m > 0xFFFF or n > 0xFFFF or (k > c.rows and m > c.acc_depth):
+        raise ConfigError(f"--gemm {m},{k},{n}: M must be below 65536 (and at most acc_depth={c.acc_depth} "
+                          f"when K > rows={c.rows}), N below 65536")
+    t0 = time.perf_counter()
+    res, run, build_s = _launch(hw, {"kind": "gemm", "gemm": [m, k, n], "mode": mode, "seed": seed,
+                                     "in_gap": stall, "out_stall": stall}, simulator=simulator, waves=waves,
+                                build_root=build_root, log=log, opt=opt)
+    layer = res["layers"][0]
+    cycles = res["gemm_cycles"]
+    return {
+        "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator,
+        "bit_exact": layer["mismatches"] == 0, "mismatches": layer["mismatches"],
+        "first_mismatch": res["first_mismatch"],
+        "cycles": cycles, "ideal_cycles": res["ideal_cycles"],
+        "mac_utilization": m * k * n / (cycles * c.peak_macs_per_cycle),
+        "layers": res["layers"], "run_dir": str(run), "time": _timing(res, build_s, time.perf_counter() - t0),
+    }
+
+
+def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0, simulator: str = "verilator",
+                   waves: bool = False, stall: float = 0.0, batch: int = 64, build_root=None, log=None,
+                   progress: bool = False, opt: str | None = None) -> tuple[dict, np.ndarray]:
+    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs)."""
+    from ..analysis import ErrorStats
+    from ..api import accuracy, run_batched
+    from ..executor import check_input
+    from ..fileio import load_data
+    from ..qmodel import load_qmodel
+    from ..runtime import check_model
+
+    qm = load_qmodel(qmodel)
+    x, labels = load_data(data)
+    x = check_input(qm.graph, x, str(data))
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be a positive number of samples, not {limit}")
+        x = x[:limit]
+        labels = None if labels is None else labels[:limit]
+    hw = load_hardware(rtl)
+    check_model(qm.graph, hw.config, str(rtl))          # refuse before building or simulating
+    if batch < 1:
+        raise ConfigError(f"batch must be positive, not {batch}")
+    t0 = time.perf_counter()
+    job = {"kind": "model", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
+           "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "batch": batch,
+           "progress": progress}
+    res, run, build_s = _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
+    wall = time.perf_counter() - t0
+    with np.load(run / "hw.npz", allow_pickle=False) as z:
+        y_hw = z["y"]
+    y_q = run_batched(qm.graph, x, integer=True)
+    y_f = run_batched(qm.graph, x, integer=False)
+    out_diff = int(np.count_nonzero(y_hw != y_q))
+    layer_mm = sum(lc["mismatches"] for lc in res["layers"])
+    err = ErrorStats()
+    err.update(y_f, y_hw)
+    s = err.summary()
+    n = int(x.shape[0])
+    cycles = res["gemm_cycles"]
+    report = {
+        "model": qm.source or Path(qmodel).name, "rtl": str(rtl), "simulator": simulator, "seed": seed,
+        "samples": n,
+        "bit_exact": layer_mm == 0 and out_diff == 0,
+        "mismatches": layer_mm + out_diff,
+        "first_mismatch": res["first_mismatch"],
+        "cycles_per_inference": cycles / n,
+        "mac_utilization": res["macs"] / (cycles * res["peak_macs_per_cycle"]) if cycles else 0.0,
+        "accuracy_float": accuracy(y_f, labels) if labels is not None else None,
+        "accuracy_quant": accuracy(y_q, labels) if labels is not None else None,
+        "accuracy_hw": accuracy(y_hw, labels) if labels is not None else None,
+        "hw_vs_float": {k: s[k] for k in ("mean_error", "std_error", "max_abs_error", "sqnr_db")},
+        "gemms": res["gemms"],
+        "gemm_cycles": cycles,
+        "layers": res["layers"],
+        "run_dir": str(run),
+        "time": _timing(res, build_s, wall),
+    }
+    if labels is None:
+        for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
+            del report[k]
+    return report, y_hw
+
+
+def write_junit(path, report: dict, *, suite: str = "qhw.simulate") -> None:
+    """JUnit XML: one test case per layer check (bit-exact against the golden model, and cycle
+    counts against the manifest's model where exact), plus the model output check."""
+    cases = []
+    for lc in report["layers"]:
+        failure = lc["first_mismatch"] or (f"cycle counts differ from the manifest's model: {lc['cycle_errors']}"
+                                           if lc["cycle_errors"] else None)
+        cases.append((lc["layer"], lc["cycles"], failure,
+                      f"{lc['gemms']} GEMMs, {lc['elements']} outputs, {lc['mismatches']} mismatches, "
+                      f"{lc['cycles']} cycles"))
+    if "samples" in report:
+        ok = report["bit_exact"]
+        cases.append(("model output vs golden model", report["gemm_cycles"],
+                      None if ok else f"{report['mismatches']} outputs differ from the golden model",
+                      f"{report['samples']} samples"))
+    fails = sum(1 for c in cases if c[2])
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<testsuites><testsuite name={quoteattr(suite)} tests="{len(cases)}" failures="{fails}" errors="0">']
+    for name, _cycles, failure, out in cases:
+        lines.append(f'  <testcase classname={quoteattr(suite)} name={quoteattr(name)} time="0">')
+        if failure:
+            lines.append(f"    <failure message={quoteattr(failure)}/>")
+        lines.append(f"    <system-out>{escape(out)}</system-out>")
+        lines.append("  </testcase>")
+    lines.append("</testsuite></testsuites>")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+    except OSError as e:
+        raise DataError(f"{path}: cannot write JUnit XML ({e.strerror})") from None
