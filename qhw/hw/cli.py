@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..errors import ConfigError
 from .config import ArrayConfig
 from .generate import write
 
