@@ -17,7 +17,7 @@ from .errors import DataError, ModelError
 from .graph import Graph, QParams
 from .ops import FLOAT_OPS, INT_OPS
 
-__all__ = ["Trace", "run_float", "run_int", "check_input"]
+__all__ = ["Trace", "run_float", "run_int", "int_steps", "check_input"]
 
 
 @dataclass
@@ -87,7 +87,14 @@ class _IntEnv:
         return self.floats[name]
 
 
-def run_int(graph: Graph, x: np.ndarray, *, trace: Trace | None = None) -> list[np.ndarray]:
+def int_steps(graph: Graph, x: np.ndarray, *, trace: Trace | None = None, lower=None):
+    """The integer golden model as a generator, so another engine can run some layers.
+
+    ``lower(node, env)`` may return ``(calls, assemble)`` for a quantized node: the generator
+    yields ``calls``, receives their results and stores ``assemble(results)`` as the node's
+    output codes (the host runtime sends GEMMs to the simulated array this way). Every other
+    node runs here. Returns ``(outputs as float, output codes by name)``.
+    """
     env = _IntEnv(graph)
     name = graph.inputs[0].name
     env.floats[name] = np.asarray(x, dtype=np.float32)
@@ -95,7 +102,11 @@ def run_int(graph: Graph, x: np.ndarray, *, trace: Trace | None = None) -> list[
         env.as_codes(name)
         del env.floats[name]
     for node in graph.nodes:
-        if node.quant is not None:
+        lowered = lower(node, env) if lower is not None and node.quant is not None else None
+        if lowered is not None:
+            calls, assemble = lowered
+            env.codes[node.outputs[0]] = assemble((yield calls))
+        elif node.quant is not None:
             xs = [env.as_codes(i) for i in node.inputs]
             outs = INT_OPS[node.op](node, xs, [env.qp(i) for i in node.inputs],
                                     [env.qp(o) for o in node.outputs])
@@ -113,4 +124,15 @@ def run_int(graph: Graph, x: np.ndarray, *, trace: Trace | None = None) -> list[
                 if name in env.codes:
                     trace.codes[name] = env.codes[name]
                 trace.values[name] = env.as_float(name) if name in env.codes else env.floats[name]
-    return [env.as_float(o) if o in env.codes else env.floats[o] for o in graph.outputs]
+    outputs = [env.as_float(o) if o in env.codes else env.floats[o] for o in graph.outputs]
+    return outputs, {o: env.codes[o] for o in graph.outputs if o in env.codes}
+
+
+def run_int(graph: Graph, x: np.ndarray, *, trace: Trace | None = None) -> list[np.ndarray]:
+    """The integer golden model: graph outputs as float (dequantized)."""
+    steps = int_steps(graph, x, trace=trace)
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value[0]
+    raise RuntimeError("int_steps yielded without a lowering function")

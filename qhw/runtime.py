@@ -24,12 +24,12 @@ import numpy as np
 
 from .arith import INT32_MAX, INT32_MIN, Requant
 from .errors import ConfigError
-from .executor import Trace, _IntEnv
+from .executor import Trace, int_steps
 from .graph import Graph, Node
 from .hw.config import MAX_GEMM_N_BITS, ArrayConfig
 from .hw.driver import fold_bias
-from .kernels import matmul_exact, pad_nchw
-from .ops import FLOAT_OPS, INT_OPS, requant_of
+from .kernels import im2col, matmul_exact, pad_nchw
+from .ops import requant_of
 
 __all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "check_model", "config_for_model",
            "model_requirements"]
@@ -86,22 +86,10 @@ def layer_gemms(node: Node) -> list[tuple[np.ndarray, np.ndarray, Requant]]:
     group = int(node.attrs["group"])
     mg = w.shape[0] // group
     out = []
-    for g in range(group):
+    for g in range(group):  # K ordered (KH, KW, C) like kernels.im2col's patches
         sl = slice(g * mg, (g + 1) * mg)
-        out.append((w[sl].reshape(mg, -1).T, bias[sl], _slice_requant(rq, sl)))
+        out.append((w[sl].transpose(0, 2, 3, 1).reshape(mg, -1).T, bias[sl], _slice_requant(rq, sl)))
     return out
-
-
-def patches(x: np.ndarray, pads, kernel, strides, dilations, pad_value: int) -> np.ndarray:
-    """im2col rows of an NCHW integer array: (N, OH, OW, C, KH, KW), padding with ``pad_value``.
-
-    K is ordered (C, KH, KW), matching ``weight.reshape(M, -1)`` of an (M, C, KH, KW) weight.
-    """
-    xp = pad_nchw(np.asarray(x, dtype=np.int64), tuple(pads), pad_value)
-    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    win = np.lib.stride_tricks.sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    win = win[:, :, ::sh, ::sw, ::dh, ::dw]                      # (N, C, OH, OW, KH, KW)
-    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5))
 
 
 def _m_chunk(config: ArrayConfig | None, k: int) -> int:
@@ -119,12 +107,11 @@ def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
         geometry = None
     else:
         a = node.attrs
-        w0 = node.qparams["weight"]
-        kh, kw = w0.shape[2:]
-        cols = patches(x, a["pads"], (kh, kw), a["strides"], a["dilations"], x_zp)
-        b, oh, ow, c = cols.shape[:4]
-        cg = c // len(gemms)
-        rows = [cols[:, :, :, g * cg:(g + 1) * cg].reshape(b * oh * ow, -1) for g in range(len(gemms))]
+        xp = pad_nchw(x, tuple(a["pads"]), x_zp)  # padded taps hold the zero point: they add nothing
+        cols = im2col(xp, node.qparams["weight"].shape[2:], a["strides"], a["dilations"])  # (N,OH,OW,KH,KW,C)
+        b, oh, ow = cols.shape[:3]
+        cg = cols.shape[-1] // len(gemms)
+        rows = [cols[..., g * cg:(g + 1) * cg].reshape(b * oh * ow, -1) for g in range(len(gemms))]
         geometry = (b, oh, ow)
     calls, spans = [], []
     for xg, (w, bias, rq) in zip(rows, gemms):
@@ -165,39 +152,14 @@ class Runtime:
               ) -> Generator[list[GemmCall], list[np.ndarray], list[np.ndarray]]:
         """The model as a generator: yields each layer's GEMM calls, receives their outputs,
         returns the graph outputs (float, dequantized, as ``run_int``)."""
-        graph = self.graph
-        env = _IntEnv(graph)
-        name = graph.inputs[0].name
-        env.floats[name] = np.asarray(x, dtype=np.float32)
-        if name in graph.tensors:
-            env.as_codes(name)
-            del env.floats[name]
-        for node in graph.nodes:
-            if on_array(node):
-                xq = env.as_codes(node.inputs[0])
-                calls, assemble = _lower(node, xq, env.qp(node.inputs[0]).zero_point, self.config)
-                ys = yield calls
-                env.codes[node.outputs[0]] = assemble(ys)
-            elif node.quant is not None:
-                xs = [env.as_codes(i) for i in node.inputs]
-                outs = INT_OPS[node.op](node, xs, [env.qp(i) for i in node.inputs],
-                                        [env.qp(o) for o in node.outputs])
-                for o, val in zip(node.outputs, outs):
-                    env.codes[o] = val
-            else:
-                outs = FLOAT_OPS[node.op](node, [env.as_float(i) for i in node.inputs])
-                for o, val in zip(node.outputs, outs):
-                    env.floats[o] = val
-                    if o in graph.tensors:
-                        env.as_codes(o)
-                        del env.floats[o]
-            if trace is not None:
-                for o in node.outputs:
-                    if o in env.codes:
-                        trace.codes[o] = env.codes[o]
-                    trace.values[o] = env.as_float(o) if o in env.codes else env.floats[o]
-        self.last_codes = {o: env.codes[o] for o in graph.outputs if o in env.codes}
-        return [env.as_float(o) if o in env.codes else env.floats[o] for o in graph.outputs]
+
+        def lower(node, env):
+            if not on_array(node):
+                return None
+            return _lower(node, env.as_codes(node.inputs[0]), env.qp(node.inputs[0]).zero_point, self.config)
+
+        outputs, self.last_codes = yield from int_steps(self.graph, x, trace=trace, lower=lower)
+        return outputs
 
     def run(self, x: np.ndarray, backend: GemmBackend, trace: Trace | None = None) -> list[np.ndarray]:
         gen = self.steps(x, trace)
