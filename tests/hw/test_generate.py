@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qhw.errors import ConfigError
+from qhw.errors import ConfigError, ModelError
 from qhw.hw import cli
 from qhw.hw.config import ArrayConfig
 from qhw.hw.generate import generate_verilog, manifest, write
@@ -118,6 +118,6 @@ def test_cli_errors_are_qhw_errors(tmp_path):
         cli.run(parse(["generate", "--rows", "-1", "--name", "x", "-o", str(tmp_path)]))
     with pytest.raises(ConfigError, match="^rounding must be a non-empty tuple of distinct modes"):
         cli.run(parse(["generate", "--rounding", "single,gemmlowp", "--name", "x", "-o", str(tmp_path)]))
-    with pytest.raises(ConfigError, match="^--for is not supported yet$"):
+    with pytest.raises(ModelError, match=r"^model\.qmodel: no such file"):
         cli.run(parse(["generate", "--for", "model.qmodel", "--name", "x", "-o", str(tmp_path)]))
     assert list(tmp_path.iterdir()) == []
