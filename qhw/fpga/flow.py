@@ -1,0 +1,201 @@
+"""``synth()``: elaborate a top for a board, then Yosys, nextpnr and the bitstream packer (YoWASP).
+
+Amaranth's platform writes the RTLIL, the Yosys script and the pin/clock constraints
+(``platform.build(..., do_build=False)``); qhw runs the three tools itself so it can show progress
+per step, ask nextpnr for its JSON report (``--report``) and read Fmax, utilization and the
+critical path from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..hw.config import ArrayConfig
+from .boards import board_info, platform_for
+from .report import dsp_use, fit_failure, parse_nextpnr_report, parse_yosys_stat
+from .toolchain import ToolError, log, run_step, setup_env
+
+__all__ = ["SYNTH_KEYS", "build_top", "config_from_manifest", "synth"]
+
+# Keys every ``qhw synth --json`` object has.
+SYNTH_KEYS = ("board", "device", "top", "pe", "rows", "cols", "luts", "ffs", "dsps", "brams", "fmax_mhz",
+              "target_mhz", "macs", "peak_gops", "bitstream")
+
+
+def config_from_manifest(path) -> tuple[ArrayConfig, str]:
+    """The ``ArrayConfig`` (and top name) a ``qhw generate`` manifest describes."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such manifest (qhw generate writes NAME.json beside NAME.v)")
+    try:
+        doc = json.loads(p.read_text())
+        params = dict(doc["parameters"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{p}: not a qhw manifest ({type(e).__name__}: {e})") from None
+    if "rounding" in params and isinstance(params["rounding"], list):
+        params["rounding"] = tuple(params["rounding"])
+    known = set(ArrayConfig.__dataclass_fields__)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"{p}: unknown parameter(s) {', '.join(unknown)} (manifest from a newer qhw?)")
+    return ArrayConfig(**params), str(doc.get("name", p.stem))
+
+
+def build_top(config: ArrayConfig, *, top: str, family: str, pe: str, clk_hz: float | None = None,
+              baud: int = 115200):
+    """The elaboratable for ``top`` (``array``, ``accel`` or ``board``) and a short description."""
+    if top == "array":
+        from .arrays import make_array
+        from .tops import ArrayTop
+        return ArrayTop(make_array(config, pe=pe, family=family))
+    if top == "accel":
+        from ..hw.accel import Accelerator
+        from .tops import AccelTop
+        return AccelTop(Accelerator(config=config))
+    if top == "board":
+        from .board_top import BoardTop
+        return BoardTop(config=config, clk_hz=clk_hz, baud=baud)
+    raise ConfigError(f"top must be array, accel or board, not {top!r}")
+
+
+def _nextpnr_args(platform, family: str, name: str) -> list[str]:
+    if family == "ice40":
+        pkg = platform.package.lower() + platform._nextpnr_package_options.get(platform.device, "")
+        return [platform._nextpnr_device_options[platform.device], "--package", pkg,
+                "--json", f"{name}.json", "--pcf", f"{name}.pcf", "--asc", f"{name}.asc"]
+    return [platform._nextpnr_device_options[platform.device],
+            "--package", platform._nextpnr_package_options[platform.package].upper(),
+            "--speed", str(platform.speed),
+            "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config"]
+
+
+def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: float | None = None,
+          seed: int = 1, out_dir=None, pe: str = "auto", name: str = "qhw_top", quiet: bool = False,
+          baud: int = 115200, keep: bool = True) -> dict:
+    """Synthesize, place and route ``config`` for ``board``; return the report dict (``SYNTH_KEYS`` ...).
+
+    ``freq_mhz`` is the clock constraint given to nextpnr (default: the board's target for
+    ``array``/``accel`` tops, the oscillator for the ``board`` top, which runs from it).
+    Raises ``ConfigError`` (one line: resource, overflow, a smaller configuration that fits)
+    when the design does not fit.
+    """
+    info = board_info(board)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, not {seed!r}")
+    if freq_mhz is None:
+        freq_mhz = info.clock_mhz if top == "board" else info.default_target_mhz
+    elif top == "board" and freq_mhz != info.clock_mhz:
+        raise ConfigError(f"the board top runs from the {info.clock_mhz:g} MHz oscillator; "
+                          f"--freq must be {info.clock_mhz:g} or left out, not {freq_mhz!r}")
+    from .arrays import resolve_pe
+    if top != "array" and pe not in ("auto", "generic"):
+        raise ConfigError(f"--pe {pe} applies to the array top only; the {top} top uses the generic "
+                          f"accelerator (docs/fpga.md)")
+    pe = resolve_pe(config, pe=pe, family=info.family) if top == "array" else "generic"
+    setup_env()
+    start = time.monotonic()
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix=f"qhw_synth_{board}_"))
+    build = Path(out_dir)
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output directory cannot be created: {e}") from None
+
+    platform = platform_for(board, clock_mhz=freq_mhz)
+    elab = build_top(config, top=top, family=info.family, pe=pe, clk_hz=info.clock_mhz * 1e6, baud=baud)
+    stat_file = f"{name}_stat.json"
+    overrides = {"script_after_synth": f"tee -q -o {stat_file} stat -json"}
+    if info.family == "ice40":
+        # Infer SB_MAC16 for generic multipliers (the accelerator's requantization lanes too: in
+        # logic cells one lane alone is ~4000 of the UP5K's 5280).
+        overrides["synth_opts"] = "-dsp"
+    if not quiet:
+        log(f"[qhw] {board}: elaborating {top} top {config.rows}x{config.cols} (pe {pe}) "
+            f"at {freq_mhz:g} MHz in {build}")
+    # Tools write into a private directory; results are moved into place only when all succeeded.
+    work = Path(tempfile.mkdtemp(prefix=".work_", dir=build))
+    try:
+        plan = platform.build(elab, name=name, build_dir=str(work), do_build=False, **overrides)
+        plan.extract(str(work))
+        t_syn = run_step("YOSYS", ["-q", "-l", f"{name}.rpt", f"{name}.ys"], cwd=work, step="synthesis",
+                         quiet=quiet)
+        stat = parse_yosys_stat(work / stat_file)
+        netlist = json.loads((work / f"{name}.json").read_text())
+        dsp_type = "SB_MAC16" if info.family == "ice40" else "MULT18X18D"
+        stat["dsp_use"] = dsp_use(netlist, dsp_type)
+        stat["dsp_use_lines"] = dsp_use(netlist, dsp_type, lines=True)
+        del netlist
+        var = "NEXTPNR_ICE40" if info.family == "ice40" else "NEXTPNR_ECP5"
+        args = [*_nextpnr_args(platform, info.family, name), "--log", f"{name}.tim",
+                "--report", "report.json", "--detailed-timing-report", "--timing-allow-fail",
+                "--seed", str(seed)]
+        try:
+            t_pnr = run_step(var, args, cwd=work, step="place-and-route", quiet=quiet)
+        except ToolError as e:
+            failure = fit_failure(work / f"{name}.tim", info, config, stat["dsp_use"])
+            if failure:
+                raise ConfigError(failure) from None
+            raise e
+        report = parse_nextpnr_report(work / "report.json", family=info.family)
+        if info.family == "ice40":
+            bit = f"{name}.bin"
+            t_pack = run_step("ICEPACK", [f"{name}.asc", bit], cwd=work, step="bitstream", quiet=quiet)
+        else:
+            bit = f"{name}.bit"
+            t_pack = run_step("ECPPACK", ["--compress", "--input", f"{name}.config", "--bit", bit], cwd=work,
+                              step="bitstream", quiet=quiet)
+        for f in work.iterdir():
+            os.replace(f, build / f.name)
+    except (ToolError, ConfigError) as e:
+        # Keep the tools' logs for the user (the message names them); no partial outputs.
+        logs = build / "logs"
+        logs.mkdir(exist_ok=True)
+        for f in [*work.glob("*.log"), *work.glob("*.tim"), *work.glob("*.rpt")]:
+            os.replace(f, logs / f.name)
+        raise type(e)(str(e).replace(str(work), str(logs))) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    fmax = report["fmax_mhz"]
+    macs = config.rows * config.cols
+    result = {
+        "board": board,
+        "device": info.device,
+        "family": info.family,
+        "top": top,
+        "pe": pe,
+        "rows": config.rows,
+        "cols": config.cols,
+        "luts": report["luts"],
+        "luts_available": report["luts_available"],
+        "ffs": stat["ffs"] if stat["ffs"] is not None else report.get("ffs"),
+        "dsps": report["dsps"],
+        "dsps_available": report["dsps_available"],
+        "brams": report["brams"],
+        "brams_available": report["brams_available"],
+        "fmax_mhz": fmax,
+        "target_mhz": float(freq_mhz),
+        "timing_met": fmax >= freq_mhz,
+        "macs": macs,
+        "peak_gops": round(2 * macs * fmax / 1000, 3),
+        "gops_per_dsp": round(2 * macs * fmax / 1000 / report["dsps"], 4) if report["dsps"] else None,
+        "dsp_use": stat["dsp_use"],
+        "dsp_use_lines": stat["dsp_use_lines"],
+        "critical_path": report["critical_path"],
+        "seed": seed,
+        "times_s": {"synthesis": round(t_syn, 1), "place_and_route": round(t_pnr, 1),
+                    "bitstream": round(t_pack, 1), "total": round(time.monotonic() - start, 1)},
+        "bitstream": str((build / bit).resolve()),
+        "report": str((build / "report.json").resolve()),
+    }
+    tmp = build / ".synth.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, build / "synth.json")
+    return result

@@ -1,0 +1,178 @@
+"""Reading the tools' own reports: nextpnr's ``--report`` JSON, Yosys's ``stat -json``, fit failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+from ..errors import ConfigError
+
+__all__ = ["RESOURCES", "dsp_use", "fit_failure", "parse_nextpnr_report", "parse_yosys_stat",
+           "summarize_path"]
+
+# nextpnr utilization keys per family: (logic cells, flip-flops, DSP blocks, block RAMs).
+RESOURCES = {
+    "ice40": {"luts": "ICESTORM_LC", "ffs": None, "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM"},
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
+}
+_REPO_SRC = re.compile(r"(qhw/[\w/]+\.py):(\d+)")
+
+
+def _source(src: str) -> str:
+    """``qhw/hw/pe.py:67`` from a Yosys ``src`` attribute (absolute paths and tool sources dropped)."""
+    for part in src.split("|"):
+        m = _REPO_SRC.search(part)
+        if m:
+            return f"{m.group(1)}:{m.group(2)}"
+    return ""
+
+
+def summarize_path(path: list[dict]) -> dict:
+    """Total, logic and routing delay of one nextpnr critical path, its end points and source lines."""
+    logic = sum(step["delay"] for step in path if step["type"] != "routing")
+    routing = sum(step["delay"] for step in path if step["type"] == "routing")
+    sources = []
+    for step in path:
+        for s in step.get("sources", []):
+            s = _source(s)
+            if s and s not in sources:
+                sources.append(s)
+    longest = max((s for s in path if s["type"] == "routing"), key=lambda s: s["delay"], default=None)
+    return {
+        "delay_ns": round(logic + routing, 3),
+        "logic_ns": round(logic, 3),
+        "routing_ns": round(routing, 3),
+        "from": path[0]["from"]["cell"] if path else "",
+        "to": path[-1]["to"]["cell"] if path else "",
+        "steps": len(path),
+        "longest_route_ns": round(longest["delay"], 3) if longest else 0.0,
+        "longest_route_net": longest.get("net", "") if longest else "",
+        "sources": sources,
+    }
+
+
+def parse_nextpnr_report(path: Path, *, family: str) -> dict:
+    doc = json.loads(Path(path).read_text())
+    util = doc.get("utilization", {})
+    keys = RESOURCES[family]
+
+    def used(kind):
+        key = keys[kind]
+        return util.get(key, {}).get("used") if key else None
+
+    def avail(kind):
+        key = keys[kind]
+        return util.get(key, {}).get("available") if key else None
+
+    fmax = doc.get("fmax", {})
+    achieved = min((v["achieved"] for v in fmax.values()), default=0.0)
+    # The path that sets Fmax: register to register within one clock (not I/O paths, and not the
+    # pseudo clock nextpnr gives a DSP whose clock pin is tied to ground).
+    paths = [cp for cp in doc.get("critical_paths", []) if cp.get("path")]
+    same = [cp for cp in paths if cp.get("from") == cp.get("to") and "PACKER_GND" not in str(cp.get("from"))]
+    worst = None
+    for cp in same or paths:
+        s = summarize_path(cp["path"])
+        s["clock"] = str(cp.get("from", ""))
+        if worst is None or s["delay_ns"] > worst["delay_ns"]:
+            worst = s
+    return {
+        "luts": used("luts"), "luts_available": avail("luts"),
+        "ffs": used("ffs"),
+        "dsps": used("dsps") or 0, "dsps_available": avail("dsps"),
+        "brams": used("brams") or 0, "brams_available": avail("brams"),
+        "fmax_mhz": round(float(achieved), 2),
+        "clocks": {k: {"achieved": round(v["achieved"], 2), "constraint": v["constraint"]} for k, v in fmax.items()},
+        "critical_path": worst,
+        "utilization": {k: v for k, v in util.items() if v.get("used")},
+    }
+
+
+def dsp_use(netlist: dict, dsp_type: str, *, lines: bool = False) -> dict:
+    """DSP blocks of a synthesized Yosys JSON netlist, counted by the qhw source file (or, with
+    ``lines``, file and line) of the multiplication that made them."""
+    count = Counter()
+    for mod in netlist.get("modules", {}).values():
+        for cell in mod.get("cells", {}).values():
+            if cell.get("type") == dsp_type:
+                src = _source(cell.get("attributes", {}).get("src", "")) or "other"
+                count[src if lines else src.split(":")[0]] += 1
+    return dict(sorted(count.items()))
+
+
+def parse_yosys_stat(path: Path) -> dict:
+    """Flip-flop and DSP counts of the synthesized top from ``stat -json``."""
+    doc = json.loads(Path(path).read_text())
+    design = doc.get("design") or {}
+    cells = design.get("num_cells_by_type") or {}
+    if not cells:                       # older Yosys: only per-module statistics
+        for mod in doc.get("modules", {}).values():
+            for k, v in mod.get("num_cells_by_type", {}).items():
+                cells[k] = cells.get(k, 0) + v
+    ffs = sum(v for k, v in cells.items() if k.startswith("SB_DFF") or k == "TRELLIS_FF")
+    return {"ffs": ffs, "cells": cells, "dsp_use": {}}
+
+
+_UTIL_LINE = re.compile(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
+
+
+def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None) -> str | None:
+    """One line when nextpnr's log shows a resource over capacity: which, by how much, what would fit."""
+    try:
+        text = Path(logfile).read_text(errors="replace")
+    except OSError:
+        return None
+    over = []
+    for line in text.splitlines():
+        m = _UTIL_LINE.match(line)
+        if m and int(m.group(2)) > int(m.group(3)):
+            over.append((m.group(1), int(m.group(2)), int(m.group(3))))
+    if not over:
+        m = re.search(r"no BELs remaining to implement cell type '(\w+)'", text)
+        if not m:
+            return None
+        over = [(m.group(1), 0, 0)]
+    res, used, avail = max(over, key=lambda o: (o[1] / o[2]) if o[2] else math.inf)
+    amount = f"{used} of {avail} ({used - avail} over, {100 * used / avail:.0f}%)" if avail else "more than available"
+    hint = suggest_smaller(config, used, avail)
+    if res in ("ICESTORM_DSP", "MULT18X18D") and dsp_split and avail:
+        array = sum(v for k, v in dsp_split.items() if k.startswith(("qhw/hw/pe", "qhw/hw/dsp")))
+        other = sum(dsp_split.values()) - array
+        if other >= avail:
+            hint = (f"{other} of them are not in the PE array (requantization lanes: "
+                    f"{', '.join(f'{k} {v}' for k, v in dsp_split.items())}); build fewer rounding modes or "
+                    f"a generic-logic target")
+        elif array:
+            hint = (suggest_smaller(config, array, avail - other, margin=1.0)
+                    + f" (PE array {array} DSPs, other {other})")
+    return f"{config.rows}x{config.cols} does not fit {board.device}: {res} needs {amount}; {hint}"
+
+
+def suggest_smaller(config, used: int, avail: int, margin: float = 0.9) -> str:
+    """A smaller array that should fit, scaling the MAC count by the overflowing resource (an estimate;
+    ``margin`` 0.9 for logic, 1.0 for DSP blocks, which scale exactly with the PE count)."""
+    if not avail or not used:
+        return "try a smaller --rows/--cols"
+    macs = config.rows * config.cols
+    budget = macs * avail / used * margin
+    r, c = config.rows, config.cols
+    while r * c > budget and (r > 1 or c > 1):
+        if c >= r and c > 1:
+            c -= 1
+        else:
+            r -= 1
+    if r * c > budget:
+        return "even a 1x1 array is estimated not to fit"
+    return f"a {r}x{c} array (qhw generate --rows {r} --cols {c}) should fit (estimated from this run)"
+
+
+def check_resources(result: dict, board, config) -> None:
+    """Raise ``ConfigError`` when a routed design still uses more than the device has (defensive)."""
+    for kind in ("luts", "dsps", "brams"):
+        used, avail = result.get(kind), result.get(f"{kind}_available")
+        if used and avail and used > avail:
+            raise ConfigError(f"{config.rows}x{config.cols} does not fit {board.device}: {kind} needs {used} of "
+                              f"{avail}; {suggest_smaller(config, used, avail)}")

@@ -1,0 +1,156 @@
+"""``DspArray``: the systolic array with its multipliers mapped onto FPGA DSP blocks by hand.
+
+Same ports and dataflow as ``qhw.hw.array.SystolicArray`` (aligned rows in, one partial-sum row
+out), for the default tiling (1x1 tiles, one register between neighbouring PEs). Two variants:
+
+``kind="ice40-dual"``
+    Horizontally adjacent PEs ``(i, 2q)`` and ``(i, 2q+1)`` share one ``DualMul8`` (an iCE40
+    ``SB_MAC16`` in dual signed 8x8 mode): 2 MACs per DSP block. Combinational, so
+    ``latency == config.mesh_latency``. Needs 8-bit activations and weights.
+``kind="ecp5-pipelined"``
+    Each PE's product comes from a ``PipelinedMul`` (``MULT18X18D`` with input, pipeline and output
+    registers) plus a fabric register on each side: every product is ``PipelinedMul.LATENCY + 2``
+    cycles late, uniformly, so the wavefront stays aligned and ``latency == config.mesh_latency + 5``.
+    The fabric registers absorb the routes between the DSP column and the fabric: without the one
+    after the DSP, the DSP-to-adder route was 4.3 ns of a 7.0 ns critical path at 8x8 on the
+    ECP5-85F (142.5 MHz); without the one in front, the weight register -> bank multiplexer -> DSP
+    input route was 7.1 ns of 7.9 ns at 12x12 (126.4 MHz).
+
+``family`` selects the vendor primitive (``"ice40"``/``"ecp5"``); ``None`` builds the portable
+equivalent, used by the simulation tests. Nothing here is used by ``qhw generate``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import ConfigError
+from .config import ArrayConfig
+from .mesh import act_shape
+from .pe_ice40 import DualMul8
+from .pe_pipelined import PipelinedMul
+from .skew import Skew
+
+__all__ = ["DSP_KINDS", "DspArray", "check_dsp_config"]
+
+DSP_KINDS = ("ice40-dual", "ecp5-pipelined")
+
+
+def check_dsp_config(config: ArrayConfig, kind: str, family: str | None = None) -> None:
+    """Raise ``ConfigError`` (one line) unless ``DspArray`` can build ``config`` as ``kind``."""
+    if not isinstance(config, ArrayConfig):
+        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    if kind not in DSP_KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(DSP_KINDS)}, not {kind!r}")
+    if (config.tile_rows, config.tile_cols, config.tile_pipeline) != (1, 1, 1):
+        raise ConfigError(f"{kind} PEs need 1x1 tiles with tile_pipeline 1, not tiles "
+                          f"{config.tile_rows}x{config.tile_cols} with tile_pipeline {config.tile_pipeline}")
+    if kind == "ice40-dual" and (config.act_bits, config.weight_bits) != (8, 8):
+        raise ConfigError(f"ice40-dual PEs need 8-bit activations and weights, not "
+                          f"{config.act_bits}/{config.weight_bits}")
+    expected = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}[kind]
+    if family not in (None, expected):
+        raise ConfigError(f"{kind} PEs need family {expected!r} or None, not {family!r}")
+
+
+class DspArray(wiring.Component):
+    """Drop-in for ``SystolicArray`` with DSP-mapped multipliers (see the module docstring)."""
+
+    def __init__(self, *, config: ArrayConfig, kind: str, family: str | None = None):
+        check_dsp_config(config, kind, family)
+        self.config, self.kind, self.family = config, kind, family
+        c = config
+        super().__init__({
+            "a_in": In(data.ArrayLayout(act_shape(c), c.rows)),
+            "bank_in": In(1),
+            "psum_out": Out(data.ArrayLayout(signed(c.psum_bits), c.cols)),
+            "w_we": In(c.rows),
+            "w_bank": In(1),
+            "w_data": In(data.ArrayLayout(signed(c.weight_bits), c.cols)),
+        })
+
+    @property
+    def product_latency(self) -> int:
+        """Cycles a product lags its operands: 0 (ice40-dual) or ``PipelinedMul.LATENCY + 2`` (ecp5)."""
+        return PipelinedMul.LATENCY + 2 if self.kind == "ecp5-pipelined" else 0
+
+    @property
+    def latency(self) -> int:
+        """``config.mesh_latency + product_latency`` cycles from ``a_in`` to ``psum_out``."""
+        return self.config.mesh_latency + self.product_latency
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R, C = c.rows, c.cols
+        ashape = act_shape(c)
+        lane = data.StructLayout({"a": ashape, "bank": 1})
+        m.submodules.skew = skew = Skew(shape=lane, delays=list(range(R)))
+        for i in range(R):
+            m.d.comb += [skew.i[i].a.eq(self.a_in[i]), skew.i[i].bank.eq(self.bank_in)]
+
+        # Weight banks and the activation/bank pipeline (one register between neighbouring PEs).
+        a = [[None] * C for _ in range(R)]
+        bank = [[None] * C for _ in range(R)]
+        wsel = [[None] * C for _ in range(R)]
+        for i in range(R):
+            for j in range(C):
+                if j == 0:
+                    a[i][j], bank[i][j] = skew.o[i].a, skew.o[i].bank
+                else:
+                    a[i][j] = Signal(ashape, name=f"a_{i}_{j}")
+                    bank[i][j] = Signal(name=f"bank_{i}_{j}")
+                    m.d.sync += [a[i][j].eq(a[i][j - 1]), bank[i][j].eq(bank[i][j - 1])]
+                w = [Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}") for b in range(2)]
+                with m.If(self.w_we[i]):
+                    with m.If(self.w_bank):
+                        m.d.sync += w[1].eq(self.w_data[j])
+                    with m.Else():
+                        m.d.sync += w[0].eq(self.w_data[j])
+                wsel[i][j] = Signal(signed(c.weight_bits), name=f"wsel_{i}_{j}")
+                m.d.comb += wsel[i][j].eq(Mux(bank[i][j], w[1], w[0]))
+
+        # Products.
+        prod = [[None] * C for _ in range(R)]
+        for i in range(R):
+            if self.kind == "ice40-dual":
+                for j in range(0, C, 2):
+                    mul = DualMul8(a_shape=ashape, b_shape=signed(c.weight_bits), family=self.family)
+                    m.submodules[f"mul_{i}_{j}"] = mul
+                    m.d.comb += [mul.a0.eq(a[i][j]), mul.b0.eq(wsel[i][j])]
+                    prod[i][j] = mul.p0
+                    if j + 1 < C:
+                        m.d.comb += [mul.a1.eq(a[i][j + 1]), mul.b1.eq(wsel[i][j + 1])]
+                        prod[i][j + 1] = mul.p1
+                    else:
+                        m.d.comb += [mul.a1.eq(0), mul.b1.eq(0)]
+            else:
+                for j in range(C):
+                    mul = PipelinedMul(a_shape=ashape, b_shape=signed(c.weight_bits), family=self.family)
+                    m.submodules[f"mul_{i}_{j}"] = mul
+                    # Fabric registers in front of the DSP: the weight-bank multiplexer and the
+                    # activation chain then reach the DSP's input registers through a bare route.
+                    a_f = Signal(ashape, name=f"a_f_{i}_{j}")
+                    w_f = Signal(signed(c.weight_bits), name=f"w_f_{i}_{j}")
+                    m.d.sync += [a_f.eq(a[i][j]), w_f.eq(wsel[i][j])]
+                    m.d.comb += [mul.a.eq(a_f), mul.b.eq(w_f)]
+                    p_f = Signal.like(mul.p, name=f"prod_{i}_{j}")     # fabric register after the DSP
+                    m.d.sync += p_f.eq(mul.p)
+                    prod[i][j] = p_f
+
+        # Partial sums flow down, one register per row (the bottom row's is the output register).
+        bottom = []
+        for j in range(C):
+            psum = None
+            for i in range(R):
+                s = Signal(signed(c.psum_bits), name=f"psum_{i}_{j}")
+                m.d.sync += s.eq(prod[i][j] if psum is None else psum + prod[i][j])
+                psum = s
+            bottom.append(psum)
+        m.submodules.deskew = deskew = Skew(shape=signed(c.psum_bits), delays=[C - 1 - j for j in range(C)])
+        for j in range(C):
+            m.d.comb += deskew.i[j].eq(bottom[j])
+        m.d.comb += self.psum_out.eq(deskew.o)
+        return m

@@ -1,0 +1,100 @@
+"""qhw synth / qhw sweep with the real YoWASP tools: 2x2 placed and routed on both families.
+
+The first YoWASP call of each tool compiles its WebAssembly (about a minute, cached in
+~/.cache/YoWASP); later runs of a 2x2 take a few seconds each.
+"""
+
+import csv
+import json
+
+import pytest
+
+from qhw.cli import main
+from qhw.fpga.flow import SYNTH_KEYS
+from qhw.hw.config import ArrayConfig
+from qhw.hw.generate import write
+
+
+@pytest.fixture(scope="module")
+def manifest_2x2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rtl")
+    cfg = ArrayConfig(rows=2, cols=2, max_k=64, acc_depth=16, rounding=("single",))
+    _, j = write(cfg, name="qhw_2x2", out_dir=out)
+    return j
+
+
+@pytest.mark.parametrize("board, dsps, pe", [("icebreaker", 2, "ice40-dual"), ("ulx3s-85f", 4, "ecp5-pipelined")])
+def test_synth_2x2_json_report(manifest_2x2, tmp_path, capsys, board, dsps, pe):
+    assert main(["synth", "--rtl", str(manifest_2x2), "--board", board, "--json", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    r = json.loads(out[0])
+    assert set(SYNTH_KEYS) <= set(r)
+    assert r["board"] == board and r["pe"] == pe and r["macs"] == 4
+    assert r["fmax_mhz"] > 0 and r["luts"] > 0 and r["ffs"] > 0
+    assert r["dsps"] == dsps                        # dual 8x8: 2 MACs per SB_MAC16; ECP5: 1 per MULT18X18D
+    assert r["dsp_use"] == {f"qhw/hw/pe_{'ice40' if board == 'icebreaker' else 'pipelined'}.py": dsps}
+    assert r["peak_gops"] == pytest.approx(2 * 4 * r["fmax_mhz"] / 1000, abs=1e-3)
+    assert r["critical_path"]["delay_ns"] > 0
+    assert (tmp_path / r["bitstream"].rsplit("/", 1)[-1]).stat().st_size > 1000
+    assert json.loads((tmp_path / "synth.json").read_text())["fmax_mhz"] == r["fmax_mhz"]
+
+
+def test_synth_board_top_icebreaker(tmp_path, capsys):
+    """The UART board top builds and meets the 12 MHz oscillator on the UP5K. One column: each
+    requantization lane takes 4 of the UP5K's 8 SB_MAC16 (``dsp_use`` says where they went)."""
+    _, j = write(ArrayConfig(rows=2, cols=1, max_k=64, acc_depth=16, rounding=("single",)), name="qhw_2x1",
+                 out_dir=tmp_path / "rtl")
+    assert main(["synth", "--rtl", str(j), "--board", "icebreaker", "--top", "board", "--json",
+                 "-o", str(tmp_path / "b")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["top"] == "board" and r["target_mhz"] == 12.0 and r["fmax_mhz"] >= 12.0
+    assert r["dsp_use"]["qhw/hw/requant.py"] >= 1 and r["dsps"] <= 8
+    assert r["brams"] >= 1                           # receive FIFO / accumulator memory
+
+
+def test_synth_does_not_fit_says_why(tmp_path, capsys):
+    _, j = write(ArrayConfig(rows=6, cols=6, max_k=64, acc_depth=16, rounding=("single",)), name="qhw_6x6",
+                 out_dir=tmp_path / "rtl")
+    assert main(["synth", "--rtl", str(j), "--board", "ulx3s-12f", "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("qhw: error: 6x6 does not fit LFE5U-12F-6BG381C: MULT18X18D needs 36 of 28 (8 over")
+    assert "should fit" in err
+    assert not (tmp_path / "b" / "synth.json").exists()
+    assert (tmp_path / "b" / "logs" / "place-and-route.log").exists()        # the tools' logs are kept
+
+
+def test_synth_generic_asic_estimate(manifest_2x2, tmp_path, capsys):
+    assert main(["synth", "--rtl", str(manifest_2x2), "--board", "generic", "--json", "-o", str(tmp_path)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["transistors"] > 1000 and r["transistors_complete"] and r["cells"] > 100 and r["ffs"] > 0
+
+
+def test_synth_user_errors(tmp_path, capsys):
+    assert main(["synth", "--rtl", str(tmp_path / "missing.json"), "--board", "icebreaker"]) == 2
+    err = capsys.readouterr().err.strip()
+    missing = tmp_path / "missing.json"
+    assert err == f"qhw: error: {missing}: no such manifest (qhw generate writes NAME.json beside NAME.v)"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["synth", "--rtl", str(bad), "--board", "icebreaker"]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"qhw: error: {bad}: not a qhw manifest")
+
+
+def test_sweep_local_and_dask(tmp_path, capsys):
+    from dask.distributed import Client, LocalCluster
+
+    from qhw.fpga.sweep import sweep
+    assert main(["sweep", "--board", "icebreaker", "--sizes", "2x2,2x4", "--jobs", "2", "-o",
+                 str(tmp_path / "local")]) == 0
+    rows = list(csv.DictReader((tmp_path / "local" / "sweep.csv").open()))
+    assert [r["size"] for r in rows] == ["2x2", "2x4"] and all(r["fits"] == "True" for r in rows)
+    assert [int(r["dsps"]) for r in rows] == [2, 4]
+    assert (tmp_path / "local" / "sweep.png").stat().st_size > 1000
+    assert (tmp_path / "local" / "sweep.md").read_text().startswith("| array |")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        result = sweep(board="icebreaker", sizes=[(2, 2)], executor="dask", scheduler=client,
+                       out_dir=tmp_path / "dask")
+    assert result["rows"][0]["fits"] and result["rows"][0]["dsps"] == 2
+    assert result["rows"][0]["fmax_mhz"] == pytest.approx(float(rows[0]["fmax_mhz"]))   # same seed, same result
