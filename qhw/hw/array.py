@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, signed
 from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
 from .config import ArrayConfig
-from .mesh import Mesh, act_shape
+from .mesh import Mesh, act_shape, array_ports
 from .skew import Skew
 
 __all__ = ["SystolicArray"]
@@ -29,14 +28,7 @@ class SystolicArray(wiring.Component):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
         self.config = config
         c = config
-        super().__init__({
-            "a_in": In(data.ArrayLayout(act_shape(c), c.rows)),
-            "bank_in": In(1),
-            "psum_out": Out(data.ArrayLayout(signed(c.psum_bits), c.cols)),
-            "w_we": In(c.rows),
-            "w_bank": In(1),
-            "w_data": In(data.ArrayLayout(signed(c.weight_bits), c.cols)),
-        })
+        super().__init__(array_ports(c))
 
     @property
     def latency(self) -> int:

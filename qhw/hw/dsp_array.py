@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
 from .config import ArrayConfig
-from .mesh import act_shape
+from .mesh import act_shape, array_ports
 from .pe_ice40 import DualMul8
 from .pe_pipelined import PipelinedMul
 from .skew import Skew
@@ -62,14 +61,7 @@ class DspArray(wiring.Component):
         check_dsp_config(config, kind, family)
         self.config, self.kind, self.family = config, kind, family
         c = config
-        super().__init__({
-            "a_in": In(data.ArrayLayout(act_shape(c), c.rows)),
-            "bank_in": In(1),
-            "psum_out": Out(data.ArrayLayout(signed(c.psum_bits), c.cols)),
-            "w_we": In(c.rows),
-            "w_bank": In(1),
-            "w_data": In(data.ArrayLayout(signed(c.weight_bits), c.cols)),
-        })
+        super().__init__(array_ports(c))
 
     @property
     def product_latency(self) -> int:

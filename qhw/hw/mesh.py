@@ -19,6 +19,20 @@ def act_shape(config: ArrayConfig):
     return signed(config.act_bits) if config.act_signed else config.act_bits
 
 
+def array_ports(c: ArrayConfig, *, bank_width: int = 1) -> dict:
+    """The interface shared by the arrays and the mesh: activations and bank bits in, one
+    psum row out, weight-row writes (``bank_width`` is ``rows`` for the mesh, whose rows
+    receive their bank bits already skewed)."""
+    return {
+        "a_in": In(data.ArrayLayout(act_shape(c), c.rows)),
+        "bank_in": In(bank_width),
+        "psum_out": Out(data.ArrayLayout(signed(c.psum_bits), c.cols)),
+        "w_we": In(c.rows),
+        "w_bank": In(1),
+        "w_data": In(data.ArrayLayout(signed(c.weight_bits), c.cols)),
+    }
+
+
 class Mesh(wiring.Component):
     """``config.rows`` x ``config.cols`` PEs grouped in tiles, weight-stationary.
 
@@ -35,14 +49,7 @@ class Mesh(wiring.Component):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
         self.config = config
         c = config
-        super().__init__({
-            "a_in": In(data.ArrayLayout(act_shape(c), c.rows)),
-            "bank_in": In(c.rows),
-            "psum_out": Out(data.ArrayLayout(signed(c.psum_bits), c.cols)),
-            "w_we": In(c.rows),
-            "w_bank": In(1),
-            "w_data": In(data.ArrayLayout(signed(c.weight_bits), c.cols)),
-        })
+        super().__init__(array_ports(c, bank_width=c.rows))
 
     def elaborate(self, platform):
         m = Module()
