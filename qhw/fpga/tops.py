@@ -64,6 +64,15 @@ def xor_reduce(m: Module, value, *, fanin: int = 4, name: str = "xr") -> Signal:
     return bits[0]
 
 
+def drive_live(m: Module, inputs: list, seed) -> None:
+    """Drive every signal in ``inputs`` from consecutive bits of one live shift register."""
+    bits = live_bits(m, sum(len(v) for v in inputs), seed)
+    offset = 0
+    for v in inputs:
+        m.d.comb += v.eq(bits[offset:offset + len(v)])
+        offset += len(v)
+
+
 class ArrayTop(Elaboratable):
     """A ``SystolicArray``-like component (``a_in``, ``bank_in``, ``w_we``, ``w_bank``, ``w_data`` in,
     ``psum_out`` out) with live stimulus and its outputs reduced to the board's first LED."""
@@ -75,13 +84,7 @@ class ArrayTop(Elaboratable):
         m = Module()
         m.submodules.array = arr = self.array
         seed, led = _pins(m, platform)
-        ins = [arr.a_in.as_value(), arr.bank_in, arr.w_we, arr.w_bank, arr.w_data.as_value()]
-        width = sum(len(v) for v in ins)
-        bits = live_bits(m, width, seed)
-        offset = 0
-        for v in ins:
-            m.d.comb += v.eq(bits[offset:offset + len(v)])
-            offset += len(v)
+        drive_live(m, [arr.a_in.as_value(), arr.bank_in, arr.w_we, arr.w_bank, arr.w_data.as_value()], seed)
         m.d.comb += led.eq(xor_reduce(m, arr.psum_out.as_value()))
         return m
 
@@ -102,12 +105,7 @@ class AccelTop(Elaboratable):
             s = getattr(acc, name)
             ins += [s.valid, s.payload.as_value()]
         ins.append(acc.out.ready)
-        width = sum(len(v) for v in ins)
-        bits = live_bits(m, width, seed)
-        offset = 0
-        for v in ins:
-            m.d.comb += v.eq(bits[offset:offset + len(v)])
-            offset += len(v)
+        drive_live(m, ins, seed)
         outs = Cat(acc.out.payload.as_value(), acc.out.valid, acc.busy,
                    *(getattr(acc, s).ready for s in ("cmd", "weights", "params", "act")))
         m.d.comb += led.eq(xor_reduce(m, outs))
