@@ -191,7 +191,17 @@ class Accelerator(wiring.Component):
         outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
         credit = Signal()
         m.d.comb += credit.eq(outstanding < c.fifo_depth)
-        m.d.comb += self.act.ready.eq(i_run & full.bit_select(i_bank, 1) & (credit | ~i_last_k))
+        # Shared requantization lanes take ``requant_passes`` cycles per result row: space the
+        # activation beats that produce one (those of a last K tile) as much.
+        may_produce = credit
+        if c.requant_passes > 1:
+            last_gap = Signal(range(c.requant_passes))
+            may_produce = credit & (last_gap == 0)
+            with m.If(self.act.valid & self.act.ready & i_last_k):
+                m.d.sync += last_gap.eq(c.requant_passes - 1)
+            with m.Elif(last_gap != 0):
+                m.d.sync += last_gap.eq(last_gap - 1)
+        m.d.comb += self.act.ready.eq(i_run & full.bit_select(i_bank, 1) & (may_produce | ~i_last_k))
         issue = Signal()
         m.d.comb += issue.eq(self.act.valid & self.act.ready)
 
@@ -237,17 +247,40 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- requantize
         params = data.View(params_layout(c), Mux(meta_d.bank, pbank[1], pbank[0]))
+        row_valid = meta_d.valid & meta_d.last
+        L, P = c.requant_lanes, c.requant_passes
+        if P > 1:
+            # Shared lanes: hold the row and its parameters, feed ``L`` columns per cycle.
+            stage_total = Signal.like(total)
+            stage_params = Signal(params_layout(c))
+            phase = Signal(range(P))
+            feeding = Signal()
+            with m.If(row_valid):
+                m.d.sync += [stage_total.eq(total), stage_params.eq(params), phase.eq(0), feeding.eq(1)]
+            with m.Elif(feeding):
+                m.d.sync += phase.eq(phase + 1)
+                with m.If(phase == P - 1):
+                    m.d.sync += feeding.eq(0)
+            src_total, src_params, lane_valid = stage_total, stage_params, feeding
+        else:
+            src_total, src_params, lane_valid, phase = total, params, row_valid, Const(0)
+
+        def column(array_view, lane):
+            """Element ``phase * L + lane`` of a per-column array (a mux over the passes)."""
+            return Array(array_view[q * L + lane] for q in range(P))[phase] if P > 1 else array_view[lane]
+
         lane_out = []
-        for j in range(C):
+        for j in range(L):
             lane = RequantLane(config=c)
             m.submodules[f"requant_{j}"] = lane
             m.d.comb += [
-                lane.i_valid.eq(meta_d.valid & meta_d.last),
-                lane.acc.eq(total[j]),
-                lane.bias.eq(params.bias[j]),
-                lane.multiplier.eq(params.multiplier[j] if c.per_channel else params.multiplier),
-                lane.shift.eq(params.shift[j] if c.per_channel else params.shift),
-                lane.scale.eq((params.scale[j] if c.per_channel else params.scale) if "onnx" in c.rounding else 0),
+                lane.i_valid.eq(lane_valid),
+                lane.acc.eq(column(src_total, j)),
+                lane.bias.eq(column(src_params.bias, j)),
+                lane.multiplier.eq(column(src_params.multiplier, j) if c.per_channel else src_params.multiplier),
+                lane.shift.eq(column(src_params.shift, j) if c.per_channel else src_params.shift),
+                lane.scale.eq((column(src_params.scale, j) if c.per_channel else src_params.scale)
+                              if "onnx" in c.rounding else 0),
                 lane.mode.eq(cmd.mode), lane.zero_point.eq(cmd.zero_point),
                 lane.qmin.eq(cmd.qmin), lane.qmax.eq(cmd.qmax),
             ]
@@ -255,11 +288,27 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- output FIFO
         out_row = Signal(out_layout(c))
-        for j in range(C):
-            m.d.comb += out_row[j].eq(lane_out[j].o)
+        if P > 1:
+            # Reassemble the row: earlier passes into registers, the last one straight through.
+            out_phase = delayed(m, phase, c.requant_latency, name="out_phase")
+            held = Signal(out_layout(c))
+            for q in range(P):
+                for j in range(L):
+                    col = q * L + j
+                    if q < P - 1:
+                        with m.If(lane_out[0].o_valid & (out_phase == q)):
+                            m.d.sync += held[col].eq(lane_out[j].o)
+                        m.d.comb += out_row[col].eq(held[col])
+                    else:
+                        m.d.comb += out_row[col].eq(lane_out[j].o)
+            row_done = lane_out[0].o_valid & (out_phase == P - 1)
+        else:
+            for j in range(C):
+                m.d.comb += out_row[j].eq(lane_out[j].o)
+            row_done = lane_out[0].o_valid
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(out_row.as_value()), depth=c.fifo_depth)
         m.d.comb += [
-            fifo.w_en.eq(lane_out[0].o_valid), fifo.w_data.eq(out_row),
+            fifo.w_en.eq(row_done), fifo.w_data.eq(out_row),
             self.out.valid.eq(fifo.r_rdy), self.out.payload.eq(fifo.r_data), fifo.r_en.eq(self.out.ready),
         ]
         pop = self.out.valid & self.out.ready

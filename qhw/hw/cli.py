@@ -48,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tile-rows", type=int, help="PE rows per combinational tile (default 1)")
     p.add_argument("--tile-cols", type=int, help="PE columns per combinational tile (default 1)")
     p.add_argument("--tile-pipeline", type=int, help="register stages between tiles (default 1)")
+    p.add_argument("--requant-lanes", type=int,
+                   help="requantization lanes (DSP multipliers), a divisor of --cols; fewer lanes are shared "
+                        "and space result rows (default: one per column)")
     p.add_argument("--for", dest="for_model", metavar="QMODEL", help="size the array for a quantized model")
     p.add_argument("--name", required=True, help="top module and file name")
     p.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="output directory")
@@ -57,7 +60,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 _FLAGS = {"rows": "rows", "cols": "cols", "act_bits": "act_bits", "weight_bits": "weight_bits",
           "max_k": "max_k", "rounding": "rounding", "acc_bits": "acc_bits", "acc_depth": "acc_depth",
-          "tile_rows": "tile_rows", "tile_cols": "tile_cols", "tile_pipeline": "tile_pipeline"}
+          "tile_rows": "tile_rows", "tile_cols": "tile_cols", "tile_pipeline": "tile_pipeline",
+          "requant_lanes": "requant_lanes"}
 
 
 def config_from_args(args: argparse.Namespace) -> ArrayConfig:

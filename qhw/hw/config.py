@@ -86,6 +86,10 @@ class ArrayConfig:
         PEs per tile. Inside a tile PEs are chained combinationally (Gemmini ``Tile``).
     tile_pipeline:
         Register stages between neighbouring tiles (0 makes the whole mesh combinational).
+    requant_lanes:
+        Requantization lanes (each one multiplier, i.e. DSP blocks). ``None`` builds one per column;
+        fewer lanes (a divisor of ``cols``) are shared: a result row then takes
+        ``cols / requant_lanes`` cycles and result-producing activation beats are spaced as much.
     """
 
     rows: int = 8
@@ -101,6 +105,7 @@ class ArrayConfig:
     tile_rows: int = 1
     tile_cols: int = 1
     tile_pipeline: int = 1
+    requant_lanes: int | None = None
 
     def __post_init__(self):
         _positive("rows", self.rows)
@@ -123,6 +128,11 @@ class ArrayConfig:
         if not _is_int(self.tile_pipeline) or not 0 <= self.tile_pipeline <= 4:
             raise ConfigError(f"tile_pipeline must be an integer from 0 to 4, not {self.tile_pipeline!r}")
         self._check_rounding()
+        if self.requant_lanes is None:
+            object.__setattr__(self, "requant_lanes", self.cols)
+        elif not _is_int(self.requant_lanes) or self.requant_lanes < 1 or self.cols % self.requant_lanes:
+            raise ConfigError(f"requant_lanes must be a positive divisor of cols ({self.cols}), "
+                              f"not {self.requant_lanes!r}")
         need = self.required_acc_bits
         if need > ACC_LIMIT_BITS + 1:
             raise ConfigError(f"max_k is too large for a {ACC_LIMIT_BITS + 1}-bit accumulator "
@@ -217,6 +227,17 @@ class ArrayConfig:
         return 6
 
     @property
+    def requant_passes(self) -> int:
+        """Cycles one result row occupies the requantization lanes: ``cols / requant_lanes``."""
+        return self.cols // self.requant_lanes
+
+    @property
+    def share_latency(self) -> int:
+        """Extra cycles of shared lanes: a staging register, then one cycle per further pass
+        (``0`` with one lane per column, else ``requant_passes``)."""
+        return 0 if self.requant_passes == 1 else self.requant_passes
+
+    @property
     def fifo_latency(self) -> int:
         """Last requant register to the output handshake when the FIFO is empty (``SyncFIFOBuffered``)."""
         return 1
@@ -225,10 +246,11 @@ class ArrayConfig:
     def latency(self) -> int:
         """Cycles from the handshake of an activation beat of the last K tile to its output row.
 
-        ``1 (issue register) + mesh_latency + accumulate_latency + requant_latency +
-        fifo_latency``, with ``out.ready`` held high and the FIFO empty.
+        ``1 (issue register) + mesh_latency + accumulate_latency + share_latency +
+        requant_latency + fifo_latency``, with ``out.ready`` held high and the FIFO empty.
         """
-        return 1 + self.mesh_latency + self.accumulate_latency + self.requant_latency + self.fifo_latency
+        return (1 + self.mesh_latency + self.accumulate_latency + self.share_latency + self.requant_latency
+                + self.fifo_latency)
 
     @property
     def in_flight(self) -> int:
@@ -282,7 +304,18 @@ class ArrayConfig:
         accepted every cycle, and the last one's result after ``latency``.
         """
         kt, nt = self.gemm_tiles(k, n)
-        return 1 + self.rows + (1 if kt == 1 else 0) + kt * nt * m + self.latency
+        return 1 + self.rows + (1 if kt == 1 else 0) + kt * nt * m + self.share_wait_cycles(m, kt, nt) + self.latency
+
+    def share_wait_cycles(self, m: int, kt: int, nt: int) -> int:
+        """Cycles shared requantization lanes add: activation beats of a last K tile are accepted
+        at most one per ``requant_passes`` cycles (0 with one lane per column)."""
+        p = self.requant_passes
+        if p == 1:
+            return 0
+        if kt == 1:  # every beat produces a result row
+            return (p - 1) * (m * nt - 1)
+        between = (kt - 1) * m + 1  # spacing of the last row of one N tile and the first of the next
+        return nt * (m - 1) * (p - 1) + (nt - 1) * max(0, p - between)
 
     # ----------------------------------------------------------------- manifest
 
@@ -311,6 +344,7 @@ class ArrayConfig:
                 "mesh_latency": self.mesh_latency,
                 "accumulate_latency": self.accumulate_latency,
                 "requant_latency": self.requant_latency,
+                "share_latency": self.share_latency,
                 "fifo_latency": self.fifo_latency,
                 "bank_drain_cycles": self.bank_drain_cycles,
                 "weight_load_cycles": self.weight_load_cycles,

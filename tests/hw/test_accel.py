@@ -234,3 +234,24 @@ def test_fold_bias():
     w = np.array([[1, 2], [3, 4]])
     assert fold_bias([10, 20], w, 2).tolist() == [10 - 2 * 4, 20 - 2 * 6]
     assert plan_gemm is not None
+
+
+# --------------------------------------------------------------------------- shared requantization lanes
+
+
+@pytest.mark.parametrize("lanes", [2, 1])
+@pytest.mark.parametrize("mode", ["single", "tflite", "onnx"])
+def test_shared_requant_lanes_bit_exact(lanes, mode):
+    """Fewer lanes than columns: each row is requantized in cols/lanes passes, with gaps and stalls."""
+    c = cfg(4, 4, requant_lanes=lanes)
+    check(make_case(c, 9, 11, 6, mode=mode, seed=10 * lanes + 1), seed=lanes, in_gap=0.2, out_stall=0.3)
+
+
+@pytest.mark.parametrize("lanes", [2, 1])
+@pytest.mark.parametrize("k", [4, 12])  # one K tile (every activation beat makes a row) and three
+def test_shared_requant_lanes_cycles(lanes, k):
+    c = cfg(4, 4, requant_lanes=lanes)
+    m = c.min_m_for_full_rate
+    res = check(make_case(c, m, k, 8, mode="single", seed=3))
+    assert res.cycles == c.ideal_cycles(m, k, 8)
+    assert c.latency == cfg(4, 4).latency + c.requant_passes

@@ -91,3 +91,10 @@ def test_manifest_is_json_and_complete():
     assert m["latency"]["latency"] == c.latency
     assert m["derived"]["acc_bits"] == c.acc_bits
     assert m["peak_macs_per_cycle"] == 8
+
+
+@pytest.mark.parametrize("lanes", [0, 3, 2.0, -4])
+def test_requant_lanes_must_divide_cols(lanes):
+    with pytest.raises(ConfigError, match=re.escape(f"requant_lanes must be a positive divisor of cols (8), "
+                                                    f"not {lanes!r}") + "$"):
+        ArrayConfig(requant_lanes=lanes)
