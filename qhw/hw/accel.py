@@ -248,7 +248,7 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- requantize
         params = data.View(params_layout(c), Mux(meta_d.bank, pbank[1], pbank[0]))
         row_valid = meta_d.valid & meta_d.last
-        L, P = c.requant_lanes, c.requant_passes
+        L, P = c.requant_lane_count, c.requant_passes
         if P > 1:
             # Shared lanes: hold the row and its parameters, feed ``L`` columns per cycle.
             stage_total = Signal.like(total)

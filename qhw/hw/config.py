@@ -128,9 +128,8 @@ class ArrayConfig:
         if not _is_int(self.tile_pipeline) or not 0 <= self.tile_pipeline <= 4:
             raise ConfigError(f"tile_pipeline must be an integer from 0 to 4, not {self.tile_pipeline!r}")
         self._check_rounding()
-        if self.requant_lanes is None:
-            object.__setattr__(self, "requant_lanes", self.cols)
-        elif not _is_int(self.requant_lanes) or self.requant_lanes < 1 or self.cols % self.requant_lanes:
+        if self.requant_lanes is not None and (not _is_int(self.requant_lanes) or self.requant_lanes < 1
+                                               or self.cols % self.requant_lanes):
             raise ConfigError(f"requant_lanes must be a positive divisor of cols ({self.cols}), "
                               f"not {self.requant_lanes!r}")
         need = self.required_acc_bits
@@ -227,9 +226,15 @@ class ArrayConfig:
         return 6
 
     @property
+    def requant_lane_count(self) -> int:
+        """Lanes built: ``requant_lanes``, or one per column when it is ``None`` (kept unresolved so
+        ``dataclasses.replace(config, cols=...)`` keeps meaning "one per column")."""
+        return self.cols if self.requant_lanes is None else self.requant_lanes
+
+    @property
     def requant_passes(self) -> int:
-        """Cycles one result row occupies the requantization lanes: ``cols / requant_lanes``."""
-        return self.cols // self.requant_lanes
+        """Cycles one result row occupies the requantization lanes: ``cols / requant_lane_count``."""
+        return self.cols // self.requant_lane_count
 
     @property
     def share_latency(self) -> int:
@@ -335,6 +340,7 @@ class ArrayConfig:
                 "multiplier_bits": MULTIPLIER_BITS,
                 "shift_bits": SHIFT_BITS,
                 "tile_grid": list(self.tile_grid),
+                "requant_lane_count": self.requant_lane_count,
                 "fifo_depth": self.fifo_depth,
                 "mode_codes": dict(MODE_CODES),
                 "max_n": (1 << MAX_GEMM_N_BITS) - 1,

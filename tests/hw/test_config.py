@@ -98,3 +98,11 @@ def test_requant_lanes_must_divide_cols(lanes):
     with pytest.raises(ConfigError, match=re.escape(f"requant_lanes must be a positive divisor of cols (8), "
                                                     f"not {lanes!r}") + "$"):
         ArrayConfig(requant_lanes=lanes)
+
+
+def test_default_lanes_follow_cols_through_replace():
+    """``requant_lanes=None`` means one lane per column, also after ``dataclasses.replace`` (sweeps do that)."""
+    from dataclasses import replace
+    small = replace(ArrayConfig(), rows=2, cols=2)
+    assert small.requant_lane_count == 2 and small.requant_passes == 1
+    assert replace(ArrayConfig(requant_lanes=2), cols=4).requant_passes == 2
