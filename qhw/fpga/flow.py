@@ -111,7 +111,15 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
     platform = platform_for(board, clock_mhz=freq_mhz)
     elab = build_top(config, top=top, family=info.family, pe=pe, clk_hz=info.clock_mhz * 1e6, baud=baud)
     stat_file = f"{name}_stat.json"
-    overrides = {"script_after_synth": f"tee -q -o {stat_file} stat -json"}
+    overrides = {
+        # Amaranth names each element of an array-shaped signal `x[i]` beside `x` itself; ABC maps
+        # bit i of `x` back by the name "x[i]" and can hit bit 0 of the element wire instead, tying
+        # two flip-flops together (seen with shared requantization lanes: nextpnr stops with "net is
+        # multiply driven"). Hiding the element aliases removes the ambiguity; `check -assert` makes
+        # any such netlist fail here, named, rather than in place-and-route or silently.
+        "script_after_read": "rename -hide w:*]",
+        "script_after_synth": f"check -assert\ntee -q -o {stat_file} stat -json",
+    }
     if info.family == "ice40":
         # Infer SB_MAC16 for generic multipliers (the accelerator's requantization lanes too: in
         # logic cells one lane alone is ~4000 of the UP5K's 5280).

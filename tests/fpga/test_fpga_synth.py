@@ -53,6 +53,21 @@ def test_synth_board_top_icebreaker(tmp_path, capsys):
     assert r["brams"] >= 1                           # receive FIFO / accumulator memory
 
 
+def test_synth_accel_shared_lane_ecp5(tmp_path, capsys):
+    """The accelerator top with one requantization lane shared by two columns places and routes.
+    Regression: ABC's name-based mapping tied `psum_out` bit 1 to bit 0 of the element alias
+    `psum_out[1]` and nextpnr stopped with "multiply driven"; synthesis now checks the netlist."""
+    _, j = write(ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=16, rounding=("single",), requant_lanes=1),
+                 name="qhw_2x2_l1", out_dir=tmp_path / "rtl")
+    assert main(["synth", "--rtl", str(j), "--board", "ulx3s-85f", "--top", "accel", "--json",
+                 "-o", str(tmp_path / "b")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["top"] == "accel" and r["fmax_mhz"] > 0
+    # Where the DSPs went: one per MAC, and one lane's multipliers (not one lane per column).
+    # (A `single` lane's 32x32 multiply takes 4 MULT18X18D; a lane per column would take 8.)
+    assert r["dsp_use"] == {"qhw/hw/pe.py": 4, "qhw/hw/requant.py": 4} and r["dsps"] == 8
+
+
 def test_synth_does_not_fit_says_why(tmp_path, capsys):
     _, j = write(ArrayConfig(rows=6, cols=6, max_k=64, acc_depth=16, rounding=("single",)), name="qhw_6x6",
                  out_dir=tmp_path / "rtl")
