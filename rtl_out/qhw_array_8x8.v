@@ -22,9 +22,9 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
-  wire [5:0] \$117 ;
-  wire [5:0] \$118 ;
-  wire \$119 ;
+  wire \$117 ;
+  wire [6:0] \$118 ;
+  wire [6:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
@@ -38,30 +38,30 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
-  reg \$131 ;
-  reg [70:0] \$132 ;
-  reg \$133 ;
-  reg [4:0] \$134 ;
+  wire \$131 ;
+  reg \$132 ;
+  reg [70:0] \$133 ;
+  reg \$134 ;
   reg [4:0] \$135 ;
-  reg \$136 ;
-  reg [12:0] \$137 ;
-  reg [16:0] \$138 ;
-  reg [2:0] \$139 ;
+  reg [4:0] \$136 ;
+  reg \$137 ;
+  reg [12:0] \$138 ;
+  reg [16:0] \$139 ;
   wire \$14 ;
-  reg [1:0] \$140 ;
-  reg [807:0] \$141 ;
+  reg [2:0] \$140 ;
+  reg [1:0] \$141 ;
   reg [807:0] \$142 ;
-  reg [1:0] \$143 ;
-  reg \$144 ;
+  reg [807:0] \$143 ;
+  reg [1:0] \$144 ;
   reg \$145 ;
-  reg [12:0] \$146 ;
-  reg [16:0] \$147 ;
-  reg [15:0] \$148 ;
-  reg [19:0] \$149 ;
+  reg \$146 ;
+  reg [12:0] \$147 ;
+  reg [16:0] \$148 ;
+  reg [15:0] \$149 ;
   wire \$15 ;
-  reg [63:0] \$150 ;
-  reg \$151 ;
-  reg [19:0] \$152 ;
+  reg [19:0] \$150 ;
+  reg [63:0] \$151 ;
+  reg \$152 ;
   reg [19:0] \$153 ;
   reg [19:0] \$154 ;
   reg [19:0] \$155 ;
@@ -78,9 +78,13 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   reg [19:0] \$165 ;
   reg [19:0] \$166 ;
   reg [19:0] \$167 ;
-  reg [151:0] \$168 ;
-  reg [4:0] \$169 ;
+  reg [19:0] \$168 ;
+  reg [151:0] \$169 ;
   wire \$17 ;
+  reg [223:0] \$170 ;
+  reg \$171 ;
+  reg \$172 ;
+  reg [5:0] \$173 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -191,13 +195,23 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \a_reg[6] ;
   wire [7:0] \a_reg[7] ;
   wire [27:0] acc;
-  wire [27:0] \acc$107 ;
-  wire [27:0] \acc$117 ;
-  wire [27:0] \acc$127 ;
-  wire [27:0] \acc$67 ;
-  wire [27:0] \acc$77 ;
-  wire [27:0] \acc$87 ;
-  wire [27:0] \acc$97 ;
+  wire [27:0] \acc$100 ;
+  wire [27:0] \acc$110 ;
+  wire [27:0] \acc$120 ;
+  wire [27:0] \acc$130 ;
+  wire [27:0] \acc$70 ;
+  wire [27:0] \acc$80 ;
+  wire [27:0] \acc$90 ;
+  reg acc_bank = 1'h0;
+  reg [223:0] acc_row = 224'h00000000000000000000000000000000000000000000000000000000;
+  wire [27:0] \acc_row[0] ;
+  wire [27:0] \acc_row[1] ;
+  wire [27:0] \acc_row[2] ;
+  wire [27:0] \acc_row[3] ;
+  wire [27:0] \acc_row[4] ;
+  wire [27:0] \acc_row[5] ;
+  wire [27:0] \acc_row[6] ;
+  wire [27:0] \acc_row[7] ;
   input [63:0] act__payload;
   wire [63:0] act__payload;
   wire [7:0] \act__payload[0] ;
@@ -217,13 +231,13 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire bad;
   wire bank_in;
   wire [31:0] bias;
-  wire [31:0] \bias$108 ;
-  wire [31:0] \bias$118 ;
-  wire [31:0] \bias$128 ;
-  wire [31:0] \bias$68 ;
-  wire [31:0] \bias$78 ;
-  wire [31:0] \bias$88 ;
-  wire [31:0] \bias$98 ;
+  wire [31:0] \bias$101 ;
+  wire [31:0] \bias$111 ;
+  wire [31:0] \bias$121 ;
+  wire [31:0] \bias$131 ;
+  wire [31:0] \bias$71 ;
+  wire [31:0] \bias$81 ;
+  wire [31:0] \bias$91 ;
   output busy;
   reg busy = 1'h0;
   input clk;
@@ -261,14 +275,21 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   reg [15:0] i_m = 16'h0000;
   reg [16:0] i_n0 = 17'h00000;
   reg i_run = 1'h0;
-  wire i_valid;
-  wire \i_valid$106 ;
-  wire \i_valid$116 ;
-  wire \i_valid$126 ;
-  wire \i_valid$66 ;
-  wire \i_valid$76 ;
-  wire \i_valid$86 ;
-  wire \i_valid$96 ;
+  reg i_valid = 1'h0;
+  (* init = 1'h0 *)
+  wire \i_valid$109 ;
+  (* init = 1'h0 *)
+  wire \i_valid$119 ;
+  (* init = 1'h0 *)
+  wire \i_valid$129 ;
+  (* init = 1'h0 *)
+  wire \i_valid$69 ;
+  (* init = 1'h0 *)
+  wire \i_valid$79 ;
+  (* init = 1'h0 *)
+  wire \i_valid$89 ;
+  (* init = 1'h0 *)
+  wire \i_valid$99 ;
   wire issue;
   (* init = 1'h0 *)
   wire l_bank;
@@ -381,29 +402,29 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [15:0] \meta_d9.m ;
   wire \meta_d9.valid ;
   wire [1:0] mode;
-  wire [1:0] \mode$102 ;
-  wire [1:0] \mode$112 ;
-  wire [1:0] \mode$122 ;
-  wire [1:0] \mode$132 ;
-  wire [1:0] \mode$72 ;
-  wire [1:0] \mode$82 ;
-  wire [1:0] \mode$92 ;
+  wire [1:0] \mode$105 ;
+  wire [1:0] \mode$115 ;
+  wire [1:0] \mode$125 ;
+  wire [1:0] \mode$135 ;
+  wire [1:0] \mode$75 ;
+  wire [1:0] \mode$85 ;
+  wire [1:0] \mode$95 ;
   wire [30:0] multiplier;
-  wire [30:0] \multiplier$109 ;
-  wire [30:0] \multiplier$119 ;
-  wire [30:0] \multiplier$129 ;
-  wire [30:0] \multiplier$69 ;
-  wire [30:0] \multiplier$79 ;
-  wire [30:0] \multiplier$89 ;
-  wire [30:0] \multiplier$99 ;
+  wire [30:0] \multiplier$102 ;
+  wire [30:0] \multiplier$112 ;
+  wire [30:0] \multiplier$122 ;
+  wire [30:0] \multiplier$132 ;
+  wire [30:0] \multiplier$72 ;
+  wire [30:0] \multiplier$82 ;
+  wire [30:0] \multiplier$92 ;
   wire [7:0] o;
-  wire [7:0] \o$138 ;
-  wire [7:0] \o$139 ;
-  wire [7:0] \o$140 ;
   wire [7:0] \o$141 ;
   wire [7:0] \o$142 ;
   wire [7:0] \o$143 ;
   wire [7:0] \o$144 ;
+  wire [7:0] \o$145 ;
+  wire [7:0] \o$146 ;
+  wire [7:0] \o$147 ;
   wire o_valid;
   output [63:0] out__payload;
   wire [63:0] out__payload;
@@ -428,7 +449,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \out_row[5] ;
   wire [7:0] \out_row[6] ;
   wire [7:0] \out_row[7] ;
-  reg [4:0] outstanding = 5'h00;
+  reg [5:0] outstanding = 6'h00;
   input [807:0] params__payload;
   wire [807:0] params__payload;
   wire [255:0] \params__payload.bias ;
@@ -564,24 +585,26 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [18:0] \psum_out[6] ;
   wire [18:0] \psum_out[7] ;
   wire [7:0] qmax;
-  wire [7:0] \qmax$105 ;
-  wire [7:0] \qmax$115 ;
-  wire [7:0] \qmax$125 ;
-  wire [7:0] \qmax$135 ;
-  wire [7:0] \qmax$75 ;
-  wire [7:0] \qmax$85 ;
-  wire [7:0] \qmax$95 ;
+  wire [7:0] \qmax$108 ;
+  wire [7:0] \qmax$118 ;
+  wire [7:0] \qmax$128 ;
+  wire [7:0] \qmax$138 ;
+  wire [7:0] \qmax$78 ;
+  wire [7:0] \qmax$88 ;
+  wire [7:0] \qmax$98 ;
   wire [7:0] qmin;
-  wire [7:0] \qmin$104 ;
-  wire [7:0] \qmin$114 ;
-  wire [7:0] \qmin$124 ;
-  wire [7:0] \qmin$134 ;
-  wire [7:0] \qmin$74 ;
-  wire [7:0] \qmin$84 ;
-  wire [7:0] \qmin$94 ;
+  wire [7:0] \qmin$107 ;
+  wire [7:0] \qmin$117 ;
+  wire [7:0] \qmin$127 ;
+  wire [7:0] \qmin$137 ;
+  wire [7:0] \qmin$77 ;
+  wire [7:0] \qmin$87 ;
+  wire [7:0] \qmin$97 ;
   wire [63:0] r_data;
   wire r_en;
   wire r_rdy;
+  (* init = 1'h0 *)
+  wire row_valid;
   wire [8:0] rp__addr;
   wire [223:0] rp__data;
   wire [27:0] \rp__data[0] ;
@@ -595,21 +618,21 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   input rst;
   wire rst;
   wire [31:0] scale;
-  wire [31:0] \scale$101 ;
-  wire [31:0] \scale$111 ;
-  wire [31:0] \scale$121 ;
-  wire [31:0] \scale$131 ;
-  wire [31:0] \scale$71 ;
-  wire [31:0] \scale$81 ;
-  wire [31:0] \scale$91 ;
+  wire [31:0] \scale$104 ;
+  wire [31:0] \scale$114 ;
+  wire [31:0] \scale$124 ;
+  wire [31:0] \scale$134 ;
+  wire [31:0] \scale$74 ;
+  wire [31:0] \scale$84 ;
+  wire [31:0] \scale$94 ;
   wire [5:0] shift;
-  wire [5:0] \shift$100 ;
-  wire [5:0] \shift$110 ;
-  wire [5:0] \shift$120 ;
-  wire [5:0] \shift$130 ;
-  wire [5:0] \shift$70 ;
-  wire [5:0] \shift$80 ;
-  wire [5:0] \shift$90 ;
+  wire [5:0] \shift$103 ;
+  wire [5:0] \shift$113 ;
+  wire [5:0] \shift$123 ;
+  wire [5:0] \shift$133 ;
+  wire [5:0] \shift$73 ;
+  wire [5:0] \shift$83 ;
+  wire [5:0] \shift$93 ;
   wire start;
   reg [223:0] total;
   wire [27:0] \total[0] ;
@@ -622,7 +645,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [27:0] \total[7] ;
   reg w_bank = 1'h0;
   reg [63:0] w_data;
-  wire [63:0] \w_data$147 ;
+  wire [63:0] \w_data$150 ;
   wire [7:0] \w_data[0] ;
   wire [7:0] \w_data[1] ;
   wire [7:0] \w_data[2] ;
@@ -661,13 +684,13 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [27:0] \wp__data[7] ;
   wire wp__en;
   wire [7:0] zero_point;
-  wire [7:0] \zero_point$103 ;
-  wire [7:0] \zero_point$113 ;
-  wire [7:0] \zero_point$123 ;
-  wire [7:0] \zero_point$133 ;
-  wire [7:0] \zero_point$73 ;
-  wire [7:0] \zero_point$83 ;
-  wire [7:0] \zero_point$93 ;
+  wire [7:0] \zero_point$106 ;
+  wire [7:0] \zero_point$116 ;
+  wire [7:0] \zero_point$126 ;
+  wire [7:0] \zero_point$136 ;
+  wire [7:0] \zero_point$76 ;
+  wire [7:0] \zero_point$86 ;
+  wire [7:0] \zero_point$96 ;
   reg [223:0] acc_mem [511:0];
   initial begin
     acc_mem[0] = 224'h00000000000000000000000000000000000000000000000000000000;
@@ -1222,7 +1245,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \$25  = \$24  < cmd[28:16];
   assign \$26  = i_k0 + 4'h8;
   assign i_last_k = \$26  >= cmd[28:16];
-  assign credit = outstanding < 5'h1d;
+  assign credit = outstanding < 6'h27;
   assign \$27  = full >> i_bank;
   assign \$28  = i_run & \$27 ;
   assign \$29  = ~ i_last_k;
@@ -1239,46 +1262,38 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \$38  = $signed(rp__data[223:196]) + $signed(psum_d[151:133]);
   assign \$39  = ~ meta_d[18];
   assign wp__en = meta_d[0] & \$39 ;
-  assign i_valid = meta_d[0] & meta_d[18];
-  assign \$40  = meta_d[19] ? pbank1 : pbank0;
-  assign \$41  = meta_d[19] ? pbank1 : pbank0;
-  assign \$42  = meta_d[19] ? pbank1 : pbank0;
-  assign \$43  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$66  = meta_d[0] & meta_d[18];
-  assign \$44  = meta_d[19] ? pbank1 : pbank0;
-  assign \$45  = meta_d[19] ? pbank1 : pbank0;
-  assign \$46  = meta_d[19] ? pbank1 : pbank0;
-  assign \$47  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$76  = meta_d[0] & meta_d[18];
-  assign \$48  = meta_d[19] ? pbank1 : pbank0;
-  assign \$49  = meta_d[19] ? pbank1 : pbank0;
-  assign \$50  = meta_d[19] ? pbank1 : pbank0;
-  assign \$51  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$86  = meta_d[0] & meta_d[18];
-  assign \$52  = meta_d[19] ? pbank1 : pbank0;
-  assign \$53  = meta_d[19] ? pbank1 : pbank0;
-  assign \$54  = meta_d[19] ? pbank1 : pbank0;
-  assign \$55  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$96  = meta_d[0] & meta_d[18];
-  assign \$56  = meta_d[19] ? pbank1 : pbank0;
-  assign \$57  = meta_d[19] ? pbank1 : pbank0;
-  assign \$58  = meta_d[19] ? pbank1 : pbank0;
-  assign \$59  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$106  = meta_d[0] & meta_d[18];
-  assign \$60  = meta_d[19] ? pbank1 : pbank0;
-  assign \$61  = meta_d[19] ? pbank1 : pbank0;
-  assign \$62  = meta_d[19] ? pbank1 : pbank0;
-  assign \$63  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$116  = meta_d[0] & meta_d[18];
-  assign \$64  = meta_d[19] ? pbank1 : pbank0;
-  assign \$65  = meta_d[19] ? pbank1 : pbank0;
-  assign \$66  = meta_d[19] ? pbank1 : pbank0;
-  assign \$67  = meta_d[19] ? pbank1 : pbank0;
-  assign \i_valid$126  = meta_d[0] & meta_d[18];
-  assign \$68  = meta_d[19] ? pbank1 : pbank0;
-  assign \$69  = meta_d[19] ? pbank1 : pbank0;
-  assign \$70  = meta_d[19] ? pbank1 : pbank0;
-  assign \$71  = meta_d[19] ? pbank1 : pbank0;
+  assign \$40  = acc_bank ? pbank1 : pbank0;
+  assign \$41  = acc_bank ? pbank1 : pbank0;
+  assign \$42  = acc_bank ? pbank1 : pbank0;
+  assign \$43  = acc_bank ? pbank1 : pbank0;
+  assign \$44  = acc_bank ? pbank1 : pbank0;
+  assign \$45  = acc_bank ? pbank1 : pbank0;
+  assign \$46  = acc_bank ? pbank1 : pbank0;
+  assign \$47  = acc_bank ? pbank1 : pbank0;
+  assign \$48  = acc_bank ? pbank1 : pbank0;
+  assign \$49  = acc_bank ? pbank1 : pbank0;
+  assign \$50  = acc_bank ? pbank1 : pbank0;
+  assign \$51  = acc_bank ? pbank1 : pbank0;
+  assign \$52  = acc_bank ? pbank1 : pbank0;
+  assign \$53  = acc_bank ? pbank1 : pbank0;
+  assign \$54  = acc_bank ? pbank1 : pbank0;
+  assign \$55  = acc_bank ? pbank1 : pbank0;
+  assign \$56  = acc_bank ? pbank1 : pbank0;
+  assign \$57  = acc_bank ? pbank1 : pbank0;
+  assign \$58  = acc_bank ? pbank1 : pbank0;
+  assign \$59  = acc_bank ? pbank1 : pbank0;
+  assign \$60  = acc_bank ? pbank1 : pbank0;
+  assign \$61  = acc_bank ? pbank1 : pbank0;
+  assign \$62  = acc_bank ? pbank1 : pbank0;
+  assign \$63  = acc_bank ? pbank1 : pbank0;
+  assign \$64  = acc_bank ? pbank1 : pbank0;
+  assign \$65  = acc_bank ? pbank1 : pbank0;
+  assign \$66  = acc_bank ? pbank1 : pbank0;
+  assign \$67  = acc_bank ? pbank1 : pbank0;
+  assign \$68  = acc_bank ? pbank1 : pbank0;
+  assign \$69  = acc_bank ? pbank1 : pbank0;
+  assign \$70  = acc_bank ? pbank1 : pbank0;
+  assign \$71  = acc_bank ? pbank1 : pbank0;
   assign \$72  = ! loader_state;
   assign \$73  = loader_state == 1'h1;
   assign \$74  = loader_state == 2'h2;
@@ -1314,106 +1329,113 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \$106  = i_n0 + 4'h8;
   assign \$107  = \$106  >= cmd[44:29];
   assign \$108  = i_k0 + 4'h8;
-  assign \$109  = issue & i_last_k;
-  assign \$110  = out__valid & out__ready;
-  assign \$111  = ~ \$110 ;
-  assign \$112  = \$109  & \$111 ;
-  assign \$113  = out__valid & out__ready;
-  assign \$114  = issue & i_last_k;
-  assign \$115  = ~ \$114 ;
-  assign \$116  = \$113  & \$115 ;
-  assign \$117  = outstanding + 1'h1;
-  assign \$118  = outstanding - 1'h1;
-  assign \$119  = ~ i_run;
-  assign \$120  = busy & \$119 ;
-  assign \$121  = ~ l_run;
-  assign \$122  = \$120  & \$121 ;
-  assign \$123  = ! outstanding;
-  assign \$124  = \$122  & \$123 ;
-  assign \$125  = issue & i_last_k;
-  assign \$126  = out__valid & out__ready;
-  assign \$127  = ~ \$126 ;
-  assign \$128  = \$125  & \$127 ;
-  assign \$129  = ~ \$128 ;
-  assign \$130  = \$124  & \$129 ;
+  assign \$109  = meta_d[0] & meta_d[18];
+  assign \$110  = issue & i_last_k;
+  assign \$111  = out__valid & out__ready;
+  assign \$112  = ~ \$111 ;
+  assign \$113  = \$110  & \$112 ;
+  assign \$114  = out__valid & out__ready;
+  assign \$115  = issue & i_last_k;
+  assign \$116  = ~ \$115 ;
+  assign \$117  = \$114  & \$116 ;
+  assign \$118  = outstanding + 1'h1;
+  assign \$119  = outstanding - 1'h1;
+  assign \$120  = ~ i_run;
+  assign \$121  = busy & \$120 ;
+  assign \$122  = ~ l_run;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = ! outstanding;
+  assign \$125  = \$123  & \$124 ;
+  assign \$126  = issue & i_last_k;
+  assign \$127  = out__valid & out__ready;
+  assign \$128  = ~ \$127 ;
+  assign \$129  = \$126  & \$128 ;
+  assign \$130  = ~ \$129 ;
+  assign \$131  = \$125  & \$130 ;
   always @(posedge clk)
-    error <= \$131 ;
+    error <= \$132 ;
   always @(posedge clk)
-    cmd <= \$132 ;
+    cmd <= \$133 ;
   always @(posedge clk)
-    busy <= \$133 ;
+    busy <= \$134 ;
   always @(posedge clk)
-    drain0 <= \$134 ;
+    drain0 <= \$135 ;
   always @(posedge clk)
-    drain1 <= \$135 ;
+    drain1 <= \$136 ;
   always @(posedge clk)
-    l_run <= \$136 ;
+    l_run <= \$137 ;
   always @(posedge clk)
-    l_k0 <= \$137 ;
+    l_k0 <= \$138 ;
   always @(posedge clk)
-    l_n0 <= \$138 ;
+    l_n0 <= \$139 ;
   always @(posedge clk)
-    l_row <= \$139 ;
+    l_row <= \$140 ;
   always @(posedge clk)
-    loader_state <= \$140 ;
+    loader_state <= \$141 ;
   always @(posedge clk)
-    pbank1 <= \$141 ;
+    pbank1 <= \$142 ;
   always @(posedge clk)
-    pbank0 <= \$142 ;
+    pbank0 <= \$143 ;
   always @(posedge clk)
-    full <= \$143 ;
+    full <= \$144 ;
   always @(posedge clk)
-    w_bank <= \$144 ;
+    w_bank <= \$145 ;
   always @(posedge clk)
-    i_run <= \$145 ;
+    i_run <= \$146 ;
   always @(posedge clk)
-    i_k0 <= \$146 ;
+    i_k0 <= \$147 ;
   always @(posedge clk)
-    i_n0 <= \$147 ;
+    i_n0 <= \$148 ;
   always @(posedge clk)
-    i_m <= \$148 ;
+    i_m <= \$149 ;
   always @(posedge clk)
-    meta <= \$149 ;
+    meta <= \$150 ;
   always @(posedge clk)
-    a_in <= \$150 ;
+    a_in <= \$151 ;
   always @(posedge clk)
-    i_bank <= \$151 ;
+    i_bank <= \$152 ;
   always @(posedge clk)
-    meta_d1 <= \$152 ;
+    meta_d1 <= \$153 ;
   always @(posedge clk)
-    meta_d2 <= \$153 ;
+    meta_d2 <= \$154 ;
   always @(posedge clk)
-    meta_d3 <= \$154 ;
+    meta_d3 <= \$155 ;
   always @(posedge clk)
-    meta_d4 <= \$155 ;
+    meta_d4 <= \$156 ;
   always @(posedge clk)
-    meta_d5 <= \$156 ;
+    meta_d5 <= \$157 ;
   always @(posedge clk)
-    meta_d6 <= \$157 ;
+    meta_d6 <= \$158 ;
   always @(posedge clk)
-    meta_d7 <= \$158 ;
+    meta_d7 <= \$159 ;
   always @(posedge clk)
-    meta_d8 <= \$159 ;
+    meta_d8 <= \$160 ;
   always @(posedge clk)
-    meta_d9 <= \$160 ;
+    meta_d9 <= \$161 ;
   always @(posedge clk)
-    meta_d10 <= \$161 ;
+    meta_d10 <= \$162 ;
   always @(posedge clk)
-    meta_d11 <= \$162 ;
+    meta_d11 <= \$163 ;
   always @(posedge clk)
-    meta_d12 <= \$163 ;
+    meta_d12 <= \$164 ;
   always @(posedge clk)
-    meta_d13 <= \$164 ;
+    meta_d13 <= \$165 ;
   always @(posedge clk)
-    meta_d14 <= \$165 ;
+    meta_d14 <= \$166 ;
   always @(posedge clk)
-    meta_d15 <= \$166 ;
+    meta_d15 <= \$167 ;
   always @(posedge clk)
-    meta_d <= \$167 ;
+    meta_d <= \$168 ;
   always @(posedge clk)
-    psum_d <= \$168 ;
+    psum_d <= \$169 ;
   always @(posedge clk)
-    outstanding <= \$169 ;
+    acc_row <= \$170 ;
+  always @(posedge clk)
+    acc_bank <= \$171 ;
+  always @(posedge clk)
+    i_valid <= \$172 ;
+  always @(posedge clk)
+    outstanding <= \$173 ;
   \qhw_array_8x8.array  array (
     .a_in(a_in),
     .bank_in(meta[19]),
@@ -1434,98 +1456,98 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
     .w_port__data(out_row)
   );
   \qhw_array_8x8.requant_0  requant_0 (
-    .acc(total[27:0]),
+    .acc(acc_row[27:0]),
     .bias(\$40 [31:0]),
     .clk(clk),
     .i_valid(i_valid),
     .multiplier(\$41 [286:256]),
     .o(o),
-    .\port$2247$45 (cmd[70:45]),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
-    .s6_valid(w_en),
     .scale(\$43 [583:552]),
-    .shift(\$42 [509:504])
+    .shift(\$42 [509:504]),
+    .valid_d15(w_en)
   );
   \qhw_array_8x8.requant_1  requant_1 (
-    .acc(total[55:28]),
+    .acc(acc_row[55:28]),
     .bias(\$44 [63:32]),
     .clk(clk),
-    .i_valid(\i_valid$66 ),
+    .i_valid(i_valid),
     .multiplier(\$45 [317:287]),
-    .o(\o$138 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$141 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$47 [615:584]),
     .shift(\$46 [515:510])
   );
   \qhw_array_8x8.requant_2  requant_2 (
-    .acc(total[83:56]),
+    .acc(acc_row[83:56]),
     .bias(\$48 [95:64]),
     .clk(clk),
-    .i_valid(\i_valid$76 ),
+    .i_valid(i_valid),
     .multiplier(\$49 [348:318]),
-    .o(\o$139 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$142 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$51 [647:616]),
     .shift(\$50 [521:516])
   );
   \qhw_array_8x8.requant_3  requant_3 (
-    .acc(total[111:84]),
+    .acc(acc_row[111:84]),
     .bias(\$52 [127:96]),
     .clk(clk),
-    .i_valid(\i_valid$86 ),
+    .i_valid(i_valid),
     .multiplier(\$53 [379:349]),
-    .o(\o$140 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$143 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$55 [679:648]),
     .shift(\$54 [527:522])
   );
   \qhw_array_8x8.requant_4  requant_4 (
-    .acc(total[139:112]),
+    .acc(acc_row[139:112]),
     .bias(\$56 [159:128]),
     .clk(clk),
-    .i_valid(\i_valid$96 ),
+    .i_valid(i_valid),
     .multiplier(\$57 [410:380]),
-    .o(\o$141 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$144 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$59 [711:680]),
     .shift(\$58 [533:528])
   );
   \qhw_array_8x8.requant_5  requant_5 (
-    .acc(total[167:140]),
+    .acc(acc_row[167:140]),
     .bias(\$60 [191:160]),
     .clk(clk),
-    .i_valid(\i_valid$106 ),
+    .i_valid(i_valid),
     .multiplier(\$61 [441:411]),
-    .o(\o$142 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$145 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$63 [743:712]),
     .shift(\$62 [539:534])
   );
   \qhw_array_8x8.requant_6  requant_6 (
-    .acc(total[195:168]),
+    .acc(acc_row[195:168]),
     .bias(\$64 [223:192]),
     .clk(clk),
-    .i_valid(\i_valid$116 ),
+    .i_valid(i_valid),
     .multiplier(\$65 [472:442]),
-    .o(\o$143 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$146 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$67 [775:744]),
     .shift(\$66 [545:540])
   );
   \qhw_array_8x8.requant_7  requant_7 (
-    .acc(total[223:196]),
+    .acc(acc_row[223:196]),
     .bias(\$68 [255:224]),
     .clk(clk),
-    .i_valid(\i_valid$126 ),
+    .i_valid(i_valid),
     .multiplier(\$69 [503:473]),
-    .o(\o$144 ),
-    .\port$2247$45 (cmd[70:45]),
+    .o(\o$147 ),
+    .\port$8256$45 (cmd[70:45]),
     .rst(rst),
     .scale(\$71 [807:776]),
     .shift(\$70 [551:546])
@@ -1667,69 +1689,48 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$131  = error;
+    \$132  = error;
     if (\$75 ) begin
-      \$131  = bad;
+      \$132  = bad;
     end
     if (rst) begin
-      \$131  = 1'h0;
+      \$132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$132  = cmd;
+    \$133  = cmd;
     if (start) begin
-      \$132  = cmd__payload;
+      \$133  = cmd__payload;
     end
     if (rst) begin
-      \$132  = 71'h000000000000000000;
+      \$133  = 71'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$133  = busy;
+    \$134  = busy;
     if (start) begin
-      \$133  = 1'h1;
+      \$134  = 1'h1;
     end
-    if (\$130 ) begin
-      \$133  = 1'h0;
+    if (\$131 ) begin
+      \$134  = 1'h0;
     end
     if (rst) begin
-      \$133  = 1'h0;
+      \$134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$134  = drain0;
+    \$135  = drain0;
     if (\$76 ) begin
-      \$134  = \$77 [4:0];
+      \$135  = \$77 [4:0];
     end
     if (issue) begin
       if (\$103 ) begin
         casez (i_bank)
           1'h0:
-              \$134  = 5'h13;
-        endcase
-      end
-    end
-    if (rst) begin
-      \$134  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$135  = drain1;
-    if (\$78 ) begin
-      \$135  = \$79 [4:0];
-    end
-    if (issue) begin
-      if (\$103 ) begin
-        (* full_case = 32'd1 *)
-        casez (i_bank)
-          1'h0:
-              /* empty */;
-          1'h1:
-              \$135  = 5'h13;
+              \$135  = 5'h14;
         endcase
       end
     end
@@ -1739,9 +1740,30 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$136  = l_run;
+    \$136  = drain1;
+    if (\$78 ) begin
+      \$136  = \$79 [4:0];
+    end
+    if (issue) begin
+      if (\$103 ) begin
+        (* full_case = 32'd1 *)
+        casez (i_bank)
+          1'h0:
+              /* empty */;
+          1'h1:
+              \$136  = 5'h14;
+        endcase
+      end
+    end
+    if (rst) begin
+      \$136  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$137  = l_run;
     if (start) begin
-      \$136  = 1'h1;
+      \$137  = 1'h1;
     end
     casez (loader_state)
       2'h0:
@@ -1753,21 +1775,21 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
             if (\$94 ) begin
               if (l_last_k) begin
                 if (\$98 ) begin
-                  \$136  = 1'h0;
+                  \$137  = 1'h0;
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$136  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$137  = l_k0;
+    \$138  = l_k0;
     if (start) begin
-      \$137  = 13'h0000;
+      \$138  = 13'h0000;
     end
     casez (loader_state)
       2'h0:
@@ -1779,22 +1801,22 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
             if (\$94 ) begin
               (* full_case = 32'd1 *)
               if (l_last_k) begin
-                \$137  = 13'h0000;
+                \$138  = 13'h0000;
               end else begin
-                \$137  = \$99 [12:0];
+                \$138  = \$99 [12:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$137  = 13'h0000;
+      \$138  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$138  = l_n0;
+    \$139  = l_n0;
     if (start) begin
-      \$138  = 17'h00000;
+      \$139  = 17'h00000;
     end
     casez (loader_state)
       2'h0:
@@ -1805,20 +1827,20 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
           if (w_write) begin
             if (\$94 ) begin
               if (l_last_k) begin
-                \$138  = \$96 [16:0];
+                \$139  = \$96 [16:0];
               end
             end
           end
     endcase
     if (rst) begin
-      \$138  = 17'h00000;
+      \$139  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$139  = l_row;
+    \$140  = l_row;
     if (start) begin
-      \$139  = 3'h0;
+      \$140  = 3'h0;
     end
     casez (loader_state)
       2'h0:
@@ -1827,69 +1849,50 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
           /* empty */;
       2'h2:
           if (w_write) begin
-            \$139  = \$93 [2:0];
+            \$140  = \$93 [2:0];
             if (\$94 ) begin
-              \$139  = 3'h0;
+              \$140  = 3'h0;
             end
           end
     endcase
     if (rst) begin
-      \$139  = 3'h0;
+      \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$140  = loader_state;
+    \$141  = loader_state;
     casez (loader_state)
       2'h0:
           if (\$86 ) begin
-            \$140  = 2'h1;
+            \$141  = 2'h1;
           end else if (\$92 ) begin
-            \$140  = 2'h2;
+            \$141  = 2'h2;
           end
       2'h1:
           if (params__valid) begin
-            \$140  = 2'h2;
+            \$141  = 2'h2;
           end
       2'h2:
           if (w_write) begin
             if (\$94 ) begin
-              \$140  = 2'h0;
+              \$141  = 2'h0;
             end
           end
     endcase
     if (rst) begin
-      \$140  = 2'h0;
+      \$141  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$141  = pbank1;
+    \$142  = pbank1;
     casez (loader_state)
       2'h0:
           /* empty */;
       2'h1:
           if (params__valid) begin
             if (w_bank) begin
-              \$141  = params__payload;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$141  = 808'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$142  = pbank0;
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          if (params__valid) begin
-            (* full_case = 32'd1 *)
-            if (w_bank) begin
-            end else begin
               \$142  = params__payload;
             end
           end
@@ -1900,7 +1903,26 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$143  = full;
+    \$143  = pbank0;
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          if (params__valid) begin
+            (* full_case = 32'd1 *)
+            if (w_bank) begin
+            end else begin
+              \$143  = params__payload;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$143  = 808'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$144  = full;
     casez (loader_state)
       2'h0:
           /* empty */;
@@ -1912,9 +1934,9 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
               (* full_case = 32'd1 *)
               casez (w_bank)
                 1'h0:
-                    \$143 [0] = 1'h1;
+                    \$144 [0] = 1'h1;
                 1'h1:
-                    \$143 [1] = 1'h1;
+                    \$144 [1] = 1'h1;
               endcase
             end
           end
@@ -1924,19 +1946,19 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
         (* full_case = 32'd1 *)
         casez (i_bank)
           1'h0:
-              \$143 [0] = 1'h0;
+              \$144 [0] = 1'h0;
           1'h1:
-              \$143 [1] = 1'h0;
+              \$144 [1] = 1'h0;
         endcase
       end
     end
     if (rst) begin
-      \$143  = 2'h0;
+      \$144  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$144  = w_bank;
+    \$145  = w_bank;
     casez (loader_state)
       2'h0:
           /* empty */;
@@ -1945,245 +1967,266 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
       2'h2:
           if (w_write) begin
             if (\$94 ) begin
-              \$144  = \$95 ;
+              \$145  = \$95 ;
             end
           end
     endcase
-    if (rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$145  = i_run;
-    if (start) begin
-      \$145  = 1'h1;
-    end
-    if (issue) begin
-      if (\$103 ) begin
-        if (i_last_k) begin
-          if (\$107 ) begin
-            \$145  = 1'h0;
-          end
-        end
-      end
-    end
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$146  = i_k0;
+    \$146  = i_run;
     if (start) begin
-      \$146  = 13'h0000;
+      \$146  = 1'h1;
+    end
+    if (issue) begin
+      if (\$103 ) begin
+        if (i_last_k) begin
+          if (\$107 ) begin
+            \$146  = 1'h0;
+          end
+        end
+      end
+    end
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$147  = i_k0;
+    if (start) begin
+      \$147  = 13'h0000;
     end
     if (issue) begin
       if (\$103 ) begin
         (* full_case = 32'd1 *)
         if (i_last_k) begin
-          \$146  = 13'h0000;
+          \$147  = 13'h0000;
         end else begin
-          \$146  = \$108 [12:0];
+          \$147  = \$108 [12:0];
         end
       end
     end
     if (rst) begin
-      \$146  = 13'h0000;
+      \$147  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$147  = i_n0;
+    \$148  = i_n0;
     if (start) begin
-      \$147  = 17'h00000;
+      \$148  = 17'h00000;
     end
     if (issue) begin
       if (\$103 ) begin
         if (i_last_k) begin
-          \$147  = \$105 [16:0];
+          \$148  = \$105 [16:0];
         end
       end
     end
     if (rst) begin
-      \$147  = 17'h00000;
+      \$148  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$148  = i_m;
+    \$149  = i_m;
     if (start) begin
-      \$148  = 16'h0000;
+      \$149  = 16'h0000;
     end
     if (issue) begin
-      \$148  = \$101 [15:0];
+      \$149  = \$101 [15:0];
       if (\$103 ) begin
-        \$148  = 16'h0000;
+        \$149  = 16'h0000;
       end
     end
     if (rst) begin
-      \$148  = 16'h0000;
+      \$149  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$149 [0] = issue;
-    \$149 [16:1] = i_m;
-    \$149 [17] = \$100 ;
-    \$149 [18] = i_last_k;
-    \$149 [19] = i_bank;
+    \$150 [0] = issue;
+    \$150 [16:1] = i_m;
+    \$150 [17] = \$100 ;
+    \$150 [18] = i_last_k;
+    \$150 [19] = i_bank;
     if (rst) begin
-      \$149  = 20'h00000;
+      \$150  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$150  = act__payload;
+    \$151  = act__payload;
     if (rst) begin
-      \$150  = 64'h0000000000000000;
+      \$151  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$151  = i_bank;
+    \$152  = i_bank;
     if (issue) begin
       if (\$103 ) begin
-        \$151  = \$104 ;
+        \$152  = \$104 ;
       end
     end
     if (rst) begin
-      \$151  = 1'h0;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$152  = meta;
-    if (rst) begin
-      \$152  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$153  = meta_d1;
+    \$153  = meta;
     if (rst) begin
       \$153  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$154  = meta_d2;
+    \$154  = meta_d1;
     if (rst) begin
       \$154  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$155  = meta_d3;
+    \$155  = meta_d2;
     if (rst) begin
       \$155  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = meta_d4;
+    \$156  = meta_d3;
     if (rst) begin
       \$156  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$157  = meta_d5;
+    \$157  = meta_d4;
     if (rst) begin
       \$157  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$158  = meta_d6;
+    \$158  = meta_d5;
     if (rst) begin
       \$158  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$159  = meta_d7;
+    \$159  = meta_d6;
     if (rst) begin
       \$159  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$160  = meta_d8;
+    \$160  = meta_d7;
     if (rst) begin
       \$160  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$161  = meta_d9;
+    \$161  = meta_d8;
     if (rst) begin
       \$161  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$162  = meta_d10;
+    \$162  = meta_d9;
     if (rst) begin
       \$162  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$163  = meta_d11;
+    \$163  = meta_d10;
     if (rst) begin
       \$163  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$164  = meta_d12;
+    \$164  = meta_d11;
     if (rst) begin
       \$164  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$165  = meta_d13;
+    \$165  = meta_d12;
     if (rst) begin
       \$165  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$166  = meta_d14;
+    \$166  = meta_d13;
     if (rst) begin
       \$166  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$167  = meta_d15;
+    \$167  = meta_d14;
     if (rst) begin
       \$167  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$168  = psum_out;
+    \$168  = meta_d15;
     if (rst) begin
-      \$168  = 152'h00000000000000000000000000000000000000;
+      \$168  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$169  = outstanding;
-    if (\$112 ) begin
-      \$169  = \$117 [4:0];
-    end else if (\$116 ) begin
-      \$169  = \$118 [4:0];
+    \$169  = psum_out;
+    if (rst) begin
+      \$169  = 152'h00000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$170  = total;
+    if (rst) begin
+      \$170  = 224'h00000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$171  = meta_d[19];
+    if (rst) begin
+      \$171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$172  = \$109 ;
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$173  = outstanding;
+    if (\$113 ) begin
+      \$173  = \$118 [5:0];
+    end else if (\$117 ) begin
+      \$173  = \$119 [5:0];
     end
     if (rst) begin
-      \$169  = 5'h00;
+      \$173  = 6'h00;
     end
   end
   assign active = busy;
@@ -2193,7 +2236,8 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign rp__addr = meta_d15[9:1];
   assign wp__addr = meta_d[9:1];
   assign wp__data = total;
-  assign acc = total[27:0];
+  assign row_valid = i_valid;
+  assign acc = acc_row[27:0];
   assign bias = \$40 [31:0];
   assign multiplier = \$41 [286:256];
   assign shift = \$42 [509:504];
@@ -2202,71 +2246,78 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign zero_point = cmd[54:47];
   assign qmin = cmd[62:55];
   assign qmax = cmd[70:63];
-  assign \acc$67  = total[55:28];
-  assign \bias$68  = \$44 [63:32];
-  assign \multiplier$69  = \$45 [317:287];
-  assign \shift$70  = \$46 [515:510];
-  assign \scale$71  = \$47 [615:584];
-  assign \mode$72  = cmd[46:45];
-  assign \zero_point$73  = cmd[54:47];
-  assign \qmin$74  = cmd[62:55];
-  assign \qmax$75  = cmd[70:63];
-  assign \acc$77  = total[83:56];
-  assign \bias$78  = \$48 [95:64];
-  assign \multiplier$79  = \$49 [348:318];
-  assign \shift$80  = \$50 [521:516];
-  assign \scale$81  = \$51 [647:616];
-  assign \mode$82  = cmd[46:45];
-  assign \zero_point$83  = cmd[54:47];
-  assign \qmin$84  = cmd[62:55];
-  assign \qmax$85  = cmd[70:63];
-  assign \acc$87  = total[111:84];
-  assign \bias$88  = \$52 [127:96];
-  assign \multiplier$89  = \$53 [379:349];
-  assign \shift$90  = \$54 [527:522];
-  assign \scale$91  = \$55 [679:648];
-  assign \mode$92  = cmd[46:45];
-  assign \zero_point$93  = cmd[54:47];
-  assign \qmin$94  = cmd[62:55];
-  assign \qmax$95  = cmd[70:63];
-  assign \acc$97  = total[139:112];
-  assign \bias$98  = \$56 [159:128];
-  assign \multiplier$99  = \$57 [410:380];
-  assign \shift$100  = \$58 [533:528];
-  assign \scale$101  = \$59 [711:680];
-  assign \mode$102  = cmd[46:45];
-  assign \zero_point$103  = cmd[54:47];
-  assign \qmin$104  = cmd[62:55];
-  assign \qmax$105  = cmd[70:63];
-  assign \acc$107  = total[167:140];
-  assign \bias$108  = \$60 [191:160];
-  assign \multiplier$109  = \$61 [441:411];
-  assign \shift$110  = \$62 [539:534];
-  assign \scale$111  = \$63 [743:712];
-  assign \mode$112  = cmd[46:45];
-  assign \zero_point$113  = cmd[54:47];
-  assign \qmin$114  = cmd[62:55];
-  assign \qmax$115  = cmd[70:63];
-  assign \acc$117  = total[195:168];
-  assign \bias$118  = \$64 [223:192];
-  assign \multiplier$119  = \$65 [472:442];
-  assign \shift$120  = \$66 [545:540];
-  assign \scale$121  = \$67 [775:744];
-  assign \mode$122  = cmd[46:45];
-  assign \zero_point$123  = cmd[54:47];
-  assign \qmin$124  = cmd[62:55];
-  assign \qmax$125  = cmd[70:63];
-  assign \acc$127  = total[223:196];
-  assign \bias$128  = \$68 [255:224];
-  assign \multiplier$129  = \$69 [503:473];
-  assign \shift$130  = \$70 [551:546];
-  assign \scale$131  = \$71 [807:776];
-  assign \mode$132  = cmd[46:45];
-  assign \zero_point$133  = cmd[54:47];
-  assign \qmin$134  = cmd[62:55];
-  assign \qmax$135  = cmd[70:63];
+  assign \i_valid$69  = i_valid;
+  assign \acc$70  = acc_row[55:28];
+  assign \bias$71  = \$44 [63:32];
+  assign \multiplier$72  = \$45 [317:287];
+  assign \shift$73  = \$46 [515:510];
+  assign \scale$74  = \$47 [615:584];
+  assign \mode$75  = cmd[46:45];
+  assign \zero_point$76  = cmd[54:47];
+  assign \qmin$77  = cmd[62:55];
+  assign \qmax$78  = cmd[70:63];
+  assign \i_valid$79  = i_valid;
+  assign \acc$80  = acc_row[83:56];
+  assign \bias$81  = \$48 [95:64];
+  assign \multiplier$82  = \$49 [348:318];
+  assign \shift$83  = \$50 [521:516];
+  assign \scale$84  = \$51 [647:616];
+  assign \mode$85  = cmd[46:45];
+  assign \zero_point$86  = cmd[54:47];
+  assign \qmin$87  = cmd[62:55];
+  assign \qmax$88  = cmd[70:63];
+  assign \i_valid$89  = i_valid;
+  assign \acc$90  = acc_row[111:84];
+  assign \bias$91  = \$52 [127:96];
+  assign \multiplier$92  = \$53 [379:349];
+  assign \shift$93  = \$54 [527:522];
+  assign \scale$94  = \$55 [679:648];
+  assign \mode$95  = cmd[46:45];
+  assign \zero_point$96  = cmd[54:47];
+  assign \qmin$97  = cmd[62:55];
+  assign \qmax$98  = cmd[70:63];
+  assign \i_valid$99  = i_valid;
+  assign \acc$100  = acc_row[139:112];
+  assign \bias$101  = \$56 [159:128];
+  assign \multiplier$102  = \$57 [410:380];
+  assign \shift$103  = \$58 [533:528];
+  assign \scale$104  = \$59 [711:680];
+  assign \mode$105  = cmd[46:45];
+  assign \zero_point$106  = cmd[54:47];
+  assign \qmin$107  = cmd[62:55];
+  assign \qmax$108  = cmd[70:63];
+  assign \i_valid$109  = i_valid;
+  assign \acc$110  = acc_row[167:140];
+  assign \bias$111  = \$60 [191:160];
+  assign \multiplier$112  = \$61 [441:411];
+  assign \shift$113  = \$62 [539:534];
+  assign \scale$114  = \$63 [743:712];
+  assign \mode$115  = cmd[46:45];
+  assign \zero_point$116  = cmd[54:47];
+  assign \qmin$117  = cmd[62:55];
+  assign \qmax$118  = cmd[70:63];
+  assign \i_valid$119  = i_valid;
+  assign \acc$120  = acc_row[195:168];
+  assign \bias$121  = \$64 [223:192];
+  assign \multiplier$122  = \$65 [472:442];
+  assign \shift$123  = \$66 [545:540];
+  assign \scale$124  = \$67 [775:744];
+  assign \mode$125  = cmd[46:45];
+  assign \zero_point$126  = cmd[54:47];
+  assign \qmin$127  = cmd[62:55];
+  assign \qmax$128  = cmd[70:63];
+  assign \i_valid$129  = i_valid;
+  assign \acc$130  = acc_row[223:196];
+  assign \bias$131  = \$68 [255:224];
+  assign \multiplier$132  = \$69 [503:473];
+  assign \shift$133  = \$70 [551:546];
+  assign \scale$134  = \$71 [807:776];
+  assign \mode$135  = cmd[46:45];
+  assign \zero_point$136  = cmd[54:47];
+  assign \qmin$137  = cmd[62:55];
+  assign \qmax$138  = cmd[70:63];
   assign o_valid = w_en;
-  assign \w_data$147  = out_row;
+  assign \w_data$150  = out_row;
   assign r_rdy = out__valid;
   assign r_data = out__payload;
   assign r_en = out__ready;
@@ -2415,6 +2466,14 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \wp__data[5]  = total[167:140];
   assign \wp__data[6]  = total[195:168];
   assign \wp__data[7]  = total[223:196];
+  assign \acc_row[0]  = acc_row[27:0];
+  assign \acc_row[1]  = acc_row[55:28];
+  assign \acc_row[2]  = acc_row[83:56];
+  assign \acc_row[3]  = acc_row[111:84];
+  assign \acc_row[4]  = acc_row[139:112];
+  assign \acc_row[5]  = acc_row[167:140];
+  assign \acc_row[6]  = acc_row[195:168];
+  assign \acc_row[7]  = acc_row[223:196];
   assign \pbank0.bias  = pbank0[255:0];
   assign \pbank0.bias[0]  = pbank0[31:0];
   assign \pbank0.bias[1]  = pbank0[63:32];
@@ -2573,13 +2632,13 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \psum_out[5]  = psum_out[113:95];
   assign \psum_out[6]  = psum_out[132:114];
   assign \psum_out[7]  = psum_out[151:133];
-  assign out_row[63:56] = \o$144 ;
-  assign out_row[55:48] = \o$143 ;
-  assign out_row[47:40] = \o$142 ;
-  assign out_row[39:32] = \o$141 ;
-  assign out_row[31:24] = \o$140 ;
-  assign out_row[23:16] = \o$139 ;
-  assign out_row[15:8] = \o$138 ;
+  assign out_row[63:56] = \o$147 ;
+  assign out_row[55:48] = \o$146 ;
+  assign out_row[47:40] = \o$145 ;
+  assign out_row[39:32] = \o$144 ;
+  assign out_row[31:24] = \o$143 ;
+  assign out_row[23:16] = \o$142 ;
+  assign out_row[15:8] = \o$141 ;
   assign out_row[7:0] = o;
   assign \$9  = \$8 ;
   assign w_we = \$22 ;
@@ -17066,8 +17125,8 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [5:0] \$12 ;
-  wire [5:0] \$13 ;
+  wire [6:0] \$12 ;
+  wire [6:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
@@ -17075,43 +17134,43 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire [5:0] \$20 ;
+  wire [6:0] \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [5:0] \$27 ;
+  wire [6:0] \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [5:0] \$3 ;
+  wire [6:0] \$3 ;
   wire \$30 ;
-  reg [4:0] \$31 ;
-  reg [4:0] \$32 ;
-  reg [4:0] \$33 ;
+  reg [5:0] \$31 ;
+  reg [5:0] \$32 ;
+  reg [5:0] \$33 ;
   reg \$34 ;
   wire \$4 ;
   wire \$5 ;
-  wire [5:0] \$6 ;
-  wire [5:0] \$7 ;
+  wire [6:0] \$6 ;
+  wire [6:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   input clk;
   wire clk;
-  (* init = 5'h00 *)
-  wire [4:0] consume;
-  reg [4:0] inner_level = 5'h00;
+  (* init = 6'h00 *)
+  wire [5:0] consume;
+  reg [5:0] inner_level = 6'h00;
   wire inner_r_rdy;
-  wire [4:0] level;
-  (* init = 5'h00 *)
-  wire [4:0] produce;
+  wire [5:0] level;
+  (* init = 6'h00 *)
+  wire [5:0] produce;
   output [63:0] r_data;
   wire [63:0] r_data;
   input r_en;
   wire r_en;
-  wire [4:0] r_level;
-  reg [4:0] r_port__addr = 5'h00;
+  wire [5:0] r_level;
+  reg [5:0] r_port__addr = 6'h00;
   wire [63:0] r_port__data;
   wire r_port__en;
   output r_rdy;
@@ -17121,13 +17180,13 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   wire [63:0] w_data;
   input w_en;
   wire w_en;
-  wire [4:0] w_level;
-  reg [4:0] w_port__addr = 5'h00;
+  wire [5:0] w_level;
+  reg [5:0] w_port__addr = 6'h00;
   input [63:0] w_port__data;
   wire [63:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [63:0] storage [27:0];
+  reg [63:0] storage [37:0];
   initial begin
     storage[0] = 64'h0000000000000000;
     storage[1] = 64'h0000000000000000;
@@ -17157,6 +17216,16 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
     storage[25] = 64'h0000000000000000;
     storage[26] = 64'h0000000000000000;
     storage[27] = 64'h0000000000000000;
+    storage[28] = 64'h0000000000000000;
+    storage[29] = 64'h0000000000000000;
+    storage[30] = 64'h0000000000000000;
+    storage[31] = 64'h0000000000000000;
+    storage[32] = 64'h0000000000000000;
+    storage[33] = 64'h0000000000000000;
+    storage[34] = 64'h0000000000000000;
+    storage[35] = 64'h0000000000000000;
+    storage[36] = 64'h0000000000000000;
+    storage[37] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
@@ -17169,7 +17238,7 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 5'h1c;
+  assign w_rdy = inner_level != 6'h26;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -17177,15 +17246,15 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 5'h1b;
+  assign \$5  = w_port__addr == 6'h25;
   assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 6'h00 : \$6 ;
+  assign \$7  = \$5  ? 7'h00 : \$6 ;
   assign \$8  = ~ r_rdy;
   assign \$9  = \$8  | r_en;
   assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 5'h1b;
+  assign \$11  = r_port__addr == 6'h25;
   assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 6'h00 : \$12 ;
+  assign \$13  = \$11  ? 7'h00 : \$12 ;
   assign \$14  = w_rdy & w_en;
   assign \$15  = ~ r_rdy;
   assign \$16  = \$15  | r_en;
@@ -17215,33 +17284,33 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
-      \$31  = \$7 [4:0];
+      \$31  = \$7 [5:0];
     end
     if (rst) begin
-      \$31  = 5'h00;
+      \$31  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
-      \$32  = \$13 [4:0];
+      \$32  = \$13 [5:0];
     end
     if (rst) begin
-      \$32  = 5'h00;
+      \$32  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
-      \$33  = \$20 [4:0];
+      \$33  = \$20 [5:0];
     end
     if (\$26 ) begin
-      \$33  = \$27 [4:0];
+      \$33  = \$27 [5:0];
     end
     if (rst) begin
-      \$33  = 5'h00;
+      \$33  = 6'h00;
     end
   end
   always @* begin
@@ -17256,139 +17325,1114 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
       \$34  = 1'h0;
     end
   end
-  assign w_level = \$3 [4:0];
-  assign level = \$3 [4:0];
-  assign r_level = \$3 [4:0];
+  assign w_level = \$3 [5:0];
+  assign level = \$3 [5:0];
+  assign r_level = \$3 [5:0];
   assign produce = w_port__addr;
   assign w_data = w_port__data;
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
-module \qhw_array_8x8.requant_0 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , s6_valid, o, clk);
+module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, valid_d15, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -17396,803 +18440,3670 @@ module \qhw_array_8x8.requant_0 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  output s6_valid;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  output valid_d15;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_1 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -18200,802 +22111,3669 @@ module \qhw_array_8x8.requant_1 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_2 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -19003,802 +25781,3669 @@ module \qhw_array_8x8.requant_2 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_3 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -19806,802 +29451,3669 @@ module \qhw_array_8x8.requant_3 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_4 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -20609,802 +33121,3669 @@ module \qhw_array_8x8.requant_4 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_5 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -21412,802 +36791,3669 @@ module \qhw_array_8x8.requant_5 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_6 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -22215,802 +40461,3669 @@ module \qhw_array_8x8.requant_6 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule
 
-module \qhw_array_8x8.requant_7 (rst, i_valid, bias, multiplier, shift, scale, acc, \port$2247$45 , o, clk);
+module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8256$45 , acc, i_valid, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
-  reg [32:0] \$100 ;
-  reg [64:0] \$101 ;
-  reg [65:0] \$102 ;
-  reg [66:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [23:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
-  wire [65:0] \$11 ;
-  reg [9:0] \$110 ;
-  reg \$111 ;
-  reg [47:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg \$115 ;
-  reg [23:0] \$116 ;
-  reg [11:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire \$12 ;
-  reg [26:0] \$120 ;
-  reg [7:0] \$121 ;
-  wire [66:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [66:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire \$19 ;
+  wire \$100 ;
+  reg \$1000 ;
+  reg [5:0] \$1001 ;
+  reg [47:0] \$1002 ;
+  reg \$1003 ;
+  reg [47:0] \$1004 ;
+  reg [5:0] \$1005 ;
+  reg [23:0] \$1006 ;
+  reg [7:0] \$1007 ;
+  reg [23:0] \$1008 ;
+  reg [23:0] \$1009 ;
+  wire \$101 ;
+  reg [23:0] \$1010 ;
+  reg [33:0] \$1011 ;
+  reg [23:0] \$1012 ;
+  reg [23:0] \$1013 ;
+  reg [13:0] \$1014 ;
+  reg [55:0] \$1015 ;
+  reg [77:0] \$1016 ;
+  reg [78:0] \$1017 ;
+  reg [9:0] \$1018 ;
+  reg [9:0] \$1019 ;
+  wire \$102 ;
+  reg [9:0] \$1020 ;
+  reg \$1021 ;
+  reg \$1022 ;
+  reg \$1023 ;
+  reg \$1024 ;
+  reg \$1025 ;
+  reg [10:0] \$1026 ;
+  reg \$1027 ;
+  reg [10:0] \$1028 ;
+  reg [10:0] \$1029 ;
+  wire \$103 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [23:0] \$1032 ;
+  reg \$1033 ;
+  reg \$1034 ;
+  reg [11:0] \$1035 ;
+  reg \$1036 ;
+  reg \$1037 ;
+  reg [23:0] \$1038 ;
+  reg [11:0] \$1039 ;
+  wire \$104 ;
+  reg [4:0] \$1040 ;
+  reg \$1041 ;
+  reg \$1042 ;
+  reg [23:0] \$1043 ;
+  reg [23:0] \$1044 ;
+  reg [23:0] \$1045 ;
+  reg [24:0] \$1046 ;
+  reg \$1047 ;
+  reg \$1048 ;
+  reg [24:0] \$1049 ;
+  wire \$105 ;
+  reg \$1050 ;
+  reg \$1051 ;
+  reg \$1052 ;
+  reg \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg \$1056 ;
+  reg \$1057 ;
+  reg \$1058 ;
+  reg \$1059 ;
+  wire \$106 ;
+  reg \$1060 ;
+  reg [33:0] \$1061 ;
+  reg [33:0] \$1062 ;
+  reg [33:0] \$1063 ;
+  reg [33:0] \$1064 ;
+  reg \$1065 ;
+  reg \$1066 ;
+  reg \$1067 ;
+  reg \$1068 ;
+  reg \$1069 ;
+  wire \$107 ;
+  reg \$1070 ;
+  reg \$1071 ;
+  reg \$1072 ;
+  reg \$1073 ;
+  reg \$1074 ;
+  reg \$1075 ;
+  reg \$1076 ;
+  reg \$1077 ;
+  reg \$1078 ;
+  reg \$1079 ;
+  wire \$108 ;
+  reg \$1080 ;
+  reg [35:0] \$1081 ;
+  reg [7:0] \$1082 ;
+  reg \$1083 ;
+  reg \$1084 ;
+  reg \$1085 ;
+  reg \$1086 ;
+  reg \$1087 ;
+  reg \$1088 ;
+  reg \$1089 ;
+  wire \$109 ;
+  reg \$1090 ;
+  reg \$1091 ;
+  reg \$1092 ;
+  reg \$1093 ;
+  reg \$1094 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [32:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [32:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [62:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [32:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [33:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [30:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [32:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [29:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [8:0] \$21 ;
-  wire \$22 ;
-  wire [47:0] \$23 ;
-  wire [10:0] \$24 ;
-  wire \$25 ;
-  wire [23:0] \$26 ;
-  wire [11:0] \$27 ;
-  wire [12:0] \$28 ;
-  wire [13:0] \$29 ;
-  wire [32:0] \$3 ;
-  wire [25:0] \$30 ;
-  wire [25:0] \$31 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [124:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [126:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [126:0] \$218 ;
+  wire [31:0] \$219 ;
+  wire [124:0] \$22 ;
+  wire [126:0] \$220 ;
+  wire \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [33:0] \$229 ;
+  wire [61:0] \$23 ;
+  wire [33:0] \$230 ;
+  wire [33:0] \$231 ;
+  wire \$232 ;
+  wire [33:0] \$233 ;
+  wire [33:0] \$234 ;
+  wire \$235 ;
+  wire [8:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [62:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [63:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [92:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [93:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire [94:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire [126:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire [126:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [68:0] \$34 ;
-  wire [68:0] \$35 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [32:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [63:0] \$4 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
+  wire [6:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [62:0] \$42 ;
-  wire [6:0] \$43 ;
-  wire [124:0] \$44 ;
-  wire [6:0] \$45 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [2:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [6:0] \$47 ;
-  wire [6:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [1:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire [65:0] \$51 ;
-  wire [31:0] \$52 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [1:0] \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire \$51 ;
+  wire [2:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [33:0] \$55 ;
-  wire [33:0] \$56 ;
-  wire [110:0] \$57 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [65:0] \$6 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire [1:0] \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire [1:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire [65:0] \$7 ;
-  wire [55:0] \$70 ;
-  wire [56:0] \$71 ;
-  wire [56:0] \$72 ;
-  wire [55:0] \$73 ;
-  wire [55:0] \$74 ;
+  wire [2:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire [1:0] \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire [1:0] \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire [2:0] \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [3:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [65:0] \$8 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
+  wire [6:0] \$8 ;
   wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire [24:0] \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire [4:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [66:0] \$84 ;
-  wire [67:0] \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
-  wire [65:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg [5:0] \$92 ;
-  reg [5:0] \$93 ;
-  reg [5:0] \$94 ;
-  reg [5:0] \$95 ;
-  reg [5:0] \$96 ;
-  reg [32:0] \$97 ;
-  reg [30:0] \$98 ;
-  reg [30:0] \$99 ;
-  wire [31:0] a32;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
+  wire \$88 ;
+  wire [110:0] \$880 ;
+  wire [23:0] \$881 ;
+  wire [6:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [33:0] \$884 ;
+  wire [23:0] \$885 ;
+  wire [23:0] \$886 ;
+  wire [13:0] \$887 ;
+  wire [54:0] \$888 ;
+  wire [55:0] \$889 ;
+  wire \$89 ;
+  wire [54:0] \$890 ;
+  wire [76:0] \$891 ;
+  wire [77:0] \$892 ;
+  wire [78:0] \$893 ;
+  wire [10:0] \$894 ;
+  wire \$895 ;
+  wire [23:0] \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire [11:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [23:0] \$903 ;
+  wire [12:0] \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [12:0] \$908 ;
+  wire [12:0] \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire [23:0] \$913 ;
+  wire [55:0] \$914 ;
+  wire [56:0] \$915 ;
+  wire [56:0] \$916 ;
+  wire [55:0] \$917 ;
+  wire [55:0] \$918 ;
+  wire \$919 ;
+  wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [24:0] \$923 ;
+  wire \$924 ;
+  wire [33:0] \$925 ;
+  wire [34:0] \$926 ;
+  wire [33:0] \$927 ;
+  wire [34:0] \$928 ;
+  wire [34:0] \$929 ;
+  wire \$93 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire [35:0] \$932 ;
+  wire [35:0] \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  reg [32:0] \$939 ;
+  wire \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [5:0] \$942 ;
+  reg [30:0] \$943 ;
+  reg [4:0] \$944 ;
+  reg [4:0] \$945 ;
+  reg [5:0] \$946 ;
+  reg [5:0] \$947 ;
+  reg [5:0] \$948 ;
+  reg \$949 ;
+  wire \$95 ;
+  reg \$950 ;
+  reg [31:0] \$951 ;
+  reg [32:0] \$952 ;
+  reg \$953 ;
+  reg [4:0] \$954 ;
+  reg [32:0] \$955 ;
+  reg [30:0] \$956 ;
+  reg [30:0] \$957 ;
+  reg [33:0] \$958 ;
+  reg [30:0] \$959 ;
+  wire \$96 ;
+  reg [32:0] \$960 ;
+  reg [29:0] \$961 ;
+  reg [124:0] \$962 ;
+  reg [62:0] \$963 ;
+  reg [93:0] \$964 ;
+  reg [124:0] \$965 ;
+  reg [94:0] \$966 ;
+  reg [124:0] \$967 ;
+  reg [126:0] \$968 ;
+  reg [5:0] \$969 ;
+  wire \$97 ;
+  reg [5:0] \$970 ;
+  reg [5:0] \$971 ;
+  reg [5:0] \$972 ;
+  reg [5:0] \$973 ;
+  reg [5:0] \$974 ;
+  reg [126:0] \$975 ;
+  reg [4:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [4:0] \$978 ;
+  reg [4:0] \$979 ;
+  wire \$98 ;
+  reg [4:0] \$980 ;
+  reg [30:0] \$981 ;
+  reg [29:0] \$982 ;
+  reg [30:0] \$983 ;
+  reg [4:0] \$984 ;
+  reg [31:0] \$985 ;
+  reg \$986 ;
+  reg \$987 ;
+  reg \$988 ;
+  reg \$989 ;
+  wire \$99 ;
+  reg \$990 ;
+  reg \$991 ;
+  reg \$992 ;
+  reg \$993 ;
+  reg [33:0] \$994 ;
+  reg [31:0] \$995 ;
+  reg [47:0] \$996 ;
+  reg \$997 ;
+  reg [23:0] \$998 ;
+  reg [9:0] \$999 ;
   input [27:0] acc;
   wire [27:0] acc;
   input [31:0] bias;
@@ -23018,674 +44131,2566 @@ module \qhw_array_8x8.requant_7 (rst, i_valid, bias, multiplier, shift, scale, a
   input clk;
   wire clk;
   wire [24:0] f_r;
-  wire [24:0] half;
+  reg [10:0] fexp_d1 = 11'h000;
+  reg [10:0] fexp_d2 = 11'h000;
+  reg [23:0] fman_d1 = 24'h000000;
+  reg fzero7_d1 = 1'h0;
+  reg fzero_d1 = 1'h0;
+  reg fzero_d2 = 1'h0;
+  reg gone_d1 = 1'h0;
   input i_valid;
   wire i_valid;
-  wire [23:0] keep;
-  wire [4:0] left;
-  reg [5:0] lz;
-  wire [47:0] mag;
+  reg [4:0] left_s2_d1 = 5'h00;
+  reg [5:0] lz_d1 = 6'h00;
+  reg [30:0] m0_d1 = 31'h00000000;
+  reg [30:0] m0_d2 = 31'h00000000;
   wire [24:0] man_r;
-  wire [31:0] mask;
   wire [1:0] mode;
   input [30:0] multiplier;
   wire [30:0] multiplier;
-  wire [47:0] norm;
-  wire [61:0] nudge;
+  reg neg_d1 = 1'h0;
+  reg neg_d10 = 1'h0;
+  reg neg_d11 = 1'h0;
+  reg neg_d2 = 1'h0;
+  reg neg_d3 = 1'h0;
+  reg neg_d4 = 1'h0;
+  reg neg_d5 = 1'h0;
+  reg neg_d6 = 1'h0;
+  reg neg_d7 = 1'h0;
+  reg neg_d8 = 1'h0;
+  reg neg_d9 = 1'h0;
   output [7:0] o;
   reg [7:0] o = 8'h00;
   (* init = 1'h0 *)
   wire o_valid;
-  input [25:0] \port$2247$45 ;
-  wire [25:0] \port$2247$45 ;
-  wire [23:0] q;
+  reg onnx_d1 = 1'h0;
+  reg onnx_d10 = 1'h0;
+  reg onnx_d11 = 1'h0;
+  reg onnx_d12 = 1'h0;
+  reg onnx_d2 = 1'h0;
+  reg onnx_d3 = 1'h0;
+  reg onnx_d4 = 1'h0;
+  reg onnx_d5 = 1'h0;
+  reg onnx_d6 = 1'h0;
+  reg onnx_d7 = 1'h0;
+  reg onnx_d8 = 1'h0;
+  reg onnx_d9 = 1'h0;
+  reg [35:0] out_y = 36'h000000000;
+  input [25:0] \port$8256$45 ;
+  wire [25:0] \port$8256$45 ;
   wire [7:0] qmax;
   wire [7:0] qmin;
-  reg [24:0] r_mag;
-  wire rbit;
-  wire [23:0] rem;
-  wire [31:0] remainder;
-  wire [4:0] right;
+  reg [4:0] right_d1 = 5'h00;
+  reg [4:0] right_d2 = 5'h00;
+  reg [4:0] right_d3 = 5'h00;
+  reg [4:0] right_d4 = 5'h00;
+  reg [4:0] right_d5 = 5'h00;
+  reg [4:0] right_x_d1 = 5'h00;
   input rst;
   wire rst;
+  reg [11:0] s10_fexp = 12'h000;
+  reg [23:0] s10_fman = 24'h000000;
+  reg s11_gone = 1'h0;
+  reg s11_sat = 1'h0;
+  reg [4:0] s11_sh = 5'h00;
+  reg [24:0] s12_half = 25'h0000000;
+  reg [23:0] s12_q = 24'h000000;
+  reg [23:0] s12_rem = 24'h000000;
+  reg [24:0] s13_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
+  reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
+  reg s1_onnx = 1'h0;
+  reg [4:0] s1_right = 5'h00;
   reg [31:0] s1_scale = 32'd0;
-  reg [5:0] s1_shift = 6'h00;
-  reg s1_valid = 1'h0;
-  reg [7:0] s2_a_exp = 8'h00;
-  reg [23:0] s2_a_man = 24'h000000;
-  reg s2_a_neg = 1'h0;
-  reg s2_a_zero = 1'h0;
-  reg [30:0] s2_m0 = 31'h00000000;
-  reg [32:0] s2_op = 33'h000000000;
+  reg s1_tflite = 1'h0;
+  reg [5:0] s1_total = 6'h00;
+  reg [32:0] s2_a = 33'h000000000;
+  reg [31:0] s2_a32 = 32'd0;
+  reg [47:0] s2_mag = 48'h000000000000;
+  reg s2_neg = 1'h0;
   reg [9:0] s2_s_exp = 10'h000;
   reg [23:0] s2_s_man = 24'h000000;
   reg s2_s_tiny = 1'h0;
-  reg [5:0] s2_shift = 6'h00;
-  reg s2_valid = 1'h0;
-  reg [10:0] s3_fexp = 11'h000;
-  reg s3_fneg = 1'h0;
-  reg [47:0] s3_fprod = 48'h000000000000;
-  reg s3_fzero = 1'h0;
-  reg [64:0] s3_prod = 65'h00000000000000000;
-  reg [5:0] s3_shift = 6'h00;
-  reg s3_valid = 1'h0;
-  reg [11:0] s4_fexp = 12'h000;
-  reg [23:0] s4_fman = 24'h000000;
-  reg s4_fneg = 1'h0;
-  reg s4_fzero = 1'h0;
-  reg [5:0] s4_shift = 6'h00;
-  reg [65:0] s4_t = 66'h00000000000000000;
-  reg s4_valid = 1'h0;
-  reg [26:0] s5_onnx_r = 27'h0000000;
-  reg [66:0] s5_r = 67'h00000000000000000;
-  reg [5:0] s5_shift = 6'h00;
-  reg s5_valid = 1'h0;
-  reg s6_valid = 1'h0;
+  reg [5:0] s3_lz = 6'h00;
+  reg [47:0] s3_mag = 48'h000000000000;
+  reg [32:0] s3_op = 33'h000000000;
+  reg s3_zero = 1'h0;
+  reg [47:0] s4_norm = 48'h000000000000;
+  reg [62:0] s4_prod_l1_0 = 63'h0000000000000000;
+  reg [93:0] s4_prod_l1_1 = 94'h000000000000000000000000;
+  reg [124:0] s4_prod_l1_2 = 125'h00000000000000000000000000000000;
+  reg [94:0] s4_prod_l2_0 = 95'h000000000000000000000000;
+  reg [124:0] s4_prod_l2_1 = 125'h00000000000000000000000000000000;
+  reg [126:0] s4_prod_l3_0 = 127'h00000000000000000000000000000000;
+  reg [33:0] s4_prod_pp00 = 34'h000000000;
+  reg [30:0] s4_prod_pp01 = 31'h00000000;
+  reg [32:0] s4_prod_pp10 = 33'h000000000;
+  reg [29:0] s4_prod_pp11 = 30'h00000000;
+  reg [124:0] s4_prod_pp_add = 125'h00000000000000000000000000000000;
+  reg [7:0] s5_a_exp = 8'h00;
+  reg [23:0] s5_a_man = 24'h000000;
+  reg [10:0] s6_fexp = 11'h000;
+  reg [55:0] s6_fprod_l1_0 = 56'h00000000000000;
+  reg [77:0] s6_fprod_l1_1 = 78'h00000000000000000000;
+  reg [78:0] s6_fprod_l2_0 = 79'h00000000000000000000;
+  reg [33:0] s6_fprod_pp00 = 34'h000000000;
+  reg [23:0] s6_fprod_pp01 = 24'h000000;
+  reg [23:0] s6_fprod_pp10 = 24'h000000;
+  reg [13:0] s6_fprod_pp11 = 14'h0000;
+  reg s6_fzero = 1'h0;
+  reg [29:0] s7_half = 30'h00000000;
+  reg [30:0] s7_half1 = 31'h00000000;
+  reg [30:0] s7_mask = 31'h00000000;
+  reg [126:0] s8_single = 127'h00000000000000000000000000000000;
+  reg [31:0] s8_tflite = 32'd0;
+  reg s8_up = 1'h0;
+  reg [11:0] s9_exp = 12'h000;
+  reg [33:0] s9_fixed_r = 34'h000000000;
+  reg s9_fixed_r_neg_pad_d1 = 1'h0;
+  reg s9_fixed_r_neg_pad_d2 = 1'h0;
+  reg s9_fixed_r_neg_pad_d3 = 1'h0;
+  reg s9_fixed_r_neg_pad_d4 = 1'h0;
+  reg [33:0] s9_fixed_r_pad_d1 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d2 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d3 = 34'h000000000;
+  reg [33:0] s9_fixed_r_pad_d4 = 34'h000000000;
+  reg [23:0] s9_keep = 24'h000000;
+  reg s9_rbit = 1'h0;
+  reg s9_sticky = 1'h0;
+  reg [9:0] s_exp_d1 = 10'h000;
+  reg [9:0] s_exp_d2 = 10'h000;
+  reg [9:0] s_exp_d3 = 10'h000;
+  reg [23:0] s_man_d1 = 24'h000000;
+  reg [23:0] s_man_d2 = 24'h000000;
+  reg [23:0] s_man_d3 = 24'h000000;
+  reg s_tiny_d1 = 1'h0;
+  reg s_tiny_d2 = 1'h0;
+  reg s_tiny_d3 = 1'h0;
+  reg sat_d1 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
-  wire [4:0] sh;
   input [5:0] shift;
   wire [5:0] shift;
-  wire sticky;
-  wire [32:0] threshold;
-  wire [5:0] total;
-  wire [31:0] x;
-  wire [68:0] y;
+  reg [5:0] shift_d1 = 6'h00;
+  reg [5:0] shift_d2 = 6'h00;
+  reg [5:0] shift_d3 = 6'h00;
+  reg tflite_add_d1 = 1'h0;
+  reg tflite_add_d2 = 1'h0;
+  reg tflite_d1 = 1'h0;
+  reg tflite_d2 = 1'h0;
+  reg tflite_d3 = 1'h0;
+  reg tflite_d4 = 1'h0;
+  reg tflite_d5 = 1'h0;
+  reg tflite_d6 = 1'h0;
+  reg tflite_d7 = 1'h0;
+  reg tflite_s2_d1 = 1'h0;
+  reg [5:0] total_d1 = 6'h00;
+  reg [5:0] total_d2 = 6'h00;
+  reg [5:0] total_d3 = 6'h00;
+  reg [5:0] total_d4 = 6'h00;
+  reg [5:0] total_d5 = 6'h00;
+  reg [5:0] total_d6 = 6'h00;
+  reg valid_d1 = 1'h0;
+  reg valid_d10 = 1'h0;
+  reg valid_d11 = 1'h0;
+  reg valid_d12 = 1'h0;
+  reg valid_d13 = 1'h0;
+  reg valid_d14 = 1'h0;
+  reg valid_d15 = 1'h0;
+  reg valid_d2 = 1'h0;
+  reg valid_d3 = 1'h0;
+  reg valid_d4 = 1'h0;
+  reg valid_d5 = 1'h0;
+  reg valid_d6 = 1'h0;
+  reg valid_d7 = 1'h0;
+  reg valid_d8 = 1'h0;
+  reg valid_d9 = 1'h0;
+  reg zero7_d1 = 1'h0;
+  reg zero_d1 = 1'h0;
+  reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$2247$45 [1:0] == 1'h1;
-  assign \$3  = \$2  ? { \$42 [31], \$42 [31:0] } : s1_a;
-  assign \$4  = $signed(s2_op) * $signed({ 1'h0, s2_m0 });
-  assign \$5  = \port$2247$45 [1:0] == 1'h1;
-  assign \$6  = $signed(s3_prod) + $signed(32'd1073741824);
-  assign \$8  = $signed(s3_prod) + $signed({ 1'h0, \$44 [61:0] });
-  assign \$9  = \$5  ? \$7  : \$8 ;
-  assign \$10  = \port$2247$45 [1:0] == 1'h1;
-  assign \$11  = $signed(s4_t) >>> \$48 [4:0];
-  assign \$12  = \$51 [31:0] > threshold;
-  assign \$13  = $signed(\$11 ) + $signed({ 1'h0, \$12  });
-  assign \$14  = $signed(s4_t) >>> \$45 [5:0];
-  assign \$15  = \$10  ? \$13  : { \$14 [65], \$14  };
-  assign \$16  = man_r[24] ? 24'h800000 : man_r[23:0];
-  assign \$17  = 5'h18 - lz;
-  assign \$18  = $signed(\$17 ) + $signed({ 1'h0, man_r[24] });
-  assign \$19  = $signed(s1_a) < $signed(1'h0);
-  assign \$20  = ! $signed(\$56 );
-  assign \$21  = s1_scale[30:23] - 8'h96;
-  assign \$22  = ! s1_scale[30:23];
-  assign \$23  = s2_a_man * s2_s_man;
-  assign \$24  = $signed(s2_a_exp) + $signed(s2_s_exp);
-  assign \$25  = s2_a_zero | s2_s_tiny;
-  assign \$26  = f_r[24] ? 24'h800000 : f_r[23:0];
-  assign \$27  = $signed(s3_fexp) + $signed(6'h17);
-  assign \$28  = $signed(\$27 ) + $signed({ 1'h0, s3_fprod[47] });
-  assign \$29  = $signed(\$28 ) + $signed({ 1'h0, f_r[24] });
-  assign \$30  = - r_mag;
-  assign \$31  = s4_fneg ? \$30  : { 1'h0, r_mag };
-  assign \$32  = $signed(\$85 ) < $signed(\port$2247$45 [17:10]);
-  assign \$33  = $signed(\$85 ) > $signed(\port$2247$45 [25:18]);
-  assign \$34  = \$33  ? { \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25], \port$2247$45 [25:18] } : { \$85 [67], \$85  };
-  assign \$35  = \$32  ? { \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17], \port$2247$45 [17:10] } : \$34 ;
-  assign \$36  = $signed(s1_a) < $signed(32'd2147483648);
-  assign \$37  = $signed(s1_a) > $signed(32'd2147483647);
-  assign \$38  = \$37  ? 33'h07fffffff : s1_a;
-  assign \$39  = \$36  ? 33'h180000000 : \$38 ;
-  assign \$40  = $signed(s1_shift) > $signed(1'h0);
-  assign \$41  = \$40  ? s1_shift : 6'h00;
-  assign \$42  = $signed(\$39 [31:0]) << \$41 [4:0];
-  assign \$43  = $signed(6'h1e) - $signed(s3_shift);
-  assign \$44  = 1'h1 << \$43 [5:0];
-  assign \$45  = $signed(6'h1f) - $signed(s4_shift);
-  assign \$46  = $signed(s4_shift) < $signed(1'h0);
-  assign \$47  = - $signed(s4_shift);
-  assign \$48  = \$46  ? \$47  : 7'h00;
-  assign \$49  = 1'h1 << \$48 [4:0];
-  assign \$50  = \$49  - 1'h1;
-  assign \$51  = s4_t & { 34'h000000000, \$50 [31:0] };
-  assign \$53  = $signed(s4_t) < $signed(1'h0);
-  assign threshold = \$52  + \$53 ;
-  assign \$54  = $signed(s1_a) < $signed(1'h0);
-  assign \$55  = - $signed(s1_a);
-  assign \$56  = \$54  ? \$55  : { s1_a[32], s1_a };
-  assign \$57  = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  } << lz;
-  assign \$58  = | \$57 [22:0];
-  assign \$59  = \$58  | \$57 [24];
-  assign \$60  = \$57 [23] & \$59 ;
-  assign man_r = \$57 [47:24] + \$60 ;
-  assign keep = s3_fprod[47] ? s3_fprod[47:24] : s3_fprod[46:23];
-  assign rbit = s3_fprod[47] ? s3_fprod[23] : s3_fprod[22];
-  assign \$61  = | s3_fprod[22:0];
-  assign \$62  = | s3_fprod[21:0];
-  assign sticky = s3_fprod[47] ? \$61  : \$62 ;
-  assign \$63  = sticky | keep[0];
-  assign \$64  = rbit & \$63 ;
-  assign f_r = keep + \$64 ;
-  assign \$65  = $signed(s4_fexp) < $signed(1'h0);
-  assign \$66  = $signed(s4_fexp) > $signed(6'h27);
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = - $signed(s4_fexp);
-  assign \$69  = \$67  ? \$68  : 13'h0000;
-  assign q = s4_fman >> \$69 [4:0];
-  assign \$70  = 1'h1 << \$69 [4:0];
-  assign \$71  = \$70  - 1'h1;
-  assign \$72  = { 33'h000000000, s4_fman } & \$71 ;
-  assign \$73  = 1'h1 << \$69 [4:0];
-  assign \$75  = $signed(s4_fexp) <= $signed(6'h27);
-  assign \$76  = s4_fzero | \$75 ;
-  assign \$77  = $signed(s4_fexp) >= $signed(1'h0);
-  assign \$78  = \$72 [23:0] > \$74 [24:0];
-  assign \$79  = \$72 [23:0] == \$74 [24:0];
-  assign \$80  = \$79  & q[0];
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = q + \$81 ;
-  assign \$83  = \port$2247$45 [1:0] == 2'h2;
-  assign \$84  = \$83  ? { s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r[26], s5_onnx_r } : s5_r;
-  assign \$85  = $signed(\$84 ) + $signed(\port$2247$45 [9:2]);
+  assign \$2  = \port$8256$45 [1:0] == 1'h1;
+  assign \$3  = \port$8256$45 [1:0] == 2'h2;
+  assign \$4  = $signed(6'h1f) - $signed(shift);
+  assign \$5  = $signed(shift) > $signed(1'h0);
+  assign \$6  = \$5  ? shift : 6'h00;
+  assign \$7  = $signed(shift) < $signed(1'h0);
+  assign \$8  = - $signed(shift);
+  assign \$9  = \$7  ? \$8  : 7'h00;
+  assign \$10  = $signed(s1_a) < $signed(32'd2147483648);
+  assign \$11  = $signed(s1_a) > $signed(32'd2147483647);
+  assign \$12  = \$11  ? 33'h07fffffff : s1_a;
+  assign \$13  = \$10  ? 33'h180000000 : \$12 ;
+  assign \$14  = $signed(s2_a32) << left_s2_d1;
+  assign \$15  = tflite_s2_d1 ? { \$14 [31], \$14 [31:0] } : s2_a;
+  assign \$16  = s3_op[16:0] * m0_d2[16:0];
+  assign \$17  = s3_op[16:0] * m0_d2[30:17];
+  assign \$18  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[16:0] });
+  assign \$19  = $signed(s3_op[32:17]) * $signed({ 1'h0, m0_d2[30:17] });
+  assign \$20  = $signed(6'h1e) - $signed(shift_d3);
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = tflite_add_d2 ? 125'h00000000000000000000000040000000 : \$21 ;
+  assign \$24  = s4_prod_pp00 + \$23 ;
+  assign \$27  = $signed(\$25 ) + $signed(\$26 );
+  assign \$28  = $signed({ 1'h0, s4_prod_l1_0 }) + $signed(s4_prod_l1_1);
+  assign \$29  = $signed(s4_prod_l2_0) + $signed({ 1'h0, s4_prod_l2_1 });
+  assign \$30  = $signed(s4_prod_l3_0) >>> total_d6;
+  assign \$31  = right_d5 > 1'h0;
+  assign \$32  = right_d5 > 1'h1;
+  assign \$33  = right_d5 > 2'h2;
+  assign \$34  = right_d5 > 2'h3;
+  assign \$35  = right_d5 > 3'h4;
+  assign \$36  = right_d5 > 3'h5;
+  assign \$37  = right_d5 > 3'h6;
+  assign \$38  = right_d5 > 3'h7;
+  assign \$39  = right_d5 > 4'h8;
+  assign \$40  = right_d5 > 4'h9;
+  assign \$41  = right_d5 > 4'ha;
+  assign \$42  = right_d5 > 4'hb;
+  assign \$43  = right_d5 > 4'hc;
+  assign \$44  = right_d5 > 4'hd;
+  assign \$45  = right_d5 > 4'he;
+  assign \$46  = right_d5 > 4'hf;
+  assign \$47  = right_d5 > 5'h10;
+  assign \$48  = right_d5 > 5'h11;
+  assign \$49  = right_d5 > 5'h12;
+  assign \$50  = right_d5 > 5'h13;
+  assign \$51  = right_d5 > 5'h14;
+  assign \$52  = right_d5 > 5'h15;
+  assign \$53  = right_d5 > 5'h16;
+  assign \$54  = right_d5 > 5'h17;
+  assign \$55  = right_d5 > 5'h18;
+  assign \$56  = right_d5 > 5'h19;
+  assign \$57  = right_d5 > 5'h1a;
+  assign \$58  = right_d5 > 5'h1b;
+  assign \$59  = right_d5 > 5'h1c;
+  assign \$60  = right_d5 > 5'h1d;
+  assign \$61  = right_d5 > 5'h1e;
+  assign \$62  = right_d5 > 1'h1;
+  assign \$63  = right_d5 > 2'h2;
+  assign \$64  = right_d5 > 2'h3;
+  assign \$65  = right_d5 > 3'h4;
+  assign \$66  = right_d5 > 3'h5;
+  assign \$67  = right_d5 > 3'h6;
+  assign \$68  = right_d5 > 3'h7;
+  assign \$69  = right_d5 > 4'h8;
+  assign \$70  = right_d5 > 4'h9;
+  assign \$71  = right_d5 > 4'ha;
+  assign \$72  = right_d5 > 4'hb;
+  assign \$73  = right_d5 > 4'hc;
+  assign \$74  = right_d5 > 4'hd;
+  assign \$75  = right_d5 > 4'he;
+  assign \$76  = right_d5 > 4'hf;
+  assign \$77  = right_d5 > 5'h10;
+  assign \$78  = right_d5 > 5'h11;
+  assign \$79  = right_d5 > 5'h12;
+  assign \$80  = right_d5 > 5'h13;
+  assign \$81  = right_d5 > 5'h14;
+  assign \$82  = right_d5 > 5'h15;
+  assign \$83  = right_d5 > 5'h16;
+  assign \$84  = right_d5 > 5'h17;
+  assign \$85  = right_d5 > 5'h18;
+  assign \$86  = right_d5 > 5'h19;
+  assign \$87  = right_d5 > 5'h1a;
+  assign \$88  = right_d5 > 5'h1b;
+  assign \$89  = right_d5 > 5'h1c;
+  assign \$90  = right_d5 > 5'h1d;
+  assign \$91  = right_d5 > 5'h1e;
+  assign \$92  = right_d5 == 1'h1;
+  assign \$93  = ! right_d5;
+  assign \$95  = \$92  | \$94 ;
+  assign \$96  = right_d5 == 2'h2;
+  assign \$97  = ! right_d5;
+  assign \$100  = right_d5 == 2'h3;
+  assign \$101  = ! right_d5;
+  assign \$104  = right_d5 == 3'h4;
+  assign \$105  = ! right_d5;
+  assign \$108  = right_d5 == 3'h5;
+  assign \$109  = ! right_d5;
+  assign \$112  = right_d5 == 3'h6;
+  assign \$113  = ! right_d5;
+  assign \$116  = right_d5 == 3'h7;
+  assign \$117  = ! right_d5;
+  assign \$120  = right_d5 == 4'h8;
+  assign \$121  = ! right_d5;
+  assign \$124  = right_d5 == 4'h9;
+  assign \$125  = ! right_d5;
+  assign \$128  = right_d5 == 4'ha;
+  assign \$129  = ! right_d5;
+  assign \$132  = right_d5 == 4'hb;
+  assign \$133  = ! right_d5;
+  assign \$136  = right_d5 == 4'hc;
+  assign \$137  = ! right_d5;
+  assign \$140  = right_d5 == 4'hd;
+  assign \$141  = ! right_d5;
+  assign \$144  = right_d5 == 4'he;
+  assign \$145  = ! right_d5;
+  assign \$148  = right_d5 == 4'hf;
+  assign \$149  = ! right_d5;
+  assign \$152  = right_d5 == 5'h10;
+  assign \$153  = ! right_d5;
+  assign \$156  = right_d5 == 5'h11;
+  assign \$157  = ! right_d5;
+  assign \$160  = right_d5 == 5'h12;
+  assign \$161  = ! right_d5;
+  assign \$164  = right_d5 == 5'h13;
+  assign \$165  = ! right_d5;
+  assign \$168  = right_d5 == 5'h14;
+  assign \$169  = ! right_d5;
+  assign \$172  = right_d5 == 5'h15;
+  assign \$173  = ! right_d5;
+  assign \$176  = right_d5 == 5'h16;
+  assign \$177  = ! right_d5;
+  assign \$180  = right_d5 == 5'h17;
+  assign \$181  = ! right_d5;
+  assign \$184  = right_d5 == 5'h18;
+  assign \$185  = ! right_d5;
+  assign \$188  = right_d5 == 5'h19;
+  assign \$189  = ! right_d5;
+  assign \$192  = right_d5 == 5'h1a;
+  assign \$193  = ! right_d5;
+  assign \$196  = right_d5 == 5'h1b;
+  assign \$197  = ! right_d5;
+  assign \$200  = right_d5 == 5'h1c;
+  assign \$201  = ! right_d5;
+  assign \$204  = right_d5 == 5'h1d;
+  assign \$205  = ! right_d5;
+  assign \$208  = right_d5 == 5'h1e;
+  assign \$209  = ! right_d5;
+  assign \$212  = right_d5 == 5'h1f;
+  assign \$213  = ! right_d5;
+  assign \$217  = $signed(\$216 [31:0]) >>> right_x_d1;
+  assign \$219  = \$218 [31:0] & { 1'h0, s7_mask };
+  assign \$221  = $signed(\$220 [31:0]) < $signed(1'h0);
+  assign \$222  = \$221  ? s7_half1 : { 1'h0, s7_half };
+  assign \$223  = $signed(\$219 ) > $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(s8_tflite) + $signed({ 1'h0, s8_up });
+  assign \$225  = & s8_single[126:33];
+  assign \$226  = | s8_single[126:33];
+  assign \$227  = ~ \$226 ;
+  assign \$228  = \$225  | \$227 ;
+  assign \$229  = s8_single[126] ? 34'h200000000 : 34'h1ffffffff;
+  assign \$230  = \$228  ? s8_single[33:0] : \$229 ;
+  assign \$231  = tflite_d7 ? { \$224 [32], \$224  } : \$230 ;
+  assign \$232  = $signed(s1_a) < $signed(1'h0);
+  assign \$233  = - $signed(s1_a);
+  assign \$234  = \$232  ? \$233  : { s1_a[32], s1_a };
+  assign \$235  = $signed(s1_a) < $signed(1'h0);
+  assign \$236  = s1_scale[30:23] - 8'h96;
+  assign \$237  = ! s1_scale[30:23];
+  assign \$238  = ~ s2_mag[47];
+  assign \$239  = ~ s2_mag[46];
+  assign \$240  = \$238  & \$239 ;
+  assign \$241  = ~ s2_mag[45];
+  assign \$242  = ~ s2_mag[44];
+  assign \$243  = \$241  & \$242 ;
+  assign \$244  = \$240  & \$243 ;
+  assign \$245  = ~ s2_mag[43];
+  assign \$246  = ~ s2_mag[42];
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = ~ s2_mag[41];
+  assign \$249  = ~ s2_mag[40];
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  & \$250 ;
+  assign \$252  = \$244  & \$251 ;
+  assign \$253  = ~ s2_mag[39];
+  assign \$254  = ~ s2_mag[38];
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = ~ s2_mag[37];
+  assign \$257  = ~ s2_mag[36];
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = \$255  & \$258 ;
+  assign \$260  = ~ s2_mag[35];
+  assign \$261  = ~ s2_mag[34];
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = ~ s2_mag[33];
+  assign \$264  = ~ s2_mag[32];
+  assign \$265  = \$263  & \$264 ;
+  assign \$266  = \$262  & \$265 ;
+  assign \$267  = \$259  & \$266 ;
+  assign \$268  = \$252  & \$267 ;
+  assign \$269  = ~ s2_mag[31];
+  assign \$270  = ~ s2_mag[30];
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = ~ s2_mag[29];
+  assign \$273  = ~ s2_mag[28];
+  assign \$274  = \$272  & \$273 ;
+  assign \$275  = \$271  & \$274 ;
+  assign \$276  = ~ s2_mag[27];
+  assign \$277  = ~ s2_mag[26];
+  assign \$278  = \$276  & \$277 ;
+  assign \$279  = ~ s2_mag[25];
+  assign \$280  = ~ s2_mag[24];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = \$278  & \$281 ;
+  assign \$283  = \$275  & \$282 ;
+  assign \$284  = ~ s2_mag[23];
+  assign \$285  = ~ s2_mag[22];
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = ~ s2_mag[21];
+  assign \$288  = ~ s2_mag[20];
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  & \$289 ;
+  assign \$291  = ~ s2_mag[19];
+  assign \$292  = ~ s2_mag[18];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = ~ s2_mag[17];
+  assign \$295  = ~ s2_mag[16];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = \$293  & \$296 ;
+  assign \$298  = \$290  & \$297 ;
+  assign \$299  = \$283  & \$298 ;
+  assign \$300  = \$268  & \$299 ;
+  assign \$301  = ~ s2_mag[15];
+  assign \$302  = ~ s2_mag[14];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = ~ s2_mag[13];
+  assign \$305  = ~ s2_mag[12];
+  assign \$306  = \$304  & \$305 ;
+  assign \$307  = \$303  & \$306 ;
+  assign \$308  = ~ s2_mag[11];
+  assign \$309  = ~ s2_mag[10];
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ~ s2_mag[9];
+  assign \$312  = ~ s2_mag[8];
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = \$310  & \$313 ;
+  assign \$315  = \$307  & \$314 ;
+  assign \$316  = ~ s2_mag[7];
+  assign \$317  = ~ s2_mag[6];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ s2_mag[5];
+  assign \$320  = ~ s2_mag[4];
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = \$318  & \$321 ;
+  assign \$323  = ~ s2_mag[3];
+  assign \$324  = ~ s2_mag[2];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ~ s2_mag[1];
+  assign \$327  = ~ s2_mag[0];
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = \$325  & \$328 ;
+  assign \$330  = \$322  & \$329 ;
+  assign \$331  = \$315  & \$330 ;
+  assign \$429  = ~ s2_mag[15];
+  assign \$430  = ~ s2_mag[14];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ s2_mag[13];
+  assign \$433  = ~ s2_mag[12];
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  & \$434 ;
+  assign \$436  = ~ s2_mag[11];
+  assign \$437  = ~ s2_mag[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ~ s2_mag[9];
+  assign \$440  = ~ s2_mag[8];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = \$435  & \$442 ;
+  assign \$444  = ~ s2_mag[7];
+  assign \$445  = ~ s2_mag[6];
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = ~ s2_mag[5];
+  assign \$448  = ~ s2_mag[4];
+  assign \$449  = \$447  & \$448 ;
+  assign \$450  = \$446  & \$449 ;
+  assign \$451  = ~ s2_mag[3];
+  assign \$452  = ~ s2_mag[2];
+  assign \$453  = \$451  & \$452 ;
+  assign \$454  = ~ s2_mag[1];
+  assign \$455  = ~ s2_mag[3];
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = ~ s2_mag[3];
+  assign \$458  = ~ s2_mag[2];
+  assign \$459  = \$457  & \$458 ;
+  assign \$460  = ~ s2_mag[7];
+  assign \$461  = ~ s2_mag[6];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ s2_mag[5];
+  assign \$464  = ~ s2_mag[7];
+  assign \$465  = \$462  ? \$463  : \$464 ;
+  assign \$466  = ~ s2_mag[7];
+  assign \$467  = ~ s2_mag[6];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = \$450  ? { \$459 , \$456  } : { \$468 , \$465  };
+  assign \$470  = ~ s2_mag[7];
+  assign \$471  = ~ s2_mag[6];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = ~ s2_mag[5];
+  assign \$474  = ~ s2_mag[4];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$477  = ~ s2_mag[15];
+  assign \$478  = ~ s2_mag[14];
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ~ s2_mag[13];
+  assign \$481  = ~ s2_mag[12];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = \$479  & \$482 ;
+  assign \$484  = ~ s2_mag[11];
+  assign \$485  = ~ s2_mag[10];
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = ~ s2_mag[9];
+  assign \$488  = ~ s2_mag[11];
+  assign \$489  = \$486  ? \$487  : \$488 ;
+  assign \$490  = ~ s2_mag[11];
+  assign \$491  = ~ s2_mag[10];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ s2_mag[15];
+  assign \$494  = ~ s2_mag[14];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ~ s2_mag[13];
+  assign \$497  = ~ s2_mag[15];
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = ~ s2_mag[15];
+  assign \$500  = ~ s2_mag[14];
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = \$483  ? { \$492 , \$489  } : { \$501 , \$498  };
+  assign \$503  = ~ s2_mag[15];
+  assign \$504  = ~ s2_mag[14];
+  assign \$505  = \$503  & \$504 ;
+  assign \$506  = ~ s2_mag[13];
+  assign \$507  = ~ s2_mag[12];
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$505  & \$508 ;
+  assign \$510  = \$443  ? { \$476 , \$469  } : { \$509 , \$502  };
+  assign \$511  = ~ s2_mag[15];
+  assign \$512  = ~ s2_mag[14];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ s2_mag[13];
+  assign \$515  = ~ s2_mag[12];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  & \$516 ;
+  assign \$518  = ~ s2_mag[11];
+  assign \$519  = ~ s2_mag[10];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ s2_mag[9];
+  assign \$522  = ~ s2_mag[8];
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = \$520  & \$523 ;
+  assign \$525  = \$517  & \$524 ;
+  assign \$526  = \$331  ? 4'h0 : { \$525 , \$510  };
+  assign \$527  = ~ s2_mag[15];
+  assign \$528  = ~ s2_mag[14];
+  assign \$529  = \$527  & \$528 ;
+  assign \$530  = ~ s2_mag[13];
+  assign \$531  = ~ s2_mag[12];
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = \$529  & \$532 ;
+  assign \$534  = ~ s2_mag[11];
+  assign \$535  = ~ s2_mag[10];
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = ~ s2_mag[9];
+  assign \$538  = ~ s2_mag[8];
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = ~ s2_mag[7];
+  assign \$543  = ~ s2_mag[6];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ~ s2_mag[5];
+  assign \$546  = ~ s2_mag[4];
+  assign \$547  = \$545  & \$546 ;
+  assign \$548  = \$544  & \$547 ;
+  assign \$549  = ~ s2_mag[3];
+  assign \$550  = ~ s2_mag[2];
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = ~ s2_mag[1];
+  assign \$553  = ~ s2_mag[0];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = \$551  & \$554 ;
+  assign \$556  = \$548  & \$555 ;
+  assign \$557  = \$541  & \$556 ;
+  assign \$558  = ~ s2_mag[47];
+  assign \$559  = ~ s2_mag[46];
+  assign \$560  = \$558  & \$559 ;
+  assign \$561  = ~ s2_mag[45];
+  assign \$562  = ~ s2_mag[44];
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = \$560  & \$563 ;
+  assign \$565  = ~ s2_mag[43];
+  assign \$566  = ~ s2_mag[42];
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = ~ s2_mag[41];
+  assign \$569  = ~ s2_mag[40];
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = \$567  & \$570 ;
+  assign \$572  = \$564  & \$571 ;
+  assign \$573  = ~ s2_mag[39];
+  assign \$574  = ~ s2_mag[38];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s2_mag[37];
+  assign \$577  = ~ s2_mag[36];
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  & \$578 ;
+  assign \$580  = ~ s2_mag[35];
+  assign \$581  = ~ s2_mag[34];
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s2_mag[33];
+  assign \$584  = ~ s2_mag[32];
+  assign \$585  = \$583  & \$584 ;
+  assign \$586  = \$582  & \$585 ;
+  assign \$587  = \$579  & \$586 ;
+  assign \$588  = \$572  & \$587 ;
+  assign \$589  = ~ s2_mag[31];
+  assign \$590  = ~ s2_mag[30];
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ s2_mag[29];
+  assign \$593  = ~ s2_mag[28];
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = \$591  & \$594 ;
+  assign \$596  = ~ s2_mag[27];
+  assign \$597  = ~ s2_mag[26];
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = ~ s2_mag[25];
+  assign \$600  = ~ s2_mag[24];
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = \$598  & \$601 ;
+  assign \$603  = \$595  & \$602 ;
+  assign \$604  = ~ s2_mag[23];
+  assign \$605  = ~ s2_mag[22];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ s2_mag[21];
+  assign \$608  = ~ s2_mag[20];
+  assign \$609  = \$607  & \$608 ;
+  assign \$610  = \$606  & \$609 ;
+  assign \$611  = ~ s2_mag[19];
+  assign \$612  = ~ s2_mag[18];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ s2_mag[17];
+  assign \$615  = ~ s2_mag[19];
+  assign \$616  = \$613  ? \$614  : \$615 ;
+  assign \$617  = ~ s2_mag[19];
+  assign \$618  = ~ s2_mag[18];
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ s2_mag[23];
+  assign \$621  = ~ s2_mag[22];
+  assign \$622  = \$620  & \$621 ;
+  assign \$623  = ~ s2_mag[21];
+  assign \$624  = ~ s2_mag[23];
+  assign \$625  = \$622  ? \$623  : \$624 ;
+  assign \$626  = ~ s2_mag[23];
+  assign \$627  = ~ s2_mag[22];
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = \$610  ? { \$619 , \$616  } : { \$628 , \$625  };
+  assign \$630  = ~ s2_mag[23];
+  assign \$631  = ~ s2_mag[22];
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = ~ s2_mag[21];
+  assign \$634  = ~ s2_mag[20];
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = ~ s2_mag[31];
+  assign \$638  = ~ s2_mag[30];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ~ s2_mag[29];
+  assign \$641  = ~ s2_mag[28];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  & \$642 ;
+  assign \$644  = ~ s2_mag[27];
+  assign \$645  = ~ s2_mag[26];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ~ s2_mag[25];
+  assign \$648  = ~ s2_mag[27];
+  assign \$649  = \$646  ? \$647  : \$648 ;
+  assign \$650  = ~ s2_mag[27];
+  assign \$651  = ~ s2_mag[26];
+  assign \$652  = \$650  & \$651 ;
+  assign \$653  = ~ s2_mag[31];
+  assign \$654  = ~ s2_mag[30];
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s2_mag[29];
+  assign \$657  = ~ s2_mag[31];
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = ~ s2_mag[31];
+  assign \$660  = ~ s2_mag[30];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$643  ? { \$652 , \$649  } : { \$661 , \$658  };
+  assign \$663  = ~ s2_mag[31];
+  assign \$664  = ~ s2_mag[30];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ s2_mag[29];
+  assign \$667  = ~ s2_mag[28];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = \$603  ? { \$636 , \$629  } : { \$669 , \$662  };
+  assign \$671  = ~ s2_mag[31];
+  assign \$672  = ~ s2_mag[30];
+  assign \$673  = \$671  & \$672 ;
+  assign \$674  = ~ s2_mag[29];
+  assign \$675  = ~ s2_mag[28];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = \$673  & \$676 ;
+  assign \$678  = ~ s2_mag[27];
+  assign \$679  = ~ s2_mag[26];
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = ~ s2_mag[25];
+  assign \$682  = ~ s2_mag[24];
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  & \$683 ;
+  assign \$685  = \$677  & \$684 ;
+  assign \$686  = ~ s2_mag[47];
+  assign \$687  = ~ s2_mag[46];
+  assign \$688  = \$686  & \$687 ;
+  assign \$689  = ~ s2_mag[45];
+  assign \$690  = ~ s2_mag[44];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = \$688  & \$691 ;
+  assign \$693  = ~ s2_mag[43];
+  assign \$694  = ~ s2_mag[42];
+  assign \$695  = \$693  & \$694 ;
+  assign \$696  = ~ s2_mag[41];
+  assign \$697  = ~ s2_mag[40];
+  assign \$698  = \$696  & \$697 ;
+  assign \$699  = \$695  & \$698 ;
+  assign \$700  = \$692  & \$699 ;
+  assign \$701  = ~ s2_mag[39];
+  assign \$702  = ~ s2_mag[38];
+  assign \$703  = \$701  & \$702 ;
+  assign \$704  = ~ s2_mag[37];
+  assign \$705  = ~ s2_mag[36];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = \$703  & \$706 ;
+  assign \$708  = ~ s2_mag[35];
+  assign \$709  = ~ s2_mag[34];
+  assign \$710  = \$708  & \$709 ;
+  assign \$711  = ~ s2_mag[33];
+  assign \$712  = ~ s2_mag[35];
+  assign \$713  = \$710  ? \$711  : \$712 ;
+  assign \$714  = ~ s2_mag[35];
+  assign \$715  = ~ s2_mag[34];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ s2_mag[39];
+  assign \$718  = ~ s2_mag[38];
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = ~ s2_mag[37];
+  assign \$721  = ~ s2_mag[39];
+  assign \$722  = \$719  ? \$720  : \$721 ;
+  assign \$723  = ~ s2_mag[39];
+  assign \$724  = ~ s2_mag[38];
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = \$707  ? { \$716 , \$713  } : { \$725 , \$722  };
+  assign \$727  = ~ s2_mag[39];
+  assign \$728  = ~ s2_mag[38];
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s2_mag[37];
+  assign \$731  = ~ s2_mag[36];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = \$729  & \$732 ;
+  assign \$734  = ~ s2_mag[47];
+  assign \$735  = ~ s2_mag[46];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = ~ s2_mag[45];
+  assign \$738  = ~ s2_mag[44];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = \$736  & \$739 ;
+  assign \$741  = ~ s2_mag[43];
+  assign \$742  = ~ s2_mag[42];
+  assign \$743  = \$741  & \$742 ;
+  assign \$744  = ~ s2_mag[41];
+  assign \$745  = ~ s2_mag[43];
+  assign \$746  = \$743  ? \$744  : \$745 ;
+  assign \$747  = ~ s2_mag[43];
+  assign \$748  = ~ s2_mag[42];
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = ~ s2_mag[47];
+  assign \$751  = ~ s2_mag[46];
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = ~ s2_mag[45];
+  assign \$754  = ~ s2_mag[47];
+  assign \$755  = \$752  ? \$753  : \$754 ;
+  assign \$756  = ~ s2_mag[47];
+  assign \$757  = ~ s2_mag[46];
+  assign \$758  = \$756  & \$757 ;
+  assign \$759  = \$740  ? { \$749 , \$746  } : { \$758 , \$755  };
+  assign \$760  = ~ s2_mag[47];
+  assign \$761  = ~ s2_mag[46];
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = ~ s2_mag[45];
+  assign \$764  = ~ s2_mag[44];
+  assign \$765  = \$763  & \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = \$700  ? { \$733 , \$726  } : { \$766 , \$759  };
+  assign \$768  = ~ s2_mag[47];
+  assign \$769  = ~ s2_mag[46];
+  assign \$770  = \$768  & \$769 ;
+  assign \$771  = ~ s2_mag[45];
+  assign \$772  = ~ s2_mag[44];
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = \$770  & \$773 ;
+  assign \$775  = ~ s2_mag[43];
+  assign \$776  = ~ s2_mag[42];
+  assign \$777  = \$775  & \$776 ;
+  assign \$778  = ~ s2_mag[41];
+  assign \$779  = ~ s2_mag[40];
+  assign \$780  = \$778  & \$779 ;
+  assign \$781  = \$777  & \$780 ;
+  assign \$782  = \$774  & \$781 ;
+  assign \$783  = \$588  ? { \$685 , \$670  } : { \$782 , \$767  };
+  assign \$784  = ~ s2_mag[47];
+  assign \$785  = ~ s2_mag[46];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = ~ s2_mag[45];
+  assign \$788  = ~ s2_mag[44];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  & \$789 ;
+  assign \$791  = ~ s2_mag[43];
+  assign \$792  = ~ s2_mag[42];
+  assign \$793  = \$791  & \$792 ;
+  assign \$794  = ~ s2_mag[41];
+  assign \$795  = ~ s2_mag[40];
+  assign \$796  = \$794  & \$795 ;
+  assign \$797  = \$793  & \$796 ;
+  assign \$798  = \$790  & \$797 ;
+  assign \$799  = ~ s2_mag[39];
+  assign \$800  = ~ s2_mag[38];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ s2_mag[37];
+  assign \$803  = ~ s2_mag[36];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = ~ s2_mag[35];
+  assign \$807  = ~ s2_mag[34];
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = ~ s2_mag[33];
+  assign \$810  = ~ s2_mag[32];
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = \$808  & \$811 ;
+  assign \$813  = \$805  & \$812 ;
+  assign \$814  = \$798  & \$813 ;
+  assign \$815  = \$300  ? { \$557 , \$526  } : { \$814 , \$783  };
+  assign \$816  = ~ s2_mag[47];
+  assign \$817  = ~ s2_mag[46];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = ~ s2_mag[45];
+  assign \$820  = ~ s2_mag[44];
+  assign \$821  = \$819  & \$820 ;
+  assign \$822  = \$818  & \$821 ;
+  assign \$823  = ~ s2_mag[43];
+  assign \$824  = ~ s2_mag[42];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s2_mag[41];
+  assign \$827  = ~ s2_mag[40];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = \$822  & \$829 ;
+  assign \$831  = ~ s2_mag[39];
+  assign \$832  = ~ s2_mag[38];
+  assign \$833  = \$831  & \$832 ;
+  assign \$834  = ~ s2_mag[37];
+  assign \$835  = ~ s2_mag[36];
+  assign \$836  = \$834  & \$835 ;
+  assign \$837  = \$833  & \$836 ;
+  assign \$838  = ~ s2_mag[35];
+  assign \$839  = ~ s2_mag[34];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ s2_mag[33];
+  assign \$842  = ~ s2_mag[32];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  & \$844 ;
+  assign \$846  = \$830  & \$845 ;
+  assign \$847  = ~ s2_mag[31];
+  assign \$848  = ~ s2_mag[30];
+  assign \$849  = \$847  & \$848 ;
+  assign \$850  = ~ s2_mag[29];
+  assign \$851  = ~ s2_mag[28];
+  assign \$852  = \$850  & \$851 ;
+  assign \$853  = \$849  & \$852 ;
+  assign \$854  = ~ s2_mag[27];
+  assign \$855  = ~ s2_mag[26];
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = ~ s2_mag[25];
+  assign \$858  = ~ s2_mag[24];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = \$856  & \$859 ;
+  assign \$861  = \$853  & \$860 ;
+  assign \$862  = ~ s2_mag[23];
+  assign \$863  = ~ s2_mag[22];
+  assign \$864  = \$862  & \$863 ;
+  assign \$865  = ~ s2_mag[21];
+  assign \$866  = ~ s2_mag[20];
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = \$864  & \$867 ;
+  assign \$869  = ~ s2_mag[19];
+  assign \$870  = ~ s2_mag[18];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = ~ s2_mag[17];
+  assign \$873  = ~ s2_mag[16];
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$871  & \$874 ;
+  assign \$876  = \$868  & \$875 ;
+  assign \$877  = \$861  & \$876 ;
+  assign \$878  = \$846  & \$877 ;
+  assign \$879  = ! s2_mag;
+  assign \$880  = s3_mag << s3_lz;
+  assign \$881  = man_r[24] ? 24'h800000 : man_r[23:0];
+  assign \$882  = 5'h18 - lz_d1;
+  assign \$883  = $signed(\$882 ) + $signed({ 1'h0, man_r[24] });
+  assign \$884  = s5_a_man[16:0] * s_man_d3[16:0];
+  assign \$885  = s5_a_man[16:0] * s_man_d3[23:17];
+  assign \$886  = s5_a_man[23:17] * s_man_d3[16:0];
+  assign \$887  = s5_a_man[23:17] * s_man_d3[23:17];
+  assign \$889  = s6_fprod_pp00 + \$888 ;
+  assign \$892  = \$890  + \$891 ;
+  assign \$893  = s6_fprod_l1_0 + s6_fprod_l1_1;
+  assign \$894  = $signed(s5_a_exp) + $signed(s_exp_d3);
+  assign \$895  = zero_d2 | s_tiny_d3;
+  assign \$896  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[47:24] : s6_fprod_l2_0[46:23];
+  assign \$897  = s6_fprod_l2_0[47] ? s6_fprod_l2_0[23] : s6_fprod_l2_0[22];
+  assign \$898  = | s6_fprod_l2_0[22:0];
+  assign \$899  = | s6_fprod_l2_0[21:0];
+  assign \$900  = s6_fprod_l2_0[47] ? \$898  : \$899 ;
+  assign \$901  = $signed(fexp_d2) + $signed(6'h17);
+  assign \$902  = $signed(\$901 ) + $signed({ 1'h0, s6_fprod_l2_0[47] });
+  assign \$903  = f_r[24] ? 24'h800000 : f_r[23:0];
+  assign \$904  = $signed(s9_exp) + $signed({ 1'h0, f_r[24] });
+  assign \$905  = $signed(s10_fexp) < $signed(1'h0);
+  assign \$906  = $signed(s10_fexp) > $signed(6'h27);
+  assign \$907  = \$905  & \$906 ;
+  assign \$908  = - $signed(s10_fexp);
+  assign \$909  = \$907  ? \$908  : 13'h0000;
+  assign \$910  = $signed(s10_fexp) <= $signed(6'h27);
+  assign \$911  = fzero7_d1 | \$910 ;
+  assign \$912  = $signed(s10_fexp) >= $signed(1'h0);
+  assign \$913  = fman_d1 >> s11_sh;
+  assign \$914  = 1'h1 << s11_sh;
+  assign \$915  = \$914  - 1'h1;
+  assign \$916  = { 33'h000000000, fman_d1 } & \$915 ;
+  assign \$917  = 1'h1 << s11_sh;
+  assign \$919  = s12_rem > s12_half;
+  assign \$920  = s12_rem == s12_half;
+  assign \$921  = \$920  & s12_q[0];
+  assign \$922  = \$919  | \$921 ;
+  assign \$923  = s12_q + \$922 ;
+  assign \$924  = onnx_d12 & neg_d11;
+  assign \$925  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$926  = $signed(\port$8256$45 [9:2]) - $signed(\$925 );
+  assign \$927  = onnx_d12 ? { 9'h000, s13_onnx_mag } : s9_fixed_r_pad_d4;
+  assign \$928  = $signed(\port$8256$45 [9:2]) + $signed(\$927 );
+  assign \$929  = \$924  ? \$926  : \$928 ;
+  assign \$930  = $signed(out_y) < $signed(\port$8256$45 [17:10]);
+  assign \$931  = $signed(out_y) > $signed(\port$8256$45 [25:18]);
+  assign \$932  = \$931  ? { \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25], \port$8256$45 [25:18] } : out_y;
+  assign \$933  = \$930  ? { \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17], \port$8256$45 [17:10] } : \$932 ;
+  assign \$934  = | s4_norm[22:0];
+  assign \$935  = \$934  | s4_norm[24];
+  assign \$936  = s4_norm[23] & \$935 ;
+  assign man_r = s4_norm[47:24] + \$936 ;
+  assign \$937  = s9_sticky | s9_keep[0];
+  assign \$938  = s9_rbit & \$937 ;
+  assign f_r = s9_keep + \$938 ;
   always @(posedge clk)
-    s1_valid <= \$86 ;
+    s1_a <= \$939 ;
   always @(posedge clk)
-    s2_valid <= \$87 ;
+    s1_tflite <= \$940 ;
   always @(posedge clk)
-    s3_valid <= \$88 ;
+    s1_onnx <= \$941 ;
   always @(posedge clk)
-    s4_valid <= \$89 ;
+    s1_total <= \$942 ;
   always @(posedge clk)
-    s5_valid <= \$90 ;
+    s1_m0 <= \$943 ;
   always @(posedge clk)
-    s6_valid <= \$91 ;
+    s1_left <= \$944 ;
   always @(posedge clk)
-    s1_shift <= \$92 ;
+    s1_right <= \$945 ;
   always @(posedge clk)
-    s2_shift <= \$93 ;
+    shift_d1 <= \$946 ;
   always @(posedge clk)
-    s3_shift <= \$94 ;
+    shift_d2 <= \$947 ;
   always @(posedge clk)
-    s4_shift <= \$95 ;
+    shift_d3 <= \$948 ;
   always @(posedge clk)
-    s5_shift <= \$96 ;
+    tflite_add_d1 <= \$949 ;
   always @(posedge clk)
-    s1_a <= \$97 ;
+    tflite_add_d2 <= \$950 ;
   always @(posedge clk)
-    s1_m0 <= \$98 ;
+    s2_a32 <= \$951 ;
   always @(posedge clk)
-    s2_m0 <= \$99 ;
+    s2_a <= \$952 ;
   always @(posedge clk)
-    s2_op <= \$100 ;
+    tflite_s2_d1 <= \$953 ;
   always @(posedge clk)
-    s3_prod <= \$101 ;
+    left_s2_d1 <= \$954 ;
   always @(posedge clk)
-    s4_t <= \$102 ;
+    s3_op <= \$955 ;
   always @(posedge clk)
-    s5_r <= \$103 ;
+    m0_d1 <= \$956 ;
   always @(posedge clk)
-    s1_scale <= \$104 ;
+    m0_d2 <= \$957 ;
   always @(posedge clk)
-    s2_a_man <= \$105 ;
+    s4_prod_pp00 <= \$958 ;
   always @(posedge clk)
-    s2_a_exp <= \$106 ;
+    s4_prod_pp01 <= \$959 ;
   always @(posedge clk)
-    s2_a_neg <= \$107 ;
+    s4_prod_pp10 <= \$960 ;
   always @(posedge clk)
-    s2_a_zero <= \$108 ;
+    s4_prod_pp11 <= \$961 ;
   always @(posedge clk)
-    s2_s_man <= \$109 ;
+    s4_prod_pp_add <= \$962 ;
   always @(posedge clk)
-    s2_s_exp <= \$110 ;
+    s4_prod_l1_0 <= \$963 ;
   always @(posedge clk)
-    s2_s_tiny <= \$111 ;
+    s4_prod_l1_1 <= \$964 ;
   always @(posedge clk)
-    s3_fprod <= \$112 ;
+    s4_prod_l1_2 <= \$965 ;
   always @(posedge clk)
-    s3_fexp <= \$113 ;
+    s4_prod_l2_0 <= \$966 ;
   always @(posedge clk)
-    s3_fneg <= \$114 ;
+    s4_prod_l2_1 <= \$967 ;
   always @(posedge clk)
-    s3_fzero <= \$115 ;
+    s4_prod_l3_0 <= \$968 ;
   always @(posedge clk)
-    s4_fman <= \$116 ;
+    total_d1 <= \$969 ;
   always @(posedge clk)
-    s4_fexp <= \$117 ;
+    total_d2 <= \$970 ;
   always @(posedge clk)
-    s4_fneg <= \$118 ;
+    total_d3 <= \$971 ;
   always @(posedge clk)
-    s4_fzero <= \$119 ;
+    total_d4 <= \$972 ;
   always @(posedge clk)
-    s5_onnx_r <= \$120 ;
+    total_d5 <= \$973 ;
   always @(posedge clk)
-    o <= \$121 ;
+    total_d6 <= \$974 ;
+  always @(posedge clk)
+    s8_single <= \$975 ;
+  always @(posedge clk)
+    right_d1 <= \$976 ;
+  always @(posedge clk)
+    right_d2 <= \$977 ;
+  always @(posedge clk)
+    right_d3 <= \$978 ;
+  always @(posedge clk)
+    right_d4 <= \$979 ;
+  always @(posedge clk)
+    right_d5 <= \$980 ;
+  always @(posedge clk)
+    s7_mask <= \$981 ;
+  always @(posedge clk)
+    s7_half <= \$982 ;
+  always @(posedge clk)
+    s7_half1 <= \$983 ;
+  always @(posedge clk)
+    right_x_d1 <= \$984 ;
+  always @(posedge clk)
+    s8_tflite <= \$985 ;
+  always @(posedge clk)
+    s8_up <= \$986 ;
+  always @(posedge clk)
+    tflite_d1 <= \$987 ;
+  always @(posedge clk)
+    tflite_d2 <= \$988 ;
+  always @(posedge clk)
+    tflite_d3 <= \$989 ;
+  always @(posedge clk)
+    tflite_d4 <= \$990 ;
+  always @(posedge clk)
+    tflite_d5 <= \$991 ;
+  always @(posedge clk)
+    tflite_d6 <= \$992 ;
+  always @(posedge clk)
+    tflite_d7 <= \$993 ;
+  always @(posedge clk)
+    s9_fixed_r <= \$994 ;
+  always @(posedge clk)
+    s1_scale <= \$995 ;
+  always @(posedge clk)
+    s2_mag <= \$996 ;
+  always @(posedge clk)
+    s2_neg <= \$997 ;
+  always @(posedge clk)
+    s2_s_man <= \$998 ;
+  always @(posedge clk)
+    s2_s_exp <= \$999 ;
+  always @(posedge clk)
+    s2_s_tiny <= \$1000 ;
+  always @(posedge clk)
+    s3_lz <= \$1001 ;
+  always @(posedge clk)
+    s3_mag <= \$1002 ;
+  always @(posedge clk)
+    s3_zero <= \$1003 ;
+  always @(posedge clk)
+    s4_norm <= \$1004 ;
+  always @(posedge clk)
+    lz_d1 <= \$1005 ;
+  always @(posedge clk)
+    s5_a_man <= \$1006 ;
+  always @(posedge clk)
+    s5_a_exp <= \$1007 ;
+  always @(posedge clk)
+    s_man_d1 <= \$1008 ;
+  always @(posedge clk)
+    s_man_d2 <= \$1009 ;
+  always @(posedge clk)
+    s_man_d3 <= \$1010 ;
+  always @(posedge clk)
+    s6_fprod_pp00 <= \$1011 ;
+  always @(posedge clk)
+    s6_fprod_pp01 <= \$1012 ;
+  always @(posedge clk)
+    s6_fprod_pp10 <= \$1013 ;
+  always @(posedge clk)
+    s6_fprod_pp11 <= \$1014 ;
+  always @(posedge clk)
+    s6_fprod_l1_0 <= \$1015 ;
+  always @(posedge clk)
+    s6_fprod_l1_1 <= \$1016 ;
+  always @(posedge clk)
+    s6_fprod_l2_0 <= \$1017 ;
+  always @(posedge clk)
+    s_exp_d1 <= \$1018 ;
+  always @(posedge clk)
+    s_exp_d2 <= \$1019 ;
+  always @(posedge clk)
+    s_exp_d3 <= \$1020 ;
+  always @(posedge clk)
+    zero_d1 <= \$1021 ;
+  always @(posedge clk)
+    zero_d2 <= \$1022 ;
+  always @(posedge clk)
+    s_tiny_d1 <= \$1023 ;
+  always @(posedge clk)
+    s_tiny_d2 <= \$1024 ;
+  always @(posedge clk)
+    s_tiny_d3 <= \$1025 ;
+  always @(posedge clk)
+    s6_fexp <= \$1026 ;
+  always @(posedge clk)
+    s6_fzero <= \$1027 ;
+  always @(posedge clk)
+    fexp_d1 <= \$1028 ;
+  always @(posedge clk)
+    fexp_d2 <= \$1029 ;
+  always @(posedge clk)
+    fzero_d1 <= \$1030 ;
+  always @(posedge clk)
+    fzero_d2 <= \$1031 ;
+  always @(posedge clk)
+    s9_keep <= \$1032 ;
+  always @(posedge clk)
+    s9_rbit <= \$1033 ;
+  always @(posedge clk)
+    s9_sticky <= \$1034 ;
+  always @(posedge clk)
+    s9_exp <= \$1035 ;
+  always @(posedge clk)
+    zero7_d1 <= \$1036 ;
+  always @(posedge clk)
+    fzero7_d1 <= \$1037 ;
+  always @(posedge clk)
+    s10_fman <= \$1038 ;
+  always @(posedge clk)
+    s10_fexp <= \$1039 ;
+  always @(posedge clk)
+    s11_sh <= \$1040 ;
+  always @(posedge clk)
+    s11_gone <= \$1041 ;
+  always @(posedge clk)
+    s11_sat <= \$1042 ;
+  always @(posedge clk)
+    fman_d1 <= \$1043 ;
+  always @(posedge clk)
+    s12_q <= \$1044 ;
+  always @(posedge clk)
+    s12_rem <= \$1045 ;
+  always @(posedge clk)
+    s12_half <= \$1046 ;
+  always @(posedge clk)
+    gone_d1 <= \$1047 ;
+  always @(posedge clk)
+    sat_d1 <= \$1048 ;
+  always @(posedge clk)
+    s13_onnx_mag <= \$1049 ;
+  always @(posedge clk)
+    neg_d1 <= \$1050 ;
+  always @(posedge clk)
+    neg_d2 <= \$1051 ;
+  always @(posedge clk)
+    neg_d3 <= \$1052 ;
+  always @(posedge clk)
+    neg_d4 <= \$1053 ;
+  always @(posedge clk)
+    neg_d5 <= \$1054 ;
+  always @(posedge clk)
+    neg_d6 <= \$1055 ;
+  always @(posedge clk)
+    neg_d7 <= \$1056 ;
+  always @(posedge clk)
+    neg_d8 <= \$1057 ;
+  always @(posedge clk)
+    neg_d9 <= \$1058 ;
+  always @(posedge clk)
+    neg_d10 <= \$1059 ;
+  always @(posedge clk)
+    neg_d11 <= \$1060 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d1 <= \$1061 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d2 <= \$1062 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d3 <= \$1063 ;
+  always @(posedge clk)
+    s9_fixed_r_pad_d4 <= \$1064 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d1 <= \$1065 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d2 <= \$1066 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d3 <= \$1067 ;
+  always @(posedge clk)
+    s9_fixed_r_neg_pad_d4 <= \$1068 ;
+  always @(posedge clk)
+    onnx_d1 <= \$1069 ;
+  always @(posedge clk)
+    onnx_d2 <= \$1070 ;
+  always @(posedge clk)
+    onnx_d3 <= \$1071 ;
+  always @(posedge clk)
+    onnx_d4 <= \$1072 ;
+  always @(posedge clk)
+    onnx_d5 <= \$1073 ;
+  always @(posedge clk)
+    onnx_d6 <= \$1074 ;
+  always @(posedge clk)
+    onnx_d7 <= \$1075 ;
+  always @(posedge clk)
+    onnx_d8 <= \$1076 ;
+  always @(posedge clk)
+    onnx_d9 <= \$1077 ;
+  always @(posedge clk)
+    onnx_d10 <= \$1078 ;
+  always @(posedge clk)
+    onnx_d11 <= \$1079 ;
+  always @(posedge clk)
+    onnx_d12 <= \$1080 ;
+  always @(posedge clk)
+    out_y <= \$1081 ;
+  always @(posedge clk)
+    o <= \$1082 ;
+  always @(posedge clk)
+    valid_d1 <= \$1083 ;
+  always @(posedge clk)
+    valid_d2 <= \$1084 ;
+  always @(posedge clk)
+    valid_d3 <= \$1085 ;
+  always @(posedge clk)
+    valid_d4 <= \$1086 ;
+  always @(posedge clk)
+    valid_d5 <= \$1087 ;
+  always @(posedge clk)
+    valid_d6 <= \$1088 ;
+  always @(posedge clk)
+    valid_d7 <= \$1089 ;
+  always @(posedge clk)
+    valid_d8 <= \$1090 ;
+  always @(posedge clk)
+    valid_d9 <= \$1091 ;
+  always @(posedge clk)
+    valid_d10 <= \$1092 ;
+  always @(posedge clk)
+    valid_d11 <= \$1093 ;
+  always @(posedge clk)
+    valid_d12 <= \$1094 ;
+  always @(posedge clk)
+    valid_d13 <= \$1095 ;
+  always @(posedge clk)
+    valid_d14 <= \$1096 ;
+  always @(posedge clk)
+    valid_d15 <= \$1097 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$86  = i_valid;
+    \$939  = \$1 ;
     if (rst) begin
-      \$86  = 1'h0;
+      \$939  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$87  = s1_valid;
+    \$940  = \$2 ;
     if (rst) begin
-      \$87  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$88  = s2_valid;
+    \$941  = \$3 ;
     if (rst) begin
-      \$88  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$89  = s3_valid;
+    \$942  = \$4 [5:0];
     if (rst) begin
-      \$89  = 1'h0;
+      \$942  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$90  = s4_valid;
+    \$943  = multiplier;
     if (rst) begin
-      \$90  = 1'h0;
+      \$943  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$91  = s5_valid;
+    \$944  = \$6 [4:0];
     if (rst) begin
-      \$91  = 1'h0;
+      \$944  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$92  = shift;
+    \$945  = \$9 [4:0];
     if (rst) begin
-      \$92  = 6'h00;
+      \$945  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$93  = s1_shift;
+    \$946  = shift;
     if (rst) begin
-      \$93  = 6'h00;
+      \$946  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$94  = s2_shift;
+    \$947  = shift_d1;
     if (rst) begin
-      \$94  = 6'h00;
+      \$947  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$95  = s3_shift;
+    \$948  = shift_d2;
     if (rst) begin
-      \$95  = 6'h00;
+      \$948  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$96  = s4_shift;
+    \$949  = s1_tflite;
     if (rst) begin
-      \$96  = 6'h00;
+      \$949  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$97  = \$1 ;
+    \$950  = tflite_add_d1;
     if (rst) begin
-      \$97  = 33'h000000000;
+      \$950  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$98  = multiplier;
+    \$951  = \$13 [31:0];
     if (rst) begin
-      \$98  = 31'h00000000;
+      \$951  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$99  = s1_m0;
+    \$952  = s1_a;
     if (rst) begin
-      \$99  = 31'h00000000;
+      \$952  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$100  = \$3 ;
+    \$953  = s1_tflite;
     if (rst) begin
-      \$100  = 33'h000000000;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$101  = { \$4 [63], \$4  };
+    \$954  = s1_left;
     if (rst) begin
-      \$101  = 65'h00000000000000000;
+      \$954  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$102  = \$9 ;
+    \$955  = \$15 ;
     if (rst) begin
-      \$102  = 66'h00000000000000000;
+      \$955  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$103  = \$15 ;
+    \$956  = s1_m0;
     if (rst) begin
-      \$103  = 67'h00000000000000000;
+      \$956  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$104  = scale;
+    \$957  = m0_d1;
     if (rst) begin
-      \$104  = 32'd0;
+      \$957  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$105  = \$16 ;
+    \$958  = \$16 ;
     if (rst) begin
-      \$105  = 24'h000000;
+      \$958  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$106  = \$18 ;
+    \$959  = \$17 ;
     if (rst) begin
-      \$106  = 8'h00;
+      \$959  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$107  = \$19 ;
+    \$960  = \$18 ;
     if (rst) begin
-      \$107  = 1'h0;
+      \$960  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$108  = \$20 ;
+    \$961  = \$19 ;
     if (rst) begin
-      \$108  = 1'h0;
+      \$961  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$109  = { 1'h1, s1_scale[22:0] };
+    \$962  = \$22 ;
     if (rst) begin
-      \$109  = 24'h000000;
+      \$962  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$110  = { \$21 [8], \$21  };
+    \$963  = \$24 ;
     if (rst) begin
-      \$110  = 10'h000;
+      \$963  = 63'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$111  = \$22 ;
+    \$964  = \$27 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$964  = 94'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$112  = \$23 ;
+    \$965  = s4_prod_pp_add;
     if (rst) begin
-      \$112  = 48'h000000000000;
+      \$965  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$113  = \$24 ;
+    \$966  = \$28 ;
     if (rst) begin
-      \$113  = 11'h000;
+      \$966  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$114  = s2_a_neg;
+    \$967  = s4_prod_l1_2;
     if (rst) begin
-      \$114  = 1'h0;
+      \$967  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$115  = \$25 ;
+    \$968  = \$29 ;
     if (rst) begin
-      \$115  = 1'h0;
+      \$968  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$116  = \$26 ;
+    \$969  = s1_total;
     if (rst) begin
-      \$116  = 24'h000000;
+      \$969  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$117  = \$29 [11:0];
+    \$970  = total_d1;
     if (rst) begin
-      \$117  = 12'h000;
+      \$970  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$118  = s3_fneg;
+    \$971  = total_d2;
     if (rst) begin
-      \$118  = 1'h0;
+      \$971  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$119  = s3_fzero;
+    \$972  = total_d3;
     if (rst) begin
-      \$119  = 1'h0;
+      \$972  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$120  = { \$31 [25], \$31  };
+    \$973  = total_d4;
     if (rst) begin
-      \$120  = 27'h0000000;
+      \$973  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    \$121  = \$35 [7:0];
+    \$974  = total_d5;
     if (rst) begin
-      \$121  = 8'h00;
+      \$974  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
-    lz = 6'h30;
-    if (\$56 [0]) begin
-      lz = 6'h2f;
+    \$975  = \$30 ;
+    if (rst) begin
+      \$975  = 127'h00000000000000000000000000000000;
     end
-    if (\$56 [1]) begin
-      lz = 6'h2e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$976  = s1_right;
+    if (rst) begin
+      \$976  = 5'h00;
     end
-    if (\$56 [2]) begin
-      lz = 6'h2d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$977  = right_d1;
+    if (rst) begin
+      \$977  = 5'h00;
     end
-    if (\$56 [3]) begin
-      lz = 6'h2c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$978  = right_d2;
+    if (rst) begin
+      \$978  = 5'h00;
     end
-    if (\$56 [4]) begin
-      lz = 6'h2b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$979  = right_d3;
+    if (rst) begin
+      \$979  = 5'h00;
     end
-    if (\$56 [5]) begin
-      lz = 6'h2a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$980  = right_d4;
+    if (rst) begin
+      \$980  = 5'h00;
     end
-    if (\$56 [6]) begin
-      lz = 6'h29;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$981  = { \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31  };
+    if (rst) begin
+      \$981  = 31'h00000000;
     end
-    if (\$56 [7]) begin
-      lz = 6'h28;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$982  = { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62  };
+    if (rst) begin
+      \$982  = 30'h00000000;
     end
-    if (\$56 [8]) begin
-      lz = 6'h27;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$983  = { \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95  };
+    if (rst) begin
+      \$983  = 31'h00000000;
     end
-    if (\$56 [9]) begin
-      lz = 6'h26;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$984  = right_d5;
+    if (rst) begin
+      \$984  = 5'h00;
     end
-    if (\$56 [10]) begin
-      lz = 6'h25;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$985  = \$217 ;
+    if (rst) begin
+      \$985  = 32'd0;
     end
-    if (\$56 [11]) begin
-      lz = 6'h24;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$986  = \$223 ;
+    if (rst) begin
+      \$986  = 1'h0;
     end
-    if (\$56 [12]) begin
-      lz = 6'h23;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$987  = s1_tflite;
+    if (rst) begin
+      \$987  = 1'h0;
     end
-    if (\$56 [13]) begin
-      lz = 6'h22;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$988  = tflite_d1;
+    if (rst) begin
+      \$988  = 1'h0;
     end
-    if (\$56 [14]) begin
-      lz = 6'h21;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$989  = tflite_d2;
+    if (rst) begin
+      \$989  = 1'h0;
     end
-    if (\$56 [15]) begin
-      lz = 6'h20;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$990  = tflite_d3;
+    if (rst) begin
+      \$990  = 1'h0;
     end
-    if (\$56 [16]) begin
-      lz = 6'h1f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$991  = tflite_d4;
+    if (rst) begin
+      \$991  = 1'h0;
     end
-    if (\$56 [17]) begin
-      lz = 6'h1e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$992  = tflite_d5;
+    if (rst) begin
+      \$992  = 1'h0;
     end
-    if (\$56 [18]) begin
-      lz = 6'h1d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$993  = tflite_d6;
+    if (rst) begin
+      \$993  = 1'h0;
     end
-    if (\$56 [19]) begin
-      lz = 6'h1c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$994  = \$231 ;
+    if (rst) begin
+      \$994  = 34'h000000000;
     end
-    if (\$56 [20]) begin
-      lz = 6'h1b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$995  = scale;
+    if (rst) begin
+      \$995  = 32'd0;
     end
-    if (\$56 [21]) begin
-      lz = 6'h1a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$996  = { \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234 [33], \$234  };
+    if (rst) begin
+      \$996  = 48'h000000000000;
     end
-    if (\$56 [22]) begin
-      lz = 6'h19;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$997  = \$235 ;
+    if (rst) begin
+      \$997  = 1'h0;
     end
-    if (\$56 [23]) begin
-      lz = 6'h18;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$998  = { 1'h1, s1_scale[22:0] };
+    if (rst) begin
+      \$998  = 24'h000000;
     end
-    if (\$56 [24]) begin
-      lz = 6'h17;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$999  = { \$236 [8], \$236  };
+    if (rst) begin
+      \$999  = 10'h000;
     end
-    if (\$56 [25]) begin
-      lz = 6'h16;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1000  = \$237 ;
+    if (rst) begin
+      \$1000  = 1'h0;
     end
-    if (\$56 [26]) begin
-      lz = 6'h15;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1001  = { \$878 , \$815  };
+    if (rst) begin
+      \$1001  = 6'h00;
     end
-    if (\$56 [27]) begin
-      lz = 6'h14;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1002  = s2_mag;
+    if (rst) begin
+      \$1002  = 48'h000000000000;
     end
-    if (\$56 [28]) begin
-      lz = 6'h13;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1003  = \$879 ;
+    if (rst) begin
+      \$1003  = 1'h0;
     end
-    if (\$56 [29]) begin
-      lz = 6'h12;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1004  = \$880 [47:0];
+    if (rst) begin
+      \$1004  = 48'h000000000000;
     end
-    if (\$56 [30]) begin
-      lz = 6'h11;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1005  = s3_lz;
+    if (rst) begin
+      \$1005  = 6'h00;
     end
-    if (\$56 [31]) begin
-      lz = 6'h10;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1006  = \$881 ;
+    if (rst) begin
+      \$1006  = 24'h000000;
     end
-    if (\$56 [32]) begin
-      lz = 6'h0f;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1007  = \$883 ;
+    if (rst) begin
+      \$1007  = 8'h00;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0e;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1008  = s2_s_man;
+    if (rst) begin
+      \$1008  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0d;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1009  = s_man_d1;
+    if (rst) begin
+      \$1009  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0c;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1010  = s_man_d2;
+    if (rst) begin
+      \$1010  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0b;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1011  = \$884 ;
+    if (rst) begin
+      \$1011  = 34'h000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h0a;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1012  = \$885 ;
+    if (rst) begin
+      \$1012  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h09;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1013  = \$886 ;
+    if (rst) begin
+      \$1013  = 24'h000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h08;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1014  = \$887 ;
+    if (rst) begin
+      \$1014  = 14'h0000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h07;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1015  = \$889 ;
+    if (rst) begin
+      \$1015  = 56'h00000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h06;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1016  = \$892 ;
+    if (rst) begin
+      \$1016  = 78'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h05;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1017  = \$893 ;
+    if (rst) begin
+      \$1017  = 79'h00000000000000000000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h04;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1018  = s2_s_exp;
+    if (rst) begin
+      \$1018  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h03;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1019  = s_exp_d1;
+    if (rst) begin
+      \$1019  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h02;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1020  = s_exp_d2;
+    if (rst) begin
+      \$1020  = 10'h000;
     end
-    if (\$56 [33]) begin
-      lz = 6'h01;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1021  = s3_zero;
+    if (rst) begin
+      \$1021  = 1'h0;
     end
-    if (\$56 [33]) begin
-      lz = 6'h00;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1022  = zero_d1;
+    if (rst) begin
+      \$1022  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1023  = s2_s_tiny;
+    if (rst) begin
+      \$1023  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1024  = s_tiny_d1;
+    if (rst) begin
+      \$1024  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1025  = s_tiny_d2;
+    if (rst) begin
+      \$1025  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1026  = \$894 ;
+    if (rst) begin
+      \$1026  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1027  = \$895 ;
+    if (rst) begin
+      \$1027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1028  = s6_fexp;
+    if (rst) begin
+      \$1028  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1029  = fexp_d1;
+    if (rst) begin
+      \$1029  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1030  = s6_fzero;
+    if (rst) begin
+      \$1030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1031  = fzero_d1;
+    if (rst) begin
+      \$1031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1032  = \$896 ;
+    if (rst) begin
+      \$1032  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1033  = \$897 ;
+    if (rst) begin
+      \$1033  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1034  = \$900 ;
+    if (rst) begin
+      \$1034  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1035  = \$902 [11:0];
+    if (rst) begin
+      \$1035  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1036  = fzero_d2;
+    if (rst) begin
+      \$1036  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1037  = zero7_d1;
+    if (rst) begin
+      \$1037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1038  = \$903 ;
+    if (rst) begin
+      \$1038  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1039  = \$904 [11:0];
+    if (rst) begin
+      \$1039  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1040  = \$909 [4:0];
+    if (rst) begin
+      \$1040  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1041  = \$911 ;
+    if (rst) begin
+      \$1041  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1042  = \$912 ;
+    if (rst) begin
+      \$1042  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1043  = s10_fman;
+    if (rst) begin
+      \$1043  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1044  = \$913 ;
+    if (rst) begin
+      \$1044  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1045  = \$916 [23:0];
+    if (rst) begin
+      \$1045  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1046  = \$918 [24:0];
+    if (rst) begin
+      \$1046  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1047  = s11_gone;
+    if (rst) begin
+      \$1047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1048  = s11_sat;
+    if (rst) begin
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     (* full_case = 32'd1 *)
-    if (\$76 ) begin
-      r_mag = 25'h0000000;
-    end else if (\$77 ) begin
-      r_mag = 25'h1000000;
+    if (gone_d1) begin
+      \$1049  = 25'h0000000;
+    end else if (sat_d1) begin
+      \$1049  = 25'h1000000;
     end else begin
-      r_mag = \$82 ;
+      \$1049  = \$923 ;
+    end
+    if (rst) begin
+      \$1049  = 25'h0000000;
     end
   end
-  assign mode = \port$2247$45 [1:0];
-  assign x = \$42 [31:0];
-  assign nudge = \$44 [61:0];
-  assign total = \$45 [5:0];
-  assign right = \$48 [4:0];
-  assign remainder = \$51 [31:0];
-  assign mag = { \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56 [33], \$56  };
-  assign y = { \$85 [67], \$85  };
-  assign qmin = \port$2247$45 [17:10];
-  assign qmax = \port$2247$45 [25:18];
-  assign a32 = \$39 [31:0];
-  assign left = \$41 [4:0];
-  assign mask = \$50 [31:0];
-  assign norm = \$57 [47:0];
-  assign sh = \$69 [4:0];
-  assign rem = \$72 [23:0];
-  assign half = \$74 [24:0];
-  assign zero_point = \port$2247$45 [9:2];
-  assign o_valid = s6_valid;
-  assign \$7  = { \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65], \$6 [65:31] };
-  assign \$52  = { 1'h0, \$50 [31:1] };
-  assign \$74  = { 1'h0, \$73 [55:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1050  = s2_neg;
+    if (rst) begin
+      \$1050  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1051  = neg_d1;
+    if (rst) begin
+      \$1051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1052  = neg_d2;
+    if (rst) begin
+      \$1052  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1053  = neg_d3;
+    if (rst) begin
+      \$1053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1054  = neg_d4;
+    if (rst) begin
+      \$1054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1055  = neg_d5;
+    if (rst) begin
+      \$1055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1056  = neg_d6;
+    if (rst) begin
+      \$1056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1057  = neg_d7;
+    if (rst) begin
+      \$1057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1058  = neg_d8;
+    if (rst) begin
+      \$1058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1059  = neg_d9;
+    if (rst) begin
+      \$1059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1060  = neg_d10;
+    if (rst) begin
+      \$1060  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1061  = s9_fixed_r;
+    if (rst) begin
+      \$1061  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1062  = s9_fixed_r_pad_d1;
+    if (rst) begin
+      \$1062  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1063  = s9_fixed_r_pad_d2;
+    if (rst) begin
+      \$1063  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1064  = s9_fixed_r_pad_d3;
+    if (rst) begin
+      \$1064  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1065  = 1'h0;
+    if (rst) begin
+      \$1065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1066  = s9_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1066  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1067  = s9_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1067  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1068  = s9_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1068  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1069  = s1_onnx;
+    if (rst) begin
+      \$1069  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1070  = onnx_d1;
+    if (rst) begin
+      \$1070  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1071  = onnx_d2;
+    if (rst) begin
+      \$1071  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1072  = onnx_d3;
+    if (rst) begin
+      \$1072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1073  = onnx_d4;
+    if (rst) begin
+      \$1073  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1074  = onnx_d5;
+    if (rst) begin
+      \$1074  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1075  = onnx_d6;
+    if (rst) begin
+      \$1075  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1076  = onnx_d7;
+    if (rst) begin
+      \$1076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1077  = onnx_d8;
+    if (rst) begin
+      \$1077  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1078  = onnx_d9;
+    if (rst) begin
+      \$1078  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1079  = onnx_d10;
+    if (rst) begin
+      \$1079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1080  = onnx_d11;
+    if (rst) begin
+      \$1080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1081  = { \$929 [34], \$929  };
+    if (rst) begin
+      \$1081  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1082  = \$933 [7:0];
+    if (rst) begin
+      \$1082  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1083  = i_valid;
+    if (rst) begin
+      \$1083  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1084  = valid_d1;
+    if (rst) begin
+      \$1084  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1085  = valid_d2;
+    if (rst) begin
+      \$1085  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1086  = valid_d3;
+    if (rst) begin
+      \$1086  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1087  = valid_d4;
+    if (rst) begin
+      \$1087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1088  = valid_d5;
+    if (rst) begin
+      \$1088  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1089  = valid_d6;
+    if (rst) begin
+      \$1089  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1090  = valid_d7;
+    if (rst) begin
+      \$1090  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1091  = valid_d8;
+    if (rst) begin
+      \$1091  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1092  = valid_d9;
+    if (rst) begin
+      \$1092  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1093  = valid_d10;
+    if (rst) begin
+      \$1093  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1094  = valid_d11;
+    if (rst) begin
+      \$1094  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1095  = valid_d12;
+    if (rst) begin
+      \$1095  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1096  = valid_d13;
+    if (rst) begin
+      \$1096  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    \$1097  = valid_d14;
+    if (rst) begin
+      \$1097  = 1'h0;
+    end
+  end
+  assign mode = \port$8256$45 [1:0];
+  assign zero_point = \port$8256$45 [9:2];
+  assign qmin = \port$8256$45 [17:10];
+  assign qmax = \port$8256$45 [25:18];
+  assign o_valid = valid_d15;
+  assign \$23  = { 14'h0000, s4_prod_pp01, 17'h00000 };
+  assign \$25  = { s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10[32], s4_prod_pp10, 17'h00000 };
+  assign \$26  = { s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11[29], s4_prod_pp11, 34'h000000000 };
+  assign \$94  = \$93 ;
+  assign \$98  = 1'h0;
+  assign \$99  = \$96 ;
+  assign \$102  = 1'h0;
+  assign \$103  = \$100 ;
+  assign \$106  = 1'h0;
+  assign \$107  = \$104 ;
+  assign \$110  = 1'h0;
+  assign \$111  = \$108 ;
+  assign \$114  = 1'h0;
+  assign \$115  = \$112 ;
+  assign \$118  = 1'h0;
+  assign \$119  = \$116 ;
+  assign \$122  = 1'h0;
+  assign \$123  = \$120 ;
+  assign \$126  = 1'h0;
+  assign \$127  = \$124 ;
+  assign \$130  = 1'h0;
+  assign \$131  = \$128 ;
+  assign \$134  = 1'h0;
+  assign \$135  = \$132 ;
+  assign \$138  = 1'h0;
+  assign \$139  = \$136 ;
+  assign \$142  = 1'h0;
+  assign \$143  = \$140 ;
+  assign \$146  = 1'h0;
+  assign \$147  = \$144 ;
+  assign \$150  = 1'h0;
+  assign \$151  = \$148 ;
+  assign \$154  = 1'h0;
+  assign \$155  = \$152 ;
+  assign \$158  = 1'h0;
+  assign \$159  = \$156 ;
+  assign \$162  = 1'h0;
+  assign \$163  = \$160 ;
+  assign \$166  = 1'h0;
+  assign \$167  = \$164 ;
+  assign \$170  = 1'h0;
+  assign \$171  = \$168 ;
+  assign \$174  = 1'h0;
+  assign \$175  = \$172 ;
+  assign \$178  = 1'h0;
+  assign \$179  = \$176 ;
+  assign \$182  = 1'h0;
+  assign \$183  = \$180 ;
+  assign \$186  = 1'h0;
+  assign \$187  = \$184 ;
+  assign \$190  = 1'h0;
+  assign \$191  = \$188 ;
+  assign \$194  = 1'h0;
+  assign \$195  = \$192 ;
+  assign \$198  = 1'h0;
+  assign \$199  = \$196 ;
+  assign \$202  = 1'h0;
+  assign \$203  = \$200 ;
+  assign \$206  = 1'h0;
+  assign \$207  = \$204 ;
+  assign \$210  = 1'h0;
+  assign \$211  = \$208 ;
+  assign \$214  = 1'h0;
+  assign \$215  = \$212 ;
+  assign \$216  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$218  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$220  = { s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126], s4_prod_l3_0[126:31] };
+  assign \$332  = 1'h0;
+  assign \$333  = 1'h0;
+  assign \$334  = 1'h0;
+  assign \$335  = 1'h0;
+  assign \$336  = 1'h0;
+  assign \$337  = 1'h0;
+  assign \$338  = 1'h0;
+  assign \$339  = 1'h0;
+  assign \$340  = 1'h0;
+  assign \$341  = 1'h0;
+  assign \$342  = 1'h0;
+  assign \$343  = 1'h0;
+  assign \$344  = 1'h0;
+  assign \$345  = 1'h0;
+  assign \$346  = 1'h0;
+  assign \$347  = 1'h0;
+  assign \$348  = 1'h0;
+  assign \$349  = 1'h0;
+  assign \$350  = 1'h0;
+  assign \$351  = 1'h0;
+  assign \$352  = 1'h0;
+  assign \$353  = 1'h0;
+  assign \$354  = 1'h0;
+  assign \$355  = 1'h0;
+  assign \$356  = 1'h0;
+  assign \$357  = 1'h0;
+  assign \$358  = 1'h0;
+  assign \$359  = 1'h0;
+  assign \$360  = 1'h0;
+  assign \$361  = 1'h0;
+  assign \$362  = 1'h0;
+  assign \$363  = 1'h0;
+  assign \$364  = 1'h0;
+  assign \$365  = 1'h0;
+  assign \$366  = 1'h0;
+  assign \$367  = 1'h0;
+  assign \$368  = 1'h0;
+  assign \$369  = 1'h0;
+  assign \$370  = 1'h0;
+  assign \$371  = 1'h0;
+  assign \$372  = 2'h0;
+  assign \$373  = 1'h0;
+  assign \$374  = 1'h0;
+  assign \$375  = 1'h0;
+  assign \$376  = 1'h0;
+  assign \$377  = 1'h0;
+  assign \$378  = 1'h0;
+  assign \$379  = 1'h0;
+  assign \$380  = 1'h0;
+  assign \$381  = 1'h0;
+  assign \$382  = 1'h0;
+  assign \$383  = 1'h0;
+  assign \$384  = 1'h0;
+  assign \$385  = 1'h0;
+  assign \$386  = 1'h0;
+  assign \$387  = 1'h0;
+  assign \$388  = 1'h0;
+  assign \$389  = 1'h0;
+  assign \$390  = 1'h0;
+  assign \$391  = 1'h0;
+  assign \$392  = 1'h0;
+  assign \$393  = 1'h0;
+  assign \$394  = 1'h0;
+  assign \$395  = 1'h0;
+  assign \$396  = 1'h0;
+  assign \$397  = 1'h0;
+  assign \$398  = 1'h0;
+  assign \$399  = 1'h0;
+  assign \$400  = 1'h0;
+  assign \$401  = 1'h0;
+  assign \$402  = 1'h0;
+  assign \$403  = 1'h0;
+  assign \$404  = 1'h0;
+  assign \$405  = 2'h0;
+  assign \$406  = 1'h0;
+  assign \$407  = 1'h0;
+  assign \$408  = 1'h0;
+  assign \$409  = 1'h0;
+  assign \$410  = 1'h0;
+  assign \$411  = 1'h0;
+  assign \$412  = 1'h0;
+  assign \$413  = 3'h0;
+  assign \$414  = 1'h0;
+  assign \$415  = 1'h0;
+  assign \$416  = 1'h0;
+  assign \$417  = 1'h0;
+  assign \$418  = 1'h0;
+  assign \$419  = 1'h0;
+  assign \$420  = 1'h0;
+  assign \$421  = 1'h0;
+  assign \$422  = 1'h0;
+  assign \$423  = 1'h0;
+  assign \$424  = 1'h0;
+  assign \$425  = 1'h0;
+  assign \$426  = 1'h0;
+  assign \$427  = 1'h0;
+  assign \$428  = 1'h0;
+  assign \$888  = { 14'h0000, s6_fprod_pp01, 17'h00000 };
+  assign \$890  = { 14'h0000, s6_fprod_pp10, 17'h00000 };
+  assign \$891  = { 29'h00000000, s6_fprod_pp11, 34'h000000000 };
+  assign \$918  = { 1'h0, \$917 [55:1] };
 endmodule

@@ -246,8 +246,14 @@ class Accelerator(wiring.Component):
         m.d.comb += [wp.addr.eq(meta_d.m), wp.data.eq(total), wp.en.eq(meta_d.valid & ~meta_d.last)]
 
         # ---------------------------------------------------------------- requantize
-        params = data.View(params_layout(c), Mux(meta_d.bank, pbank[1], pbank[0]))
-        row_valid = meta_d.valid & meta_d.last
+        # A register between the accumulator's add and the lanes' bias add keeps two carry chains
+        # out of one cycle. The parameter banks need no copy: a bank is not reloaded before
+        # ``bank_drain_cycles``, which counts this stage (``accumulate_latency``).
+        acc_row = Signal.like(total)
+        acc_bank = Signal()
+        row_valid = Signal()
+        m.d.sync += [acc_row.eq(total), acc_bank.eq(meta_d.bank), row_valid.eq(meta_d.valid & meta_d.last)]
+        params = data.View(params_layout(c), Mux(acc_bank, pbank[1], pbank[0]))
         L, P = c.requant_lane_count, c.requant_passes
         if P > 1:
             # Shared lanes: hold the row and its parameters, feed ``L`` columns per cycle.
@@ -256,14 +262,14 @@ class Accelerator(wiring.Component):
             phase = Signal(range(P))
             feeding = Signal()
             with m.If(row_valid):
-                m.d.sync += [stage_total.eq(total), stage_params.eq(params), phase.eq(0), feeding.eq(1)]
+                m.d.sync += [stage_total.eq(acc_row), stage_params.eq(params), phase.eq(0), feeding.eq(1)]
             with m.Elif(feeding):
                 m.d.sync += phase.eq(phase + 1)
                 with m.If(phase == P - 1):
                     m.d.sync += feeding.eq(0)
             src_total, src_params, lane_valid = stage_total, stage_params, feeding
         else:
-            src_total, src_params, lane_valid, phase = total, params, row_valid, Const(0)
+            src_total, src_params, lane_valid, phase = acc_row, params, row_valid, Const(0)
 
         def column(array_view, lane):
             """Element ``phase * L + lane`` of a per-column array (a mux over the passes)."""

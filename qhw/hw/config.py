@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 
 from ..arith import ACC_LIMIT_BITS, ROUNDING_MODES
 from ..errors import ConfigError
+from .wide_mul import product_latency
 
 __all__ = [
     "BIAS_BITS",
@@ -33,6 +34,11 @@ MODE_CODES = {"single": 0, "tflite": 1, "onnx": 2}
 BIAS_BITS = 32          # bias is int32 (activation zero point folded in by the host)
 MULTIPLIER_BITS = 31    # M0 < 2**31, unsigned
 SHIFT_BITS = 6          # shift in [-31, 30], signed
+ONNX_MANTISSA_BITS = 24  # float32 significand, hidden bit included
+# Requantization lane stages outside its multiplier (``qhw.hw.requant.RequantLane`` lists them).
+FIXED_PATH_STAGES = 5
+ONNX_PATH_STAGES = 10
+REQUANT_OUTPUT_STAGES = 2
 _ELEMENT_BITS = (4, 8, 16)
 MAX_GEMM_N_BITS = 16    # width of the command's N field
 
@@ -217,13 +223,25 @@ class ArrayConfig:
 
     @property
     def accumulate_latency(self) -> int:
-        """Mesh output to requant input: synchronous accumulator read, then add and register (2)."""
-        return 2
+        """Mesh output to requant input: synchronous accumulator read, the add, a register (3)."""
+        return 3
 
     @property
     def requant_latency(self) -> int:
-        """Pipeline stages of one requantization lane (see ``qhw.hw.requant.RequantLane``)."""
-        return 6
+        """Pipeline stages of one requantization lane (see ``qhw.hw.requant.RequantLane``).
+
+        The longer of the built paths (fixed point: ``FIXED_PATH_STAGES``; ``onnx``:
+        ``ONNX_PATH_STAGES``; each plus its multiplier's ``qhw.hw.wide_mul.product_latency``),
+        then ``REQUANT_OUTPUT_STAGES`` (zero point, clamp). 11 for int8 without ``onnx``, 15 with it.
+        """
+        paths = []
+        if "single" in self.rounding or "tflite" in self.rounding:
+            paths.append(FIXED_PATH_STAGES + product_latency(max(self.acc_bits, 32), True, MULTIPLIER_BITS,
+                                                             addend=True))
+        if "onnx" in self.rounding:
+            paths.append(ONNX_PATH_STAGES + product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS,
+                                                            addend=False))
+        return max(paths) + REQUANT_OUTPUT_STAGES
 
     @property
     def requant_lane_count(self) -> int:

@@ -4,6 +4,11 @@ One result per cycle, ``latency`` cycles after the input, for every mode in
 ``config.rounding`` (``single``, ``tflite``, ``onnx``); the mode is a run-time
 input so one array can serve models from several conventions. ``onnx``'s
 float32 arithmetic is done exactly in integer logic (no floating-point unit).
+
+The pipeline is deep on purpose: at most one carry chain, one barrel shifter or
+one DSP block between two registers, so the lane keeps up with the array's
+clock on an FPGA (the 6-stage lane of earlier versions held the ECP5
+accelerator to 47 MHz). The depth is ``config.requant_latency``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,18 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
-from .config import BIAS_BITS, MODE_CODES, MULTIPLIER_BITS, SHIFT_BITS, ArrayConfig
+from .config import (
+    BIAS_BITS,
+    MODE_CODES,
+    MULTIPLIER_BITS,
+    ONNX_MANTISSA_BITS,
+    ONNX_PATH_STAGES,
+    SHIFT_BITS,
+    ArrayConfig,
+)
 from .mesh import act_shape
+from .skew import delayed
+from .wide_mul import pipelined_product, product_latency
 
 __all__ = ["RequantLane"]
 
@@ -22,34 +37,40 @@ __all__ = ["RequantLane"]
 class RequantLane(wiring.Component):
     """``y = clamp(round(M0 * (acc + bias) * 2**(shift - 31)) + zero_point, qmin, qmax)``.
 
-    Stages (one register each, ``latency`` = 6):
+    Fixed-point path (``single``, ``tflite``), ``FIXED_PATH_STAGES`` + the multiply's stages:
 
-    1. ``a = acc + bias`` (``config.acc_bits`` wide, exact).
-    2. Multiplicand: ``a`` for ``single``; for ``tflite`` TFLite's int32 view,
-       ``wrap32(sat32(a) << max(shift, 0))``.
-    3. ``p = multiplicand * M0`` (exact, signed x unsigned 31-bit).
-    4. ``single``: ``p + 2**(30 - shift)``; ``tflite``: ``q = floor((p + 2**30) / 2**31)``,
-       which equals gemmlowp's SaturatingRoundingDoublingHighMul for M0 >= 0
-       (its truncating division of ``p - 2**30 + 1`` for negative ``p`` is the same floor).
-    5. ``single``: arithmetic shift right by ``31 - shift``; ``tflite``:
-       RoundingDivideByPOT by ``max(-shift, 0)`` (floor shift plus a round-up bit).
-    6. ``+ zero_point``, clamp to ``[qmin, qmax]`` (the contract's intermediate clamp
-       to +-2**31 cannot change this result while qmin/qmax are element values).
+    1. ``a = acc + bias`` (``config.acc_bits`` wide, exact); the shift's decodes (``single``'s
+       rounding constant ``2**(30 - shift)``, TFLite's left/right shifts) are registered here.
+    2. TFLite's int32 view ``sat32(a)``; the right shift's mask.
+    3. Multiplicand: ``a`` for ``single``; for ``tflite`` ``wrap32(sat32(a) << max(shift, 0))``.
+    4. ``t = multiplicand * M0 + c`` (``qhw.hw.wide_mul``: one register after the partial
+       products, one per adder level), ``c = 2**(30 - shift)`` for ``single``, ``2**30`` for
+       ``tflite`` (then ``t >> 31`` is gemmlowp's SaturatingRoundingDoublingHighMul for M0 >= 0).
+    5. ``single``: arithmetic shift right by ``31 - shift``; ``tflite``: RoundingDivideByPOT by
+       ``max(-shift, 0)``: the floor shift and whether the remainder passes the threshold.
+    6. ``tflite``: add the round-up bit.
 
-    ``onnx`` (ONNX Runtime's float32 rule, ``qhw.arith.mul_scale_onnx``) runs beside them
-    on the same stages:
+    ``onnx`` path (ONNX Runtime's float32 rule, ``qhw.arith.mul_scale_onnx``), ``ONNX_PATH_STAGES``
+    + the multiply's stages, beside it:
 
-    2. ``float32(a)``: sign, 24-bit mantissa and exponent, rounded half to even;
-       the float32 ``scale`` input is split into mantissa and exponent.
-    3. the exact 48-bit mantissa product.
-    4. rounded half to even to 24 bits (the float32 product).
-    5. rounded half to even to an integer (``rint``); |values| >= 2**23 saturate.
-    6. as above: since ``qmin - zp`` and ``qmax - zp`` are integers, ``rint(clip(v))`` equals
-       ``clip(rint(v))``. Products below float32's normal range only ever round to 0, so
-       subnormals need no special rounding.
+    1. as above.
+    2. ``|a|`` and its sign; the float32 ``scale`` split into mantissa and exponent.
+    3. leading-zero count of ``|a|``.
+    4. normalise.
+    5. ``float32(a)``: 24-bit mantissa rounded half to even, exponent.
+    6. the exact 48-bit mantissa product (``wide_mul``, 3 stages).
+    7. round half to even to 24 bits: round and sticky bits, then the increment (2 stages).
+    8. ``rint``: shift amount, then shift and remainder, then round half to even (3 stages);
+       |values| >= 2**23 saturate, |values| < 0.5 give 0. Products below float32's normal
+       range only ever round to 0, so subnormals need no special rounding.
 
-    ``i_valid`` travels with the data to ``o_valid``. ``mode``, ``zero_point``,
-    ``qmin`` and ``qmax`` must be held steady while results are in flight.
+    The shorter path is delayed to the longer one; then two output stages: ``+ zero_point``
+    (the sign of ``onnx``'s magnitude folded in as a subtraction), and the clamp to
+    ``[qmin, qmax]`` (the contract's intermediate clamp to +-2**31 cannot change the result while
+    qmin/qmax are element values; ``rint(clip(v)) == clip(rint(v))`` since the bounds are integers).
+
+    ``i_valid``, ``mode``, ``multiplier``, ``shift`` and ``scale`` travel with the data;
+    ``zero_point``, ``qmin`` and ``qmax`` must be held steady while results are in flight.
     """
 
     def __init__(self, *, config: ArrayConfig):
@@ -80,8 +101,6 @@ class RequantLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self.config
-        has_tflite = "tflite" in c.rounding
-        has_onnx = "onnx" in c.rounding
 
         def selects(mode):
             if mode not in c.rounding:
@@ -90,171 +109,214 @@ class RequantLane(wiring.Component):
                 return Const(1, 1)
             return self.mode == MODE_CODES[mode]
 
-        is_tflite = selects("tflite")
-        is_onnx = selects("onnx")
+        # 1: the bias, and everything that travels with the data.
+        a = Signal(signed(c.acc_bits), name="s1_a")
+        tfl = Signal(name="s1_tflite")
+        onx = Signal(name="s1_onnx")
+        m.d.sync += [a.eq(self.acc + self.bias), tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
 
-        def stage(n, shape, name):
-            return Signal(shape, name=f"s{n}_{name}")
+        paths = []      # (result, negate, ready after stage n)
+        if "single" in c.rounding or "tflite" in c.rounding:
+            paths.append(self._fixed(m, a, tfl))
+        if "onnx" in c.rounding:
+            paths.append(self._onnx(m, a))
+        depth = max(ready for _, _, ready in paths)
+        assert depth + 2 == c.requant_latency, (depth, c.requant_latency)
 
-        # Controls carried down the pipeline alongside the data.
-        valid = [self.i_valid] + [stage(n, 1, "valid") for n in range(1, 7)]
-        shift = [self.shift] + [stage(n, signed(SHIFT_BITS), "shift") for n in range(1, 6)]
-        for n in range(1, 7):
-            m.d.sync += valid[n].eq(valid[n - 1])
-        for n in range(1, 6):
-            m.d.sync += shift[n].eq(shift[n - 1])
-
-        # 1: add the bias.
-        a = stage(1, signed(c.acc_bits), "a")
-        m0 = [self.multiplier, stage(1, unsigned(MULTIPLIER_BITS), "m0"), stage(2, unsigned(MULTIPLIER_BITS), "m0")]
-        m.d.sync += [a.eq(self.acc + self.bias), m0[1].eq(m0[0]), m0[2].eq(m0[1])]
-
-        # Stages 2-5 of the fixed-point modes and of onnx run side by side; stage 5 selects.
-        fixed_r = onnx_r = None
-        if "single" in c.rounding or has_tflite:
-            fixed_r = self._fixed(m, a, m0, shift, has_tflite, is_tflite, stage)
-        if has_onnx:
-            scale = stage(1, 32, "scale")
-            m.d.sync += scale.eq(self.scale)
-            onnx_r = self._onnx(m, a, scale)
-        if onnx_r is None:
-            r = fixed_r
-        elif fixed_r is None:
-            r = onnx_r
+        # Align the paths, then: + zero point (a subtraction for onnx's negative magnitudes) ...
+        aligned = [(delayed(m, r, depth - ready, name=f"{r.name}_pad"),
+                    delayed(m, neg, depth - ready, name=f"{r.name}_neg_pad")) for r, neg, ready in paths]
+        if len(aligned) == 1:
+            r, neg = aligned[0]
         else:
-            r = Mux(is_onnx, onnx_r, fixed_r)
-
-        # 6: zero point and clamp.
-        y = Signal(signed(len(r) + 2))
-        m.d.comb += y.eq(r + self.zero_point)
+            is_onnx = delayed(m, onx, depth - 1, name="onnx")
+            (r_fixed, _), (r_onnx, neg_onnx) = aligned
+            r = Mux(is_onnx, r_onnx, r_fixed)
+            neg = is_onnx & neg_onnx
+        y = Signal(signed(len(r) + 2), name="out_y")
+        m.d.sync += y.eq(Mux(neg, self.zero_point - r, self.zero_point + r))
+        # ... and the clamp.
         m.d.sync += self.o.eq(Mux(y < self.qmin, self.qmin, Mux(y > self.qmax, self.qmax, y)))
-        m.d.comb += self.o_valid.eq(valid[6])
+        m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, c.requant_latency, name="valid"))
         return m
 
-    def _fixed(self, m, a, m0, shift, has_tflite, is_tflite, stage):
-        """Stages 2-5 of ``single`` and ``tflite``; returns the stage-5 register."""
+    def _fixed(self, m, a, tfl):
+        """``single``/``tflite``; returns (result register, 0, stage it is ready after)."""
         c = self.config
-        # 2: choose the multiplicand.
+        has_tflite = "tflite" in c.rounding
+        shift = self.shift
+
+        # 1: decode the shift.
+        total = Signal(range(64), name="s1_total")                 # single: right shift 31 - shift
+        m0 = Signal(unsigned(MULTIPLIER_BITS), name="s1_m0")
+        m.d.sync += [total.eq((31 - shift).as_unsigned()[:6]), m0.eq(self.multiplier)]
+        if has_tflite:
+            left = Signal(range(31), name="s1_left")
+            right = Signal(range(32), name="s1_right")
+            m.d.sync += [left.eq(Mux(shift > 0, shift, 0)), right.eq(Mux(shift < 0, -shift, 0))]
+        # The rounding constant, decoded where the multiplier registers it: 2**(30 - shift) for
+        # single, 2**30 for tflite (carrying 6 bits costs less than carrying 62).
+        shift3 = delayed(m, shift, 3, name="shift")
+        addend = Const(1, 62) << (30 - shift3).as_unsigned()[:6]
+        if has_tflite:
+            addend = Mux(delayed(m, tfl, 2, name="tflite_add"), Const(1 << 30, 62), addend)
+
+        # 2-3: the multiplicand.
         op_bits = max(c.acc_bits, 32)
-        op = stage(2, signed(op_bits), "op")
+        op = Signal(signed(op_bits), name="s3_op")
         if has_tflite:
-            a32 = Signal(signed(32))
+            a32 = Signal(signed(32), name="s2_a32")
+            a2 = Signal.like(a, name="s2_a")
             lo, hi = -(1 << 31), (1 << 31) - 1
-            m.d.comb += a32.eq(Mux(a < lo, lo, Mux(a > hi, hi, a)))
-            left = Signal(range(31))
-            m.d.comb += left.eq(Mux(shift[1] > 0, shift[1], 0))
-            x = Signal(signed(32))
-            m.d.comb += x.eq((a32 << left)[:32])  # wraps like compiled TFLite's int32 shift
-            m.d.sync += op.eq(Mux(is_tflite, x, a))
+            m.d.sync += [a32.eq(Mux(a < lo, lo, Mux(a > hi, hi, a))), a2.eq(a)]
+            tfl3 = delayed(m, tfl, 1, name="tflite_s2")
+            left2 = delayed(m, left, 1, name="left_s2")
+            m.d.sync += op.eq(Mux(tfl3, (a32 << left2)[:32].as_signed(), a2))   # wraps like TFLite's int32 shift
         else:
-            m.d.sync += op.eq(a)
+            m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
-        # 3: exact product.
-        prod = stage(3, signed(op_bits + MULTIPLIER_BITS + 1), "prod")
-        m.d.sync += prod.eq(op * m0[2])
+        # 4: t = op * M0 + rounding constant.
+        t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend,
+                              name="s4_prod")
+        ready = 3 + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)
+        r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2}_fixed_r")
+        total_x = delayed(m, total, ready - 1, name="total")
+        single_r = t >> total_x
+        sh_single = Signal.like(single_r, name=f"s{ready + 1}_single")
+        m.d.sync += sh_single.eq(single_r)
+        if not has_tflite:
+            m.d.sync += r.eq(_saturate(sh_single, _FIXED_R_BITS))
+            return r, Const(0, 1), ready + 2
 
-        # 4: add the rounding constant (single) or take the rounded high half (tflite).
-        t = stage(4, signed(len(prod) + 1), "t")
-        nudge = Signal(unsigned(62))
-        m.d.comb += nudge.eq(Const(1, 62) << (30 - shift[3]).as_unsigned()[:6])
-        if has_tflite:
-            m.d.sync += t.eq(Mux(is_tflite, (prod + (1 << 30)) >> 31, prod + nudge))
-        else:
-            m.d.sync += t.eq(prod + nudge)
+        # 5: RoundingDivideByPOT(q, right): floor shift, and whether the remainder passes the
+        # threshold (mask >> 1) + (q < 0).
+        q = (t >> 31)[:32].as_signed()                             # |op * M0 + 2**30| < 2**62
+        # The mask and both thresholds are decoded from `right` one stage ahead (no adders).
+        right_t = delayed(m, right, ready - 2, name="right")
+        mask = Signal(31, name=f"s{ready}_mask")          # 2**right - 1 (right <= 31)
+        half = Signal(30, name=f"s{ready}_half")          # mask >> 1
+        half1 = Signal(31, name=f"s{ready}_half1")        # (mask >> 1) + 1
+        m.d.sync += [mask.eq(Cat(right_t > k for k in range(31))),
+                     half.eq(Cat(right_t > k + 1 for k in range(30))),
+                     half1.eq(Cat((right_t == k + 1) | ((k == 0) & (right_t == 0)) for k in range(31)))]
+        right_x = delayed(m, right_t, 1, name="right_x")
+        sh_tflite = Signal(signed(32), name=f"s{ready + 1}_tflite")
+        up = Signal(name=f"s{ready + 1}_up")
+        m.d.sync += [sh_tflite.eq(q >> right_x), up.eq((q & mask) > Mux(q < 0, half1, half))]
+        # 6: the round-up bit (tflite), the narrowing (single).
+        tfl_x = delayed(m, tfl, ready, name="tflite")
+        m.d.sync += r.eq(Mux(tfl_x, sh_tflite + up, _saturate(sh_single, _FIXED_R_BITS)))
+        return r, Const(0, 1), ready + 2
 
-        # 5: the shift.
-        r = stage(5, signed(len(t) + 1), "r")
-        total = Signal(range(64))
-        m.d.comb += total.eq((31 - shift[4]).as_unsigned()[:6])
-        single_r = t >> total
-        if has_tflite:
-            right = Signal(range(32))
-            m.d.comb += right.eq(Mux(shift[4] < 0, -shift[4], 0))
-            mask = Signal(32)
-            m.d.comb += mask.eq((Const(1, 33) << right) - 1)
-            remainder = Signal(32)
-            m.d.comb += remainder.eq(t & mask)
-            threshold = Signal(33)
-            m.d.comb += threshold.eq((mask >> 1) + (t < 0))
-            tflite_r = (t >> right) + (remainder > threshold)
-            m.d.sync += r.eq(Mux(is_tflite, tflite_r, single_r))
-        else:
-            m.d.sync += r.eq(single_r)
-        return r
-
-    def _onnx(self, m, a, scale):
-        """Stages 2-5 of the float32 path; returns the stage-5 register (rint result)."""
-        # 2: float32(a) = (-1)**neg * man * 2**exp, rounded half to even; decode the scale.
-        mag = Signal(48)
-        m.d.comb += mag.eq(Mux(a < 0, -a, a))
-        lz = Signal(range(49))
-        m.d.comb += lz.eq(48)
-        for i in range(48):                      # later (higher) bits win: leading-zero count
-            with m.If(mag[i]):
-                m.d.comb += lz.eq(47 - i)
-        norm = Signal(48)
-        m.d.comb += norm.eq((mag << lz)[:48])
-        top = norm[24:48]
-        up = norm[23] & (norm[:23].any() | top[0])
-        man_r = Signal(25)
-        m.d.comb += man_r.eq(top + up)
-        a_man = Signal(24, name="s2_a_man")
-        a_exp = Signal(signed(8), name="s2_a_exp")
-        a_neg = Signal(name="s2_a_neg")
-        a_zero = Signal(name="s2_a_zero")
+    def _onnx(self, m, a):
+        """The float32 path; returns (|rint result| register, its sign, stage it is ready after)."""
+        # 1: the scale travels with the data.
+        scale = Signal(32, name="s1_scale")
+        m.d.sync += scale.eq(self.scale)
+        # 2: magnitude and sign of a; the scale's mantissa and exponent.
+        mag = Signal(48, name="s2_mag")
+        neg = Signal(name="s2_neg")
         s_man = Signal(24, name="s2_s_man")
         s_exp = Signal(signed(10), name="s2_s_exp")
         s_tiny = Signal(name="s2_s_tiny")
         exp_field = scale[23:31]
         m.d.sync += [
-            a_man.eq(Mux(man_r[24], 1 << 23, man_r[:24])),
-            a_exp.eq(24 - lz + man_r[24]),
-            a_neg.eq(a < 0), a_zero.eq(mag == 0),
-            s_man.eq(Cat(scale[:23], 1)),
-            s_exp.eq(exp_field - 150),
+            mag.eq(Mux(a < 0, -a, a)), neg.eq(a < 0),
+            s_man.eq(Cat(scale[:23], 1)), s_exp.eq(exp_field - 150),
             # Zero or subnormal scale: |product| < 2**48 * 2**-126 rounds to 0.
             s_tiny.eq(exp_field == 0),
         ]
-        # 3: exact mantissa product.
-        prod = Signal(48, name="s3_fprod")
-        p_exp = Signal(signed(11), name="s3_fexp")
-        p_neg = Signal(name="s3_fneg")
-        p_zero = Signal(name="s3_fzero")
-        m.d.sync += [prod.eq(a_man * s_man), p_exp.eq(a_exp + s_exp), p_neg.eq(a_neg),
-                     p_zero.eq(a_zero | s_tiny)]
-        # 4: round the product to a float32 mantissa, half to even.
+        # 3: leading zeros (ones below the 48 bits cap the count at 48 for a = 0).
+        _, count = _leading_zeros(Cat(Const(0xFFFF, 16), mag))
+        lz = Signal(range(49), name="s3_lz")
+        mag3 = Signal(48, name="s3_mag")
+        zero3 = Signal(name="s3_zero")
+        m.d.sync += [lz.eq(count), mag3.eq(mag), zero3.eq(mag == 0)]
+        # 4: normalise.
+        norm = Signal(48, name="s4_norm")
+        m.d.sync += norm.eq((mag3 << lz)[:48])
+        lz4 = delayed(m, lz, 1, name="lz")
+        # 5: float32(a), rounded half to even.
+        top = norm[24:48]
+        up = norm[23] & (norm[:23].any() | top[0])
+        man_r = Signal(25)
+        m.d.comb += man_r.eq(top + up)
+        a_man = Signal(24, name="s5_a_man")
+        a_exp = Signal(signed(8), name="s5_a_exp")
+        m.d.sync += [a_man.eq(Mux(man_r[24], 1 << 23, man_r[:24])), a_exp.eq(24 - lz4 + man_r[24])]
+        # 6: the exact mantissa product; its exponent and zero flag beside it.
+        prod = pipelined_product(m, a_man, delayed(m, s_man, 3, name="s_man"), name="s6_fprod")
+        lat = product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS, addend=False)
+        p_exp = Signal(signed(11), name="s6_fexp")
+        p_zero = Signal(name="s6_fzero")
+        m.d.sync += [p_exp.eq(a_exp + delayed(m, s_exp, 3, name="s_exp")),
+                     p_zero.eq(delayed(m, zero3, 2, name="zero") | delayed(m, s_tiny, 3, name="s_tiny"))]
+        p_exp = delayed(m, p_exp, lat - 1, name="fexp")
+        p_zero = delayed(m, p_zero, lat - 1, name="fzero")
+        n = 5 + lat     # prod, p_exp, p_zero ready after stage n
+        prod = prod[:48]
+        # 7: round the product to a float32 mantissa, half to even.
         hi = prod[47]
-        keep = Signal(24)
-        rbit = Signal()
-        sticky = Signal()
-        m.d.comb += [
+        keep = Signal(24, name=f"s{n + 1}_keep")
+        rbit = Signal(name=f"s{n + 1}_rbit")
+        sticky = Signal(name=f"s{n + 1}_sticky")
+        exp7 = Signal(signed(12), name=f"s{n + 1}_exp")
+        m.d.sync += [
             keep.eq(Mux(hi, prod[24:48], prod[23:47])),
             rbit.eq(Mux(hi, prod[23], prod[22])),
             sticky.eq(Mux(hi, prod[:23].any(), prod[:22].any())),
+            exp7.eq(p_exp + 23 + hi),
         ]
+        zero7 = delayed(m, p_zero, 1, name="zero7")
         f_r = Signal(25)
         m.d.comb += f_r.eq(keep + (rbit & (sticky | keep[0])))
-        f_man = Signal(24, name="s4_fman")
-        f_exp = Signal(signed(12), name="s4_fexp")
-        f_neg = Signal(name="s4_fneg")
-        f_zero = Signal(name="s4_fzero")
-        m.d.sync += [f_man.eq(Mux(f_r[24], 1 << 23, f_r[:24])), f_exp.eq(p_exp + 23 + hi + f_r[24]),
-                     f_neg.eq(p_neg), f_zero.eq(p_zero)]
-        # 5: rint(f_man * 2**f_exp), half to even; |v| >= 2**23 saturates, |v| < 0.5 is 0.
-        sh = Signal(range(25))
-        m.d.comb += sh.eq(Mux((f_exp < 0) & (f_exp > -25), -f_exp, 0))
-        q = Signal(24)
-        rem = Signal(24)
-        half = Signal(25)
-        m.d.comb += [q.eq(f_man >> sh), rem.eq(f_man & ((Const(1, 25) << sh) - 1)),
-                     half.eq((Const(1, 25) << sh) >> 1)]
-        r_mag = Signal(25)
-        with m.If(f_zero | (f_exp <= -25)):
-            m.d.comb += r_mag.eq(0)
-        with m.Elif(f_exp >= 0):
-            m.d.comb += r_mag.eq(1 << 24)
+        f_man = Signal(24, name=f"s{n + 2}_fman")
+        f_exp = Signal(signed(12), name=f"s{n + 2}_fexp")
+        f_zero = delayed(m, zero7, 1, name="fzero7")
+        m.d.sync += [f_man.eq(Mux(f_r[24], 1 << 23, f_r[:24])), f_exp.eq(exp7 + f_r[24])]
+        # 8: rint(f_man * 2**f_exp), half to even; |v| >= 2**23 saturates, |v| < 0.5 is 0.
+        sh = Signal(range(25), name=f"s{n + 3}_sh")
+        gone = Signal(name=f"s{n + 3}_gone")
+        sat = Signal(name=f"s{n + 3}_sat")
+        m.d.sync += [sh.eq(Mux((f_exp < 0) & (f_exp > -25), -f_exp, 0)),
+                     gone.eq(f_zero | (f_exp <= -25)), sat.eq(f_exp >= 0)]
+        man8 = delayed(m, f_man, 1, name="fman")
+        q = Signal(24, name=f"s{n + 4}_q")
+        rem = Signal(24, name=f"s{n + 4}_rem")
+        half = Signal(25, name=f"s{n + 4}_half")
+        m.d.sync += [q.eq(man8 >> sh), rem.eq(man8 & ((Const(1, 25) << sh) - 1)), half.eq((Const(1, 25) << sh) >> 1)]
+        gone9 = delayed(m, gone, 1, name="gone")
+        sat9 = delayed(m, sat, 1, name="sat")
+        r_mag = Signal(25, name=f"s{n + 5}_onnx_mag")
+        with m.If(gone9):
+            m.d.sync += r_mag.eq(0)
+        with m.Elif(sat9):
+            m.d.sync += r_mag.eq(1 << 24)
         with m.Else():
-            m.d.comb += r_mag.eq(q + ((rem > half) | ((rem == half) & q[0])))
-        r = Signal(signed(27), name="s5_onnx_r")
-        m.d.sync += r.eq(Mux(f_neg, -r_mag, r_mag))
-        return r
+            m.d.sync += r_mag.eq(q + ((rem > half) | ((rem == half) & q[0])))
+        ready = n + 5
+        assert ready == ONNX_PATH_STAGES + lat
+        return r_mag, delayed(m, neg, ready - 2, name="neg"), ready
+
+
+# The fixed-point result is narrowed to this width before it waits for the onnx path and meets
+# the zero point: |r| >= 2**32 clamps to qmin or qmax (element values, at most 16 bits) exactly
+# as the full value would. 34 bits hold tflite's int32 result plus its round-up bit.
+_FIXED_R_BITS = 34
+
+
+def _saturate(value, bits):
+    """``value`` clamped to a signed ``bits``-bit range (an all-equal test of the top bits)."""
+    top = value[bits - 1:]
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(top.all() | ~top.any(), value[:bits].as_signed(), Mux(value[-1], lo, hi))
+
+
+def _leading_zeros(v):
+    """(all zero, leading-zero count) of ``v`` (power-of-two width) as a tree of 2:1 multiplexers."""
+    n = len(v)
+    if n == 2:
+        return ~v[1] & ~v[0], ~v[1]
+    hi_zero, hi_count = _leading_zeros(v[n // 2:])
+    lo_zero, lo_count = _leading_zeros(v[:n // 2])
+    return hi_zero & lo_zero, Cat(Mux(hi_zero, lo_count, hi_count), hi_zero)

@@ -49,7 +49,7 @@ def test_synth_board_top_icebreaker(tmp_path, capsys):
                  "-o", str(tmp_path / "b")]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["top"] == "board" and r["target_mhz"] == 12.0 and r["fmax_mhz"] >= 12.0
-    assert r["dsp_use"]["qhw/hw/requant.py"] >= 1 and r["dsps"] <= 8
+    assert r["dsp_use"]["qhw/hw/wide_mul.py"] >= 1 and r["dsps"] <= 8      # the lane's multiplier
     assert r["brams"] >= 1                           # receive FIFO / accumulator memory
 
 
@@ -64,8 +64,9 @@ def test_synth_accel_shared_lane_ecp5(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["top"] == "accel" and r["fmax_mhz"] > 0
     # Where the DSPs went: one per MAC, and one lane's multipliers (not one lane per column).
-    # (A `single` lane's 32x32 multiply takes 4 MULT18X18D; a lane per column would take 8.)
-    assert r["dsp_use"] == {"qhw/hw/pe.py": 4, "qhw/hw/requant.py": 4} and r["dsps"] == 8
+    # (A `single` lane's 33x31-bit multiply, qhw/hw/wide_mul.py, takes 4 MULT18X18D; a lane per
+    # column would take 8.)
+    assert r["dsp_use"] == {"qhw/hw/pe.py": 4, "qhw/hw/wide_mul.py": 4} and r["dsps"] == 8
 
 
 def test_synth_does_not_fit_says_why(tmp_path, capsys):

@@ -4,7 +4,6 @@ import zlib
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from qhw.arith import INT32_MAX, INT32_MIN, Requant
@@ -182,7 +181,68 @@ def test_single_mode_builds(rounding):
     assert run_lane(config, mode, 1, -128, 127, vectors) == golden(mode, 1, -128, 127, vectors)
 
 
-def test_lane_latency_property():
-    lane = RequantLane(config=INT8)
-    Fragment.get(lane, None)
-    assert lane.latency == INT8.requant_latency == 6
+@pytest.mark.parametrize("config, latency", [
+    (INT8, 15), (ArrayConfig(rows=2, cols=2, rounding=("single", "tflite")), 11), (WIDE, 15)])
+def test_lane_latency_is_measured(config, latency):
+    """One beat in: its result leaves exactly ``latency`` cycles later (the figure the accelerator's
+    schedule and the manifest use), and nothing before it."""
+    dut = RequantLane(config=config)
+    assert dut.latency == config.requant_latency == latency
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.mode, MODE_CODES[config.rounding[0]])
+        ctx.set(dut.qmin, -100)
+        ctx.set(dut.qmax, 100)
+        ctx.set(dut.acc, 77)
+        ctx.set(dut.multiplier, 1 << 30)
+        ctx.set(dut.shift, 1)           # y = 77
+        ctx.set(dut.i_valid, 1)
+        for t in range(latency + 3):
+            _, _, valid, value = await ctx.tick().sample(dut.o_valid, dut.o)
+            ctx.set(dut.i_valid, 0)
+            if valid:
+                seen.append((t, value))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(latency, 77)]          # sample() sees the values just before edge t, i.e. after t edges
+
+
+def test_mode_travels_with_each_beat():
+    """``mode`` is sampled with the data: beats of different modes can follow each other."""
+    dut = RequantLane(config=INT8)
+    rng = np.random.default_rng(7)
+    vectors = random_vectors(INT8, rng, 60)
+    modes = [("single", "tflite", "onnx")[i % 3] for i in range(len(vectors))]
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.qmin, -128)
+        ctx.set(dut.qmax, 127)
+        for t in range(len(vectors) + dut.latency):
+            if t < len(vectors):
+                acc, bias, m0, shift = vectors[t]
+                ctx.set(dut.mode, MODE_CODES[modes[t]])
+                ctx.set(dut.scale, f32_bits(m0 * 2.0 ** (shift - 31)))
+                ctx.set(dut.i_valid, 1)
+                ctx.set(dut.acc, acc)
+                ctx.set(dut.bias, bias)
+                ctx.set(dut.multiplier, m0)
+                ctx.set(dut.shift, shift)
+            else:
+                ctx.set(dut.i_valid, 0)
+                ctx.set(dut.mode, 3)        # not a mode: must not matter to beats in flight
+            _, _, valid, value = await ctx.tick().sample(dut.o_valid, dut.o)
+            if valid:
+                out.append(value)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    expected = [golden(mode, 0, -128, 127, [v])[0] for mode, v in zip(modes, vectors)]
+    assert out == expected
+    assert len(set(modes)) == 3 and golden("single", 0, -128, 127, vectors) != expected
