@@ -25,10 +25,13 @@ _IN_STREAMS = ("cmd", "params", "weights", "act")
 
 
 class BoardTop(Elaboratable):
-    """``Accelerator(config)`` with a UART link at ``baud`` (or an explicit ``divisor``: cycles per bit)."""
+    """``Accelerator(config, family)`` with a UART link at ``baud`` (or an explicit ``divisor``: cycles per bit).
 
-    def __init__(self, *, config: ArrayConfig, clk_hz: float | None = None, baud: int = 115200,
-                 divisor: int | None = None):
+    ``family`` (``"ice40"``/``"ecp5"`` on a board, ``None`` in simulation) selects the DSP primitives of
+    ``config.pe``."""
+
+    def __init__(self, *, config: ArrayConfig, family: str | None = None, clk_hz: float | None = None,
+                 baud: int = 115200, divisor: int | None = None):
         if not isinstance(config, ArrayConfig):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
         if divisor is None:
@@ -40,6 +43,7 @@ class BoardTop(Elaboratable):
         check_divisor(divisor)
         info_bytes(config)      # checks rows/cols/max_k fit the info frame
         self.config, self.divisor = config, divisor
+        self.accel = Accelerator(config=config, family=family)     # checks family against config.pe
         self.sizes = packet_bytes(config)
         self.fifo_depth = fifo_depth(config)
         self.rx = Signal(init=1)
@@ -53,7 +57,7 @@ class BoardTop(Elaboratable):
             m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
             m.d.comb += [self.rx.eq(rx_buf.i), tx_buf.o.eq(self.tx)]
-        m.submodules.accel = accel = Accelerator(config=c)
+        m.submodules.accel = accel = self.accel
         m.submodules.urx = urx = UARTRx(divisor=self.divisor)
         m.submodules.utx = utx = UARTTx(divisor=self.divisor)
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)

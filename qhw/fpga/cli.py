@@ -39,7 +39,8 @@ def add_parser(subparsers) -> None:
                    help="array: the PE grid with live stimulus (default); accel: the whole accelerator "
                         "(accumulators, requantization) with live stimulus; board: accelerator + UART host link")
     s.add_argument("--pe", default="auto", choices=("auto", "generic", "ice40-dual", "ecp5-pipelined"),
-                   help="PE implementation of the array top (auto: the board family's DSP variant)")
+                   help="PE implementation of the array top (auto: the board family's DSP variant); the "
+                        "accel and board tops build the manifest's pe (qhw generate --pe), so auto or that")
     s.add_argument("--freq", type=_mhz, metavar="MHZ",
                    help="clock constraint (default: 40 on iCE40 and 150 on ECP5 for array/accel; "
                         "the board oscillator for --top board)")

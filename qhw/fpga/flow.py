@@ -29,7 +29,8 @@ SYNTH_KEYS = ("board", "device", "top", "pe", "rows", "cols", "luts", "ffs", "ds
 
 
 def config_from_manifest(path) -> tuple[ArrayConfig, str]:
-    """The ``ArrayConfig`` (and top name) a ``qhw generate`` manifest describes."""
+    """The ``ArrayConfig`` (and top name) a ``qhw generate`` manifest describes (a manifest without
+    ``pe``, from before PE kinds were a parameter, is the generic array)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such manifest (qhw generate writes NAME.json beside NAME.v)")
@@ -49,7 +50,10 @@ def config_from_manifest(path) -> tuple[ArrayConfig, str]:
 
 def build_top(config: ArrayConfig, *, top: str, family: str, pe: str, clk_hz: float | None = None,
               baud: int = 115200):
-    """The elaboratable for ``top`` (``array``, ``accel`` or ``board``) and a short description."""
+    """The elaboratable for ``top`` (``array``, ``accel`` or ``board``) and a short description.
+
+    ``pe`` selects the array top's PEs; the accelerator and board tops build ``config.pe`` with
+    ``family``'s DSP primitives."""
     if top == "array":
         from .arrays import make_array
         from .tops import ArrayTop
@@ -57,10 +61,10 @@ def build_top(config: ArrayConfig, *, top: str, family: str, pe: str, clk_hz: fl
     if top == "accel":
         from ..hw.accel import Accelerator
         from .tops import AccelTop
-        return AccelTop(Accelerator(config=config))
+        return AccelTop(Accelerator(config=config, family=family))
     if top == "board":
         from .board_top import BoardTop
-        return BoardTop(config=config, clk_hz=clk_hz, baud=baud)
+        return BoardTop(config=config, family=family, clk_hz=clk_hz, baud=baud)
     raise ConfigError(f"top must be array, accel or board, not {top!r}")
 
 
@@ -93,11 +97,11 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
     elif top == "board" and freq_mhz != info.clock_mhz:
         raise ConfigError(f"the board top runs from the {info.clock_mhz:g} MHz oscillator; "
                           f"--freq must be {info.clock_mhz:g} or left out, not {freq_mhz!r}")
-    from .arrays import resolve_pe
-    if top != "array" and pe not in ("auto", "generic"):
-        raise ConfigError(f"--pe {pe} applies to the array top only; the {top} top uses the generic "
-                          f"accelerator (docs/fpga.md)")
-    pe = resolve_pe(config, pe=pe, family=info.family) if top == "array" else "generic"
+    from .arrays import manifest_pe, resolve_pe
+    if top == "array":
+        pe = resolve_pe(config, pe=pe, family=info.family)
+    else:
+        pe = manifest_pe(config, pe=pe, family=info.family, board=board)
     setup_env()
     start = time.monotonic()
     if out_dir is None:

@@ -30,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
 from .array import SystolicArray
-from .config import MODE_CODES, ArrayConfig
+from .config import MODE_CODES, PE_FAMILY, ArrayConfig
+from .dsp_array import DspArray
 from .layouts import GEMM_M_BITS, act_layout, command_layout, out_layout, params_layout, weights_layout
 from .requant import RequantLane
 from .skew import delayed
@@ -73,12 +74,20 @@ class Accelerator(wiring.Component):
     ``busy`` is high from the command handshake until the last result is taken. A command
     outside those limits (or with a ``mode`` that is not built) is accepted and dropped, and
     ``error`` is set until the next command.
+
+    The array is ``SystolicArray`` for ``config.pe == "generic"``, else ``DspArray`` of that kind;
+    ``family`` (``"ice40"``/``"ecp5"``, the FPGA flow) selects its vendor DSP primitive, ``None``
+    (simulation, ``qhw generate``) the portable equivalent.
     """
 
-    def __init__(self, *, config: ArrayConfig):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None):
         if not isinstance(config, ArrayConfig):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
-        self.config = config
+        if family not in (None, "ice40", "ecp5"):
+            raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
+        if config.pe != "generic" and family not in (None, PE_FAMILY[config.pe]):
+            raise ConfigError(f"pe {config.pe} needs family {PE_FAMILY[config.pe]!r} or None, not {family!r}")
+        self.config, self.family = config, family
         super().__init__(accelerator_signature(config))
 
     @property
@@ -95,7 +104,10 @@ class Accelerator(wiring.Component):
         m = Module()
         c = self.config
         R, C = c.rows, c.cols
-        m.submodules.array = array = SystolicArray(config=c)
+        if c.pe == "generic":
+            m.submodules.array = array = SystolicArray(config=c)
+        else:
+            m.submodules.array = array = DspArray(config=c, kind=c.pe, family=self.family)
 
         # ---------------------------------------------------------------- command registers
         cmd = Signal(command_layout(c))
@@ -232,7 +244,7 @@ class Accelerator(wiring.Component):
         wp = mem.write_port()
         # Transparent: with M = 1 the next K tile reads the row written in the same cycle.
         rp = mem.read_port(transparent_for=(wp,))
-        meta_t = delayed(m, meta, c.mesh_latency, name="meta")
+        meta_t = delayed(m, meta, c.array_latency, name="meta")
         m.d.comb += rp.addr.eq(meta_t.m)
         meta_d = Signal(meta_layout)
         psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C))

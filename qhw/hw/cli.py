@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .config import ArrayConfig
+from .config import PE_KINDS, ArrayConfig
 from .generate import write
 
 __all__ = ["add_parser", "config_for_model", "config_from_args", "run"]
@@ -51,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--requant-lanes", type=int,
                    help="requantization lanes (DSP multipliers), a divisor of --cols; fewer lanes are shared "
                         "and space result rows (default: one per column)")
+    p.add_argument("--pe", metavar="|".join(PE_KINDS),
+                   help="PE kind: generic (default), or the DSP-mapped ice40-dual (8-bit) / ecp5-pipelined, which "
+                        "qhw synth --top accel|board builds for that FPGA family; 1x1 tiles only")
     p.add_argument("--for", dest="for_model", metavar="QMODEL", help="size the array for a quantized model")
     p.add_argument("--name", required=True, help="top module and file name")
     p.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="output directory")
@@ -61,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 _FLAGS = {"rows": "rows", "cols": "cols", "act_bits": "act_bits", "weight_bits": "weight_bits",
           "max_k": "max_k", "rounding": "rounding", "acc_bits": "acc_bits", "acc_depth": "acc_depth",
           "tile_rows": "tile_rows", "tile_cols": "tile_cols", "tile_pipeline": "tile_pipeline",
-          "requant_lanes": "requant_lanes"}
+          "requant_lanes": "requant_lanes", "pe": "pe"}
 
 
 def config_from_args(args: argparse.Namespace) -> ArrayConfig:
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     start = time.perf_counter()
     v_path, j_path = write(config, name=args.name, out_dir=args.out_dir)
-    print(f"wrote {v_path} and {j_path} ({config.rows}x{config.cols}, "
+    print(f"wrote {v_path} and {j_path} ({config.rows}x{config.cols}, pe {config.pe}, "
           f"{config.peak_macs_per_cycle} MACs/cycle, latency {config.latency} cycles) "
           f"in {time.perf_counter() - start:.1f} s")
     return 0

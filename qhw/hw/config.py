@@ -22,8 +22,13 @@ __all__ = [
     "BUILT_ROUNDING",
     "MODE_CODES",
     "MULTIPLIER_BITS",
+    "PE_FAMILY",
+    "PE_KINDS",
+    "PE_PRODUCT_LATENCY",
+    "PIPELINED_MUL_LATENCY",
     "SHIFT_BITS",
     "ArrayConfig",
+    "check_pe",
     "signed_bits",
 ]
 
@@ -42,6 +47,14 @@ REQUANT_OUTPUT_STAGES = 2
 _ELEMENT_BITS = (4, 8, 16)
 MAX_GEMM_N_BITS = 16    # width of the command's N field
 
+# PE kinds and the cycles their product lags its operands. Here, not in ``dsp_array``/``pe_pipelined``
+# (which import this module), so latencies derive without building hardware. ``ecp5-pipelined``:
+# the MULT18X18D's input, pipeline and output registers plus a fabric register on each side.
+PIPELINED_MUL_LATENCY = 3   # ``PipelinedMul.LATENCY``
+PE_PRODUCT_LATENCY = {"generic": 0, "ice40-dual": 0, "ecp5-pipelined": PIPELINED_MUL_LATENCY + 2}
+PE_KINDS = tuple(PE_PRODUCT_LATENCY)
+PE_FAMILY = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}     # FPGA family of each DSP PE kind
+
 
 def signed_bits(lo: int, hi: int) -> int:
     """Smallest n such that [lo, hi] fits a signed n-bit integer.
@@ -53,6 +66,19 @@ def signed_bits(lo: int, hi: int) -> int:
     while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
         n += 1
     return n
+
+
+def check_pe(pe: str, *, tile_rows: int, tile_cols: int, tile_pipeline: int, act_bits: int,
+             weight_bits: int) -> None:
+    """Raise ``ConfigError`` (one line) unless PEs of kind ``pe`` can build an array with these parameters
+    (the DSP kinds are ``qhw.hw.dsp_array.DspArray``: 1x1 tiles, one register between PEs)."""
+    if pe == "generic":
+        return
+    if (tile_rows, tile_cols, tile_pipeline) != (1, 1, 1):
+        raise ConfigError(f"{pe} PEs need 1x1 tiles with tile_pipeline 1, not tiles "
+                          f"{tile_rows}x{tile_cols} with tile_pipeline {tile_pipeline}")
+    if pe == "ice40-dual" and (act_bits, weight_bits) != (8, 8):
+        raise ConfigError(f"ice40-dual PEs need 8-bit activations and weights, not {act_bits}/{weight_bits}")
 
 
 def _is_int(value) -> bool:
@@ -96,6 +122,11 @@ class ArrayConfig:
         Requantization lanes (each one multiplier, i.e. DSP blocks). ``None`` builds one per column;
         fewer lanes (a divisor of ``cols``) are shared: a result row then takes
         ``cols / requant_lanes`` cycles and result-producing activation beats are spaced as much.
+    pe:
+        PE kind: ``"generic"`` (``SystolicArray``), or a DSP-mapped ``DspArray``: ``"ice40-dual"``
+        (two 8x8 MACs per iCE40 ``SB_MAC16``, 8-bit only) or ``"ecp5-pipelined"`` (registered ECP5
+        ``MULT18X18D``, ``product_latency`` 5). DSP kinds need 1x1 tiles with ``tile_pipeline`` 1.
+        Simulation and ``qhw generate`` build a portable equivalent; the FPGA flow the vendor primitive.
     """
 
     rows: int = 8
@@ -112,6 +143,7 @@ class ArrayConfig:
     tile_cols: int = 1
     tile_pipeline: int = 1
     requant_lanes: int | None = None
+    pe: str = "generic"
 
     def __post_init__(self):
         _positive("rows", self.rows)
@@ -133,6 +165,10 @@ class ArrayConfig:
             raise ConfigError(f"tile_cols must divide cols ({self.cols}), not {self.tile_cols!r}")
         if not _is_int(self.tile_pipeline) or not 0 <= self.tile_pipeline <= 4:
             raise ConfigError(f"tile_pipeline must be an integer from 0 to 4, not {self.tile_pipeline!r}")
+        if not isinstance(self.pe, str) or self.pe not in PE_KINDS:
+            raise ConfigError(f"pe must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
+        check_pe(self.pe, tile_rows=self.tile_rows, tile_cols=self.tile_cols, tile_pipeline=self.tile_pipeline,
+                 act_bits=self.act_bits, weight_bits=self.weight_bits)
         self._check_rounding()
         if self.requant_lanes is not None and (not _is_int(self.requant_lanes) or self.requant_lanes < 1
                                                or self.cols % self.requant_lanes):
@@ -222,6 +258,20 @@ class ArrayConfig:
         return (tr + tc - 2) * self.tile_pipeline + 1
 
     @property
+    def product_latency(self) -> int:
+        """Cycles a PE's product lags its operands (``PE_PRODUCT_LATENCY``): 0 for ``generic`` and
+        ``ice40-dual`` (combinational), 5 for ``ecp5-pipelined`` (``PipelinedMul.LATENCY + 2``)."""
+        return PE_PRODUCT_LATENCY[self.pe]
+
+    @property
+    def array_latency(self) -> int:
+        """Array input (``a_in``) to its partial-sum row (``psum_out``): ``mesh_latency + product_latency``.
+
+        Every product of a DSP PE is equally late, so the wavefront stays aligned and only this shifts.
+        """
+        return self.mesh_latency + self.product_latency
+
+    @property
     def accumulate_latency(self) -> int:
         """Mesh output to requant input: synchronous accumulator read, the add, a register (3)."""
         return 3
@@ -269,10 +319,10 @@ class ArrayConfig:
     def latency(self) -> int:
         """Cycles from the handshake of an activation beat of the last K tile to its output row.
 
-        ``1 (issue register) + mesh_latency + accumulate_latency + share_latency +
+        ``1 (issue register) + array_latency + accumulate_latency + share_latency +
         requant_latency + fifo_latency``, with ``out.ready`` held high and the FIFO empty.
         """
-        return (1 + self.mesh_latency + self.accumulate_latency + self.share_latency + self.requant_latency
+        return (1 + self.array_latency + self.accumulate_latency + self.share_latency + self.requant_latency
                 + self.fifo_latency)
 
     @property
@@ -290,9 +340,10 @@ class ArrayConfig:
         """Cycles after the last activation of a tile is accepted until its weight/param bank is reusable.
 
         The last wavefront must have left the mesh and read its requant parameters
-        (``1 + mesh_latency + accumulate_latency``); one more cycle of margin.
+        (``1 + array_latency + accumulate_latency``; the parameters are read after the products,
+        so DSP product cycles count); one more cycle of margin.
         """
-        return 1 + self.mesh_latency + self.accumulate_latency + 1
+        return 1 + self.array_latency + self.accumulate_latency + 1
 
     @property
     def weight_load_cycles(self) -> int:
@@ -366,6 +417,8 @@ class ArrayConfig:
             "latency": {
                 "latency": self.latency,
                 "mesh_latency": self.mesh_latency,
+                "product_latency": self.product_latency,
+                "array_latency": self.array_latency,
                 "accumulate_latency": self.accumulate_latency,
                 "requant_latency": self.requant_latency,
                 "share_latency": self.share_latency,

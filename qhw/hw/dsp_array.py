@@ -17,7 +17,8 @@ out), for the default tiling (1x1 tiles, one register between neighbouring PEs).
     input route was 7.1 ns of 7.9 ns at 12x12 (126.4 MHz).
 
 ``family`` selects the vendor primitive (``"ice40"``/``"ecp5"``); ``None`` builds the portable
-equivalent, used by the simulation tests. Nothing here is used by ``qhw generate``.
+equivalent, used by simulation and ``qhw generate``. ``Accelerator`` builds one when ``config.pe``
+names a DSP kind; the FPGA array top also builds one for ``--pe`` whatever ``config.pe`` says.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 
 from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import PE_FAMILY, PE_PRODUCT_LATENCY, ArrayConfig, check_pe
 from .mesh import act_shape, array_ports
 from .pe_ice40 import DualMul8
 from .pe_pipelined import PipelinedMul
@@ -34,7 +35,7 @@ from .skew import Skew
 
 __all__ = ["DSP_KINDS", "DspArray", "check_dsp_config"]
 
-DSP_KINDS = ("ice40-dual", "ecp5-pipelined")
+DSP_KINDS = tuple(PE_FAMILY)    # ("ice40-dual", "ecp5-pipelined")
 
 
 def check_dsp_config(config: ArrayConfig, kind: str, family: str | None = None) -> None:
@@ -43,13 +44,9 @@ def check_dsp_config(config: ArrayConfig, kind: str, family: str | None = None) 
         raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
     if kind not in DSP_KINDS:
         raise ConfigError(f"kind must be one of {', '.join(DSP_KINDS)}, not {kind!r}")
-    if (config.tile_rows, config.tile_cols, config.tile_pipeline) != (1, 1, 1):
-        raise ConfigError(f"{kind} PEs need 1x1 tiles with tile_pipeline 1, not tiles "
-                          f"{config.tile_rows}x{config.tile_cols} with tile_pipeline {config.tile_pipeline}")
-    if kind == "ice40-dual" and (config.act_bits, config.weight_bits) != (8, 8):
-        raise ConfigError(f"ice40-dual PEs need 8-bit activations and weights, not "
-                          f"{config.act_bits}/{config.weight_bits}")
-    expected = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}[kind]
+    check_pe(kind, tile_rows=config.tile_rows, tile_cols=config.tile_cols, tile_pipeline=config.tile_pipeline,
+             act_bits=config.act_bits, weight_bits=config.weight_bits)
+    expected = PE_FAMILY[kind]
     if family not in (None, expected):
         raise ConfigError(f"{kind} PEs need family {expected!r} or None, not {family!r}")
 
@@ -65,8 +62,9 @@ class DspArray(wiring.Component):
 
     @property
     def product_latency(self) -> int:
-        """Cycles a product lags its operands: 0 (ice40-dual) or ``PipelinedMul.LATENCY + 2`` (ecp5)."""
-        return PipelinedMul.LATENCY + 2 if self.kind == "ecp5-pipelined" else 0
+        """Cycles a product lags its operands: 0 (ice40-dual) or ``PipelinedMul.LATENCY + 2`` (ecp5),
+        as ``ArrayConfig.product_latency`` has it (``PE_PRODUCT_LATENCY``)."""
+        return PE_PRODUCT_LATENCY[self.kind]
 
     @property
     def latency(self) -> int:

@@ -5,8 +5,8 @@ registers, pipeline register, output register). For ``family="ecp5"`` it instant
 ``MULT18X18D`` with all three register stages enabled, so the registers sit inside the DSP block
 and no fabric route lies between a register and the multiplier; otherwise (simulation, generic
 Verilog) the same three register stages are plain Amaranth registers around ``*``, so the two
-are cycle-for-cycle identical. Used by ``qhw.hw.dsp_array.DspArray``; the generic ``PE`` and the
-Verilog of ``qhw generate`` are untouched.
+are cycle-for-cycle identical. Used by ``qhw.hw.dsp_array.DspArray``; the generic ``PE`` is
+untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from .config import PIPELINED_MUL_LATENCY
 
 __all__ = ["PipelinedMul"]
 
@@ -31,7 +32,7 @@ class PipelinedMul(wiring.Component):
         ``"ecp5"`` to instantiate ``MULT18X18D``; ``None`` for portable logic.
     """
 
-    LATENCY = 3
+    LATENCY = PIPELINED_MUL_LATENCY     # 3; ``ArrayConfig.product_latency`` derives from it
 
     def __init__(self, *, a_shape, b_shape, family: str | None = None):
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)

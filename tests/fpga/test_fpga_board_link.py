@@ -62,6 +62,15 @@ def test_board_link_uint8_onnx_per_tensor():
     assert np.array_equal(y, case.expected)
 
 
+def test_board_link_ecp5_pipelined_pes():
+    """The board top with pipelined DSP PEs (portable equivalent in simulation): K and N two tiles
+    each, results still equal the golden model."""
+    cfg = ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=8, rounding=("tflite",), pe="ecp5-pipelined")
+    case = make_case(cfg, 3, 4, 3, mode="tflite", seed=5)
+    y = run_with_host(BoardTop(config=cfg, divisor=4), lambda t: BoardLink(t, cfg).run(case.program))
+    assert np.array_equal(y, case.expected)
+
+
 def test_board_rejects_unknown_opcode():
     cfg = ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=8, rounding=("single",))
 

@@ -69,6 +69,43 @@ def test_synth_accel_shared_lane_ecp5(tmp_path, capsys):
     assert r["dsp_use"] == {"qhw/hw/pe.py": 4, "qhw/hw/wide_mul.py": 4} and r["dsps"] == 8
 
 
+def test_synth_accel_ecp5_pipelined(tmp_path, capsys):
+    """A manifest generated with --pe ecp5-pipelined: the accelerator top builds its PEs on the
+    registered MULT18X18D (one per MAC, ``dsp_use`` names pe_pipelined.py) and routes."""
+    _, j = write(ArrayConfig(rows=2, cols=2, max_k=64, acc_depth=16, rounding=("single",), pe="ecp5-pipelined"),
+                 name="qhw_2x2_p", out_dir=tmp_path / "rtl")
+    assert main(["synth", "--rtl", str(j), "--board", "ulx3s-85f", "--top", "accel", "--json",
+                 "-o", str(tmp_path / "b")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["top"] == "accel" and r["pe"] == "ecp5-pipelined" and r["fmax_mhz"] > 0
+    # 4 MACs on 4 MULT18X18D; a `single` lane per column is 4 more each (as in the generic accel top).
+    assert r["dsp_use"] == {"qhw/hw/pe_pipelined.py": 4, "qhw/hw/wide_mul.py": 8} and r["dsps"] == 12
+
+
+@pytest.mark.parametrize("pe, argv, message", [
+    ("generic", ["--board", "ulx3s-85f", "--top", "accel", "--pe", "ecp5-pipelined"],
+     "--pe ecp5-pipelined does not match the manifest's pe generic; regenerate the RTL with "
+     "qhw generate --pe ecp5-pipelined (or leave --pe out)"),
+    ("ecp5-pipelined", ["--board", "ulx3s-85f", "--top", "board", "--pe", "generic"],
+     "--pe generic does not match the manifest's pe ecp5-pipelined; regenerate the RTL with "
+     "qhw generate --pe generic (or leave --pe out)"),
+    ("ice40-dual", ["--board", "ulx3s-85f", "--top", "accel"],
+     "the manifest's pe ice40-dual is for ice40 boards, not ulx3s-85f (ecp5); regenerate with "
+     "qhw generate --pe ecp5-pipelined or --pe generic"),
+    ("ecp5-pipelined", ["--board", "icebreaker", "--top", "board", "--pe", "ecp5-pipelined"],
+     "the manifest's pe ecp5-pipelined is for ecp5 boards, not icebreaker (ice40); regenerate with "
+     "qhw generate --pe ice40-dual or --pe generic"),
+])
+def test_synth_accel_pe_must_match_manifest(tmp_path, capsys, pe, argv, message):
+    """The accel/board tops build the manifest's pe: --pe and the board family are checked against it
+    before any tool runs (one line)."""
+    _, j = write(ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=8, rounding=("single",), pe=pe),
+                 name="qhw_pe", out_dir=tmp_path / "rtl")
+    assert main(["synth", "--rtl", str(j), *argv, "-o", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip() == f"qhw: error: {message}"
+    assert not (tmp_path / "b").exists()
+
+
 def test_synth_does_not_fit_says_why(tmp_path, capsys):
     _, j = write(ArrayConfig(rows=6, cols=6, max_k=64, acc_depth=16, rounding=("single",)), name="qhw_6x6",
                  out_dir=tmp_path / "rtl")

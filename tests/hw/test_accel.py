@@ -255,3 +255,80 @@ def test_shared_requant_lanes_cycles(lanes, k):
     res = check(make_case(c, m, k, 8, mode="single", seed=3))
     assert res.cycles == c.ideal_cycles(m, k, 8)
     assert c.latency == cfg(4, 4).latency + c.requant_passes
+
+
+# --------------------------------------------------------------------------- DSP-mapped PEs (family None)
+
+
+DSP_PES = ["ecp5-pipelined", "ice40-dual"]
+
+
+@pytest.mark.parametrize("pe", DSP_PES)
+@pytest.mark.parametrize("rows, cols", [(4, 4), (2, 3)])
+def test_dsp_pe_full_rate_cycle_exact(pe, rows, cols):
+    """Three K tiles and two N tiles back to back at full rate: each tile's bank switch happens while
+    the previous tile's products are still in the array (and, for ecp5-pipelined, in the DSP
+    pipeline). Bit-exact, no lost slot, and exactly ``ideal_cycles``."""
+    c = cfg(rows, cols, pe=pe)
+    m, k, n = c.min_m_for_full_rate, 3 * rows, 2 * cols
+    res = check(make_case(c, m, k, n, mode="single", seed=31 + rows))
+    assert max(np.diff(res.act_cycles)) == 1, "an activation slot was lost between tiles"
+    assert res.cycles == c.ideal_cycles(m, k, n)
+
+
+@pytest.mark.parametrize("pe", DSP_PES)
+def test_dsp_pe_latency_property(pe):
+    """First result exactly ``latency`` cycles after the first last-K-tile activation."""
+    c = cfg(4, 4, pe=pe)
+    m, k, n = 4, 8, 4
+    res = check(make_case(c, m, k, n, mode="single", seed=32))
+    assert res.out_cycles[0] - res.act_cycles[m] == c.latency
+    assert c.latency == cfg(4, 4).latency + c.product_latency
+
+
+@pytest.mark.parametrize("pe", DSP_PES)
+@pytest.mark.parametrize("m, k", [(1, 4), (2, 4), (3, 4), (1, 10), (3, 10)])
+def test_dsp_pe_small_m_bank_reuse(pe, m, k):
+    """M far below ``min_m_for_full_rate`` with many tiles: each bank (weights and requantization
+    parameters) is refilled as soon as ``bank_drain_cycles`` allow, while the rows of its previous
+    tile are still in flight. With one K tile every tile loads parameters, so a bank's parameters are
+    overwritten two tiles (2 * M cycles) later: a drain that forgot the product cycles lets that
+    happen before the last rows have read them. M = 1 also reads back the accumulator row written
+    in the same cycle."""
+    c = cfg(4, 4, pe=pe)
+    check(make_case(c, m, k, 13, mode="tflite", seed=40 + m + k))
+
+
+@pytest.mark.parametrize("pe", DSP_PES)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_dsp_pe_gaps_and_backpressure(pe, seed):
+    mode = ("single", "tflite", "onnx")[(seed + len(pe)) % 3]
+    c = cfg(4, 4, pe=pe)
+    check(make_case(c, 9, 13, 10, mode=mode, seed=50 + seed), seed=seed, in_gap=0.3, out_stall=0.5)
+
+
+def test_dsp_pe_2x2_modes_and_uint8():
+    """2x2 of both kinds in every mode; ice40-dual with unsigned activations per tensor."""
+    for pe in DSP_PES:
+        c = cfg(2, 2, pe=pe)
+        for i, mode in enumerate(("single", "tflite", "onnx")):
+            check(make_case(c, 5, 7, 5, mode=mode, seed=60 + i), seed=i, in_gap=0.2, out_stall=0.2)
+    c = cfg(2, 4, pe="ice40-dual", act_signed=False, per_channel=False)
+    check(make_case(c, 6, 9, 5, mode="tflite", seed=63, x_zero_point=128, zero_point=128), seed=3)
+
+
+def test_dsp_pe_shared_requant_lanes():
+    c = cfg(4, 4, pe="ecp5-pipelined", requant_lanes=2)
+    m = c.min_m_for_full_rate
+    res = check(make_case(c, m, 12, 8, mode="single", seed=64))
+    assert res.cycles == c.ideal_cycles(m, 12, 8)
+
+
+def test_dsp_pe_back_to_back_commands():
+    c = cfg(4, 4, pe="ecp5-pipelined")
+    a = make_case(c, 5, 9, 6, mode="single", seed=65)
+    b = make_case(c, 1, 4, 9, mode="onnx", seed=66)
+    res = simulate([a.program, b.program], seed=65, in_gap=0.2, out_stall=0.2)
+    for case, out in zip((a, b), res.outputs):
+        assert np.array_equal(out, case.expected)
+

@@ -31,6 +31,15 @@ from qhw.hw.config import ArrayConfig, signed_bits
     ({"acc_bits": 49}, "acc_bits must be an integer from 33 (bit growth of max_k=4096) to 48, not 49"),
     ({"act_bits": 16, "weight_bits": 16, "max_k": 1 << 20},
      "max_k is too large for a 48-bit accumulator (52 bits needed), not 1048576"),
+    ({"pe": "dsp"}, "pe must be one of generic, ice40-dual, ecp5-pipelined, not 'dsp'"),
+    ({"pe": None}, "pe must be one of generic, ice40-dual, ecp5-pipelined, not None"),
+    ({"pe": ["generic"]}, "pe must be one of generic, ice40-dual, ecp5-pipelined, not ['generic']"),
+    ({"pe": "ice40-dual", "act_bits": 16}, "ice40-dual PEs need 8-bit activations and weights, not 16/8"),
+    ({"pe": "ice40-dual", "weight_bits": 4}, "ice40-dual PEs need 8-bit activations and weights, not 8/4"),
+    ({"pe": "ecp5-pipelined", "tile_cols": 2},
+     "ecp5-pipelined PEs need 1x1 tiles with tile_pipeline 1, not tiles 1x2 with tile_pipeline 1"),
+    ({"pe": "ice40-dual", "tile_pipeline": 0},
+     "ice40-dual PEs need 1x1 tiles with tile_pipeline 1, not tiles 1x1 with tile_pipeline 0"),
 ])
 def test_validation_message(kwargs, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
@@ -83,6 +92,35 @@ def test_latency_formulas():
     assert c.peak_macs_per_cycle == 64
 
 
+@pytest.mark.parametrize("pe, product, array, drain, min_m", [
+    ("generic", 0, 15, 20, 30),
+    ("ice40-dual", 0, 15, 20, 30),           # SB_MAC16 dual 8x8 is combinational
+    ("ecp5-pipelined", 5, 20, 25, 35),       # MULT18X18D's 3 registers + 2 fabric registers
+])
+def test_latencies_per_pe(pe, product, array, drain, min_m):
+    c = ArrayConfig(rows=8, cols=8, pe=pe)
+    assert c.mesh_latency == 15
+    assert (c.product_latency, c.array_latency) == (product, array)
+    # requant_latency is the requantization lane's own (read, never a literal here)
+    assert c.latency == 1 + array + c.accumulate_latency + c.requant_latency + 1
+    assert (c.bank_drain_cycles, c.min_m_for_full_rate) == (drain, min_m)
+    assert c.fifo_depth == c.latency + 4
+    assert c.ideal_cycles(40, 24, 16) == ArrayConfig(rows=8, cols=8).ideal_cycles(40, 24, 16) + product
+
+
+def test_product_latency_is_the_multipliers():
+    """The config's constant agrees with the multiplier that builds it (``DspArray.latency`` against
+    ``array_latency``: tests/fpga/test_fpga_dsp_array.py)."""
+    from qhw.hw.pe_pipelined import PipelinedMul
+
+    assert ArrayConfig(pe="ecp5-pipelined").product_latency == PipelinedMul.LATENCY + 2
+
+
+def test_dsp_pe_allows_16_bit_on_ecp5():
+    c = ArrayConfig(act_bits=16, weight_bits=16, pe="ecp5-pipelined")
+    assert c.product_latency == 5
+
+
 def test_manifest_is_json_and_complete():
     c = ArrayConfig(rows=4, cols=2, per_channel=False)
     m = json.loads(json.dumps(c.manifest()))
@@ -90,6 +128,8 @@ def test_manifest_is_json_and_complete():
     assert m["parameters"]["rows"] == 4 and m["parameters"]["per_channel"] is False
     assert m["parameters"]["rounding"] == ["single", "tflite", "onnx"]
     assert m["latency"]["latency"] == c.latency
+    assert m["parameters"]["pe"] == "generic"
+    assert m["latency"]["product_latency"] == 0 and m["latency"]["array_latency"] == c.mesh_latency
     assert m["derived"]["acc_bits"] == c.acc_bits
     assert m["peak_macs_per_cycle"] == 8
 
@@ -107,3 +147,13 @@ def test_default_lanes_follow_cols_through_replace():
     small = replace(ArrayConfig(), rows=2, cols=2)
     assert small.requant_lane_count == 2 and small.requant_passes == 1
     assert replace(ArrayConfig(requant_lanes=2), cols=4).requant_passes == 2
+
+
+def test_manifest_pe_and_latencies():
+    c = ArrayConfig(rows=4, cols=2, pe="ecp5-pipelined")
+    m = json.loads(json.dumps(c.manifest()))
+    assert m["parameters"]["pe"] == "ecp5-pipelined"
+    lat = m["latency"]
+    assert (lat["mesh_latency"], lat["product_latency"], lat["array_latency"]) == (5, 5, 10)
+    assert lat["latency"] == c.latency == 1 + 10 + 3 + c.requant_latency + 1
+    assert ArrayConfig(**{**m["parameters"], "rounding": tuple(m["parameters"]["rounding"])}) == c

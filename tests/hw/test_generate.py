@@ -89,8 +89,10 @@ def test_committed_rtl_lints_clean():
 
 
 @pytest.mark.skipif(find_verilator() is None, reason="verilator not installed")
-def test_variant_lints_clean(tmp_path):
-    config = ArrayConfig(rows=2, cols=3, tile_cols=3, act_signed=False, per_channel=False, rounding=("tflite",))
+@pytest.mark.parametrize("pe", ["generic", "ecp5-pipelined", "ice40-dual"])
+def test_variant_lints_clean(tmp_path, pe):
+    tiles = {"tile_cols": 3} if pe == "generic" else {}     # DSP PEs are 1x1 tiles
+    config = ArrayConfig(rows=2, cols=3, act_signed=False, per_channel=False, rounding=("tflite",), pe=pe, **tiles)
     v, _ = write(config, name="qhw_variant", out_dir=tmp_path)
     ok, text = lint(v, top="qhw_variant")
     assert ok, text
@@ -113,11 +115,38 @@ def test_cli_generate(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_cli_generate_pe_round_trips(tmp_path, capsys):
+    """--pe is stored in the manifest with its latencies, and both manifest readers (qhw synth's and
+    the simulator's) rebuild the same config; a manifest from before --pe loads as generic."""
+    from qhw.fpga.flow import config_from_manifest
+    from qhw.sim.manifest import load_hardware
+
+    args = parse(["generate", "--rows", "2", "--cols", "2", "--max-k", "16", "--acc-depth", "8",
+                  "--rounding", "single", "--pe", "ecp5-pipelined", "--name", "qhw_pe", "-o", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "pe ecp5-pipelined" in capsys.readouterr().out
+    path = tmp_path / "qhw_pe.json"
+    man = json.loads(path.read_text())
+    assert man["parameters"]["pe"] == "ecp5-pipelined"
+    assert man["latency"]["product_latency"] == 5 and man["latency"]["array_latency"] == 3 + 5
+    expected = ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=8, rounding=("single",), pe="ecp5-pipelined")
+    assert config_from_manifest(path) == (expected, "qhw_pe")
+    assert load_hardware(path).config == expected
+    del man["parameters"]["pe"]
+    path.write_text(json.dumps(man))
+    config, _ = config_from_manifest(path)
+    assert config.pe == "generic" and load_hardware(path).config.pe == "generic"
+
+
 def test_cli_errors_are_qhw_errors(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("rows must be a positive integer, not -1") + "$"):
         cli.run(parse(["generate", "--rows", "-1", "--name", "x", "-o", str(tmp_path)]))
     with pytest.raises(ConfigError, match="^rounding must be a non-empty tuple of distinct modes"):
         cli.run(parse(["generate", "--rounding", "single,gemmlowp", "--name", "x", "-o", str(tmp_path)]))
+    with pytest.raises(ConfigError, match=r"^pe must be one of generic, ice40-dual, ecp5-pipelined, not 'dsp'$"):
+        cli.run(parse(["generate", "--pe", "dsp", "--name", "x", "-o", str(tmp_path)]))
+    with pytest.raises(ConfigError, match=r"^ice40-dual PEs need 8-bit activations and weights, not 16/8$"):
+        cli.run(parse(["generate", "--pe", "ice40-dual", "--act-bits", "16", "--name", "x", "-o", str(tmp_path)]))
     with pytest.raises(ModelError, match=r"^model\.qmodel: no such file"):
         cli.run(parse(["generate", "--for", "model.qmodel", "--name", "x", "-o", str(tmp_path)]))
     assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,8 @@ CONFIGS = {
                       rounding=("single", "onnx")),
     "2x4-u8-pertensor": dict(rows=2, cols=4, act_signed=False, per_channel=False, max_k=32, acc_depth=64,
                              rounding=("tflite",), tile_cols=2),
+    # DSP PEs (portable Verilog of qhw generate --pe): 5 product cycles in every latency.
+    "2x2-ecp5": dict(rows=2, cols=2, max_k=32, acc_depth=64, rounding=("single", "tflite"), pe="ecp5-pipelined"),
 }
 
 
