@@ -239,23 +239,36 @@ class Accelerator(wiring.Component):
                     m.d.sync += i_k0.eq(i_k0 + R)
 
         # ---------------------------------------------------------------- accumulate
+        # One row read-modify-write per cycle, with the block RAM's clock-to-out and the adder in
+        # different cycles: the row is read one cycle early and its data registered (``rd``). A
+        # read sees every write at least one cycle older (the port is transparent for writes in
+        # its own cycle); the one younger write, of the beat just before (M = 1: the same row's K
+        # tiles back to back), is taken from the adder's output register instead (forwarding).
         m.submodules.acc_mem = mem = Memory(shape=data.ArrayLayout(signed(c.sum_bits), C),
                                             depth=c.acc_depth, init=[])
         wp = mem.write_port()
-        # Transparent: with M = 1 the next K tile reads the row written in the same cycle.
         rp = mem.read_port(transparent_for=(wp,))
-        meta_t = delayed(m, meta, c.array_latency, name="meta")
-        m.d.comb += rp.addr.eq(meta_t.m)
-        meta_d = Signal(meta_layout)
+        meta_r = delayed(m, meta, c.array_latency - 1, name="meta_r")
+        m.d.comb += rp.addr.eq(meta_r.m)
+        meta_d1 = delayed(m, meta_r, 1, name="meta_rd")
+        meta_d = delayed(m, meta_d1, 1, name="meta_add")
         psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C))
-        m.d.sync += [meta_d.eq(meta_t), psum_d.eq(array.psum_out)]
+        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        m.d.sync += [psum_d.eq(array.psum_out), rd.eq(rp.data)]
         total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        last_total = Signal.like(total)
+        wrote = Signal()
+        m.d.comb += wrote.eq(meta_d.valid & ~meta_d.last)
+        # Decided a cycle ahead (this beat against the next one), so the row compare is not in
+        # front of the adder.
+        forward = Signal()
+        m.d.sync += [last_total.eq(total), forward.eq(wrote & (meta_d.m == meta_d1.m))]
         for j in range(C):
             with m.If(meta_d.first):
                 m.d.comb += total[j].eq(psum_d[j])
             with m.Else():
-                m.d.comb += total[j].eq(rp.data[j] + psum_d[j])
-        m.d.comb += [wp.addr.eq(meta_d.m), wp.data.eq(total), wp.en.eq(meta_d.valid & ~meta_d.last)]
+                m.d.comb += total[j].eq(Mux(forward, last_total[j], rd[j]) + psum_d[j])
+        m.d.comb += [wp.addr.eq(meta_d.m), wp.data.eq(total), wp.en.eq(wrote)]
 
         # ---------------------------------------------------------------- requantize
         # A register between the accumulator's add and the lanes' bias add keeps two carry chains
@@ -289,7 +302,7 @@ class Accelerator(wiring.Component):
 
         lane_out = []
         for j in range(L):
-            lane = RequantLane(config=c)
+            lane = RequantLane(config=c, family=self.family)
             m.submodules[f"requant_{j}"] = lane
             m.d.comb += [
                 lane.i_valid.eq(lane_valid),

@@ -273,7 +273,8 @@ class ArrayConfig:
 
     @property
     def accumulate_latency(self) -> int:
-        """Mesh output to requant input: synchronous accumulator read, the add, a register (3)."""
+        """Array output to requant input (3): the psum and the accumulator row (read a cycle early)
+        registered, the add, a register before the lanes."""
         return 3
 
     @property

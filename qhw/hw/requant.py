@@ -69,14 +69,19 @@ class RequantLane(wiring.Component):
     ``[qmin, qmax]`` (the contract's intermediate clamp to +-2**31 cannot change the result while
     qmin/qmax are element values; ``rint(clip(v)) == clip(rint(v))`` since the bounds are integers).
 
+    ``family="ecp5"`` builds the multipliers as ``MULT18X18D`` with their registers; any other
+    value the portable equivalent (same latency).
+
     ``i_valid``, ``mode``, ``multiplier``, ``shift`` and ``scale`` travel with the data;
     ``zero_point``, ``qmin`` and ``qmax`` must be held steady while results are in flight.
     """
 
-    def __init__(self, *, config: ArrayConfig):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None):
         if not isinstance(config, ArrayConfig):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
-        self.config = config
+        if family not in (None, "ice40", "ecp5"):
+            raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
+        self.config, self.family = config, family
         out = act_shape(config)
         super().__init__({
             "i_valid": In(1),
@@ -176,8 +181,8 @@ class RequantLane(wiring.Component):
             m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
         # 4: t = op * M0 + rounding constant.
-        t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend,
-                              name="s4_prod")
+        t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend, name="s4_prod",
+                              family=self.family)
         ready = 3 + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)
         r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2}_fixed_r")
         total_x = delayed(m, total, ready - 1, name="total")
@@ -235,17 +240,22 @@ class RequantLane(wiring.Component):
         # 4: normalise.
         norm = Signal(48, name="s4_norm")
         m.d.sync += norm.eq((mag3 << lz)[:48])
-        lz4 = delayed(m, lz, 1, name="lz")
+        exp4 = Signal(signed(8), name="s4_exp")
+        m.d.sync += exp4.eq(24 - lz)
         # 5: float32(a), rounded half to even.
         top = norm[24:48]
         up = norm[23] & (norm[:23].any() | top[0])
+        # The increment carries out only from all ones: decided without the carry chain, so the
+        # exponent's increment runs beside the mantissa's instead of after it.
         man_r = Signal(25)
-        m.d.comb += man_r.eq(top + up)
+        carry = Signal()
+        m.d.comb += [man_r.eq(top + up), carry.eq(top.all() & up)]
         a_man = Signal(24, name="s5_a_man")
         a_exp = Signal(signed(8), name="s5_a_exp")
-        m.d.sync += [a_man.eq(Mux(man_r[24], 1 << 23, man_r[:24])), a_exp.eq(24 - lz4 + man_r[24])]
+        m.d.sync += [a_man.eq(Mux(carry, 1 << 23, man_r[:24])), a_exp.eq(exp4 + carry)]
         # 6: the exact mantissa product; its exponent and zero flag beside it.
-        prod = pipelined_product(m, a_man, delayed(m, s_man, 3, name="s_man"), name="s6_fprod")
+        prod = pipelined_product(m, a_man, delayed(m, s_man, 3, name="s_man"), name="s6_fprod",
+                                 family=self.family)
         lat = product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS, addend=False)
         p_exp = Signal(signed(11), name="s6_fexp")
         p_zero = Signal(name="s6_fzero")
@@ -269,11 +279,13 @@ class RequantLane(wiring.Component):
         ]
         zero7 = delayed(m, p_zero, 1, name="zero7")
         f_r = Signal(25)
-        m.d.comb += f_r.eq(keep + (rbit & (sticky | keep[0])))
+        f_inc = Signal()
+        f_carry = Signal()
+        m.d.comb += [f_inc.eq(rbit & (sticky | keep[0])), f_r.eq(keep + f_inc), f_carry.eq(keep.all() & f_inc)]
         f_man = Signal(24, name=f"s{n + 2}_fman")
         f_exp = Signal(signed(12), name=f"s{n + 2}_fexp")
         f_zero = delayed(m, zero7, 1, name="fzero7")
-        m.d.sync += [f_man.eq(Mux(f_r[24], 1 << 23, f_r[:24])), f_exp.eq(exp7 + f_r[24])]
+        m.d.sync += [f_man.eq(Mux(f_carry, 1 << 23, f_r[:24])), f_exp.eq(exp7 + f_carry)]
         # 8: rint(f_man * 2**f_exp), half to even; |v| >= 2**23 saturates, |v| < 0.5 is 0.
         sh = Signal(range(25), name=f"s{n + 3}_sh")
         gone = Signal(name=f"s{n + 3}_gone")

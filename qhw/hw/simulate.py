@@ -34,12 +34,13 @@ class SimResult:
 
 
 def simulate(programs, *, seed: int = 0, in_gap: float = 0.0, out_stall: float = 0.0, out_start: int = 0,
-             max_cycles: int | None = None) -> SimResult:
+             act_start: int = 0, max_cycles: int | None = None) -> SimResult:
     """Simulate one GEMM program, or several back to back (a sequence of them, same config).
 
     ``in_gap``/``out_stall``: per-cycle probability that a producer idles / the
     consumer is not ready, drawn from generators seeded by ``seed``; ``out_start``:
-    cycles the consumer holds ``ready`` low before it starts.
+    cycles the consumer holds ``ready`` low before it starts; ``act_start``: cycles the
+    activation producer waits before its first beat (the loader fills both weight banks meanwhile).
     """
     if isinstance(programs, GemmProgram):
         programs = [programs]
@@ -62,6 +63,10 @@ def simulate(programs, *, seed: int = 0, in_gap: float = 0.0, out_stall: float =
 
         async def bench(ctx):
             t = 0
+            if name == "act":
+                for _ in range(act_start):
+                    await ctx.tick()
+                    t += 1
             for beat in beats[name]:
                 while gap and prng.random() < gap:
                     await ctx.tick()

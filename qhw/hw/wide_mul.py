@@ -1,21 +1,26 @@
 """A pipelined wide multiply: 18x18-sized partial products, registered, then a registered adder tree.
 
-FPGA multipliers are 18x18 signed (ECP5 ``MULT18X18D``, one iCE40 ``SB_MAC16`` half-mode aside).
-A wider product written as one ``*`` becomes several DSP blocks whose outputs Yosys sums in
-fabric within the same cycle: that sum was the accelerator's critical path. Here each partial
-product is registered on its own (one DSP block each) and the sums are spread over one adder
-level per cycle, so no stage holds more than one carry chain.
+FPGA multipliers are 18x18 signed (ECP5 ``MULT18X18D``; iCE40's ``SB_MAC16`` is 16x16). A wider
+product written as one ``*`` becomes several DSP blocks whose outputs Yosys sums in fabric within
+the same cycle: that sum was the accelerator's critical path. Here each partial product is a
+``PipelinedMul`` (on ECP5 a ``MULT18X18D`` with its own input, pipeline and output registers;
+elsewhere the same registers around ``*``), then a fabric register beside the DSP, then one adder
+level per cycle, so no stage holds more than one carry chain or more than a bare route.
 
-``latency = 1 + tree_levels(terms)`` cycles, ``terms`` = partial products (+1 with an addend).
+``latency = MUL_LATENCY + 1 + tree_levels(terms)`` cycles, ``terms`` = partial products (+1 with
+an addend).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, Value
 
-__all__ = ["CHUNK", "chunk_count", "pipelined_product", "product_latency", "tree_levels"]
+from .skew import delayed
 
-CHUNK = 17      # an unsigned 17-bit chunk fits an 18-bit signed multiplier input
+__all__ = ["CHUNK", "MUL_LATENCY", "chunk_count", "pipelined_product", "product_latency", "tree_levels"]
+
+CHUNK = 17          # an unsigned 17-bit chunk fits an 18-bit signed multiplier input
+MUL_LATENCY = 3     # ``PipelinedMul.LATENCY`` (checked when a product is built; no import cycle)
 
 
 def chunk_count(bits: int, signed: bool) -> int:
@@ -39,7 +44,7 @@ def tree_levels(terms: int) -> int:
 def product_latency(a_bits: int, a_signed: bool, b_bits: int, *, addend: bool) -> int:
     """Cycles of ``pipelined_product`` for these operand widths (b is unsigned)."""
     terms = chunk_count(a_bits, a_signed) * chunk_count(b_bits, False) + int(addend)
-    return 1 + tree_levels(terms)
+    return MUL_LATENCY + 1 + tree_levels(terms)
 
 
 def _chunks(value: Value) -> list[tuple[Value, int]]:
@@ -57,24 +62,33 @@ def _chunks(value: Value) -> list[tuple[Value, int]]:
     return out
 
 
-def pipelined_product(m: Module, a: Value, b: Value, *, addend: Value | None = None, name: str) -> Signal:
+def pipelined_product(m: Module, a: Value, b: Value, *, addend: Value | None = None, name: str,
+                      family: str | None = None) -> Signal:
     """``a * b (+ addend)``, exact, ``product_latency(...)`` cycles after ``a``, ``b`` and ``addend``.
 
-    ``b`` must be unsigned. Registers are named ``{name}_pp*`` and ``{name}_l{level}_*``.
+    ``b`` must be unsigned. ``family="ecp5"`` instantiates ``MULT18X18D``; anything else builds the
+    portable equivalent. Submodules are ``{name}_mul{i}{j}``, registers ``{name}_pp*`` and
+    ``{name}_l{level}_*``.
     """
+    # Imported here: pe_pipelined imports config, which imports this module.
+    from .pe_pipelined import PipelinedMul
+    assert PipelinedMul.LATENCY == MUL_LATENCY
     a, b = Value.cast(a), Value.cast(b)
     if b.shape().signed:
         raise TypeError(f"b must be unsigned, not {b.shape()!r}")
     terms = []
     for i, (ca, sa) in enumerate(_chunks(a)):
         for j, (cb, sb) in enumerate(_chunks(b)):
-            pp = Signal((ca * cb).shape(), name=f"{name}_pp{i}{j}")
-            m.d.sync += pp.eq(ca * cb)
+            mul = PipelinedMul(a_shape=ca.shape(), b_shape=cb.shape(), family="ecp5" if family == "ecp5" else None)
+            m.submodules[f"{name}_mul{i}{j}"] = mul
+            m.d.comb += [mul.a.eq(ca), mul.b.eq(cb)]
+            # Two unsigned chunks: the product's bits are right, its sign bit is not a sign.
+            p = mul.p if ca.shape().signed else mul.p.as_unsigned()
+            pp = Signal(p.shape(), name=f"{name}_pp{i}{j}")       # fabric register beside the DSP
+            m.d.sync += pp.eq(p)
             terms.append(pp if sa + sb == 0 else pp << (sa + sb))
     if addend is not None:
-        add_r = Signal(Value.cast(addend).shape(), name=f"{name}_pp_add")
-        m.d.sync += add_r.eq(addend)
-        terms.append(add_r)
+        terms.append(delayed(m, Value.cast(addend), MUL_LATENCY + 1, name=f"{name}_pp_add"))
     level = 0
     while len(terms) > 1:
         level += 1

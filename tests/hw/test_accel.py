@@ -100,6 +100,18 @@ def test_m_equals_1(mode):
     check(make_case(cfg(4, 4), 1, 17, 9, mode=mode, seed=15))
 
 
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("m", [1, 2])
+def test_same_row_back_to_back(rows, m):
+    """Both weight banks loaded before the activations start, so a row's next K tile comes M
+    cycles after its previous one: M = 1 is before the previous sum is written (forwarding from
+    the adder's register), M = 2 in the cycle it is written (the transparent read port)."""
+    case = make_case(cfg(rows, 4), m, 3 * rows, 4, mode="single", seed=21)
+    res = check(case, act_start=4 * (rows + 1))
+    t = res.act_cycles
+    assert min(t[i + m] - t[i] for i in range(len(t) - m)) == m, t
+
+
 def test_n_and_k_one():
     check(make_case(cfg(4, 4), 3, 1, 1, mode="single", seed=16))
 

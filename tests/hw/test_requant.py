@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Requantization lane: bit-exact with qhw.arith.Requant on ties, saturation and random cases, one per cycle."""
 
 import zlib
@@ -182,7 +183,7 @@ def test_single_mode_builds(rounding):
 
 
 @pytest.mark.parametrize("config, latency", [
-    (INT8, 15), (ArrayConfig(rows=2, cols=2, rounding=("single", "tflite")), 11), (WIDE, 15)])
+    (INT8, 18), (ArrayConfig(rows=2, cols=2, rounding=("single", "tflite")), 14), (WIDE, 18)])
 def test_lane_latency_is_measured(config, latency):
     """One beat in: its result leaves exactly ``latency`` cycles later (the figure the accelerator's
     schedule and the manifest use), and nothing before it."""
@@ -246,3 +247,9 @@ def test_mode_travels_with_each_beat():
     expected = [golden(mode, 0, -128, 127, [v])[0] for mode, v in zip(modes, vectors)]
     assert out == expected
     assert len(set(modes)) == 3 and golden("single", 0, -128, 127, vectors) != expected
+
+
+def test_lane_family_checked():
+    from qhw.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"^family must be None, 'ice40' or 'ecp5', not 'xilinx'$"):
+        RequantLane(config=INT8, family="xilinx")
