@@ -1278,7 +1278,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \$25  = \$24  < cmd[28:16];
   assign \$26  = i_k0 + 4'h8;
   assign i_last_k = \$26  >= cmd[28:16];
-  assign credit = outstanding < 6'h2a;
+  assign credit = outstanding < 6'h2b;
   assign \$27  = full >> i_bank;
   assign \$28  = i_run & \$27 ;
   assign \$29  = ~ i_last_k;
@@ -1515,7 +1515,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
     .rst(rst),
     .scale(\$51 [583:552]),
     .shift(\$50 [509:504]),
-    .valid_d18(w_en)
+    .valid_d19(w_en)
   );
   \qhw_array_8x8.requant_1  requant_1 (
     .acc(acc_row[55:28]),
@@ -17273,7 +17273,7 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   wire [63:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [63:0] storage [40:0];
+  reg [63:0] storage [41:0];
   initial begin
     storage[0] = 64'h0000000000000000;
     storage[1] = 64'h0000000000000000;
@@ -17316,6 +17316,7 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
     storage[38] = 64'h0000000000000000;
     storage[39] = 64'h0000000000000000;
     storage[40] = 64'h0000000000000000;
+    storage[41] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
@@ -17328,7 +17329,7 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 6'h29;
+  assign w_rdy = inner_level != 6'h2a;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -17336,13 +17337,13 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 6'h28;
+  assign \$5  = w_port__addr == 6'h29;
   assign \$6  = w_port__addr + 1'h1;
   assign \$7  = \$5  ? 7'h00 : \$6 ;
   assign \$8  = ~ r_rdy;
   assign \$9  = \$8  | r_en;
   assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 6'h28;
+  assign \$11  = r_port__addr == 6'h29;
   assign \$12  = r_port__addr + 1'h1;
   assign \$13  = \$11  ? 7'h00 : \$12 ;
   assign \$14  = w_rdy & w_en;
@@ -17424,7 +17425,7 @@ module \qhw_array_8x8.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   assign r_port__data = r_data;
 endmodule
 
-module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322$45 , acc, i_valid, o, valid_d18, clk);
+module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322$45 , acc, i_valid, o, valid_d19, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -17496,13 +17497,13 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -17514,17 +17515,17 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -17541,17 +17542,17 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -17563,6 +17564,15 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -18547,23 +18557,23 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -18585,6 +18595,7 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -18600,6 +18611,7 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -18619,6 +18631,7 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -18663,10 +18676,12 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -18678,7 +18693,9 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -18735,6 +18752,7 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -18773,8 +18791,9 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d15 = 1'h0;
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
-  output valid_d18;
   reg valid_d18 = 1'h0;
+  output valid_d19;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -19533,11 +19552,11 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -19811,125 +19830,143 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_0.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -20870,429 +20907,492 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -21301,21 +21401,21 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -22054,13 +22154,13 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -22072,17 +22172,17 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -22099,17 +22199,17 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -22121,6 +22221,15 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -23105,23 +23214,23 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -23143,6 +23252,7 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -23158,6 +23268,7 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -23177,6 +23288,7 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -23221,10 +23333,12 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -23236,7 +23350,9 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -23293,6 +23409,7 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -23332,6 +23449,7 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -24090,11 +24208,11 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -24368,125 +24486,143 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_1.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -25427,429 +25563,492 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -25858,21 +26057,21 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -26611,13 +26810,13 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -26629,17 +26828,17 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -26656,17 +26855,17 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -26678,6 +26877,15 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -27662,23 +27870,23 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -27700,6 +27908,7 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -27715,6 +27924,7 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -27734,6 +27944,7 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -27778,10 +27989,12 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -27793,7 +28006,9 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -27850,6 +28065,7 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -27889,6 +28105,7 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -28647,11 +28864,11 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -28925,125 +29142,143 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_2.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -29984,429 +30219,492 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -30415,21 +30713,21 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -31168,13 +31466,13 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -31186,17 +31484,17 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -31213,17 +31511,17 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -31235,6 +31533,15 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -32219,23 +32526,23 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -32257,6 +32564,7 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -32272,6 +32580,7 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -32291,6 +32600,7 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -32335,10 +32645,12 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -32350,7 +32662,9 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -32407,6 +32721,7 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -32446,6 +32761,7 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -33204,11 +33520,11 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -33482,125 +33798,143 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_3.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -34541,429 +34875,492 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -34972,21 +35369,21 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -35725,13 +36122,13 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -35743,17 +36140,17 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -35770,17 +36167,17 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -35792,6 +36189,15 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -36776,23 +37182,23 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -36814,6 +37220,7 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -36829,6 +37236,7 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -36848,6 +37256,7 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -36892,10 +37301,12 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -36907,7 +37318,9 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -36964,6 +37377,7 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -37003,6 +37417,7 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -37761,11 +38176,11 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -38039,125 +38454,143 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_4.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -39098,429 +39531,492 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -39529,21 +40025,21 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -40282,13 +40778,13 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -40300,17 +40796,17 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -40327,17 +40823,17 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -40349,6 +40845,15 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -41333,23 +41838,23 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -41371,6 +41876,7 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -41386,6 +41892,7 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -41405,6 +41912,7 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -41449,10 +41957,12 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -41464,7 +41974,9 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -41521,6 +42033,7 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -41560,6 +42073,7 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -42318,11 +42832,11 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -42596,125 +43110,143 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_5.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -43655,429 +44187,492 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -44086,21 +44681,21 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -44839,13 +45434,13 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -44857,17 +45452,17 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -44884,17 +45479,17 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -44906,6 +45501,15 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -45890,23 +46494,23 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -45928,6 +46532,7 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -45943,6 +46548,7 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -45962,6 +46568,7 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -46006,10 +46613,12 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -46021,7 +46630,9 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -46078,6 +46689,7 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -46117,6 +46729,7 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -46875,11 +47488,11 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -47153,125 +47766,143 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_6.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -48212,429 +48843,492 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -48643,21 +49337,21 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };
@@ -49396,13 +50090,13 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg [23:0] \$1059 ;
   wire \$106 ;
   reg [24:0] \$1060 ;
-  reg \$1061 ;
+  reg [23:0] \$1061 ;
   reg \$1062 ;
-  reg [24:0] \$1063 ;
+  reg \$1063 ;
   reg \$1064 ;
   reg \$1065 ;
   reg \$1066 ;
-  reg \$1067 ;
+  reg [24:0] \$1067 ;
   reg \$1068 ;
   reg \$1069 ;
   wire \$107 ;
@@ -49414,17 +50108,17 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1075 ;
   reg \$1076 ;
   reg \$1077 ;
-  reg [33:0] \$1078 ;
-  reg [33:0] \$1079 ;
+  reg \$1078 ;
+  reg \$1079 ;
   wire \$108 ;
-  reg [33:0] \$1080 ;
-  reg [33:0] \$1081 ;
+  reg \$1080 ;
+  reg \$1081 ;
   reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
-  reg \$1087 ;
+  reg [33:0] \$1083 ;
+  reg [33:0] \$1084 ;
+  reg [33:0] \$1085 ;
+  reg [33:0] \$1086 ;
+  reg [33:0] \$1087 ;
   reg \$1088 ;
   reg \$1089 ;
   wire \$109 ;
@@ -49441,17 +50135,17 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   wire \$11 ;
   wire \$110 ;
   reg \$1100 ;
-  reg [35:0] \$1101 ;
-  reg [7:0] \$1102 ;
+  reg \$1101 ;
+  reg \$1102 ;
   reg \$1103 ;
   reg \$1104 ;
   reg \$1105 ;
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg \$1109 ;
+  reg [35:0] \$1109 ;
   wire \$111 ;
-  reg \$1110 ;
+  reg [7:0] \$1110 ;
   reg \$1111 ;
   reg \$1112 ;
   reg \$1113 ;
@@ -49463,6 +50157,15 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1119 ;
   wire \$112 ;
   reg \$1120 ;
+  reg \$1121 ;
+  reg \$1122 ;
+  reg \$1123 ;
+  reg \$1124 ;
+  reg \$1125 ;
+  reg \$1126 ;
+  reg \$1127 ;
+  reg \$1128 ;
+  reg \$1129 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
@@ -50447,23 +51150,23 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$212 ;
-  wire [15:0] \a$214 ;
-  wire [15:0] \a$216 ;
-  wire [16:0] \a$218 ;
-  wire [16:0] \a$220 ;
-  wire [6:0] \a$222 ;
-  wire [6:0] \a$224 ;
+  wire [16:0] \a$221 ;
+  wire [15:0] \a$223 ;
+  wire [15:0] \a$225 ;
+  wire [16:0] \a$227 ;
+  wire [16:0] \a$229 ;
+  wire [6:0] \a$231 ;
+  wire [6:0] \a$233 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$213 ;
-  wire [16:0] \b$215 ;
-  wire [13:0] \b$217 ;
-  wire [16:0] \b$219 ;
-  wire [6:0] \b$221 ;
-  wire [16:0] \b$223 ;
-  wire [6:0] \b$225 ;
+  wire [13:0] \b$222 ;
+  wire [16:0] \b$224 ;
+  wire [13:0] \b$226 ;
+  wire [16:0] \b$228 ;
+  wire [6:0] \b$230 ;
+  wire [16:0] \b$232 ;
+  wire [6:0] \b$234 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -50485,6 +51188,7 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg fzero_d4 = 1'h0;
   reg fzero_d5 = 1'h0;
   reg gone_d1 = 1'h0;
+  reg gone_d2 = 1'h0;
   input i_valid;
   wire i_valid;
   reg [4:0] left_s2_d1 = 5'h00;
@@ -50500,6 +51204,7 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg neg_d12 = 1'h0;
   reg neg_d13 = 1'h0;
   reg neg_d14 = 1'h0;
+  reg neg_d15 = 1'h0;
   reg neg_d2 = 1'h0;
   reg neg_d3 = 1'h0;
   reg neg_d4 = 1'h0;
@@ -50519,6 +51224,7 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg onnx_d13 = 1'h0;
   reg onnx_d14 = 1'h0;
   reg onnx_d15 = 1'h0;
+  reg onnx_d16 = 1'h0;
   reg onnx_d2 = 1'h0;
   reg onnx_d3 = 1'h0;
   reg onnx_d4 = 1'h0;
@@ -50563,10 +51269,12 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg s12_fixed_r_neg_pad_d2 = 1'h0;
   reg s12_fixed_r_neg_pad_d3 = 1'h0;
   reg s12_fixed_r_neg_pad_d4 = 1'h0;
+  reg s12_fixed_r_neg_pad_d5 = 1'h0;
   reg [33:0] s12_fixed_r_pad_d1 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d2 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d3 = 34'h000000000;
   reg [33:0] s12_fixed_r_pad_d4 = 34'h000000000;
+  reg [33:0] s12_fixed_r_pad_d5 = 34'h000000000;
   reg [23:0] s12_keep = 24'h000000;
   reg s12_rbit = 1'h0;
   reg s12_sticky = 1'h0;
@@ -50578,7 +51286,9 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg [24:0] s15_half = 25'h0000000;
   reg [23:0] s15_q = 24'h000000;
   reg [23:0] s15_rem = 24'h000000;
-  reg [24:0] s16_onnx_mag = 25'h0000000;
+  reg [23:0] s16_q = 24'h000000;
+  reg s16_up = 1'h0;
+  reg [24:0] s17_onnx_mag = 25'h0000000;
   reg [32:0] s1_a = 33'h000000000;
   reg [4:0] s1_left = 5'h00;
   reg [30:0] s1_m0 = 31'h00000000;
@@ -50635,6 +51345,7 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg s_tiny_d2 = 1'h0;
   reg s_tiny_d3 = 1'h0;
   reg sat_d1 = 1'h0;
+  reg sat_d2 = 1'h0;
   input [31:0] scale;
   wire [31:0] scale;
   input [5:0] shift;
@@ -50674,6 +51385,7 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg valid_d16 = 1'h0;
   reg valid_d17 = 1'h0;
   reg valid_d18 = 1'h0;
+  reg valid_d19 = 1'h0;
   reg valid_d2 = 1'h0;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
@@ -51432,11 +52144,11 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$912  = s15_rem == s15_half;
   assign \$913  = \$912  & s15_q[0];
   assign \$914  = \$911  | \$913 ;
-  assign \$915  = s15_q + \$914 ;
-  assign \$916  = onnx_d15 & neg_d14;
-  assign \$917  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$915  = s16_q + s16_up;
+  assign \$916  = onnx_d16 & neg_d15;
+  assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
-  assign \$919  = onnx_d15 ? { 9'h000, s16_onnx_mag } : s12_fixed_r_pad_d4;
+  assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
   assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
   assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
@@ -51710,125 +52422,143 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     s15_half <= \$1060 ;
   always @(posedge clk)
-    gone_d1 <= \$1061 ;
+    s16_q <= \$1061 ;
   always @(posedge clk)
-    sat_d1 <= \$1062 ;
+    s16_up <= \$1062 ;
   always @(posedge clk)
-    s16_onnx_mag <= \$1063 ;
+    gone_d1 <= \$1063 ;
   always @(posedge clk)
-    neg_d1 <= \$1064 ;
+    gone_d2 <= \$1064 ;
   always @(posedge clk)
-    neg_d2 <= \$1065 ;
+    sat_d1 <= \$1065 ;
   always @(posedge clk)
-    neg_d3 <= \$1066 ;
+    sat_d2 <= \$1066 ;
   always @(posedge clk)
-    neg_d4 <= \$1067 ;
+    s17_onnx_mag <= \$1067 ;
   always @(posedge clk)
-    neg_d5 <= \$1068 ;
+    neg_d1 <= \$1068 ;
   always @(posedge clk)
-    neg_d6 <= \$1069 ;
+    neg_d2 <= \$1069 ;
   always @(posedge clk)
-    neg_d7 <= \$1070 ;
+    neg_d3 <= \$1070 ;
   always @(posedge clk)
-    neg_d8 <= \$1071 ;
+    neg_d4 <= \$1071 ;
   always @(posedge clk)
-    neg_d9 <= \$1072 ;
+    neg_d5 <= \$1072 ;
   always @(posedge clk)
-    neg_d10 <= \$1073 ;
+    neg_d6 <= \$1073 ;
   always @(posedge clk)
-    neg_d11 <= \$1074 ;
+    neg_d7 <= \$1074 ;
   always @(posedge clk)
-    neg_d12 <= \$1075 ;
+    neg_d8 <= \$1075 ;
   always @(posedge clk)
-    neg_d13 <= \$1076 ;
+    neg_d9 <= \$1076 ;
   always @(posedge clk)
-    neg_d14 <= \$1077 ;
+    neg_d10 <= \$1077 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d1 <= \$1078 ;
+    neg_d11 <= \$1078 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d2 <= \$1079 ;
+    neg_d12 <= \$1079 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d3 <= \$1080 ;
+    neg_d13 <= \$1080 ;
   always @(posedge clk)
-    s12_fixed_r_pad_d4 <= \$1081 ;
+    neg_d14 <= \$1081 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d1 <= \$1082 ;
+    neg_d15 <= \$1082 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d2 <= \$1083 ;
+    s12_fixed_r_pad_d1 <= \$1083 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d3 <= \$1084 ;
+    s12_fixed_r_pad_d2 <= \$1084 ;
   always @(posedge clk)
-    s12_fixed_r_neg_pad_d4 <= \$1085 ;
+    s12_fixed_r_pad_d3 <= \$1085 ;
   always @(posedge clk)
-    onnx_d1 <= \$1086 ;
+    s12_fixed_r_pad_d4 <= \$1086 ;
   always @(posedge clk)
-    onnx_d2 <= \$1087 ;
+    s12_fixed_r_pad_d5 <= \$1087 ;
   always @(posedge clk)
-    onnx_d3 <= \$1088 ;
+    s12_fixed_r_neg_pad_d1 <= \$1088 ;
   always @(posedge clk)
-    onnx_d4 <= \$1089 ;
+    s12_fixed_r_neg_pad_d2 <= \$1089 ;
   always @(posedge clk)
-    onnx_d5 <= \$1090 ;
+    s12_fixed_r_neg_pad_d3 <= \$1090 ;
   always @(posedge clk)
-    onnx_d6 <= \$1091 ;
+    s12_fixed_r_neg_pad_d4 <= \$1091 ;
   always @(posedge clk)
-    onnx_d7 <= \$1092 ;
+    s12_fixed_r_neg_pad_d5 <= \$1092 ;
   always @(posedge clk)
-    onnx_d8 <= \$1093 ;
+    onnx_d1 <= \$1093 ;
   always @(posedge clk)
-    onnx_d9 <= \$1094 ;
+    onnx_d2 <= \$1094 ;
   always @(posedge clk)
-    onnx_d10 <= \$1095 ;
+    onnx_d3 <= \$1095 ;
   always @(posedge clk)
-    onnx_d11 <= \$1096 ;
+    onnx_d4 <= \$1096 ;
   always @(posedge clk)
-    onnx_d12 <= \$1097 ;
+    onnx_d5 <= \$1097 ;
   always @(posedge clk)
-    onnx_d13 <= \$1098 ;
+    onnx_d6 <= \$1098 ;
   always @(posedge clk)
-    onnx_d14 <= \$1099 ;
+    onnx_d7 <= \$1099 ;
   always @(posedge clk)
-    onnx_d15 <= \$1100 ;
+    onnx_d8 <= \$1100 ;
   always @(posedge clk)
-    out_y <= \$1101 ;
+    onnx_d9 <= \$1101 ;
   always @(posedge clk)
-    o <= \$1102 ;
+    onnx_d10 <= \$1102 ;
   always @(posedge clk)
-    valid_d1 <= \$1103 ;
+    onnx_d11 <= \$1103 ;
   always @(posedge clk)
-    valid_d2 <= \$1104 ;
+    onnx_d12 <= \$1104 ;
   always @(posedge clk)
-    valid_d3 <= \$1105 ;
+    onnx_d13 <= \$1105 ;
   always @(posedge clk)
-    valid_d4 <= \$1106 ;
+    onnx_d14 <= \$1106 ;
   always @(posedge clk)
-    valid_d5 <= \$1107 ;
+    onnx_d15 <= \$1107 ;
   always @(posedge clk)
-    valid_d6 <= \$1108 ;
+    onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    valid_d7 <= \$1109 ;
+    out_y <= \$1109 ;
   always @(posedge clk)
-    valid_d8 <= \$1110 ;
+    o <= \$1110 ;
   always @(posedge clk)
-    valid_d9 <= \$1111 ;
+    valid_d1 <= \$1111 ;
   always @(posedge clk)
-    valid_d10 <= \$1112 ;
+    valid_d2 <= \$1112 ;
   always @(posedge clk)
-    valid_d11 <= \$1113 ;
+    valid_d3 <= \$1113 ;
   always @(posedge clk)
-    valid_d12 <= \$1114 ;
+    valid_d4 <= \$1114 ;
   always @(posedge clk)
-    valid_d13 <= \$1115 ;
+    valid_d5 <= \$1115 ;
   always @(posedge clk)
-    valid_d14 <= \$1116 ;
+    valid_d6 <= \$1116 ;
   always @(posedge clk)
-    valid_d15 <= \$1117 ;
+    valid_d7 <= \$1117 ;
   always @(posedge clk)
-    valid_d16 <= \$1118 ;
+    valid_d8 <= \$1118 ;
   always @(posedge clk)
-    valid_d17 <= \$1119 ;
+    valid_d9 <= \$1119 ;
   always @(posedge clk)
-    valid_d18 <= \$1120 ;
+    valid_d10 <= \$1120 ;
+  always @(posedge clk)
+    valid_d11 <= \$1121 ;
+  always @(posedge clk)
+    valid_d12 <= \$1122 ;
+  always @(posedge clk)
+    valid_d13 <= \$1123 ;
+  always @(posedge clk)
+    valid_d14 <= \$1124 ;
+  always @(posedge clk)
+    valid_d15 <= \$1125 ;
+  always @(posedge clk)
+    valid_d16 <= \$1126 ;
+  always @(posedge clk)
+    valid_d17 <= \$1127 ;
+  always @(posedge clk)
+    valid_d18 <= \$1128 ;
+  always @(posedge clk)
+    valid_d19 <= \$1129 ;
   \qhw_array_8x8.requant_7.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -52769,429 +53499,492 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1061  = s14_gone;
+    \$1061  = s15_q;
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1062  = s14_sat;
+    \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d1) begin
-      \$1063  = 25'h0000000;
-    end else if (sat_d1) begin
-      \$1063  = 25'h1000000;
-    end else begin
-      \$1063  = \$915 ;
-    end
+    \$1063  = s14_gone;
     if (rst) begin
-      \$1063  = 25'h0000000;
+      \$1063  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1064  = s2_neg;
+    \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1065  = neg_d1;
+    \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1066  = neg_d2;
+    \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1067  = neg_d3;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1067  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1067  = 25'h1000000;
+    end else begin
+      \$1067  = \$915 ;
+    end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1068  = neg_d4;
+    \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1069  = neg_d5;
+    \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1070  = neg_d6;
+    \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1071  = neg_d7;
+    \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1072  = neg_d8;
+    \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1073  = neg_d9;
+    \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1074  = neg_d10;
+    \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1075  = neg_d11;
+    \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1076  = neg_d12;
+    \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1077  = neg_d13;
+    \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1078  = s12_fixed_r;
+    \$1078  = neg_d10;
     if (rst) begin
-      \$1078  = 34'h000000000;
+      \$1078  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1079  = s12_fixed_r_pad_d1;
+    \$1079  = neg_d11;
     if (rst) begin
-      \$1079  = 34'h000000000;
+      \$1079  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1080  = s12_fixed_r_pad_d2;
+    \$1080  = neg_d12;
     if (rst) begin
-      \$1080  = 34'h000000000;
+      \$1080  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1081  = s12_fixed_r_pad_d3;
+    \$1081  = neg_d13;
     if (rst) begin
-      \$1081  = 34'h000000000;
+      \$1081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1082  = 1'h0;
+    \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1083  = s12_fixed_r_neg_pad_d1;
+    \$1083  = s12_fixed_r;
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1084  = s12_fixed_r_neg_pad_d2;
+    \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1085  = s12_fixed_r_neg_pad_d3;
+    \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1086  = s1_onnx;
+    \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1087  = onnx_d1;
+    \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1087  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1088  = onnx_d2;
+    \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1089  = onnx_d3;
+    \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1090  = onnx_d4;
+    \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1091  = onnx_d5;
+    \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1092  = onnx_d6;
+    \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1093  = onnx_d7;
+    \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1094  = onnx_d8;
+    \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1095  = onnx_d9;
+    \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1096  = onnx_d10;
+    \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1097  = onnx_d11;
+    \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1098  = onnx_d12;
+    \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1099  = onnx_d13;
+    \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1100  = onnx_d14;
+    \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1101  = { \$921 [34], \$921  };
+    \$1101  = onnx_d8;
     if (rst) begin
-      \$1101  = 36'h000000000;
+      \$1101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1102  = \$925 [7:0];
+    \$1102  = onnx_d9;
     if (rst) begin
-      \$1102  = 8'h00;
+      \$1102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1103  = i_valid;
+    \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1104  = valid_d1;
+    \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1105  = valid_d2;
+    \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1106  = valid_d3;
+    \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1107  = valid_d4;
+    \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1108  = valid_d5;
+    \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1109  = valid_d6;
+    \$1109  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1110  = valid_d7;
+    \$1110  = \$925 [7:0];
     if (rst) begin
-      \$1110  = 1'h0;
+      \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1111  = valid_d8;
+    \$1111  = i_valid;
     if (rst) begin
       \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1112  = valid_d9;
+    \$1112  = valid_d1;
     if (rst) begin
       \$1112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1113  = valid_d10;
+    \$1113  = valid_d2;
     if (rst) begin
       \$1113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1114  = valid_d11;
+    \$1114  = valid_d3;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1115  = valid_d12;
+    \$1115  = valid_d4;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1116  = valid_d13;
+    \$1116  = valid_d5;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1117  = valid_d14;
+    \$1117  = valid_d6;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1118  = valid_d15;
+    \$1118  = valid_d7;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1119  = valid_d16;
+    \$1119  = valid_d8;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1120  = valid_d17;
+    \$1120  = valid_d9;
     if (rst) begin
       \$1120  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1121  = valid_d10;
+    if (rst) begin
+      \$1121  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1122  = valid_d11;
+    if (rst) begin
+      \$1122  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1123  = valid_d12;
+    if (rst) begin
+      \$1123  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1124  = valid_d13;
+    if (rst) begin
+      \$1124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1125  = valid_d14;
+    if (rst) begin
+      \$1125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1126  = valid_d15;
+    if (rst) begin
+      \$1126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1127  = valid_d16;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1128  = valid_d17;
+    if (rst) begin
+      \$1128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1129  = valid_d18;
+    if (rst) begin
+      \$1129  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -53200,21 +53993,21 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$212  = s3_op[16:0];
-  assign \b$213  = m0_d2[30:17];
-  assign \a$214  = s3_op[32:17];
-  assign \b$215  = m0_d2[16:0];
-  assign \a$216  = s3_op[32:17];
-  assign \b$217  = m0_d2[30:17];
-  assign \a$218  = s5_a_man[16:0];
-  assign \b$219  = s_man_d3[16:0];
-  assign \a$220  = s5_a_man[16:0];
-  assign \b$221  = s_man_d3[23:17];
-  assign \a$222  = s5_a_man[23:17];
-  assign \b$223  = s_man_d3[16:0];
-  assign \a$224  = s5_a_man[23:17];
-  assign \b$225  = s_man_d3[23:17];
-  assign o_valid = valid_d18;
+  assign \a$221  = s3_op[16:0];
+  assign \b$222  = m0_d2[30:17];
+  assign \a$223  = s3_op[32:17];
+  assign \b$224  = m0_d2[16:0];
+  assign \a$225  = s3_op[32:17];
+  assign \b$226  = m0_d2[30:17];
+  assign \a$227  = s5_a_man[16:0];
+  assign \b$228  = s_man_d3[16:0];
+  assign \a$229  = s5_a_man[16:0];
+  assign \b$230  = s_man_d3[23:17];
+  assign \a$231  = s5_a_man[23:17];
+  assign \b$232  = s_man_d3[16:0];
+  assign \a$233  = s5_a_man[23:17];
+  assign \b$234  = s_man_d3[23:17];
+  assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
   assign \$22  = { s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11[30], s4_prod_pp11, 34'h000000000 };

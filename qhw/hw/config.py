@@ -42,7 +42,7 @@ SHIFT_BITS = 6          # shift in [-31, 30], signed
 ONNX_MANTISSA_BITS = 24  # float32 significand, hidden bit included
 # Requantization lane stages outside its multiplier (``qhw.hw.requant.RequantLane`` lists them).
 FIXED_PATH_STAGES = 5
-ONNX_PATH_STAGES = 10
+ONNX_PATH_STAGES = 11
 REQUANT_OUTPUT_STAGES = 2
 _ELEMENT_BITS = (4, 8, 16)
 MAX_GEMM_N_BITS = 16    # width of the command's N field
@@ -283,7 +283,7 @@ class ArrayConfig:
 
         The longer of the built paths (fixed point: ``FIXED_PATH_STAGES``; ``onnx``:
         ``ONNX_PATH_STAGES``; each plus its multiplier's ``qhw.hw.wide_mul.product_latency``),
-        then ``REQUANT_OUTPUT_STAGES`` (zero point, clamp). 11 for int8 without ``onnx``, 15 with it.
+        then ``REQUANT_OUTPUT_STAGES`` (zero point, clamp). 14 for int8 without ``onnx``, 19 with it.
         """
         paths = []
         if "single" in self.rounding or "tflite" in self.rounding:

@@ -60,7 +60,8 @@ class RequantLane(wiring.Component):
     5. ``float32(a)``: 24-bit mantissa rounded half to even, exponent.
     6. the exact 48-bit mantissa product (``wide_mul``, 3 stages).
     7. round half to even to 24 bits: round and sticky bits, then the increment (2 stages).
-    8. ``rint``: shift amount, then shift and remainder, then round half to even (3 stages);
+    8. ``rint``: shift amount, then shift and remainder, then the round-up test, then the
+       increment (4 stages);
        |values| >= 2**23 saturate, |values| < 0.5 give 0. Products below float32's normal
        range only ever round to 0, so subnormals need no special rounding.
 
@@ -297,16 +298,20 @@ class RequantLane(wiring.Component):
         rem = Signal(24, name=f"s{n + 4}_rem")
         half = Signal(25, name=f"s{n + 4}_half")
         m.d.sync += [q.eq(man8 >> sh), rem.eq(man8 & ((Const(1, 25) << sh) - 1)), half.eq((Const(1, 25) << sh) >> 1)]
-        gone9 = delayed(m, gone, 1, name="gone")
-        sat9 = delayed(m, sat, 1, name="sat")
-        r_mag = Signal(25, name=f"s{n + 5}_onnx_mag")
-        with m.If(gone9):
+        # Whether to round up (a compare), then the increment: two stages, one carry chain each.
+        q10 = Signal(24, name=f"s{n + 5}_q")
+        up = Signal(name=f"s{n + 5}_up")
+        m.d.sync += [q10.eq(q), up.eq((rem > half) | ((rem == half) & q[0]))]
+        gone10 = delayed(m, gone, 2, name="gone")
+        sat10 = delayed(m, sat, 2, name="sat")
+        r_mag = Signal(25, name=f"s{n + 6}_onnx_mag")
+        with m.If(gone10):
             m.d.sync += r_mag.eq(0)
-        with m.Elif(sat9):
+        with m.Elif(sat10):
             m.d.sync += r_mag.eq(1 << 24)
         with m.Else():
-            m.d.sync += r_mag.eq(q + ((rem > half) | ((rem == half) & q[0])))
-        ready = n + 5
+            m.d.sync += r_mag.eq(q10 + up)
+        ready = n + 6
         assert ready == ONNX_PATH_STAGES + lat
         return r_mag, delayed(m, neg, ready - 2, name="neg"), ready
 
