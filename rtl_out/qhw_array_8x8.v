@@ -17550,12 +17550,12 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -17574,6 +17574,9 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -18557,23 +18560,23 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -18652,7 +18655,9 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -18806,6 +18811,7 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -19555,14 +19561,14 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -19926,47 +19932,53 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_0.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -21250,149 +21262,170 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -21401,20 +21434,20 @@ module \qhw_array_8x8.requant_0 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -22207,12 +22240,12 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -22231,6 +22264,9 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -23214,23 +23250,23 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -23309,7 +23345,9 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -23462,6 +23500,7 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -24211,14 +24250,14 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -24582,47 +24621,53 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_1.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -25906,149 +25951,170 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -26057,20 +26123,20 @@ module \qhw_array_8x8.requant_1 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -26863,12 +26929,12 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -26887,6 +26953,9 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -27870,23 +27939,23 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -27965,7 +28034,9 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -28118,6 +28189,7 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -28867,14 +28939,14 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -29238,47 +29310,53 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_2.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -30562,149 +30640,170 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -30713,20 +30812,20 @@ module \qhw_array_8x8.requant_2 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -31519,12 +31618,12 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -31543,6 +31642,9 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -32526,23 +32628,23 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -32621,7 +32723,9 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -32774,6 +32878,7 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -33523,14 +33628,14 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -33894,47 +33999,53 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_3.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -35218,149 +35329,170 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -35369,20 +35501,20 @@ module \qhw_array_8x8.requant_3 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -36175,12 +36307,12 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -36199,6 +36331,9 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -37182,23 +37317,23 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -37277,7 +37412,9 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -37430,6 +37567,7 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -38179,14 +38317,14 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -38550,47 +38688,53 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_4.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -39874,149 +40018,170 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -40025,20 +40190,20 @@ module \qhw_array_8x8.requant_4 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -40831,12 +40996,12 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -40855,6 +41020,9 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -41838,23 +42006,23 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -41933,7 +42101,9 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -42086,6 +42256,7 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -42835,14 +43006,14 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -43206,47 +43377,53 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_5.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -44530,149 +44707,170 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -44681,20 +44879,20 @@ module \qhw_array_8x8.requant_5 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -45487,12 +45685,12 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -45511,6 +45709,9 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -46494,23 +46695,23 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -46589,7 +46790,9 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -46742,6 +46945,7 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -47491,14 +47695,14 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -47862,47 +48066,53 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_6.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -49186,149 +49396,170 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -49337,20 +49568,20 @@ module \qhw_array_8x8.requant_6 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };
@@ -50143,12 +50374,12 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1106 ;
   reg \$1107 ;
   reg \$1108 ;
-  reg [35:0] \$1109 ;
+  reg [7:0] \$1109 ;
   wire \$111 ;
   reg [7:0] \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
+  reg [7:0] \$1111 ;
+  reg [35:0] \$1112 ;
+  reg [7:0] \$1113 ;
   reg \$1114 ;
   reg \$1115 ;
   reg \$1116 ;
@@ -50167,6 +50398,9 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
+  reg \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
   wire \$114 ;
   wire \$115 ;
   wire \$116 ;
@@ -51150,23 +51384,23 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg \$998 ;
   reg \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$221 ;
-  wire [15:0] \a$223 ;
-  wire [15:0] \a$225 ;
-  wire [16:0] \a$227 ;
-  wire [16:0] \a$229 ;
-  wire [6:0] \a$231 ;
-  wire [6:0] \a$233 ;
+  wire [16:0] \a$224 ;
+  wire [15:0] \a$226 ;
+  wire [15:0] \a$228 ;
+  wire [16:0] \a$230 ;
+  wire [16:0] \a$232 ;
+  wire [6:0] \a$234 ;
+  wire [6:0] \a$236 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$222 ;
-  wire [16:0] \b$224 ;
-  wire [13:0] \b$226 ;
-  wire [16:0] \b$228 ;
-  wire [6:0] \b$230 ;
-  wire [16:0] \b$232 ;
-  wire [6:0] \b$234 ;
+  wire [13:0] \b$225 ;
+  wire [16:0] \b$227 ;
+  wire [13:0] \b$229 ;
+  wire [16:0] \b$231 ;
+  wire [6:0] \b$233 ;
+  wire [16:0] \b$235 ;
+  wire [6:0] \b$237 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
@@ -51245,7 +51479,9 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   input [25:0] \port$8322$45 ;
   wire [25:0] \port$8322$45 ;
   wire [7:0] qmax;
+  reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
   reg [4:0] right_d3 = 5'h00;
@@ -51398,6 +51634,7 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8322$45 [1:0] == 1'h1;
   assign \$3  = \port$8322$45 [1:0] == 2'h2;
@@ -52147,14 +52384,14 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   assign \$915  = s16_q + s16_up;
   assign \$916  = onnx_d16 & neg_d15;
   assign \$917  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$918  = $signed(\port$8322$45 [9:2]) - $signed(\$917 );
+  assign \$918  = $signed(zero_point_r) - $signed(\$917 );
   assign \$919  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s12_fixed_r_pad_d5;
-  assign \$920  = $signed(\port$8322$45 [9:2]) + $signed(\$919 );
+  assign \$920  = $signed(zero_point_r) + $signed(\$919 );
   assign \$921  = \$916  ? \$918  : \$920 ;
-  assign \$922  = $signed(out_y) < $signed(\port$8322$45 [17:10]);
-  assign \$923  = $signed(out_y) > $signed(\port$8322$45 [25:18]);
-  assign \$924  = \$923  ? { \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25], \port$8322$45 [25:18] } : out_y;
-  assign \$925  = \$922  ? { \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17], \port$8322$45 [17:10] } : \$924 ;
+  assign \$922  = $signed(out_y) < $signed(qmin_r);
+  assign \$923  = $signed(out_y) > $signed(qmax_r);
+  assign \$924  = \$923  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
+  assign \$925  = \$922  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$924 ;
   assign \$926  = | s4_norm[22:0];
   assign \$927  = \$926  | s4_norm[24];
   assign \$928  = s4_norm[23] & \$927 ;
@@ -52518,47 +52755,53 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   always @(posedge clk)
     onnx_d16 <= \$1108 ;
   always @(posedge clk)
-    out_y <= \$1109 ;
+    zero_point_r <= \$1109 ;
   always @(posedge clk)
-    o <= \$1110 ;
+    qmin_r <= \$1110 ;
   always @(posedge clk)
-    valid_d1 <= \$1111 ;
+    qmax_r <= \$1111 ;
   always @(posedge clk)
-    valid_d2 <= \$1112 ;
+    out_y <= \$1112 ;
   always @(posedge clk)
-    valid_d3 <= \$1113 ;
+    o <= \$1113 ;
   always @(posedge clk)
-    valid_d4 <= \$1114 ;
+    valid_d1 <= \$1114 ;
   always @(posedge clk)
-    valid_d5 <= \$1115 ;
+    valid_d2 <= \$1115 ;
   always @(posedge clk)
-    valid_d6 <= \$1116 ;
+    valid_d3 <= \$1116 ;
   always @(posedge clk)
-    valid_d7 <= \$1117 ;
+    valid_d4 <= \$1117 ;
   always @(posedge clk)
-    valid_d8 <= \$1118 ;
+    valid_d5 <= \$1118 ;
   always @(posedge clk)
-    valid_d9 <= \$1119 ;
+    valid_d6 <= \$1119 ;
   always @(posedge clk)
-    valid_d10 <= \$1120 ;
+    valid_d7 <= \$1120 ;
   always @(posedge clk)
-    valid_d11 <= \$1121 ;
+    valid_d8 <= \$1121 ;
   always @(posedge clk)
-    valid_d12 <= \$1122 ;
+    valid_d9 <= \$1122 ;
   always @(posedge clk)
-    valid_d13 <= \$1123 ;
+    valid_d10 <= \$1123 ;
   always @(posedge clk)
-    valid_d14 <= \$1124 ;
+    valid_d11 <= \$1124 ;
   always @(posedge clk)
-    valid_d15 <= \$1125 ;
+    valid_d12 <= \$1125 ;
   always @(posedge clk)
-    valid_d16 <= \$1126 ;
+    valid_d13 <= \$1126 ;
   always @(posedge clk)
-    valid_d17 <= \$1127 ;
+    valid_d14 <= \$1127 ;
   always @(posedge clk)
-    valid_d18 <= \$1128 ;
+    valid_d15 <= \$1128 ;
   always @(posedge clk)
-    valid_d19 <= \$1129 ;
+    valid_d16 <= \$1129 ;
+  always @(posedge clk)
+    valid_d17 <= \$1130 ;
+  always @(posedge clk)
+    valid_d18 <= \$1131 ;
+  always @(posedge clk)
+    valid_d19 <= \$1132 ;
   \qhw_array_8x8.requant_7.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -53842,149 +54085,170 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1109  = { \$921 [34], \$921  };
+    \$1109  = \port$8322$45 [9:2];
     if (rst) begin
-      \$1109  = 36'h000000000;
+      \$1109  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1110  = \$925 [7:0];
+    \$1110  = \port$8322$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1111  = i_valid;
+    \$1111  = \port$8322$45 [25:18];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1112  = valid_d1;
+    \$1112  = { \$921 [34], \$921  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1113  = valid_d2;
+    \$1113  = \$925 [7:0];
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1114  = valid_d3;
+    \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1115  = valid_d4;
+    \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1116  = valid_d5;
+    \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1117  = valid_d6;
+    \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1118  = valid_d7;
+    \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1119  = valid_d8;
+    \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1120  = valid_d9;
+    \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1121  = valid_d10;
+    \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1122  = valid_d11;
+    \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1123  = valid_d12;
+    \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1124  = valid_d13;
+    \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1125  = valid_d14;
+    \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1126  = valid_d15;
+    \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1127  = valid_d16;
+    \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1128  = valid_d17;
+    \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
-    \$1129  = valid_d18;
+    \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1130  = valid_d16;
+    if (rst) begin
+      \$1130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1131  = valid_d17;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$1132  = valid_d18;
+    if (rst) begin
+      \$1132  = 1'h0;
     end
   end
   assign mode = \port$8322$45 [1:0];
@@ -53993,20 +54257,20 @@ module \qhw_array_8x8.requant_7 (rst, bias, multiplier, shift, scale, \port$8322
   assign qmax = \port$8322$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$221  = s3_op[16:0];
-  assign \b$222  = m0_d2[30:17];
-  assign \a$223  = s3_op[32:17];
-  assign \b$224  = m0_d2[16:0];
-  assign \a$225  = s3_op[32:17];
-  assign \b$226  = m0_d2[30:17];
-  assign \a$227  = s5_a_man[16:0];
-  assign \b$228  = s_man_d3[16:0];
-  assign \a$229  = s5_a_man[16:0];
-  assign \b$230  = s_man_d3[23:17];
-  assign \a$231  = s5_a_man[23:17];
-  assign \b$232  = s_man_d3[16:0];
-  assign \a$233  = s5_a_man[23:17];
-  assign \b$234  = s_man_d3[23:17];
+  assign \a$224  = s3_op[16:0];
+  assign \b$225  = m0_d2[30:17];
+  assign \a$226  = s3_op[32:17];
+  assign \b$227  = m0_d2[16:0];
+  assign \a$228  = s3_op[32:17];
+  assign \b$229  = m0_d2[30:17];
+  assign \a$230  = s5_a_man[16:0];
+  assign \b$231  = s_man_d3[16:0];
+  assign \a$232  = s5_a_man[16:0];
+  assign \b$233  = s_man_d3[23:17];
+  assign \a$234  = s5_a_man[23:17];
+  assign \b$235  = s_man_d3[16:0];
+  assign \a$236  = s5_a_man[23:17];
+  assign \b$237  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 14'h0000, s4_prod_pp01, 17'h00000 };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10, 17'h00000 };

@@ -91,15 +91,28 @@ def parse_nextpnr_report(path: Path, *, family: str) -> dict:
     }
 
 
+# A requantization lane's multipliers are built by shared helpers (``wide_mul``, ``PipelinedMul``,
+# also used by the DSP arrays): they are counted by the unit that owns them, found in the cell's
+# hierarchical name, rather than by the helper's file.
+_LANE = re.compile(r"(^|[ .])requant_\d+([ .]|$)")
+
+
 def dsp_use(netlist: dict, dsp_type: str, *, lines: bool = False) -> dict:
-    """DSP blocks of a synthesized Yosys JSON netlist, counted by the qhw source file (or, with
-    ``lines``, file and line) of the multiplication that made them."""
+    """DSP blocks of a synthesized Yosys JSON netlist: those inside a requantization lane as
+    ``qhw/hw/requant.py``, the others by the qhw source file of the multiplication that made them.
+    With ``lines``, every block by the file and line of its multiplication."""
     count = Counter()
     for mod in netlist.get("modules", {}).values():
-        for cell in mod.get("cells", {}).values():
+        for name, cell in mod.get("cells", {}).items():
             if cell.get("type") == dsp_type:
-                src = _source(cell.get("attributes", {}).get("src", "")) or "other"
-                count[src if lines else src.split(":")[0]] += 1
+                attrs = cell.get("attributes", {})
+                src = _source(attrs.get("src", "")) or "other"
+                if lines:
+                    count[src] += 1
+                elif _LANE.search(attrs.get("hdlname") or name):
+                    count["qhw/hw/requant.py"] += 1
+                else:
+                    count[src.split(":")[0]] += 1
     return dict(sorted(count.items()))
 
 

@@ -74,7 +74,8 @@ class RequantLane(wiring.Component):
     value the portable equivalent (same latency).
 
     ``i_valid``, ``mode``, ``multiplier``, ``shift`` and ``scale`` travel with the data;
-    ``zero_point``, ``qmin`` and ``qmax`` must be held steady while results are in flight.
+    ``zero_point``, ``qmin`` and ``qmax`` must be held steady while results are in flight (the lane
+    registers them once, so they must also be set a cycle before the first input).
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
@@ -139,10 +140,15 @@ class RequantLane(wiring.Component):
             (r_fixed, _), (r_onnx, neg_onnx) = aligned
             r = Mux(is_onnx, r_onnx, r_fixed)
             neg = is_onnx & neg_onnx
+        # The lane's own copies of the per-command constants: one register from the command
+        # register to every lane takes the fan-out route off the adder and the clamp.
+        zero_point, qmin, qmax = (Signal.like(v, name=f"{n}_r") for v, n in
+                                  ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
+        m.d.sync += [zero_point.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
         y = Signal(signed(len(r) + 2), name="out_y")
-        m.d.sync += y.eq(Mux(neg, self.zero_point - r, self.zero_point + r))
+        m.d.sync += y.eq(Mux(neg, zero_point - r, zero_point + r))
         # ... and the clamp.
-        m.d.sync += self.o.eq(Mux(y < self.qmin, self.qmin, Mux(y > self.qmax, self.qmax, y)))
+        m.d.sync += self.o.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
         m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, c.requant_latency, name="valid"))
         return m
 

@@ -49,7 +49,7 @@ def test_synth_board_top_icebreaker(tmp_path, capsys):
                  "-o", str(tmp_path / "b")]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["top"] == "board" and r["target_mhz"] == 12.0 and r["fmax_mhz"] >= 12.0
-    assert r["dsp_use"]["qhw/hw/wide_mul.py"] >= 1 and r["dsps"] <= 8      # the lane's multiplier
+    assert r["dsp_use"]["qhw/hw/requant.py"] >= 1 and r["dsps"] <= 8
     assert r["brams"] >= 1                           # receive FIFO / accumulator memory
 
 
@@ -64,9 +64,9 @@ def test_synth_accel_shared_lane_ecp5(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["top"] == "accel" and r["fmax_mhz"] > 0
     # Where the DSPs went: one per MAC, and one lane's multipliers (not one lane per column).
-    # (A `single` lane's 33x31-bit multiply, qhw/hw/wide_mul.py, takes 4 MULT18X18D; a lane per
+    # (A `single` lane's 33x31-bit multiply takes 4 MULT18X18D; a lane per
     # column would take 8.)
-    assert r["dsp_use"] == {"qhw/hw/pe.py": 4, "qhw/hw/wide_mul.py": 4} and r["dsps"] == 8
+    assert r["dsp_use"] == {"qhw/hw/pe.py": 4, "qhw/hw/requant.py": 4} and r["dsps"] == 8
 
 
 def test_synth_accel_ecp5_pipelined(tmp_path, capsys):
@@ -79,7 +79,7 @@ def test_synth_accel_ecp5_pipelined(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["top"] == "accel" and r["pe"] == "ecp5-pipelined" and r["fmax_mhz"] > 0
     # 4 MACs on 4 MULT18X18D; a `single` lane per column is 4 more each (as in the generic accel top).
-    assert r["dsp_use"] == {"qhw/hw/pe_pipelined.py": 4, "qhw/hw/wide_mul.py": 8} and r["dsps"] == 12
+    assert r["dsp_use"] == {"qhw/hw/pe_pipelined.py": 4, "qhw/hw/requant.py": 8} and r["dsps"] == 12
 
 
 @pytest.mark.parametrize("pe, argv, message", [
@@ -151,3 +151,21 @@ def test_sweep_local_and_dask(tmp_path, capsys):
                        out_dir=tmp_path / "dask")
     assert result["rows"][0]["fits"] and result["rows"][0]["dsps"] == 2
     assert result["rows"][0]["fmax_mhz"] == pytest.approx(float(rows[0]["fmax_mhz"]))   # same seed, same result
+
+
+def test_dsp_use_counts_lanes_by_owner():
+    """Lane multipliers come from shared helpers (wide_mul, PipelinedMul): counted as the lane's."""
+    from qhw.fpga.report import dsp_use
+    cell = lambda src, **attrs: {"type": "MULT18X18D", "attributes": {"src": src, **attrs}}  # noqa: E731
+    netlist = {"modules": {"top": {"cells": {
+        "accel.array.psum_4_7_MULT18X18D_P9": cell("/x/qhw/hw/pe.py:67|/share/mul2dsp.v:255.6"),
+        "accel.array.mul_0_1.dsp": cell("/x/qhw/hw/pe_pipelined.py:66", hdlname="accel array mul_0_1 dsp"),
+        "accel.requant_1.s4_prod_mul00.dsp": cell("/x/qhw/hw/pe_pipelined.py:66",
+                                                  hdlname="accel requant_1 s4_prod_mul00 dsp"),
+        "accel.requant_12.s4_prod_pp01_Q_MULT18X18D_P0": cell("/x/qhw/hw/pe_pipelined.py:83"),
+        "accel.requantizer_x_MULT18X18D": cell("/x/qhw/hw/other.py:1"),
+        "$abc$1": {"type": "LUT4", "attributes": {}},
+    }}}}
+    assert dsp_use(netlist, "MULT18X18D") == {"qhw/hw/other.py": 1, "qhw/hw/pe.py": 1,
+                                               "qhw/hw/pe_pipelined.py": 1, "qhw/hw/requant.py": 2}
+    assert dsp_use(netlist, "MULT18X18D", lines=True)["qhw/hw/pe_pipelined.py:66"] == 2
