@@ -21,18 +21,23 @@ def f32_bits(x) -> int:
 
 
 def run_lane(config, mode, zero_point, qmin, qmax, vectors):
-    """Feed (acc, bias, m0, shift[, float32 scale]) one per cycle; return the outputs in order."""
+    """Feed (acc, bias, m0, shift[, float32 scale]) one per cycle; return the outputs in order.
+
+    ``mode`` is one mode for every beat or a list with one per beat. Once the inputs end, ``mode``
+    is set to a code that is not a mode: beats in flight must not depend on it.
+    """
     dut = RequantLane(config=config)
+    modes = [mode] * len(vectors) if isinstance(mode, str) else mode
     out = []
 
     async def bench(ctx):
-        ctx.set(dut.mode, MODE_CODES[mode])
         ctx.set(dut.zero_point, zero_point)
         ctx.set(dut.qmin, qmin)
         ctx.set(dut.qmax, qmax)
         for t in range(len(vectors) + dut.latency):
             if t < len(vectors):
                 acc, bias, m0, shift, *scale = vectors[t]
+                ctx.set(dut.mode, MODE_CODES[modes[t]])
                 ctx.set(dut.scale, f32_bits(scale[0] if scale else m0 * 2.0 ** (shift - 31)))
                 ctx.set(dut.i_valid, 1)
                 ctx.set(dut.acc, acc)
@@ -41,6 +46,7 @@ def run_lane(config, mode, zero_point, qmin, qmax, vectors):
                 ctx.set(dut.shift, shift)
             else:
                 ctx.set(dut.i_valid, 0)
+                ctx.set(dut.mode, 3)
             _, _, valid, value = await ctx.tick().sample(dut.o_valid, dut.o)
             if valid:
                 out.append(value)
@@ -214,36 +220,9 @@ def test_lane_latency_is_measured(config, latency):
 
 def test_mode_travels_with_each_beat():
     """``mode`` is sampled with the data: beats of different modes can follow each other."""
-    dut = RequantLane(config=INT8)
-    rng = np.random.default_rng(7)
-    vectors = random_vectors(INT8, rng, 60)
+    vectors = random_vectors(INT8, np.random.default_rng(7), 60)
     modes = [("single", "tflite", "onnx")[i % 3] for i in range(len(vectors))]
-    out = []
-
-    async def bench(ctx):
-        ctx.set(dut.qmin, -128)
-        ctx.set(dut.qmax, 127)
-        for t in range(len(vectors) + dut.latency):
-            if t < len(vectors):
-                acc, bias, m0, shift = vectors[t]
-                ctx.set(dut.mode, MODE_CODES[modes[t]])
-                ctx.set(dut.scale, f32_bits(m0 * 2.0 ** (shift - 31)))
-                ctx.set(dut.i_valid, 1)
-                ctx.set(dut.acc, acc)
-                ctx.set(dut.bias, bias)
-                ctx.set(dut.multiplier, m0)
-                ctx.set(dut.shift, shift)
-            else:
-                ctx.set(dut.i_valid, 0)
-                ctx.set(dut.mode, 3)        # not a mode: must not matter to beats in flight
-            _, _, valid, value = await ctx.tick().sample(dut.o_valid, dut.o)
-            if valid:
-                out.append(value)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    out = run_lane(INT8, modes, 0, -128, 127, vectors)
     expected = [golden(mode, 0, -128, 127, [v])[0] for mode, v in zip(modes, vectors)]
     assert out == expected
     assert len(set(modes)) == 3 and golden("single", 0, -128, 127, vectors) != expected
