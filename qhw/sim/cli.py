@@ -51,7 +51,7 @@ def _fmt_pct(v) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .gemm import parse_gemm
-    from .run import simulate_gemm, simulate_model, write_junit
+    from .run import simulate_gemm, simulate_model
 
     if not 0.0 <= args.stall < 1.0:
         raise ConfigError(f"--stall must be a probability in [0, 1), not {args.stall}")
@@ -61,17 +61,14 @@ def run(args: argparse.Namespace) -> int:
         m, k, n = parse_gemm(args.gemm)
         rep = simulate_gemm(args.rtl, m, k, n, seed=args.seed, simulator=args.simulator, mode=args.rounding,
                             waves=args.waves, stall=args.stall, log=_log)
-        if args.junit:
-            write_junit(args.junit, rep)
-        if args.json:
-            print(json.dumps(rep))
-        else:
+
+        def summary():
             ideal = rep["ideal_cycles"]
             _log(f"GEMM {m}x{k}x{n} ({rep['mode']}, seed {args.seed}) on {args.simulator}: "
                  f"{'bit-exact' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}, "
                  f"{rep['cycles']} cycles" + (f" (model {ideal})" if ideal is not None else "")
                  + f", MAC utilization {100 * rep['mac_utilization']:.1f} %")
-        return 0 if rep["bit_exact"] else 1
+        return _emit(args, rep, summary)
     if not args.qmodel or not args.data:
         raise ConfigError("qhw simulate needs QMODEL and --data DATA.npz (or --gemm M,K,N)")
     if args.output and not str(args.output).endswith(".npz"):
@@ -83,11 +80,8 @@ def run(args: argparse.Namespace) -> int:
         from ..fileio import save_npz
 
         save_npz(args.output, y=y_hw.astype("float32"))
-    if args.junit:
-        write_junit(args.junit, rep)
-    if args.json:
-        print(json.dumps(rep))
-    else:
+
+    def summary():
         t = rep["time"]
         e = rep["hw_vs_float"]
         _log(f"{rep['samples']} samples on {args.simulator}: "
@@ -103,4 +97,19 @@ def run(args: argparse.Namespace) -> int:
              f"{t['cycles_per_s'] or 0:.0f} cycles/s (build {t['build_s']:.1f} s, total {t['wall_s']:.1f} s)")
         if args.output:
             _log(f"wrote {args.output}")
+    return _emit(args, rep, summary)
+
+
+def _emit(args, rep: dict, summary) -> int:
+    """The report as JUnit (``--junit``), one JSON object (``--json``) or the ``summary`` lines;
+    exit status 1 on any mismatch."""
+    if args.junit:
+        from .run import write_junit
+
+
+        write_junit(args.junit, rep)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        summary()
     return 0 if rep["bit_exact"] else 1
