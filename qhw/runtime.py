@@ -23,18 +23,17 @@ from typing import Protocol
 import numpy as np
 
 from .arith import INT32_MAX, INT32_MIN, Requant
+from .contract import MAX_GEMM_M, MAX_GEMM_N
 from .errors import ConfigError
 from .executor import Trace, int_steps
 from .graph import Graph, Node
-from .hw.config import MAX_GEMM_N_BITS, ArrayConfig
+from .hw.config import ArrayConfig
 from .hw.driver import fold_bias
 from .kernels import im2col, matmul_exact, pad_nchw
 from .ops import requant_of
 
 __all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "check_model", "config_for_model",
            "model_requirements"]
-
-GEMM_M_LIMIT = (1 << 16) - 1     # the command's M field
 
 
 @dataclass
@@ -95,7 +94,7 @@ def layer_gemms(node: Node) -> list[tuple[np.ndarray, np.ndarray, Requant]]:
 def _m_chunk(config: ArrayConfig | None, k: int) -> int:
     if config is None:
         return 1 << 62
-    return min(GEMM_M_LIMIT, config.acc_depth) if k > config.rows else GEMM_M_LIMIT
+    return min(MAX_GEMM_M, config.acc_depth) if k > config.rows else MAX_GEMM_M
 
 
 def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
@@ -277,7 +276,7 @@ def check_model(graph: Graph, config: ArrayConfig, source: str = "array") -> lis
     n = first(lambda n: n.bias_lo < INT32_MIN or n.bias_hi > INT32_MAX)
     if n:
         other.append(f"layer {n.name!r}: its bias with the activation zero point folded in exceeds int32")
-    n = first(lambda n: n.n >= 1 << MAX_GEMM_N_BITS)
+    n = first(lambda n: n.n > MAX_GEMM_N)
     if n:
         other.append(f"layer {n.name!r} has N={n.n} output channels, more than the command's limit")
     if problems:

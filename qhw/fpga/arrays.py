@@ -1,15 +1,19 @@
 """Which systolic array a synthesis top instantiates: the generic one or an FPGA DSP variant.
 
-The array top takes it from ``--pe`` (``resolve_pe``); the accelerator and board tops build what
-the manifest's ``pe`` says (``manifest_pe`` checks ``--pe`` and the board family against it).
+The array top takes it from ``--pe`` (``resolve_pe``, then ``replace(config, pe=...)``); the
+accelerator and board tops build what the manifest's ``pe`` says (``manifest_pe`` checks ``--pe``
+and the board family against it). Either way ``config.pe`` is the kind built.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..contract import PE_FAMILY
 from ..errors import ConfigError
 from ..hw.array import SystolicArray
-from ..hw.config import PE_FAMILY, ArrayConfig
-from ..hw.dsp_array import DspArray, check_dsp_config
+from ..hw.config import ArrayConfig
+from ..hw.dsp_array import DspArray
 
 __all__ = ["PE_KINDS", "make_array", "manifest_pe", "resolve_pe"]
 
@@ -24,7 +28,7 @@ def resolve_pe(config: ArrayConfig, *, pe: str, family: str) -> str:
     if pe == "auto":
         pe = _NATIVE[family]
         try:
-            check_dsp_config(config, pe, family)
+            replace(config, pe=pe)      # ArrayConfig checks the tiling and element widths of a DSP kind
         except ConfigError:
             return "generic"
         return pe
@@ -47,7 +51,8 @@ def manifest_pe(config: ArrayConfig, *, pe: str, family: str, board: str) -> str
     return config.pe
 
 
-def make_array(config: ArrayConfig, *, pe: str, family: str):
-    if pe == "generic":
+def make_array(config: ArrayConfig, *, family: str):
+    """The array of kind ``config.pe`` (``DspArray`` with ``family``'s primitives for a DSP kind)."""
+    if config.pe == "generic":
         return SystolicArray(config=config)
-    return DspArray(config=config, kind=pe, family=family)
+    return DspArray(config=config, family=family)

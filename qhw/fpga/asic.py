@@ -40,8 +40,10 @@ def asic_estimate(config: ArrayConfig, *, top: str = "array", out_dir=None, name
                   quiet: bool = False) -> dict:
     """Cells by type, flip-flops, memory bits and the estimated transistor count of ``config``."""
     if top == "array":
+        from dataclasses import replace
+
         from ..hw.array import SystolicArray
-        design = SystolicArray(config=config)
+        design = SystolicArray(config=replace(config, pe="generic"))   # the generic logic, whatever --pe
     else:
         # The accelerator's accumulator memory and 48-bit requantization multipliers take Yosys's
         # generic flow many minutes even at 2x2; the array is what scales with the configuration.

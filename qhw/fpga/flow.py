@@ -13,10 +13,11 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..hw.config import ArrayConfig
+from ..hw.config import ArrayConfig, read_manifest
 from .boards import board_info, platform_for
 from .report import dsp_use, fit_failure, parse_nextpnr_report, parse_yosys_stat
 from .toolchain import ToolError, log, run_step, setup_env
@@ -29,35 +30,19 @@ SYNTH_KEYS = ("board", "device", "top", "pe", "rows", "cols", "luts", "ffs", "ds
 
 
 def config_from_manifest(path) -> tuple[ArrayConfig, str]:
-    """The ``ArrayConfig`` (and top name) a ``qhw generate`` manifest describes (a manifest without
-    ``pe``, from before PE kinds were a parameter, is the generic array)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such manifest (qhw generate writes NAME.json beside NAME.v)")
-    try:
-        doc = json.loads(p.read_text())
-        params = dict(doc["parameters"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{p}: not a qhw manifest ({type(e).__name__}: {e})") from None
-    if "rounding" in params and isinstance(params["rounding"], list):
-        params["rounding"] = tuple(params["rounding"])
-    known = set(ArrayConfig.__dataclass_fields__)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ConfigError(f"{p}: unknown parameter(s) {', '.join(unknown)} (manifest from a newer qhw?)")
-    return ArrayConfig(**params), str(doc.get("name", p.stem))
+    """The ``ArrayConfig`` (and top name) a ``qhw generate`` manifest describes
+    (``qhw.hw.config.read_manifest``)."""
+    config, doc = read_manifest(path)
+    return config, doc["name"]
 
 
-def build_top(config: ArrayConfig, *, top: str, family: str, pe: str, clk_hz: float | None = None,
-              baud: int = 115200):
-    """The elaboratable for ``top`` (``array``, ``accel`` or ``board``) and a short description.
-
-    ``pe`` selects the array top's PEs; the accelerator and board tops build ``config.pe`` with
+def build_top(config: ArrayConfig, *, top: str, family: str, clk_hz: float | None = None, baud: int = 115200):
+    """The elaboratable for ``top`` (``array``, ``accel`` or ``board``), built with ``config.pe``'s PEs on
     ``family``'s DSP primitives."""
     if top == "array":
         from .arrays import make_array
         from .tops import ArrayTop
-        return ArrayTop(make_array(config, pe=pe, family=family))
+        return ArrayTop(make_array(config, family=family))
     if top == "accel":
         from ..hw.accel import Accelerator
         from .tops import AccelTop
@@ -100,6 +85,7 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
     from .arrays import manifest_pe, resolve_pe
     if top == "array":
         pe = resolve_pe(config, pe=pe, family=info.family)
+        config = replace(config, pe=pe)     # the array top builds --pe; config.pe is its one source
     else:
         pe = manifest_pe(config, pe=pe, family=info.family, board=board)
     setup_env()
@@ -113,7 +99,7 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
         raise ConfigError(f"output directory cannot be created: {e}") from None
 
     platform = platform_for(board, clock_mhz=freq_mhz)
-    elab = build_top(config, top=top, family=info.family, pe=pe, clk_hz=info.clock_mhz * 1e6, baud=baud)
+    elab = build_top(config, top=top, family=info.family, clk_hz=info.clock_mhz * 1e6, baud=baud)
     stat_file = f"{name}_stat.json"
     overrides = {
         # Amaranth names each element of an array-shaped signal `x[i]` beside `x` itself; ABC maps

@@ -107,7 +107,7 @@ class Accelerator(wiring.Component):
         if c.pe == "generic":
             m.submodules.array = array = SystolicArray(config=c)
         else:
-            m.submodules.array = array = DspArray(config=c, kind=c.pe, family=self.family)
+            m.submodules.array = array = DspArray(config=c, family=self.family)
 
         # ---------------------------------------------------------------- command registers
         cmd = Signal(command_layout(c))

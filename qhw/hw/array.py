@@ -26,6 +26,8 @@ class SystolicArray(wiring.Component):
     def __init__(self, *, config: ArrayConfig):
         if not isinstance(config, ArrayConfig):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        if config.pe != "generic":     # config.array_latency must describe the array built
+            raise ConfigError(f"SystolicArray builds generic PEs, not config.pe {config.pe!r} (that is DspArray)")
         self.config = config
         c = config
         super().__init__(array_ports(c))

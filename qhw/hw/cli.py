@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from .config import PE_KINDS, ArrayConfig
+from ..contract import PE_KINDS
+from .config import ArrayConfig
 from .generate import write
 
 __all__ = ["add_parser", "config_for_model", "config_from_args", "run"]

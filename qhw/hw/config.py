@@ -1,71 +1,61 @@
 """One frozen description of a systolic array: parameters, validation, derived widths and latencies.
 
-Everything that software needs to know about a generated accelerator (widths,
-latencies, peak throughput) is derived here, and ``manifest()`` writes it next
-to the Verilog so host code cannot drift from the hardware (Gemmini's
-``GemminiConfigs.generateHeader``).
+Everything that software needs to know about a generated accelerator (widths, latencies, peak
+throughput) is derived here from the hardware contract (``qhw.contract``), and
+``ArrayConfig.to_manifest()`` writes it next to the Verilog so host code cannot drift from the
+hardware (Gemmini's ``GemminiConfigs.generateHeader``); ``ArrayConfig.from_manifest()`` is the one
+reader. Pure Python like the contract: importing it loads no Amaranth.
 
-Validation happens in ``__post_init__``, before any signal exists; every
-message is one line, names the parameter and shows the rejected value.
+Validation happens in ``__post_init__``, before any signal exists; every message is one line,
+names the parameter and shows the rejected value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
-from ..arith import ACC_LIMIT_BITS, ROUNDING_MODES
+from ..arith import ROUNDING_MODES
+from ..contract import (
+    ACC_MAX_BITS,
+    BIAS_BITS,
+    ELEMENT_BITS,
+    FIFO_LATENCY,
+    MANIFEST_FORMAT_VERSION,
+    MAX_GEMM_M,
+    MAX_GEMM_N,
+    MAX_TILE_PIPELINE,
+    MODE_CODES,
+    MULTIPLIER_BITS,
+    PE_FAMILY,
+    PE_KINDS,
+    PE_PRODUCT_LATENCY,
+    SHIFT_BITS,
+    accelerator_latency,
+    mesh_latency,
+    requant_latency,
+    signed_bits,
+)
+from ..contract import ACCUMULATE_LATENCY as _ACCUMULATE_LATENCY
 from ..errors import ConfigError
-from .wide_mul import product_latency
 
 __all__ = [
-    "BIAS_BITS",
-    "BUILT_ROUNDING",
-    "MODE_CODES",
-    "MULTIPLIER_BITS",
+    "MODE_CODES",       # re-exported from qhw.contract for existing imports
     "PE_FAMILY",
     "PE_KINDS",
-    "PE_PRODUCT_LATENCY",
-    "PIPELINED_MUL_LATENCY",
-    "SHIFT_BITS",
     "ArrayConfig",
     "check_pe",
+    "read_manifest",
     "signed_bits",
 ]
 
-# Rounding modes the generator can build.
-BUILT_ROUNDING = ("single", "tflite", "onnx")
-# Encoding of the command's ``mode`` field; fixed so host code does not depend on the build.
-MODE_CODES = {"single": 0, "tflite": 1, "onnx": 2}
-BIAS_BITS = 32          # bias is int32 (activation zero point folded in by the host)
-MULTIPLIER_BITS = 31    # M0 < 2**31, unsigned
-SHIFT_BITS = 6          # shift in [-31, 30], signed
-ONNX_MANTISSA_BITS = 24  # float32 significand, hidden bit included
-# Requantization lane stages outside its multiplier (``qhw.hw.requant.RequantLane`` lists them).
-FIXED_PATH_STAGES = 5
-ONNX_PATH_STAGES = 11
-REQUANT_OUTPUT_STAGES = 2
-_ELEMENT_BITS = (4, 8, 16)
-MAX_GEMM_N_BITS = 16    # width of the command's N field
 
-# PE kinds and the cycles their product lags its operands. Here, not in ``dsp_array``/``pe_pipelined``
-# (which import this module), so latencies derive without building hardware. ``ecp5-pipelined``:
-# the MULT18X18D's input, pipeline and output registers plus a fabric register on each side.
-PIPELINED_MUL_LATENCY = 3   # ``PipelinedMul.LATENCY``
-PE_PRODUCT_LATENCY = {"generic": 0, "ice40-dual": 0, "ecp5-pipelined": PIPELINED_MUL_LATENCY + 2}
-PE_KINDS = tuple(PE_PRODUCT_LATENCY)
-PE_FAMILY = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}     # FPGA family of each DSP PE kind
-
-
-def signed_bits(lo: int, hi: int) -> int:
-    """Smallest n such that [lo, hi] fits a signed n-bit integer.
-
-    >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(-(1 << 31), (1 << 31) - 1)
-    (8, 9, 32)
-    """
-    n = 1
-    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
-        n += 1
-    return n
+def _invalid(field: str, message: str) -> ConfigError:
+    """A one-line ``ConfigError`` about parameter ``field``; ``from_manifest`` names the field from it."""
+    error = ConfigError(message)
+    error.field = field
+    return error
 
 
 def check_pe(pe: str, *, tile_rows: int, tile_cols: int, tile_pipeline: int, act_bits: int,
@@ -75,10 +65,10 @@ def check_pe(pe: str, *, tile_rows: int, tile_cols: int, tile_pipeline: int, act
     if pe == "generic":
         return
     if (tile_rows, tile_cols, tile_pipeline) != (1, 1, 1):
-        raise ConfigError(f"{pe} PEs need 1x1 tiles with tile_pipeline 1, not tiles "
-                          f"{tile_rows}x{tile_cols} with tile_pipeline {tile_pipeline}")
+        raise _invalid("pe", f"{pe} PEs need 1x1 tiles with tile_pipeline 1, not tiles "
+                             f"{tile_rows}x{tile_cols} with tile_pipeline {tile_pipeline}")
     if pe == "ice40-dual" and (act_bits, weight_bits) != (8, 8):
-        raise ConfigError(f"ice40-dual PEs need 8-bit activations and weights, not {act_bits}/{weight_bits}")
+        raise _invalid("pe", f"ice40-dual PEs need 8-bit activations and weights, not {act_bits}/{weight_bits}")
 
 
 def _is_int(value) -> bool:
@@ -87,7 +77,7 @@ def _is_int(value) -> bool:
 
 def _positive(name: str, value) -> None:
     if not _is_int(value) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        raise _invalid(name, f"{name} must be a positive integer, not {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +97,8 @@ class ArrayConfig:
     acc_bits:
         Accumulator width including the int32 bias. ``None`` derives the exact bit growth
         from ``max_k``; a given value must be at least that and at most 48 (the
-        arithmetic contract's ``|acc| < 2**47``).
+        arithmetic contract's ``|acc| < 2**47``). Kept as given; ``accumulator_bits`` is the
+        width built.
     acc_depth:
         Accumulator rows on chip: the largest M of a GEMM with more than one K tile.
     per_channel:
@@ -150,39 +141,40 @@ class ArrayConfig:
         _positive("cols", self.cols)
         for name in ("act_bits", "weight_bits"):
             value = getattr(self, name)
-            if not _is_int(value) or value not in _ELEMENT_BITS:
-                raise ConfigError(f"{name} must be one of 4, 8, 16, not {value!r}")
+            if not _is_int(value) or value not in ELEMENT_BITS:
+                raise _invalid(name, f"{name} must be one of {', '.join(map(str, ELEMENT_BITS))}, not {value!r}")
         for name in ("act_signed", "per_channel"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be a bool, not {getattr(self, name)!r}")
+                raise _invalid(name, f"{name} must be a bool, not {getattr(self, name)!r}")
         _positive("max_k", self.max_k)
         _positive("acc_depth", self.acc_depth)
         _positive("tile_rows", self.tile_rows)
         _positive("tile_cols", self.tile_cols)
         if self.rows % self.tile_rows:
-            raise ConfigError(f"tile_rows must divide rows ({self.rows}), not {self.tile_rows!r}")
+            raise _invalid("tile_rows", f"tile_rows must divide rows ({self.rows}), not {self.tile_rows!r}")
         if self.cols % self.tile_cols:
-            raise ConfigError(f"tile_cols must divide cols ({self.cols}), not {self.tile_cols!r}")
-        if not _is_int(self.tile_pipeline) or not 0 <= self.tile_pipeline <= 4:
-            raise ConfigError(f"tile_pipeline must be an integer from 0 to 4, not {self.tile_pipeline!r}")
+            raise _invalid("tile_cols", f"tile_cols must divide cols ({self.cols}), not {self.tile_cols!r}")
+        if not _is_int(self.tile_pipeline) or not 0 <= self.tile_pipeline <= MAX_TILE_PIPELINE:
+            raise _invalid("tile_pipeline", f"tile_pipeline must be an integer from 0 to {MAX_TILE_PIPELINE}, "
+                                            f"not {self.tile_pipeline!r}")
         if not isinstance(self.pe, str) or self.pe not in PE_KINDS:
-            raise ConfigError(f"pe must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
+            raise _invalid("pe", f"pe must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
         check_pe(self.pe, tile_rows=self.tile_rows, tile_cols=self.tile_cols, tile_pipeline=self.tile_pipeline,
                  act_bits=self.act_bits, weight_bits=self.weight_bits)
         self._check_rounding()
         if self.requant_lanes is not None and (not _is_int(self.requant_lanes) or self.requant_lanes < 1
                                                or self.cols % self.requant_lanes):
-            raise ConfigError(f"requant_lanes must be a positive divisor of cols ({self.cols}), "
-                              f"not {self.requant_lanes!r}")
+            raise _invalid("requant_lanes", f"requant_lanes must be a positive divisor of cols ({self.cols}), "
+                                            f"not {self.requant_lanes!r}")
         need = self.required_acc_bits
-        if need > ACC_LIMIT_BITS + 1:
-            raise ConfigError(f"max_k is too large for a {ACC_LIMIT_BITS + 1}-bit accumulator "
-                              f"({need} bits needed), not {self.max_k!r}")
-        if self.acc_bits is None:
-            object.__setattr__(self, "acc_bits", need)
-        elif not _is_int(self.acc_bits) or not need <= self.acc_bits <= ACC_LIMIT_BITS + 1:
-            raise ConfigError(f"acc_bits must be an integer from {need} (bit growth of max_k={self.max_k}) "
-                              f"to {ACC_LIMIT_BITS + 1}, not {self.acc_bits!r}")
+        if need > ACC_MAX_BITS:
+            raise _invalid("max_k", f"max_k is too large for a {ACC_MAX_BITS}-bit accumulator "
+                                    f"({need} bits needed), not {self.max_k!r}")
+        # ``acc_bits`` stays as given (None: derived by ``accumulator_bits``), so ``replace(config,
+        # max_k=...)`` re-derives the width instead of carrying a stale one.
+        if self.acc_bits is not None and (not _is_int(self.acc_bits) or not need <= self.acc_bits <= ACC_MAX_BITS):
+            raise _invalid("acc_bits", f"acc_bits must be an integer from {need} (bit growth of max_k={self.max_k}) "
+                                       f"to {ACC_MAX_BITS}, not {self.acc_bits!r}")
 
     def _check_rounding(self):
         rounding = self.rounding
@@ -191,11 +183,8 @@ class ArrayConfig:
             object.__setattr__(self, "rounding", rounding)
         if (not isinstance(rounding, tuple) or not rounding
                 or any(r not in ROUNDING_MODES for r in rounding) or len(set(rounding)) != len(rounding)):
-            raise ConfigError(f"rounding must be a non-empty tuple of distinct modes from "
-                              f"{', '.join(ROUNDING_MODES)}, not {self.rounding!r}")
-        for mode in rounding:
-            if mode not in BUILT_ROUNDING:  # kept for modes the contract may add before the hardware
-                raise ConfigError(f"rounding mode {mode!r} is not built yet (built: {', '.join(BUILT_ROUNDING)})")
+            raise _invalid("rounding", f"rounding must be a non-empty tuple of distinct modes from "
+                                       f"{', '.join(ROUNDING_MODES)}, not {self.rounding!r}")
 
     # ----------------------------------------------------------------- element ranges and widths
 
@@ -236,6 +225,11 @@ class ArrayConfig:
         return signed_bits(lo * k - (1 << (BIAS_BITS - 1)), hi * k + (1 << (BIAS_BITS - 1)) - 1)
 
     @property
+    def accumulator_bits(self) -> int:
+        """Width of ``acc + bias`` as built: ``acc_bits``, or ``required_acc_bits`` when it is ``None``."""
+        return self.required_acc_bits if self.acc_bits is None else self.acc_bits
+
+    @property
     def k_tiles_max(self) -> int:
         return -(-self.max_k // self.rows)
 
@@ -254,13 +248,12 @@ class ArrayConfig:
         ``TR - 1`` tile boundaries downwards, the bottom row is registered once and
         tile column ``tj`` is de-skewed by ``(TC - 1 - tj) * tile_pipeline``.
         """
-        tr, tc = self.tile_grid
-        return (tr + tc - 2) * self.tile_pipeline + 1
+        return mesh_latency(self.tile_grid, self.tile_pipeline)
 
     @property
     def product_latency(self) -> int:
-        """Cycles a PE's product lags its operands (``PE_PRODUCT_LATENCY``): 0 for ``generic`` and
-        ``ice40-dual`` (combinational), 5 for ``ecp5-pipelined`` (``PipelinedMul.LATENCY + 2``)."""
+        """Cycles a PE's product lags its operands (``qhw.contract.PE_PRODUCT_LATENCY``): 0 for ``generic``
+        and ``ice40-dual`` (combinational), 5 for ``ecp5-pipelined`` (``PIPELINED_MUL_LATENCY + 2``)."""
         return PE_PRODUCT_LATENCY[self.pe]
 
     @property
@@ -273,26 +266,16 @@ class ArrayConfig:
 
     @property
     def accumulate_latency(self) -> int:
-        """Array output to requant input (3): the psum and the accumulator row (read a cycle early)
-        registered, the add, a register before the lanes."""
-        return 3
+        """Array output to requant input (``qhw.contract.ACCUMULATE_LATENCY``, 3): the psum and the
+        accumulator row (read a cycle early) registered, the add, a register before the lanes."""
+        return _ACCUMULATE_LATENCY
 
     @property
     def requant_latency(self) -> int:
-        """Pipeline stages of one requantization lane (see ``qhw.hw.requant.RequantLane``).
-
-        The longer of the built paths (fixed point: ``FIXED_PATH_STAGES``; ``onnx``:
-        ``ONNX_PATH_STAGES``; each plus its multiplier's ``qhw.hw.wide_mul.product_latency``),
-        then ``REQUANT_OUTPUT_STAGES`` (zero point, clamp). 14 for int8 without ``onnx``, 19 with it.
-        """
-        paths = []
-        if "single" in self.rounding or "tflite" in self.rounding:
-            paths.append(FIXED_PATH_STAGES + product_latency(max(self.acc_bits, 32), True, MULTIPLIER_BITS,
-                                                             addend=True))
-        if "onnx" in self.rounding:
-            paths.append(ONNX_PATH_STAGES + product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS,
-                                                            addend=False))
-        return max(paths) + REQUANT_OUTPUT_STAGES
+        """Pipeline stages of one requantization lane (``qhw.contract.requant_latency`` for
+        ``accumulator_bits`` and ``rounding``; ``qhw.hw.requant.RequantLane`` builds it): 14 for int8
+        without ``onnx``, 19 with it."""
+        return requant_latency(self.accumulator_bits, self.rounding)
 
     @property
     def requant_lane_count(self) -> int:
@@ -313,8 +296,9 @@ class ArrayConfig:
 
     @property
     def fifo_latency(self) -> int:
-        """Last requant register to the output handshake when the FIFO is empty (``SyncFIFOBuffered``)."""
-        return 1
+        """Last requant register to the output handshake when the FIFO is empty (``SyncFIFOBuffered``,
+        ``qhw.contract.FIFO_LATENCY``)."""
+        return FIFO_LATENCY
 
     @property
     def latency(self) -> int:
@@ -323,8 +307,8 @@ class ArrayConfig:
         ``1 (issue register) + array_latency + accumulate_latency + share_latency +
         requant_latency + fifo_latency``, with ``out.ready`` held high and the FIFO empty.
         """
-        return (1 + self.array_latency + self.accumulate_latency + self.share_latency + self.requant_latency
-                + self.fifo_latency)
+        return accelerator_latency(array_latency=self.array_latency, share_latency=self.share_latency,
+                                   requant_latency=self.requant_latency)
 
     @property
     def in_flight(self) -> int:
@@ -394,18 +378,24 @@ class ArrayConfig:
 
     # ----------------------------------------------------------------- manifest
 
-    def manifest(self) -> dict:
-        """Every parameter and derived constant, JSON-serializable (the sidecar next to the Verilog)."""
+    def to_manifest(self) -> dict:
+        """Every parameter and derived constant, JSON-serializable: the manifest's config part (the
+        sidecar next to the Verilog; ``qhw.hw.generate.manifest`` adds the name, ports and streams).
+
+        ``parameters.acc_bits`` is the width built (``accumulator_bits``), as ``derived.acc_bits``.
+        """
         params = {f.name: getattr(self, f.name) for f in fields(self)}
         params["rounding"] = list(self.rounding)
+        params["acc_bits"] = self.accumulator_bits
         return {
+            "format_version": MANIFEST_FORMAT_VERSION,
             "parameters": params,
             "derived": {
                 "act_range": list(self.act_range),
                 "weight_range": list(self.weight_range),
                 "psum_bits": self.psum_bits,
                 "sum_bits": self.sum_bits,
-                "acc_bits": self.acc_bits,
+                "acc_bits": self.accumulator_bits,
                 "bias_bits": BIAS_BITS,
                 "multiplier_bits": MULTIPLIER_BITS,
                 "shift_bits": SHIFT_BITS,
@@ -413,7 +403,8 @@ class ArrayConfig:
                 "requant_lane_count": self.requant_lane_count,
                 "fifo_depth": self.fifo_depth,
                 "mode_codes": dict(MODE_CODES),
-                "max_n": (1 << MAX_GEMM_N_BITS) - 1,
+                "max_n": MAX_GEMM_N,
+                "max_m": MAX_GEMM_M,
             },
             "latency": {
                 "latency": self.latency,
@@ -430,3 +421,88 @@ class ArrayConfig:
             },
             "peak_macs_per_cycle": self.peak_macs_per_cycle,
         }
+
+    @classmethod
+    def from_manifest(cls, manifest, *, source: str = "manifest") -> ArrayConfig:
+        """The config a manifest (``to_manifest``'s dict, as read from JSON) describes.
+
+        Refuses, with one ``ConfigError`` line that starts with ``source`` and names the field: a
+        ``format_version`` newer than this qhw's (or none), a missing, unknown or invalid parameter,
+        and a derived constant or latency that these parameters no longer give (a manifest written by
+        a qhw with another hardware contract: its Verilog is not what this qhw would time).
+        ``parameters.acc_bits`` equal to the derived width reads back as ``None`` (derived).
+        """
+        def fail(field: str, problem: str) -> ConfigError:
+            return ConfigError(f"{source}: field {field!r} {problem}")
+
+        if not isinstance(manifest, dict):
+            raise ConfigError(f"{source}: not a qhw manifest (a JSON object expected, not {type(manifest).__name__})")
+        if "format_version" not in manifest:
+            raise fail("format_version", "is missing (a manifest from before versioned manifests: "
+                                         "regenerate it with qhw generate)")
+        version = manifest["format_version"]
+        if not _is_int(version) or version < 1:
+            raise fail("format_version", f"must be a positive integer, not {version!r}")
+        if version > MANIFEST_FORMAT_VERSION:
+            raise fail("format_version", f"is {version}, newer than this qhw reads ({MANIFEST_FORMAT_VERSION}); "
+                                         f"update qhw or regenerate the manifest with this one")
+        params = manifest.get("parameters")
+        if not isinstance(params, dict):
+            raise fail("parameters", "is missing" if params is None else f"must be an object, not {params!r}")
+        names = [f.name for f in fields(cls)]
+        for key in params:
+            if key not in names:
+                raise fail(f"parameters.{key}", "is not an ArrayConfig parameter (a manifest from a newer qhw?)")
+        for name in names:
+            if name not in params:
+                raise fail(f"parameters.{name}", "is missing")
+        kwargs = dict(params)
+        if not isinstance(kwargs["rounding"], list):
+            raise fail("parameters.rounding", f"must be a list of modes, not {kwargs['rounding']!r}")
+        kwargs["rounding"] = tuple(kwargs["rounding"])
+        try:
+            config = cls(**kwargs)
+        except ConfigError as e:
+            field = getattr(e, "field", None)
+            text = str(e)
+            if field is None:
+                raise ConfigError(f"{source}: field 'parameters': {text}") from None
+            problem = text[len(field) + 1:] if text.startswith(field + " ") else f"is invalid: {text}"
+            raise fail(f"parameters.{field}", problem) from None
+        except TypeError as e:      # an unhashable rounding entry and the like
+            raise fail("parameters", f"do not describe an array ({e})") from None
+        if config.acc_bits == config.required_acc_bits:
+            config = replace(config, acc_bits=None)
+        expected = config.to_manifest()
+        for section in ("derived", "latency"):
+            given = manifest.get(section)
+            if not isinstance(given, dict):
+                raise fail(section, "is missing" if given is None else f"must be an object, not {given!r}")
+            for key, value in expected[section].items():
+                if key not in given:
+                    raise fail(f"{section}.{key}", "is missing")
+                if given[key] != value:
+                    raise fail(f"{section}.{key}", f"is {given[key]!r}, but these parameters give {value!r} "
+                                                   f"(written by another qhw version; regenerate with qhw generate)")
+        if manifest.get("peak_macs_per_cycle") != expected["peak_macs_per_cycle"]:
+            raise fail("peak_macs_per_cycle", f"must be {expected['peak_macs_per_cycle']} for these parameters, "
+                                              f"not {manifest.get('peak_macs_per_cycle')!r}")
+        return config
+
+
+def read_manifest(path) -> tuple[ArrayConfig, dict]:
+    """Read ``NAME.json`` (written by ``qhw generate``): its ``ArrayConfig`` (``from_manifest``, with the
+    path as the source of every message) and the whole document. ``name`` and ``top`` are checked too."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such manifest (qhw generate writes NAME.json beside NAME.v)")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not a qhw manifest ({type(e).__name__}: {e})") from None
+    config = ArrayConfig.from_manifest(doc, source=str(p))
+    for key in ("name", "top"):
+        if not isinstance(doc.get(key), str) or not doc[key]:
+            problem = "is missing" if key not in doc else f"must be a module name, not {doc[key]!r}"
+            raise ConfigError(f"{p}: field {key!r} {problem}")
+    return config, doc

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arith import INT32_MAX, INT32_MIN, Requant
+from ..contract import MAX_GEMM_M, MAX_GEMM_N, MODE_CODES
 from ..errors import ConfigError, DataError
-from .config import MAX_GEMM_N_BITS, MODE_CODES, ArrayConfig
-from .layouts import GEMM_M_BITS, act_layout, command_layout, params_layout, weights_layout
+from .config import ArrayConfig
+from .layouts import act_layout, command_layout, params_layout, weights_layout
 
 __all__ = ["GemmProgram", "fold_bias", "plan_gemm", "stream_beats", "unpack_result"]
 
@@ -114,8 +115,8 @@ def plan_gemm(config: ArrayConfig, x_q, w, bias_hw, requant: Requant) -> GemmPro
     kt, nt = c.gemm_tiles(k, n)
     if kt > 1 and m > c.acc_depth:
         raise ConfigError(f"M must be at most acc_depth={c.acc_depth} when K > rows, not {m}")
-    if m >= 1 << GEMM_M_BITS or n >= 1 << MAX_GEMM_N_BITS:
-        raise ConfigError(f"M and N must be below {1 << GEMM_M_BITS}, got M={m}, N={n}")
+    if m > MAX_GEMM_M or n > MAX_GEMM_N:
+        raise ConfigError(f"M must be at most {MAX_GEMM_M} and N at most {MAX_GEMM_N}, got M={m}, N={n}")
     if requant.mode not in c.rounding:
         raise ConfigError(f"rounding mode {requant.mode!r} is not built into this array ({', '.join(c.rounding)})")
     _check_range("activations", x, *c.act_range)

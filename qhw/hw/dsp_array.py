@@ -1,16 +1,18 @@
 """``DspArray``: the systolic array with its multipliers mapped onto FPGA DSP blocks by hand.
 
 Same ports and dataflow as ``qhw.hw.array.SystolicArray`` (aligned rows in, one partial-sum row
-out), for the default tiling (1x1 tiles, one register between neighbouring PEs). Two variants:
+out), for the default tiling (1x1 tiles, one register between neighbouring PEs). The PE kind is
+``config.pe`` (its one source, so ``config.array_latency`` describes the array built); two kinds:
 
-``kind="ice40-dual"``
+``pe="ice40-dual"``
     Horizontally adjacent PEs ``(i, 2q)`` and ``(i, 2q+1)`` share one ``DualMul8`` (an iCE40
     ``SB_MAC16`` in dual signed 8x8 mode): 2 MACs per DSP block. Combinational, so
     ``latency == config.mesh_latency``. Needs 8-bit activations and weights.
-``kind="ecp5-pipelined"``
+``pe="ecp5-pipelined"``
     Each PE's product comes from a ``PipelinedMul`` (``MULT18X18D`` with input, pipeline and output
-    registers) plus a fabric register on each side: every product is ``PipelinedMul.LATENCY + 2``
-    cycles late, uniformly, so the wavefront stays aligned and ``latency == config.mesh_latency + 5``.
+    registers) plus a fabric register on each side (``qhw.contract.DSP_FABRIC_STAGES``): every product
+    is ``PipelinedMul.LATENCY + 2`` cycles late, uniformly, so the wavefront stays aligned and
+    ``latency == config.mesh_latency + 5``.
     The fabric registers absorb the routes between the DSP column and the fabric: without the one
     after the DSP, the DSP-to-adder route was 4.3 ns of a 7.0 ns critical path at 8x8 on the
     ECP5-85F (142.5 MHz); without the one in front, the weight register -> bank multiplexer -> DSP
@@ -18,7 +20,8 @@ out), for the default tiling (1x1 tiles, one register between neighbouring PEs).
 
 ``family`` selects the vendor primitive (``"ice40"``/``"ecp5"``); ``None`` builds the portable
 equivalent, used by simulation and ``qhw generate``. ``Accelerator`` builds one when ``config.pe``
-names a DSP kind; the FPGA array top also builds one for ``--pe`` whatever ``config.pe`` says.
+names a DSP kind; the FPGA array top builds ``replace(config, pe=...)`` for ``--pe``. The built
+product stages are checked against ``qhw.contract.PE_PRODUCT_LATENCY`` (``ConfigError``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 
+from ..contract import PE_FAMILY, PE_PRODUCT_LATENCY
 from ..errors import ConfigError
-from .config import PE_FAMILY, PE_PRODUCT_LATENCY, ArrayConfig, check_pe
+from .config import ArrayConfig
 from .mesh import act_shape, array_ports
 from .pe_ice40 import DualMul8
 from .pe_pipelined import PipelinedMul
@@ -38,38 +42,37 @@ __all__ = ["DSP_KINDS", "DspArray", "check_dsp_config"]
 DSP_KINDS = tuple(PE_FAMILY)    # ("ice40-dual", "ecp5-pipelined")
 
 
-def check_dsp_config(config: ArrayConfig, kind: str, family: str | None = None) -> None:
-    """Raise ``ConfigError`` (one line) unless ``DspArray`` can build ``config`` as ``kind``."""
+def check_dsp_config(config: ArrayConfig, family: str | None = None) -> None:
+    """Raise ``ConfigError`` (one line) unless ``DspArray`` can build ``config`` (``config.pe`` a DSP kind;
+    ``ArrayConfig`` itself checks the tiling and element widths) with ``family``'s primitives."""
     if not isinstance(config, ArrayConfig):
         raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
-    if kind not in DSP_KINDS:
-        raise ConfigError(f"kind must be one of {', '.join(DSP_KINDS)}, not {kind!r}")
-    check_pe(kind, tile_rows=config.tile_rows, tile_cols=config.tile_cols, tile_pipeline=config.tile_pipeline,
-             act_bits=config.act_bits, weight_bits=config.weight_bits)
-    expected = PE_FAMILY[kind]
+    if config.pe not in DSP_KINDS:
+        raise ConfigError(f"DspArray needs config.pe one of {', '.join(DSP_KINDS)}, not {config.pe!r}")
+    expected = PE_FAMILY[config.pe]
     if family not in (None, expected):
-        raise ConfigError(f"{kind} PEs need family {expected!r} or None, not {family!r}")
+        raise ConfigError(f"{config.pe} PEs need family {expected!r} or None, not {family!r}")
 
 
 class DspArray(wiring.Component):
-    """Drop-in for ``SystolicArray`` with DSP-mapped multipliers (see the module docstring)."""
+    """Drop-in for ``SystolicArray`` with DSP-mapped multipliers of kind ``config.pe`` (see the module
+    docstring)."""
 
-    def __init__(self, *, config: ArrayConfig, kind: str, family: str | None = None):
-        check_dsp_config(config, kind, family)
-        self.config, self.kind, self.family = config, kind, family
-        c = config
-        super().__init__(array_ports(c))
+    def __init__(self, *, config: ArrayConfig, family: str | None = None):
+        check_dsp_config(config, family)
+        self.config, self.family = config, family
+        super().__init__(array_ports(config))
 
     @property
     def product_latency(self) -> int:
-        """Cycles a product lags its operands: 0 (ice40-dual) or ``PipelinedMul.LATENCY + 2`` (ecp5),
-        as ``ArrayConfig.product_latency`` has it (``PE_PRODUCT_LATENCY``)."""
-        return PE_PRODUCT_LATENCY[self.kind]
+        """Cycles a product lags its operands: ``config.product_latency`` (0 for ice40-dual,
+        ``PipelinedMul.LATENCY + 2`` for ecp5-pipelined)."""
+        return self.config.product_latency
 
     @property
     def latency(self) -> int:
-        """``config.mesh_latency + product_latency`` cycles from ``a_in`` to ``psum_out``."""
-        return self.config.mesh_latency + self.product_latency
+        """``config.array_latency`` = ``mesh_latency + product_latency`` cycles from ``a_in`` to ``psum_out``."""
+        return self.config.array_latency
 
     def elaborate(self, platform):
         m = Module()
@@ -104,8 +107,10 @@ class DspArray(wiring.Component):
 
         # Products.
         prod = [[None] * C for _ in range(R)]
+        built = None       # cycles from a PE's operands to its registered-in product, as built
         for i in range(R):
-            if self.kind == "ice40-dual":
+            if c.pe == "ice40-dual":
+                built = 0      # DualMul8 is combinational
                 for j in range(0, C, 2):
                     mul = DualMul8(a_shape=ashape, b_shape=signed(c.weight_bits), family=self.family)
                     m.submodules[f"mul_{i}_{j}"] = mul
@@ -129,6 +134,10 @@ class DspArray(wiring.Component):
                     p_f = Signal.like(mul.p, name=f"prod_{i}_{j}")     # fabric register after the DSP
                     m.d.sync += p_f.eq(mul.p)
                     prod[i][j] = p_f
+                    built = 1 + mul.latency + 1
+        if built != PE_PRODUCT_LATENCY[c.pe]:
+            raise ConfigError(f"DspArray: {c.pe} products were built {built} cycles late, but the hardware "
+                              f"contract (PE_PRODUCT_LATENCY) says {PE_PRODUCT_LATENCY[c.pe]}")
 
         # Partial sums flow down, one register per row (the bottom row's is the output register).
         bottom = []

@@ -101,13 +101,12 @@ def generate_verilog(config: ArrayConfig, *, name: str) -> str:
 
 
 def manifest(config: ArrayConfig, *, name: str) -> dict:
-    """The JSON sidecar: every parameter, derived constants, latencies and the top-level ports."""
+    """The JSON sidecar: ``config.to_manifest()`` (format version, every parameter, derived constants,
+    latencies) with the top's name, ports and stream layouts. ``ArrayConfig.from_manifest`` reads it."""
     _check_name(name)
-    result = {"name": name, "top": name}
-    result.update(config.manifest())
-    result["ports"] = ports(config)
-    result["streams"] = streams(config)
-    return result
+    part = config.to_manifest()
+    return {"format_version": part.pop("format_version"), "name": name, "top": name, **part,
+            "ports": ports(config), "streams": streams(config)}
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from .config import BIAS_BITS, MAX_GEMM_N_BITS, MULTIPLIER_BITS, SHIFT_BITS, ArrayConfig
+from ..contract import BIAS_BITS, GEMM_M_BITS, MAX_GEMM_N_BITS, MODE_BITS, MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
+from .config import ArrayConfig
 from .mesh import act_shape
 
-__all__ = ["act_layout", "command_layout", "out_layout", "params_layout", "weights_layout"]
-
-GEMM_M_BITS = 16
+# GEMM_M_BITS is re-exported (qhw.contract owns it) for modules that import it from here.
+__all__ = ["GEMM_M_BITS", "act_layout", "command_layout", "out_layout", "params_layout", "weights_layout"]
 
 
 def command_layout(config: ArrayConfig) -> data.StructLayout:
@@ -20,7 +20,7 @@ def command_layout(config: ArrayConfig) -> data.StructLayout:
         "m": unsigned(GEMM_M_BITS),
         "k": unsigned(max(config.max_k.bit_length(), 1)),
         "n": unsigned(MAX_GEMM_N_BITS),
-        "mode": unsigned(2),
+        "mode": unsigned(MODE_BITS),
         "zero_point": out,
         "qmin": out,
         "qmax": out,
@@ -39,7 +39,7 @@ def params_layout(config: ArrayConfig) -> data.StructLayout:
         "shift": per(signed(SHIFT_BITS)),
     }
     if "onnx" in config.rounding:
-        fields["scale"] = per(unsigned(32))     # float32 bit pattern
+        fields["scale"] = per(unsigned(SCALE_BITS))     # float32 bit pattern
     return data.StructLayout(fields)
 
 

@@ -1,12 +1,13 @@
 """A multiplier with the ECP5 DSP's input, pipeline and output registers (``MULT18X18D``).
 
-``PipelinedMul`` computes ``p = a * b`` with a fixed latency of ``LATENCY`` = 3 cycles (input
-registers, pipeline register, output register). For ``family="ecp5"`` it instantiates
-``MULT18X18D`` with all three register stages enabled, so the registers sit inside the DSP block
-and no fabric route lies between a register and the multiplier; otherwise (simulation, generic
-Verilog) the same three register stages are plain Amaranth registers around ``*``, so the two
-are cycle-for-cycle identical. Used by ``qhw.hw.dsp_array.DspArray``; the generic ``PE`` is
-untouched.
+``PipelinedMul`` computes ``p = a * b`` with a fixed latency of ``LATENCY`` cycles, the hardware
+contract's ``PIPELINED_MUL_LATENCY`` (3): the register stages of ``MULT18X18D`` that it enables
+(``_DSP_STAGES``: input, pipeline, output). For ``family="ecp5"`` it instantiates ``MULT18X18D``
+with those registers, so they sit inside the DSP block and no fabric route lies between a
+register and the multiplier; otherwise (simulation, generic Verilog) the same stages are plain
+Amaranth registers around ``*``, so the two are cycle-for-cycle identical. The constructor
+raises ``ConfigError`` if the stages and the contract disagree. Used by ``qhw.hw.dsp_array.DspArray``
+and ``qhw.hw.wide_mul``; the generic ``PE`` is untouched.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, si
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..contract import PIPELINED_MUL_LATENCY
 from ..errors import ConfigError
-from .config import PIPELINED_MUL_LATENCY
 
 __all__ = ["PipelinedMul"]
+
+# MULT18X18D register stages enabled, in order, with the primitive's parameters that enable each.
+_DSP_STAGES = (("in", ("INPUTA", "INPUTB")), ("pipe", ("PIPELINE",)), ("out", ("OUTPUT",)))
 
 
 class PipelinedMul(wiring.Component):
@@ -32,9 +36,12 @@ class PipelinedMul(wiring.Component):
         ``"ecp5"`` to instantiate ``MULT18X18D``; ``None`` for portable logic.
     """
 
-    LATENCY = PIPELINED_MUL_LATENCY     # 3; ``ArrayConfig.product_latency`` derives from it
+    LATENCY = PIPELINED_MUL_LATENCY
 
     def __init__(self, *, a_shape, b_shape, family: str | None = None):
+        if len(_DSP_STAGES) != self.LATENCY:
+            raise ConfigError(f"PipelinedMul builds {len(_DSP_STAGES)} register stages, but the hardware "
+                              f"contract (PIPELINED_MUL_LATENCY) says {self.LATENCY}")
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
         for name, shape in (("a_shape", a_shape), ("b_shape", b_shape)):
             if shape.width + (0 if shape.signed else 1) > 18:
@@ -59,10 +66,11 @@ class PipelinedMul(wiring.Component):
             ports.update({f"i_C{k}": Const(0, 1) for k in range(18)})
             ports.update({f"o_P{k}": p36[k] for k in range(36)})
             regs = {}
-            for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
-                regs[f"p_REG_{reg}_CLK"] = "CLK0"
-                regs[f"p_REG_{reg}_CE"] = "CE0"
-                regs[f"p_REG_{reg}_RST"] = "RST0"
+            for _, registers in _DSP_STAGES:
+                for reg in registers:
+                    regs[f"p_REG_{reg}_CLK"] = "CLK0"
+                    regs[f"p_REG_{reg}_CE"] = "CE0"
+                    regs[f"p_REG_{reg}_RST"] = "RST0"
             m.submodules.dsp = Instance(
                 "MULT18X18D",
                 **regs,
@@ -77,8 +85,13 @@ class PipelinedMul(wiring.Component):
                 **ports,
             )
         else:
+            # One register per stage: the operands (input), the product (pipeline), then output.
             a_r, b_r = Signal.like(self.a, name="a_r"), Signal.like(self.b, name="b_r")
-            p_r, p_o = Signal(signed(self.p_bits), name="p_pipe"), Signal(signed(self.p_bits), name="p_out")
-            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), p_r.eq(a_r * b_r), p_o.eq(p_r)]
-            m.d.comb += self.p.eq(p_o)
+            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b)]
+            p = a_r * b_r
+            for stage, _ in _DSP_STAGES[1:]:
+                r = Signal(signed(self.p_bits), name=f"p_{stage}")
+                m.d.sync += r.eq(p)
+                p = r
+            m.d.comb += self.p.eq(p)
         return m

@@ -17,19 +17,26 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import ConfigError
-from .config import (
+from ..contract import (
     BIAS_BITS,
+    FIXED_PATH_STAGES,
+    MODE_BITS,
     MODE_CODES,
     MULTIPLIER_BITS,
     ONNX_MANTISSA_BITS,
     ONNX_PATH_STAGES,
+    REQUANT_OUTPUT_STAGES,
+    SCALE_BITS,
     SHIFT_BITS,
-    ArrayConfig,
+    TFLITE_BITS,
+    product_latency,
+    requant_operand_bits,
 )
+from ..errors import ConfigError
+from .config import ArrayConfig
 from .mesh import act_shape
 from .skew import delayed
-from .wide_mul import pipelined_product, product_latency
+from .wide_mul import pipelined_product
 
 __all__ = ["RequantLane"]
 
@@ -39,7 +46,7 @@ class RequantLane(wiring.Component):
 
     Fixed-point path (``single``, ``tflite``), ``FIXED_PATH_STAGES`` + the multiply's stages:
 
-    1. ``a = acc + bias`` (``config.acc_bits`` wide, exact); the shift's decodes (``single``'s
+    1. ``a = acc + bias`` (``config.accumulator_bits`` wide, exact); the shift's decodes (``single``'s
        rounding constant ``2**(30 - shift)``, TFLite's left/right shifts) are registered here.
     2. TFLite's int32 view ``sat32(a)``; the right shift's mask.
     3. Multiplicand: ``a`` for ``single``; for ``tflite`` ``wrap32(sat32(a) << max(shift, 0))``.
@@ -91,8 +98,8 @@ class RequantLane(wiring.Component):
             "bias": In(signed(BIAS_BITS)),
             "multiplier": In(unsigned(MULTIPLIER_BITS)),
             "shift": In(signed(SHIFT_BITS)),
-            "scale": In(unsigned(32)),      # float32 bits, >= 0 (onnx only)
-            "mode": In(2),
+            "scale": In(unsigned(SCALE_BITS)),      # float32 bits, >= 0 (onnx only)
+            "mode": In(MODE_BITS),
             "zero_point": In(out),
             "qmin": In(out),
             "qmax": In(out),
@@ -117,7 +124,7 @@ class RequantLane(wiring.Component):
             return self.mode == MODE_CODES[mode]
 
         # 1: the bias, and everything that travels with the data.
-        a = Signal(signed(c.acc_bits), name="s1_a")
+        a = Signal(signed(c.accumulator_bits), name="s1_a")
         tfl = Signal(name="s1_tflite")
         onx = Signal(name="s1_onnx")
         m.d.sync += [a.eq(self.acc + self.bias), tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
@@ -128,7 +135,7 @@ class RequantLane(wiring.Component):
         if "onnx" in c.rounding:
             paths.append(self._onnx(m, a))
         depth = max(ready for _, _, ready in paths)
-        assert depth + 2 == c.requant_latency, (depth, c.requant_latency)
+        _check_stages("the lane", depth + REQUANT_OUTPUT_STAGES, c.requant_latency)     # the two output registers below
 
         # Align the paths, then: + zero point (a subtraction for onnx's negative magnitudes) ...
         aligned = [(delayed(m, r, depth - ready, name=f"{r.name}_pad"),
@@ -174,23 +181,27 @@ class RequantLane(wiring.Component):
             addend = Mux(delayed(m, tfl, 2, name="tflite_add"), Const(1 << 30, 62), addend)
 
         # 2-3: the multiplicand.
-        op_bits = max(c.acc_bits, 32)
+        op_bits = requant_operand_bits(c.accumulator_bits)
         op = Signal(signed(op_bits), name="s3_op")
         if has_tflite:
-            a32 = Signal(signed(32), name="s2_a32")
+            a32 = Signal(signed(TFLITE_BITS), name="s2_a32")
             a2 = Signal.like(a, name="s2_a")
-            lo, hi = -(1 << 31), (1 << 31) - 1
+            lo, hi = -(1 << (TFLITE_BITS - 1)), (1 << (TFLITE_BITS - 1)) - 1
             m.d.sync += [a32.eq(Mux(a < lo, lo, Mux(a > hi, hi, a))), a2.eq(a)]
             tfl3 = delayed(m, tfl, 1, name="tflite_s2")
             left2 = delayed(m, left, 1, name="left_s2")
-            m.d.sync += op.eq(Mux(tfl3, (a32 << left2)[:32].as_signed(), a2))   # wraps like TFLite's int32 shift
+            # wraps like TFLite's int32 shift
+            m.d.sync += op.eq(Mux(tfl3, (a32 << left2)[:TFLITE_BITS].as_signed(), a2))
         else:
             m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
         # 4: t = op * M0 + rounding constant.
         t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend, name="s4_prod",
                               family=self.family)
-        ready = 3 + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)
+        ready = 3 + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)     # stages 1-3, the product
+        # Two more stages on either branch below (the shift, then the round-up or the narrowing).
+        _check_stages("the fixed-point path", ready + 2,
+                      FIXED_PATH_STAGES + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True))
         r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2}_fixed_r")
         total_x = delayed(m, total, ready - 1, name="total")
         single_r = t >> total_x
@@ -223,7 +234,7 @@ class RequantLane(wiring.Component):
     def _onnx(self, m, a):
         """The float32 path; returns (|rint result| register, its sign, stage it is ready after)."""
         # 1: the scale travels with the data.
-        scale = Signal(32, name="s1_scale")
+        scale = Signal(SCALE_BITS, name="s1_scale")
         m.d.sync += scale.eq(self.scale)
         # 2: magnitude and sign of a; the scale's mantissa and exponent.
         mag = Signal(48, name="s2_mag")
@@ -318,8 +329,14 @@ class RequantLane(wiring.Component):
         with m.Else():
             m.d.sync += r_mag.eq(q10 + up)
         ready = n + 6
-        assert ready == ONNX_PATH_STAGES + lat
+        _check_stages("the onnx path", ready, ONNX_PATH_STAGES + lat)
         return r_mag, delayed(m, neg, ready - 2, name="neg"), ready
+
+
+def _check_stages(what: str, built: int, contract: int) -> None:
+    if built != contract:
+        raise ConfigError(f"RequantLane: {what} was built with {built} stages, but the hardware contract "
+                          f"(qhw.contract) says {contract}")
 
 
 # The fixed-point result is narrowed to this width before it waits for the onnx path and meets

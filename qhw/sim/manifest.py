@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..hw.config import ArrayConfig
+from ..hw.config import ArrayConfig, read_manifest
 
 __all__ = ["Hardware", "StreamCodec", "load_hardware", "hardware_from_config"]
 
@@ -97,29 +97,17 @@ class Hardware:
         return c.ideal_cycles(m, k, n)
 
 
-def _config_from_parameters(params: dict, source: str) -> ArrayConfig:
-    p = dict(params)
-    p["rounding"] = tuple(p.get("rounding", ()))
-    try:
-        return ArrayConfig(**p)
-    except TypeError as e:
-        raise ConfigError(f"{source}: manifest parameters do not describe an array ({e})") from None
-
-
 def load_hardware(path) -> Hardware:
-    """Read ``DIR/NAME.json`` (written by ``qhw generate``) and find ``DIR/NAME.v`` next to it."""
+    """Read ``DIR/NAME.json`` (written by ``qhw generate``; ``qhw.hw.config.read_manifest``) and find
+    ``DIR/NAME.v`` next to it."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such file (--rtl expects the NAME.json manifest written by 'qhw generate')")
-    try:
-        doc = json.loads(p.read_text())
-        name = doc["top"]
-        params = doc["parameters"]
-        doc["streams"], doc["latency"]  # noqa: B018 (presence check)
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not a qhw hardware manifest ({type(e).__name__}: {e})") from None
-    config = _config_from_parameters(params, str(p))
-    v = p.with_name(f"{doc.get('name', name)}.v")
+    config, doc = read_manifest(p)
+    for key, kind in (("streams", dict), ("ports", list)):
+        if not isinstance(doc.get(key), kind):
+            problem = "is missing" if key not in doc else f"must be a JSON {kind.__name__}, not {doc[key]!r}"
+            raise ConfigError(f"{p}: field {key!r} {problem}")
+    name = doc["top"]
+    v = p.with_name(f"{doc['name']}.v")
     if not v.is_file():
         raise ConfigError(f"{p}: Verilog {v.name} not found next to the manifest; regenerate with qhw generate")
     return Hardware(config=config, name=name, manifest_path=p, verilog_path=v, manifest=doc)

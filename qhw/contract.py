@@ -1,0 +1,194 @@
+"""The hardware contract: every number the RTL, the runtime, the testbenches and the FPGA flow share.
+
+Pure Python (no Amaranth, directly or through an import), so the runtime, the manifest reader and
+the FPGA flow can use it without building hardware, and each number is written once:
+
+* **Stream payload fields** (``qhw.hw.layouts``): the int32 ``bias`` (``BIAS_BITS``), the
+  unsigned ``multiplier`` M0 (``MULTIPLIER_BITS``), the signed ``shift`` (``SHIFT_BITS``), the
+  float32 ``scale`` (``SCALE_BITS``), the command's ``mode`` (``MODE_BITS``, values
+  ``MODE_CODES``), ``m`` (``GEMM_M_BITS``) and ``n`` (``MAX_GEMM_N_BITS``); activation and weight
+  elements are one of ``ELEMENT_BITS``.
+* **Limits**: ``MAX_GEMM_M`` and ``MAX_GEMM_N`` (the command fields), ``ACC_MAX_BITS`` (the
+  arithmetic contract's ``|acc| < 2**47``), ``MAX_TILE_PIPELINE``. ``max_k`` and ``acc_depth``
+  are ``ArrayConfig`` parameters.
+* **Stage latencies** (cycles). The module that builds a stage checks its structure against the
+  figure and raises ``ConfigError`` when they disagree (a check that survives ``python -O``); the
+  accelerator's issue, accumulate and FIFO stages are measured end to end by the cycle-exact
+  tests (``ArrayConfig.ideal_cycles``):
+
+  - ``ISSUE_LATENCY``: the activation issue register;
+  - ``mesh_latency()``: skew, mesh and de-skew of the generic array (``qhw.hw.array``);
+  - ``PIPELINED_MUL_LATENCY``: ``MULT18X18D``'s input, pipeline and output registers
+    (``qhw.hw.pe_pipelined.PipelinedMul``);
+  - ``PE_PRODUCT_LATENCY``: a PE kind's product after its operands (``qhw.hw.dsp_array``);
+  - ``product_latency()``: a wide multiply, i.e. ``PipelinedMul`` partial products of ``CHUNK``-bit
+    chunks, ``PARTIAL_PRODUCT_STAGES`` fabric register, ``tree_levels()`` registered adder levels
+    (``qhw.hw.wide_mul``);
+  - ``requant_latency()``: a requantization lane, the longer of its paths (``FIXED_PATH_STAGES`` or
+    ``ONNX_PATH_STAGES`` plus their multiply) and ``REQUANT_OUTPUT_STAGES`` (``qhw.hw.requant``);
+  - ``ACCUMULATE_LATENCY``: array output to requantization input;
+  - ``FIFO_LATENCY``: output FIFO write to ``out.valid`` (``SyncFIFOBuffered``).
+
+  ``accelerator_latency()`` adds them up. ``qhw.hw.config.ArrayConfig`` applies these formulas to
+  one configuration and writes the results into the manifest, whose layout is
+  ``MANIFEST_FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+from .arith import ACC_LIMIT_BITS
+
+__all__ = [
+    "ACCUMULATE_LATENCY",
+    "ACC_MAX_BITS",
+    "BIAS_BITS",
+    "CHUNK",
+    "DSP_FABRIC_STAGES",
+    "ELEMENT_BITS",
+    "FIFO_LATENCY",
+    "FIXED_PATH_STAGES",
+    "GEMM_M_BITS",
+    "ISSUE_LATENCY",
+    "MANIFEST_FORMAT_VERSION",
+    "MAX_GEMM_M",
+    "MAX_GEMM_N",
+    "MAX_GEMM_N_BITS",
+    "MAX_TILE_PIPELINE",
+    "MODE_BITS",
+    "MODE_CODES",
+    "MULTIPLIER_BITS",
+    "ONNX_MANTISSA_BITS",
+    "ONNX_PATH_STAGES",
+    "PARTIAL_PRODUCT_STAGES",
+    "PE_FAMILY",
+    "PE_KINDS",
+    "PE_PRODUCT_LATENCY",
+    "PIPELINED_MUL_LATENCY",
+    "REQUANT_OUTPUT_STAGES",
+    "SCALE_BITS",
+    "SHIFT_BITS",
+    "TFLITE_BITS",
+    "accelerator_latency",
+    "chunk_count",
+    "mesh_latency",
+    "product_latency",
+    "requant_latency",
+    "requant_operand_bits",
+    "signed_bits",
+    "tree_levels",
+]
+
+# Version of the manifest (NAME.json) layout; a reader refuses a newer one.
+MANIFEST_FORMAT_VERSION = 1
+
+# ----------------------------------------------------------------------------- payload widths
+
+ELEMENT_BITS = (4, 8, 16)   # activation and weight element widths the generator builds
+BIAS_BITS = 32              # bias is int32 (activation zero point folded in by the host)
+MULTIPLIER_BITS = 31        # M0 < 2**31, unsigned
+SHIFT_BITS = 6              # shift in [-31, 30], signed
+SCALE_BITS = 32             # the ``onnx`` scale, a float32 bit pattern
+ONNX_MANTISSA_BITS = 24     # float32 significand, hidden bit included
+TFLITE_BITS = 32            # TFLite's int32 view of the accumulator (``tflite`` mode)
+MODE_BITS = 2               # the command's ``mode`` field
+# Encoding of ``mode``; fixed so host code does not depend on which modes a build has.
+MODE_CODES = {"single": 0, "tflite": 1, "onnx": 2}
+GEMM_M_BITS = 16            # the command's ``m`` field
+MAX_GEMM_N_BITS = 16        # the command's ``n`` field
+
+# ----------------------------------------------------------------------------- limits
+
+MAX_GEMM_M = (1 << GEMM_M_BITS) - 1
+MAX_GEMM_N = (1 << MAX_GEMM_N_BITS) - 1
+ACC_MAX_BITS = ACC_LIMIT_BITS + 1   # |acc| < 2**47 fits a signed 48-bit accumulator
+MAX_TILE_PIPELINE = 4
+
+# ----------------------------------------------------------------------------- latencies (cycles)
+
+ISSUE_LATENCY = 1           # activation handshake to the array's input register
+PIPELINED_MUL_LATENCY = 3   # ``PipelinedMul``: MULT18X18D input, pipeline and output registers
+# ``ecp5-pipelined`` PEs add a fabric register in front of the DSP and one after it.
+DSP_FABRIC_STAGES = 2
+# Cycles each PE kind's product lags its operands; ``generic`` and ``ice40-dual`` are combinational.
+PE_PRODUCT_LATENCY = {"generic": 0, "ice40-dual": 0, "ecp5-pipelined": PIPELINED_MUL_LATENCY + DSP_FABRIC_STAGES}
+PE_KINDS = tuple(PE_PRODUCT_LATENCY)
+PE_FAMILY = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}   # FPGA family of each DSP PE kind
+
+CHUNK = 17                  # an unsigned 17-bit chunk fits an 18-bit signed multiplier input
+PARTIAL_PRODUCT_STAGES = 1  # the fabric register beside each partial product's DSP
+# Requantization lane stages outside its multiplier (``qhw.hw.requant.RequantLane`` lists them).
+FIXED_PATH_STAGES = 5
+ONNX_PATH_STAGES = 11
+REQUANT_OUTPUT_STAGES = 2   # + zero point, clamp
+# The psum and the accumulator row (read a cycle early) registered, the add, a register before the lanes.
+ACCUMULATE_LATENCY = 3
+FIFO_LATENCY = 1            # ``SyncFIFOBuffered``: a write is readable the next cycle
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest n such that [lo, hi] fits a signed n-bit integer.
+
+    >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(-(1 << 31), (1 << 31) - 1)
+    (8, 9, 32)
+    """
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+def chunk_count(bits: int, signed: bool) -> int:
+    """Chunks of a wide operand: 17-bit unsigned ones from the bottom, a signed top chunk of up to 18 bits."""
+    limit = CHUNK + 1 if signed else CHUNK
+    n = 1
+    while bits - CHUNK * (n - 1) > limit:
+        n += 1
+    return n
+
+
+def tree_levels(terms: int) -> int:
+    """Registered pairwise adder levels that reduce ``terms`` values to one."""
+    levels = 0
+    while terms > 1:
+        terms = (terms + 1) // 2
+        levels += 1
+    return levels
+
+
+def product_latency(a_bits: int, a_signed: bool, b_bits: int, *, addend: bool) -> int:
+    """Cycles of a wide multiply ``a * b (+ addend)`` (b unsigned, ``qhw.hw.wide_mul``):
+    ``PIPELINED_MUL_LATENCY + PARTIAL_PRODUCT_STAGES + tree_levels(partial products + addend)``."""
+    terms = chunk_count(a_bits, a_signed) * chunk_count(b_bits, False) + int(addend)
+    return PIPELINED_MUL_LATENCY + PARTIAL_PRODUCT_STAGES + tree_levels(terms)
+
+
+def requant_operand_bits(accumulator_bits: int) -> int:
+    """Width of the fixed-point path's multiplicand: ``acc + bias``, or TFLite's int32 view if wider."""
+    return max(accumulator_bits, TFLITE_BITS)
+
+
+def requant_latency(accumulator_bits: int, rounding) -> int:
+    """Stages of one requantization lane: the longer of the built paths (fixed point for ``single`` /
+    ``tflite``: ``FIXED_PATH_STAGES`` + a 31-bit M0 multiply with the rounding addend; ``onnx``:
+    ``ONNX_PATH_STAGES`` + the 24x24-bit mantissa multiply), then ``REQUANT_OUTPUT_STAGES``.
+    14 for int8 without ``onnx``, 19 with it."""
+    paths = []
+    if "single" in rounding or "tflite" in rounding:
+        paths.append(FIXED_PATH_STAGES + product_latency(requant_operand_bits(accumulator_bits), True,
+                                                         MULTIPLIER_BITS, addend=True))
+    if "onnx" in rounding:
+        paths.append(ONNX_PATH_STAGES + product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS,
+                                                        addend=False))
+    return max(paths) + REQUANT_OUTPUT_STAGES
+
+
+def mesh_latency(tile_grid: tuple[int, int], tile_pipeline: int) -> int:
+    """Issue register to de-skewed output of a ``TR`` x ``TC`` tile grid: ``(TR + TC - 2) * tile_pipeline + 1``."""
+    tr, tc = tile_grid
+    return (tr + tc - 2) * tile_pipeline + 1
+
+
+def accelerator_latency(*, array_latency: int, share_latency: int, requant_latency: int) -> int:
+    """Activation handshake (last K tile) to its output row: ``ISSUE_LATENCY + array_latency +
+    ACCUMULATE_LATENCY + share_latency + requant_latency + FIFO_LATENCY``."""
+    return ISSUE_LATENCY + array_latency + ACCUMULATE_LATENCY + share_latency + requant_latency + FIFO_LATENCY
