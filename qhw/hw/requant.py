@@ -25,7 +25,6 @@ from ..contract import (
     MULTIPLIER_BITS,
     ONNX_MANTISSA_BITS,
     ONNX_PATH_STAGES,
-    REQUANT_OUTPUT_STAGES,
     SCALE_BITS,
     SHIFT_BITS,
     TFLITE_BITS,
@@ -135,7 +134,6 @@ class RequantLane(wiring.Component):
         if "onnx" in c.rounding:
             paths.append(self._onnx(m, a))
         depth = max(ready for _, _, ready in paths)
-        _check_stages("the lane", depth + REQUANT_OUTPUT_STAGES, c.requant_latency)     # the two output registers below
 
         # Align the paths, then: + zero point (a subtraction for onnx's negative magnitudes) ...
         aligned = [(delayed(m, r, depth - ready, name=f"{r.name}_pad"),
@@ -156,6 +154,7 @@ class RequantLane(wiring.Component):
         m.d.sync += y.eq(Mux(neg, zero_point - r, zero_point + r))
         # ... and the clamp.
         m.d.sync += self.o.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
+        _check_stages("the lane", depth + 2, c.requant_latency)     # the paths, then y and the clamp
         m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, c.requant_latency, name="valid"))
         return m
 

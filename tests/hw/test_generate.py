@@ -116,8 +116,9 @@ def test_cli_generate(tmp_path, capsys):
 
 
 def test_cli_generate_pe_round_trips(tmp_path, capsys):
-    """--pe is stored in the manifest with its latencies, and both manifest readers (qhw synth's and
-    the simulator's) rebuild the same config; a manifest from before --pe loads as generic."""
+    """--pe is stored in the manifest with its latencies, and both manifest wrappers (qhw synth's and
+    the simulator's, both ``ArrayConfig.from_manifest``) rebuild the same config; a manifest without
+    ``pe`` is refused by both with the same line."""
     from qhw.fpga.flow import config_from_manifest
     from qhw.sim.manifest import load_hardware
 
@@ -134,8 +135,9 @@ def test_cli_generate_pe_round_trips(tmp_path, capsys):
     assert load_hardware(path).config == expected
     del man["parameters"]["pe"]
     path.write_text(json.dumps(man))
-    config, _ = config_from_manifest(path)
-    assert config.pe == "generic" and load_hardware(path).config.pe == "generic"
+    for read in (config_from_manifest, load_hardware):
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{path}: field 'parameters.pe' is missing") + "$"):
+            read(path)
 
 
 def test_cli_errors_are_qhw_errors(tmp_path):

@@ -129,7 +129,7 @@ def test_simulate_cli_errors(tmp_path, capsys, cnn_path, digits_files, monkeypat
         (["--rtl", str(j)], "qhw simulate needs QMODEL and --data DATA.npz (or --gemm M,K,N)"),
         (["--rtl", str(j), "--gemm", "4,x,4"], "--gemm must be M,K,N (three positive integers), not '4,x,4'"),
         (["--rtl", str(tmp_path / "none.json"), "--gemm", "4,4,4"],
-         f"{tmp_path / 'none.json'}: no such file (--rtl expects the NAME.json manifest written by 'qhw generate')"),
+         f"{tmp_path / 'none.json'}: no such manifest (qhw generate writes NAME.json beside NAME.v)"),
         (["--rtl", str(j), "--gemm", "4,17,4"],
          f"{j}: --gemm needs K=17 but max_k is 16; regenerate with qhw generate --max-k 17"),
     ]
