@@ -129,9 +129,13 @@ def test_synth_user_errors(tmp_path, capsys):
     missing = tmp_path / "missing.json"
     assert err == f"qhw: error: {missing}: no such manifest (qhw generate writes NAME.json beside NAME.v)"
     bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert main(["synth", "--rtl", str(bad), "--board", "icebreaker"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"qhw: error: {bad}: not a qhw manifest (a JSON object expected, not list)"
     bad.write_text("{}")
     assert main(["synth", "--rtl", str(bad), "--board", "icebreaker"]) == 2
-    assert capsys.readouterr().err.strip().startswith(f"qhw: error: {bad}: not a qhw manifest")
+    assert capsys.readouterr().err.strip().startswith(f"qhw: error: {bad}: field 'format_version' is missing")
 
 
 def test_sweep_local_and_dask(tmp_path, capsys):
