@@ -44,6 +44,45 @@ def test_import_check_can_fail():
     assert out.stdout.strip() == "True"
 
 
+def _qhw_imports(path, module: str) -> set[str]:
+    """Modules ``path`` imports (at module level or inside functions), as dotted names."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = module.split(".")[:-node.level] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out.add(mod)
+            out.update(f"{mod}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return out
+
+
+def test_hardware_modules_import_no_circle():
+    """qhw.hw and the contract form no import circle, counting imports inside functions (where the old
+    config -> wide_mul -> pe_pipelined -> config circle hid)."""
+    from pathlib import Path
+
+    root = Path(contract.__file__).resolve().parent
+    files = {"qhw.contract": root / "contract.py"}
+    files.update({f"qhw.hw.{f.stem}": f for f in (root / "hw").glob("*.py") if f.stem != "__init__"})
+    graph = {m: sorted(d for d in _qhw_imports(f, m) if d in files and d != m) for m, f in files.items()}
+    assert graph["qhw.hw.config"] == ["qhw.contract"] and graph["qhw.contract"] == []
+
+    def circle(node, path):
+        if node in path:
+            return path[path.index(node):] + [node]
+        for dep in graph[node]:
+            found = circle(dep, path + [node])
+            if found:
+                return found
+        return None
+
+    assert [c for m in graph if (c := circle(m, []))] == []
+
+
 # --------------------------------------------------------------------------- formulas
 
 @pytest.mark.parametrize("bits, signed_, chunks", [
