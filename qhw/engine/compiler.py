@@ -488,7 +488,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
         flags.append(f"--program-words {words}")
     if misfits:
         raise ConfigError(f"{source}: does not fit the engine: {'; '.join(misfits)}; smallest that fits: "
-                          f"{' '.join(flags)}")
+                          f"{' '.join(flags)} (qhw compile, qhw generate --top network)")
     host = [n.name for n in graph.nodes if n.name not in {x.name for s in segs for x in s}]
     program = Program(rows=config.array.rows, cols=config.array.cols,
                       rounding=tuple(m for m in ("single", "tflite", "onnx") if m in b.modes),
