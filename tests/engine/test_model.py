@@ -1,0 +1,79 @@
+"""The reference model against the golden model (``qhw run``): zero mismatching codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qhw.engine.compiler import compile_model
+from qhw.engine.program import Program
+from qhw.engine.run import run_engine
+
+from .conftest import Net, engine_for, golden_codes, quantize
+
+
+def assert_bit_exact(qm, x, **engine):
+    compiled = compile_model(qm, engine_for(qm.graph, **engine))
+    program = Program.from_bytes(compiled.program.to_bytes())      # run what the file holds
+    _, codes = run_engine(program, qm.graph, x)
+    want = golden_codes(qm.graph, x)
+    assert want and set(codes) == set(want)
+    for name, w in want.items():
+        assert codes[name].shape == w.shape
+        assert int(np.count_nonzero(codes[name] != w)) == 0, name
+    return compiled
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_mlp"])
+def test_digits_whole_test_split_bit_exact(digits_q, digits, name):
+    compiled = assert_bit_exact(digits_q[name], digits["test_x"])    # all 450 test images
+    assert not compiled.host_nodes or name == "digits_mlp"            # the MLP's float Flatten stays on the host
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 4), (16, 16)])
+def test_digits_cnn_other_arrays(digits_q, digits, rows, cols):
+    assert_bit_exact(digits_q["digits_cnn"], digits["test_x"][:64], rows=rows, cols=cols)
+
+
+# Small random conv models: (id, input shape, builder). Every geometry the address generator handles.
+CASES = [
+    ("pads-every-side", (1, 3, 7, 6), lambda n: n.conv(12, 3, pads=(1, 2, 0, 3)).conv(8, (2, 3), pads=(2, 0, 1, 1))),
+    ("stride2", (1, 5, 9, 9), lambda n: n.conv(16, 3, pads=(1, 1, 1, 1), stride=2).conv(9, 3, stride=2)),
+    ("dilation2", (1, 8, 10, 10), lambda n: n.conv(8, 3, pads=(2, 2, 2, 2), dilation=2).conv(4, 3, dilation=2)),
+    ("1x1", (1, 20, 5, 5), lambda n: n.conv(17, 1).conv(24, 1, stride=2)),
+    ("kernel-as-input", (1, 6, 5, 5), lambda n: n.conv(10, 5).op("Flatten").dense(7, 10)),
+    ("depthwise", (1, 16, 6, 6), lambda n: n.conv(16, 3, pads=(1, 1, 1, 1), group=16).conv(16, 3, group=16, stride=2)),
+    ("grouped", (1, 12, 6, 6), lambda n: n.conv(12, 3, pads=(1, 1, 1, 1), group=3).conv(8, 1, group=2)),
+    ("window-c1", (1, 1, 9, 11), lambda n: n.conv(8, 3, pads=(1, 1, 1, 1), stride=2, dilation=2).conv(8, 3)),
+    ("window-c2", (1, 2, 8, 8), lambda n: n.conv(6, 3, pads=(0, 1, 2, 1), stride=2)),
+    ("pools", (1, 4, 12, 12), lambda n: n.conv(10, 3, pads=(1, 1, 1, 1)).op("MaxPool", kernel_shape=[3, 3],
+                                                                              strides=[2, 2], pads=[1, 1, 1, 1])
+     .conv(8, 1).op("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
+     .op("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+     .op("GlobalAveragePool").op("Flatten").dense(5, 8)),
+    ("flatten-spatial", (1, 3, 4, 4), lambda n: n.conv(9, 3, pads=(1, 1, 1, 1)).op("Flatten").dense(11, 144)
+     .op("Relu").dense(3, 11)),
+]
+SEED = 7
+
+
+@pytest.mark.parametrize("rounding", ["single", "tflite", "onnx"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_random_conv_models_bit_exact(tmp_path, case, rounding):
+    name, shape, build = case
+    rng = np.random.default_rng([SEED, sum(map(ord, name))])         # seed 7 mixed with the case name
+    path = build(Net(rng, shape)).save(tmp_path / f"{name}.onnx")
+    x = rng.uniform(-1, 1, (24, *shape[1:])).astype(np.float32)
+    qm = quantize(path, x[:16], rounding=rounding)
+    compiled = assert_bit_exact(qm, x)
+    assert not [n for n in compiled.host_nodes if n.startswith(("conv", "fc"))]
+
+
+def test_host_node_splits_segments(tmp_path):
+    rng = np.random.default_rng(11)
+    net = Net(rng, (1, 4, 6, 6)).conv(8, 3, pads=(1, 1, 1, 1)).op("Sigmoid").conv(8, 3).op("Flatten").dense(4, 128)
+    path = net.save(tmp_path / "split.onnx")
+    x = rng.uniform(-1, 1, (16, 4, 6, 6)).astype(np.float32)
+    qm = quantize(path, x, keep_float=("sigmoid3",))
+    compiled = assert_bit_exact(qm, x)
+    assert compiled.program.segments == 2 and compiled.host_nodes == ["sigmoid3"]
