@@ -11,6 +11,7 @@ that does not fit is refused with one line naming the memory and the smallest si
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..hw.driver import fold_bias
 from ..ops import requant_of
 from ..runtime import check_model
 from .config import EngineConfig
-from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, POOL_NONE, RULE_CODES, Descriptor
+from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, Descriptor
 from .program import Program, TensorEntry
 
 __all__ = ["Buf", "Compiled", "LayerInfo", "compile_model", "tensor_shapes"]
@@ -98,11 +99,8 @@ def tensor_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     info = graph.inputs[0]
     x = np.zeros(tuple(d if isinstance(d, int) else 1 for d in info.shape), np.float32)
     trace = Trace()
-    gen = int_steps(graph, x, trace=trace)
-    try:
-        next(gen)
-    except StopIteration:
-        pass
+    with contextlib.suppress(StopIteration):   # no lowering: the generator finishes at once
+        next(int_steps(graph, x, trace=trace))
     shapes = {info.name: x.shape[1:]}
     shapes.update({k: np.shape(v)[1:] for k, v in trace.values.items()})
     return shapes
@@ -345,7 +343,8 @@ class _Builder:
             tiles = np.zeros((nt_count, kh, R, C), np.int64)
             for kx in range(kw):
                 lane = kx * geo["dw"] * cp
-                tiles[:, :, lane:lane + src.c, :] = wd[:, :, :, kx].reshape(nt_count, C, src.c, kh).transpose(0, 3, 2, 1)
+                tap = wd[:, :, :, kx].reshape(nt_count, C, src.c, kh)
+                tiles[:, :, lane:lane + src.c, :] = tap.transpose(0, 3, 2, 1)
         else:
             lo, hi = [], []
             for nt in range(nt_count):   # channel words each N tile reads

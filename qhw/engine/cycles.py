@@ -144,4 +144,5 @@ def predict(program: Program, config: EngineConfig, macs: int = 0) -> CycleRepor
         done = getattr(tl, d.op.lower())(d)
         shares.append(max(done, end) - end)
         end = max(done, end)
-    return CycleReport(total=end, per_descriptor=shares, macs=macs, peak_macs_per_cycle=config.array.peak_macs_per_cycle)
+    return CycleReport(total=end, per_descriptor=shares, macs=macs,
+                       peak_macs_per_cycle=config.array.peak_macs_per_cycle)

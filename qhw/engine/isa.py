@@ -87,6 +87,8 @@ class Descriptor:
         extra = sorted(set(self.fields) - known)
         if extra:
             raise ConfigError(f"{self.op}: unknown field(s) {', '.join(extra)}")
+        # canonical form: every field, in table order, as int (so equal descriptors compare equal)
+        object.__setattr__(self, "fields", {n: int(self.fields.get(n, 0)) for n, _, _ in FIELDS[self.op]})
 
     def __getitem__(self, name: str) -> int:
         return int(self.fields.get(name, 0))

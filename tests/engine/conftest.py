@@ -53,7 +53,8 @@ class Net:
         name = self._name("conv")
         kh, kw = (k, k) if isinstance(k, int) else k
         fan = self.c // group * kh * kw
-        self.inits[f"{name}_w"] = (self.rng.standard_normal((cout, self.c // group, kh, kw)) / np.sqrt(fan)).astype(np.float32)
+        w = self.rng.standard_normal((cout, self.c // group, kh, kw)) / np.sqrt(fan)
+        self.inits[f"{name}_w"] = w.astype(np.float32)
         self.inits[f"{name}_b"] = (0.1 * self.rng.standard_normal(cout)).astype(np.float32)
         t, l_, b, r = pads
         self.nodes.append(helper.make_node("Conv", [self.cur, f"{name}_w", f"{name}_b"], [name], name=name,
@@ -72,7 +73,8 @@ class Net:
 
     def dense(self, n, flat_features):
         name = self._name("fc")
-        self.inits[f"{name}_w"] = (self.rng.standard_normal((n, flat_features)) / np.sqrt(flat_features)).astype(np.float32)
+        w = self.rng.standard_normal((n, flat_features)) / np.sqrt(flat_features)
+        self.inits[f"{name}_w"] = w.astype(np.float32)
         self.inits[f"{name}_b"] = (0.1 * self.rng.standard_normal(n)).astype(np.float32)
         self.nodes.append(helper.make_node("Gemm", [self.cur, f"{name}_w", f"{name}_b"], [name], name=name, transB=1))
         self.cur = name
