@@ -284,7 +284,7 @@ class _Builder:
         else:
             m0, shift = quantize_multiplier(np.float64(in_qp.scale) / (np.float64(out_qp.scale) * counts))
             rule, words = mode, np.stack([m0, shift], axis=1).reshape(-1)
-        return dict(f, rule=RULE_CODES[rule], pool_param=self.param_block(words))
+        return dict(f, rule=RULE_CODES[rule], pool_param=self.param_block(words) if len(words) else -1)
 
     def _pool(self, node: Node, views) -> None:
         src = views[node.inputs[0]].buf

@@ -53,6 +53,7 @@ FIELDS: dict[str, list[tuple[str, int, bool]]] = {
     "OUTPUT": [("tensor", 8, False), ("in_base", 20, False), ("h", 12, False), ("w", 12, False),
                ("c", 16, False), ("pp", 8, False), ("cw0", 8, False)],
     # Conv / Dense on the array: loops mc (M chunks), nt (N tiles), kt (K tiles), m (beats) in hardware.
+    # ``table``: 0, or 1 + the store address of a 256-entry int8 table applied on the write-back path.
     "MATMUL": [*_IN_LAYOUT, ("in_kind", 2, False), *_GEOMETRY, ("kcw", 8, False), ("cw_step", 8, False),
                ("n_tiles", 12, False), ("m_chunk", 16, False), ("w_base", 24, False), ("p_base", 24, False),
                *_REQUANT, ("table", 24, False), *_OUT_LAYOUT, *_POOL],

@@ -133,6 +133,8 @@ class EngineModel:
             x = beats[:, nt].transpose(0, 2, 1, 3).reshape(b * m, kt_count * R)
             bias, rq = self._requant(d, nt)
             rows[:, nt] = rq.apply(matmul_exact(x, tiles[nt]) + bias, axis=-1).reshape(b, m, C)
+        if d["table"]:   # 256-entry int8 table at store address table - 1, indexed by code + 128
+            rows = self._int8(d["table"] - 1, 256)[rows + 128]
         waddr, lane0 = matmul_writes(d, R, C)
         if d["pool"] != POOL_NONE:
             pkh, pkw = d["pkh"], d["pkw"]
