@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, ModelError
 
-__all__ = ["DESCRIPTOR_WORDS", "FIELDS", "OPCODES", "OP_NAMES", "Descriptor", "field_table",
+__all__ = ["DESCRIPTOR_WORDS", "FIELDS", "OPCODES", "OP_NAMES", "Descriptor", "field_table", "markdown_tables",
            "IN_STD", "IN_WINDOW", "POOL_NONE", "POOL_MAX", "POOL_AVG", "RULES", "RULE_CODES"]
 
 DESCRIPTOR_WORDS = 16
@@ -138,3 +138,13 @@ def field_table(op: str) -> list[tuple[str, int, int, bool]]:
         out.append((name, pos, width, signed))
         pos += width
     return out
+
+
+def markdown_tables() -> str:
+    """The field tables of every opcode as Markdown (``docs/engine.md`` holds this text, tested equal)."""
+    out = []
+    for op in FIELDS:
+        out.append(f"**`{op}`** (opcode {OPCODES[op]}): " + ", ".join(
+            f"`{n}` {o}:{w}{'s' if s else ''}" for n, o, w, s in field_table(op)[1:]) if FIELDS[op] else
+            f"**`{op}`** (opcode {OPCODES[op]}): no fields")
+    return "\n\n".join(out)
