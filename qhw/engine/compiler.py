@@ -28,7 +28,7 @@ from .config import EngineConfig
 from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, Descriptor
 from .program import Program, TensorEntry
 
-__all__ = ["Buf", "Compiled", "LayerInfo", "compile_model", "tensor_shapes"]
+__all__ = ["Buf", "Compiled", "LayerInfo", "compile_model", "engine_segments", "fit_engine", "tensor_shapes"]
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
@@ -71,7 +71,6 @@ class LayerInfo:
     macs: int = 0
     weight_bytes: int = 0
     act_bytes: int = 0
-    cycles: int = 0            # filled by qhw.engine.cycles
 
 
 @dataclass
@@ -126,7 +125,8 @@ def _engine_capable(node: Node, shapes) -> bool:
     return False
 
 
-def _segments(graph: Graph, shapes) -> list[list[Node]]:
+def engine_segments(graph: Graph, shapes) -> list[list[Node]]:
+    """Runs of consecutive engine-capable nodes that do some compute (pure view runs stay on the host)."""
     segs, cur = [], []
     for node in graph.nodes:
         if _engine_capable(node, shapes):
@@ -457,7 +457,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     graph = getattr(qmodel, "graph", qmodel)
     check_model(graph, config.array, source)
     shapes = tensor_shapes(graph)
-    segs = _segments(graph, shapes)
+    segs = engine_segments(graph, shapes)
     if not segs:
         raise ConfigError(f"{source}: no quantized Conv, Dense or pooling node the engine can run")
     b = _Builder(graph, config, shapes)
@@ -470,6 +470,8 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
         p.fields[name] = params_offset + 4 * index if index >= 0 else 0
     image = weights + np.asarray(b.params, dtype=np.int64).astype(np.uint32).astype("<u4").tobytes()
     descs = [Descriptor(p.op, p.fields) for p in b.pending]
+    for d in descs:
+        d.to_words()      # a field that does not fit its bits is refused here, naming it
     act_bytes = peak_words * config.word_bytes
     words = len(descs) * DESCRIPTOR_WORDS
     misfits, flags = [], []
@@ -496,3 +498,12 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
                       act_bytes_used=act_bytes, segments=len(segs))
     return Compiled(program=program, layers=b.layers, config=config, host_nodes=host)
 
+
+def fit_engine(qmodel, array, *, source: str = "model") -> EngineConfig:
+    """The smallest memories that hold ``qmodel`` on ``array`` (``qhw generate --for MODEL --top network``)."""
+    big = EngineConfig(array=array, weight_kib=1 << 14, act_kib=1 << 14, program_words=1 << 20)
+    prog = compile_model(qmodel, big, source=source).program
+    act = _kib(prog.act_bytes_used)
+    while act * 1024 % big.word_bytes:
+        act += 1
+    return EngineConfig(array=array, weight_kib=_kib(len(prog.image)), act_kib=act, program_words=prog.words)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import ModelError
 from .isa import DESCRIPTOR_WORDS, Descriptor
@@ -71,7 +71,6 @@ class Program:
     params_offset: int = 0        # where the int32 parameters start in ``image``
     act_bytes_used: int = 0       # peak scratchpad bytes
     segments: int = 1
-    notes: list[str] = field(default_factory=list)   # not stored: compiler remarks for the CLI
 
     @property
     def words(self) -> int:

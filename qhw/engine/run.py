@@ -11,7 +11,7 @@ import numpy as np
 
 from ..executor import int_steps
 from ..graph import Graph
-from .compiler import _segments, tensor_shapes
+from .compiler import engine_segments, tensor_shapes
 from .model import EngineModel
 from .program import Program
 
@@ -21,7 +21,7 @@ __all__ = ["run_engine"]
 def run_engine(program: Program, graph: Graph, x: np.ndarray) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """``graph`` on ``x`` with its engine segments executed by ``EngineModel``: (outputs as float,
     output codes by name), as ``int_steps`` returns them."""
-    segs = _segments(graph, tensor_shapes(graph))
+    segs = engine_segments(graph, tensor_shapes(graph))
     first = {seg[0].name: i for i, seg in enumerate(segs)}
     inside = {n.name for seg in segs for n in seg}
     model = EngineModel(program)

@@ -97,3 +97,28 @@ def test_pool_with_its_own_output_scale(tmp_path, rounding):
     compiled = assert_bit_exact(qm, x)
     rules = {d["rule"] for d in compiled.program.descriptors if d.op in ("MATMUL", "POOL") and d["pool"]}
     assert len(rules) >= 1 and 1 not in rules          # never the same-scale divide
+
+
+def test_m_chunks_when_the_accumulator_is_short(digits_q, digits):
+    """acc_depth 16: conv1/conv2 (64 rows, several K tiles) run in 4 M chunks each, and conv2's pool
+    cannot be fused (its rows would interleave over N tiles), so it becomes a POOL descriptor."""
+    from dataclasses import replace
+
+    qm = digits_q["digits_cnn"]
+    base = engine_for(qm.graph)
+    cfg = replace(base, array=replace(base.array, acc_depth=16))
+    compiled = compile_model(qm, cfg)
+    _, codes = run_engine(Program.from_bytes(compiled.program.to_bytes()), qm.graph, digits["test_x"][:100])
+    want = golden_codes(qm.graph, digits["test_x"][:100])
+    assert all(int(np.count_nonzero(codes[k] != want[k])) == 0 for k in want)
+    ops = [layer.op for layer in compiled.layers]
+    assert "MaxPool" in ops and [x.tiles for x in compiled.layers if x.op == "Conv"][:2] == ["3x1x4", "9x2x4"]
+
+
+def test_fit_engine_is_the_smallest(digits_q):
+    from qhw.engine.compiler import fit_engine
+
+    qm = digits_q["digits_cnn"]
+    cfg = fit_engine(qm, engine_for(qm.graph).array)
+    assert (cfg.weight_kib, cfg.act_kib, cfg.program_words) == (8, 1, 112)
+    compile_model(qm, cfg)
