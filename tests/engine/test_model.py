@@ -122,3 +122,30 @@ def test_fit_engine_is_the_smallest(digits_q):
     cfg = fit_engine(qm, engine_for(qm.graph).array)
     assert (cfg.weight_kib, cfg.act_kib, cfg.program_words) == (8, 1, 112)
     compile_model(qm, cfg)
+
+
+@pytest.mark.parametrize("act", ["s8", "u8"])
+def test_onnxruntime_qdq_cnn_in_onnx_rounding(tmp_path, cnn_path, digits, act):
+    """The digits CNN quantized by ONNX Runtime's quantize_static (QDQ, per channel), imported in
+    ``--rounding onnx``: its pools carry their own scales, so the onnx average rules run."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from qhw.api import quantize_model
+    from qhw.quantize import QuantConfig
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"x": digits["calib_x"][i:i + 100]} for i in range(0, 300, 100))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    dst = tmp_path / f"cnn_qdq_{act}.onnx"
+    quantize_static(str(cnn_path), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8)
+    qm = quantize_model(dst, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
+    assert qm.is_qdq
+    compiled = assert_bit_exact(qm, digits["test_x"])
+    # ORT keeps each BatchNormalization as its own float node between Q/DQ pairs: host segments
+    assert all("BatchNormalization" in n for n in compiled.host_nodes) and compiled.program.segments == 4
