@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..errors import ModelError
 from ..fileio import atomic_path
 from .config import DEFAULT_ACT_KIB, DEFAULT_PROGRAM_WORDS, DEFAULT_WEIGHT_KIB, EngineConfig
 
-__all__ = ["add_parser", "engine_config", "layer_table", "run_compile", "run_disasm"]
+__all__ = ["add_parser", "compile_report", "engine_config", "layer_table", "run_compile", "run_disasm"]
 
 _SIZES = ("weight_kib", "act_kib", "program_words")
 
@@ -35,6 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--program-words", type=int, help=f"program store words (default {DEFAULT_PROGRAM_WORDS})")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.qbin")
     p.add_argument("--listing", action="store_true", help="also print the disassembly")
+    p.add_argument("--json", action="store_true", help="print one JSON object (layers, cycles, memory) instead")
     p.set_defaults(func=run_compile)
 
     d = subparsers.add_parser("disasm", help="print a network-engine program (.qbin) for people")
@@ -82,6 +84,24 @@ def layer_table(compiled, report) -> list[str]:
     return lines
 
 
+def compile_report(compiled, report) -> dict:
+    """JSON form of the table: ``layers`` (``name``, ``op``, ``predicted_cycles``, ...) as ``qhw simulate``
+    will report them next to the measured cycles, the totals and the memory map."""
+    cfg, prog = compiled.config, compiled.program
+    return {
+        "layers": [{"name": x.name, "op": x.op, "shape": x.shape, "tiles": x.tiles,
+                    "predicted_cycles": report.per_descriptor[x.index], "macs": x.macs,
+                    "weight_bytes": x.weight_bytes, "act_bytes": x.act_bytes} for x in compiled.layers],
+        "cycles_per_inference": report.total,
+        "ideal_cycles": -(-compiled.total_macs // cfg.array.peak_macs_per_cycle),
+        "mac_utilization": report.utilization,
+        "memory": {"weight_bytes": len(prog.image), "weight_capacity": cfg.weight_bytes,
+                   "act_bytes": prog.act_bytes_used, "act_capacity": cfg.act_bytes,
+                   "program_words": prog.words, "program_capacity": cfg.program_words},
+        "host_nodes": list(compiled.host_nodes),
+    }
+
+
 def run_compile(args: argparse.Namespace) -> int:
     from ..qmodel import load_qmodel
     from .compiler import compile_model
@@ -94,6 +114,9 @@ def run_compile(args: argparse.Namespace) -> int:
     report = predict(compiled.program, cfg, compiled.total_macs)
     with atomic_path(args.output) as tmp:
         Path(tmp).write_bytes(compiled.program.to_bytes())
+    if args.json:
+        print(json.dumps(compile_report(compiled, report)))
+        return 0
     print(f"{cfg.describe()} -> {args.output}")
     print("\n".join(layer_table(compiled, report)))
     if args.listing:

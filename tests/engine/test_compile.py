@@ -96,3 +96,11 @@ def test_cli_compile_with_manifest_and_refusal(cnn_file, tmp_path, capsys):
     assert not out.exists()
     assert main(["compile", str(cnn_file), "--rtl", str(manifest), "--weight-kib", "8", "-o", str(out)]) == 0
     assert "weight store 8 KiB, scratchpad 2 KiB" in capsys.readouterr().out
+
+
+def test_cli_compile_json(cnn_file, tmp_path, capsys):
+    assert main(["compile", str(cnn_file), "-o", str(tmp_path / "c.qbin"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [x["predicted_cycles"] for x in doc["layers"]] == [66, 193, 1187, 1152, 76, 40]
+    assert sum(x["predicted_cycles"] for x in doc["layers"]) == doc["cycles_per_inference"] == 2714
+    assert doc["ideal_cycles"] == 2381 and doc["memory"]["weight_bytes"] == 7616
