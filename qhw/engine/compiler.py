@@ -120,8 +120,9 @@ def _engine_capable(node: Node, shapes) -> bool:
         return rank == 3
     if node.op == "Dense":
         return rank == 1
-    if node.op in VIEW_OPS:
-        return len(shapes[node.outputs[0]]) == 1 and rank in (1, 3)
+    if node.op in VIEW_OPS:   # (batch, features) with every feature of the sample: a flatten
+        out = shapes[node.outputs[0]]
+        return len(out) == 1 and rank in (1, 3) and int(np.prod(out)) == int(np.prod(shapes[node.inputs[0]]))
     return False
 
 

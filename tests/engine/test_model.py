@@ -149,3 +149,21 @@ def test_onnxruntime_qdq_cnn_in_onnx_rounding(tmp_path, cnn_path, digits, act):
     compiled = assert_bit_exact(qm, digits["test_x"])
     # ORT keeps each BatchNormalization as its own float node between Q/DQ pairs: host segments
     assert all("BatchNormalization" in n for n in compiled.host_nodes) and compiled.program.segments == 4
+
+
+def test_reshape_that_merges_the_batch_stays_on_the_host(tmp_path):
+    """Reshape (B, C, H, W) -> (B*C, H*W) is not a flatten: the host runs it and the Dense after it."""
+    from onnx import helper
+
+    rng = np.random.default_rng(12)
+    net = Net(rng, (1, 4, 3, 3)).conv(4, 3, pads=(1, 1, 1, 1))
+    net.inits["shape"] = np.array([-1, 9], np.int64)
+    name = net._name("Reshape")
+    net.nodes.append(helper.make_node("Reshape", [net.cur, "shape"], [name], name=name))
+    net.cur = name
+    net.dense(5, 9)
+    path = net.save(tmp_path / "merge.onnx")
+    x = rng.uniform(-1, 1, (8, 4, 3, 3)).astype(np.float32)
+    qm = quantize(path, x)
+    compiled = assert_bit_exact(qm, x)
+    assert name in compiled.host_nodes
