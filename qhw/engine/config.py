@@ -58,6 +58,9 @@ class EngineConfig:
         if (a.tile_rows, a.tile_cols, a.tile_pipeline) != (1, 1, 1):
             raise ConfigError(f"the network engine needs 1x1 tiles with tile_pipeline 1, not tiles "
                               f"{a.tile_rows}x{a.tile_cols} with tile_pipeline {a.tile_pipeline}")
+        if a.rows < 2:
+            raise ConfigError(f"the network engine needs at least 2 rows (a lane fetches an N tile's parameters "
+                              f"in 2 cycles), not {a.rows}")
         if a.rows % a.cols:
             raise ConfigError(f"the network engine needs cols dividing rows, not {a.rows}x{a.cols}")
         if a.act_bits != 8 or not a.act_signed:

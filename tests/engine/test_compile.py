@@ -62,6 +62,7 @@ def test_array_refusal_says_what_to_regenerate(digits_q):
     ({"array": ArrayConfig(tile_rows=2)}, r"^the network engine needs 1x1 tiles with tile_pipeline 1, not tiles 2x1 "
                                           r"with tile_pipeline 1$"),
     ({"array": ArrayConfig(act_bits=16)}, r"^the network engine stores int8 activations, not int16$"),
+    ({"array": ArrayConfig(rows=1, cols=1)}, r"^the network engine needs at least 2 rows \(a lane fetches"),
 ])
 def test_engine_config_validation(kwargs, message):
     kwargs.setdefault("array", ArrayConfig())
