@@ -25,7 +25,7 @@ beat issued, last word written or last output beat), so the shares sum to the to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,9 +34,22 @@ from .config import EngineConfig
 from .isa import IN_WINDOW, POOL_AVG, POOL_MAX, Descriptor
 from .program import Program
 
-__all__ = ["CycleReport", "predict"]
+__all__ = ["CycleReport", "TileEvent", "predict"]
 
 NEVER = -(1 << 40)
+
+
+@dataclass(frozen=True)
+class TileEvent:
+    """One weight tile as scheduled: descriptor, loop indices, load start, first and last beat."""
+
+    descriptor: int
+    mc: int
+    nt: int
+    kt: int
+    load: int
+    first: int
+    last: int
 
 
 @dataclass
@@ -45,6 +58,7 @@ class CycleReport:
     per_descriptor: list[int]    # share of each descriptor (sums to ``total``)
     macs: int
     peak_macs_per_cycle: int
+    tiles: list[TileEvent] = field(default_factory=list)   # the schedule, for testbenches to compare
 
     @property
     def utilization(self) -> float:
@@ -62,6 +76,8 @@ class _Timeline:
         self.tile = 0
         self.last_write = NEVER
         self.input_at = 0
+        self.events: list[TileEvent] = []
+        self.descriptor = 0
 
     def ready(self, addr: np.ndarray) -> int:
         a = addr[addr != PAD]
@@ -97,7 +113,7 @@ class _Timeline:
             plane = lambda nt, kt: ready[d["in_cw0"] + nt * d["cw_step"] + kt // taps]  # noqa: E731
         wb = cfg.writeback_latency
         pool_lat = {POOL_MAX: cfg.pool_max_latency, POOL_AVG: cfg.pool_avg_latency}.get(d["pool"], 0)
-        for m0 in range(0, m, d["m_chunk"]):
+        for mc, m0 in enumerate(range(0, m, d["m_chunk"])):
             rows = slice(m0, min(m, m0 + d["m_chunk"]))
             n = rows.stop - rows.start
             for nt in range(d["n_tiles"]):
@@ -108,6 +124,7 @@ class _Timeline:
                     if last_k:
                         first = max(first, self.last_write - wb + 1)
                     self.issue = first + n - 1
+                    self.events.append(TileEvent(self.descriptor, mc, nt, kt, load, first, self.issue))
                     self.load_free = load + R
                     self.bank_last[self.tile % 2] = self.issue
                     self.tile += 1
@@ -137,7 +154,8 @@ def predict(program: Program, config: EngineConfig, macs: int = 0) -> CycleRepor
     between segments is not counted)."""
     tl = _Timeline(config, config.act_words)
     shares, end = [], 0
-    for d in program.descriptors:
+    for i, d in enumerate(program.descriptors):
+        tl.descriptor = i
         if d.op in ("HALT", "END", "ADD"):
             shares.append(0)
             continue
@@ -145,4 +163,4 @@ def predict(program: Program, config: EngineConfig, macs: int = 0) -> CycleRepor
         shares.append(max(done, end) - end)
         end = max(done, end)
     return CycleReport(total=end, per_descriptor=shares, macs=macs,
-                       peak_macs_per_cycle=config.array.peak_macs_per_cycle)
+                       peak_macs_per_cycle=config.array.peak_macs_per_cycle, tiles=tl.events)

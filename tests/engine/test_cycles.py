@@ -78,3 +78,21 @@ def test_shares_sum_to_total_on_other_arrays(digits_q, rows, cols):
     for name in ("digits_cnn", "digits_mlp"):
         _, report = _predict(digits_q[name], rows=rows, cols=cols)
         assert sum(report.per_descriptor) == report.total > 0
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_mlp"])
+def test_schedule_obeys_the_weight_rules(digits_q, name):
+    """The tile schedule (what a testbench compares measured tile starts with), checked rule by rule
+    against docs/engine.md's timing contract."""
+    _, report = _predict(digits_q[name])
+    rows = cols = 8
+    ev = report.tiles
+    assert ev
+    for u, t in enumerate(ev):
+        assert t.first >= t.load + 1 and t.last >= t.first
+        if u:
+            assert t.load >= ev[u - 1].load + rows and t.first > ev[u - 1].last
+        if u >= 2:
+            assert t.load >= ev[u - 2].last + cols
+    busy = sum(t.last - t.first + 1 for t in ev)
+    assert busy * 64 >= report.macs                                  # every MAC issued in some beat
