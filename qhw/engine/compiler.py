@@ -32,6 +32,7 @@ __all__ = ["Buf", "Compiled", "LayerInfo", "compile_model", "engine_segments", "
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
+CLAMP_OPS = ("Relu", "Clip")    # integer saturate: folded into the producer's clamp, or a 1x1 POOL
 
 
 @dataclass(eq=False)
@@ -120,6 +121,8 @@ def _engine_capable(node: Node, shapes) -> bool:
         return rank == 3
     if node.op == "Dense":
         return rank == 1
+    if node.op in CLAMP_OPS:
+        return rank in (1, 3)
     if node.op in VIEW_OPS:   # (batch, features) with every feature of the sample: a flatten
         out = shapes[node.outputs[0]]
         return len(out) == 1 and rank in (1, 3) and int(np.prod(out)) == int(np.prod(shapes[node.inputs[0]]))
@@ -155,6 +158,7 @@ class _Builder:
         self.tensors: list[TensorEntry] = []
         self.modes: set[str] = set()
         self.fused_kernel: dict[str, tuple[int, int]] = {}    # pool node -> its window when fused
+        self.clampable: dict[str, _Pending] = {}               # tensor -> the MATMUL whose clamp it is
 
     # ---------------------------------------------------------------- buffers
     def std_buf(self, name: str, c: int, h: int, w: int) -> Buf:
@@ -192,6 +196,11 @@ class _Builder:
                 if pool is not None:
                     fused.add(pool.name)
                 self._matmul(node, views, pool)
+                out = node.outputs[0]
+                if pool is None and out not in self.g.outputs and len(consumers.get(out, [])) == 1:
+                    self.clampable[out] = self.pending[-1]
+            elif node.op in CLAMP_OPS:
+                self._clamp(node, views)
             else:
                 self._pool(node, views)
         outs = [t for t in produced if t in self.g.outputs
@@ -286,6 +295,30 @@ class _Builder:
             m0, shift = quantize_multiplier(np.float64(in_qp.scale) / (np.float64(out_qp.scale) * counts))
             rule, words = mode, np.stack([m0, shift], axis=1).reshape(-1)
         return dict(f, rule=RULE_CODES[rule], pool_param=self.param_block(words) if len(words) else -1)
+
+    def _clamp(self, node: Node, views) -> None:
+        """Relu/Clip (``saturate(x, qmin, qmax)``): narrows the clamp of the MATMUL that produced its only
+        input (clip(clip(v, a, b), c, d) = clip(v, clip(a, c, d), clip(b, c, d))), else a 1x1 POOL whose
+        ``div`` rule with count 1 and equal zero points is exactly that saturation."""
+        src_t, out_t = node.inputs[0], node.outputs[0]
+        lo, hi = node.quant["qmin"], node.quant["qmax"]
+        producer = self.clampable.get(src_t)
+        if producer is not None:
+            f = producer.fields
+            f["qmin"], f["qmax"] = min(max(f["qmin"], lo), hi), min(max(f["qmax"], lo), hi)
+            views[out_t] = views[src_t]
+            return
+        src = views[src_t].buf
+        zp = self.g.tensors[src_t].zero_point
+        out = self.std_buf(out_t, src.c, src.h, src.w)
+        fields = {"in_h": src.h, "in_w": src.w, "in_pp": src.cws, "kh": 1, "kw": 1, "sh": 1, "sw": 1, "dh": 1,
+                  "dw": 1, "oh": src.h, "ow": src.w, "cws": src.cws, "out_h": src.h, "out_w": src.w,
+                  "out_pp": out.cws, "pool": POOL_AVG, "rule": RULE_CODES["div"], "pkh": 1, "pkw": 1,
+                  "pool_zp_in": zp, "pool_zp": zp, "pool_qmin": lo, "pool_qmax": hi}
+        self.emit(_Pending("POOL", fields, reads=[(src, "in_base")], writes=[(out, "out_base")]),
+                  LayerInfo(0, node.name, node.op, f"{src.h}x{src.w}x{src.c}", f"{src.words} reads",
+                            act_bytes=out.words * self.R))
+        views[out_t] = View(out, flat=views[src_t].flat)
 
     def _pool(self, node: Node, views) -> None:
         src = views[node.inputs[0]].buf

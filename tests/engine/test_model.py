@@ -167,3 +167,35 @@ def test_reshape_that_merges_the_batch_stays_on_the_host(tmp_path):
     qm = quantize(path, x)
     compiled = assert_bit_exact(qm, x)
     assert name in compiled.host_nodes
+
+
+def test_standalone_relu_and_clip(digits_q, digits, tmp_path):
+    """Integer Relu/Clip nodes: folded into the producing MATMUL's clamp, or (after a pool) a 1x1 POOL.
+    Built from the digits CNN by moving conv1's and conv2's fused ReLU into nodes of their own, and a
+    Clip after the MaxPool (bounds from the golden model's own tensors)."""
+    import copy
+
+    from qhw.graph import Node
+
+    qm = copy.deepcopy(digits_q["digits_cnn"])
+    g = qm.graph
+    nodes = []
+    for n in g.nodes:
+        nodes.append(n)
+        if n.name in ("/conv1/Conv", "/conv2/Conv", "/pool/MaxPool"):
+            out, new = n.outputs[0], n.outputs[0] + "_pre"
+            n.outputs = [new]
+            g.tensors[new] = g.tensors[out]
+            lo, hi = {"/conv1/Conv": (-60, 127), "/conv2/Conv": (-128, 70), "/pool/MaxPool": (-100, 90)}[n.name]
+            if n.op == "Conv":
+                n.quant = dict(n.quant, qmin=-128)          # the conv no longer clamps at the zero point
+            op = "Clip" if n.op == "MaxPool" else "Relu"
+            nodes.append(Node(name=f"{n.name}_{op}", op=op, inputs=[new], outputs=[out],
+                              attrs={"activation": {"kind": "relu"}},
+                              quant={"rounding": "single", "qmin": lo, "qmax": hi}))
+    g.nodes = nodes
+    compiled = assert_bit_exact(qm, digits["test_x"])
+    ops = [x.op for x in compiled.layers]
+    assert ops.count("Clip") == 1 and "Relu" not in ops     # both Relus folded, the Clip a POOL pass
+    clamps = [(d["qmin"], d["qmax"]) for d in compiled.program.descriptors if d.op == "MATMUL"]
+    assert clamps[:2] == [(-60, 127), (-128, 70)]
