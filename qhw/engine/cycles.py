@@ -77,15 +77,20 @@ class _Timeline:
         self.last_write = NEVER
         self.input_at = 0
         self.events: list[TileEvent] = []
+        self.log: dict | None = None
         self.descriptor = 0
 
     def ready(self, addr: np.ndarray) -> int:
         a = addr[addr != PAD]
         return int(self.written[a].max()) + self.cfg.agen_latency if a.size else 0
 
-    def write(self, addr: np.ndarray, cycles: np.ndarray) -> None:
+    def write(self, addr: np.ndarray, cycles: np.ndarray, lane: int = 0) -> None:
         keep = addr != PAD
         np.maximum.at(self.written, addr[keep], cycles[keep])
+        if self.log is not None:     # (descriptor, word, lane) -> write cycle (a fused pool: its last row's)
+            for a, c in zip(addr[keep].tolist(), cycles[keep].tolist()):
+                key = (self.descriptor, a, lane)
+                self.log[key] = max(self.log.get(key, c), c)
         if keep.any():
             self.last_write = max(self.last_write, int(cycles[keep].max()))
 
@@ -100,7 +105,7 @@ class _Timeline:
 
     def matmul(self, d: Descriptor) -> int:
         cfg, R, C = self.cfg, self.R, self.C
-        waddr, _ = matmul_writes(d, R, C)                 # (NT, M)
+        waddr, lane0 = matmul_writes(d, R, C)             # (NT, M), (NT,)
         kt_count, m = k_tiles(d), d["oh"] * d["ow"]
         taps = d["kh"] * d["kw"]
         if d["in_kind"] == IN_WINDOW:
@@ -129,7 +134,7 @@ class _Timeline:
                     self.bank_last[self.tile % 2] = self.issue
                     self.tile += 1
                     if last_k:
-                        self.write(waddr[nt, rows], first + np.arange(n) + wb + pool_lat)
+                        self.write(waddr[nt, rows], first + np.arange(n) + wb + pool_lat, int(lane0[nt]))
         return self.issue + 1
 
     def pool(self, d: Descriptor) -> int:
@@ -149,10 +154,12 @@ class _Timeline:
         return self.issue + self.cfg.output_latency + 1
 
 
-def predict(program: Program, config: EngineConfig, macs: int = 0) -> CycleReport:
+def predict(program: Program, config: EngineConfig, macs: int = 0, *, writes: dict | None = None) -> CycleReport:
     """Cycles of one inference of ``program`` on ``config`` (all segments back to back; host time
-    between segments is not counted)."""
+    between segments is not counted). ``writes``, if given, receives (descriptor, word, lane) -> the
+    cycle that scratchpad write happens."""
     tl = _Timeline(config, config.act_words)
+    tl.log = writes
     shares, end = [], 0
     for i, d in enumerate(program.descriptors):
         tl.descriptor = i

@@ -52,6 +52,8 @@ class EngineModel:
         self.act_words = act_words or program.act_kib * 1024 // self.R
         self.image = np.frombuffer(program.image, dtype=np.uint8)
         self.mem: np.ndarray | None = None
+        self.log: dict | None = None      # (descriptor, word, lane) -> values written (sample 0)
+        self.current = 0
 
     # ---------------------------------------------------------------- store access
     def _int8(self, offset: int, count: int) -> np.ndarray:
@@ -69,9 +71,18 @@ class EngineModel:
         if self.mem is None or self.mem.shape[0] != batch:
             self.mem = np.zeros((batch, self.act_words, self.R), np.int8)
         outputs: dict[str, np.ndarray] = {}
-        for d in self.p.descriptors[first:end]:
+        for i in range(first, end):
+            self.current = i
+            d = self.p.descriptors[i]
             getattr(self, f"_{d.op.lower()}")(d, inputs, outputs)
         return outputs
+
+    def _record(self, words, lane: int, values) -> None:
+        """Log writes of sample 0: ``words`` (N,) and ``values`` (N, lanes)."""
+        if self.log is not None:
+            words = np.asarray(words).reshape(-1)
+            for w, v in zip(words.tolist(), np.asarray(values).reshape(words.size, -1).tolist()):
+                self.log[(self.current, w, lane)] = tuple(v)
 
     def _gather(self, addr: np.ndarray, pad_value: int) -> np.ndarray:
         """Words at ``addr`` (any shape) as (batch, *addr.shape, rows) int64; ``PAD`` -> ``pad_value``."""
@@ -93,11 +104,13 @@ class EngineModel:
             j = np.arange(d["wpos"])[:, None] * d["sw"] + np.arange(g)[None, :]      # (wpos, g) padded x
             words = padded[:, :, j, :].reshape(b, t.h * d["wpos"], self.R)
             self.mem[:, d["out_base"]:d["out_base"] + words.shape[1]] = words
+            self._record(d["out_base"] + np.arange(words.shape[1]), 0, words[0])
             return
         lanes = np.full((b, t.h, t.w, d["pp"] * self.R), d["zp"], np.int64)
         lanes[..., :t.c] = pix
         addr = pixel_words(d["out_base"], t.h, t.w, d["pp"], 0, d["pp"])
         self.mem[:, addr] = lanes.reshape(b, t.h, t.w, d["pp"], self.R)
+        self._record(addr, 0, lanes[0])
 
     def _output(self, d: Descriptor, inputs, outputs) -> None:
         t = self.p.tensors[d["tensor"]]
@@ -152,6 +165,7 @@ class EngineModel:
         for nt in range(nt_count):
             keep = waddr[nt] != PAD
             self.mem[:, waddr[nt][keep], lane0[nt]:lane0[nt] + C] = rows[:, nt][:, keep]
+            self._record(waddr[nt][keep], int(lane0[nt]), rows[0, nt][keep])
 
     # ---------------------------------------------------------------- pooling
     def _pool_math(self, d: Descriptor, x: np.ndarray, kernel, strides, pads, include_pad: bool) -> np.ndarray:
@@ -185,4 +199,6 @@ class EngineModel:
         y = self._pool_math(d, x, (d["kh"], d["kw"]), (d["sh"], d["sw"]), (d["pt"], d["pl"], d["pb"], d["pr"]),
                             bool(d["include_pad"]))
         addr = pixel_words(d["out_base"], d["out_h"], d["out_w"], d["out_pp"], d["out_cw0"], cws)
-        self.mem[:, addr] = y.transpose(0, 2, 3, 1).reshape(b, d["out_h"], d["out_w"], cws, self.R)
+        words = y.transpose(0, 2, 3, 1).reshape(b, d["out_h"], d["out_w"], cws, self.R)
+        self.mem[:, addr] = words
+        self._record(addr, 0, words[0])
