@@ -108,8 +108,11 @@ class Program:
             raise ModelError(f"{source}: engine program CRC mismatch (corrupted file)")
         pos = hsize
         descs = []
-        for _ in range(nd):
-            descs.append(Descriptor.from_words(struct.unpack_from(f"<{DESCRIPTOR_WORDS}I", data, pos)))
+        for i in range(nd):
+            try:
+                descs.append(Descriptor.from_words(struct.unpack_from(f"<{DESCRIPTOR_WORDS}I", data, pos)))
+            except ModelError as e:
+                raise ModelError(f"{source}: descriptor {i}: {e}") from None
             pos += DESCRIPTOR_WORDS * 4
         tensors, end = [], pos + ntable
         for _ in range(nt):

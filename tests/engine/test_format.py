@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import replace
 
 import pytest
@@ -46,6 +47,11 @@ def test_reader_refuses_bad_files(cnn_program):
         Program.from_bytes(bad_version, "f")
     with pytest.raises(ModelError, match=r"^f: truncated or padded engine program"):
         Program.from_bytes(data[:-5], "f")
+    bad_op = bytearray(data[:-4])
+    bad_op[HEADER.size] = 200                      # descriptor 0's opcode, CRC recomputed
+    bad_op += struct.pack("<I", zlib.crc32(bytes(bad_op)))
+    with pytest.raises(ModelError, match=r"^f: descriptor 0: unknown engine opcode 200$"):
+        Program.from_bytes(bytes(bad_op), "f")
     flipped = bytearray(data)
     flipped[HEADER.size + 7] ^= 1
     with pytest.raises(ModelError, match=r"^f: engine program CRC mismatch \(corrupted file\)$"):
