@@ -489,6 +489,10 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     """Compile ``qmodel`` (a ``QModel`` or its ``Graph``) for ``config``; ``ConfigError`` (one line) if
     it does not fit. Cycle predictions are added by ``qhw.engine.cycles.predict``."""
     graph = getattr(qmodel, "graph", qmodel)
+    info = graph.inputs[0]
+    if not all(isinstance(d, int) for d in info.shape[1:]):
+        raise ConfigError(f"{source}: input {info.name!r} has shape {info.describe()}; an engine program needs "
+                          f"every dimension but the batch fixed")
     check_model(graph, config.array, source)
     shapes = tensor_shapes(graph)
     segs = engine_segments(graph, shapes)

@@ -105,3 +105,15 @@ def test_cli_compile_json(cnn_file, tmp_path, capsys):
     assert [x["predicted_cycles"] for x in doc["layers"]] == [66, 193, 1187, 1152, 76, 40]
     assert sum(x["predicted_cycles"] for x in doc["layers"]) == doc["cycles_per_inference"] == 2714
     assert doc["ideal_cycles"] == 2381 and doc["memory"]["weight_bytes"] == 7616
+
+
+def test_symbolic_input_shape_is_refused(digits_q):
+    import copy
+
+    from qhw.graph import TensorInfo
+
+    qm = copy.deepcopy(digits_q["digits_cnn"])
+    qm.graph.inputs[0] = TensorInfo("x", ("batch", 1, "H", 8))
+    with pytest.raises(ConfigError, match=r"^m: input 'x' has shape \(batch, 1, H, 8\); an engine program needs "
+                                          r"every dimension but the batch fixed$"):
+        compile_model(qm, engine_for(digits_q["digits_cnn"].graph), source="m")
