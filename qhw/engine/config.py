@@ -1,0 +1,133 @@
+"""One frozen description of a network engine: the array it is built around and its memory sizes.
+
+The array's own parameters and latencies stay in ``qhw.hw.config.ArrayConfig``; this adds the
+engine's memories and the few latencies of the blocks around the array (``docs/engine.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..hw.config import ArrayConfig
+
+__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "EngineConfig"]
+
+DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias/M0/shift/scale)
+DEFAULT_ACT_KIB = 8           # activation scratchpad
+DEFAULT_PROGRAM_WORDS = 1024  # program store, 32-bit words (64 descriptors of 16 words)
+DEFAULT_POOL_LINE = 64        # fused-pool line buffer entries (one per pooled pixel of a row, C lanes each)
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """A ``--top network`` engine: ``array`` plus its memories.
+
+    Parameters
+    ----------
+    array:
+        The weight-stationary array, accumulator and requantization lanes (1x1 tiles, ``tile_pipeline`` 1,
+        ``cols`` a divisor of ``rows``: a result row then lands inside one scratchpad word).
+    weight_kib:
+        Weight/parameter store size in KiB.
+    act_kib:
+        Activation scratchpad size in KiB; its word is ``rows`` bytes (one activation beat).
+    program_words:
+        Program store size in 32-bit words.
+    pool_line:
+        Entries of the fused-pool line buffer (pooled pixels of one output row, ``cols`` int32 lanes each).
+    """
+
+    array: ArrayConfig
+    weight_kib: int = DEFAULT_WEIGHT_KIB
+    act_kib: int = DEFAULT_ACT_KIB
+    program_words: int = DEFAULT_PROGRAM_WORDS
+    pool_line: int = DEFAULT_POOL_LINE
+
+    def __post_init__(self):
+        if not isinstance(self.array, ArrayConfig):
+            raise ConfigError(f"array must be an ArrayConfig, not {type(self.array).__name__}")
+        for name in ("weight_kib", "act_kib", "program_words", "pool_line"):
+            _positive(name, getattr(self, name))
+        a = self.array
+        if (a.tile_rows, a.tile_cols, a.tile_pipeline) != (1, 1, 1):
+            raise ConfigError(f"the network engine needs 1x1 tiles with tile_pipeline 1, not tiles "
+                              f"{a.tile_rows}x{a.tile_cols} with tile_pipeline {a.tile_pipeline}")
+        if a.rows < 2:
+            raise ConfigError(f"the network engine needs at least 2 rows (a lane fetches an N tile's parameters "
+                              f"in 2 cycles), not {a.rows}")
+        if a.rows % a.cols:
+            raise ConfigError(f"the network engine needs cols dividing rows, not {a.rows}x{a.cols}")
+        if a.act_bits != 8 or not a.act_signed:
+            raise ConfigError(f"the network engine stores int8 activations, not "
+                              f"{'' if a.act_signed else 'u'}int{a.act_bits}")
+        if a.weight_bits != 8:
+            raise ConfigError(f"the network engine stores int8 weights, not int{a.weight_bits}")
+        if self.act_bytes % a.rows:
+            raise ConfigError(f"act_kib must hold whole {a.rows}-byte words, not {self.act_kib}")
+
+    @property
+    def word_bytes(self) -> int:
+        """Scratchpad word: one activation beat, ``rows`` int8 lanes."""
+        return self.array.rows
+
+    @property
+    def act_bytes(self) -> int:
+        return self.act_kib * 1024
+
+    @property
+    def act_words(self) -> int:
+        return self.act_bytes // self.word_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.weight_kib * 1024
+
+    @property
+    def tile_bytes(self) -> int:
+        """One weight tile: ``rows`` rows of ``cols`` int8."""
+        return self.array.rows * self.array.cols
+
+    # ------------------------------------------------------------ latencies of the blocks around the array
+
+    @property
+    def agen_latency(self) -> int:
+        """Cycles from a scratchpad word being written to a beat read from it entering the issue register:
+        the address register, then the synchronous read (the write must have happened the cycle before)."""
+        return 2
+
+    @property
+    def writeback_latency(self) -> int:
+        """Issue handshake of a last-K-tile beat to the cycle its result row is written to the scratchpad:
+        the accelerator's ``latency``, the output FIFO replaced by the write."""
+        return self.array.latency
+
+    @property
+    def pool_max_latency(self) -> int:
+        """Fused max pool: compare with the line-buffer entry, then write (cycles after the row's write)."""
+        return 1
+
+    @property
+    def pool_avg_latency(self) -> int:
+        """Fused average: the window sum is divided/requantized by a lane like the requant lanes."""
+        return self.array.requant_latency + 1
+
+    @property
+    def input_latency(self) -> int:
+        """Host input beat to its word written (stream register, write)."""
+        return 2
+
+    @property
+    def output_latency(self) -> int:
+        """Scratchpad read to the output beat (address register, read, stream register)."""
+        return 3
+
+    def describe(self) -> str:
+        a = self.array
+        return (f"{a.rows}x{a.cols} array, weight store {self.weight_kib} KiB, scratchpad {self.act_kib} KiB, "
+                f"program {self.program_words} words")

@@ -1,0 +1,119 @@
+"""Compiler refusals (one line: memory, needed, available, smallest fit), engine config, ``qhw compile``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qhw.cli import main
+from qhw.engine.compiler import compile_model
+from qhw.engine.config import EngineConfig
+from qhw.errors import ConfigError
+from qhw.hw.config import ArrayConfig
+from qhw.qmodel import save_qmodel
+
+from .conftest import engine_for
+
+
+@pytest.fixture(scope="module")
+def cnn_file(digits_q, tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine") / "cnn.qhw"
+    save_qmodel(digits_q["digits_cnn"], path)
+    return path
+
+
+def test_refusals_name_memory_need_have_and_fit(digits_q):
+    qm = digits_q["digits_cnn"]
+    full = compile_model(qm, engine_for(qm.graph)).program
+    need_w, need_a, need_p = len(full.image), full.act_bytes_used, full.words
+    assert (need_w, need_a, need_p) == (7616, 1024, 112)
+    with pytest.raises(ConfigError, match=rf"^m: does not fit the engine: weight/parameter store needs {need_w} "
+                                          rf"bytes but has 4096; smallest that fits: --weight-kib 8 "
+                                          rf"\(qhw compile, qhw generate --top network\)$"):
+        compile_model(qm, engine_for(qm.graph, weight_kib=4), source="m")
+    with pytest.raises(ConfigError, match=r"^m: does not fit the engine: weight/parameter store needs 7616 bytes but "
+                                          r"has 1024; program store needs 112 words but has 64; smallest that fits: "
+                                          r"--weight-kib 8 --program-words 112 "):
+        compile_model(qm, EngineConfig(array=engine_for(qm.graph).array, weight_kib=1, program_words=64), source="m")
+    compile_model(qm, engine_for(qm.graph, weight_kib=8, act_kib=1, program_words=112))   # the smallest fit works
+
+
+def test_act_refusal(digits_q):
+    qm = digits_q["digits_cnn"]
+    array = ArrayConfig(rows=16, cols=16, rounding=("single",), max_k=288)
+    with pytest.raises(ConfigError, match=r"^m: does not fit the engine: activation scratchpad needs \d+ bytes but "
+                                          r"has 1024; smallest that fits: --act-kib 2 "):
+        compile_model(qm, EngineConfig(array=array, act_kib=1), source="m")
+
+
+def test_array_refusal_says_what_to_regenerate(digits_q):
+    qm = digits_q["digits_cnn"]
+    array = ArrayConfig(rows=8, cols=8, rounding=("tflite",))
+    with pytest.raises(ConfigError, match=r"uses rounding 'single' but the array has tflite; regenerate with "
+                                          r"qhw generate --rounding tflite,single$"):
+        compile_model(qm, EngineConfig(array=array), source="m")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"weight_kib": 0}, r"^weight_kib must be a positive integer, not 0$"),
+    ({"act_kib": True}, r"^act_kib must be a positive integer, not True$"),
+    ({"array": ArrayConfig(rows=8, cols=3)}, r"^the network engine needs cols dividing rows, not 8x3$"),
+    ({"array": ArrayConfig(tile_rows=2)}, r"^the network engine needs 1x1 tiles with tile_pipeline 1, not tiles 2x1 "
+                                          r"with tile_pipeline 1$"),
+    ({"array": ArrayConfig(act_bits=16)}, r"^the network engine stores int8 activations, not int16$"),
+    ({"array": ArrayConfig(rows=1, cols=1)}, r"^the network engine needs at least 2 rows \(a lane fetches"),
+])
+def test_engine_config_validation(kwargs, message):
+    kwargs.setdefault("array", ArrayConfig())
+    with pytest.raises(ConfigError, match=message):
+        EngineConfig(**kwargs)
+
+
+def test_cli_compile_writes_program_and_table(cnn_file, tmp_path, capsys):
+    out = tmp_path / "cnn.qbin"
+    assert main(["compile", str(cnn_file), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and out.read_bytes()[:4] == b"QHWE"
+    rows = [ln.split() for ln in text.splitlines()]
+    assert rows[1][:6] == ["#", "layer", "op", "shape", "tiles", "cycles"]
+    conv2 = next(r for r in rows if "/conv2/Conv" in r)
+    assert conv2[2:3] == ["Conv+MaxPool"] and "9x2" in conv2
+    assert "total 2714 cycles per inference; ideal MACs/(R*C) 2381; MAC utilization 87.7 %" in text
+    assert main(["disasm", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("; qhw engine program v1: 8x8 array")
+
+
+def test_cli_compile_with_manifest_and_refusal(cnn_file, tmp_path, capsys):
+    manifest = tmp_path / "net.json"
+    doc = ArrayConfig(rounding=("single",), max_k=288).manifest()
+    doc.update(top="net", name="net", streams={}, engine={"weight_kib": 4, "act_kib": 2})
+    manifest.write_text(json.dumps(doc))
+    (tmp_path / "net.v").write_text("// placeholder\n")
+    out = tmp_path / "x.qbin"
+    assert main(["compile", str(cnn_file), "--rtl", str(manifest), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weight/parameter store needs 7616 bytes but has 4096" in err
+    assert not out.exists()
+    assert main(["compile", str(cnn_file), "--rtl", str(manifest), "--weight-kib", "8", "-o", str(out)]) == 0
+    assert "weight store 8 KiB, scratchpad 2 KiB" in capsys.readouterr().out
+
+
+def test_cli_compile_json(cnn_file, tmp_path, capsys):
+    assert main(["compile", str(cnn_file), "-o", str(tmp_path / "c.qbin"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [x["predicted_cycles"] for x in doc["layers"]] == [66, 193, 1187, 1152, 76, 40]
+    assert sum(x["predicted_cycles"] for x in doc["layers"]) == doc["cycles_per_inference"] == 2714
+    assert doc["ideal_cycles"] == 2381 and doc["memory"]["weight_bytes"] == 7616
+
+
+def test_symbolic_input_shape_is_refused(digits_q):
+    import copy
+
+    from qhw.graph import TensorInfo
+
+    qm = copy.deepcopy(digits_q["digits_cnn"])
+    qm.graph.inputs[0] = TensorInfo("x", ("batch", 1, "H", 8))
+    with pytest.raises(ConfigError, match=r"^m: input 'x' has shape \(batch, 1, H, 8\); an engine program needs "
+                                          r"every dimension but the batch fixed$"):
+        compile_model(qm, engine_for(digits_q["digits_cnn"].graph), source="m")
