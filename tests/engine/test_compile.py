@@ -86,7 +86,7 @@ def test_cli_compile_writes_program_and_table(cnn_file, tmp_path, capsys):
 
 def test_cli_compile_with_manifest_and_refusal(cnn_file, tmp_path, capsys):
     manifest = tmp_path / "net.json"
-    doc = ArrayConfig(rounding=("single",), max_k=288).manifest()
+    doc = ArrayConfig(rounding=("single",), max_k=288).to_manifest()
     doc.update(top="net", name="net", streams={}, engine={"weight_kib": 4, "act_kib": 2})
     manifest.write_text(json.dumps(doc))
     (tmp_path / "net.v").write_text("// placeholder\n")
