@@ -152,20 +152,3 @@ def test_sweep_local_and_dask(tmp_path, capsys):
     assert result["rows"][0]["fits"] and result["rows"][0]["dsps"] == 2
     assert result["rows"][0]["fmax_mhz"] == pytest.approx(float(rows[0]["fmax_mhz"]))   # same seed, same result
 
-
-def test_dsp_use_counts_lanes_by_owner():
-    """Lane multipliers come from shared helpers (wide_mul, PipelinedMul): counted as the lane's."""
-    from qhw.fpga.report import dsp_use
-    cell = lambda src, **attrs: {"type": "MULT18X18D", "attributes": {"src": src, **attrs}}  # noqa: E731
-    netlist = {"modules": {"top": {"cells": {
-        "accel.array.psum_4_7_MULT18X18D_P9": cell("/x/qhw/hw/pe.py:67|/share/mul2dsp.v:255.6"),
-        "accel.array.mul_0_1.dsp": cell("/x/qhw/hw/pe_pipelined.py:66", hdlname="accel array mul_0_1 dsp"),
-        "accel.requant_1.s4_prod_mul00.dsp": cell("/x/qhw/hw/pe_pipelined.py:66",
-                                                  hdlname="accel requant_1 s4_prod_mul00 dsp"),
-        "accel.requant_12.s4_prod_pp01_Q_MULT18X18D_P0": cell("/x/qhw/hw/pe_pipelined.py:83"),
-        "accel.requantizer_x_MULT18X18D": cell("/x/qhw/hw/other.py:1"),
-        "$abc$1": {"type": "LUT4", "attributes": {}},
-    }}}}
-    assert dsp_use(netlist, "MULT18X18D") == {"qhw/hw/other.py": 1, "qhw/hw/pe.py": 1,
-                                               "qhw/hw/pe_pipelined.py": 1, "qhw/hw/requant.py": 2}
-    assert dsp_use(netlist, "MULT18X18D", lines=True)["qhw/hw/pe_pipelined.py:66"] == 2
