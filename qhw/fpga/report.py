@@ -183,12 +183,13 @@ def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None) -> 
     amount = f"{used} of {avail} ({used - avail} over, {100 * used / avail:.0f}%)" if avail else "more than available"
     hint = suggest_smaller(config, used, avail)
     if res in ("ICESTORM_DSP", "MULT18X18D") and dsp_split and avail:
-        array = sum(v for k, v in dsp_split.items() if k.startswith(("qhw/hw/pe", "qhw/hw/dsp")))
-        other = sum(dsp_split.values()) - array
+        outside = {k: v for k, v in dsp_split.items() if not k.startswith(("qhw/hw/pe", "qhw/hw/dsp"))}
+        other = sum(outside.values())
+        array = sum(dsp_split.values()) - other
         if other >= avail:
-            hint = (f"{other} of them are not in the PE array (requantization lanes: "
-                    f"{', '.join(f'{k} {v}' for k, v in dsp_split.items())}); build fewer rounding modes or "
-                    f"a generic-logic target")
+            hint = (f"{other} of them are not in the PE array ({', '.join(f'{k} {v}' for k, v in outside.items())}); "
+                    f"share requantization lanes (qhw generate --requant-lanes), build fewer rounding modes "
+                    f"or a generic-logic target")
         elif array:
             hint = (suggest_smaller(config, array, avail - other, margin=1.0)
                     + f" (PE array {array} DSPs, other {other})")

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import qhw
-from qhw.fpga.report import dsp_use, package_dir, qhw_source, summarize_path
+from qhw.fpga.report import dsp_use, fit_failure, package_dir, qhw_source, summarize_path
+from qhw.hw.config import ArrayConfig
 
 SITE = "/home/u/qhw/.venv/lib/python3.12/site-packages"
 
@@ -104,3 +106,23 @@ def test_dsp_use_from_a_checkout_named_qhw(tmp_path):
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(r["file"]).parent == clone / "qhw"                 # the copy ran, not this checkout
     assert r["dsp_use"] == {"qhw/hw/pe.py": 2}
+
+
+def _nextpnr_log(tmp_path, used: int, avail: int) -> Path:
+    log = tmp_path / "pnr.tim"
+    log.write_text(f"Info: Device utilisation:\nInfo:          ICESTORM_LC:  2000/  5280    37%\n"
+                   f"Info:         ICESTORM_DSP:    {used}/     {avail}   {100 * used // avail}%\n")
+    return log
+
+
+def test_fit_failure_names_what_is_outside_the_array(tmp_path):
+    """The lanes alone overflow the DSP blocks (the iCEBreaker 2x2 board top's figures): the message
+    lists only what is outside the PE array and says how to shrink it."""
+    board, config = SimpleNamespace(device="iCE40UP5K-SG48"), ArrayConfig(rows=2, cols=2)
+    msg = fit_failure(_nextpnr_log(tmp_path, 14, 8), board, config, {"qhw/hw/pe.py": 4, "qhw/hw/requant.py": 10})
+    assert msg == ("2x2 does not fit iCE40UP5K-SG48: ICESTORM_DSP needs 14 of 8 (6 over, 175%); 10 of them are "
+                   "not in the PE array (qhw/hw/requant.py 10); share requantization lanes (qhw generate "
+                   "--requant-lanes), build fewer rounding modes or a generic-logic target")
+    msg = fit_failure(_nextpnr_log(tmp_path, 10, 8), board, ArrayConfig(rows=4, cols=4),
+                      {"qhw/hw/pe_ice40.py": 8, "qhw/hw/requant.py": 2})
+    assert msg.endswith("(PE array 8 DSPs, other 2)") and "should fit" in msg
