@@ -125,7 +125,7 @@ def simulate(tmp: Path, dut: wiring.Component, sources: list[Path], *, inputs: d
     cmd = ["verilator", "--cc", "--exe", "--build", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
            *(f"-D{d}" for d in defines), "--top-module", "top", "-o", "sim",
            # The wheel's verilated.mk leaves the precompiled-header flag empty (see qhw/sim/build.py).
-           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0",
+           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0",
            "top.v", *map(str, sources), "main.cpp"]
     build = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
