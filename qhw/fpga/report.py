@@ -4,29 +4,60 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import posixpath
 import re
 from collections import Counter
 from pathlib import Path
 
+import qhw
+
 from ..errors import ConfigError
 
-__all__ = ["RESOURCES", "dsp_use", "fit_failure", "parse_nextpnr_report", "parse_yosys_stat",
-           "summarize_path"]
+__all__ = ["RESOURCES", "dsp_use", "fit_failure", "package_dir", "parse_nextpnr_report", "parse_yosys_stat",
+           "qhw_source", "summarize_path"]
 
 # nextpnr utilization keys per family: (logic cells, flip-flops, DSP blocks, block RAMs).
 RESOURCES = {
     "ice40": {"luts": "ICESTORM_LC", "ffs": None, "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM"},
     "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
 }
-_REPO_SRC = re.compile(r"(qhw/[\w/]+\.py):(\d+)")
 
 
-def _source(src: str) -> str:
-    """``qhw/hw/pe.py:67`` from a Yosys ``src`` attribute (absolute paths and tool sources dropped)."""
+def _norm(path: str) -> str:
+    """``path`` with ``/`` separators, absolute (relative to the working directory) and collapsed;
+    Windows paths (``C:\\...``) case-folded, as Windows compares them."""
+    p = path.replace("\\", "/")
+    drive = re.match(r"[A-Za-z]:/", p)
+    if not drive and not p.startswith("/"):
+        p = os.getcwd().replace("\\", "/").rstrip("/") + "/" + p
+    p = posixpath.normpath(p)
+    return p.casefold() if drive else p
+
+
+def package_dir() -> str:
+    """The directory of the qhw package being run (a checkout or site-packages)."""
+    return os.path.abspath(Path(qhw.__file__).parent)
+
+
+# One location in a Yosys ``src`` attribute: ``FILE:LINE`` (Amaranth) or ``FILE:L.C-L.C`` (Verilog).
+_LOCATION = re.compile(r"(.+?):(\d+)(?:[.:-][\d.:-]*)?")
+
+
+def qhw_source(src: str, *, package: str | None = None) -> str:
+    """``qhw/hw/pe.py:67`` for the first location of a Yosys ``src`` attribute (locations joined by
+    ``|``) that lies inside the qhw package at ``package`` (default: the one running), else ``""``.
+
+    Files are matched by their place under the package directory, not by a ``qhw/`` in their
+    path, so a checkout in a folder named ``qhw`` or a site-packages install reads the same."""
+    root = _norm(package if package is not None else package_dir())
     for part in src.split("|"):
-        m = _REPO_SRC.search(part)
-        if m:
-            return f"{m.group(1)}:{m.group(2)}"
+        m = _LOCATION.fullmatch(part.strip())
+        if not m:
+            continue
+        path = _norm(m.group(1))
+        if path.startswith(root + "/"):
+            return f"qhw/{path[len(root) + 1:]}:{m.group(2)}"
     return ""
 
 
@@ -37,7 +68,7 @@ def summarize_path(path: list[dict]) -> dict:
     sources = []
     for step in path:
         for s in step.get("sources", []):
-            s = _source(s)
+            s = qhw_source(s)
             if s and s not in sources:
                 sources.append(s)
     longest = max((s for s in path if s["type"] == "routing"), key=lambda s: s["delay"], default=None)
@@ -106,7 +137,7 @@ def dsp_use(netlist: dict, dsp_type: str, *, lines: bool = False) -> dict:
         for name, cell in mod.get("cells", {}).items():
             if cell.get("type") == dsp_type:
                 attrs = cell.get("attributes", {})
-                src = _source(attrs.get("src", "")) or "other"
+                src = qhw_source(attrs.get("src", "")) or "other"
                 if lines:
                     count[src] += 1
                 elif _LANE.search(attrs.get("hdlname") or name):
@@ -152,12 +183,13 @@ def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None) -> 
     amount = f"{used} of {avail} ({used - avail} over, {100 * used / avail:.0f}%)" if avail else "more than available"
     hint = suggest_smaller(config, used, avail)
     if res in ("ICESTORM_DSP", "MULT18X18D") and dsp_split and avail:
-        array = sum(v for k, v in dsp_split.items() if k.startswith(("qhw/hw/pe", "qhw/hw/dsp")))
-        other = sum(dsp_split.values()) - array
+        outside = {k: v for k, v in dsp_split.items() if not k.startswith(("qhw/hw/pe", "qhw/hw/dsp"))}
+        other = sum(outside.values())
+        array = sum(dsp_split.values()) - other
         if other >= avail:
-            hint = (f"{other} of them are not in the PE array (requantization lanes: "
-                    f"{', '.join(f'{k} {v}' for k, v in dsp_split.items())}); build fewer rounding modes or "
-                    f"a generic-logic target")
+            hint = (f"{other} of them are not in the PE array ({', '.join(f'{k} {v}' for k, v in outside.items())}); "
+                    f"share requantization lanes (qhw generate --requant-lanes), build fewer rounding modes "
+                    f"or a generic-logic target")
         elif array:
             hint = (suggest_smaller(config, array, avail - other, margin=1.0)
                     + f" (PE array {array} DSPs, other {other})")
