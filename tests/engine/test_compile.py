@@ -11,6 +11,7 @@ from qhw.engine.compiler import compile_model
 from qhw.engine.config import EngineConfig
 from qhw.errors import ConfigError
 from qhw.hw.config import ArrayConfig
+from qhw.hw.generate import manifest as manifest_of
 from qhw.qmodel import save_qmodel
 
 from .conftest import engine_for
@@ -86,8 +87,8 @@ def test_cli_compile_writes_program_and_table(cnn_file, tmp_path, capsys):
 
 def test_cli_compile_with_manifest_and_refusal(cnn_file, tmp_path, capsys):
     manifest = tmp_path / "net.json"
-    doc = ArrayConfig(rounding=("single",), max_k=288).to_manifest()
-    doc.update(top="net", name="net", streams={}, engine={"weight_kib": 4, "act_kib": 2})
+    doc = manifest_of(ArrayConfig(rounding=("single",), max_k=288), name="net")
+    doc["engine"] = {"weight_kib": 4, "act_kib": 2}
     manifest.write_text(json.dumps(doc))
     (tmp_path / "net.v").write_text("// placeholder\n")
     out = tmp_path / "x.qbin"
