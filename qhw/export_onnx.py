@@ -153,6 +153,10 @@ def _emit(w: _Writer, node: Node) -> list[str]:
     return []
 
 
+def _first_line(e: Exception) -> str:
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:300]
+
+
 def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     import onnx
     from onnx import TensorProto, helper
@@ -187,16 +191,19 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     # output element types (a float-kept ArgMax gives int64): infer them on the graph without outputs
     probe = helper.make_model(helper.make_graph(w.nodes, "probe", inputs, [], initializer=w.inits),
                               opset_imports=opsets)
-    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe).graph.value_info}
+    try:
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe, strict_mode=True).graph.value_info}
+    except Exception as e:  # onnx's InferenceError and friends: a node invalid at the declared opset
+        raise ModelError(f"{path}: cannot export: {_first_line(e)}") from e
     outputs = [inferred[o] if o in inferred else helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N"])
                for o in g.outputs]
     graph = helper.make_graph(w.nodes, "qhw_qdq", inputs, outputs, initializer=w.inits)
     model = helper.make_model(graph, opset_imports=opsets, producer_name="qhw")
     model.ir_version = 8 if w.opset < 21 else 10
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        raise ModelError(f"{path}: exported model does not pass the ONNX checker: {str(e).splitlines()[0]}") from e
+    try:  # full_check: also shape inference, which is what rejects a node invalid at the declared opset
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # ValidationError, InferenceError
+        raise ModelError(f"{path}: exported model does not pass the ONNX checker: {_first_line(e)}") from e
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
     return notes

@@ -1,7 +1,11 @@
 """ONNX file -> qhw Graph (float nodes), including QDQ-quantized models.
 
 Ops with a qhw kernel become native nodes; any other op becomes an ``Onnx``
-node that runs in float through ONNX Runtime. QuantizeLinear/DequantizeLinear
+node that runs in float through ONNX Runtime. Nodes whose inputs are all
+constants (initializers, graph inputs with an initializer, Constant nodes, other
+folded nodes) are evaluated once here by ONNX Runtime, so weights written as
+``Transpose``/``Reshape``/``Unsqueeze``/``Cast``… of initializers are plain
+constants to everything after import. QuantizeLinear/DequantizeLinear
 pairs (onnxruntime ``quantize_static`` QDQ output) are removed and their scales
 and zero points recorded, so the quantizer can reproduce that exact model.
 """
@@ -17,9 +21,20 @@ from .graph import Graph, Node, QParams, TensorInfo
 from .onnx_node import CONST_PREFIX
 from .transforms import simplify
 
-__all__ = ["load_onnx", "import_model"]
+__all__ = ["load_onnx", "import_model", "upgrade_opset", "MIN_OPSET"]
+
+# Models below this ai.onnx opset are converted up at import: ONNX Runtime cannot run some older
+# operator versions (opset-6 BatchNormalization, PRelu) for the float reference, and the QDQ
+# export (opset >= 13) writes float-kept nodes as imported, so they must be valid at its opset.
+MIN_OPSET = 13
+ORT_MIN_OPSET = 7  # the oldest opset ONNX Runtime guarantees to run
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+# Never evaluated at import: QDQ pairs carry quantization, the rest is not a function of its inputs.
+_NO_FOLD = _QDQ + ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                   "Bernoulli", "If", "Loop", "Scan")
+# Ops that only move a weight's elements: a QDQ weight's integer codes move with it.
+_MOVE_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten")
 
 
 def load_onnx(path: str | Path):
@@ -36,6 +51,26 @@ def load_onnx(path: str | Path):
     if not model.graph.node:
         raise ModelError(f"{p}: not an ONNX model (no graph nodes)")
     return model
+
+
+def upgrade_opset(model, path: Path, notes: list[str]):
+    """``model`` converted to ``MIN_OPSET`` when its ai.onnx opset is older (with a note)."""
+    from onnx import version_converter
+
+    old = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if old is None or old >= MIN_OPSET:
+        return model
+    try:
+        new = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter's own exception types; report one line
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if old >= ORT_MIN_OPSET:  # ONNX Runtime still runs it; only the QDQ export may refuse it
+            notes.append(f"{path.name}: kept at opset {old}, conversion to opset {MIN_OPSET} failed ({why})")
+            return model
+        raise ModelError(f"{path}: opset {old} model could not be converted to opset {MIN_OPSET} "
+                         f"({why}); re-export it at opset {MIN_OPSET} or newer") from e
+    notes.append(f"{path.name}: converted from opset {old} to opset {MIN_OPSET} (onnx.version_converter)")
+    return new
 
 
 def _attrs(proto) -> dict:
@@ -120,6 +155,61 @@ class _Importer:
         self.tensor_qparams[ins[0]] = QParams(scale=float(scale), zero_point=int(zp_s), bits=bits,
                                               unsigned=not signed)
         self.rename[out] = ins[0]
+
+    # ------------------------------------------------------------------ constant folding
+    def _foldable(self, proto) -> bool:
+        return (proto.domain in ("", "ai.onnx") and proto.op_type not in _NO_FOLD
+                and all(not i or self.src(i) in self.consts for i in proto.input))
+
+    def _evaluate(self, proto, values: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+        """Outputs of one node on constant inputs (ONNX Runtime, the float reference), or None."""
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+
+        p = onnx.NodeProto()
+        p.CopyFrom(proto)
+        p.ClearField("input")
+        p.input.extend(self.src(i) if i else "" for i in proto.input)
+        inits = [numpy_helper.from_array(np.asarray(values[i]), i) for i in dict.fromkeys(p.input) if i]
+        outs = [helper.make_value_info(o, onnx.TypeProto()) for o in p.output if o]
+        opsets = [helper.make_opsetid("" if d == "ai.onnx" else d, v) for d, v in self.opset.items()]
+        model = helper.make_model(helper.make_graph([p], "fold", [], outs, initializer=inits),
+                                  opset_imports=opsets)
+        model.ir_version = min(model.ir_version, 10)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            return sess.run(None, {})
+        except Exception:  # not evaluable here: the node stays in the graph and reports its own problem
+            return None
+
+    def _fold(self, proto) -> bool:
+        """Evaluate a node whose inputs are all constants; True when its outputs became constants."""
+        vals = self._evaluate(proto, {self.src(i): self.consts[self.src(i)] for i in proto.input if i})
+        if vals is None:
+            return False
+        outs = [o for o in proto.output if o]
+        for o, v in zip(outs, vals):
+            self.consts[o] = np.asarray(v)
+        w = self.src(proto.input[0]) if proto.input else ""
+        if proto.op_type in _MOVE_OPS and w in self.weight_q:
+            self._move_weight_q(proto, w, outs[0])
+        return True
+
+    def _move_weight_q(self, proto, src: str, out: str) -> None:
+        """A QDQ weight's codes through a constant Transpose/Reshape/...: same move on the codes."""
+        q, s, zp, axis = self.weight_q[src]
+        if proto.op_type == "Transpose":
+            perm = list(_attrs(proto).get("perm", range(q.ndim)[::-1]))
+            axis = perm.index(axis) if q.ndim else 0
+        elif s.ndim:  # per-axis scales cannot follow a reshape: the float weight is quantized anew
+            return
+        vals = self._evaluate(proto, {self.src(i): (q if self.src(i) == src else self.consts[self.src(i)])
+                                      for i in proto.input if i})
+        if vals is not None:
+            self.weight_q[out] = (np.asarray(vals[0], dtype=np.int64), s, zp, axis)
 
     # ------------------------------------------------------------------ native ops
     def _native(self, proto, name: str) -> Node | None:
@@ -271,9 +361,12 @@ class _Importer:
         for idx, proto in enumerate(g.node):
             if proto.op_type == "Constant":
                 val = _attrs(proto).get("value")
-                if val is None:
-                    self.fail(proto, "only tensor-valued Constant nodes are supported")
-                self.consts[proto.output[0]] = numpy_helper.to_array(val)
+                if val is not None:
+                    self.consts[proto.output[0]] = numpy_helper.to_array(val)
+                elif not self._fold(proto):  # value_float(s)/value_int(s)/...: ONNX Runtime builds it
+                    self.fail(proto, "cannot evaluate this Constant node")
+                continue
+            if self._foldable(proto) and self._fold(proto):
                 continue
             if proto.op_type in _QDQ and (proto.domain in ("", "ai.onnx", "com.microsoft")):
                 self._qdq(proto)
@@ -301,14 +394,15 @@ class _Importer:
         return graph
 
 
-def import_model(path: str | Path) -> tuple[Graph, bool]:
+def import_model(path: str | Path, *, notes: list[str] | None = None) -> tuple[Graph, bool]:
     """Import an ONNX file as a simplified float graph; returns (graph, is_qdq).
 
     For a QDQ model, ``graph.tensors`` holds the imported activation quantization
     and linear nodes carry ``W_q``/``W_scale``/``W_zp`` (and ``b_q``) params.
+    What the import changed on its own (an opset conversion) is appended to ``notes``.
     """
     path = Path(path)
-    model = load_onnx(path)
+    model = upgrade_opset(load_onnx(path), path, notes if notes is not None else [])
     imp = _Importer(model, path)
     graph = imp.run()
     is_qdq = bool(imp.tensor_qparams or imp.weight_q)

@@ -1,0 +1,252 @@
+"""Import robustness on zoo-style models built here with onnx.helper: constant subgraphs behind
+weights, graph inputs with initializers, old opsets, unsupported attributes (float fallback and
+--strict), and notes that list every float node. Each model goes through the command line:
+quantize -> run -> analyze -> export-onnx, and the export passes the full ONNX checker and loads
+in ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qhw.cli import main
+from qhw.executor import run_float
+from qhw.onnx_import import import_model
+from qhw.qmodel import load_qmodel
+
+SEED = 13
+F = np.float32
+
+
+def _save(path, nodes, inits, in_shape, *, opset=13, ir=None, inputs_with_inits=False):
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)]
+    if inputs_with_inits:  # IR < 4 style: every initializer is also a graph input
+        ins += [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                for k, v in inits.items()]
+    g = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    if ir is not None:
+        m.ir_version = ir
+    onnx.save(m, path)
+    return path
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def _through_the_cli(capsys, tmp_path, model, x, *extra):
+    """quantize -> run -> analyze -> export-onnx; returns (QModel, quantize's stderr, exported path)."""
+    np.savez(tmp_path / "d.npz", x=x)
+    code, _, qerr = _cli(capsys, "quantize", model, "--calib", tmp_path / "d.npz", "-o", tmp_path / "m.qhw", *extra)
+    assert code == 0, qerr
+    code, _, err = _cli(capsys, "run", tmp_path / "m.qhw", "--data", tmp_path / "d.npz", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    code, out, err = _cli(capsys, "analyze", tmp_path / "m.qhw", "--data", tmp_path / "d.npz", "--json",
+                          "--no-sensitivity")
+    assert code == 0, err
+    assert "output_sqnr_db" in json.loads(out)
+    code, _, err = _cli(capsys, "export-onnx", tmp_path / "m.qhw", "-o", tmp_path / "q.onnx")
+    assert code == 0, err
+    exported = onnx.load(tmp_path / "q.onnx")
+    onnx.checker.check_model(exported, full_check=True)
+    y = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with np.load(tmp_path / "y.npz") as z:
+        assert y.shape == z["y"].shape
+    return load_qmodel(tmp_path / "m.qhw"), qerr, tmp_path / "q.onnx"
+
+
+def _nq(qm) -> tuple[int, int]:
+    return sum(n.quant is not None for n in qm.graph.nodes), len(qm.graph.nodes)
+
+
+def _ort(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+# --------------------------------------------------------------------------- constant subgraphs
+
+
+def test_linear_without_bias_transposed_weight_is_quantized(capsys, tmp_path):
+    """PyTorch's older Linear export: MatMul(x, Transpose(W)) with W an initializer."""
+    rng = np.random.default_rng(SEED)
+    inits = {"w1": rng.normal(0, 0.3, (16, 12)).astype(F), "w2": rng.normal(0, 0.3, (5, 16)).astype(F)}
+    nodes = [helper.make_node("Transpose", ["w1"], ["w1t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "w1t"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["w2"], ["w2t"]),  # default perm reverses
+             helper.make_node("MatMul", ["r", "w2t"], ["y"], name="fc2")]
+    model = _save(tmp_path / "lin.onnx", nodes, inits, ["N", 12])
+    x = rng.normal(0, 1, (64, 12)).astype(F)
+    graph, _ = import_model(model)
+    assert [n.op for n in graph.nodes] == ["Dense", "Dense"]
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    assert _nq(qm) == (2, 2), err
+    assert "kept float" not in err
+
+
+def test_weights_behind_reshape_unsqueeze_cast_constantofshape_identity(capsys, tmp_path):
+    """SqueezeNet-style raw export: weights and biases computed from initializers by small
+    constant subgraphs (and a Constant node in a value_floats form)."""
+    rng = np.random.default_rng(SEED)
+    w1 = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(F)
+    inits = {"w1_flat": w1.reshape(-1), "w1_shape": np.array(w1.shape, np.int64),
+             "b1_f64": rng.normal(0, 0.1, 8).astype(np.float64),
+             "w2": rng.normal(0, 0.3, (4, 8)).astype(F), "ax": np.array([2, 3], np.int64),
+             "b2_shape": np.array([4], np.int64)}
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    nodes = [helper.make_node("Reshape", ["w1_flat", "w1_shape"], ["w1"]),
+             helper.make_node("Cast", ["b1_f64"], ["b1"], to=TensorProto.FLOAT),
+             helper.make_node("Identity", ["b1"], ["b1i"]),
+             helper.make_node("Conv", ["x", "w1", "b1i"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Unsqueeze", ["w2", "ax"], ["w2u"]),  # (4, 8, 1, 1): a 1x1 conv weight
+             helper.make_node("ConstantOfShape", ["b2_shape"], ["b2"], value=zero),
+             helper.make_node("Constant", [], ["b2_extra"], value_floats=[0.5, -0.5, 0.25, 0.0]),
+             helper.make_node("Add", ["b2", "b2_extra"], ["b2s"]),
+             helper.make_node("Conv", ["r1", "w2u", "b2s"], ["c2"], name="conv2"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["y"], name="flat")]
+    model = _save(tmp_path / "sq.onnx", nodes, inits, ["N", 3, 8, 8])
+    x = rng.normal(0, 1, (32, 3, 8, 8)).astype(F)
+    graph, _ = import_model(model)
+    assert [n.op for n in graph.nodes] == ["Conv", "Conv", "GlobalAveragePool", "Flatten"]
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    assert _nq(qm) == (4, 4), err
+
+
+def test_graph_input_with_initializer_is_a_constant(capsys, tmp_path):
+    """Inception v1 (opset 9, IR 3): the classifier weight is Reshape(initializer, shape) with
+    both listed as graph inputs."""
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (6 * 16,)).astype(F), "w_shape": np.array([6, 16], np.int64),
+             "b": rng.normal(0, 0.1, 6).astype(F), "flat_shape": np.array([0, -1], np.int64)}
+    nodes = [helper.make_node("Reshape", ["x", "flat_shape"], ["xf"], name="n140"),
+             helper.make_node("Reshape", ["w", "w_shape"], ["wr"], name="n141"),
+             helper.make_node("Gemm", ["xf", "wr", "b"], ["y"], name="fc", transB=1)]
+    model = _save(tmp_path / "inc.onnx", nodes, inits, ["N", 1, 4, 4], opset=9, ir=3, inputs_with_inits=True)
+    x = rng.normal(0, 1, (16, 1, 4, 4)).astype(F)
+    graph, _ = import_model(model)
+    assert [i.name for i in graph.inputs] == ["x"]
+    assert [n.name for n in graph.nodes] == ["n140", "fc"]
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    assert _nq(qm) == (1, 2), err  # the Reshape of the float graph input stays float
+    assert "converted from opset 9 to opset 13" in err
+    assert "kept float (its input is float): n140 (Reshape)" in err
+
+
+# --------------------------------------------------------------------------- old opsets
+
+
+def test_opset6_batchnorm_and_prelu_are_converted_with_a_note(capsys, tmp_path):
+    """ONNX Runtime cannot run opset-6 BatchNormalization: the import converts the model up."""
+    rng = np.random.default_rng(SEED)
+    c = 4
+    inits = {"w": rng.normal(0, 0.3, (c, 3, 3, 3)).astype(F), "s": rng.uniform(0.5, 1.5, c).astype(F),
+             "bb": rng.normal(0, 0.1, c).astype(F), "m": rng.normal(0, 0.1, c).astype(F),
+             "v": rng.uniform(0.5, 1.5, c).astype(F), "slope": rng.uniform(0, 0.3, (c, 1, 1)).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["bn"], name="bn", is_test=1),
+             helper.make_node("PRelu", ["bn", "slope"], ["y"], name="prelu")]
+    model = _save(tmp_path / "old.onnx", nodes, inits, ["N", 3, 8, 8], opset=6, ir=3, inputs_with_inits=True)
+    with pytest.raises(Exception, match="BatchNormalization"):  # what users hit without the conversion
+        _ort(model, np.zeros((1, 3, 8, 8), F))
+    x = rng.normal(0, 1, (16, 3, 8, 8)).astype(F)
+    notes: list[str] = []
+    graph, _ = import_model(model, notes=notes)
+    assert notes == ["old.onnx: converted from opset 6 to opset 13 (onnx.version_converter)"]
+    assert [n.op for n in graph.nodes] == ["Conv", "Onnx"]  # BatchNormalization folded into the conv
+    # independent reference: the float math of the three layers in NumPy, float64
+    conv_only = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])
+    conv = _ort(_save(tmp_path / "conv.onnx", [conv_only], {"w": inits["w"]}, ["N", 3, 8, 8]), x)
+    sh = (1, c, 1, 1)
+    bn = (conv - inits["m"].reshape(sh)) / np.sqrt(inits["v"].reshape(sh) + 1e-5) * inits["s"].reshape(sh) \
+        + inits["bb"].reshape(sh)
+    ref = np.where(bn >= 0, bn, bn * inits["slope"][None])
+    np.testing.assert_allclose(run_float(graph, x)[0], ref, rtol=1e-4, atol=1e-4)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    assert "note: old.onnx: converted from opset 6 to opset 13" in err
+
+
+# --------------------------------------------------------------------------- float fallback and notes
+
+
+def _dilated_pool_model(path):
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "shape": np.array([0, -1], np.int64),
+             "w2": rng.normal(0, 0.3, (3, 4 * 2 * 2)).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool_dil", kernel_shape=[2, 2], strides=[2, 2],
+                              dilations=[2, 2]),
+             helper.make_node("Relu", ["p"], ["r2"], name="relu2"),
+             helper.make_node("MaxPool", ["r2"], ["p2"], name="pool2", kernel_shape=[1, 1]),
+             helper.make_node("Reshape", ["p2", "shape"], ["f"], name="reshape"),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], name="fc", transB=1)]
+    return _save(path, nodes, inits, ["N", 3, 6, 6])
+
+
+def test_unsupported_attribute_runs_in_float_with_a_note(capsys, tmp_path):
+    model = _dilated_pool_model(tmp_path / "dil.onnx")
+    x = np.random.default_rng(SEED).normal(0, 1, (16, 3, 6, 6)).astype(F)
+    graph, _ = import_model(model)
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    floats = [n.name for n in qm.graph.nodes if n.quant is None]
+    assert floats == ["pool_dil", "relu2", "pool2", "reshape"]
+    assert ("note: kept float (unsupported attribute; --strict makes this an error): pool_dil (MaxPool: "
+            "attribute dilations is not supported (expected [1, 1]))") in err
+    # every float node is listed, the ones behind the float pool with that reason
+    assert "note: kept float (its input is float): relu2 (Relu), pool2 (MaxPool), " \
+           "reshape (Reshape)" in err
+    assert "quantized 2 of 6 nodes" in err
+
+
+def test_strict_makes_an_unsupported_attribute_a_one_line_error(capsys, tmp_path):
+    model = _dilated_pool_model(tmp_path / "dil.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 6, 6), F))
+    code, out, err = _cli(capsys, "quantize", model, "--calib", tmp_path / "d.npz", "-o", tmp_path / "m.qhw",
+                          "--strict")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(r"qhw: error: node 'pool_dil' \(MaxPool\): attribute dilations is not supported "
+                        r"\(expected \[1, 1\]\); use --keep-float pool_dil to run it in float", lines[0]), lines[0]
+    assert not (tmp_path / "m.qhw").exists()
+
+
+def test_notes_list_every_float_node_with_its_reason(capsys, tmp_path):
+    """Sigmoid has no integer kernel; the MaxPool, Relu and Reshape after it run in float
+    because their input is float; the user keeps fc1 float."""
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "shape": np.array([0, -1], np.int64),
+             "w1": rng.normal(0, 0.3, (8, 16)).astype(F), "w2": rng.normal(0, 0.3, (3, 8)).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+             helper.make_node("MaxPool", ["s"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Relu", ["p"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "shape"], ["f"], name="reshape"),
+             helper.make_node("Gemm", ["f", "w1"], ["h"], name="fc1", transB=1),
+             helper.make_node("Gemm", ["h", "w2"], ["y"], name="fc2", transB=1)]
+    model = _save(tmp_path / "n.onnx", nodes, inits, ["N", 3, 6, 6])
+    x = rng.normal(0, 1, (16, 3, 6, 6)).astype(F)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x, "--keep-float", "fc1")
+    notes = [ln[len("note: "):] for ln in err.splitlines() if ln.startswith("note: ")]
+    assert notes == ["kept float (no integer implementation): sig (Sigmoid)",
+                     "kept float (its input is float): pool (MaxPool), relu (Relu), "
+                     "reshape (Reshape)",
+                     "kept float (--keep-float): fc1"]
+    assert [n.name for n in qm.graph.nodes if n.quant is not None] == ["conv", "fc2"]
