@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arith import quantize_float
 from .errors import ModelError
 from .fileio import atomic_path
 from .graph import Node
@@ -29,6 +30,7 @@ class _Writer:
         self.h, self.nh = helper, numpy_helper
         self.nodes, self.inits, self.names = [], [], set()
         self.rename: dict[str, str] = {}
+        self.quantized: dict[str, tuple[str, str, str]] = {}  # tensor -> (codes, scale, zero point)
         self.opset = 13
 
     def fresh(self, base: str) -> str:
@@ -60,6 +62,7 @@ class _Writer:
         self.node("QuantizeLinear", [tensor, s, z], [q], f"{tensor}_QuantizeLinear")
         self.node("DequantizeLinear", [q, s, z], [dq], f"{tensor}_DequantizeLinear")
         self.rename[tensor] = dq
+        self.quantized[tensor] = (q, s, z)
 
     def dq_const(self, base: str, codes: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None) -> str:
         q = self.init(f"{base}_quantized", codes)
@@ -101,7 +104,7 @@ def _activation(w: _Writer, node: Node, pre: str, out: str) -> None:
         w.node("Clip", [pre, lo, hi], [out], f"{node.name}_Clip")
 
 
-def _emit(w: _Writer, node: Node) -> list[str]:
+def _emit(w: _Writer, node: Node, qp_of: dict) -> list[str]:
     """Write one node; returns notes."""
     import onnx
 
@@ -131,6 +134,23 @@ def _emit(w: _Writer, node: Node) -> list[str]:
         w.node(node.op, [ins[0], shape], [out], node.name)
     elif node.op in ("Relu", "Clip"):
         _activation(w, node, ins[0], out)
+    elif node.op == "Pad":  # opset >= 11 form: pads and value are inputs
+        pads = w.init(f"{node.name}_pads", np.array(a["pads"], np.int64))
+        src = w.quantized.get(node.inputs[0])
+        if node.quant is not None and src is not None and node.outputs[0] in qp_of:
+            # Pad the codes (value: its code), as the golden model does: ONNX Runtime's QDQ rewrite
+            # of DQ -> Pad -> Q loses a non-zero pad value when it converts int8 to uint8.
+            qp = qp_of[node.outputs[0]]
+            code = quantize_float(np.float32(a["value"]), qp.scale, qp.zero_point, qp.qmin, qp.qmax)
+            q, sc, zp = src
+            value = w.init(f"{node.name}_value", np.array(code, np.int8 if qp.bits == 8 else np.int16))
+            pq, dq = w.fresh(f"{out}_quantized"), w.fresh(f"{out}_dequantized")
+            w.node("Pad", [q, pads, value], [pq], node.name)
+            w.node("DequantizeLinear", [pq, sc, zp], [dq], f"{out}_DequantizeLinear")
+            w.rename[out], w.quantized[out] = dq, (pq, sc, zp)
+        else:
+            value = w.init(f"{node.name}_value", np.array(a["value"], np.float32))
+            w.node("Pad", [ins[0], pads, value], [out], node.name)
     elif node.op == "Onnx":
         proto = onnx.NodeProto()
         proto.ParseFromString(node.params["node_proto"].tobytes())
@@ -153,6 +173,28 @@ def _emit(w: _Writer, node: Node) -> list[str]:
     return []
 
 
+def _outputs_from_a_run(qm: QModel, inferred: dict, outputs: list) -> list:
+    """Graph output types from a float run on one zero sample (the checker needs a shape field);
+    dimensions that depend on the batch stay symbolic."""
+    from onnx import TensorProto, helper
+
+    from .executor import run_float
+
+    g = qm.graph
+    inp = g.inputs[0]
+    x = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
+    ys = run_float(g, x)
+    out = []
+    for o, known, y in zip(g.outputs, outputs, ys):
+        if known is not None:
+            out.append(known)
+            continue
+        elem = (inferred[o].type.tensor_type.elem_type if o in inferred
+                else helper.np_dtype_to_tensor_dtype(np.asarray(y).dtype) or TensorProto.FLOAT)
+        out.append(helper.make_tensor_value_info(o, elem, [None] * np.ndim(y)))
+    return out
+
+
 def _first_line(e: Exception) -> str:
     return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:300]
 
@@ -170,9 +212,9 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
         w.qdq(inp.name, g.tensors[inp.name])
     done_q = {inp.name}
     for node in g.nodes:
-        notes += _emit(w, node)
+        notes += _emit(w, node, g.tensors)
         for t in node.outputs:
-            if t in g.tensors and t not in done_q:
+            if t in g.tensors and t not in done_q and t not in w.quantized:
                 w.qdq(t, g.tensors[t])
                 done_q.add(t)
     dims = [d if isinstance(d, int) else str(d) for d in inp.shape]
@@ -195,8 +237,10 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
         inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe, strict_mode=True).graph.value_info}
     except Exception as e:  # onnx's InferenceError and friends: a node invalid at the declared opset
         raise ModelError(f"{path}: cannot export: {_first_line(e)}") from e
-    outputs = [inferred[o] if o in inferred else helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N"])
+    outputs = [inferred[o] if o in inferred and inferred[o].type.tensor_type.HasField("shape") else None
                for o in g.outputs]
+    if None in outputs:  # shape inference could not tell the rank: take it from one float run
+        outputs = _outputs_from_a_run(qm, inferred, outputs)
     graph = helper.make_graph(w.nodes, "qhw_qdq", inputs, outputs, initializer=w.inits)
     model = helper.make_model(graph, opset_imports=opsets, producer_name="qhw")
     model.ir_version = 8 if w.opset < 21 else 10

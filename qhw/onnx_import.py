@@ -243,6 +243,8 @@ class _Importer:
             if shape is None or a.get("allowzero", 0):
                 return self._generic(proto, name)
             return Node(name, op, [ins[0]], outs, attrs={"shape": [int(d) for d in shape]})
+        if op == "Pad":
+            return self._pad(proto, name, a, ins, outs)
         if op == "Relu":
             return Node(name, op, [ins[0]], outs, attrs={"activation": {"kind": "relu"}})
         if op == "Clip":
@@ -285,6 +287,19 @@ class _Importer:
             self._attach_weight_q(node, ins[1], transpose=not a.get("transB", 0),
                                   bname=ins[2] if len(ins) > 2 else None)
         return node
+
+    def _pad(self, proto, name, a, ins, outs):
+        """Constant-mode Pad with constant, non-negative pads (negative pads crop: float)."""
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = self.const(ins[1]) if len(ins) > 1 and ins[1] else a.get("pads")
+        value = self.const(ins[2]) if len(ins) > 2 and ins[2] else np.float32(a.get("value", 0.0))
+        if (mode != "constant" or pads is None or value is None or (len(ins) > 3 and ins[3])
+                or np.any(np.asarray(pads) < 0)):
+            return self._generic(proto, name)
+        return Node(name, "Pad", [ins[0]], outs,
+                    attrs={"pads": [int(p) for p in np.asarray(pads).reshape(-1)],
+                           "value": float(np.asarray(value).reshape(()))})
 
     def _geometry(self, proto, a, kernel) -> dict | str:
         """Validated 2-D pads/strides/dilations, or the reason they are not supported."""

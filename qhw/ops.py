@@ -32,7 +32,7 @@ __all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_b
            "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis"]
 
 # Integer ops whose output keeps the input's scale and zero point.
-PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip")
+PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip", "Pad")
 
 FLOAT_OPS: dict[str, Callable] = {}
 INT_OPS: dict[str, Callable] = {}
@@ -149,6 +149,18 @@ def _clip_f(node, xs):
     return [_apply_float_activation(node, xs[0])]
 
 
+def _pad(node: Node, x: np.ndarray, value) -> np.ndarray:
+    p = node.attrs["pads"]
+    if len(p) != 2 * x.ndim:
+        raise ModelError(f"{node.label}: {len(p)} pads for a rank-{x.ndim} input (expected {2 * x.ndim})")
+    return np.pad(x, list(zip(p[:x.ndim], p[x.ndim:])), constant_values=value)
+
+
+@register(FLOAT_OPS, "Pad")
+def _pad_f(node, xs):
+    return [_pad(node, xs[0], np.float32(node.attrs["value"]))]
+
+
 @register(FLOAT_OPS, "Onnx")
 def _onnx_f(node, xs):
     from .onnx_node import run_onnx_node  # onnxruntime loads only when a float-kept node runs
@@ -245,3 +257,11 @@ def _reshape_i(node, xs, in_qp, out_qp):
 @register(INT_OPS, "Relu", "Clip")
 def _clip_i(node, xs, in_qp, out_qp):
     return [saturate(xs[0], node.quant["qmin"], node.quant["qmax"])]
+
+
+@register(INT_OPS, "Pad")
+def _pad_i(node, xs, in_qp, out_qp):
+    """Pad with the pad value's code: exactly Q(Pad(DQ(x), value)) as the output keeps x's scale."""
+    q = out_qp[0]
+    code = quantize_float(np.float32(node.attrs["value"]), q.scale, q.zero_point, q.qmin, q.qmax)
+    return [_pad(node, np.asarray(xs[0]), int(code))]

@@ -3,6 +3,8 @@
 - BatchNormalization folded into the preceding Conv/Dense.
 - Add/Sub/Mul by a per-channel or scalar constant folded into the preceding Conv/Dense.
 - Relu/Clip fused into the preceding Conv/Dense (it becomes the requantization clamp).
+- A constant zero Pad of the spatial axes folded into the following Conv's padding (the
+  conv pads with the input's zero point, the code of 0.0) or AveragePool's (counting pads).
 
 A fold happens only when the producer's output feeds nothing else, is not a
 graph output and carries no recorded quantization (a QDQ model quantizes it on
@@ -95,8 +97,40 @@ def _fold_into(producer: Node, node: Node) -> bool:
     return False
 
 
+def _fold_pad(pad: Node, node: Node) -> bool:
+    """Fold a zero ``Pad`` of H and W into the Conv/AveragePool ``node`` reading it; True when done."""
+    p = pad.attrs["pads"]
+    if len(p) != 8 or pad.attrs["value"] != 0.0 or any(p[i] for i in (0, 1, 4, 5)):
+        return False
+    extra = [p[2], p[3], p[6], p[7]]  # (top, left, bottom, right)
+    if node.op == "Conv" and len(node.params["W"].shape) == 4:
+        node.attrs["pads"] = [a + b for a, b in zip(node.attrs["pads"], extra)]
+        return True
+    if node.op == "AveragePool" and (node.attrs.get("count_include_pad") or not any(node.attrs["pads"])):
+        node.attrs["pads"] = [a + b for a, b in zip(node.attrs["pads"], extra)]
+        node.attrs["count_include_pad"] = 1  # padded taps are real zeros in the average
+        return True
+    return False
+
+
+def _fold_pads(graph: Graph) -> None:
+    producers, consumers = graph.producers(), graph.consumers()
+    for node in list(graph.nodes):
+        if not node.inputs or node.op not in ("Conv", "AveragePool"):
+            continue
+        src = node.inputs[0]
+        pad = producers.get(src)
+        if (pad is None or pad.op != "Pad" or len(consumers.get(src, [])) != 1 or src in graph.outputs
+                or src in graph.tensors):
+            continue
+        if _fold_pad(pad, node):
+            node.inputs = [pad.inputs[0]]
+            graph.nodes.remove(pad)
+
+
 def simplify(graph: Graph) -> None:
     """Apply the folds until none applies (in place)."""
+    _fold_pads(graph)
     changed = True
     while changed:
         changed = False

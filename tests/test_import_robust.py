@@ -250,3 +250,83 @@ def test_notes_list_every_float_node_with_its_reason(capsys, tmp_path):
                      "reshape (Reshape)",
                      "kept float (--keep-float): fc1"]
     assert [n.name for n in qm.graph.nodes if n.quant is not None] == ["conv", "fc2"]
+
+
+# --------------------------------------------------------------------------- Pad
+
+
+def _pad_model(path, *, value: float, conv_pads=(0, 0, 0, 0), opset=13):
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "b": rng.normal(0, 0.1, 4).astype(F),
+             "pads": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "v": np.array(value, F),
+             "pads2": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "zero": np.array(0.0, F)}
+    nodes = [helper.make_node("Pad", ["x", "pads", "v"], ["p"], name="pad"),
+             helper.make_node("Conv", ["p", "w", "b"], ["c"], name="conv", pads=list(conv_pads)),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Pad", ["r", "pads2", "zero"], ["p2"], name="pad2"),
+             helper.make_node("AveragePool", ["p2"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2])]
+    return _save(path, nodes, inits, ["N", 3, 7, 7], opset=opset)
+
+
+def test_zero_pad_folds_into_conv_and_average_pool(capsys, tmp_path):
+    model = _pad_model(tmp_path / "pad.onnx", value=0.0, conv_pads=(1, 0, 0, 1))
+    x = np.random.default_rng(SEED).normal(0, 1, (16, 3, 7, 7)).astype(F)
+    graph, _ = import_model(model)
+    assert [n.op for n in graph.nodes] == ["Conv", "AveragePool"]
+    assert graph.nodes[0].attrs["pads"] == [2, 2, 2, 2]
+    assert graph.nodes[1].attrs["pads"] == [1, 1, 1, 1] and graph.nodes[1].attrs["count_include_pad"] == 1
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
+    assert _nq(qm) == (2, 2), err
+
+
+@pytest.mark.parametrize("value", [0.75, -1e9])
+def test_nonzero_pad_is_an_integer_pad(capsys, tmp_path, value):
+    """A pad value other than 0 stays a Pad node, integer after an integer producer: the output
+    keeps the input's scale and padded elements hold Q(value) (saturated when out of range)."""
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 1, 1)).astype(F), "pads": np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64),
+             "v": np.array(value, F), "w2": rng.normal(0, 0.3, (4, 4, 3, 3)).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Pad", ["c", "pads", "v"], ["p"], name="pad"),
+             helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2")]
+    model = _save(tmp_path / "pad.onnx", nodes, inits, ["N", 3, 5, 5])
+    x = rng.normal(0, 1, (16, 3, 5, 5)).astype(F)
+    graph, _ = import_model(model)
+    assert [n.op for n in graph.nodes] == ["Conv", "Pad", "Conv"]
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
+    assert _nq(qm) == (3, 3), err
+    from qhw.executor import Trace, run_int
+    tr = Trace()
+    y = run_int(qm.graph, x, trace=tr)[0]
+    qp = qm.graph.tensors["c"]
+    code = np.clip(np.rint(np.float64(value) / qp.scale) + qp.zero_point, qp.qmin, qp.qmax)
+    padded = tr.codes["p"]
+    assert padded.shape == (16, 4, 6, 7)
+    assert np.all(padded[:, :, 0, :] == code) and np.all(padded[:, :, :, 5:] == code)
+    np.testing.assert_array_equal(padded[:, :, 1:, :5], tr.codes["c"])
+    # the exported QDQ model (QLinearConv, Pad between Q/DQ) reproduces the golden model exactly
+    np.testing.assert_array_equal(_ort(out, x), y)
+
+
+# --------------------------------------------------------------------------- export validity
+
+
+def test_export_of_an_opset9_model_is_valid_at_its_declared_opset(capsys, tmp_path):
+    """DenseNet/Inception-v2 style: opset-9 Unsqueeze (axes attribute) and Pad (pads attribute)
+    kept float used to be written as is into an opset-13 model (shape inference traceback)."""
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "w2": rng.normal(0, 0.3, (2, 4 * 6 * 6)).astype(F)}
+    nodes = [helper.make_node("Pad", ["x"], ["p"], name="pad", mode="reflect", pads=[0, 0, 1, 1, 0, 0, 1, 1]),
+             helper.make_node("Conv", ["p", "w"], ["c"], name="conv"),
+             helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2"], ["g"], name="fc", transB=1),
+             helper.make_node("Unsqueeze", ["g"], ["u"], name="unsq", axes=[2]),
+             helper.make_node("Softmax", ["u"], ["y"], name="softmax", axis=1)]
+    model = _save(tmp_path / "o9.onnx", nodes, inits, ["N", 3, 6, 6], opset=9)
+    x = rng.normal(0, 1, (8, 3, 6, 6)).astype(F)
+    qm, err, out = _through_the_cli(capsys, tmp_path, model, x)
+    assert "converted from opset 9 to opset 13" in err
+    assert [n.name for n in qm.graph.nodes if n.quant is not None] == ["conv", "flat", "fc"]
+    assert onnx.load(out).opset_import[0].version == 13
