@@ -74,16 +74,27 @@ class _Writer:
         return out
 
 
+def _onnx_weight(node: Node, W: np.ndarray) -> np.ndarray:
+    """A Conv node's (M, C, KH, KW) kernel in the layout of the ONNX node it is written as: a
+    transposed conv's (C, M, KH, KW) unflipped kernel, a 1-D conv's (M, C, K)."""
+    if node.op == "Conv" and "transpose" in node.attrs:
+        W = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    if node.op == "Conv" and node.attrs.get("dims", 2) == 1:
+        W = W[:, :, 0, :]
+    return np.ascontiguousarray(W)
+
+
 def _weights(w: _Writer, node: Node, *, transpose: bool) -> tuple[str, str]:
     """Weight and bias inputs: DQ of integer initializers when quantized, float otherwise."""
     if node.quant is None:
-        W = node.params["W"].T if transpose else node.params["W"]
+        W = node.params["W"].T if transpose else _onnx_weight(node, node.params["W"])
         return w.init(f"{node.name}_W", W), w.init(f"{node.name}_b", node.params["b"])
     qp = node.qparams
-    codes = qp["weight"]
+    codes = _onnx_weight(node, qp["weight"])
     if codes.dtype == np.int16:
         w.opset = max(w.opset, 21)
-    wname = w.dq_const(f"{node.name}_W", codes, qp["weight_scale"], qp["weight_zero_point"], 0)
+    axis = 1 if "transpose" in node.attrs else 0  # the output channel
+    wname = w.dq_const(f"{node.name}_W", codes, qp["weight_scale"], qp["weight_zero_point"], axis)
     bias = qp["bias"]
     if np.any(np.abs(bias) >= 1 << 31):
         raise ModelError(f"{node.label}: bias exceeds int32; QDQ ONNX cannot hold it")
@@ -104,6 +115,19 @@ def _activation(w: _Writer, node: Node, pre: str, out: str) -> None:
         w.node("Clip", [pre, lo, hi], [out], f"{node.name}_Clip")
 
 
+def _conv(w: _Writer, node: Node, inputs: list[str], out: str) -> None:
+    """Conv (2-D or 1-D) or ConvTranspose, with the attributes of the imported node."""
+    a = node.attrs
+    kernel = list(node.params["W"].shape[2:])
+    geo = dict(a["transpose"]) if "transpose" in a else \
+        {"pads": a["pads"], "strides": a["strides"], "dilations": a["dilations"]}
+    if a.get("dims", 2) == 1:  # back from the (1, K) 2-D form
+        kernel = kernel[1:]
+        geo = {k: (v[1::2] if k == "pads" else v[1:]) for k, v in geo.items()}
+    op = "ConvTranspose" if "transpose" in a else "Conv"
+    w.node(op, inputs, [out], node.name, kernel_shape=kernel, group=a["group"], **geo)
+
+
 def _emit(w: _Writer, node: Node, qp_of: dict) -> list[str]:
     """Write one node; returns notes."""
     import onnx
@@ -117,9 +141,7 @@ def _emit(w: _Writer, node: Node, qp_of: dict) -> list[str]:
         if node.op == "Dense":
             w.node("Gemm", [ins[0], wn, bn], [pre], node.name, transB=1)
         else:
-            W = node.params["W"]
-            w.node("Conv", [ins[0], wn, bn], [pre], node.name, kernel_shape=list(W.shape[2:]),
-                   pads=a["pads"], strides=a["strides"], dilations=a["dilations"], group=a["group"])
+            _conv(w, node, [ins[0], wn, bn], pre)
         _activation(w, node, pre, out)
     elif node.op in ("MaxPool", "AveragePool"):
         kw = {"count_include_pad": a.get("count_include_pad", 0)} if node.op == "AveragePool" else {}

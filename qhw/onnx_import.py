@@ -73,6 +73,19 @@ def upgrade_opset(model, path: Path, notes: list[str]):
     return new
 
 
+def _as_2d(a: dict, keys=("strides", "dilations")) -> dict:
+    """A 1-D conv's attributes as those of the (1, K) 2-D conv that computes it."""
+    a = dict(a, _dims=1)
+    for k in keys:
+        if k in a:
+            a[k] = [1 if k != "output_padding" else 0, *a[k]]
+    if "pads" in a:
+        a["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
+    if "kernel_shape" in a:
+        a["kernel_shape"] = [1, *a["kernel_shape"]]
+    return a
+
+
 def _attrs(proto) -> dict:
     from onnx import helper
 
@@ -232,6 +245,8 @@ class _Importer:
             return node
         if op == "Conv":
             return self._conv(proto, name, a, ins, outs)
+        if op == "ConvTranspose":
+            return self._conv_transpose(proto, name, a, ins, outs)
         if op in ("MaxPool", "AveragePool"):
             return self._pool(proto, name, a, ins, outs)
         if op == "GlobalAveragePool":
@@ -318,19 +333,74 @@ class _Importer:
 
     def _conv(self, proto, name, a, ins, outs):
         w = self.const(ins[1])
-        if w is None or w.ndim != 4:
+        if w is None or w.ndim not in (3, 4):
             return self._generic(proto, name)
+        if w.ndim == 3:  # Conv1d: (N, C, L) runs as (N, C, 1, L) with a (M, C, 1, K) kernel
+            a = _as_2d(a)
+            w = w[:, :, None, :]
         geo = self._geometry(proto, a, w.shape[2:])
         if isinstance(geo, str):
             return self._generic(proto, name, unsupported=geo)
         b = self.const(ins[2]) if len(ins) > 2 and ins[2] else np.zeros(w.shape[0], np.float32)
         if b is None:
             return self._generic(proto, name)
-        node = Node(name, "Conv", [ins[0]], outs,
-                    attrs={"pads": geo["pads"], "strides": geo["strides"], "dilations": geo["dilations"],
-                           "group": int(a.get("group", 1))},
+        attrs = {"pads": geo["pads"], "strides": geo["strides"], "dilations": geo["dilations"],
+                 "group": int(a.get("group", 1))}
+        if a.get("_dims") == 1:
+            attrs["dims"] = 1
+        node = Node(name, "Conv", [ins[0]], outs, attrs=attrs,
                     params={"W": w.astype(np.float32), "b": b.astype(np.float32)})
         self._attach_weight_q(node, ins[1], transpose=False, bname=ins[2] if len(ins) > 2 else None)
+        if "W_q" in node.params and node.params["W_q"].ndim == 3:
+            node.params["W_q"] = node.params["W_q"][:, :, None, :]
+        return node
+
+    def _conv_transpose(self, proto, name, a, ins, outs):
+        """ConvTranspose as a stride-1 Conv over the input with stride-1 zeros inserted between
+        elements, the kernel flipped and its in/out channels swapped (group 1)."""
+        w = self.const(ins[1])
+        if w is None or w.ndim not in (3, 4):
+            return self._generic(proto, name)
+        dims = w.ndim - 2
+        if dims == 1:
+            a = _as_2d(a, ("strides", "dilations", "output_padding"))
+            w = w[:, :, None, :]
+        kh, kw = w.shape[2:]
+        strides = [int(v) for v in a.get("strides", [1, 1])]
+        dil = [int(v) for v in a.get("dilations", [1, 1])]
+        pads = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+        outpad = [int(v) for v in a.get("output_padding", [0, 0])]
+        auto_pad = a.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        full = [dil[0] * (kh - 1), dil[1] * (kw - 1)]
+        cpads = [full[0] - pads[0], full[1] - pads[1], full[0] - pads[2] + outpad[0], full[1] - pads[3] + outpad[1]]
+        why = ("attribute auto_pad is not supported (expected NOTSET)" if auto_pad != "NOTSET" else
+               "attribute output_shape is not supported" if "output_shape" in a else
+               "attribute group > 1 is not supported (expected 1)" if int(a.get("group", 1)) != 1 else
+               "pads larger than the dilated kernel are not supported" if min(cpads) < 0 else None)
+        if why:
+            return self._generic(proto, name, unsupported=why)
+        b = self.const(ins[2]) if len(ins) > 2 and ins[2] else np.zeros(w.shape[1], np.float32)
+        if b is None:
+            return self._generic(proto, name)
+        wc = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        attrs = {"pads": cpads, "strides": [1, 1], "dilations": dil, "group": 1, "upsample": strides,
+                 "transpose": {"strides": strides, "pads": pads, "dilations": dil, "output_padding": outpad}}
+        if dims == 1:
+            attrs["dims"] = 1
+        node = Node(name, "Conv", [ins[0]], outs, attrs=attrs,
+                    params={"W": wc.astype(np.float32), "b": b.astype(np.float32)})
+        wname = ins[1]
+        if wname in self.weight_q:  # QDQ: per-channel scales are along axis 1, the output channel
+            q, s, zp, axis = self.weight_q[wname]
+            if s.ndim and axis != 1:
+                return self._generic(proto, name, unsupported=f"per-channel weight scales along axis {axis} "
+                                                              f"(expected 1)")
+            q = q[:, :, None, :] if dims == 1 else q
+            self.weight_q[name + "/W"] = (np.ascontiguousarray(q.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]),
+                                          s, zp, 0)
+            wname = name + "/W"
+        self._attach_weight_q(node, wname, transpose=False, bname=ins[2] if len(ins) > 2 else None)
         return node
 
     def _pool(self, proto, name, a, ins, outs):

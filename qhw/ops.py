@@ -29,7 +29,8 @@ from .errors import ModelError
 from .graph import Node, QParams
 
 __all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_bounds", "requant_of",
-           "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis"]
+           "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis", "conv_input",
+           "conv_output"]
 
 # Integer ops whose output keeps the input's scale and zero point.
 PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip", "Pad")
@@ -82,6 +83,21 @@ def requant_of(node: Node) -> Requant:
     q = node.quant
     return Requant(mode=q["rounding"], multiplier=node.qparams["multiplier"], shift=node.qparams["shift"],
                    scale=node.qparams["scale"], zero_point=q["out_zero_point"], qmin=q["qmin"], qmax=q["qmax"])
+
+
+def conv_input(node: Node, x: np.ndarray, zero) -> np.ndarray:
+    """A Conv node's input as the 2-D stride-1-equivalent NCHW array its kernel runs on: a 1-D
+    conv's (N, C, L) as (N, C, 1, L); a transposed conv's input with ``zero`` (the real zero:
+    0.0, or the zero point's code) inserted between elements (``attrs["upsample"]``)."""
+    if node.attrs.get("dims", 2) == 1:
+        x = x[:, :, None, :]
+    up = node.attrs.get("upsample")
+    return kernels.zero_insert(x, tuple(up), zero) if up else x
+
+
+def conv_output(node: Node, y: np.ndarray) -> np.ndarray:
+    """The 2-D kernel's NCHW output in the node's own rank."""
+    return y[:, :, 0, :] if node.attrs.get("dims", 2) == 1 else y
 
 
 def _conv_geometry(node: Node) -> dict:
@@ -181,9 +197,9 @@ def accumulate(node: Node, xq: np.ndarray, x_zero: int) -> np.ndarray:
     w_zero = node.qparams["weight_zero_point"].astype(np.int64)
     bias = node.qparams["bias"]
     if node.op == "Conv":
-        acc = kernels.conv2d_int(xq, node.qparams["weight"], x_zero=x_zero, w_zero=w_zero,
-                                 **_conv_geometry(node))
-        return acc + bias.reshape(1, -1, 1, 1)
+        acc = kernels.conv2d_int(conv_input(node, np.asarray(xq), x_zero), node.qparams["weight"],
+                                 x_zero=x_zero, w_zero=w_zero, **_conv_geometry(node))
+        return conv_output(node, acc + bias.reshape(1, -1, 1, 1))
     x = np.asarray(xq, dtype=np.int64) - x_zero
     w = node.qparams["weight"].astype(np.int64) - w_zero[:, None]
     return kernels.matmul_exact(x, w.T) + bias
@@ -192,8 +208,9 @@ def accumulate(node: Node, xq: np.ndarray, x_zero: int) -> np.ndarray:
 def float_preactivation(node: Node, x: np.ndarray) -> np.ndarray:
     """Float output of a Dense/Conv before its fused activation."""
     if node.op == "Conv":
-        y = kernels.conv2d_float(x, node.params["W"], **_conv_geometry(node))
-        return y + node.params["b"].reshape(1, -1, 1, 1)
+        y = kernels.conv2d_float(conv_input(node, np.asarray(x, dtype=np.float32), np.float32(0)),
+                                 node.params["W"], **_conv_geometry(node))
+        return conv_output(node, y + node.params["b"].reshape(1, -1, 1, 1))
     return np.matmul(np.asarray(x, dtype=np.float32), node.params["W"].T) + node.params["b"]
 
 

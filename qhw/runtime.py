@@ -29,7 +29,7 @@ from .graph import Graph, Node
 from .hw.config import MAX_GEMM_N_BITS, ArrayConfig
 from .hw.driver import fold_bias
 from .kernels import im2col, matmul_exact, pad_nchw
-from .ops import requant_of
+from .ops import conv_input, conv_output, requant_of
 
 __all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "check_model", "config_for_model",
            "model_requirements"]
@@ -107,6 +107,7 @@ def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
         geometry = None
     else:
         a = node.attrs
+        x = conv_input(node, x, x_zp)  # 1-D as 2-D; a transposed conv's zero-inserted input
         xp = pad_nchw(x, tuple(a["pads"]), x_zp)  # padded taps hold the zero point: they add nothing
         cols = im2col(xp, node.qparams["weight"].shape[2:], a["strides"], a["dilations"])  # (N,OH,OW,KH,KW,C)
         b, oh, ow = cols.shape[:3]
@@ -127,7 +128,7 @@ def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
         if geometry is None:
             return y
         b, oh, ow = geometry
-        return np.ascontiguousarray(y.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2))
+        return conv_output(node, np.ascontiguousarray(y.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2)))
 
     return calls, assemble
 

@@ -38,6 +38,8 @@ def _channel_vector(c: np.ndarray, producer: Node) -> np.ndarray | None:
         return c.reshape(m)
     if producer.op == "Conv" and c.ndim >= 3 and c.shape[-3] == m and c.shape[-2:] == (1, 1):
         return c.reshape(m)
+    if producer.op == "Conv" and producer.attrs.get("dims", 2) == 1 and c.ndim >= 2 and c.shape[-2:] == (m, 1):
+        return c.reshape(m)
     return None
 
 
@@ -103,7 +105,7 @@ def _fold_pad(pad: Node, node: Node) -> bool:
     if len(p) != 8 or pad.attrs["value"] != 0.0 or any(p[i] for i in (0, 1, 4, 5)):
         return False
     extra = [p[2], p[3], p[6], p[7]]  # (top, left, bottom, right)
-    if node.op == "Conv" and len(node.params["W"].shape) == 4:
+    if node.op == "Conv" and node.attrs.get("dims", 2) == 2 and not node.attrs.get("upsample"):
         node.attrs["pads"] = [a + b for a, b in zip(node.attrs["pads"], extra)]
         return True
     if node.op == "AveragePool" and (node.attrs.get("count_include_pad") or not any(node.attrs["pads"])):

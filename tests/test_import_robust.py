@@ -330,3 +330,96 @@ def test_export_of_an_opset9_model_is_valid_at_its_declared_opset(capsys, tmp_pa
     assert "converted from opset 9 to opset 13" in err
     assert [n.name for n in qm.graph.nodes if n.quant is not None] == ["conv", "flat", "fc"]
     assert onnx.load(out).opset_import[0].version == 13
+
+
+# --------------------------------------------------------------------------- Conv1d, ConvTranspose
+
+CONV_VARIANTS = {
+    # name: (node attrs, weight shape, input shape)
+    "conv1d": (dict(op="Conv", pads=[1, 2], strides=[2], dilations=[2]), (5, 3, 3), ["N", 3, 11]),
+    "conv1d_plain": (dict(op="Conv"), (5, 3, 3), ["N", 3, 11]),
+    "convtranspose2d": (dict(op="ConvTranspose", pads=[1, 0, 0, 1], strides=[2, 3], output_padding=[1, 0]),
+                        (3, 5, 3, 2), ["N", 3, 5, 4]),
+    "convtranspose1d": (dict(op="ConvTranspose", pads=[1, 1], strides=[2], dilations=[2]), (3, 4, 3),
+                        ["N", 3, 7]),
+}
+
+
+def _conv_variant(path, name, seed=SEED):
+    attrs, wshape, shape = CONV_VARIANTS[name]
+    attrs = dict(attrs)
+    op = attrs.pop("op")
+    rng = np.random.default_rng(seed)
+    m = wshape[1] if op == "ConvTranspose" else wshape[0]
+    inits = {"w": rng.normal(0, 0.4, wshape).astype(F), "b": rng.normal(0, 0.1, m).astype(F)}
+    nodes = [helper.make_node(op, ["x", "w", "b"], ["c"], name="conv", **attrs),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    x = rng.normal(0, 1, [64] + shape[1:]).astype(F)
+    return _save(path, nodes, inits, shape), x
+
+
+@pytest.mark.parametrize("name", list(CONV_VARIANTS))
+def test_conv1d_and_convtranspose_are_integer_convs(capsys, tmp_path, name):
+    """Float reference equals ONNX Runtime; quantized end to end; the array runtime's GEMM
+    lowering equals the golden model; the export writes the original op back."""
+    from qhw.executor import run_int
+    from qhw.runtime import GoldenBackend, Runtime
+
+    model, x = _conv_variant(tmp_path / f"{name}.onnx", name)
+    graph, _ = import_model(model)
+    assert [n.op for n in graph.nodes] == ["Conv"]
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
+    assert _nq(qm) == (1, 1), err
+    y = run_int(qm.graph, x)[0]
+    np.testing.assert_array_equal(Runtime(qm.graph).run(x, GoldenBackend()), [y])
+    kinds = [n.op_type for n in onnx.load(out).graph.node if n.op_type.startswith("Conv")]
+    assert kinds == [CONV_VARIANTS[name][0]["op"]]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # see the ORT test below
+    ref = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ref, y)
+
+
+@pytest.mark.parametrize("act", ["s8", "u8"])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+@pytest.mark.parametrize("name", list(CONV_VARIANTS))
+def test_ort_qdq_conv1d_and_convtranspose_reproduced(tmp_path, name, per_channel, act):
+    """ORT quantize_static's QDQ model imported with --rounding onnx, against ONNX Runtime.
+
+    Conv1d: ORT runs it as an NHWC QLinearConv; exact per tensor. Per channel, ORT's optimized
+    kernel disagrees with ORT's own unoptimized run of the same QDQ graph on a few outputs (1-D
+    QLinearConv with per-channel scales), and qhw equals the unoptimized run exactly.
+    ConvTranspose: ORT has no integer kernel and runs DQ -> float32 ConvTranspose -> Q, so it
+    rounds float sums; qhw's exact integer sum differs from it by at most 1 LSB, rarely."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from qhw.api import quantize_model, run_batched
+    from qhw.quantize import QuantConfig
+
+    model, x = _conv_variant(tmp_path / "f.onnx", name, seed=7)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": x[:32]}, {"x": x[32:]}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    dst = tmp_path / "q.onnx"
+    quantize_static(str(model), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8)
+    qm = quantize_model(dst, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
+    assert _nq(qm) == (1, 1)
+    xt = np.random.default_rng(8).normal(0, 1, x.shape).astype(F)
+    ours = run_batched(qm.graph, xt, integer=True)
+    so = ort.SessionOptions()
+    if name.startswith("conv1d") and per_channel:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    theirs = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"]).run(None, {"x": xt})[0]
+    if name.startswith("conv1d"):
+        np.testing.assert_array_equal(ours, theirs)
+    else:
+        lsb = np.abs(ours - theirs) / qm.graph.tensors[qm.graph.outputs[0]].scale
+        assert lsb.max() < 1.01 and np.count_nonzero(lsb > 0.5) <= ours.size // 1000, np.count_nonzero(lsb > 0.5)
