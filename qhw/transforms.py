@@ -3,6 +3,9 @@
 - BatchNormalization folded into the preceding Conv/Dense.
 - Add/Sub/Mul by a per-channel or scalar constant folded into the preceding Conv/Dense.
 - Relu/Clip fused into the preceding Conv/Dense (it becomes the requantization clamp).
+- A per-channel affine that follows no Conv/Dense (DenseNet's BatchNormalization written as
+  Mul and Add by (C, 1, 1) constants) becomes a depthwise 1x1 Conv, so it runs in integers;
+  the Add after the Mul and a Relu then fold into it as above.
 - A constant zero Pad of the spatial axes folded into the following Conv's padding (the
   conv pads with the input's zero point, the code of 0.0) or AveragePool's (counting pads).
 
@@ -130,9 +133,56 @@ def _fold_pads(graph: Graph) -> None:
             graph.nodes.remove(pad)
 
 
+def _channel_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) of an ``x * c``, ``x + c`` or ``x - c`` node whose constant holds one value
+    per channel of an NCHW tensor ((C, 1, 1) or (1, C, 1, 1)), else None."""
+    if node.op != "Onnx" or node.attrs["op_type"] not in ("Mul", "Add", "Sub") or len(node.outputs) != 1:
+        return None
+    c = _single_const(node)
+    if c is None or c.ndim not in (3, 4) or c.shape[-2:] != (1, 1) or (c.ndim == 4 and c.shape[0] != 1):
+        return None
+    import onnx
+    proto = onnx.NodeProto()
+    proto.ParseFromString(node.params["node_proto"].tobytes())
+    kind = node.attrs["op_type"]
+    if kind == "Sub" and proto.input[0] != node.inputs[0]:  # c - x
+        return None
+    v = np.asarray(c, dtype=np.float32).reshape(-1)
+    if kind == "Mul":
+        return v, np.zeros_like(v)
+    return np.ones_like(v), (v if kind == "Add" else -v)
+
+
+def _affines_to_convs(graph: Graph) -> bool:
+    """Standalone per-channel affines as depthwise 1x1 Convs; True when any was replaced."""
+    done: set[str] = set()
+    producers = graph.producers()
+    for i, node in enumerate(graph.nodes):
+        aff = _channel_affine(node)
+        if aff is None or node.inputs[0] in graph.tensors:  # a QDQ model quantizes it on its own
+            continue
+        prod = producers.get(node.inputs[0])
+        if prod is not None and prod.name in done:  # may fold into that one: next round
+            continue
+        scale, shift = aff
+        m = scale.size
+        graph.nodes[i] = Node(node.name, "Conv", list(node.inputs), list(node.outputs),
+                              attrs={"pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1], "group": m},
+                              params={"W": scale.reshape(m, 1, 1, 1), "b": shift})
+        producers[node.outputs[0]] = graph.nodes[i]
+        done.add(node.name)
+    return bool(done)
+
+
 def simplify(graph: Graph) -> None:
     """Apply the folds until none applies (in place)."""
     _fold_pads(graph)
+    _fold_linear(graph)
+    while _affines_to_convs(graph):
+        _fold_linear(graph)
+
+
+def _fold_linear(graph: Graph) -> None:
     changed = True
     while changed:
         changed = False

@@ -423,3 +423,34 @@ def test_ort_qdq_conv1d_and_convtranspose_reproduced(tmp_path, name, per_channel
     else:
         lsb = np.abs(ours - theirs) / qm.graph.tensors[qm.graph.outputs[0]].scale
         assert lsb.max() < 1.01 and np.count_nonzero(lsb > 0.5) <= ours.size // 1000, np.count_nonzero(lsb > 0.5)
+
+
+# --------------------------------------------------------------------------- DenseNet affine
+
+
+def test_densenet_unsqueeze_mul_add_affine_becomes_an_integer_depthwise_conv(capsys, tmp_path):
+    """DenseNet-121 (zoo, opset 9) writes each pre-activation BatchNormalization as
+    Mul(x, Unsqueeze(s)) + Unsqueeze(b) after a Concat: it becomes one depthwise 1x1 Conv with
+    the Relu fused, quantized like any conv."""
+    rng = np.random.default_rng(SEED)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "s": rng.uniform(0.5, 2, 7).astype(F),
+             "b": rng.normal(0, 0.3, 7).astype(F), "w2": rng.normal(0, 0.3, (5, 7, 1, 1)).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["x", "c"], ["cat"], name="concat", axis=1),
+             helper.make_node("Unsqueeze", ["s"], ["su"], axes=[1, 2]),
+             helper.make_node("Unsqueeze", ["b"], ["bu"], axes=[1, 2]),
+             helper.make_node("Mul", ["cat", "su"], ["m"], name="bn_mul"),
+             helper.make_node("Add", ["m", "bu"], ["a"], name="bn_add"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")]
+    model = _save(tmp_path / "dense.onnx", nodes, inits, ["N", 3, 6, 6], opset=9)
+    x = rng.normal(0, 1, (32, 3, 6, 6)).astype(F)
+    graph, _ = import_model(model)
+    assert [n.name for n in graph.nodes] == ["conv", "concat", "bn_mul", "conv2"]
+    dw = graph.node("bn_mul")
+    assert dw.op == "Conv" and dw.attrs["group"] == 7 and dw.attrs["activation"] == {"kind": "relu"}
+    np.testing.assert_allclose(dw.params["W"].reshape(-1), inits["s"])
+    np.testing.assert_allclose(dw.params["b"], inits["b"])
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    assert [n.name for n in qm.graph.nodes if n.quant is None] == ["concat"], err
