@@ -31,8 +31,8 @@ from .hw.driver import fold_bias
 from .kernels import im2col, matmul_exact, pad_nchw
 from .ops import conv_input, conv_output, requant_of
 
-__all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "check_model", "config_for_model",
-           "model_requirements"]
+__all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "array_layers", "check_model",
+           "config_for_model", "model_requirements"]
 
 GEMM_M_LIMIT = (1 << 16) - 1     # the command's M field
 
@@ -232,10 +232,21 @@ def model_requirements(graph: Graph) -> list[LayerNeeds]:
     return needs
 
 
+def array_layers(graph: Graph, source: str) -> list[LayerNeeds]:
+    """``model_requirements``, refusing (one line) a model with no layer on the array."""
+    needs = model_requirements(graph)
+    if not needs:
+        nq = sum(n.quant is not None for n in graph.nodes)
+        raise ConfigError(f"{source}: nothing in this model runs on the array (no quantized Conv or Dense "
+                          f"layer; {nq} of {len(graph.nodes)} nodes quantized); see the notes of qhw quantize "
+                          f"for why its layers stayed float")
+    return needs
+
+
 def check_model(graph: Graph, config: ArrayConfig, source: str = "array") -> list[LayerNeeds]:
     """Refuse (``ConfigError``, one line) a model the array cannot hold, saying what to regenerate."""
     c = config
-    needs = model_requirements(graph)
+    needs = array_layers(graph, source)
     problems: list[str] = []
     flags: dict[str, str] = {}
     other: list[str] = []
@@ -291,18 +302,16 @@ def check_model(graph: Graph, config: ArrayConfig, source: str = "array") -> lis
     return needs
 
 
-def config_for_model(graph: Graph, *, rows: int = 8, cols: int = 8, **overrides) -> ArrayConfig:
+def config_for_model(graph: Graph, *, rows: int = 8, cols: int = 8, source: str = "model",
+                     **overrides) -> ArrayConfig:
     """The smallest array parameters that hold ``graph``: max K, rounding mode(s), element widths and
-    per-channel requantization taken from the model; ``overrides`` win."""
-    needs = model_requirements(graph)
-    params = dict(rows=rows, cols=cols)
-    if needs:
-        params.update(
-            max_k=max(n.k for n in needs),
-            rounding=tuple(dict.fromkeys(n.mode for n in needs)),
-            act_bits=max(8, max(n.act_bits for n in needs)),
-            weight_bits=max(8, max(n.weight_bits for n in needs)),
-            per_channel=any(n.per_channel for n in needs),
-        )
+    per-channel requantization taken from the model; ``overrides`` win. A model with no layer on
+    the array is refused (``ConfigError``, one line)."""
+    needs = array_layers(graph, source)
+    params = dict(rows=rows, cols=cols, max_k=max(n.k for n in needs),
+                  rounding=tuple(dict.fromkeys(n.mode for n in needs)),
+                  act_bits=max(8, max(n.act_bits for n in needs)),
+                  weight_bits=max(8, max(n.weight_bits for n in needs)),
+                  per_channel=any(n.per_channel for n in needs))
     params.update(overrides)
     return ArrayConfig(**params)

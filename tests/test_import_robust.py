@@ -454,3 +454,34 @@ def test_densenet_unsqueeze_mul_add_affine_becomes_an_integer_depthwise_conv(cap
     np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert [n.name for n in qm.graph.nodes if n.quant is None] == ["concat"], err
+
+
+# --------------------------------------------------------------------------- nothing on the array
+
+
+def test_generate_and_simulate_refuse_a_model_with_nothing_on_the_array(capsys, tmp_path, monkeypatch):
+    from qhw.hw.config import ArrayConfig
+    from qhw.hw.generate import write
+
+    model = _conv_model_for_array(tmp_path / "c.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(SEED).normal(0, 1, (8, 3, 6, 6)).astype(F))
+    code, _, err = _cli(capsys, "quantize", model, "--calib", tmp_path / "d.npz", "-o", tmp_path / "m.qhw",
+                        "--keep-float", "conv")
+    assert code == 0, err
+    want = (f"qhw: error: {tmp_path / 'm.qhw'}: nothing in this model runs on the array (no quantized Conv or "
+            f"Dense layer; 0 of 2 nodes quantized); see the notes of qhw quantize for why its layers stayed float")
+    code, out, err = _cli(capsys, "generate", "--for", tmp_path / "m.qhw", "--name", "a", "-o", tmp_path / "rtl")
+    assert (code, err.strip().splitlines()) == (2, [want])
+    assert not (tmp_path / "rtl").exists()
+    monkeypatch.setenv("QHW_SIM_BUILD", str(tmp_path / "sim_build"))
+    _, manifest = write(ArrayConfig(rows=2, cols=2, max_k=16), name="small", out_dir=tmp_path / "rtl2")
+    code, out, err = _cli(capsys, "simulate", tmp_path / "m.qhw", "--rtl", manifest, "--data", tmp_path / "d.npz")
+    assert (code, err.strip().splitlines()) == (2, [want])
+    assert not (tmp_path / "sim_build").exists()
+
+
+def _conv_model_for_array(path):
+    rng = np.random.default_rng(SEED)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[2, 2])]
+    return _save(path, nodes, {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F)}, ["N", 3, 6, 6])
