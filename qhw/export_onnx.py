@@ -81,6 +81,8 @@ def _onnx_weight(node: Node, W: np.ndarray) -> np.ndarray:
         W = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     if node.op == "Conv" and node.attrs.get("dims", 2) == 1:
         W = W[:, :, 0, :]
+    if node.op == "Conv" and node.attrs.get("dims", 2) == 3:
+        W = W.reshape(W.shape[0], -1, node.attrs["depth"]["kernel"], *W.shape[2:])
     return np.ascontiguousarray(W)
 
 
@@ -124,6 +126,11 @@ def _conv(w: _Writer, node: Node, inputs: list[str], out: str) -> None:
     if a.get("dims", 2) == 1:  # back from the (1, K) 2-D form
         kernel = kernel[1:]
         geo = {k: (v[1::2] if k == "pads" else v[1:]) for k, v in geo.items()}
+    elif a.get("dims", 2) == 3:  # back from depth taps as channels
+        d, p = a["depth"], geo["pads"]
+        kernel = [d["kernel"], *kernel]
+        geo = {"pads": [d["pads"][0], p[0], p[1], d["pads"][1], p[2], p[3]],
+               "strides": [d["stride"], *geo["strides"]], "dilations": [d["dilation"], *geo["dilations"]]}
     op = "ConvTranspose" if "transpose" in a else "Conv"
     w.node(op, inputs, [out], node.name, kernel_shape=kernel, group=a["group"], **geo)
 

@@ -86,6 +86,20 @@ def _as_2d(a: dict, keys=("strides", "dilations")) -> dict:
     return a
 
 
+def _depth_as_channels(a: dict, kd: int) -> tuple[dict, dict]:
+    """A 3-D conv's attributes split into its 2-D (H, W) ones and its depth geometry."""
+    pads = list(a.get("pads", [0] * 6))
+    depth = {"kernel": int(kd), "stride": int(a.get("strides", [1] * 3)[0]),
+             "dilation": int(a.get("dilations", [1] * 3)[0]), "pads": [int(pads[0]), int(pads[3])]}
+    a = dict(a)
+    for k in ("strides", "dilations", "kernel_shape"):
+        if k in a:
+            a[k] = list(a[k])[1:]
+    if "pads" in a:
+        a["pads"] = [pads[1], pads[2], pads[4], pads[5]]
+    return a, depth
+
+
 def _attrs(proto) -> dict:
     from onnx import helper
 
@@ -333,11 +347,15 @@ class _Importer:
 
     def _conv(self, proto, name, a, ins, outs):
         w = self.const(ins[1])
-        if w is None or w.ndim not in (3, 4):
+        if w is None or w.ndim not in (3, 4, 5):
             return self._generic(proto, name)
+        depth = None
         if w.ndim == 3:  # Conv1d: (N, C, L) runs as (N, C, 1, L) with a (M, C, 1, K) kernel
             a = _as_2d(a)
             w = w[:, :, None, :]
+        elif w.ndim == 5:  # Conv3d: depth taps stacked as channels, (M, C·KD, KH, KW) kernel
+            a, depth = _depth_as_channels(a, w.shape[2])
+            w = w.reshape(w.shape[0], -1, *w.shape[3:])
         geo = self._geometry(proto, a, w.shape[2:])
         if isinstance(geo, str):
             return self._generic(proto, name, unsupported=geo)
@@ -348,11 +366,13 @@ class _Importer:
                  "group": int(a.get("group", 1))}
         if a.get("_dims") == 1:
             attrs["dims"] = 1
+        if depth is not None:
+            attrs["dims"], attrs["depth"] = 3, depth
         node = Node(name, "Conv", [ins[0]], outs, attrs=attrs,
                     params={"W": w.astype(np.float32), "b": b.astype(np.float32)})
         self._attach_weight_q(node, ins[1], transpose=False, bname=ins[2] if len(ins) > 2 else None)
-        if "W_q" in node.params and node.params["W_q"].ndim == 3:
-            node.params["W_q"] = node.params["W_q"][:, :, None, :]
+        if "W_q" in node.params:
+            node.params["W_q"] = node.params["W_q"].reshape(w.shape)
         return node
 
     def _conv_transpose(self, proto, name, a, ins, outs):

@@ -87,17 +87,35 @@ def requant_of(node: Node) -> Requant:
 
 def conv_input(node: Node, x: np.ndarray, zero) -> np.ndarray:
     """A Conv node's input as the 2-D stride-1-equivalent NCHW array its kernel runs on: a 1-D
-    conv's (N, C, L) as (N, C, 1, L); a transposed conv's input with ``zero`` (the real zero:
-    0.0, or the zero point's code) inserted between elements (``attrs["upsample"]``)."""
-    if node.attrs.get("dims", 2) == 1:
+    conv's (N, C, L) as (N, C, 1, L); a 3-D conv's (N, C, D, H, W) as (N·OD, C·KD, H, W), each
+    output depth's KD input slices stacked as channels (c-major, like the (M, C·KD, KH, KW)
+    kernel); a transposed conv's input with ``zero`` (the real zero: 0.0, or the zero point's
+    code) inserted between elements (``attrs["upsample"]``)."""
+    dims = node.attrs.get("dims", 2)
+    if dims == 1:
         x = x[:, :, None, :]
+    elif dims == 3:
+        dp = node.attrs["depth"]
+        k, s, d = dp["kernel"], dp["stride"], dp["dilation"]
+        x = np.pad(x, ((0, 0), (0, 0), tuple(dp["pads"]), (0, 0), (0, 0)), constant_values=zero)
+        n, c, depth, h, w = x.shape
+        od = (depth - d * (k - 1) - 1) // s + 1
+        idx = np.arange(od)[:, None] * s + np.arange(k)[None, :] * d          # (OD, KD)
+        x = x[:, :, idx]                                                     # (N, C, OD, KD, H, W)
+        x = np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4, 5)).reshape(n * od, c * k, h, w)
     up = node.attrs.get("upsample")
     return kernels.zero_insert(x, tuple(up), zero) if up else x
 
 
-def conv_output(node: Node, y: np.ndarray) -> np.ndarray:
-    """The 2-D kernel's NCHW output in the node's own rank."""
-    return y[:, :, 0, :] if node.attrs.get("dims", 2) == 1 else y
+def conv_output(node: Node, y: np.ndarray, batch: int) -> np.ndarray:
+    """The 2-D kernel's NCHW output in the node's own rank (``batch``: the input's N)."""
+    dims = node.attrs.get("dims", 2)
+    if dims == 1:
+        return y[:, :, 0, :]
+    if dims == 3:
+        nd, m, oh, ow = y.shape
+        return np.ascontiguousarray(y.reshape(batch, nd // batch, m, oh, ow).transpose(0, 2, 1, 3, 4))
+    return y
 
 
 def _conv_geometry(node: Node) -> dict:
@@ -199,7 +217,7 @@ def accumulate(node: Node, xq: np.ndarray, x_zero: int) -> np.ndarray:
     if node.op == "Conv":
         acc = kernels.conv2d_int(conv_input(node, np.asarray(xq), x_zero), node.qparams["weight"],
                                  x_zero=x_zero, w_zero=w_zero, **_conv_geometry(node))
-        return conv_output(node, acc + bias.reshape(1, -1, 1, 1))
+        return conv_output(node, acc + bias.reshape(1, -1, 1, 1), len(xq))
     x = np.asarray(xq, dtype=np.int64) - x_zero
     w = node.qparams["weight"].astype(np.int64) - w_zero[:, None]
     return kernels.matmul_exact(x, w.T) + bias
@@ -210,7 +228,7 @@ def float_preactivation(node: Node, x: np.ndarray) -> np.ndarray:
     if node.op == "Conv":
         y = kernels.conv2d_float(conv_input(node, np.asarray(x, dtype=np.float32), np.float32(0)),
                                  node.params["W"], **_conv_geometry(node))
-        return conv_output(node, y + node.params["b"].reshape(1, -1, 1, 1))
+        return conv_output(node, y + node.params["b"].reshape(1, -1, 1, 1), len(x))
     return np.matmul(np.asarray(x, dtype=np.float32), node.params["W"].T) + node.params["b"]
 
 

@@ -101,13 +101,14 @@ def _m_chunk(config: ArrayConfig | None, k: int) -> int:
 def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
     """GEMM calls of one quantized linear node, and a function assembling their outputs."""
     x = np.asarray(xq, dtype=np.int64)
+    batch = x.shape[0]
     gemms = layer_gemms(node)
     if node.op == "Dense":
         rows = [x.reshape(x.shape[0], -1)]
         geometry = None
     else:
         a = node.attrs
-        x = conv_input(node, x, x_zp)  # 1-D as 2-D; a transposed conv's zero-inserted input
+        x = conv_input(node, x, x_zp)  # 1-D/3-D as 2-D; a transposed conv's zero-inserted input
         xp = pad_nchw(x, tuple(a["pads"]), x_zp)  # padded taps hold the zero point: they add nothing
         cols = im2col(xp, node.qparams["weight"].shape[2:], a["strides"], a["dilations"])  # (N,OH,OW,KH,KW,C)
         b, oh, ow = cols.shape[:3]
@@ -128,7 +129,7 @@ def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
         if geometry is None:
             return y
         b, oh, ow = geometry
-        return conv_output(node, np.ascontiguousarray(y.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2)))
+        return conv_output(node, np.ascontiguousarray(y.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2)), batch)
 
     return calls, assemble
 

@@ -39,9 +39,12 @@ def _channel_vector(c: np.ndarray, producer: Node) -> np.ndarray | None:
         return None
     if producer.op == "Dense" and c.shape[-1] == m:
         return c.reshape(m)
-    if producer.op == "Conv" and c.ndim >= 3 and c.shape[-3] == m and c.shape[-2:] == (1, 1):
+    dims = producer.attrs.get("dims", 2) if producer.op == "Conv" else 0
+    if dims == 2 and c.ndim >= 3 and c.shape[-3] == m and c.shape[-2:] == (1, 1):
         return c.reshape(m)
-    if producer.op == "Conv" and producer.attrs.get("dims", 2) == 1 and c.ndim >= 2 and c.shape[-2:] == (m, 1):
+    if dims == 1 and c.ndim >= 2 and c.shape[-2:] == (m, 1):
+        return c.reshape(m)
+    if dims == 3 and c.ndim >= 4 and c.shape[-4:] == (m, 1, 1, 1):
         return c.reshape(m)
     return None
 
