@@ -564,3 +564,50 @@ def _conv_model_for_array(path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[2, 2])]
     return _save(path, nodes, {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F)}, ["N", 3, 6, 6])
+
+
+# --------------------------------------------------------------------------- a zoo-style network
+
+
+def test_squeezenet_style_opset9_network_end_to_end(capsys, tmp_path):
+    """Fire modules (squeeze 1x1, expand 1x1 + 3x3, Concat), Dropout, global average pool and
+    Softmax in an opset-9, IR-3 model whose initializers are graph inputs and whose classifier
+    weight comes from a Constant node through a Reshape: every conv is quantized, the rest is
+    listed in the notes, and export/ORT agree with the golden model in onnx mode."""
+    rng = np.random.default_rng(SEED)
+    inits, nodes = {}, []
+
+    def conv(name, x, cin, cout, k, **kw):
+        inits[f"{name}_w"] = rng.normal(0, (2 / (cin * k * k)) ** 0.5, (cout, cin, k, k)).astype(F)
+        inits[f"{name}_b"] = rng.normal(0, 0.05, cout).astype(F)
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [name], name=name,
+                                      kernel_shape=[k, k], **kw))
+        nodes.append(helper.make_node("Relu", [name], [f"{name}_relu"], name=f"{name}_relu"))
+        return f"{name}_relu"
+
+    h = conv("conv1", "x", 3, 8, 3, strides=[2, 2])
+    nodes.append(helper.make_node("MaxPool", [h], ["pool1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]))
+    s = conv("fire_squeeze", "pool1", 8, 4, 1)
+    e1 = conv("fire_e1", s, 4, 6, 1)
+    e3 = conv("fire_e3", s, 4, 6, 3, pads=[1, 1, 1, 1])
+    nodes.append(helper.make_node("Concat", [e1, e3], ["cat"], name="fire_concat", axis=1))
+    nodes.append(helper.make_node("Dropout", ["cat"], ["drop"], name="drop", ratio=0.5))
+    wc = rng.normal(0, 0.3, (5 * 12,)).astype(F)
+    nodes.append(helper.make_node("Constant", [], ["wc_flat"], value=numpy_helper.from_array(wc)))
+    inits["wc_shape"] = np.array([5, 12, 1, 1], np.int64)
+    nodes.append(helper.make_node("Reshape", ["wc_flat", "wc_shape"], ["wc"]))
+    nodes.append(helper.make_node("Conv", ["drop", "wc"], ["cls"], name="classifier"))
+    nodes.append(helper.make_node("GlobalAveragePool", ["cls"], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flat"))
+    nodes.append(helper.make_node("Softmax", ["flat"], ["y"], name="softmax"))
+    model = _save(tmp_path / "sq.onnx", nodes, inits, [1, 3, 17, 17], opset=9, ir=3, inputs_with_inits=True)
+    x = rng.normal(0, 1, (1, 3, 17, 17)).astype(F)
+    graph, _ = import_model(model)
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-6)
+    qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
+    convs = [n.name for n in qm.graph.nodes if n.op == "Conv"]
+    assert convs == ["conv1", "fire_squeeze", "fire_e1", "fire_e3", "classifier"]
+    assert all(qm.graph.node(c).quant is not None for c in convs), err
+    floats = [n.name for n in qm.graph.nodes if n.quant is None]
+    listed = " ".join(ln for ln in err.splitlines() if ln.startswith("note: kept float"))
+    assert floats and all(f"{name} (" in listed for name in floats), (floats, listed)
