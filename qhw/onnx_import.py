@@ -120,6 +120,7 @@ class _Importer:
         self.rename: dict[str, str] = {}
         self.nodes: list[Node] = []
         self.names: set[str] = set()
+        self._ranks: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ helpers
     def fail(self, proto, what: str):
@@ -456,7 +457,25 @@ class _Importer:
                  "opset": {("" if d == "ai.onnx" else d): v for d, v in self.opset.items()}}
         if unsupported:
             attrs["unsupported"] = unsupported
+        if proto.op_type == "BatchNormalization" and self.ranks().get(proto.input[0]) == 4:
+            attrs["input_rank"] = 4  # a standalone one can become a depthwise conv (transforms)
         return Node(name, "Onnx", dyn, list(proto.output), attrs=attrs, params=params)
+
+    def ranks(self) -> dict[str, int]:
+        """Tensor ranks from ONNX shape inference (computed once; empty where it fails)."""
+        if self._ranks is None:
+            import onnx
+
+            self._ranks = {}
+            try:
+                g = onnx.shape_inference.infer_shapes(self.model).graph
+            except Exception:  # inference is a hint here; without it nothing is converted
+                return self._ranks
+            for v in [*g.input, *g.value_info, *g.output]:
+                t = v.type.tensor_type
+                if t.HasField("shape"):
+                    self._ranks[v.name] = len(t.shape.dim)
+        return self._ranks
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Graph:

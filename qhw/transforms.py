@@ -3,8 +3,9 @@
 - BatchNormalization folded into the preceding Conv/Dense.
 - Add/Sub/Mul by a per-channel or scalar constant folded into the preceding Conv/Dense.
 - Relu/Clip fused into the preceding Conv/Dense (it becomes the requantization clamp).
-- A per-channel affine that follows no Conv/Dense (DenseNet's BatchNormalization written as
-  Mul and Add by (C, 1, 1) constants) becomes a depthwise 1x1 Conv, so it runs in integers;
+- A per-channel affine that follows no Conv/Dense (a BatchNormalization of a 4-D tensor, or
+  DenseNet's written as Mul and Add by (C, 1, 1) constants) becomes a depthwise 1x1 Conv, so
+  it runs in integers;
   the Add after the Mul and a Relu then fold into it as above.
 - A constant zero Pad of the spatial axes folded into the following Conv's padding (the
   conv pads with the input's zero point, the code of 0.0) or AveragePool's (counting pads).
@@ -61,6 +62,22 @@ def _scale_weights(node: Node, s: np.ndarray) -> None:
     _drop_imported(node)
 
 
+def _batchnorm_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) in float64 of an inference BatchNormalization with constant parameters,
+    else None."""
+    import onnx
+
+    p = {k[len(CONST_PREFIX):]: v for k, v in node.params.items() if k.startswith(CONST_PREFIX)}
+    proto = onnx.NodeProto()
+    proto.ParseFromString(node.params["node_proto"].tobytes())
+    if len(node.inputs) != 1 or len(p) != 4 or len(proto.output) != 1:
+        return None
+    gamma, beta, mean, var = (p[n].astype(np.float64) for n in proto.input[1:5])
+    eps = next((a.f for a in proto.attribute if a.name == "epsilon"), 1e-5)
+    s = gamma / np.sqrt(var + eps)
+    return s, beta - mean * s
+
+
 def _fold_into(producer: Node, node: Node) -> bool:
     """Fold ``node`` into linear ``producer``; True when done."""
     if node.op in ("Relu", "Clip"):
@@ -72,18 +89,13 @@ def _fold_into(producer: Node, node: Node) -> bool:
         return False
     kind = node.attrs["op_type"]
     if kind == "BatchNormalization":
-        p = {k[len(CONST_PREFIX):]: v for k, v in node.params.items() if k.startswith(CONST_PREFIX)}
-        import onnx
-        proto = onnx.NodeProto()
-        proto.ParseFromString(node.params["node_proto"].tobytes())
-        if len(node.inputs) != 1 or len(p) != 4 or len(proto.output) != 1:
+        aff = _batchnorm_affine(node)
+        if aff is None:
             return False
-        gamma, beta, mean, var = (p[n].astype(np.float64) for n in proto.input[1:5])
-        eps = next((a.f for a in proto.attribute if a.name == "epsilon"), 1e-5)
-        s = gamma / np.sqrt(var + eps)
+        s, shift = aff
         w = producer.params["W"].astype(np.float64)
         producer.params["W"] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
-        producer.params["b"] = ((producer.params["b"] - mean) * s + beta).astype(np.float32)
+        producer.params["b"] = (producer.params["b"] * s + shift).astype(np.float32)
         _drop_imported(producer)
         return True
     if kind in ("Add", "Sub", "Mul"):
@@ -139,7 +151,11 @@ def _fold_pads(graph: Graph) -> None:
 def _channel_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
     """(scale, shift) of an ``x * c``, ``x + c`` or ``x - c`` node whose constant holds one value
     per channel of an NCHW tensor ((C, 1, 1) or (1, C, 1, 1)), else None."""
-    if node.op != "Onnx" or node.attrs["op_type"] not in ("Mul", "Add", "Sub") or len(node.outputs) != 1:
+    if node.op != "Onnx" or len(node.outputs) != 1:
+        return None
+    if node.attrs["op_type"] == "BatchNormalization" and node.attrs.get("input_rank") == 4:
+        return _batchnorm_affine(node)
+    if node.attrs["op_type"] not in ("Mul", "Add", "Sub"):
         return None
     c = _single_const(node)
     if c is None or c.ndim not in (3, 4) or c.shape[-2:] != (1, 1) or (c.ndim == 4 and c.shape[0] != 1):
@@ -171,7 +187,8 @@ def _affines_to_convs(graph: Graph) -> bool:
         m = scale.size
         graph.nodes[i] = Node(node.name, "Conv", list(node.inputs), list(node.outputs),
                               attrs={"pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1], "group": m},
-                              params={"W": scale.reshape(m, 1, 1, 1), "b": shift})
+                              params={"W": scale.reshape(m, 1, 1, 1).astype(np.float32),
+                                      "b": shift.astype(np.float32)})
         producers[node.outputs[0]] = graph.nodes[i]
         done.add(node.name)
     return bool(done)

@@ -611,3 +611,34 @@ def test_squeezenet_style_opset9_network_end_to_end(capsys, tmp_path):
     floats = [n.name for n in qm.graph.nodes if n.quant is None]
     listed = " ".join(ln for ln in err.splitlines() if ln.startswith("note: kept float"))
     assert floats and all(f"{name} (" in listed for name in floats), (floats, listed)
+
+
+def test_standalone_batchnorm_of_a_4d_tensor_becomes_a_depthwise_conv(capsys, tmp_path):
+    """Pre-activation BatchNormalization after a Concat (rank 4 by shape inference) runs in
+    integers as a depthwise 1x1 conv; one on a 2-D tensor stays float (no conv of that rank)."""
+    rng = np.random.default_rng(SEED)
+    c = 7
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "s": rng.uniform(0.5, 2, c).astype(F),
+             "b": rng.normal(0, 0.3, c).astype(F), "m": rng.normal(0, 0.3, c).astype(F),
+             "v": rng.uniform(0.5, 2, c).astype(F), "w2": rng.normal(0, 0.3, (5, c, 1, 1)).astype(F),
+             "s2": rng.uniform(0.5, 2, 5).astype(F), "b2": rng.normal(0, 0.3, 5).astype(F),
+             "m2": rng.normal(0, 0.3, 5).astype(F), "v2": rng.uniform(0.5, 2, 5).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["x", "c"], ["cat"], name="concat", axis=1),
+             helper.make_node("BatchNormalization", ["cat", "s", "b", "m", "v"], ["bn"], name="bn", epsilon=1e-3),
+             helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Relu", ["f"], ["fr"], name="relu2"),
+             helper.make_node("BatchNormalization", ["fr", "s2", "b2", "m2", "v2"], ["y"], name="bn1d")]
+    model = _save(tmp_path / "bn.onnx", nodes, inits, ["N", 3, 6, 6])
+    x = rng.normal(0, 1, (32, 3, 6, 6)).astype(F)
+    graph, _ = import_model(model)
+    assert [(n.name, n.op) for n in graph.nodes] == [
+        ("conv", "Conv"), ("concat", "Onnx"), ("bn", "Conv"), ("conv2", "Conv"), ("gap", "GlobalAveragePool"),
+        ("flat", "Flatten"), ("relu2", "Relu"), ("bn1d", "Onnx")]
+    assert graph.node("bn").attrs["group"] == c and graph.node("bn").attrs["activation"] == {"kind": "relu"}
+    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
+    assert [n.name for n in qm.graph.nodes if n.quant is None] == ["concat", "bn1d"], err
