@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the most sensitive layers float until the top-1 loss is within BUDGET points")
     q.add_argument("--bias-correction", action="store_true", help="correct each layer's mean output shift")
     q.add_argument("--strict", action="store_true",
-                   help="an attribute qhw cannot run in integers (e.g. MaxPool dilations) is an error instead "
+                   help="an attribute qhw cannot run in integers (e.g. AveragePool ceil_mode) is an error instead "
                         "of running that node in float")
     q.set_defaults(func=cmd_quantize)
 

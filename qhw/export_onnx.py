@@ -151,7 +151,8 @@ def _emit(w: _Writer, node: Node, qp_of: dict) -> list[str]:
             _conv(w, node, [ins[0], wn, bn], pre)
         _activation(w, node, pre, out)
     elif node.op in ("MaxPool", "AveragePool"):
-        kw = {"count_include_pad": a.get("count_include_pad", 0)} if node.op == "AveragePool" else {}
+        kw = {"count_include_pad": a.get("count_include_pad", 0)} if node.op == "AveragePool" else \
+            {k: a[k] for k in ("dilations", "ceil_mode") if k in a}
         w.node(node.op, ins, [out], node.name, kernel_shape=a["kernel"], pads=a["pads"], strides=a["strides"],
                **kw)
     elif node.op == "GlobalAveragePool":

@@ -156,9 +156,9 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, *, pads, strides, dilations, grou
     return _grouped_conv(cols, np.asarray(w, dtype=np.float32), group, np.matmul)
 
 
-def maxpool2d(x: np.ndarray, *, kernel, strides, pads, pad_value) -> np.ndarray:
+def maxpool2d(x: np.ndarray, *, kernel, strides, pads, pad_value, dilations=(1, 1)) -> np.ndarray:
     """Max pooling; padded taps hold ``pad_value`` (the type's minimum)."""
-    win = pool_windows(pad_nchw(x, pads, pad_value), kernel, strides)
+    win = pool_windows(pad_nchw(x, pads, pad_value), kernel, strides, dilations)
     return win.max(axis=(-2, -1))
 
 

@@ -427,10 +427,18 @@ class _Importer:
     def _pool(self, proto, name, a, ins, outs):
         if len(a.get("kernel_shape", [])) != 2 or len(proto.output) > 1:
             return self._generic(proto, name)
-        geo = self._geometry(proto, a, a["kernel_shape"])
+        ceil = int(a.get("ceil_mode", 0))
+        is_max = proto.op_type == "MaxPool"
+        geo = self._geometry(proto, dict(a, ceil_mode=0) if is_max else a, a["kernel_shape"])
         if isinstance(geo, str):
             return self._generic(proto, name, unsupported=geo)
-        if geo.pop("dilations") != [1, 1]:
+        dilations = geo.pop("dilations")
+        if is_max:  # MaxPool: any dilation, and ceil_mode as extra end padding at run time
+            if dilations != [1, 1]:
+                geo["dilations"] = dilations
+            if ceil:
+                geo["ceil_mode"] = 1
+        elif dilations != [1, 1]:
             return self._generic(proto, name, unsupported="attribute dilations is not supported "
                                                           "(expected [1, 1])")
         geo["strides"] = [int(s) for s in a.get("strides", [1, 1])]

@@ -137,9 +137,31 @@ def _pool_geometry(node: Node) -> dict:
     return dict(kernel=tuple(a["kernel"]), strides=tuple(a["strides"]), pads=tuple(a["pads"]))
 
 
+def _maxpool_geometry(node: Node, shape_hw) -> dict:
+    """MaxPool geometry for an input of spatial size ``shape_hw``: ``ceil_mode`` becomes extra end
+    padding so the last, partial window exists, except a window that would start in the end
+    padding (ONNX Runtime's and PyTorch's rule)."""
+    geo = _pool_geometry(node)
+    dil = tuple(node.attrs.get("dilations", (1, 1)))
+    geo["dilations"] = dil
+    if not node.attrs.get("ceil_mode"):
+        return geo
+    pads = list(geo["pads"])
+    for i in range(2):
+        eff = (geo["kernel"][i] - 1) * dil[i] + 1
+        total = shape_hw[i] + pads[i] + pads[i + 2]
+        out = -(-(total - eff) // geo["strides"][i]) + 1
+        if (out - 1) * geo["strides"][i] >= shape_hw[i] + pads[i]:
+            out -= 1
+        pads[i + 2] += max(0, (out - 1) * geo["strides"][i] + eff - total)
+    geo["pads"] = tuple(pads)
+    return geo
+
+
 @register(FLOAT_OPS, "MaxPool")
 def _maxpool_f(node, xs):
-    return [kernels.maxpool2d(xs[0], pad_value=-np.inf, **_pool_geometry(node)).astype(np.float32)]
+    geo = _maxpool_geometry(node, xs[0].shape[2:])
+    return [kernels.maxpool2d(xs[0], pad_value=-np.inf, **geo).astype(np.float32)]
 
 
 @register(FLOAT_OPS, "AveragePool")
@@ -241,7 +263,7 @@ def _linear_i(node, xs, in_qp, out_qp):
 @register(INT_OPS, "MaxPool")
 def _maxpool_i(node, xs, in_qp, out_qp):
     return [kernels.maxpool2d(np.asarray(xs[0], dtype=np.int64), pad_value=in_qp[0].qmin,
-                              **_pool_geometry(node))]
+                              **_maxpool_geometry(node, xs[0].shape[2:]))]
 
 
 def _average_i(node, total, count, in_qp, out_qp):

@@ -254,14 +254,14 @@ def test_opset6_batchnorm_and_prelu_are_converted_with_a_note(capsys, tmp_path):
 # --------------------------------------------------------------------------- float fallback and notes
 
 
-def _dilated_pool_model(path):
+def _ceil_avgpool_model(path):
     rng = np.random.default_rng(SEED)
     inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "shape": np.array([0, -1], np.int64),
-             "w2": rng.normal(0, 0.3, (3, 4 * 2 * 2)).astype(F)}
+             "w2": rng.normal(0, 0.3, (3, 4 * 3 * 3)).astype(F)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("MaxPool", ["r"], ["p"], name="pool_dil", kernel_shape=[2, 2], strides=[2, 2],
-                              dilations=[2, 2]),
+             helper.make_node("AveragePool", ["r"], ["p"], name="pool_ceil", kernel_shape=[2, 2], strides=[2, 2],
+                              ceil_mode=1),
              helper.make_node("Relu", ["p"], ["r2"], name="relu2"),
              helper.make_node("MaxPool", ["r2"], ["p2"], name="pool2", kernel_shape=[1, 1]),
              helper.make_node("Reshape", ["p2", "shape"], ["f"], name="reshape"),
@@ -270,15 +270,15 @@ def _dilated_pool_model(path):
 
 
 def test_unsupported_attribute_runs_in_float_with_a_note(capsys, tmp_path):
-    model = _dilated_pool_model(tmp_path / "dil.onnx")
+    model = _ceil_avgpool_model(tmp_path / "ceil.onnx")
     x = np.random.default_rng(SEED).normal(0, 1, (16, 3, 6, 6)).astype(F)
     graph, _ = import_model(model)
     np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     floats = [n.name for n in qm.graph.nodes if n.quant is None]
-    assert floats == ["pool_dil", "relu2", "pool2", "reshape"]
-    assert ("note: kept float (unsupported attribute; --strict makes this an error): pool_dil (MaxPool: "
-            "attribute dilations is not supported (expected [1, 1]))") in err
+    assert floats == ["pool_ceil", "relu2", "pool2", "reshape"]
+    assert ("note: kept float (unsupported attribute; --strict makes this an error): pool_ceil (AveragePool: "
+            "attribute ceil_mode=1 is not supported (expected 0))") in err
     # every float node is listed, the ones behind the float pool with that reason
     assert "note: kept float (its input is float): relu2 (Relu), pool2 (MaxPool), " \
            "reshape (Reshape)" in err
@@ -286,15 +286,15 @@ def test_unsupported_attribute_runs_in_float_with_a_note(capsys, tmp_path):
 
 
 def test_strict_makes_an_unsupported_attribute_a_one_line_error(capsys, tmp_path):
-    model = _dilated_pool_model(tmp_path / "dil.onnx")
+    model = _ceil_avgpool_model(tmp_path / "ceil.onnx")
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 6, 6), F))
     code, out, err = _cli(capsys, "quantize", model, "--calib", tmp_path / "d.npz", "-o", tmp_path / "m.qhw",
                           "--strict")
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1
-    assert re.fullmatch(r"qhw: error: node 'pool_dil' \(MaxPool\): attribute dilations is not supported "
-                        r"\(expected \[1, 1\]\); use --keep-float pool_dil to run it in float", lines[0]), lines[0]
+    assert re.fullmatch(r"qhw: error: node 'pool_ceil' \(AveragePool\): attribute ceil_mode=1 is not supported "
+                        r"\(expected 0\); use --keep-float pool_ceil to run it in float", lines[0]), lines[0]
     assert not (tmp_path / "m.qhw").exists()
 
 
@@ -642,3 +642,22 @@ def test_standalone_batchnorm_of_a_4d_tensor_becomes_a_depthwise_conv(capsys, tm
     np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert [n.name for n in qm.graph.nodes if n.quant is None] == ["concat", "bn1d"], err
+
+
+@pytest.mark.parametrize("attrs", [dict(dilations=[2, 2]), dict(ceil_mode=1, strides=[2, 2]),
+                                   dict(ceil_mode=1, strides=[3, 2], pads=[1, 0, 1, 1], dilations=[1, 2])])
+def test_maxpool_dilations_and_ceil_mode_are_integer(capsys, tmp_path, attrs):
+    """torchvision's SqueezeNet pools with ceil_mode=True; dilated max pooling is a strided view."""
+    rng = np.random.default_rng(SEED)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[3, 2], **attrs)]
+    model = _save(tmp_path / "mp.onnx", nodes, {"w": rng.normal(0, 0.3, (4, 3, 1, 1)).astype(F)}, ["N", 3, 10, 9])
+    x = rng.normal(0, 1, (16, 3, 10, 9)).astype(F)
+    graph, _ = import_model(model)
+    ref = _ort(model, x)
+    assert run_float(graph, x)[0].shape == ref.shape
+    np.testing.assert_allclose(run_float(graph, x)[0], ref, rtol=1e-6, atol=1e-6)
+    qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
+    assert _nq(qm) == (2, 2), err
+    from qhw.executor import run_int
+    _assert_within_float_rounding(run_int(qm.graph, x)[0], _ort_unoptimized(out, x), qm)
