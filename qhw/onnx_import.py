@@ -521,6 +521,11 @@ class _Importer:
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
             inputs.append(TensorInfo(vi.name, shape, dtype))
         outputs = [self.src(o.name) for o in g.output]
+        produced = {t for n in self.nodes for t in n.outputs} | {i.name for i in inputs}
+        const_out = next((o for o in outputs if o not in produced and o in self.consts), None)
+        if const_out is not None:
+            raise ModelError(f"{self.path}: graph output {const_out!r} is a constant (it does not depend on "
+                             f"the input); qhw runs models whose outputs are computed from the input")
         graph = Graph(nodes=self.nodes, inputs=inputs, outputs=outputs,
                       opset=int(self.opset.get("ai.onnx", 13)), tensors=dict(self.tensor_qparams))
         return graph

@@ -661,3 +661,14 @@ def test_maxpool_dilations_and_ceil_mode_are_integer(capsys, tmp_path, attrs):
     assert _nq(qm) == (2, 2), err
     from qhw.executor import run_int
     _assert_within_float_rounding(run_int(qm.graph, x)[0], _ort_unoptimized(out, x), qm)
+
+
+def test_a_constant_graph_output_is_a_one_line_error(capsys, tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["c"], ["y"], name="t")]
+    model = _save(tmp_path / "k.onnx", nodes, {"c": np.ones((2, 3), F)}, ["N", 4])
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 4), F))
+    code, out, err = _cli(capsys, "quantize", model, "--calib", tmp_path / "d.npz", "-o", tmp_path / "m.qhw")
+    assert code == 2
+    assert err.strip().splitlines() == [f"qhw: error: {model}: graph output 'y' is a constant (it does not depend "
+                                        f"on the input); qhw runs models whose outputs are computed from the input"]
