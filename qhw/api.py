@@ -47,13 +47,17 @@ def requantize_variant(qm: QModel, keep_float) -> Graph:
 
 def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndarray | None,
                    calib_y: np.ndarray | None = None, auto_keep_float: float | None = None,
-                   calib_source: str = "--calib", progress=None, log=print) -> QModel:
+                   calib_source: str = "--calib", progress=None, log=print, strict: bool = False) -> QModel:
     """ONNX file + calibration data -> QModel (calibration optional for a QDQ model).
+
+    ``strict``: an attribute qhw cannot execute on a supported op is an error instead of
+    running that node in float.
 
     ``auto_keep_float`` (accuracy points) widens ``cfg.keep_float`` with the most sensitive
     layers, measured on the calibration data; calibration itself runs once.
     """
-    graph, is_qdq = import_model(model_path)
+    import_notes: list[str] = []
+    graph, is_qdq = import_model(model_path, notes=import_notes)
     if calib_x is None and not is_qdq:
         raise DataError(f"{model_path}: a float model needs calibration data (--calib DATA.npz)")
     ranges: dict[str, tuple[float, float]] = {}
@@ -65,9 +69,9 @@ def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndar
     if is_qdq and cfg.rounding != "onnx":
         log(f"note: {Path(model_path).name} is a QDQ model; rounding {cfg.rounding!r} "
             f"(use --rounding onnx to reproduce ONNX Runtime exactly)")
-    qgraph, notes = quantize_graph(graph, ranges, cfg, imported=imported)
+    qgraph, notes = quantize_graph(graph, ranges, cfg, imported=imported, strict=strict)
     qm = QModel(graph=qgraph, config=cfg, ranges=ranges, imported=imported,
-                source=Path(model_path).name, notes=notes)
+                source=Path(model_path).name, notes=import_notes + notes)
     if auto_keep_float is not None:
         if calib_x is None:
             raise DataError("--auto-keep-float needs calibration data (--calib DATA.npz)")
@@ -75,7 +79,8 @@ def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndar
 
         keep = choose_float_layers(qm, calib_x, calib_y, auto_keep_float, progress=progress, log=log)
         qm.config = cfg = replace(cfg, keep_float=tuple(keep))
-        qm.graph, qm.notes = quantize_graph(graph, ranges, cfg, imported=imported)
+        qm.graph, notes = quantize_graph(graph, ranges, cfg, imported=imported, strict=strict)
+        qm.notes = import_notes + notes
     if cfg.bias_correction:
         if calib_x is None:
             raise DataError("--bias-correction needs calibration data (--calib DATA.npz)")

@@ -68,7 +68,7 @@ def cmd_quantize(args) -> int:
     if args.calib:
         x, y = load_data(args.calib, what="--calib")
     qm = quantize_model(args.model, cfg, calib_x=x, calib_y=y, auto_keep_float=args.auto_keep_float,
-                        calib_source=str(args.calib), progress=progress, log=_log)
+                        calib_source=str(args.calib), progress=progress, log=_log, strict=args.strict)
     save_qmodel(qm, args.output)
     cfg = qm.config
     nq = sum(1 for n in qm.graph.nodes if n.quant is not None)
@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--auto-keep-float", type=_budget, metavar="BUDGET",
                    help="keep the most sensitive layers float until the top-1 loss is within BUDGET points")
     q.add_argument("--bias-correction", action="store_true", help="correct each layer's mean output shift")
+    q.add_argument("--strict", action="store_true",
+                   help="an attribute qhw cannot run in integers (e.g. AveragePool ceil_mode) is an error instead "
+                        "of running that node in float")
     q.set_defaults(func=cmd_quantize)
 
     r = sub.add_parser("run", help="run the integer golden model (or --float reference)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arith import quantize_float
 from .errors import ModelError
 from .fileio import atomic_path
 from .graph import Node
@@ -29,6 +30,7 @@ class _Writer:
         self.h, self.nh = helper, numpy_helper
         self.nodes, self.inits, self.names = [], [], set()
         self.rename: dict[str, str] = {}
+        self.quantized: dict[str, tuple[str, str, str]] = {}  # tensor -> (codes, scale, zero point)
         self.opset = 13
 
     def fresh(self, base: str) -> str:
@@ -60,6 +62,7 @@ class _Writer:
         self.node("QuantizeLinear", [tensor, s, z], [q], f"{tensor}_QuantizeLinear")
         self.node("DequantizeLinear", [q, s, z], [dq], f"{tensor}_DequantizeLinear")
         self.rename[tensor] = dq
+        self.quantized[tensor] = (q, s, z)
 
     def dq_const(self, base: str, codes: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None) -> str:
         q = self.init(f"{base}_quantized", codes)
@@ -71,16 +74,29 @@ class _Writer:
         return out
 
 
+def _onnx_weight(node: Node, W: np.ndarray) -> np.ndarray:
+    """A Conv node's (M, C, KH, KW) kernel in the layout of the ONNX node it is written as: a
+    transposed conv's (C, M, KH, KW) unflipped kernel, a 1-D conv's (M, C, K)."""
+    if node.op == "Conv" and "transpose" in node.attrs:
+        W = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    if node.op == "Conv" and node.attrs.get("dims", 2) == 1:
+        W = W[:, :, 0, :]
+    if node.op == "Conv" and node.attrs.get("dims", 2) == 3:
+        W = W.reshape(W.shape[0], -1, node.attrs["depth"]["kernel"], *W.shape[2:])
+    return np.ascontiguousarray(W)
+
+
 def _weights(w: _Writer, node: Node, *, transpose: bool) -> tuple[str, str]:
     """Weight and bias inputs: DQ of integer initializers when quantized, float otherwise."""
     if node.quant is None:
-        W = node.params["W"].T if transpose else node.params["W"]
+        W = node.params["W"].T if transpose else _onnx_weight(node, node.params["W"])
         return w.init(f"{node.name}_W", W), w.init(f"{node.name}_b", node.params["b"])
     qp = node.qparams
-    codes = qp["weight"]
+    codes = _onnx_weight(node, qp["weight"])
     if codes.dtype == np.int16:
         w.opset = max(w.opset, 21)
-    wname = w.dq_const(f"{node.name}_W", codes, qp["weight_scale"], qp["weight_zero_point"], 0)
+    axis = 1 if "transpose" in node.attrs else 0  # the output channel
+    wname = w.dq_const(f"{node.name}_W", codes, qp["weight_scale"], qp["weight_zero_point"], axis)
     bias = qp["bias"]
     if np.any(np.abs(bias) >= 1 << 31):
         raise ModelError(f"{node.label}: bias exceeds int32; QDQ ONNX cannot hold it")
@@ -101,7 +117,25 @@ def _activation(w: _Writer, node: Node, pre: str, out: str) -> None:
         w.node("Clip", [pre, lo, hi], [out], f"{node.name}_Clip")
 
 
-def _emit(w: _Writer, node: Node) -> list[str]:
+def _conv(w: _Writer, node: Node, inputs: list[str], out: str) -> None:
+    """Conv (2-D or 1-D) or ConvTranspose, with the attributes of the imported node."""
+    a = node.attrs
+    kernel = list(node.params["W"].shape[2:])
+    geo = dict(a["transpose"]) if "transpose" in a else \
+        {"pads": a["pads"], "strides": a["strides"], "dilations": a["dilations"]}
+    if a.get("dims", 2) == 1:  # back from the (1, K) 2-D form
+        kernel = kernel[1:]
+        geo = {k: (v[1::2] if k == "pads" else v[1:]) for k, v in geo.items()}
+    elif a.get("dims", 2) == 3:  # back from depth taps as channels
+        d, p = a["depth"], geo["pads"]
+        kernel = [d["kernel"], *kernel]
+        geo = {"pads": [d["pads"][0], p[0], p[1], d["pads"][1], p[2], p[3]],
+               "strides": [d["stride"], *geo["strides"]], "dilations": [d["dilation"], *geo["dilations"]]}
+    op = "ConvTranspose" if "transpose" in a else "Conv"
+    w.node(op, inputs, [out], node.name, kernel_shape=kernel, group=a["group"], **geo)
+
+
+def _emit(w: _Writer, node: Node, qp_of: dict) -> list[str]:
     """Write one node; returns notes."""
     import onnx
 
@@ -114,12 +148,11 @@ def _emit(w: _Writer, node: Node) -> list[str]:
         if node.op == "Dense":
             w.node("Gemm", [ins[0], wn, bn], [pre], node.name, transB=1)
         else:
-            W = node.params["W"]
-            w.node("Conv", [ins[0], wn, bn], [pre], node.name, kernel_shape=list(W.shape[2:]),
-                   pads=a["pads"], strides=a["strides"], dilations=a["dilations"], group=a["group"])
+            _conv(w, node, [ins[0], wn, bn], pre)
         _activation(w, node, pre, out)
     elif node.op in ("MaxPool", "AveragePool"):
-        kw = {"count_include_pad": a.get("count_include_pad", 0)} if node.op == "AveragePool" else {}
+        kw = {"count_include_pad": a.get("count_include_pad", 0)} if node.op == "AveragePool" else \
+            {k: a[k] for k in ("dilations", "ceil_mode") if k in a}
         w.node(node.op, ins, [out], node.name, kernel_shape=a["kernel"], pads=a["pads"], strides=a["strides"],
                **kw)
     elif node.op == "GlobalAveragePool":
@@ -131,6 +164,23 @@ def _emit(w: _Writer, node: Node) -> list[str]:
         w.node(node.op, [ins[0], shape], [out], node.name)
     elif node.op in ("Relu", "Clip"):
         _activation(w, node, ins[0], out)
+    elif node.op == "Pad":  # opset >= 11 form: pads and value are inputs
+        pads = w.init(f"{node.name}_pads", np.array(a["pads"], np.int64))
+        src = w.quantized.get(node.inputs[0])
+        if node.quant is not None and src is not None and node.outputs[0] in qp_of:
+            # Pad the codes (value: its code), as the golden model does: ONNX Runtime's QDQ rewrite
+            # of DQ -> Pad -> Q loses a non-zero pad value when it converts int8 to uint8.
+            qp = qp_of[node.outputs[0]]
+            code = quantize_float(np.float32(a["value"]), qp.scale, qp.zero_point, qp.qmin, qp.qmax)
+            q, sc, zp = src
+            value = w.init(f"{node.name}_value", np.array(code, np.int8 if qp.bits == 8 else np.int16))
+            pq, dq = w.fresh(f"{out}_quantized"), w.fresh(f"{out}_dequantized")
+            w.node("Pad", [q, pads, value], [pq], node.name)
+            w.node("DequantizeLinear", [pq, sc, zp], [dq], f"{out}_DequantizeLinear")
+            w.rename[out], w.quantized[out] = dq, (pq, sc, zp)
+        else:
+            value = w.init(f"{node.name}_value", np.array(a["value"], np.float32))
+            w.node("Pad", [ins[0], pads, value], [out], node.name)
     elif node.op == "Onnx":
         proto = onnx.NodeProto()
         proto.ParseFromString(node.params["node_proto"].tobytes())
@@ -153,6 +203,32 @@ def _emit(w: _Writer, node: Node) -> list[str]:
     return []
 
 
+def _outputs_from_a_run(qm: QModel, inferred: dict, outputs: list) -> list:
+    """Graph output types from a float run on one zero sample (the checker needs a shape field);
+    dimensions that depend on the batch stay symbolic."""
+    from onnx import TensorProto, helper
+
+    from .executor import run_float
+
+    g = qm.graph
+    inp = g.inputs[0]
+    x = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
+    ys = run_float(g, x)
+    out = []
+    for o, known, y in zip(g.outputs, outputs, ys):
+        if known is not None:
+            out.append(known)
+            continue
+        elem = (inferred[o].type.tensor_type.elem_type if o in inferred
+                else helper.np_dtype_to_tensor_dtype(np.asarray(y).dtype) or TensorProto.FLOAT)
+        out.append(helper.make_tensor_value_info(o, elem, [None] * np.ndim(y)))
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:300]
+
+
 def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     import onnx
     from onnx import TensorProto, helper
@@ -166,9 +242,9 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
         w.qdq(inp.name, g.tensors[inp.name])
     done_q = {inp.name}
     for node in g.nodes:
-        notes += _emit(w, node)
+        notes += _emit(w, node, g.tensors)
         for t in node.outputs:
-            if t in g.tensors and t not in done_q:
+            if t in g.tensors and t not in done_q and t not in w.quantized:
                 w.qdq(t, g.tensors[t])
                 done_q.add(t)
     dims = [d if isinstance(d, int) else str(d) for d in inp.shape]
@@ -187,16 +263,21 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     # output element types (a float-kept ArgMax gives int64): infer them on the graph without outputs
     probe = helper.make_model(helper.make_graph(w.nodes, "probe", inputs, [], initializer=w.inits),
                               opset_imports=opsets)
-    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe).graph.value_info}
-    outputs = [inferred[o] if o in inferred else helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N"])
+    try:
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe, strict_mode=True).graph.value_info}
+    except Exception as e:  # onnx's InferenceError and friends: a node invalid at the declared opset
+        raise ModelError(f"{path}: cannot export: {_first_line(e)}") from e
+    outputs = [inferred[o] if o in inferred and inferred[o].type.tensor_type.HasField("shape") else None
                for o in g.outputs]
+    if None in outputs:  # shape inference could not tell the rank: take it from one float run
+        outputs = _outputs_from_a_run(qm, inferred, outputs)
     graph = helper.make_graph(w.nodes, "qhw_qdq", inputs, outputs, initializer=w.inits)
     model = helper.make_model(graph, opset_imports=opsets, producer_name="qhw")
     model.ir_version = 8 if w.opset < 21 else 10
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        raise ModelError(f"{path}: exported model does not pass the ONNX checker: {str(e).splitlines()[0]}") from e
+    try:  # full_check: also shape inference, which is what rejects a node invalid at the declared opset
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # ValidationError, InferenceError
+        raise ModelError(f"{path}: exported model does not pass the ONNX checker: {_first_line(e)}") from e
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
     return notes

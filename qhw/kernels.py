@@ -19,6 +19,7 @@ __all__ = [
     "matmul_exact",
     "float64_is_exact",
     "pad_nchw",
+    "zero_insert",
     "im2col",
     "conv2d_int",
     "conv2d_float",
@@ -73,6 +74,18 @@ def pad_nchw(x: np.ndarray, pads: tuple[int, int, int, int], value) -> np.ndarra
     if not any(pads):
         return x
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+def zero_insert(x: np.ndarray, strides: tuple[int, int], value) -> np.ndarray:
+    """``strides - 1`` elements of ``value`` between neighbours along H and W: a transposed
+    convolution with these strides is a stride-1 convolution over the result."""
+    sh, sw = strides
+    if sh == 1 and sw == 1:
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, (h - 1) * sh + 1, (w - 1) * sw + 1), value, dtype=x.dtype)
+    out[:, :, ::sh, ::sw] = x
+    return out
 
 
 def pool_windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
@@ -143,9 +156,9 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, *, pads, strides, dilations, grou
     return _grouped_conv(cols, np.asarray(w, dtype=np.float32), group, np.matmul)
 
 
-def maxpool2d(x: np.ndarray, *, kernel, strides, pads, pad_value) -> np.ndarray:
+def maxpool2d(x: np.ndarray, *, kernel, strides, pads, pad_value, dilations=(1, 1)) -> np.ndarray:
     """Max pooling; padded taps hold ``pad_value`` (the type's minimum)."""
-    win = pool_windows(pad_nchw(x, pads, pad_value), kernel, strides)
+    win = pool_windows(pad_nchw(x, pads, pad_value), kernel, strides, dilations)
     return win.max(axis=(-2, -1))
 
 

@@ -29,10 +29,11 @@ from .errors import ModelError
 from .graph import Node, QParams
 
 __all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_bounds", "requant_of",
-           "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis"]
+           "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis", "conv_input",
+           "conv_output"]
 
 # Integer ops whose output keeps the input's scale and zero point.
-PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip")
+PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip", "Pad")
 
 FLOAT_OPS: dict[str, Callable] = {}
 INT_OPS: dict[str, Callable] = {}
@@ -84,6 +85,39 @@ def requant_of(node: Node) -> Requant:
                    scale=node.qparams["scale"], zero_point=q["out_zero_point"], qmin=q["qmin"], qmax=q["qmax"])
 
 
+def conv_input(node: Node, x: np.ndarray, zero) -> np.ndarray:
+    """A Conv node's input as the 2-D stride-1-equivalent NCHW array its kernel runs on: a 1-D
+    conv's (N, C, L) as (N, C, 1, L); a 3-D conv's (N, C, D, H, W) as (N·OD, C·KD, H, W), each
+    output depth's KD input slices stacked as channels (c-major, like the (M, C·KD, KH, KW)
+    kernel); a transposed conv's input with ``zero`` (the real zero: 0.0, or the zero point's
+    code) inserted between elements (``attrs["upsample"]``)."""
+    dims = node.attrs.get("dims", 2)
+    if dims == 1:
+        x = x[:, :, None, :]
+    elif dims == 3:
+        dp = node.attrs["depth"]
+        k, s, d = dp["kernel"], dp["stride"], dp["dilation"]
+        x = np.pad(x, ((0, 0), (0, 0), tuple(dp["pads"]), (0, 0), (0, 0)), constant_values=zero)
+        n, c, depth, h, w = x.shape
+        od = (depth - d * (k - 1) - 1) // s + 1
+        idx = np.arange(od)[:, None] * s + np.arange(k)[None, :] * d          # (OD, KD)
+        x = x[:, :, idx]                                                     # (N, C, OD, KD, H, W)
+        x = np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4, 5)).reshape(n * od, c * k, h, w)
+    up = node.attrs.get("upsample")
+    return kernels.zero_insert(x, tuple(up), zero) if up else x
+
+
+def conv_output(node: Node, y: np.ndarray, batch: int) -> np.ndarray:
+    """The 2-D kernel's NCHW output in the node's own rank (``batch``: the input's N)."""
+    dims = node.attrs.get("dims", 2)
+    if dims == 1:
+        return y[:, :, 0, :]
+    if dims == 3:
+        nd, m, oh, ow = y.shape
+        return np.ascontiguousarray(y.reshape(batch, nd // batch, m, oh, ow).transpose(0, 2, 1, 3, 4))
+    return y
+
+
 def _conv_geometry(node: Node) -> dict:
     a = node.attrs
     return dict(pads=tuple(a["pads"]), strides=tuple(a["strides"]), dilations=tuple(a["dilations"]),
@@ -103,9 +137,31 @@ def _pool_geometry(node: Node) -> dict:
     return dict(kernel=tuple(a["kernel"]), strides=tuple(a["strides"]), pads=tuple(a["pads"]))
 
 
+def _maxpool_geometry(node: Node, shape_hw) -> dict:
+    """MaxPool geometry for an input of spatial size ``shape_hw``: ``ceil_mode`` becomes extra end
+    padding so the last, partial window exists, except a window that would start in the end
+    padding (ONNX Runtime's and PyTorch's rule)."""
+    geo = _pool_geometry(node)
+    dil = tuple(node.attrs.get("dilations", (1, 1)))
+    geo["dilations"] = dil
+    if not node.attrs.get("ceil_mode"):
+        return geo
+    pads = list(geo["pads"])
+    for i in range(2):
+        eff = (geo["kernel"][i] - 1) * dil[i] + 1
+        total = shape_hw[i] + pads[i] + pads[i + 2]
+        out = -(-(total - eff) // geo["strides"][i]) + 1
+        if (out - 1) * geo["strides"][i] >= shape_hw[i] + pads[i]:
+            out -= 1
+        pads[i + 2] += max(0, (out - 1) * geo["strides"][i] + eff - total)
+    geo["pads"] = tuple(pads)
+    return geo
+
+
 @register(FLOAT_OPS, "MaxPool")
 def _maxpool_f(node, xs):
-    return [kernels.maxpool2d(xs[0], pad_value=-np.inf, **_pool_geometry(node)).astype(np.float32)]
+    geo = _maxpool_geometry(node, xs[0].shape[2:])
+    return [kernels.maxpool2d(xs[0], pad_value=-np.inf, **geo).astype(np.float32)]
 
 
 @register(FLOAT_OPS, "AveragePool")
@@ -149,6 +205,18 @@ def _clip_f(node, xs):
     return [_apply_float_activation(node, xs[0])]
 
 
+def _pad(node: Node, x: np.ndarray, value) -> np.ndarray:
+    p = node.attrs["pads"]
+    if len(p) != 2 * x.ndim:
+        raise ModelError(f"{node.label}: {len(p)} pads for a rank-{x.ndim} input (expected {2 * x.ndim})")
+    return np.pad(x, list(zip(p[:x.ndim], p[x.ndim:])), constant_values=value)
+
+
+@register(FLOAT_OPS, "Pad")
+def _pad_f(node, xs):
+    return [_pad(node, xs[0], np.float32(node.attrs["value"]))]
+
+
 @register(FLOAT_OPS, "Onnx")
 def _onnx_f(node, xs):
     from .onnx_node import run_onnx_node  # onnxruntime loads only when a float-kept node runs
@@ -169,9 +237,9 @@ def accumulate(node: Node, xq: np.ndarray, x_zero: int) -> np.ndarray:
     w_zero = node.qparams["weight_zero_point"].astype(np.int64)
     bias = node.qparams["bias"]
     if node.op == "Conv":
-        acc = kernels.conv2d_int(xq, node.qparams["weight"], x_zero=x_zero, w_zero=w_zero,
-                                 **_conv_geometry(node))
-        return acc + bias.reshape(1, -1, 1, 1)
+        acc = kernels.conv2d_int(conv_input(node, np.asarray(xq), x_zero), node.qparams["weight"],
+                                 x_zero=x_zero, w_zero=w_zero, **_conv_geometry(node))
+        return conv_output(node, acc + bias.reshape(1, -1, 1, 1), len(xq))
     x = np.asarray(xq, dtype=np.int64) - x_zero
     w = node.qparams["weight"].astype(np.int64) - w_zero[:, None]
     return kernels.matmul_exact(x, w.T) + bias
@@ -180,8 +248,9 @@ def accumulate(node: Node, xq: np.ndarray, x_zero: int) -> np.ndarray:
 def float_preactivation(node: Node, x: np.ndarray) -> np.ndarray:
     """Float output of a Dense/Conv before its fused activation."""
     if node.op == "Conv":
-        y = kernels.conv2d_float(x, node.params["W"], **_conv_geometry(node))
-        return y + node.params["b"].reshape(1, -1, 1, 1)
+        y = kernels.conv2d_float(conv_input(node, np.asarray(x, dtype=np.float32), np.float32(0)),
+                                 node.params["W"], **_conv_geometry(node))
+        return conv_output(node, y + node.params["b"].reshape(1, -1, 1, 1), len(x))
     return np.matmul(np.asarray(x, dtype=np.float32), node.params["W"].T) + node.params["b"]
 
 
@@ -194,7 +263,7 @@ def _linear_i(node, xs, in_qp, out_qp):
 @register(INT_OPS, "MaxPool")
 def _maxpool_i(node, xs, in_qp, out_qp):
     return [kernels.maxpool2d(np.asarray(xs[0], dtype=np.int64), pad_value=in_qp[0].qmin,
-                              **_pool_geometry(node))]
+                              **_maxpool_geometry(node, xs[0].shape[2:]))]
 
 
 def _average_i(node, total, count, in_qp, out_qp):
@@ -245,3 +314,11 @@ def _reshape_i(node, xs, in_qp, out_qp):
 @register(INT_OPS, "Relu", "Clip")
 def _clip_i(node, xs, in_qp, out_qp):
     return [saturate(xs[0], node.quant["qmin"], node.quant["qmax"])]
+
+
+@register(INT_OPS, "Pad")
+def _pad_i(node, xs, in_qp, out_qp):
+    """Pad with the pad value's code: exactly Q(Pad(DQ(x), value)) as the output keeps x's scale."""
+    q = out_qp[0]
+    code = quantize_float(np.float32(node.attrs["value"]), q.scale, q.zero_point, q.qmin, q.qmax)
+    return [_pad(node, np.asarray(xs[0]), int(code))]

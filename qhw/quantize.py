@@ -27,7 +27,7 @@ from .ops import (
     int_activation_clamp,
 )
 
-__all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan",
+__all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan", "float_notes",
            "correct_biases"]
 
 WEIGHT_BITS = (4, 8, 16)
@@ -129,11 +129,12 @@ def candidate_tensors(graph: Graph) -> list[str]:
 
 
 def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
-         imported: dict[str, QParams] | None = None) -> tuple[list[str], list[str]]:
+         imported: dict[str, QParams] | None = None, *, strict: bool = False) -> tuple[list[str], list[str]]:
     """Names of nodes to quantize, and one-line notes on nodes that stay float and why.
 
     A pass-through op (pooling, reshaping, clamps) runs in integers when its producer does,
-    or when a QDQ model quantizes both its input and its output."""
+    or when a QDQ model quantizes both its input and its output. A node with an attribute
+    the integer kernels cannot execute runs in float, or is an error with ``strict``."""
     imported = imported or {}
     known = {n.name for n in graph.nodes}
     missing = [k for k in keep_float if k not in known]
@@ -141,17 +142,14 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
         raise ConfigError(f"--keep-float {missing[0]}: no node of that name "
                           f"(nodes: {', '.join(n.name for n in graph.nodes)})")
     quantized: set[str] = set()
-    notes: list[str] = []
     producers = graph.producers()
-    auto = []
     for n in graph.nodes:
         if n.name in keep_float:
             continue
-        if n.op == "Onnx":
-            if "unsupported" in n.attrs:
+        if "unsupported" in n.attrs:
+            if strict:
                 raise UnsupportedOpError(f"{n.label}: {n.attrs['unsupported']}; "
                                          f"use --keep-float {n.name} to run it in float")
-            auto.append(f"{n.name} ({n.attrs['op_type']})")
             continue
         if n.op in LINEAR_OPS:
             quantized.add(n.name)
@@ -159,11 +157,30 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
             p = producers.get(n.inputs[0])
             if (p is not None and p.name in quantized) or (n.inputs[0] in imported and n.outputs[0] in imported):
                 quantized.add(n.name)
-    if auto:
-        notes.append("kept float (no integer implementation): " + ", ".join(auto))
-    if keep_float:
-        notes.append("kept float (--keep-float): " + ", ".join(keep_float))
-    return [n.name for n in graph.nodes if n.name in quantized], notes
+    return ([n.name for n in graph.nodes if n.name in quantized],
+            float_notes(graph, quantized, keep_float))
+
+
+def float_notes(graph: Graph, quantized, keep_float, lacking=()) -> list[str]:
+    """One note per reason, listing every node outside ``quantized`` (each runs in float)."""
+    groups: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        if n.name in quantized:
+            continue
+        kind = n.attrs.get("op_type", n.op)
+        if n.name in keep_float:
+            reason, what = "--keep-float", n.name
+        elif "unsupported" in n.attrs:
+            reason, what = "unsupported attribute; --strict makes this an error", \
+                f"{n.name} ({kind}: {n.attrs['unsupported']})"
+        elif n.op == "Onnx" or n.op not in INT_OPS:
+            reason, what = "no integer implementation", f"{n.name} ({kind})"
+        elif n.name in lacking:
+            reason, what = "no quantization parameters in the model", n.name
+        else:
+            reason, what = "its input is float", f"{n.name} ({kind})"
+        groups.setdefault(reason, []).append(what)
+    return [f"kept float ({reason}): " + ", ".join(names) for reason, names in groups.items()]
 
 
 # --------------------------------------------------------------------------- quantization
@@ -206,14 +223,15 @@ def _quantize_linear(node: Node, in_qp: QParams, out_qp: QParams, cfg: QuantConf
 
 def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], cfg: QuantConfig,
                    *, imported: dict[str, QParams] | None = None,
-                   keep_float: tuple[str, ...] | None = None) -> tuple[Graph, list[str]]:
+                   keep_float: tuple[str, ...] | None = None, strict: bool = False) -> tuple[Graph, list[str]]:
     """A copy of ``float_graph`` with integer annotations, and the notes of what stayed float."""
     imported = dict(imported or {})
     g = copy.deepcopy(float_graph)
     g.tensors = {}
     for node in g.nodes:
         node.quant, node.qparams = None, {}
-    names, notes = plan(g, cfg.keep_float if keep_float is None else keep_float, imported)
+    keep_float = cfg.keep_float if keep_float is None else keep_float
+    names, _ = plan(g, keep_float, imported, strict=strict)
     chosen = set(names)
     lacking = []
     for node in g.nodes:
@@ -240,9 +258,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             lo, hi = activation_bounds(node)
             qmin, qmax = int_activation_clamp(lo, hi, out_qp)
             node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}
-    if lacking:
-        notes.append("kept float (no quantization parameters in the model): " + ", ".join(lacking))
-    return g, notes
+    return g, float_notes(g, {n.name for n in g.nodes if n.quant is not None}, keep_float, lacking)
 
 
 def ranges_from_stats(stats: dict[str, TensorStats], cfg: QuantConfig) -> dict[str, tuple[float, float]]:

@@ -30,10 +30,10 @@ from .graph import Graph, Node
 from .hw.config import ArrayConfig
 from .hw.driver import fold_bias
 from .kernels import im2col, matmul_exact, pad_nchw
-from .ops import requant_of
+from .ops import conv_input, conv_output, requant_of
 
-__all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "check_model", "config_for_model",
-           "model_requirements"]
+__all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "array_layers", "check_model",
+           "config_for_model", "model_requirements"]
 
 
 @dataclass
@@ -100,12 +100,14 @@ def _m_chunk(config: ArrayConfig | None, k: int) -> int:
 def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
     """GEMM calls of one quantized linear node, and a function assembling their outputs."""
     x = np.asarray(xq, dtype=np.int64)
+    batch = x.shape[0]
     gemms = layer_gemms(node)
     if node.op == "Dense":
         rows = [x.reshape(x.shape[0], -1)]
         geometry = None
     else:
         a = node.attrs
+        x = conv_input(node, x, x_zp)  # 1-D/3-D as 2-D; a transposed conv's zero-inserted input
         xp = pad_nchw(x, tuple(a["pads"]), x_zp)  # padded taps hold the zero point: they add nothing
         cols = im2col(xp, node.qparams["weight"].shape[2:], a["strides"], a["dilations"])  # (N,OH,OW,KH,KW,C)
         b, oh, ow = cols.shape[:3]
@@ -126,7 +128,7 @@ def _lower(node: Node, xq: np.ndarray, x_zp: int, config: ArrayConfig | None):
         if geometry is None:
             return y
         b, oh, ow = geometry
-        return np.ascontiguousarray(y.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2))
+        return conv_output(node, np.ascontiguousarray(y.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2)), batch)
 
     return calls, assemble
 
@@ -230,10 +232,21 @@ def model_requirements(graph: Graph) -> list[LayerNeeds]:
     return needs
 
 
+def array_layers(graph: Graph, source: str) -> list[LayerNeeds]:
+    """``model_requirements``, refusing (one line) a model with no layer on the array."""
+    needs = model_requirements(graph)
+    if not needs:
+        nq = sum(n.quant is not None for n in graph.nodes)
+        raise ConfigError(f"{source}: nothing in this model runs on the array (no quantized Conv or Dense "
+                          f"layer; {nq} of {len(graph.nodes)} nodes quantized); see the notes of qhw quantize "
+                          f"for why its layers stayed float")
+    return needs
+
+
 def check_model(graph: Graph, config: ArrayConfig, source: str = "array") -> list[LayerNeeds]:
     """Refuse (``ConfigError``, one line) a model the array cannot hold, saying what to regenerate."""
     c = config
-    needs = model_requirements(graph)
+    needs = array_layers(graph, source)
     problems: list[str] = []
     flags: dict[str, str] = {}
     other: list[str] = []
@@ -289,18 +302,16 @@ def check_model(graph: Graph, config: ArrayConfig, source: str = "array") -> lis
     return needs
 
 
-def config_for_model(graph: Graph, *, rows: int = 8, cols: int = 8, **overrides) -> ArrayConfig:
+def config_for_model(graph: Graph, *, rows: int = 8, cols: int = 8, source: str = "model",
+                     **overrides) -> ArrayConfig:
     """The smallest array parameters that hold ``graph``: max K, rounding mode(s), element widths and
-    per-channel requantization taken from the model; ``overrides`` win."""
-    needs = model_requirements(graph)
-    params = dict(rows=rows, cols=cols)
-    if needs:
-        params.update(
-            max_k=max(n.k for n in needs),
-            rounding=tuple(dict.fromkeys(n.mode for n in needs)),
-            act_bits=max(8, max(n.act_bits for n in needs)),
-            weight_bits=max(8, max(n.weight_bits for n in needs)),
-            per_channel=any(n.per_channel for n in needs),
-        )
+    per-channel requantization taken from the model; ``overrides`` win. A model with no layer on
+    the array is refused (``ConfigError``, one line)."""
+    needs = array_layers(graph, source)
+    params = dict(rows=rows, cols=cols, max_k=max(n.k for n in needs),
+                  rounding=tuple(dict.fromkeys(n.mode for n in needs)),
+                  act_bits=max(8, max(n.act_bits for n in needs)),
+                  weight_bits=max(8, max(n.weight_bits for n in needs)),
+                  per_channel=any(n.per_channel for n in needs))
     params.update(overrides)
     return ArrayConfig(**params)

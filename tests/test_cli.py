@@ -84,7 +84,7 @@ BAD_INPUTS = {
                       r"nope\.onnx: no such file"),
     "not onnx": (lambda t, f: ["quantize", f["calib"], "--calib", f["calib"]], r"calib\.npz: not an ONNX model"),
     "unsupported attribute": (lambda t, f: ["quantize", _conv_model(t / "same.onnx", auto_pad="SAME_UPPER"),
-                                            "--calib", f["calib"]],
+                                            "--calib", f["calib"], "--strict"],
                               r"node 'conv_same' \(Conv\): attribute auto_pad=SAME_UPPER is not supported"),
     "shape mismatch": (lambda t, f: ["quantize", _conv_model(t / "c.onnx"), "--calib", _flat(t, f)],
                        r"x has shape \(500, 64\), model input 'x' expects \(N, 1, 8, 8\)"),

@@ -23,7 +23,7 @@ def config_for_model(path, **overrides) -> ArrayConfig:
     from ..qmodel import load_qmodel
     from ..runtime import config_for_model as fit
 
-    return fit(load_qmodel(path).graph, **overrides)
+    return fit(load_qmodel(path).graph, source=str(path), **overrides)
 
 
 def _rounding(text: str) -> tuple[str, ...]:

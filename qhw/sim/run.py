@@ -122,9 +122,10 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     from ..executor import check_input
     from ..fileio import load_data
     from ..qmodel import load_qmodel
-    from ..runtime import check_model
+    from ..runtime import array_layers, check_model
 
     qm = load_qmodel(qmodel)
+    array_layers(qm.graph, str(qmodel))  # a model with nothing on the array: one line, nothing built
     x, labels = load_data(data)
     x = check_input(qm.graph, x, str(data))
     if limit is not None:
