@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from ort_ref import SATURATION_FREE_WEIGHT_BITS
 
 from qhw.api import quantize_model, run_batched
 from qhw.executor import Trace, run_float, run_int
@@ -91,7 +92,8 @@ def test_conv_zoo_export_matches_onnxruntime_layers(conv_zoo, tmp_path):
     QLinearAveragePool (which sums dequantized floats tap by tap) agree exactly, and so does
     the float Sigmoid output."""
     path, x = conv_zoo
-    qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=x, log=lambda m: None)
+    cfg = QuantConfig(rounding="onnx", weight_bits=SATURATION_FREE_WEIGHT_BITS)     # see tests/ort_ref.py
+    qm = quantize_model(path, cfg, calib_x=x, log=lambda m: None)
     out = tmp_path / "q.onnx"
     export_qdq(qm, out)
     theirs = _ort_codes(out, x)

@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import NodeProto, helper
+from ort_ref import WEIGHT_CODE_RANGE
 
 from qhw import arith, kernels
 from qhw.graph import Node, QParams
@@ -74,6 +75,12 @@ def type_range(dtype) -> tuple[int, int]:
 def rand_q(rng, dtype, shape) -> np.ndarray:
     lo, hi = type_range(dtype)
     return rng.integers(lo, hi + 1, shape).astype(dtype)
+
+
+def rand_weights(rng, act_dtype, shape) -> np.ndarray:
+    """int8 weight codes; with u8 activations only those this CPU's ORT multiplies exactly (``ort_ref``)."""
+    lo, hi = WEIGHT_CODE_RANGE if np.dtype(act_dtype) == np.uint8 else type_range(np.int8)
+    return rng.integers(lo, hi + 1, shape).astype(np.int8)
 
 
 # --------------------------------------------------------------------------- quantized-op cases
@@ -127,7 +134,7 @@ def matmul_case(seed: int, act: str, per_column: bool, scales: str) -> QCase:
     batch = tuple(rng.integers(1, 4, int(rng.integers(0, 2))))    # A is 2-D or 3-D
     m, k, n = (int(v) for v in rng.integers(1, [40, 512, 40], endpoint=True))
     a = rand_q(rng, adt, (*batch, m, k))
-    b = rand_q(rng, np.int8, (k, n))
+    b = rand_weights(rng, adt, (k, n))
     za = adt(rand_q(rng, adt, ()))
     zb_shape = n if per_column else ()
     zb = (rng.integers(-3, 4, zb_shape) if seed % 2 else np.zeros(zb_shape)).astype(np.int8)   # odd: zb != 0
@@ -157,7 +164,7 @@ def conv_case(seed: int, act: str, depthwise: bool, scales: str) -> QCase:
     dilations = tuple(int(v) for v in rng.integers(1, 3, 2)) if max(kernel) <= 3 else (1, 1)
     pads = tuple(int(v) for v in rng.integers(0, 3, 4))                          # top, left, bottom, right
     x = rand_q(rng, adt, (n, c, h, w))
-    wq = rand_q(rng, np.int8, (m, c // group, *kernel))
+    wq = rand_weights(rng, adt, (m, c // group, *kernel))
     zx = adt(rand_q(rng, adt, ()))
     zw = (rng.integers(-3, 4, m) if seed % 2 else np.zeros(m)).astype(np.int8)              # odd: zw != 0
     zy = adt(rand_q(rng, adt, ()))
