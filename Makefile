@@ -18,7 +18,7 @@ demo: install
 	$(BIN)/qhw demo -o $(OUT)
 
 test: install
-	$(BIN)/ruff check --quiet qhw tests sim bench
+	$(BIN)/ruff check --quiet qhw tests bench
 	$(BIN)/python -m pytest -q
 
 clean:
