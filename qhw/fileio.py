@@ -12,25 +12,33 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["atomic_path", "load_data", "save_npz"]
+__all__ = ["atomic_path", "load_data", "save_npz", "write_text"]
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
-    A failure (or Ctrl-C) leaves no half-written output file behind.
+    The one way qhw writes an output file: a failure (or Ctrl-C) leaves no half-written file
+    behind, and a reader never sees a partial one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared like any written file
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 with ``\\n`` line ends, atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fileio import write_text
 from ..hw.config import ArrayConfig, read_manifest
 from .boards import board_info, platform_for
 from .report import dsp_use, fit_failure, parse_nextpnr_report, parse_yosys_stat
@@ -193,7 +194,5 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
         "bitstream": str((build / bit).resolve()),
         "report": str((build / "report.json").resolve()),
     }
-    tmp = build / ".synth.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, build / "synth.json")
+    write_text(build / "synth.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError, QhwError
+from ..fileio import atomic_path, write_text
 from ..hw.config import ArrayConfig
 from .toolchain import log
 
@@ -148,19 +149,13 @@ def sweep(*, board: str, sizes, top: str = "array", pe: str = "auto", freq_mhz=N
     rows.sort(key=lambda r: (r["macs"], r["rows"]))
     result = {"board": board, "top": top, "freq_mhz": freq_mhz, "seed": seed, "rows": rows,
               "wall_s": round(time.monotonic() - start, 1)}
-    _write(out / "sweep.json", json.dumps(result, indent=2) + "\n")
-    _write(out / "sweep.csv", csv_table(rows))
-    _write(out / "sweep.md", markdown_table(rows, board=board) + "\n")
+    write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")
+    write_text(out / "sweep.csv", csv_table(rows))
+    write_text(out / "sweep.md", markdown_table(rows, board=board) + "\n")
     plot(rows, out / "sweep.png", board=board)
     log(f"[qhw] sweep: wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'} "
         f"in {result['wall_s']} s")
     return result
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def csv_table(rows) -> str:
@@ -242,10 +237,9 @@ def plot(rows, path: Path, *, board: str) -> None:
         ax.set_xlabel("array size")
     fig.suptitle(f"qhw sweep on {board}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def describe(r: dict) -> str:

@@ -62,15 +62,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-_FLAGS = {"rows": "rows", "cols": "cols", "act_bits": "act_bits", "weight_bits": "weight_bits",
-          "max_k": "max_k", "rounding": "rounding", "acc_bits": "acc_bits", "acc_depth": "acc_depth",
-          "tile_rows": "tile_rows", "tile_cols": "tile_cols", "tile_pipeline": "tile_pipeline",
-          "requant_lanes": "requant_lanes", "pe": "pe"}
+# ArrayConfig fields set by the flag of the same name (--per-tensor and --unsigned-act are mapped below).
+_FIELDS = ("rows", "cols", "act_bits", "weight_bits", "max_k", "rounding", "acc_bits", "acc_depth", "tile_rows",
+           "tile_cols", "tile_pipeline", "requant_lanes", "pe")
 
 
 def config_from_args(args: argparse.Namespace) -> ArrayConfig:
     """The ``ArrayConfig`` the flags describe (flags left out keep the defaults)."""
-    overrides = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
+    overrides = {field: getattr(args, field) for field in _FIELDS if getattr(args, field) is not None}
     if args.per_tensor:
         overrides["per_channel"] = False
     if args.unsigned_act:

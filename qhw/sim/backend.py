@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..hw.driver import plan_gemm
 from ..runtime import GemmCall, GoldenBackend
-from .bench import AccelBench, GemmJob, Mismatch
+from .bench import AccelBench
+from .checker import Mismatch
+from .model import jobs_for
 
 __all__ = ["LayerCheck", "SimBackend"]
 
@@ -53,10 +54,7 @@ class SimBackend:
         hw = self.bench.hw
         if self.on_layer is not None and calls:
             self.on_layer(calls[0].layer, self.position)
-        expected = self.golden.run(calls)
-        jobs = [GemmJob(plan_gemm(hw.config, c.x, c.w, c.bias, c.requant), e, c.layer)
-                for c, e in zip(calls, expected)]
-        records, checker = await self.bench.run(jobs)
+        records, checker = await self.bench.run(jobs_for(hw, calls, self.golden))
         for rec in records:
             lc = self.layers.setdefault(rec.layer, LayerCheck(rec.layer))
             lc.gemms += 1

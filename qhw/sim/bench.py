@@ -1,56 +1,37 @@
-"""cocotb testbench parts for the generated accelerator: drivers, monitor, checker.
+"""The cocotb bench of the generated accelerator: drivers, monitor, model and checker joined by
+one clock loop.
 
-* ``Source`` (driver): one valid/ready input stream (``cmd``, ``params``, ``weights``, ``act``), one
-  whole beat per cycle, optional random idle gaps (``valid`` never waits for ``ready`` and, once
-  high, stays high until the handshake).
-* ``Sink`` (monitor): the ``out`` stream with optional random back-pressure.
-* The model is qhw's golden model (``qhw.runtime.GoldenBackend``); the bench never computes.
-* ``Checker``: in order, compares every result beat with the model's packed beat as it arrives
-  and keeps the first mismatch with layer, tile, row, column and cycle.
+* ``qhw.sim.driver.StreamDriver``: one per input stream (``cmd``, ``params``, ``weights``, ``act``);
+* ``qhw.sim.monitor.OutputMonitor``: the ``out`` stream, with back-pressure;
+* ``qhw.sim.model``: the golden model's output, packed as the expected result beats;
+* ``qhw.sim.checker.Checker``: every result beat against the model's, in order, as it arrives;
+* ``qhw.sim.pauses``: the idle (drivers) and back-pressure (monitor) generators.
 
-All payloads are packed into integers with NumPy before the clock loop (``StreamCodec``), so the
-loop does no per-element Python work. One coroutine steps every driver and the monitor once per
-clock (at the falling edge: the DUT's ``ready`` outputs depend on registered state only, so the
-values read there are the ones the next rising edge samples); that is one ``await`` per cycle.
+One coroutine steps every driver and the monitor once per clock, at the falling edge: the DUT's
+``ready`` outputs depend on registered state only, so the values read there are the ones the
+next rising edge samples; that is one ``await`` per cycle and no per-element Python work.
+Used by ``qhw simulate`` and the test suite alike (``qhw.sim.cocotb_job``).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..hw.driver import GemmProgram
+from .checker import Checker
+from .driver import StreamDriver
 from .manifest import Hardware
+from .model import ExpectedBeats, GemmJob
+from .monitor import OutputMonitor
+from .pauses import Pauses, random_pauses
 
-__all__ = ["AccelBench", "Checker", "GemmJob", "GemmRecord", "Mismatch", "Sink", "Source"]
+__all__ = ["INPUT_STREAMS", "AccelBench", "BenchStats", "GemmRecord"]
 
-
-@dataclass
-class GemmJob:
-    """One GEMM for the bench: its beats (``plan_gemm``), the model's expected output and a label."""
-
-    program: GemmProgram
-    expected: np.ndarray            # M x N, the golden model's result
-    layer: str = "gemm"
-
-
-@dataclass
-class Mismatch:
-    layer: str
-    gemm: int
-    tile: int                        # N tile index
-    row: int                         # GEMM row m
-    column: int                      # output column n
-    cycle: int
-    got: int
-    expected: int
-
-    def __str__(self) -> str:
-        return (f"first mismatch: layer {self.layer!r} (GEMM {self.gemm}), N tile {self.tile}, row {self.row}, "
-                f"column {self.column}, cycle {self.cycle}: hardware {self.got}, golden model {self.expected}")
+INPUT_STREAMS = ("cmd", "params", "weights", "act")
 
 
 @dataclass
@@ -76,135 +57,6 @@ class GemmRecord:
         return self.m * self.k * self.n
 
 
-def _reader(handle):
-    """A fast ``int`` reader of a signal: the GPI object's own getter (no ``Logic``/``LogicArray``
-    object per read) when this cocotb has it, else ``int(handle.value)``. X/Z raise ValueError
-    either way."""
-    raw = getattr(handle, "_handle", None)
-    width = len(handle)
-    if raw is not None and hasattr(raw, "get_signal_val_binstr"):
-        if width <= 32 and hasattr(raw, "get_signal_val_long"):
-            mask = (1 << width) - 1
-            get_long = raw.get_signal_val_long
-            return lambda: get_long() & mask
-        get_bin = raw.get_signal_val_binstr
-        return lambda: int(get_bin(), 2)
-    return lambda: int(handle.value)
-
-
-class Source:
-    """Driver of one input stream."""
-
-    def __init__(self, dut, stream: str, *, gap: float = 0.0, seed: int = 0):
-        self.name = stream
-        self.valid = getattr(dut, f"{stream}__valid")
-        self.payload = getattr(dut, f"{stream}__payload")
-        self.ready = getattr(dut, f"{stream}__ready")
-        self.read_ready = _reader(self.ready)
-        self.gap = float(gap)
-        self.rng = random.Random(seed)
-        self.beats: list[int] = []
-        self.pos = 0
-        self.presenting = False
-        self.v = 0
-        self.handshakes: list[int] | None = None   # cycle of every handshake when recorded
-
-    def extend(self, beats) -> None:
-        self.beats.extend(beats)
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.beats)
-
-    def step(self, t: int) -> None:
-        """Drive for the coming edge and note whether it transfers (``ready`` already valid)."""
-        if self.pos >= len(self.beats):
-            if self.v:
-                self.valid.value = self.v = 0
-            return
-        if not self.presenting:
-            if self.gap and self.rng.random() < self.gap:
-                if self.v:
-                    self.valid.value = self.v = 0
-                return
-            self.payload.value = self.beats[self.pos]
-            self.presenting = True
-            if not self.v:
-                self.valid.value = self.v = 1
-        if self.read_ready():
-            self.pos += 1
-            self.presenting = False
-            if self.handshakes is not None:
-                self.handshakes.append(t)
-
-
-class Sink:
-    """Monitor of the ``out`` stream, with random back-pressure."""
-
-    def __init__(self, dut, *, stall: float = 0.0, seed: int = 0):
-        self.valid = dut.out__valid
-        self.payload = dut.out__payload
-        self.ready = dut.out__ready
-        self.read_valid = _reader(self.valid)
-        self.read_payload = _reader(self.payload)
-        self.stall = float(stall)
-        self.rng = random.Random(seed)
-        self.r = 0
-
-    def set_ready(self, r: int) -> None:
-        if r != self.r:
-            self.ready.value = self.r = r
-
-    def step(self) -> int | None:
-        """Drive ``ready`` for the coming edge; the raw payload if a beat transfers, else None."""
-        r = 0 if (self.stall and self.rng.random() < self.stall) else 1
-        if r != self.r:
-            self.ready.value = self.r = r
-        if r and self.read_valid():
-            return self.read_payload()
-        return None
-
-
-class Checker:
-    """In-order comparison of result beats with the model's packed beats."""
-
-    def __init__(self, hw: Hardware, jobs: list[GemmJob]):
-        self.hw = hw
-        self.codec = hw.codec("out")
-        c = hw.config
-        self.expected: list[int] = []                 # packed model beats
-        self.masks: list[int] = []                    # payload bits of the columns below N
-        self.owner: list[tuple[int, int, int]] = []   # (job, tile, row) of each beat
-        fields = self.codec.fields
-        col_mask = [((1 << w) - 1) << off for _, off, w, _ in fields]
-        for j, job in enumerate(jobs):
-            p = job.program
-            nt = c.gemm_tiles(p.k, p.n)[1]
-            y = np.zeros((p.m, nt * c.cols), dtype=np.int64)
-            y[:, :p.n] = job.expected
-            beats = y.reshape(p.m, nt, c.cols).transpose(1, 0, 2).reshape(-1, c.cols)
-            self.expected.extend(self.codec.pack(beats))
-            for ti in range(nt):
-                valid = min(c.cols, p.n - ti * c.cols)
-                self.masks.extend([sum(col_mask[:valid])] * p.m)
-            self.owner.extend((j, ti, m) for ti in range(nt) for m in range(p.m))
-        self.jobs = jobs
-        self.first: Mismatch | None = None
-        self.bad_beats = 0
-
-    def mismatch(self, i: int, raw: int, cycle: int) -> None:
-        """Called for a beat that differs from the model: count it, keep the first in detail."""
-        self.bad_beats += 1
-        if self.first is not None:
-            return
-        j, tile, row = self.owner[i]
-        got, exp = self.codec.unpack([raw & self.masks[i], self.expected[i]])
-        col = int(np.flatnonzero(got != exp)[0])
-        self.first = Mismatch(layer=self.jobs[j].layer, gemm=j, tile=tile, row=row,
-                              column=tile * self.hw.config.cols + col, cycle=cycle, got=int(got[col]),
-                              expected=int(exp[col]))
-
-
 @dataclass
 class BenchStats:
     cycles: int = 0                 # clock cycles simulated
@@ -219,64 +71,74 @@ class AccelBench:
     def __init__(self, dut, hw: Hardware, *, seed: int = 0, in_gap: float = 0.0, out_stall: float = 0.0):
         self.dut = dut
         self.hw = hw
-        rng = random.Random(seed)
-        self.sources = {s: Source(dut, s, gap=0.0 if s == "cmd" else in_gap, seed=rng.getrandbits(32))
-                        for s in ("cmd", "params", "weights", "act")}
-        self.sources["cmd"].handshakes = []
-        self.sink = Sink(dut, stall=out_stall, seed=rng.getrandbits(32))
-        self.codecs = {s: hw.codec(s) for s in ("cmd", "params", "weights", "act")}
+        self.drivers = {s: StreamDriver(dut, s) for s in INPUT_STREAMS}
+        self.drivers["cmd"].handshakes = []
+        self.monitor = OutputMonitor(dut)
+        self.set_random_pauses(in_gap=in_gap, out_stall=out_stall, seed=seed)
+        self.codecs = {s: hw.codec(s) for s in (*INPUT_STREAMS, "out")}
         self.t = 0
         self.stats = BenchStats()
         self._clock = None
 
-    def set_stalls(self, *, in_gap: float, out_stall: float) -> None:
-        """Change the random idle probability of the input drivers and the monitor's back-pressure."""
-        for name, s in self.sources.items():
-            s.gap = 0.0 if name == "cmd" else float(in_gap)
-        self.sink.stall = float(out_stall)
+    def set_pauses(self, stream: str, pauses: Pauses) -> None:
+        """The pause generator of an input stream's driver, or of the monitor (``"out"``)."""
+        if stream == "out":
+            self.monitor.pauses = pauses
+        else:
+            self.drivers[stream].pauses = pauses
+
+    def set_random_pauses(self, *, in_gap: float, out_stall: float, seed: int) -> None:
+        """Random idle cycles on ``params``, ``weights`` and ``act`` (``cmd`` never idles, so cycle
+        counts start at its handshake) and random back-pressure on ``out``, all from ``seed``."""
+        rng = random.Random(seed)
+        for s in INPUT_STREAMS:
+            self.set_pauses(s, None if s == "cmd" else random_pauses(in_gap, seed=rng.getrandbits(32)))
+        self.set_pauses("out", random_pauses(out_stall, seed=rng.getrandbits(32)))
 
     async def start(self) -> None:
+        """Start the clock and reset."""
         from cocotb.clock import Clock
         from cocotb.triggers import ClockCycles
 
         self._clock = Clock(self.dut.clk, 10, unit="ns")
         self._clock.start()
-        for s in self.sources.values():
-            s.valid.value = 0
+        for d in self.drivers.values():
+            d.idle()
+        self.monitor.set_ready(0)
         self.dut.out__ready.value = 0
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, 3)
         self.dut.rst.value = 0
         await ClockCycles(self.dut.clk, 1)
 
-    def _load(self, jobs: list[GemmJob]) -> None:
+    def _load(self, jobs: Sequence[GemmJob]) -> None:
         c = self.codecs
         progs = [j.program for j in jobs]
-        self.sources["cmd"].extend(c["cmd"].pack(c["cmd"].columns([p.command for p in progs])))
-        self.sources["params"].extend(c["params"].pack(c["params"].columns([q for p in progs for q in p.params])))
+        self.drivers["cmd"].extend(c["cmd"].pack(c["cmd"].columns([p.command for p in progs])))
+        self.drivers["params"].extend(c["params"].pack(c["params"].columns([q for p in progs for q in p.params])))
         w = [row for p in progs for row in p.weights]
         a = [row for p in progs for row in p.act]
-        self.sources["weights"].extend(c["weights"].pack(np.asarray(w, dtype=np.int64)))
-        self.sources["act"].extend(c["act"].pack(np.asarray(a, dtype=np.int64)))
+        self.drivers["weights"].extend(c["weights"].pack(np.asarray(w, dtype=np.int64)))
+        self.drivers["act"].extend(c["act"].pack(np.asarray(a, dtype=np.int64)))
 
-    async def run(self, jobs: list[GemmJob], *, max_cycles: int | None = None) -> tuple[list[GemmRecord], Checker]:
+    async def run(self, jobs: Sequence[GemmJob], *, max_cycles: int | None = None) -> tuple[list[GemmRecord], Checker]:
         """Run ``jobs`` back to back; returns one record per job and the checker (first mismatch)."""
         from cocotb.triggers import FallingEdge
 
-        checker = Checker(self.hw, jobs)
+        cfg = self.hw.config
+        expected = ExpectedBeats(self.hw, jobs)
+        checker = Checker(expected, jobs, cols=cfg.cols)
         records = [GemmRecord(layer=j.layer, m=j.program.m, k=j.program.k, n=j.program.n) for j in jobs]
         self._load(jobs)
-        ends = np.cumsum([j.program.out_beats for j in jobs]).tolist()
-        total = ends[-1] if ends else 0
-        cfg = self.hw.config
+        ends = expected.ends
+        total = len(expected)
         if max_cycles is None:
             max_cycles = 100 * (sum(len(j.program.act) + len(j.program.weights) for j in jobs) + cfg.latency + 100)
-        cmd = self.sources["cmd"]
+        cmd = self.drivers["cmd"]
         cmd_start = len(cmd.handshakes)
-        inputs = [self.sources[s] for s in ("cmd", "params", "weights", "act")]
-        sink = self.sink
-        expected = checker.expected
-        masks = checker.masks
+        drivers = [self.drivers[s] for s in INPUT_STREAMS]
+        monitor = self.monitor
+        check = checker.check
         raw_rows: list[int] = []
         fe = FallingEdge(self.dut.clk)
         t = self.t
@@ -291,13 +153,12 @@ class AccelBench:
             await fe
             waiting += clock() - w0
             t += 1
-            for s in inputs:
-                s.step(t)
-            raw = sink.step()
+            for d in drivers:
+                d.step(t)
+            raw = monitor.step()
             if raw is not None:
                 raw_rows.append(raw)
-                if raw & masks[n] != expected[n]:
-                    checker.mismatch(n, raw, t)
+                check(n, raw, t)
                 n += 1
                 if n == ends[job]:
                     records[job].last_cycle = t
@@ -309,9 +170,9 @@ class AccelBench:
         # edge pass, then idle every stream (``ready`` low must not cancel the last handshake).
         await fe
         t += 1
-        for s in inputs:
-            s.step(t)
-        sink.set_ready(0)
+        for d in drivers:
+            d.step(t)
+        monitor.set_ready(0)
         note = self._error_note()
         if note:
             raise AssertionError(f"the accelerator rejected a command{note}")
@@ -321,7 +182,8 @@ class AccelBench:
         self.t = t
         for r, c in zip(records, cmd.handshakes[cmd_start:]):
             r.cmd_cycle = c
-        rows = self.codecs_out().unpack(raw_rows) if raw_rows else np.zeros((0, cfg.cols), dtype=np.int64)
+        out = self.codecs["out"]
+        rows = out.unpack(raw_rows) if raw_rows else np.zeros((0, cfg.cols), dtype=np.int64)
         start = 0
         for r, j in zip(records, jobs):
             nb = j.program.out_beats
@@ -331,11 +193,26 @@ class AccelBench:
         self.stats.records.extend(records)
         return records, checker
 
+    async def finish(self, cycles: int | None = None) -> None:
+        """Hold ``out`` ready for ``cycles`` (default: the array's latency + 4) and fail if any beat
+        comes: the hardware must send exactly the GEMMs' results, no more."""
+        from cocotb.triggers import FallingEdge
+
+        cycles = self.hw.config.latency + 4 if cycles is None else cycles
+        self.monitor.set_ready(1)
+        read_valid = self.monitor.read_valid
+        fe = FallingEdge(self.dut.clk)
+        for i in range(cycles):
+            await fe
+            if read_valid():
+                raise AssertionError(f"the accelerator sent a result beat {i + 1} cycles after the last GEMM's "
+                                     "results (more results than the GEMMs have)")
+        self.monitor.set_ready(0)
+        self.t += cycles
+        self.stats.cycles += cycles
+
     def _error_note(self) -> str:
         """``error`` (when the top has it) flags a command the hardware dropped."""
         err = getattr(self.dut, "error", None) if any(p["name"] == "error" for p in self.hw.manifest["ports"]) \
             else None
         return "; the error output is high (a command was dropped)" if err is not None and int(err.value) else ""
-
-    def codecs_out(self):
-        return self.hw.codec("out")

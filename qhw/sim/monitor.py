@@ -1,0 +1,35 @@
+"""Monitor of the accelerator's ``out`` stream: takes result beats, with back-pressure from a
+pause generator (``qhw.sim.pauses``: a paused cycle holds ``ready`` low)."""
+
+from __future__ import annotations
+
+from .pauses import Pauses
+from .signals import int_reader
+
+__all__ = ["OutputMonitor"]
+
+
+class OutputMonitor:
+    """Drives ``out__ready`` and returns the raw payload of every beat that transfers."""
+
+    def __init__(self, dut, *, pauses: Pauses = None):
+        self.valid = dut.out__valid
+        self.payload = dut.out__payload
+        self.ready = dut.out__ready
+        self.read_valid = int_reader(self.valid)
+        self.read_payload = int_reader(self.payload)
+        self.pauses = pauses
+        self.r = 0
+
+    def set_ready(self, r: int) -> None:
+        if r != self.r:
+            self.ready.value = self.r = r
+
+    def step(self) -> int | None:
+        """Drive ``ready`` for the coming edge; the raw payload if a beat transfers, else None."""
+        r = 0 if (self.pauses is not None and next(self.pauses)) else 1
+        if r != self.r:
+            self.ready.value = self.r = r
+        if r and self.read_valid():
+            return self.read_payload()
+        return None
