@@ -245,3 +245,6 @@ def _reshape_i(node, xs, in_qp, out_qp):
 @register(INT_OPS, "Relu", "Clip")
 def _clip_i(node, xs, in_qp, out_qp):
     return [saturate(xs[0], node.quant["qmin"], node.quant["qmax"])]
+
+
+from . import ops_elementwise  # noqa: E402,F401  (registers INT_OPS["Onnx"]; imports this module)

@@ -18,7 +18,6 @@ from .calibrate import CALIB_METHODS, TensorStats, choose_range, qparams_from_ra
 from .errors import ConfigError, UnsupportedOpError
 from .graph import LINEAR_OPS, Graph, Node, QParams
 from .ops import (
-    INT_OPS,
     PASS_THROUGH_OPS,
     accumulate,
     activation_bounds,
@@ -26,6 +25,7 @@ from .ops import (
     float_preactivation,
     int_activation_clamp,
 )
+from .ops_elementwise import build_table, has_int_kernel, int_kind, kind_class
 
 __all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan",
            "correct_biases"]
@@ -121,7 +121,7 @@ def candidate_tensors(graph: Graph) -> list[str]:
     """Tensors whose ranges calibration must record: inputs and outputs of integer-capable nodes."""
     names: list[str] = []
     for n in graph.nodes:
-        if n.op in INT_OPS:
+        if has_int_kernel(n):
             for t in n.inputs + n.outputs:
                 if t not in names:
                     names.append(t)
@@ -147,6 +147,13 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
     for n in graph.nodes:
         if n.name in keep_float:
             continue
+        kind = int_kind(n)
+        if kind is not None:
+            if _int_ready(n, kind, quantized, producers, imported):
+                quantized.add(n.name)
+            else:
+                auto.append(f"{n.name} ({n.attrs['op_type']})")
+            continue
         if n.op == "Onnx":
             if "unsupported" in n.attrs:
                 raise UnsupportedOpError(f"{n.label}: {n.attrs['unsupported']}; "
@@ -164,6 +171,20 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
     if keep_float:
         notes.append("kept float (--keep-float): " + ", ".join(keep_float))
     return [n.name for n in graph.nodes if n.name in quantized], notes
+
+
+def _int_ready(n: Node, kind: str, quantized: set, producers: dict, imported: dict) -> bool:
+    """An ``Onnx`` node with an integer kernel runs in integers when every input is integer
+    (its producer is, or a QDQ model quantizes it) and, in a QDQ model, its outputs are
+    quantized too (ORT runs it in integers only then)."""
+    def integer(t):
+        p = producers.get(t)
+        return (p is not None and p.name in quantized) or t in imported
+    if not all(integer(t) for t in n.inputs):
+        return False
+    if kind_class(kind) in ("rescale", "table"):
+        return not imported or all(o in imported for o in n.outputs)
+    return True
 
 
 # --------------------------------------------------------------------------- quantization
@@ -228,15 +249,29 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             g.tensors[node.inputs[0]] = in_qp
             g.tensors[node.outputs[0]] = out_qp
             _quantize_linear(node, in_qp, out_qp, cfg)
+        elif node.op == "Onnx" and kind_class(int_kind(node)) in ("rescale", "table"):
+            in_qps = [g.tensors.get(i) or _tensor_qparams(i, ranges, imported, cfg) for i in node.inputs]
+            out_qp = _tensor_qparams(node.outputs[0], ranges, imported, cfg)
+            if out_qp is None or any(q is None for q in in_qps):
+                lacking.append(node.name)
+                continue
+            g.tensors.update(zip(node.inputs, in_qps))
+            g.tensors[node.outputs[0]] = out_qp
+            node.quant = {"rounding": cfg.rounding, "qmin": int(out_qp.qmin), "qmax": int(out_qp.qmax)}
+            if kind_class(int_kind(node)) == "table":
+                node.qparams = {"table": build_table(node, in_qps[0], out_qp, cfg.rounding)}
         else:
             in_qp = g.tensors.get(node.inputs[0]) or imported.get(node.inputs[0])
             if in_qp is None:  # producer stayed float after all
                 continue
             out_qp = imported.get(node.outputs[0], in_qp)
-            if out_qp != in_qp and node.op not in ("AveragePool", "GlobalAveragePool"):
-                out_qp = in_qp  # max, reshape and clamps cannot rescale; their output keeps the input's
+            # max, reshape and clamps cannot rescale; their output keeps the input's (the Onnx layout ops and
+            # ReduceMean requantize to an imported output scale, as ORT's DQ -> op -> Q does)
+            if out_qp != in_qp and node.op not in ("AveragePool", "GlobalAveragePool", "Onnx"):
+                out_qp = in_qp
             g.tensors[node.inputs[0]] = in_qp
-            g.tensors[node.outputs[0]] = out_qp
+            for o in node.outputs:
+                g.tensors[o] = imported.get(o, in_qp) if node.op == "Onnx" else out_qp
             lo, hi = activation_bounds(node)
             qmin, qmax = int_activation_clamp(lo, hi, out_qp)
             node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}

@@ -435,3 +435,178 @@ def test_dequantize_linear(dtype, seed):
     y = arith.dequantize(q, scale, int(zp))
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y.view(np.uint32), y_ort.view(np.uint32))     # bit for bit
+
+
+# --------------------------------------------------------------------------- QLinearAdd / QLinearMul (onnx mode)
+
+BROADCASTS = {
+    "same": ((2, 3, 5, 7), (2, 3, 5, 7)),
+    "channel-b": ((2, 3, 5, 7), (1, 3, 1, 1)),      # input 1 is the scalar of each span
+    "channel-a": ((2, 3, 1, 1), (2, 3, 5, 7)),      # input 0 is: ORT swaps the kernel's inputs
+    "outer": ((6, 1), (1, 37)),
+    "scalar-b": ((41,), ()),
+    "one": ((1,), (1,)),
+}
+
+
+def elementwise_qhw(op: str, feeds: dict) -> np.ndarray:
+    """qhw's onnx-mode kernel (qhw.arith) on the feeds of ORT's QLinearAdd/QLinearMul, codes as stored."""
+    f = {k: (v.astype(np.int64) if k in ("a", "b") else v.item()) for k, v in feeds.items()}
+    lo, hi = type_range(feeds["a"].dtype)
+    args = (f["a"], f["b"], f["sa"], f["za"], f["sb"], f["zb"], f["sy"], f["zy"], lo, hi)
+    if op == "Add":
+        return arith.qlinear_add_onnx(*args[:2], *args[2:], input0_scalar=arith.span_scalar_input0(
+            feeds["a"].shape, feeds["b"].shape))
+    a, b = np.broadcast_arrays(f["a"], f["b"])
+    return arith.qlinear_mul_onnx(a, b, *args[2:])
+
+
+def binary_feeds(rng, act: str, shapes, scales: str) -> dict:
+    adt = np.dtype(act).type
+    sa, sb, sy = (np.float32(v) for v in rng.uniform(0.005, 0.1, 3))
+    if scales == "pow2":                                    # exact .5 ties are frequent
+        sa, sb, sy = (np.float32(2.0 ** -int(rng.integers(2, 8)) * int(rng.choice([1, 3]))) for _ in range(3))
+    return dict(a=rand_q(rng, adt, shapes[0]), sa=np.array(sa), za=np.array(adt(rand_q(rng, adt, ()))),
+                b=rand_q(rng, adt, shapes[1]), sb=np.array(sb), zb=np.array(adt(rand_q(rng, adt, ()))),
+                sy=np.array(sy), zy=np.array(adt(rand_q(rng, adt, ()))))
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=seed_id)
+@pytest.mark.parametrize("scales", ["random", "pow2"])
+@pytest.mark.parametrize("broadcast", list(BROADCASTS))
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary(op, act, broadcast, scales, seed):
+    rng = case_rng(seed, op, act, broadcast, scales)
+    feeds = binary_feeds(rng, act, BROADCASTS[broadcast], scales)
+    ort_feeds = {k: feeds[k] for k in ("a", "sa", "za", "b", "sb", "zb", "sy", "zy")}
+    y_ort = ort_run(helper.make_node(op, list(ort_feeds), ["y"], domain="com.microsoft"), ort_feeds,
+                    np.dtype(act).type).astype(np.int64)
+    y = elementwise_qhw(op[len("QLinear"):], feeds)
+    assert y.shape == y_ort.shape
+    assert int(np.sum(y != y_ort)) == 0
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qlinear_binary_every_code_pair(op, act):
+    """All 65536 input pairs, on scales where the float32 evaluation order matters (fused vs
+    separate multiply-adds, the order of the fixed part): zero mismatches."""
+    rng = case_rng(7, op, act, "grid")
+    adt = np.dtype(act).type
+    lo, hi = type_range(adt)
+    grid_a, grid_b = np.meshgrid(np.arange(lo, hi + 1), np.arange(lo, hi + 1), indexing="ij")
+    for _ in range(6):
+        feeds = binary_feeds(rng, act, [(1,), (1,)], "random")
+        feeds["a"], feeds["b"] = grid_a.ravel().astype(adt), grid_b.ravel().astype(adt)
+        ort_feeds = {k: feeds[k] for k in ("a", "sa", "za", "b", "sb", "zb", "sy", "zy")}
+        y_ort = ort_run(helper.make_node(op, list(ort_feeds), ["y"], domain="com.microsoft"), ort_feeds,
+                        adt).astype(np.int64)
+        assert int(np.sum(elementwise_qhw(op[len("QLinear"):], feeds) != y_ort)) == 0
+
+
+# --------------------------------------------------------------------------- QDQ models imported with --rounding onnx
+
+
+def qdq_branch_model(op: str, act: str, seed: int, *, branches: int = 2, pool_input: int | None = None,
+                     op_attrs: dict | None = None, scales: tuple | None = None):
+    """x -> Q/DQ -> Split into ``branches`` tensors, each re-quantized with its own scale (one of them
+    optionally global-average-pooled, for broadcasting) -> ``op`` -> Q/DQ: a QDQ group as
+    quantize_static writes it. Returns (model, x)."""
+    from onnx import TensorProto, numpy_helper
+
+    rng = case_rng(seed, "qdq", op, act, str(branches), str(pool_input))
+    dt = np.dtype(act).type
+    c = 3
+    inits, nodes = [], []
+
+    def qdq(t: str, scale) -> str:
+        scale, zp = scale if isinstance(scale, tuple) else (scale, rand_q(rng, dt, ()) // 4)
+        s, z = f"{t}_s", f"{t}_z"
+        inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
+        inits.append(numpy_helper.from_array(np.array(zp, dt), z))
+        nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s, z], [f"{t}_dq"]))
+        return f"{t}_dq"
+
+    x = qdq("x", float(rng.uniform(0.02, 0.05)))
+    parts = [f"p{i}" for i in range(branches)]
+    nodes.append(helper.make_node("Split", [x], parts, axis=1, num_outputs=branches))
+    ins = []
+    for i, p in enumerate(parts):
+        t = qdq(p, scales[i] if scales else float(rng.uniform(0.01, 0.08)))
+        if i == pool_input:
+            nodes.append(helper.make_node("GlobalAveragePool", [t], [f"g{i}"]))
+            t = qdq(f"g{i}", float(rng.uniform(0.01, 0.08)))
+        ins.append(t)
+    nodes.append(helper.make_node(op, ins, ["y"], **(op_attrs or {})))
+    out = qdq("y", scales[-1] if scales else float(rng.uniform(0.02, 0.1)) * (3 if op == "Mul" else 1))
+    nodes.append(helper.make_node("Identity", [out], ["out"]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c * branches, 12, 10])]
+    graph = helper.make_graph(nodes, "qdq", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    xv = rng.normal(0, 2.5, (32, c * branches, 12, 10)).astype(np.float32)
+    return model, xv
+
+
+def qhw_vs_ort(model, x, tmp_path) -> int:
+    """Mismatching outputs between ORT (default optimizations: its QDQ fusions) and qhw's golden model
+    of the imported QDQ model in onnx rounding."""
+    import onnx
+
+    from qhw.api import quantize_model, run_batched
+    from qhw.quantize import QuantConfig
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y_ort = sess.run(None, {"x": x})[0]
+    qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
+    assert not qm.notes, qm.notes                             # nothing ran in float
+    y = run_batched(qm.graph, x, integer=True)
+    assert y.shape == y_ort.shape
+    return int(np.sum(y != y_ort))
+
+
+def adversarial_binary_scales(op: str, seed: int) -> tuple:
+    """(scale, zero point) of a, b and the output (int8) on which ORT's fused kernel and the float
+    DQ -> op -> Q path disagree on the most of the 65536 code pairs (thousands): a model test that could not
+    tell the two apart would prove nothing."""
+    from qhw.arith import dequantize, qlinear_add_onnx, qlinear_mul_onnx, quantize_float
+
+    rng = case_rng(seed, "adversarial", op)
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij"))
+    best, best_n = None, -1
+    for _ in range(40):
+        # odd multiples of powers of two: random scales almost never separate the two paths
+        sa, sb, sy = (np.float32(2.0 ** -int(rng.integers(4, 8)) * int(rng.choice([1, 3, 5, 7]))) for _ in range(3))
+        za, zb, zy = (int(v) for v in rng.integers(-100, 100, 3))
+        da, db = dequantize(a, sa, za), dequantize(b, sb, zb)
+        flt = quantize_float(da * db if op == "Mul" else da + db, sy, zy, -128, 127)
+        fused = (qlinear_mul_onnx if op == "Mul" else qlinear_add_onnx)(a, b, sa, za, sb, zb, sy, zy, -128, 127)
+        n = int(np.sum(flt != fused))
+        if n > best_n:
+            best, best_n = ((float(sa), za), (float(sb), zb), (float(sy), zy)), n
+    return best
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("pool_input", [None, 0, 1], ids=["same-shape", "pooled-a", "pooled-b"])
+@pytest.mark.parametrize("act", ACT_TYPES + ["int16"])
+@pytest.mark.parametrize("op", ["Add", "Mul"])
+def test_qdq_binary_model_reproduced(op, act, pool_input, seed, tmp_path):
+    """8-bit groups run as ORT's QLinearAdd/QLinearMul, 16-bit ones in float between DQ and Q."""
+    scales = adversarial_binary_scales(op, seed) if seed % 2 == 0 and act == "int8" else None
+    model, x = qdq_branch_model(op, act, seed, pool_input=pool_input, scales=scales)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("branches", [2, 3])
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qdq_sum_model_reproduced(act, branches, seed, tmp_path):
+    """ORT does not fuse Sum: it adds the dequantized inputs in float32, in order."""
+    model, x = qdq_branch_model("Sum", act, seed, branches=branches)
+    assert qhw_vs_ort(model, x, tmp_path) == 0

@@ -1,0 +1,188 @@
+"""Golden-model rules of the elementwise integer ops (qhw.arith, qhw.ops_elementwise): TFLite ADD
+with rescaled inputs, MUL, the exact float32 FMA behind the ``onnx`` mode's QLinearAdd, ONNX
+Runtime's broadcast roles, requantization of codes. References are exact (Fraction) or written
+out step by step; ONNX Runtime itself is compared in tests/test_ort_crosscheck.py.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from qhw import arith
+from qhw.graph import Node, QParams
+from qhw.ops import INT_OPS
+from qhw.ops_elementwise import int_kind
+
+MODES = ("single", "tflite", "onnx")
+
+
+# --------------------------------------------------------------------------- fma_f32
+
+
+def f32_round(x: Fraction) -> np.float32:
+    """Round an exact rational to the nearest float32, ties to even (independent reference)."""
+    guess = np.float32(float(x))
+    cands = {guess, np.nextafter(guess, np.float32(np.inf)), np.nextafter(guess, np.float32(-np.inf))}
+    best = min(cands, key=lambda c: (abs(Fraction(float(c)) - x), int(np.array(c).view(np.uint32)) & 1))
+    return np.float32(best)
+
+
+def test_fma_f32_is_correctly_rounded():
+    rng = np.random.default_rng(11)
+    a = rng.integers(-128, 128, 4000).astype(np.float32)
+    b = rng.uniform(0.01, 4, 4000).astype(np.float32)
+    c = rng.uniform(-300, 300, 4000).astype(np.float32)
+    # half of the cases: c chosen so that a*b + c lies within 2**-60 of a float32 midpoint
+    mids = []
+    for i in range(2000):
+        p = Fraction(float(a[i])) * Fraction(float(b[i]))
+        target = f32_round(Fraction(float(c[i])))
+        mid = Fraction(float(target)) + Fraction(float(np.nextafter(target, np.float32(np.inf)) - target)) / 2
+        cc = f32_round(mid - p)
+        mids.append(cc)
+    c[:2000] = np.array(mids, np.float32)
+    got = arith.fma_f32(a, b, c)
+    want = np.array([f32_round(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)))
+                     for x, y, z in zip(a, b, c)], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    unfused = (a * b).astype(np.float32) + c
+    assert np.sum(unfused != want) > 10          # the cases do exercise the single rounding
+
+
+# --------------------------------------------------------------------------- TFLite ADD
+
+
+def test_add_equal_scales_is_exact_sum():
+    d = np.arange(-255, 256, dtype=np.int64)
+    for mode in ("single", "tflite"):
+        r = arith.add_rescaled([d, d[::-1] // 2], [0.05, 0.05], 0.05, bits=8, mode=mode)
+        np.testing.assert_array_equal(r, d + d[::-1] // 2)
+
+
+@pytest.mark.parametrize("mode, expected", [("single", [2, -1, 1, 0]), ("tflite", [2, -2, 1, -1])])
+def test_add_ties(mode, expected):
+    """Output scale twice the inputs': (a + b) / 2 with .5 ties; single rounds them up, tflite away."""
+    a = np.array([1, -1, 1, -1])
+    b = np.array([2, -2, 0, 0])
+    np.testing.assert_array_equal(arith.add_rescaled([a, b], [1.0, 1.0], 2.0, bits=8, mode=mode), expected)
+
+
+@pytest.mark.parametrize("mode", ["single", "tflite"])
+def test_add_within_one_lsb_of_exact(mode):
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(2, 5))
+        scales = rng.uniform(0.001, 0.2, n).astype(np.float32)
+        s_out = np.float32(scales.max() * rng.uniform(0.5, 3))
+        diffs = [rng.integers(-255, 256, 500) for _ in range(n)]
+        r = arith.add_rescaled(diffs, scales, s_out, bits=8, mode=mode)
+        exact = sum(d * np.float64(s) for d, s in zip(diffs, scales)) / np.float64(s_out)
+        assert np.max(np.abs(r - exact)) <= 1.0
+
+
+def test_add_sixteen_bit_headroom():
+    d = np.array([65535, -65535])
+    r = arith.add_rescaled([d, d], [1.0, 1.0], 1.0, bits=16, mode="tflite")
+    np.testing.assert_array_equal(r, 2 * d)                      # no int32 overflow
+
+
+# --------------------------------------------------------------------------- ONNX Runtime's roles
+
+
+@pytest.mark.parametrize("s0, s1, expected", [
+    ((2, 3, 4), (2, 3, 4), False), ((2, 3, 4, 4), (1, 3, 1, 1), False), ((2, 3, 1, 1), (2, 3, 4, 4), True),
+    ((3, 1), (1, 5), True), ((1, 5), (3, 1), False), ((1,), (1,), True), ((), (4,), True), ((4,), (), False),
+    ((2, 3, 1), (2, 3, 1), False), ((5,), (2, 5), False),
+])
+def test_span_scalar_input0(s0, s1, expected):
+    assert arith.span_scalar_input0(s0, s1) is expected
+
+
+def test_qlinear_add_onnx_swaps_roles():
+    """With input 0 the span scalar the fixed part is computed with the roles exchanged; the two
+    orders differ on some inputs (exhaustive 256 x 1 sweep over scales where they do)."""
+    a = np.arange(-128, 128)
+    found = False
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        sa, sb, sc = rng.uniform(0.01, 0.1, 3).astype(np.float32)
+        za, zb, zc = (int(v) for v in rng.integers(-128, 128, 3))
+        for b in range(-128, 128):
+            x = arith.qlinear_add_onnx(np.int64(b), a, sa, za, sb, zb, sc, zc, -128, 127, input0_scalar=True)
+            y = arith.qlinear_add_onnx(np.int64(b), a, sa, za, sb, zb, sc, zc, -128, 127, input0_scalar=False)
+            if np.any(x != y):
+                found = True
+                break
+        if found:
+            break
+    assert found
+
+
+# --------------------------------------------------------------------------- the op binding
+
+
+def onnx_node(op: str, inputs: list[str], mode: str, qp_out: QParams, **attrs) -> Node:
+    proto = helper.make_node(op, inputs, ["y"], **attrs)
+    return Node(op.lower(), "Onnx", list(dict.fromkeys(inputs)), ["y"],
+                attrs={"op_type": op, "domain": "", "opset": {"": 21}},
+                params={"node_proto": np.frombuffer(proto.SerializeToString(), np.uint8).copy()},
+                quant={"rounding": mode, "qmin": qp_out.qmin, "qmax": qp_out.qmax})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_add_saturates_and_zero_point_extremes(mode):
+    qa, qb = QParams(0.1, -128), QParams(0.1, 127)
+    qy = QParams(0.1, 127)
+    node = onnx_node("Add", ["a", "b"], mode, qy)
+    assert int_kind(node) == "Add"
+    a = np.array([127, -128, 0, 100])
+    b = np.array([127, -128, 127, 127])
+    y = INT_OPS["Onnx"](node, [a, b], [qa, qb], [qy])[0]
+    # real: (a + 128) * 0.1 + (b - 127) * 0.1 -> codes (a + 128) + (b - 127) + 127, saturated
+    np.testing.assert_array_equal(y, np.clip(a + 128 + b - 127 + 127, -128, 127))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sum_of_three_broadcast(mode):
+    rng = np.random.default_rng(8)
+    qps = [QParams(0.02, 3), QParams(0.05, -7), QParams(0.01, 0)]
+    qy = QParams(0.06, -2)
+    xs = [rng.integers(-128, 128, s) for s in [(2, 3, 4, 4), (1, 3, 1, 1), (4,)]]
+    node = onnx_node("Sum", ["a", "b", "c"], mode, qy)
+    y = INT_OPS["Onnx"](node, xs, qps, [qy])[0]
+    exact = sum((x - q.zero_point) * q.scale for x, q in zip(xs, qps)) / qy.scale + qy.zero_point
+    assert y.shape == (2, 3, 4, 4)
+    assert np.max(np.abs(y - np.clip(exact, -128, 127))) <= 1.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mul_squeeze_excitation_shape(mode):
+    rng = np.random.default_rng(9)
+    qx, qs, qy = QParams(0.05, -3), QParams(1 / 255, -128), QParams(0.04, 5)
+    x = rng.integers(-128, 128, (2, 4, 3, 3))
+    s = rng.integers(-128, 128, (2, 4, 1, 1))
+    node = onnx_node("Mul", ["x", "s"], mode, qy)
+    y = INT_OPS["Onnx"](node, [x, s], [qx, qs], [qy])[0]
+    exact = (x - qx.zero_point) * qx.scale * (s - qs.zero_point) * qs.scale / qy.scale + qy.zero_point
+    assert np.max(np.abs(y - np.clip(exact, -128, 127))) <= 1.0
+
+
+def test_mul_by_itself_reads_input_twice():
+    qx, qy = QParams(0.1, 0), QParams(0.1, 0)
+    node = onnx_node("Mul", ["x", "x"], "single", qy)
+    assert node.inputs == ["x"] and int_kind(node) == "Mul"
+    y = INT_OPS["Onnx"](node, [np.array([3, -4, 20])], [qx], [qy])[0]
+    np.testing.assert_array_equal(y, [1, 2, 40])        # 0.09 -> 0.9 LSB -> 1; 1.6 -> 2; 4.0 -> 40
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_requantize_codes(mode):
+    q = np.arange(-128, 128)
+    np.testing.assert_array_equal(arith.requantize_codes(q, 0.1, 3, 0.1, 3, -128, 127, mode=mode), q)
+    r = arith.requantize_codes(q, 0.1, 3, 0.2, -5, -128, 127, mode=mode)
+    exact = (q - 3) / 2 - 5
+    assert np.max(np.abs(r - exact)) <= 0.5
