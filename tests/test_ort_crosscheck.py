@@ -509,7 +509,8 @@ def test_qlinear_binary_every_code_pair(op, act):
 
 
 def qdq_branch_model(op: str, act: str, seed: int, *, branches: int = 2, pool_input: int | None = None,
-                     op_attrs: dict | None = None, scales: tuple | None = None):
+                     op_attrs: dict | None = None, scales: tuple | None = None, consts: dict | None = None,
+                     act_range: float = 2.5):
     """x -> Q/DQ -> Split into ``branches`` tensors, each re-quantized with its own scale (one of them
     optionally global-average-pooled, for broadcasting) -> ``op`` -> Q/DQ: a QDQ group as
     quantize_static writes it. Returns (model, x)."""
@@ -539,6 +540,9 @@ def qdq_branch_model(op: str, act: str, seed: int, *, branches: int = 2, pool_in
             nodes.append(helper.make_node("GlobalAveragePool", [t], [f"g{i}"]))
             t = qdq(f"g{i}", float(rng.uniform(0.01, 0.08)))
         ins.append(t)
+    for name, value in (consts or {}).items():                 # constant inputs (a PRelu slope)
+        inits.append(numpy_helper.from_array(value, name))
+        ins.append(name)
     nodes.append(helper.make_node(op, ins, ["y"], **(op_attrs or {})))
     out = qdq("y", scales[-1] if scales else float(rng.uniform(0.02, 0.1)) * (3 if op == "Mul" else 1))
     nodes.append(helper.make_node("Identity", [out], ["out"]))
@@ -547,7 +551,7 @@ def qdq_branch_model(op: str, act: str, seed: int, *, branches: int = 2, pool_in
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 10
-    xv = rng.normal(0, 2.5, (32, c * branches, 12, 10)).astype(np.float32)
+    xv = rng.normal(0, act_range, (32, c * branches, 12, 10)).astype(np.float32)
     return model, xv
 
 
@@ -610,3 +614,55 @@ def test_qdq_sum_model_reproduced(act, branches, seed, tmp_path):
     """ORT does not fuse Sum: it adds the dequantized inputs in float32, in order."""
     model, x = qdq_branch_model("Sum", act, seed, branches=branches)
     assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+# --------------------------------------------------------------------------- table activations (onnx mode)
+
+TABLE_CASES = {
+    "Sigmoid": {}, "Tanh": {}, "LeakyRelu": {"alpha": 0.13}, "Elu": {"alpha": 0.7}, "HardSigmoid": {},
+    "HardSwish": {}, "Gelu": {}, "Gelu-tanh": {"approximate": "tanh"}, "Softplus": {}, "Selu": {},
+    "PRelu": {},
+}
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES + ["int16"])
+@pytest.mark.parametrize("case", list(TABLE_CASES))
+def test_qdq_table_model_reproduced(case, act, seed, tmp_path):
+    """DQ -> f -> Q groups (QLinearSigmoid / QLinearLeakyRelu when ORT fuses them, the float kernel
+    between DQ and Q otherwise) equal qhw's table lookup; PRelu has one table per channel."""
+    op = case.split("-")[0]
+    consts = {"slope": np.array([0.1, -0.3, 0.25], np.float32).reshape(3, 1, 1)} if op == "PRelu" else None
+    model, x = qdq_branch_model(op, act, seed, branches=1, op_attrs=TABLE_CASES[case], consts=consts,
+                                act_range=1.5 + seed)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", ["QLinearSigmoid", "QLinearLeakyRelu"])
+def test_qlinear_lookup_every_code(op, act, seed):
+    """ORT's QLinearLookupBase table (f on the 256 dequantized codes, MlasQuantizeLinear) equals
+    qhw's onnx-mode table, code for code, over 20 random scale and zero-point sets per seed."""
+    from qhw.graph import Node as QNode
+    from qhw.ops_elementwise import build_table
+
+    rng = case_rng(seed, op, act)
+    adt = np.dtype(act).type
+    off = 128 if act == "uint8" else 0
+    x = np.arange(*type_range(adt)[:1], type_range(adt)[1] + 1).astype(adt)
+    kind = op[len("QLinear"):]
+    attrs = {"alpha": float(np.float32(rng.uniform(0.01, 0.5)))} if kind == "LeakyRelu" else {}
+    proto = helper.make_node(kind, ["x"], ["y"], **attrs)
+    node = QNode(kind, "Onnx", ["x"], ["y"], attrs={"op_type": kind, "domain": "", "opset": {"": OPSET}},
+                 params={"node_proto": np.frombuffer(proto.SerializeToString(), np.uint8).copy()})
+    for _ in range(20):
+        sx, sy = np.float32(rng.uniform(0.005, 0.2)), np.float32(rng.uniform(0.001, 0.05))
+        zx, zy = adt(rand_q(rng, adt, ())), adt(rand_q(rng, adt, ()))
+        feeds = dict(x=x, sx=np.array(sx), zx=np.array(zx), sy=np.array(sy), zy=np.array(zy))
+        y_ort = ort_run(helper.make_node(op, list(feeds), ["y"], domain="com.microsoft", **attrs), feeds,
+                        adt).astype(np.int64)
+        qx = QParams(float(sx), int(zx) - off, unsigned=bool(off))
+        qy = QParams(float(sy), int(zy) - off, unsigned=bool(off))
+        table = build_table(node, qx, qy, "onnx").astype(np.int64)
+        np.testing.assert_array_equal(table[x.astype(np.int64) - off + 128] + off, y_ort)
