@@ -225,6 +225,27 @@ def _quantize_linear(node: Node, in_qp: QParams, out_qp: QParams, cfg: QuantConf
                     "scale": rq.scale.astype(np.float32)}
 
 
+def _share_concat_ranges(g: Graph, chosen: set, ranges: dict, imported: dict) -> dict:
+    """Ranges with each integer Concat's output range given to those of its inputs whose only use
+    is the Concat and whose producer picks its own output scale (a linear, Add/Mul or table node):
+    they are then quantized straight to the output's scale, and the Concat only copies them.
+    Nothing is lost: the Concat's output cannot be finer than its scale, and requantizing a finer
+    input to it rounds twice. Other inputs keep their own scale and are requantized."""
+    producers, consumers = g.producers(), g.consumers()
+    out = dict(ranges)
+    for node in g.nodes:
+        if node.name not in chosen or int_kind(node) != "Concat" or node.outputs[0] not in ranges:
+            continue
+        for t in node.inputs:
+            p = producers.get(t)
+            own_scale = p is not None and p.name in chosen and (
+                p.op in LINEAR_OPS or (p.op == "Onnx" and kind_class(int_kind(p) or "") in ("rescale", "table")))
+            if (own_scale and t not in imported and t not in g.outputs and t in ranges
+                    and [c.name for c in consumers.get(t, [])] == [node.name]):
+                out[t] = ranges[node.outputs[0]]
+    return out
+
+
 def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], cfg: QuantConfig,
                    *, imported: dict[str, QParams] | None = None,
                    keep_float: tuple[str, ...] | None = None) -> tuple[Graph, list[str]]:
@@ -236,6 +257,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
         node.quant, node.qparams = None, {}
     names, notes = plan(g, cfg.keep_float if keep_float is None else keep_float, imported)
     chosen = set(names)
+    ranges = _share_concat_ranges(g, chosen, ranges, imported)
     lacking = []
     for node in g.nodes:
         if node.name not in chosen:

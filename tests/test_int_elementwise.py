@@ -186,3 +186,52 @@ def test_requantize_codes(mode):
     r = arith.requantize_codes(q, 0.1, 3, 0.2, -5, -128, 127, mode=mode)
     exact = (q - 3) / 2 - 5
     assert np.max(np.abs(r - exact)) <= 0.5
+
+
+# --------------------------------------------------------------------------- Concat
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_concat_requantizes_only_differing_inputs(mode):
+    qy = QParams(0.1, 2)
+    qps = [QParams(0.1, 2), QParams(0.05, -3), QParams(0.1, 0)]
+    node = onnx_node("Concat", ["a", "b", "c"], mode, qy, axis=1)
+    assert int_kind(node) == "Concat"
+    x = [np.full((2, 1, 3), v) for v in (-128, 127, 5)]
+    y = INT_OPS["Onnx"](node, x, qps, [qy])[0]
+    assert y.shape == (2, 3, 3)
+    np.testing.assert_array_equal(y[:, 0], -128)                 # same scale and zero point: copied
+    np.testing.assert_array_equal(y[:, 1], 67)                   # (127 + 3) * 0.05 / 0.1 + 2
+    np.testing.assert_array_equal(y[:, 2], 7)                    # a zero-point shift only
+
+
+def concat_model(path):
+    """x -> conv a, conv b -> Concat -> GlobalAveragePool."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.normal(0, s, (2, 1, 3, 3)).astype(np.float32), f"w{i}")
+             for i, s in enumerate((0.2, 1.5))]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1], name="conv_a"),
+             helper.make_node("Conv", ["x", "w1"], ["b"], pads=[1, 1, 1, 1], name="conv_b"),
+             helper.make_node("Concat", ["a", "b"], ["cat"], axis=1, name="concat"),
+             helper.make_node("GlobalAveragePool", ["cat"], ["y"], name="gap")]
+    g = helper.make_graph(nodes, "cat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_concat_inputs_share_the_output_scale(mode, tmp_path):
+    from qhw.api import quantize_model, run_batched
+    from qhw.quantize import QuantConfig
+
+    concat_model(tmp_path / "cat.onnx")
+    x = np.random.default_rng(0).normal(0, 1, (32, 1, 6, 6)).astype(np.float32)
+    qm = quantize_model(tmp_path / "cat.onnx", QuantConfig(rounding=mode), calib_x=x, log=lambda m: None)
+    t = qm.graph.tensors
+    assert t["a"] == t["b"] == t["cat"]                            # each conv quantizes straight to it
+    assert qm.graph.node("concat").quant is not None and not qm.notes
+    yf, yq = run_batched(qm.graph, x, integer=False), run_batched(qm.graph, x, integer=True)
+    assert np.max(np.abs(yf - yq)) < 3 * t["y"].scale

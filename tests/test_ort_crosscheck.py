@@ -666,3 +666,40 @@ def test_qlinear_lookup_every_code(op, act, seed):
         qy = QParams(float(sy), int(zy) - off, unsigned=bool(off))
         table = build_table(node, qx, qy, "onnx").astype(np.int64)
         np.testing.assert_array_equal(table[x.astype(np.int64) - off + 128] + off, y_ort)
+
+
+# --------------------------------------------------------------------------- Concat (onnx mode)
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qlinear_concat(act, seed):
+    """QLinearConcat: inputs with the output's scale and zero point are copied, others go through
+    the table QuantizeLinear(DequantizeLinear(q)); qhw's requantize_codes per input."""
+    rng = case_rng(seed, "QLinearConcat", act)
+    adt = np.dtype(act).type
+    off = 128 if act == "uint8" else 0
+    sy, zy = np.float32(rng.uniform(0.01, 0.1)), adt(rand_q(rng, adt, ()))
+    feeds = {"sy": np.array(sy), "zy": np.array(zy)}
+    xs, qps = [], []
+    for i in range(3):
+        same = i == 0
+        s = sy if same else np.float32(rng.uniform(0.005, 0.2))
+        z = zy if same else adt(rand_q(rng, adt, ()))
+        x = rand_q(rng, adt, (2, int(rng.integers(1, 4)), 5))
+        feeds.update({f"x{i}": x, f"s{i}": np.array(s), f"z{i}": np.array(z)})
+        xs.append(x.astype(np.int64) - off)
+        qps.append((float(s), int(z) - off))
+    y_ort = ort_run(helper.make_node("QLinearConcat", list(feeds), ["y"], domain="com.microsoft", axis=1), feeds,
+                    adt).astype(np.int64)
+    lo, hi = arith.qrange(8)
+    parts = [arith.requantize_codes(x, s, z, float(sy), int(zy) - off, lo, hi, mode="onnx")
+             for x, (s, z) in zip(xs, qps)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1) + off, y_ort)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qdq_concat_model_reproduced(act, seed, tmp_path):
+    model, x = qdq_branch_model("Concat", act, seed, branches=3, pool_input=None, op_attrs={"axis": 1})
+    assert qhw_vs_ort(model, x, tmp_path) == 0
