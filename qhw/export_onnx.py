@@ -17,6 +17,7 @@ from .errors import ModelError
 from .fileio import atomic_path
 from .graph import Node
 from .onnx_node import CONST_PREFIX
+from .ops_elementwise import int_kind
 from .qmodel import QModel
 
 __all__ = ["export_qdq"]
@@ -153,6 +154,24 @@ def _emit(w: _Writer, node: Node) -> list[str]:
     return []
 
 
+def _emit_mean(w: _Writer, node: Node, qp) -> None:
+    """An integer spatial ReduceMean as GlobalAveragePool (+ Flatten for keepdims=0), each output
+    quantized: ORT then runs QLinearGlobalAveragePool, the rule qhw's golden model uses, where a
+    DQ -> ReduceMean -> Q group would run in float."""
+    from .ops_elementwise import node_attrs
+
+    out = node.outputs[0]
+    w.opset = max(w.opset, int(node.attrs["opset"].get("", 13)))
+    if node_attrs(node).get("keepdims", 1):
+        w.node("GlobalAveragePool", [w.src(node.inputs[0])], [out], node.name)
+    else:
+        pooled = w.fresh(f"{out}_pooled")
+        w.node("GlobalAveragePool", [w.src(node.inputs[0])], [pooled], node.name)
+        w.qdq(pooled, qp)
+        w.node("Flatten", [w.src(pooled)], [out], f"{node.name}_Flatten", axis=1)
+    w.names.update(node.outputs)
+
+
 def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     import onnx
     from onnx import TensorProto, helper
@@ -166,7 +185,10 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
         w.qdq(inp.name, g.tensors[inp.name])
     done_q = {inp.name}
     for node in g.nodes:
-        notes += _emit(w, node)
+        if node.quant is not None and int_kind(node) == "ReduceMean":
+            _emit_mean(w, node, g.tensors[node.outputs[0]])
+        else:
+            notes += _emit(w, node)
         for t in node.outputs:
             if t in g.tensors and t not in done_q:
                 w.qdq(t, g.tensors[t])

@@ -235,3 +235,35 @@ def test_concat_inputs_share_the_output_scale(mode, tmp_path):
     assert qm.graph.node("concat").quant is not None and not qm.notes
     yf, yq = run_batched(qm.graph, x, integer=False), run_batched(qm.graph, x, integer=True)
     assert np.max(np.abs(yf - yq)) < 3 * t["y"].scale
+
+
+# --------------------------------------------------------------------------- ReduceMean
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("axes_form", ["attribute", "input", "negative"])
+def test_reduce_mean_is_global_average_pool(axes_form, keepdims, mode):
+    """x.mean(dim=(2, 3)) in every export form runs GlobalAveragePool's integer rule."""
+    from qhw.onnx_node import CONST_PREFIX
+
+    rng = np.random.default_rng(12)
+    qx, qy = QParams(0.04, -5), QParams(0.03, 7)
+    if axes_form == "input":
+        node = onnx_node("ReduceMean", ["x", "axes"], mode, qy, keepdims=keepdims)
+        node.params[CONST_PREFIX + "axes"] = np.array([2, 3], np.int64)
+        node.inputs = ["x"]
+    else:
+        node = onnx_node("ReduceMean", ["x"], mode, qy, keepdims=keepdims,
+                         axes=[2, 3] if axes_form == "attribute" else [-1, -2])
+    assert int_kind(node) == "ReduceMean"
+    x = rng.integers(-128, 128, (2, 3, 5, 4))
+    y = INT_OPS["Onnx"](node, [x], [qx], [qy])[0]
+    gap = Node("gap", "GlobalAveragePool", ["x"], ["y"], quant=node.quant)
+    ref = INT_OPS["GlobalAveragePool"](gap, [x], [qx], [qy])[0]
+    np.testing.assert_array_equal(y, ref if keepdims else ref.reshape(2, 3))
+
+
+def test_reduce_mean_over_channels_stays_float():
+    node = onnx_node("ReduceMean", ["x"], "single", QParams(0.1, 0), axes=[1])
+    assert int_kind(node) is None
