@@ -213,8 +213,16 @@ def _average_i(node, total, count, in_qp, out_qp):
     return saturate(mul(total, m0, shift) + zp, qmin, qmax)
 
 
+def _unfused_pool(node, xs, in_qp, out_qp):
+    from .ops_elementwise import onnx_float_pool  # (imports this module)
+
+    return onnx_float_pool(node, xs, in_qp, out_qp)
+
+
 @register(INT_OPS, "AveragePool")
 def _avgpool_i(node, xs, in_qp, out_qp):
+    if (unfused := _unfused_pool(node, xs, in_qp, out_qp)) is not None:
+        return unfused
     geo = dict(count_include_pad=bool(node.attrs.get("count_include_pad", 0)), **_pool_geometry(node))
     if node.quant["rounding"] == "onnx":  # ORT's QLinearAveragePool works on dequantized floats
         i, o = in_qp[0], out_qp[0]
@@ -226,6 +234,8 @@ def _avgpool_i(node, xs, in_qp, out_qp):
 
 @register(INT_OPS, "GlobalAveragePool")
 def _gap_i(node, xs, in_qp, out_qp):
+    if (unfused := _unfused_pool(node, xs, in_qp, out_qp)) is not None:
+        return unfused
     h, w = xs[0].shape[2:]
     total, count = kernels.avgpool2d_sums(xs[0], kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0),
                                           zero_point=in_qp[0].zero_point)

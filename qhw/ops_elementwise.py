@@ -31,7 +31,7 @@ from .onnx_node import CONST_PREFIX
 from .ops import FLOAT_OPS, INT_OPS, register
 
 __all__ = ["int_kind", "kind_class", "has_int_kernel", "build_table", "table_function", "TABLE_KINDS",
-           "RESCALE_KINDS", "LAYOUT_KINDS", "MAX_ADD_INPUTS", "node_attrs"]
+           "RESCALE_KINDS", "LAYOUT_KINDS", "MAX_ADD_INPUTS", "node_attrs", "onnx_code_offsets"]
 
 RESCALE_KINDS = ("Add", "Sum", "Mul", "Concat")         # own output scale, inputs rescaled to it
 LAYOUT_KINDS = ("Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Resize", "Upsample")
@@ -234,15 +234,29 @@ def _lookup(node: Node, x: np.ndarray, in_qp: QParams) -> np.ndarray:
 # --------------------------------------------------------------------------- kernels
 
 
-# ONNX Runtime runs a QDQ model's 8-bit groups on uint8 codes: on x86-64 its QDQS8ToU8Transformer
-# rewrites every int8 QuantizeLinear -> DequantizeLinear pair (the Q feeding only its DQ) to uint8
-# with the zero point + 128 before fusing, and the fused kernels add the zero point before rounding.
-ONNX_CODE_OFFSET = 128
+def onnx_code_offsets(graph, node: Node) -> list[int]:
+    """What ONNX Runtime's fused kernels add to qhw's codes of each input and output of ``node``:
+    128 where ORT holds the tensor as uint8, 0 where as int8.
+
+    A uint8 tensor stays uint8. An int8 one becomes uint8 (zero point + 128) on x86-64 when its
+    QuantizeLinear feeds only its DequantizeLinear, which ORT's QDQS8ToU8Transformer rewrites; ORT
+    first gives every consumer its own DequantizeLinear, so that is a tensor with one consumer
+    (a graph output counts as one). ORT fuses a group only when all its types agree.
+    """
+    consumers = graph.consumers()
+    out = []
+    ins = [i for i in _proto(node).input if i and CONST_PREFIX + i not in node.params] if node.op == "Onnx" \
+        else node.inputs
+    for t in ins + node.outputs[:1]:
+        qp = graph.tensors[t]
+        uses = len(consumers.get(t, [])) + (t in graph.outputs)
+        out.append(1 << (qp.bits - 1) if qp.unsigned or (qp.bits == 8 and uses == 1) else 0)
+    return out
 
 
-def _raw(v: np.ndarray, qp: QParams) -> tuple[np.ndarray, int]:
-    """Codes and zero point as ORT's fused kernels see them (uint8)."""
-    return v + ONNX_CODE_OFFSET, qp.zero_point + ONNX_CODE_OFFSET
+def _raw(v: np.ndarray, qp: QParams, offset: int) -> tuple[np.ndarray, int]:
+    """Codes and zero point as ORT's fused kernels see them."""
+    return v + offset, qp.zero_point + offset
 
 
 def _float_path(kind: str, vals, o: QParams) -> np.ndarray:
@@ -259,10 +273,12 @@ def _add_or_mul(node: Node, kind: str, vals, o: QParams) -> np.ndarray:
     qmin, qmax = node.quant["qmin"], node.quant["qmax"]
     eight_bit = all(q.bits == 8 for _, q in vals) and o.bits == 8
     if mode == "onnx":
-        if kind in ("Add", "Mul") and eight_bit:      # ORT fuses DQ -> Add/Mul -> Q into QLinearAdd/Mul
+        offsets = node.quant.get("onnx_offsets") or [q.code_offset for _, q in vals] + [o.code_offset]
+        if kind in ("Add", "Mul") and eight_bit and len(set(offsets)) == 1:
+            # ORT fuses DQ -> Add/Mul -> Q into QLinearAdd/QLinearMul when all types agree
             (a, qa), (b, qb) = vals
-            (ra, za), (rb, zb) = _raw(a, qa), _raw(b, qb)
-            off = ONNX_CODE_OFFSET
+            off = offsets[0]
+            (ra, za), (rb, zb) = _raw(a, qa, off), _raw(b, qb, off)
             lo, hi = qmin + off, qmax + off
             if kind == "Add":
                 y = qlinear_add_onnx(ra, rb, qa.scale, za, qb.scale, zb, o.scale, o.zero_point + off, lo, hi,
@@ -304,6 +320,9 @@ def _layout(node: Node, xs, in_qp, out_qp) -> list[np.ndarray]:
 
 
 def _mean(node: Node, xs, in_qp, out_qp) -> list[np.ndarray]:
+    unfused = onnx_float_pool(node, xs, in_qp, out_qp)
+    if unfused is not None:
+        return unfused
     x = np.asarray(xs[0])
     if x.ndim != 4:
         raise ModelError(f"{node.label}: integer ReduceMean needs a 4-D NCHW input, got shape {x.shape}")
@@ -327,3 +346,39 @@ def _onnx_i(node, xs, in_qp, out_qp):
     if kind == "Concat":
         return [_concat(node, vals, out_qp[0])]
     return [_add_or_mul(node, kind, vals, out_qp[0])]
+
+
+# --------------------------------------------------------------------------- ORT's unfused pools
+
+_POOL_NODES: dict[tuple, Node] = {}
+
+
+def onnx_float_pool(node: Node, xs, in_qp, out_qp) -> list[np.ndarray] | None:
+    """A pooling node's output where ORT runs its QDQ group in float (``onnx`` mode), else None.
+
+    ORT fuses DQ -> (Global)AveragePool/ReduceMean -> Q only when input and output have the same
+    integer type (``onnx_code_offsets``); otherwise it dequantizes, pools with its float kernel and
+    quantizes, which qhw reproduces with that same kernel (a one-node ORT session)."""
+    offsets = (node.quant or {}).get("onnx_offsets")
+    if node.quant is None or node.quant["rounding"] != "onnx" or not offsets or len(set(offsets)) == 1:
+        return None
+    from onnx import helper
+
+    from .onnx_node import run_onnx_node
+
+    key = (node.name, node.op)
+    if key not in _POOL_NODES:
+        if node.op == "Onnx":
+            _POOL_NODES[key] = node
+        else:
+            a = node.attrs
+            kw = {} if node.op == "GlobalAveragePool" else dict(
+                kernel_shape=list(a["kernel"]), strides=list(a["strides"]), pads=list(a["pads"]),
+                count_include_pad=int(a.get("count_include_pad", 0)))
+            proto = helper.make_node(node.op, [node.inputs[0]], [node.outputs[0]], **kw)
+            _POOL_NODES[key] = Node(node.name, "Onnx", [node.inputs[0]], [node.outputs[0]],
+                                    attrs={"op_type": node.op, "domain": "", "opset": {"": 17}},
+                                    params={"node_proto": np.frombuffer(proto.SerializeToString(), np.uint8).copy()})
+    i, o = in_qp[0], out_qp[0]
+    y = run_onnx_node(_POOL_NODES[key], [dequantize(xs[0], i.scale, i.zero_point)])[0]
+    return [quantize_float(y, o.scale, o.zero_point, o.qmin, o.qmax)]

@@ -25,7 +25,7 @@ from .ops import (
     float_preactivation,
     int_activation_clamp,
 )
-from .ops_elementwise import build_table, has_int_kernel, int_kind, kind_class
+from .ops_elementwise import build_table, has_int_kernel, int_kind, kind_class, onnx_code_offsets
 
 __all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan",
            "correct_biases"]
@@ -299,6 +299,11 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}
     if lacking:
         notes.append("kept float (no quantization parameters in the model): " + ", ".join(lacking))
+    if cfg.rounding == "onnx":
+        for node in g.nodes:
+            if node.quant is not None and (int_kind(node) in ("Add", "Mul", "ReduceMean")
+                                           or node.op in ("GlobalAveragePool", "AveragePool")):
+                node.quant["onnx_offsets"] = onnx_code_offsets(g, node)
     return g, notes
 
 

@@ -267,3 +267,90 @@ def test_reduce_mean_is_global_average_pool(axes_form, keepdims, mode):
 def test_reduce_mean_over_channels_stays_float():
     node = onnx_node("ReduceMean", ["x"], "single", QParams(0.1, 0), axes=[1])
     assert int_kind(node) is None
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def residual_model(path, pool: str) -> None:
+    """conv -> relu -> conv -> Add with the skip -> relu -> squeeze-excitation (ReduceMean, 1x1 conv,
+    Sigmoid table, Mul) -> Transpose -> Concat with the block output -> GAP+Flatten or ReduceMean
+    (keepdims 0) -> Gemm."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name, shape, s):
+        return numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), name)
+
+    inits = [init("w1", (4, 3, 3, 3), 0.3), init("b1", (4,), 0.1), init("w2", (4, 4, 3, 3), 0.3),
+             init("b2", (4,), 0.1), init("wse", (4, 4, 1, 1), 0.5), init("bse", (4,), 0.1),
+             init("wf", (8, 5), 0.3), init("bf", (5,), 0.1)]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             n("Relu", ["c1"], ["r1"], name="relu1"),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             n("Add", ["c2", "r1"], ["s"], name="add"),
+             n("Relu", ["s"], ["r2"], name="relu2"),
+             n("ReduceMean", ["r2"], ["m"], axes=[2, 3], keepdims=1, name="se_mean"),
+             n("Conv", ["m", "wse", "bse"], ["e"], name="se_conv"),
+             n("Sigmoid", ["e"], ["g"], name="se_sigmoid"),
+             n("Mul", ["r2", "g"], ["se"], name="se_mul"),
+             n("Transpose", ["se"], ["t"], perm=[0, 1, 3, 2], name="transpose"),
+             n("Concat", ["r2", "t"], ["cat"], axis=1, name="concat")]
+    if pool == "gap":
+        nodes += [n("GlobalAveragePool", ["cat"], ["p"], name="gap"), n("Flatten", ["p"], ["f"], name="flat")]
+    else:
+        nodes += [n("ReduceMean", ["cat"], ["f"], axes=[2, 3], keepdims=0, name="mean")]
+    nodes.append(n("Gemm", ["f", "wf", "bf"], ["y"], name="fc"))
+    g = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pool", ["gap", "reduce-mean"])
+def test_residual_model_end_to_end(pool, mode, tmp_path, capsys):
+    """quantize -> run -> analyze -> export-onnx (ORT equal to run in onnx mode) -> the array runtime and
+    generate --for, with every node integer."""
+    import json
+
+    import onnxruntime as ort
+
+    from qhw.cli import main
+    from qhw.qmodel import load_qmodel
+    from qhw.runtime import GoldenBackend, Runtime, config_for_model
+
+    residual_model(tmp_path / "res.onnx", pool)
+    rng = np.random.default_rng(1)                               # seed of the calibration and test data
+    x = rng.normal(0, 1, (300, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x[:200])
+    np.savez(tmp_path / "test.npz", x=x[200:], y=rng.integers(0, 5, 100))
+    q = tmp_path / "res.qhw"
+    assert main(["quantize", str(tmp_path / "res.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(q),
+                 "--rounding", mode]) == 0
+    qm = load_qmodel(q)
+    assert [nd.name for nd in qm.graph.nodes if nd.quant is None] == [] and not qm.notes
+    assert main(["run", str(q), "--data", str(tmp_path / "test.npz"), "-o", str(tmp_path / "y.npz")]) == 0
+    with np.load(tmp_path / "y.npz") as z:
+        y = z["y"]
+    capsys.readouterr()
+    assert main(["analyze", str(q), "--data", str(tmp_path / "test.npz"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["output_sqnr_db"] > 25
+    assert main(["export-onnx", str(q), "-o", str(tmp_path / "q.onnx")]) == 0
+    y_ort = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x[200:]})[0]
+    if mode == "onnx":
+        assert int(np.sum(y_ort != y)) == 0
+    else:
+        assert np.max(np.abs(y_ort - y)) < 0.1 * np.max(np.abs(y))
+    y_rt = Runtime(qm.graph, config_for_model(qm.graph, rows=4, cols=4)).run(x[200:], GoldenBackend())[0]
+    np.testing.assert_array_equal(y_rt, y)
+    if mode == "single" and pool == "gap":
+        assert main(["generate", "--for", str(q), "--rows", "4", "--cols", "4", "--name", "res",
+                     "-o", str(tmp_path / "rtl")]) == 0
+        assert (tmp_path / "rtl" / "res.json").is_file()
