@@ -703,3 +703,36 @@ def test_qlinear_concat(act, seed):
 def test_qdq_concat_model_reproduced(act, seed, tmp_path):
     model, x = qdq_branch_model("Concat", act, seed, branches=3, pool_input=None, op_attrs={"axis": 1})
     assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+# --------------------------------------------------------------------------- layout ops (onnx mode)
+
+LAYOUT_CASES = {
+    "Transpose": dict(op_attrs={"perm": [0, 2, 3, 1]}),
+    "Squeeze": dict(consts={"axes": np.array([0], np.int64)}),
+    "Unsqueeze": dict(consts={"axes": np.array([2], np.int64)}),
+    "Slice": dict(consts={"starts": np.array([1, 0], np.int64), "ends": np.array([10, 5], np.int64),
+                          "axes": np.array([2, 3], np.int64), "steps": np.array([2, 1], np.int64)}),
+    "Resize": dict(consts={"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)},
+                   op_attrs={"mode": "nearest"}),
+}
+
+
+@pytest.mark.parametrize("same_scale", [True, False], ids=["scale-kept", "scale-changed"])
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", list(LAYOUT_CASES))
+def test_qdq_layout_model_reproduced(op, act, same_scale, tmp_path):
+    """Data movement on the codes; ORT drops the Q/DQ pair when the scales agree and requantizes in
+    float (DQ -> op -> Q) when a QDQ model gives the output its own scale."""
+    rng = case_rng(0, "layout", op, act)
+    dt = np.dtype(act).type
+    scales = None
+    if same_scale:
+        s = (float(rng.uniform(0.01, 0.08)), int(rand_q(rng, dt, ()) // 4))
+        scales = (s, s)
+    case = LAYOUT_CASES[op]
+    model, x = qdq_branch_model(op, act, 0, branches=1, scales=scales, op_attrs=case.get("op_attrs"),
+                                consts=case.get("consts"))
+    if op == "Squeeze":
+        x = x[:1]
+    assert qhw_vs_ort(model, x, tmp_path) == 0
