@@ -227,7 +227,8 @@ def _avgpool_i(node, xs, in_qp, out_qp):
     if node.quant["rounding"] == "onnx":  # ORT's QLinearAveragePool works on dequantized floats
         i, o = in_qp[0], out_qp[0]
         v = kernels.avgpool2d_sequential(dequantize(xs[0], i.scale, i.zero_point), **geo)
-        return [quantize_onnx_pool(v, o.scale, o.zero_point, o.qmin, o.qmax, o.code_offset)]
+        offset = (node.quant.get("onnx_offsets") or [o.code_offset])[-1]  # uint8 in ORT: zp + 128
+        return [quantize_onnx_pool(v, o.scale, o.zero_point, o.qmin, o.qmax, offset)]
     total, count = kernels.avgpool2d_sums(xs[0], zero_point=in_qp[0].zero_point, **geo)
     return [_average_i(node, total, count, in_qp[0], out_qp[0])]
 

@@ -736,3 +736,16 @@ def test_qdq_layout_model_reproduced(op, act, same_scale, tmp_path):
     if op == "Squeeze":
         x = x[:1]
     assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", ["AveragePool", "GlobalAveragePool"])
+def test_qdq_pool_model_reproduced(op, act, seed, tmp_path):
+    """Pools in a QDQ model whose int8 tensors ORT runs as uint8 (one consumer each): QLinearAveragePool
+    adds the uint8 zero point before rounding. Same input and output scale: many near-ties."""
+    rng = case_rng(seed, "pool", op, act)
+    s = (float(rng.uniform(0.01, 0.08)), int(rand_q(rng, np.dtype(act).type, ()) // 4))
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]} if op == "AveragePool" else {}
+    model, x = qdq_branch_model(op, act, seed, branches=1, scales=(s, s), op_attrs=attrs)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
