@@ -143,7 +143,7 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
     quantized: set[str] = set()
     notes: list[str] = []
     producers = graph.producers()
-    auto = []
+    auto, neighbour = [], []
     for n in graph.nodes:
         if n.name in keep_float:
             continue
@@ -152,7 +152,7 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
             if _int_ready(n, kind, quantized, producers, imported):
                 quantized.add(n.name)
             else:
-                auto.append(f"{n.name} ({n.attrs['op_type']})")
+                neighbour.append(f"{n.name} ({n.attrs['op_type']})")
             continue
         if n.op == "Onnx":
             if "unsupported" in n.attrs:
@@ -168,6 +168,9 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
                 quantized.add(n.name)
     if auto:
         notes.append("kept float (no integer implementation): " + ", ".join(auto))
+    if neighbour:
+        notes.append("kept float (an input or, in a QDQ model, the output is not quantized): "
+                     + ", ".join(neighbour))
     if keep_float:
         notes.append("kept float (--keep-float): " + ", ".join(keep_float))
     return [n.name for n in graph.nodes if n.name in quantized], notes
