@@ -749,3 +749,35 @@ def test_qdq_pool_model_reproduced(op, act, seed, tmp_path):
     attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]} if op == "AveragePool" else {}
     model, x = qdq_branch_model(op, act, seed, branches=1, scales=(s, s), op_attrs=attrs)
     assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+@pytest.mark.parametrize("pool", ["gap", "reduce-mean"])
+def test_ort_quantize_static_residual_model_reproduced(pool, per_channel, tmp_path):
+    """ONNX Runtime's own quantize_static (QDQ, int8) of a residual + squeeze-excitation model: every node
+    runs in integers in qhw (onnx rounding) and the outputs equal ORT's exactly."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from test_int_elementwise import residual_model
+
+    from qhw.api import quantize_model, run_batched
+    from qhw.quantize import QuantConfig
+
+    rng = np.random.default_rng(21)                                  # calibration and test data
+    x = rng.normal(0, 1, (300, 3, 8, 8)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"x": x[i:i + 50]} for i in range(0, 200, 50))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    residual_model(tmp_path / "float.onnx", pool)
+    dst = tmp_path / "qdq.onnx"
+    quantize_static(str(tmp_path / "float.onnx"), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    qm = quantize_model(dst, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
+    assert [n.name for n in qm.graph.nodes if n.quant is None] == [] and not qm.notes
+    y = run_batched(qm.graph, x[200:], integer=True)
+    y_ort = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x[200:]})[0]
+    assert int(np.sum(y != y_ort)) == 0
