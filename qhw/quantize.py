@@ -237,6 +237,16 @@ def _share_concat_ranges(g: Graph, chosen: set, ranges: dict, imported: dict) ->
     producers, consumers = g.producers(), g.consumers()
     out = dict(ranges)
     for node in g.nodes:
+        # an integer Add/Sum whose only consumer is a Relu/Clip takes the clamp's output range (as
+        # ORT's quantizer removes such activations): its codes then clamp at the real 0, and the
+        # finer scale is not spent on values the Relu discards
+        t = node.outputs[0] if node.outputs else None
+        users = consumers.get(t, [])
+        if (node.name in chosen and int_kind(node) in ("Add", "Sum") and len(users) == 1
+                and users[0].op in ("Relu", "Clip") and users[0].name in chosen and t not in imported
+                and t not in g.outputs and users[0].outputs[0] in ranges):
+            out[t] = ranges[users[0].outputs[0]]
+    for node in g.nodes:
         if node.name not in chosen or int_kind(node) != "Concat" or node.outputs[0] not in ranges:
             continue
         for t in node.inputs:

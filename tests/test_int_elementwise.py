@@ -354,3 +354,15 @@ def test_residual_model_end_to_end(pool, mode, tmp_path, capsys):
         assert main(["generate", "--for", str(q), "--rows", "4", "--cols", "4", "--name", "res",
                      "-o", str(tmp_path / "rtl")]) == 0
         assert (tmp_path / "rtl" / "res.json").is_file()
+
+
+def test_add_before_relu_takes_the_relu_range(tmp_path):
+    from qhw.api import quantize_model
+    from qhw.quantize import QuantConfig
+
+    residual_model(tmp_path / "res.onnx", "gap")
+    x = np.random.default_rng(1).normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    qm = quantize_model(tmp_path / "res.onnx", QuantConfig(), calib_x=x, log=lambda m: None)
+    assert qm.ranges["s"][0] < 0                                  # the sum itself goes negative
+    assert qm.graph.tensors["s"] == qm.graph.tensors["r2"]
+    assert qm.graph.tensors["s"].zero_point == -128               # [0, max]: real 0 at qmin
