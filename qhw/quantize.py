@@ -228,7 +228,7 @@ def _quantize_linear(node: Node, in_qp: QParams, out_qp: QParams, cfg: QuantConf
                     "scale": rq.scale.astype(np.float32)}
 
 
-def _share_concat_ranges(g: Graph, chosen: set, ranges: dict, imported: dict) -> dict:
+def _share_concat_ranges(g: Graph, chosen: set, ranges: dict, imported: dict, *, relu_ranges: bool) -> dict:
     """Ranges with each integer Concat's output range given to those of its inputs whose only use
     is the Concat and whose producer picks its own output scale (a linear, Add/Mul or table node):
     they are then quantized straight to the output's scale, and the Concat only copies them.
@@ -239,8 +239,9 @@ def _share_concat_ranges(g: Graph, chosen: set, ranges: dict, imported: dict) ->
     for node in g.nodes:
         # an integer Add/Sum whose only consumer is a Relu/Clip takes the clamp's output range (as
         # ORT's quantizer removes such activations): its codes then clamp at the real 0, and the
-        # finer scale is not spent on values the Relu discards
-        t = node.outputs[0] if node.outputs else None
+        # finer scale is not spent on values the Relu discards. Not in onnx mode: ORT drops a Relu between
+        # equal Q/DQ pairs and regroups the exported model's QDQ units, which the golden model then misses.
+        t = node.outputs[0] if node.outputs and relu_ranges else None
         users = consumers.get(t, [])
         if (node.name in chosen and int_kind(node) in ("Add", "Sum") and len(users) == 1
                 and users[0].op in ("Relu", "Clip") and users[0].name in chosen and t not in imported
@@ -270,7 +271,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
         node.quant, node.qparams = None, {}
     names, notes = plan(g, cfg.keep_float if keep_float is None else keep_float, imported)
     chosen = set(names)
-    ranges = _share_concat_ranges(g, chosen, ranges, imported)
+    ranges = _share_concat_ranges(g, chosen, ranges, imported, relu_ranges=cfg.rounding != "onnx")
     lacking = []
     for node in g.nodes:
         if node.name not in chosen:
