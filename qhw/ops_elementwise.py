@@ -366,7 +366,7 @@ def onnx_float_pool(node: Node, xs, in_qp, out_qp) -> list[np.ndarray] | None:
 
     from .onnx_node import run_onnx_node
 
-    key = (node.name, node.op)
+    key = (node.name, node.op, repr(sorted(node.attrs.items())))      # same name in another model: another key
     if key not in _POOL_NODES:
         if node.op == "Onnx":
             _POOL_NODES[key] = node
