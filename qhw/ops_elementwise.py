@@ -367,10 +367,10 @@ def onnx_float_pool(node: Node, xs, in_qp, out_qp) -> list[np.ndarray] | None:
     from .onnx_node import run_onnx_node
 
     key = (node.name, node.op, repr(sorted(node.attrs.items())))      # same name in another model: another key
-    if key not in _POOL_NODES:
-        if node.op == "Onnx":
-            _POOL_NODES[key] = node
-        else:
+    if node.op == "Onnx":
+        pool = node
+    else:
+        if key not in _POOL_NODES:
             a = node.attrs
             kw = {} if node.op == "GlobalAveragePool" else dict(
                 kernel_shape=list(a["kernel"]), strides=list(a["strides"]), pads=list(a["pads"]),
@@ -379,6 +379,7 @@ def onnx_float_pool(node: Node, xs, in_qp, out_qp) -> list[np.ndarray] | None:
             _POOL_NODES[key] = Node(node.name, "Onnx", [node.inputs[0]], [node.outputs[0]],
                                     attrs={"op_type": node.op, "domain": "", "opset": {"": 17}},
                                     params={"node_proto": np.frombuffer(proto.SerializeToString(), np.uint8).copy()})
+        pool = _POOL_NODES[key]
     i, o = in_qp[0], out_qp[0]
-    y = run_onnx_node(_POOL_NODES[key], [dequantize(xs[0], i.scale, i.zero_point)])[0]
+    y = run_onnx_node(pool, [dequantize(xs[0], i.scale, i.zero_point)])[0]
     return [quantize_float(y, o.scale, o.zero_point, o.qmin, o.qmax)]
