@@ -12,6 +12,11 @@ optimizations off, so each node runs as given:
   float32 evaluation order of ``s_in * s_w / s_out``.
 * QLinear(Global)AveragePool (com.microsoft) against the onnx-mode average rule.
 * QuantizeLinear / DequantizeLinear against ``arith.quantize_float`` / ``dequantize``.
+* QLinearAdd / QLinearMul (every broadcast role, every code pair), QLinearConcat, QLinearSigmoid /
+  QLinearLeakyRelu tables against ``qhw.arith`` and ``qhw.ops_elementwise``.
+* QDQ models (single groups, and ORT's own quantize_static of a residual model) run by ORT with its
+  default optimizations (QDQ fusions, int8 -> uint8 rewrite) and imported into qhw with onnx
+  rounding: zero mismatches, nothing kept float.
 
 Every random case is drawn from ``case_rng(seed, *labels)``: the seed in its
 test id plus the other parameters of the id, so each id is reproducible alone.
