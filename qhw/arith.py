@@ -38,6 +38,14 @@ __all__ = [
     "quantize_float",
     "dequantize",
     "saturate",
+    "fma_f32",
+    "add_left_shift",
+    "add_multipliers",
+    "add_rescaled",
+    "qlinear_add_onnx",
+    "qlinear_mul_onnx",
+    "span_scalar_input0",
+    "requantize_codes",
 ]
 
 ROUNDING_MODES = ("single", "tflite", "onnx")
@@ -315,3 +323,133 @@ def dequantize(q, scale, zero_point) -> np.ndarray:
     """Integer to float as ONNX DequantizeLinear: (q - zp) * scale in float32."""
     d = (np.asarray(q, dtype=np.int64) - np.asarray(zero_point, dtype=np.int64)).astype(np.float32)
     return d * np.asarray(scale, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- elementwise ops
+
+
+def fma_f32(a, b, c) -> np.ndarray:
+    """float32 fused multiply-add ``round32(a*b + c)``, one rounding, as x86 FMA3 computes it.
+
+    ``a*b`` of two float32 values is exact in float64; the float64 sum ``s`` may be inexact,
+    and rounding it to float32 is then wrong only when ``s`` lands exactly on a float32
+    midpoint: the exact error of the sum (TwoSum) says which way the true value lies.
+    """
+    p = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32).astype(np.float64)
+    c = np.asarray(c, np.float32).astype(np.float64)
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    r = s.astype(np.float32)
+    r64 = r.astype(np.float64)
+    other = np.nextafter(r, np.where(s > r64, np.float32(np.inf), np.float32(-np.inf)).astype(np.float32))
+    midpoint = (r64 != s) & ((r64 + other.astype(np.float64)) / 2 == s)
+    away = midpoint & (err != 0) & (np.sign(err) == np.sign(s - r64))
+    return np.where(away, other, r).astype(np.float32)
+
+
+def add_left_shift(bits: int) -> int:
+    """TFLite ADD's headroom shift: 20 for 8-bit codes; 14 for 16-bit ones, so that
+    (q - zp) * 2**left_shift stays below 2**30 for any zero point."""
+    return 20 if bits <= 8 else 14
+
+
+def add_multipliers(in_scales, s_out, left_shift: int):
+    """TFLite ADD parameters for inputs of scales ``in_scales`` (float64 math, as TFLite).
+
+    Each input is rescaled by s_i / (2 max s) (<= 0.5), the sum by 2 max s / (2**left_shift s_out).
+    Returns ((M0_i, shift_i) arrays, (M0_out, shift_out)).
+    """
+    s = np.asarray(in_scales, dtype=np.float64)
+    twice_max = 2.0 * float(s.max())
+    m_in = quantize_multiplier(s / twice_max)
+    m_out = quantize_multiplier(twice_max / ((1 << left_shift) * np.float64(s_out)))
+    return m_in, m_out
+
+
+def add_rescaled(diffs, in_scales, s_out, *, bits: int, mode: str) -> np.ndarray:
+    """Sum of inputs of different scales, TFLite ``ADD`` (``single``/``tflite`` modes).
+
+    ``diffs`` are the inputs' ``q - zp`` (int64, broadcast together). Each is shifted left by
+    ``add_left_shift(bits)``, multiplied by its M0/shift, the results added, and the sum
+    multiplied by the output M0/shift. Returns the rounded value before the output zero point.
+    """
+    mul = mul_shift_single if mode == "single" else mul_shift_tflite
+    left = add_left_shift(bits)
+    (m0, sh), (m0_out, sh_out) = add_multipliers(in_scales, s_out, left)
+    total = None
+    for d, m, k in zip(diffs, m0, sh):
+        v = mul(np.asarray(d, dtype=np.int64) << left, m, k)
+        total = v if total is None else total + v
+    return mul(total, m0_out, sh_out)
+
+
+def _rne_pack(v: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """_mm_cvtps_epi32 (round half even; NaN and |v| >= 2**31 give INT32_MIN), then
+    the saturating packs to qmin..qmax."""
+    v = np.asarray(v, np.float32)
+    bad = ~(np.abs(v) < np.float32(2.0**31))
+    r = np.rint(np.where(bad, np.float32(0), v)).astype(np.int64)
+    return saturate(np.where(bad, INT32_MIN, r), qmin, qmax)
+
+
+def qlinear_add_onnx(a, b, sa, za: int, sb, zb: int, sc, zc: int, qmin: int, qmax: int,
+                     *, input0_scalar: bool = False) -> np.ndarray:
+    """ONNX Runtime's QLinearAdd (MLAS AVX2 kernel), codes and zero points as stored (uint8 raw).
+
+    r_a = f32(s_a / s_c), r_b = f32(s_b / s_c), F = f32(z_c) - fma(r_a, z_a, f32(r_b z_b));
+    y = cvt(fma(a, r_a, fma(b, r_b, F))), saturated. When the broadcast makes input 0 the
+    scalar of each span (``span_scalar_input0``), ORT calls the kernel with the two inputs
+    swapped, so the roles of a and b exchange in both formulas.
+    """
+    f = np.float32
+    if input0_scalar:
+        a, sa, za, b, sb, zb = b, sb, zb, a, sa, za
+    ra = f(f(sa) / f(sc))
+    rb = f(f(sb) / f(sc))
+    fixed = f(f(zc) - fma_f32(ra, f(za), f(rb * f(zb))))
+    a = np.asarray(a, np.int64).astype(f)
+    b = np.asarray(b, np.int64).astype(f)
+    return _rne_pack(fma_f32(a, ra, fma_f32(b, rb, fixed)), qmin, qmax)
+
+
+def qlinear_mul_onnx(a, b, sa, za: int, sb, zb: int, sc, zc: int, qmin: int, qmax: int) -> np.ndarray:
+    """ONNX Runtime's QLinearMul (MLAS SSE2 kernel), codes and zero points as stored:
+    y = cvt(f32(f32((a - z_a)(b - z_b)) * f32(f32(s_a s_b) / s_c)) + f32(z_c)), saturated."""
+    f = np.float32
+    ratio = f(f(f(sa) * f(sb)) / f(sc))
+    prod = ((np.asarray(a, np.int64) - za) * (np.asarray(b, np.int64) - zb)).astype(f)
+    return _rne_pack((prod * ratio).astype(f) + f(zc), qmin, qmax)
+
+
+def span_scalar_input0(shape0: tuple, shape1: tuple) -> bool:
+    """True when ONNX Runtime's binary broadcaster treats input 0 as the scalar of each span
+    (its innermost processed axis has stride 0): the axis is the last one, right-aligned
+    over the shorter rank, whose broadcast extent exceeds 1 (or the shorter rank's first)."""
+    if len(shape0) == 0:
+        return True
+    if len(shape1) == 0:
+        return shape0[-1] <= 1
+    k = min(len(shape0), len(shape1))
+    for i in range(1, k + 1):
+        d0, d1 = shape0[-i], shape1[-i]
+        if max(d0, d1) > 1 or i == k:
+            return d0 <= 1
+    return True
+
+
+def requantize_codes(q, in_scale, in_zp: int, out_scale, out_zp: int, qmin: int, qmax: int, *,
+                     mode: str) -> np.ndarray:
+    """Codes of one scale and zero point re-expressed in another (Concat inputs, layout ops).
+
+    ``onnx``: DequantizeLinear then QuantizeLinear in float32 (ORT's QLinearConcat table and
+    its DQ -> Q); ``single``/``tflite``: (q - zp_in) times QuantizeMultiplier(s_in / s_out).
+    """
+    q = np.asarray(q, dtype=np.int64)
+    if float(in_scale) == float(out_scale) and in_zp == out_zp:
+        return q
+    if mode == "onnx":
+        return quantize_float(dequantize(q, in_scale, in_zp), out_scale, out_zp, qmin, qmax)
+    m0, shift = quantize_multiplier(np.float64(in_scale) / np.float64(out_scale))
+    mul = mul_shift_single if mode == "single" else mul_shift_tflite
+    return saturate(mul(q - in_zp, m0, shift) + out_zp, qmin, qmax)

@@ -18,6 +18,7 @@ from .errors import ModelError
 from .fileio import atomic_path
 from .graph import Node
 from .onnx_node import CONST_PREFIX
+from .ops_elementwise import int_kind
 from .qmodel import QModel
 
 __all__ = ["export_qdq"]
@@ -229,6 +230,24 @@ def _first_line(e: Exception) -> str:
     return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:300]
 
 
+def _emit_mean(w: _Writer, node: Node, qp) -> None:
+    """An integer spatial ReduceMean as GlobalAveragePool (+ Flatten for keepdims=0), each output
+    quantized: ORT then runs QLinearGlobalAveragePool, the rule qhw's golden model uses, where a
+    DQ -> ReduceMean -> Q group would run in float."""
+    from .ops_elementwise import node_attrs
+
+    out = node.outputs[0]
+    w.opset = max(w.opset, int(node.attrs["opset"].get("", 13)))
+    if node_attrs(node).get("keepdims", 1):
+        w.node("GlobalAveragePool", [w.src(node.inputs[0])], [out], node.name)
+    else:
+        pooled = w.fresh(f"{out}_pooled")
+        w.node("GlobalAveragePool", [w.src(node.inputs[0])], [pooled], node.name)
+        w.qdq(pooled, qp)
+        w.node("Flatten", [w.src(pooled)], [out], f"{node.name}_Flatten", axis=1)
+    w.names.update(node.outputs)
+
+
 def export_qdq(qm: QModel, path: str | Path) -> list[str]:
     import onnx
     from onnx import TensorProto, helper
@@ -242,7 +261,12 @@ def export_qdq(qm: QModel, path: str | Path) -> list[str]:
         w.qdq(inp.name, g.tensors[inp.name])
     done_q = {inp.name}
     for node in g.nodes:
-        notes += _emit(w, node, g.tensors)
+        # a ReduceMean group ORT would not fuse anyway (mixed types) stays ReduceMean, as the golden model has it
+        if (node.quant is not None and int_kind(node) == "ReduceMean"
+                and len(set(node.quant.get("onnx_offsets") or [0])) == 1):
+            _emit_mean(w, node, g.tensors[node.outputs[0]])
+        else:
+            notes += _emit(w, node, g.tensors)
         for t in node.outputs:
             if t in g.tensors and t not in done_q and t not in w.quantized:
                 w.qdq(t, g.tensors[t])

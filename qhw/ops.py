@@ -282,19 +282,30 @@ def _average_i(node, total, count, in_qp, out_qp):
     return saturate(mul(total, m0, shift) + zp, qmin, qmax)
 
 
+def _unfused_pool(node, xs, in_qp, out_qp):
+    from .ops_elementwise import onnx_float_pool  # (imports this module)
+
+    return onnx_float_pool(node, xs, in_qp, out_qp)
+
+
 @register(INT_OPS, "AveragePool")
 def _avgpool_i(node, xs, in_qp, out_qp):
+    if (unfused := _unfused_pool(node, xs, in_qp, out_qp)) is not None:
+        return unfused
     geo = dict(count_include_pad=bool(node.attrs.get("count_include_pad", 0)), **_pool_geometry(node))
     if node.quant["rounding"] == "onnx":  # ORT's QLinearAveragePool works on dequantized floats
         i, o = in_qp[0], out_qp[0]
         v = kernels.avgpool2d_sequential(dequantize(xs[0], i.scale, i.zero_point), **geo)
-        return [quantize_onnx_pool(v, o.scale, o.zero_point, o.qmin, o.qmax, o.code_offset)]
+        offset = (node.quant.get("onnx_offsets") or [o.code_offset])[-1]  # uint8 in ORT: zp + 128
+        return [quantize_onnx_pool(v, o.scale, o.zero_point, o.qmin, o.qmax, offset)]
     total, count = kernels.avgpool2d_sums(xs[0], zero_point=in_qp[0].zero_point, **geo)
     return [_average_i(node, total, count, in_qp[0], out_qp[0])]
 
 
 @register(INT_OPS, "GlobalAveragePool")
 def _gap_i(node, xs, in_qp, out_qp):
+    if (unfused := _unfused_pool(node, xs, in_qp, out_qp)) is not None:
+        return unfused
     h, w = xs[0].shape[2:]
     total, count = kernels.avgpool2d_sums(xs[0], kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0),
                                           zero_point=in_qp[0].zero_point)
@@ -322,3 +333,6 @@ def _pad_i(node, xs, in_qp, out_qp):
     q = out_qp[0]
     code = quantize_float(np.float32(node.attrs["value"]), q.scale, q.zero_point, q.qmin, q.qmax)
     return [_pad(node, np.asarray(xs[0]), int(code))]
+
+
+from . import ops_elementwise  # noqa: E402,F401  (registers INT_OPS["Onnx"]; imports this module)

@@ -26,6 +26,7 @@ from .ops import (
     float_preactivation,
     int_activation_clamp,
 )
+from .ops_elementwise import build_table, has_int_kernel, int_kind, kind_class, onnx_code_offsets
 
 __all__ = ["QuantConfig", "quantize_weights", "quantize_graph", "candidate_tensors", "plan", "float_notes",
            "correct_biases"]
@@ -121,7 +122,7 @@ def candidate_tensors(graph: Graph) -> list[str]:
     """Tensors whose ranges calibration must record: inputs and outputs of integer-capable nodes."""
     names: list[str] = []
     for n in graph.nodes:
-        if n.op in INT_OPS:
+        if has_int_kernel(n):
             for t in n.inputs + n.outputs:
                 if t not in names:
                     names.append(t)
@@ -151,6 +152,11 @@ def plan(graph: Graph, keep_float: tuple[str, ...] | set[str],
                 raise UnsupportedOpError(f"{n.label}: {n.attrs['unsupported']}; "
                                          f"use --keep-float {n.name} to run it in float")
             continue
+        kind = int_kind(n)
+        if kind is not None:
+            if _int_ready(n, kind, quantized, producers, imported):
+                quantized.add(n.name)
+            continue
         if n.op in LINEAR_OPS:
             quantized.add(n.name)
         elif n.op in PASS_THROUGH_OPS:
@@ -173,7 +179,7 @@ def float_notes(graph: Graph, quantized, keep_float, lacking=()) -> list[str]:
         elif "unsupported" in n.attrs:
             reason, what = "unsupported attribute; --strict makes this an error", \
                 f"{n.name} ({kind}: {n.attrs['unsupported']})"
-        elif n.op == "Onnx" or n.op not in INT_OPS:
+        elif (int_kind(n) is None) if n.op == "Onnx" else n.op not in INT_OPS:
             reason, what = "no integer implementation", f"{n.name} ({kind})"
         elif n.name in lacking:
             reason, what = "no quantization parameters in the model", n.name
@@ -181,6 +187,20 @@ def float_notes(graph: Graph, quantized, keep_float, lacking=()) -> list[str]:
             reason, what = "its input is float", f"{n.name} ({kind})"
         groups.setdefault(reason, []).append(what)
     return [f"kept float ({reason}): " + ", ".join(names) for reason, names in groups.items()]
+
+
+def _int_ready(n: Node, kind: str, quantized: set, producers: dict, imported: dict) -> bool:
+    """An ``Onnx`` node with an integer kernel runs in integers when every input is integer
+    (its producer is, or a QDQ model quantizes it) and, in a QDQ model, its outputs are
+    quantized too (ORT runs it in integers only then)."""
+    def integer(t):
+        p = producers.get(t)
+        return (p is not None and p.name in quantized) or t in imported
+    if not all(integer(t) for t in n.inputs):
+        return False
+    if kind_class(kind) in ("rescale", "table"):
+        return not imported or all(o in imported for o in n.outputs)
+    return True
 
 
 # --------------------------------------------------------------------------- quantization
@@ -221,6 +241,38 @@ def _quantize_linear(node: Node, in_qp: QParams, out_qp: QParams, cfg: QuantConf
                     "scale": rq.scale.astype(np.float32)}
 
 
+def _share_concat_ranges(g: Graph, chosen: set, ranges: dict, imported: dict, *, relu_ranges: bool) -> dict:
+    """Ranges with each integer Concat's output range given to those of its inputs whose only use
+    is the Concat and whose producer picks its own output scale (a linear, Add/Mul or table node):
+    they are then quantized straight to the output's scale, and the Concat only copies them.
+    Nothing is lost: the Concat's output cannot be finer than its scale, and requantizing a finer
+    input to it rounds twice. Other inputs keep their own scale and are requantized."""
+    producers, consumers = g.producers(), g.consumers()
+    out = dict(ranges)
+    for node in g.nodes:
+        # an integer Add/Sum whose only consumer is a Relu/Clip takes the clamp's output range (as
+        # ORT's quantizer removes such activations): its codes then clamp at the real 0, and the
+        # finer scale is not spent on values the Relu discards. Not in onnx mode: ORT drops a Relu between
+        # equal Q/DQ pairs and regroups the exported model's QDQ units, which the golden model then misses.
+        t = node.outputs[0] if node.outputs and relu_ranges else None
+        users = consumers.get(t, [])
+        if (node.name in chosen and int_kind(node) in ("Add", "Sum") and len(users) == 1
+                and users[0].op in ("Relu", "Clip") and users[0].name in chosen and t not in imported
+                and t not in g.outputs and users[0].outputs[0] in ranges):
+            out[t] = ranges[users[0].outputs[0]]
+    for node in g.nodes:
+        if node.name not in chosen or int_kind(node) != "Concat" or node.outputs[0] not in ranges:
+            continue
+        for t in node.inputs:
+            p = producers.get(t)
+            own_scale = p is not None and p.name in chosen and (
+                p.op in LINEAR_OPS or (p.op == "Onnx" and kind_class(int_kind(p) or "") in ("rescale", "table")))
+            if (own_scale and t not in imported and t not in g.outputs and t in ranges
+                    and [c.name for c in consumers.get(t, [])] == [node.name]):
+                out[t] = ranges[node.outputs[0]]
+    return out
+
+
 def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], cfg: QuantConfig,
                    *, imported: dict[str, QParams] | None = None,
                    keep_float: tuple[str, ...] | None = None, strict: bool = False) -> tuple[Graph, list[str]]:
@@ -233,6 +285,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
     keep_float = cfg.keep_float if keep_float is None else keep_float
     names, _ = plan(g, keep_float, imported, strict=strict)
     chosen = set(names)
+    ranges = _share_concat_ranges(g, chosen, ranges, imported, relu_ranges=cfg.rounding != "onnx")
     lacking = []
     for node in g.nodes:
         if node.name not in chosen:
@@ -246,18 +299,37 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             g.tensors[node.inputs[0]] = in_qp
             g.tensors[node.outputs[0]] = out_qp
             _quantize_linear(node, in_qp, out_qp, cfg)
+        elif node.op == "Onnx" and kind_class(int_kind(node)) in ("rescale", "table"):
+            in_qps = [g.tensors.get(i) or _tensor_qparams(i, ranges, imported, cfg) for i in node.inputs]
+            out_qp = _tensor_qparams(node.outputs[0], ranges, imported, cfg)
+            if out_qp is None or any(q is None for q in in_qps):
+                lacking.append(node.name)
+                continue
+            g.tensors.update(zip(node.inputs, in_qps))
+            g.tensors[node.outputs[0]] = out_qp
+            node.quant = {"rounding": cfg.rounding, "qmin": int(out_qp.qmin), "qmax": int(out_qp.qmax)}
+            if kind_class(int_kind(node)) == "table":
+                node.qparams = {"table": build_table(node, in_qps[0], out_qp, cfg.rounding)}
         else:
             in_qp = g.tensors.get(node.inputs[0]) or imported.get(node.inputs[0])
             if in_qp is None:  # producer stayed float after all
                 continue
             out_qp = imported.get(node.outputs[0], in_qp)
-            if out_qp != in_qp and node.op not in ("AveragePool", "GlobalAveragePool"):
-                out_qp = in_qp  # max, reshape and clamps cannot rescale; their output keeps the input's
+            # max, reshape and clamps cannot rescale; their output keeps the input's (the Onnx layout ops and
+            # ReduceMean requantize to an imported output scale, as ORT's DQ -> op -> Q does)
+            if out_qp != in_qp and node.op not in ("AveragePool", "GlobalAveragePool", "Onnx"):
+                out_qp = in_qp
             g.tensors[node.inputs[0]] = in_qp
-            g.tensors[node.outputs[0]] = out_qp
+            for o in node.outputs:
+                g.tensors[o] = imported.get(o, in_qp) if node.op == "Onnx" else out_qp
             lo, hi = activation_bounds(node)
             qmin, qmax = int_activation_clamp(lo, hi, out_qp)
             node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}
+    if cfg.rounding == "onnx":
+        for node in g.nodes:
+            if node.quant is not None and (int_kind(node) in ("Add", "Mul", "ReduceMean")
+                                           or node.op in ("GlobalAveragePool", "AveragePool")):
+                node.quant["onnx_offsets"] = onnx_code_offsets(g, node)
     return g, float_notes(g, {n.name for n in g.nodes if n.quant is not None}, keep_float, lacking)
 
 

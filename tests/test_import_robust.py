@@ -299,13 +299,13 @@ def test_strict_makes_an_unsupported_attribute_a_one_line_error(capsys, tmp_path
 
 
 def test_notes_list_every_float_node_with_its_reason(capsys, tmp_path):
-    """Sigmoid has no integer kernel; the MaxPool, Relu and Reshape after it run in float
+    """Softmax has no integer kernel; the MaxPool, Relu and Reshape after it run in float
     because their input is float; the user keeps fc1 float."""
     rng = np.random.default_rng(SEED)
     inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(F), "shape": np.array([0, -1], np.int64),
              "w1": rng.normal(0, 0.3, (8, 16)).astype(F), "w2": rng.normal(0, 0.3, (3, 8)).astype(F)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+             helper.make_node("Softmax", ["c"], ["s"], name="soft", axis=1),
              helper.make_node("MaxPool", ["s"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Relu", ["p"], ["r"], name="relu"),
              helper.make_node("Reshape", ["r", "shape"], ["f"], name="reshape"),
@@ -315,7 +315,7 @@ def test_notes_list_every_float_node_with_its_reason(capsys, tmp_path):
     x = rng.normal(0, 1, (16, 3, 6, 6)).astype(F)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x, "--keep-float", "fc1")
     notes = [ln[len("note: "):] for ln in err.splitlines() if ln.startswith("note: ")]
-    assert notes == ["kept float (no integer implementation): sig (Sigmoid)",
+    assert notes == ["kept float (no integer implementation): soft (Softmax)",
                      "kept float (its input is float): pool (MaxPool), relu (Relu), "
                      "reshape (Reshape)",
                      "kept float (--keep-float): fc1"]
@@ -398,7 +398,8 @@ def test_export_of_an_opset9_model_is_valid_at_its_declared_opset(capsys, tmp_pa
     x = rng.normal(0, 1, (8, 3, 6, 6)).astype(F)
     qm, err, out = _through_the_cli(capsys, tmp_path, model, x)
     assert "converted from opset 9 to opset 13" in err
-    assert [n.name for n in qm.graph.nodes if n.quant is not None] == ["conv", "flat", "fc"]
+    # Unsqueeze and the converter's Flatten (opset-13 Softmax) move no arithmetic: integer
+    assert [n.name for n in qm.graph.nodes if n.quant is not None] == ["conv", "flat", "fc", "unsq", "Flatten_7"]
     assert onnx.load(out).opset_import[0].version == 13
 
 

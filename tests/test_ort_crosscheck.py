@@ -12,6 +12,11 @@ optimizations off, so each node runs as given:
   float32 evaluation order of ``s_in * s_w / s_out``.
 * QLinear(Global)AveragePool (com.microsoft) against the onnx-mode average rule.
 * QuantizeLinear / DequantizeLinear against ``arith.quantize_float`` / ``dequantize``.
+* QLinearAdd / QLinearMul (every broadcast role, every code pair), QLinearConcat, QLinearSigmoid /
+  QLinearLeakyRelu tables against ``qhw.arith`` and ``qhw.ops_elementwise``.
+* QDQ models (single groups, and ORT's own quantize_static of a residual model) run by ORT with its
+  default optimizations (QDQ fusions, int8 -> uint8 rewrite) and imported into qhw with onnx
+  rounding: zero mismatches, nothing kept float.
 
 Every random case is drawn from ``case_rng(seed, *labels)``: the seed in its
 test id plus the other parameters of the id, so each id is reproducible alone.
@@ -442,3 +447,349 @@ def test_dequantize_linear(dtype, seed):
     y = arith.dequantize(q, scale, int(zp))
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y.view(np.uint32), y_ort.view(np.uint32))     # bit for bit
+
+
+# --------------------------------------------------------------------------- QLinearAdd / QLinearMul (onnx mode)
+
+BROADCASTS = {
+    "same": ((2, 3, 5, 7), (2, 3, 5, 7)),
+    "channel-b": ((2, 3, 5, 7), (1, 3, 1, 1)),      # input 1 is the scalar of each span
+    "channel-a": ((2, 3, 1, 1), (2, 3, 5, 7)),      # input 0 is: ORT swaps the kernel's inputs
+    "outer": ((6, 1), (1, 37)),
+    "scalar-b": ((41,), ()),
+    "one": ((1,), (1,)),
+}
+
+
+def elementwise_qhw(op: str, feeds: dict) -> np.ndarray:
+    """qhw's onnx-mode kernel (qhw.arith) on the feeds of ORT's QLinearAdd/QLinearMul, codes as stored."""
+    f = {k: (v.astype(np.int64) if k in ("a", "b") else v.item()) for k, v in feeds.items()}
+    lo, hi = type_range(feeds["a"].dtype)
+    args = (f["a"], f["b"], f["sa"], f["za"], f["sb"], f["zb"], f["sy"], f["zy"], lo, hi)
+    if op == "Add":
+        return arith.qlinear_add_onnx(*args[:2], *args[2:], input0_scalar=arith.span_scalar_input0(
+            feeds["a"].shape, feeds["b"].shape))
+    a, b = np.broadcast_arrays(f["a"], f["b"])
+    return arith.qlinear_mul_onnx(a, b, *args[2:])
+
+
+def binary_feeds(rng, act: str, shapes, scales: str) -> dict:
+    adt = np.dtype(act).type
+    sa, sb, sy = (np.float32(v) for v in rng.uniform(0.005, 0.1, 3))
+    if scales == "pow2":                                    # exact .5 ties are frequent
+        sa, sb, sy = (np.float32(2.0 ** -int(rng.integers(2, 8)) * int(rng.choice([1, 3]))) for _ in range(3))
+    return dict(a=rand_q(rng, adt, shapes[0]), sa=np.array(sa), za=np.array(adt(rand_q(rng, adt, ()))),
+                b=rand_q(rng, adt, shapes[1]), sb=np.array(sb), zb=np.array(adt(rand_q(rng, adt, ()))),
+                sy=np.array(sy), zy=np.array(adt(rand_q(rng, adt, ()))))
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=seed_id)
+@pytest.mark.parametrize("scales", ["random", "pow2"])
+@pytest.mark.parametrize("broadcast", list(BROADCASTS))
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary(op, act, broadcast, scales, seed):
+    rng = case_rng(seed, op, act, broadcast, scales)
+    feeds = binary_feeds(rng, act, BROADCASTS[broadcast], scales)
+    ort_feeds = {k: feeds[k] for k in ("a", "sa", "za", "b", "sb", "zb", "sy", "zy")}
+    y_ort = ort_run(helper.make_node(op, list(ort_feeds), ["y"], domain="com.microsoft"), ort_feeds,
+                    np.dtype(act).type).astype(np.int64)
+    y = elementwise_qhw(op[len("QLinear"):], feeds)
+    assert y.shape == y_ort.shape
+    assert int(np.sum(y != y_ort)) == 0
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qlinear_binary_every_code_pair(op, act):
+    """All 65536 input pairs, on scales where the float32 evaluation order matters (fused vs
+    separate multiply-adds, the order of the fixed part): zero mismatches."""
+    rng = case_rng(7, op, act, "grid")
+    adt = np.dtype(act).type
+    lo, hi = type_range(adt)
+    grid_a, grid_b = np.meshgrid(np.arange(lo, hi + 1), np.arange(lo, hi + 1), indexing="ij")
+    for _ in range(6):
+        feeds = binary_feeds(rng, act, [(1,), (1,)], "random")
+        feeds["a"], feeds["b"] = grid_a.ravel().astype(adt), grid_b.ravel().astype(adt)
+        ort_feeds = {k: feeds[k] for k in ("a", "sa", "za", "b", "sb", "zb", "sy", "zy")}
+        y_ort = ort_run(helper.make_node(op, list(ort_feeds), ["y"], domain="com.microsoft"), ort_feeds,
+                        adt).astype(np.int64)
+        assert int(np.sum(elementwise_qhw(op[len("QLinear"):], feeds) != y_ort)) == 0
+
+
+# --------------------------------------------------------------------------- QDQ models imported with --rounding onnx
+
+
+def qdq_branch_model(op: str, act: str, seed: int, *, branches: int = 2, pool_input: int | None = None,
+                     op_attrs: dict | None = None, scales: tuple | None = None, consts: dict | None = None,
+                     act_range: float = 2.5):
+    """x -> Q/DQ -> Split into ``branches`` tensors, each re-quantized with its own scale (one of them
+    optionally global-average-pooled, for broadcasting) -> ``op`` -> Q/DQ: a QDQ group as
+    quantize_static writes it. Returns (model, x)."""
+    from onnx import TensorProto, numpy_helper
+
+    rng = case_rng(seed, "qdq", op, act, str(branches), str(pool_input))
+    dt = np.dtype(act).type
+    c = 3
+    inits, nodes = [], []
+
+    def qdq(t: str, scale) -> str:
+        scale, zp = scale if isinstance(scale, tuple) else (scale, rand_q(rng, dt, ()) // 4)
+        s, z = f"{t}_s", f"{t}_z"
+        inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
+        inits.append(numpy_helper.from_array(np.array(zp, dt), z))
+        nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s, z], [f"{t}_dq"]))
+        return f"{t}_dq"
+
+    x = qdq("x", float(rng.uniform(0.02, 0.05)))
+    parts = [f"p{i}" for i in range(branches)]
+    nodes.append(helper.make_node("Split", [x], parts, axis=1, num_outputs=branches))
+    ins = []
+    for i, p in enumerate(parts):
+        t = qdq(p, scales[i] if scales else float(rng.uniform(0.01, 0.08)))
+        if i == pool_input:
+            nodes.append(helper.make_node("GlobalAveragePool", [t], [f"g{i}"]))
+            t = qdq(f"g{i}", float(rng.uniform(0.01, 0.08)))
+        ins.append(t)
+    for name, value in (consts or {}).items():                 # constant inputs (a PRelu slope)
+        inits.append(numpy_helper.from_array(value, name))
+        ins.append(name)
+    nodes.append(helper.make_node(op, ins, ["y"], **(op_attrs or {})))
+    out = qdq("y", scales[-1] if scales else float(rng.uniform(0.02, 0.1)) * (3 if op == "Mul" else 1))
+    nodes.append(helper.make_node("Identity", [out], ["out"]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c * branches, 12, 10])]
+    graph = helper.make_graph(nodes, "qdq", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    xv = rng.normal(0, act_range, (32, c * branches, 12, 10)).astype(np.float32)
+    return model, xv
+
+
+def qhw_vs_ort(model, x, tmp_path) -> int:
+    """Mismatching outputs between ORT (default optimizations: its QDQ fusions) and qhw's golden model
+    of the imported QDQ model in onnx rounding."""
+    import onnx
+
+    from qhw.api import quantize_model, run_batched
+    from qhw.quantize import QuantConfig
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y_ort = sess.run(None, {"x": x})[0]
+    qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
+    assert not qm.notes, qm.notes                             # nothing ran in float
+    y = run_batched(qm.graph, x, integer=True)
+    assert y.shape == y_ort.shape
+    return int(np.sum(y != y_ort))
+
+
+def adversarial_binary_scales(op: str, seed: int) -> tuple:
+    """(scale, zero point) of a, b and the output (int8) on which ORT's fused kernel and the float
+    DQ -> op -> Q path disagree on the most of the 65536 code pairs (thousands): a model test that could not
+    tell the two apart would prove nothing."""
+    from qhw.arith import dequantize, qlinear_add_onnx, qlinear_mul_onnx, quantize_float
+
+    rng = case_rng(seed, "adversarial", op)
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij"))
+    best, best_n = None, -1
+    for _ in range(40):
+        # odd multiples of powers of two: random scales almost never separate the two paths
+        sa, sb, sy = (np.float32(2.0 ** -int(rng.integers(4, 8)) * int(rng.choice([1, 3, 5, 7]))) for _ in range(3))
+        za, zb, zy = (int(v) for v in rng.integers(-100, 100, 3))
+        da, db = dequantize(a, sa, za), dequantize(b, sb, zb)
+        flt = quantize_float(da * db if op == "Mul" else da + db, sy, zy, -128, 127)
+        fused = (qlinear_mul_onnx if op == "Mul" else qlinear_add_onnx)(a, b, sa, za, sb, zb, sy, zy, -128, 127)
+        n = int(np.sum(flt != fused))
+        if n > best_n:
+            best, best_n = ((float(sa), za), (float(sb), zb), (float(sy), zy)), n
+    return best
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("pool_input", [None, 0, 1], ids=["same-shape", "pooled-a", "pooled-b"])
+@pytest.mark.parametrize("act", ACT_TYPES + ["int16"])
+@pytest.mark.parametrize("op", ["Add", "Mul"])
+def test_qdq_binary_model_reproduced(op, act, pool_input, seed, tmp_path):
+    """8-bit groups run as ORT's QLinearAdd/QLinearMul, 16-bit ones in float between DQ and Q."""
+    scales = adversarial_binary_scales(op, seed) if seed % 2 == 0 and act == "int8" else None
+    model, x = qdq_branch_model(op, act, seed, pool_input=pool_input, scales=scales)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("branches", [2, 3])
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qdq_sum_model_reproduced(act, branches, seed, tmp_path):
+    """ORT does not fuse Sum: it adds the dequantized inputs in float32, in order."""
+    model, x = qdq_branch_model("Sum", act, seed, branches=branches)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+# --------------------------------------------------------------------------- table activations (onnx mode)
+
+TABLE_CASES = {
+    "Sigmoid": {}, "Tanh": {}, "LeakyRelu": {"alpha": 0.13}, "Elu": {"alpha": 0.7}, "HardSigmoid": {},
+    "HardSwish": {}, "Gelu": {}, "Gelu-tanh": {"approximate": "tanh"}, "Softplus": {}, "Selu": {},
+    "PRelu": {},
+}
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES + ["int16"])
+@pytest.mark.parametrize("case", list(TABLE_CASES))
+def test_qdq_table_model_reproduced(case, act, seed, tmp_path):
+    """DQ -> f -> Q groups (QLinearSigmoid / QLinearLeakyRelu when ORT fuses them, the float kernel
+    between DQ and Q otherwise) equal qhw's table lookup; PRelu has one table per channel."""
+    op = case.split("-")[0]
+    consts = {"slope": np.array([0.1, -0.3, 0.25], np.float32).reshape(3, 1, 1)} if op == "PRelu" else None
+    model, x = qdq_branch_model(op, act, seed, branches=1, op_attrs=TABLE_CASES[case], consts=consts,
+                                act_range=1.5 + seed)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", ["QLinearSigmoid", "QLinearLeakyRelu"])
+def test_qlinear_lookup_every_code(op, act, seed):
+    """ORT's QLinearLookupBase table (f on the 256 dequantized codes, MlasQuantizeLinear) equals
+    qhw's onnx-mode table, code for code, over 20 random scale and zero-point sets per seed."""
+    from qhw.graph import Node as QNode
+    from qhw.ops_elementwise import build_table
+
+    rng = case_rng(seed, op, act)
+    adt = np.dtype(act).type
+    off = 128 if act == "uint8" else 0
+    x = np.arange(*type_range(adt)[:1], type_range(adt)[1] + 1).astype(adt)
+    kind = op[len("QLinear"):]
+    attrs = {"alpha": float(np.float32(rng.uniform(0.01, 0.5)))} if kind == "LeakyRelu" else {}
+    proto = helper.make_node(kind, ["x"], ["y"], **attrs)
+    node = QNode(kind, "Onnx", ["x"], ["y"], attrs={"op_type": kind, "domain": "", "opset": {"": OPSET}},
+                 params={"node_proto": np.frombuffer(proto.SerializeToString(), np.uint8).copy()})
+    for _ in range(20):
+        sx, sy = np.float32(rng.uniform(0.005, 0.2)), np.float32(rng.uniform(0.001, 0.05))
+        zx, zy = adt(rand_q(rng, adt, ())), adt(rand_q(rng, adt, ()))
+        feeds = dict(x=x, sx=np.array(sx), zx=np.array(zx), sy=np.array(sy), zy=np.array(zy))
+        y_ort = ort_run(helper.make_node(op, list(feeds), ["y"], domain="com.microsoft", **attrs), feeds,
+                        adt).astype(np.int64)
+        qx = QParams(float(sx), int(zx) - off, unsigned=bool(off))
+        qy = QParams(float(sy), int(zy) - off, unsigned=bool(off))
+        table = build_table(node, qx, qy, "onnx").astype(np.int64)
+        np.testing.assert_array_equal(table[x.astype(np.int64) - off + 128] + off, y_ort)
+
+
+# --------------------------------------------------------------------------- Concat (onnx mode)
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qlinear_concat(act, seed):
+    """QLinearConcat: inputs with the output's scale and zero point are copied, others go through
+    the table QuantizeLinear(DequantizeLinear(q)); qhw's requantize_codes per input."""
+    rng = case_rng(seed, "QLinearConcat", act)
+    adt = np.dtype(act).type
+    off = 128 if act == "uint8" else 0
+    sy, zy = np.float32(rng.uniform(0.01, 0.1)), adt(rand_q(rng, adt, ()))
+    feeds = {"sy": np.array(sy), "zy": np.array(zy)}
+    xs, qps = [], []
+    for i in range(3):
+        same = i == 0
+        s = sy if same else np.float32(rng.uniform(0.005, 0.2))
+        z = zy if same else adt(rand_q(rng, adt, ()))
+        x = rand_q(rng, adt, (2, int(rng.integers(1, 4)), 5))
+        feeds.update({f"x{i}": x, f"s{i}": np.array(s), f"z{i}": np.array(z)})
+        xs.append(x.astype(np.int64) - off)
+        qps.append((float(s), int(z) - off))
+    y_ort = ort_run(helper.make_node("QLinearConcat", list(feeds), ["y"], domain="com.microsoft", axis=1), feeds,
+                    adt).astype(np.int64)
+    lo, hi = arith.qrange(8)
+    parts = [arith.requantize_codes(x, s, z, float(sy), int(zy) - off, lo, hi, mode="onnx")
+             for x, (s, z) in zip(xs, qps)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1) + off, y_ort)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+def test_qdq_concat_model_reproduced(act, seed, tmp_path):
+    model, x = qdq_branch_model("Concat", act, seed, branches=3, pool_input=None, op_attrs={"axis": 1})
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+# --------------------------------------------------------------------------- layout ops (onnx mode)
+
+LAYOUT_CASES = {
+    "Transpose": dict(op_attrs={"perm": [0, 2, 3, 1]}),
+    "Squeeze": dict(consts={"axes": np.array([0], np.int64)}),
+    "Unsqueeze": dict(consts={"axes": np.array([2], np.int64)}),
+    "Slice": dict(consts={"starts": np.array([1, 0], np.int64), "ends": np.array([10, 5], np.int64),
+                          "axes": np.array([2, 3], np.int64), "steps": np.array([2, 1], np.int64)}),
+    "Resize": dict(consts={"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)},
+                   op_attrs={"mode": "nearest"}),
+}
+
+
+@pytest.mark.parametrize("same_scale", [True, False], ids=["scale-kept", "scale-changed"])
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", list(LAYOUT_CASES))
+def test_qdq_layout_model_reproduced(op, act, same_scale, tmp_path):
+    """Data movement on the codes; ORT drops the Q/DQ pair when the scales agree and requantizes in
+    float (DQ -> op -> Q) when a QDQ model gives the output its own scale."""
+    rng = case_rng(0, "layout", op, act)
+    dt = np.dtype(act).type
+    scales = None
+    if same_scale:
+        s = (float(rng.uniform(0.01, 0.08)), int(rand_q(rng, dt, ()) // 4))
+        scales = (s, s)
+    case = LAYOUT_CASES[op]
+    model, x = qdq_branch_model(op, act, 0, branches=1, scales=scales, op_attrs=case.get("op_attrs"),
+                                consts=case.get("consts"))
+    if op == "Squeeze":
+        x = x[:1]
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3], ids=seed_id)
+@pytest.mark.parametrize("act", ACT_TYPES)
+@pytest.mark.parametrize("op", ["AveragePool", "GlobalAveragePool"])
+def test_qdq_pool_model_reproduced(op, act, seed, tmp_path):
+    """Pools in a QDQ model whose int8 tensors ORT runs as uint8 (one consumer each): QLinearAveragePool
+    adds the uint8 zero point before rounding. Same input and output scale: many near-ties."""
+    rng = case_rng(seed, "pool", op, act)
+    s = (float(rng.uniform(0.01, 0.08)), int(rand_q(rng, np.dtype(act).type, ()) // 4))
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]} if op == "AveragePool" else {}
+    model, x = qdq_branch_model(op, act, seed, branches=1, scales=(s, s), op_attrs=attrs)
+    assert qhw_vs_ort(model, x, tmp_path) == 0
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+@pytest.mark.parametrize("pool", ["gap", "reduce-mean"])
+def test_ort_quantize_static_residual_model_reproduced(pool, per_channel, tmp_path):
+    """ONNX Runtime's own quantize_static (QDQ, int8) of a residual + squeeze-excitation model: every node
+    runs in integers in qhw (onnx rounding) and the outputs equal ORT's exactly."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from test_int_elementwise import residual_model
+
+    from qhw.api import quantize_model, run_batched
+    from qhw.quantize import QuantConfig
+
+    rng = np.random.default_rng(21)                                  # calibration and test data
+    x = rng.normal(0, 1, (300, 3, 8, 8)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"x": x[i:i + 50]} for i in range(0, 200, 50))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    residual_model(tmp_path / "float.onnx", pool)
+    dst = tmp_path / "qdq.onnx"
+    quantize_static(str(tmp_path / "float.onnx"), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    qm = quantize_model(dst, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
+    assert [n.name for n in qm.graph.nodes if n.quant is None] == [] and not qm.notes
+    y = run_batched(qm.graph, x[200:], integer=True)
+    y_ort = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x[200:]})[0]
+    assert int(np.sum(y != y_ort)) == 0
