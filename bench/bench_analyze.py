@@ -1,0 +1,118 @@
+"""``qhw analyze`` wall time and peak memory on a ResNet-ish stem built with onnx.helper.
+
+Run from the repository root:  .venv/bin/python bench/bench_analyze.py [--images 4 8] [--convs 6]
+Builds (seed 0) a Conv 3->64 stride 1 at 56x56 followed by ``--convs`` 3x3 64->64 convs with
+ReLU, global average pool, a 64->10 Gemm and Softmax; calibrates on 8 images (seed 1); then runs
+``qhw analyze`` (with sensitivity) in a fresh process per image count and prints a Markdown table.
+Peak RSS is the analyze process's own ``ru_maxrss`` (model load, data, analysis, sensitivity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HW = 56
+CH = 64
+
+
+def build_model(path: Path, *, convs: int, seed: int = 0) -> int:
+    """Write the model; returns its number of ONNX nodes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def conv(x: str, cin: int, i: int) -> str:
+        w = (rng.standard_normal((CH, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        b = (0.01 * rng.standard_normal(CH)).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")])
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}",
+                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        return f"r{i}"
+
+    t = conv("x", 3, 0)
+    for i in range(1, convs + 1):
+        t = conv(t, CH, i)
+    wf = (rng.standard_normal((10, CH)) * np.sqrt(1.0 / CH)).astype(np.float32)
+    inits += [numpy_helper.from_array(wf, "wf"), numpy_helper.from_array(np.zeros(10, np.float32), "bf")]
+    nodes += [helper.make_node("GlobalAveragePool", [t], ["gap"], name="gap"),
+              helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1),
+              helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1)]
+    graph = helper.make_graph(nodes, "resnetish", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 ["N", 3, HW, HW])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return len(nodes)
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, HW, HW)).astype(np.float32)
+
+
+def child(qmodel: str, data: str, out: str, extra: list[str]) -> None:
+    """One ``qhw analyze`` in this process; writes wall time and peak RSS to ``out``."""
+    import contextlib
+    import io
+    import resource
+
+    from qhw.cli import main
+
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["analyze", qmodel, "--data", data, "--json", *extra])
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    Path(out).write_text(json.dumps({"rc": rc, "wall_s": wall, "peak_rss_mb": peak_kb / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--convs", type=int, default=6, help="64->64 3x3 convs after the stem")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further analyze flags")
+    ap.add_argument("--child", nargs=3, metavar=("QMODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child, args.extra)
+        return
+    from qhw.cli import main as qhw
+
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        n_nodes = build_model(d / "m.onnx", convs=args.convs)
+        np.savez(d / "calib.npz", x=images(8, 1))
+        rc = qhw(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npz"), "-o", str(d / "m.qhw")])
+        assert rc == 0, "quantize failed"
+        rows = []
+        for n in args.images:
+            np.savez(d / f"x{n}.npz", x=images(n, 2))
+            out = d / f"r{n}.json"
+            subprocess.run([sys.executable, __file__, "--child", str(d / "m.qhw"), str(d / f"x{n}.npz"),
+                            str(out), "--extra", *args.extra], check=True)
+            r = json.loads(out.read_text())
+            assert r["rc"] == 0, "analyze failed"
+            rows.append((n, r["wall_s"], r["peak_rss_mb"]))
+    print(f"ResNet-ish: conv 3->64 + {args.convs} x conv 64->64 3x3 at {HW}x{HW}, GAP, Gemm, Softmax "
+          f"(seed 0); {platform.processor() or platform.machine()}, Python {platform.python_version()}\n")
+    print("| ONNX nodes | images | analyze wall s | peak RSS MB |")
+    print("|---|---|---|---|")
+    for n, wall, rss in rows:
+        print(f"| {n_nodes} | {n} | {wall:.1f} | {rss:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
