@@ -1,9 +1,11 @@
 """``qhw analyze`` wall time and peak memory on a ResNet-ish stem built with onnx.helper.
 
-Run from the repository root:  .venv/bin/python bench/bench_analyze.py [--images 4 8] [--convs 6]
+Run from the repository root:
+    .venv/bin/python bench/bench_analyze.py [--images 4 8] [--convs 6] [--batch-size default 1]
 Builds (seed 0) a Conv 3->64 stride 1 at 56x56 followed by ``--convs`` 3x3 64->64 convs with
 ReLU, global average pool, a 64->10 Gemm and Softmax; calibrates on 8 images (seed 1); then runs
-``qhw analyze`` (with sensitivity) in a fresh process per image count and prints a Markdown table.
+``qhw analyze`` (with sensitivity) in a fresh process per image count and batch size ("default":
+no ``--batch-size`` flag) and prints a Markdown table.
 Peak RSS is the analyze process's own ``ru_maxrss`` (model load, data, analysis, sensitivity).
 """
 
@@ -83,11 +85,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--convs", type=int, default=6, help="64->64 3x3 convs after the stem")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further analyze flags")
+    ap.add_argument("--batch-size", nargs="+", default=["default", "1"],
+                    help="analyze --batch-size values to measure ('default': the flag left out)")
     ap.add_argument("--child", nargs=3, metavar=("QMODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(*args.child, args.extra)
+        child(*args.child, [] if args.batch_size == ["default"] else ["--batch-size", *args.batch_size])
         return
     from qhw.cli import main as qhw
 
@@ -98,20 +101,21 @@ def main() -> None:
         rc = qhw(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npz"), "-o", str(d / "m.qhw")])
         assert rc == 0, "quantize failed"
         rows = []
-        for n in args.images:
-            np.savez(d / f"x{n}.npz", x=images(n, 2))
-            out = d / f"r{n}.json"
-            subprocess.run([sys.executable, __file__, "--child", str(d / "m.qhw"), str(d / f"x{n}.npz"),
-                            str(out), "--extra", *args.extra], check=True)
-            r = json.loads(out.read_text())
-            assert r["rc"] == 0, "analyze failed"
-            rows.append((n, r["wall_s"], r["peak_rss_mb"]))
+        for bs in args.batch_size:
+            for n in args.images:
+                np.savez(d / f"x{n}.npz", x=images(n, 2))
+                out = d / f"r{n}.json"
+                subprocess.run([sys.executable, __file__, "--child", str(d / "m.qhw"), str(d / f"x{n}.npz"),
+                                str(out), "--batch-size", bs], check=True)
+                r = json.loads(out.read_text())
+                assert r["rc"] == 0, "analyze failed"
+                rows.append((n, bs, r["wall_s"], r["peak_rss_mb"]))
     print(f"ResNet-ish: conv 3->64 + {args.convs} x conv 64->64 3x3 at {HW}x{HW}, GAP, Gemm, Softmax "
           f"(seed 0); {platform.processor() or platform.machine()}, Python {platform.python_version()}\n")
-    print("| ONNX nodes | images | analyze wall s | peak RSS MB |")
-    print("|---|---|---|---|")
-    for n, wall, rss in rows:
-        print(f"| {n_nodes} | {n} | {wall:.1f} | {rss:.0f} |")
+    print("| ONNX nodes | images | --batch-size | analyze wall s | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for n, bs, wall, rss in rows:
+        print(f"| {n_nodes} | {n} | {bs} | {wall:.1f} | {rss:.0f} |")
 
 
 if __name__ == "__main__":
