@@ -19,10 +19,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .executor import (
-    DEFAULT_BATCH,
-    activation_bytes,
     chunks,
-    fixed_batch,
+    default_batch_size,
     resume_int,
     run_batched,
     run_pair,
@@ -35,20 +33,9 @@ from .qmodel import QModel
 from .quantize import quantize_graph
 
 __all__ = ["ErrorStats", "sqnr_db", "Comparison", "compare", "analyze", "sensitivity", "auto_keep_float",
-           "requantize_variant", "default_batch_size", "MEMORY_BUDGET"]
+           "requantize_variant", "default_batch_size"]
 
-MEMORY_BUDGET = 256 << 20  # bytes of float activations per chunk the default batch size aims at
 OUTPUT_KEYS = ("sqnr_db", "mean_error", "std_error", "max_abs_error", "cosine_similarity")
-
-
-def default_batch_size(graph: Graph, x: np.ndarray) -> int:
-    """The model's fixed batch, else as many samples as fit MEMORY_BUDGET (at most DEFAULT_BATCH)."""
-    fixed = fixed_batch(graph)
-    if fixed is not None:
-        return fixed
-    # the integer run keeps int64 codes next to the float tensors: about 3x the float bytes
-    per_sample = 3 * activation_bytes(graph, x)
-    return int(max(1, min(DEFAULT_BATCH, MEMORY_BUDGET // max(per_sample, 1))))
 
 
 def requantize_variant(qm: QModel, keep_float) -> Graph:
@@ -94,9 +81,12 @@ class Comparison:
         return self.outputs[self.primary]
 
 
-def compare(qgraph: Graph, x: np.ndarray, *, labels: np.ndarray | None = None, batch: int = DEFAULT_BATCH,
+def compare(qgraph: Graph, x: np.ndarray, *, labels: np.ndarray | None = None, batch: int | None = None,
             progress=None, names: list[str] | None = None) -> Comparison:
-    """Run float and integer side by side; error stats per quantized linear layer and per output."""
+    """Run float and integer side by side; error stats per quantized linear layer and per output.
+    ``batch`` None: ``default_batch_size``."""
+    if batch is None:
+        batch = default_batch_size(qgraph, x)
     if names is None:
         names = [n.outputs[0] for n in qgraph.nodes if n.quant is not None and n.op in LINEAR_OPS]
     wanted = set(names)
@@ -144,11 +134,14 @@ def _divergence(g: Graph) -> int:
 
 
 def sensitivity(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, y_float: np.ndarray | None = None,
-                progress=None, batch: int = DEFAULT_BATCH) -> list[dict]:
+                progress=None, batch: int | None = None) -> list[dict]:
     """Quantize one linear layer at a time (everything else float); ranked, most sensitive first.
 
     Per chunk the float model runs once; each layer's variant continues from the float tensors
-    alive before its first integer node. ``y_float`` is accepted for compatibility and unused."""
+    alive before its first integer node. ``y_float`` is accepted for compatibility and unused;
+    ``batch`` None: ``default_batch_size``."""
+    if batch is None:
+        batch = default_batch_size(qm.graph, x)
     linear = [n.name for n in qm.graph.nodes if n.op in LINEAR_OPS and n.name not in qm.config.keep_float]
     variants = {name: requantize_variant(qm, [k for k in linear if k != name] + list(qm.config.keep_float))
                 for name in linear}
@@ -188,9 +181,11 @@ def sensitivity(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, y_float
 
 
 def auto_keep_float(qm: QModel, x: np.ndarray, labels: np.ndarray | None, budget: float,
-                    *, progress=None, log=print, batch: int = DEFAULT_BATCH) -> list[str]:
+                    *, progress=None, log=print, batch: int | None = None) -> list[str]:
     """Keep the most sensitive linear layers float until the top-1 loss is within ``budget``
     percentage points (accuracy with labels, agreement with the float model without)."""
+    if batch is None:
+        batch = default_batch_size(qm.graph, x)
     y_float = run_batched(qm.graph, x, integer=False, batch=batch)
     base = _score(y_float, labels, y_float)
     ranking = sensitivity(qm, x, labels, progress=progress, batch=batch)

@@ -15,7 +15,7 @@ from .analysis import auto_keep_float as choose_float_layers
 from .analysis import requantize_variant
 from .calibrate import collect
 from .errors import DataError
-from .executor import check_input, run_batched
+from .executor import check_input, default_batch_size, run_batched
 from .metrics import accuracy, predictions
 from .onnx_import import import_model
 from .qmodel import QModel
@@ -38,7 +38,8 @@ def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndar
     ranges: dict[str, tuple[float, float]] = {}
     if calib_x is not None:
         calib_x = check_input(graph, calib_x, calib_source)
-        stats = collect(graph, calib_x, candidate_tensors(graph), progress=progress)
+        stats = collect(graph, calib_x, candidate_tensors(graph), progress=progress,
+                        batch=default_batch_size(graph, calib_x))
         ranges = ranges_from_stats(stats, cfg)
     imported = dict(graph.tensors)
     if is_qdq and cfg.rounding != "onnx":

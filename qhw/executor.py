@@ -25,9 +25,10 @@ from .ops import FLOAT_OPS, INT_OPS
 
 __all__ = ["Trace", "run_float", "run_int", "int_steps", "check_input", "fixed_batch", "chunks",
            "unpad", "run_batched", "run_pair", "walk_float", "resume_int", "activation_bytes",
-           "DEFAULT_BATCH"]
+           "default_batch_size", "DEFAULT_BATCH", "MEMORY_BUDGET"]
 
-DEFAULT_BATCH = 256  # samples per chunk for a model with a free batch dimension
+DEFAULT_BATCH = 256  # most samples per chunk for a model with a free batch dimension
+MEMORY_BUDGET = 256 << 20  # bytes of float activations per chunk the default batch size aims at
 
 
 @dataclass
@@ -300,3 +301,13 @@ def activation_bytes(graph: Graph, x: np.ndarray) -> int:
 
     run_float(graph, xb, observe=add)
     return -(-total // xb.shape[0])
+
+
+def default_batch_size(graph: Graph, x: np.ndarray) -> int:
+    """The model's fixed batch, else as many samples as fit MEMORY_BUDGET (at most DEFAULT_BATCH)."""
+    fixed = fixed_batch(graph)
+    if fixed is not None:
+        return fixed
+    # an integer run keeps int64 codes next to the float tensors: about 3x the float bytes
+    per_sample = 3 * activation_bytes(graph, x)
+    return int(max(1, min(DEFAULT_BATCH, MEMORY_BUDGET // max(per_sample, 1))))

@@ -109,16 +109,16 @@ def test_batch_sizes_agree_with_whole_data_computation(name, request, digits):
 
 
 def test_default_batch_size_is_bounded_by_memory_budget(cnn_path, digits, monkeypatch):
-    import qhw.analysis as analysis
+    import qhw.executor as executor
 
     qm = quantize_model(cnn_path, QuantConfig(), calib_x=digits["calib_x"], log=lambda m: None)
     x = digits["test_x"]
-    assert analysis.default_batch_size(qm.graph, x) == analysis.DEFAULT_BATCH  # tiny model: the cap
+    assert executor.default_batch_size(qm.graph, x) == executor.DEFAULT_BATCH  # tiny model: the cap
     trace = Trace()
     run_float(qm.graph, x[:1], trace=trace)
     per_sample = sum(v.nbytes for v in trace.values.values())
-    monkeypatch.setattr(analysis, "MEMORY_BUDGET", 10 * 3 * per_sample)
-    assert analysis.default_batch_size(qm.graph, x) == 10
+    monkeypatch.setattr(executor, "MEMORY_BUDGET", 10 * 3 * per_sample)
+    assert executor.default_batch_size(qm.graph, x) == 10
 
 
 # --------------------------------------------------------------------------- several outputs
