@@ -1,9 +1,10 @@
 """``qhw analyze`` wall time and peak memory on a ResNet-ish stem built with onnx.helper.
 
 Run from the repository root:
-    .venv/bin/python bench/bench_analyze.py [--images 4 8] [--convs 6] [--batch-size default 1]
-Builds (seed 0) a Conv 3->64 stride 1 at 56x56 followed by ``--convs`` 3x3 64->64 convs with
-ReLU, global average pool, a 64->10 Gemm and Softmax; calibrates on 8 images (seed 1); then runs
+    .venv/bin/python bench/bench_analyze.py [--images 4 8] [--blocks 3] [--batch-size default 1]
+Builds (seed 0) a Conv 3->64 + ReLU at 56x56 followed by ``--blocks`` residual blocks (3x3 conv
+64->64, ReLU, 3x3 conv, Add of the block input, ReLU), global average pool, a 64->10 Gemm and
+Softmax; calibrates on 8 images (seed 1); then runs
 ``qhw analyze`` (with sensitivity) in a fresh process per image count and batch size ("default":
 no ``--batch-size`` flag) and prints a Markdown table.
 Peak RSS is the analyze process's own ``ru_maxrss`` (model load, data, analysis, sensitivity).
@@ -26,7 +27,7 @@ HW = 56
 CH = 64
 
 
-def build_model(path: Path, *, convs: int, seed: int = 0) -> int:
+def build_model(path: Path, *, blocks: int, seed: int = 0) -> int:
     """Write the model; returns its number of ONNX nodes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -34,18 +35,23 @@ def build_model(path: Path, *, convs: int, seed: int = 0) -> int:
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
 
-    def conv(x: str, cin: int, i: int) -> str:
+    def conv(x: str, cin: int, name: str, relu: bool) -> str:
         w = (rng.standard_normal((CH, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
         b = (0.01 * rng.standard_normal(CH)).astype(np.float32)
-        inits.extend([numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")])
-        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}",
+        inits.extend([numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [name], name=name,
                                       kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
-        return f"r{i}"
+        if not relu:
+            return name
+        nodes.append(helper.make_node("Relu", [name], [f"{name}_relu"], name=f"{name}_relu"))
+        return f"{name}_relu"
 
-    t = conv("x", 3, 0)
-    for i in range(1, convs + 1):
-        t = conv(t, CH, i)
+    t = conv("x", 3, "stem", relu=True)
+    for i in range(blocks):  # y = relu(x + conv(relu(conv(x))))
+        h = conv(conv(t, CH, f"b{i}_conv1", relu=True), CH, f"b{i}_conv2", relu=False)
+        nodes += [helper.make_node("Add", [h, t], [f"b{i}_add"], name=f"b{i}_add"),
+                  helper.make_node("Relu", [f"b{i}_add"], [f"b{i}_out"], name=f"b{i}_out")]
+        t = f"b{i}_out"
     wf = (rng.standard_normal((10, CH)) * np.sqrt(1.0 / CH)).astype(np.float32)
     inits += [numpy_helper.from_array(wf, "wf"), numpy_helper.from_array(np.zeros(10, np.float32), "bf")]
     nodes += [helper.make_node("GlobalAveragePool", [t], ["gap"], name="gap"),
@@ -84,7 +90,7 @@ def child(qmodel: str, data: str, out: str, extra: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--convs", type=int, default=6, help="64->64 3x3 convs after the stem")
+    ap.add_argument("--blocks", type=int, default=3, help="residual blocks (two 64->64 3x3 convs each)")
     ap.add_argument("--batch-size", nargs="+", default=["default", "1"],
                     help="analyze --batch-size values to measure ('default': the flag left out)")
     ap.add_argument("--child", nargs=3, metavar=("QMODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
@@ -96,7 +102,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        n_nodes = build_model(d / "m.onnx", convs=args.convs)
+        n_nodes = build_model(d / "m.onnx", blocks=args.blocks)
         np.savez(d / "calib.npz", x=images(8, 1))
         rc = qhw(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npz"), "-o", str(d / "m.qhw")])
         assert rc == 0, "quantize failed"
@@ -110,8 +116,8 @@ def main() -> None:
                 r = json.loads(out.read_text())
                 assert r["rc"] == 0, "analyze failed"
                 rows.append((n, bs, r["wall_s"], r["peak_rss_mb"]))
-    print(f"ResNet-ish: conv 3->64 + {args.convs} x conv 64->64 3x3 at {HW}x{HW}, GAP, Gemm, Softmax "
-          f"(seed 0); {platform.processor() or platform.machine()}, Python {platform.python_version()}\n")
+    print(f"ResNet-ish: conv 3->64, {args.blocks} residual blocks (conv 64->64 3x3, ReLU, conv, Add, ReLU) "
+          f"at {HW}x{HW}, GAP, Gemm, Softmax (seed 0); {platform.machine()}, Python {platform.python_version()}\n")
     print("| ONNX nodes | images | --batch-size | analyze wall s | peak RSS MB |")
     print("|---|---|---|---|---|")
     for n, bs, wall, rss in rows:

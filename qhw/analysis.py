@@ -148,7 +148,7 @@ def sensitivity(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, y_float
     by_start: dict[int, list[str]] = {}
     for name, g in variants.items():
         by_start.setdefault(_divergence(g), []).append(name)
-    stats = {name: ErrorStats() for name in linear}
+    stats = {name: ErrorStats(keep_errors=0) for name in linear}
     hits = dict.fromkeys(linear, 0)
     primary, seen = None, 0
     for xb, real in chunks(qm.graph, x, batch=batch, progress=progress, label="sensitivity"):

@@ -52,6 +52,7 @@ class ErrorStats:
     saturated: int = 0
     coded: int = 0
     errors: list = field(default_factory=list)
+    keep_errors: int = HIST_SAMPLES  # how many errors to keep for a histogram (0: none)
 
     def update(self, f: np.ndarray, q: np.ndarray, limits: tuple[float, float] | None = None) -> None:
         """Add a batch; ``limits`` is the real range the quantized tensor can represent."""
@@ -74,7 +75,7 @@ class ErrorStats:
         if limits is not None:  # float values the integer type had to clip
             self.saturated += int(np.count_nonzero((f < limits[0]) | (f > limits[1])))
             self.coded += f.size
-        room = HIST_SAMPLES - sum(len(x) for x in self.errors)
+        room = self.keep_errors - sum(len(x) for x in self.errors)
         if room > 0:
             self.errors.append(e[:room].astype(np.float32))
 

@@ -121,6 +121,23 @@ def test_default_batch_size_is_bounded_by_memory_budget(cnn_path, digits, monkey
     assert executor.default_batch_size(qm.graph, x) == 10
 
 
+def test_memory_does_not_grow_with_the_number_of_samples(mlp_path, digits):
+    """Past the histogram samples (20000 errors per tensor: 2000 images of 10 outputs), the peak
+    of NumPy allocations is that of one chunk, whatever the number of samples."""
+    import tracemalloc
+
+    qm = quantize_model(mlp_path, QuantConfig(), calib_x=digits["calib_x"], log=lambda m: None)
+    x, y = np.concatenate([digits["test_x"]] * 12), np.concatenate([digits["test_y"]] * 12)
+    peaks = []
+    for n in (2500, 5000):
+        xs, ys = x[:n].copy(), y[:n].copy()
+        tracemalloc.start()
+        analyze(qm, xs, ys, batch_size=100)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.05 * peaks[0], peaks
+
+
 # --------------------------------------------------------------------------- several outputs
 
 
