@@ -1,7 +1,7 @@
 """``qhw analyze`` wall time and peak memory on a ResNet-ish stem built with onnx.helper.
 
 Run from the repository root:
-    .venv/bin/python bench/bench_analyze.py [--images 4 8] [--blocks 3] [--batch-size default 1]
+    .venv/bin/python bench/bench_analyze.py [--images 4 8] [--blocks 3] [--size 56] [--batch-size default 1]
 Builds (seed 0) a Conv 3->64 + ReLU at 56x56 followed by ``--blocks`` residual blocks (3x3 conv
 64->64, ReLU, 3x3 conv, Add of the block input, ReLU), global average pool, a 64->10 Gemm and
 Softmax; calibrates on 8 images (seed 1); then runs
@@ -27,7 +27,7 @@ HW = 56
 CH = 64
 
 
-def build_model(path: Path, *, blocks: int, seed: int = 0) -> int:
+def build_model(path: Path, *, blocks: int, seed: int = 0, size: int = HW) -> int:
     """Write the model; returns its number of ONNX nodes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -59,7 +59,7 @@ def build_model(path: Path, *, blocks: int, seed: int = 0) -> int:
               helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1),
               helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1)]
     graph = helper.make_graph(nodes, "resnetish", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                 ["N", 3, HW, HW])],
+                                                                                 ["N", 3, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
@@ -67,8 +67,8 @@ def build_model(path: Path, *, blocks: int, seed: int = 0) -> int:
     return len(nodes)
 
 
-def images(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, HW, HW)).astype(np.float32)
+def images(n: int, seed: int, size: int = HW) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
 
 
 def child(qmodel: str, data: str, out: str, extra: list[str]) -> None:
@@ -91,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--blocks", type=int, default=3, help="residual blocks (two 64->64 3x3 convs each)")
+    ap.add_argument("--size", type=int, default=HW, help="input height and width (224: ImageNet size)")
     ap.add_argument("--batch-size", nargs="+", default=["default", "1"],
                     help="analyze --batch-size values to measure ('default': the flag left out)")
     ap.add_argument("--child", nargs=3, metavar=("QMODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
@@ -102,14 +103,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        n_nodes = build_model(d / "m.onnx", blocks=args.blocks)
-        np.savez(d / "calib.npz", x=images(8, 1))
+        n_nodes = build_model(d / "m.onnx", blocks=args.blocks, size=args.size)
+        np.savez(d / "calib.npz", x=images(8, 1, args.size))
         rc = qhw(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npz"), "-o", str(d / "m.qhw")])
         assert rc == 0, "quantize failed"
         rows = []
         for bs in args.batch_size:
             for n in args.images:
-                np.savez(d / f"x{n}.npz", x=images(n, 2))
+                np.savez(d / f"x{n}.npz", x=images(n, 2, args.size))
                 out = d / f"r{n}.json"
                 subprocess.run([sys.executable, __file__, "--child", str(d / "m.qhw"), str(d / f"x{n}.npz"),
                                 str(out), "--batch-size", bs], check=True)
@@ -117,7 +118,8 @@ def main() -> None:
                 assert r["rc"] == 0, "analyze failed"
                 rows.append((n, bs, r["wall_s"], r["peak_rss_mb"]))
     print(f"ResNet-ish: conv 3->64, {args.blocks} residual blocks (conv 64->64 3x3, ReLU, conv, Add, ReLU) "
-          f"at {HW}x{HW}, GAP, Gemm, Softmax (seed 0); {platform.machine()}, Python {platform.python_version()}\n")
+          f"at {args.size}x{args.size}, GAP, Gemm, Softmax (seed 0); {platform.machine()}, "
+          f"Python {platform.python_version()}\n")
     print("| ONNX nodes | images | --batch-size | analyze wall s | peak RSS MB |")
     print("|---|---|---|---|---|")
     for n, bs, wall, rss in rows:
