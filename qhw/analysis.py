@@ -1,110 +1,122 @@
-"""Error analysis: how far the quantized model is from the float one, per layer and at the output.
+"""Error analysis: how far the quantized model is from the float one, per layer and at each output.
 
 Error is ``quantized (dequantized) - float`` on the same tensor, both runs fed
 the same inputs; per-layer figures therefore include the error carried in from
-earlier layers. Sensitivity quantizes one linear layer at a time. Metrics are
-accumulated batch by batch, so memory does not grow with the data set.
+earlier layers. Sensitivity quantizes one linear layer at a time.
+
+Memory is bounded by one chunk of samples, not by the data set or the model depth:
+the float and integer runs go side by side node by node and each tensor is folded
+into running statistics (``qhw.metrics.ErrorStats``) and let go; sensitivity walks
+the float run once per chunk and starts each layer's integer run from the float
+tensors alive where that layer's variant first differs, instead of from the input.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .api import accuracy, predictions, requantize_variant
-from .executor import Trace, run_float, run_int
+from .executor import (
+    chunks,
+    default_batch_size,
+    resume_int,
+    run_batched,
+    run_pair,
+    unpad,
+    walk_float,
+)
 from .graph import LINEAR_OPS, Graph
+from .metrics import ErrorStats, accuracy, predictions, sqnr_db
 from .qmodel import QModel
+from .quantize import quantize_graph
 
-__all__ = ["ErrorStats", "sqnr_db", "compare", "analyze", "sensitivity", "auto_keep_float"]
+__all__ = ["ErrorStats", "sqnr_db", "Comparison", "compare", "analyze", "sensitivity", "auto_keep_float",
+           "requantize_variant", "default_batch_size"]
 
-HIST_SAMPLES = 20000  # errors kept per layer for histograms
+OUTPUT_KEYS = ("sqnr_db", "mean_error", "std_error", "max_abs_error", "cosine_similarity")
 
 
-def sqnr_db(signal_power: float, noise_power: float) -> float | None:
-    """10·log10(signal/noise); None when the noise is exactly zero (bit-identical)."""
-    if noise_power == 0.0:
+def requantize_variant(qm: QModel, keep_float) -> Graph:
+    """The same model quantized with a different set of float-kept nodes (ranges reused).
+
+    Float-kept nodes share their float parameters with ``qm.graph`` instead of being copied,
+    so one variant per layer costs that layer's integer weights, not the whole model."""
+    keep = set(keep_float)
+    skeleton = replace(qm.graph, nodes=[replace(n, params={} if n.name in keep else n.params, quant=None,
+                                                qparams={}) for n in qm.graph.nodes])
+    g, _ = quantize_graph(skeleton, qm.ranges, qm.config, imported=qm.imported, keep_float=tuple(keep_float))
+    for node, src in zip(g.nodes, qm.graph.nodes):
+        if src.name in keep:
+            node.params = src.params
+    return g
+
+
+def _limits(qgraph: Graph, name: str) -> tuple[float, float] | None:
+    """The real range a quantized tensor can represent (values outside saturate)."""
+    qp = qgraph.tensors.get(name)
+    if qp is None:
         return None
-    if signal_power == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal_power / noise_power)
+    return (qp.qmin - qp.zero_point - 0.5) * qp.scale, (qp.qmax - qp.zero_point + 0.5) * qp.scale
+
+
+def _is_float(v: np.ndarray) -> bool:
+    return np.issubdtype(np.asarray(v).dtype, np.floating)
 
 
 @dataclass
-class ErrorStats:
-    """Running error statistics of one tensor: quantized vs float."""
+class Comparison:
+    """What ``compare`` accumulated over the data."""
 
-    n: int = 0
-    sum_err: float = 0.0
-    sum_err2: float = 0.0
-    max_abs: float = 0.0
-    sum_f2: float = 0.0
-    sum_q2: float = 0.0
-    sum_fq: float = 0.0
-    saturated: int = 0
-    coded: int = 0
-    errors: list = field(default_factory=list)
+    layers: dict[str, ErrorStats]                 # by tensor name
+    outputs: dict[str, ErrorStats]                # by graph output, in graph order
+    primary: str                                  # the first floating-point output (else the first)
+    samples: int = 0
+    agree: int = 0                                # top-1 agreement of the first output, float vs int
+    correct: dict[str, int] = field(default_factory=lambda: {"float": 0, "quant": 0})  # with labels
 
-    def update(self, f: np.ndarray, q: np.ndarray, limits: tuple[float, float] | None = None) -> None:
-        """Add a batch; ``limits`` is the real range the quantized tensor can represent."""
-        f = np.asarray(f, dtype=np.float64).ravel()
-        q = np.asarray(q, dtype=np.float64).ravel()
-        e = q - f
-        self.n += e.size
-        self.sum_err += float(e.sum())
-        self.sum_err2 += float(e @ e)
-        self.max_abs = max(self.max_abs, float(np.abs(e).max()) if e.size else 0.0)
-        self.sum_f2 += float(f @ f)
-        self.sum_q2 += float(q @ q)
-        self.sum_fq += float(f @ q)
-        if limits is not None:  # float values the integer type had to clip
-            self.saturated += int(np.count_nonzero((f < limits[0]) | (f > limits[1])))
-            self.coded += f.size
-        if sum(len(x) for x in self.errors) < HIST_SAMPLES:
-            self.errors.append(e[: HIST_SAMPLES].astype(np.float32))
-
-    def summary(self) -> dict:
-        mean = self.sum_err / self.n if self.n else 0.0
-        var = max(self.sum_err2 / self.n - mean * mean, 0.0) if self.n else 0.0
-        denom = math.sqrt(self.sum_f2 * self.sum_q2)
-        return {
-            "sqnr_db": sqnr_db(self.sum_f2, self.sum_err2),
-            "mean_error": mean,
-            "std_error": math.sqrt(var),
-            "max_abs_error": self.max_abs,
-            "cosine_similarity": (self.sum_fq / denom) if denom else 1.0,
-            "saturation_rate": (self.saturated / self.coded) if self.coded else 0.0,
-        }
+    @property
+    def output(self) -> ErrorStats:
+        return self.outputs[self.primary]
 
 
-def compare(qgraph: Graph, x: np.ndarray, *, batch: int = 256, progress=None,
-            names: list[str] | None = None) -> tuple[dict[str, ErrorStats], np.ndarray, np.ndarray]:
-    """Run float and integer side by side; error stats per quantized node output and at the output.
-
-    Returns (stats by tensor name with key "__output__" for the first graph output,
-    float outputs, quantized outputs).
-    """
+def compare(qgraph: Graph, x: np.ndarray, *, labels: np.ndarray | None = None, batch: int | None = None,
+            progress=None, names: list[str] | None = None) -> Comparison:
+    """Run float and integer side by side; error stats per quantized linear layer and per output.
+    ``batch`` None: ``default_batch_size``."""
+    if batch is None:
+        batch = default_batch_size(qgraph, x)
     if names is None:
         names = [n.outputs[0] for n in qgraph.nodes if n.quant is not None and n.op in LINEAR_OPS]
-    stats = {k: ErrorStats() for k in names + ["__output__"]}
-    yfs, yqs = [], []
-    starts = range(0, x.shape[0], batch)
-    for s in (progress(starts, "analyzing") if progress else starts):
-        xb = x[s:s + batch]
-        ft, it = Trace(), Trace()
-        yf = run_float(qgraph, xb, trace=ft)[0]
-        yq = run_int(qgraph, xb, trace=it)[0]
-        for k in names:
-            qp = qgraph.tensors.get(k)
-            lim = None if qp is None else ((qp.qmin - qp.zero_point - 0.5) * qp.scale,
-                                           (qp.qmax - qp.zero_point + 0.5) * qp.scale)
-            stats[k].update(ft.values[k], it.values[k], lim)
-        stats["__output__"].update(yf, yq)
-        yfs.append(yf)
-        yqs.append(yq)
-    return stats, np.concatenate(yfs), np.concatenate(yqs)
+    wanted = set(names)
+    limits = {k: _limits(qgraph, k) for k in names}
+    cmp = Comparison(layers={k: ErrorStats() for k in names}, outputs={o: ErrorStats() for o in qgraph.outputs},
+                     primary=qgraph.outputs[0])
+    primary = None
+    for xb, real in chunks(qgraph, x, batch=batch, progress=progress, label="analyzing"):
+
+        def observe(node, fenv, int_value, xb=xb, real=real):
+            for k in node.outputs:
+                if k in wanted:
+                    cmp.layers[k].update(unpad(fenv[k], xb, real), unpad(int_value(k), xb, real), limits[k])
+
+        yfs, yqs = run_pair(qgraph, xb, observe=observe)
+        yfs = [unpad(v, xb, real) for v in yfs]
+        yqs = [unpad(v, xb, real) for v in yqs]
+        if primary is None:
+            primary = next((o for o, v in zip(qgraph.outputs, yfs) if _is_float(v)), qgraph.outputs[0])
+            cmp.primary = primary
+        for o, yf, yq in zip(qgraph.outputs, yfs, yqs):
+            cmp.outputs[o].update(yf, yq)
+        pf, pq = predictions(yfs[0]), predictions(yqs[0])
+        cmp.samples += real
+        cmp.agree += int(np.count_nonzero(pf == pq))
+        if labels is not None:
+            lb = labels.reshape(-1)[cmp.samples - real:cmp.samples]
+            cmp.correct["float"] += int(np.count_nonzero(pf == lb))
+            cmp.correct["quant"] += int(np.count_nonzero(pq == lb))
+    return cmp
 
 
 def _score(y: np.ndarray, labels: np.ndarray | None, y_float: np.ndarray) -> float:
@@ -112,42 +124,77 @@ def _score(y: np.ndarray, labels: np.ndarray | None, y_float: np.ndarray) -> flo
     return accuracy(y, labels) if labels is not None else float(np.mean(predictions(y) == predictions(y_float)))
 
 
-def sensitivity(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, y_float: np.ndarray | None = None,
-                progress=None) -> list[dict]:
-    """Quantize one linear layer at a time (everything else float); ranked, most sensitive first."""
-    from .api import run_batched
+def _divergence(g: Graph) -> int:
+    """Index of the first node where ``g``'s integer run can differ from the float run: the first
+    quantized node, or the producer of the first quantized tensor (0 for the graph input)."""
+    producer = {t: i for i, n in enumerate(g.nodes) for t in n.outputs}
+    firsts = [i for i, n in enumerate(g.nodes) if n.quant is not None]
+    firsts += [producer.get(t, 0) for t in g.tensors]
+    return min(firsts, default=len(g.nodes))
 
+
+def sensitivity(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, y_float: np.ndarray | None = None,
+                progress=None, batch: int | None = None) -> list[dict]:
+    """Quantize one linear layer at a time (everything else float); ranked, most sensitive first.
+
+    Per chunk the float model runs once; each layer's variant continues from the float tensors
+    alive before its first integer node. ``y_float`` is accepted for compatibility and unused;
+    ``batch`` None: ``default_batch_size``."""
+    if batch is None:
+        batch = default_batch_size(qm.graph, x)
     linear = [n.name for n in qm.graph.nodes if n.op in LINEAR_OPS and n.name not in qm.config.keep_float]
-    if y_float is None:
-        y_float = run_batched(qm.graph, x, integer=False)
+    variants = {name: requantize_variant(qm, [k for k in linear if k != name] + list(qm.config.keep_float))
+                for name in linear}
+    by_start: dict[int, list[str]] = {}
+    for name, g in variants.items():
+        by_start.setdefault(_divergence(g), []).append(name)
+    stats = {name: ErrorStats(keep_errors=0) for name in linear}
+    hits = dict.fromkeys(linear, 0)
+    primary, seen = None, 0
+    for xb, real in chunks(qm.graph, x, batch=batch, progress=progress, label="sensitivity"):
+        ys: dict[str, list[np.ndarray]] = {}
+        walk = walk_float(qm.graph, xb)
+        try:
+            while True:
+                i, env = next(walk)
+                for name in by_start.get(i, ()):
+                    ys[name] = resume_int(variants[name], i, env)
+        except StopIteration as done:
+            yfs = [unpad(v, xb, real) for v in done.value]
+        if primary is None:
+            primary = next((k for k, v in enumerate(yfs) if _is_float(v)), 0)
+        pf = predictions(yfs[0])
+        ref = pf if labels is None else labels.reshape(-1)[seen:seen + real]
+        seen += real
+        for name in linear:  # a layer that stayed float (no ranges) leaves the float outputs
+            yqs = [unpad(v, xb, real) for v in ys[name]] if name in ys else yfs
+            stats[name].update(yfs[primary], yqs[primary])
+            hits[name] += int(np.count_nonzero(predictions(yqs[0]) == ref))
+        del ys
     rows = []
-    for name in (progress(linear, "sensitivity") if progress else linear):
-        g = requantize_variant(qm, [k for k in linear if k != name] + list(qm.config.keep_float))
-        yq = run_batched(g, x, integer=True)
-        e = ErrorStats()
-        e.update(y_float, yq)
-        s = e.summary()
+    for name in linear:
+        s = stats[name].summary()
         rows.append({"name": name, "output_sqnr_db": s["sqnr_db"], "output_max_abs_error": s["max_abs_error"],
-                     "score": _score(yq, labels, y_float)})
+                     "score": hits[name] / seen if seen else 0.0})
     rows.sort(key=lambda r: (r["output_sqnr_db"] if r["output_sqnr_db"] is not None else math.inf))
     return rows
 
 
 def auto_keep_float(qm: QModel, x: np.ndarray, labels: np.ndarray | None, budget: float,
-                    *, progress=None, log=print) -> list[str]:
+                    *, progress=None, log=print, batch: int | None = None) -> list[str]:
     """Keep the most sensitive linear layers float until the top-1 loss is within ``budget``
     percentage points (accuracy with labels, agreement with the float model without)."""
-    from .api import run_batched
-
-    y_float = run_batched(qm.graph, x, integer=False)
+    if batch is None:
+        batch = default_batch_size(qm.graph, x)
+    y_float = run_batched(qm.graph, x, integer=False, batch=batch)
     base = _score(y_float, labels, y_float)
-    ranking = sensitivity(qm, x, labels, y_float=y_float, progress=progress)
+    ranking = sensitivity(qm, x, labels, progress=progress, batch=batch)
     keep = list(qm.config.keep_float)
     for row in [None] + ranking:
         if row is not None:
             keep.append(row["name"])
         g = requantize_variant(qm, keep)
-        loss = 100.0 * (base - _score(run_batched(g, x, integer=True), labels, y_float))
+        loss = 100.0 * (base - _score(run_batched(g, x, integer=True, batch=batch), labels, y_float))
         if loss <= budget:
             log(f"auto-keep-float: loss {loss:.2f} points within budget {budget:g} with "
                 f"{len(keep) - len(qm.config.keep_float)} layer(s) kept float")
@@ -155,17 +202,22 @@ def auto_keep_float(qm: QModel, x: np.ndarray, labels: np.ndarray | None, budget
     return keep
 
 
+def _output_row(name: str, s: ErrorStats) -> dict:
+    summary = s.summary()
+    return {"name": name, **{k: summary[k] for k in OUTPUT_KEYS}}
+
+
 def analyze(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, with_sensitivity: bool = True,
-            progress=None) -> dict:
-    """The whole report as a JSON-ready dict."""
-    stats, yf, yq = compare(qm.graph, x, progress=progress)
-    out_stats = stats.pop("__output__")
-    out = out_stats.summary()
+            progress=None, batch_size: int | None = None) -> dict:
+    """The whole report as a JSON-ready dict. ``batch_size`` None: ``default_batch_size``."""
+    batch = default_batch_size(qm.graph, x) if batch_size is None else batch_size
+    cmp = compare(qm.graph, x, labels=labels, batch=batch, progress=progress)
+    out = cmp.output.summary()
     layers = []
     for node in qm.graph.nodes:
         k = node.outputs[0]
-        if k in stats:
-            layers.append({"name": node.name, "op": node.op, "tensor": k, **stats[k].summary()})
+        if k in cmp.layers:
+            layers.append({"name": node.name, "op": node.op, "tensor": k, **cmp.layers[k].summary()})
     report = {
         "model": qm.source,
         "samples": int(x.shape[0]),
@@ -174,15 +226,16 @@ def analyze(qm: QModel, x: np.ndarray, labels: np.ndarray | None, *, with_sensit
         "notes": qm.notes,
         "output_sqnr_db": out["sqnr_db"],
         "output": out,
-        "top1_agreement": float(np.mean(predictions(yf) == predictions(yq))),
+        "outputs": [_output_row(o, s) for o, s in cmp.outputs.items()],
+        "top1_agreement": cmp.agree / cmp.samples,
         "layers": layers,
     }
     if labels is not None:
-        report["accuracy_float"] = accuracy(yf, labels)
-        report["accuracy_quant"] = accuracy(yq, labels)
+        report["accuracy_float"] = cmp.correct["float"] / cmp.samples
+        report["accuracy_quant"] = cmp.correct["quant"] / cmp.samples
     if with_sensitivity:
-        report["sensitivity"] = sensitivity(qm, x, labels, y_float=yf, progress=progress)
+        report["sensitivity"] = sensitivity(qm, x, labels, progress=progress, batch=batch)
     # error samples for the histograms; not part of the JSON
-    extra = [] if qm.graph.outputs[0] in stats else [("output", out_stats)]
-    report["_errors"] = {k: np.concatenate(v.errors) for k, v in [*extra, *stats.items()] if v.errors}
+    extra = [] if cmp.primary in cmp.layers else [("output", cmp.output)]
+    report["_errors"] = {k: np.concatenate(v.errors) for k, v in [*extra, *cmp.layers.items()] if v.errors}
     return report

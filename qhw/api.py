@@ -1,4 +1,8 @@
-"""High-level steps the command line is made of: quantize a model file, run it, evaluate it."""
+"""High-level steps the command line is made of: quantize a model file, run it, evaluate it.
+
+``run_batched``, ``predictions``, ``accuracy`` and ``requantize_variant`` live in lower modules
+(executor, metrics, analysis) and are re-exported here, where scripts import them from.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis import auto_keep_float as choose_float_layers
+from .analysis import requantize_variant
 from .calibrate import collect
 from .errors import DataError
-from .executor import check_input, run_float, run_int
-from .graph import Graph
+from .executor import check_input, default_batch_size, run_batched
+from .metrics import accuracy, predictions
 from .onnx_import import import_model
 from .qmodel import QModel
 from .quantize import QuantConfig, candidate_tensors, correct_biases, quantize_graph, ranges_from_stats
 
 __all__ = ["quantize_model", "run_batched", "predictions", "accuracy", "requantize_variant"]
-
-
-def run_batched(graph: Graph, x: np.ndarray, *, integer: bool, batch: int = 256, progress=None,
-                label: str = "running") -> np.ndarray:
-    """First graph output over ``x`` in batches (float reference or integer golden model)."""
-    run = run_int if integer else run_float
-    starts = range(0, x.shape[0], batch)
-    outs = [run(graph, x[s:s + batch])[0] for s in (progress(starts, label) if progress else starts)]
-    return np.concatenate(outs, axis=0)
-
-
-def predictions(y: np.ndarray) -> np.ndarray:
-    """Class predictions from model outputs: argmax of scores, or the output itself if integer labels."""
-    y = np.asarray(y)
-    if np.issubdtype(y.dtype, np.integer) or y.ndim == 1:
-        return y.reshape(-1).astype(np.int64)
-    return np.argmax(y.reshape(y.shape[0], -1), axis=1)
-
-
-def accuracy(y: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(predictions(y) == labels.reshape(-1)))
-
-
-def requantize_variant(qm: QModel, keep_float) -> Graph:
-    """The same model quantized with a different set of float-kept nodes (ranges reused)."""
-    g, _ = quantize_graph(qm.graph, qm.ranges, qm.config, imported=qm.imported, keep_float=tuple(keep_float))
-    return g
 
 
 def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndarray | None,
@@ -63,7 +42,8 @@ def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndar
     ranges: dict[str, tuple[float, float]] = {}
     if calib_x is not None:
         calib_x = check_input(graph, calib_x, calib_source)
-        stats = collect(graph, calib_x, candidate_tensors(graph), progress=progress)
+        stats = collect(graph, calib_x, candidate_tensors(graph), progress=progress,
+                        batch=default_batch_size(graph, calib_x))
         ranges = ranges_from_stats(stats, cfg)
     imported = dict(graph.tensors)
     if is_qdq and cfg.rounding != "onnx":
@@ -75,8 +55,6 @@ def quantize_model(model_path: str | Path, cfg: QuantConfig, *, calib_x: np.ndar
     if auto_keep_float is not None:
         if calib_x is None:
             raise DataError("--auto-keep-float needs calibration data (--calib DATA.npz)")
-        from .analysis import auto_keep_float as choose_float_layers
-
         keep = choose_float_layers(qm, calib_x, calib_y, auto_keep_float, progress=progress, log=log)
         qm.config = cfg = replace(cfg, keep_float=tuple(keep))
         qm.graph, notes = quantize_graph(graph, ranges, cfg, imported=imported, strict=strict)

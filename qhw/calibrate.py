@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arith import qrange
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .graph import QParams
 
 __all__ = ["CALIB_METHODS", "TensorStats", "collect", "choose_range", "qparams_from_range",
@@ -33,26 +33,40 @@ class TensorStats:
 
 def collect(graph, x: np.ndarray, names: list[str], *, batch: int = 256, seed: int = 0,
             progress=None) -> dict[str, TensorStats]:
-    """Run the float graph over ``x`` in batches, recording stats of ``names``."""
-    from .executor import Trace, run_float
+    """Run the float graph over ``x`` in chunks, recording stats of ``names``.
+
+    Each tensor is summarized as the run produces it and then let go, so memory is one
+    chunk's live tensors plus the subsamples. Tensors are visited in ``names`` order
+    (the random subsamples depend on it); one that comes early waits for its turn."""
+    from .executor import chunks, run_float, unpad
 
     rng = np.random.default_rng(seed)
     n = x.shape[0]
+    wanted = set(names)
     mins = {k: np.inf for k in names}
     maxs = {k: -np.inf for k in names}
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    starts = range(0, n, batch)
-    for s in (progress(starts, "calibrating") if progress else starts):
-        tr = Trace()
-        xb = x[s:s + batch]
-        run_float(graph, xb, trace=tr)
-        tr.values[graph.inputs[0].name] = xb
-        for k in names:
-            v = np.asarray(tr.values[k], dtype=np.float32).ravel()
-            mins[k] = min(mins[k], float(v.min()))
-            maxs[k] = max(maxs[k], float(v.max()))
-            keep = max(1, MAX_SAMPLES * len(xb) // n)
-            parts[k].append(v if v.size <= keep else rng.choice(v, keep, replace=False))
+    for xb, real in chunks(graph, x, batch=batch, progress=progress, label="calibrating"):
+        pending: dict[str, np.ndarray] = {}
+        turn = 0
+
+        def take(name: str, value: np.ndarray, xb=xb, real=real, pending=pending) -> None:
+            nonlocal turn
+            if name in wanted:
+                pending[name] = unpad(value, xb, real)
+            while turn < len(names) and names[turn] in pending:
+                k = names[turn]
+                v = np.asarray(pending.pop(k), dtype=np.float32).ravel()
+                mins[k] = min(mins[k], float(v.min()))
+                maxs[k] = max(maxs[k], float(v.max()))
+                keep = max(1, MAX_SAMPLES * real // n)
+                parts[k].append(v if v.size <= keep else rng.choice(v, keep, replace=False))
+                turn += 1
+
+        take(graph.inputs[0].name, xb)
+        run_float(graph, xb, observe=take)
+        if turn < len(names):
+            raise ModelError(f"calibration: tensor {names[turn]!r} is not produced by any node")
     return {k: TensorStats(mins[k], maxs[k], np.concatenate(parts[k])) for k in names}
 
 

@@ -30,6 +30,16 @@ def progress(it, desc: str):
     return tqdm(it, desc=desc, leave=False, disable=None, file=sys.stderr, unit="batch")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return v
+
+
 def _budget(text: str) -> float:
     try:
         v = float(text.rstrip("%"))
@@ -96,7 +106,8 @@ def cmd_analyze(args) -> int:
     from .report import markdown, public_report, write_report
 
     qm, x, y = _model_and_data(args)
-    report = analyze(qm, x, y, with_sensitivity=not args.no_sensitivity, progress=progress)
+    report = analyze(qm, x, y, with_sensitivity=not args.no_sensitivity, progress=progress,
+                     batch_size=args.batch_size)
     if args.output:
         files = write_report(report, args.output)
         _log(f"wrote {files['markdown']} and {files['json']}")
@@ -170,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", metavar="REPORT_DIR", help="write report.md, report.json and plots")
     a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity runs")
+    a.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="samples per chunk (memory grows with it; default: from the model's activation size, "
+                        "or the model's fixed batch)")
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("export-onnx", help="write the quantized model as a QDQ ONNX model")

@@ -8,6 +8,8 @@ constant inputs.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from .errors import ModelError
@@ -19,12 +21,20 @@ CONST_PREFIX = "const:"
 _SESSIONS: dict[tuple, object] = {}
 
 
+def _key(node: Node, dtypes: tuple) -> tuple:
+    """What the session depends on, by content: copies of a node (the per-layer variants of
+    sensitivity analysis are deep copies) share one session instead of each building its own."""
+    consts = tuple((k, str(v.dtype), v.shape, hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())
+                   for k, v in sorted(node.params.items()) if k.startswith(CONST_PREFIX))
+    return (node.params["node_proto"].tobytes(), tuple(sorted(node.attrs["opset"].items())), consts, dtypes)
+
+
 def _session(node: Node, dtypes: tuple):
     import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
-    key = (id(node), node.name, dtypes)
+    key = _key(node, dtypes)
     if key in _SESSIONS:
         return _SESSIONS[key]
     proto = onnx.NodeProto()

@@ -37,11 +37,18 @@ def markdown(report: dict, *, plots: list[str] = ()) -> str:
                   f"| float | {100 * r['accuracy_float']:.2f} % |",
                   f"| quantized | {100 * r['accuracy_quant']:.2f} % |", ""]
     o = r["output"]
-    lines.append(f"Output: SQNR {_fmt(o['sqnr_db'])} dB, mean error {_fmt(o['mean_error'])}, "
+    which = " (the first floating-point one)" if len(r.get("outputs", ())) > 1 else ""
+    lines.append(f"Output{which}: SQNR {_fmt(o['sqnr_db'])} dB, mean error {_fmt(o['mean_error'])}, "
                  f"std {_fmt(o['std_error'])}, max |error| {_fmt(o['max_abs_error'])}, "
                  f"cosine {_fmt(o['cosine_similarity'], 6)}, top-1 agreement with float "
                  f"{100 * r['top1_agreement']:.2f} %.")
     lines.append("")
+    if len(r.get("outputs", ())) > 1:
+        lines += ["| output | SQNR dB | mean error | std error | max abs error | cosine |", "|---|---|---|---|---|---|"]
+        for o in r["outputs"]:
+            lines.append(f"| {o['name']} | {_fmt(o['sqnr_db'])} | {_fmt(o['mean_error'])} | {_fmt(o['std_error'])} | "
+                         f"{_fmt(o['max_abs_error'])} | {_fmt(o['cosine_similarity'], 6)} |")
+        lines.append("")
     if r["notes"]:
         lines += [f"- {n}" for n in r["notes"]] + [""]
     lines += ["## Per layer (error carried from earlier layers included)", "",

@@ -164,3 +164,25 @@ def test_generate_for_a_quantized_model(capsys, cnn_qmodel, tmp_path):
     assert (p["rows"], p["cols"], p["max_k"]) == (4, 4, 16 * 3 * 3)  # conv3: 16 channels x 3x3
     assert p["rounding"] == ["single"] and p["per_channel"] is True
     assert (tmp_path / "cnn_array.v").stat().st_size > 0
+
+
+def test_analyze_batch_size(capsys, cnn_qmodel, digits_files):
+    reports = {}
+    for flags in ([], ["--batch-size", "7"], ["--batch-size", "1000"]):
+        code, out, err = _run(capsys, "analyze", cnn_qmodel, "--data", digits_files["test"], "--json",
+                              "--no-sensitivity", *flags)
+        assert code == 0, err
+        reports[tuple(flags)] = json.loads(out)
+    base = reports[()]
+    from qhw.qmodel import load_qmodel
+    assert [o["name"] for o in base["outputs"]] == load_qmodel(cnn_qmodel).graph.outputs
+    assert base["outputs"][0]["sqnr_db"] == base["output_sqnr_db"]
+    for r in reports.values():
+        assert r.keys() == base.keys()
+        assert r["top1_agreement"] == base["top1_agreement"] and r["accuracy_quant"] == base["accuracy_quant"]
+        for a, b in zip(r["layers"], base["layers"]):
+            assert a["sqnr_db"] == pytest.approx(b["sqnr_db"], rel=1e-5)
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", str(cnn_qmodel), "--data", str(digits_files["test"]), "--batch-size", "0"])
+    assert e.value.code == 2
+    assert "--batch-size: must be a positive integer, not '0'" in capsys.readouterr().err

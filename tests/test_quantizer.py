@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qhw.analysis import analyze, auto_keep_float
-from qhw.api import accuracy, quantize_model, requantize_variant, run_batched
+from qhw.analysis import analyze, auto_keep_float, sensitivity
+from qhw.api import accuracy, predictions, quantize_model, requantize_variant, run_batched
 from qhw.calibrate import TensorStats, choose_range, kl_threshold, qparams_from_range
 from qhw.errors import ConfigError
 from qhw.executor import Trace, run_float, run_int
@@ -175,6 +175,24 @@ def test_sensitivity_and_auto_keep_float(cnn_path, digits):
     yf = run_batched(g, digits["calib_x"], integer=False)
     yq = run_batched(g, digits["calib_x"], integer=True)
     assert accuracy(yq, digits["calib_y"]) >= accuracy(yf, digits["calib_y"])
+    assert any(n.op in ("Dense", "Conv") for n in g.quantized_nodes())
+
+
+def test_auto_keep_float_budget_zero_keeps_some_layers_quantized(cnn_path, digits):
+    """Per-tensor int4 weights lose top-1 agreement with float on the calibration set, so budget 0
+    must keep some layer float; a layer that alone loses nothing must stay quantized."""
+    qm = _quantize(cnn_path, digits, weight_bits=4, granularity="per-tensor")
+    x = digits["calib_x"]
+    y_float = run_batched(qm.graph, x, integer=False)
+    assert (predictions(run_batched(qm.graph, x, integer=True)) != predictions(y_float)).any()
+    ranking = sensitivity(qm, x, None)
+    harmless = [r["name"] for r in ranking if r["score"] == 1.0]
+    assert harmless  # quantizing that layer alone keeps full agreement: a quantized layer is possible
+    keep = auto_keep_float(qm, x, None, 0.0, log=lambda m: None)
+    g = requantize_variant(qm, keep)
+    assert 0 < len(keep) < len(qm.graph.linear_nodes())
+    assert [n.name for n in g.linear_nodes() if n.quant is not None]  # at least one layer stayed quantized
+    np.testing.assert_array_equal(predictions(run_batched(g, x, integer=True)), predictions(y_float))
 
 
 # --------------------------------------------------------------------------- analysis and file format

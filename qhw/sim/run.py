@@ -145,7 +145,7 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
-    from ..executor import check_input
+    from ..executor import check_input, fixed_batch
     from ..fileio import load_data
     from ..qmodel import load_qmodel
     from ..runtime import array_layers, check_model
@@ -163,6 +163,12 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     check_model(qm.graph, hw.config, str(rtl))          # refuse before building or simulating
     if batch < 1:
         raise ConfigError(f"batch must be positive, not {batch}")
+    fixed = fixed_batch(qm.graph)
+    if fixed is not None:  # the model runs exactly `fixed` samples at a time
+        if x.shape[0] % fixed:
+            raise DataError(f"{data}: {x.shape[0]} samples; the model's fixed batch size {fixed} must divide "
+                            f"them (use --limit)")
+        batch = fixed
     t0 = time.perf_counter()
     job = {"kind": "model", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
            "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "batch": batch,
