@@ -16893,37 +16893,38 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;
-  wire [16:0] \$11 ;
+  wire \$11 ;
   wire [16:0] \$12 ;
-  wire \$13 ;
+  wire [16:0] \$13 ;
   wire \$14 ;
-  wire [17:0] \$15 ;
+  wire \$15 ;
   wire [17:0] \$16 ;
-  wire \$17 ;
-  wire [13:0] \$18 ;
-  wire \$19 ;
+  wire [17:0] \$17 ;
+  wire \$18 ;
+  wire [13:0] \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire [6:0] \$25 ;
+  wire \$25 ;
   wire [6:0] \$26 ;
-  reg \$27 ;
-  reg [12:0] \$28 ;
-  reg [16:0] \$29 ;
+  wire [6:0] \$27 ;
+  reg \$28 ;
+  reg [12:0] \$29 ;
   wire \$3 ;
-  reg [15:0] \$30 ;
-  reg \$31 ;
-  reg [18:0] \$32 ;
-  reg [63:0] \$33 ;
-  reg \$34 ;
-  reg [5:0] \$35 ;
+  reg [16:0] \$30 ;
+  reg [15:0] \$31 ;
+  reg \$32 ;
+  reg [18:0] \$33 ;
+  reg [63:0] \$34 ;
+  reg \$35 ;
+  reg [5:0] \$36 ;
   wire \$4 ;
   wire \$5 ;
-  wire [16:0] \$6 ;
-  wire \$7 ;
+  wire \$6 ;
+  wire [16:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   output [63:0] a_in;
@@ -16977,7 +16978,6 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   wire issue;
   reg [12:0] k0 = 13'h0000;
   wire last_k;
-  wire may_produce;
   reg [16:0] n0 = 17'h00000;
   reg [5:0] outstanding = 6'h00;
   reg [15:0] row = 16'h0000;
@@ -16996,180 +16996,180 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   wire taken;
   assign \$1  = k0 + 4'h8;
   assign last_k = \$1  >= gemm__cmd[28:16];
-  assign may_produce = outstanding < 6'h2b;
   assign \$2  = banks__full >> bank;
   assign \$3  = run & \$2 ;
-  assign \$4  = ~ last_k;
-  assign \$5  = may_produce | \$4 ;
-  assign act__ready = \$3  & \$5 ;
+  assign \$4  = outstanding < 6'h2b;
+  assign \$5  = ~ last_k;
+  assign \$6  = \$4  | \$5 ;
+  assign act__ready = \$3  & \$6 ;
   assign issue = act__valid & act__ready;
-  assign \$6  = gemm__cmd[15:0] - 1'h1;
-  assign \$7  = row == \$6 ;
-  assign \$8  = ~ run;
-  assign \$9  = ! outstanding;
-  assign idle = \$8  & \$9 ;
-  assign \$10  = ! k0;
-  assign \$11  = row + 1'h1;
-  assign \$12  = gemm__cmd[15:0] - 1'h1;
-  assign \$13  = row == \$12 ;
-  assign \$14  = ~ bank;
-  assign \$15  = n0 + 4'h8;
+  assign \$7  = gemm__cmd[15:0] - 1'h1;
+  assign \$8  = row == \$7 ;
+  assign \$9  = ~ run;
+  assign \$10  = ! outstanding;
+  assign idle = \$9  & \$10 ;
+  assign \$11  = ! k0;
+  assign \$12  = row + 1'h1;
+  assign \$13  = gemm__cmd[15:0] - 1'h1;
+  assign \$14  = row == \$13 ;
+  assign \$15  = ~ bank;
   assign \$16  = n0 + 4'h8;
-  assign \$17  = \$16  >= gemm__cmd[44:29];
-  assign \$18  = k0 + 4'h8;
-  assign \$19  = issue & last_k;
-  assign \$20  = ~ taken;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = issue & last_k;
-  assign \$23  = ~ \$22 ;
-  assign \$24  = taken & \$23 ;
-  assign \$25  = outstanding + 1'h1;
-  assign \$26  = outstanding - 1'h1;
+  assign \$17  = n0 + 4'h8;
+  assign \$18  = \$17  >= gemm__cmd[44:29];
+  assign \$19  = k0 + 4'h8;
+  assign \$20  = issue & last_k;
+  assign \$21  = ~ taken;
+  assign \$22  = \$20  & \$21 ;
+  assign \$23  = issue & last_k;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = taken & \$24 ;
+  assign \$26  = outstanding + 1'h1;
+  assign \$27  = outstanding - 1'h1;
   always @(posedge clk)
-    run <= \$27 ;
+    run <= \$28 ;
   always @(posedge clk)
-    k0 <= \$28 ;
+    k0 <= \$29 ;
   always @(posedge clk)
-    n0 <= \$29 ;
+    n0 <= \$30 ;
   always @(posedge clk)
-    row <= \$30 ;
+    row <= \$31 ;
   always @(posedge clk)
-    tag__valid <= \$31 ;
+    tag__valid <= \$32 ;
   always @(posedge clk)
-    tag__payload <= \$32 ;
+    tag__payload <= \$33 ;
   always @(posedge clk)
-    a_in <= \$33 ;
+    a_in <= \$34 ;
   always @(posedge clk)
-    bank <= \$34 ;
+    bank <= \$35 ;
   always @(posedge clk)
-    outstanding <= \$35 ;
+    outstanding <= \$36 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     banks__release__valid = 1'h0;
     if (issue) begin
-      if (\$7 ) begin
+      if (\$8 ) begin
         banks__release__valid = 1'h1;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$27  = run;
+    \$28  = run;
     if (gemm__start) begin
-      \$27  = 1'h1;
+      \$28  = 1'h1;
     end
     if (issue) begin
-      if (\$13 ) begin
+      if (\$14 ) begin
         if (last_k) begin
-          if (\$17 ) begin
-            \$27  = 1'h0;
+          if (\$18 ) begin
+            \$28  = 1'h0;
           end
         end
       end
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$28  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$28  = k0;
+    \$29  = k0;
     if (gemm__start) begin
-      \$28  = 13'h0000;
+      \$29  = 13'h0000;
     end
     if (issue) begin
-      if (\$13 ) begin
+      if (\$14 ) begin
         (* full_case = 32'd1 *)
         if (last_k) begin
-          \$28  = 13'h0000;
+          \$29  = 13'h0000;
         end else begin
-          \$28  = \$18 [12:0];
+          \$29  = \$19 [12:0];
         end
       end
     end
     if (rst) begin
-      \$28  = 13'h0000;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$29  = n0;
+    \$30  = n0;
     if (gemm__start) begin
-      \$29  = 17'h00000;
+      \$30  = 17'h00000;
     end
     if (issue) begin
-      if (\$13 ) begin
+      if (\$14 ) begin
         if (last_k) begin
-          \$29  = \$15 [16:0];
+          \$30  = \$16 [16:0];
         end
       end
     end
     if (rst) begin
-      \$29  = 17'h00000;
+      \$30  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$30  = row;
+    \$31  = row;
     if (gemm__start) begin
-      \$30  = 16'h0000;
+      \$31  = 16'h0000;
     end
     if (issue) begin
-      \$30  = \$11 [15:0];
-      if (\$13 ) begin
-        \$30  = 16'h0000;
+      \$31  = \$12 [15:0];
+      if (\$14 ) begin
+        \$31  = 16'h0000;
       end
     end
     if (rst) begin
-      \$30  = 16'h0000;
+      \$31  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$31  = issue;
+    \$32  = issue;
     if (rst) begin
-      \$31  = 1'h0;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$32 [15:0] = row;
-    \$32 [16] = \$10 ;
-    \$32 [17] = last_k;
-    \$32 [18] = bank;
+    \$33 [15:0] = row;
+    \$33 [16] = \$11 ;
+    \$33 [17] = last_k;
+    \$33 [18] = bank;
     if (rst) begin
-      \$32  = 19'h00000;
+      \$33  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$33  = act__payload;
+    \$34  = act__payload;
     if (rst) begin
-      \$33  = 64'h0000000000000000;
+      \$34  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$34  = bank;
+    \$35  = bank;
     if (issue) begin
-      if (\$13 ) begin
-        \$34  = \$14 ;
+      if (\$14 ) begin
+        \$35  = \$15 ;
       end
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$35  = outstanding;
-    if (\$21 ) begin
-      \$35  = \$25 [5:0];
-    end else if (\$24 ) begin
-      \$35  = \$26 [5:0];
+    \$36  = outstanding;
+    if (\$22 ) begin
+      \$36  = \$26 [5:0];
+    end else if (\$25 ) begin
+      \$36  = \$27 [5:0];
     end
     if (rst) begin
-      \$35  = 6'h00;
+      \$36  = 6'h00;
     end
   end
   assign bank_in = tag__payload[18];

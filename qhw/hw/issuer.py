@@ -74,12 +74,11 @@ class Issuer(wiring.Component):
             m.d.sync += [run.eq(1), k0.eq(0), n0.eq(0), row.eq(0)]
 
         outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
-        may_produce = Signal()
-        m.d.comb += may_produce.eq(outstanding < c.fifo_depth)
+        may_produce = outstanding < c.fifo_depth
         if c.requant_passes > 1:
             # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
             gap = Signal(range(c.requant_passes))
-            m.d.comb += may_produce.eq((outstanding < c.fifo_depth) & (gap == 0))
+            may_produce = may_produce & (gap == 0)
             with m.If(self.act.valid & self.act.ready & last_k):
                 m.d.sync += gap.eq(c.requant_passes - 1)
             with m.Elif(gap != 0):
@@ -95,7 +94,7 @@ class Issuer(wiring.Component):
         ]
         m.d.comb += self.bank_in.eq(self.tag.payload.bank)
 
-        m.d.comb += [self.banks.release.valid.eq(0), self.banks.release.payload.eq(bank)]
+        m.d.comb += self.banks.release.payload.eq(bank)
         with m.If(issue):
             m.d.sync += row.eq(row + 1)
             with m.If(row == cmd.m - 1):
