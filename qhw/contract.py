@@ -26,8 +26,9 @@ the FPGA flow can use it without building hardware, and each number is written o
     (``qhw.hw.wide_mul``);
   - ``requant_latency()``: a requantization lane, the longer of its paths (``FIXED_PATH_STAGES`` or
     ``ONNX_PATH_STAGES`` plus their multiply) and ``REQUANT_OUTPUT_STAGES`` (``qhw.hw.requant``);
-  - ``ACCUMULATE_LATENCY``: array output to requantization input;
-  - ``FIFO_LATENCY``: output FIFO write to ``out.valid`` (``SyncFIFOBuffered``).
+  - ``ACCUMULATE_LATENCY``: array output to the accumulated row (``qhw.hw.accumulator.Accumulator``);
+  - ``FIFO_LATENCY``: a requantized row into the output queue to its ``out`` handshake
+    (``qhw.hw.output_queue.OutputQueue``, a ``SyncFIFOBuffered``).
 
   ``accelerator_latency()`` adds them up. ``qhw.hw.config.ArrayConfig`` applies these formulas to
   one configuration and writes the results into the manifest, whose layout is
@@ -49,6 +50,7 @@ __all__ = [
     "FIXED_PATH_STAGES",
     "GEMM_M_BITS",
     "ISSUE_LATENCY",
+    "PARAMS_READ_LATENCY",
     "MANIFEST_FORMAT_VERSION",
     "MAX_GEMM_M",
     "MAX_GEMM_N",
@@ -120,9 +122,14 @@ PARTIAL_PRODUCT_STAGES = 1  # the fabric register beside each partial product's 
 FIXED_PATH_STAGES = 5
 ONNX_PATH_STAGES = 11
 REQUANT_OUTPUT_STAGES = 2   # + zero point, clamp
-# The psum and the accumulator row (read a cycle early) registered, the add, a register before the lanes.
-ACCUMULATE_LATENCY = 3
-FIFO_LATENCY = 1            # ``SyncFIFOBuffered``: a write is readable the next cycle
+# ``Accumulator``: the psum and the accumulator row (read a cycle early) registered, then the add's
+# result registered (a register between two carry chains: this add and the lanes' bias add).
+ACCUMULATE_LATENCY = 2
+# ``OutputQueue``: ``SyncFIFOBuffered`` writes its memory, then its output register (measured: a row
+# written in cycle t is offered on ``out`` in cycle t + 2).
+FIFO_LATENCY = 2
+# The lanes register their inputs (row and requantization parameters) in the cycle a row arrives.
+PARAMS_READ_LATENCY = 1
 
 
 def signed_bits(lo: int, hi: int) -> int:

@@ -22,12 +22,14 @@ from ..contract import (
     BIAS_BITS,
     ELEMENT_BITS,
     FIFO_LATENCY,
+    ISSUE_LATENCY,
     MANIFEST_FORMAT_VERSION,
     MAX_GEMM_M,
     MAX_GEMM_N,
     MAX_TILE_PIPELINE,
     MODE_CODES,
     MULTIPLIER_BITS,
+    PARAMS_READ_LATENCY,
     PE_FAMILY,
     PE_KINDS,
     PE_PRODUCT_LATENCY,
@@ -266,8 +268,8 @@ class ArrayConfig:
 
     @property
     def accumulate_latency(self) -> int:
-        """Array output to requant input (``qhw.contract.ACCUMULATE_LATENCY``, 3): the psum and the
-        accumulator row (read a cycle early) registered, the add, a register before the lanes."""
+        """Array output to the accumulated row (``qhw.contract.ACCUMULATE_LATENCY``, 2): the psum and the
+        accumulator row (read a cycle early) registered, then the sum registered."""
         return _ACCUMULATE_LATENCY
 
     @property
@@ -296,8 +298,8 @@ class ArrayConfig:
 
     @property
     def fifo_latency(self) -> int:
-        """Last requant register to the output handshake when the FIFO is empty (``SyncFIFOBuffered``,
-        ``qhw.contract.FIFO_LATENCY``)."""
+        """A requantized row into the output queue to its ``out`` handshake when the queue is empty
+        (``SyncFIFOBuffered``, ``qhw.contract.FIFO_LATENCY``, 2)."""
         return FIFO_LATENCY
 
     @property
@@ -312,8 +314,9 @@ class ArrayConfig:
 
     @property
     def in_flight(self) -> int:
-        """Rows that can be between the activation handshake and the output FIFO's write port."""
-        return self.latency - self.fifo_latency + 1
+        """Rows that can be between an activation handshake and their ``out`` handshake with ``out``
+        ready: one per cycle of ``latency``."""
+        return self.latency
 
     @property
     def fifo_depth(self) -> int:
@@ -325,10 +328,10 @@ class ArrayConfig:
         """Cycles after the last activation of a tile is accepted until its weight/param bank is reusable.
 
         The last wavefront must have left the mesh and read its requant parameters
-        (``1 + array_latency + accumulate_latency``; the parameters are read after the products,
-        so DSP product cycles count); one more cycle of margin.
+        (``ISSUE_LATENCY + array_latency + accumulate_latency + PARAMS_READ_LATENCY``; the parameters
+        are read after the products, so DSP product cycles count); one more cycle of margin.
         """
-        return 1 + self.array_latency + self.accumulate_latency + 1
+        return ISSUE_LATENCY + self.array_latency + self.accumulate_latency + PARAMS_READ_LATENCY + 1
 
     @property
     def weight_load_cycles(self) -> int:

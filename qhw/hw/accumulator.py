@@ -1,0 +1,88 @@
+"""``Accumulator``: adds each K tile's partial-sum row into an on-chip memory row, one row per cycle."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..contract import ACCUMULATE_LATENCY
+from ..errors import ConfigError
+from .config import ArrayConfig
+from .issuer import tag_layout
+from .skew import delayed
+
+__all__ = ["Accumulator", "row_layout"]
+
+# Registers from ``psum`` to ``row``: the psum with the memory row read a cycle early, then the sum.
+
+
+def row_layout(config: ArrayConfig) -> data.StructLayout:
+    """A finished row: ``cols`` sums over all K (``sum_bits`` each, no bias) and its parameter bank."""
+    return data.StructLayout({"sum": data.ArrayLayout(signed(config.sum_bits), config.cols), "bank": 1})
+
+
+class Accumulator(wiring.Component):
+    """``sum[m] = psum`` on the first K tile, ``sum[m] += psum`` on later ones; rows of the last K tile
+    leave on ``row`` (not written back).
+
+    ``tag`` is the issue register's sideband: the array's ``psum`` row of that beat arrives
+    ``config.array_latency`` cycles later. The memory (``acc_depth`` rows) is read-modify-written
+    once per cycle with the block RAM's clock-to-out and the adder in different cycles: the row is
+    read one cycle early and its data registered. The read port is transparent for a write in its
+    own cycle; the one younger write, of the beat just before (M = 1: the same row's K tiles back
+    to back), is taken from the adder's output register instead (forwarding).
+    """
+
+    def __init__(self, *, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config = config
+        c = config
+        super().__init__({
+            "tag": In(stream.Signature(tag_layout(), always_ready=True)),
+            "psum": In(data.ArrayLayout(signed(c.psum_bits), c.cols)),
+            "row": Out(stream.Signature(row_layout(c), always_ready=True)),
+        })
+
+    @property
+    def latency(self) -> int:
+        """2: ``psum`` to ``row`` (the psum and the early-read memory row registered, then the sum)."""
+        return ACCUMULATE_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        C = c.cols
+        m.submodules.acc_mem = mem = Memory(shape=data.ArrayLayout(signed(c.sum_bits), C),
+                                            depth=c.acc_depth, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=(wp,))
+        tag = Signal(data.StructLayout({"valid": 1, "tag": tag_layout()}))
+        m.d.comb += [tag.valid.eq(self.tag.valid), tag.tag.eq(self.tag.payload)]
+        tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
+        m.d.comb += rp.addr.eq(tag_r.tag.m)
+        tag_d1 = delayed(m, tag_r, 1, name="tag_rd")
+        tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and rd
+        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C))
+        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        m.d.sync += [psum_d.eq(self.psum), rd.eq(rp.data)]
+        total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        last_total = Signal.like(total)
+        wrote = Signal()
+        m.d.comb += wrote.eq(tag_d.valid & ~tag_d.tag.last)
+        # Decided a cycle ahead (this beat against the next one), so the row compare is not in
+        # front of the adder.
+        forward = Signal()
+        m.d.sync += [last_total.eq(total), forward.eq(wrote & (tag_d.tag.m == tag_d1.tag.m))]
+        for j in range(C):
+            with m.If(tag_d.tag.first):
+                m.d.comb += total[j].eq(psum_d[j])
+            with m.Else():
+                m.d.comb += total[j].eq(Mux(forward, last_total[j], rd[j]) + psum_d[j])
+        m.d.comb += [wp.addr.eq(tag_d.tag.m), wp.data.eq(total), wp.en.eq(wrote)]
+        # A register between this add and the lanes' bias add keeps two carry chains out of one cycle.
+        m.d.sync += [self.row.payload.sum.eq(total), self.row.payload.bank.eq(tag_d.tag.bank),
+                     self.row.valid.eq(tag_d.valid & tag_d.tag.last)]
+        return m

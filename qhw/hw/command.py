@@ -1,0 +1,69 @@
+"""``CommandRegister``: accepts one GEMM command at a time, checks it, holds it while the GEMM runs."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..contract import MODE_CODES
+from ..errors import ConfigError
+from .config import ArrayConfig
+from .layouts import command_layout
+
+__all__ = ["CommandRegister", "gemm_signature"]
+
+
+def gemm_signature(config: ArrayConfig) -> wiring.Signature:
+    """The running GEMM, as the command register drives it: ``start`` pulses in the cycle a good
+    command is accepted (the blocks reset their tile counters on it), ``cmd`` holds the command
+    from the next cycle until the next one."""
+    return wiring.Signature({"start": Out(1), "cmd": Out(command_layout(config))})
+
+
+class CommandRegister(wiring.Component):
+    """One command at a time: ``cmd.ready`` is high while idle.
+
+    A command the hardware cannot run is accepted and dropped, and ``error`` is set until the next
+    command: M, K or N = 0 (M = 0 would never end a tile), K > ``max_k``, a ``mode`` that is not
+    built, or M > ``acc_depth`` with K > ``rows`` (it would alias accumulator rows). A good command
+    pulses ``gemm.start`` and raises ``busy``, which stays high until ``done`` (every tile loaded
+    and issued, every result taken).
+    """
+
+    def __init__(self, *, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(config))),
+            "gemm": Out(gemm_signature(config)),
+            "done": In(1),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """1: the command handshake to ``gemm.cmd`` (``gemm.start`` is in the handshake's cycle)."""
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        new = self.cmd.payload
+        m.d.comb += self.cmd.ready.eq(~self.busy)
+        built = 0
+        for mode in c.rounding:
+            built = built | (new.mode == MODE_CODES[mode])
+        bad = Signal()
+        m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
+                           | ((new.k > c.rows) & (new.m > c.acc_depth)))
+        m.d.comb += self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += self.error.eq(bad)
+        with m.If(self.gemm.start):
+            m.d.sync += [self.gemm.cmd.eq(new), self.busy.eq(1)]
+        with m.Elif(self.busy & self.done):
+            m.d.sync += self.busy.eq(0)
+        return m

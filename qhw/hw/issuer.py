@@ -1,0 +1,117 @@
+"""``Issuer``: admits activation beats into the array, one per cycle, within its credits."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..contract import GEMM_M_BITS, ISSUE_LATENCY, MAX_GEMM_N_BITS
+from ..errors import ConfigError
+from .command import gemm_signature
+from .config import ArrayConfig
+from .layouts import act_layout
+from .loader import bank_signature
+
+__all__ = ["Issuer", "tag_layout"]
+
+
+def tag_layout() -> data.StructLayout:
+    """What travels beside an activation beat: its GEMM row ``m``, whether it belongs to the first
+    and the last K tile, and its weight/parameter bank."""
+    return data.StructLayout({"m": unsigned(GEMM_M_BITS), "first": 1, "last": 1, "bank": 1})
+
+
+class Issuer(wiring.Component):
+    """Accepts the ``act`` beats of each tile of a loaded bank and registers them for the array.
+
+    The issue register drives ``a_in``/``bank_in`` (the array samples it every cycle) and ``tag``,
+    whose ``valid`` marks the cycles that carry a beat. The datapath behind it never stalls, so
+    back-pressure is handled here, by credits: a beat of the last K tile (it will produce a result
+    row) is accepted only while fewer than ``config.fifo_depth`` result rows are outstanding
+    (issued and not yet ``taken`` from the output queue), so every row in flight has a queue slot.
+    With shared requantization lanes such beats are also spaced ``config.requant_passes`` cycles
+    apart. A tile's last beat ``release``s its bank to the loader.
+
+    ``idle`` is high once every tile of the command is issued and every result row taken.
+    """
+
+    def __init__(self, *, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config = config
+        c = config
+        super().__init__({
+            "gemm": In(gemm_signature(c)),
+            "act": In(stream.Signature(act_layout(c))),
+            "banks": In(bank_signature()),
+            "taken": In(1),
+            "a_in": Out(act_layout(c)),
+            "bank_in": Out(1),
+            "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
+            "idle": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """1: an ``act`` handshake to its beat on ``a_in`` and ``tag`` (the issue register)."""
+        return ISSUE_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R, C = c.rows, c.cols
+        cmd = self.gemm.cmd
+        full = self.banks.full
+
+        run = Signal()              # tiles left to issue in the current command
+        bank = Signal()
+        k0 = Signal(range(c.max_k + R + 1))
+        n0 = Signal(unsigned(MAX_GEMM_N_BITS + 1))
+        row = Signal(unsigned(GEMM_M_BITS))
+        last_k = Signal()
+        m.d.comb += last_k.eq(k0 + R >= cmd.k)
+        with m.If(self.gemm.start):
+            m.d.sync += [run.eq(1), k0.eq(0), n0.eq(0), row.eq(0)]
+
+        outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
+        may_produce = outstanding < c.fifo_depth
+        if c.requant_passes > 1:
+            # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
+            gap = Signal(range(c.requant_passes))
+            may_produce = may_produce & (gap == 0)
+            with m.If(self.act.valid & self.act.ready & last_k):
+                m.d.sync += gap.eq(c.requant_passes - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
+        m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (may_produce | ~last_k))
+        issue = Signal()
+        m.d.comb += issue.eq(self.act.valid & self.act.ready)
+
+        # The issue register.
+        m.d.sync += [
+            self.tag.valid.eq(issue), self.tag.payload.m.eq(row), self.tag.payload.first.eq(k0 == 0),
+            self.tag.payload.last.eq(last_k), self.tag.payload.bank.eq(bank), self.a_in.eq(self.act.payload),
+        ]
+        m.d.comb += self.bank_in.eq(self.tag.payload.bank)
+
+        m.d.comb += self.banks.release.payload.eq(bank)
+        with m.If(issue):
+            m.d.sync += row.eq(row + 1)
+            with m.If(row == cmd.m - 1):
+                m.d.comb += self.banks.release.valid.eq(1)
+                m.d.sync += [row.eq(0), bank.eq(~bank)]
+                with m.If(last_k):
+                    m.d.sync += [k0.eq(0), n0.eq(n0 + C)]
+                    with m.If(n0 + C >= cmd.n):
+                        m.d.sync += run.eq(0)
+                with m.Else():
+                    m.d.sync += k0.eq(k0 + R)
+
+        push = issue & last_k
+        with m.If(push & ~self.taken):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(self.taken & ~push):
+            m.d.sync += outstanding.eq(outstanding - 1)
+        m.d.comb += self.idle.eq(~run & (outstanding == 0))
+        return m
