@@ -7,8 +7,6 @@ Float ops take ``(node, inputs)`` and return a list of outputs. Integer ops take
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from . import kernels
@@ -27,6 +25,8 @@ from .arith import (
 )
 from .errors import ModelError
 from .graph import Node, QParams
+from .op_registry import FLOAT_OPS, INT_OPS, register
+from .ops_elementwise import onnx_float_pool
 
 __all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_bounds", "requant_of",
            "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis", "conv_input",
@@ -35,18 +35,6 @@ __all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_b
 # Integer ops whose output keeps the input's scale and zero point.
 PASS_THROUGH_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Relu", "Clip", "Pad")
 
-FLOAT_OPS: dict[str, Callable] = {}
-INT_OPS: dict[str, Callable] = {}
-
-
-def register(table: dict, *ops: str):
-    def deco(fn):
-        for op in ops:
-            if op in table:
-                raise RuntimeError(f"op {op!r} registered twice")
-            table[op] = fn
-        return fn
-    return deco
 
 
 # --------------------------------------------------------------------------- helpers
@@ -283,7 +271,6 @@ def _average_i(node, total, count, in_qp, out_qp):
 
 
 def _unfused_pool(node, xs, in_qp, out_qp):
-    from .ops_elementwise import onnx_float_pool  # (imports this module)
 
     return onnx_float_pool(node, xs, in_qp, out_qp)
 
@@ -334,5 +321,3 @@ def _pad_i(node, xs, in_qp, out_qp):
     code = quantize_float(np.float32(node.attrs["value"]), q.scale, q.zero_point, q.qmin, q.qmax)
     return [_pad(node, np.asarray(xs[0]), int(code))]
 
-
-from . import ops_elementwise  # noqa: E402,F401  (registers INT_OPS["Onnx"]; imports this module)

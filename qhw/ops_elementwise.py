@@ -28,7 +28,7 @@ from .arith import (
 from .errors import ModelError
 from .graph import Node, QParams
 from .onnx_node import CONST_PREFIX
-from .ops import FLOAT_OPS, INT_OPS, register
+from .op_registry import FLOAT_OPS, INT_OPS, register
 
 __all__ = ["int_kind", "kind_class", "has_int_kernel", "build_table", "table_function", "TABLE_KINDS",
            "RESCALE_KINDS", "LAYOUT_KINDS", "MAX_ADD_INPUTS", "node_attrs", "onnx_code_offsets"]

@@ -83,6 +83,47 @@ def test_hardware_modules_import_no_circle():
     assert [c for m in graph if (c := circle(m, []))] == []
 
 
+def test_package_imports_no_circle():
+    """The whole qhw package forms no import circle at module level (the import graph is a
+    layering: contract/arith at the bottom, the command line at the top)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(contract.__file__).resolve().parent
+    files = {}
+    for f in root.rglob("*.py"):
+        parts = ("qhw", *f.relative_to(root).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+
+    def module_level(path, module):
+        is_pkg = path.name == "__init__.py"
+        out = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom):
+                base = module.split(".")[:len(module.split(".")) - node.level + is_pkg] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                out.add(mod)
+                out.update(f"{mod}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+        return out
+
+    graph = {m: sorted(d for d in module_level(f, m) if d in files and d != m and not m.startswith(d + "."))
+             for m, f in files.items()}
+    assert graph["qhw.ops_elementwise"] and "qhw.ops" not in graph["qhw.ops_elementwise"]
+
+    def circle(node, path):
+        if node in path:
+            return path[path.index(node):] + [node]
+        for dep in graph[node]:
+            found = circle(dep, path + [node])
+            if found:
+                return found
+        return None
+
+    assert [c for m in sorted(graph) if (c := circle(m, []))] == []
+
+
 # --------------------------------------------------------------------------- formulas
 
 @pytest.mark.parametrize("bits, signed_, chunks", [

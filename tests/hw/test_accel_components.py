@@ -49,7 +49,7 @@ def small(**kw):
 def test_datapath_latencies_add_up_to_config_latency(name):
     """Issue register + array + accumulator + requantization bank + output queue = ``config.latency``."""
     c = ArrayConfig(**CONFIGS[name])
-    array = SystolicArray(config=c) if c.pe == "generic" else DspArray(config=c, kind=c.pe)
+    array = SystolicArray(config=c) if c.pe == "generic" else DspArray(config=c)
     blocks = [Issuer(config=c), array, Accumulator(config=c), RequantBank(config=c), OutputQueue(config=c)]
     assert sum(b.latency for b in blocks) == c.latency
 
