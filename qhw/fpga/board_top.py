@@ -15,7 +15,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from ..errors import ConfigError
 from ..hw.accel import Accelerator
-from ..hw.config import ArrayConfig
+from ..hw.config import ArrayConfig, check_config
 from .protocol import INFO_BYTES, OPCODES, RESP, fifo_depth, info_bytes, packet_bytes
 from .uart import UARTRx, UARTTx, check_divisor
 
@@ -32,8 +32,7 @@ class BoardTop(Elaboratable):
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None, clk_hz: float | None = None,
                  baud: int = 115200, divisor: int | None = None):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         if divisor is None:
             if not clk_hz or not isinstance(baud, int) or baud <= 0:
                 raise ConfigError(f"baud must be a positive integer, not {baud!r}")

@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from .accumulator import Accumulator
 from .array import SystolicArray
 from .command import CommandRegister
-from .config import PE_FAMILY, ArrayConfig
+from .config import PE_FAMILY, ArrayConfig, check_config
 from .dsp_array import DspArray
 from .issuer import Issuer
 from .layouts import act_layout, command_layout, out_layout, params_layout, weights_layout
@@ -86,8 +86,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         if family not in (None, "ice40", "ecp5"):
             raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
         if config.pe != "generic" and family not in (None, PE_FAMILY[config.pe]):

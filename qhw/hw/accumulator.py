@@ -8,8 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..contract import ACCUMULATE_LATENCY
-from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .issuer import tag_layout
 from .skew import delayed
 
@@ -36,8 +35,7 @@ class Accumulator(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         self.config = config
         c = config
         super().__init__({

@@ -6,7 +6,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, wiring
 
 from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .mesh import Mesh, act_shape, array_ports
 from .skew import Skew
 
@@ -24,8 +24,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         if config.pe != "generic":     # config.array_latency must describe the array built
             raise ConfigError(f"SystolicArray builds generic PEs, not config.pe {config.pe!r} (that is DspArray)")
         self.config = config

@@ -7,8 +7,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import MODE_CODES
-from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .layouts import command_layout
 
 __all__ = ["CommandRegister", "gemm_signature"]
@@ -32,8 +31,7 @@ class CommandRegister(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "cmd": In(stream.Signature(command_layout(config))),

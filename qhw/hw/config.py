@@ -43,6 +43,7 @@ from ..contract import ACCUMULATE_LATENCY as _ACCUMULATE_LATENCY
 from ..errors import ConfigError
 
 __all__ = [
+    "check_config",
     "MODE_CODES",       # re-exported from qhw.contract for existing imports
     "PE_FAMILY",
     "PE_KINDS",
@@ -491,6 +492,14 @@ class ArrayConfig:
             raise fail("peak_macs_per_cycle", f"must be {expected['peak_macs_per_cycle']} for these parameters, "
                                               f"not {manifest.get('peak_macs_per_cycle')!r}")
         return config
+
+
+def check_config(config) -> ArrayConfig:
+    """``config`` itself when it is an ``ArrayConfig``; else the one-line ``ConfigError`` every
+    hardware component raises for its ``config`` parameter."""
+    if not isinstance(config, ArrayConfig):
+        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    return config
 
 
 def read_manifest(path) -> tuple[ArrayConfig, dict]:

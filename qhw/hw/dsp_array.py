@@ -31,7 +31,7 @@ from amaranth.lib import data, wiring
 
 from ..contract import PE_FAMILY, PE_PRODUCT_LATENCY
 from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .mesh import act_shape, array_ports
 from .pe_ice40 import DualMul8
 from .pe_pipelined import PipelinedMul
@@ -45,8 +45,7 @@ DSP_KINDS = tuple(PE_FAMILY)    # ("ice40-dual", "ecp5-pipelined")
 def check_dsp_config(config: ArrayConfig, family: str | None = None) -> None:
     """Raise ``ConfigError`` (one line) unless ``DspArray`` can build ``config`` (``config.pe`` a DSP kind;
     ``ArrayConfig`` itself checks the tiling and element widths) with ``family``'s primitives."""
-    if not isinstance(config, ArrayConfig):
-        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    check_config(config)
     if config.pe not in DSP_KINDS:
         raise ConfigError(f"DspArray needs config.pe one of {', '.join(DSP_KINDS)}, not {config.pe!r}")
     expected = PE_FAMILY[config.pe]

@@ -19,7 +19,7 @@ from amaranth.lib import data, wiring
 from ..errors import ConfigError
 from ..fileio import write_text
 from .accel import Accelerator, accelerator_signature
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .layouts import act_layout, command_layout, out_layout, params_layout, weights_layout
 
 __all__ = ["generate_verilog", "manifest", "ports", "write"]
@@ -92,8 +92,7 @@ def _pinned_yosys():
 
 def generate_verilog(config: ArrayConfig, *, name: str) -> str:
     """Verilog text of the accelerator for ``config``, top module ``name``."""
-    if not isinstance(config, ArrayConfig):
-        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    check_config(config)
     _check_name(name)
     top = Accelerator(config=config)
     with _pinned_yosys():

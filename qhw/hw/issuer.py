@@ -7,9 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import GEMM_M_BITS, ISSUE_LATENCY, MAX_GEMM_N_BITS
-from ..errors import ConfigError
 from .command import gemm_signature
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .layouts import act_layout
 from .loader import bank_signature
 
@@ -37,8 +36,7 @@ class Issuer(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         self.config = config
         c = config
         super().__init__({

@@ -7,9 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import MAX_GEMM_N_BITS
-from ..errors import ConfigError
 from .command import gemm_signature
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .layouts import params_layout, weights_layout
 
 __all__ = ["Loader", "bank_signature"]
@@ -36,8 +35,7 @@ class Loader(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         self.config = config
         c = config
         super().__init__({

@@ -6,8 +6,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .skew import delayed
 from .tile import Tile
 
@@ -45,8 +44,7 @@ class Mesh(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         self.config = config
         c = config
         super().__init__(array_ports(c, bank_width=c.rows))

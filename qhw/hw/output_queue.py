@@ -8,8 +8,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..contract import FIFO_LATENCY
-from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .layouts import out_layout
 
 __all__ = ["OutputQueue"]
@@ -26,8 +25,7 @@ class OutputQueue(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         self.config = config
         super().__init__({
             "i": In(stream.Signature(out_layout(config), always_ready=True)),

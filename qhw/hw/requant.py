@@ -32,7 +32,7 @@ from ..contract import (
     requant_operand_bits,
 )
 from ..errors import ConfigError
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .mesh import act_shape
 from .skew import delayed
 from .wide_mul import pipelined_product
@@ -85,8 +85,7 @@ class RequantLane(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         if family not in (None, "ice40", "ecp5"):
             raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
         self.config, self.family = config, family

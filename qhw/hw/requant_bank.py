@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import ConfigError
 from .accumulator import row_layout
 from .command import gemm_signature
-from .config import ArrayConfig
+from .config import ArrayConfig, check_config
 from .layouts import out_layout, params_layout
 from .requant import RequantLane
 from .skew import delayed
@@ -33,8 +33,7 @@ class RequantBank(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
-        if not isinstance(config, ArrayConfig):
-            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        check_config(config)
         if family not in (None, "ice40", "ecp5"):
             raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
         self.config, self.family = config, family
