@@ -141,26 +141,12 @@ def test_memory_does_not_grow_with_the_number_of_samples(mlp_path, digits):
 # --------------------------------------------------------------------------- several outputs
 
 
-@pytest.fixture(scope="module")
-def skl_classifier(tmp_path_factory, digits):
-    """A scikit-learn MLPClassifier exported by skl2onnx: outputs label (int64) then probabilities."""
-    from skl2onnx import to_onnx
-    from sklearn.neural_network import MLPClassifier
-
-    x = digits["calib_x"].reshape(-1, 64)
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=400, random_state=0).fit(x, digits["calib_y"])
-    onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=13)
-    path = tmp_path_factory.mktemp("skl") / "mlp.onnx"
-    path.write_bytes(onx.SerializeToString())
-    return path
-
-
-def test_skl2onnx_classifier_reports_every_output(skl_classifier, digits):
-    qm = quantize_model(skl_classifier, QuantConfig(), calib_x=digits["calib_x"].reshape(-1, 64),
+def test_skl2onnx_classifier_reports_every_output(skl_mlp, digits):
+    qm = quantize_model(skl_mlp, QuantConfig(), calib_x=digits["calib_x"].reshape(-1, 64),
                         log=lambda m: None)
     x, y = digits["test_x"].reshape(-1, 64), digits["test_y"]
     r = analyze(qm, x, y)
-    sess = ort.InferenceSession(str(skl_classifier), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(skl_mlp), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]  # label (int64), then the probabilities
     assert len(names) == 2 and names[0] == "label"
     # (the import drops skl2onnx's final Identity, so the probabilities keep their inner name)
@@ -179,11 +165,11 @@ def test_skl2onnx_classifier_reports_every_output(skl_classifier, digits):
     assert all(s["output_sqnr_db"] is not None for s in r["sensitivity"])  # probabilities, not labels
 
 
-def test_variant_graphs_share_onnx_runtime_sessions(skl_classifier, digits):
+def test_variant_graphs_share_onnx_runtime_sessions(skl_mlp, digits):
     from qhw.analysis import sensitivity
     from qhw.onnx_node import _SESSIONS
 
-    qm = quantize_model(skl_classifier, QuantConfig(), calib_x=digits["calib_x"].reshape(-1, 64),
+    qm = quantize_model(skl_mlp, QuantConfig(), calib_x=digits["calib_x"].reshape(-1, 64),
                         log=lambda m: None)
     x = digits["test_x"][:20].reshape(-1, 64)
     run_int(qm.graph, x)

@@ -87,20 +87,6 @@ def test_export_onnx_round_trip_exact_in_onnx_mode(name, request, digits, tmp_pa
     np.testing.assert_array_equal(run_batched(back.graph, x, integer=True), run_batched(qm.graph, x, integer=True))
 
 
-@pytest.fixture(scope="session")
-def skl_mlp(tmp_path_factory, digits):
-    """A scikit-learn MLPClassifier exported by skl2onnx: MatMul/Add/Relu, then Softmax, ArgMax, Cast."""
-    from skl2onnx import to_onnx
-    from sklearn.neural_network import MLPClassifier
-
-    x = digits["calib_x"].reshape(-1, 64)
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=400, random_state=0).fit(x, digits["calib_y"])
-    onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=13)
-    path = tmp_path_factory.mktemp("skl") / "mlp.onnx"
-    path.write_bytes(onx.SerializeToString())
-    return path
-
-
 def test_skl2onnx_mlp_partial_quantization(skl_mlp, digits):
     x = digits["calib_x"].reshape(-1, 64)
     notes = []
