@@ -1,0 +1,191 @@
+"""The pooling unit's arithmetic: window reduction (``PoolReduce``) and the average's rule (``PoolLane``).
+
+docs/engine.md, "Pooling unit": a window's taps (``pad`` taps hold ``pool_qmin`` for a max and are
+real zeros for an average) are reduced to the max, or to ``S`` = the sum of ``q - pool_zp_in`` and
+``n`` = the taps it averages (the valid taps, or the kernel area with ``include_pad``); then the rule
+(``qhw.engine.isa.RULES``, chosen by the compiler as ``qhw.ops._average_i`` chooses it) turns
+``(S, n)`` into a code:
+
+* ``div``: ``round_half_away(S / n) + zp`` clamped: a pipelined restoring divider (9 quotient bits:
+  ``|S| <= 255 n`` for int8 taps, so ``(|S| + n//2) // n <= 255``);
+* ``single``/``tflite``/``onnx_int``: the requantization lane (``qhw.hw.requant.RequantLane``, no
+  bias) with the ``(M0, shift)`` or float32 ``scale`` of this ``n`` (looked up by the caller in the
+  pool table at ``pool_param``).
+
+``onnx_float`` (ONNX Runtime's QLinearAveragePool: float32 taps summed in order, a float32 division)
+is not built yet (docs/engine.md, "Hardware notes").
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...contract import MODE_BITS, MODE_CODES, MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
+from ...engine.isa import FIELDS, RULE_CODES
+from ...errors import ConfigError
+from ..config import ArrayConfig
+from ..requant import RequantLane
+from ..skew import delayed
+
+__all__ = ["COUNT_BITS", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
+
+_POOL = {n: w for n, w, _ in FIELDS["POOL"]}
+COUNT_BITS = _POOL["kh"] + _POOL["kw"]      # n <= kh * kw
+QUOTIENT_BITS = 9                           # (|S| + n//2) // n <= 255 for int8 taps, one spare bit
+_DIV_STAGES = 1 + QUOTIENT_BITS + 2         # |S| + n//2; one stage per quotient bit; + zp; clamp
+_ZP = signed(16)                            # the descriptor's zero point and clamp fields
+
+
+def _config(config) -> ArrayConfig:
+    if not isinstance(config, ArrayConfig):
+        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    return config
+
+
+class PoolLane(wiring.Component):
+    """One channel's average: ``(total, count)`` of a window to its output code, per ``rule``.
+
+    ``rule`` is a ``RULE_CODES`` value (``div``, ``single``, ``tflite``, ``onnx_int``);
+    ``multiplier``/``shift`` (``single``, ``tflite``) or ``scale`` (``onnx_int``, float32 bits) are
+    the pool table's entry for ``count``. ``zero_point``, ``qmin``, ``qmax`` are the descriptor's
+    ``pool_zp``, ``pool_qmin``, ``pool_qmax``, held steady from a cycle before the first input (as
+    the requantization lane's). ``total`` must be a window sum of int8 taps (``|total| <= 255 count``)
+    within ``config.sum_bits``.
+    """
+
+    def __init__(self, *, config: ArrayConfig, family: str | None = None):
+        self.config = _config(config)
+        if config.requant_latency < _DIV_STAGES:
+            raise ConfigError(f"the pooling divider needs {_DIV_STAGES} stages, more than the lane's "
+                              f"requant_latency {config.requant_latency}")
+        self.family = family
+        self._lane = RequantLane(config=config, family=family)     # checks family
+        super().__init__({
+            "i_valid": In(1),
+            "rule": In(unsigned(_POOL["rule"])),
+            "total": In(signed(config.sum_bits)),
+            "count": In(unsigned(COUNT_BITS)),
+            "multiplier": In(unsigned(MULTIPLIER_BITS)),
+            "shift": In(signed(SHIFT_BITS)),
+            "scale": In(unsigned(SCALE_BITS)),
+            "zero_point": In(_ZP),
+            "qmin": In(_ZP),
+            "qmax": In(_ZP),
+            "o_valid": Out(1),
+            "o": Out(_ZP),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Input to output, in cycles: the requantization lane's, ``config.requant_latency`` (the
+        divider, ``1 + QUOTIENT_BITS + 2`` stages, is delayed to it)."""
+        return self.config.requant_latency
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        m.submodules.lane = lane = self._lane
+        mode = Signal(MODE_BITS)
+        with m.Switch(self.rule):
+            for rule, name in (("tflite", "tflite"), ("onnx_int", "onnx")):
+                if name in c.rounding:
+                    with m.Case(RULE_CODES[rule]):
+                        m.d.comb += mode.eq(MODE_CODES[name])
+            with m.Default():
+                m.d.comb += mode.eq(MODE_CODES["single"] if "single" in c.rounding else 0)
+        m.d.comb += [lane.i_valid.eq(self.i_valid), lane.acc.eq(self.total), lane.bias.eq(0),
+                     lane.multiplier.eq(self.multiplier), lane.shift.eq(self.shift), lane.scale.eq(self.scale),
+                     lane.mode.eq(mode), lane.zero_point.eq(self.zero_point),
+                     lane.qmin.eq(self.qmin), lane.qmax.eq(self.qmax)]
+
+        # div: sign(S) * ((|S| + n//2) // n), restoring division, one quotient bit per stage.
+        width = c.sum_bits + 1
+        rem = Signal(unsigned(width), name="div_rem0")
+        neg = Signal(name="div_neg0")
+        n = Signal(unsigned(COUNT_BITS), name="div_n0")
+        m.d.sync += [rem.eq(Mux(self.total < 0, -self.total, self.total) + (self.count >> 1)),
+                     neg.eq(self.total < 0), n.eq(self.count)]
+        q = Signal(unsigned(QUOTIENT_BITS), name="div_q0")
+        for i in reversed(range(QUOTIENT_BITS)):
+            step = QUOTIENT_BITS - i
+            rem2, q2 = Signal.like(rem, name=f"div_rem{step}"), Signal.like(q, name=f"div_q{step}")
+            neg2, n2 = Signal(name=f"div_neg{step}"), Signal.like(n, name=f"div_n{step}")
+            fits = rem >= (n << i)
+            m.d.sync += [rem2.eq(Mux(fits, rem - (n << i), rem)), q2.eq(q | (fits << i)), neg2.eq(neg), n2.eq(n)]
+            rem, q, neg, n = rem2, q2, neg2, n2
+        zp, qmin, qmax = (Signal(_ZP, name=f"div_{k}") for k in ("zp", "qmin", "qmax"))
+        m.d.sync += [zp.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
+        y = Signal(signed(QUOTIENT_BITS + 18), name="div_y")
+        m.d.sync += y.eq(Mux(neg, zp - q, zp + q))
+        out = Signal(_ZP, name="div_out")
+        m.d.sync += out.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
+        out = delayed(m, out, c.requant_latency - _DIV_STAGES, name="div_align")
+        is_div = delayed(m, self.rule == RULE_CODES["div"], c.requant_latency, name="is_div")
+        m.d.comb += [self.o.eq(Mux(is_div, out, lane.o)), self.o_valid.eq(lane.o_valid)]
+        return m
+
+
+def tap_layout(lanes: int) -> data.StructLayout:
+    """One tap of ``lanes`` channels: the int8 values, ``pad`` (outside the input), ``first`` and
+    ``last`` (the window's first and last tap)."""
+    return data.StructLayout({"values": data.ArrayLayout(signed(8), lanes), "pad": 1, "first": 1, "last": 1})
+
+
+class PoolReduce(wiring.Component):
+    """Reduces a window's taps, ``lanes`` channels at once, one tap per cycle (the standalone POOL's
+    one word per cycle). ``kind`` is the descriptor's ``pool`` (``POOL_MAX`` or ``POOL_AVG``);
+    ``zp_in``, ``pad_value`` (``pool_qmin``) and ``include_pad`` are held for the descriptor.
+
+    On a window's ``last`` tap, ``windows`` carries each lane's max (as ``total``) or sum ``S`` of
+    ``q - zp_in``, and ``count`` (the taps averaged; the taps seen for a max), one cycle later.
+
+    Parameters
+    ----------
+    lanes:
+        Channels per tap (the scratchpad word, ``config.rows``).
+    sum_bits:
+        Width of a window sum (``config.sum_bits`` when it feeds a ``PoolLane``).
+    """
+
+    def __init__(self, *, lanes: int, sum_bits: int):
+        for name, v in (("lanes", lanes), ("sum_bits", sum_bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+        if sum_bits < 10:
+            raise ConfigError(f"sum_bits must be at least 10 (a window of two int8 taps), not {sum_bits}")
+        self.lanes, self.sum_bits = lanes, sum_bits
+        super().__init__({
+            "taps": In(stream.Signature(tap_layout(lanes), always_ready=True)),
+            "kind": In(unsigned(_POOL["pool"])),
+            "zp_in": In(_ZP),
+            "pad_value": In(_ZP),
+            "include_pad": In(1),
+            "windows": Out(stream.Signature(data.StructLayout({
+                "total": data.ArrayLayout(signed(sum_bits), lanes), "count": unsigned(COUNT_BITS)}),
+                always_ready=True)),
+        })
+
+    @property
+    def latency(self) -> int:
+        """A window's last tap to its result: 1 (the running max/sum register)."""
+        return 1
+
+    def elaborate(self, platform):
+        from ...engine.isa import POOL_MAX
+        m = Module()
+        t = self.taps.payload
+        acc = self.windows.payload.total
+        count = self.windows.payload.count
+        is_max = self.kind == POOL_MAX
+        counted = ~t.pad | self.include_pad | is_max
+        with m.If(self.taps.valid):
+            m.d.sync += count.eq(Mux(t.first, 0, count) + counted)
+            for i in range(self.lanes):
+                tap = Mux(is_max, Mux(t.pad, self.pad_value, t.values[i]),
+                          Mux(t.pad, 0, t.values[i] - self.zp_in))
+                running = Mux(is_max, Mux(tap > acc[i], tap, acc[i]), acc[i] + tap)
+                m.d.sync += acc[i].eq(Mux(t.first, tap, running))
+        m.d.sync += self.windows.valid.eq(self.taps.valid & t.last)
+        return m
