@@ -98,7 +98,8 @@ def test_pool_lane_matches_golden_average(case):
 
     got = lane_results(rule, total, count, params, zp, qmin, qmax)
     bad = np.flatnonzero(np.array(got) != want)
-    assert bad.size == 0, f"{bad.size} mismatches, first S={total[bad[0]]} n={count[bad[0]]}: {got[bad[0]]} != {want[bad[0]]}"
+    assert bad.size == 0, (f"{bad.size} mismatches, first S={total[bad[0]]} n={count[bad[0]]}: "
+                           f"{got[bad[0]]} != {want[bad[0]]}")
     if rule == "div":      # the extremes saturate at both bounds
         assert (want == qmin).any() and (want == qmax).any()
 
