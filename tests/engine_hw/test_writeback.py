@@ -2,7 +2,8 @@
 """``WritebackAgen`` in the Amaranth simulator: each result row's word and lane equal
 ``qhw.engine.agen.matmul_writes`` in the cycle model's order (M chunk, N tile, pixel), and the rows it
 marks written (kept, and a fused pool's window-last rows) are exactly the (word, lane) writes the
-cycle model (``qhw.engine.cycles.predict``) records for that descriptor."""
+cycle model (``qhw.engine.cycles.predict``) records for that descriptor, each at the cycle the model
+gives the write of that very row (its tile's first beat + its place in the tile + the latencies)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from qhw.engine.agen import PAD, matmul_writes
 from qhw.engine.cycles import predict
-from qhw.engine.isa import POOL_NONE
+from qhw.engine.isa import POOL_AVG, POOL_MAX, POOL_NONE
 from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.writeback import WritebackAgen
 
@@ -30,7 +31,8 @@ def expected_rows(d, R, C):
 def check_program(program, config, *, seed: int) -> None:
     R, C = config.array.rows, config.array.cols
     writes: dict = {}
-    predict(program, config, writes=writes)
+    report = predict(program, config, writes=writes)
+    first = {(t.descriptor, t.mc, t.nt): t.first for t in report.tiles}     # last K tile wins: it writes
     idx = [i for i, d in enumerate(program.descriptors) if d.op == "MATMUL"]
     dut = WritebackAgen(rows=R, cols=C)
     rng, got = random.Random(seed), []
@@ -53,12 +55,21 @@ def check_program(program, config, *, seed: int) -> None:
             await ctx.tick()
 
     run_sim(dut, producer, consumer)
-    written = {}
+    written, row = {}, {}
+    pool_lat = {POOL_MAX: config.pool_max_latency, POOL_AVG: config.pool_avg_latency, POOL_NONE: 0}
     for (i, (addr, lane)), g in zip(want, got):
         assert (g.addr if g.keep else PAD) == addr and g.lane == lane, (i, addr, lane, g)
-        pool = program.descriptors[i]["pool"] != POOL_NONE
-        if g.keep and (g.win_last or not pool):
+        d = program.descriptors[i]
+        k = row.setdefault(i, [0, 0, None])          # rows seen, M chunk, N tile
+        m_total = d["oh"] * d["ow"]
+        mc, rest = divmod(k[0], d["n_tiles"] * d["m_chunk"]) if d["m_chunk"] < m_total else (0, k[0])
+        chunk = min(d["m_chunk"], m_total - mc * d["m_chunk"])
+        nt, m_rel = divmod(rest, chunk)
+        k[0] += 1
+        if g.keep and (g.win_last or d["pool"] == POOL_NONE):
             written.setdefault(i, set()).add((g.addr, g.lane))
+            cycle = first[(i, mc, nt)] + m_rel + config.writeback_latency + pool_lat[d["pool"]]
+            assert writes[(i, g.addr, g.lane)] == cycle, (i, mc, nt, m_rel)
     assert [g.last for g in got].count(1) == len(idx)
     for i in idx:
         assert written.get(i, set()) == {(w, lane) for (di, w, lane) in writes if di == i}, i
