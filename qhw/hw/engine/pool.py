@@ -29,7 +29,7 @@ from ..config import ArrayConfig
 from ..requant import RequantLane
 from ..skew import delayed
 
-__all__ = ["COUNT_BITS", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
+__all__ = ["COUNT_BITS", "FusedPool", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
 
 _POOL = {n: w for n, w, _ in FIELDS["POOL"]}
 COUNT_BITS = _POOL["kh"] + _POOL["kw"]      # n <= kh * kw
@@ -188,4 +188,93 @@ class PoolReduce(wiring.Component):
                 running = Mux(is_max, Mux(tap > acc[i], tap, acc[i]), acc[i] + tap)
                 m.d.sync += acc[i].eq(Mux(t.first, tap, running))
         m.d.sync += self.windows.valid.eq(self.taps.valid & t.last)
+        return m
+
+
+class FusedPool(wiring.Component):
+    """The pool fused into a MATMUL's write-back (docs/engine.md, "Pooling unit", *fused*).
+
+    Result rows (``cols`` codes) arrive in raster order with their ``WritebackAgen`` destination; the
+    line buffer (``pool_line`` entries of ``cols`` running maxima or sums, one per pooled pixel of the
+    current pooled row) starts entry ``px`` on a window's first row and emits the window on its last:
+    a max ``pool_max_latency`` = 1 cycle after that row, an average (``n = pkh*pkw``: a fused window
+    never pads, so ``count`` and the table entry ``multiplier``/``shift``/``scale`` are constants of the
+    descriptor) ``pool_avg_latency`` = ``1 + config.requant_latency`` after it. ``addr``/``lane`` travel
+    with the window to ``o_addr``/``o_lane``. Rows with ``keep`` low (a partial last window) are dropped.
+
+    The line buffer is read asynchronously (LUT RAM; on iCE40, flip-flops): a row may update the entry
+    the previous row wrote (``pkw >= 2``).
+    """
+
+    def __init__(self, *, config: ArrayConfig, pool_line: int, family: str | None = None):
+        self.config = _config(config)
+        if not isinstance(pool_line, int) or isinstance(pool_line, bool) or pool_line < 1:
+            raise ConfigError(f"pool_line must be a positive integer, not {pool_line!r}")
+        self.pool_line, self.family = pool_line, family
+        self._lanes = [PoolLane(config=config, family=family) for _ in range(config.cols)]
+        C = config.cols
+        super().__init__({
+            "i_valid": In(1),
+            "values": In(data.ArrayLayout(signed(8), C)),
+            "px": In(unsigned(12)), "win_first": In(1), "win_last": In(1), "keep": In(1),
+            "addr": In(unsigned(20)), "lane": In(range(config.rows)),
+            "kind": In(unsigned(_POOL["pool"])), "rule": In(unsigned(_POOL["rule"])), "zp_in": In(_ZP),
+            "count": In(unsigned(COUNT_BITS)), "multiplier": In(unsigned(MULTIPLIER_BITS)),
+            "shift": In(signed(SHIFT_BITS)), "scale": In(unsigned(SCALE_BITS)),
+            "zero_point": In(_ZP), "qmin": In(_ZP), "qmax": In(_ZP),
+            "o_valid": Out(1), "o": Out(data.ArrayLayout(signed(8), C)),
+            "o_addr": Out(unsigned(20)), "o_lane": Out(range(config.rows)),
+        })
+
+    @property
+    def max_latency(self) -> int:
+        """A window's last row to its max: 1 (``EngineConfig.pool_max_latency``)."""
+        return 1
+
+    @property
+    def avg_latency(self) -> int:
+        """A window's last row to its average: ``1 + config.requant_latency`` (``pool_avg_latency``)."""
+        return 1 + self.config.requant_latency
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+
+        from ...engine.isa import POOL_MAX
+        m = Module()
+        c = self.config
+        C = c.cols
+        sb = c.sum_bits
+        m.submodules.line = line = Memory(shape=data.ArrayLayout(signed(sb), C), depth=self.pool_line, init=[])
+        rd = line.read_port(domain="comb")
+        wr = line.write_port()
+        is_max = self.kind == POOL_MAX
+        upd = Signal(data.ArrayLayout(signed(sb), C))
+        m.d.comb += [rd.addr.eq(self.px), wr.addr.eq(self.px), wr.data.eq(upd),
+                     wr.en.eq(self.i_valid & self.keep)]
+        for j in range(C):
+            v = Mux(is_max, self.values[j], self.values[j] - self.zp_in)
+            prev = rd.data[j]
+            m.d.comb += upd[j].eq(Mux(self.win_first, v, Mux(is_max, Mux(v > prev, v, prev), prev + v)))
+        # the window's result, registered: a max is written from here, an average enters the lanes
+        done = Signal()
+        res = Signal.like(upd)
+        addr, lane = Signal.like(self.addr), Signal.like(self.lane)
+        m.d.sync += [done.eq(self.i_valid & self.keep & self.win_last), res.eq(upd),
+                     addr.eq(self.addr), lane.eq(self.lane)]
+        avg_valid = Signal()
+        for j, pl in enumerate(self._lanes):
+            m.submodules[f"lane{j}"] = pl
+            m.d.comb += [pl.i_valid.eq(done & ~is_max), pl.rule.eq(self.rule), pl.total.eq(res[j]),
+                         pl.count.eq(self.count), pl.multiplier.eq(self.multiplier), pl.shift.eq(self.shift),
+                         pl.scale.eq(self.scale), pl.zero_point.eq(self.zero_point), pl.qmin.eq(self.qmin),
+                         pl.qmax.eq(self.qmax)]
+        m.d.comb += avg_valid.eq(self._lanes[0].o_valid)
+        a_addr = delayed(m, addr, c.requant_latency, name="avg_addr")
+        a_lane = delayed(m, lane, c.requant_latency, name="avg_lane")
+        with m.If(avg_valid):
+            m.d.comb += [self.o_valid.eq(1), self.o_addr.eq(a_addr), self.o_lane.eq(a_lane)]
+            m.d.comb += [self.o[j].eq(pl.o) for j, pl in enumerate(self._lanes)]
+        with m.Elif(done & is_max):
+            m.d.comb += [self.o_valid.eq(1), self.o_addr.eq(addr), self.o_lane.eq(lane)]
+            m.d.comb += [self.o[j].eq(res[j]) for j in range(C)]
         return m
