@@ -1,8 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""Standalone POOL descriptors of a compiled model, on ``PoolAgen`` -> ``PoolReduce`` -> ``PoolLane``s
+"""Standalone POOL descriptors of a compiled model on ``PoolUnit`` (``PoolAgen`` -> ``PoolReduce`` ->
+``PoolLane``s) reading a ``Scratchpad`` that holds the reference model's words before the descriptor,
 in the Amaranth simulator: every output word equals what the reference model (``qhw.engine.model``)
-writes for that descriptor. The testbench is the scratchpad (the reference model's words before the
-descriptor) and the pool table (the program image at ``pool_param``); it does no pooling math."""
+writes, at the cycle the timing contract gives (``kh*kw`` reads per word plus the pool latency). The
+testbench only plays the store (the program image at ``p_addr``); it does no pooling math."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from qhw.engine.agen import pixel_words
 from qhw.engine.isa import POOL_MAX, RULES
 from qhw.engine.model import EngineModel, segment_ranges
 from qhw.hw.engine.layouts import descriptor_const
-from qhw.hw.engine.pool import PoolLane, PoolReduce
-from qhw.hw.engine.pool_agen import PoolAgen
+from qhw.hw.engine.memories import Scratchpad
+from qhw.hw.engine.pool_unit import PoolUnit
 
 from .conftest import case_program, engine_for, run_sim
 
@@ -38,71 +39,40 @@ def reference_pools(program, codes):
 
 
 def run_pool(d, mem, image, config):
+    """Runs ``d`` on a ``PoolUnit`` reading a ``Scratchpad`` that holds ``mem``; the store (pool table)
+    is the program image. Returns {word: values} written and the write cycles, counted from the cycle
+    the first word's data arrives (the cycle model's first read)."""
     R = config.rows
-    rule = RULES[d["rule"]]
-    m = Module()
-    m.submodules.agen = agen = PoolAgen()
-    m.submodules.reduce = red = PoolReduce(lanes=R, sum_bits=config.sum_bits)
-    lanes = [PoolLane(config=config) for _ in range(R)]
-    for j, lane in enumerate(lanes):
-        m.submodules[f"lane{j}"] = lane
-    words = {}
-    pending = []
-
-    def table(n):       # the pool table entry for n taps, as the store holds it
-        if rule in ("single", "tflite"):
-            m0, shift = np.frombuffer(image, "<i4", 2, d["pool_param"] + 8 * (n - 1))
-            return int(m0), int(shift), 0
-        if rule == "onnx_int":
-            return 0, 0, int(np.frombuffer(image, "<u4", 1, d["pool_param"] + 4 * (n - 1))[0])
-        return 0, 0, 0
+    top = Module()
+    top.submodules.unit = unit = PoolUnit(config=config)
+    top.submodules.pad = pad = Scratchpad(rows=R, cols=config.cols, words=len(mem), init=mem.tolist())
+    top.d.comb += [pad.r_addr.eq(unit.r_addr), pad.r_en.eq(unit.r_en), unit.r_data.eq(pad.r_data)]
+    words, cycles = {}, []
 
     async def bench(ctx):
-        ctx.set(agen.desc.payload, descriptor_const(d))
-        ctx.set(agen.desc.valid, 1)
+        ctx.set(unit.desc.payload, descriptor_const(d))
+        ctx.set(unit.desc.valid, 1)
         await ctx.tick()
-        ctx.set(agen.desc.valid, 0)
-        ctx.set(agen.taps.ready, 1)
-        for sig, v in ((red.kind, d["pool"]), (red.zp_in, d["pool_zp_in"]), (red.pad_value, d["pool_qmin"]),
-                       (red.include_pad, d["include_pad"])):
-            ctx.set(sig, v)
-        for lane in lanes:
-            for sig, v in ((lane.zero_point, d["pool_zp"]), (lane.qmin, d["pool_qmin"]),
-                           (lane.qmax, d["pool_qmax"]), (lane.rule, d["rule"])):
-                ctx.set(sig, v)
-        taps_done, idle = False, 0
-        while idle < lanes[0].latency + 3:
+        ctx.set(unit.desc.valid, 0)
+        cycle, start, p_addr, quiet = 0, None, 0, 0
+        while quiet < unit.avg_latency + d["kh"] * d["kw"] + 3:     # no write for longer than a window
+            entry = image[p_addr:p_addr + 8] if 0 <= p_addr <= len(image) - 8 else bytes(8)
+            ctx.set(unit.p_data, int.from_bytes(entry, "little"))    # the store: read the cycle before
             await ctx.delay(1e-8)
-            if not taps_done and ctx.get(agen.taps.valid):    # the scratchpad: the tap's word
-                t = ctx.get(agen.taps.payload)
-                ctx.set(red.taps.payload, {"values": [0] * R if t.pad else mem[t.addr].tolist(), "pad": t.pad,
-                                           "first": t.first, "last": t.last})
-                ctx.set(red.taps.valid, 1)
-                if t.last:
-                    pending.append(t.out_addr)
-                taps_done = bool(t.done)
-            else:
-                ctx.set(red.taps.valid, 0)
-            if ctx.get(red.windows.valid):
-                w = ctx.get(red.windows.payload)
-                if d["pool"] == POOL_MAX:
-                    words[pending.pop(0)] = [w.total[j] for j in range(R)]
-                else:
-                    mul, shift, scale = table(w.count)
-                    for j, lane in enumerate(lanes):
-                        for sig, v in ((lane.i_valid, 1), (lane.total, w.total[j]), (lane.count, w.count),
-                                       (lane.multiplier, mul), (lane.shift, shift), (lane.scale, scale)):
-                            ctx.set(sig, v)
-            else:
-                for lane in lanes:
-                    ctx.set(lane.i_valid, 0)
-            if d["pool"] != POOL_MAX and ctx.get(lanes[0].o_valid):
-                words[pending.pop(0)] = [ctx.get(lane.o) for lane in lanes]
-            idle = idle + 1 if taps_done else 0
+            if start is None and ctx.get(unit.r_en):
+                start = cycle + 1                                        # its data arrives next cycle
+            if ctx.get(unit.w_en):
+                words[ctx.get(unit.w_addr)] = list(ctx.get(unit.w_data))
+                cycles.append(cycle - start)
+                quiet = 0
+            elif start is not None:
+                quiet += 1
+            p_addr = ctx.get(unit.p_addr)
             await ctx.tick()
+            cycle += 1
 
-    run_sim(m, bench)
-    return words
+    run_sim(top, bench)
+    return words, cycles
 
 
 @pytest.mark.parametrize("rounding", ["single", "tflite", "onnx"])
@@ -113,10 +83,14 @@ def test_standalone_pools_match_reference(tmp_path, rounding):
     codes = np.random.default_rng(21).integers(-128, 128, (1, *t_in.logical_shape))     # seed 21
     pools = [p for p in reference_pools(program, codes) if RULES[p[0]["rule"]] != "onnx_float"]
     assert {RULES[d["rule"]] for d, _, _ in pools} == ({"max", "div"} if rounding != "onnx" else {"max", "onnx_int"})
+    eng = engine_for(qm.graph)
     for d, before, after in pools:
-        got = run_pool(d, before, program.image, config)
+        got, cycles = run_pool(d, before, program.image, config)
         dst = pixel_words(d["out_base"], d["out_h"], d["out_w"], d["out_pp"], d["out_cw0"], d["cws"]).reshape(-1)
         assert sorted(got) == sorted(dst.tolist())
+        taps = d["kh"] * d["kw"]         # the timing contract: word i written (i + 1) * taps - 1 + latency
+        lat = eng.pool_max_latency if d["pool"] == POOL_MAX else eng.pool_avg_latency
+        assert cycles == [(i + 1) * taps - 1 + lat for i in range(dst.size)]
         bad = [a for a in dst.tolist() if got[a] != after[a].tolist()]
         assert not bad, f"{RULES[d['rule']]}: {len(bad)} wrong words, first {bad[0]}: {got[bad[0]]} != {after[bad[0]]}"
 

@@ -14,7 +14,7 @@ pools the compiler emits have no dilation (``dh = dw = 1``, as ``qhw.engine.mode
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,14 +25,17 @@ __all__ = ["PoolAgen", "pool_tap_layout"]
 
 ADDR_BITS = dict((n, w) for n, w, _ in FIELDS["POOL"])["in_base"]
 _OFF = signed(ADDR_BITS + 3)
+_POOL_K = dict((n, w) for n, w, _ in FIELDS["POOL"])["kh"]
 _COORD = signed(18)
 
 
 def pool_tap_layout() -> data.StructLayout:
-    """One tap read: ``addr`` (or ``pad``), ``first``/``last`` of its window, the window's output
-    word ``out_addr``, and ``done`` (the descriptor's last tap)."""
+    """One tap read: ``addr`` (or ``pad``), ``first``/``last`` of its window, ``count`` (the window's
+    averaged taps so far, this one included: valid taps, or all with ``include_pad``; on the last tap
+    it selects the pool table entry), the window's output word ``out_addr``, and ``done`` (the
+    descriptor's last tap)."""
     return data.StructLayout({"addr": unsigned(ADDR_BITS), "pad": 1, "first": 1, "last": 1,
-                              "out_addr": unsigned(ADDR_BITS), "done": 1})
+                              "count": unsigned(_POOL_K * 2), "out_addr": unsigned(ADDR_BITS), "done": 1})
 
 
 class PoolAgen(wiring.Component):
@@ -68,11 +71,15 @@ class PoolAgen(wiring.Component):
         last_tap = last_kx & last_ky
         done = last_tap & last_cw & last_ox & last_oy
         t = self.taps.payload
+        cnt = Signal(unsigned(_POOL_K * 2))          # taps averaged before this one in its window
+        count = Mux((kx == 0) & (ky == 0), 0, cnt) + (inside | d.include_pad)
+        m.d.comb += t.count.eq(count)
         m.d.comb += [self.taps.valid.eq(self.busy), t.addr.eq((d.in_base + d.in_cw0 + pix + tap + cw)[:ADDR_BITS]),
                      t.pad.eq(~inside), t.first.eq((kx == 0) & (ky == 0)), t.last.eq(last_tap),
                      t.out_addr.eq((d.out_base + d.out_cw0 + opix + cw)[:ADDR_BITS]), t.done.eq(done)]
 
         with m.If(self.taps.valid & self.taps.ready):
+            m.d.sync += cnt.eq(count)
             with m.If(~last_kx):
                 m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp)]
             with m.Elif(~last_ky):
