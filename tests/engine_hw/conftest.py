@@ -34,3 +34,21 @@ def case_program(tmp_path, name: str, rounding: str = "single"):
 def digits_cnn_program(cnn_path, digits):
     qm = quantize(cnn_path, digits["calib_x"])
     return compile_model(qm, engine_for(qm.graph)).program
+
+
+def own_scale_pools_program(tmp_path, rounding: str):
+    """The model of ``tests/engine``'s ``test_pool_with_its_own_output_scale`` (seed 3): a conv, a
+    fused 2x2 AveragePool, a padded 3x3 AveragePool and a GlobalAveragePool, each pool given its own
+    output scale and zero point (as a QDQ model has), so the per-count tables are used."""
+    rng = np.random.default_rng(3)
+    net = (Net(rng, (1, 3, 8, 8)).conv(8, 3, pads=(1, 1, 1, 1)).op("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
+           .op("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 1]).op("GlobalAveragePool"))
+    path = net.save(tmp_path / "pools.onnx")
+    x = rng.uniform(-1, 1, (20, 3, 8, 8)).astype(np.float32)
+    qm = quantize(path, x, rounding=rounding)
+    g = qm.graph
+    for k, node in enumerate(n for n in g.nodes if n.op in ("AveragePool", "GlobalAveragePool")):
+        out = node.outputs[0]
+        g.tensors[out] = type(g.tensors[out])(scale=g.tensors[out].scale * (0.61 + 0.3 * k),
+                                              zero_point=g.tensors[out].zero_point + 3, bits=8)
+    return compile_model(qm, engine_for(qm.graph)).program, qm

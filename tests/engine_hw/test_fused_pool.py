@@ -18,7 +18,7 @@ from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.pool import FusedPool
 from qhw.hw.engine.writeback import WritebackAgen
 
-from .conftest import case_program, engine_for, run_sim
+from .conftest import case_program, engine_for, own_scale_pools_program, run_sim
 
 
 def fused_cases(program, codes):
@@ -138,3 +138,14 @@ def check(cases, program, cfg):
         assert {(a, lane): v for _, a, lane, v in got} == writes, i
         assert len(got) == len(writes) == len(lasts)
         assert [c for c, _, _, _ in got] == [c + lat for c in lasts], i
+
+
+@pytest.mark.parametrize("rounding", ["single", "tflite"])
+def test_fused_average_with_its_own_output_scale(tmp_path, rounding):
+    """The fused 2x2 AveragePool with its own output scale: the (M0, shift) entry of n = 4."""
+    program, qm = own_scale_pools_program(tmp_path, rounding)
+    t_in = next(t for t in program.tensors if t.direction == 0)
+    codes = np.random.default_rng(10).integers(-128, 128, (1, *t_in.logical_shape))     # seed 10
+    cases = fused_cases(program, codes)
+    assert [RULES[d["rule"]] for _, d, _, _ in cases] == [rounding]
+    check(cases, program, engine_for(qm.graph))
