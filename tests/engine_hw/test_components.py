@@ -51,10 +51,11 @@ def test_components_convert_to_verilog():
     from qhw.hw.engine.im2col import Im2colAgen
     from qhw.hw.engine.memories import Scratchpad
     from qhw.hw.engine.pool_agen import PoolAgen
+    from qhw.hw.engine.reader import ActivationReader
 
     small = ArrayConfig(rows=2, cols=2, rounding=("single",))
     for name, dut in [("im2col", Im2colAgen()), ("writeback", WritebackAgen(rows=4, cols=2)),
-                      ("pool_agen", PoolAgen()), ("scratchpad", Scratchpad(rows=4, cols=2, words=64)),
+                      ("pool_agen", PoolAgen()), ("reader", ActivationReader(rows=4)), ("scratchpad", Scratchpad(rows=4, cols=2, words=64)),
                       ("weights", WeightStore(cols=2, depth=32)),
                       ("fused_pool", FusedPool(config=small, pool_line=4)), ("pool_unit", PoolUnit(config=small))]:
         text = verilog.convert(dut, name=name)

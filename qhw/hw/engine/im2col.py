@@ -30,11 +30,12 @@ _COORD = signed(18)      # y, x: (4095 * 15 + 255 * 15) fits 17 bits + sign
 
 
 def beat_layout() -> data.StructLayout:
-    """One generated beat: the word, ``pad`` (inject the zero point instead of reading), the loop
-    position the issuer and write-back need (``nt``, ``last_k``: the tile is the N tile's last K tile),
-    ``tile_last`` (last beat of its tile) and ``last`` (the descriptor's last beat)."""
+    """One generated beat: the word, ``pad`` (inject the zero point ``zp``, the descriptor's ``in_zp``,
+    instead of reading), the loop position the issuer and write-back need (``nt``, ``last_k``: the tile
+    is the N tile's last K tile), ``tile_last`` (last beat of its tile) and ``last`` (the descriptor's
+    last beat)."""
     return data.StructLayout({
-        "addr": unsigned(ADDR_BITS), "pad": 1, "nt": unsigned(12),
+        "addr": unsigned(ADDR_BITS), "pad": 1, "zp": signed(16), "nt": unsigned(12),
         "last_k": 1, "tile_last": 1, "last": 1,
     })
 
@@ -112,7 +113,8 @@ class Im2colAgen(wiring.Component):
         last_k = last_kx & last_ky & last_cwi
         last = last_m & last_k & last_nt & (chunk_end == c_m)
         b = self.beats.payload
-        m.d.comb += [self.beats.valid.eq(run), b.addr.eq(addr[:ADDR_BITS]), b.pad.eq(~inside), b.nt.eq(nt),
+        m.d.comb += [self.beats.valid.eq(run), b.addr.eq(addr[:ADDR_BITS]), b.pad.eq(~inside), b.zp.eq(d.in_zp),
+                     b.nt.eq(nt),
                      b.last_k.eq(last_k), b.tile_last.eq(last_m), b.last.eq(last)]
 
         # the pixel after the current one (raster order)
