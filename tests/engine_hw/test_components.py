@@ -55,7 +55,8 @@ def test_components_convert_to_verilog():
 
     small = ArrayConfig(rows=2, cols=2, rounding=("single",))
     for name, dut in [("im2col", Im2colAgen()), ("writeback", WritebackAgen(rows=4, cols=2)),
-                      ("pool_agen", PoolAgen()), ("reader", ActivationReader(rows=4)), ("scratchpad", Scratchpad(rows=4, cols=2, words=64)),
+                      ("pool_agen", PoolAgen()), ("reader", ActivationReader(rows=4)),
+                      ("scratchpad", Scratchpad(rows=4, cols=2, words=64)),
                       ("weights", WeightStore(cols=2, depth=32)),
                       ("fused_pool", FusedPool(config=small, pool_line=4)), ("pool_unit", PoolUnit(config=small))]:
         text = verilog.convert(dut, name=name)
