@@ -22,10 +22,11 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, IN_WINDOW
 from .layouts import descriptor_layout
 
-__all__ = ["Im2colAgen", "beat_layout"]
+__all__ = ["AGEN_LATENCY", "Im2colAgen", "beat_layout"]
 
 ADDR_BITS = dict((n, w) for n, w, _ in FIELDS["MATMUL"])["in_base"]   # scratchpad word address
 _OFF = ADDR_BITS + 3     # offsets wrap modulo 2**_OFF: a valid word's sum is exact in its low ADDR_BITS
+AGEN_LATENCY = 1         # descriptor handshake to its first beat (the loop registers)
 _COORD = signed(18)      # y, x: (4095 * 15 + 255 * 15) fits 17 bits + sign
 
 
@@ -59,7 +60,7 @@ class Im2colAgen(wiring.Component):
     def latency(self) -> int:
         """Cycles from a descriptor's handshake to its first beat being valid: 1 (the loop registers;
         the address is their sum, combinational, registered by the scratchpad read that follows)."""
-        return 1
+        return AGEN_LATENCY
 
     def elaborate(self, platform):
         m = Module()

@@ -38,6 +38,12 @@ _DIV_STAGES = 1 + QUOTIENT_BITS + 2         # |S| + n//2; one stage per quotient
 _ZP = signed(16)                            # the descriptor's zero point and clamp fields
 
 
+def _family(family) -> None:
+    """The requantization lane's ``family`` check (``RequantLane``), before any lane is built."""
+    if family not in (None, "ice40", "ecp5"):
+        raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
+
+
 def _config(config) -> ArrayConfig:
     if not isinstance(config, ArrayConfig):
         raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
@@ -60,8 +66,8 @@ class PoolLane(wiring.Component):
         if config.requant_latency < _DIV_STAGES:
             raise ConfigError(f"the pooling divider needs {_DIV_STAGES} stages, more than the lane's "
                               f"requant_latency {config.requant_latency}")
+        _family(family)
         self.family = family
-        self._lane = RequantLane(config=config, family=family)     # checks family
         super().__init__({
             "i_valid": In(1),
             "rule": In(unsigned(_POOL["rule"])),
@@ -86,7 +92,7 @@ class PoolLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self.config
-        m.submodules.lane = lane = self._lane
+        m.submodules.lane = lane = RequantLane(config=c, family=self.family)
         mode = Signal(MODE_BITS)
         with m.Switch(self.rule):
             for rule, name in (("tflite", "tflite"), ("onnx_int", "onnx")):
@@ -210,8 +216,8 @@ class FusedPool(wiring.Component):
         self.config = _config(config)
         if not isinstance(pool_line, int) or isinstance(pool_line, bool) or pool_line < 1:
             raise ConfigError(f"pool_line must be a positive integer, not {pool_line!r}")
+        _family(family)
         self.pool_line, self.family = pool_line, family
-        self._lanes = [PoolLane(config=config, family=family) for _ in range(config.cols)]
         C = config.cols
         super().__init__({
             "i_valid": In(1),
@@ -262,18 +268,19 @@ class FusedPool(wiring.Component):
         m.d.sync += [done.eq(self.i_valid & self.keep & self.win_last), res.eq(upd),
                      addr.eq(self.addr), lane.eq(self.lane)]
         avg_valid = Signal()
-        for j, pl in enumerate(self._lanes):
+        lanes = [PoolLane(config=c, family=self.family) for _ in range(C)]
+        for j, pl in enumerate(lanes):
             m.submodules[f"lane{j}"] = pl
             m.d.comb += [pl.i_valid.eq(done & ~is_max), pl.rule.eq(self.rule), pl.total.eq(res[j]),
                          pl.count.eq(self.count), pl.multiplier.eq(self.multiplier), pl.shift.eq(self.shift),
                          pl.scale.eq(self.scale), pl.zero_point.eq(self.zero_point), pl.qmin.eq(self.qmin),
                          pl.qmax.eq(self.qmax)]
-        m.d.comb += avg_valid.eq(self._lanes[0].o_valid)
+        m.d.comb += avg_valid.eq(lanes[0].o_valid)
         a_addr = delayed(m, addr, c.requant_latency, name="avg_addr")
         a_lane = delayed(m, lane, c.requant_latency, name="avg_lane")
         with m.If(avg_valid):
             m.d.comb += [self.o_valid.eq(1), self.o_addr.eq(a_addr), self.o_lane.eq(a_lane)]
-            m.d.comb += [self.o[j].eq(pl.o) for j, pl in enumerate(self._lanes)]
+            m.d.comb += [self.o[j].eq(pl.o) for j, pl in enumerate(lanes)]
         with m.Elif(done & is_max):
             m.d.comb += [self.o_valid.eq(1), self.o_addr.eq(addr), self.o_lane.eq(lane)]
             m.d.comb += [self.o[j].eq(res[j]) for j in range(C)]

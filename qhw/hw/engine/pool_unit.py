@@ -18,7 +18,7 @@ from ...engine.isa import POOL_MAX, RULE_CODES
 from ..config import ArrayConfig
 from ..skew import delayed
 from .layouts import descriptor_layout
-from .pool import PoolLane, PoolReduce, _config
+from .pool import PoolLane, PoolReduce, _config, _family
 from .pool_agen import ADDR_BITS, PoolAgen
 
 __all__ = ["PoolUnit"]
@@ -43,7 +43,8 @@ class PoolUnit(wiring.Component):
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
         self.config = _config(config)
         R = config.rows
-        self._lanes = [PoolLane(config=config, family=family) for _ in range(R)]
+        _family(family)
+        self.family = family
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("POOL"))),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
@@ -93,16 +94,17 @@ class PoolUnit(wiring.Component):
         is_max = d.pool == POOL_MAX
         done = red.windows.valid
         total = red.windows.payload.total
-        for j, lane in enumerate(self._lanes):
+        lanes = [PoolLane(config=c, family=self.family) for _ in range(R)]
+        for j, lane in enumerate(lanes):
             m.submodules[f"lane{j}"] = lane
             m.d.comb += [lane.i_valid.eq(done & ~is_max), lane.rule.eq(d.rule), lane.total.eq(total[j]),
                          lane.count.eq(red.windows.payload.count), lane.multiplier.eq(self.p_data[:32]),
                          lane.shift.eq(self.p_data[32:]), lane.scale.eq(self.p_data[:32]),
                          lane.zero_point.eq(d.pool_zp), lane.qmin.eq(d.pool_qmin), lane.qmax.eq(d.pool_qmax)]
         a_addr = delayed(m, w_addr, c.requant_latency, name="avg_out")
-        with m.If(self._lanes[0].o_valid):
+        with m.If(lanes[0].o_valid):
             m.d.comb += [self.w_en.eq(1), self.w_addr.eq(a_addr)]
-            m.d.comb += [self.w_data[j].eq(lane.o) for j, lane in enumerate(self._lanes)]
+            m.d.comb += [self.w_data[j].eq(lane.o) for j, lane in enumerate(lanes)]
         with m.Elif(done & is_max):
             m.d.comb += [self.w_en.eq(1), self.w_addr.eq(w_addr)]
             m.d.comb += [self.w_data[j].eq(total[j]) for j in range(R)]

@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...errors import ConfigError
-from .im2col import ADDR_BITS, Im2colAgen
+from .im2col import ADDR_BITS, AGEN_LATENCY, Im2colAgen
 from .layouts import descriptor_layout
 
 __all__ = ["ActivationReader", "issue_layout"]
@@ -41,7 +41,6 @@ class ActivationReader(wiring.Component):
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
             raise ConfigError(f"rows must be a positive integer, not {rows!r}")
         self.rows = rows
-        self._agen = Im2colAgen()
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), rows)),
@@ -51,11 +50,11 @@ class ActivationReader(wiring.Component):
     @property
     def latency(self) -> int:
         """A descriptor's handshake to its first beat: ``Im2colAgen.latency`` + 1 (the read)."""
-        return self._agen.latency + 1
+        return AGEN_LATENCY + 1
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.agen = agen = self._agen
+        m.submodules.agen = agen = Im2colAgen()
         wiring.connect(m, wiring.flipped(self.desc), agen.desc)
         a = agen.beats.payload
         valid = Signal()
