@@ -1,0 +1,174 @@
+"""``Im2colAgen``: the scratchpad word of every activation beat of a MATMUL descriptor, one per cycle.
+
+docs/engine.md, "im2col address generation": the loop nest is ``mc`` (M chunks of ``m_chunk``
+output pixels), ``nt`` (N tiles), ``kt`` (K tiles: channel word outer, then kernel row, then kernel
+column; one per kernel row for a window-layout input), ``m`` (the chunk's pixels in raster order),
+and the beat of ``(nt, kt, m)`` reads
+
+    y = oy*sh + ky*dh - pt      x = ox*sw + kx*dw - pl      cw = in_cw0 + nt*cw_step + cwi
+    word = in_base + (y*in_w + x)*in_pp + cw       (pad: y or x outside the input)
+
+(window layout: ``word = in_base + y*in_w + ox``, only ``y`` checked). The hardware has no
+multiplier in the loop: the products by ``in_w*in_pp`` are strides computed once when the descriptor
+is accepted, and every counter moves by additions, so one address leaves per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...engine.isa import FIELDS, IN_WINDOW
+from .layouts import descriptor_layout
+
+__all__ = ["AGEN_LATENCY", "Im2colAgen", "beat_layout"]
+
+ADDR_BITS = dict((n, w) for n, w, _ in FIELDS["MATMUL"])["in_base"]   # scratchpad word address
+_OFF = ADDR_BITS + 3     # offsets wrap modulo 2**_OFF: a valid word's sum is exact in its low ADDR_BITS
+AGEN_LATENCY = 1         # descriptor handshake to its first beat (the loop registers)
+_COORD = signed(18)      # y, x: (4095 * 15 + 255 * 15) fits 17 bits + sign
+
+
+def beat_layout() -> data.StructLayout:
+    """One generated beat: the word, ``pad`` (inject the zero point ``zp``, the descriptor's ``in_zp``,
+    instead of reading), the loop position the issuer and write-back need (``nt``, ``last_k``: the tile
+    is the N tile's last K tile), ``tile_last`` (last beat of its tile) and ``last`` (the descriptor's
+    last beat)."""
+    return data.StructLayout({
+        "addr": unsigned(ADDR_BITS), "pad": 1, "zp": signed(16), "nt": unsigned(12),
+        "last_k": 1, "tile_last": 1, "last": 1,
+    })
+
+
+class Im2colAgen(wiring.Component):
+    """Turns MATMUL descriptors (``desc`` stream, ``descriptor_layout("MATMUL")``) into ``beats``.
+
+    A descriptor is accepted while idle or with the previous one's last beat, so consecutive
+    descriptors' beats follow each other with no gap (the timing contract's back-to-back tiles).
+    It has no parameters: the ISA's field widths are built.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
+            "beats": Out(stream.Signature(beat_layout())),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a descriptor's handshake to its first beat being valid: 1 (the loop registers;
+        the address is their sum, combinational, registered by the scratchpad read that follows)."""
+        return AGEN_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        dp = self.desc.payload
+        d = Signal.like(dp, name="d")               # the running descriptor
+        off = signed(_OFF)
+
+        # per-descriptor constants (strides), computed from the incoming descriptor at its handshake
+        win = dp.in_kind == IN_WINDOW
+        c_rs, c_dox, c_dkx, c_doy, c_dky = (Signal(off, name=n) for n in ("rs", "d_ox", "d_kx", "d_oy", "d_ky"))
+        c_kw, c_kcw, c_cw0, c_cwstep, c_x0 = (Signal(unsigned(8), name="kw_e"), Signal(unsigned(8), name="kcw_e"),
+                                              Signal(off, name="cw0_e"), Signal(off, name="cw_step_e"),
+                                              Signal(_COORD, name="x0"))
+        c_m = Signal(unsigned(24), name="m_total")
+        pp = Mux(win, 1, dp.in_pp)
+        rs = dp.in_w * pp
+        on_desc = [
+            c_rs.eq(rs), c_dox.eq(Mux(win, 1, dp.sw * dp.in_pp)), c_dkx.eq(dp.dw * dp.in_pp),
+            c_doy.eq(dp.sh * rs), c_dky.eq(dp.dh * rs),
+            c_kw.eq(Mux(win, 1, dp.kw)), c_kcw.eq(Mux(win, 1, dp.kcw)),
+            c_cw0.eq(Mux(win, 0, dp.in_cw0)), c_cwstep.eq(Mux(win, 0, dp.cw_step)),
+            c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(dp.oh * dp.ow), d.eq(dp),
+        ]
+        xcheck = Signal(name="xcheck")               # window inputs hold horizontal padding in the words
+        on_desc.append(xcheck.eq(~win))
+
+        # pixel state (current beat) and its copy at the chunk start
+        def pixel(prefix):
+            return dict(m=Signal(unsigned(24), name=f"{prefix}m"), oy=Signal(unsigned(12), name=f"{prefix}oy"),
+                        ox=Signal(unsigned(12), name=f"{prefix}ox"), yb=Signal(_COORD, name=f"{prefix}yb"),
+                        xb=Signal(_COORD, name=f"{prefix}xb"), pix=Signal(off, name=f"{prefix}pix"),
+                        pixrow=Signal(off, name=f"{prefix}pixrow"))
+        cur, start = pixel("cur_"), pixel("chunk_")
+        chunk_end = Signal(unsigned(24))
+        # tile state
+        nt, cwi = Signal(unsigned(12)), Signal(unsigned(8))
+        ky, kx = Signal(unsigned(8)), Signal(unsigned(8))
+        kyd, kxd = Signal(_COORD), Signal(_COORD)
+        tap, taprow, cwb = Signal(off), Signal(off), Signal(off)
+
+        run = self.busy
+        y, x = Signal(_COORD), Signal(_COORD)
+        m.d.comb += [y.eq(cur["yb"] + kyd), x.eq(cur["xb"] + kxd)]
+        inside = (y >= 0) & (y < d.in_h) & (~xcheck | ((x >= 0) & (x < d.in_w)))
+        addr = Signal(off)
+        m.d.comb += addr.eq(d.in_base + cur["pix"] + tap + cwb + cwi)
+
+        last_m = cur["m"] + 1 == chunk_end
+        last_kx, last_ky = kx + 1 == c_kw, ky + 1 == d.kh
+        last_cwi, last_nt = cwi + 1 == c_kcw, nt + 1 == d.n_tiles
+        last_k = last_kx & last_ky & last_cwi
+        last = last_m & last_k & last_nt & (chunk_end == c_m)
+        b = self.beats.payload
+        m.d.comb += [self.beats.valid.eq(run), b.addr.eq(addr[:ADDR_BITS]), b.pad.eq(~inside), b.zp.eq(d.in_zp),
+                     b.nt.eq(nt),
+                     b.last_k.eq(last_k), b.tile_last.eq(last_m), b.last.eq(last)]
+
+        # the pixel after the current one (raster order)
+        nxt = {k: Signal.like(v, name=f"next_{k}") for k, v in cur.items()}
+        m.d.comb += [nxt[k].eq(v) for k, v in cur.items()]
+        m.d.comb += nxt["m"].eq(cur["m"] + 1)
+        with m.If(cur["ox"] + 1 == d.ow):
+            m.d.comb += [nxt["ox"].eq(0), nxt["oy"].eq(cur["oy"] + 1), nxt["yb"].eq(cur["yb"] + d.sh),
+                         nxt["xb"].eq(c_x0), nxt["pixrow"].eq(cur["pixrow"] + c_doy),
+                         nxt["pix"].eq(cur["pixrow"] + c_doy)]
+        with m.Else():
+            m.d.comb += [nxt["ox"].eq(cur["ox"] + 1), nxt["xb"].eq(cur["xb"] + d.sw),
+                         nxt["pix"].eq(cur["pix"] + c_dox)]
+
+        step = self.beats.valid & self.beats.ready
+        with m.If(step):
+            with m.If(~last_m):
+                m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
+            with m.Else():
+                m.d.sync += [cur[k].eq(start[k]) for k in cur]       # the next tile re-reads the chunk
+                with m.If(~last_kx):
+                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tap.eq(tap + c_dkx)]
+                with m.Else():
+                    m.d.sync += [kx.eq(0), kxd.eq(0)]
+                    with m.If(~last_ky):
+                        m.d.sync += [ky.eq(ky + 1), kyd.eq(kyd + d.dh), taprow.eq(taprow + c_dky),
+                                     tap.eq(taprow + c_dky)]
+                    with m.Else():
+                        m.d.sync += [ky.eq(0), kyd.eq(0), taprow.eq(0), tap.eq(0)]
+                        with m.If(~last_cwi):
+                            m.d.sync += cwi.eq(cwi + 1)
+                        with m.Else():
+                            m.d.sync += cwi.eq(0)
+                            with m.If(~last_nt):
+                                m.d.sync += [nt.eq(nt + 1), cwb.eq(cwb + c_cwstep)]
+                            with m.Else():          # next M chunk (or the end)
+                                m.d.sync += [nt.eq(0), cwb.eq(c_cw0)]
+                                m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
+                                m.d.sync += [start[k].eq(nxt[k]) for k in cur]
+                                m.d.sync += chunk_end.eq(Mux(chunk_end + d.m_chunk > c_m, c_m,
+                                                             chunk_end + d.m_chunk))
+                                with m.If(chunk_end == c_m):
+                                    m.d.sync += run.eq(0)
+
+        # a new descriptor: idle, or with the last beat of the running one
+        m.d.comb += self.desc.ready.eq(~run | (step & last))
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += on_desc
+            yb0, xb0 = -dp.pt, Mux(win, 0, -dp.pl)
+            pix0 = -(dp.pt * rs) - Mux(win, 0, dp.pl * dp.in_pp)
+            init = dict(m=0, oy=0, ox=0, yb=yb0, xb=xb0, pix=pix0, pixrow=pix0)
+            m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
+            m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0), tap.eq(0), taprow.eq(0),
+                         cwb.eq(Mux(win, 0, dp.in_cw0)),
+                         chunk_end.eq(Mux(dp.m_chunk > dp.oh * dp.ow, dp.oh * dp.ow, dp.m_chunk)), run.eq(1)]
+        return m

@@ -1,0 +1,126 @@
+"""The engine's on-chip memories (``amaranth.lib.memory``; block RAM on ECP5, EBR/SPRAM on iCE40).
+
+* ``Scratchpad``: ``words`` words of ``rows`` int8 lanes (one activation beat each), one synchronous
+  read port and one write port that writes either a whole word (``w_full``: INPUT, POOL) or the
+  first ``cols`` lanes of ``w_data`` at lane offset ``w_lane`` (a lane-granular write enable), so a
+  ``cols < rows`` N tile's result row lands inside its word (docs/engine.md, "Write-back").
+* ``WeightStore``: the weight memory, one ``cols``-byte tile row per read (the loader's only port).
+
+Timing (docs/engine.md, "Timing contract"): a word written in cycle ``W`` (write enable high in
+``W``) is read by an address presented in ``W + 1``, its data valid in ``W + 2``: the contract's
+``agen_latency`` of 2. Reads are not transparent: a read in the write's own cycle sees the old word.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ...errors import ConfigError
+
+__all__ = ["Scratchpad", "WeightStore"]
+
+
+def _positive(name: str, v) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+
+
+class Scratchpad(wiring.Component):
+    """Activation scratchpad.
+
+    Parameters
+    ----------
+    rows:
+        Lanes per word (the array's rows: one activation beat).
+    cols:
+        Lanes per written result row; must divide ``rows``.
+    words:
+        Depth in words (``EngineConfig.act_words``).
+    init:
+        Initial contents, a sequence of at most ``words`` words of ``rows`` ints (embedded models).
+    """
+
+    def __init__(self, *, rows: int, cols: int, words: int, init=()):
+        for name, v in (("rows", rows), ("cols", cols), ("words", words)):
+            _positive(name, v)
+        if rows % cols:
+            raise ConfigError(f"cols must divide rows, not {rows}x{cols}")
+        init = [list(w) for w in init]
+        if len(init) > words or any(len(w) != rows for w in init):
+            raise ConfigError(f"init must be at most {words} words of {rows} lanes")
+        self.rows, self.cols, self.words, self._init = rows, cols, words, init
+        aw = max(1, ceil_log2(words))
+        super().__init__({
+            "r_addr": In(aw), "r_en": In(1), "r_data": Out(data.ArrayLayout(signed(8), rows)),
+            "w_addr": In(aw), "w_lane": In(range(rows)), "w_en": In(1), "w_full": In(1),
+            "w_data": In(data.ArrayLayout(signed(8), rows)),
+        })
+
+    @property
+    def read_latency(self) -> int:
+        """Address (with ``r_en``) to ``r_data``: 1 cycle (synchronous read)."""
+        return 1
+
+    @property
+    def latency(self) -> int:
+        """Write enable to the first cycle whose read data holds the word: 2 (``agen_latency``)."""
+        return 2
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+        m.submodules.mem = mem = Memory(shape=data.ArrayLayout(signed(8), R), depth=self.words, init=self._init)
+        rd = mem.read_port()
+        wr = mem.write_port(granularity=1)
+        m.d.comb += [rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), self.r_data.eq(rd.data), wr.addr.eq(self.w_addr)]
+        for slot in range(R // C):          # a result row goes to lanes slot*C .. slot*C + C - 1
+            hit = self.w_en & (self.w_full | (self.w_lane == slot * C))
+            for j in range(C):
+                m.d.comb += wr.en[slot * C + j].eq(hit)
+                m.d.comb += wr.data[slot * C + j].eq(Mux(self.w_full, self.w_data[slot * C + j], self.w_data[j]))
+        return m
+
+
+class WeightStore(wiring.Component):
+    """Weight memory: ``depth`` rows of ``cols`` int8, read one row per cycle.
+
+    Parameters
+    ----------
+    cols:
+        Bytes per row (the array's columns).
+    depth:
+        Rows (``weight_bytes // cols``).
+    init:
+        Initial contents (embedded weights), at most ``depth`` rows of ``cols`` ints.
+    """
+
+    def __init__(self, *, cols: int, depth: int, init=()):
+        _positive("cols", cols)
+        _positive("depth", depth)
+        init = [list(r) for r in init]
+        if len(init) > depth or any(len(r) != cols for r in init):
+            raise ConfigError(f"init must be at most {depth} rows of {cols} weights")
+        self.cols, self.depth, self._init = cols, depth, init
+        aw = max(1, ceil_log2(depth))
+        super().__init__({
+            "r_addr": In(aw), "r_en": In(1), "r_data": Out(data.ArrayLayout(signed(8), cols)),
+            "w_addr": In(aw), "w_en": In(1), "w_data": In(data.ArrayLayout(signed(8), cols)),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Address to ``r_data``: 1 cycle (synchronous read)."""
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=data.ArrayLayout(signed(8), self.cols), depth=self.depth,
+                                        init=self._init)
+        rd, wr = mem.read_port(), mem.write_port()
+        m.d.comb += [rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), self.r_data.eq(rd.data),
+                     wr.addr.eq(self.w_addr), wr.en.eq(self.w_en), wr.data.eq(self.w_data)]
+        return m

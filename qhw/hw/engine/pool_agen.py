@@ -1,0 +1,110 @@
+"""``PoolAgen``: the taps of a standalone ``POOL`` descriptor, one scratchpad word per cycle.
+
+docs/engine.md, "Pooling unit" and "Timing contract": a POOL reads its input one word per cycle,
+output word by output word in the order the cycle model writes them (pixel ``(oy, ox)`` in raster
+order, then channel word ``cw < cws``), each window's ``kh*kw`` taps in ONNX order (kernel row, then
+column). Tap ``(ky, kx)`` of output ``(oy, ox, cw)`` reads
+
+    y = oy*sh + ky - pt     x = ox*sw + kx - pl     word = in_base + (y*in_w + x)*in_pp + in_cw0 + cw
+
+(``pad`` when outside: the pooling unit substitutes ``pool_qmin`` for a max and a zero for an
+average), and the window's result goes to ``out_base + (oy*out_w + ox)*out_pp + out_cw0 + cw``. The
+pools the compiler emits have no dilation (``dh = dw = 1``, as ``qhw.engine.model`` runs them).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...engine.isa import FIELDS
+from .layouts import descriptor_layout
+
+__all__ = ["PoolAgen", "pool_tap_layout"]
+
+ADDR_BITS = dict((n, w) for n, w, _ in FIELDS["POOL"])["in_base"]
+_OFF = signed(ADDR_BITS + 3)
+_POOL_K = dict((n, w) for n, w, _ in FIELDS["POOL"])["kh"]
+_COORD = signed(18)
+
+
+def pool_tap_layout() -> data.StructLayout:
+    """One tap read: ``addr`` (or ``pad``), ``first``/``last`` of its window, ``count`` (the window's
+    averaged taps so far, this one included: valid taps, or all with ``include_pad``; on the last tap
+    it selects the pool table entry), the window's output word ``out_addr``, and ``done`` (the
+    descriptor's last tap)."""
+    return data.StructLayout({"addr": unsigned(ADDR_BITS), "pad": 1, "first": 1, "last": 1,
+                              "count": unsigned(_POOL_K * 2), "out_addr": unsigned(ADDR_BITS), "done": 1})
+
+
+class PoolAgen(wiring.Component):
+    """POOL descriptors (``desc``) to ``taps``; a descriptor is accepted while idle or with the
+    previous one's last tap. It has no parameters (the ISA's field widths are built)."""
+
+    def __init__(self):
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("POOL"))),
+            "taps": Out(stream.Signature(pool_tap_layout())),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a descriptor's handshake to its first tap being valid: 1."""
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        dp = self.desc.payload
+        d = Signal.like(dp, name="d")
+        rs, d_oy, d_ox, d_opy = (Signal(_OFF, name=n) for n in ("rs", "d_oy", "d_ox", "d_opy"))
+        oy, ox, cw, ky, kx = (Signal(unsigned(12), name=n) for n in ("oy", "ox", "cw", "ky", "kx"))
+        yb, xb = Signal(_COORD), Signal(_COORD)         # window origin
+        pixrow, pix, taprow, tap = (Signal(_OFF, name=n) for n in ("pixrow", "pix", "taprow", "tap"))
+        orow, opix = Signal(_OFF), Signal(_OFF)         # output word of (oy, 0) and (oy, ox), cw 0
+
+        y, x = yb + ky, xb + kx
+        inside = (y >= 0) & (y < d.in_h) & (x >= 0) & (x < d.in_w)
+        last_kx, last_ky, last_cw = kx + 1 == d.kw, ky + 1 == d.kh, cw + 1 == d.cws
+        last_ox, last_oy = ox + 1 == d.ow, oy + 1 == d.oh
+        last_tap = last_kx & last_ky
+        done = last_tap & last_cw & last_ox & last_oy
+        t = self.taps.payload
+        cnt = Signal(unsigned(_POOL_K * 2))          # taps averaged before this one in its window
+        count = Mux((kx == 0) & (ky == 0), 0, cnt) + (inside | d.include_pad)
+        m.d.comb += t.count.eq(count)
+        m.d.comb += [self.taps.valid.eq(self.busy), t.addr.eq((d.in_base + d.in_cw0 + pix + tap + cw)[:ADDR_BITS]),
+                     t.pad.eq(~inside), t.first.eq((kx == 0) & (ky == 0)), t.last.eq(last_tap),
+                     t.out_addr.eq((d.out_base + d.out_cw0 + opix + cw)[:ADDR_BITS]), t.done.eq(done)]
+
+        with m.If(self.taps.valid & self.taps.ready):
+            m.d.sync += cnt.eq(count)
+            with m.If(~last_kx):
+                m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp)]
+            with m.Elif(~last_ky):
+                m.d.sync += [kx.eq(0), ky.eq(ky + 1), taprow.eq(taprow + rs), tap.eq(taprow + rs)]
+            with m.Else():
+                m.d.sync += [kx.eq(0), ky.eq(0), taprow.eq(0), tap.eq(0)]
+                with m.If(~last_cw):
+                    m.d.sync += cw.eq(cw + 1)
+                with m.Else():
+                    m.d.sync += cw.eq(0)
+                    with m.If(~last_ox):
+                        m.d.sync += [ox.eq(ox + 1), xb.eq(xb + d.sw), pix.eq(pix + d_ox), opix.eq(opix + d.out_pp)]
+                    with m.Else():
+                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), yb.eq(yb + d.sh), xb.eq(-d.pl),
+                                     pixrow.eq(pixrow + d_oy), pix.eq(pixrow + d_oy),
+                                     orow.eq(orow + d_opy), opix.eq(orow + d_opy)]
+                        with m.If(last_oy):
+                            m.d.sync += self.busy.eq(0)
+
+        m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
+        with m.If(self.desc.valid & self.desc.ready):
+            r = dp.in_w * dp.in_pp
+            pix0 = -(dp.pt * r) - dp.pl * dp.in_pp
+            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(dp.sh * r), d_ox.eq(dp.sw * dp.in_pp),
+                         d_opy.eq(dp.out_w * dp.out_pp), oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
+                         yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0), taprow.eq(0), tap.eq(0),
+                         orow.eq(0), opix.eq(0), self.busy.eq(1)]
+        return m
