@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from ...contract import MODE_BITS, MODE_CODES, MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
 from ...engine.isa import FIELDS, RULE_CODES
 from ...errors import ConfigError
-from ..config import ArrayConfig
+from ..config import ArrayConfig, check_config
 from ..requant import RequantLane
 from ..skew import delayed
 
@@ -44,12 +44,6 @@ def _family(family) -> None:
         raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
 
 
-def _config(config) -> ArrayConfig:
-    if not isinstance(config, ArrayConfig):
-        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
-    return config
-
-
 class PoolLane(wiring.Component):
     """One channel's average: ``(total, count)`` of a window to its output code, per ``rule``.
 
@@ -62,7 +56,7 @@ class PoolLane(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
-        self.config = _config(config)
+        self.config = check_config(config)
         if config.requant_latency < _DIV_STAGES:
             raise ConfigError(f"the pooling divider needs {_DIV_STAGES} stages, more than the lane's "
                               f"requant_latency {config.requant_latency}")
@@ -213,7 +207,7 @@ class FusedPool(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, family: str | None = None):
-        self.config = _config(config)
+        self.config = check_config(config)
         if not isinstance(pool_line, int) or isinstance(pool_line, bool) or pool_line < 1:
             raise ConfigError(f"pool_line must be a positive integer, not {pool_line!r}")
         _family(family)

@@ -15,10 +15,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import POOL_MAX, RULE_CODES
-from ..config import ArrayConfig
+from ..config import ArrayConfig, check_config
 from ..skew import delayed
 from .layouts import descriptor_layout
-from .pool import PoolLane, PoolReduce, _config, _family
+from .pool import PoolLane, PoolReduce, _family
 from .pool_agen import ADDR_BITS, PoolAgen
 
 __all__ = ["PoolUnit"]
@@ -41,7 +41,7 @@ class PoolUnit(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
-        self.config = _config(config)
+        self.config = check_config(config)
         R = config.rows
         _family(family)
         self.family = family
