@@ -285,16 +285,18 @@ def _alexnet(b: _B, x: str, size: int) -> str:
     return b.gemm(b.relu(b.gemm(f, 64)), 10)
 
 
-# name -> (builder, default opset: the zoo's originals are opset 9-12; HardSwish needs 14)
+# name -> (builder, default opset). The zoo's originals are opset 9-12 (``opset=9`` builds that form:
+# Sum, Unsqueeze axes attribute, Clip attributes); 13 is the default because ORT's per-channel QDQ
+# needs it, and HardSwish needs 14.
 ARCHS: dict[str, tuple[Callable, int]] = {
-    "resnet": (_resnet, 11),
-    "shufflenet": (_shufflenet, 11),
-    "squeezenet": (_squeezenet, 11),
-    "inception": (_inception, 11),
-    "densenet": (_densenet, 11),
+    "resnet": (_resnet, 13),
+    "shufflenet": (_shufflenet, 13),
+    "squeezenet": (_squeezenet, 13),
+    "inception": (_inception, 13),
+    "densenet": (_densenet, 13),
     "mobilenetv2": (_mobilenetv2, 14),
-    "vgg": (_vgg, 11),
-    "alexnet": (_alexnet, 11),
+    "vgg": (_vgg, 13),
+    "alexnet": (_alexnet, 13),
 }
 
 
