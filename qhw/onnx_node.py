@@ -29,10 +29,16 @@ def _key(node: Node, dtypes: tuple) -> tuple:
     return (node.params["node_proto"].tobytes(), tuple(sorted(node.attrs["opset"].items())), consts, dtypes)
 
 
+# ORT moves these to its NCHWc layout only when their input already is (made by an NCHWc conv or
+# pool); qhw's inputs are dequantized codes or other float nodes' outputs, so never.
+_NCHWC_FED_ONLY = ("GlobalAveragePool", "GlobalMaxPool")
+
+
 def _shape(dims: tuple | None):
     """An input's declared shape: batch symbolic, the rest as fed. ONNX Runtime picks kernels by
-    what it knows of the shapes (4-D pooling runs in its NCHWc layout, which rounds differently,
-    only when the channel count is known), so the session is built like the whole model's."""
+    what it knows of the shapes (4-D MaxPool/AveragePool run in its NCHWc layout, which rounds
+    differently, when the channel count is known and a multiple of its block size), so the
+    session is built as the whole model's would be."""
     return None if dims is None else ["N", *dims]
 
 
@@ -70,7 +76,8 @@ def _session(node: Node, dtypes: tuple, shapes: tuple | None = None):
 
 def run_onnx_node(node: Node, xs: list[np.ndarray]) -> list[np.ndarray]:
     xs = [np.asarray(x) for x in xs]
-    shapes = tuple(x.shape[1:] if x.ndim >= 3 else None for x in xs)
+    known = node.attrs.get("op_type") not in _NCHWC_FED_ONLY
+    shapes = tuple(x.shape[1:] if x.ndim >= 3 and known else None for x in xs)
     sess = _session(node, tuple(str(x.dtype) for x in xs), shapes)
     feeds = {n: np.asarray(x) for n, x in zip(node.inputs, xs)}
     outs = sess.run(None, feeds)
