@@ -328,7 +328,7 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
     if cfg.rounding == "onnx":
         for node in g.nodes:
             if node.quant is not None and (int_kind(node) in ("Add", "Mul", "ReduceMean")
-                                           or node.op in ("GlobalAveragePool", "AveragePool")):
+                                           or node.op in ("GlobalAveragePool", "AveragePool", "Conv")):
                 node.quant["onnx_offsets"] = onnx_code_offsets(g, node)
     return g, float_notes(g, {n.name for n in g.nodes if n.quant is not None}, keep_float, lacking)
 
