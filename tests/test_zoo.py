@@ -111,23 +111,29 @@ def _ort_qdq(zoo_dir: Path, arch: str, per_channel: bool, calib: np.ndarray) -> 
     return dst
 
 
-# Known gaps, measured (mismatching outputs of 320 on the test images); see bench/results.md.
-ORT_QDQ_GAPS = {
-    ("densenet", False): "ORT quantizes the Mul/Add by a constant (BN as Unsqueeze/Mul/Add before ReLU) "
-                         "as QLinearMul/QLinearAdd with a quantized constant; qhw runs them in float",
-    ("densenet", True): "as per-tensor",
-}
-
-
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_ort_qdq_model_reproduced_exactly(arch, per_channel, zoo_dir, data, request):
-    if (arch, per_channel) in ORT_QDQ_GAPS:
-        request.applymarker(pytest.mark.xfail(reason=ORT_QDQ_GAPS[(arch, per_channel)], strict=True))
+def test_ort_qdq_model_reproduced_exactly(arch, per_channel, zoo_dir, data):
     path = _ort_qdq(zoo_dir, arch, per_channel, data["calib"])
     qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=None, log=_quiet)
     x = data["test"]
     assert _lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), _ort(path, x)) == 0
+
+
+def test_ort_qdq_models_exercise_orts_unfused_groups(zoo_dir, data):
+    """The cases above include the groups ORT runs in float because a tensor feeding two nodes stays
+    int8 while single-consumer ones become uint8 (Conv, AveragePool), and a Q/DQ pair between two
+    float nodes (DenseNet's Mul -> Add by constants), so their exactness is tested."""
+    def mixed(arch, op):
+        qm = quantize_model(_ort_qdq(zoo_dir, arch, False, data["calib"]), QuantConfig(rounding="onnx"),
+                            calib_x=None, log=_quiet)
+        return [n.name for n in qm.graph.nodes if n.op == op and len(set(n.quant.get("onnx_offsets") or [0])) > 1]
+
+    assert mixed("resnet", "Conv") and mixed("shufflenet", "AveragePool")
+    qm = quantize_model(_ort_qdq(zoo_dir, "densenet", False, data["calib"]), QuantConfig(rounding="onnx"),
+                        calib_x=None, log=_quiet)
+    float_mul = [n for n in qm.graph.nodes if n.quant is None and n.attrs.get("op_type") == "Mul"]
+    assert float_mul and all(n.outputs[0] in qm.graph.tensors for n in float_mul)
 
 
 # --------------------------------------------------------------------------- qhw's export
