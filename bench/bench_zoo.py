@@ -11,7 +11,8 @@ weights; "8-bit" evaluated by qhw's ``--rounding onnx`` golden model, which is w
 CPUs whose int8 kernels do not saturate; "7-bit" = ``reduce_range=True`` run by ORT itself), and
 the mismatching outputs of qhw ``--rounding onnx`` against ORT on its 7-bit QDQ model.
 Then ``qhw analyze`` (with sensitivity) wall time and peak RSS in a fresh process on ``--images``
-images of ``--analyze-size``. ``--before PATH`` also counts integer nodes with the qhw package
+images of ``--analyze-size`` (peak RSS: the analyze process's VmHWM, which includes about 200 MB
+of Python, NumPy and ONNX Runtime). ``--before PATH`` also counts integer nodes with the qhw package
 found at PATH (an older checkout), in a subprocess.
 """
 
@@ -120,17 +121,23 @@ def measure(arch: str, d: Path, size: int, before: str | None) -> dict:
     return row
 
 
-def analyze_child(qmodel: str, data: str, out: str) -> None:
-    import resource
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that over ``exec`` from
+    the forked parent, so a child started by a large parent reports at least the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
+
+def analyze_child(qmodel: str, data: str, out: str) -> None:
     from qhw.cli import main
 
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         rc = main(["analyze", qmodel, "--data", data, "--json"])
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    Path(out).write_text(json.dumps({"rc": rc, "wall_s": wall, "peak_rss_mb": peak_kb / 1024}))
+    Path(out).write_text(json.dumps({"rc": rc, "wall_s": wall, "peak_rss_mb": _peak_rss_mb()}))
 
 
 def analyze_rows(archs: list[str], size: int, images: list[int], d: Path) -> list[tuple]:
