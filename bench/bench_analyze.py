@@ -7,7 +7,8 @@ Builds (seed 0) a Conv 3->64 + ReLU at 56x56 followed by ``--blocks`` residual b
 Softmax; calibrates on 8 images (seed 1); then runs
 ``qhw analyze`` (with sensitivity) in a fresh process per image count and batch size ("default":
 no ``--batch-size`` flag) and prints a Markdown table.
-Peak RSS is the analyze process's own ``ru_maxrss`` (model load, data, analysis, sensitivity).
+Peak RSS is the analyze process's own VmHWM (model load, data, analysis, sensitivity); not
+``ru_maxrss``, which Linux carries over ``exec`` from the forked parent.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ def child(qmodel: str, data: str, out: str, extra: list[str]) -> None:
     """One ``qhw analyze`` in this process; writes wall time and peak RSS to ``out``."""
     import contextlib
     import io
-    import resource
 
     from qhw.cli import main
 
@@ -83,7 +83,8 @@ def child(qmodel: str, data: str, out: str, extra: list[str]) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         rc = main(["analyze", qmodel, "--data", data, "--json", *extra])
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     Path(out).write_text(json.dumps({"rc": rc, "wall_s": wall, "peak_rss_mb": peak_kb / 1024}))
 
 

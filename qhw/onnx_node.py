@@ -29,19 +29,33 @@ def _key(node: Node, dtypes: tuple) -> tuple:
     return (node.params["node_proto"].tobytes(), tuple(sorted(node.attrs["opset"].items())), consts, dtypes)
 
 
-def _session(node: Node, dtypes: tuple):
+# ORT moves these to its NCHWc layout only when their input already is (made by an NCHWc conv or
+# pool); qhw's inputs are dequantized codes or other float nodes' outputs, so never.
+_NCHWC_FED_ONLY = ("GlobalAveragePool", "GlobalMaxPool")
+
+
+def _shape(dims: tuple | None):
+    """An input's declared shape: batch symbolic, the rest as fed. ONNX Runtime picks kernels by
+    what it knows of the shapes (4-D MaxPool/AveragePool run in its NCHWc layout, which rounds
+    differently, when the channel count is known and a multiple of its block size), so the
+    session is built as the whole model's would be."""
+    return None if dims is None else ["N", *dims]
+
+
+def _session(node: Node, dtypes: tuple, shapes: tuple | None = None):
     import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
-    key = _key(node, dtypes)
+    shapes = shapes or (None,) * len(dtypes)
+    key = _key(node, dtypes) + (shapes,)
     if key in _SESSIONS:
         return _SESSIONS[key]
     proto = onnx.NodeProto()
     proto.ParseFromString(node.params["node_proto"].tobytes())
     dyn = list(node.inputs)
-    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), None)
-              for n, t in zip(dyn, dtypes)]
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), _shape(d))
+              for n, t, d in zip(dyn, dtypes, shapes)]
     inits = [numpy_helper.from_array(v, k[len(CONST_PREFIX):])
              for k, v in sorted(node.params.items()) if k.startswith(CONST_PREFIX)]
     outputs = [helper.make_value_info(o, onnx.TypeProto()) for o in proto.output if o]
@@ -61,7 +75,10 @@ def _session(node: Node, dtypes: tuple):
 
 
 def run_onnx_node(node: Node, xs: list[np.ndarray]) -> list[np.ndarray]:
-    sess = _session(node, tuple(str(np.asarray(x).dtype) for x in xs))
+    xs = [np.asarray(x) for x in xs]
+    known = node.attrs.get("op_type") not in _NCHWC_FED_ONLY
+    shapes = tuple(x.shape[1:] if x.ndim >= 3 and known else None for x in xs)
+    sess = _session(node, tuple(str(x.dtype) for x in xs), shapes)
     feeds = {n: np.asarray(x) for n, x in zip(node.inputs, xs)}
     outs = sess.run(None, feeds)
     return list(outs)

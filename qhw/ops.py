@@ -244,6 +244,10 @@ def float_preactivation(node: Node, x: np.ndarray) -> np.ndarray:
 
 @register(INT_OPS, "Dense", "Conv")
 def _linear_i(node, xs, in_qp, out_qp):
+    from .ops_elementwise import onnx_float_conv  # (imports this module)
+
+    if (unfused := onnx_float_conv(node, xs, in_qp, out_qp)) is not None:
+        return unfused
     acc = accumulate(node, xs[0], in_qp[0].zero_point)
     return [requant_of(node).apply(acc, axis=channel_axis(node))]
 

@@ -383,3 +383,43 @@ def onnx_float_pool(node: Node, xs, in_qp, out_qp) -> list[np.ndarray] | None:
     i, o = in_qp[0], out_qp[0]
     y = run_onnx_node(pool, [dequantize(xs[0], i.scale, i.zero_point)])[0]
     return [quantize_float(y, o.scale, o.zero_point, o.qmin, o.qmax)]
+
+
+def _mixed_types(node: Node) -> bool:
+    offsets = (node.quant or {}).get("onnx_offsets")
+    return node.quant is not None and node.quant["rounding"] == "onnx" and bool(offsets) and len(set(offsets)) > 1
+
+
+def onnx_float_conv(node: Node, xs, in_qp, out_qp) -> list[np.ndarray] | None:
+    """A 2-D Conv's output where ORT runs its QDQ group in float (``onnx`` mode), else None.
+
+    ORT fuses DQ -> Conv -> Q into QLinearConv only when input and output have the same integer
+    type (``onnx_code_offsets``); otherwise it convolves the dequantized input with the
+    dequantized weight and bias in float32 and quantizes. qhw runs that same float kernel (a
+    one-node ORT session with the input's shape, as ORT lays out the whole model's), since float
+    accumulation order decides the rounding of outputs near a half code."""
+    if node.op != "Conv" or not _mixed_types(node) or node.attrs.get("dims", 2) != 2 or node.attrs.get("upsample"):
+        return None
+    from onnx import helper
+
+    from .onnx_node import run_onnx_node
+
+    p = node.qparams
+    m = p["weight"].shape[0]
+    wshape = (-1,) + (1,) * (p["weight"].ndim - 1)
+    w = dequantize(p["weight"], np.asarray(p["weight_scale"], np.float32).reshape(wshape),
+                   np.asarray(p["weight_zero_point"]).reshape(wshape))
+    b = (np.asarray(p["bias"], np.float32) * np.broadcast_to(np.asarray(p["bias_scale"], np.float32), (m,)))
+    a = node.attrs
+    # weight and bias are fed, not initializers: in the QDQ model they come out of DequantizeLinear
+    # nodes, so ORT does not move this Conv to its NCHWc layout (which would sum in another order)
+    names = [node.inputs[0], f"{node.name}_W", f"{node.name}_B"]
+    proto = helper.make_node("Conv", names, [node.outputs[0]], pads=list(a["pads"]),
+                             strides=list(a["strides"]), dilations=list(a["dilations"]), group=int(a["group"]),
+                             kernel_shape=list(w.shape[2:]))
+    conv = Node(node.name, "Onnx", names, [node.outputs[0]], attrs={"op_type": "Conv", "domain": "", "opset": {"": 13}},
+                params={"node_proto": np.frombuffer(proto.SerializeToString(), np.uint8).copy()})
+    i, o = in_qp[0], out_qp[0]
+    y = run_onnx_node(conv, [dequantize(xs[0], i.scale, i.zero_point), w.astype(np.float32), b.astype(np.float32)])[0]
+    q = quantize_float(y, o.scale, o.zero_point, o.qmin, o.qmax)
+    return [saturate(q, node.quant["qmin"], node.quant["qmax"])]

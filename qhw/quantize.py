@@ -325,10 +325,16 @@ def quantize_graph(float_graph: Graph, ranges: dict[str, tuple[float, float]], c
             lo, hi = activation_bounds(node)
             qmin, qmax = int_activation_clamp(lo, hi, out_qp)
             node.quant = {"rounding": cfg.rounding, "qmin": int(qmin), "qmax": int(qmax)}
+    # a QuantizeLinear/DequantizeLinear pair of the source model between two float nodes still rounds
+    # the tensor (QDQ semantics: ORT runs DQ(Q(t)) there too)
+    for node in g.nodes:
+        for o in node.outputs if node.quant is None else ():
+            if o in imported and o not in g.tensors:
+                g.tensors[o] = imported[o]
     if cfg.rounding == "onnx":
         for node in g.nodes:
             if node.quant is not None and (int_kind(node) in ("Add", "Mul", "ReduceMean")
-                                           or node.op in ("GlobalAveragePool", "AveragePool")):
+                                           or node.op in ("GlobalAveragePool", "AveragePool", "Conv")):
                 node.quant["onnx_offsets"] = onnx_code_offsets(g, node)
     return g, float_notes(g, {n.name for n in g.nodes if n.quant is not None}, keep_float, lacking)
 
