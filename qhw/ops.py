@@ -26,7 +26,7 @@ from .arith import (
 from .errors import ModelError
 from .graph import Node, QParams
 from .op_registry import FLOAT_OPS, INT_OPS, register
-from .ops_elementwise import onnx_float_pool
+from .ops_elementwise import onnx_float_conv, onnx_float_pool
 
 __all__ = ["FLOAT_OPS", "INT_OPS", "PASS_THROUGH_OPS", "register", "activation_bounds", "requant_of",
            "int_activation_clamp", "accumulate", "float_preactivation", "channel_axis", "conv_input",
@@ -244,7 +244,6 @@ def float_preactivation(node: Node, x: np.ndarray) -> np.ndarray:
 
 @register(INT_OPS, "Dense", "Conv")
 def _linear_i(node, xs, in_qp, out_qp):
-    from .ops_elementwise import onnx_float_conv  # (imports this module)
 
     if (unfused := onnx_float_conv(node, xs, in_qp, out_qp)) is not None:
         return unfused
