@@ -1,0 +1,187 @@
+"""Formal harnesses: each wraps one component (unchanged) and states its properties.
+
+The components carry no ``Assert``/``Assume`` of their own (the generated Verilog stays as it
+is); a harness instantiates the component, drives what the rest of the accelerator would drive
+(or leaves it free), and asserts the property. Every free input is a port of the harness, so the
+solver may choose any value on any cycle, reset included.
+
+* ``StreamRules``: the valid/ready rule on every stream of a component: inputs assumed, outputs
+  asserted ("once ``valid`` is high it stays high with a stable payload until ``ready``").
+* ``CreditHarness``: the issuer's credits against the output queue, with the datapath between them
+  replaced by its fixed latency (it never stalls, so only its delay matters to the credits).
+* ``LaneHarness``: a requantization lane against a combinational reference of the arithmetic
+  contract's ``single`` rule, delayed by the lane's latency.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Assert, Assume, Const, Elaboratable, Module, Mux, Signal, Value, signed
+from amaranth.lib import stream, wiring
+
+from ..contract import FIFO_LATENCY, ISSUE_LATENCY
+from ..errors import ConfigError
+from ..hw.config import ArrayConfig
+from ..hw.issuer import Issuer
+from ..hw.output_queue import OutputQueue
+from ..hw.requant import RequantLane
+
+__all__ = ["CreditHarness", "LaneHarness", "StreamRules", "component_ports", "lane_reference"]
+
+
+def component_ports(component: wiring.Component) -> list:
+    """Every port signal of ``component`` (the harness's free inputs and observable outputs)."""
+    values = (Value.cast(value) for _, _, value in component.signature.flatten(component))
+    return [v for v in values if isinstance(v, Signal)]        # not ``always_ready``'s constant
+
+
+def _internal(module: Module, name: str) -> Signal:
+    """The signal ``name`` that ``module`` (an elaborated ``Module``) drives, for a property on
+    component state that has no port."""
+    found = [s for s in module._driving if getattr(s, "name", None) == name]
+    if len(found) != 1:
+        raise ConfigError(f"formal harness: expected one signal {name!r} in the component, found {len(found)}")
+    return found[0]
+
+
+def _elaborate(component: wiring.Component, platform) -> Module:
+    """``component``'s own ``Module``, so a property can name its internal signals."""
+    module = component.elaborate(platform)
+    component._MustUse__used = True        # elaborated here, not through Fragment.get
+    return module
+
+
+class StreamRules(Elaboratable):
+    """The stream rules on every ``stream.Signature`` member of ``dut`` (not ``always_ready`` ones'
+    ready side, which has no rule): ``In`` streams assumed, ``Out`` streams asserted."""
+
+    def __init__(self, dut: wiring.Component):
+        self.dut = dut
+        self.streams = []       # (name, flow, interface)
+        for name, member in dut.signature.members.items():
+            if member.is_signature and isinstance(member.signature, stream.Signature):
+                self.streams.append((name, member.flow, getattr(dut, name)))
+        if not any(flow == wiring.Out for _, flow, _ in self.streams):
+            raise ConfigError(f"{type(dut).__name__} has no output stream to check")
+
+    @property
+    def ports(self) -> list:
+        return component_ports(self.dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        for name, flow, port in self.streams:
+            payload = port.payload.as_value() if hasattr(port.payload, "as_value") else port.payload
+            waiting = Signal(name=f"{name}_waiting")        # last cycle: valid and not ready
+            last = Signal.like(payload, name=f"{name}_last_payload")
+            m.d.sync += [waiting.eq(port.valid & ~port.ready), last.eq(payload)]
+            rule = ~waiting | (port.valid & (payload == last))
+            m.d.comb += (Assume(rule) if flow == wiring.In else Assert(rule))
+        return m
+
+
+class CreditHarness(Elaboratable):
+    """``Issuer`` -> (the datapath's latency) -> ``OutputQueue``, the queue's ``taken`` back as credits.
+
+    Asserted: the issuer's credit counter never exceeds the queue depth; the queue is never written
+    while full nor gives a row while empty; and, as the lemma that makes k-induction close, the
+    credit counter equals the result rows in the datapath plus the rows in the queue.
+    ``issuer``/``queue`` are the classes to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, config: ArrayConfig, issuer=Issuer, queue=OutputQueue):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config = config
+        self.issuer, self.queue = issuer(config=config), queue(config=config)
+        # Issue register to the queue's input: the array, accumulator, lane sharing and lanes.
+        self.delay = config.latency - ISSUE_LATENCY - FIFO_LATENCY
+
+    @property
+    def ports(self) -> list:
+        i, q = self.issuer, self.queue
+        return [*component_ports(i), q.i.payload.as_value(), q.o.valid, q.o.ready, q.o.payload.as_value()]
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self.config.fifo_depth
+        issuer_m, queue_m = _elaborate(self.issuer, platform), _elaborate(self.queue, platform)
+        m.submodules.issuer, m.submodules.queue = issuer_m, queue_m
+        issuer, queue = self.issuer, self.queue
+        fifo = queue_m.submodules.fifo
+        outstanding = _internal(issuer_m, "outstanding")
+
+        # The datapath: a result row (a beat of the last K tile) reaches the queue `delay` cycles later.
+        line = [Signal(name=f"row_in_flight_{k}") for k in range(self.delay)]
+        m.d.sync += line[0].eq(issuer.tag.valid & issuer.tag.payload.last)
+        m.d.sync += [b.eq(a) for a, b in zip(line, line[1:])]
+        m.d.comb += [queue.i.valid.eq(line[-1]), issuer.taken.eq(queue.taken)]
+
+        in_flight = sum((issuer.tag.valid & issuer.tag.payload.last, *line), Const(0, range(self.delay + 2)))
+        m.d.comb += [
+            Assert(outstanding <= depth),
+            Assert(~(fifo.w_en & ~fifo.w_rdy)),                     # never written when full
+            Assert(~(queue.taken & (fifo.level == 0))),             # never read when empty
+            Assert(outstanding == in_flight + fifo.level),          # every credit is a row somewhere
+        ]
+        return m
+
+
+def lane_reference(acc, bias, m0, shift, zero_point, qmin, qmax):
+    """``single`` per ``qhw.arith.mul_shift_single`` as Amaranth expressions:
+    ``clamp(clip((a*M0 + 2**(30-shift)) >> (31-shift), +-2**31) + zero_point, qmin, qmax)``."""
+    a = acc + bias
+    total = (31 - shift).as_unsigned()[:6]                  # 1..62 for shift in [-31, 30]
+    rounding = Const(1, 64) << (30 - shift).as_unsigned()[:6]
+    r = (a * m0 + rounding) >> total
+    lo, hi = -(1 << 31), 1 << 31
+    r = Mux(r < lo, lo, Mux(r > hi, hi, r))
+    y = r + zero_point
+    return Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))
+
+
+class LaneHarness(Elaboratable):
+    """A ``RequantLane`` (``single`` built) against ``lane_reference``, both fed the same inputs.
+
+    The reference's result is delayed by the lane's latency and compared whenever the lane says
+    ``o_valid``. Assumed: ``shift`` in [-31, 30] and ``zero_point``/``qmin``/``qmax`` held steady
+    (the lane's documented input rules). ``m0_bits`` < 31 restricts M0 to its low bits (a reduced
+    width, for the solver); ``lane`` is the class to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_bits: int = 31):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        if config.rounding != ("single",):
+            raise ConfigError(f"the lane proof needs a config built with rounding=('single',), not {config.rounding!r}")
+        if not isinstance(m0_bits, int) or not 1 <= m0_bits <= 31:
+            raise ConfigError(f"m0_bits must be an integer from 1 to 31, not {m0_bits!r}")
+        self.config, self.m0_bits = config, m0_bits
+        self.lane = lane(config=config)
+
+    @property
+    def ports(self) -> list:
+        return component_ports(self.lane)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.lane = lane = self.lane
+        steady = Signal()       # past the first cycle: the held inputs must not change any more
+        m.d.sync += steady.eq(1)
+        for port in (lane.zero_point, lane.qmin, lane.qmax):
+            last = Signal.like(port, name=f"{port.name}_last")
+            m.d.sync += last.eq(port)
+            m.d.comb += Assume(~steady | (port == last))
+        m.d.comb += Assume((lane.shift >= -31) & (lane.shift <= 30))
+        if self.m0_bits < 31:
+            m.d.comb += Assume(lane.multiplier >> self.m0_bits == 0)
+        ref = Signal(signed(len(lane.o) + 1), name="reference")
+        m.d.comb += ref.eq(lane_reference(lane.acc, lane.bias, lane.multiplier, lane.shift,
+                                          lane.zero_point, lane.qmin, lane.qmax))
+        late = ref
+        for k in range(self.lane.latency):
+            nxt = Signal.like(ref, name=f"reference_{k + 1}")
+            m.d.sync += nxt.eq(late)
+            late = nxt
+        m.d.comb += Assert(~lane.o_valid | (lane.o == late))
+        return m

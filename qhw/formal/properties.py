@@ -1,0 +1,75 @@
+"""The property set ``qhw prove`` runs on one accelerator configuration.
+
+Each property is a harness (``qhw.formal.harness``) around one component, proven by k-induction
+(``mode prove``): a PASS holds for every reachable state, not only the first ``depth`` cycles.
+``depth`` is the induction length; each property has a floor below which induction cannot close
+(the lane's, its latency + 2: only then is every register a function of the inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..hw.accel import Accelerator
+from ..hw.config import ArrayConfig
+from .harness import CreditHarness, LaneHarness, StreamRules
+from .sby import ProofResult, run_proof
+
+__all__ = ["PROPERTIES", "Property", "lane_config", "prove_all"]
+
+
+@dataclass(frozen=True)
+class Property:
+    """``build(config)`` returns the harness; ``min_depth(config)`` the shortest induction that closes."""
+
+    name: str
+    component: str
+    what: str
+    build: Callable
+    min_depth: Callable
+
+
+def lane_config(config: ArrayConfig) -> ArrayConfig:
+    """The lane under proof: ``config``'s lane with only the ``single`` rule built (the one the
+    combinational reference states; ``tflite``/``onnx`` are checked by simulation)."""
+    return replace(config, rounding=("single",))
+
+
+PROPERTIES = (
+    Property("stream_rules", "Accelerator",
+             "out holds valid and payload until ready, given cmd/weights/params/act do",
+             lambda c: StreamRules(Accelerator(config=c)), lambda c: 2),
+    Property("credits", "Issuer+OutputQueue",
+             "credits <= queue depth; queue never written full nor read empty; credits = rows in flight + queued",
+             lambda c: CreditHarness(config=c), lambda c: 2),
+    Property("requant_lane", "RequantLane",
+             "lane output == clamp(((acc+bias)*M0 + 2**(30-shift)) >> (31-shift) + zp, qmin, qmax) ('single')",
+             lambda c: LaneHarness(config=lane_config(c)), lambda c: lane_config(c).requant_latency + 2),
+)
+
+
+def prove_all(config: ArrayConfig, *, build_dir, depth: int = 2, jobs: int = 1, names=None,
+              timeout: float | None = None) -> list[tuple[Property, ProofResult]]:
+    """Run the properties (all, or those ``names``) on ``config``; results in ``PROPERTIES`` order."""
+    if not isinstance(config, ArrayConfig):
+        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    for name, value in (("depth", depth), ("jobs", jobs)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    known = {p.name for p in PROPERTIES}
+    if names is not None and not set(names) <= known:
+        raise ConfigError(f"unknown properties {sorted(set(names) - known)}; known: {', '.join(sorted(known))}")
+    chosen = [p for p in PROPERTIES if names is None or p.name in names]
+    build = Path(build_dir)
+
+    def one(prop: Property) -> tuple[Property, ProofResult]:
+        harness = prop.build(config)
+        return prop, run_proof(harness, name=prop.name, ports=harness.ports, build_dir=build,
+                               depth=max(depth, prop.min_depth(config)), timeout=timeout)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, chosen))
