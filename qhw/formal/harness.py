@@ -145,23 +145,28 @@ class LaneHarness(Elaboratable):
 
     The reference's result is delayed by the lane's latency and compared whenever the lane says
     ``o_valid``. Assumed: ``shift`` in [-31, 30] and ``zero_point``/``qmin``/``qmax`` held steady
-    (the lane's documented input rules). ``m0_bits`` < 31 restricts M0 to its low bits (a reduced
-    width, for the solver); ``lane`` is the class to build (a mutant in the tests).
+    (the lane's documented input rules). ``m0_bits`` < 31 drives M0's high bits with zeros (a reduced
+    width, for the solver), ``m0_value`` fixes M0 to one value; ``lane`` is the class to build (a mutant in the tests).
     """
 
-    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_bits: int = 31):
+    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_bits: int = 31, m0_value: int | None = None):
         if not isinstance(config, ArrayConfig):
             raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
         if config.rounding != ("single",):
             raise ConfigError(f"the lane proof needs a config built with rounding=('single',), not {config.rounding!r}")
         if not isinstance(m0_bits, int) or not 1 <= m0_bits <= 31:
             raise ConfigError(f"m0_bits must be an integer from 1 to 31, not {m0_bits!r}")
-        self.config, self.m0_bits = config, m0_bits
+        if m0_value is not None and (not isinstance(m0_value, int) or not 0 <= m0_value < 1 << 31):
+            raise ConfigError(f"m0_value must be an integer in [0, 2**31), not {m0_value!r}")
+        self.config, self.m0_bits, self.m0_value = config, m0_bits, m0_value
         self.lane = lane(config=config)
+        # Drives the lane's multiplier: a free m0_bits-wide value zero-extended, or a constant.
+        self.m0 = Signal(m0_bits, name="m0") if m0_value is None else Const(m0_value, 31)
 
     @property
     def ports(self) -> list:
-        return component_ports(self.lane)
+        free_m0 = [self.m0] if self.m0_value is None else []
+        return [p for p in component_ports(self.lane) if p is not self.lane.multiplier] + free_m0
 
     def elaborate(self, platform):
         m = Module()
@@ -173,10 +178,9 @@ class LaneHarness(Elaboratable):
             m.d.sync += last.eq(port)
             m.d.comb += Assume(~steady | (port == last))
         m.d.comb += Assume((lane.shift >= -31) & (lane.shift <= 30))
-        if self.m0_bits < 31:
-            m.d.comb += Assume(lane.multiplier >> self.m0_bits == 0)
+        m.d.comb += lane.multiplier.eq(self.m0)
         ref = Signal(signed(len(lane.o) + 1), name="reference")
-        m.d.comb += ref.eq(lane_reference(lane.acc, lane.bias, lane.multiplier, lane.shift,
+        m.d.comb += ref.eq(lane_reference(lane.acc, lane.bias, self.m0, lane.shift,
                                           lane.zero_point, lane.qmin, lane.qmax))
         late = ref
         for k in range(self.lane.latency):
