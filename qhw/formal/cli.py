@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jobs", type=_positive_int, default=1, help="properties proven in parallel (default 1)")
     p.add_argument("--property", action="append", choices=[prop.name for prop in PROPERTIES],
                    help="prove only this property (repeatable)")
+    p.add_argument("--timeout", type=_positive_int, metavar="SECONDS",
+                   help="stop a property's solvers after this long (it is then 'unknown'); default no limit")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -58,7 +60,8 @@ def run(args) -> int:
     manifest = Path(args.rtl)
     config, doc = read_manifest(manifest)
     build = manifest.parent / f"{doc['name']}_formal"
-    results = prove_all(config, build_dir=build, depth=args.depth, jobs=args.jobs, names=args.property)
+    results = prove_all(config, build_dir=build, depth=args.depth, jobs=args.jobs, names=args.property,
+                         timeout=args.timeout)
     report = prove_report(results)
     for row in report["properties"]:
         if "trace" in row:

@@ -60,7 +60,7 @@ PROPERTIES = (
 
 
 def prove_all(config: ArrayConfig, *, build_dir, depth: int = 2, jobs: int = 1, names=None,
-              timeout: float | None = None) -> list[tuple[Property, ProofResult]]:
+              timeout: int | None = None) -> list[tuple[Property, ProofResult]]:
     """Run the properties (all, or those ``names``) on ``config``; results in ``PROPERTIES`` order."""
     if not isinstance(config, ArrayConfig):
         raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
