@@ -18,14 +18,16 @@ from __future__ import annotations
 from amaranth.hdl import Assert, Assume, Const, Elaboratable, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 
-from ..contract import FIFO_LATENCY, ISSUE_LATENCY
+from ..contract import FIFO_LATENCY, ISSUE_LATENCY, PARAMS_READ_LATENCY
 from ..errors import ConfigError
+from ..hw.command import CommandRegister
 from ..hw.config import ArrayConfig
 from ..hw.issuer import Issuer
+from ..hw.loader import Loader
 from ..hw.output_queue import OutputQueue
 from ..hw.requant import RequantLane
 
-__all__ = ["CreditHarness", "LaneHarness", "StreamRules", "component_ports", "lane_reference"]
+__all__ = ["BankHarness", "CreditHarness", "LaneHarness", "StreamRules", "component_ports", "lane_reference"]
 
 
 def component_ports(component: wiring.Component) -> list:
@@ -124,6 +126,68 @@ class CreditHarness(Elaboratable):
             Assert(~(queue.taken & (fifo.level == 0))),             # never read when empty
             Assert(outstanding == in_flight + fifo.level),          # every credit is a row somewhere
         ]
+        return m
+
+
+class BankHarness(Elaboratable):
+    """``CommandRegister`` -> ``Loader`` and ``Issuer`` (banks joined as in the top).
+
+    Asserted: the loader never writes a weight row or a parameter beat into a bank that an
+    activation issued in the last ``window`` cycles still uses, ``window`` being the issue register
+    to the parameter read (``array_latency + accumulate_latency + PARAMS_READ_LATENCY``): weights
+    are used in the array, the bank's parameters when the row reaches the lanes.
+    ``loader`` is the class to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, config: ArrayConfig, loader=Loader):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config = config
+        self.command, self.loader, self.issuer = CommandRegister(config=config), loader(config=config), \
+            Issuer(config=config)
+        self.window = config.array_latency + config.accumulate_latency + PARAMS_READ_LATENCY
+
+    @property
+    def ports(self) -> list:
+        cmd, loader, issuer = self.command, self.loader, self.issuer
+        own = (issuer.act.valid, issuer.act.ready, issuer.act.payload, issuer.taken, issuer.a_in, issuer.bank_in,
+               issuer.tag.valid, issuer.tag.payload, issuer.idle)      # the issuer's ports not joined to the loader
+        return [*component_ports(cmd), *component_ports(loader), *(Value.cast(v) for v in own)]
+
+    def elaborate(self, platform):
+        m = Module()
+        cmd, loader, issuer = self.command, self.loader, self.issuer
+        loader_m = _elaborate(loader, platform)
+        m.submodules.command, m.submodules.loader, m.submodules.issuer = cmd, loader_m, issuer
+        wiring.connect(m, cmd.gemm, loader.gemm, issuer.gemm)
+        wiring.connect(m, loader.banks, issuer.banks)
+        m.d.comb += cmd.done.eq(~loader.busy & issuer.idle)
+        full, drain = loader.banks.full, [_internal(loader_m, f"drain{b}") for b in range(2)]
+        filling = ~loader_m._generated["loader"].ongoing("WAIT")
+        loading = _internal(loader_m, "bank")
+
+        # Cycles bank b is still in use: set by each beat issued with bank b, counting down.
+        use = [Signal(range(self.window + 1), name=f"bank{b}_in_use") for b in range(2)]
+        for b in range(2):
+            beat = issuer.tag.valid & (issuer.tag.payload.bank == b)
+            with m.If(beat):
+                m.d.sync += use[b].eq(self.window)
+            with m.Elif(use[b] != 0):
+                m.d.sync += use[b].eq(use[b] - 1)
+            busy = beat | (use[b] != 0)
+            params = Value.cast(loader.param_banks[b])
+            params_last = Signal.like(params, name=f"params{b}_last")
+            m.d.sync += params_last.eq(params)
+            m.d.comb += [
+                Assert(~(busy & loader.w_we.any() & (loader.w_bank == b))),     # a weight row
+                Assert(~(busy & (params != params_last))),                     # a parameter beat
+                # Lemmas (they make the induction close): a released bank drains at least as long
+                # as it is in use; the tile just released has the full drain ahead; the loader
+                # fills only a bank that is empty and drained.
+                Assert((use[b] == 0) | full[b] | (drain[b] >= use[b])),
+                Assert(~(beat & ~full[b]) | (drain[b] == self.config.bank_drain_cycles)),
+                Assert(~(filling & (loading == b)) | (~full[b] & (drain[b] == 0))),
+            ]
         return m
 
 

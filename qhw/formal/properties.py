@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..hw.accel import Accelerator
 from ..hw.config import ArrayConfig
-from .harness import CreditHarness, LaneHarness, StreamRules
+from .harness import BankHarness, CreditHarness, LaneHarness, StreamRules
 from .sby import ProofResult, run_proof
 
 __all__ = ["LANE_M0_BITS", "PROPERTIES", "Property", "lane_config", "prove_all"]
@@ -51,6 +51,9 @@ PROPERTIES = (
     Property("credits", "Issuer+OutputQueue",
              "credits <= queue depth; queue never written full nor read empty; credits = rows in flight + queued",
              lambda c: CreditHarness(config=c), lambda c: 2),
+    Property("double_buffering", "CommandRegister+Loader+Issuer",
+             "the loader never writes weights or parameters into a bank an issued activation still uses",
+             lambda c: BankHarness(config=c), lambda c: 3),
     Property("requant_lane", "RequantLane",
              "lane output == clamp(((acc+bias)*M0 + 2**(30-shift)) >> (31-shift) + zp, qmin, qmax) ('single'), "
              f"every acc, bias, shift, zp, qmin, qmax; M0 of {LANE_M0_BITS} bit",

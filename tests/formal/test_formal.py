@@ -14,11 +14,11 @@ import json
 import pytest
 
 from qhw.cli import main
-from qhw.formal.harness import CreditHarness, LaneHarness, StreamRules
+from qhw.formal.harness import BankHarness, CreditHarness, LaneHarness, StreamRules
 from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_BITS
 from qhw.formal.sby import run_proof
-from qhw.hw import accel, issuer, output_queue, requant
+from qhw.hw import accel, issuer, loader, output_queue, requant
 from qhw.hw.config import ArrayConfig
 
 CONFIG = ArrayConfig(rows=2, cols=2, act_bits=4, weight_bits=4, max_k=4, acc_depth=4, rounding=("single",))
@@ -76,6 +76,24 @@ def test_credit_return_removed_is_caught(tmp_path):
     # The queue never reports a row taken: credits leak and the counter no longer matches the rows.
     Broken = mutant(output_queue.OutputQueue, "self.taken.eq(self.o.valid & self.o.ready)", "self.taken.eq(0)")
     assert_not_proven(prove(CreditHarness(config=CONFIG, queue=Broken), tmp_path, "taken_mutant"), tmp_path)
+
+
+# --------------------------------------------------------------------------- double buffering
+
+
+def test_double_buffering_proven(tmp_path):
+    r = prove(BankHarness(config=CONFIG), tmp_path, "banks", depth=3)
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_loader_ignoring_the_drain_is_caught_from_reset(tmp_path):
+    # The loader refills a released bank at once, while its last wavefront is still in the array.
+    Broken = mutant(loader.Loader, "bank_free = run & ~full.bit_select(bank, 1) & (drain[bank] == 0)",
+                    "bank_free = run & ~full.bit_select(bank, 1)")
+    harness = BankHarness(config=CONFIG, loader=Broken)
+    r = run_proof(harness, name="banks_mutant", ports=harness.ports, build_dir=tmp_path, mode="bmc", depth=12)
+    assert r.status == "failed", r      # reached from reset: load both banks, run a tile, refill
+    assert_not_proven(r, tmp_path)
 
 
 # --------------------------------------------------------------------------- requantization lane
