@@ -181,9 +181,10 @@ class BankHarness(Elaboratable):
             m.d.comb += [
                 Assert(~(busy & loader.w_we.any() & (loader.w_bank == b))),     # a weight row
                 Assert(~(busy & (params != params_last))),                     # a parameter beat
-                # Lemmas (they make the induction close): a released bank drains at least as long
-                # as it is in use; the tile just released has the full drain ahead; the loader
-                # fills only a bank that is empty and drained.
+                # Lemmas (they make the induction close): the harness's own count stays in range; a
+                # released bank drains at least as long as it is in use; the tile just released has
+                # the full drain ahead; the loader fills only a bank that is empty and drained.
+                Assert(use[b] <= self.window),
                 Assert((use[b] == 0) | full[b] | (drain[b] >= use[b])),
                 Assert(~(beat & ~full[b]) | (drain[b] == self.config.bank_drain_cycles)),
                 Assert(~(filling & (loading == b)) | (~full[b] & (drain[b] == 0))),
