@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
                     + ". Work files and counterexample traces (NAME_formal/PROPERTY.vcd) go beside the manifest.")
     p.add_argument("--rtl", required=True, metavar="DIR/NAME.json", help="manifest written by qhw generate")
     p.add_argument("--depth", type=_positive_int, default=2,
-                   help="k-induction depth (default 2; a property that needs more uses its own minimum)")
+                   help="k-induction depth, or BMC depth for bounded properties (default 2; a property that "
+                        "needs more uses its own minimum)")
     p.add_argument("--jobs", type=_positive_int, default=1, help="properties proven in parallel (default 1)")
     p.add_argument("--property", action="append", choices=[prop.name for prop in PROPERTIES],
                    help="prove only this property (repeatable)")
@@ -45,11 +46,12 @@ def add_parser(subparsers) -> None:
 
 
 def prove_report(results) -> dict:
-    """The ``--json`` document; ``trace`` (a VCD path) only on properties that were not proven."""
+    """The ``--json`` document; ``mode`` is ``prove`` (k-induction, unbounded) or ``bmc`` (the first
+    ``depth`` cycles); ``trace`` (a VCD path) only on properties that were not proven."""
     rows = []
     for prop, res in results:
         row = {"name": prop.name, "component": prop.component, "status": res.status, "depth": res.depth,
-               "seconds": res.seconds}
+               "seconds": res.seconds, "mode": res.mode}
         if res.trace:
             row["trace"] = res.trace
         rows.append(row)
@@ -69,9 +71,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{'property':<14} {'component':<20} {'status':<8} {'depth':>5} {'seconds':>8}")
+        print(f"{'property':<17} {'component':<30} {'status':<8} {'mode':<6} {'depth':>5} {'seconds':>8}")
         for row in report["properties"]:
-            print(f"{row['name']:<14} {row['component']:<20} {row['status']:<8} {row['depth']:>5} "
+            print(f"{row['name']:<17} {row['component']:<30} {row['status']:<8} {row['mode']:<6} {row['depth']:>5} "
                   f"{row['seconds']:>8.1f}" + (f"  counterexample: {row['trace']}" if "trace" in row else ""))
     if not report["all_proven"]:
         print("qhw prove: not every property was proven", file=sys.stderr)

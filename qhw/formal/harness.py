@@ -27,7 +27,8 @@ from ..hw.loader import Loader
 from ..hw.output_queue import OutputQueue
 from ..hw.requant import RequantLane
 
-__all__ = ["BankHarness", "CreditHarness", "LaneHarness", "StreamRules", "component_ports", "lane_reference"]
+__all__ = ["BankHarness", "CreditHarness", "LaneHarness", "ResultCountHarness", "StreamRules", "component_ports",
+           "lane_reference"]
 
 
 def component_ports(component: wiring.Component) -> list:
@@ -189,6 +190,56 @@ class BankHarness(Elaboratable):
                 Assert(~(beat & ~full[b]) | (drain[b] == self.config.bank_drain_cycles)),
                 Assert(~(filling & (loading == b)) | (~full[b] & (drain[b] == 0))),
             ]
+        return m
+
+
+class ResultCountHarness(Elaboratable):
+    """``CommandRegister`` -> ``Loader`` and ``Issuer``: a command of M x K x N issues exactly
+    ``M * ceil(N / cols)`` result rows (beats of a last K tile), none dropped, none repeated.
+
+    A bounded property (``mode bmc``): commands are assumed to have M <= ``max_m``,
+    N <= ``max_n_tiles * cols`` and K <= ``rows`` so that whole commands fit in the depth; the
+    credits property carries the count on from the issue register to ``out``.
+    """
+
+    def __init__(self, *, config: ArrayConfig, issuer=Issuer, max_m: int = 2, max_n_tiles: int = 2):
+        if not isinstance(config, ArrayConfig):
+            raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+        self.config, self.max_m, self.max_n_tiles = config, max_m, max_n_tiles
+        self.command, self.loader, self.issuer = CommandRegister(config=config), Loader(config=config), \
+            issuer(config=config)
+
+    @property
+    def ports(self) -> list:
+        return BankHarness.ports.fget(self)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        cmd, loader, issuer = self.command, self.loader, self.issuer
+        issuer_m = _elaborate(issuer, platform)
+        m.submodules.command, m.submodules.loader, m.submodules.issuer = cmd, loader, issuer_m
+        wiring.connect(m, cmd.gemm, loader.gemm, issuer.gemm)
+        wiring.connect(m, loader.banks, issuer.banks)
+        m.d.comb += cmd.done.eq(~loader.busy & issuer.idle)
+        new = cmd.cmd.payload
+        m.d.comb += Assume(~cmd.cmd.valid | ((new.m <= self.max_m) & (new.n <= self.max_n_tiles * c.cols)
+                                             & (new.k <= c.rows)))
+
+        run = _internal(issuer_m, "run")
+        run_last = Signal()
+        rows = Signal(range(self.max_m * self.max_n_tiles + 2), name="result_rows")
+        row_beat = issuer.tag.valid & issuer.tag.payload.last
+        m.d.sync += run_last.eq(run)
+        with m.If(cmd.gemm.start):
+            m.d.sync += rows.eq(0)
+        with m.Elif(row_beat):
+            m.d.sync += rows.eq(rows + 1)
+        g = cmd.gemm.cmd
+        expected = g.m * ((g.n + c.cols - 1) // c.cols)
+        # Never more rows than the command has; the cycle after its last beat is issued (the tag is
+        # on the issue register) exactly as many.
+        m.d.comb += [Assert(rows + row_beat <= expected), Assert(~(run_last & ~run) | (rows + row_beat == expected))]
         return m
 
 

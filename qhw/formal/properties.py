@@ -2,6 +2,7 @@
 
 Each property is a harness (``qhw.formal.harness``) around one component, proven by k-induction
 (``mode prove``): a PASS holds for every reachable state, not only the first ``depth`` cycles.
+``result_count`` is bounded (``mode bmc``): it holds for every input sequence of ``depth`` cycles.
 ``depth`` is the induction length; each property has a floor below which induction cannot close
 (the lane's, its latency + 2: only then is every register a function of the inputs).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..hw.accel import Accelerator
 from ..hw.config import ArrayConfig
-from .harness import BankHarness, CreditHarness, LaneHarness, StreamRules
+from .harness import BankHarness, CreditHarness, LaneHarness, ResultCountHarness, StreamRules
 from .sby import ProofResult, run_proof
 
 __all__ = ["LANE_M0_BITS", "PROPERTIES", "Property", "lane_config", "prove_all"]
@@ -24,13 +25,15 @@ __all__ = ["LANE_M0_BITS", "PROPERTIES", "Property", "lane_config", "prove_all"]
 
 @dataclass(frozen=True)
 class Property:
-    """``build(config)`` returns the harness; ``min_depth(config)`` the shortest induction that closes."""
+    """``build(config)`` returns the harness; ``min_depth(config)`` the shortest induction that closes
+    (``mode="prove"``), or, for a bounded property (``mode="bmc"``), the cycles its scenarios need."""
 
     name: str
     component: str
     what: str
     build: Callable
     min_depth: Callable
+    mode: str = "prove"
 
 
 def lane_config(config: ArrayConfig) -> ArrayConfig:
@@ -44,6 +47,9 @@ def lane_config(config: ArrayConfig) -> ArrayConfig:
 # so M0 is reduced to {0, 1}; everything around the product is proven for every value.
 LANE_M0_BITS = 1
 
+# The result-count property is bounded: commands of at most this size, whole within the depth.
+COUNT_MAX_M, COUNT_MAX_N_TILES = 2, 2
+
 PROPERTIES = (
     Property("stream_rules", "Accelerator",
              "out holds valid and payload until ready, given cmd/weights/params/act do",
@@ -54,6 +60,11 @@ PROPERTIES = (
     Property("double_buffering", "CommandRegister+Loader+Issuer",
              "the loader never writes weights or parameters into a bank an issued activation still uses",
              lambda c: BankHarness(config=c), lambda c: 3),
+    Property("result_count", "CommandRegister+Loader+Issuer",
+             f"a command issues exactly M*ceil(N/cols) result rows (bounded: M <= {COUNT_MAX_M}, "
+             f"N <= {COUNT_MAX_N_TILES}*cols, K <= rows)",
+             lambda c: ResultCountHarness(config=c, max_m=COUNT_MAX_M, max_n_tiles=COUNT_MAX_N_TILES),
+             lambda c: 2 * (c.weight_load_cycles + 2 + COUNT_MAX_M) + 4, mode="bmc"),
     Property("requant_lane", "RequantLane",
              "lane output == clamp(((acc+bias)*M0 + 2**(30-shift)) >> (31-shift) + zp, qmin, qmax) ('single'), "
              f"every acc, bias, shift, zp, qmin, qmax; M0 of {LANE_M0_BITS} bit",
@@ -78,7 +89,7 @@ def prove_all(config: ArrayConfig, *, build_dir, depth: int = 2, jobs: int = 1, 
 
     def one(prop: Property) -> tuple[Property, ProofResult]:
         harness = prop.build(config)
-        return prop, run_proof(harness, name=prop.name, ports=harness.ports, build_dir=build,
+        return prop, run_proof(harness, name=prop.name, ports=harness.ports, build_dir=build, mode=prop.mode,
                                depth=max(depth, prop.min_depth(config)), timeout=timeout)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

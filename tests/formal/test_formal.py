@@ -14,9 +14,9 @@ import json
 import pytest
 
 from qhw.cli import main
-from qhw.formal.harness import BankHarness, CreditHarness, LaneHarness, StreamRules
+from qhw.formal.harness import BankHarness, CreditHarness, LaneHarness, ResultCountHarness, StreamRules
 from qhw.formal.mutate import mutant
-from qhw.formal.properties import LANE_M0_BITS
+from qhw.formal.properties import LANE_M0_BITS, PROPERTIES
 from qhw.formal.sby import run_proof
 from qhw.hw import accel, issuer, loader, output_queue, requant
 from qhw.hw.config import ArrayConfig
@@ -96,6 +96,30 @@ def test_loader_ignoring_the_drain_is_caught_from_reset(tmp_path):
     assert_not_proven(r, tmp_path)
 
 
+# --------------------------------------------------------------------------- result count (bounded)
+
+
+def count_proof(tmp_path, name, issuer_cls=issuer.Issuer):
+    harness = ResultCountHarness(config=CONFIG, issuer=issuer_cls)
+    depth = next(p for p in PROPERTIES if p.name == "result_count").min_depth(CONFIG)
+    return run_proof(harness, name=name, ports=harness.ports, build_dir=tmp_path, mode="bmc", depth=depth)
+
+
+def test_result_count_holds(tmp_path):
+    r = count_proof(tmp_path, "count")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("with m.If(row == cmd.m - 1):", "with m.If(row == cmd.m):"),     # M + 1 beats per tile: a row repeated
+    ("with m.If(n0 + C >= cmd.n):", "with m.If(1):"),                  # stops after one N tile: rows dropped
+], ids=["row-repeated", "tile-dropped"])
+def test_result_count_mutants_are_caught_from_reset(tmp_path, old, new):
+    r = count_proof(tmp_path, "count_mutant", mutant(issuer.Issuer, old, new))
+    assert r.status == "failed", r
+    assert_not_proven(r, tmp_path)
+
+
 # --------------------------------------------------------------------------- requantization lane
 
 
@@ -137,8 +161,8 @@ def test_qhw_prove_json(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
     assert doc["all_proven"] is True
-    assert [(p["name"], p["component"], p["status"], p["depth"]) for p in doc["properties"]] == [
-        ("stream_rules", "Accelerator", "proven", 2), ("credits", "Issuer+OutputQueue", "proven", 2)]
+    assert [(p["name"], p["component"], p["status"], p["mode"], p["depth"]) for p in doc["properties"]] == [
+        ("stream_rules", "Accelerator", "proven", "prove", 2), ("credits", "Issuer+OutputQueue", "proven", "prove", 2)]
     assert all(p["seconds"] > 0 for p in doc["properties"])
 
 
