@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
 # Modules that register further subcommands with ``add_parser(subparsers)`` (each sets ``func``).
-COMMAND_MODULES = ("qhw.hw.cli", "qhw.sim.cli", "qhw.fpga.cli", "qhw.engine.cli")
+COMMAND_MODULES = ("qhw.hw.cli", "qhw.sim.cli", "qhw.fpga.cli", "qhw.engine.cli", "qhw.formal.cli")
 
 
 def _log(msg: str) -> None:

@@ -1,0 +1,96 @@
+"""The property set ``qhw prove`` runs on one accelerator configuration.
+
+Each property is a harness (``qhw.formal.harness``) around one component, proven by k-induction
+(``mode prove``): a PASS holds for every reachable state, not only the first ``depth`` cycles.
+``result_count`` is bounded (``mode bmc``): it holds for every input sequence of ``depth`` cycles.
+``depth`` is the induction length; each property has a floor below which induction cannot close
+(the lane's, its latency + 2: only then is every register a function of the inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..hw.accel import Accelerator
+from ..hw.config import ArrayConfig
+from .harness import BankHarness, CreditHarness, LaneHarness, ResultCountHarness, StreamRules
+from .sby import ProofResult, run_proof
+
+__all__ = ["LANE_M0_BITS", "PROPERTIES", "Property", "lane_config", "prove_all"]
+
+
+@dataclass(frozen=True)
+class Property:
+    """``build(config)`` returns the harness; ``min_depth(config)`` the shortest induction that closes
+    (``mode="prove"``), or, for a bounded property (``mode="bmc"``), the cycles its scenarios need."""
+
+    name: str
+    component: str
+    what: str
+    build: Callable
+    min_depth: Callable
+    mode: str = "prove"
+
+
+def lane_config(config: ArrayConfig) -> ArrayConfig:
+    """The lane under proof: ``config``'s lane with only the ``single`` rule built (the one the
+    combinational reference states; ``tflite``/``onnx`` are checked by simulation)."""
+    return replace(config, rounding=("single",))
+
+
+# The lane proof's M0 width: the multiplier's equivalence with a plain product is out of the
+# solver's reach here (a free 4-bit M0, or M0 = 0x5DC3B1A7, ran past 120 s; M0 = 2**30 took 74 s),
+# so M0 is reduced to {0, 1}; everything around the product is proven for every value.
+LANE_M0_BITS = 1
+
+# The result-count property is bounded: commands of at most this size, whole within the depth.
+COUNT_MAX_M, COUNT_MAX_N_TILES = 2, 2
+
+PROPERTIES = (
+    Property("stream_rules", "Accelerator",
+             "out holds valid and payload until ready, given cmd/weights/params/act do",
+             lambda c: StreamRules(Accelerator(config=c)), lambda c: 2),
+    Property("credits", "Issuer+OutputQueue",
+             "credits <= queue depth; queue never written full nor read empty; credits = rows in flight + queued",
+             lambda c: CreditHarness(config=c), lambda c: 2),
+    Property("double_buffering", "CommandRegister+Loader+Issuer",
+             "the loader never writes weights or parameters into a bank an issued activation still uses",
+             lambda c: BankHarness(config=c), lambda c: 3),
+    Property("result_count", "CommandRegister+Loader+Issuer",
+             f"a command issues exactly M*ceil(N/cols) result rows (bounded: M <= {COUNT_MAX_M}, "
+             f"N <= {COUNT_MAX_N_TILES}*cols, K <= rows)",
+             lambda c: ResultCountHarness(config=c, max_m=COUNT_MAX_M, max_n_tiles=COUNT_MAX_N_TILES),
+             lambda c: 2 * (c.weight_load_cycles + 2 + COUNT_MAX_M) + 4, mode="bmc"),
+    Property("requant_lane", "RequantLane",
+             "lane output == clamp(((acc+bias)*M0 + 2**(30-shift)) >> (31-shift) + zp, qmin, qmax) ('single'), "
+             f"every acc, bias, shift, zp, qmin, qmax; M0 of {LANE_M0_BITS} bit",
+             lambda c: LaneHarness(config=lane_config(c), m0_bits=LANE_M0_BITS),
+             lambda c: lane_config(c).requant_latency + 2),
+)
+
+
+def prove_all(config: ArrayConfig, *, build_dir, depth: int = 2, jobs: int = 1, names=None,
+              timeout: int | None = None) -> list[tuple[Property, ProofResult]]:
+    """Run the properties (all, or those ``names``) on ``config``; results in ``PROPERTIES`` order."""
+    if not isinstance(config, ArrayConfig):
+        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    for name, value in (("depth", depth), ("jobs", jobs)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    known = {p.name for p in PROPERTIES}
+    if names is not None and not set(names) <= known:
+        raise ConfigError(f"unknown properties {sorted(set(names) - known)}; known: {', '.join(sorted(known))}")
+    chosen = [p for p in PROPERTIES if names is None or p.name in names]
+    build = Path(build_dir)
+
+    def one(prop: Property) -> tuple[Property, ProofResult]:
+        harness = prop.build(config)
+        return prop, run_proof(harness, name=prop.name, ports=harness.ports, build_dir=build, mode=prop.mode,
+                               depth=max(depth, prop.min_depth(config)), timeout=timeout)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, chosen))
