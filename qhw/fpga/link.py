@@ -15,7 +15,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
-from .protocol import ERRORS, OPCODES, REPLIES, SEQUENCED, SYNC
+from .protocol import ERRORS, OPCODES, REPLIES, SEQUENCED, SYNC, crc16_byte
 from .uart import UARTRx, UARTTx
 
 __all__ = ["FrameParser", "FrameSender", "HostLink", "LinkControl", "frame_layout"]
@@ -25,12 +25,29 @@ def frame_layout(max_payload: int) -> data.StructLayout:
     return data.StructLayout({"op": 8, "seq": 8, "len": 16, "payload": 8 * max_payload})
 
 
+def _crc_matrix() -> list[list[tuple[str, int]]]:
+    """For each CRC output bit, the state and data bits it is the XOR of (the CRC is linear over GF(2);
+    derived from ``protocol.crc16_byte`` so there is one definition)."""
+    taps: list[list[tuple[str, int]]] = [[] for _ in range(16)]
+    for src, n in (("crc", 16), ("byte", 8)):
+        for i in range(n):
+            if src == "crc":
+                out = crc16_byte(1 << i, 0)
+            else:
+                out = crc16_byte(0, 1 << i)
+            for j in range(16):
+                if out >> j & 1:
+                    taps[j].append((src, i))
+    return taps
+
+
+_CRC_TAPS = _crc_matrix()
+
+
 def _crc_step(crc, byte):
-    """CRC-16/CCITT-FALSE of one byte, as logic (``protocol.crc16_byte``)."""
-    crc = crc ^ Cat(Const(0, 8), byte)
-    for _ in range(8):
-        crc = Mux(crc[15], Cat(Const(0, 1), crc[:15]) ^ 0x1021, Cat(Const(0, 1), crc[:15]))
-    return crc[:16]
+    """CRC-16/CCITT-FALSE of one byte, as XOR logic (``protocol.crc16_byte``)."""
+    src = {"crc": crc, "byte": byte}
+    return Cat(*(Cat(*(src[s][i] for s, i in taps)).xor() for taps in _CRC_TAPS))
 
 
 class FrameParser(wiring.Component):
@@ -166,12 +183,14 @@ class FrameSender(wiring.Component):
         left = Signal(16)
         send = Signal()
         m.d.comb += send.eq(self.o.valid & self.o.ready)
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(_crc_step(crc, self.o.payload))
 
         def emit(value, nxt, *, crc_it=True, then=()):
             m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(value)]
             with m.If(send):
                 if crc_it:
-                    m.d.sync += crc.eq(_crc_step(crc, value))
+                    m.d.sync += crc.eq(crc_next)
                 m.d.sync += list(then)
                 m.next = nxt
 
@@ -199,7 +218,7 @@ class FrameSender(wiring.Component):
                 last = left == 1
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(f.payload[:8])]
                 with m.If(send):
-                    m.d.sync += [crc.eq(_crc_step(crc, f.payload[:8])), f.payload.eq(f.payload >> 8),
+                    m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
                                  left.eq(left - 1)]
                     with m.If(last):
                         m.next = "CRC0"
