@@ -59,7 +59,7 @@ class Faults:
 class SimTransport:
     """Byte queues between the host thread and the simulated UART pins; timeouts in simulated time."""
 
-    def __init__(self, *, divisor: int, timeout_bytes: int = 300, faults: Faults | None = None):
+    def __init__(self, *, divisor: int, timeout_bytes: int = 200, faults: Faults | None = None):
         self.name = "sim"
         self.divisor = divisor
         self.timeout_cycles = timeout_bytes * 10 * divisor
@@ -105,7 +105,7 @@ class SimTransport:
                 self.cond.notify_all()
 
 
-def run_with_host(top, host_fn, *, timeout_bytes: int = 300, faults: Faults | None = None,
+def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | None = None,
                   stall: tuple[int, int] | None = None, max_cycles: int = 50_000_000, transport_out=None):
     """Simulate ``top`` while ``host_fn(SimTransport)`` runs; return ``host_fn``'s result."""
     d = top.divisor
