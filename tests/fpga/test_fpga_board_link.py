@@ -205,3 +205,20 @@ def test_silent_board_is_one_line():
 
     with pytest.raises(LinkError, match=r"^/dev/ttyUSB9: no answer from the board after 3 reset frames"):
         BoardLink(Silent(), CFG, retries=2)
+
+
+def test_board_link_uint8_onnx_per_tensor():
+    cfg = ArrayConfig(rows=2, cols=3, act_signed=False, per_channel=False, max_k=8, acc_depth=4,
+                      rounding=("onnx",))
+    case = make_case(cfg, 2, 3, 4, mode="onnx", seed=4)
+    y = run_with_host(BoardTop(config=cfg, divisor=5), lambda t: BoardLink(t, cfg).run(case.program))
+    assert np.array_equal(y, case.expected)
+
+
+def test_board_link_ecp5_pipelined_pes():
+    """The board top with pipelined DSP PEs (portable equivalent in simulation): K and N two tiles
+    each, results still equal the golden model."""
+    cfg = ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=8, rounding=("tflite",), pe="ecp5-pipelined")
+    case = make_case(cfg, 3, 4, 3, mode="tflite", seed=5)
+    y = run_with_host(BoardTop(config=cfg, divisor=4), lambda t: BoardLink(t, cfg).run(case.program))
+    assert np.array_equal(y, case.expected)
