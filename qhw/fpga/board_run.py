@@ -102,3 +102,32 @@ def board_run(qmodel, data, port: str, *, baud: int, rtl=None, limit: int | None
               "link_errors_recovered": recovered, "gemms": gemms,
               "time_basis": "simulated link at --baud" if port == "sim" else "wall clock"}
     return report
+
+
+def link_traffic(graph, config, x) -> dict:
+    """Bytes each way and ideal accelerator cycles for running ``x`` through ``graph`` on a board top
+    built for ``config`` (no faults; one ack per frame, the most the board sends)."""
+    from ..hw.driver import plan_gemm
+    from ..runtime import GoldenBackend, Runtime
+    from .host import program_packets
+    from .payload import packet_bytes
+    from .protocol import OVERHEAD
+
+    sizes = packet_bytes(config)
+    golden = GoldenBackend()
+    totals = {"to_board": 0, "from_board": 0, "frames": 0, "gemms": 0, "cycles": 0}
+
+    class Counting:
+        def run(self, calls):
+            for c in calls:
+                program = plan_gemm(config, c.x, c.w, c.bias, c.requant)
+                packets = program_packets(program)
+                totals["to_board"] += sum(OVERHEAD + len(p) for _, p in packets)
+                totals["from_board"] += OVERHEAD * len(packets) + program.out_beats * (OVERHEAD + sizes["out"])
+                totals["frames"] += len(packets)
+                totals["gemms"] += 1
+                totals["cycles"] += config.ideal_cycles(*c.shape)
+            return golden.run(calls)
+
+    Runtime(graph, config).run(x, Counting())
+    return totals

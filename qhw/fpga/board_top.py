@@ -71,7 +71,7 @@ class BoardTop(Elaboratable):
             m.d.comb += [self.rx.eq(rx_buf.i), tx_buf.o.eq(self.tx)]
         link = self.link
         m.submodules.link = link
-        m.submodules.accel = accel = ResetInserter(link.soft_reset)(self.accel)
+        m.submodules.accel = ResetInserter(link.soft_reset)(self.accel)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), link.tx_hold.eq(self.tx_hold),
                      link.rejected.eq(self.accel.error)]
         frame = link.data.payload

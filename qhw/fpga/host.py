@@ -24,8 +24,8 @@ from ..hw.config import ArrayConfig
 from ..hw.driver import GemmProgram, plan_gemm, stream_beats, unpack_result
 from .payload import fifo_depth, packet_bytes
 from .protocol import (
-    ERRORS,
     ERROR_TEXT,
+    ERRORS,
     FATAL_ERRORS,
     INFO_BYTES,
     OPCODES,

@@ -9,7 +9,7 @@ reports ``rejected`` (level; its rising edge is reported) and ``not_ready`` (pul
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -266,9 +266,8 @@ class LinkControl(wiring.Component):
         rejected_q = Signal()
 
         sequenced = Signal()
-        with m.Switch(rx.op):
-            with m.Case(*(OPCODES[n] for n in SEQUENCED)):
-                m.d.comb += sequenced.eq(1)
+        with m.Switch(rx.op), m.Case(*(OPCODES[n] for n in SEQUENCED)):
+            m.d.comb += sequenced.eq(1)
         diff = Signal(8)
         m.d.comb += diff.eq(rx.seq - expected)
         in_order = sequenced & (diff == 0)
