@@ -29,9 +29,9 @@ def open_board(port: str, *, baud: int, rtl=None, faults: float = 0.0, seed: int
         from .board_top import BoardTop
         from .flow import config_from_manifest
         from .simlink import Faults, run_with_host
+        fault_model = Faults(faults, seed) if faults else None
         config, _ = config_from_manifest(rtl)
         top = BoardTop(config=config, divisor=SIM_DIVISOR)
-        fault_model = Faults(faults, seed) if faults else None
 
         def runner(fn):
             box = []

@@ -48,7 +48,7 @@ def tiny(tmp_path_factory):
 def test_board_run_sim_with_faults_is_bit_exact(tiny, capsys):
     d, qm, x, y, manifest = tiny
     argv = ["board", "run", str(d / "tiny.qhw"), "--port", "sim", "--rtl", str(manifest), "--data",
-            str(d / "data.npz"), "--json", "--faults", "0.01", "--seed", "5"]
+            str(d / "data.npz"), "--json", "--faults", "0.005", "--seed", "5"]
     assert main(argv) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["bit_exact"] is True and rep["mismatches"] == 0 and rep["samples"] == 3
