@@ -12,7 +12,7 @@ import json
 from ..errors import ConfigError
 from .boards import BOARDS
 
-__all__ = ["add_parser", "run_sweep", "run_synth"]
+__all__ = ["add_parser", "run_board_info", "run_board_run", "run_sweep", "run_synth"]
 
 BOARD_CHOICES = (*BOARDS, "generic")
 
@@ -71,6 +71,35 @@ def add_parser(subparsers) -> None:
     w.add_argument("-o", "--out-dir", metavar="DIR", help="output directory (default build/sweep/BOARD)")
     w.set_defaults(func=run_sweep)
 
+    b = subparsers.add_parser(
+        "board", help="run a quantized model on a board top over its UART link (or the simulated board)",
+        description="Talk to a flashed qhw board top (qhw synth --top board) over its serial port, or to the "
+                    "simulated board top with --port sim --rtl DIR/NAME.json.")
+    bs = b.add_subparsers(dest="board_command", metavar="{run,info}")
+    bs.required = True
+
+    def common(p):
+        p.add_argument("--port", required=True, metavar="PORT", help="serial port (/dev/ttyUSB1), or sim")
+        p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+        p.add_argument("--rtl", metavar="DIR/NAME.json",
+                       help="manifest of the board top (required for --port sim; checked against the board)")
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    r = bs.add_parser("run", help="run MODEL.qhw over DATA.npz with the board as the GEMM backend",
+                      description="Load each GEMM of the model onto the board, run the inputs, and report "
+                                  "accuracy, bit-exactness against the golden model and inferences per second.")
+    r.add_argument("qmodel", metavar="MODEL.qhw")
+    r.add_argument("--data", required=True, metavar="DATA.npz", help="x (float32, batch first) and optional labels y")
+    r.add_argument("--limit", type=int, metavar="N", help="run the first N samples")
+    common(r)
+    r.add_argument("--faults", type=float, default=0.0, metavar="RATE",
+                   help="--port sim: flip, drop, duplicate or insert this fraction of link bytes")
+    r.add_argument("--seed", type=int, default=0, help="seed of --faults (default 0)")
+    r.set_defaults(func=run_board_run)
+    i = bs.add_parser("info", help="print the board's info frame (the array it was built for)")
+    common(i)
+    i.set_defaults(func=run_board_info)
+
 
 def run_synth(args) -> int:
     from pathlib import Path
@@ -104,4 +133,36 @@ def run_sweep(args) -> int:
                    out_dir=args.out_dir or f"build/sweep/{args.board}")
     if args.json:
         print(json.dumps(result))
+    return 0
+
+
+def run_board_run(args) -> int:
+    import sys
+
+    from .board_run import board_run
+    rep = board_run(args.qmodel, args.data, args.port, baud=args.baud, rtl=args.rtl, limit=args.limit,
+                    faults=args.faults, seed=args.seed)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        acc = "" if rep["accuracy_hw"] is None else f", accuracy {100 * rep['accuracy_hw']:.2f} %"
+        ips = "n/a" if rep["inferences_per_s"] is None else f"{rep['inferences_per_s']:.3g}"
+        print(f"{rep['samples']} samples on {args.port}: "
+              f"{'bit-exact' if rep['bit_exact'] else str(rep['mismatches']) + ' mismatches'}{acc}, "
+              f"{ips} inferences/s ({rep['time_basis']}), {rep['link_errors_recovered']} link errors recovered")
+    if not rep["bit_exact"]:
+        print("qhw: board results differ from the golden model", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_board_info(args) -> int:
+    from .board_run import board_info
+    info = board_info(args.port, baud=args.baud, rtl=args.rtl)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        p = info["parameters"]
+        print(f"qhw board top, link protocol {info['protocol']}, manifest format {info['format_version']}: "
+              + ", ".join(f"{k}={v}" for k, v in p.items()) + f", fifo_depth={info['fifo_depth']}")
     return 0

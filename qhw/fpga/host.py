@@ -1,9 +1,16 @@
 """Host side of the board link: run GEMMs on a board top over a UART (pyserial) or any byte transport.
 
-The transport is anything with ``write(bytes)`` and ``read(n) -> bytes`` (which may return fewer
-bytes on timeout): ``SerialTransport`` for a real board, ``qhw.fpga.simlink.SimTransport`` for the
-bit-level simulation. Beats come from ``qhw.hw.driver.plan_gemm`` and results are decoded by
-``GemmProgram.decode``, so the host never re-implements the arithmetic.
+The transport is anything with ``write(bytes)`` and ``read(n) -> bytes`` (which returns fewer bytes
+when its reply timeout passes) and a ``name``: ``SerialTransport`` for a real board,
+``qhw.fpga.simlink.SimTransport`` for the simulated board top. Beats come from
+``qhw.hw.driver.plan_gemm`` and results are decoded by ``GemmProgram.decode``, so the host never
+re-implements the arithmetic.
+
+Recovery (``docs/fpga.md``, "Host link"): frames are sent go-back-N within a window of the
+board's receive FIFO; an error frame or a silent timeout resends every unacknowledged frame from
+the sequence number the board expects; a lost or out-of-order result restarts the GEMM after a
+reset frame. ``recovered`` counts these actions. ``retries`` consecutive failures end in one
+``LinkError`` line, never a hang.
 """
 
 from __future__ import annotations
@@ -15,23 +22,45 @@ import numpy as np
 from ..errors import QhwError
 from ..hw.config import ArrayConfig
 from ..hw.driver import GemmProgram, plan_gemm, stream_beats, unpack_result
-from .protocol import INFO_BYTES, OPCODES, RESP, fifo_depth, info_bytes, packet_bytes
+from .payload import fifo_depth, packet_bytes
+from .protocol import (
+    ERROR_TEXT,
+    ERRORS,
+    FATAL_ERRORS,
+    INFO_BYTES,
+    OPCODES,
+    OVERHEAD,
+    PROTOCOL_VERSION,
+    REPLIES,
+    SYNC,
+    crc16,
+    encode,
+    parse_info,
+)
 
-__all__ = ["BoardLink", "LinkError", "SerialTransport", "program_packets"]
+__all__ = ["BoardBackend", "BoardLink", "LinkError", "SerialTransport", "config_from_info", "program_packets"]
+
+_CODE_NAMES = {v: k for k, v in ERRORS.items()}
+MAX_WINDOW_FRAMES = 64          # < 128: the board tells old (duplicate) from new (lost) seq numbers
 
 
 class LinkError(QhwError):
-    """The board did not answer as the protocol says (timeout, unknown frame, wrong hardware)."""
+    """The board did not answer as the protocol says (timeout, wrong hardware, unrecoverable link)."""
+
+
+class _Restart(Exception):
+    """A result was lost or duplicated out of order: redo the GEMM after a reset."""
 
 
 class SerialTransport:
     """A UART through pyserial (the board's USB bridge, e.g. /dev/ttyUSB1 or /dev/ttyACM0)."""
 
-    def __init__(self, port: str, baud: int = 115200, timeout: float = 2.0):
+    def __init__(self, port: str, baud: int = 115200, timeout: float = 0.5):
         import serial
+        self.name = port
         try:
             self.serial = serial.Serial(port, baudrate=baud, timeout=timeout)
-        except serial.SerialException as e:
+        except (serial.SerialException, ValueError) as e:
             raise LinkError(f"cannot open {port}: {e}") from None
 
     def write(self, data: bytes) -> None:
@@ -44,16 +73,16 @@ class SerialTransport:
         self.serial.close()
 
 
-def program_packets(program: GemmProgram) -> list[bytes]:
-    """Every packet of one GEMM in the order one sequential source must send them: the command,
-    then per tile (N tiles outer, K tiles inner) the parameter beat (last K tile only), the
-    tile's weight rows and its activation rows (``docs/hardware.md``, "Running a GEMM")."""
+def program_packets(program: GemmProgram) -> list[tuple[str, bytes]]:
+    """Every beat of one GEMM as (stream, payload bytes), in the order one sequential source must send
+    them: the command, then per tile (N tiles outer, K tiles inner) the parameter beat (last K tile
+    only), the tile's weight rows and its activation rows (``docs/hardware.md``, "Running a GEMM")."""
     c = program.config
     sizes = packet_bytes(c)
     beats = stream_beats(program)
 
     def pkt(name, value):
-        return bytes([OPCODES[name]]) + int(value).to_bytes(sizes[name], "little")
+        return name, int(value).to_bytes(sizes[name], "little")
 
     packets = [pkt("cmd", beats["cmd"][0])]
     kt, nt = c.gemm_tiles(program.k, program.n)
@@ -69,70 +98,232 @@ def program_packets(program: GemmProgram) -> list[bytes]:
     return packets
 
 
+def config_from_info(info: dict) -> ArrayConfig:
+    """The ``ArrayConfig`` a board's info frame describes."""
+    from ..errors import ConfigError
+    p = dict(info["parameters"], rounding=tuple(info["parameters"]["rounding"]))
+    try:
+        return ArrayConfig(**p)
+    except ConfigError as e:
+        raise LinkError(f"the board's info frame describes no valid array ({e}); wrong bitstream?") from None
+
+
 class BoardLink:
-    """Run GEMMs on a board top built for ``config`` (the manifest's ``ArrayConfig``)."""
+    """A session with a board top: ``reset`` and ``info`` on opening, then GEMMs.
 
-    def __init__(self, transport, config: ArrayConfig):
-        self.transport, self.config = transport, config
-        self.sizes = packet_bytes(config)
-        self.window = fifo_depth(config)
-        self._in_flight = deque()        # byte counts of packets not yet acknowledged
-        self._results = []
+    ``config`` (a manifest's ``ArrayConfig``) is checked against the board's info frame; ``None``
+    takes the board's own.
+    """
+
+    def __init__(self, transport, config: ArrayConfig | None = None, *, retries: int = 8):
+        self.transport, self.retries = transport, retries
+        self.name = getattr(transport, "name", "the link")
+        self.recovered = 0
+        self._seq = 0
+        self._unacked: deque[tuple[int, bytes]] = deque()
+        self._results: list[int] = []
+        self._result_seq = 0
+        self._buf = bytearray()
+        self._reset_done = None
         self._info = None
+        self._rewound_to = None
+        self.reset()
+        self.info = self._ask_info()
+        if self.info["protocol"] != PROTOCOL_VERSION:
+            raise LinkError(f"{self.name}: board speaks link protocol {self.info['protocol']}, this qhw "
+                            f"{PROTOCOL_VERSION} (rebuild the bitstream with this qhw)")
+        board = config_from_info(self.info)
+        mine, theirs = (config or board).to_manifest()["parameters"], board.to_manifest()["parameters"]
+        if mine != theirs:
+            diff = next(k for k in mine if mine[k] != theirs[k])
+            raise LinkError(f"{self.name}: board was built for {diff}={theirs[diff]!r}, the manifest says "
+                            f"{mine[diff]!r} (bitstream built from another manifest?)")
+        self.config = config or board
+        self.sizes = packet_bytes(board)
+        self.window = min(self.info["fifo_depth"], fifo_depth(board))
+        self._lengths = {REPLIES["ack"]: 0, REPLIES["reset_done"]: 0, REPLIES["error"]: 2,
+                         REPLIES["info"]: INFO_BYTES, REPLIES["result"]: self.sizes["out"]}
 
-    # ------------------------------------------------------------------ frames
-    def _read(self, n: int) -> bytes:
-        data = self.transport.read(n)
-        if len(data) != n:
-            raise LinkError(f"board did not answer (timeout after {len(data)} of {n} bytes)")
-        return data
+    # ------------------------------------------------------------------ frames in
+    def _bytes(self, n: int) -> bool:
+        while len(self._buf) < n:
+            got = self.transport.read(n - len(self._buf))
+            if not got:
+                return False
+            self._buf += got
+        return True
 
-    def _frame(self) -> None:
-        tag = self._read(1)[0]
-        if tag == RESP["credit"]:
-            if not self._in_flight:
-                raise LinkError("board acknowledged a packet that was not sent")
-            self._in_flight.popleft()
-        elif tag == RESP["result"]:
-            raw = int.from_bytes(self._read(self.sizes["out"]), "little")
-            self._results.append(unpack_result(self.config, raw))
-        elif tag == RESP["info"]:
-            self._info = self._read(INFO_BYTES)
-        elif tag == RESP["error"]:
-            raise LinkError(f"board rejected opcode 0x{self._read(1)[0]:02x}")
+    def _frame(self):
+        """The next good frame (op, seq, payload), or None after a reply timeout."""
+        lengths = getattr(self, "_lengths", {REPLIES["ack"]: 0, REPLIES["reset_done"]: 0, REPLIES["error"]: 2,
+                                             REPLIES["info"]: INFO_BYTES})
+        while True:
+            if not self._bytes(2):
+                return None
+            if self._buf[0] != SYNC[0] or self._buf[1] != SYNC[1]:
+                del self._buf[0]
+                continue
+            if not self._bytes(6):
+                return None
+            op, seq, n = self._buf[2], self._buf[3], self._buf[4] | self._buf[5] << 8
+            if lengths.get(op) != n:            # not a frame: hunt on from the next byte
+                self.recovered += 1
+                del self._buf[0]
+                continue
+            if not self._bytes(OVERHEAD + n):
+                return None
+            if crc16(bytes(self._buf[2:OVERHEAD + n])) != 0:
+                self.recovered += 1
+                del self._buf[0]
+                continue
+            payload = bytes(self._buf[6:6 + n])
+            del self._buf[:OVERHEAD + n]
+            return op, seq, payload
+
+    def _handle(self, frame) -> None:
+        op, seq, payload = frame
+        if op == REPLIES["ack"]:
+            self._acked(seq)
+        elif op == REPLIES["result"]:
+            d = (seq - self._result_seq) & 0xFF
+            if d == 0:
+                self._results.append(int.from_bytes(payload, "little"))
+                self._result_seq += 1
+            elif d >= 128:
+                self.recovered += 1           # a duplicate of a result already taken
+            else:
+                raise _Restart()
+        elif op == REPLIES["error"]:
+            name = _CODE_NAMES.get(payload[0], f"code {payload[0]}")
+            if name in FATAL_ERRORS:
+                raise LinkError(f"{self.name}: board reports {name}: {ERROR_TEXT[name]}")
+            self.recovered += 1
+            self._acked(seq)
+            if self._unacked and self._rewound_to != seq:
+                self._resend()
+        elif op == REPLIES["info"]:
+            self._info = payload
+        elif op == REPLIES["reset_done"]:
+            self._reset_done = seq
+
+    def _acked(self, expected: int) -> None:
+        progress = False
+        while self._unacked and 1 <= ((expected - self._unacked[0][0]) & 0xFF) <= MAX_WINDOW_FRAMES:
+            self._unacked.popleft()
+            progress = True
+        if progress:
+            self._rewound_to = None
+
+    def _resend(self) -> None:
+        """Go back N: every unacknowledged frame again, oldest first."""
+        self._rewound_to = self._unacked[0][0]
+        self.transport.write(b"".join(f for _, f in self._unacked))
+
+    def _pump(self, stalls: list[int]) -> None:
+        """Handle one reply; on a timeout resend what is unacknowledged (or restart the GEMM)."""
+        frame = self._frame()
+        if frame is not None:
+            stalls[0] = 0
+            self._handle(frame)
+            return
+        stalls[0] += 1
+        if stalls[0] > self.retries:
+            raise LinkError(f"{self.name}: no answer from the board after {self.retries} timeouts "
+                            f"(is the qhw board top flashed, and at this baud rate?)")
+        self.recovered += 1
+        if self._unacked:
+            self._rewound_to = None
+            self._resend()
         else:
-            raise LinkError(f"unknown frame 0x{tag:02x} from the board (baud rate or bitstream mismatch?)")
+            raise _Restart()
 
-    def _send(self, packet: bytes) -> None:
-        while self._in_flight and sum(self._in_flight) + len(packet) > self.window:
-            self._frame()
-        self._in_flight.append(len(packet))
-        self.transport.write(packet)
+    # ------------------------------------------------------------------ control
+    def reset(self) -> None:
+        """Return the board's payload to idle and restart the sequence numbers."""
+        seq = self._seq
+        frame = encode(OPCODES["reset"], seq)
+        for _ in range(self.retries + 1):
+            self._reset_done = None
+            self.transport.write(frame)
+            while True:
+                f = self._frame()
+                if f is None:
+                    break
+                op, rseq, _ = f
+                if op == REPLIES["reset_done"] and rseq == (seq + 1) & 0xFF:
+                    self._seq = seq + 1
+                    self._unacked.clear()
+                    self._results, self._result_seq = [], 0
+                    self._rewound_to = None
+                    return
+                if op == REPLIES["error"] and _CODE_NAMES.get(f[2][0]) in FATAL_ERRORS:
+                    continue
+        raise LinkError(f"{self.name}: no answer from the board after {self.retries + 1} reset frames "
+                        f"(is the qhw board top flashed, and at this baud rate?)")
 
-    # ------------------------------------------------------------------ API
-    def check(self) -> bytes:
-        """Ask for the info frame and check the board was built for this ``config``."""
-        self._info = None
-        self.transport.write(bytes([OPCODES["info"]]))
-        while self._info is None:
-            self._frame()
-        expected = info_bytes(self.config)
-        if self._info != expected:
-            raise LinkError(f"board reports {self._info.hex()}, expected {expected.hex()} "
-                            f"(bitstream built from another manifest?)")
-        return self._info
+    def _ask_info(self) -> dict:
+        for _ in range(self.retries + 1):
+            self._info = None
+            self.transport.write(encode(OPCODES["info"], self._seq))
+            while self._info is None:
+                f = self._frame()
+                if f is None:
+                    break
+                if f[0] == REPLIES["info"]:
+                    self._info = f[2]
+            if self._info is not None:
+                try:
+                    return parse_info(self._info)
+                except ValueError as e:
+                    raise LinkError(f"{self.name}: the board's info frame is not qhw's ({e}); "
+                                    f"wrong bitstream?") from None
+        raise LinkError(f"{self.name}: the board does not answer info requests")
+
+    # ------------------------------------------------------------------ GEMMs
+    def _send(self, name: str, payload: bytes, stalls: list[int]) -> None:
+        frame = encode(OPCODES[name], self._seq, payload)
+        while self._unacked and (sum(len(f) for _, f in self._unacked) + len(frame) > self.window
+                                 or len(self._unacked) >= MAX_WINDOW_FRAMES):
+            self._pump(stalls)
+        self._unacked.append((self._seq & 0xFF, frame))
+        self._seq = (self._seq + 1) & 0xFF
+        self.transport.write(frame)
 
     def run(self, program: GemmProgram) -> np.ndarray:
         """Send one GEMM program and return its M x N result (``program.decode``)."""
         if program.config != self.config:
             raise LinkError("the program was planned for another ArrayConfig than the board's")
-        self._results = []
-        for packet in program_packets(program):
-            self._send(packet)
-        while len(self._results) < program.out_beats or self._in_flight:
-            self._frame()
-        return program.decode(self._results)
+        packets = program_packets(program)
+        for _ in range(self.retries + 1):
+            stalls = [0]
+            self._results = []
+            try:
+                for name, payload in packets:
+                    self._send(name, payload, stalls)
+                while len(self._results) < program.out_beats or self._unacked:
+                    self._pump(stalls)
+            except _Restart:
+                self.recovered += 1
+                self.reset()
+                continue
+            return program.decode([unpack_result(self.config, r) for r in self._results])
+        raise LinkError(f"{self.name}: a GEMM failed {self.retries + 1} times in a row (link too noisy?)")
 
     def gemm(self, x_q, w, bias_hw, requant) -> np.ndarray:
         """``requant.apply(x_q @ w + bias_hw)`` on the board (see ``qhw.hw.driver.plan_gemm``)."""
         return self.run(plan_gemm(self.config, x_q, w, bias_hw, requant))
+
+
+class BoardBackend:
+    """The board as ``qhw.runtime.GemmBackend``: each GEMM call over ``link``."""
+
+    def __init__(self, link: BoardLink):
+        self.link = link
+        self.gemms = 0
+
+    def run(self, calls) -> list[np.ndarray]:
+        out = []
+        for c in calls:
+            out.append(self.link.gemm(c.x, c.w, c.bias, c.requant))
+            self.gemms += 1
+        return out

@@ -1,72 +1,126 @@
-"""The board top's host protocol: byte-level framing shared by the gateware and the host driver.
+"""The host link's framing, shared by the gateware (``qhw.fpga.link``) and the host (``qhw.fpga.host``).
 
-Host to board, one packet per stream beat (payloads little-endian, the stream's payload bits
-zero-padded to whole bytes; bit layouts as in the manifest's ``streams``)::
+Pure Python (no Amaranth): the one definition of the frame format, the CRC, the opcodes, the
+error codes and the info frame. Both directions use the same frame::
 
-    'C' cmd payload       one GEMM command           (ceil(cmd bits / 8) bytes)
-    'P' params payload    requantization parameters  (ceil(params bits / 8) bytes)
-    'W' weights payload   one weight row             (ceil(weights bits / 8) bytes)
-    'A' act payload       one activation row         (ceil(act bits / 8) bytes)
-    'I'                   ask for the info frame
+    0xA5 0x5A | op | seq | len (u16 LE) | payload (len bytes) | CRC-16/CCITT-FALSE (u16 BE)
 
-Board to host, frames::
+The CRC (poly 0x1021, init 0xFFFF, no reflection, no final xor) covers ``op`` to the end of the
+payload; sent most significant byte first, so running it over the CRC too leaves 0.
 
-    'R' out payload       one result row             (ceil(out bits / 8) bytes)
-    'K'                   one packet has been consumed (credit: its bytes left the receive FIFO)
-    'I' info (13 bytes)   b"QHW", version 1, rows, cols, act_bits | act_signed << 7,
-                          weight_bits | per_channel << 7, rounding mask (single 1, tflite 2,
-                          onnx 4), max_k (u16 LE), receive FIFO depth in bytes (u16 LE)
-    'E' opcode            an unknown opcode was received (the packet is dropped)
+Host to board (``OPCODES``): ``cmd``/``params``/``weights``/``act`` carry one beat of that
+accelerator stream (payload little-endian, the layout's bits zero-padded to whole bytes) and are
+*sequenced*: the board executes a frame only if its ``seq`` is the next expected one (mod 256).
+``reset`` and ``info`` are not sequenced: ``reset`` returns the payload hardware to idle and makes
+``seq + 1`` the next expected number; ``info`` asks for the info frame.
 
-Flow control is by credits: the board's receive FIFO holds ``fifo_depth`` bytes, and the host
-keeps the bytes of unacknowledged packets (sent, no ``'K'`` yet) at or below it. A packet is
-acknowledged when its beat has been handed to the accelerator, so a stalled stream (weights
-waiting for a free bank, activations waiting for output credit) can never overflow the FIFO.
+Board to host (``REPLIES``): ``ack`` (seq = next expected: every frame before it was accepted;
+cumulative, so lost acks heal), ``result`` (seq = result count since reset, mod 256; payload one
+``out`` beat), ``info`` (seq = next expected; ``INFO_LAYOUT``), ``reset_done`` (seq = next
+expected), ``error`` (seq = next expected; payload ``[code, detail]``, ``ERRORS``).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Shape
+from ..arith import ROUNDING_MODES
+from ..contract import MANIFEST_FORMAT_VERSION, PE_KINDS
 
-from ..hw.config import ArrayConfig
-from ..hw.layouts import act_layout, command_layout, out_layout, params_layout, weights_layout
+__all__ = ["ERRORS", "ERROR_TEXT", "FATAL_ERRORS", "HEADER_BYTES", "INFO_BYTES", "INFO_LAYOUT", "OPCODES",
+           "OVERHEAD", "PROTOCOL_VERSION", "REPLIES", "SEQUENCED", "SYNC", "crc16", "crc16_byte", "encode",
+           "info_bytes", "parse_info"]
 
-__all__ = ["INFO_BYTES", "OPCODES", "RESP", "fifo_depth", "info_bytes", "packet_bytes", "rounding_mask"]
+PROTOCOL_VERSION = 2
+SYNC = (0xA5, 0x5A)
+HEADER_BYTES = 6                # sync, sync, op, seq, len lo, len hi
+OVERHEAD = HEADER_BYTES + 2     # + CRC
 
-OPCODES = {"cmd": ord("C"), "params": ord("P"), "weights": ord("W"), "act": ord("A"), "info": ord("I")}
-RESP = {"result": ord("R"), "credit": ord("K"), "info": ord("I"), "error": ord("E")}
-INFO_BYTES = 13
-VERSION = 1
+OPCODES = {"cmd": ord("C"), "params": ord("P"), "weights": ord("W"), "act": ord("A"),
+           "reset": ord("Z"), "info": ord("I")}
+SEQUENCED = ("cmd", "params", "weights", "act")
+REPLIES = {"ack": ord("K"), "result": ord("R"), "info": ord("I"), "reset_done": ord("z"), "error": ord("E")}
+
+# Error frame codes (payload byte 0); byte 1 is the detail named in ERROR_TEXT.
+ERRORS = {"bad_crc": 1, "bad_length": 2, "unknown_opcode": 3, "out_of_sequence": 4, "rx_framing": 5,
+          "rx_overflow": 6, "timeout": 7, "rejected": 8, "not_ready": 9}
+ERROR_TEXT = {
+    "bad_crc": "a frame failed its CRC (detail: its opcode byte as received)",
+    "bad_length": "a frame's length is not its opcode's (detail: opcode)",
+    "unknown_opcode": "a frame with a valid CRC has an unknown opcode (detail: opcode)",
+    "out_of_sequence": "a frame was skipped (detail: the seq received; the error's seq is the expected one)",
+    "rx_framing": "the UART saw a bad stop bit (baud rate mismatch or line noise)",
+    "rx_overflow": "a byte arrived with the receive FIFO full and was dropped",
+    "timeout": "a partial frame was abandoned (no byte for the frame timeout)",
+    "rejected": "the accelerator rejected a command (its error flag: M, K, N or mode outside the build)",
+    "not_ready": "the payload is not ready for this frame (no model loaded)",
+}
+# Errors the host cannot fix by resending: the run stops with one line.
+FATAL_ERRORS = ("rejected", "not_ready")
+
+# The info frame: (field, bytes), little-endian. Every parameter the host needs to refuse a model
+# the bitstream cannot run, and the link's own sizes.
+INFO_LAYOUT = (("magic", 3), ("protocol", 1), ("format_version", 1), ("rows", 1), ("cols", 1),
+               ("act_bits", 1), ("act_signed", 1), ("weight_bits", 1), ("per_channel", 1), ("rounding", 1),
+               ("max_k", 2), ("acc_bits", 1), ("acc_depth", 2), ("tile_rows", 1), ("tile_cols", 1),
+               ("tile_pipeline", 1), ("requant_lanes", 1), ("pe", 1), ("fifo_depth", 2))
+INFO_BYTES = sum(n for _, n in INFO_LAYOUT)
+MAGIC = b"QHW"
 
 
-def _layouts(config: ArrayConfig) -> dict:
-    return {"cmd": command_layout(config), "params": params_layout(config), "weights": weights_layout(config),
-            "act": act_layout(config), "out": out_layout(config)}
+def crc16_byte(crc: int, byte: int) -> int:
+    """One byte into CRC-16/CCITT-FALSE (MSB first)."""
+    crc ^= byte << 8
+    for _ in range(8):
+        crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
 
 
-def packet_bytes(config: ArrayConfig) -> dict[str, int]:
-    """Payload bytes of each stream's packet (without the opcode byte)."""
-    return {k: -(-Shape.cast(v).width // 8) for k, v in _layouts(config).items()}
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    for b in data:
+        crc = crc16_byte(crc, b)
+    return crc
 
 
-def fifo_depth(config: ArrayConfig) -> int:
-    """Receive FIFO bytes: room for two of the largest packets, a power of two, at least 64."""
-    largest = max(n for k, n in packet_bytes(config).items() if k != "out") + 1
-    depth = 64
-    while depth < 2 * largest:
-        depth *= 2
-    return depth
+def encode(op: int, seq: int, payload: bytes = b"") -> bytes:
+    """One frame."""
+    body = bytes([op, seq & 0xFF, len(payload) & 0xFF, len(payload) >> 8]) + payload
+    return bytes(SYNC) + body + crc16(body).to_bytes(2, "big")
 
 
-def rounding_mask(config: ArrayConfig) -> int:
-    return sum(bit for mode, bit in (("single", 1), ("tflite", 2), ("onnx", 4)) if mode in config.rounding)
+def info_bytes(parameters: dict, *, fifo_depth: int) -> bytes:
+    """The info payload for an array's manifest ``parameters`` (``ArrayConfig.to_manifest()``)."""
+    p = parameters
+    values = {"magic": int.from_bytes(MAGIC, "little"), "protocol": PROTOCOL_VERSION,
+              "format_version": MANIFEST_FORMAT_VERSION, "rows": p["rows"], "cols": p["cols"],
+              "act_bits": p["act_bits"], "act_signed": int(p["act_signed"]), "weight_bits": p["weight_bits"],
+              "per_channel": int(p["per_channel"]),
+              "rounding": sum(1 << ROUNDING_MODES.index(r) for r in p["rounding"]),
+              "max_k": p["max_k"], "acc_bits": p["acc_bits"], "acc_depth": p["acc_depth"],
+              "tile_rows": p["tile_rows"], "tile_cols": p["tile_cols"], "tile_pipeline": p["tile_pipeline"],
+              "requant_lanes": p["requant_lanes"] or 0, "pe": PE_KINDS.index(p["pe"]), "fifo_depth": fifo_depth}
+    out = b""
+    for name, n in INFO_LAYOUT:
+        if not 0 <= values[name] < 1 << (8 * n):
+            raise ValueError(f"info frame field {name} holds {n} byte(s), not {values[name]}")
+        out += int(values[name]).to_bytes(n, "little")
+    return out
 
 
-def info_bytes(config: ArrayConfig) -> bytes:
-    """The 13 info bytes the board sends after ``'I'``."""
-    if not (config.rows < 256 and config.cols < 256 and config.max_k < 65536):
-        raise ValueError("the info frame holds rows, cols < 256 and max_k < 65536")
-    depth = fifo_depth(config)
-    return bytes([*b"QHW", VERSION, config.rows, config.cols, config.act_bits | (config.act_signed << 7),
-                  config.weight_bits | (config.per_channel << 7), rounding_mask(config),
-                  config.max_k & 255, config.max_k >> 8, depth & 255, depth >> 8])
+def parse_info(data: bytes) -> dict:
+    """The info payload back to manifest ``parameters`` (plus ``protocol``, ``format_version``,
+    ``fifo_depth``); ``ValueError`` if it is not one."""
+    if len(data) != INFO_BYTES or data[:3] != MAGIC:
+        raise ValueError("not a qhw info frame")
+    v, pos = {}, 0
+    for name, n in INFO_LAYOUT:
+        v[name] = int.from_bytes(data[pos:pos + n], "little")
+        pos += n
+    if v["pe"] >= len(PE_KINDS):
+        raise ValueError(f"unknown pe code {v['pe']}")
+    return {"protocol": v["protocol"], "format_version": v["format_version"], "fifo_depth": v["fifo_depth"],
+            "parameters": {
+                "rows": v["rows"], "cols": v["cols"], "act_bits": v["act_bits"], "act_signed": bool(v["act_signed"]),
+                "weight_bits": v["weight_bits"], "max_k": v["max_k"], "acc_bits": v["acc_bits"],
+                "acc_depth": v["acc_depth"], "per_channel": bool(v["per_channel"]),
+                "rounding": [r for i, r in enumerate(ROUNDING_MODES) if v["rounding"] >> i & 1],
+                "tile_rows": v["tile_rows"], "tile_cols": v["tile_cols"], "tile_pipeline": v["tile_pipeline"],
+                "requant_lanes": v["requant_lanes"] or None, "pe": PE_KINDS[v["pe"]]}}

@@ -4,49 +4,114 @@
 platform) and runs ``host_fn(transport)`` in a thread; ``transport`` is a ``SimTransport`` whose
 bytes are serialized onto ``top.rx`` (start bit, 8 data bits LSB first, stop bit, ``divisor``
 cycles each) and deserialized from ``top.tx`` by sampling in the middle of each bit, exactly as
-a USB-UART bridge would. The simulation ends when ``host_fn`` returns.
+a USB-UART bridge would. Reply timeouts count simulated time (``timeout_bytes`` byte times), so a
+slow or busy machine does not change the outcome. ``Faults`` flips, drops, duplicates and inserts
+bytes in both directions at a rate; ``stall`` holds the board's transmitter (its output consumer)
+for ``stall[0]`` of every ``stall[1]`` cycles. The simulation ends when ``host_fn`` returns.
 """
 
 from __future__ import annotations
 
-import queue
+import random
 import threading
-import time
 
 from amaranth.sim import Simulator
 
+from ..errors import ConfigError
 from .host import LinkError
 
-__all__ = ["SimTransport", "run_with_host"]
+__all__ = ["FAULT_KINDS", "Faults", "SimTransport", "run_with_host"]
+
+FAULT_KINDS = ("flip", "drop", "duplicate", "insert")
 
 
-class SimTransport:
-    """Byte queues between the host thread and the simulated UART pins."""
+class Faults:
+    """Each byte, with probability ``rate``, suffers one of ``kinds`` (seeded: reproducible)."""
 
-    def __init__(self, timeout: float = 30.0):
-        self.to_board = queue.Queue()
-        self.from_board = queue.Queue()
-        self.timeout = timeout
+    def __init__(self, rate: float, seed: int = 0, kinds=FAULT_KINDS):
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ConfigError(f"--faults must be a rate in [0, 1), not {rate!r}")
+        if not kinds or any(k not in FAULT_KINDS for k in kinds):
+            raise ConfigError(f"fault kinds must be among {', '.join(FAULT_KINDS)}, not {kinds!r}")
+        self.rate, self.kinds = rate, tuple(kinds)
+        self.rng = random.Random(seed)
+        self.count = 0
 
-    def write(self, data: bytes) -> None:
-        for b in data:
-            self.to_board.put(b)
-
-    def read(self, n: int) -> bytes:
+    def apply(self, data: bytes) -> bytes:
+        if not self.rate:
+            return data
         out = bytearray()
-        deadline = time.monotonic() + self.timeout
-        while len(out) < n:
-            try:
-                out.append(self.from_board.get(timeout=max(deadline - time.monotonic(), 0.001)))
-            except queue.Empty:
-                break
+        for b in data:
+            if self.rng.random() >= self.rate:
+                out.append(b)
+                continue
+            self.count += 1
+            kind = self.rng.choice(self.kinds)
+            if kind == "flip":
+                out.append(b ^ (1 << self.rng.randrange(8)))
+            elif kind == "duplicate":
+                out += bytes([b, b])
+            elif kind == "insert":
+                out += bytes([self.rng.randrange(256), b])
         return bytes(out)
 
 
-def run_with_host(top, host_fn, *, timeout: float = 30.0, max_cycles: int = 5_000_000):
+class SimTransport:
+    """Byte queues between the host thread and the simulated UART pins; timeouts in simulated time."""
+
+    def __init__(self, *, divisor: int, timeout_bytes: int = 200, faults: Faults | None = None):
+        self.name = "sim"
+        self.divisor = divisor
+        self.timeout_cycles = timeout_bytes * 10 * divisor
+        self.faults = faults
+        self.to_board = bytearray()
+        self.from_board = bytearray()
+        self.cycles = 0
+        self.deadline = None            # a read waits until this cycle
+        self.done = False
+        self.bytes_out = self.bytes_in = 0
+        self.cond = threading.Condition()
+
+    def write(self, data: bytes) -> None:
+        if self.faults:
+            data = self.faults.apply(data)
+        with self.cond:
+            self.to_board += data
+            self.bytes_out += len(data)
+
+    def read(self, n: int) -> bytes:
+        with self.cond:
+            self.deadline = self.cycles + self.timeout_cycles
+            while not self.from_board and self.cycles < self.deadline and not self.done:
+                self.cond.wait(0.5)
+            self.deadline = None
+            out = bytes(self.from_board[:n])
+            del self.from_board[:n]
+            return out
+
+    def _arrived(self, byte: int) -> None:
+        data = bytes([byte])
+        if self.faults:
+            data = self.faults.apply(data)
+        with self.cond:
+            self.from_board += data
+            self.bytes_in += 1
+            self.cond.notify_all()
+
+    def _advance(self, cycles: int) -> None:
+        self.cycles += cycles
+        if self.deadline is not None and self.cycles >= self.deadline:
+            with self.cond:
+                self.cond.notify_all()
+
+
+def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | None = None,
+                  stall: tuple[int, int] | None = None, max_cycles: int = 50_000_000, transport_out=None):
     """Simulate ``top`` while ``host_fn(SimTransport)`` runs; return ``host_fn``'s result."""
-    transport = SimTransport(timeout=timeout)
     d = top.divisor
+    transport = SimTransport(divisor=d, timeout_bytes=timeout_bytes, faults=faults)
+    if transport_out is not None:
+        transport_out.append(transport)
     outcome = {}
 
     def host():
@@ -54,6 +119,9 @@ def run_with_host(top, host_fn, *, timeout: float = 30.0, max_cycles: int = 5_00
             outcome["value"] = host_fn(transport)
         except BaseException as e:      # re-raised in the caller's thread
             outcome["error"] = e
+        finally:
+            with transport.cond:
+                transport.done = True
 
     thread = threading.Thread(target=host, daemon=True)
 
@@ -61,19 +129,18 @@ def run_with_host(top, host_fn, *, timeout: float = 30.0, max_cycles: int = 5_00
         ctx.set(top.rx, 1)
         await ctx.tick().repeat(4 * d)
         thread.start()
-        cycles = 0
-        while thread.is_alive() and cycles < max_cycles:
-            try:
-                byte = transport.to_board.get_nowait()
-            except queue.Empty:
+        while not transport.done and transport.cycles < max_cycles:
+            with transport.cond:
+                byte = transport.to_board.pop(0) if transport.to_board else None
+            if byte is None:
                 await ctx.tick().repeat(d)
-                cycles += d
+                transport._advance(d)
                 continue
             for bit in [0, *((byte >> k) & 1 for k in range(8)), 1]:
                 ctx.set(top.rx, bit)
                 await ctx.tick().repeat(d)
-            cycles += 10 * d
-        if thread.is_alive():
+            transport._advance(10 * d)
+        if not transport.done:
             outcome.setdefault("error", LinkError(f"simulation stopped after {max_cycles} cycles"))
         outcome["done"] = True
 
@@ -88,17 +155,24 @@ def run_with_host(top, host_fn, *, timeout: float = 30.0, max_cycles: int = 5_00
                 *_, bit = await ctx.tick().sample(top.tx).repeat(d)
                 byte |= bit << k
             *_, stop = await ctx.tick().sample(top.tx).repeat(d)    # middle of the stop bit
-            if stop != 1:
-                transport.from_board.put(0x100)          # framing error: not a byte value
-                continue
-            transport.from_board.put(byte)
+            transport._arrived(byte if stop else 0xFF)
+
+    async def staller(ctx):
+        hold, period = stall
+        while not outcome.get("done"):
+            ctx.set(top.tx_hold, 1)
+            await ctx.tick().repeat(hold)
+            ctx.set(top.tx_hold, 0)
+            await ctx.tick().repeat(period - hold)
 
     sim = Simulator(top)
     sim.add_clock(1e-6)
     sim.add_testbench(sender)
     sim.add_testbench(receiver)
+    if stall:
+        sim.add_testbench(staller)
     sim.run()
-    thread.join(timeout=1.0)
+    thread.join(timeout=5.0)
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")

@@ -3,7 +3,8 @@
 ``divisor`` is clock cycles per bit (``round(clk_hz / baud)``, at least 4). The receiver
 synchronizes ``rx`` through two flip-flops, finds the start bit's middle and samples every
 ``divisor`` cycles; a byte is presented for one cycle on ``data``/``valid`` (no back-pressure: the
-board top puts it straight into a FIFO) and a bad stop bit sets ``frame_error`` for that cycle.
+link puts it straight into a FIFO); a bad stop bit sets ``frame_error`` and a byte that arrives
+while ``ready`` is low (the FIFO is full) sets ``overflow`` for that cycle instead of vanishing.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ def check_divisor(divisor) -> None:
 
 
 class UARTRx(wiring.Component):
-    """``rx`` pin in; ``data`` with a one-cycle ``valid`` per received byte; ``frame_error``."""
+    """``rx`` pin in; ``data`` with a one-cycle ``valid`` per received byte taken (``ready``); ``frame_error``
+    and ``overflow`` (a byte arrived with ``ready`` low and was dropped), one cycle each."""
 
     def __init__(self, *, divisor: int):
         check_divisor(divisor)
         self.divisor = divisor
-        super().__init__({"rx": In(1, init=1), "data": Out(8), "valid": Out(1), "frame_error": Out(1)})
+        super().__init__({"rx": In(1, init=1), "ready": In(1, init=1), "data": Out(8), "valid": Out(1),
+                          "frame_error": Out(1), "overflow": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -61,7 +64,8 @@ class UARTRx(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    m.d.comb += [self.data.eq(shreg), self.valid.eq(rx), self.frame_error.eq(~rx)]
+                    m.d.comb += [self.data.eq(shreg), self.valid.eq(rx & self.ready), self.frame_error.eq(~rx),
+                                 self.overflow.eq(rx & ~self.ready)]
                     m.next = "IDLE"
         return m
 

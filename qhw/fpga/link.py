@@ -1,0 +1,391 @@
+"""The host link's gateware, independent of what sits behind it (``qhw.fpga.protocol`` for the format).
+
+``HostLink`` = ``UARTRx`` -> receive FIFO -> ``FrameParser`` -> ``LinkControl`` -> ``data`` stream
+(accepted, in-sequence frames for the payload); the payload's ``result`` stream and the link's
+acks, errors and info -> ``LinkControl`` -> ``FrameSender`` -> ``UARTTx``. The payload sees only
+``data`` (op, payload bytes), ``result``, ``soft_reset`` (one cycle, after a reset frame) and
+reports ``rejected`` (level; its rising edge is reported) and ``not_ready`` (pulse).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..errors import ConfigError
+from .protocol import ERRORS, OPCODES, REPLIES, SEQUENCED, SYNC, crc16_byte
+from .uart import UARTRx, UARTTx
+
+__all__ = ["FrameParser", "FrameSender", "HostLink", "LinkControl", "frame_layout"]
+
+
+def frame_layout(max_payload: int) -> data.StructLayout:
+    return data.StructLayout({"op": 8, "seq": 8, "len": 16, "payload": 8 * max_payload})
+
+
+def _crc_matrix() -> list[list[tuple[str, int]]]:
+    """For each CRC output bit, the state and data bits it is the XOR of (the CRC is linear over GF(2);
+    derived from ``protocol.crc16_byte`` so there is one definition)."""
+    taps: list[list[tuple[str, int]]] = [[] for _ in range(16)]
+    for src, n in (("crc", 16), ("byte", 8)):
+        for i in range(n):
+            if src == "crc":
+                out = crc16_byte(1 << i, 0)
+            else:
+                out = crc16_byte(0, 1 << i)
+            for j in range(16):
+                if out >> j & 1:
+                    taps[j].append((src, i))
+    return taps
+
+
+_CRC_TAPS = _crc_matrix()
+
+
+def _crc_step(crc, byte):
+    """CRC-16/CCITT-FALSE of one byte, as XOR logic (``protocol.crc16_byte``)."""
+    src = {"crc": crc, "byte": byte}
+    return Cat(*(Cat(*(src[s][i] for s, i in taps)).xor() for taps in _CRC_TAPS))
+
+
+class FrameParser(wiring.Component):
+    """Bytes in, CRC-checked frames out; hunts for the sync bytes after anything else.
+
+    ``lengths`` maps each known opcode to its payload length. A frame longer than ``max_payload``
+    is abandoned after its header (``bad_length``); a partial frame with no byte for ``timeout``
+    cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode or a
+    length that is not its opcode's is reported (``err_*`` for one cycle) and dropped.
+    """
+
+    def __init__(self, *, lengths: dict[int, int], timeout: int, max_payload: int):
+        if max_payload < max(lengths.values()):
+            raise ConfigError("max_payload must hold every opcode's payload")
+        self.lengths, self.timeout, self.max_payload = dict(lengths), timeout, max_payload
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(frame_layout(self.max_payload))),
+                          "err_valid": Out(1), "err_code": Out(4), "err_detail": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        byte = self.i.payload
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        f = self.o.payload
+        crc = Signal(16)
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(_crc_step(crc, byte))
+        count = Signal(range(self.max_payload + 1))
+        idle = Signal(range(self.timeout + 1))
+        hunting = Signal()
+
+        def error(code, detail):
+            m.d.comb += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
+
+        with m.If(take | hunting):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle != self.timeout):
+            m.d.sync += idle.eq(idle + 1)
+
+        stuck = Signal()
+        m.d.comb += stuck.eq((idle == self.timeout) & ~take)
+
+        def abandon_if_stuck():
+            # A partial frame that stops arriving is abandoned, so the next frame is found.
+            with m.If(stuck):
+                error("timeout", 0)
+                m.next = "HUNT"
+
+        with m.FSM(name="parser"):
+            with m.State("HUNT"):
+                m.d.comb += [self.i.ready.eq(1), hunting.eq(1)]
+                with m.If(take & (byte == SYNC[0])):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                m.d.comb += self.i.ready.eq(1)
+                abandon_if_stuck()
+                with m.If(take):
+                    with m.If(byte == SYNC[1]):
+                        m.d.sync += crc.eq(0xFFFF)
+                        m.next = "OP"
+                    with m.Elif(byte != SYNC[0]):
+                        m.next = "HUNT"
+            for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0"), ("LEN0", f.len[:8], "LEN1")):
+                with m.State(state):
+                    m.d.comb += self.i.ready.eq(1)
+                    abandon_if_stuck()
+                    with m.If(take):
+                        m.d.sync += [field.eq(byte), crc.eq(crc_next)]
+                        m.next = nxt
+            with m.State("LEN1"):
+                m.d.comb += self.i.ready.eq(1)
+                abandon_if_stuck()
+                with m.If(take):
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
+                    length = Cat(f.len[:8], byte)
+                    with m.If(length > self.max_payload):
+                        error("bad_length", f.op)
+                        m.next = "HUNT"
+                    with m.Elif(length == 0):
+                        m.next = "CRC0"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                abandon_if_stuck()
+                with m.If(take):
+                    m.d.sync += [f.payload.word_select(count, 8).eq(byte), crc.eq(crc_next), count.eq(count + 1)]
+                    with m.If(count + 1 == f.len):
+                        m.next = "CRC0"
+            with m.State("CRC0"):
+                m.d.comb += self.i.ready.eq(1)
+                abandon_if_stuck()
+                with m.If(take):
+                    m.d.sync += crc.eq(crc_next)
+                    m.next = "CRC1"
+            with m.State("CRC1"):
+                m.d.comb += self.i.ready.eq(1)
+                abandon_if_stuck()
+                with m.If(take):
+                    m.next = "HUNT"
+                    known = Signal()
+                    length_ok = Signal()
+                    with m.Switch(f.op):
+                        for op, n in self.lengths.items():
+                            with m.Case(op):
+                                m.d.comb += [known.eq(1), length_ok.eq(f.len == n)]
+                    with m.If(crc_next != 0):
+                        error("bad_crc", f.op)
+                    with m.Elif(~known):
+                        error("unknown_opcode", f.op)
+                    with m.Elif(~length_ok):
+                        error("bad_length", f.op)
+                    with m.Else():
+                        m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.o.valid.eq(1), hunting.eq(1)]
+                with m.If(self.o.ready):
+                    m.next = "HUNT"
+        return m
+
+
+class FrameSender(wiring.Component):
+    """Frames in (``len`` payload bytes of ``payload``, low byte first), bytes out with sync and CRC."""
+
+    def __init__(self, *, max_payload: int):
+        self.max_payload = max_payload
+        super().__init__({"i": In(stream.Signature(frame_layout(max_payload))), "o": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        f = Signal(frame_layout(self.max_payload))
+        crc = Signal(16)
+        left = Signal(16)
+        send = Signal()
+        m.d.comb += send.eq(self.o.valid & self.o.ready)
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(_crc_step(crc, self.o.payload))
+
+        def emit(value, nxt, *, crc_it=True, then=()):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(value)]
+            with m.If(send):
+                if crc_it:
+                    m.d.sync += crc.eq(crc_next)
+                m.d.sync += list(then)
+                m.next = nxt
+
+        with m.FSM(name="sender"):
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [f.eq(self.i.payload), crc.eq(0xFFFF), left.eq(self.i.payload.len)]
+                    m.next = "SYNC0"
+            with m.State("SYNC0"):
+                emit(SYNC[0], "SYNC1", crc_it=False)
+            with m.State("SYNC1"):
+                emit(SYNC[1], "OP", crc_it=False)
+            with m.State("OP"):
+                emit(f.op, "SEQ")
+            with m.State("SEQ"):
+                emit(f.seq, "LEN0")
+            with m.State("LEN0"):
+                emit(f.len[:8], "LEN1")
+            with m.State("LEN1"):
+                emit(f.len[8:], "PAYLOAD")
+                with m.If(send & (left == 0)):
+                    m.next = "CRC0"
+            with m.State("PAYLOAD"):
+                last = left == 1
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(f.payload[:8])]
+                with m.If(send):
+                    m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
+                                 left.eq(left - 1)]
+                    with m.If(last):
+                        m.next = "CRC0"
+            with m.State("CRC0"):
+                emit(crc[8:], "CRC1", crc_it=False)
+            with m.State("CRC1"):
+                emit(crc[:8], "IDLE", crc_it=False)
+        return m
+
+
+class LinkControl(wiring.Component):
+    """Sequence numbers, acks, error replies, reset and info between the parsed frames and the payload.
+
+    A sequenced frame is accepted (``data``, ack) only if its ``seq`` is the expected one; an older one
+    (a duplicate) is acked again without being executed, a newer one (a frame was lost) is dropped and
+    answered once with ``out_of_sequence`` until the expected frame arrives. ``reset`` and ``info`` are
+    handled even while ``data`` waits for the payload, so a reset reaches a stalled payload.
+    """
+
+    def __init__(self, *, max_payload: int, result_bytes: int, info: bytes):
+        if result_bytes > max_payload or len(info) > max_payload:
+            raise ConfigError("max_payload must hold the result and info payloads")
+        self.max_payload, self.result_bytes, self.info = max_payload, result_bytes, info
+        layout = frame_layout(max_payload)
+        super().__init__({
+            "rx": In(stream.Signature(layout)),
+            "rx_err_valid": In(1), "rx_err_code": In(4), "rx_err_detail": In(8),
+            "framing_error": In(1), "overflow": In(1), "rejected": In(1), "not_ready": In(1),
+            "data": Out(stream.Signature(layout)),
+            "result": In(stream.Signature(8 * result_bytes)),
+            "tx": Out(stream.Signature(layout)),
+            "soft_reset": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rx = self.rx.payload
+        expected = Signal(8)
+        nak_sent = Signal()
+        result_seq = Signal(8)
+        ack_pend, info_pend, reset_pend = Signal(), Signal(), Signal()
+        codes = sorted(ERRORS.values())
+        pend = {c: Signal(name=f"err{c}_pend") for c in codes}
+        detail = {c: Signal(8, name=f"err{c}_detail") for c in codes}
+        rejected_q = Signal()
+
+        sequenced = Signal()
+        with m.Switch(rx.op), m.Case(*(OPCODES[n] for n in SEQUENCED)):
+            m.d.comb += sequenced.eq(1)
+        diff = Signal(8)
+        m.d.comb += diff.eq(rx.seq - expected)
+        in_order = sequenced & (diff == 0)
+        m.d.comb += self.rx.ready.eq(~in_order | ~self.data.valid)
+
+        # ---------------------------------------------------------------- replies (priority order)
+        tx = self.tx.payload
+        chosen = Signal()
+        take = self.tx.valid & self.tx.ready
+        m.d.comb += [tx.seq.eq(expected), tx.len.eq(0)]
+        with m.If(reset_pend):
+            m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["reset_done"])]
+            with m.If(take):
+                m.d.sync += reset_pend.eq(0)
+        for c in codes:
+            with m.Elif(pend[c]):
+                m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["error"]), tx.len.eq(2),
+                             tx.payload[:16].eq(Cat(Const(c, 8), detail[c]))]
+                with m.If(take):
+                    m.d.sync += pend[c].eq(0)
+        with m.Elif(ack_pend):
+            m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["ack"])]
+            with m.If(take):
+                m.d.sync += ack_pend.eq(0)
+        with m.Elif(info_pend):
+            m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["info"]), tx.len.eq(len(self.info)),
+                         tx.payload[:8 * len(self.info)].eq(int.from_bytes(self.info, "little"))]
+            with m.If(take):
+                m.d.sync += info_pend.eq(0)
+        with m.Else():
+            m.d.comb += [self.tx.valid.eq(self.result.valid), self.result.ready.eq(self.tx.ready),
+                         tx.op.eq(REPLIES["result"]), tx.seq.eq(result_seq), tx.len.eq(self.result_bytes),
+                         tx.payload[:8 * self.result_bytes].eq(self.result.payload), chosen.eq(1)]
+            with m.If(take):
+                m.d.sync += result_seq.eq(result_seq + 1)
+
+        # ---------------------------------------------------------------- events (set after clears: set wins)
+        def raise_error(name, value):
+            m.d.sync += [pend[ERRORS[name]].eq(1), detail[ERRORS[name]].eq(value)]
+
+        with m.If(self.rx_err_valid):
+            for c in codes:
+                with m.If(self.rx_err_code == c):
+                    m.d.sync += [pend[c].eq(1), detail[c].eq(self.rx_err_detail)]
+        with m.If(self.framing_error):
+            raise_error("rx_framing", 0)
+        with m.If(self.overflow):
+            raise_error("rx_overflow", 0)
+        m.d.sync += rejected_q.eq(self.rejected)
+        with m.If(self.rejected & ~rejected_q):
+            raise_error("rejected", 0)
+        with m.If(self.not_ready):
+            raise_error("not_ready", 0)
+
+        with m.If(self.data.valid & self.data.ready):
+            m.d.sync += self.data.valid.eq(0)
+        with m.If(self.rx.valid & self.rx.ready):
+            with m.If(rx.op == OPCODES["reset"]):
+                m.d.comb += self.soft_reset.eq(1)
+                m.d.sync += [expected.eq(rx.seq + 1), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0),
+                             reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
+                m.d.sync += [p.eq(0) for p in pend.values()]
+            with m.Elif(rx.op == OPCODES["info"]):
+                m.d.sync += info_pend.eq(1)
+            with m.Elif(in_order):
+                m.d.sync += [self.data.payload.eq(rx), self.data.valid.eq(1), expected.eq(expected + 1),
+                             ack_pend.eq(1), nak_sent.eq(0)]
+            with m.Elif(diff[7]):              # behind: a duplicate, already executed
+                m.d.sync += ack_pend.eq(1)
+            with m.Elif(~nak_sent):             # ahead: something was lost
+                raise_error("out_of_sequence", rx.seq)
+                m.d.sync += nak_sent.eq(1)
+        return m
+
+
+class HostLink(wiring.Component):
+    """UART, receive FIFO, parser, control and sender: the whole link around a payload.
+
+    ``lengths`` maps each sequenced opcode to its payload bytes; ``result_bytes`` is the payload of a
+    result; ``info`` the info frame payload. ``divisor`` is clock cycles per UART bit; ``timeout`` the
+    idle cycles after which a partial frame is abandoned. ``tx_hold`` pauses the transmitter (the
+    tests' stalled output consumer; tied low on a board).
+    """
+
+    def __init__(self, *, lengths: dict[str, int], result_bytes: int, info: bytes, divisor: int,
+                 fifo_depth: int, timeout: int):
+        self.op_lengths = {OPCODES[name]: n for name, n in lengths.items()}
+        self.op_lengths.update({OPCODES["reset"]: 0, OPCODES["info"]: 0})
+        self.max_payload = max(*self.op_lengths.values(), result_bytes, len(info), 2)
+        self.result_bytes, self.info = result_bytes, info
+        self.divisor, self.fifo_depth, self.timeout = divisor, fifo_depth, timeout
+        layout = frame_layout(self.max_payload)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "tx_hold": In(1),
+                          "data": Out(stream.Signature(layout)), "result": In(stream.Signature(8 * result_bytes)),
+                          "rejected": In(1), "not_ready": In(1), "soft_reset": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.urx = urx = UARTRx(divisor=self.divisor)
+        m.submodules.utx = utx = UARTTx(divisor=self.divisor)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)
+        m.submodules.parser = parser = FrameParser(lengths=self.op_lengths, timeout=self.timeout,
+                                                     max_payload=self.max_payload)
+        m.submodules.control = control = LinkControl(max_payload=self.max_payload, result_bytes=self.result_bytes,
+                                                     info=self.info)
+        m.submodules.sender = sender = FrameSender(max_payload=self.max_payload)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.ready.eq(fifo.w_rdy),
+                     fifo.w_data.eq(urx.data), fifo.w_en.eq(urx.valid),
+                     parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
+                     control.rx_err_valid.eq(parser.err_valid), control.rx_err_code.eq(parser.err_code),
+                     control.rx_err_detail.eq(parser.err_detail),
+                     control.framing_error.eq(urx.frame_error), control.overflow.eq(urx.overflow),
+                     control.rejected.eq(self.rejected), control.not_ready.eq(self.not_ready),
+                     self.soft_reset.eq(control.soft_reset),
+                     utx.i.payload.eq(sender.o.payload), utx.i.valid.eq(sender.o.valid & ~self.tx_hold),
+                     sender.o.ready.eq(utx.i.ready & ~self.tx_hold)]
+        wiring.connect(m, parser.o, control.rx)
+        wiring.connect(m, control.tx, sender.i)
+        wiring.connect(m, wiring.flipped(self.result), control.result)
+        wiring.connect(m, control.data, wiring.flipped(self.data))
+        return m
