@@ -25,14 +25,16 @@ import numpy as np
 from .arith import INT32_MAX, INT32_MIN, Requant
 from .contract import MAX_GEMM_M, MAX_GEMM_N
 from .errors import ConfigError
-from .executor import Trace, int_steps
+from .executor import Trace, check_input, int_steps
+from .fileio import load_data
 from .graph import Graph, Node
 from .hw.config import ArrayConfig
 from .hw.driver import fold_bias
 from .kernels import im2col, matmul_exact, pad_nchw
 from .ops import conv_input, conv_output, requant_of
+from .qmodel import load_qmodel
 
-__all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "array_layers", "check_model",
+__all__ = ["GemmBackend", "GemmCall", "GoldenBackend", "Runtime", "array_layers", "check_model", "load_array_run",
            "config_for_model", "model_requirements"]
 
 
@@ -241,6 +243,23 @@ def array_layers(graph: Graph, source: str) -> list[LayerNeeds]:
                           f"layer; {nq} of {len(graph.nodes)} nodes quantized); see the notes of qhw quantize "
                           f"for why its layers stayed float")
     return needs
+
+
+
+def load_array_run(qmodel, data, *, limit: int | None):
+    """The quantized model, inputs and labels (or None) of a run on hardware: a model with nothing
+    on the array, data that does not fit the model, or a bad ``--limit`` is one line, before anything
+    is built."""
+    qm = load_qmodel(qmodel)
+    array_layers(qm.graph, str(qmodel))
+    x, labels = load_data(data)
+    x = check_input(qm.graph, x, str(data))
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be a positive number of samples, not {limit}")
+        x = x[:limit]
+        labels = None if labels is None else labels[:limit]
+    return qm, x, labels
 
 
 def check_model(graph: Graph, config: ArrayConfig, source: str = "array") -> list[LayerNeeds]:

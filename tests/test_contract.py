@@ -60,6 +60,20 @@ def _qhw_imports(path, module: str) -> set[str]:
     return out
 
 
+def circles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Every import circle found by a depth-first walk from each module (as module paths)."""
+    def circle(node, path):
+        if node in path:
+            return path[path.index(node):] + [node]
+        for dep in graph[node]:
+            found = circle(dep, path + [node])
+            if found:
+                return found
+        return None
+
+    return [c for m in sorted(graph) if (c := circle(m, []))]
+
+
 def test_hardware_modules_import_no_circle():
     """qhw.hw and the contract form no import circle, counting imports inside functions (where the old
     config -> wide_mul -> pe_pipelined -> config circle hid)."""
@@ -71,16 +85,7 @@ def test_hardware_modules_import_no_circle():
     graph = {m: sorted(d for d in _qhw_imports(f, m) if d in files and d != m) for m, f in files.items()}
     assert graph["qhw.hw.config"] == ["qhw.contract"] and graph["qhw.contract"] == []
 
-    def circle(node, path):
-        if node in path:
-            return path[path.index(node):] + [node]
-        for dep in graph[node]:
-            found = circle(dep, path + [node])
-            if found:
-                return found
-        return None
-
-    assert [c for m in graph if (c := circle(m, []))] == []
+    assert circles(graph) == []
 
 
 def test_package_imports_no_circle():
@@ -112,16 +117,7 @@ def test_package_imports_no_circle():
              for m, f in files.items()}
     assert graph["qhw.ops_elementwise"] and "qhw.ops" not in graph["qhw.ops_elementwise"]
 
-    def circle(node, path):
-        if node in path:
-            return path[path.index(node):] + [node]
-        for dep in graph[node]:
-            found = circle(dep, path + [node])
-            if found:
-                return found
-        return None
-
-    assert [c for m in sorted(graph) if (c := circle(m, []))] == []
+    assert circles(graph) == []
 
 
 # --------------------------------------------------------------------------- formulas

@@ -65,21 +65,11 @@ def board_info(port: str, *, baud: int, rtl=None) -> dict:
 
 def board_run(qmodel, data, port: str, *, baud: int, rtl=None, limit: int | None = None, faults: float = 0.0,
               seed: int = 0) -> dict:
-    from ..executor import check_input, run_batched
-    from ..fileio import load_data
+    from ..executor import run_batched
     from ..metrics import accuracy
-    from ..qmodel import load_qmodel
-    from ..runtime import Runtime, array_layers, check_model
+    from ..runtime import Runtime, check_model, load_array_run
 
-    qm = load_qmodel(qmodel)
-    array_layers(qm.graph, str(qmodel))
-    x, labels = load_data(data)
-    x = check_input(qm.graph, x, str(data))
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be a positive number of samples, not {limit}")
-        x = x[:limit]
-        labels = None if labels is None else labels[:limit]
+    qm, x, labels = load_array_run(qmodel, data, limit=limit)
     config, runner = open_board(port, baud=baud, rtl=rtl, faults=faults, seed=seed)
     if config is not None:
         check_model(qm.graph, config, str(rtl))

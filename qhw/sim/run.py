@@ -145,20 +145,10 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
-    from ..executor import check_input, fixed_batch
-    from ..fileio import load_data
-    from ..qmodel import load_qmodel
-    from ..runtime import array_layers, check_model
+    from ..executor import fixed_batch
+    from ..runtime import check_model, load_array_run
 
-    qm = load_qmodel(qmodel)
-    array_layers(qm.graph, str(qmodel))  # a model with nothing on the array: one line, nothing built
-    x, labels = load_data(data)
-    x = check_input(qm.graph, x, str(data))
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be a positive number of samples, not {limit}")
-        x = x[:limit]
-        labels = None if labels is None else labels[:limit]
+    qm, x, labels = load_array_run(qmodel, data, limit=limit)
     hw = load_hardware(rtl)
     check_model(qm.graph, hw.config, str(rtl))          # refuse before building or simulating
     if batch < 1:
