@@ -38,6 +38,24 @@ def golden_codes(graph, x) -> dict[str, np.ndarray]:
     raise AssertionError("int_steps yielded without a lowering function")
 
 
+def own_scale_pools(tmp_path, rounding: str):
+    """(quantized model, inputs): a conv, a fused 2x2 AveragePool, a padded 3x3 AveragePool and a
+    GlobalAveragePool (seed 3), each pool given its own output scale and zero point (as a QDQ model
+    has), so the per-count tables are used."""
+    rng = np.random.default_rng(3)
+    net = (Net(rng, (1, 3, 8, 8)).conv(8, 3, pads=(1, 1, 1, 1)).op("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
+           .op("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 1]).op("GlobalAveragePool"))
+    path = net.save(tmp_path / "pools.onnx")
+    x = rng.uniform(-1, 1, (20, 3, 8, 8)).astype(np.float32)
+    qm = quantize(path, x, rounding=rounding)
+    g = qm.graph
+    for k, node in enumerate(n for n in g.nodes if n.op in ("AveragePool", "GlobalAveragePool")):
+        out = node.outputs[0]
+        g.tensors[out] = type(g.tensors[out])(scale=g.tensors[out].scale * (0.61 + 0.3 * k),
+                                              zero_point=g.tensors[out].zero_point + 3, bits=8)
+    return qm, x
+
+
 class Net:
     """A float ONNX model assembled node by node (NCHW, opset 13), random weights from ``rng``."""
 

@@ -9,7 +9,7 @@ from qhw.engine.compiler import compile_model
 from qhw.engine.program import Program
 from qhw.engine.run import run_engine
 
-from .conftest import Net, engine_for, golden_codes, quantize
+from .conftest import Net, engine_for, golden_codes, own_scale_pools, quantize
 
 
 def assert_bit_exact(qm, x, **engine):
@@ -83,17 +83,7 @@ def test_host_node_splits_segments(tmp_path):
 def test_pool_with_its_own_output_scale(tmp_path, rounding):
     """A pool whose output scale differs from its input's (a QDQ model's): the per-count multiplier
     tables (single/tflite) and scales (onnx), fused and standalone."""
-    rng = np.random.default_rng(3)
-    net = (Net(rng, (1, 3, 8, 8)).conv(8, 3, pads=(1, 1, 1, 1)).op("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
-           .op("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 1]).op("GlobalAveragePool"))
-    path = net.save(tmp_path / "pools.onnx")
-    x = rng.uniform(-1, 1, (20, 3, 8, 8)).astype(np.float32)
-    qm = quantize(path, x, rounding=rounding)
-    g = qm.graph
-    for k, node in enumerate(n for n in g.nodes if n.op in ("AveragePool", "GlobalAveragePool")):
-        out = node.outputs[0]
-        g.tensors[out] = type(g.tensors[out])(scale=g.tensors[out].scale * (0.61 + 0.3 * k),
-                                              zero_point=g.tensors[out].zero_point + 3, bits=8)
+    qm, x = own_scale_pools(tmp_path, rounding)
     compiled = assert_bit_exact(qm, x)
     rules = {d["rule"] for d in compiled.program.descriptors if d.op in ("MATMUL", "POOL") and d["pool"]}
     assert len(rules) >= 1 and 1 not in rules          # never the same-scale divide

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from engine.conftest import Net, engine_for, quantize  # noqa: F401  (tests/engine's model builders)
+from engine.conftest import Net, engine_for, own_scale_pools, quantize  # noqa: F401  (tests/engine's model builders)
 from engine.test_model import CASES, SEED  # noqa: F401
 
 from qhw.engine.compiler import compile_model
@@ -37,18 +37,6 @@ def digits_cnn_program(cnn_path, digits):
 
 
 def own_scale_pools_program(tmp_path, rounding: str):
-    """The model of ``tests/engine``'s ``test_pool_with_its_own_output_scale`` (seed 3): a conv, a
-    fused 2x2 AveragePool, a padded 3x3 AveragePool and a GlobalAveragePool, each pool given its own
-    output scale and zero point (as a QDQ model has), so the per-count tables are used."""
-    rng = np.random.default_rng(3)
-    net = (Net(rng, (1, 3, 8, 8)).conv(8, 3, pads=(1, 1, 1, 1)).op("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
-           .op("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 1]).op("GlobalAveragePool"))
-    path = net.save(tmp_path / "pools.onnx")
-    x = rng.uniform(-1, 1, (20, 3, 8, 8)).astype(np.float32)
-    qm = quantize(path, x, rounding=rounding)
-    g = qm.graph
-    for k, node in enumerate(n for n in g.nodes if n.op in ("AveragePool", "GlobalAveragePool")):
-        out = node.outputs[0]
-        g.tensors[out] = type(g.tensors[out])(scale=g.tensors[out].scale * (0.61 + 0.3 * k),
-                                              zero_point=g.tensors[out].zero_point + 3, bits=8)
+    """``tests/engine``'s ``own_scale_pools`` model, compiled: its program and quantized model."""
+    qm, _ = own_scale_pools(tmp_path, rounding)
     return compile_model(qm, engine_for(qm.graph)).program, qm
