@@ -51,6 +51,8 @@ __all__ = [
     "GEMM_M_BITS",
     "ISSUE_LATENCY",
     "PARAMS_READ_LATENCY",
+    "POOL_MAX_LATENCY",
+    "POOL_SUM_LATENCY",
     "MANIFEST_FORMAT_VERSION",
     "MAX_GEMM_M",
     "MAX_GEMM_N",
@@ -130,6 +132,11 @@ ACCUMULATE_LATENCY = 2
 FIFO_LATENCY = 2
 # The lanes register their inputs (row and requantization parameters) in the cycle a row arrives.
 PARAMS_READ_LATENCY = 1
+# Network-engine pooling (``qhw.hw.engine.pool``): a max is compared with the running entry and written
+# the cycle after a window's last row; an average's window sum is registered, then goes through a
+# requantization lane (``pool_avg_latency = POOL_SUM_LATENCY + requant_latency``).
+POOL_MAX_LATENCY = 1
+POOL_SUM_LATENCY = 1
 
 
 def signed_bits(lo: int, hi: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
@@ -110,12 +111,12 @@ class EngineConfig:
     @property
     def pool_max_latency(self) -> int:
         """Fused max pool: compare with the line-buffer entry, then write (cycles after the row's write)."""
-        return 1
+        return POOL_MAX_LATENCY
 
     @property
     def pool_avg_latency(self) -> int:
         """Fused average: the window sum is divided/requantized by a lane like the requant lanes."""
-        return self.array.requant_latency + 1
+        return POOL_SUM_LATENCY + self.array.requant_latency
 
     @property
     def input_latency(self) -> int:

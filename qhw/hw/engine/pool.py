@@ -22,7 +22,15 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ...contract import MODE_BITS, MODE_CODES, MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
+from ...contract import (
+    MODE_BITS,
+    MODE_CODES,
+    MULTIPLIER_BITS,
+    POOL_MAX_LATENCY,
+    POOL_SUM_LATENCY,
+    SCALE_BITS,
+    SHIFT_BITS,
+)
 from ...engine.isa import FIELDS, RULE_CODES
 from ...errors import ConfigError
 from ..config import ArrayConfig, check_config
@@ -229,12 +237,12 @@ class FusedPool(wiring.Component):
     @property
     def max_latency(self) -> int:
         """A window's last row to its max: 1 (``EngineConfig.pool_max_latency``)."""
-        return 1
+        return POOL_MAX_LATENCY
 
     @property
     def avg_latency(self) -> int:
         """A window's last row to its average: ``1 + config.requant_latency`` (``pool_avg_latency``)."""
-        return 1 + self.config.requant_latency
+        return POOL_SUM_LATENCY + self.config.requant_latency
 
     def elaborate(self, platform):
         from amaranth.lib.memory import Memory

@@ -14,6 +14,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ...engine.isa import POOL_MAX, RULE_CODES
 from ..config import ArrayConfig, check_config
 from ..skew import delayed
@@ -55,12 +56,12 @@ class PoolUnit(wiring.Component):
     @property
     def max_latency(self) -> int:
         """A window's last word (read data) to its write, max: 1 (``EngineConfig.pool_max_latency``)."""
-        return 1
+        return POOL_MAX_LATENCY
 
     @property
     def avg_latency(self) -> int:
         """The same for an average: ``1 + config.requant_latency`` (``EngineConfig.pool_avg_latency``)."""
-        return 1 + self.config.requant_latency
+        return POOL_SUM_LATENCY + self.config.requant_latency
 
     def elaborate(self, platform):
         m = Module()
