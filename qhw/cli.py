@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_types import positive_int
 from .errors import QhwError
 
 __all__ = ["main", "build_parser"]
@@ -28,16 +29,6 @@ def progress(it, desc: str):
     from tqdm import tqdm
 
     return tqdm(it, desc=desc, leave=False, disable=None, file=sys.stderr, unit="batch")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return v
 
 
 def _budget(text: str) -> float:
@@ -181,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", metavar="REPORT_DIR", help="write report.md, report.json and plots")
     a.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity runs")
-    a.add_argument("--batch-size", type=_positive_int, metavar="N",
+    a.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="samples per chunk (memory grows with it; default: from the model's activation size, "
                         "or the model's fixed batch)")
     a.set_defaults(func=cmd_analyze)

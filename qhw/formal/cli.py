@@ -5,25 +5,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from ..cli_types import positive_int
 from ..hw.config import read_manifest
 from .properties import PROPERTIES, prove_all
 
 __all__ = ["add_parser", "prove_report", "run"]
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -33,13 +24,13 @@ def add_parser(subparsers) -> None:
                     + "; ".join(f"{prop.name} ({prop.component}): {prop.what}" for prop in PROPERTIES)
                     + ". Work files and counterexample traces (NAME_formal/PROPERTY.vcd) go beside the manifest.")
     p.add_argument("--rtl", required=True, metavar="DIR/NAME.json", help="manifest written by qhw generate")
-    p.add_argument("--depth", type=_positive_int, default=2,
+    p.add_argument("--depth", type=positive_int, default=2,
                    help="k-induction depth, or BMC depth for bounded properties (default 2; a property that "
                         "needs more uses its own minimum)")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="properties proven in parallel (default 1)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="properties proven in parallel (default 1)")
     p.add_argument("--property", action="append", choices=[prop.name for prop in PROPERTIES],
                    help="prove only this property (repeatable)")
-    p.add_argument("--timeout", type=_positive_int, metavar="SECONDS",
+    p.add_argument("--timeout", type=positive_int, metavar="SECONDS",
                    help="stop a property's solvers after this long (it is then 'unknown'); default no limit")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
