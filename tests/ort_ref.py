@@ -14,7 +14,10 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-__all__ = ["U8S8_EXACT", "WEIGHT_CODE_RANGE", "SATURATION_FREE_WEIGHT_BITS"]
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["U8S8_EXACT", "WEIGHT_CODE_RANGE", "SATURATION_FREE_WEIGHT_BITS", "lsb_mismatches", "ort_output"]
 
 
 def _x86_without_vnni() -> bool:
@@ -36,3 +39,15 @@ U8S8_EXACT = not _x86_without_vnni()
 WEIGHT_CODE_RANGE = (-128, 127) if U8S8_EXACT else (-64, 63)
 # qhw --weight-bits whose codes stay in that range (4 when 8 would saturate: qhw has no 7-bit weights).
 SATURATION_FREE_WEIGHT_BITS = 8 if U8S8_EXACT else 4
+
+
+def ort_output(path, x):
+    """ONNX Runtime's first output for ``x`` fed to the model's first input (default optimizations)."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def lsb_mismatches(qm, ours, theirs) -> int:
+    """Outputs of a quantized model differing from another result by more than 1 % of an output LSB."""
+    scale = qm.graph.tensors[qm.graph.outputs[0]].scale
+    return int(np.count_nonzero(np.abs(ours - theirs) > scale / 100))

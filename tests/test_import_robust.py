@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from ort_ref import ort_output
 
 from qhw.cli import main
 from qhw.executor import run_float
@@ -70,10 +71,6 @@ def _nq(qm) -> tuple[int, int]:
     return sum(n.quant is not None for n in qm.graph.nodes), len(qm.graph.nodes)
 
 
-def _ort(path, x):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-
 # --------------------------------------------------------------------------- constant subgraphs
 
 
@@ -90,7 +87,7 @@ def test_linear_without_bias_transposed_weight_is_quantized(capsys, tmp_path):
     x = rng.normal(0, 1, (64, 12)).astype(F)
     graph, _ = import_model(model)
     assert [n.op for n in graph.nodes] == ["Dense", "Dense"]
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert _nq(qm) == (2, 2), err
     assert "kept float" not in err
@@ -192,7 +189,7 @@ def test_weights_behind_reshape_unsqueeze_cast_constantofshape_identity(capsys, 
     x = rng.normal(0, 1, (32, 3, 8, 8)).astype(F)
     graph, _ = import_model(model)
     assert [n.op for n in graph.nodes] == ["Conv", "Conv", "GlobalAveragePool", "Flatten"]
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert _nq(qm) == (4, 4), err
 
@@ -211,7 +208,7 @@ def test_graph_input_with_initializer_is_a_constant(capsys, tmp_path):
     graph, _ = import_model(model)
     assert [i.name for i in graph.inputs] == ["x"]
     assert [n.name for n in graph.nodes] == ["n140", "fc"]
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert _nq(qm) == (1, 2), err  # the Reshape of the float graph input stays float
     assert "converted from opset 9 to opset 13" in err
@@ -233,7 +230,7 @@ def test_opset6_batchnorm_and_prelu_are_converted_with_a_note(capsys, tmp_path):
              helper.make_node("PRelu", ["bn", "slope"], ["y"], name="prelu")]
     model = _save(tmp_path / "old.onnx", nodes, inits, ["N", 3, 8, 8], opset=6, ir=3, inputs_with_inits=True)
     with pytest.raises(Exception, match="BatchNormalization"):  # what users hit without the conversion
-        _ort(model, np.zeros((1, 3, 8, 8), F))
+        ort_output(model, np.zeros((1, 3, 8, 8), F))
     x = rng.normal(0, 1, (16, 3, 8, 8)).astype(F)
     notes: list[str] = []
     graph, _ = import_model(model, notes=notes)
@@ -241,7 +238,7 @@ def test_opset6_batchnorm_and_prelu_are_converted_with_a_note(capsys, tmp_path):
     assert [n.op for n in graph.nodes] == ["Conv", "Onnx"]  # BatchNormalization folded into the conv
     # independent reference: the float math of the three layers in NumPy, float64
     conv_only = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])
-    conv = _ort(_save(tmp_path / "conv.onnx", [conv_only], {"w": inits["w"]}, ["N", 3, 8, 8]), x)
+    conv = ort_output(_save(tmp_path / "conv.onnx", [conv_only], {"w": inits["w"]}, ["N", 3, 8, 8]), x)
     sh = (1, c, 1, 1)
     bn = (conv - inits["m"].reshape(sh)) / np.sqrt(inits["v"].reshape(sh) + 1e-5) * inits["s"].reshape(sh) \
         + inits["bb"].reshape(sh)
@@ -273,7 +270,7 @@ def test_unsupported_attribute_runs_in_float_with_a_note(capsys, tmp_path):
     model = _ceil_avgpool_model(tmp_path / "ceil.onnx")
     x = np.random.default_rng(SEED).normal(0, 1, (16, 3, 6, 6)).astype(F)
     graph, _ = import_model(model)
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     floats = [n.name for n in qm.graph.nodes if n.quant is None]
     assert floats == ["pool_ceil", "relu2", "pool2", "reshape"]
@@ -345,7 +342,7 @@ def test_zero_pad_folds_into_conv_and_average_pool(capsys, tmp_path):
     assert [n.op for n in graph.nodes] == ["Conv", "AveragePool"]
     assert graph.nodes[0].attrs["pads"] == [2, 2, 2, 2]
     assert graph.nodes[1].attrs["pads"] == [1, 1, 1, 1] and graph.nodes[1].attrs["count_include_pad"] == 1
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
     assert _nq(qm) == (2, 2), err
 
@@ -364,7 +361,7 @@ def test_nonzero_pad_is_an_integer_pad(capsys, tmp_path, value):
     x = rng.normal(0, 1, (16, 3, 5, 5)).astype(F)
     graph, _ = import_model(model)
     assert [n.op for n in graph.nodes] == ["Conv", "Pad", "Conv"]
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
     assert _nq(qm) == (3, 3), err
     from qhw.executor import Trace, run_int
@@ -377,7 +374,7 @@ def test_nonzero_pad_is_an_integer_pad(capsys, tmp_path, value):
     assert np.all(padded[:, :, 0, :] == code) and np.all(padded[:, :, :, 5:] == code)
     np.testing.assert_array_equal(padded[:, :, 1:, :5], tr.codes["c"])
     # the exported QDQ model (QLinearConv, Pad between Q/DQ) reproduces the golden model exactly
-    np.testing.assert_array_equal(_ort(out, x), y)
+    np.testing.assert_array_equal(ort_output(out, x), y)
 
 
 # --------------------------------------------------------------------------- export validity
@@ -442,7 +439,7 @@ def test_conv1d_and_convtranspose_are_integer_convs(capsys, tmp_path, name):
     model, x = _conv_variant(tmp_path / f"{name}.onnx", name)
     graph, _ = import_model(model)
     assert [n.op for n in graph.nodes] == ["Conv"]
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
     assert _nq(qm) == (1, 1), err
     y = run_int(qm.graph, x)[0]
@@ -498,7 +495,7 @@ def test_ort_qdq_conv1d_and_convtranspose_reproduced(tmp_path, name, per_channel
     xt = np.random.default_rng(8).normal(0, 1, x.shape).astype(F)
     ours = run_batched(qm.graph, xt, integer=True)
     if CONV_VARIANTS[name][0]["op"] == "Conv" and not per_channel:  # ORT's integer QLinearConv
-        np.testing.assert_array_equal(ours, _ort(dst, xt))
+        np.testing.assert_array_equal(ours, ort_output(dst, xt))
     elif name.startswith("conv1d"):
         np.testing.assert_array_equal(ours, _ort_unoptimized(dst, xt))
     else:
@@ -531,7 +528,7 @@ def test_densenet_unsqueeze_mul_add_affine_becomes_an_integer_depthwise_conv(cap
     assert dw.op == "Conv" and dw.attrs["group"] == 7 and dw.attrs["activation"] == {"kind": "relu"}
     np.testing.assert_allclose(dw.params["W"].reshape(-1), inits["s"])
     np.testing.assert_allclose(dw.params["b"], inits["b"])
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert [n.name for n in qm.graph.nodes if n.quant is None] == ["concat"], err
 
@@ -604,7 +601,7 @@ def test_squeezenet_style_opset9_network_end_to_end(capsys, tmp_path):
     model = _save(tmp_path / "sq.onnx", nodes, inits, [1, 3, 17, 17], opset=9, ir=3, inputs_with_inits=True)
     x = rng.normal(0, 1, (1, 3, 17, 17)).astype(F)
     graph, _ = import_model(model)
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-6)
     qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")
     convs = [n.name for n in qm.graph.nodes if n.op == "Conv"]
     assert convs == ["conv1", "fire_squeeze", "fire_e1", "fire_e3", "classifier"]
@@ -640,7 +637,7 @@ def test_standalone_batchnorm_of_a_4d_tensor_becomes_a_depthwise_conv(capsys, tm
         ("conv", "Conv"), ("concat", "Onnx"), ("bn", "Conv"), ("conv2", "Conv"), ("gap", "GlobalAveragePool"),
         ("flat", "Flatten"), ("relu2", "Relu"), ("bn1d", "Onnx")]
     assert graph.node("bn").attrs["group"] == c and graph.node("bn").attrs["activation"] == {"kind": "relu"}
-    np.testing.assert_allclose(run_float(graph, x)[0], _ort(model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_float(graph, x)[0], ort_output(model, x), rtol=1e-5, atol=1e-5)
     qm, err, _ = _through_the_cli(capsys, tmp_path, model, x)
     assert [n.name for n in qm.graph.nodes if n.quant is None] == ["concat", "bn1d"], err
 
@@ -655,7 +652,7 @@ def test_maxpool_dilations_and_ceil_mode_are_integer(capsys, tmp_path, attrs):
     model = _save(tmp_path / "mp.onnx", nodes, {"w": rng.normal(0, 0.3, (4, 3, 1, 1)).astype(F)}, ["N", 3, 10, 9])
     x = rng.normal(0, 1, (16, 3, 10, 9)).astype(F)
     graph, _ = import_model(model)
-    ref = _ort(model, x)
+    ref = ort_output(model, x)
     assert run_float(graph, x)[0].shape == ref.shape
     np.testing.assert_allclose(run_float(graph, x)[0], ref, rtol=1e-6, atol=1e-6)
     qm, err, out = _through_the_cli(capsys, tmp_path, model, x, "--rounding", "onnx")

@@ -5,23 +5,12 @@ golden model must equal ONNX Runtime exactly."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from ort_ref import SATURATION_FREE_WEIGHT_BITS, U8S8_EXACT
+from ort_ref import SATURATION_FREE_WEIGHT_BITS, U8S8_EXACT, lsb_mismatches, ort_output
 
 from qhw.api import accuracy, quantize_model, run_batched
 from qhw.export_onnx import export_qdq
 from qhw.quantize import QuantConfig
-
-
-def _ort(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def _lsb_mismatches(qm, ours, theirs) -> int:
-    scale = qm.graph.tensors[qm.graph.outputs[0]].scale
-    return int(np.count_nonzero(np.abs(ours - theirs) > scale / 100))
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +47,7 @@ def test_ort_qdq_model_reproduced_exactly(name, per_channel, act, ort_qdq_models
     qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
     assert qm.is_qdq
     x = digits["test_x"]
-    assert _lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), _ort(path, x)) == 0
+    assert lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), ort_output(path, x)) == 0
 
 
 @pytest.mark.parametrize("rounding", ["single", "tflite"])
@@ -66,7 +55,7 @@ def test_ort_qdq_model_other_roundings_within_one_lsb(rounding, ort_qdq_models, 
     path = ort_qdq_models[("cnn", True, "s8")]
     qm = quantize_model(path, QuantConfig(rounding=rounding), calib_x=None, log=lambda m: None)
     x = digits["test_x"]
-    ours, theirs = run_batched(qm.graph, x, integer=True), _ort(path, x)
+    ours, theirs = run_batched(qm.graph, x, integer=True), ort_output(path, x)
     scale = qm.graph.tensors[qm.graph.outputs[0]].scale
     # rounding differences propagate through 4 layers, so the output may drift by a few LSB
     match = float(np.mean(np.abs(ours - theirs) <= scale / 100))
@@ -81,7 +70,7 @@ def test_export_onnx_round_trip_exact_in_onnx_mode(name, request, digits, tmp_pa
     out = tmp_path / "model.qdq.onnx"
     export_qdq(qm, out)
     x = digits["test_x"]
-    assert _lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), _ort(out, x)) == 0
+    assert lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), ort_output(out, x)) == 0
     # and the exported file imports back into the same integer model
     back = quantize_model(out, QuantConfig(rounding="onnx"), calib_x=None, log=lambda m: None)
     np.testing.assert_array_equal(run_batched(back.graph, x, integer=True), run_batched(qm.graph, x, integer=True))
@@ -98,7 +87,7 @@ def test_skl2onnx_mlp_partial_quantization(skl_mlp, digits):
     xt = digits["test_x"].reshape(-1, 64)
     yf = run_batched(qm.graph, xt, integer=False)
     yq = run_batched(qm.graph, xt, integer=True)
-    np.testing.assert_array_equal(yf, _ort(skl_mlp, xt))  # float reference = ORT on the labels output
+    np.testing.assert_array_equal(yf, ort_output(skl_mlp, xt))  # float reference = ORT on the labels output
     assert accuracy(yq, digits["test_y"]) >= accuracy(yf, digits["test_y"]) - 0.01
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from ort_ref import SATURATION_FREE_WEIGHT_BITS, U8S8_EXACT
+from ort_ref import SATURATION_FREE_WEIGHT_BITS, U8S8_EXACT, lsb_mismatches, ort_output
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import zoo  # noqa: E402  (bench/zoo.py: test and benchmark scaffolding, not part of the package)
@@ -48,16 +48,6 @@ def _float_model(zoo_dir: Path, arch: str, opset: int | None = None) -> Path:
     return path
 
 
-def _ort(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def _lsb_mismatches(qm, ours, theirs) -> int:
-    scale = qm.graph.tensors[qm.graph.outputs[0]].scale
-    return int(np.count_nonzero(np.abs(ours - theirs) > scale / 100))
-
-
 def _quiet(m):
     pass
 
@@ -77,7 +67,7 @@ def test_float_model_quantizes_every_node(arch, opset, zoo_dir, data):
     assert float_nodes == []
     assert not [n for n in qm.notes if "float" in n], qm.notes
     yf = run_batched(qm.graph, data["test"], integer=False)
-    np.testing.assert_allclose(yf, _ort(_float_model(zoo_dir, arch, opset), data["test"]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(yf, ort_output(_float_model(zoo_dir, arch, opset), data["test"]), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- ORT quantize_static
@@ -119,7 +109,7 @@ def test_ort_qdq_model_reproduced_exactly(arch, per_channel, zoo_dir, data):
     path = _ort_qdq(zoo_dir, arch, per_channel, data["calib"])
     qm = quantize_model(path, QuantConfig(rounding="onnx"), calib_x=None, log=_quiet)
     x = data["test"]
-    assert _lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), _ort(path, x)) == 0
+    assert lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), ort_output(path, x)) == 0
 
 
 def test_ort_qdq_models_exercise_orts_unfused_groups(zoo_dir, data):
@@ -149,7 +139,7 @@ def test_export_onnx_run_by_ort_equals_qhw_run(arch, zoo_dir, data, tmp_path):
     export_qdq(qm, out)
     onnx.checker.check_model(onnx.load(out), full_check=True)
     x = data["test"]
-    assert _lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), _ort(out, x)) == 0
+    assert lsb_mismatches(qm, run_batched(qm.graph, x, integer=True), ort_output(out, x)) == 0
 
 
 # --------------------------------------------------------------------------- command line
