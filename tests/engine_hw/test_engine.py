@@ -16,6 +16,7 @@ from qhw.engine.trace import write_trace
 from qhw.hw.engine.engine import NetworkEngine
 from qhw.runtime import config_for_model
 
+from .conftest import case_program
 from .engine_bench import Run, output_tensors
 
 
@@ -101,3 +102,17 @@ def test_digits_mlp_gaps_and_back_pressure(digits_models, digits):
     run = Run(NetworkEngine(engine=cfg, image=program.to_bytes()), program, inputs, rows=8, load=False,
               gaps=0.3, stall=0.5, seed=5).run()
     check_run(run, program, cfg, inputs, golden, timing=False)
+
+
+@pytest.mark.parametrize("name", ["pools", "window-c2"])
+def test_random_models(tmp_path, name):
+    """tests/engine's random models (seed 7 mixed with the name): "pools" (a padded 3x3/2 MaxPool and a
+    padded 3x3 AveragePool and a GlobalAveragePool as POOL descriptors, a fused 2x2 AveragePool, a
+    standard-layout 4-channel input), "window-c2" (a 2-channel window-layout input, stride 2, pads
+    (0, 1, 2, 1)); rounding single, 8x8, one image each, loaded through the stream."""
+    _, qm, x = case_program(tmp_path, name)
+    program, cfg = compiled(qm, 8, 8)
+    assert name != "pools" or sum(d.op == "POOL" for d in program.descriptors) == 3
+    inputs, golden = cases(qm, program, x[:1])
+    run = Run(NetworkEngine(engine=cfg), program, inputs, rows=8).run()
+    check_run(run, program, cfg, inputs, golden)
