@@ -217,7 +217,8 @@ class NetworkEngine(wiring.Component):
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
         free = issue.desc.ready & pool.desc.ready & out.desc.ready     # every read-side unit idle or finishing
         pool_d, out_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT")
-        m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")), issue.desc.payload.index.eq(f_issue.desc.payload.index),
+        m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
+                     issue.desc.payload.index.eq(f_issue.desc.payload.index),
                      issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
                      pool.desc.payload.eq(pool_d),
                      pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
