@@ -4,7 +4,7 @@
 words are 32-bit. The stream is::
 
     LOAD_MAGIC, program words P, weight words W, parameter words Q,
-    P program words (the descriptors, ``DESCRIPTOR_WORDS`` each, in order),
+    P program words (the descriptors, ``DESCRIPTOR_WORDS`` (16) words each, in order),
     W weight words (the image's weight bytes ``image[:params_offset]``, little-endian, 4 per word),
     Q parameter words (the image's int32 parameters ``image[params_offset:]``)
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 
-from .isa import DESCRIPTOR_WORDS
 from .program import Program
 
 __all__ = ["LOAD_HEADER_WORDS", "LOAD_MAGIC", "load_words"]
@@ -28,7 +27,6 @@ LOAD_HEADER_WORDS = 4
 def load_words(program: Program) -> list[int]:
     """The ``load`` stream's words for ``program`` (header, descriptors, weights, parameters)."""
     prog = [w for d in program.descriptors for w in d.to_words()]
-    assert len(prog) == len(program.descriptors) * DESCRIPTOR_WORDS
     image = bytes(program.image)
     weights, params = image[:program.params_offset], image[program.params_offset:]
     weights += b"\0" * (-len(weights) % 4)
