@@ -104,7 +104,7 @@ def test_digits_mlp_gaps_and_back_pressure(digits_models, digits):
     check_run(run, program, cfg, inputs, golden, timing=False)
 
 
-@pytest.mark.parametrize("name", ["pools", "window-c2"])
+@pytest.mark.parametrize("name", [pytest.param("pools", marks=pytest.mark.slow), "window-c2"])
 def test_random_models(tmp_path, name):
     """tests/engine's random models (seed 7 mixed with the name): "pools" (a padded 3x3/2 MaxPool and a
     padded 3x3 AveragePool and a GlobalAveragePool as POOL descriptors, a fused 2x2 AveragePool, a
@@ -116,3 +116,53 @@ def test_random_models(tmp_path, name):
     inputs, golden = cases(qm, program, x[:1])
     run = Run(NetworkEngine(engine=cfg), program, inputs, rows=8).run()
     check_run(run, program, cfg, inputs, golden)
+
+
+def test_load_unit_refuses_a_bad_stream_then_loads():
+    """``LoadUnit``: a wrong magic sets ``error`` and is skipped; sizes past the memories set ``error``
+    without writing; a good stream writes every word where ``load_words`` means it and raises ``loaded``."""
+    from amaranth.sim import Simulator
+
+    from qhw.engine.load import LOAD_MAGIC
+    from qhw.hw.engine.load_unit import LoadUnit
+
+    dut = LoadUnit(cols=4, programs=2, weight_rows=4, param_words=32, param_entries=2)
+    prog = list(range(100, 116))                        # one descriptor
+    weights = [0x01020304, 0x05060708]                  # two 4-byte rows
+    params = [7, 8, 9]
+    streams = [[0xDEAD], [LOAD_MAGIC, 48, 0, 0] + [0] * 48,          # 3 descriptors > 2: refused
+               [LOAD_MAGIC, 16, 2, 3] + prog + weights + params]
+    seen, flags = {"prog": {}, "wt": {}, "pn": {}, "pw": {}}, []
+
+    async def bench(ctx):
+        for words in streams:
+            for w in words:
+                ctx.set(dut.load.payload, w)
+                ctx.set(dut.load.valid, 1)
+                await ctx.delay(1e-8)
+                while not ctx.get(dut.load.ready):
+                    await ctx.tick()
+                    await ctx.delay(1e-8)
+                for name in seen:
+                    port = getattr(dut, name)
+                    if ctx.get(port.en):
+                        seen[name][ctx.get(port.addr)] = ctx.get(port.data)
+                await ctx.tick()
+            ctx.set(dut.load.valid, 0)
+            for _ in range(6):                          # the empty sections' phases, then the end
+                await ctx.delay(1e-8)
+                for name in seen:
+                    port = getattr(dut, name)
+                    if ctx.get(port.en):
+                        seen[name][ctx.get(port.addr)] = ctx.get(port.data)
+                await ctx.tick()
+            flags.append((ctx.get(dut.loaded), ctx.get(dut.error)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert flags == [(0, 1), (0, 1), (1, 0)]
+    assert seen["prog"] == {0: sum(w << (32 * i) for i, w in enumerate(prog))}
+    assert seen["wt"] == {0: weights[0], 1: weights[1]} and seen["pn"] == {0: 7, 1: 8, 2: 9}
+    assert seen["pw"] == {0: 7 | 8 << 32 | 9 << 64}
