@@ -104,14 +104,16 @@ def test_digits_mlp_gaps_and_back_pressure(digits_models, digits):
     check_run(run, program, cfg, inputs, golden, timing=False)
 
 
-@pytest.mark.parametrize("name", [pytest.param("pools", marks=pytest.mark.slow), "window-c2"])
-def test_random_models(tmp_path, name):
+@pytest.mark.parametrize("name,cols", [pytest.param("pools", 8, marks=pytest.mark.slow), ("window-c2", 8),
+                                       ("window-c2", 4)])
+def test_random_models(tmp_path, name, cols):
     """tests/engine's random models (seed 7 mixed with the name): "pools" (a padded 3x3/2 MaxPool and a
     padded 3x3 AveragePool and a GlobalAveragePool as POOL descriptors, a fused 2x2 AveragePool, a
     standard-layout 4-channel input), "window-c2" (a 2-channel window-layout input, stride 2, pads
-    (0, 1, 2, 1)); rounding single, 8x8, one image each, loaded through the stream."""
+    (0, 1, 2, 1)), also on 8x4 (result rows of 4 lanes written at lane offsets 0 and 4); rounding
+    single, one image each, loaded through the stream."""
     _, qm, x = case_program(tmp_path, name)
-    program, cfg = compiled(qm, 8, 8)
+    program, cfg = compiled(qm, 8, cols)
     assert name != "pools" or sum(d.op == "POOL" for d in program.descriptors) == 3
     inputs, golden = cases(qm, program, x[:1])
     run = Run(NetworkEngine(engine=cfg), program, inputs, rows=8).run()
