@@ -12,12 +12,13 @@ from engine.conftest import golden_codes, quantize
 
 from qhw.engine.compiler import compile_model, fit_engine
 from qhw.engine.cycles import descriptor_end, predict
+from qhw.engine.load import output_tensors
 from qhw.engine.trace import write_trace
 from qhw.hw.engine.engine import NetworkEngine
 from qhw.runtime import config_for_model
 
 from .conftest import case_program
-from .engine_bench import Run, output_tensors
+from .engine_bench import Run
 
 
 def cases(qm, program, x):
@@ -43,11 +44,10 @@ def compiled(qm, rows, cols):
 
 def check_run(run, program, cfg, inputs, golden, *, timing=True):
     """Outputs bit-exact; with ``timing``, writes and descriptor ends as predicted."""
-    R = cfg.array.rows
     report = predict(program, cfg)
     ends = np.cumsum(report.per_descriptor).tolist()
     for n, codes in enumerate(inputs):
-        got = output_tensors(program, [b for _, b, _ in run.outputs[n]], R)
+        got = output_tensors(program, [b for _, b, _ in run.outputs[n]])
         for name, want in golden[n].items():
             assert got[name].tolist() == want.tolist(), (n, name)
         if not timing:
