@@ -84,9 +84,9 @@ async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
     from qhw.fileio import load_data
     from qhw.qmodel import load_qmodel
     from qhw.runtime import Runtime
+    from qhw.sim.shard import merge_layers
 
     stalls = bool(job.get("in_gap") or job.get("out_stall"))
-    backend = SimBackend(bench, check_cycles=not stalls)
     qm = load_qmodel(job["qmodel"])
     x, _ = load_data(job["data"])
     x = check_input(qm.graph, x, job["data"])
@@ -103,8 +103,10 @@ async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
         show(f"simulating: images {done}-{min(done + batch, x.shape[0])} of {x.shape[0]}, layer "
              f"{layer} ({layer_names.index(layer) + 1}/{len(layer_names)})")
 
-    backend.on_layer = on_layer
+    batches, first_mismatch = [], None
     for s in range(0, x.shape[0], batch):
+        backend = SimBackend(bench, check_cycles=not stalls)      # per batch: its own layer checks
+        backend.on_layer = on_layer
         backend.position = s
         if stalls:      # the stall pattern of a batch depends on its first sample only (shards reproduce it)
             bench.set_random_pauses(in_gap=job.get("in_gap", 0.0), out_stall=job.get("out_stall", 0.0),
@@ -112,12 +114,16 @@ async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
         y = await rt.run_async(x[s:s + batch], backend)
         ys.append(y[0])
         codes.append(rt.last_codes.get(qm.graph.outputs[0], np.zeros((0,))))
+        batches.append({"start": first + s, "stop": first + s + y[0].shape[0],
+                        "layers": [lc.to_json() for lc in backend.layers.values()]})
+        if first_mismatch is None and backend.first is not None:
+            first_mismatch = str(backend.first)
     show(f"simulated {x.shape[0]} images\n")
     y = np.concatenate(ys)
     save_npz(Path(job["out"]) / "hw.npz", y=y.astype(np.float32),
              **({"codes": np.concatenate(codes)} if all(c.size for c in codes) else {}))
-    return {"samples": int(x.shape[0]), "layers": [lc.to_json() for lc in backend.layers.values()],
-            "first_mismatch": None if backend.first is None else str(backend.first)}
+    return {"samples": int(x.shape[0]), "layers": merge_layers([b["layers"] for b in batches]),
+            "batches": batches, "first_mismatch": first_mismatch}
 
 
 @cocotb.test()

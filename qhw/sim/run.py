@@ -106,7 +106,7 @@ def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "ver
               build_root=None, log=None, opt: str | None = None, coverage: bool = False) -> tuple[dict, Path, float]:
     """Runs of random GEMMs one after the other on one simulated array (``qhw.sim.cocotb_job``).
 
-    Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode], ...]}``; its
+    Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode(, directed)], ...]}``; its
     GEMMs are ``qhw.sim.gemm.random_gemms(config, gemms, seed=seed)``. Returns the job's result
     (``runs``: per-run checks and per-GEMM cycles), the run folder and the build time.
     ``coverage``: on the coverage build (``coverage.dat`` in the run folder, functional bins in the
@@ -114,7 +114,7 @@ def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "ver
     """
     hw = load_hardware(rtl)
     for run in runs:
-        for m, k, n, mode in run["gemms"]:
+        for m, k, n, mode, *_ in run["gemms"]:
             _check_gemm(hw, rtl, m, k, n, mode)
         for key in ("in_gap", "out_stall"):
             if not 0.0 <= float(run.get(key, 0.0)) < 1.0:
@@ -266,6 +266,9 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
         "gemms": res["gemms"],
         "gemm_cycles": cycles,
         "layers": res["layers"],
+        "batches": [{**b, "output_mismatches": int(np.count_nonzero(y_hw[b["start"]:b["stop"]]
+                                                                    != y_q[b["start"]:b["stop"]]))}
+                    for b in res["batches"]],
         "run_dir": str(run),
         "time": {**_timing(res, build_s, wall), "shards": len(ranges)},
     }

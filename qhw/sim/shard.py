@@ -55,6 +55,8 @@ def merge_results(parts: Sequence[dict]) -> dict:
         if key in first:
             out[key] = sum(int(p[key]) for p in parts)
     out["gemm_records"] = [r for p in parts for r in p.get("gemm_records", [])][:2000]
+    if "batches" in first:
+        out["batches"] = [b for p in parts for b in p["batches"]]
     rates = [p["time"]["sim_only_cycles_per_s"] for p in parts if p["time"].get("sim_only_cycles_per_s")]
     out["time"] = {"total": max(p["time"]["total"] for p in parts),
                    **{k: sum(p["time"][k] for p in parts) for k in ("clock_loop", "awaiting", "host")},
