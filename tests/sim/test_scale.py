@@ -213,3 +213,50 @@ def test_sharded_model_report_equals_single_process(mlp_model, digits_files):
     assert _without_timing(two) == _without_timing(one)
     assert _without_timing(dsk) == _without_timing(one)
     assert np.array_equal(y1, y2) and np.array_equal(y1, y3)
+
+
+def test_pytest_plugin_one_test_per_layer_and_batch(tmp_path, mlp_model, digits_files):
+    """A user's test module with ``hardware_regression``: 2 batches x (the MLP's array layers + its
+    output) tests, in a separate pytest run with ``--junitxml`` (one simulation for all of them)."""
+    import os
+    import subprocess
+    import sys
+
+    from qhw.qmodel import load_qmodel
+
+    hw = hardware("4x4")
+    (tmp_path / "test_net.py").write_text(
+        "from qhw.pytest_plugin import hardware_regression\n"
+        f"test_net_hw = hardware_regression({str(mlp_model)!r}, rtl={str(hw.manifest_path)!r}, "
+        f"data={str(digits_files['test'])!r}, batch=8, limit=16)\n")
+    repo = str(BUILD_ROOT.parent) if (BUILD_ROOT.parent / "qhw").is_dir() else ""
+    env = {**os.environ, "QHW_SIM_BUILD": str(BUILD_ROOT), "QHW_VERILATOR_OPT": TEST_OPT,
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:qhw", "-p", "qhw.pytest_plugin",
+                        "--junitxml=junit.xml", "-p", "no:cacheprovider", "test_net.py"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from qhw.runtime import array_layers
+
+    layers = [ly.name for ly in array_layers(load_qmodel(mlp_model).graph, "mlp")]
+    assert len(layers) >= 2
+    assert f"{2 * (len(layers) + 1)} passed" in r.stdout
+    xml = (tmp_path / "junit.xml").read_text()
+    assert xml.count("<testcase ") == 2 * (len(layers) + 1)
+    assert all(f"batch{b}-{name}" in xml for b in (0, 1) for name in (*layers, "output"))
+
+
+def test_pytest_plugin_case_fails_on_a_mismatch():
+    """The generated tests fail on a wrong layer, wrong outputs, a cycle error or a missing layer."""
+    from qhw.pytest_plugin import check_case
+
+    ok = {"layer": "fc1", "mismatches": 0, "cycle_errors": [], "first_mismatch": None}
+    rep = {"batches": [{"start": 0, "stop": 8, "output_mismatches": 0, "layers": [ok]},
+                       {"start": 8, "stop": 16, "output_mismatches": 3,
+                        "layers": [{**ok, "mismatches": 2, "first_mismatch": "first mismatch: row 1"},
+                                   {**ok, "layer": "fc2", "cycle_errors": [{"m": 1}]}]}]}
+    check_case(rep, 0, "fc1")
+    check_case(rep, 0, "output")
+    for layer, msg in (("fc1", "row 1"), ("output", "3 outputs"), ("fc2", "cycle counts"), ("fc3", "no GEMM")):
+        with pytest.raises(AssertionError, match=msg):
+            check_case(rep, 1, layer)
