@@ -3,10 +3,10 @@
 Every configuration is generated and built once (``simcases.built``); each test runs random GEMMs
 through ``qhw.sim.run.gemm_runs``, the harness ``qhw simulate`` uses (``qhw.sim.cocotb_job``).
 Random GEMMs (M = 1, K and N not multiples of the array, K = max_k, full-rate tiles, and one whose
-odd accumulators are all rounding ties) for every rounding mode, once without stalls (cycle counts must equal the manifest's analytical model
-wherever it is exact), once with random input gaps and output back-pressure (bit-exact), and all
-modes interleaved under stalls; after the last GEMM no further result may come. The seed is
-``QHW_SIM_SEED`` (default 1) and is printed on failure.
+odd accumulators are all rounding ties) for every rounding mode, once without stalls (cycle counts
+must equal the manifest's analytical model wherever it is exact), once with random input gaps and
+output back-pressure (bit-exact), and all modes interleaved under stalls; after the last GEMM no
+further result may come. The seed is ``QHW_SIM_SEED`` (default 1) and is printed on failure.
 """
 
 from __future__ import annotations
