@@ -260,3 +260,23 @@ def test_pytest_plugin_case_fails_on_a_mismatch():
     for layer, msg in (("fc1", "row 1"), ("output", "3 outputs"), ("fc2", "cycle counts"), ("fc3", "no GEMM")):
         with pytest.raises(AssertionError, match=msg):
             check_case(rep, 1, layer)
+
+
+def test_scale_flag_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """--coverage off Verilator, --executor dask without a scheduler: one line, exit 2, nothing built."""
+    from qhw.cli import main
+    from qhw.hw.config import ArrayConfig
+    from qhw.hw.generate import write
+
+    monkeypatch.setenv("QHW_SIM_BUILD", str(tmp_path / "sim_build"))
+    _, j = write(ArrayConfig(rows=2, cols=2, max_k=16), name="small", out_dir=tmp_path / "rtl")
+    for argv, msg in (
+            (["--gemm", "2,2,2", "--simulator", "icarus", "--coverage", "c"],
+             "--coverage needs --simulator verilator, not icarus"),
+            (["--gemm", "2,2,2", "--executor", "dask"], "--executor dask needs --scheduler ADDR (tcp://host:8786)")):
+        assert main(["simulate", "--rtl", str(j), *argv]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"qhw: error: {msg}"]
+    with pytest.raises(SystemExit):
+        main(["simulate", "--rtl", str(j), "--gemm", "2,2,2", "--jobs", "0"])
+    assert "--jobs: must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "sim_build").exists()
