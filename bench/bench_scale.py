@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shlex
 import sys
 import tempfile
@@ -63,9 +64,16 @@ def throughput(work: Path, root: Path, limit: int, batch: int, opt: str) -> list
     _, build_s = build(load_hardware(manifest), "verilator", build_root=root, opt=opt, log=_log)
     kw = dict(limit=limit, batch=batch, build_root=root, opt=opt)
 
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    cpus = []
+
     def timed(**more):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         rep, _ = simulate_model(qpath, data["test"], manifest, **kw, **more)
+        cpus.append(cpu() - c)      # this process and the finished simulator processes
         return rep, time.perf_counter() - t
 
     one, t1 = timed(jobs=1)
@@ -86,7 +94,9 @@ def throughput(work: Path, root: Path, limit: int, batch: int, opt: str) -> list
            "| run | wall (s) | images/s | speed-up vs --jobs 1 |", "|---|---|---|---|"]
     out += [f"| {name} | {t:.1f} | {limit / t:.2f} | {t1 / t:.2f} |" for name, t in rows]
     out += ["", f"Dask overhead over local processes: {td - t2:+.1f} s per run ({100 * (td / t2 - 1):+.0f} %), "
-                f"plus {cluster_s:.1f} s to start the LocalCluster."]
+                f"plus {cluster_s:.1f} s to start the LocalCluster. CPU seconds (this process and its simulator "
+                f"processes): --jobs 1 {cpus[0]:.1f} s, --jobs 2 {cpus[1]:.1f} s (the second shard's start-up and "
+                f"host work are the extra)."]
     return out
 
 
