@@ -127,7 +127,7 @@ def coverage(work: Path, root: Path) -> list[str]:
     functional = funcov.merge([res["functional_coverage"], rep["functional_coverage"]])
     out_dir = work / "coverage"
     summary = write_coverage(out_dir, [run_dir / "coverage.dat", Path(rep["run_dir"]) / "coverage.dat"],
-                             top=hw.name, name=hw.name, functional=functional)
+                             top=hw.name, name=hw.name, functional=functional, verilog=hw.verilog_path)
     wall = time.perf_counter() - t
 
     def pct(h, n):

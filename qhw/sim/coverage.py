@@ -22,7 +22,8 @@ from pathlib import Path
 from ..errors import DataError
 from ..fileio import write_text
 
-__all__ = ["Point", "component_of", "merge_dat", "read_dat", "summarize", "write_coverage", "write_dat"]
+__all__ = ["Point", "artefact_lines", "component_of", "merge_dat", "read_dat", "summarize", "write_coverage",
+           "write_dat"]
 
 HEADER = "# SystemC::Coverage-3\n"
 _FILE = re.compile("\x01f\x02([^\x01]*)")
@@ -94,13 +95,25 @@ def _frac(hit: int, total: int) -> float | None:
     return hit / total if total else None
 
 
-def summarize(points: dict[str, int], top: str) -> dict:
+_ARTEFACT = re.compile(r"^\s*if \(\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ \) begin end$")
+
+
+def artefact_lines(verilog) -> set[tuple[str, str]]:
+    """(file name, line) of Yosys' dummy ``if (\\$auto$...dump_module$N ) begin end``, which starts
+    each of its ``always @*`` blocks and is never taken: not design logic, left out of the counts."""
+    path = Path(verilog)
+    return {(path.name, str(i)) for i, line in enumerate(path.read_text().splitlines(), 1) if _ARTEFACT.match(line)}
+
+
+def summarize(points: dict[str, int], top: str, skip: set[tuple[str, str]] | frozenset = frozenset()) -> dict:
     """Per component and per module (instance indices folded: ``tile_0_1.pe_0_0`` -> ``tile.pe``):
-    covered and total line and toggle points; the uncovered line points."""
+    covered and total line and toggle points; the uncovered line points. Line points at ``skip``
+    (``artefact_lines``) are not counted."""
     comps: dict[str, list[int]] = {}
     mods: dict[str, list[int]] = {}
     pages: dict[str, tuple | None] = {}
     uncovered = []
+    skipped = 0
     for key, count in points.items():
         at = key.find("\x01page\x02") + 6
         page = key[at:key.find("\x01", at) % (len(key) + 1)]
@@ -113,13 +126,16 @@ def summarize(points: dict[str, int], top: str) -> dict:
         if where is None:
             continue
         i, module, comp, mod = where
+        p = Point.parse(key) if i == 0 else None
+        if p is not None and (p.get("f"), p.get("l")) in skip:
+            skipped += 1
+            continue
         hit = count > 0
         comp[i] += hit
         comp[i + 1] += 1
         mod[i] += hit
         mod[i + 1] += 1
-        if i == 0 and not hit:
-            p = Point.parse(key)
+        if p is not None and not hit:
             uncovered.append({"component": component_of(module, top), "module": module, "file": p.get("f", ""),
                               "line": p.get("S") or p.get("l", ""), "what": p.get("o", "")})
     order = sorted(comps, key=lambda c: (c != "top", c))
@@ -128,6 +144,7 @@ def summarize(points: dict[str, int], top: str) -> dict:
         "counts": {c: comps[c] for c in order},
         "modules": {m: mods[m] for m in sorted(mods)},
         "uncovered_lines": sorted(uncovered, key=lambda u: (u["component"], u["module"], _line_key(u["line"]))),
+        "skipped": skipped,
     }
 
 
@@ -144,7 +161,8 @@ def markdown(name: str, summary: dict, functional: dict | None, runs: int) -> st
     """The report: per component and per module, functional bins, uncovered lines."""
     out = [f"# Coverage of {name}", "",
            f"Verilator line (`v_line` + `v_branch` points) and toggle (`v_toggle`, every bit both ways) "
-           f"coverage, merged over {runs} simulation run(s).", "",
+           f"coverage, merged over {runs} simulation run(s); {summary['skipped']} line points of Yosys' dummy "
+           f"`if (\\$auto$...dump_module$N) begin end` (never taken, not design logic) left out.", "",
            "| component | lines | toggles |", "|---|---|---|"]
     for c, t in summary["counts"].items():
         out.append(f"| {c} | {_pct(t[0], t[1])} | {_pct(t[2], t[3])} |")
@@ -160,14 +178,16 @@ def markdown(name: str, summary: dict, functional: dict | None, runs: int) -> st
     return "\n".join(out) + "\n"
 
 
-def write_coverage(out_dir, dat_files: list, *, top: str, name: str, functional: dict | None = None) -> dict:
+def write_coverage(out_dir, dat_files: list, *, top: str, name: str, functional: dict | None = None,
+                   verilog=None) -> dict:
     """Merge the runs' ``coverage.dat`` into ``out_dir`` (``coverage.dat``, ``coverage.md``,
-    ``coverage.json``); returns the summary (``components``: ``{component: {"lines", "toggles"}}``)."""
+    ``coverage.json``); returns the summary (``components``: ``{component: {"lines", "toggles"}}``).
+    ``verilog``: the simulated source, for ``artefact_lines``."""
     missing = [str(p) for p in dat_files if not Path(p).is_file()]
     if missing:
         raise DataError(f"{missing[0]}: the simulation wrote no coverage data (was it a coverage build?)")
     points = merge_dat(dat_files)
-    summary = summarize(points, top)
+    summary = summarize(points, top, artefact_lines(verilog) if verilog is not None else frozenset())
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -164,7 +164,7 @@ def add_coverage(report: dict, out_dir, hw: Hardware, res: dict, run_dirs: Seque
 
     functional = res.get("functional_coverage")
     summary = write_coverage(out_dir, [Path(d) / "coverage.dat" for d in run_dirs], top=hw.name, name=hw.name,
-                             functional=functional)
+                             functional=functional, verilog=hw.verilog_path)
     report["coverage"] = summary["components"]
     report["functional_coverage"] = functional
     report["coverage_report"] = str(Path(out_dir) / "coverage.md")

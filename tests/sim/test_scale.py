@@ -123,6 +123,14 @@ def test_coverage_file_read_merged_and_summarized_per_component(tmp_path):
     assert [(u["component"], u["file"], u["line"]) for u in one["uncovered_lines"]] == [("requant", "top.v", "20")]
     assert "requant.requant" in one["modules"]
     assert json.loads((tmp_path / "out" / "coverage.json").read_text())["components"]["requant"]["toggles"] == 0.5
+    # Yosys' dummy ``if`` that starts an always @* block is not design logic: left out when the source is given
+    lines = ["x"] * 25
+    lines[19] = "    if (\\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end"
+    (tmp_path / "top.v").write_text("\n".join(lines) + "\n")
+    assert cov.artefact_lines(tmp_path / "top.v") == {("top.v", "20")}
+    s = cov.write_coverage(tmp_path / "out2", [tmp_path / "a" / "coverage.dat"], top="top", name="top",
+                           verilog=tmp_path / "top.v")
+    assert s["components"]["requant"]["lines"] is None and s["skipped"] == 1 and not s["uncovered_lines"]
     with pytest.raises(Exception, match="no coverage data"):
         cov.write_coverage(tmp_path / "x", [tmp_path / "missing.dat"], top="top", name="top")
 
