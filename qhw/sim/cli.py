@@ -41,8 +41,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("-o", "--output", metavar="OUT.npz", help="hardware outputs (y, float) as .npz")
     p.add_argument("--junit", metavar="FILE", help="JUnit XML with one test case per layer check")
+    add_scale_arguments(p)
     p.set_defaults(func=run)
     return p
+
+
+def add_scale_arguments(p: argparse.ArgumentParser) -> None:
+    """``--coverage``, ``--jobs``, ``--executor``, ``--scheduler`` (``scale_options`` reads them)."""
+    from ..cli_types import positive_int
+
+    p.add_argument("--coverage", metavar="DIR",
+                   help="Verilator line/toggle and functional coverage, merged over all runs, into DIR "
+                        "(coverage.md, coverage.json, coverage.dat); a separate coverage build")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="shard the inputs over N simulator processes sharing one build (default 1)")
+    p.add_argument("--executor", default="local", choices=("local", "dask"),
+                   help="where the shards run: local processes, or a Dask cluster (--scheduler)")
+    p.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://host:8786) for --executor dask")
+
+
+def scale_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``simulate_model`` from ``add_scale_arguments``' flags."""
+    if args.executor == "dask" and not args.scheduler:
+        raise ConfigError("--executor dask needs --scheduler ADDR (tcp://host:8786)")
+    if args.coverage and args.simulator != "verilator":
+        raise ConfigError(f"--coverage needs --simulator verilator, not {args.simulator}")
+    return {"coverage": args.coverage, "jobs": args.jobs, "executor": args.executor, "scheduler": args.scheduler}
 
 
 def _fmt_pct(v) -> str:
@@ -59,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
         if args.qmodel or args.data:
             raise ConfigError("--gemm runs a random GEMM; give either --gemm M,K,N or QMODEL --data DATA.npz")
         m, k, n = parse_gemm(args.gemm)
+        scale = scale_options(args)             # one GEMM is one input: --jobs has nothing to shard
         rep = simulate_gemm(args.rtl, m, k, n, seed=args.seed, simulator=args.simulator, mode=args.rounding,
-                            waves=args.waves, stall=args.stall, log=_log)
+                            waves=args.waves, stall=args.stall, log=_log, coverage=scale["coverage"])
 
         def summary():
             ideal = rep["ideal_cycles"]
@@ -75,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-o must name an .npz file, not {args.output!r}")
     rep, y_hw = simulate_model(args.qmodel, args.data, args.rtl, limit=args.limit, seed=args.seed,
                                simulator=args.simulator, waves=args.waves, stall=args.stall, batch=args.batch,
-                               log=_log, progress=sys.stderr.isatty())
+                               log=_log, progress=sys.stderr.isatty(), **scale_options(args))
     if args.output:
         from ..fileio import save_npz
 
@@ -100,6 +125,19 @@ def run(args: argparse.Namespace) -> int:
     return _emit(args, rep, summary)
 
 
+def _coverage_lines(rep: dict) -> None:
+    if "coverage" not in rep:
+        return
+    for comp, v in rep["coverage"].items():
+        _log(f"coverage {comp}: lines {_fmt_pct(v['lines'])}, toggles {_fmt_pct(v['toggles'])}")
+    fc = rep.get("functional_coverage") or {}
+    if fc:
+        hit = len(fc["bins"]) - len(fc["missed"])
+        _log(f"functional coverage: {hit}/{len(fc['bins'])} bins hit"
+             + (f"; missed: {', '.join(fc['missed'])}" if fc["missed"] else ""))
+    _log(f"wrote {rep['coverage_report']}")
+
+
 def _emit(args, rep: dict, summary) -> int:
     """The report as JUnit (``--junit``), one JSON object (``--json``) or the ``summary`` lines;
     exit status 1 on any mismatch."""
@@ -112,4 +150,5 @@ def _emit(args, rep: dict, summary) -> int:
         print(json.dumps(rep))
     else:
         summary()
+        _coverage_lines(rep)
     return 0 if rep["bit_exact"] else 1

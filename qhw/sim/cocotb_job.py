@@ -6,7 +6,11 @@ Jobs (a JSON file named by ``QHW_SIM_JOB``, written by ``qhw.sim.run``):
 * ``gemm``: runs of random GEMMs (``qhw.sim.gemm.random_gemms``), one after the other on the same
   bench, each with its own seed and idle / back-pressure rates; without stalls every GEMM's cycle
   count is compared with the manifest's analytical model wherever that model is exact;
-* ``model``: a quantized model over a data file, through ``qhw.runtime``.
+* ``model``: a quantized model over a data file (or a shard of it: samples ``start`` to ``stop``),
+  through ``qhw.runtime``; with stalls, each batch's pause pattern is seeded from the seed and its
+  first sample, so a sharded run stalls exactly where a single run does.
+
+With ``coverage`` the bench counts functional coverage bins (``qhw.sim.funcov``) into the result.
 
 Every GEMM is checked bit for bit against the golden model as it comes out; after the last one
 the bench checks that no further result comes (``AccelBench.finish``). Results go to
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -79,14 +84,16 @@ async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
     from qhw.fileio import load_data
     from qhw.qmodel import load_qmodel
     from qhw.runtime import Runtime
+    from qhw.sim.shard import merge_layers
 
     stalls = bool(job.get("in_gap") or job.get("out_stall"))
-    backend = SimBackend(bench, check_cycles=not stalls)
     qm = load_qmodel(job["qmodel"])
     x, _ = load_data(job["data"])
     x = check_input(qm.graph, x, job["data"])
     if job.get("limit"):
         x = x[:int(job["limit"])]
+    first = int(job.get("start", 0))            # a shard: samples [start, stop) of the data
+    x = x[first:int(job.get("stop", x.shape[0]))]
     rt = Runtime(qm.graph, hw.config)
     batch = int(job.get("batch", 64))
     ys, codes = [], []
@@ -96,18 +103,27 @@ async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
         show(f"simulating: images {done}-{min(done + batch, x.shape[0])} of {x.shape[0]}, layer "
              f"{layer} ({layer_names.index(layer) + 1}/{len(layer_names)})")
 
-    backend.on_layer = on_layer
+    batches, first_mismatch = [], None
     for s in range(0, x.shape[0], batch):
+        backend = SimBackend(bench, check_cycles=not stalls)      # per batch: its own layer checks
+        backend.on_layer = on_layer
         backend.position = s
+        if stalls:      # the stall pattern of a batch depends on its first sample only (shards reproduce it)
+            bench.set_random_pauses(in_gap=job.get("in_gap", 0.0), out_stall=job.get("out_stall", 0.0),
+                                    seed=random.Random(f"{job['seed']}/{first + s}").getrandbits(32))
         y = await rt.run_async(x[s:s + batch], backend)
         ys.append(y[0])
         codes.append(rt.last_codes.get(qm.graph.outputs[0], np.zeros((0,))))
+        batches.append({"start": first + s, "stop": first + s + y[0].shape[0],
+                        "layers": [lc.to_json() for lc in backend.layers.values()]})
+        if first_mismatch is None and backend.first is not None:
+            first_mismatch = str(backend.first)
     show(f"simulated {x.shape[0]} images\n")
     y = np.concatenate(ys)
     save_npz(Path(job["out"]) / "hw.npz", y=y.astype(np.float32),
              **({"codes": np.concatenate(codes)} if all(c.size for c in codes) else {}))
-    return {"samples": int(x.shape[0]), "layers": [lc.to_json() for lc in backend.layers.values()],
-            "first_mismatch": None if backend.first is None else str(backend.first)}
+    return {"samples": int(x.shape[0]), "layers": merge_layers([b["layers"] for b in batches]),
+            "batches": batches, "first_mismatch": first_mismatch}
 
 
 @cocotb.test()
@@ -116,7 +132,7 @@ async def run_job(dut):
     t_start = time.perf_counter()
     hw = load_hardware(job["rtl"])
     bench = AccelBench(dut, hw, seed=int(job["seed"]), in_gap=job.get("in_gap", 0.0),
-                       out_stall=job.get("out_stall", 0.0))
+                       out_stall=job.get("out_stall", 0.0), coverage=bool(job.get("coverage")))
     await bench.start()
     result: dict = {"kind": job["kind"]}
     if job["kind"] == "gemm":
@@ -139,4 +155,6 @@ async def run_job(dut):
                  "sim_only_cycles_per_s": rate},
         "peak_macs_per_cycle": hw.config.peak_macs_per_cycle,
     })
+    if bench.coverage is not None:
+        result["functional_coverage"] = bench.functional_coverage()
     write_text(Path(job["out"]) / "result.json", json.dumps(result, indent=1))

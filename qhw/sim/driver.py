@@ -29,6 +29,7 @@ class StreamDriver:
         self.presenting = False
         self.v = 0
         self.handshakes: list[int] | None = None   # cycle of every handshake when recorded
+        self.stalls = 0                             # cycles a presented beat waited for ``ready``
 
     def extend(self, beats) -> None:
         """Queue raw payloads behind the ones not sent yet."""
@@ -61,3 +62,5 @@ class StreamDriver:
             self.presenting = False
             if self.handshakes is not None:
                 self.handshakes.append(t)
+        else:
+            self.stalls += 1

@@ -14,7 +14,7 @@ from ..hw.config import ArrayConfig
 from ..hw.driver import fold_bias
 from ..runtime import GemmCall
 
-__all__ = ["gemm_layer", "parse_gemm", "random_gemm", "random_gemms"]
+__all__ = ["TIE_SCALE", "gemm_layer", "parse_gemm", "random_gemm", "random_gemms"]
 
 
 def parse_gemm(text: str) -> tuple[int, int, int]:
@@ -78,9 +78,23 @@ def random_gemm(config: ArrayConfig, m: int, k: int, n: int, *, mode: str, rng: 
     return GemmCall(x=x, w=w, bias=fold_bias(bias, w, x_zero_point), requant=rq, layer=layer)
 
 
+# A real scale of exactly 1/2 (M0 = 2**30, shift 0; float32 0.5): every odd accumulator is a rounding tie.
+TIE_SCALE = 0.5
+_DIRECTED = {"real_scale", "zero_point", "qmin", "qmax", "per_channel"}
+
+
 def random_gemms(config: ArrayConfig, gemms: Sequence[Sequence], *, seed: int) -> list[GemmCall]:
-    """One random GEMM per ``(m, k, n, mode)``, drawn in order from ``default_rng(seed)``, each
-    named ``gemm_layer(m, k, n)``: the same calls wherever the same list and seed are given."""
+    """One random GEMM per ``(m, k, n, mode)`` or ``(m, k, n, mode, {directed})``, drawn in order from
+    ``default_rng(seed)``, each named ``gemm_layer(m, k, n)``: the same calls wherever the same list
+    and seed are given. ``directed`` fixes some of ``random_gemm``'s draws (``real_scale``,
+    ``zero_point``, ``qmin``, ``qmax``, ``per_channel``), e.g. ``{"real_scale": TIE_SCALE}``."""
     rng = np.random.default_rng(seed)
-    return [random_gemm(config, int(m), int(k), int(n), mode=str(mode), rng=rng, layer=gemm_layer(m, k, n))
-            for m, k, n, mode in gemms]
+    out = []
+    for m, k, n, mode, *directed in gemms:
+        kw = dict(directed[0]) if directed else {}
+        if set(kw) - _DIRECTED:
+            raise ConfigError(f"a directed GEMM may fix {', '.join(sorted(_DIRECTED))}, "
+                              f"not {', '.join(sorted(set(kw) - _DIRECTED))}")
+        out.append(random_gemm(config, int(m), int(k), int(n), mode=str(mode), rng=rng, layer=gemm_layer(m, k, n),
+                               **kw))
+    return out

@@ -26,12 +26,14 @@ class GemmJob:
     program: GemmProgram
     expected: np.ndarray            # M x N, the golden model's result
     layer: str = "gemm"
+    call: GemmCall | None = None    # what was planned (functional coverage reads its operands)
 
 
 def jobs_for(hw: Hardware, calls: Sequence[GemmCall], golden: GoldenBackend | None = None) -> list[GemmJob]:
     """The calls planned for the array, each with the golden model's output."""
     expected = (golden or GoldenBackend()).run(list(calls))
-    return [GemmJob(plan_gemm(hw.config, c.x, c.w, c.bias, c.requant), e, c.layer) for c, e in zip(calls, expected)]
+    return [GemmJob(plan_gemm(hw.config, c.x, c.w, c.bias, c.requant), e, c.layer, c)
+            for c, e in zip(calls, expected)]
 
 
 class ExpectedBeats:

@@ -20,6 +20,7 @@ class OutputMonitor:
         self.read_payload = int_reader(self.payload)
         self.pauses = pauses
         self.r = 0
+        self.stalls = 0                 # cycles a valid beat waited for our ``ready`` (back-pressure)
 
     def set_ready(self, r: int) -> None:
         if r != self.r:
@@ -30,6 +31,8 @@ class OutputMonitor:
         r = 0 if (self.pauses is not None and next(self.pauses)) else 1
         if r != self.r:
             self.ready.value = self.r = r
-        if r and self.read_valid():
-            return self.read_payload()
+        if self.read_valid():
+            if r:
+                return self.read_payload()
+            self.stalls += 1
         return None

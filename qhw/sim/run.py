@@ -22,7 +22,7 @@ from ..fileio import write_text
 from .build import build, default_build_root, run_cocotb
 from .manifest import Hardware, load_hardware
 
-__all__ = ["gemm_runs", "simulate_gemm", "simulate_model", "write_junit"]
+__all__ = ["add_coverage", "gemm_runs", "run_sharded", "simulate_gemm", "simulate_model", "write_junit"]
 
 
 def _run_dir(root: Path, hw: Hardware, kind: str) -> Path:
@@ -33,11 +33,17 @@ def _run_dir(root: Path, hw: Hardware, kind: str) -> Path:
 
 
 def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root, log,
-            opt: str | None = None) -> tuple[dict, Path, float]:
+            opt: str | None = None, coverage: bool = False, run=None) -> tuple[dict, Path, float]:
+    """Build (or reuse) and run one cocotb job in ``run`` (default: a new run folder); returns the
+    job's result, its folder and the build time. ``coverage``: the coverage build, and the job
+    counts functional coverage bins (``qhw.sim.coverage``); Verilator writes ``coverage.dat``."""
     root = default_build_root() if build_root is None else Path(build_root)
-    bdir, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt)
-    run = _run_dir(root, hw, job["kind"])
-    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run)}
+    bdir, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt, coverage=coverage)
+    if run is None:
+        run = _run_dir(root, hw, job["kind"])
+    run = Path(run).resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run), "coverage": coverage}
     write_text(run / "job.json", json.dumps(job, indent=1))
     env = {"QHW_SIM_JOB": str(run / "job.json")}
     if simulator == "icarus" and waves:
@@ -97,38 +103,88 @@ def _check_gemm(hw: Hardware, rtl, m: int, k: int, n: int, mode: str) -> None:
 
 
 def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "verilator", waves: bool = False,
-              build_root=None, log=None, opt: str | None = None) -> tuple[dict, Path, float]:
+              build_root=None, log=None, opt: str | None = None, coverage: bool = False) -> tuple[dict, Path, float]:
     """Runs of random GEMMs one after the other on one simulated array (``qhw.sim.cocotb_job``).
 
-    Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode], ...]}``; its
+    Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode(, directed)], ...]}``; its
     GEMMs are ``qhw.sim.gemm.random_gemms(config, gemms, seed=seed)``. Returns the job's result
     (``runs``: per-run checks and per-GEMM cycles), the run folder and the build time.
+    ``coverage``: on the coverage build (``coverage.dat`` in the run folder, functional bins in the
+    result).
     """
     hw = load_hardware(rtl)
     for run in runs:
-        for m, k, n, mode in run["gemms"]:
+        for m, k, n, mode, *_ in run["gemms"]:
             _check_gemm(hw, rtl, m, k, n, mode)
         for key in ("in_gap", "out_stall"):
             if not 0.0 <= float(run.get(key, 0.0)) < 1.0:
                 raise ConfigError(f"{key} must be a probability in [0, 1), not {run[key]}")
     job = {"kind": "gemm", "seed": seed, "runs": [dict(run) for run in runs]}
-    return _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
+    return _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt,
+                   coverage=coverage)
+
+
+def _job_worker(rtl: str, job: dict, simulator: str, waves: bool, build_root: str, opt: str | None,
+                coverage: bool, run_dir: str) -> dict:
+    """One shard's cocotb job in ``run_dir`` (a top-level function: local processes and Dask
+    workers call it; the build is already there)."""
+    res, _, _ = _launch(load_hardware(rtl), job, simulator=simulator, waves=waves, build_root=build_root, log=None,
+                        opt=opt, coverage=coverage, run=run_dir)
+    return res
+
+
+def run_sharded(hw: Hardware, job: dict, ranges: Sequence[tuple[int, int]], *, simulator: str, waves: bool,
+                build_root, log, opt: str | None, coverage: bool, jobs: int = 1, executor: str = "local",
+                scheduler=None, kind: str | None = None) -> tuple[dict, list[Path], Path, float]:
+    """``job`` over its inputs cut into ``ranges`` (``qhw.sim.shard.shard_ranges``; the job reads
+    ``start``/``stop``), one simulator process per shard sharing one build, on ``jobs`` local
+    processes or the Dask cluster at ``scheduler`` (``qhw.parallel``). Returns the merged result
+    (``qhw.sim.shard.merge_results``), the shard folders (in input order), the run folder and the
+    build time. One shard runs in the run folder itself."""
+    from ..parallel import map_ordered
+    from .shard import merge_results
+
+    root = (default_build_root() if build_root is None else Path(build_root)).resolve()
+    _, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt, coverage=coverage)
+    run = _run_dir(root, hw, kind or job["kind"])
+    dirs = [run] if len(ranges) == 1 else [run / f"shard-{i}" for i in range(len(ranges))]
+    args = [(str(hw.manifest_path.resolve()), {**job, "start": a, "stop": b}, simulator, waves, str(root), opt,
+             coverage, str(d)) for (a, b), d in zip(ranges, dirs)]
+    if log and len(ranges) > 1:
+        log(f"simulating {len(ranges)} shards on {jobs if executor == 'local' else 'the Dask cluster'}"
+            f"{' local processes' if executor == 'local' else ''}")
+    parts = map_ordered(_job_worker, args, jobs=jobs, kind=executor, scheduler=scheduler)
+    return merge_results(parts), dirs, run, build_s
+
+
+def add_coverage(report: dict, out_dir, hw: Hardware, res: dict, run_dirs: Sequence[Path]) -> None:
+    """Merge the runs' Verilator coverage into ``out_dir`` (``qhw.sim.coverage.write_coverage``) and
+    add ``coverage`` (``{component: {"lines", "toggles"}}``) and ``functional_coverage`` to ``report``."""
+    from .coverage import write_coverage
+
+    functional = res.get("functional_coverage")
+    summary = write_coverage(out_dir, [Path(d) / "coverage.dat" for d in run_dirs], top=hw.name, name=hw.name,
+                             functional=functional, verilog=hw.verilog_path)
+    report["coverage"] = summary["components"]
+    report["functional_coverage"] = functional
+    report["coverage_report"] = str(Path(out_dir) / "coverage.md")
 
 
 def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str = "verilator",
                   mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
-                  log=None, opt: str | None = None) -> dict:
-    """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization."""
+                  log=None, opt: str | None = None, coverage=None) -> dict:
+    """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization.
+    ``coverage``: a folder for the coverage report (``add_coverage``)."""
     c = load_hardware(rtl).config
     mode = mode or c.rounding[0]
     t0 = time.perf_counter()
     res, run_dir, build_s = gemm_runs(rtl, [{"name": "gemm", "seed": seed, "in_gap": stall, "out_stall": stall,
                                              "gemms": [[m, k, n, mode]]}],
                                       seed=seed, simulator=simulator, waves=waves, build_root=build_root, log=log,
-                                      opt=opt)
+                                      opt=opt, coverage=coverage is not None)
     run = res["runs"][0]
     cycles = res["gemm_cycles"]
-    return {
+    report = {
         "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator,
         "bit_exact": run["mismatches"] == 0, "mismatches": run["mismatches"],
         "first_mismatch": run["first_mismatch"],
@@ -137,12 +193,21 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
         "layers": run["layers"], "run_dir": str(run_dir),
         "time": _timing(res, build_s, time.perf_counter() - t0),
     }
+    if coverage is not None:
+        add_coverage(report, coverage, load_hardware(rtl), res, [run_dir])
+    return report
 
 
 def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0, simulator: str = "verilator",
                    waves: bool = False, stall: float = 0.0, batch: int = 64, build_root=None, log=None,
-                   progress: bool = False, opt: str | None = None) -> tuple[dict, np.ndarray]:
-    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs)."""
+                   progress: bool = False, opt: str | None = None, coverage=None, jobs: int = 1,
+                   executor: str = "local", scheduler=None) -> tuple[dict, np.ndarray]:
+    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs).
+
+    ``jobs``: the samples cut into that many shards (whole batches) on as many simulator processes
+    sharing one build, locally or, with ``executor="dask"``, on the cluster at ``scheduler``; the
+    report is the one a single process gives (timings aside). ``coverage``: a folder for the
+    merged coverage report (``add_coverage``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..executor import fixed_batch
@@ -159,14 +224,24 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
             raise DataError(f"{data}: {x.shape[0]} samples; the model's fixed batch size {fixed} must divide "
                             f"them (use --limit)")
         batch = fixed
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, not {jobs}")
+    from .shard import shard_ranges
+
     t0 = time.perf_counter()
+    ranges = shard_ranges(int(x.shape[0]), jobs, align=batch)
     job = {"kind": "model", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
            "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "batch": batch,
-           "progress": progress}
-    res, run, build_s = _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
+           "progress": progress and len(ranges) == 1}
+    res, dirs, run, build_s = run_sharded(hw, job, ranges, simulator=simulator, waves=waves, build_root=build_root,
+                                          log=log, opt=opt, coverage=coverage is not None, jobs=jobs,
+                                          executor=executor, scheduler=scheduler)
     wall = time.perf_counter() - t0
-    with np.load(run / "hw.npz", allow_pickle=False) as z:
-        y_hw = z["y"]
+    ys = []
+    for d in dirs:
+        with np.load(d / "hw.npz", allow_pickle=False) as z:
+            ys.append(z["y"])
+    y_hw = np.concatenate(ys)
     y_q = run_batched(qm.graph, x, integer=True)
     y_f = run_batched(qm.graph, x, integer=False)
     out_diff = int(np.count_nonzero(y_hw != y_q))
@@ -191,9 +266,14 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
         "gemms": res["gemms"],
         "gemm_cycles": cycles,
         "layers": res["layers"],
+        "batches": [{**b, "output_mismatches": int(np.count_nonzero(y_hw[b["start"]:b["stop"]]
+                                                                    != y_q[b["start"]:b["stop"]]))}
+                    for b in res["batches"]],
         "run_dir": str(run),
-        "time": _timing(res, build_s, wall),
+        "time": {**_timing(res, build_s, wall), "shards": len(ranges)},
     }
+    if coverage is not None:
+        add_coverage(report, coverage, hw, res, dirs)
     if labels is None:
         for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
             del report[k]

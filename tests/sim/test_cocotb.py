@@ -2,11 +2,11 @@
 
 Every configuration is generated and built once (``simcases.built``); each test runs random GEMMs
 through ``qhw.sim.run.gemm_runs``, the harness ``qhw simulate`` uses (``qhw.sim.cocotb_job``).
-Random GEMMs (M = 1, K and N not multiples of the array, K = max_k, full-rate tiles) for every
-rounding mode, once without stalls (cycle counts must equal the manifest's analytical model
-wherever it is exact), once with random input gaps and output back-pressure (bit-exact), and all
-modes interleaved under stalls; after the last GEMM no further result may come. The seed is
-``QHW_SIM_SEED`` (default 1) and is printed on failure.
+Random GEMMs (M = 1, K and N not multiples of the array, K = max_k, full-rate tiles, one whose odd
+accumulators are all rounding ties, one with a real scale above 1) for every rounding mode, once
+without stalls (cycle counts must equal the manifest's analytical model wherever it is exact), once
+with random input gaps and output back-pressure (bit-exact), and all modes interleaved under stalls;
+after the last GEMM no further result may come. The seed is ``QHW_SIM_SEED`` (default 1) and is printed on failure.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from simcases import BUILD_ROOT, CONFIGS, TEST_OPT, config
 
+from qhw.sim.gemm import TIE_SCALE
 from qhw.sim.run import gemm_runs
 
 SEED = int(os.environ.get("QHW_SIM_SEED", "1"))
@@ -42,8 +43,13 @@ def shapes(name: str) -> list[list[int]]:
 def runs(name: str, modes) -> list[dict]:
     """Per mode: the shapes without stalls, then with stalls; then every mode in turn, with stalls."""
     out = []
+    c = config(name)
     for i, mode in enumerate(modes):
-        gemms = [[*s, mode] for s in shapes(name)]
+        # plus directed GEMMs: odd accumulators all rounding ties (where the modes differ), and a real
+        # scale above 1 (a positive shift; random scales stay below 1, coverage found it never ran)
+        gemms = [[*s, mode] for s in shapes(name)] + [
+            [c.min_m_for_full_rate, c.rows + 1, c.cols + 1, mode, {"real_scale": TIE_SCALE}],
+            [2, c.rows, c.cols, mode, {"real_scale": 3.0}]]
         out.append({"name": f"{mode}-nostall", "seed": SEED + 1000 * i, "gemms": gemms})
         out.append({"name": f"{mode}-stalls", "seed": SEED + 1000 * i + 1, "in_gap": IN_GAP, "out_stall": OUT_STALL,
                     "gemms": gemms})
