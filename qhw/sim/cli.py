@@ -31,6 +31,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="simulate the first N samples")
     p.add_argument("--gemm", metavar="M,K,N", help="simulate one random GEMM instead of a model")
     p.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--post-synth", metavar="BOARD", choices=_boards(),
+                   help="simulate the netlist Yosys maps for BOARD's FPGA family (synth_ice40 / synth_ecp5, as qhw "
+                        "synth runs it) on the vendor primitive models, instead of the generated RTL "
+                        f"(Verilator; boards: {', '.join(_boards())})")
     p.add_argument("--waves", action="store_true", help="write waveforms (FST/VCD) into the run's folder")
     p.add_argument("--seed", type=int, default=0, help="seed of random GEMM data and stream stalls (default 0)")
     p.add_argument("--stall", type=float, default=0.0, metavar="P",
@@ -43,6 +47,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="JUnit XML with one test case per layer check")
     p.set_defaults(func=run)
     return p
+
+
+def _boards() -> tuple[str, ...]:
+    from ..fpga.boards import BOARDS
+
+    return tuple(BOARDS)
 
 
 def _fmt_pct(v) -> str:
@@ -60,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--gemm runs a random GEMM; give either --gemm M,K,N or QMODEL --data DATA.npz")
         m, k, n = parse_gemm(args.gemm)
         rep = simulate_gemm(args.rtl, m, k, n, seed=args.seed, simulator=args.simulator, mode=args.rounding,
-                            waves=args.waves, stall=args.stall, log=_log)
+                            waves=args.waves, stall=args.stall, log=_log, post_synth=args.post_synth)
 
         def summary():
             ideal = rep["ideal_cycles"]
-            _log(f"GEMM {m}x{k}x{n} ({rep['mode']}, seed {args.seed}) on {args.simulator}: "
+            _log(f"GEMM {m}x{k}x{n} ({rep['mode']}, seed {args.seed}) on {args.simulator}{_on(rep)}: "
                  f"{'bit-exact' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}, "
                  f"{rep['cycles']} cycles" + (f" (model {ideal})" if ideal is not None else "")
                  + f", MAC utilization {100 * rep['mac_utilization']:.1f} %")
@@ -75,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-o must name an .npz file, not {args.output!r}")
     rep, y_hw = simulate_model(args.qmodel, args.data, args.rtl, limit=args.limit, seed=args.seed,
                                simulator=args.simulator, waves=args.waves, stall=args.stall, batch=args.batch,
-                               log=_log, progress=sys.stderr.isatty())
+                               log=_log, progress=sys.stderr.isatty(), post_synth=args.post_synth)
     if args.output:
         from ..fileio import save_npz
 
@@ -84,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     def summary():
         t = rep["time"]
         e = rep["hw_vs_float"]
-        _log(f"{rep['samples']} samples on {args.simulator}: "
+        _log(f"{rep['samples']} samples on {args.simulator}{_on(rep)}: "
              f"{'bit-exact with the golden model' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}")
         if "accuracy_hw" in rep:
             _log(f"accuracy float {_fmt_pct(rep['accuracy_float'])}, int8 {_fmt_pct(rep['accuracy_quant'])}, "
@@ -98,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             _log(f"wrote {args.output}")
     return _emit(args, rep, summary)
+
+
+def _on(rep: dict) -> str:
+    return f" ({rep['netlist']} netlist)" if "netlist" in rep else ""
 
 
 def _emit(args, rep: dict, summary) -> int:

@@ -96,13 +96,29 @@ def _check_gemm(hw: Hardware, rtl, m: int, k: int, n: int, mode: str) -> None:
                           f"when K > rows={c.rows}), N below 65536")
 
 
+def _hardware(rtl, post_synth: str | None, simulator: str, build_root, log) -> Hardware:
+    """The manifest's hardware: its generated RTL, or with ``post_synth`` (a board name) the netlist
+    Yosys maps for that board's family, on the vendor primitive models (``qhw.fpga.postsynth``)."""
+    hw = load_hardware(rtl)
+    if post_synth is None:
+        return hw
+    if simulator != "verilator":
+        raise ConfigError(f"--post-synth simulates the vendor primitive models on Verilator, not {simulator}; "
+                          f"leave --simulator out")
+    from ..fpga.postsynth import post_synth_hardware
+
+    return post_synth_hardware(hw, board=post_synth, build_root=build_root, log=log)
+
+
 def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "verilator", waves: bool = False,
-              build_root=None, log=None, opt: str | None = None) -> tuple[dict, Path, float]:
+              build_root=None, log=None, opt: str | None = None,
+              post_synth: str | None = None) -> tuple[dict, Path, float]:
     """Runs of random GEMMs one after the other on one simulated array (``qhw.sim.cocotb_job``).
 
     Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode], ...]}``; its
     GEMMs are ``qhw.sim.gemm.random_gemms(config, gemms, seed=seed)``. Returns the job's result
     (``runs``: per-run checks and per-GEMM cycles), the run folder and the build time.
+    ``post_synth``: simulate the post-synthesis netlist for that board (``_hardware``).
     """
     hw = load_hardware(rtl)
     for run in runs:
@@ -112,12 +128,13 @@ def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "ver
             if not 0.0 <= float(run.get(key, 0.0)) < 1.0:
                 raise ConfigError(f"{key} must be a probability in [0, 1), not {run[key]}")
     job = {"kind": "gemm", "seed": seed, "runs": [dict(run) for run in runs]}
+    hw = _hardware(rtl, post_synth, simulator, build_root, log)
     return _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
 
 
 def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str = "verilator",
                   mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
-                  log=None, opt: str | None = None) -> dict:
+                  log=None, opt: str | None = None, post_synth: str | None = None) -> dict:
     """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization."""
     c = load_hardware(rtl).config
     mode = mode or c.rounding[0]
@@ -125,10 +142,10 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
     res, run_dir, build_s = gemm_runs(rtl, [{"name": "gemm", "seed": seed, "in_gap": stall, "out_stall": stall,
                                              "gemms": [[m, k, n, mode]]}],
                                       seed=seed, simulator=simulator, waves=waves, build_root=build_root, log=log,
-                                      opt=opt)
+                                      opt=opt, post_synth=post_synth)
     run = res["runs"][0]
     cycles = res["gemm_cycles"]
-    return {
+    rep = {
         "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator,
         "bit_exact": run["mismatches"] == 0, "mismatches": run["mismatches"],
         "first_mismatch": run["first_mismatch"],
@@ -137,12 +154,23 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
         "layers": run["layers"], "run_dir": str(run_dir),
         "time": _timing(res, build_s, time.perf_counter() - t0),
     }
+    if post_synth is not None:
+        rep["netlist"] = _netlist(post_synth)
+    return rep
+
+
+def _netlist(board: str) -> str:
+    from ..fpga.boards import board_info
+
+    return f"post-synth {board_info(board).family}"
 
 
 def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0, simulator: str = "verilator",
                    waves: bool = False, stall: float = 0.0, batch: int = 64, build_root=None, log=None,
-                   progress: bool = False, opt: str | None = None) -> tuple[dict, np.ndarray]:
-    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs)."""
+                   progress: bool = False, opt: str | None = None,
+                   post_synth: str | None = None) -> tuple[dict, np.ndarray]:
+    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs).
+    ``post_synth``: on the post-synthesis netlist for that board (``_hardware``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..executor import fixed_batch
@@ -163,6 +191,7 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     job = {"kind": "model", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
            "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "batch": batch,
            "progress": progress}
+    hw = _hardware(rtl, post_synth, simulator, build_root, log)
     res, run, build_s = _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
     wall = time.perf_counter() - t0
     with np.load(run / "hw.npz", allow_pickle=False) as z:
@@ -194,6 +223,8 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
         "run_dir": str(run),
         "time": _timing(res, build_s, wall),
     }
+    if post_synth is not None:
+        report["netlist"] = hw.netlist
     if labels is None:
         for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
             del report[k]
