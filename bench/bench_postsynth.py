@@ -41,9 +41,9 @@ def main() -> None:
 
     from qhw.api import quantize_model
     from qhw.datasets import builtin_model_path, write_digits_npz
+    from qhw.fpga.postsynth import post_synth_hardware
     from qhw.qmodel import save_qmodel
     from qhw.quantize import QuantConfig
-    from qhw.fpga.postsynth import post_synth_hardware
     from qhw.sim.manifest import load_hardware
     from qhw.sim.run import simulate_model
 
