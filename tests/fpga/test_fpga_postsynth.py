@@ -74,11 +74,11 @@ def test_post_synth_refuses_cells_without_a_model():
     from qhw.fpga.postsynth import FAMILY_MODELS, netlist_cells
 
     text = ("module top(a, y);\n  input a;\n  output y;\n  LUT4 #(\n    .INIT(16'h0001)\n  ) l (\n    .A(a),\n"
-            "    .Z(y)\n  );\n  DP16KD #(\n    .DATA_WIDTH_A(18)\n  ) \\acc.mem  (\n    .CLKA(a)\n  );\n"
+            "    .Z(y)\n  );\n  EHXPLLL #(\n    .CLKOP_DIV(8)\n  ) \\pll  (\n    .CLKI(a)\n  );\n"
             "  TRELLIS_FF f (.CLK(a));\nendmodule\n")
-    assert netlist_cells(text, "top") == {"LUT4", "DP16KD", "TRELLIS_FF"}
+    assert netlist_cells(text, "top") == {"LUT4", "EHXPLLL", "TRELLIS_FF"}
     known = {c for cells in FAMILY_MODELS["ecp5"].values() for c in cells}
-    assert netlist_cells(text, "top") - known == {"DP16KD"}
+    assert netlist_cells(text, "top") - known == {"EHXPLLL"}
 
 
 def test_post_synth_needs_verilator(tmp_path, capsys):
