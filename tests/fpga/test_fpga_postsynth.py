@@ -3,9 +3,10 @@ FPGA family, on the vendor primitive models, runs a whole inference of the digit
 
 One 2x2 accelerator per family, as small as the flow places it: iCE40 with the dual 8x8 SB_MAC16
 PEs and one shared requantization lane (7 of the UP5K's 8 SB_MAC16), ECP5 with the registered
-MULT18X18D PEs and its accumulator memory in DP16KD block RAM. Each test runs Yosys (``synth_ice40 -dsp`` / ``synth_ecp5``, the script of
-``qhw synth``), builds the netlist with the models in Verilator and simulates one image. The
-netlists and builds are cached in ``sim_build/`` (``$QHW_SIM_BUILD``) like the RTL test builds.
+MULT18X18D PEs and its accumulator memory in DP16KD block RAM. Each test runs Yosys
+(``synth_ice40 -dsp`` / ``synth_ecp5``, the script of ``qhw synth``), builds the netlist with the
+models in Verilator and simulates one image. The netlists and builds are cached in
+``sim_build/`` (``$QHW_SIM_BUILD``) like the RTL test builds.
 """
 
 from __future__ import annotations
