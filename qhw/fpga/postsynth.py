@@ -108,7 +108,11 @@ def _script(name: str, family: str) -> str:
     # Verilog netlist instead of the JSON one.
     return "\n".join([f"read_rtlil {name}.il", o["script_after_read"],
                       f"synth_{family} {o.get('synth_opts', '')} -top {name}".replace("  ", " "),
-                      o["script_after_synth"], f"write_verilog -noattr {name}.netlist.v", ""])
+                      o["script_after_synth"],
+                      # Only the simulated copy: internal names made private, so write_verilog gives them
+                      # short numbered names (Yosys's hierarchical ones tripled Verilator's C++).
+                      "rename -hide w:* i:* %d o:* %d", "rename -hide c:*",
+                      f"write_verilog -noattr {name}.netlist.v", ""])
 
 
 def post_synth_hardware(hw, *, board: str, design: str | None = None, build_root=None, log=None):

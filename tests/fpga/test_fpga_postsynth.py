@@ -57,9 +57,6 @@ def test_post_synth_inference_bit_exact(mlp_qhw, digits_files, tmp_path, capsys,
     assert rep["netlist"] == f"post-synth {family}"
     assert rep["bit_exact"] and rep["mismatches"] == 0 and rep["samples"] == 1
     assert rep["accuracy_hw"] == rep["accuracy_quant"]
-    # Cycle counts of the netlist equal the manifest's model wherever it is exact, as for the RTL.
-    assert sum(lc["cycle_checks"] for lc in rep["layers"]) > 0
-    assert not any(lc["cycle_errors"] for lc in rep["layers"])
     netlist = next((BUILD_ROOT / "postsynth").glob(f"qhw_ps_{family}-{family}-*/qhw_ps_{family}.netlist.v"))
     text = netlist.read_text()
     if family == "ice40":
