@@ -22,13 +22,18 @@ from qhw.hw.config import ArrayConfig
 from qhw.hw.generate import write
 
 PE = {"ice40": "ice40-dual", "ecp5": "ecp5-pipelined"}
-DEFAULT_CONFIGS = "icebreaker:2x2,icebreaker:4x4,ulx3s-85f:2x2,ulx3s-85f:4x4,ulx3s-85f:8x8"
+# The UP5K holds a 2x2 accelerator (2 dual SB_MAC16 + one 5-block lane); the ECP5-85F the 8x8.
+DEFAULT_CONFIGS = "icebreaker:2x2,ulx3s-85f:4x4,ulx3s-85f:8x8"
 
 
 def config_for(board: str, rows: int, cols: int) -> ArrayConfig:
-    family = board_info(board).family
-    extra = {"requant_lanes": 1} if family == "ice40" else {}
-    return ArrayConfig(rows=rows, cols=cols, max_k=64, acc_depth=16, rounding=("single",), pe=PE[family], **extra)
+    """iCE40: one shared requantization lane, a LUT-RAM accumulator; ECP5: a lane per column and
+    block-RAM accumulators (acc_depth 64 per row, DP16KD) as the 8x8 simulation tests build it."""
+    if board_info(board).family == "ice40":
+        return ArrayConfig(rows=rows, cols=cols, max_k=64, acc_depth=16, rounding=("single",), pe=PE["ice40"],
+                           requant_lanes=1)
+    return ArrayConfig(rows=rows, cols=cols, max_k=max(64, 32 * rows), acc_depth=64 * rows, rounding=("single",),
+                       pe=PE["ecp5"])
 
 
 def main() -> None:
