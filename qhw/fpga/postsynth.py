@@ -51,11 +51,13 @@ FAMILY_MODELS = {
              "mult18x18d.v": ("MULT18X18D",), "dp16kd.v": ("DP16KD",)},
 }
 
-# Verilator flags the vendor models need (measured, docs/verification.md): the iCE40 models give
-# each input its default value in the port list (`input CE = 1'b1`), which Verilator accepts; the
-# ECP5 models `include` their .vh files from share/ecp5. Delays exist only under `ifdef TIMING`
-# and specify blocks, which Verilator ignores.
-_SIM_ARGS = {"ice40": ("-Wno-TIMESCALEMOD",), "ecp5": ("-Wno-TIMESCALEMOD",)}
+# Verilator flags the vendor models need beyond the RTL's (measured, docs/verification.md): none for
+# iCE40; the ECP5 models `include` their .vh files from share/ecp5 (``-I``). Their only warnings are
+# lint ones the RTL flags already waive (PINMISSING: Yosys leaves unused outputs unconnected;
+# WIDTHEXPAND/WIDTHTRUNC inside the models); delays exist only under `ifdef TIMING` and in specify
+# blocks, which Verilator ignores, so no --timing; cocotb's --timescale covers the netlist, which
+# has no `timescale of its own.
+_SIM_ARGS = {"ice40": (), "ecp5": ()}
 
 
 def yosys_share() -> Path:
