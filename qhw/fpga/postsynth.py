@@ -52,12 +52,13 @@ FAMILY_MODELS = {
 }
 
 # Verilator flags the vendor models need beyond the RTL's (measured, docs/verification.md): none for
-# iCE40; the ECP5 models `include` their .vh files from share/ecp5 (``-I``). Their only warnings are
-# lint ones the RTL flags already waive (PINMISSING: Yosys leaves unused outputs unconnected;
-# WIDTHEXPAND/WIDTHTRUNC inside the models); delays exist only under `ifdef TIMING` and in specify
-# blocks, which Verilator ignores, so no --timing; cocotb's --timescale covers the netlist, which
-# has no `timescale of its own.
-_SIM_ARGS = {"ice40": (), "ecp5": ()}
+# iCE40. ECP5: the models `include` their .vh files from share/ecp5 (``-I``), and NO_INCLUDES leaves
+# out cells_ff.vh/cells_io.vh (Diamond-style wrappers Yosys's netlists never use, declared twice:
+# 33 MODDUP warnings). Other warnings are lint ones the RTL flags already waive (PINMISSING: Yosys
+# leaves unused outputs unconnected; WIDTH* inside the models) or harmless (SPECIFYIGN: specify
+# blocks ignored; INITIALDLY in a LUT-RAM model's initial block). Delays exist only under `ifdef
+# TIMING` and in specify blocks, so no --timing; cocotb's --timescale covers the netlist.
+_SIM_ARGS = {"ice40": (), "ecp5": ("-DNO_INCLUDES",)}
 
 
 def yosys_share() -> Path:
