@@ -162,8 +162,8 @@ def post_synth_hardware(hw, *, board: str, design: str | None = None, build_root
     known = {c for cells in FAMILY_MODELS[family].values() for c in cells}
     unknown = sorted(netlist_cells(text, hw.name) - known)
     if unknown:
-        raise ConfigError(f"{netlist}: post-synthesis simulation has no model of {', '.join(unknown)} "
-                          f"(Yosys ships only a black box); use a smaller configuration")
+        raise ConfigError(f"{netlist}: no simulation model of {', '.join(unknown)} (Yosys's library has only a "
+                          f"black box; qhw models {', '.join(sorted(known))})")
     paths = tuple(out / f for f in FAMILY_MODELS[family])
     args = _SIM_ARGS[family] + ((f"-I{yosys_share() / family}",) if family == "ecp5" else ())
     return replace(hw, verilog_path=netlist, models=paths, sim_args=args, netlist=f"post-synth {family}")
