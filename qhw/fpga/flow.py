@@ -23,7 +23,7 @@ from .boards import board_info, platform_for
 from .report import dsp_use, fit_failure, parse_nextpnr_report, parse_yosys_stat
 from .toolchain import ToolError, log, run_step, setup_env
 
-__all__ = ["SYNTH_KEYS", "build_top", "config_from_manifest", "synth"]
+__all__ = ["SYNTH_KEYS", "build_top", "config_from_manifest", "synth", "yosys_overrides"]
 
 # Keys every ``qhw synth --json`` object has.
 SYNTH_KEYS = ("board", "device", "top", "pe", "rows", "cols", "luts", "ffs", "dsps", "brams", "fmax_mhz",
@@ -52,6 +52,70 @@ def build_top(config: ArrayConfig, *, top: str, family: str, clk_hz: float | Non
         from .board_top import BoardTop
         return BoardTop(config=config, family=family, clk_hz=clk_hz, baud=baud)
     raise ConfigError(f"top must be array, accel or board, not {top!r}")
+
+
+# The stand-in type of the design's own SB_MAC16 cells during `synth_ice40` (``yosys_overrides``):
+# SB_MAC16's ports and parameters (Yosys's share/ice40/cells_sim.v) under another name.
+SB_MAC16_SHIELD = "QHW_SB_MAC16"
+_SB_MAC16_SHIELD = f"""(* blackbox *)
+module {SB_MAC16_SHIELD} (input CLK, CE, input [15:0] C, A, B, D, input AHOLD, BHOLD, CHOLD, DHOLD,
+  input IRSTTOP, IRSTBOT, ORSTTOP, ORSTBOT, OLOADTOP, OLOADBOT, ADDSUBTOP, ADDSUBBOT, OHOLDTOP, OHOLDBOT,
+  input CI, ACCUMCI, SIGNEXTIN, output [31:0] O, output CO, ACCUMCO, SIGNEXTOUT);
+  parameter [0:0] NEG_TRIGGER = 0;
+  parameter [0:0] C_REG = 0;
+  parameter [0:0] A_REG = 0;
+  parameter [0:0] B_REG = 0;
+  parameter [0:0] D_REG = 0;
+  parameter [0:0] TOP_8x8_MULT_REG = 0;
+  parameter [0:0] BOT_8x8_MULT_REG = 0;
+  parameter [0:0] PIPELINE_16x16_MULT_REG1 = 0;
+  parameter [0:0] PIPELINE_16x16_MULT_REG2 = 0;
+  parameter [1:0] TOPOUTPUT_SELECT = 0;
+  parameter [1:0] TOPADDSUB_LOWERINPUT = 0;
+  parameter [0:0] TOPADDSUB_UPPERINPUT = 0;
+  parameter [1:0] TOPADDSUB_CARRYSELECT = 0;
+  parameter [1:0] BOTOUTPUT_SELECT = 0;
+  parameter [1:0] BOTADDSUB_LOWERINPUT = 0;
+  parameter [0:0] BOTADDSUB_UPPERINPUT = 0;
+  parameter [1:0] BOTADDSUB_CARRYSELECT = 0;
+  parameter [0:0] MODE_8x8 = 0;
+  parameter [0:0] A_SIGNED = 0;
+  parameter [0:0] B_SIGNED = 0;
+endmodule
+"""
+
+
+def yosys_overrides(family: str, *, stat_file: str | None = None) -> dict:
+    """The Amaranth platform overrides of qhw's Yosys script (``script_after_read``, ``synth_opts``,
+    ``script_after_synth``): the one definition ``synth`` and the post-synthesis netlist
+    (``qhw.fpga.postsynth``) both use. ``stat_file``: also write ``stat -json`` there."""
+    after_read, after_synth = ["rename -hide w:*]"], ["check -assert"]
+    if family == "ice40":
+        # Yosys's ice40_dsp pass (run by `synth_ice40 -dsp`) also takes SB_MAC16 cells the design
+        # instantiates itself and rewrites them as 16x16 multipliers: MODE_8x8 := 0 and the output
+        # selects := 3, so the dual 8x8 PEs (qhw/hw/pe_ice40.py) compute a*b of the packed operands
+        # instead of two products. Found by the post-synthesis simulation (docs/verification.md).
+        # The design's own SB_MAC16 cells are therefore renamed to a black box Yosys does not know
+        # before synthesis and renamed back after it, parameters untouched.
+        after_read = [f"read_verilog -lib <<EOT\n{_SB_MAC16_SHIELD}EOT",
+                      f"chtype -set {SB_MAC16_SHIELD} t:SB_MAC16", *after_read]
+        after_synth = [f"chtype -set SB_MAC16 t:{SB_MAC16_SHIELD}", *after_synth]
+    if stat_file:
+        after_synth.append(f"tee -q -o {stat_file} stat -json")
+    overrides = {
+        # Amaranth names each element of an array-shaped signal `x[i]` beside `x` itself; ABC maps
+        # bit i of `x` back by the name "x[i]" and can hit bit 0 of the element wire instead, tying
+        # two flip-flops together (seen with shared requantization lanes: nextpnr stops with "net is
+        # multiply driven"). Hiding the element aliases removes the ambiguity; `check -assert` makes
+        # any such netlist fail here, named, rather than in place-and-route or silently.
+        "script_after_read": "\n".join(after_read),
+        "script_after_synth": "\n".join(after_synth),
+    }
+    if family == "ice40":
+        # Infer SB_MAC16 for generic multipliers (the accelerator's requantization lanes too: in
+        # logic cells one lane alone is ~4000 of the UP5K's 5280).
+        overrides["synth_opts"] = "-dsp"
+    return overrides
 
 
 def _nextpnr_args(platform, family: str, name: str) -> list[str]:
@@ -102,19 +166,7 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
     platform = platform_for(board, clock_mhz=freq_mhz)
     elab = build_top(config, top=top, family=info.family, clk_hz=info.clock_mhz * 1e6, baud=baud)
     stat_file = f"{name}_stat.json"
-    overrides = {
-        # Amaranth names each element of an array-shaped signal `x[i]` beside `x` itself; ABC maps
-        # bit i of `x` back by the name "x[i]" and can hit bit 0 of the element wire instead, tying
-        # two flip-flops together (seen with shared requantization lanes: nextpnr stops with "net is
-        # multiply driven"). Hiding the element aliases removes the ambiguity; `check -assert` makes
-        # any such netlist fail here, named, rather than in place-and-route or silently.
-        "script_after_read": "rename -hide w:*]",
-        "script_after_synth": f"check -assert\ntee -q -o {stat_file} stat -json",
-    }
-    if info.family == "ice40":
-        # Infer SB_MAC16 for generic multipliers (the accelerator's requantization lanes too: in
-        # logic cells one lane alone is ~4000 of the UP5K's 5280).
-        overrides["synth_opts"] = "-dsp"
+    overrides = yosys_overrides(info.family, stat_file=stat_file)
     if not quiet:
         log(f"[qhw] {board}: elaborating {top} top {config.rows}x{config.cols} (pe {pe}) "
             f"at {freq_mhz:g} MHz in {build}")

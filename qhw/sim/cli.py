@@ -31,6 +31,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="simulate the first N samples")
     p.add_argument("--gemm", metavar="M,K,N", help="simulate one random GEMM instead of a model")
     p.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--post-synth", metavar="BOARD", choices=_boards(),
+                   help="simulate the netlist Yosys maps for BOARD's FPGA family (synth_ice40 / synth_ecp5, as qhw "
+                        "synth runs it) on the vendor primitive models, instead of the generated RTL "
+                        f"(Verilator; boards: {', '.join(_boards())})")
     p.add_argument("--waves", action="store_true", help="write waveforms (FST/VCD) into the run's folder")
     p.add_argument("--seed", type=int, default=0, help="seed of random GEMM data and stream stalls (default 0)")
     p.add_argument("--stall", type=float, default=0.0, metavar="P",
@@ -68,6 +72,11 @@ def scale_options(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--coverage needs --simulator verilator, not {args.simulator}")
     return {"coverage": args.coverage, "jobs": args.jobs, "executor": args.executor, "scheduler": args.scheduler}
 
+def _boards() -> tuple[str, ...]:
+    from ..fpga.boards import BOARDS
+
+    return tuple(BOARDS)
+
 
 def _fmt_pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.2f} %"
@@ -85,11 +94,12 @@ def run(args: argparse.Namespace) -> int:
         m, k, n = parse_gemm(args.gemm)
         scale = scale_options(args)             # one GEMM is one input: --jobs has nothing to shard
         rep = simulate_gemm(args.rtl, m, k, n, seed=args.seed, simulator=args.simulator, mode=args.rounding,
-                            waves=args.waves, stall=args.stall, log=_log, coverage=scale["coverage"])
+                            waves=args.waves, stall=args.stall, log=_log, coverage=scale["coverage"],
+                            post_synth=args.post_synth)
 
         def summary():
             ideal = rep["ideal_cycles"]
-            _log(f"GEMM {m}x{k}x{n} ({rep['mode']}, seed {args.seed}) on {args.simulator}: "
+            _log(f"GEMM {m}x{k}x{n} ({rep['mode']}, seed {args.seed}) on {args.simulator}{_on(rep)}: "
                  f"{'bit-exact' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}, "
                  f"{rep['cycles']} cycles" + (f" (model {ideal})" if ideal is not None else "")
                  + f", MAC utilization {100 * rep['mac_utilization']:.1f} %")
@@ -100,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-o must name an .npz file, not {args.output!r}")
     rep, y_hw = simulate_model(args.qmodel, args.data, args.rtl, limit=args.limit, seed=args.seed,
                                simulator=args.simulator, waves=args.waves, stall=args.stall, batch=args.batch,
-                               log=_log, progress=sys.stderr.isatty(), **scale_options(args))
+                               log=_log, progress=sys.stderr.isatty(), post_synth=args.post_synth,
+                               **scale_options(args))
     if args.output:
         from ..fileio import save_npz
 
@@ -109,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     def summary():
         t = rep["time"]
         e = rep["hw_vs_float"]
-        _log(f"{rep['samples']} samples on {args.simulator}: "
+        _log(f"{rep['samples']} samples on {args.simulator}{_on(rep)}: "
              f"{'bit-exact with the golden model' if rep['bit_exact'] else 'MISMATCH: ' + str(rep['first_mismatch'])}")
         if "accuracy_hw" in rep:
             _log(f"accuracy float {_fmt_pct(rep['accuracy_float'])}, int8 {_fmt_pct(rep['accuracy_quant'])}, "
@@ -136,6 +147,9 @@ def _coverage_lines(rep: dict) -> None:
         _log(f"functional coverage: {hit}/{len(fc['bins'])} bins hit"
              + (f"; missed: {', '.join(fc['missed'])}" if fc["missed"] else ""))
     _log(f"wrote {rep['coverage_report']}")
+
+def _on(rep: dict) -> str:
+    return f" ({rep['netlist']} netlist)" if "netlist" in rep else ""
 
 
 def _emit(args, rep: dict, summary) -> int:

@@ -72,17 +72,32 @@ class StreamCodec:
 
 @dataclass(frozen=True)
 class Hardware:
-    """One generated array: config, top name, Verilog path and text hash, manifest and codecs."""
+    """One generated array: config, top name, Verilog path and text hash, manifest and codecs.
+
+    ``models`` (simulation models of primitives the Verilog instantiates), ``sim_args`` (simulator
+    flags they need) and ``netlist`` (what the Verilog is, e.g. ``post-synth ice40``) are set for a
+    post-synthesis netlist (``qhw.fpga.postsynth``); the generated RTL needs none."""
 
     config: ArrayConfig
     name: str
     manifest_path: Path
     verilog_path: Path
     manifest: dict
+    models: tuple[Path, ...] = ()
+    sim_args: tuple[str, ...] = ()
+    netlist: str | None = None
 
     @property
     def verilog_hash(self) -> str:
         return hashlib.sha256(self.verilog_path.read_bytes()).hexdigest()
+
+    def sources_key(self) -> bytes:
+        """Everything a simulator build depends on: the Verilog, the models and the flags."""
+        h = hashlib.sha256(self.verilog_path.read_bytes())
+        for m in self.models:
+            h.update(b"\0" + Path(m).read_bytes())
+        h.update("\0".join(self.sim_args).encode())
+        return h.digest()
 
     def codec(self, stream: str) -> StreamCodec:
         return StreamCodec(self.manifest["streams"][stream])

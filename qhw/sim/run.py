@@ -39,6 +39,9 @@ def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root,
     counts functional coverage bins (``qhw.sim.coverage``); Verilator writes ``coverage.dat``."""
     root = default_build_root() if build_root is None else Path(build_root)
     bdir, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt, coverage=coverage)
+    if hw.netlist is not None:
+        # The idle-simulator rate (20 000 cycles) costs a gate-level netlist more than the run.
+        job = {**job, "measure_sim": False}
     if run is None:
         run = _run_dir(root, hw, job["kind"])
     run = Path(run).resolve()
@@ -102,8 +105,23 @@ def _check_gemm(hw: Hardware, rtl, m: int, k: int, n: int, mode: str) -> None:
                           f"when K > rows={c.rows}), N below 65536")
 
 
+def _hardware(rtl, post_synth: str | None, simulator: str, build_root, log) -> Hardware:
+    """The manifest's hardware: its generated RTL, or with ``post_synth`` (a board name) the netlist
+    Yosys maps for that board's family, on the vendor primitive models (``qhw.fpga.postsynth``)."""
+    hw = load_hardware(rtl)
+    if post_synth is None:
+        return hw
+    if simulator != "verilator":
+        raise ConfigError(f"--post-synth simulates the vendor primitive models on Verilator, not {simulator}; "
+                          f"leave --simulator out")
+    from ..fpga.postsynth import post_synth_hardware
+
+    return post_synth_hardware(hw, board=post_synth, build_root=build_root, log=log)
+
+
 def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "verilator", waves: bool = False,
-              build_root=None, log=None, opt: str | None = None, coverage: bool = False) -> tuple[dict, Path, float]:
+              build_root=None, log=None, opt: str | None = None, coverage: bool = False,
+              post_synth: str | None = None) -> tuple[dict, Path, float]:
     """Runs of random GEMMs one after the other on one simulated array (``qhw.sim.cocotb_job``).
 
     Each run is ``{"name", "seed", "in_gap", "out_stall", "gemms": [[m, k, n, mode(, directed)], ...]}``; its
@@ -111,6 +129,7 @@ def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "ver
     (``runs``: per-run checks and per-GEMM cycles), the run folder and the build time.
     ``coverage``: on the coverage build (``coverage.dat`` in the run folder, functional bins in the
     result).
+    ``post_synth``: simulate the post-synthesis netlist for that board (``_hardware``).
     """
     hw = load_hardware(rtl)
     for run in runs:
@@ -120,6 +139,7 @@ def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "ver
             if not 0.0 <= float(run.get(key, 0.0)) < 1.0:
                 raise ConfigError(f"{key} must be a probability in [0, 1), not {run[key]}")
     job = {"kind": "gemm", "seed": seed, "runs": [dict(run) for run in runs]}
+    hw = _hardware(rtl, post_synth, simulator, build_root, log)
     return _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt,
                    coverage=coverage)
 
@@ -143,6 +163,9 @@ def run_sharded(hw: Hardware, job: dict, ranges: Sequence[tuple[int, int]], *, s
     build time. One shard runs in the run folder itself."""
     from ..parallel import map_ordered
     from .shard import merge_results
+
+    if hw.netlist is not None and len(ranges) > 1:
+        raise ConfigError("--post-synth simulates one netlist in one process; leave --jobs out")
 
     root = (default_build_root() if build_root is None else Path(build_root)).resolve()
     _, build_s = build(hw, simulator, build_root=root, waves=waves, log=log, opt=opt, coverage=coverage)
@@ -172,16 +195,17 @@ def add_coverage(report: dict, out_dir, hw: Hardware, res: dict, run_dirs: Seque
 
 def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str = "verilator",
                   mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
-                  log=None, opt: str | None = None, coverage=None) -> dict:
+                  log=None, opt: str | None = None, coverage=None, post_synth: str | None = None) -> dict:
     """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization.
-    ``coverage``: a folder for the coverage report (``add_coverage``)."""
+    ``coverage``: a folder for the coverage report (``add_coverage``); ``post_synth``: on the
+    post-synthesis netlist for that board (``_hardware``)."""
     c = load_hardware(rtl).config
     mode = mode or c.rounding[0]
     t0 = time.perf_counter()
     res, run_dir, build_s = gemm_runs(rtl, [{"name": "gemm", "seed": seed, "in_gap": stall, "out_stall": stall,
                                              "gemms": [[m, k, n, mode]]}],
                                       seed=seed, simulator=simulator, waves=waves, build_root=build_root, log=log,
-                                      opt=opt, coverage=coverage is not None)
+                                      opt=opt, coverage=coverage is not None, post_synth=post_synth)
     run = res["runs"][0]
     cycles = res["gemm_cycles"]
     report = {
@@ -195,19 +219,28 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
     }
     if coverage is not None:
         add_coverage(report, coverage, load_hardware(rtl), res, [run_dir])
+    if post_synth is not None:
+        report["netlist"] = _netlist(post_synth)
     return report
+
+
+def _netlist(board: str) -> str:
+    from ..fpga.boards import board_info
+
+    return f"post-synth {board_info(board).family}"
 
 
 def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0, simulator: str = "verilator",
                    waves: bool = False, stall: float = 0.0, batch: int = 64, build_root=None, log=None,
                    progress: bool = False, opt: str | None = None, coverage=None, jobs: int = 1,
-                   executor: str = "local", scheduler=None) -> tuple[dict, np.ndarray]:
+                   executor: str = "local", scheduler=None, post_synth: str | None = None) -> tuple[dict, np.ndarray]:
     """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs).
 
     ``jobs``: the samples cut into that many shards (whole batches) on as many simulator processes
     sharing one build, locally or, with ``executor="dask"``, on the cluster at ``scheduler``; the
     report is the one a single process gives (timings aside). ``coverage``: a folder for the
-    merged coverage report (``add_coverage``)."""
+    merged coverage report (``add_coverage``). ``post_synth``: on the post-synthesis netlist for that
+    board (``_hardware``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..executor import fixed_batch
@@ -233,6 +266,7 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     job = {"kind": "model", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
            "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "batch": batch,
            "progress": progress and len(ranges) == 1}
+    hw = _hardware(rtl, post_synth, simulator, build_root, log)
     res, dirs, run, build_s = run_sharded(hw, job, ranges, simulator=simulator, waves=waves, build_root=build_root,
                                           log=log, opt=opt, coverage=coverage is not None, jobs=jobs,
                                           executor=executor, scheduler=scheduler)
@@ -274,6 +308,8 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     }
     if coverage is not None:
         add_coverage(report, coverage, hw, res, dirs)
+    if post_synth is not None:
+        report["netlist"] = hw.netlist
     if labels is None:
         for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
             del report[k]

