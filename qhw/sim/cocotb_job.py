@@ -141,7 +141,7 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
                          out_stall=job.get("out_stall", 0.0))
     await bench.start()
     embedded = hw.manifest["engine"].get("embedded") or {}
-    load_cycles = 0
+    load_cycles, load_count = 0, 0
     loaded = False
     if job.get("load", True) and embedded.get("program_sha256") != hashlib.sha256(blob).hexdigest():
         from qhw.engine.load import load_words
@@ -150,7 +150,9 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
         for off in job.get("corrupt_image", []):          # a test's corrupted load: weight bytes flipped
             image[int(off)] ^= 0x5A
         loaded_prog = program if not job.get("corrupt_image") else _with_image(program, bytes(image))
-        load_cycles = await bench.load_program(load_words(loaded_prog))
+        words = load_words(loaded_prog)
+        load_count = len(words)
+        load_cycles = await bench.load_program(words)
         loaded = True
     checker = WriteChecker(expect, hw.config.rows)
     ys, codes, measured, latencies, beats, bad_out, first_out = [], [], [], [], [], 0, None
@@ -191,7 +193,7 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
     m = np.asarray(measured, dtype=np.int64)
     return {
         "samples": int(x.shape[0]), "top": "network",
-        "loaded": loaded, "load_cycles": load_cycles, "load_words": None,
+        "loaded": loaded, "load_cycles": load_cycles, "load_words": load_count,
         "write_mismatches": checker.bad, "output_mismatches": bad_out,
         "first_mismatch": checker.first or first_out,
         "cycle_errors": checker.cycle_errors,

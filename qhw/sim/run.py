@@ -141,8 +141,11 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
 
 def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0, simulator: str = "verilator",
                    waves: bool = False, stall: float = 0.0, batch: int = 64, build_root=None, log=None,
-                   progress: bool = False, opt: str | None = None) -> tuple[dict, np.ndarray]:
-    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs)."""
+                   progress: bool = False, opt: str | None = None, job_extra: dict | None = None
+                   ) -> tuple[dict, np.ndarray]:
+    """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs).
+    A network-top manifest runs ``simulate_network``; ``job_extra`` goes into its cocotb job (the
+    tests' deliberate faults: ``mutate``, ``corrupt_image``, ``load``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..executor import fixed_batch
@@ -152,7 +155,8 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     hw = load_hardware(rtl)
     if hw.top == "network":
         return simulate_network(qm, qmodel, data, x, labels, hw, seed=seed, simulator=simulator, waves=waves,
-                                stall=stall, build_root=build_root, log=log, progress=progress, opt=opt)
+                                stall=stall, build_root=build_root, log=log, progress=progress, opt=opt,
+                                extra=job_extra)
     check_model(qm.graph, hw.config, str(rtl))          # refuse before building or simulating
     if batch < 1:
         raise ConfigError(f"batch must be positive, not {batch}")
@@ -267,7 +271,7 @@ def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0
         "gemms": [],
         "gemm_cycles": int(sum(totals)),
         "layers": layers,
-        "program_loaded": res["loaded"], "load_cycles": res["load_cycles"],
+        "program_loaded": res["loaded"], "load_words": res["load_words"], "load_cycles": res["load_cycles"],
         "run_dir": str(run),
         "time": _timing(res, build_s, wall),
     }
