@@ -416,6 +416,7 @@ class _Builder:
         scale = per_col(np.asarray(rq.scale, np.float32)).astype(np.float32).view(np.int32)
         block = np.stack([bias_hw, per_col(rq.multiplier), per_col(rq.shift), scale], axis=1)  # (N, 4)
         block = block.reshape(nt_count, C, 4).transpose(0, 2, 1).reshape(-1)
+        self.params.extend([0] * (-len(self.params) % (4 * C)))   # an N tile's block is one wide store entry
         p_index = self.param_block(block)
         m = geo["oh"] * geo["ow"]
         m_chunk = min(m, self.cfg.array.acc_depth) if kt_count > 1 else m
@@ -443,6 +444,41 @@ class _Builder:
                                f"{kt_count}x{nt_count}" + (f"x{mc}" if mc > 1 else ""), macs=macs,
                                weight_bytes=tiles.size + block.size * 4, act_bytes=out.words * self.R))
         views[out_t] = View(out)
+
+    # ---------------------------------------------------------------- dependences
+    def dependences(self) -> None:
+        """``dep_base``/``dep_step`` of every reader (docs/engine.md, "Timing contract"): scratchpad writes
+        happen in one global order (program order, each descriptor in its generator's order), so a
+        plane is ready once the write count passes its producer's last write to it."""
+        R, C = self.R, self.C
+        writer, before, total = {}, [], 0
+        for i, p in enumerate(self.pending):
+            before.append(total)
+            total += _writes(p.op, p.fields)
+            for b, _ in p.writes:
+                writer.setdefault(b, i)
+        for i, p in enumerate(self.pending):
+            if p.op not in ("MATMUL", "POOL", "OUTPUT"):
+                continue
+            base, step = before[i], 0                       # conservative: every earlier write
+            src = p.reads[0][0]
+            w = writer.get(src)
+            f = p.fields
+            if p.op == "MATMUL" and w is not None and f["in_kind"] == IN_STD:
+                q = self.pending[w]
+                qf, start, end = q.fields, before[w], before[w] + _writes(q.op, q.fields)
+                base = end
+                per_word = R // C
+                if q.op == "MATMUL" and qf["m_chunk"] >= qf["oh"] * qf["ow"] and qf.get("out_cw0", 0) == 0 \
+                        and qf["n_tiles"] % per_word == 0:
+                    step = per_word * qf["out_h"] * qf["out_w"]      # N tiles write plane after plane
+                elif q.op in ("INPUT", "POOL") and src.h * src.w == 1:
+                    step = 1                                         # one pixel: word after word
+                if step:
+                    base = start + (f["in_cw0"] + 1) * step
+            f["dep_base"] = base
+            if p.op == "MATMUL":
+                f["dep_step"] = step
 
     # ---------------------------------------------------------------- memory
     def allocate(self) -> int:
@@ -481,6 +517,17 @@ class _Builder:
         return peak
 
 
+def _writes(op: str, f: dict) -> int:
+    """Scratchpad writes of one descriptor (a fused pool writes each window once)."""
+    if op == "INPUT":
+        return f["h"] * (f["wpos"] if f["kind"] == IN_WINDOW else f["w"] * f["pp"])
+    if op == "MATMUL":
+        return f["out_h"] * f["out_w"] * f["n_tiles"]
+    if op == "POOL":
+        return f["out_h"] * f["out_w"] * f["cws"]
+    return 0
+
+
 def _kib(n_bytes: int) -> int:
     return max(1, _ceil(n_bytes, 1024))
 
@@ -502,6 +549,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     for i, seg in enumerate(segs):
         b.segment(i, seg, last=i == len(segs) - 1)
     peak_words = b.allocate()
+    b.dependences()
     weights = bytes(b.weights) + b"\0" * (-len(b.weights) % 4)
     params_offset = len(weights)
     for p, name, index in b.param_fix:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .agen import PAD, k_tiles, matmul_writes, pixel_words
+from .agen import PAD, k_tiles, matmul_reads, matmul_writes, pixel_words, pool_geometry
 from .config import EngineConfig
 from .isa import IN_WINDOW, POOL_AVG, POOL_MAX, Descriptor
 from .program import Program
@@ -69,30 +69,46 @@ class _Timeline:
     def __init__(self, config: EngineConfig, words: int):
         self.cfg = config
         self.R, self.C = config.array.rows, config.array.cols
-        self.written = np.full(words, NEVER, np.int64)   # cycle each word was last written
-        self.issue = -1            # last cycle a beat (or pool/output read) used the read port
+        self.windex = np.zeros(words, np.int64)          # 1-based global index of each word's last write
+        self.wlog: list[int] = []  # cycle of every scratchpad write, in the one global write order
+        self.read = -2             # last cycle the read port was used (a beat's address, a POOL/OUTPUT read)
         self.load_free = 0         # first cycle the weight loader is free
         self.bank_last = [NEVER, NEVER]
         self.tile = 0
-        self.last_write = NEVER
+        self.order_ready = 0       # earliest issue of a descriptor's first result-producing beat
         self.input_at = 0
         self.events: list[TileEvent] = []
         self.log: dict | None = None
         self.descriptor = 0
 
-    def ready(self, addr: np.ndarray) -> int:
+    @property
+    def last_write(self) -> int:
+        return self.wlog[-1] if self.wlog else NEVER
+
+    def ready(self, need: int) -> int:
+        """First cycle a read may be addressed once ``need`` writes are done: the write counter counts a
+        write the cycle after it, so a beat issues ``agen_latency`` after the ``need``-th write."""
+        if need > len(self.wlog):
+            raise RuntimeError(f"descriptor {self.descriptor} waits for write {need} of {len(self.wlog)}")
+        return self.wlog[need - 1] + self.cfg.agen_latency if need > 0 else 0
+
+    def check(self, addr: np.ndarray, need: int) -> None:
+        """The dependence fields are sufficient: every word read was written by write ``need``."""
         a = addr[addr != PAD]
-        return int(self.written[a].max()) + self.cfg.agen_latency if a.size else 0
+        if a.size and int(self.windex[a].max()) > need:
+            raise RuntimeError(f"descriptor {self.descriptor}: dependence count {need} is too small "
+                               f"(a word it reads is write {int(self.windex[a].max())})")
 
     def write(self, addr: np.ndarray, cycles: np.ndarray, lane: int = 0) -> None:
         keep = addr != PAD
-        np.maximum.at(self.written, addr[keep], cycles[keep])
-        if self.log is not None:     # (descriptor, word, lane) -> write cycle (a fused pool: its last row's)
-            for a, c in zip(addr[keep].tolist(), cycles[keep].tolist()):
-                key = (self.descriptor, a, lane)
-                self.log[key] = max(self.log.get(key, c), c)
-        if keep.any():
-            self.last_write = max(self.last_write, int(cycles[keep].max()))
+        for a, c in zip(addr[keep].tolist(), cycles[keep].tolist()):
+            if self.wlog and c <= self.wlog[-1]:
+                raise RuntimeError(f"descriptor {self.descriptor}: write at cycle {c} is not after the "
+                                   f"previous one ({self.wlog[-1]}): one write port, in order")
+            self.wlog.append(c)
+            self.windex[a] = len(self.wlog)
+            if self.log is not None:     # (descriptor, word, lane) -> write cycle (a fused pool: its window's)
+                self.log[(self.descriptor, a, lane)] = c
 
     # ---------------------------------------------------------------- descriptors
     def input(self, d: Descriptor) -> int:
@@ -106,52 +122,60 @@ class _Timeline:
     def matmul(self, d: Descriptor) -> int:
         cfg, R, C = self.cfg, self.R, self.C
         waddr, lane0 = matmul_writes(d, R, C)             # (NT, M), (NT,)
+        pkh, pkw = pool_geometry(d)
+        mm = np.arange(d["oh"] * d["ow"])
+        window_last = ((mm // d["ow"]) % pkh == pkh - 1) & ((mm % d["ow"]) % pkw == pkw - 1)
+        waddr = np.where(window_last[None, :], waddr, PAD)  # a fused pool writes on its window's last row
+        reads = matmul_reads(d)                            # (NT, KT, M)
         kt_count, m = k_tiles(d), d["oh"] * d["ow"]
         taps = d["kh"] * d["kw"]
-        if d["in_kind"] == IN_WINDOW:
-            whole = self.ready(d["in_base"] + np.arange(d["in_h"] * d["in_w"]))
-            plane = lambda nt, kt: whole  # noqa: E731
-        else:
-            cws = {d["in_cw0"] + nt * d["cw_step"] + kt // taps for nt in range(d["n_tiles"]) for kt in range(kt_count)}
-            ready = {cw: self.ready(pixel_words(d["in_base"], d["in_h"], d["in_w"], d["in_pp"], cw, 1).reshape(-1))
-                     for cw in cws}
-            plane = lambda nt, kt: ready[d["in_cw0"] + nt * d["cw_step"] + kt // taps]  # noqa: E731
+        window = d["in_kind"] == IN_WINDOW
         wb = cfg.writeback_latency
         pool_lat = {POOL_MAX: cfg.pool_max_latency, POOL_AVG: cfg.pool_avg_latency}.get(d["pool"], 0)
+        produced = False
+        last_result = None
         for mc, m0 in enumerate(range(0, m, d["m_chunk"])):
             rows = slice(m0, min(m, m0 + d["m_chunk"]))
             n = rows.stop - rows.start
             for nt in range(d["n_tiles"]):
                 for kt in range(kt_count):
+                    need = d["dep_base"] + (0 if window else (nt * d["cw_step"] + kt // taps) * d["dep_step"])
+                    self.check(reads[nt, kt, rows], need)
                     load = max(self.load_free, self.bank_last[self.tile % 2] + C)
-                    first = max(self.issue + 1, load + 1, plane(nt, kt))
+                    first = max(self.read + 2, load + 1, self.ready(need))
                     last_k = kt == kt_count - 1
-                    if last_k:
-                        first = max(first, self.last_write - wb + 1)
-                    self.issue = first + n - 1
-                    self.events.append(TileEvent(self.descriptor, mc, nt, kt, load, first, self.issue))
+                    if last_k and not produced:
+                        first = max(first, self.order_ready)
+                        produced = True
+                    last = first + n - 1
+                    self.read = last - 1
+                    self.events.append(TileEvent(self.descriptor, mc, nt, kt, load, first, last))
                     self.load_free = load + R
-                    self.bank_last[self.tile % 2] = self.issue
+                    self.bank_last[self.tile % 2] = last
                     self.tile += 1
                     if last_k:
                         self.write(waddr[nt, rows], first + np.arange(n) + wb + pool_lat, int(lane0[nt]))
-        return self.issue + 1
+                        last_result = last
+        self.order_ready = last_result + pool_lat + 1
+        return self.read + 2
 
     def pool(self, d: Descriptor) -> int:
         taps = d["kh"] * d["kw"]
         src = pixel_words(d["in_base"], d["in_h"], d["in_w"], d["in_pp"], d["in_cw0"], d["cws"])
-        start = max(self.issue + 1, self.ready(src.reshape(-1)), self.last_write + 1)
+        self.check(src.reshape(-1), d["dep_base"])
+        start = max(self.read + 1, self.ready(d["dep_base"]))
         dst = pixel_words(d["out_base"], d["out_h"], d["out_w"], d["out_pp"], d["out_cw0"], d["cws"]).reshape(-1)
         lat = self.cfg.pool_max_latency if d["pool"] == POOL_MAX else self.cfg.pool_avg_latency
         self.write(dst, start + (np.arange(dst.size) + 1) * taps - 1 + lat)
-        self.issue = start + dst.size * taps - 1
-        return self.issue + 1
+        self.read = start + dst.size * taps - 1
+        return self.read + 1
 
     def output(self, d: Descriptor) -> int:
         src = pixel_words(d["in_base"], d["h"], d["w"], d["pp"], d["cw0"], d["pp"]).reshape(-1)
-        start = max(self.issue + 1, self.ready(src))
-        self.issue = start + src.size - 1
-        return self.issue + self.cfg.output_latency + 1
+        self.check(src, d["dep_base"])
+        start = max(self.read + 1, self.ready(d["dep_base"]))
+        self.read = start + src.size - 1
+        return self.read + self.cfg.output_latency + 1
 
 
 def predict(program: Program, config: EngineConfig, macs: int = 0, *, writes: dict | None = None) -> CycleReport:

@@ -25,20 +25,23 @@ IN_STD = 0       # channel-last, channels padded to whole words
 IN_WINDOW = 1    # sliding window: word (y, j) holds padded pixels j*sw .. j*sw + G - 1 of row y
 # Pooling kinds (fused into a MATMUL's write-back, or a POOL descriptor of its own).
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
+# Dependence fields (docs/engine.md, "Timing contract"): a tile reading plane p (``nt*cw_step + cwi``)
+# starts once the inference's scratchpad write count reaches ``dep_base + p*dep_step``.
+_DEP = [("dep_base", 24, False)]
 # How an average becomes an output code (qhw.ops._average_i's cases, in order).
 RULES = ("max", "div", "single", "tflite", "onnx_int", "onnx_float")
 RULE_CODES = {r: i for i, r in enumerate(RULES)}
 
 _IN_LAYOUT = [("in_base", 20, False), ("in_h", 12, False), ("in_w", 12, False), ("in_pp", 8, False),
-              ("in_cw0", 8, False), ("in_zp", 16, True)]
+              ("in_cw0", 8, False), ("in_zp", 9, True)]
 _OUT_LAYOUT = [("out_base", 20, False), ("out_h", 12, False), ("out_w", 12, False), ("out_pp", 8, False),
                ("out_cw0", 8, False)]
 _GEOMETRY = [("kh", 8, False), ("kw", 8, False), ("sh", 4, False), ("sw", 4, False), ("dh", 4, False),
              ("dw", 4, False), ("pt", 8, False), ("pl", 8, False), ("pb", 8, False), ("pr", 8, False),
              ("oh", 12, False), ("ow", 12, False)]
-_REQUANT = [("mode", 2, False), ("zp", 16, True), ("qmin", 16, True), ("qmax", 16, True)]
+_REQUANT = [("mode", 2, False), ("zp", 9, True), ("qmin", 9, True), ("qmax", 9, True)]
 _POOL = [("pool", 2, False), ("rule", 3, False), ("pkh", 8, False), ("pkw", 8, False), ("pool_param", 24, False),
-         ("pool_zp_in", 16, True), ("pool_zp", 16, True), ("pool_qmin", 16, True), ("pool_qmax", 16, True)]
+         ("pool_zp_in", 9, True), ("pool_zp", 9, True), ("pool_qmin", 9, True), ("pool_qmax", 9, True)]
 
 FIELDS: dict[str, list[tuple[str, int, bool]]] = {
     # Whole program ends; the engine drops busy and waits for the next input.
@@ -51,14 +54,15 @@ FIELDS: dict[str, list[tuple[str, int, bool]]] = {
               ("sw", 4, False), ("pl", 8, False), ("pr", 8, False), ("wpos", 12, False), ("cp", 8, False)],
     # Scratchpad -> host output stream: ``h*w`` pixels of ``c`` channels (dense bytes).
     "OUTPUT": [("tensor", 8, False), ("in_base", 20, False), ("h", 12, False), ("w", 12, False),
-               ("c", 16, False), ("pp", 8, False), ("cw0", 8, False)],
+               ("c", 16, False), ("pp", 8, False), ("cw0", 8, False), *_DEP],
     # Conv / Dense on the array: loops mc (M chunks), nt (N tiles), kt (K tiles), m (beats) in hardware.
     # ``table``: 0, or 1 + the store address of a 256-entry int8 table applied on the write-back path.
     "MATMUL": [*_IN_LAYOUT, ("in_kind", 2, False), *_GEOMETRY, ("kcw", 8, False), ("cw_step", 8, False),
                ("n_tiles", 12, False), ("m_chunk", 16, False), ("w_base", 24, False), ("p_base", 24, False),
-               *_REQUANT, ("table", 24, False), *_OUT_LAYOUT, *_POOL],
+               *_REQUANT, ("table", 24, False), *_OUT_LAYOUT, *_POOL,
+               *_DEP, ("dep_step", 20, False)],
     # Pooling unit alone (windows that overlap or pad, or a pool whose input has other readers).
-    "POOL": [*_IN_LAYOUT, *_GEOMETRY, ("cws", 8, False), ("include_pad", 1, False), *_OUT_LAYOUT, *_POOL],
+    "POOL": [*_IN_LAYOUT, *_GEOMETRY, ("cws", 8, False), ("include_pad", 1, False), *_OUT_LAYOUT, *_POOL, *_DEP],
     # Reserved for the integer Add (TFLite ADD): a and b rescaled to a common scale, summed, requantized.
     "ADD": [("a_base", 20, False), ("b_base", 20, False), ("out_base", 20, False), ("words", 20, False),
             ("a_zp", 16, True), ("b_zp", 16, True), ("left_shift", 6, False),

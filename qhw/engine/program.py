@@ -27,7 +27,7 @@ from .isa import DESCRIPTOR_WORDS, Descriptor
 __all__ = ["MAGIC", "VERSION", "Program", "TensorEntry", "disassemble"]
 
 MAGIC = b"QHWE"
-VERSION = 1
+VERSION = 2
 # magic, version, header bytes, rows, cols, descriptors, tensors, rounding mask, segments,
 # weight_kib, act_kib, program_words (compiled for), image bytes, params offset, act bytes used, tensor bytes
 HEADER = struct.Struct("<4sHHHHHHBBHHIIIII")

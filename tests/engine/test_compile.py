@@ -82,7 +82,7 @@ def test_cli_compile_writes_program_and_table(cnn_file, tmp_path, capsys):
     assert conv2[2:3] == ["Conv+MaxPool"] and "9x2" in conv2
     assert "total 2714 cycles per inference; ideal MACs/(R*C) 2381; MAC utilization 87.7 %" in text
     assert main(["disasm", str(out)]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("; qhw engine program v1: 8x8 array")
+    assert capsys.readouterr().out.splitlines()[0].startswith("; qhw engine program v2: 8x8 array")
 
 
 def test_cli_compile_with_manifest_and_refusal(cnn_file, tmp_path, capsys):

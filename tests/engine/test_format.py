@@ -28,7 +28,7 @@ def test_round_trip_is_identity(cnn_program):
     assert back.to_bytes() == data
     assert back.descriptors == cnn_program.descriptors and back.tensors == cnn_program.tensors
     assert back.image == cnn_program.image and back.rounding == cnn_program.rounding
-    assert data[:4] == b"QHWE" and struct.unpack_from("<H", data, 4)[0] == 1
+    assert data[:4] == b"QHWE" and struct.unpack_from("<H", data, 4)[0] == 2
 
 
 def test_same_model_same_bytes(digits_q):
@@ -73,8 +73,8 @@ def test_descriptor_words_round_trip_extremes(op):
 def test_descriptor_field_overflow_is_one_line():
     with pytest.raises(ConfigError, match=r"^MATMUL\.oh = 4096 does not fit its 12-bit unsigned field$"):
         Descriptor("MATMUL", {"oh": 4096}).to_words()
-    with pytest.raises(ConfigError, match=r"^MATMUL\.zp = -32769 does not fit its 16-bit signed field$"):
-        Descriptor("MATMUL", {"zp": -32769}).to_words()
+    with pytest.raises(ConfigError, match=r"^MATMUL\.zp = -257 does not fit its 9-bit signed field$"):
+        Descriptor("MATMUL", {"zp": -257}).to_words()
     with pytest.raises(ConfigError, match=r"^POOL: unknown field\(s\) kcw$"):
         Descriptor("POOL", {"kcw": 1})
     with pytest.raises(ModelError, match=r"^unknown engine opcode 200$"):
