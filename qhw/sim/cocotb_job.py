@@ -161,7 +161,7 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
         show(f"simulating: image {s + 1} of {x.shape[0]}")
         gen = segment_steps(program, qm.graph, x[s:s + 1])
         ends: dict[int, int] = {}
-        lat, nin, nout = 0, 0, 0
+        lat, nin, nout, nbeats = 0, 0, 0, 0
         try:
             calls = next(gen)
             while True:
@@ -171,8 +171,9 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
                     results.append(outs)
                     ends.update({(c.segment, k): v for k, v in rec.ends.items()})
                     lat += rec.latency
-                    nin += rec.beats_in
-                    nout += rec.beats_out
+                    nin += rec.bytes_in
+                    nout += rec.bytes_out
+                    nbeats += rec.beats_in + rec.beats_out
                     bad_out += rec.output_mismatches
                     first_out = first_out or rec.first_mismatch
                 calls = gen.send(results)
@@ -186,7 +187,7 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
             shares = [a + b for a, b in zip(shares, part)]
         measured.append(shares)
         latencies.append(lat)
-        beats.append((nin, nout))
+        beats.append((nin, nout, nbeats))
     show(f"simulated {x.shape[0]} images\n")
     save_npz(Path(job["out"]) / "hw.npz", y=np.concatenate(ys).astype(np.float32),
              **({"codes": np.concatenate(codes)} if all(np.size(c) for c in codes) else {}))

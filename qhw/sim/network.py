@@ -4,7 +4,7 @@ and checker.
 
 * ``StreamDriver`` on ``load`` (the program + weight words, ``qhw.engine.load.load_words``) and on
   ``i`` (a segment's input tensors, pixels with their channels dense, ``rows`` bytes per beat);
-* ``OutputMonitor`` on ``o`` (one beat per scratchpad word of each output tensor, ``last`` on a
+* ``OutputMonitor`` on ``o`` (each output tensor's bytes dense, as the input's, ``last`` on a
   tensor's final beat), with back-pressure;
 * ``TraceTap``: the ``trace`` debug port every cycle: reads issued (``issue``, ``desc``) and every
   scratchpad write (``we``, ``addr``, ``mask``, ``data``);
@@ -60,21 +60,27 @@ def encode_inputs(program: Program, segment: int, inputs: dict[str, np.ndarray])
 
 
 def output_tensors(program: Program, segment: int) -> list:
-    """(descriptor index, tensor entry, beats) of each OUTPUT of ``segment``, in stream order."""
+    """(descriptor index, tensor entry, beats) of each OUTPUT of ``segment``, in stream order: its
+    ``h*w*c`` bytes dense, ``rows`` a beat."""
     first, end = segment_ranges(program)[segment]
-    return [(i, program.tensors[d["tensor"]], d["h"] * d["w"] * d["pp"])
-            for i, d in enumerate(program.descriptors[first:end], first) if d.op == "OUTPUT"]
+    rows = program.rows
+    return [(i, t, -(-t.h * t.w * t.c // rows)) for i, d in enumerate(program.descriptors[first:end], first)
+            if d.op == "OUTPUT" for t in [program.tensors[d["tensor"]]]]
+
+
+def tensor_bytes(program: Program, segment: int, direction: int) -> int:
+    """Payload bytes of a segment's input (0) or output (1) tensors: ``h*w*c`` each."""
+    return sum(t.h * t.w * t.c for t in program.tensors if t.segment == segment and t.direction == direction)
 
 
 def decode_outputs(program: Program, segment: int, beats: list[int]) -> dict[str, np.ndarray]:
-    """``o`` beats (``data`` only) -> each output tensor's codes (batch 1, logical shape): a beat
-    is one scratchpad word, ``pp`` words per pixel, channel ``ch`` in lane ``ch % rows`` of word
-    ``ch // rows`` (what ``EngineModel`` reads for an OUTPUT)."""
+    """``o`` beats (``data`` only) -> each output tensor's codes (batch 1, logical shape): pixels in
+    raster order with their channels dense, ``rows`` bytes a beat, the tensor's last beat padded."""
     rows, out, pos = program.rows, {}, 0
     for _, t, n in output_tensors(program, segment):
         raw = b"".join((b & ((1 << 8 * rows) - 1)).to_bytes(rows, "little") for b in beats[pos:pos + n])
-        words = np.frombuffer(raw, np.int8).astype(np.int64).reshape(t.h, t.w, -1)[..., :t.c]
-        out[t.name] = words.transpose(2, 0, 1).reshape((1,) + t.logical_shape)
+        pix = np.frombuffer(raw, np.int8).astype(np.int64)[:t.h * t.w * t.c].reshape(t.h, t.w, t.c)
+        out[t.name] = pix.transpose(2, 0, 1).reshape((1,) + t.logical_shape)
         pos += n
     return out
 
@@ -229,6 +235,8 @@ class SegmentRecord:
     latency: int                  # first input beat to last output beat
     beats_in: int
     beats_out: int
+    bytes_in: int                 # tensor payload bytes (the beats' padding not counted)
+    bytes_out: int
     output_mismatches: int
     first_mismatch: str | None
 
@@ -375,7 +383,9 @@ class NetworkBench:
             bad += len(last_errors)
             first_out = first_out or "first mismatch: " + last_errors[0]
         rec = SegmentRecord(segment=segment, ends=ends, latency=got[-1][0] - t0, beats_in=len(beats),
-                            beats_out=n_out, output_mismatches=bad, first_mismatch=first_out)
+                            beats_out=n_out, bytes_in=tensor_bytes(program, segment, 0),
+                            bytes_out=tensor_bytes(program, segment, 1), output_mismatches=bad,
+                            first_mismatch=first_out)
         return outs, rec
 
     def _error_note(self) -> str:
