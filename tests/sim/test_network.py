@@ -17,6 +17,7 @@ from qhw.sim.run import simulate_model
 
 SEED = 3
 ROWS = COLS = 8
+NAME = "qhw_network_8x8"      # qhw demo's: the same Verilog, so the demo test reuses this build
 # the issue's keys of qhw simulate's JSON (today's, plus the network top's)
 KEYS = {"bit_exact", "mismatches", "samples", "cycles_per_inference", "mac_utilization", "accuracy_float",
         "accuracy_quant", "accuracy_hw", "hw_vs_float", "top", "latency_cycles", "host_bytes_per_inference",
@@ -33,10 +34,10 @@ def cnn(tmp_path_factory, cnn_path, digits, digits_files):
     d = tmp_path_factory.mktemp("net")
     q = d / "cnn.qhw"
     save_qmodel(quantize_model(cnn_path, QuantConfig(), calib_x=digits["calib_x"], log=lambda m: None), q)
-    for name, extra in (("net", []), ("nete", ["--embed"])):
+    for name, extra in ((NAME, []), ("nete", ["--embed"])):
         assert main(["generate", "--top", "network", "--rows", str(ROWS), "--cols", str(COLS), "--for", str(q),
                      *extra, "--name", name, "-o", str(d / "rtl")]) == 0
-    return {"q": q, "rtl": d / "rtl" / "net.json", "embed": d / "rtl" / "nete.json", "data": digits_files["test"],
+    return {"q": q, "rtl": d / "rtl" / f"{NAME}.json", "embed": d / "rtl" / "nete.json", "data": digits_files["test"],
             "dir": d}
 
 
@@ -109,3 +110,26 @@ def test_model_that_does_not_fit_is_refused_in_one_line(cnn, mlp_path, digits, c
     assert main(["simulate", str(mlp), "--rtl", str(cnn["rtl"]), "--data", str(cnn["data"])]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not fit the engine" in err and "smallest that fits" in err, err
+
+
+def test_demo_runs_the_network_engine(cnn, tmp_path, monkeypatch):
+    """``qhw demo`` (default --top network): the CNN whole on the engine, bit-exact, cycles equal, the
+    per-layer table in the README."""
+    import json
+
+    from qhw.demo import run_demo
+
+    monkeypatch.setenv("QHW_SIM_BUILD", str(BUILD_ROOT))
+    monkeypatch.setenv("QHW_VERILATOR_OPT", TEST_OPT)
+    out = tmp_path / "demo"
+    lines = []
+    assert run_demo(out_dir=out, models=("digits_cnn",), log=lines.append, limit=4) == 0
+    text = (out / "README.md").read_text()
+    assert "## digits_cnn on the simulated 8x8 network engine" in text
+    assert "bit-exact with the golden model: **yes**" in text
+    assert "measured cycles equal to the compiler's prediction: **yes**" in text
+    assert "| /conv2/Conv | Conv+MaxPool |" in text
+    assert any(line.startswith("bit-exact: yes; cycles equal to the compiler's prediction: yes") for line in lines)
+    rep = json.loads((out / "digits_cnn" / "hardware.json").read_text())
+    assert rep["top"] == "network" and rep["bit_exact"] and rep["samples"] == 4
+    assert (out / "rtl" / f"{NAME}.v").read_bytes() == cnn["rtl"].with_suffix(".v").read_bytes()
