@@ -350,6 +350,8 @@ class NetworkBench:
                 raise AssertionError(f"segment {segment}: the network top sent an output beat after the "
                                      f"{n_out} the program's OUTPUT descriptors have")
         mon.set_ready(0)
+        if self._flag("error"):
+            raise AssertionError(f"segment {segment}: the network top's error output is high")
         self.wall += clock() - wall
         self.waiting += waiting
         self.cycles += t
