@@ -6,13 +6,29 @@ the manifest and the cocotb testbench build against it).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, unsigned
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ...engine.config import EngineConfig
+from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS, OP_BITS, OPCODES
+from ...engine.program import Program
 from ...errors import ConfigError
+from ..accumulator import Accumulator
+from ..array import SystolicArray
+from .fetch import INDEX_BITS, DescriptorFetch
+from .input_unit import InputUnit
+from .issue import COUNT_BITS, MatmulIssue
+from .layouts import descriptor_layout
+from .load_unit import LoadUnit
+from .loader import ParamFetch, WeightLoader
+from .memories import Scratchpad, WeightStore
+from .output_unit import OutputUnit
+from .pool_unit import PoolUnit
+from .wb_unit import RequantStage, WritebackUnit
 
 __all__ = ["NetworkEngine", "network_signature", "output_layout", "trace_layout"]
 
@@ -53,17 +69,226 @@ def network_signature(engine: EngineConfig) -> wiring.Signature:
     })
 
 
+def _check_engine(engine: EngineConfig) -> None:
+    a = engine.array
+    if a.pe != "generic":
+        raise ConfigError(f"the network engine builds generic PEs, not pe {a.pe!r}")
+    if a.requant_passes != 1:
+        raise ConfigError(f"the network engine needs one requantization lane per column, not {a.requant_lanes}")
+    for name, v in (("rows", a.rows), ("cols", a.cols)):
+        if v & (v - 1):
+            raise ConfigError(f"the network engine needs {name} a power of two, not {v}")
+    if a.cols < 4:
+        raise ConfigError(f"the network engine needs at least 4 columns (4-byte load words), not {a.cols}")
+    if engine.program_words // DESCRIPTOR_WORDS > 1 << INDEX_BITS:
+        raise ConfigError(f"program_words must hold at most {1 << INDEX_BITS} descriptors, not "
+                          f"{engine.program_words // DESCRIPTOR_WORDS}")
+
+
+def _image_init(engine: EngineConfig, image: bytes):
+    """The memories' initial contents for an embedded ``.qbin`` (``Program.from_bytes``)."""
+    prog = Program.from_bytes(image, "image")
+    a = engine.array
+    if (prog.rows, prog.cols) != (a.rows, a.cols):
+        raise ConfigError(f"image: compiled for a {prog.rows}x{prog.cols} array, not {a.rows}x{a.cols}")
+    C = a.cols
+    descs = [int.from_bytes(b"".join(w.to_bytes(4, "little") for w in d.to_words()), "little")
+             for d in prog.descriptors]
+    wbytes = np.frombuffer(prog.image[:prog.params_offset], np.int8)
+    wbytes = np.concatenate([wbytes, np.zeros(-wbytes.size % C, np.int8)])
+    params = np.frombuffer(prog.image[prog.params_offset:], "<i4")
+    wide = np.concatenate([params, np.zeros(-params.size % (4 * C), np.int32)]).reshape(-1, 4 * C)
+    if (len(descs) > engine.program_words // DESCRIPTOR_WORDS or wbytes.size > engine.weight_bytes
+            or params.size > engine.weight_bytes // 4):
+        raise ConfigError("image: does not fit the engine's memories (qhw compile names the sizes)")
+    return (descs, wbytes.reshape(-1, C).tolist(), params.tolist(), wide.tolist(), prog.params_offset // 4)
+
+
 class NetworkEngine(wiring.Component):
-    """The network engine (skeleton: ports only, the units follow)."""
+    """The network engine: model words in (``load``), input beats in (``i``), output beats out (``o``).
+
+    The top joins its units (docs/engine.md, "Hardware"): ``LoadUnit`` -> program store, weight store,
+    parameter stores; one ``DescriptorFetch`` per unit; ``InputUnit``; the read side in program order
+    (``MatmulIssue`` -> array -> ``Accumulator`` -> ``RequantStage`` -> ``WritebackUnit``, ``PoolUnit``,
+    ``OutputUnit``); ``WeightLoader`` and ``ParamFetch`` ahead of the array; one scratchpad write port
+    whose writes are counted (the dependence counter). ``image``: an embedded ``.qbin`` (``loaded``
+    starts high). ``family``: the lanes' multipliers (``RequantLane``).
+    """
 
     def __init__(self, *, engine: EngineConfig, family: str | None = None, image: bytes | None = None):
         if not isinstance(engine, EngineConfig):
             raise ConfigError(f"engine must be an EngineConfig, not {engine!r}")
         if family not in (None, "ice40", "ecp5"):
             raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
-        self.engine, self.family, self.image = engine, family, image
+        _check_engine(engine)
+        self.engine, self.family = engine, family
+        self._init = _image_init(engine, bytes(image)) if image is not None else None
         super().__init__(network_signature(engine))
+
+    @property
+    def latency(self) -> int:
+        """A last-K-tile beat's issue to its result row's write: ``EngineConfig.writeback_latency``."""
+        return self.engine.writeback_latency
 
     def elaborate(self, platform):
         m = Module()
+        e = self.engine
+        c = e.array
+        R, C = c.rows, c.cols
+        entries = e.program_words // DESCRIPTOR_WORDS
+        weight_rows = e.weight_bytes // C
+        param_words = e.weight_bytes // 4
+        param_entries = max(1, param_words // (4 * C))
+        aw = _act_addr_bits(e)
+        init = self._init or ([], [], [], [], 0)
+
+        # memories
+        m.submodules.program = program = Memory(shape=unsigned(DESCRIPTOR_BITS), depth=entries, init=init[0])
+        m.submodules.scratch = scratch = Scratchpad(rows=R, cols=C, words=e.act_words)
+        m.submodules.weights = weights = WeightStore(cols=C, depth=weight_rows, init=init[1])
+        m.submodules.pnarrow = pnarrow = Memory(shape=signed(32), depth=param_words, init=init[2])
+        m.submodules.pwide = pwide = Memory(shape=data.ArrayLayout(signed(32), 4 * C), depth=param_entries,
+                                            init=init[3])
+
+        # model loading
+        m.submodules.load = load = LoadUnit(cols=C, programs=entries, weight_rows=weight_rows,
+                                            param_words=param_words, param_entries=param_entries)
+        running = Signal()
+        wiring.connect(m, wiring.flipped(self.load), load.load)
+        pw_prog, pw_n, pw_w = program.write_port(), pnarrow.write_port(), pwide.write_port()
+        m.d.comb += [load.running.eq(running),
+                     pw_prog.en.eq(load.prog.en), pw_prog.addr.eq(load.prog.addr), pw_prog.data.eq(load.prog.data),
+                     weights.w_en.eq(load.wt.en), weights.w_addr.eq(load.wt.addr), weights.w_data.eq(load.wt.data),
+                     pw_n.en.eq(load.pn.en), pw_n.addr.eq(load.pn.addr), pw_n.data.eq(load.pn.data),
+                     pw_w.en.eq(load.pw.en), pw_w.addr.eq(load.pw.addr), pw_w.data.eq(load.pw.data)]
+        poff = Signal(24, init=init[4])
+        loaded = Signal(init=int(self._init is not None))
+        error = Signal()
+        with m.If(load.begin):
+            m.d.sync += [loaded.eq(0), error.eq(0)]
+        with m.If(load.done):
+            m.d.sync += [poff.eq(load.poff), loaded.eq(~load.failed), error.eq(load.failed)]
+        with m.Elif(load.error):
+            m.d.sync += error.eq(1)
+        restart = Signal()
+
+        # one fetch per unit
+        def fetch(name, ops):
+            f = DescriptorFetch(ops=ops, entries=entries)
+            m.submodules[f"fetch_{name}"] = f
+            rp = program.read_port()
+            m.d.comb += [rp.addr.eq(f.r_addr), rp.en.eq(f.r_en), f.r_data.eq(rp.data), f.restart.eq(restart)]
+            return f
+        f_in = fetch("input", ("INPUT",))
+        f_issue = fetch("issue", ("MATMUL", "POOL", "OUTPUT"))
+        f_load = fetch("loader", ("MATMUL",))
+        f_param = fetch("params", ("MATMUL",))
+        f_wb = fetch("writeback", ("MATMUL",))
+
+        def view(f, op):
+            return data.View(descriptor_layout(op), f.desc.payload.bits[OP_BITS:OP_BITS + descriptor_layout(op).size])
+
+        # input
+        m.submodules.input = inp = InputUnit(rows=R, addr_bits=aw)
+        m.d.comb += [inp.desc.valid.eq(f_in.desc.valid), inp.desc.payload.eq(view(f_in, "INPUT")),
+                     f_in.desc.ready.eq(inp.desc.ready)]
+        wiring.connect(m, wiring.flipped(self.i), inp.i)
+        first_beat = self.i.valid & self.i.ready & ~running
+        go = running | first_beat
+        with m.If(first_beat):
+            m.d.sync += running.eq(1)
+
+        # the read side, in program order
+        m.submodules.issue = issue = MatmulIssue(config=c)
+        m.submodules.pool = pool = PoolUnit(config=c, family=self.family)
+        m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
+        wcount = Signal(COUNT_BITS)
+        op = f_issue.desc.payload.bits[:OP_BITS]
+        is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
+        free = issue.desc.ready & pool.desc.ready & out.desc.ready     # every read-side unit idle or finishing
+        pool_d, out_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT")
+        m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")), issue.desc.payload.index.eq(f_issue.desc.payload.index),
+                     issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
+                     pool.desc.payload.eq(pool_d),
+                     pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
+                     out.desc.payload.eq(out_d),
+                     out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
+                     f_issue.desc.ready.eq((issue.desc.valid & issue.desc.ready) | (pool.desc.valid & pool.desc.ready)
+                                           | (out.desc.valid & out.desc.ready))]
+        index = Signal(INDEX_BITS)                 # the POOL or OUTPUT running (for the trace)
+        with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)):
+            m.d.sync += index.eq(f_issue.desc.payload.index)
+        m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en),
+                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr, out.r_addr))),
+                     issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data)]
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        # weights and parameters ahead of the array
+        m.submodules.loader = loader = WeightLoader(config=c, depth_bits=max(1, ceil_log2(weight_rows)))
+        m.submodules.params = params = ParamFetch(config=c, depth_bits=max(1, ceil_log2(param_entries)))
+        for f, unit in ((f_load, loader), (f_param, params)):
+            m.d.comb += [unit.desc.valid.eq(f.desc.valid), unit.desc.payload.eq(view(f, "MATMUL")),
+                         f.desc.ready.eq(unit.desc.ready)]
+        m.d.comb += [weights.r_addr.eq(loader.r_addr), weights.r_en.eq(loader.r_en), loader.r_data.eq(weights.r_data),
+                     loader.tile_done.eq(issue.tile_done), loader.go.eq(go), loader.restart.eq(restart),
+                     issue.loads.eq(loader.loads), issue.wcount.eq(wcount), issue.restart.eq(restart)]
+        rp_w = pwide.read_port()
+        m.d.comb += [rp_w.addr.eq(params.r_addr), rp_w.en.eq(params.r_en), params.r_data.eq(rp_w.data),
+                     params.poff.eq(poff), params.group_done.eq(issue.group_done), params.restart.eq(restart)]
+
+        # the array, the accumulator, the lanes, the write-back
+        m.submodules.array = array = SystolicArray(config=c)
+        m.submodules.accumulator = acc = Accumulator(config=c)
+        m.submodules.requant = rq = RequantStage(config=c, family=self.family)
+        m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family)
+        m.d.comb += [array.a_in.eq(issue.a_in), array.bank_in.eq(issue.bank_in), array.w_we.eq(loader.w_we),
+                     array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data), acc.psum.eq(array.psum_out),
+                     rq.banks.eq(params.banks)]
+        wiring.connect(m, issue.tag, acc.tag)
+        wiring.connect(m, acc.row, rq.row)
+        wiring.connect(m, rq.out, wb.row)
+        m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid), wb.desc.payload.eq(view(f_wb, "MATMUL")),
+                     f_wb.desc.ready.eq(wb.desc.ready)]
+
+        # pool-table reads: the write-back's entry and the POOL unit's, 64 bits each (two narrow ports)
+        for unit in (wb, pool):
+            lo, hi = pnarrow.read_port(), pnarrow.read_port()
+            word = (unit.p_addr >> 2) - poff
+            m.d.comb += [lo.addr.eq(word), hi.addr.eq(word + 1), unit.p_data.eq(Cat(lo.data, hi.data))]
+
+        # the one write port, and its counter
+        we, w_full = Signal(), Signal()
+        w_addr, w_lane = Signal(aw), Signal(range(R))
+        w_data = Signal(data.ArrayLayout(signed(8), R))
+        with m.If(inp.w.valid):
+            m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(inp.w.payload.addr), w_data.eq(inp.w.payload.data)]
+        with m.Elif(wb.w.valid):
+            m.d.comb += [we.eq(1), w_addr.eq(wb.w.payload.addr), w_lane.eq(wb.w.payload.lane)]
+            m.d.comb += [w_data[j].eq(wb.w.payload.data[j]) for j in range(C)]
+        with m.Elif(pool.w_en):
+            m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(pool.w_addr), w_data.eq(pool.w_data)]
+        collide = (inp.w.valid.as_unsigned() + wb.w.valid + pool.w_en) > 1
+        with m.If(collide):
+            m.d.sync += error.eq(1)
+        m.d.comb += [scratch.w_en.eq(we), scratch.w_full.eq(w_full), scratch.w_addr.eq(w_addr),
+                     scratch.w_lane.eq(w_lane), scratch.w_data.eq(w_data)]
+        with m.If(we):
+            m.d.sync += wcount.eq(wcount + 1)
+
+        # the end of an inference: the issue side read END and everything has drained
+        done = running & f_issue.at_end & ~f_issue.desc.valid & issue.desc.ready & ~issue.busy & pool.desc.ready \
+            & out.idle & ~wb.busy
+        m.d.comb += restart.eq(done | load.done)
+        with m.If(done):
+            m.d.sync += [running.eq(0), wcount.eq(0)]
+
+        # ports
+        t = self.trace
+        m.d.comb += [self.busy.eq(running), self.error.eq(error), self.loaded.eq(loaded),
+                     t.issue.eq(scratch.r_en), t.desc.eq(Mux(issue.r_en, issue.index, index)),
+                     t.we.eq(we), t.addr.eq(w_addr)]
+        for j in range(R):
+            lane_on = w_full | ((j >= w_lane) & (j < w_lane + C))
+            value = Mux(w_full, w_data[j], Mux(j >= w_lane, w_data.as_value().word_select((j - w_lane)[:8], 8), 0))
+            m.d.comb += [t.mask[j].eq(we & lane_on), t.data[8 * j:8 * j + 8].eq(Mux(we & lane_on, value, 0))]
         return m

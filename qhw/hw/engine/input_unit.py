@@ -1,0 +1,165 @@
+"""``InputUnit``: an INPUT descriptor's host beats (``rows`` dense int8 bytes, channels fastest) into
+scratchpad words, one word per cycle (docs/engine.md, "Activation scratchpad" and "Timing contract").
+
+Word ``i`` goes to ``out_base + i``. Its lane ``l`` takes stream byte ``s + off[l]`` (or the zero
+point): standard layout, word ``k`` of pixel ``p``: ``s = p*c + k*rows``, ``off[l] = l``, valid while
+``k*rows + l < c``; window layout, word ``j`` of row ``y``: ``x0 = j*sw - pl``, ``s = (y*w + x0)*c``,
+lane ``l = g*cp + ch`` has ``off[l] = g*c + ch``, valid while ``ch < c`` and ``0 <= x0 + g < w``. The
+unit keeps the last three beats it took and the one in its input register, so a word (at most
+``rows`` bytes) is always inside them; it takes a beat when a word needs it (so the host is never
+asked ahead) and, after the last word, the tensor's unused trailing beats.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from ...engine.isa import IN_WINDOW
+from ...errors import ConfigError
+from .layouts import descriptor_layout
+
+__all__ = ["InputUnit", "word_write_layout"]
+
+_S = signed(32)
+
+
+def word_write_layout(rows: int, addr_bits: int) -> data.StructLayout:
+    """A whole-word scratchpad write: ``addr`` and ``rows`` int8 lanes."""
+    return data.StructLayout({"addr": unsigned(addr_bits), "data": data.ArrayLayout(signed(8), rows)})
+
+
+class InputUnit(wiring.Component):
+    """INPUT descriptors (``desc``) and host beats (``i``) to whole-word writes (``w``, valid = enable).
+
+    Parameters
+    ----------
+    rows:
+        Bytes per beat and lanes per word (a power of two).
+    addr_bits:
+        Scratchpad word address width.
+    """
+
+    def __init__(self, *, rows: int, addr_bits: int):
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 2 or rows & (rows - 1):
+            raise ConfigError(f"rows must be a power of two of at least 2, not {rows!r}")
+        self.rows, self.addr_bits = rows, addr_bits
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("INPUT"))),
+            "i": In(stream.Signature(unsigned(8 * rows))),
+            "w": Out(stream.Signature(word_write_layout(rows, addr_bits), always_ready=True)),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """A beat's handshake to the first word it completes being written: 2 (``input_latency``)."""
+        return 2
+
+    def elaborate(self, platform):
+        m = Module()
+        R = self.rows
+        lg = exact_log2(R)
+        d = Signal(descriptor_layout("INPUT"))
+        win = d.kind == IN_WINDOW
+        off = [Signal(_S, name=f"off{lane}") for lane in range(R)]      # per-lane byte offset (window)
+        grp = [Signal(unsigned(8), name=f"g{lane}") for lane in range(R)]
+        chv = [Signal(name=f"chv{lane}") for lane in range(R)]           # ch < c
+        rowc, wc, swc = Signal(_S), Signal(_S), Signal(_S)                # y*w*c, w*c, sw*c
+        s, x0 = Signal(_S), Signal(_S)
+        j, k = Signal(unsigned(16)), Signal(unsigned(16))                 # word in row / pixel, pixel or row
+        i_word, n_words = Signal(unsigned(32)), Signal(unsigned(32))
+        beats_total = Signal(unsigned(32))
+        nb = Signal(unsigned(32))                                         # beats taken into buf
+        bbase = Signal(_S)                                                # byte index of buf[0] = (nb-3)*R
+        buf = Signal(unsigned(8 * 3 * R))
+        ib, ib_valid = Signal(unsigned(8 * R)), Signal()
+        run, drain = Signal(), Signal()
+        setup = Signal()
+
+        # per-word lane sources and the last beat the word needs
+        src = [Signal(_S, name=f"src{lane}") for lane in range(R)]
+        valid = [Signal(name=f"lv{lane}") for lane in range(R)]
+        for lane in range(R):
+            xg = x0 + grp[lane]
+            m.d.comb += [src[lane].eq(s + Mux(win, off[lane], lane)),
+                         valid[lane].eq(Mux(win, chv[lane] & (xg >= 0) & (xg < d.w),
+                                            (k * R + lane) < d.c))]
+        need = Signal(_S)
+        acc = Signal(_S, name="need0")
+        m.d.comb += acc.eq(-1)
+        for lane in range(R):
+            nxt = Signal(_S, name=f"need{lane + 1}")
+            b = src[lane] >> lg
+            m.d.comb += nxt.eq(Mux(valid[lane] & (b > acc), b, acc))
+            acc = nxt
+        m.d.comb += need.eq(acc)
+
+        window = Cat(buf, ib)                                             # bytes bbase .. bbase + 4R - 1
+        take = Signal()
+        produce = Signal()
+        nbs = Signal(_S)
+        m.d.comb += nbs.eq(nb)
+        with m.If(run & ~drain):
+            with m.If(need < nbs):
+                m.d.comb += produce.eq(1)
+            with m.Elif(ib_valid):
+                m.d.comb += take.eq(1)
+                m.d.comb += produce.eq(need == nbs)
+        with m.If(drain & ib_valid & (nb < beats_total)):
+            m.d.comb += take.eq(1)
+        m.d.comb += self.i.ready.eq(setup & (~ib_valid | take))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [ib.eq(self.i.payload), ib_valid.eq(1)]
+        with m.Elif(take):
+            m.d.sync += ib_valid.eq(0)
+        with m.If(take):
+            m.d.sync += [buf.eq(Cat(buf[8 * R:], ib)), nb.eq(nb + 1), bbase.eq(bbase + R)]
+
+        # the word, registered: written the next cycle
+        wr = self.w.payload
+        m.d.sync += self.w.valid.eq(produce)
+        with m.If(produce):
+            m.d.sync += wr.addr.eq(d.out_base + i_word)
+            for lane in range(R):
+                rel = (src[lane] - bbase)[:lg + 2]
+                byte = window.word_select(rel, 8)
+                m.d.sync += wr.data[lane].eq(Mux(valid[lane], byte.as_signed(), d.zp))
+            m.d.sync += i_word.eq(i_word + 1)
+            with m.If(i_word + 1 == n_words):
+                with m.If(nb + take < beats_total):
+                    m.d.sync += drain.eq(1)
+                with m.Else():
+                    m.d.sync += [run.eq(0), setup.eq(0)]
+            with m.If(win):                                               # next output column, or row
+                with m.If(j + 1 == d.wpos):
+                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - d.pl * d.c), x0.eq(-d.pl)]
+                with m.Else():
+                    m.d.sync += [j.eq(j + 1), s.eq(s + swc), x0.eq(x0 + d.sw)]
+            with m.Else():                                                # next word of the pixel, or pixel
+                with m.If(k + 1 == d.pp):
+                    m.d.sync += [k.eq(0), rowc.eq(rowc + d.c), s.eq(rowc + d.c)]
+                with m.Else():
+                    m.d.sync += [k.eq(k + 1), s.eq(s + R)]
+        with m.If(drain & (nb + take >= beats_total)):
+            m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
+
+        # a descriptor: its constants (one cycle), then beats
+        m.d.comb += [self.desc.ready.eq(~run), self.busy.eq(run)]
+        with m.If(self.desc.valid & self.desc.ready):
+            dp = self.desc.payload
+            m.d.sync += [d.eq(dp), run.eq(1), setup.eq(1), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
+                         nb.eq(0), bbase.eq(-3 * R), rowc.eq(0),
+                         n_words.eq(dp.h * Mux(dp.kind == IN_WINDOW, dp.wpos, dp.w * dp.pp)),
+                         beats_total.eq((dp.h * dp.w * dp.c + R - 1) >> lg),
+                         wc.eq(dp.w * dp.c), swc.eq(dp.sw * dp.c),
+                         s.eq(Mux(dp.kind == IN_WINDOW, -(dp.pl * dp.c), 0)),
+                         x0.eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0))]
+            for cp_log in range(lg + 1):
+                with m.If(dp.cp == (1 << cp_log)):
+                    for lane in range(R):
+                        g, ch = lane >> cp_log, lane & ((1 << cp_log) - 1)
+                        m.d.sync += [off[lane].eq(g * dp.c + ch), grp[lane].eq(g), chv[lane].eq(ch < dp.c)]
+        return m

@@ -1,0 +1,139 @@
+"""``MatmulIssue``: a MATMUL's activation beats into the array, one per cycle, each tile held at its
+first beat until the timing contract lets it go (docs/engine.md, "Timing contract").
+
+``Im2colAgen`` offers a beat's word; the tile's first beat waits until (1) ``wcount`` (scratchpad
+writes done before this cycle) reaches the plane's dependence count ``dep_base + p*dep_step``
+(``p = nt*cw_step + cwi``; ``agen_latency`` after the write), (2) the weight loader has started this
+tile's load (``loads``: tiles started, this cycle included), (3) for the descriptor's first
+result-producing tile, the previous result beat's pool latency has passed (writes stay in order).
+The word is read (the address is this cycle: the trace's ``issue``), the zero point replaces padding
+beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
+accumulator's ``tag`` (beat ``m`` of the tile, first/last K tile, the N tile's parameter bank).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
+from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
+from ..config import ArrayConfig, check_config
+from ..issuer import tag_layout
+from .fetch import INDEX_BITS
+from .im2col import ADDR_BITS, Im2colAgen
+from .layouts import descriptor_layout
+
+__all__ = ["COUNT_BITS", "MatmulIssue", "matmul_desc_layout"]
+
+COUNT_BITS = 24          # write and tile counters (``dep_base`` is 24 bits)
+
+
+def matmul_desc_layout() -> data.StructLayout:
+    return data.StructLayout({"d": descriptor_layout("MATMUL"), "index": unsigned(INDEX_BITS)})
+
+
+class MatmulIssue(wiring.Component):
+    """MATMUL descriptors (``desc``, with their program index) to the array's issue register.
+
+    Parameters
+    ----------
+    config:
+        The array (``rows`` lanes per beat, ``requant_latency`` for the average pool's latency).
+    """
+
+    def __init__(self, *, config: ArrayConfig):
+        self.config = check_config(config)
+        R = config.rows
+        super().__init__({
+            "desc": In(stream.Signature(matmul_desc_layout())),
+            "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
+            "wcount": In(COUNT_BITS), "loads": In(COUNT_BITS), "restart": In(1),
+            "a_in": Out(data.ArrayLayout(signed(8), R)), "bank_in": Out(1),
+            "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
+            "tile_done": Out(1), "group_done": Out(1), "finishing": Out(1), "busy": Out(1),
+            "index": Out(INDEX_BITS),
+        })
+
+    @property
+    def latency(self) -> int:
+        """The first beat's read (address) to ``a_in``/``tag``: 2 (the read, the issue register); a beat's
+        handshake in the timing contract is the cycle after its read."""
+        return 2
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R = c.rows
+        m.submodules.agen = agen = Im2colAgen()
+        dp = self.desc.payload.d
+        m.d.comb += [agen.desc.payload.eq(dp), agen.desc.valid.eq(self.desc.valid),
+                     self.desc.ready.eq(agen.desc.ready), self.busy.eq(agen.busy)]
+        accept = self.desc.valid & self.desc.ready
+
+        # per-descriptor constants
+        dep_base, dep_step, nt_step = (Signal(unsigned(COUNT_BITS), name=n) for n in ("dep_base", "dep_step", "nt_step"))
+        taps_k, kcw_k = Signal(unsigned(16)), Signal(unsigned(8))
+        n_tiles = Signal(unsigned(12))
+        lat = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))
+        # loop state of the tile being issued
+        tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
+        need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
+        tile_first, kt_first, produced = Signal(init=1), Signal(init=1), Signal()
+        u = Signal(unsigned(COUNT_BITS))           # tiles issued (global), = this tile's index
+        tpar, gpar = Signal(), Signal()            # weight bank (tile parity), parameter bank (group parity)
+        mrow = Signal(unsigned(16))                # beat of the tile (the accumulator row)
+        order = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))   # cycles until the order rule holds
+
+        b = agen.beats.payload
+        ok = (self.wcount >= need) & (self.loads > u) & (~b.last_k | produced | (order == 0))
+        m.d.comb += agen.beats.ready.eq(~tile_first | ok)
+        step = agen.beats.valid & agen.beats.ready
+        m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
+                     self.tile_done.eq(step & b.tile_last), self.group_done.eq(step & b.tile_last & b.last_k)]
+
+        with m.If(order != 0):
+            m.d.sync += order.eq(order - 1)
+        with m.If(step):
+            m.d.sync += [tile_first.eq(b.tile_last), mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
+            with m.If(b.last_k):
+                m.d.sync += [order.eq(lat), produced.eq(1)]
+            with m.If(b.tile_last):
+                m.d.sync += [u.eq(u + 1), tpar.eq(~tpar), kt_first.eq(b.last_k)]
+                with m.If(b.last_k):
+                    m.d.sync += gpar.eq(~gpar)
+                with m.If(tap + 1 < taps_k):
+                    m.d.sync += tap.eq(tap + 1)
+                with m.Else():
+                    m.d.sync += tap.eq(0)
+                    with m.If(cwi + 1 < kcw_k):
+                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need + dep_step)]
+                    with m.Elif(b.nt + 1 == n_tiles):
+                        m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base)]
+                    with m.Else():
+                        m.d.sync += [cwi.eq(0), need.eq(nt_need + nt_step), nt_need.eq(nt_need + nt_step)]
+
+        # the read (address this cycle, word next cycle), then the issue register
+        s1 = Signal(data.StructLayout({"valid": 1, "pad": 1, "zp": signed(16), "m": unsigned(16), "first": 1,
+                                       "last": 1, "gbank": 1, "tbank": 1}))
+        m.d.sync += [s1.valid.eq(step), s1.pad.eq(b.pad), s1.zp.eq(b.zp), s1.m.eq(mrow), s1.first.eq(kt_first),
+                     s1.last.eq(b.last_k), s1.gbank.eq(gpar), s1.tbank.eq(tpar)]
+        t = self.tag.payload
+        m.d.sync += [self.tag.valid.eq(s1.valid), t.m.eq(s1.m), t.first.eq(s1.first), t.last.eq(s1.last),
+                     t.bank.eq(s1.gbank), self.bank_in.eq(s1.tbank)]
+        for i in range(R):
+            m.d.sync += self.a_in[i].eq(Mux(s1.pad, s1.zp, self.r_data[i]))
+
+        with m.If(accept):
+            d = dp
+            win = d.in_kind == IN_WINDOW
+            m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(d.cw_step * d.dep_step),
+                         taps_k.eq(Mux(win, d.kh, d.kh * d.kw)), kcw_k.eq(Mux(win, 1, d.kcw)),
+                         n_tiles.eq(d.n_tiles), tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
+                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0), self.index.eq(self.desc.payload.index),
+                         lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
+                                    Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
+        with m.If(self.restart):
+            m.d.sync += [u.eq(0), tpar.eq(0), gpar.eq(0), order.eq(0)]
+        return m

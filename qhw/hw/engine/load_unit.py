@@ -1,0 +1,100 @@
+"""``LoadUnit``: the ``load`` stream (``qhw.engine.load.load_words``) into the program, weight and
+parameter memories (docs/engine.md, "Loading"): one word per cycle, whenever no inference runs."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS
+from ...engine.load import LOAD_MAGIC
+from ...errors import ConfigError
+
+__all__ = ["LoadUnit"]
+
+
+def _write(addr_bits: int, width: int) -> wiring.Signature:
+    return wiring.Signature({"en": Out(1), "addr": Out(addr_bits), "data": Out(width)})
+
+
+class LoadUnit(wiring.Component):
+    """Parameters: ``cols`` (bytes per weight row, a multiple of 4), and the memories' depths: ``programs``
+    descriptors, ``weight_rows``, ``param_words`` (narrow store), ``param_entries`` (wide, ``4*cols`` words)."""
+
+    def __init__(self, *, cols: int, programs: int, weight_rows: int, param_words: int, param_entries: int):
+        if cols % 4:
+            raise ConfigError(f"cols must be a multiple of 4 for the load unit, not {cols!r}")
+        self.cols, self.programs, self.weight_rows = cols, programs, weight_rows
+        self.param_words, self.param_entries = param_words, param_entries
+        bits = lambda n: max(1, ceil_log2(n))      # noqa: E731
+        super().__init__({
+            "load": In(stream.Signature(unsigned(32))),
+            "running": In(1),
+            "prog": Out(_write(bits(programs), DESCRIPTOR_BITS)),
+            "wt": Out(_write(bits(weight_rows), 8 * cols)),
+            "pn": Out(_write(bits(param_words), 32)),
+            "pw": Out(_write(bits(param_entries), 32 * 4 * cols)),
+            "poff": Out(24), "loaded": Out(1), "error": Out(1), "done": Out(1), "begin": Out(1),
+            "failed": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C = self.cols
+        word = self.load.payload
+        take = self.load.valid & self.load.ready
+        phase = Signal(range(5))            # 0 header, 1 program, 2 weights, 3 params, 4 end
+        hdr = Signal(range(4))
+        counts = Signal(data.ArrayLayout(unsigned(32), 3))
+        left = Signal(unsigned(32))
+        bad = Signal()
+        idx = Signal(unsigned(32))          # words into the section
+        slot = Signal(range(4 * C))
+        buf = Signal(unsigned(32 * 4 * C))
+        nxt = Signal(unsigned(32 * 4 * C))
+        m.d.comb += nxt.eq(buf)
+        m.d.comb += nxt.word_select(slot, 32).eq(word)
+        fits = Signal()
+        m.d.comb += self.failed.eq(bad)
+        m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 4) & (left != 0))))
+
+        with m.If(phase == 0):
+            with m.If(take):
+                with m.If(hdr == 0):
+                    with m.If(word == LOAD_MAGIC):
+                        m.d.comb += self.begin.eq(1)
+                        m.d.sync += [hdr.eq(1), self.loaded.eq(0), self.error.eq(0)]
+                    with m.Else():
+                        m.d.sync += self.error.eq(1)
+                with m.Else():
+                    m.d.sync += [counts[(hdr - 1)[:2]].eq(word), hdr.eq(hdr + 1)]
+                    with m.If(hdr == 3):
+                        m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), buf.eq(0)]
+                        m.d.comb += fits.eq((counts[0] <= self.programs * DESCRIPTOR_WORDS)
+                                            & (counts[1] * 4 <= self.weight_rows * C)
+                                            & (word <= self.param_words) & (word <= self.param_entries * 4 * C))
+                        m.d.sync += [bad.eq(~fits), self.poff.eq(counts[1])]
+        with m.Elif(phase == 4):
+            m.d.comb += self.done.eq(1)
+            m.d.sync += [phase.eq(0), self.loaded.eq(~bad), self.error.eq(bad)]
+        with m.Elif(left == 0):
+            m.d.sync += [phase.eq(phase + 1), idx.eq(0), slot.eq(0), buf.eq(0)]
+            with m.If(phase == 1):
+                m.d.sync += left.eq(counts[1])
+            with m.Elif(phase == 2):
+                m.d.sync += left.eq(counts[2])
+        with m.Elif(take):
+            m.d.sync += [left.eq(left - 1), idx.eq(idx + 1), buf.eq(nxt), slot.eq(slot + 1)]
+            per = {1: DESCRIPTOR_WORDS, 2: C // 4, 3: 4 * C}
+            for ph, n in per.items():
+                with m.If(phase == ph):
+                    full = (slot == n - 1) | (left == 1)
+                    with m.If(full):
+                        m.d.sync += [slot.eq(0), buf.eq(0)]
+                    port = {1: self.prog, 2: self.wt, 3: self.pw}[ph]
+                    m.d.comb += [port.en.eq(full & ~bad), port.addr.eq(idx // n), port.data.eq(nxt)]
+            with m.If(phase == 3):
+                m.d.comb += [self.pn.en.eq(~bad), self.pn.addr.eq(idx), self.pn.data.eq(word)]
+        return m

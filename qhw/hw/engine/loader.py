@@ -1,0 +1,209 @@
+"""The weight loader and the parameter fetch: the array's weight banks and the lanes' parameter banks,
+filled ahead of the tiles that use them (docs/engine.md, "Timing contract").
+
+``WeightLoader`` walks the MATMUL tiles in issue order (M chunk, N tile, K tile; tile ``j`` of a chunk
+is rows ``w_base/cols + j*rows ...`` of the weight store) and starts tile ``u`` at the first cycle
+``L`` with: the previous tile's ``rows`` cycles done, tile ``u-2`` (same bank) issued and its last
+beat ``cols`` cycles old (``L >= T_last(u-2) + cols``), and the inference running (``go``). Row ``i``
+is read at ``L + i`` and written into bank ``u % 2`` at ``L + i + 1``.
+
+``ParamFetch`` reads each N tile's parameter block (one wide entry: bias, M0, shift, scale of ``cols``
+columns) into parameter bank ``g % 2`` (``g``: the inference's N-tile groups in issue order), with the
+descriptor's mode, zero point and clamp, once group ``g-2``'s last row has passed the lanes' input.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from ...contract import BIAS_BITS, MODE_BITS, MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
+from ...engine.isa import IN_WINDOW
+from ..config import ArrayConfig, check_config
+from ..skew import delayed
+from .issue import COUNT_BITS
+from .layouts import descriptor_layout
+
+__all__ = ["ParamFetch", "WeightLoader", "param_bank_layout"]
+
+
+def _tiles_setup(m, d, dp):
+    """Per-descriptor loop bounds of the tile walk (the same order as ``Im2colAgen``)."""
+    win = dp.in_kind == IN_WINDOW
+    kt = Mux(win, dp.kh, dp.kcw * dp.kh * dp.kw)
+    mt = dp.oh * dp.ow
+    return kt, mt
+
+
+class WeightLoader(wiring.Component):
+    """MATMUL descriptors (``desc``) to weight-bank writes (``w_we`` one-hot row, ``w_bank``, ``w_data``)."""
+
+    def __init__(self, *, config: ArrayConfig, depth_bits: int):
+        self.config = check_config(config)
+        R, C = config.rows, config.cols
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
+            "r_addr": Out(depth_bits), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), C)),
+            "w_we": Out(R), "w_bank": Out(1), "w_data": Out(data.ArrayLayout(signed(8), C)),
+            "tile_done": In(1), "go": In(1), "restart": In(1),
+            "loads": Out(COUNT_BITS),
+        })
+
+    @property
+    def latency(self) -> int:
+        """A tile's load start to its last row written: ``rows`` (one row per cycle, written a cycle after its read)."""
+        return self.config.rows
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.config.rows, self.config.cols
+        lgc = exact_log2(C)
+        d_valid = Signal()
+        kt_count, n_tiles, m_total, m_chunk = (Signal(unsigned(24), name=n) for n in ("kt_count", "n_tiles",
+                                                                                   "m_total", "m_chunk"))
+        kt, nt, m0 = Signal(unsigned(24)), Signal(unsigned(12)), Signal(unsigned(24))
+        rb0, rb = Signal(unsigned(24)), Signal(unsigned(24))       # chunk's first row, next tile's first row
+        u = Signal(unsigned(COUNT_BITS))                           # tiles started
+        tdone = Signal(unsigned(COUNT_BITS))                       # tiles issued
+        drain = [Signal(range(C + 1), name=f"drain{b}") for b in range(2)]
+        row, active, cur = Signal(range(R + 1)), Signal(), Signal(unsigned(24))
+
+        for b in range(2):
+            with m.If(drain[b] != 0):
+                m.d.sync += drain[b].eq(drain[b] - 1)
+        with m.If(self.tile_done):
+            m.d.sync += tdone.eq(tdone + 1)
+            for b in range(2):
+                with m.If(tdone[0] == b):
+                    m.d.sync += drain[b].eq(C)
+
+        bank = u[0]
+        free = (tdone + 1 >= u) & (Mux(bank, drain[1], drain[0]) == 0)
+        start = Signal()
+        m.d.comb += start.eq(self.go & d_valid & ~active & free)
+        m.d.comb += self.loads.eq(u + start)
+        with m.If(start):
+            m.d.comb += [self.r_addr.eq(rb), self.r_en.eq(1)]
+            m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(u + 1)]
+            last_tile = Signal()
+            with m.If(kt + 1 < kt_count):
+                m.d.sync += [kt.eq(kt + 1), rb.eq(rb + R)]
+            with m.Elif(nt + 1 < n_tiles):
+                m.d.sync += [kt.eq(0), nt.eq(nt + 1), rb.eq(rb + R)]
+            with m.Else():
+                m.d.sync += [kt.eq(0), nt.eq(0), m0.eq(m0 + m_chunk), rb.eq(rb0)]
+                m.d.comb += last_tile.eq(m0 + m_chunk >= m_total)
+                with m.If(last_tile):
+                    m.d.sync += d_valid.eq(0)
+            m.d.comb += self.desc.ready.eq(last_tile)
+        with m.Elif(active):
+            m.d.comb += [self.r_addr.eq(cur + row), self.r_en.eq(1)]
+            m.d.sync += [row.eq(row + 1), active.eq(row + 1 < R)]
+        with m.If(~d_valid):
+            m.d.comb += self.desc.ready.eq(1)
+
+        # the row read this cycle is written into its bank the next
+        we = Signal(R)
+        wbank = Signal()
+        m.d.sync += [we.eq(Mux(start, 1, Mux(active, 1 << row, 0))), wbank.eq(Mux(start, bank, ~u[0]))]
+        m.d.comb += [self.w_we.eq(we), self.w_bank.eq(wbank), self.w_data.eq(self.r_data)]
+
+        with m.If(self.desc.valid & self.desc.ready):
+            dp = self.desc.payload
+            ktc, mt = _tiles_setup(m, None, dp)
+            m.d.sync += [d_valid.eq(1), kt_count.eq(ktc), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
+                         m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m0.eq(0),
+                         rb0.eq(dp.w_base >> lgc), rb.eq(dp.w_base >> lgc)]
+        with m.If(self.restart):
+            m.d.sync += [u.eq(0), tdone.eq(0), drain[0].eq(0), drain[1].eq(0)]
+        return m
+
+
+def param_bank_layout(config: ArrayConfig) -> data.StructLayout:
+    """One N tile's requantization parameters (per column) and its descriptor's mode, zero point, clamp."""
+    C = config.cols
+    return data.StructLayout({
+        "bias": data.ArrayLayout(signed(BIAS_BITS), C), "multiplier": data.ArrayLayout(unsigned(MULTIPLIER_BITS), C),
+        "shift": data.ArrayLayout(signed(SHIFT_BITS), C), "scale": data.ArrayLayout(unsigned(SCALE_BITS), C),
+        "mode": unsigned(MODE_BITS), "zp": signed(9), "qmin": signed(9), "qmax": signed(9),
+    })
+
+
+class ParamFetch(wiring.Component):
+    """MATMUL descriptors (``desc``) to the two parameter banks (``banks``), one N tile group at a time.
+
+    ``r_addr``/``r_en`` -> ``r_data``: the wide parameter store (``4*cols`` int32 per entry); ``poff``:
+    the parameters' offset in the image, in words; ``group_done``: the issue of a group's last beat.
+    """
+
+    def __init__(self, *, config: ArrayConfig, depth_bits: int):
+        self.config = check_config(config)
+        C = config.cols
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
+            "r_addr": Out(depth_bits), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(32), 4 * C)),
+            "poff": In(24), "group_done": In(1), "restart": In(1),
+            "banks": Out(data.ArrayLayout(param_bank_layout(config), 2)),
+        })
+
+    @property
+    def release_delay(self) -> int:
+        """A group's last beat (its read) to its bank being free: ``array_latency + 2``; its last row meets
+        the lanes ``array_latency + 4`` cycles after that read, the next fetch writes a cycle later."""
+        return self.config.array_latency + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        C = c.cols
+        lge = exact_log2(4 * C)
+        d_valid = Signal()
+        mode, zp, qmin, qmax = Signal(MODE_BITS), Signal(signed(9)), Signal(signed(9)), Signal(signed(9))
+        entry0 = Signal(unsigned(24))
+        n_tiles, m_total, m_chunk, m0 = (Signal(unsigned(24), name=n) for n in ("n_tiles", "m_total", "m_chunk", "m0"))
+        nt = Signal(unsigned(12))
+        g = Signal(unsigned(COUNT_BITS))                  # groups fetched
+        released = Signal(unsigned(COUNT_BITS))
+        rel = delayed(m, self.group_done, self.release_delay, name="release")
+        with m.If(rel):
+            m.d.sync += released.eq(released + 1)
+        start = Signal()
+        m.d.comb += start.eq(d_valid & (released + 2 > g) & ~self.restart)
+        pending, pbank = Signal(), Signal()
+        snap = Signal(data.StructLayout({"mode": MODE_BITS, "zp": signed(9), "qmin": signed(9), "qmax": signed(9)}))
+        with m.If(start):
+            m.d.comb += [self.r_addr.eq(entry0 + nt), self.r_en.eq(1)]
+            m.d.sync += [g.eq(g + 1), pending.eq(1), pbank.eq(g[0]), snap.mode.eq(mode), snap.zp.eq(zp),
+                         snap.qmin.eq(qmin), snap.qmax.eq(qmax)]
+            last = Signal()
+            with m.If(nt + 1 < n_tiles):
+                m.d.sync += nt.eq(nt + 1)
+            with m.Else():
+                m.d.sync += [nt.eq(0), m0.eq(m0 + m_chunk)]
+                m.d.comb += last.eq(m0 + m_chunk >= m_total)
+                with m.If(last):
+                    m.d.sync += d_valid.eq(0)
+            m.d.comb += self.desc.ready.eq(last)
+        with m.Else():
+            m.d.sync += pending.eq(0)
+        with m.If(~d_valid):
+            m.d.comb += self.desc.ready.eq(1)
+        with m.If(pending):
+            for b in range(2):
+                with m.If(pbank == b):
+                    bk = self.banks[b]
+                    m.d.sync += [bk.mode.eq(snap.mode), bk.zp.eq(snap.zp), bk.qmin.eq(snap.qmin), bk.qmax.eq(snap.qmax)]
+                    for j in range(C):
+                        m.d.sync += [bk.bias[j].eq(self.r_data[j]), bk.multiplier[j].eq(self.r_data[C + j]),
+                                     bk.shift[j].eq(self.r_data[2 * C + j]), bk.scale[j].eq(self.r_data[3 * C + j])]
+        with m.If(self.desc.valid & self.desc.ready):
+            dp = self.desc.payload
+            mt = dp.oh * dp.ow
+            m.d.sync += [d_valid.eq(1), mode.eq(dp.mode), zp.eq(dp.zp), qmin.eq(dp.qmin), qmax.eq(dp.qmax),
+                         entry0.eq(((dp.p_base >> 2) - self.poff) >> lge), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
+                         m_chunk.eq(dp.m_chunk), nt.eq(0), m0.eq(0)]
+        with m.If(self.restart):
+            m.d.sync += [g.eq(0), released.eq(0), d_valid.eq(0)]
+        return m

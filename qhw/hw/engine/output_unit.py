@@ -1,0 +1,119 @@
+"""``OutputUnit``: an OUTPUT descriptor's words, read one per cycle, to dense host beats.
+
+Word ``i`` of the tensor is read at ``in_base + i`` (pixels in raster order, ``pp`` words each); word
+``k`` of a pixel carries ``min(rows, c - k*rows)`` bytes, packed densely (channels fastest, ``rows``
+bytes per beat, the tensor's last beat zero-padded and marked ``last``). Read, register, pack into
+a small FIFO: with the host ready, a beat leaves ``output_latency`` (3) cycles after the read that
+completes it. Reads stop while the FIFO could not hold their bytes (host back-pressure).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from ...errors import ConfigError
+from .layouts import descriptor_layout
+
+__all__ = ["OUTPUT_LATENCY", "OutputUnit"]
+
+OUTPUT_LATENCY = 3
+_FIFO_DEPTH = 8
+
+
+class OutputUnit(wiring.Component):
+    """OUTPUT descriptors (``desc``) to ``o`` beats through the scratchpad read port.
+
+    Parameters
+    ----------
+    rows:
+        Lanes per word and bytes per beat.
+    addr_bits:
+        Scratchpad word address width.
+    """
+
+    def __init__(self, *, rows: int, addr_bits: int):
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 2:
+            raise ConfigError(f"rows must be an integer of at least 2, not {rows!r}")
+        self.rows, self.addr_bits = rows, addr_bits
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("OUTPUT"))),
+            "r_addr": Out(addr_bits), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), rows)),
+            "o": Out(stream.Signature(data.StructLayout({"data": unsigned(8 * rows), "last": 1}))),
+            "finishing": Out(1), "idle": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """A read to the beat it completes, host ready: ``OUTPUT_LATENCY`` (``EngineConfig.output_latency``)."""
+        return OUTPUT_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        R = self.rows
+        d = Signal(descriptor_layout("OUTPUT"))
+        run = Signal()
+        i_word, n_words = Signal(unsigned(32)), Signal(unsigned(32))
+        k = Signal(unsigned(8))
+        crem = Signal(signed(20))                 # channels of the pixel from word k on
+        m.submodules.fifo = fifo = SyncFIFO(width=8 * R + 1, depth=_FIFO_DEPTH)
+        s1 = Signal(data.StructLayout({"valid": 1, "bytes": range(R + 1), "last": 1}))
+        s2 = Signal(data.StructLayout({"valid": 1, "bytes": range(R + 1), "last": 1,
+                                       "data": data.ArrayLayout(signed(8), R)}))
+        flush = Signal()
+        inflight = Signal(range(4))
+        m.d.comb += inflight.eq(s1.valid + s2.valid + flush)
+        read = Signal()
+        m.d.comb += read.eq(run & (fifo.level + inflight < _FIFO_DEPTH - 1))
+        last_word = i_word + 1 == n_words
+        m.d.comb += [self.r_addr.eq(d.in_base + i_word), self.r_en.eq(read), self.finishing.eq(read & last_word)]
+        with m.If(read):
+            m.d.sync += i_word.eq(i_word + 1)
+            with m.If(last_word):
+                m.d.sync += run.eq(0)
+            with m.If(k + 1 == d.pp):
+                m.d.sync += [k.eq(0), crem.eq(d.c)]
+            with m.Else():
+                m.d.sync += [k.eq(k + 1), crem.eq(crem - R)]
+        m.d.sync += [s1.valid.eq(read), s1.bytes.eq(Mux(crem >= R, R, crem)), s1.last.eq(last_word),
+                     s2.valid.eq(s1.valid), s2.bytes.eq(s1.bytes), s2.last.eq(s1.last), s2.data.eq(self.r_data)]
+
+        # the packer: residual bytes + this word's, a full beat (or the tensor's last) into the FIFO
+        res = Signal(data.ArrayLayout(unsigned(8), R))
+        rc = Signal(range(R + 1))
+        comb = [Signal(unsigned(8), name=f"pk{j}") for j in range(2 * R)]
+        for j in range(2 * R):
+            pick = Const(0, 8)
+            for b in reversed(range(R)):
+                pick = Mux(j - rc == b, s2.data[b].as_unsigned(), pick)
+            m.d.comb += comb[j].eq(Mux(j < rc, res[j] if j < R else 0, Mux(j - rc < s2.bytes, pick, 0)))
+        total = rc + s2.bytes
+        beat = Signal(unsigned(8 * R))
+        m.d.comb += [fifo.w_data.eq(Cat(beat, Const(0, 1)))]
+        with m.If(flush):
+            m.d.comb += [beat.eq(Cat(*[res[j] for j in range(R)])), fifo.w_en.eq(1), fifo.w_data[-1].eq(1)]
+            m.d.sync += [flush.eq(0), rc.eq(0)]
+        with m.Elif(s2.valid):
+            with m.If(total >= R):
+                m.d.comb += [beat.eq(Cat(*comb[:R])), fifo.w_en.eq(1),
+                             fifo.w_data[-1].eq(s2.last & (total == R))]
+                m.d.sync += [rc.eq(total - R)] + [res[j].eq(comb[R + j]) for j in range(R)]
+                with m.If(s2.last & (total > R)):
+                    m.d.sync += flush.eq(1)
+            with m.Elif(s2.last):
+                m.d.comb += [beat.eq(Cat(*comb[:R])), fifo.w_en.eq(1), fifo.w_data[-1].eq(1)]
+                m.d.sync += rc.eq(0)
+            with m.Else():
+                m.d.sync += [rc.eq(total)] + [res[j].eq(comb[j]) for j in range(R)]
+        m.d.comb += [self.o.valid.eq(fifo.r_rdy), self.o.payload.data.eq(fifo.r_data[:8 * R]),
+                     self.o.payload.last.eq(fifo.r_data[-1]), fifo.r_en.eq(self.o.ready)]
+
+        m.d.comb += [self.desc.ready.eq(~run | self.finishing),
+                     self.idle.eq(~run & ~s1.valid & ~s2.valid & ~flush & ~fifo.r_rdy)]
+        with m.If(self.desc.valid & self.desc.ready):
+            dp = self.desc.payload
+            m.d.sync += [d.eq(dp), run.eq(1), i_word.eq(0), k.eq(0), crem.eq(dp.c),
+                         n_words.eq(dp.h * dp.w * dp.pp)]
+        return m

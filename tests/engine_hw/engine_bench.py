@@ -1,0 +1,111 @@
+"""Drives ``NetworkEngine`` in the Amaranth simulator: load words, input beats, output beats, and the
+debug tap recorded every cycle (cycle 0 = the first input beat's handshake of each inference)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from qhw.engine.load import load_words
+
+
+def input_beats(program, codes: dict, rows: int) -> list[int]:
+    """The INPUT descriptors' host stream of one inference: each tensor's pixels channel-last, dense
+    bytes, ``rows`` per beat (the last one zero-padded)."""
+    beats = []
+    for d in program.descriptors:
+        if d.op != "INPUT":
+            continue
+        t = program.tensors[d["tensor"]]
+        x = np.asarray(codes[t.name]).reshape(t.c, t.h, t.w).transpose(1, 2, 0).reshape(-1).astype(np.int8)
+        raw = x.tobytes() + b"\0" * (-x.size % rows)
+        beats += [int.from_bytes(raw[i:i + rows], "little") for i in range(0, len(raw), rows)]
+    return beats
+
+
+def output_tensors(program, beats: list[int], rows: int) -> dict:
+    """The OUTPUT descriptors' tensors (logical shape) from the output beats of one inference."""
+    out, pos = {}, 0
+    for d in program.descriptors:
+        if d.op != "OUTPUT":
+            continue
+        t = program.tensors[d["tensor"]]
+        n = -(-t.c * t.h * t.w // rows)
+        raw = b"".join(b.to_bytes(rows, "little") for b in beats[pos:pos + n])
+        pos += n
+        v = np.frombuffer(raw, np.int8)[:t.c * t.h * t.w].astype(np.int64)
+        out[t.name] = v.reshape(t.h, t.w, t.c).transpose(2, 0, 1).reshape(t.logical_shape)
+    return out
+
+
+class Run:
+    """One simulation: ``load`` the program (unless embedded), then each inference's inputs."""
+
+    def __init__(self, dut, program, inputs: list[dict], *, rows: int, load: bool = True,
+                 gaps: float = 0.0, stall: float = 0.0, seed: int = 0, max_cycles: int = 200_000):
+        self.dut, self.program, self.inputs, self.rows = dut, program, inputs, rows
+        self.load, self.gaps, self.stall, self.rng = load, gaps, stall, random.Random(seed)
+        self.max_cycles = max_cycles
+        self.writes: list[list] = [[] for _ in inputs]     # (cycle, word, lane, values)
+        self.issues: list[dict] = [{} for _ in inputs]     # descriptor -> last read-port cycle
+        self.outputs: list[list] = [[] for _ in inputs]    # (cycle, data, last)
+        self.loaded_after = None
+
+    def run(self):
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(self._bench)
+        sim.run()
+        return self
+
+    async def _bench(self, ctx):
+        dut, R = self.dut, self.rows
+        if self.load:
+            for w in load_words(self.program):
+                ctx.set(dut.load.payload, w)
+                ctx.set(dut.load.valid, 1)
+                await ctx.tick().until(dut.load.ready)
+            ctx.set(dut.load.valid, 0)
+            for _ in range(3):
+                await ctx.tick()
+        self.loaded_after = ctx.get(dut.loaded)
+        assert self.loaded_after == 1 and ctx.get(dut.error) == 0
+        for n, codes in enumerate(self.inputs):
+            beats = input_beats(self.program, codes, R)
+            n_out = sum(-(-self.program.tensors[d["tensor"]].c * self.program.tensors[d["tensor"]].h
+                          * self.program.tensors[d["tensor"]].w // R)
+                        for d in self.program.descriptors if d.op == "OUTPUT")
+            cycle, start, k = 0, None, 0
+            while len(self.outputs[n]) < n_out:
+                offer = k < len(beats) and self.rng.random() >= self.gaps
+                ctx.set(dut.i.valid, offer)
+                if offer:
+                    ctx.set(dut.i.payload, beats[k])
+                take_o = self.rng.random() >= self.stall
+                ctx.set(dut.o.ready, take_o)
+                await ctx.delay(1e-8)
+                if offer and ctx.get(dut.i.ready):
+                    if start is None:
+                        start = cycle
+                    k += 1
+                rel = None if start is None else cycle - start
+                t = ctx.get(dut.trace)
+                if t.we:
+                    lanes = [j for j in range(R) if (t.mask >> j) & 1]
+                    vals = tuple(int(np.int8(np.uint8((t.data >> (8 * j)) & 0xFF))) for j in lanes)
+                    self.writes[n].append((rel, t.addr, lanes[0], vals))
+                if t.issue:
+                    self.issues[n][t.desc] = rel
+                if take_o and ctx.get(dut.o.valid):
+                    p = ctx.get(dut.o.payload)
+                    self.outputs[n].append((rel, p.data, p.last))
+                await ctx.tick()
+                cycle += 1
+                assert cycle < self.max_cycles, f"inference {n}: no output after {cycle} cycles"
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 0)
+            for _ in range(4):         # the engine closes the inference (END) before the next one
+                await ctx.tick()
+            assert ctx.get(dut.busy) == 0 and ctx.get(dut.error) == 0
