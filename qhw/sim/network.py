@@ -14,8 +14,9 @@ and checker.
   the layer (descriptor and node), the word, pixel and channels, and the cycle.
 
 Cycle 0 of a segment is its first input beat's handshake. Without random pauses every write's
-cycle and every descriptor's end (``qhw.engine.cycles``: last read issued, last word written, last
-output beat) are compared with the cycle model as well.
+cycle and every descriptor's end (``qhw.engine.cycles.descriptor_end``: a MATMUL's last beat read
++ 2, as the beat issues the cycle after its read; a POOL's last read + 1; an INPUT's last write + 1;
+an OUTPUT's last beat + 1) are compared with the cycle model as well.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.config import EngineConfig
-from ..engine.cycles import predict
+from ..engine.cycles import descriptor_end, predict
 from ..engine.model import EngineModel, segment_ranges
 from ..engine.program import Program
 from .driver import StreamDriver
@@ -356,17 +357,20 @@ class NetworkBench:
         self.waiting += waiting
         self.cycles += t
         t0 = inp.handshakes[0] if inp.handshakes else 0
-        ends = checker.check(tap, writes, t0, cycles=not self.stalls and expect.single)
+        last_write = checker.check(tap, writes, t0, cycles=not self.stalls and expect.single)
         first, end = segment_ranges(program)[segment]
+        ends = {}          # each descriptor's end as the cycle model counts it (qhw.engine.cycles.descriptor_end)
         for i, d in enumerate(program.descriptors[first:end], first):
-            if d.op in ("MATMUL", "POOL"):
-                ends[i] = tap.last_issue.get(i, -1 + t0) - t0
+            if d.op in ("INPUT", "MATMUL", "POOL") and (i in last_write or i in tap.last_issue):
+                read = tap.last_issue.get(i)
+                ends[i] = descriptor_end(d.op, self.hw.engine, last_read=None if read is None else read - t0,
+                                         last_write=last_write.get(i))
         pos = 0
         data = [raw & ((1 << 8 * self.rows) - 1) for _, raw in got]
         lasts = [(raw >> self.last_bit) & 1 for _, raw in got]
         last_errors = []
         for i, t_entry, n in tensors:
-            ends[i] = got[pos + n - 1][0] - t0      # its last beat (the end adds 1, as for every descriptor)
+            ends[i] = got[pos + n - 1][0] - t0 + 1      # its last beat + 1
             want = [0] * (n - 1) + [1]
             if lasts[pos:pos + n] != want:
                 last_errors.append(f"output {t_entry.name!r}: 'last' on beats "
@@ -396,13 +400,14 @@ class NetworkBench:
 
 def descriptor_shares(program: Program, ends: dict[int, int]) -> list[int]:
     """Each descriptor's share of the total as ``qhw.engine.cycles.predict`` computes it, from the
-    measured ends (``ends[i]``: the cycle of its last read, write or output beat; its end is + 1)."""
+    measured ends (``ends[i]``, ``qhw.engine.cycles.descriptor_end``: MATMUL its last beat's read + 2,
+    POOL its last read + 1, INPUT its last write + 1, OUTPUT its last beat + 1)."""
     shares, end = [], 0
     for i, d in enumerate(program.descriptors):
         if d.op in ("HALT", "END", "ADD") or i not in ends:
             shares.append(0)
             continue
-        done = ends[i] + 1
+        done = ends[i]
         shares.append(max(done, end) - end)
         end = max(done, end)
     return shares

@@ -18,6 +18,7 @@ import pytest
 from qhw.cli import main
 from qhw.engine.compiler import compile_model
 from qhw.engine.config import EngineConfig, manifest_top
+from qhw.engine.cycles import descriptor_end
 from qhw.engine.run import run_engine
 from qhw.engine.trace import write_trace
 from qhw.errors import ConfigError
@@ -179,12 +180,15 @@ def test_checker_names_the_first_wrong_layer_and_cycle(cnn, digits):
     for e in expect.report.tiles:
         tiles[e.descriptor] = e.last
     ok = WriteChecker(expect, 8)
-    ends = ok.check(_tap(doc, writes, issues=[(c, d) for d, c in tiles.items()]), writes, 5, cycles=True)
+    last = ok.check(_tap(doc, writes, issues=[(c, d) for d, c in tiles.items()]), writes, 5, cycles=True)
     assert ok.bad == 0 and ok.first is None and ok.cycle_errors == []
-    # measured ends -> shares as the cycle model counts them (OUTPUT: its last beat, from the model's share)
-    ends.update({d: c for d, c in tiles.items()})
+    # ends -> shares as the cycle model counts them: the tiles' last beats issue the cycle after their read
+    # (descriptor_end), INPUT ends after its last write, OUTPUT after its last beat (from the model's share)
+    ends = {i: descriptor_end(d.op, engine, last_read=tiles[i] - 1) for i, d in enumerate(prog.descriptors)
+            if d.op == "MATMUL"}
+    ends[0] = descriptor_end("INPUT", engine, last_write=last[0])
     out = next(i for i, d in enumerate(prog.descriptors) if d.op == "OUTPUT")
-    ends[out] = sum(expect.report.per_descriptor[:out + 1]) - 1
+    ends[out] = sum(expect.report.per_descriptor[:out + 1])
     assert descriptor_shares(prog, ends) == expect.report.per_descriptor
     # one wrong value in conv2's 10th write: named, with its pixel, channels and cycle
     conv2 = next(x.index for x in compiled.layers if x.name == "/conv2/Conv")
