@@ -34,7 +34,7 @@ from .config import EngineConfig
 from .isa import IN_WINDOW, POOL_AVG, POOL_MAX, Descriptor
 from .program import Program
 
-__all__ = ["CycleReport", "TileEvent", "predict"]
+__all__ = ["CycleReport", "TileEvent", "descriptor_end", "predict"]
 
 NEVER = -(1 << 40)
 
@@ -176,6 +176,22 @@ class _Timeline:
         start = max(self.read + 1, self.ready(d["dep_base"]))
         self.read = start + src.size - 1
         return self.read + self.cfg.output_latency + 1
+
+
+def descriptor_end(op: str, config: EngineConfig, *, last_read: int | None = None,
+                   last_write: int | None = None) -> int:
+    """A descriptor's end as the model counts it, from what the hardware's debug tap shows: INPUT its
+    last write + 1; MATMUL its last beat's read (the tap's ``issue``) + 2 (the beat issues the cycle after
+    its read); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1 (its last beat + 1)."""
+    if op == "INPUT":
+        return last_write + 1
+    if op == "MATMUL":
+        return last_read + 2
+    if op == "POOL":
+        return last_read + 1
+    if op == "OUTPUT":
+        return last_read + config.output_latency + 1
+    raise ValueError(f"{op} has no end of its own")
 
 
 def predict(program: Program, config: EngineConfig, macs: int = 0, *, writes: dict | None = None) -> CycleReport:

@@ -51,6 +51,7 @@ class Run:
         self.writes: list[list] = [[] for _ in inputs]     # (cycle, word, lane, values)
         self.issues: list[dict] = [{} for _ in inputs]     # descriptor -> last read-port cycle
         self.outputs: list[list] = [[] for _ in inputs]    # (cycle, data, last)
+        self.reads: list[list] = [[] for _ in inputs]      # (cycle, descriptor) of every read
         self.loaded_after = None
 
     def run(self):
@@ -98,6 +99,7 @@ class Run:
                     self.writes[n].append((rel, t.addr, lanes[0], vals))
                 if t.issue:
                     self.issues[n][t.desc] = rel
+                    self.reads[n].append((rel, t.desc))
                 if take_o and ctx.get(dut.o.valid):
                     p = ctx.get(dut.o.payload)
                     self.outputs[n].append((rel, p.data, p.last))

@@ -188,11 +188,21 @@ class NetworkEngine(wiring.Component):
         def view(f, op):
             return data.View(descriptor_layout(op), f.desc.payload.bits[OP_BITS:OP_BITS + descriptor_layout(op).size])
 
-        # input
+        # input: the first beat is taken once every unit holds its first descriptor (the timing contract
+        # counts from that beat, with every unit ready)
+        seen = [Signal(name=f"primed_{n}") for n in range(4)]
+        for flag, f in zip(seen, (f_issue, f_load, f_param, f_wb)):
+            with m.If(restart):
+                m.d.sync += flag.eq(0)
+            with m.Elif(f.desc.valid | f.at_end):
+                m.d.sync += flag.eq(1)
+        primed = Signal()
+        m.d.sync += primed.eq(seen[0] & seen[1] & seen[2] & seen[3] & ~restart)
         m.submodules.input = inp = InputUnit(rows=R, addr_bits=aw)
         m.d.comb += [inp.desc.valid.eq(f_in.desc.valid), inp.desc.payload.eq(view(f_in, "INPUT")),
                      f_in.desc.ready.eq(inp.desc.ready)]
-        wiring.connect(m, wiring.flipped(self.i), inp.i)
+        m.d.comb += [inp.i.valid.eq(self.i.valid & (running | primed)), inp.i.payload.eq(self.i.payload),
+                     self.i.ready.eq(inp.i.ready & (running | primed))]
         first_beat = self.i.valid & self.i.ready & ~running
         go = running | first_beat
         with m.If(first_beat):

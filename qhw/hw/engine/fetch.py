@@ -74,7 +74,6 @@ class DescriptorFetch(wiring.Component):
                 m.d.sync += [self.at_end.eq(1), state.eq(3)]
             with m.Else():
                 m.d.sync += [ptr.eq(ptr + 1), state.eq(0)]
-        with m.Elif(state == 2):
-            with m.If(self.desc.ready):
-                m.d.sync += [self.desc.valid.eq(0), state.eq(0)]
+        with m.Elif(state == 2), m.If(self.desc.ready):
+            m.d.sync += [self.desc.valid.eq(0), state.eq(0)]
         return m

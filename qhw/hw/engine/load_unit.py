@@ -60,22 +60,21 @@ class LoadUnit(wiring.Component):
         m.d.comb += self.failed.eq(bad)
         m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 4) & (left != 0))))
 
-        with m.If(phase == 0):
-            with m.If(take):
-                with m.If(hdr == 0):
-                    with m.If(word == LOAD_MAGIC):
-                        m.d.comb += self.begin.eq(1)
-                        m.d.sync += [hdr.eq(1), self.loaded.eq(0), self.error.eq(0)]
-                    with m.Else():
-                        m.d.sync += self.error.eq(1)
+        with m.If(phase == 0), m.If(take):
+            with m.If(hdr == 0):
+                with m.If(word == LOAD_MAGIC):
+                    m.d.comb += self.begin.eq(1)
+                    m.d.sync += [hdr.eq(1), self.loaded.eq(0), self.error.eq(0)]
                 with m.Else():
-                    m.d.sync += [counts[(hdr - 1)[:2]].eq(word), hdr.eq(hdr + 1)]
-                    with m.If(hdr == 3):
-                        m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), buf.eq(0)]
-                        m.d.comb += fits.eq((counts[0] <= self.programs * DESCRIPTOR_WORDS)
-                                            & (counts[1] * 4 <= self.weight_rows * C)
-                                            & (word <= self.param_words) & (word <= self.param_entries * 4 * C))
-                        m.d.sync += [bad.eq(~fits), self.poff.eq(counts[1])]
+                    m.d.sync += self.error.eq(1)
+            with m.Else():
+                m.d.sync += [counts[(hdr - 1)[:2]].eq(word), hdr.eq(hdr + 1)]
+                with m.If(hdr == 3):
+                    m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), buf.eq(0)]
+                    m.d.comb += fits.eq((counts[0] <= self.programs * DESCRIPTOR_WORDS)
+                                        & (counts[1] * 4 <= self.weight_rows * C)
+                                        & (word <= self.param_words) & (word <= self.param_entries * 4 * C))
+                    m.d.sync += [bad.eq(~fits), self.poff.eq(counts[1])]
         with m.Elif(phase == 4):
             m.d.comb += self.done.eq(1)
             m.d.sync += [phase.eq(0), self.loaded.eq(~bad), self.error.eq(bad)]

@@ -267,8 +267,10 @@ class FusedPool(wiring.Component):
         done = Signal()
         res = Signal.like(upd)
         addr, lane = Signal.like(self.addr), Signal.like(self.lane)
-        m.d.sync += [done.eq(self.i_valid & self.keep & self.win_last), res.eq(upd),
-                     addr.eq(self.addr), lane.eq(self.lane)]
+        window = self.i_valid & self.keep & self.win_last
+        m.d.sync += done.eq(window)
+        with m.If(window):          # held otherwise: idle lanes see no toggling inputs (simulation speed)
+            m.d.sync += [res.eq(upd), addr.eq(self.addr), lane.eq(self.lane)]
         avg_valid = Signal()
         lanes = [PoolLane(config=c, family=self.family) for _ in range(C)]
         for j, pl in enumerate(lanes):
