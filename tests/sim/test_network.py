@@ -77,7 +77,8 @@ def test_digits_cnn_bit_exact_and_cycles_equal(cnn):
 def test_stalls_bit_exact(cnn):
     rep = sim(cnn, 2, stall=0.3)
     assert rep["bit_exact"], rep["first_mismatch"]
-    assert rep["cycles_equal"] is None and rep["cycles_per_inference"] > compiled_total(cnn)
+    # gaps and back-pressure can only delay (8 input beats feed 64 window words: gaps may cost nothing)
+    assert rep["cycles_equal"] is None and rep["cycles_per_inference"] >= compiled_total(cnn)
 
 
 def test_wrong_expectation_names_the_layer(cnn):
