@@ -34,7 +34,8 @@ HW_SAMPLES = 200             # test images simulated when --limit is not given
 HW_ROWS = HW_COLS = 8
 
 
-def _network(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0: float) -> dict:
+def _network(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0: float,
+             size=(HW_ROWS, HW_COLS)) -> dict:
     """Generate the network engine sized for the quantized CNN and run ``limit`` test images on it."""
     from .engine.compiler import fit_engine
     from .hw.generate import write_network
@@ -42,8 +43,9 @@ def _network(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0:
     from .sim.cli import network_table
     from .sim.run import simulate_model
 
-    engine = fit_engine(qm, config_for_model(qm.graph, rows=HW_ROWS, cols=HW_COLS), source=qpath.name)
-    name = f"qhw_network_{HW_ROWS}x{HW_COLS}"
+    rows, cols = size
+    engine = fit_engine(qm, config_for_model(qm.graph, rows=rows, cols=cols), source=qpath.name)
+    name = f"qhw_network_{rows}x{cols}"
     log(f"[{time.perf_counter() - t0:5.1f}s] {HW_MODEL}: generate the network engine ({engine.describe()}) -> "
         f"{out_dir / 'rtl'}")
     _, manifest = write_network(engine, name=name, out_dir=out_dir / "rtl")
@@ -57,15 +59,17 @@ def _network(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0:
     return report
 
 
-def _hardware(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0: float) -> dict:
+def _hardware(qpath: Path, qm, data: Path, out_dir: Path, *, limit: int, log, t0: float,
+              size=(HW_ROWS, HW_COLS)) -> dict:
     """Generate the array for the quantized CNN and run ``limit`` test images on it."""
     from .hw.generate import write
     from .runtime import config_for_model
     from .sim.run import simulate_model
 
-    config = config_for_model(qm.graph, rows=HW_ROWS, cols=HW_COLS)
-    name = f"qhw_array_{HW_ROWS}x{HW_COLS}"
-    log(f"[{time.perf_counter() - t0:5.1f}s] {HW_MODEL}: generate {HW_ROWS}x{HW_COLS} array (max_k {config.max_k}, "
+    rows, cols = size
+    config = config_for_model(qm.graph, rows=rows, cols=cols)
+    name = f"qhw_array_{rows}x{cols}"
+    log(f"[{time.perf_counter() - t0:5.1f}s] {HW_MODEL}: generate {rows}x{cols} array (max_k {config.max_k}, "
         f"rounding {','.join(config.rounding)}) -> {out_dir / 'rtl'}")
     _, manifest = write(config, name=name, out_dir=out_dir / "rtl")
     log(f"[{time.perf_counter() - t0:5.1f}s] {HW_MODEL}: simulate {limit} test images on Verilator "
@@ -86,7 +90,7 @@ def _network_markdown(r: dict) -> list[str]:
         return "n/a" if v is None else f"{100 * v:.2f} %"
 
     return [
-        "", f"## {HW_MODEL} on the simulated {HW_ROWS}x{HW_COLS} network engine", "",
+        "", f"## {HW_MODEL} on the simulated {r['rows']}x{r['cols']} network engine", "",
         f"Generated Verilog and manifest in [rtl/](rtl/) (`qhw generate --top network`); the program and weights "
         f"are loaded through the `load` stream, then {r['samples']} test images are streamed in and their logits "
         f"back on {r['simulator']} through cocotb; every scratchpad write is checked against the golden model.", "",
@@ -119,7 +123,7 @@ def _hardware_markdown(r: dict) -> list[str]:
         return "n/a" if v is None else f"{100 * v:.2f} %"
 
     return [
-        "", f"## {HW_MODEL} on the simulated {HW_ROWS}x{HW_COLS} array", "",
+        "", f"## {HW_MODEL} on the simulated {r['rows']}x{r['cols']} array", "",
         f"Generated Verilog and manifest in [rtl/](rtl/); {r['samples']} test images simulated on "
         f"{r['simulator']} through cocotb, every GEMM checked against the golden model as it came out.", "",
         "| | top-1 accuracy |", "|---|---|",
@@ -144,7 +148,7 @@ def _hardware_markdown(r: dict) -> list[str]:
 
 
 def run_demo(*, out_dir: Path, models=("digits_cnn", "digits_mlp"), log=print, progress=None,
-             limit: int | None = None, top: str = "network") -> int:
+             limit: int | None = None, top: str = "network", size: tuple[int, int] = (HW_ROWS, HW_COLS)) -> int:
     t0 = time.perf_counter()
     data = write_digits_npz(out_dir / "data")
     xc, _ = load_data(data["calib"], what="calibration data")
@@ -164,8 +168,9 @@ def run_demo(*, out_dir: Path, models=("digits_cnn", "digits_mlp"), log=print, p
         rows.append((name, report))
         if name == HW_MODEL:
             run_hw = _network if top == "network" else _hardware
-            hw_report = run_hw(qpath, qm, data["test"], out_dir, t0=t0, log=log,
+            hw_report = run_hw(qpath, qm, data["test"], out_dir, t0=t0, log=log, size=size,
                                limit=min(limit or HW_SAMPLES, xt.shape[0]))
+            hw_report["rows"], hw_report["cols"] = size
     lines = ["# qhw demo", "", f"Digits test split, {xt.shape[0]} images; int8 weights per-channel, "
              "int8 activations, minmax calibration, `single` rounding.", "",
              "| model | float top-1 | int8 top-1 | output SQNR dB | max abs error | report |",

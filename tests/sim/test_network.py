@@ -16,8 +16,8 @@ from qhw.cli import main
 from qhw.sim.run import simulate_model
 
 SEED = 3
-ROWS = COLS = 8
-NAME = "qhw_network_8x8"      # qhw demo's: the same Verilog, so the demo test reuses this build
+ROWS = COLS = 4               # a small engine: the Verilog generates and builds fastest
+NAME = f"qhw_network_{ROWS}x{COLS}"   # qhw demo's name at this size: the demo test reuses this build
 # the issue's keys of qhw simulate's JSON (today's, plus the network top's)
 KEYS = {"bit_exact", "mismatches", "samples", "cycles_per_inference", "mac_utilization", "accuracy_float",
         "accuracy_quant", "accuracy_hw", "hw_vs_float", "top", "latency_cycles", "host_bytes_per_inference",
@@ -58,9 +58,9 @@ def sim(cnn, limit, rtl=None, **kw):
 
 
 def test_digits_cnn_bit_exact_and_cycles_equal(cnn):
-    rep = sim(cnn, 3)
+    rep = sim(cnn, 2)
     assert set(rep) >= KEYS, KEYS - set(rep)
-    assert rep["top"] == "network" and rep["samples"] == 3 and rep["program_loaded"]
+    assert rep["top"] == "network" and rep["samples"] == 2 and rep["program_loaded"]
     assert rep["bit_exact"] and rep["mismatches"] == 0, rep["first_mismatch"]
     assert rep["cycles_equal"], (rep["cycle_errors"], rep["layers"])
     total = compiled_total(cnn)
@@ -70,12 +70,12 @@ def test_digits_cnn_bit_exact_and_cycles_equal(cnn):
                                                   "logits"]
     assert rep["latency_cycles"] == total - 1           # first input beat (cycle 0) to the last output beat
     assert rep["host_bytes_per_inference"] == 64 + 10        # the image in, the logits out
-    assert rep["host_beats_per_inference"] == 64 // ROWS + -(-10 // ROWS)
+    assert rep["host_beats_per_inference"] == 64 // ROWS + -(-10 // ROWS)       # the last one padded
     assert rep["mac_utilization"] == pytest.approx(152384 / (ROWS * COLS * total))
 
 
 def test_stalls_bit_exact(cnn):
-    rep = sim(cnn, 2, stall=0.3)
+    rep = sim(cnn, 1, stall=0.3)
     assert rep["bit_exact"], rep["first_mismatch"]
     # gaps and back-pressure can only delay (8 input beats feed 64 window words: gaps may cost nothing)
     assert rep["cycles_equal"] is None and rep["cycles_per_inference"] >= compiled_total(cnn)
@@ -89,8 +89,14 @@ def test_wrong_expectation_names_the_layer(cnn):
 
 
 def test_corrupted_load_word_names_the_layer(cnn):
-    # a weight byte of conv2 (conv1's 3 K tiles of 8x8 bytes come first) corrupted in the load stream
-    rep = sim(cnn, 1, job_extra={"corrupt_image": [3 * ROWS * COLS + 5]})
+    # a weight byte of conv2 (descriptor 2, its tiles from w_base) corrupted in the load stream
+    from qhw.engine.compiler import compile_model
+    from qhw.qmodel import load_qmodel
+    from qhw.sim.manifest import load_hardware
+
+    prog = compile_model(load_qmodel(cnn["q"]), load_hardware(cnn["rtl"]).engine).program
+    assert prog.descriptors[2].op == "MATMUL"
+    rep = sim(cnn, 1, job_extra={"corrupt_image": [prog.descriptors[2]["w_base"] + 5]})
     assert rep["program_loaded"] and not rep["bit_exact"]
     assert rep["first_mismatch"].startswith("first mismatch: layer '/conv2/Conv'"), rep["first_mismatch"]
 
@@ -124,13 +130,13 @@ def test_demo_runs_the_network_engine(cnn, tmp_path, monkeypatch):
     monkeypatch.setenv("QHW_VERILATOR_OPT", TEST_OPT)
     out = tmp_path / "demo"
     lines = []
-    assert run_demo(out_dir=out, models=("digits_cnn",), log=lines.append, limit=4) == 0
+    assert run_demo(out_dir=out, models=("digits_cnn",), log=lines.append, limit=2, size=(ROWS, COLS)) == 0
     text = (out / "README.md").read_text()
-    assert "## digits_cnn on the simulated 8x8 network engine" in text
+    assert f"## digits_cnn on the simulated {ROWS}x{COLS} network engine" in text
     assert "bit-exact with the golden model: **yes**" in text
     assert "measured cycles equal to the compiler's prediction: **yes**" in text
     assert "| /conv2/Conv | Conv+MaxPool |" in text
     assert any(line.startswith("bit-exact: yes; cycles equal to the compiler's prediction: yes") for line in lines)
     rep = json.loads((out / "digits_cnn" / "hardware.json").read_text())
-    assert rep["top"] == "network" and rep["bit_exact"] and rep["samples"] == 4
+    assert rep["top"] == "network" and rep["bit_exact"] and rep["samples"] == 2
     assert (out / "rtl" / f"{NAME}.v").read_bytes() == cnn["rtl"].with_suffix(".v").read_bytes()
