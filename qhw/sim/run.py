@@ -119,7 +119,11 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
                   mode: str | None = None, waves: bool = False, stall: float = 0.0, build_root=None,
                   log=None, opt: str | None = None) -> dict:
     """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization."""
-    c = load_hardware(rtl).config
+    hw = load_hardware(rtl)
+    if hw.top == "network":
+        raise ConfigError(f"{rtl}: --gemm runs on the GEMM co-processor (qhw generate --top accel); this manifest "
+                          f"is a network top: give MODEL.qhw --data DATA.npz")
+    c = hw.config
     mode = mode or c.rounding[0]
     t0 = time.perf_counter()
     res, run_dir, build_s = gemm_runs(rtl, [{"name": "gemm", "seed": seed, "in_gap": stall, "out_stall": stall,
@@ -129,7 +133,7 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
     run = res["runs"][0]
     cycles = res["gemm_cycles"]
     return {
-        "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator,
+        "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator, "top": "accel",
         "bit_exact": run["mismatches"] == 0, "mismatches": run["mismatches"],
         "first_mismatch": run["first_mismatch"],
         "cycles": cycles, "ideal_cycles": run["gemms"][0]["ideal_cycles"],
