@@ -210,3 +210,14 @@ def test_checker_names_the_first_wrong_layer_and_cycle(cnn, digits):
     assert late.bad == 0 and late.cycle_errors[0].endswith(f"written at cycle {target.cycle + 1}, cycle model "
                                                            f"{target.cycle}")
     assert "'/conv2/Conv'" in late.cycle_errors[0]
+
+
+def test_junit_of_a_network_report_fails_the_layer_whose_cycles_differ(tmp_path):
+    from qhw.sim.run import write_junit
+
+    rep = {"top": "network", "cycles_equal": False, "samples": 2, "bit_exact": True, "mismatches": 0,
+           "gemm_cycles": 100, "layers": [{"name": "x", "op": "input", "predicted_cycles": 66, "measured_cycles": 66},
+                                          {"name": "c", "op": "Conv", "predicted_cycles": 6, "measured_cycles": 7}]}
+    write_junit(tmp_path / "j.xml", rep)
+    text = (tmp_path / "j.xml").read_text()
+    assert 'tests="3" failures="1"' in text and '<failure message="measured 7 cycles, predicted 6"/>' in text
