@@ -166,7 +166,8 @@ class _Timeline:
         start = max(self.read + 1, self.ready(d["dep_base"]))
         dst = pixel_words(d["out_base"], d["out_h"], d["out_w"], d["out_pp"], d["out_cw0"], d["cws"]).reshape(-1)
         lat = self.cfg.pool_max_latency if d["pool"] == POOL_MAX else self.cfg.pool_avg_latency
-        self.write(dst, start + (np.arange(dst.size) + 1) * taps - 1 + lat)
+        # read addresses from ``start``: a window's last word arrives a cycle after its read
+        self.write(dst, start + (np.arange(dst.size) + 1) * taps + lat)
         self.read = start + dst.size * taps - 1
         return self.read + 1
 

@@ -1,10 +1,11 @@
-"""The model-load word protocol of the network engine's ``load`` stream (docs/engine.md, "Loading").
+"""The network engine's host streams: the model-load words of ``load`` (docs/engine.md, "Loading"),
+the input beats of ``i`` and the output beats of ``o``.
 
 ``load_words(program)`` is the only writer; ``qhw.hw.engine.engine.LoadUnit`` the only reader. All
 words are 32-bit. The stream is::
 
     LOAD_MAGIC, program words P, weight words W, parameter words Q,
-    P program words (the descriptors, ``DESCRIPTOR_WORDS`` each, in order),
+    P program words (the descriptors, ``DESCRIPTOR_WORDS`` (16) words each, in order),
     W weight words (the image's weight bytes ``image[:params_offset]``, little-endian, 4 per word),
     Q parameter words (the image's int32 parameters ``image[params_offset:]``)
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import struct
 
-from .isa import DESCRIPTOR_WORDS
+import numpy as np
+
 from .program import Program
 
-__all__ = ["LOAD_HEADER_WORDS", "LOAD_MAGIC", "load_words"]
+__all__ = ["LOAD_HEADER_WORDS", "LOAD_MAGIC", "input_beats", "load_words", "output_beat_count", "output_tensors"]
 
 LOAD_MAGIC = 0x4C574851          # b"QHWL" little-endian
 LOAD_HEADER_WORDS = 4
@@ -28,7 +30,6 @@ LOAD_HEADER_WORDS = 4
 def load_words(program: Program) -> list[int]:
     """The ``load`` stream's words for ``program`` (header, descriptors, weights, parameters)."""
     prog = [w for d in program.descriptors for w in d.to_words()]
-    assert len(prog) == len(program.descriptors) * DESCRIPTOR_WORDS
     image = bytes(program.image)
     weights, params = image[:program.params_offset], image[program.params_offset:]
     weights += b"\0" * (-len(weights) % 4)
@@ -36,3 +37,39 @@ def load_words(program: Program) -> list[int]:
     w = list(struct.unpack(f"<{len(weights) // 4}I", weights))
     q = list(struct.unpack(f"<{len(params) // 4}I", params))
     return [LOAD_MAGIC, len(prog), len(w), len(q)] + prog + w + q
+
+
+def input_beats(program: Program, codes: dict, segment: int = 0) -> list[int]:
+    """The ``i`` stream of one inference's segment: each INPUT descriptor's tensor (``codes[name]``,
+    its logical shape with or without a batch axis of 1) channel-last, dense int8 bytes, ``rows`` per
+    beat (byte ``j`` in bits ``8j..8j+7``), the tensor's last beat zero-padded."""
+    R, beats = program.rows, []
+    for d in program.descriptors:
+        if d.op != "INPUT" or program.tensors[d["tensor"]].segment != segment:
+            continue
+        t = program.tensors[d["tensor"]]
+        x = np.asarray(codes[t.name]).reshape(t.c, t.h, t.w).transpose(1, 2, 0).reshape(-1).astype(np.int8)
+        raw = x.tobytes() + b"\0" * (-x.size % R)
+        beats += [int.from_bytes(raw[i:i + R], "little") for i in range(0, len(raw), R)]
+    return beats
+
+
+def output_beat_count(program: Program, segment: int = 0) -> int:
+    """Beats of one inference's segment on the ``o`` stream."""
+    return sum(-(-t.c * t.h * t.w // program.rows) for d in program.descriptors if d.op == "OUTPUT"
+               for t in [program.tensors[d["tensor"]]] if t.segment == segment)
+
+
+def output_tensors(program: Program, beats: list[int], segment: int = 0) -> dict[str, np.ndarray]:
+    """The OUTPUT descriptors' tensors (int64 codes, logical shape) from a segment's ``o`` beats."""
+    R, out, pos = program.rows, {}, 0
+    for d in program.descriptors:
+        if d.op != "OUTPUT" or program.tensors[d["tensor"]].segment != segment:
+            continue
+        t = program.tensors[d["tensor"]]
+        n = -(-t.c * t.h * t.w // R)
+        raw = b"".join(int(b).to_bytes(R, "little") for b in beats[pos:pos + n])
+        pos += n
+        v = np.frombuffer(raw, np.int8)[:t.c * t.h * t.w].astype(np.int64)
+        out[t.name] = v.reshape(t.h, t.w, t.c).transpose(2, 0, 1).reshape(t.logical_shape)
+    return out

@@ -8,36 +8,7 @@ import random
 import numpy as np
 from amaranth.sim import Simulator
 
-from qhw.engine.load import load_words
-
-
-def input_beats(program, codes: dict, rows: int) -> list[int]:
-    """The INPUT descriptors' host stream of one inference: each tensor's pixels channel-last, dense
-    bytes, ``rows`` per beat (the last one zero-padded)."""
-    beats = []
-    for d in program.descriptors:
-        if d.op != "INPUT":
-            continue
-        t = program.tensors[d["tensor"]]
-        x = np.asarray(codes[t.name]).reshape(t.c, t.h, t.w).transpose(1, 2, 0).reshape(-1).astype(np.int8)
-        raw = x.tobytes() + b"\0" * (-x.size % rows)
-        beats += [int.from_bytes(raw[i:i + rows], "little") for i in range(0, len(raw), rows)]
-    return beats
-
-
-def output_tensors(program, beats: list[int], rows: int) -> dict:
-    """The OUTPUT descriptors' tensors (logical shape) from the output beats of one inference."""
-    out, pos = {}, 0
-    for d in program.descriptors:
-        if d.op != "OUTPUT":
-            continue
-        t = program.tensors[d["tensor"]]
-        n = -(-t.c * t.h * t.w // rows)
-        raw = b"".join(b.to_bytes(rows, "little") for b in beats[pos:pos + n])
-        pos += n
-        v = np.frombuffer(raw, np.int8)[:t.c * t.h * t.w].astype(np.int64)
-        out[t.name] = v.reshape(t.h, t.w, t.c).transpose(2, 0, 1).reshape(t.logical_shape)
-    return out
+from qhw.engine.load import input_beats, load_words, output_beat_count
 
 
 class Run:
@@ -74,10 +45,8 @@ class Run:
         self.loaded_after = ctx.get(dut.loaded)
         assert self.loaded_after == 1 and ctx.get(dut.error) == 0
         for n, codes in enumerate(self.inputs):
-            beats = input_beats(self.program, codes, R)
-            n_out = sum(-(-self.program.tensors[d["tensor"]].c * self.program.tensors[d["tensor"]].h
-                          * self.program.tensors[d["tensor"]].w // R)
-                        for d in self.program.descriptors if d.op == "OUTPUT")
+            beats = input_beats(self.program, codes)
+            n_out = output_beat_count(self.program)
             cycle, start, k = 0, None, 0
             while len(self.outputs[n]) < n_out:
                 offer = k < len(beats) and self.rng.random() >= self.gaps

@@ -12,11 +12,13 @@ from engine.conftest import golden_codes, quantize
 
 from qhw.engine.compiler import compile_model, fit_engine
 from qhw.engine.cycles import descriptor_end, predict
+from qhw.engine.load import output_tensors
 from qhw.engine.trace import write_trace
 from qhw.hw.engine.engine import NetworkEngine
 from qhw.runtime import config_for_model
 
-from .engine_bench import Run, output_tensors
+from .conftest import case_program
+from .engine_bench import Run
 
 
 def cases(qm, program, x):
@@ -42,11 +44,10 @@ def compiled(qm, rows, cols):
 
 def check_run(run, program, cfg, inputs, golden, *, timing=True):
     """Outputs bit-exact; with ``timing``, writes and descriptor ends as predicted."""
-    R = cfg.array.rows
     report = predict(program, cfg)
     ends = np.cumsum(report.per_descriptor).tolist()
     for n, codes in enumerate(inputs):
-        got = output_tensors(program, [b for _, b, _ in run.outputs[n]], R)
+        got = output_tensors(program, [b for _, b, _ in run.outputs[n]])
         for name, want in golden[n].items():
             assert got[name].tolist() == want.tolist(), (n, name)
         if not timing:
@@ -97,7 +98,73 @@ def test_digits_mlp_gaps_and_back_pressure(digits_models, digits):
     """Random input gaps (30 %) and output back-pressure (50 %), seed 5: values still bit-exact."""
     qm = digits_models["mlp"]
     program, cfg = compiled(qm, 8, 8)
-    inputs, golden = cases(qm, program, digits["test_x"][5:7])
+    inputs, golden = cases(qm, program, digits["test_x"][5:6])
     run = Run(NetworkEngine(engine=cfg, image=program.to_bytes()), program, inputs, rows=8, load=False,
               gaps=0.3, stall=0.5, seed=5).run()
     check_run(run, program, cfg, inputs, golden, timing=False)
+
+
+@pytest.mark.parametrize("name,cols", [pytest.param("pools", 8, marks=pytest.mark.slow), ("window-c2", 8),
+                                       ("window-c2", 4)])
+def test_random_models(tmp_path, name, cols):
+    """tests/engine's random models (seed 7 mixed with the name): "pools" (a padded 3x3/2 MaxPool and a
+    padded 3x3 AveragePool and a GlobalAveragePool as POOL descriptors, a fused 2x2 AveragePool, a
+    standard-layout 4-channel input), "window-c2" (a 2-channel window-layout input, stride 2, pads
+    (0, 1, 2, 1)), also on 8x4 (result rows of 4 lanes written at lane offsets 0 and 4); rounding
+    single, one image each, loaded through the stream."""
+    _, qm, x = case_program(tmp_path, name)
+    program, cfg = compiled(qm, 8, cols)
+    assert name != "pools" or sum(d.op == "POOL" for d in program.descriptors) == 3
+    inputs, golden = cases(qm, program, x[:1])
+    run = Run(NetworkEngine(engine=cfg), program, inputs, rows=8).run()
+    check_run(run, program, cfg, inputs, golden)
+
+
+def test_load_unit_refuses_a_bad_stream_then_loads():
+    """``LoadUnit``: a wrong magic sets ``error`` and is skipped; sizes past the memories set ``error``
+    without writing; a good stream writes every word where ``load_words`` means it and raises ``loaded``."""
+    from amaranth.sim import Simulator
+
+    from qhw.engine.load import LOAD_MAGIC
+    from qhw.hw.engine.load_unit import LoadUnit
+
+    dut = LoadUnit(cols=4, programs=2, weight_rows=4, param_words=32, param_entries=2)
+    prog = list(range(100, 116))                        # one descriptor
+    weights = [0x01020304, 0x05060708]                  # two 4-byte rows
+    params = [7, 8, 9]
+    streams = [[0xDEAD], [LOAD_MAGIC, 48, 0, 0] + [0] * 48,          # 3 descriptors > 2: refused
+               [LOAD_MAGIC, 16, 2, 3] + prog + weights + params]
+    seen, flags = {"prog": {}, "wt": {}, "pn": {}, "pw": {}}, []
+
+    async def bench(ctx):
+        for words in streams:
+            for w in words:
+                ctx.set(dut.load.payload, w)
+                ctx.set(dut.load.valid, 1)
+                await ctx.delay(1e-8)
+                while not ctx.get(dut.load.ready):
+                    await ctx.tick()
+                    await ctx.delay(1e-8)
+                for name in seen:
+                    port = getattr(dut, name)
+                    if ctx.get(port.en):
+                        seen[name][ctx.get(port.addr)] = ctx.get(port.data)
+                await ctx.tick()
+            ctx.set(dut.load.valid, 0)
+            for _ in range(6):                          # the empty sections' phases, then the end
+                await ctx.delay(1e-8)
+                for name in seen:
+                    port = getattr(dut, name)
+                    if ctx.get(port.en):
+                        seen[name][ctx.get(port.addr)] = ctx.get(port.data)
+                await ctx.tick()
+            flags.append((ctx.get(dut.loaded), ctx.get(dut.error)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert flags == [(0, 1), (0, 1), (1, 0)]
+    assert seen["prog"] == {0: sum(w << (32 * i) for i, w in enumerate(prog))}
+    assert seen["wt"] == {0: weights[0], 1: weights[1]} and seen["pn"] == {0: 7, 1: 8, 2: 9}
+    assert seen["pw"] == {0: 7 | 8 << 32 | 9 << 64}

@@ -180,7 +180,7 @@ class NetworkEngine(wiring.Component):
             m.d.comb += [rp.addr.eq(f.r_addr), rp.en.eq(f.r_en), f.r_data.eq(rp.data), f.restart.eq(restart)]
             return f
         f_in = fetch("input", ("INPUT",))
-        f_issue = fetch("issue", ("MATMUL", "POOL", "OUTPUT"))
+        f_issue = fetch("issue", ("MATMUL", "POOL", "OUTPUT", "ADD"))
         f_load = fetch("loader", ("MATMUL",))
         f_param = fetch("params", ("MATMUL",))
         f_wb = fetch("writeback", ("MATMUL",))
@@ -215,16 +215,18 @@ class NetworkEngine(wiring.Component):
         wcount = Signal(COUNT_BITS)
         op = f_issue.desc.payload.bits[:OP_BITS]
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
+        is_add = op == OPCODES["ADD"]           # not built: skipped with ``error`` set, never silently
         free = issue.desc.ready & pool.desc.ready & out.desc.ready     # every read-side unit idle or finishing
         pool_d, out_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT")
-        m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")), issue.desc.payload.index.eq(f_issue.desc.payload.index),
+        m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
+                     issue.desc.payload.index.eq(f_issue.desc.payload.index),
                      issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
                      pool.desc.payload.eq(pool_d),
                      pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
                      f_issue.desc.ready.eq((issue.desc.valid & issue.desc.ready) | (pool.desc.valid & pool.desc.ready)
-                                           | (out.desc.valid & out.desc.ready))]
+                                           | (out.desc.valid & out.desc.ready) | is_add)]
         index = Signal(INDEX_BITS)                 # the POOL or OUTPUT running (for the trace)
         with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)):
             m.d.sync += index.eq(f_issue.desc.payload.index)
@@ -278,7 +280,7 @@ class NetworkEngine(wiring.Component):
         with m.Elif(pool.w_en):
             m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(pool.w_addr), w_data.eq(pool.w_data)]
         collide = (inp.w.valid.as_unsigned() + wb.w.valid + pool.w_en) > 1
-        with m.If(collide):
+        with m.If(collide | (f_issue.desc.valid & is_add)):
             m.d.sync += error.eq(1)
         m.d.comb += [scratch.w_en.eq(we), scratch.w_full.eq(w_full), scratch.w_addr.eq(w_addr),
                      scratch.w_lane.eq(w_lane), scratch.w_data.eq(w_data)]

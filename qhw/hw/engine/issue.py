@@ -73,7 +73,8 @@ class MatmulIssue(wiring.Component):
         accept = self.desc.valid & self.desc.ready
 
         # per-descriptor constants
-        dep_base, dep_step, nt_step = (Signal(unsigned(COUNT_BITS), name=n) for n in ("dep_base", "dep_step", "nt_step"))
+        dep_base, dep_step, nt_step = (Signal(unsigned(COUNT_BITS), name=n)
+                                       for n in ("dep_base", "dep_step", "nt_step"))
         taps_k, kcw_k = Signal(unsigned(16)), Signal(unsigned(8))
         n_tiles = Signal(unsigned(12))
         lat = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))
@@ -131,7 +132,8 @@ class MatmulIssue(wiring.Component):
             m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(d.cw_step * d.dep_step),
                          taps_k.eq(Mux(win, d.kh, d.kh * d.kw)), kcw_k.eq(Mux(win, 1, d.kcw)),
                          n_tiles.eq(d.n_tiles), tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
-                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0), self.index.eq(self.desc.payload.index),
+                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0),
+                         self.index.eq(self.desc.payload.index),
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
         with m.If(self.restart):

@@ -29,8 +29,8 @@ from .layouts import descriptor_layout
 __all__ = ["ParamFetch", "WeightLoader", "param_bank_layout"]
 
 
-def _tiles_setup(m, d, dp):
-    """Per-descriptor loop bounds of the tile walk (the same order as ``Im2colAgen``)."""
+def _tiles_setup(dp):
+    """K tiles per N tile and output pixels of a MATMUL descriptor (the tile walk's bounds, as ``Im2colAgen``)."""
     win = dp.in_kind == IN_WINDOW
     kt = Mux(win, dp.kh, dp.kcw * dp.kh * dp.kw)
     mt = dp.oh * dp.ow
@@ -112,7 +112,7 @@ class WeightLoader(wiring.Component):
 
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            ktc, mt = _tiles_setup(m, None, dp)
+            ktc, mt = _tiles_setup(dp)
             m.d.sync += [d_valid.eq(1), kt_count.eq(ktc), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
                          m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m0.eq(0),
                          rb0.eq(dp.w_base >> lgc), rb.eq(dp.w_base >> lgc)]
