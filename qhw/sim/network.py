@@ -3,9 +3,10 @@ and pause generators as the accelerator's bench (``qhw.sim.bench``), with the ne
 and checker.
 
 * ``StreamDriver`` on ``load`` (the program + weight words, ``qhw.engine.load.load_words``) and on
-  ``i`` (a segment's input tensors, pixels with their channels dense, ``rows`` bytes per beat);
-* ``OutputMonitor`` on ``o`` (each output tensor's bytes dense, as the input's, ``last`` on a
-  tensor's final beat), with back-pressure;
+  ``i`` (a segment's input tensors, ``qhw.engine.load.input_beats``: pixels with their channels
+  dense, ``rows`` bytes per beat);
+* ``OutputMonitor`` on ``o`` (each output tensor's bytes dense, ``last`` on a tensor's final beat;
+  ``qhw.engine.load.output_tensors``), with back-pressure;
 * ``TraceTap``: the ``trace`` debug port every cycle: reads issued (``issue``, ``desc``) and every
   scratchpad write (``we``, ``addr``, ``mask``, ``data``);
 * ``NetworkExpect`` (the model): the reference model's writes and outputs (``qhw.engine.model``,
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..engine.config import EngineConfig
 from ..engine.cycles import descriptor_end, predict
+from ..engine.load import input_beats, output_tensors
 from ..engine.model import EngineModel, segment_ranges
 from ..engine.program import Program
 from .driver import StreamDriver
@@ -36,33 +38,16 @@ from .monitor import OutputMonitor
 from .pauses import random_pauses
 from .signals import int_reader
 
-__all__ = ["NetworkBench", "NetworkExpect", "SegmentRecord", "WriteChecker", "decode_outputs", "encode_inputs"]
+__all__ = ["NetworkBench", "NetworkExpect", "SegmentRecord", "WriteChecker", "descriptor_shares", "output_streams"]
 
 TRACE_FIELDS = ("issue", "desc", "we", "addr", "mask", "data")
 
 
 # --------------------------------------------------------------------------- host side of the streams
 
-def encode_inputs(program: Program, segment: int, inputs: dict[str, np.ndarray]) -> list[int]:
-    """A segment's ``i`` beats: each INPUT descriptor's tensor in program order, pixels in raster
-    order with their channels dense, ``rows`` bytes per beat (byte j = bits 8j..8j+7), the tensor's
-    last beat padded with zeros."""
-    rows = program.rows
-    first, end = segment_ranges(program)[segment]
-    beats: list[int] = []
-    for d in program.descriptors[first:end]:
-        if d.op != "INPUT":
-            continue
-        t = program.tensors[d["tensor"]]
-        x = np.asarray(inputs[t.name], dtype=np.int64)[0].reshape(t.c, t.h, t.w).transpose(1, 2, 0).reshape(-1)
-        x = np.concatenate([x, np.zeros(-x.size % rows, np.int64)]).astype(np.int8)
-        beats += [int.from_bytes(w.tobytes(), "little") for w in x.reshape(-1, rows)]
-    return beats
-
-
-def output_tensors(program: Program, segment: int) -> list:
+def output_streams(program: Program, segment: int) -> list:
     """(descriptor index, tensor entry, beats) of each OUTPUT of ``segment``, in stream order: its
-    ``h*w*c`` bytes dense, ``rows`` a beat."""
+    ``h*w*c`` bytes dense, ``rows`` a beat (``qhw.engine.load.output_tensors`` decodes them)."""
     first, end = segment_ranges(program)[segment]
     rows = program.rows
     return [(i, t, -(-t.h * t.w * t.c // rows)) for i, d in enumerate(program.descriptors[first:end], first)
@@ -72,18 +57,6 @@ def output_tensors(program: Program, segment: int) -> list:
 def tensor_bytes(program: Program, segment: int, direction: int) -> int:
     """Payload bytes of a segment's input (0) or output (1) tensors: ``h*w*c`` each."""
     return sum(t.h * t.w * t.c for t in program.tensors if t.segment == segment and t.direction == direction)
-
-
-def decode_outputs(program: Program, segment: int, beats: list[int]) -> dict[str, np.ndarray]:
-    """``o`` beats (``data`` only) -> each output tensor's codes (batch 1, logical shape): pixels in
-    raster order with their channels dense, ``rows`` bytes a beat, the tensor's last beat padded."""
-    rows, out, pos = program.rows, {}, 0
-    for _, t, n in output_tensors(program, segment):
-        raw = b"".join((b & ((1 << 8 * rows) - 1)).to_bytes(rows, "little") for b in beats[pos:pos + n])
-        pix = np.frombuffer(raw, np.int8).astype(np.int64)[:t.h * t.w * t.c].reshape(t.h, t.w, t.c)
-        out[t.name] = pix.transpose(2, 0, 1).reshape((1,) + t.logical_shape)
-        pos += n
-    return out
 
 
 # --------------------------------------------------------------------------- the model
@@ -310,8 +283,8 @@ class NetworkBench:
 
         program = expect.program
         outs_expected, writes = expect.run(segment, inputs)
-        beats = encode_inputs(program, segment, inputs)
-        tensors = output_tensors(program, segment)
+        beats = input_beats(program, {k: np.asarray(v)[0] for k, v in inputs.items()}, segment)
+        tensors = output_streams(program, segment)
         n_out = sum(n for *_, n in tensors)
         self.inp.extend(beats)
         self.inp.handshakes = []
@@ -376,7 +349,7 @@ class NetworkBench:
                 last_errors.append(f"output {t_entry.name!r}: 'last' on beats "
                                    f"{[k for k, v in enumerate(lasts[pos:pos + n]) if v]}, expected on beat {n - 1}")
             pos += n
-        outs = decode_outputs(program, segment, data)
+        outs = {k: v[None] for k, v in output_tensors(program, data, segment).items()}   # batch axis
         bad, first_out = 0, None
         for name, want in outs_expected.items():
             diff = np.flatnonzero(outs[name].reshape(-1) != np.asarray(want).reshape(-1))

@@ -19,6 +19,7 @@ from qhw.cli import main
 from qhw.engine.compiler import compile_model
 from qhw.engine.config import EngineConfig, manifest_top
 from qhw.engine.cycles import descriptor_end
+from qhw.engine.load import input_beats, output_tensors
 from qhw.engine.run import run_engine
 from qhw.engine.trace import write_trace
 from qhw.errors import ConfigError
@@ -30,10 +31,8 @@ from qhw.sim.network import (
     NetworkExpect,
     TraceTap,
     WriteChecker,
-    decode_outputs,
     descriptor_shares,
-    encode_inputs,
-    output_tensors,
+    output_streams,
 )
 
 
@@ -113,16 +112,16 @@ def test_stream_encoding_round_trip(cnn, digits):
     from qhw.engine.run import segment_steps
 
     call = next(segment_steps(prog, qm.graph, x))[0]
-    beats = encode_inputs(prog, 0, call.inputs)
+    beats = input_beats(prog, {k: v[0] for k, v in call.inputs.items()})
     img = np.asarray(call.inputs[prog.tensors[0].name]).reshape(-1)
     assert len(beats) == 8 and beats[0] == int.from_bytes(img[:8].astype(np.int8).tobytes(), "little")
     # the OUTPUT words as the reference model holds them decode to the model's output codes
     expect = NetworkExpect(prog, engine, {})
     outs, writes = expect.run(0, call.inputs)
-    [(i, t, n)] = output_tensors(prog, 0)
+    [(i, t, n)] = output_streams(prog, 0)
     dense = np.concatenate([np.asarray(outs[t.name]).reshape(-1), [0] * (-t.c % 8)]).astype(np.int8)
-    raws = [int.from_bytes(w.tobytes(), "little") | (1 << 64) for w in dense.reshape(-1, 8)]   # with 'last'
-    assert n == 2 and t.c == 10 and np.array_equal(decode_outputs(prog, 0, raws)[t.name], outs[t.name])
+    raws = [int.from_bytes(w.tobytes(), "little") for w in dense.reshape(-1, 8)]
+    assert n == 2 and t.c == 10 and np.array_equal(output_tensors(prog, raws)[t.name], outs[t.name][0])
     _, codes = run_engine(prog, qm.graph, x)
     assert np.array_equal(outs[t.name], codes[t.name])
     # the expected writes are write_trace's
