@@ -125,7 +125,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(out_dir=Path(args.output), models=args.model, log=_log, progress=progress,
-                    limit=args.limit)
+                    limit=args.limit, top=args.top)
 
 
 # --------------------------------------------------------------------------- parser
@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", nargs="+", default=["digits_cnn", "digits_mlp"],
                    choices=("digits_cnn", "digits_mlp"))
     d.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
+    d.add_argument("--top", choices=("network", "accel"), default="network",
+                   help="hardware the CNN runs on: network (default: the whole network on the network engine) "
+                        "or accel (the GEMM co-processor, the host runs everything but the GEMMs)")
     d.set_defaults(func=cmd_demo)
 
     for module in COMMAND_MODULES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ModelError
@@ -48,17 +49,15 @@ def engine_config(args: argparse.Namespace, graph) -> EngineConfig:
     """The engine the flags describe: the manifest's array (or one sized for ``graph``) and memory sizes."""
     from ..runtime import config_for_model
 
-    sizes = {}
+    flags = {k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None}
     if args.rtl:
         from ..sim.manifest import load_hardware
 
         hw = load_hardware(args.rtl)
-        array = hw.config
-        sizes = {k: v for k, v in hw.manifest.get("engine", {}).items() if k in _SIZES}
-    else:
-        array = config_for_model(graph, rows=args.rows or 8, cols=args.cols or 8)
-    sizes.update({k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None})
-    return EngineConfig(array=array, **sizes)
+        base = EngineConfig.from_manifest(hw.manifest, source=str(args.rtl), array=hw.config)
+        return replace(base, **flags)
+    array = config_for_model(graph, rows=args.rows or 8, cols=args.cols or 8)
+    return EngineConfig(array=array, **flags)
 
 
 def layer_table(compiled, report) -> list[str]:

@@ -12,12 +12,20 @@ from ..contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
-__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "EngineConfig"]
+__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "ENGINE_SIZES", "EngineConfig",
+           "manifest_top"]
 
 DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias/M0/shift/scale)
 DEFAULT_ACT_KIB = 8           # activation scratchpad
 DEFAULT_PROGRAM_WORDS = 1024  # program store, 32-bit words (64 descriptors of 16 words)
 DEFAULT_POOL_LINE = 64        # fused-pool line buffer entries (one per pooled pixel of a row, C lanes each)
+ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line")   # the manifest's ``engine`` section
+
+
+def manifest_top(doc: dict) -> str:
+    """``"network"`` for a ``qhw generate --top network`` manifest, else ``"accel"`` (``top`` is
+    ``"accel"``, or the module name in manifests written before network tops existed)."""
+    return "network" if isinstance(doc, dict) and doc.get("top") == "network" else "accel"
 
 
 def _positive(name: str, value) -> None:
@@ -127,6 +135,54 @@ class EngineConfig:
     def output_latency(self) -> int:
         """Scratchpad read to the output beat (address register, read, stream register)."""
         return 3
+
+    # ------------------------------------------------------------ manifest
+
+    def latencies(self) -> dict:
+        """The engine's own latencies (the array's are in the array part of the manifest)."""
+        return {name: getattr(self, name) for name in ("agen_latency", "writeback_latency", "pool_max_latency",
+                                                      "pool_avg_latency", "input_latency", "output_latency")}
+
+    def to_manifest(self) -> dict:
+        """The array's manifest part (``ArrayConfig.to_manifest``) plus the ``engine`` section: the
+        memory sizes (``weight_kib``, ``act_kib``, ``program_words``, ``pool_line``), derived word
+        counts and the engine's latencies. ``from_manifest`` is the one reader."""
+        doc = self.array.to_manifest()
+        doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES},
+                         "word_bytes": self.word_bytes, "act_words": self.act_words,
+                         "latency": self.latencies()}
+        return doc
+
+    @classmethod
+    def from_manifest(cls, doc, *, source: str = "manifest", array: ArrayConfig | None = None) -> EngineConfig:
+        """The engine a manifest describes: its array (``ArrayConfig.from_manifest``, or ``array``
+        when the caller has read it already) and the ``engine`` section's sizes. A size the section
+        leaves out takes its default (a manifest written for ``qhw compile --rtl`` by hand); an
+        unknown key, a bad value or latencies that differ from this qhw's are refused in one line."""
+        if array is None:
+            array = ArrayConfig.from_manifest(doc, source=source)
+        section = doc.get("engine", {}) if isinstance(doc, dict) else {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: field 'engine' must be an object, not {section!r}")
+        known = (*ENGINE_SIZES, "word_bytes", "act_words", "latency", "embedded")
+        for key in section:
+            if key not in known:
+                raise ConfigError(f"{source}: field 'engine.{key}' is not an engine parameter "
+                                  f"(a manifest from a newer qhw?)")
+        sizes = {k: section[k] for k in ENGINE_SIZES if k in section}
+        for key, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{source}: field 'engine.{key}' must be a positive integer, not {value!r}")
+        try:
+            config = cls(array=array, **sizes)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: field 'engine': {e}") from None
+        expected = config.to_manifest()["engine"]
+        for key in ("word_bytes", "act_words", "latency"):
+            if key in section and section[key] != expected[key]:
+                raise ConfigError(f"{source}: field 'engine.{key}' is {section[key]!r}, but these parameters give "
+                                  f"{expected[key]!r} (written by another qhw version; regenerate with qhw generate)")
+        return config
 
     def describe(self) -> str:
         a = self.array

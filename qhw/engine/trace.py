@@ -29,16 +29,19 @@ class WriteEvent:
     values: tuple[int, ...]
 
 
-def write_trace(program: Program, config: EngineConfig, inputs: dict[str, np.ndarray]) -> list[WriteEvent]:
+def write_trace(program: Program, config: EngineConfig, inputs: dict[str, np.ndarray], *,
+                cycles: dict | None = None) -> list[WriteEvent]:
     """Writes of one inference of a one-segment program, in cycle order; ``inputs`` are the input
-    tensors' codes with a batch axis of 1."""
+    tensors' codes with a batch axis of 1. ``cycles``: ``predict``'s ``writes`` for this program
+    and config, when the caller has them (they do not depend on the inputs)."""
     if len(segment_ranges(program)) != 1:
         raise ConfigError("write_trace needs a one-segment program (the host runs between segments)")
     model = EngineModel(program, act_words=config.act_words)
     model.log = {}
     model.run_segment(0, {k: np.asarray(v)[:1] for k, v in inputs.items()})
-    cycles: dict = {}
-    predict(program, config, writes=cycles)
+    if cycles is None:
+        cycles = {}
+        predict(program, config, writes=cycles)
     if cycles.keys() != model.log.keys():
         raise RuntimeError("cycle model and reference model disagree on the writes")   # a bug, not user input
     return sorted((WriteEvent(cycles[k], *k, model.log[k]) for k in cycles),

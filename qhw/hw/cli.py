@@ -14,7 +14,7 @@ from ..contract import PE_KINDS
 from .config import ArrayConfig
 from .generate import write
 
-__all__ = ["add_parser", "config_for_model", "config_from_args", "run"]
+__all__ = ["add_parser", "config_for_model", "config_from_args", "engine_from_args", "run"]
 
 
 def config_for_model(path, **overrides) -> ArrayConfig:
@@ -55,6 +55,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pe", metavar="|".join(PE_KINDS),
                    help="PE kind: generic (default), or the DSP-mapped ice40-dual (8-bit) / ecp5-pipelined, which "
                         "qhw synth --top accel|board builds for that FPGA family; 1x1 tiles only")
+    p.add_argument("--top", choices=("accel", "network"), default="accel",
+                   help="accel: the GEMM co-processor (default); network: the network engine that runs a whole "
+                        "quantized network from its on-chip memories (docs/engine.md)")
+    p.add_argument("--weight-kib", type=int, help="--top network: weight/parameter store KiB (default: --for's "
+                                                   "model, else 32)")
+    p.add_argument("--act-kib", type=int, help="--top network: activation scratchpad KiB (default: --for's model, "
+                                                "else 8)")
+    p.add_argument("--program-words", type=int, help="--top network: program store words (default: --for's model, "
+                                                      "else 1024)")
+    p.add_argument("--embed", action="store_true",
+                   help="--top network with --for: the compiled program and weights become the memories' initial "
+                        "contents (the hardware boots with the model; loading another one still works)")
     p.add_argument("--for", dest="for_model", metavar="QMODEL", help="size the array for a quantized model")
     p.add_argument("--name", required=True, help="top module and file name")
     p.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="output directory")
@@ -79,7 +91,57 @@ def config_from_args(args: argparse.Namespace) -> ArrayConfig:
     return ArrayConfig(**overrides)
 
 
+_ENGINE_FLAGS = ("weight_kib", "act_kib", "program_words")
+
+
+def engine_from_args(args: argparse.Namespace):
+    """``--top network``: the ``EngineConfig`` the flags describe and, with ``--embed``, the compiled
+    program's bytes. ``--for`` sizes the memories with ``qhw.engine.compiler.fit_engine``; explicit
+    sizes win, and a model that does not fit them is refused with the compiler's one line."""
+    from dataclasses import replace
+
+    from ..engine.compiler import compile_model, fit_engine
+    from ..engine.config import EngineConfig
+
+    if args.embed and not args.for_model:
+        from ..errors import ConfigError
+
+        raise ConfigError("--embed needs --for MODEL.qhw (the model whose program and weights to embed)")
+    array = config_from_args(args)
+    flags = {k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k) is not None}
+    if not args.for_model:
+        return EngineConfig(array=array, **flags), None
+    from ..qmodel import load_qmodel
+
+    qm = load_qmodel(args.for_model)
+    source = str(args.for_model)
+    engine = replace(fit_engine(qm, array, source=source), **flags) if flags else fit_engine(qm, array, source=source)
+    compiled = compile_model(qm, engine, source=source)       # explicit sizes too small: the one-line refusal
+    return engine, (compiled.program.to_bytes() if args.embed else None)
+
+
+def _run_network(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .generate import write_network
+
+    start = time.perf_counter()
+    engine, image = engine_from_args(args)
+    model = Path(args.for_model).name if image is not None else None
+    v_path, j_path = write_network(engine, name=args.name, out_dir=args.out_dir, image=image, model=model)
+    print(f"wrote {v_path} and {j_path} (network engine: {engine.describe()}"
+          f"{', model ' + model + ' embedded' if model else ''}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.top == "network":
+        return _run_network(args)
+    from ..errors import ConfigError
+
+    used = [f"--{k.replace('_', '-')}" for k in _ENGINE_FLAGS if getattr(args, k) is not None]
+    if used or args.embed:
+        raise ConfigError(f"{(used or ['--embed'])[0]} sizes the network engine's memories; add --top network")
     config = config_from_args(args)
     start = time.perf_counter()
     v_path, j_path = write(config, name=args.name, out_dir=args.out_dir)

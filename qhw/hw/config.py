@@ -504,7 +504,8 @@ def check_config(config) -> ArrayConfig:
 
 def read_manifest(path) -> tuple[ArrayConfig, dict]:
     """Read ``NAME.json`` (written by ``qhw generate``): its ``ArrayConfig`` (``from_manifest``, with the
-    path as the source of every message) and the whole document. ``name`` and ``top`` are checked too."""
+    path as the source of every message) and the whole document. ``name`` is checked too, and ``top``
+    (``"accel"``, ``"network"``, or the module name in older manifests) when present: absent is accel."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such manifest (qhw generate writes NAME.json beside NAME.v)")
@@ -514,6 +515,8 @@ def read_manifest(path) -> tuple[ArrayConfig, dict]:
         raise ConfigError(f"{p}: not a qhw manifest ({type(e).__name__}: {e})") from None
     config = ArrayConfig.from_manifest(doc, source=str(p))
     for key in ("name", "top"):
+        if key == "top" and key not in doc:
+            continue
         if not isinstance(doc.get(key), str) or not doc[key]:
             problem = "is missing" if key not in doc else f"must be a module name, not {doc[key]!r}"
             raise ConfigError(f"{p}: field {key!r} {problem}")

@@ -25,11 +25,13 @@ class LayerCheck:
     cycle_checks: int = 0           # GEMMs whose cycle count the analytical model predicts exactly
     cycle_errors: list = field(default_factory=list)
     first: Mismatch | None = None
+    ideal: int | None = 0           # the analytical model's cycles summed, None once a GEMM is not exact
 
     def to_json(self) -> dict:
         return {"layer": self.layer, "gemms": self.gemms, "elements": self.elements,
                 "mismatches": self.mismatches, "cycles": self.cycles, "macs": self.macs,
                 "cycle_checks": self.cycle_checks, "cycle_errors": self.cycle_errors[:5],
+                "ideal_cycles": self.ideal,
                 "first_mismatch": None if self.first is None else str(self.first)}
 
 
@@ -63,6 +65,7 @@ class SimBackend:
             lc.cycles += rec.cycles
             lc.macs += rec.macs
             ideal = hw.ideal_cycles(rec.m, rec.k, rec.n)
+            lc.ideal = None if ideal is None or lc.ideal is None else lc.ideal + ideal
             if self.check_cycles and ideal is not None:
                 lc.cycle_checks += 1
                 if rec.cycles != ideal:

@@ -63,6 +63,7 @@ class BenchStats:
     cycles: int = 0                 # clock cycles simulated
     wall: float = 0.0               # seconds in the clock loop
     waiting: float = 0.0            # of which inside ``await`` (cocotb scheduling + the simulator)
+    host_bytes: int = 0             # payload bytes of every beat into and out of the accelerator
     records: list = field(default_factory=list)
 
 
@@ -132,6 +133,9 @@ class AccelBench:
         a = [row for p in progs for row in p.act]
         self.drivers["weights"].extend(c["weights"].pack(np.asarray(w, dtype=np.int64)))
         self.drivers["act"].extend(c["act"].pack(np.asarray(a, dtype=np.int64)))
+        beats = {"cmd": len(progs), "params": sum(len(p.params) for p in progs), "weights": len(w), "act": len(a),
+                 "out": sum(p.out_beats for p in progs)}
+        self.stats.host_bytes += sum(n * c[s].nbytes for s, n in beats.items())
 
     async def run(self, jobs: Sequence[GemmJob], *, max_cycles: int | None = None) -> tuple[list[GemmRecord], Checker]:
         """Run ``jobs`` back to back; returns one record per job and the checker (first mismatch)."""

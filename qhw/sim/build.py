@@ -117,7 +117,7 @@ def _verilator_control(bdir: Path, hw: Hardware) -> Path:
     design in its top module) only the manifest's ports, or Verilator keeps every net."""
     vlt = bdir / "ports.vlt"
     names = [p["name"] for p in hw.manifest["ports"]] if hw.netlist is not None else ["*"]
-    vlt.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{hw.name}" -var "{n}"\n'
+    vlt.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{sim_toplevel(hw)}" -var "{n}"\n'
                                                    for n in names))
     return vlt
 
@@ -139,6 +139,35 @@ def icarus_source(hw: Hardware, bdir: Path) -> Path:
 
 
 _RUNTIME_OBJS = ("verilated.o", "verilated_vpi.o", "verilated_dpi.o", "verilated_threads.o")
+
+TAP_PORT = "trace_tap"      # the network top's ``trace`` port as the simulation top names it
+
+
+def sim_toplevel(hw: Hardware) -> str:
+    """The simulated top module: the generated top itself, or for a network top a wrapper
+    (``network_wrapper``) around it."""
+    return f"{hw.name}_sim" if hw.top == "network" else hw.name
+
+
+def network_wrapper(hw: Hardware, bdir: Path) -> Path:
+    """A pass-through wrapper of the network top for simulation: every port kept, but ``trace``
+    renamed ``trace_tap`` (Verilator's model class has a ``trace()`` method, which a port of that
+    name collides with in the generated C++)."""
+    ports = hw.manifest["ports"]
+    def name(p):
+        return TAP_PORT if p["name"] == "trace" else p["name"]
+
+    def width(p):
+        return f"[{p['width'] - 1}:0] " if p["width"] > 1 else ""
+
+    decl = [f"  {p['direction']} {width(p)}{name(p)}" for p in ports]
+    conn = [f"    .{p['name']}({name(p)})" for p in ports]
+    text = (f"// simulation wrapper of {hw.name} (qhw.sim.build.network_wrapper)\n"
+            f"module {sim_toplevel(hw)}(\n" + ",\n".join(decl) + "\n);\n"
+            f"  {hw.name} dut (\n" + ",\n".join(conn) + "\n  );\nendmodule\n")
+    out = bdir / f"{sim_toplevel(hw)}.v"
+    out.write_text(text)
+    return out
 
 
 def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves: bool = False,
@@ -186,9 +215,11 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
                 shutil.copy(rt_cache / name, bdir / name)     # newer than its sources: make skips it
     if simulator == "icarus":
         sources = [icarus_source(hw, bdir)]
+    if hw.top == "network":
+        sources.append(network_wrapper(hw, bdir))
     try:
         with _stdout_to(bdir / "build.log"):
-            runner.build(sources=sources, hdl_toplevel=hw.name, build_dir=bdir, build_args=args,
+            runner.build(sources=sources, hdl_toplevel=sim_toplevel(hw), build_dir=bdir, build_args=args,
                          timescale=TIMESCALE, waves=waves, always=True, log_file=bdir / "build.log")
     except (RuntimeError, SystemExit) as e:
         raise ConfigError(f"{hw.verilog_path}: {simulator} build failed ({e}); see {bdir / 'build.log'}") from None
@@ -218,7 +249,7 @@ def run_cocotb(hw: Hardware, simulator: str, build_dir: Path, *, test_module: st
     """
     _check_simulator(simulator)
     runner = _runner(simulator)
-    runner.hdl_toplevel = hw.name          # test() reuses build_dir's build without rebuilding
+    runner.hdl_toplevel = sim_toplevel(hw)     # test() reuses build_dir's build without rebuilding
     test_dir = Path(test_dir).resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     xml = Path(results_xml).resolve() if results_xml else test_dir / "results.xml"
@@ -228,7 +259,7 @@ def run_cocotb(hw: Hardware, simulator: str, build_dir: Path, *, test_module: st
     sys.path[:0] = [str(p) for p in python_paths] + [str(Path(__file__).resolve().parents[2])]
     with _stdout_to(log_file):
         try:
-            runner.test(test_module=test_module, hdl_toplevel=hw.name, hdl_toplevel_lang="verilog",
+            runner.test(test_module=test_module, hdl_toplevel=sim_toplevel(hw), hdl_toplevel_lang="verilog",
                         build_dir=build_dir, test_dir=test_dir,
                         testcase=testcase, seed=seed, extra_env=extra, waves=waves, timescale=TIMESCALE,
                         results_xml=str(xml), plusargs=list(plusargs))

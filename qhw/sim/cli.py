@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         sq = e["sqnr_db"]
         _log(f"hardware vs float: SQNR {'exact' if sq is None else f'{sq:.1f} dB'}, mean error "
              f"{e['mean_error']:.4g}, std {e['std_error']:.4g}, max abs {e['max_abs_error']:.4g}")
+        if rep.get("top") == "network":
+            for line in network_table(rep):
+                _log(line)
         _log(f"{rep['cycles_per_inference']:.0f} cycles per inference, MAC utilization "
              f"{100 * rep['mac_utilization']:.1f} %; {t['simulated_cycles']} cycles simulated at "
              f"{t['cycles_per_s'] or 0:.0f} cycles/s (build {t['build_s']:.1f} s, total {t['wall_s']:.1f} s)")
@@ -148,8 +151,25 @@ def _coverage_lines(rep: dict) -> None:
              + (f"; missed: {', '.join(fc['missed'])}" if fc["missed"] else ""))
     _log(f"wrote {rep['coverage_report']}")
 
+
 def _on(rep: dict) -> str:
     return f" ({rep['netlist']} netlist)" if "netlist" in rep else ""
+
+
+def network_table(rep: dict) -> list[str]:
+    """The network top's per-layer cycles, predicted and measured, and the verdict lines."""
+    rows = [("layer", "op", "predicted", "measured")]
+    rows += [(L["name"], L["op"], str(L["predicted_cycles"]), str(L["measured_cycles"])) for L in rep["layers"]]
+    rows.append(("total", "", str(rep["predicted_cycles_per_inference"]), f"{rep['cycles_per_inference']:g}"))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join((c.ljust(w[i]) if i < 2 else c.rjust(w[i])) for i, c in enumerate(r)) for r in rows]
+    eq = rep["cycles_equal"]
+    lines.append(f"bit-exact: {'yes' if rep['bit_exact'] else 'NO'}; cycles equal to the compiler's prediction: "
+                 f"{'not compared (random stalls)' if eq is None else 'yes' if eq else 'NO'}"
+                 + (f" ({rep['cycle_errors'][0]})" if rep["cycle_errors"] else ""))
+    lines.append(f"latency {rep['latency_cycles']:g} cycles (first input beat to last output beat), host traffic "
+                 f"{rep['host_bytes_per_inference']:g} bytes per inference")
+    return lines
 
 
 def _emit(args, rep: dict, summary) -> int:

@@ -126,11 +126,140 @@ async def _model_run(bench: AccelBench, hw: Hardware, job: dict, show) -> dict:
             "batches": batches, "first_mismatch": first_mismatch}
 
 
+async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
+    """A quantized model over the job's data on the network top: load the program (unless the
+    manifest says this very program is embedded, or ``load`` is false), then per sample the host
+    runs ``qhw.engine.run.segment_steps`` with every segment on the hardware, each checked write by
+    write (``qhw.sim.network``). Hardware outputs to ``hw.npz``."""
+    import hashlib
+
+    from qhw.engine.compiler import compile_model
+    from qhw.engine.run import segment_steps
+    from qhw.executor import check_input
+    from qhw.fileio import load_data
+    from qhw.qmodel import load_qmodel
+    from qhw.sim.network import NetworkBench, NetworkExpect, WriteChecker, descriptor_shares
+
+    t_start = time.perf_counter()
+    engine = hw.engine
+    qm = load_qmodel(job["qmodel"])
+    compiled = compile_model(qm, engine, source=Path(job["qmodel"]).name)
+    program = compiled.program
+    blob = program.to_bytes()
+    names = {x.index: (x.name, x.op) for x in compiled.layers}
+    expect = NetworkExpect(program, engine, names)
+    for k, v in job.get("mutate", {}).items():        # a test's wrong expectation: (descriptor, nth write) -> +1
+        d, nth = map(int, k.split(","))
+        _mutate(expect, d, nth, int(v))
+    x, _ = load_data(job["data"])
+    x = check_input(qm.graph, x, job["data"])[:int(job["limit"])]
+    bench = NetworkBench(dut, hw, seed=int(job["seed"]), in_gap=job.get("in_gap", 0.0),
+                         out_stall=job.get("out_stall", 0.0))
+    await bench.start()
+    embedded = hw.manifest["engine"].get("embedded") or {}
+    load_cycles, load_count = 0, 0
+    loaded = False
+    if job.get("load", True) and embedded.get("program_sha256") != hashlib.sha256(blob).hexdigest():
+        from qhw.engine.load import load_words
+
+        image = bytearray(program.image)
+        for off in job.get("corrupt_image", []):          # a test's corrupted load: weight bytes flipped
+            image[int(off)] ^= 0x5A
+        loaded_prog = program if not job.get("corrupt_image") else _with_image(program, bytes(image))
+        words = load_words(loaded_prog)
+        load_count = len(words)
+        load_cycles = await bench.load_program(words)
+        loaded = True
+    checker = WriteChecker(expect, hw.config.rows)
+    ys, codes, measured, latencies, beats, bad_out, first_out = [], [], [], [], [], 0, None
+    out_name = qm.graph.outputs[0]
+    for s in range(x.shape[0]):
+        show(f"simulating: image {s + 1} of {x.shape[0]}")
+        gen = segment_steps(program, qm.graph, x[s:s + 1])
+        ends: dict[int, int] = {}
+        lat, nin, nout, nbeats = 0, 0, 0, 0
+        try:
+            calls = next(gen)
+            while True:
+                results = []
+                for c in calls:
+                    outs, rec = await bench.run_segment(expect, c.segment, c.inputs, checker)
+                    results.append(outs)
+                    ends.update({(c.segment, k): v for k, v in rec.ends.items()})
+                    lat += rec.latency
+                    nin += rec.bytes_in
+                    nout += rec.bytes_out
+                    nbeats += rec.beats_in + rec.beats_out
+                    bad_out += rec.output_mismatches
+                    first_out = first_out or rec.first_mismatch
+                calls = gen.send(results)
+        except StopIteration as stop:
+            y, code = stop.value
+        ys.append(y[0])
+        codes.append(code.get(out_name, np.zeros((1, 0))))
+        shares = [0] * len(program.descriptors)
+        for seg in sorted({k[0] for k in ends}):
+            part = descriptor_shares(program, {k[1]: v for k, v in ends.items() if k[0] == seg})
+            shares = [a + b for a, b in zip(shares, part)]
+        measured.append(shares)
+        latencies.append(lat)
+        beats.append((nin, nout, nbeats))
+    show(f"simulated {x.shape[0]} images\n")
+    save_npz(Path(job["out"]) / "hw.npz", y=np.concatenate(ys).astype(np.float32),
+             **({"codes": np.concatenate(codes)} if all(np.size(c) for c in codes) else {}))
+    m = np.asarray(measured, dtype=np.int64)
+    return {
+        "samples": int(x.shape[0]), "top": "network",
+        "loaded": loaded, "load_cycles": load_cycles, "load_words": load_count,
+        "write_mismatches": checker.bad, "output_mismatches": bad_out,
+        "first_mismatch": checker.first or first_out,
+        "cycle_errors": checker.cycle_errors,
+        "cycles_compared": not bench.stalls and expect.single,
+        "predicted": expect.report.per_descriptor, "predicted_total": expect.report.total,
+        "measured": m.tolist() if m.shape[0] <= 8 else m[:8].tolist(),
+        "measured_min": m.min(axis=0).tolist(), "measured_max": m.max(axis=0).tolist(),
+        "measured_mean": m.mean(axis=0).tolist(),
+        "totals": m.sum(axis=1).tolist(), "latencies": latencies,
+        "beats": beats, "rows": hw.config.rows,
+        "layers": [{"index": x.index, "name": x.name, "op": x.op, "macs": x.macs} for x in compiled.layers],
+        "macs": compiled.total_macs, "peak_macs_per_cycle": hw.config.peak_macs_per_cycle,
+        "sim_cycles": int(bench.cycles),
+        "time": {"total": time.perf_counter() - t_start, "clock_loop": bench.wall, "awaiting": bench.waiting,
+                 "host": time.perf_counter() - t_start - bench.wall, "sim_only_cycles_per_s": None},
+    }
+
+
+def _with_image(program, image: bytes):
+    from dataclasses import replace
+
+    return replace(program, image=image)
+
+
+def _mutate(expect, descriptor: int, nth: int, delta: int) -> None:
+    """Make the expectation wrong on purpose: ``delta`` added to the first value of the ``nth``
+    write of ``descriptor`` (the test that a wrong layer is named)."""
+    run = expect.run
+
+    def wrong(segment, inputs):
+        outs, writes = run(segment, inputs)
+        mine = [k for k, w in enumerate(writes) if w.descriptor == descriptor]
+        if nth < len(mine):
+            w = writes[mine[nth]]
+            writes[mine[nth]] = type(w)(w.cycle, w.descriptor, w.word, w.lane,
+                                        (w.values[0] + delta, *w.values[1:]))
+        return outs, writes
+    expect.run = wrong
+
+
 @cocotb.test()
 async def run_job(dut):
     job = json.loads(Path(os.environ["QHW_SIM_JOB"]).read_text())
     t_start = time.perf_counter()
     hw = load_hardware(job["rtl"])
+    if job["kind"] == "network":
+        result = await _network_job(dut, hw, job, _progress(bool(job.get("progress")), t_start))
+        write_text(Path(job["out"]) / "result.json", json.dumps(result, indent=1))
+        return
     bench = AccelBench(dut, hw, seed=int(job["seed"]), in_gap=job.get("in_gap", 0.0),
                        out_stall=job.get("out_stall", 0.0), coverage=bool(job.get("coverage")))
     await bench.start()
@@ -151,6 +280,7 @@ async def run_job(dut):
         "gemm_records": [{"layer": r.layer, "m": r.m, "k": r.k, "n": r.n, "cycles": r.cycles}
                          for r in records[:2000]],
         "sim_cycles": int(bench.stats.cycles),
+        "host_bytes": int(bench.stats.host_bytes),
         "time": {"total": total, "clock_loop": loop, "awaiting": bench.stats.waiting, "host": total - loop,
                  "sim_only_cycles_per_s": rate},
         "peak_macs_per_cycle": hw.config.peak_macs_per_cycle,

@@ -88,6 +88,20 @@ class Hardware:
     netlist: str | None = None
 
     @property
+    def top(self) -> str:
+        """``"network"`` (``qhw generate --top network``) or ``"accel"`` (the GEMM co-processor)."""
+        from ..engine.config import manifest_top
+
+        return manifest_top(self.manifest)
+
+    @property
+    def engine(self):
+        """The network top's ``EngineConfig`` (``EngineConfig.from_manifest``)."""
+        from ..engine.config import EngineConfig
+
+        return EngineConfig.from_manifest(self.manifest, source=str(self.manifest_path), array=self.config)
+
+    @property
     def verilog_hash(self) -> str:
         return hashlib.sha256(self.verilog_path.read_bytes()).hexdigest()
 
@@ -117,12 +131,16 @@ def load_hardware(path) -> Hardware:
     ``DIR/NAME.v`` next to it."""
     p = Path(path)
     config, doc = read_manifest(p)
+    if doc.get("top") == "network":
+        from ..engine.config import EngineConfig
+
+        EngineConfig.from_manifest(doc, source=str(p), array=config)     # refuse a bad engine section now
     for key, kind in (("streams", dict), ("ports", list)):
         if not isinstance(doc.get(key), kind):
             problem = "is missing" if key not in doc else f"must be a JSON {kind.__name__}, not {doc[key]!r}"
             raise ConfigError(f"{p}: field {key!r} {problem}")
-    name = doc["top"]
-    v = p.with_name(f"{doc['name']}.v")
+    name = doc["name"]
+    v = p.with_name(f"{name}.v")
     if not v.is_file():
         raise ConfigError(f"{p}: Verilog {v.name} not found next to the manifest; regenerate with qhw generate")
     return Hardware(config=config, name=name, manifest_path=p, verilog_path=v, manifest=doc)

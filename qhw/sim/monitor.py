@@ -1,5 +1,6 @@
-"""Monitor of the accelerator's ``out`` stream: takes result beats, with back-pressure from a
-pause generator (``qhw.sim.pauses``: a paused cycle holds ``ready`` low)."""
+"""Monitor of an output stream (the accelerator's ``out``, the network top's ``o``): takes result
+beats, with back-pressure from a pause generator (``qhw.sim.pauses``: a paused cycle holds ``ready``
+low)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ __all__ = ["OutputMonitor"]
 
 
 class OutputMonitor:
-    """Drives ``out__ready`` and returns the raw payload of every beat that transfers."""
+    """Drives ``<stream>__ready`` and returns the raw payload of every beat that transfers."""
 
-    def __init__(self, dut, *, pauses: Pauses = None):
-        self.valid = dut.out__valid
-        self.payload = dut.out__payload
-        self.ready = dut.out__ready
+    def __init__(self, dut, *, pauses: Pauses = None, stream: str = "out"):
+        self.valid = getattr(dut, f"{stream}__valid")
+        self.payload = getattr(dut, f"{stream}__payload")
+        self.ready = getattr(dut, f"{stream}__ready")
         self.read_valid = int_reader(self.valid)
         self.read_payload = int_reader(self.payload)
         self.pauses = pauses

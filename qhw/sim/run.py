@@ -199,7 +199,11 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
     """One random M x K x N GEMM on the simulated array: bit-exactness, cycles, MAC utilization.
     ``coverage``: a folder for the coverage report (``add_coverage``); ``post_synth``: on the
     post-synthesis netlist for that board (``_hardware``)."""
-    c = load_hardware(rtl).config
+    hw = load_hardware(rtl)
+    if hw.top == "network":
+        raise ConfigError(f"{rtl}: --gemm runs on the GEMM co-processor (qhw generate --top accel); this manifest "
+                          f"is a network top: give MODEL.qhw --data DATA.npz")
+    c = hw.config
     mode = mode or c.rounding[0]
     t0 = time.perf_counter()
     res, run_dir, build_s = gemm_runs(rtl, [{"name": "gemm", "seed": seed, "in_gap": stall, "out_stall": stall,
@@ -209,7 +213,7 @@ def simulate_gemm(rtl, m: int, k: int, n: int, *, seed: int = 0, simulator: str 
     run = res["runs"][0]
     cycles = res["gemm_cycles"]
     report = {
-        "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator,
+        "gemm": [m, k, n], "mode": mode, "seed": seed, "simulator": simulator, "top": "accel",
         "bit_exact": run["mismatches"] == 0, "mismatches": run["mismatches"],
         "first_mismatch": run["first_mismatch"],
         "cycles": cycles, "ideal_cycles": run["gemms"][0]["ideal_cycles"],
@@ -233,14 +237,17 @@ def _netlist(board: str) -> str:
 def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0, simulator: str = "verilator",
                    waves: bool = False, stall: float = 0.0, batch: int = 64, build_root=None, log=None,
                    progress: bool = False, opt: str | None = None, coverage=None, jobs: int = 1,
-                   executor: str = "local", scheduler=None, post_synth: str | None = None) -> tuple[dict, np.ndarray]:
+                   executor: str = "local", scheduler=None, post_synth: str | None = None,
+                   job_extra: dict | None = None) -> tuple[dict, np.ndarray]:
     """A quantized model on the simulated array over DATA.npz; returns (report, hardware outputs).
 
     ``jobs``: the samples cut into that many shards (whole batches) on as many simulator processes
     sharing one build, locally or, with ``executor="dask"``, on the cluster at ``scheduler``; the
     report is the one a single process gives (timings aside). ``coverage``: a folder for the
     merged coverage report (``add_coverage``). ``post_synth``: on the post-synthesis netlist for that
-    board (``_hardware``)."""
+    board (``_hardware``). A network-top manifest runs ``simulate_network`` (one process, no
+    coverage or netlist yet); ``job_extra`` goes into its cocotb job (the tests' deliberate faults:
+    ``mutate``, ``corrupt_image``, ``load``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..executor import fixed_batch
@@ -248,6 +255,13 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
 
     qm, x, labels = load_array_run(qmodel, data, limit=limit)
     hw = load_hardware(rtl)
+    if hw.top == "network":
+        if coverage is not None or jobs != 1 or post_synth is not None:
+            raise ConfigError(f"{rtl}: a network top simulates in one process on its RTL; --coverage, --jobs "
+                              f"and --post-synth are for the GEMM co-processor (--top accel) so far")
+        return simulate_network(qm, qmodel, data, x, labels, hw, seed=seed, simulator=simulator, waves=waves,
+                                stall=stall, build_root=build_root, log=log, progress=progress, opt=opt,
+                                extra=job_extra)
     check_model(qm.graph, hw.config, str(rtl))          # refuse before building or simulating
     if batch < 1:
         raise ConfigError(f"batch must be positive, not {batch}")
@@ -285,9 +299,13 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     s = err.summary()
     n = int(x.shape[0])
     cycles = res["gemm_cycles"]
+    ops = {nd.name: nd.op for nd in qm.graph.nodes}
+    for lc in res["layers"]:
+        lc.update({"name": lc["layer"], "op": ops.get(lc["layer"], "?"), "measured_cycles": lc["cycles"] / n,
+                   "predicted_cycles": lc.get("ideal_cycles") / n if lc.get("ideal_cycles") is not None else None})
     report = {
         "model": qm.source or Path(qmodel).name, "rtl": str(rtl), "simulator": simulator, "seed": seed,
-        "samples": n,
+        "top": "accel", "samples": n,
         "bit_exact": layer_mm == 0 and out_diff == 0,
         "mismatches": layer_mm + out_diff,
         "first_mismatch": res["first_mismatch"],
@@ -297,6 +315,8 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
         "accuracy_quant": accuracy(y_q, labels) if labels is not None else None,
         "accuracy_hw": accuracy(y_hw, labels) if labels is not None else None,
         "hw_vs_float": {k: s[k] for k in ("mean_error", "std_error", "max_abs_error", "sqnr_db")},
+        "latency_cycles": None,      # images go through layer by layer in batches: no per-image latency
+        "host_bytes_per_inference": res["host_bytes"] / n if "host_bytes" in res else None,
         "gemms": res["gemms"],
         "gemm_cycles": cycles,
         "layers": res["layers"],
@@ -316,11 +336,87 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     return report, y_hw
 
 
+def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0, simulator: str = "verilator",
+                     waves: bool = False, stall: float = 0.0, build_root=None, log=None, progress: bool = False,
+                     opt: str | None = None, extra: dict | None = None) -> tuple[dict, np.ndarray]:
+    """A quantized model on the simulated network top (``qhw generate --top network``): the program
+    loaded through ``load`` (or embedded), every sample streamed in and its outputs back, every
+    scratchpad write checked against the golden model and, without stalls, every write's cycle and
+    each layer's cycles against the compiler's prediction (``qhw.sim.network``)."""
+    from ..analysis import ErrorStats
+    from ..api import accuracy, run_batched
+    from ..engine.compiler import compile_model
+
+    compile_model(qm, hw.engine, source=str(qmodel))     # refuse (one line) before building or simulating
+    t0 = time.perf_counter()
+    job = {"kind": "network", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
+           "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "progress": progress,
+           **(extra or {})}
+    res, run, build_s = _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
+    wall = time.perf_counter() - t0
+    with np.load(run / "hw.npz", allow_pickle=False) as z:
+        y_hw = z["y"]
+    y_q = run_batched(qm.graph, x, integer=True)
+    y_f = run_batched(qm.graph, x, integer=False)
+    out_diff = int(np.count_nonzero(y_hw != y_q))
+    err = ErrorStats()
+    err.update(y_f, y_hw)
+    st = err.summary()
+    n = int(x.shape[0])
+    totals = res["totals"]
+    cycles = float(np.mean(totals)) if totals else 0.0
+    lo, hi, mean = res["measured_min"], res["measured_max"], res["measured_mean"]
+    layers = [{"name": L["name"], "op": L["op"], "predicted_cycles": res["predicted"][L["index"]],
+               "measured_cycles": lo[L["index"]] if lo[L["index"]] == hi[L["index"]] else mean[L["index"]]}
+              for L in res["layers"]]
+    compared = res["cycles_compared"]
+    cycles_equal = (compared and not res["cycle_errors"] and all(t == res["predicted_total"] for t in totals)
+                    and all(a == b == p for a, b, p in zip(lo, hi, res["predicted"]))) if compared else None
+    mism = res["write_mismatches"] + res["output_mismatches"] + out_diff
+    rows = res["rows"]
+    report = {
+        "model": qm.source or Path(qmodel).name, "rtl": str(hw.manifest_path), "simulator": simulator,
+        "seed": seed, "top": "network", "samples": n,
+        "bit_exact": mism == 0, "mismatches": mism,
+        "first_mismatch": res["first_mismatch"] or (f"{out_diff} model outputs differ from the golden model"
+                                                    if out_diff else None),
+        "cycles_per_inference": cycles,
+        "predicted_cycles_per_inference": res["predicted_total"],
+        "cycles_equal": cycles_equal,
+        "cycle_errors": res["cycle_errors"],
+        "latency_cycles": float(np.mean(res["latencies"])) if res["latencies"] else 0.0,
+        "host_bytes_per_inference": float(np.mean([a + b for a, b, _ in res["beats"]])) if res["beats"] else 0,
+        "host_beats_per_inference": float(np.mean([c for *_, c in res["beats"]])) if res["beats"] else 0,
+        "beat_bytes": rows,
+        "mac_utilization": res["macs"] / (res["peak_macs_per_cycle"] * cycles) if cycles else 0.0,
+        "accuracy_float": accuracy(y_f, labels) if labels is not None else None,
+        "accuracy_quant": accuracy(y_q, labels) if labels is not None else None,
+        "accuracy_hw": accuracy(y_hw, labels) if labels is not None else None,
+        "hw_vs_float": {k: st[k] for k in ("mean_error", "std_error", "max_abs_error", "sqnr_db")},
+        "gemms": [],
+        "gemm_cycles": int(sum(totals)),
+        "layers": layers,
+        "program_loaded": res["loaded"], "load_words": res["load_words"], "load_cycles": res["load_cycles"],
+        "run_dir": str(run),
+        "time": _timing(res, build_s, wall),
+    }
+    if labels is None:
+        for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
+            del report[k]
+    return report, y_hw
+
+
 def write_junit(path, report: dict, *, suite: str = "qhw.simulate") -> None:
     """JUnit XML: one test case per layer check (bit-exact against the golden model, and cycle
     counts against the manifest's model where exact), plus the model output check."""
     cases = []
-    for lc in report["layers"]:
+    if report.get("top") == "network":
+        for lc in report["layers"]:
+            off = report["cycles_equal"] is not None and lc["measured_cycles"] != lc["predicted_cycles"]
+            failure = f"measured {lc['measured_cycles']} cycles, predicted {lc['predicted_cycles']}"
+            cases.append((lc["name"], lc["measured_cycles"], failure if off else None,
+                          f"{lc['op']}: {lc['measured_cycles']} cycles (predicted {lc['predicted_cycles']})"))
+    for lc in report["layers"] if report.get("top") != "network" else []:
         failure = lc["first_mismatch"] or (f"cycle counts differ from the manifest's model: {lc['cycle_errors']}"
                                            if lc["cycle_errors"] else None)
         cases.append((lc["layer"], lc["cycles"], failure,

@@ -309,7 +309,11 @@ def test_read_manifest_file_errors(tmp_path):
     good = tmp_path / "t.json"
     good.write_text(json.dumps(doc))
     assert read_manifest(good) == (ArrayConfig(), doc)
-    del doc["top"]
+    del doc["top"]                      # absent: an accel manifest
     good.write_text(json.dumps(doc))
-    with pytest.raises(ConfigError, match="^" + re.escape(f"{good}: field 'top' is missing") + "$"):
+    assert read_manifest(good) == (ArrayConfig(), doc)
+    doc["top"] = 3
+    good.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{good}: field 'top' must be a module name, not 3")
+                       + "$"):
         read_manifest(good)

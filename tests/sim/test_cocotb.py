@@ -201,11 +201,12 @@ def test_icarus_waves_in_run_folder(sim_env, sim_build, capsys):
 
 
 def test_demo_end_to_end(sim_env, tmp_path):
-    """``qhw demo``'s CNN path: quantize -> generate 8x8 -> simulate -> README with the hardware section."""
+    """``qhw demo --top accel``'s CNN path: quantize -> generate 8x8 -> simulate -> README with the hardware
+    section (the network engine path, the default, is in test_network.py)."""
     from qhw.demo import run_demo
 
     out = tmp_path / "demo"
-    assert run_demo(out_dir=out, models=("digits_cnn",), log=lambda *_: None, limit=8) == 0
+    assert run_demo(out_dir=out, models=("digits_cnn",), log=lambda *_: None, limit=8, top="accel") == 0
     text = (out / "README.md").read_text()
     assert "## digits_cnn on the simulated 8x8 array" in text
     assert "bit-exact with the golden model: **yes**" in text
