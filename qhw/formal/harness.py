@@ -9,16 +9,16 @@ solver may choose any value on any cycle, reset included.
   asserted ("once ``valid`` is high it stays high with a stable payload until ``ready``").
 * ``CreditHarness``: the issuer's credits against the output queue, with the datapath between them
   replaced by its fixed latency (it never stalls, so only its delay matters to the credits).
-* ``LaneHarness``: a requantization lane against a combinational reference of the arithmetic
-  contract's ``single`` rule, delayed by the lane's latency.
+* ``LaneHarness``: a requantization lane against combinational references of the arithmetic
+  contract's ``single`` and ``tflite`` rules, delayed by the lane's latency.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Assume, Const, Elaboratable, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Assert, Assume, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 
-from ..contract import FIFO_LATENCY, ISSUE_LATENCY, PARAMS_READ_LATENCY
+from ..contract import FIFO_LATENCY, ISSUE_LATENCY, MODE_CODES, PARAMS_READ_LATENCY
 from ..errors import ConfigError
 from ..hw.command import CommandRegister
 from ..hw.config import ArrayConfig, check_config
@@ -27,8 +27,8 @@ from ..hw.loader import Loader
 from ..hw.output_queue import OutputQueue
 from ..hw.requant import RequantLane
 
-__all__ = ["BankHarness", "CreditHarness", "LaneHarness", "ResultCountHarness", "StreamRules", "component_ports",
-           "lane_reference"]
+__all__ = ["BUSY_FALL_CYCLES", "LANE_REFERENCES", "BankHarness", "CreditHarness", "LaneHarness", "LivenessHarness",
+           "ResultCountHarness", "StreamRules", "component_ports", "lane_reference", "lane_reference_tflite"]
 
 
 def component_ports(component: wiring.Component) -> list:
@@ -240,6 +240,10 @@ class ResultCountHarness(Elaboratable):
         return m
 
 
+def _clamp(v, lo, hi):
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
 def lane_reference(acc, bias, m0, shift, zero_point, qmin, qmax):
     """``single`` per ``qhw.arith.mul_shift_single`` as Amaranth expressions:
     ``clamp(clip((a*M0 + 2**(30-shift)) >> (31-shift), +-2**31) + zero_point, qmin, qmax)``."""
@@ -247,37 +251,72 @@ def lane_reference(acc, bias, m0, shift, zero_point, qmin, qmax):
     total = (31 - shift).as_unsigned()[:6]                  # 1..62 for shift in [-31, 30]
     rounding = Const(1, 64) << (30 - shift).as_unsigned()[:6]
     r = (a * m0 + rounding) >> total
-    lo, hi = -(1 << 31), 1 << 31
-    r = Mux(r < lo, lo, Mux(r > hi, hi, r))
-    y = r + zero_point
-    return Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))
+    r = _clamp(r, -(1 << 31), 1 << 31)
+    return _clamp(r + zero_point, qmin, qmax)
+
+
+def lane_reference_tflite(acc, bias, m0, shift, zero_point, qmin, qmax):
+    """``tflite`` per ``qhw.arith.mul_shift_tflite``, written as the contract states it (gemmlowp's
+    two steps, C's truncating division included), not as the lane computes it:
+    ``x = wrap32(sat32(a) << max(shift, 0))``; ``q = SaturatingRoundingDoublingHighMul(x, M0)``
+    (nudge ``2**30`` or ``1 - 2**30`` by the product's sign, then a division by ``2**31`` towards
+    zero); ``r = RoundingDivideByPOT(q, max(-shift, 0))``; ``clamp(r + zero_point, qmin, qmax)``.
+    (M0 < 2**31, so SRDHM's INT32_MIN * INT32_MIN overflow case cannot arise.)"""
+    a = _clamp(acc + bias, -(1 << 31), (1 << 31) - 1)
+    left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+    right = Mux(shift < 0, -shift, 0).as_unsigned()[:6]
+    x = (a << left)[:32].as_signed()                        # int32 wrap-around
+    ab = x * m0
+    t = ab + Mux(ab >= 0, 1 << 30, 1 - (1 << 30))
+    q = Mux(t >= 0, t >> 31, -((-t) >> 31))                 # truncating division by 2**31
+    mask = (Const(1, 33) << right) - 1
+    remainder = q & mask
+    threshold = (mask >> 1) + (q < 0)
+    r = (q >> right) + (remainder > threshold)
+    return _clamp(r + zero_point, qmin, qmax)
+
+
+LANE_REFERENCES = {"single": lane_reference, "tflite": lane_reference_tflite}
 
 
 class LaneHarness(Elaboratable):
-    """A ``RequantLane`` (``single`` built) against ``lane_reference``, both fed the same inputs.
+    """A ``RequantLane`` built with ``single`` and/or ``tflite`` against the combinational references
+    of those rules (``lane_reference``, ``lane_reference_tflite``), both fed the same inputs.
 
-    The reference's result is delayed by the lane's latency and compared whenever the lane says
-    ``o_valid``. Assumed: ``shift`` in [-31, 30] and ``zero_point``/``qmin``/``qmax`` held steady
-    (the lane's documented input rules). ``m0_bits`` < 31 drives M0's high bits with zeros (a reduced
-    width, for the solver), ``m0_value`` fixes M0 to one value; ``lane`` is the class to build (a mutant in the tests).
+    The reference of the input's ``mode`` is delayed by the lane's latency and compared whenever the
+    lane says ``o_valid``. Assumed: ``shift`` in [-31, 30], ``mode`` a built one, and
+    ``zero_point``/``qmin``/``qmax`` held steady (the lane's documented input rules). ``m0_free``
+    lists M0's free bits (a reduced width, for the solver; the other bits are zero; default all 31),
+    ``m0_value`` fixes M0 to one value; ``lane`` is the class to build (a mutant in the tests).
     """
 
-    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_bits: int = 31, m0_value: int | None = None):
+    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_free=tuple(range(31)),
+                 m0_value: int | None = None):
         check_config(config)
-        if config.rounding != ("single",):
-            raise ConfigError(f"the lane proof needs a config built with rounding=('single',), not {config.rounding!r}")
-        if not isinstance(m0_bits, int) or not 1 <= m0_bits <= 31:
-            raise ConfigError(f"m0_bits must be an integer from 1 to 31, not {m0_bits!r}")
+        if not config.rounding or not set(config.rounding) <= set(LANE_REFERENCES):
+            raise ConfigError(f"the lane proof needs a config built with rounding among {tuple(LANE_REFERENCES)}, "
+                              f"not {config.rounding!r}")
+        m0_free = tuple(m0_free)
+        if not m0_free or len(set(m0_free)) != len(m0_free) or \
+                not all(isinstance(b, int) and 0 <= b < 31 for b in m0_free):
+            raise ConfigError(f"m0_free must list distinct bit positions from 0 to 30, not {m0_free!r}")
         if m0_value is not None and (not isinstance(m0_value, int) or not 0 <= m0_value < 1 << 31):
             raise ConfigError(f"m0_value must be an integer in [0, 2**31), not {m0_value!r}")
-        self.config, self.m0_bits, self.m0_value = config, m0_bits, m0_value
+        self.config, self.m0_free, self.m0_value = config, m0_free, m0_value
         self.lane = lane(config=config)
-        # Drives the lane's multiplier: a free m0_bits-wide value zero-extended, or a constant.
-        self.m0 = Signal(m0_bits, name="m0") if m0_value is None else Const(m0_value, 31)
+        # Drives the lane's multiplier: free bits at the m0_free positions, or a constant.
+        self.m0_bits = Signal(len(m0_free), name="m0")
+        if m0_value is not None:
+            self.m0 = Const(m0_value, 31)
+        else:
+            bits = [Const(0, 1)] * 31
+            for k, b in enumerate(m0_free):
+                bits[b] = self.m0_bits[k]
+            self.m0 = Cat(*bits)
 
     @property
     def ports(self) -> list:
-        free_m0 = [self.m0] if self.m0_value is None else []
+        free_m0 = [self.m0_bits] if self.m0_value is None else []
         return [p for p in component_ports(self.lane) if p is not self.lane.multiplier] + free_m0
 
     def elaborate(self, platform):
@@ -290,10 +329,15 @@ class LaneHarness(Elaboratable):
             m.d.sync += last.eq(port)
             m.d.comb += Assume(~steady | (port == last))
         m.d.comb += Assume((lane.shift >= -31) & (lane.shift <= 30))
+        modes = self.config.rounding
+        m.d.comb += Assume(Cat(*(lane.mode == MODE_CODES[mode] for mode in modes)).any())
         m.d.comb += lane.multiplier.eq(self.m0)
         ref = Signal(signed(len(lane.o) + 1), name="reference")
-        m.d.comb += ref.eq(lane_reference(lane.acc, lane.bias, self.m0, lane.shift,
-                                          lane.zero_point, lane.qmin, lane.qmax))
+        args = (lane.acc, lane.bias, self.m0, lane.shift, lane.zero_point, lane.qmin, lane.qmax)
+        with m.Switch(lane.mode):
+            for mode in modes:
+                with m.Case(MODE_CODES[mode]):
+                    m.d.comb += ref.eq(LANE_REFERENCES[mode](*args))
         late = ref
         for k in range(self.lane.latency):
             nxt = Signal.like(ref, name=f"reference_{k + 1}")
@@ -301,3 +345,87 @@ class LaneHarness(Elaboratable):
             late = nxt
         m.d.comb += Assert(~lane.o_valid | (lane.o == late))
         return m
+
+
+# ``busy`` after the last result's handshake: the issuer's credit counter returns to zero on the
+# next edge (``idle``), the command register lowers ``busy`` on the one after.
+BUSY_FALL_CYCLES = 2
+
+
+class LivenessHarness(Elaboratable):
+    """The whole ``Accelerator`` from reset running one command of shape ``(m, k, n)``: ``busy``
+    falls within the manifest's cycle model (a bounded property, ``mode bmc``).
+
+    The harness offers every input as soon as the top can take it (``weights``, ``params`` and
+    ``act`` always valid, ``out`` always ready; the command once, on the first cycle after reset)
+    and leaves every payload but the command's shape and mode free: the bound must hold whatever
+    the data. Asserted: ``cycles`` (edges since the command handshake) past
+    ``config.ideal_cycles(m, k, n)`` (the handshake to the last result's handshake), ``busy`` is
+    low. The model is exact for a single tile or ``m >= config.min_m_for_full_rate``; other shapes
+    are refused. ``accelerator`` is the class to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, config: ArrayConfig, m: int, k: int, n: int, mode: str | None = None,
+                 accelerator=None):
+        from ..hw.accel import Accelerator
+
+        check_config(config)
+        for what, value in (("m", m), ("k", k), ("n", n)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"liveness: {what} must be a positive integer, not {value!r}")
+        if k > config.max_k:
+            raise ConfigError(f"liveness: k {k} exceeds max_k {config.max_k}")
+        kt, nt = config.gemm_tiles(k, n)
+        if kt > 1 and m > config.acc_depth:
+            raise ConfigError(f"liveness: m {m} exceeds acc_depth {config.acc_depth} with {kt} K tiles")
+        if kt * nt > 1 and m < config.min_m_for_full_rate:
+            raise ConfigError(f"liveness: the cycle model is exact for one tile or m >= "
+                              f"{config.min_m_for_full_rate} (min_m_for_full_rate), not m {m} over {kt * nt} tiles")
+        mode = config.rounding[0] if mode is None else mode
+        if mode not in config.rounding:
+            raise ConfigError(f"liveness: mode {mode!r} is not built ({config.rounding})")
+        self.config, self.shape, self.mode = config, (m, k, n), mode
+        self.bound = config.ideal_cycles(m, k, n)
+        self.dut = (Accelerator if accelerator is None else accelerator)(config=config)
+        out = self.dut.cmd.payload.zero_point.shape()
+        self.free = [Signal(out, name=f"cmd_{name}") for name in ("zero_point", "qmin", "qmax")]
+
+    @property
+    def depth(self) -> int:
+        """BMC steps that reach a cycle past the bound: reset, the handshake, then the edges."""
+        return self.bound + BUSY_FALL_CYCLES + 4
+
+    @property
+    def ports(self) -> list:
+        d = self.dut
+        return [*self.free, *(Value.cast(p) for p in (d.weights.payload, d.params.payload, d.act.payload)),
+                d.busy, d.out.valid, Value.cast(d.out.payload)]
+
+    def elaborate(self, platform):
+        mm = Module()
+        mm.submodules.dut = d = self.dut
+        m, k, n = self.shape
+        sent = Signal()         # the command has been taken
+        cmd = d.cmd.payload
+        mm.d.comb += [
+            d.cmd.valid.eq(~sent), cmd.m.eq(m), cmd.k.eq(k), cmd.n.eq(n), cmd.mode.eq(MODE_CODES[self.mode]),
+            cmd.zero_point.eq(self.free[0]), cmd.qmin.eq(self.free[1]), cmd.qmax.eq(self.free[2]),
+            d.weights.valid.eq(1), d.params.valid.eq(1), d.act.valid.eq(1), d.out.ready.eq(1),
+        ]
+        last = self.bound + BUSY_FALL_CYCLES + 1
+        cycles = Signal(range(last + 1), name="cycles")     # edges since the command handshake, saturating
+        with mm.If(d.cmd.valid & d.cmd.ready):
+            mm.d.sync += [sent.eq(1), cycles.eq(1)]
+        with mm.Elif(sent & (cycles < last)):
+            mm.d.sync += cycles.eq(cycles + 1)
+        expected = m * -(-n // self.config.cols)
+        rows = Signal(range(expected + 2), name="rows_out")
+        with mm.If(d.out.valid & d.out.ready & (rows <= expected)):
+            mm.d.sync += rows.eq(rows + 1)
+        mm.d.comb += [
+            # every result row has left by the model's last handshake ...
+            Assert(~(sent & (cycles > self.bound)) | (rows == expected)),
+            # ... and busy falls BUSY_FALL_CYCLES later
+            Assert(~(sent & (cycles > self.bound + BUSY_FALL_CYCLES) & d.busy)),
+        ]
+        return mm
