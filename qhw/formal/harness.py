@@ -369,6 +369,7 @@ class LivenessHarness(Elaboratable):
                  accelerator=None):
         from ..hw.accel import Accelerator
 
+        self._MustUse__silence = True       # no "never used" warning when a check below refuses it
         check_config(config)
         for what, value in (("m", m), ("k", k), ("n", n)):
             if not isinstance(value, int) or value < 1:
@@ -389,6 +390,7 @@ class LivenessHarness(Elaboratable):
         self.dut = (Accelerator if accelerator is None else accelerator)(config=config)
         out = self.dut.cmd.payload.zero_point.shape()
         self.free = [Signal(out, name=f"cmd_{name}") for name in ("zero_point", "qmin", "qmax")]
+        self._MustUse__silence = False
 
     @property
     def depth(self) -> int:
