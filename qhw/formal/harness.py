@@ -27,8 +27,9 @@ from ..hw.loader import Loader
 from ..hw.output_queue import OutputQueue
 from ..hw.requant import RequantLane
 
-__all__ = ["BUSY_FALL_CYCLES", "LANE_REFERENCES", "BankHarness", "CreditHarness", "LaneHarness", "LivenessHarness",
-           "ResultCountHarness", "StreamRules", "component_ports", "lane_reference", "lane_reference_tflite"]
+__all__ = ["BUSY_FALL_CYCLES", "IM2COL_GEOMETRIES", "LANE_REFERENCES", "BankHarness", "CreditHarness",
+           "Im2colBoundHarness", "LaneHarness", "LivenessHarness", "ResultCountHarness", "StreamRules",
+           "component_ports", "lane_reference", "lane_reference_tflite"]
 
 
 def component_ports(component: wiring.Component) -> list:
@@ -431,3 +432,73 @@ class LivenessHarness(Elaboratable):
             Assert(~(sent & (cycles > self.bound + BUSY_FALL_CYCLES) & d.busy)),
         ]
         return mm
+
+
+# The descriptor geometries of the im2col bound (one bounded proof each): the fields that enter a
+# product in the address generator are fixed per geometry (the solver does not multiply free values);
+# the base address, the channel-word fields, the tiling and the chunking stay free.
+IM2COL_GEOMETRIES = {
+    # a 3x3 convolution, padding 1 on every side, stride 2, 2 words per pixel: every pad case
+    "conv3x3_s2_pad": dict(in_kind=0, in_h=3, in_w=3, in_pp=2, kh=3, kw=3, sh=2, sw=2, dh=1, dw=1,
+                           pt=1, pl=1, pb=1, pr=1, oh=2, ow=2),
+    # a dilated 2x2 kernel without padding, stride 1 (3 words per pixel)
+    "conv2x2_d2": dict(in_kind=0, in_h=3, in_w=3, in_pp=3, kh=2, kw=2, sh=1, sw=1, dh=2, dw=2,
+                       pt=0, pl=0, pb=0, pr=0, oh=1, ow=1),
+    # a window-layout input (one word per padded pixel group), 3 kernel rows, padding on top
+    "window": dict(in_kind=1, in_h=3, in_w=2, in_pp=1, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1,
+                   pt=1, pl=0, pb=1, pr=0, oh=3, ow=2),
+}
+
+
+class Im2colBoundHarness(Elaboratable):
+    """``Im2colAgen`` (``qhw.hw.engine.im2col``): every word it emits (a beat that is not padding)
+    is below ``words``, the scratchpad's size, for descriptors that pass the compiler's checks.
+
+    Descriptors arrive when the solver chooses (``desc.valid`` free, the stream rule assumed), and
+    ``beats.ready`` is free. Each offered descriptor has the geometry ``geometry`` (a name of
+    ``IM2COL_GEOMETRIES``: layout, input size, words per pixel, kernel, strides, dilations, pads and
+    output size fixed) and free legal values of the rest: the input inside the scratchpad
+    (``in_base + in_h * in_w * in_pp <= words``), its channel words inside a pixel (``in_cw0 +
+    (n_tiles - 1) * cw_step + kcw <= in_pp``; a window input reads one word per pixel group), and
+    ``n_tiles``, ``kcw``, ``m_chunk`` >= 1. A bounded property (``mode bmc``). ``agen`` is the class
+    to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, geometry: str, words: int = 64, agen=None):
+        from ..hw.engine.im2col import Im2colAgen
+
+        self._MustUse__silence = True
+        if geometry not in IM2COL_GEOMETRIES:
+            raise ConfigError(f"im2col bound: unknown geometry {geometry!r}; known: {', '.join(IM2COL_GEOMETRIES)}")
+        g = IM2COL_GEOMETRIES[geometry]
+        if not isinstance(words, int) or words < g["in_h"] * g["in_w"] * g["in_pp"]:
+            raise ConfigError(f"im2col bound: words must be an integer that holds the input, not {words!r}")
+        self.geometry, self.words = geometry, words
+        self.agen = (Im2colAgen if agen is None else agen)()
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        return component_ports(self.agen)
+
+    def elaborate(self, platform):
+        from ..engine.isa import IN_WINDOW
+
+        m = Module()
+        m.submodules.agen = agen = self.agen
+        d = agen.desc.payload
+        g = IM2COL_GEOMETRIES[self.geometry]
+        window = g["in_kind"] == IN_WINDOW
+        size = g["in_h"] * g["in_w"] * (1 if window else g["in_pp"])
+        legal = [getattr(d, name) == value for name, value in g.items()]
+        legal += [d.in_base + size <= self.words, d.n_tiles >= 1, d.kcw >= 1, d.m_chunk >= 1]
+        if not window:
+            legal.append(d.in_cw0 + (d.n_tiles - 1) * d.cw_step + d.kcw <= g["in_pp"])
+        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
+        # the stream rule on desc: an offered descriptor stays, unchanged, until taken
+        waiting, last = Signal(), Signal.like(d.as_value())
+        m.d.sync += [waiting.eq(agen.desc.valid & ~agen.desc.ready), last.eq(d.as_value())]
+        m.d.comb += Assume(~waiting | (agen.desc.valid & (d.as_value() == last)))
+        b = agen.beats
+        m.d.comb += Assert(~(b.valid & ~b.payload.pad) | (b.payload.addr < self.words))
+        return m
