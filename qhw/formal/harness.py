@@ -11,6 +11,9 @@ solver may choose any value on any cycle, reset included.
   replaced by its fixed latency (it never stalls, so only its delay matters to the credits).
 * ``LaneHarness``: a requantization lane against combinational references of the arithmetic
   contract's ``single`` and ``tflite`` rules, delayed by the lane's latency.
+* ``BankHarness``, ``ResultCountHarness``: double buffering and the result-row count.
+* ``LivenessHarness``: the whole top from reset, one command, ``busy`` low within the cycle model.
+* ``Im2colBoundHarness``: the engine's im2col address generator never leaves the scratchpad.
 """
 
 from __future__ import annotations
@@ -450,6 +453,9 @@ IM2COL_GEOMETRIES = {
 }
 
 
+IM2COL_MAX_N_TILES = 3     # N tiles per descriptor in the im2col bound (small sizes, for the solver)
+
+
 class Im2colBoundHarness(Elaboratable):
     """``Im2colAgen`` (``qhw.hw.engine.im2col``): every word it emits (a beat that is not padding)
     is below ``words``, the scratchpad's size, for descriptors that pass the compiler's checks.
@@ -459,9 +465,9 @@ class Im2colBoundHarness(Elaboratable):
     ``IM2COL_GEOMETRIES``: layout, input size, words per pixel, kernel, strides, dilations, pads and
     output size fixed) and free legal values of the rest: the input inside the scratchpad
     (``in_base + in_h * in_w * in_pp <= words``), its channel words inside a pixel (``in_cw0 +
-    (n_tiles - 1) * cw_step + kcw <= in_pp``; a window input reads one word per pixel group), and
-    ``n_tiles``, ``kcw``, ``m_chunk`` >= 1. A bounded property (``mode bmc``). ``agen`` is the class
-    to build (a mutant in the tests).
+    (n_tiles - 1) * cw_step + kcw <= in_pp``; a window input reads one word per pixel group),
+    ``kcw``, ``m_chunk`` >= 1 and ``n_tiles`` from 1 to ``IM2COL_MAX_N_TILES``. A bounded property
+    (``mode bmc``). ``agen`` is the class to build (a mutant in the tests).
     """
 
     def __init__(self, *, geometry: str, words: int = 64, agen=None):
@@ -475,11 +481,18 @@ class Im2colBoundHarness(Elaboratable):
             raise ConfigError(f"im2col bound: words must be an integer that holds the input, not {words!r}")
         self.geometry, self.words = geometry, words
         self.agen = (Im2colAgen if agen is None else agen)()
+        # The geometry's fields are driven as constants (Yosys folds the address generator's
+        # products); every other descriptor field is a free input of the harness.
+        layout = self.agen.desc.payload.shape()
+        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout
+                       if name not in g}
         self._MustUse__silence = False
 
     @property
     def ports(self) -> list:
-        return component_ports(self.agen)
+        a = self.agen
+        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.beats.valid, a.beats.ready,
+                Value.cast(a.beats.payload), a.busy]
 
     def elaborate(self, platform):
         from ..engine.isa import IN_WINDOW
@@ -488,12 +501,15 @@ class Im2colBoundHarness(Elaboratable):
         m.submodules.agen = agen = self.agen
         d = agen.desc.payload
         g = IM2COL_GEOMETRIES[self.geometry]
+        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
+        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
         window = g["in_kind"] == IN_WINDOW
         size = g["in_h"] * g["in_w"] * (1 if window else g["in_pp"])
-        legal = [getattr(d, name) == value for name, value in g.items()]
-        legal += [d.in_base + size <= self.words, d.n_tiles >= 1, d.kcw >= 1, d.m_chunk >= 1]
-        if not window:
-            legal.append(d.in_cw0 + (d.n_tiles - 1) * d.cw_step + d.kcw <= g["in_pp"])
+        legal = [d.in_base + size <= self.words, (d.n_tiles >= 1) & (d.n_tiles <= IM2COL_MAX_N_TILES),
+                 d.kcw >= 1, d.m_chunk >= 1]
+        if not window:      # in_cw0 + (n_tiles - 1) * cw_step + kcw <= in_pp, without a free product
+            legal.append(Cat(*((d.n_tiles != t) | (d.in_cw0 + (t - 1) * d.cw_step + d.kcw <= g["in_pp"])
+                               for t in range(1, IM2COL_MAX_N_TILES + 1))).all())
         m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
         # the stream rule on desc: an offered descriptor stays, unchanged, until taken
         waiting, last = Signal(), Signal.like(d.as_value())

@@ -17,6 +17,7 @@ from qhw.cli import main
 from qhw.formal.harness import (
     BankHarness,
     CreditHarness,
+    Im2colBoundHarness,
     LaneHarness,
     LivenessHarness,
     ResultCountHarness,
@@ -233,6 +234,34 @@ def test_liveness_refuses_shapes_the_model_does_not_time():
 
     with pytest.raises(ConfigError, match="min_m_for_full_rate"):
         LivenessHarness(config=CONFIG, m=1, k=CONFIG.rows, n=2 * CONFIG.cols)
+
+
+# --------------------------------------------------------------------------- engine: im2col address bound
+
+
+def im2col_bound(tmp_path, name, agen=None):
+    # A dilated 2x2 kernel whose last tap is the input's last pixel: with the input at the end of the
+    # scratchpad, a word past the tensor is past the scratchpad within the first few beats.
+    harness = Im2colBoundHarness(geometry="conv2x2_d2", agen=agen)
+    return run_proof(harness, name=name, ports=harness.ports, build_dir=tmp_path, mode="bmc", depth=IM2COL_DEPTH,
+                     timeout=240)
+
+
+IM2COL_DEPTH = 10
+
+
+def test_im2col_words_stay_in_the_scratchpad(tmp_path):
+    r = im2col_bound(tmp_path, "im2col")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_im2col_mutant_first_channel_word_off_by_one_is_caught(tmp_path):
+    from qhw.hw.engine import im2col
+
+    Broken = mutant(im2col.Im2colAgen, "cwb.eq(Mux(win, 0, dp.in_cw0))", "cwb.eq(Mux(win, 0, dp.in_cw0 + 1))")
+    r = im2col_bound(tmp_path, "im2col_mutant", Broken)
+    assert r.status == "failed", r
+    assert_not_proven(r, tmp_path)
 
 
 def test_mutant_edit_must_match_once():
