@@ -38,7 +38,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("lane", "im2col"))
     p.add_argument("--timeout", type=int, default=900)
-    p.add_argument("--im2col-depth", type=int, default=24)
+    p.add_argument("--im2col-depth", type=int, default=12)
     p.add_argument("--build", default="sim_build/formal_bench")
     args = p.parse_args()
     ok = True
