@@ -64,13 +64,19 @@ def main() -> int:
                   f"({dt:.1f} s, {values / dt / 1e6:.2f} M values/s)" + (f"; first {first}" if first else ""),
                   flush=True)
         sim.close()
+    # Mutants: the modes interleaved and M0 = 0 (output always the zero point) last, so that the
+    # first mismatch comes early; the count is of cases run until then.
+    by_mode = [[c for c in cases if c.mode == mode and (c.mode == "onnx" or c.m0 != 0)] for mode in config.rounding]
+    order = [c for group in zip(*(g + [None] * (max(map(len, by_mode)) - len(g)) for g in by_mode))
+             for c in group if c is not None]
+    order += [c for c in cases if c not in order]
     for name, old, new in MUTANTS:
         t0 = time.monotonic()
         broken = mutant(requant.RequantLane, old, new)
         found = None
         with build_lane_sim(config, args.build, lane=broken) as sim:
             built = time.monotonic() - t0
-            for i, case in enumerate(cases):
+            for i, case in enumerate(order):
                 r = sim.run(case)
                 if r.mismatches:
                     found = (i, r)
