@@ -9,16 +9,19 @@ solver may choose any value on any cycle, reset included.
   asserted ("once ``valid`` is high it stays high with a stable payload until ``ready``").
 * ``CreditHarness``: the issuer's credits against the output queue, with the datapath between them
   replaced by its fixed latency (it never stalls, so only its delay matters to the credits).
-* ``LaneHarness``: a requantization lane against a combinational reference of the arithmetic
-  contract's ``single`` rule, delayed by the lane's latency.
+* ``LaneHarness``: a requantization lane against combinational references of the arithmetic
+  contract's ``single`` and ``tflite`` rules, delayed by the lane's latency.
+* ``BankHarness``, ``ResultCountHarness``: double buffering and the result-row count.
+* ``LivenessHarness``: the whole top from reset, one command, ``busy`` low within the cycle model.
+* ``Im2colBoundHarness``: the engine's im2col address generator never leaves the scratchpad.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Assume, Const, Elaboratable, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Assert, Assume, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 
-from ..contract import FIFO_LATENCY, ISSUE_LATENCY, PARAMS_READ_LATENCY
+from ..contract import FIFO_LATENCY, ISSUE_LATENCY, MODE_CODES, PARAMS_READ_LATENCY
 from ..errors import ConfigError
 from ..hw.command import CommandRegister
 from ..hw.config import ArrayConfig, check_config
@@ -27,8 +30,9 @@ from ..hw.loader import Loader
 from ..hw.output_queue import OutputQueue
 from ..hw.requant import RequantLane
 
-__all__ = ["BankHarness", "CreditHarness", "LaneHarness", "ResultCountHarness", "StreamRules", "component_ports",
-           "lane_reference"]
+__all__ = ["BUSY_FALL_CYCLES", "IM2COL_GEOMETRIES", "LANE_REFERENCES", "BankHarness", "CreditHarness",
+           "Im2colBoundHarness", "LaneHarness", "LivenessHarness", "ResultCountHarness", "StreamRules",
+           "component_ports", "lane_reference", "lane_reference_tflite"]
 
 
 def component_ports(component: wiring.Component) -> list:
@@ -240,6 +244,10 @@ class ResultCountHarness(Elaboratable):
         return m
 
 
+def _clamp(v, lo, hi):
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
 def lane_reference(acc, bias, m0, shift, zero_point, qmin, qmax):
     """``single`` per ``qhw.arith.mul_shift_single`` as Amaranth expressions:
     ``clamp(clip((a*M0 + 2**(30-shift)) >> (31-shift), +-2**31) + zero_point, qmin, qmax)``."""
@@ -247,37 +255,72 @@ def lane_reference(acc, bias, m0, shift, zero_point, qmin, qmax):
     total = (31 - shift).as_unsigned()[:6]                  # 1..62 for shift in [-31, 30]
     rounding = Const(1, 64) << (30 - shift).as_unsigned()[:6]
     r = (a * m0 + rounding) >> total
-    lo, hi = -(1 << 31), 1 << 31
-    r = Mux(r < lo, lo, Mux(r > hi, hi, r))
-    y = r + zero_point
-    return Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))
+    r = _clamp(r, -(1 << 31), 1 << 31)
+    return _clamp(r + zero_point, qmin, qmax)
+
+
+def lane_reference_tflite(acc, bias, m0, shift, zero_point, qmin, qmax):
+    """``tflite`` per ``qhw.arith.mul_shift_tflite``, written as the contract states it (gemmlowp's
+    two steps, C's truncating division included), not as the lane computes it:
+    ``x = wrap32(sat32(a) << max(shift, 0))``; ``q = SaturatingRoundingDoublingHighMul(x, M0)``
+    (nudge ``2**30`` or ``1 - 2**30`` by the product's sign, then a division by ``2**31`` towards
+    zero); ``r = RoundingDivideByPOT(q, max(-shift, 0))``; ``clamp(r + zero_point, qmin, qmax)``.
+    (M0 < 2**31, so SRDHM's INT32_MIN * INT32_MIN overflow case cannot arise.)"""
+    a = _clamp(acc + bias, -(1 << 31), (1 << 31) - 1)
+    left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+    right = Mux(shift < 0, -shift, 0).as_unsigned()[:6]
+    x = (a << left)[:32].as_signed()                        # int32 wrap-around
+    ab = x * m0
+    t = ab + Mux(ab >= 0, 1 << 30, 1 - (1 << 30))
+    q = Mux(t >= 0, t >> 31, -((-t) >> 31))                 # truncating division by 2**31
+    mask = (Const(1, 33) << right) - 1
+    remainder = q & mask
+    threshold = (mask >> 1) + (q < 0)
+    r = (q >> right) + (remainder > threshold)
+    return _clamp(r + zero_point, qmin, qmax)
+
+
+LANE_REFERENCES = {"single": lane_reference, "tflite": lane_reference_tflite}
 
 
 class LaneHarness(Elaboratable):
-    """A ``RequantLane`` (``single`` built) against ``lane_reference``, both fed the same inputs.
+    """A ``RequantLane`` built with ``single`` and/or ``tflite`` against the combinational references
+    of those rules (``lane_reference``, ``lane_reference_tflite``), both fed the same inputs.
 
-    The reference's result is delayed by the lane's latency and compared whenever the lane says
-    ``o_valid``. Assumed: ``shift`` in [-31, 30] and ``zero_point``/``qmin``/``qmax`` held steady
-    (the lane's documented input rules). ``m0_bits`` < 31 drives M0's high bits with zeros (a reduced
-    width, for the solver), ``m0_value`` fixes M0 to one value; ``lane`` is the class to build (a mutant in the tests).
+    The reference of the input's ``mode`` is delayed by the lane's latency and compared whenever the
+    lane says ``o_valid``. Assumed: ``shift`` in [-31, 30], ``mode`` a built one, and
+    ``zero_point``/``qmin``/``qmax`` held steady (the lane's documented input rules). ``m0_free``
+    lists M0's free bits (a reduced width, for the solver; the other bits are zero; default all 31),
+    ``m0_value`` fixes M0 to one value; ``lane`` is the class to build (a mutant in the tests).
     """
 
-    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_bits: int = 31, m0_value: int | None = None):
+    def __init__(self, *, config: ArrayConfig, lane=RequantLane, m0_free=tuple(range(31)),
+                 m0_value: int | None = None):
         check_config(config)
-        if config.rounding != ("single",):
-            raise ConfigError(f"the lane proof needs a config built with rounding=('single',), not {config.rounding!r}")
-        if not isinstance(m0_bits, int) or not 1 <= m0_bits <= 31:
-            raise ConfigError(f"m0_bits must be an integer from 1 to 31, not {m0_bits!r}")
+        if not config.rounding or not set(config.rounding) <= set(LANE_REFERENCES):
+            raise ConfigError(f"the lane proof needs a config built with rounding among {tuple(LANE_REFERENCES)}, "
+                              f"not {config.rounding!r}")
+        m0_free = tuple(m0_free)
+        if not m0_free or len(set(m0_free)) != len(m0_free) or \
+                not all(isinstance(b, int) and 0 <= b < 31 for b in m0_free):
+            raise ConfigError(f"m0_free must list distinct bit positions from 0 to 30, not {m0_free!r}")
         if m0_value is not None and (not isinstance(m0_value, int) or not 0 <= m0_value < 1 << 31):
             raise ConfigError(f"m0_value must be an integer in [0, 2**31), not {m0_value!r}")
-        self.config, self.m0_bits, self.m0_value = config, m0_bits, m0_value
+        self.config, self.m0_free, self.m0_value = config, m0_free, m0_value
         self.lane = lane(config=config)
-        # Drives the lane's multiplier: a free m0_bits-wide value zero-extended, or a constant.
-        self.m0 = Signal(m0_bits, name="m0") if m0_value is None else Const(m0_value, 31)
+        # Drives the lane's multiplier: free bits at the m0_free positions, or a constant.
+        self.m0_bits = Signal(len(m0_free), name="m0")
+        if m0_value is not None:
+            self.m0 = Const(m0_value, 31)
+        else:
+            bits = [Const(0, 1)] * 31
+            for k, b in enumerate(m0_free):
+                bits[b] = self.m0_bits[k]
+            self.m0 = Cat(*bits)
 
     @property
     def ports(self) -> list:
-        free_m0 = [self.m0] if self.m0_value is None else []
+        free_m0 = [self.m0_bits] if self.m0_value is None else []
         return [p for p in component_ports(self.lane) if p is not self.lane.multiplier] + free_m0
 
     def elaborate(self, platform):
@@ -290,14 +333,188 @@ class LaneHarness(Elaboratable):
             m.d.sync += last.eq(port)
             m.d.comb += Assume(~steady | (port == last))
         m.d.comb += Assume((lane.shift >= -31) & (lane.shift <= 30))
+        modes = self.config.rounding
+        m.d.comb += Assume(Cat(*(lane.mode == MODE_CODES[mode] for mode in modes)).any())
         m.d.comb += lane.multiplier.eq(self.m0)
         ref = Signal(signed(len(lane.o) + 1), name="reference")
-        m.d.comb += ref.eq(lane_reference(lane.acc, lane.bias, self.m0, lane.shift,
-                                          lane.zero_point, lane.qmin, lane.qmax))
+        args = (lane.acc, lane.bias, self.m0, lane.shift, lane.zero_point, lane.qmin, lane.qmax)
+        with m.Switch(lane.mode):
+            for mode in modes:
+                with m.Case(MODE_CODES[mode]):
+                    m.d.comb += ref.eq(LANE_REFERENCES[mode](*args))
         late = ref
         for k in range(self.lane.latency):
             nxt = Signal.like(ref, name=f"reference_{k + 1}")
             m.d.sync += nxt.eq(late)
             late = nxt
         m.d.comb += Assert(~lane.o_valid | (lane.o == late))
+        return m
+
+
+# ``busy`` after the last result's handshake: the issuer's credit counter returns to zero on the
+# next edge (``idle``), the command register lowers ``busy`` on the one after.
+BUSY_FALL_CYCLES = 2
+
+
+class LivenessHarness(Elaboratable):
+    """The whole ``Accelerator`` from reset running one command of shape ``(m, k, n)``: ``busy``
+    falls within the manifest's cycle model (a bounded property, ``mode bmc``).
+
+    The harness offers every input as soon as the top can take it (``weights``, ``params`` and
+    ``act`` always valid, ``out`` always ready; the command once, on the first cycle after reset)
+    and leaves every payload but the command's shape and mode free: the bound must hold whatever
+    the data. Asserted: ``cycles`` (edges since the command handshake) past
+    ``config.ideal_cycles(m, k, n)`` (the handshake to the last result's handshake), ``busy`` is
+    low. The model is exact for a single tile or ``m >= config.min_m_for_full_rate``; other shapes
+    are refused. ``accelerator`` is the class to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, config: ArrayConfig, m: int, k: int, n: int, mode: str | None = None,
+                 accelerator=None):
+        from ..hw.accel import Accelerator
+
+        self._MustUse__silence = True       # no "never used" warning when a check below refuses it
+        check_config(config)
+        for what, value in (("m", m), ("k", k), ("n", n)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"liveness: {what} must be a positive integer, not {value!r}")
+        if k > config.max_k:
+            raise ConfigError(f"liveness: k {k} exceeds max_k {config.max_k}")
+        kt, nt = config.gemm_tiles(k, n)
+        if kt > 1 and m > config.acc_depth:
+            raise ConfigError(f"liveness: m {m} exceeds acc_depth {config.acc_depth} with {kt} K tiles")
+        if kt * nt > 1 and m < config.min_m_for_full_rate:
+            raise ConfigError(f"liveness: the cycle model is exact for one tile or m >= "
+                              f"{config.min_m_for_full_rate} (min_m_for_full_rate), not m {m} over {kt * nt} tiles")
+        mode = config.rounding[0] if mode is None else mode
+        if mode not in config.rounding:
+            raise ConfigError(f"liveness: mode {mode!r} is not built ({config.rounding})")
+        self.config, self.shape, self.mode = config, (m, k, n), mode
+        self.bound = config.ideal_cycles(m, k, n)
+        self.dut = (Accelerator if accelerator is None else accelerator)(config=config)
+        out = self.dut.cmd.payload.zero_point.shape()
+        self.free = [Signal(out, name=f"cmd_{name}") for name in ("zero_point", "qmin", "qmax")]
+        self._MustUse__silence = False
+
+    @property
+    def depth(self) -> int:
+        """BMC steps that reach a cycle past the bound: reset, the handshake, then the edges."""
+        return self.bound + BUSY_FALL_CYCLES + 4
+
+    @property
+    def ports(self) -> list:
+        d = self.dut
+        return [*self.free, *(Value.cast(p) for p in (d.weights.payload, d.params.payload, d.act.payload)),
+                d.busy, d.out.valid, Value.cast(d.out.payload)]
+
+    def elaborate(self, platform):
+        mm = Module()
+        mm.submodules.dut = d = self.dut
+        m, k, n = self.shape
+        sent = Signal()         # the command has been taken
+        cmd = d.cmd.payload
+        mm.d.comb += [
+            d.cmd.valid.eq(~sent), cmd.m.eq(m), cmd.k.eq(k), cmd.n.eq(n), cmd.mode.eq(MODE_CODES[self.mode]),
+            cmd.zero_point.eq(self.free[0]), cmd.qmin.eq(self.free[1]), cmd.qmax.eq(self.free[2]),
+            d.weights.valid.eq(1), d.params.valid.eq(1), d.act.valid.eq(1), d.out.ready.eq(1),
+        ]
+        last = self.bound + BUSY_FALL_CYCLES + 1
+        cycles = Signal(range(last + 1), name="cycles")     # edges since the command handshake, saturating
+        with mm.If(d.cmd.valid & d.cmd.ready):
+            mm.d.sync += [sent.eq(1), cycles.eq(1)]
+        with mm.Elif(sent & (cycles < last)):
+            mm.d.sync += cycles.eq(cycles + 1)
+        expected = m * -(-n // self.config.cols)
+        rows = Signal(range(expected + 2), name="rows_out")
+        with mm.If(d.out.valid & d.out.ready & (rows <= expected)):
+            mm.d.sync += rows.eq(rows + 1)
+        mm.d.comb += [
+            # every result row has left by the model's last handshake ...
+            Assert(~(sent & (cycles > self.bound)) | (rows == expected)),
+            # ... and busy falls BUSY_FALL_CYCLES later
+            Assert(~(sent & (cycles > self.bound + BUSY_FALL_CYCLES) & d.busy)),
+        ]
+        return mm
+
+
+# The descriptor geometries of the im2col bound (one bounded proof each): the fields that enter a
+# product in the address generator are fixed per geometry (the solver does not multiply free values);
+# the base address, the channel-word fields, the tiling and the chunking stay free.
+IM2COL_GEOMETRIES = {
+    # a 3x3 convolution, padding 1 on every side, stride 2, 2 words per pixel: every pad case
+    "conv3x3_s2_pad": dict(in_kind=0, in_h=3, in_w=3, in_pp=2, kh=3, kw=3, sh=2, sw=2, dh=1, dw=1,
+                           pt=1, pl=1, pb=1, pr=1, oh=2, ow=2),
+    # a dilated 2x2 kernel without padding, stride 1 (3 words per pixel)
+    "conv2x2_d2": dict(in_kind=0, in_h=3, in_w=3, in_pp=3, kh=2, kw=2, sh=1, sw=1, dh=2, dw=2,
+                       pt=0, pl=0, pb=0, pr=0, oh=1, ow=1),
+    # a window-layout input (one word per padded pixel group), 3 kernel rows, padding on top
+    "window": dict(in_kind=1, in_h=3, in_w=2, in_pp=1, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1,
+                   pt=1, pl=0, pb=1, pr=0, oh=3, ow=2),
+}
+
+
+IM2COL_MAX_N_TILES = 3     # N tiles per descriptor in the im2col bound (small sizes, for the solver)
+
+
+class Im2colBoundHarness(Elaboratable):
+    """``Im2colAgen`` (``qhw.hw.engine.im2col``): every word it emits (a beat that is not padding)
+    is below ``words``, the scratchpad's size, for descriptors that pass the compiler's checks.
+
+    Descriptors arrive when the solver chooses (``desc.valid`` free, the stream rule assumed), and
+    ``beats.ready`` is free. Each offered descriptor has the geometry ``geometry`` (a name of
+    ``IM2COL_GEOMETRIES``: layout, input size, words per pixel, kernel, strides, dilations, pads and
+    output size fixed) and free legal values of the rest: the input inside the scratchpad
+    (``in_base + in_h * in_w * in_pp <= words``), its channel words inside a pixel (``in_cw0 +
+    (n_tiles - 1) * cw_step + kcw <= in_pp``; a window input reads one word per pixel group),
+    ``kcw``, ``m_chunk`` >= 1 and ``n_tiles`` from 1 to ``IM2COL_MAX_N_TILES``. A bounded property
+    (``mode bmc``). ``agen`` is the class to build (a mutant in the tests).
+    """
+
+    def __init__(self, *, geometry: str, words: int = 64, agen=None):
+        from ..hw.engine.im2col import Im2colAgen
+
+        self._MustUse__silence = True
+        if geometry not in IM2COL_GEOMETRIES:
+            raise ConfigError(f"im2col bound: unknown geometry {geometry!r}; known: {', '.join(IM2COL_GEOMETRIES)}")
+        g = IM2COL_GEOMETRIES[geometry]
+        if not isinstance(words, int) or words < g["in_h"] * g["in_w"] * g["in_pp"]:
+            raise ConfigError(f"im2col bound: words must be an integer that holds the input, not {words!r}")
+        self.geometry, self.words = geometry, words
+        self.agen = (Im2colAgen if agen is None else agen)()
+        # The geometry's fields are driven as constants (Yosys folds the address generator's
+        # products); every other descriptor field is a free input of the harness.
+        layout = self.agen.desc.payload.shape()
+        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout
+                       if name not in g}
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        a = self.agen
+        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.beats.valid, a.beats.ready,
+                Value.cast(a.beats.payload), a.busy]
+
+    def elaborate(self, platform):
+        from ..engine.isa import IN_WINDOW
+
+        m = Module()
+        m.submodules.agen = agen = self.agen
+        d = agen.desc.payload
+        g = IM2COL_GEOMETRIES[self.geometry]
+        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
+        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
+        window = g["in_kind"] == IN_WINDOW
+        size = g["in_h"] * g["in_w"] * (1 if window else g["in_pp"])
+        legal = [d.in_base + size <= self.words, (d.n_tiles >= 1) & (d.n_tiles <= IM2COL_MAX_N_TILES),
+                 d.kcw >= 1, d.m_chunk >= 1]
+        if not window:      # in_cw0 + (n_tiles - 1) * cw_step + kcw <= in_pp, without a free product
+            legal.append(Cat(*((d.n_tiles != t) | (d.in_cw0 + (t - 1) * d.cw_step + d.kcw <= g["in_pp"])
+                               for t in range(1, IM2COL_MAX_N_TILES + 1))).all())
+        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
+        # the stream rule on desc: an offered descriptor stays, unchanged, until taken
+        waiting, last = Signal(), Signal.like(d.as_value())
+        m.d.sync += [waiting.eq(agen.desc.valid & ~agen.desc.ready), last.eq(d.as_value())]
+        m.d.comb += Assume(~waiting | (agen.desc.valid & (d.as_value() == last)))
+        b = agen.beats
+        m.d.comb += Assert(~(b.valid & ~b.payload.pad) | (b.payload.addr < self.words))
         return m

@@ -17,12 +17,15 @@ from ..errors import ConfigError
 __all__ = ["mutant"]
 
 
-def mutant(cls: type, old: str, new: str) -> type:
-    """A copy of ``cls`` whose module source has ``old`` replaced by ``new`` (``old`` occurs once)."""
+def mutant(cls: type, old: str, new: str, names: dict | None = None) -> type:
+    """A copy of ``cls`` whose module source has ``old`` replaced by ``new`` (``old`` occurs once).
+
+    ``names`` are added to the copy's module namespace, e.g. a mutant of a subcomponent for ``new``
+    to build instead of the original (a top with a broken part)."""
     module = sys.modules[cls.__module__]
     source = inspect.getsource(module)
     if source.count(old) != 1:
         raise ConfigError(f"mutant: {old!r} occurs {source.count(old)} times in {module.__name__}, expected once")
-    namespace = {"__name__": f"{module.__name__}_mutant", "__package__": module.__package__}
+    namespace = {"__name__": f"{module.__name__}_mutant", "__package__": module.__package__, **(names or {})}
     exec(compile(source.replace(old, new), f"{module.__file__} (mutant)", "exec"), namespace)   # noqa: S102
     return namespace[cls.__name__]

@@ -2,7 +2,8 @@
 
 Each property is a harness (``qhw.formal.harness``) around one component, proven by k-induction
 (``mode prove``): a PASS holds for every reachable state, not only the first ``depth`` cycles.
-``result_count`` is bounded (``mode bmc``): it holds for every input sequence of ``depth`` cycles.
+``result_count`` and the ``liveness_*`` properties are bounded (``mode bmc``): they hold for every
+input sequence of ``depth`` cycles.
 ``depth`` is the induction length; each property has a floor below which induction cannot close
 (the lane's, its latency + 2: only then is every register a function of the inputs).
 """
@@ -17,10 +18,18 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..hw.accel import Accelerator
 from ..hw.config import ArrayConfig
-from .harness import BankHarness, CreditHarness, LaneHarness, ResultCountHarness, StreamRules
+from .harness import (
+    LANE_REFERENCES,
+    BankHarness,
+    CreditHarness,
+    LaneHarness,
+    LivenessHarness,
+    ResultCountHarness,
+    StreamRules,
+)
 from .sby import ProofResult, run_proof
 
-__all__ = ["LANE_M0_BITS", "PROPERTIES", "Property", "lane_config", "prove_all"]
+__all__ = ["LANE_M0_FREE", "PROPERTIES", "Property", "lane_config", "liveness_shapes", "prove_all"]
 
 
 @dataclass(frozen=True)
@@ -37,15 +46,35 @@ class Property:
 
 
 def lane_config(config: ArrayConfig) -> ArrayConfig:
-    """The lane under proof: ``config``'s lane with only the ``single`` rule built (the one the
-    combinational reference states; ``tflite``/``onnx`` are checked by simulation)."""
-    return replace(config, rounding=("single",))
+    """The lane under proof: ``config``'s lane with its fixed-point rules built (``single`` and/or
+    ``tflite``, those the combinational references state; ``onnx``'s float32 rule is checked by the
+    exhaustive sweep, ``qhw.formal.lane_sweep``). A config with only ``onnx`` proves ``single``'s."""
+    return replace(config, rounding=tuple(r for r in config.rounding if r in LANE_REFERENCES) or ("single",))
 
 
-# The lane proof's M0 width: the multiplier's equivalence with a plain product is out of the
-# solver's reach here (a free 4-bit M0, or M0 = 0x5DC3B1A7, ran past 120 s; M0 = 2**30 took 74 s),
-# so M0 is reduced to {0, 1}; everything around the product is proven for every value.
-LANE_M0_BITS = 1
+# The lane proof's reduced M0: the multiplier's equivalence with a plain product is out of the
+# solver's reach here (a free 4-bit M0, or M0 = 0x5DC3B1A7, ran past 120 s; M0 = 2**30 took 74 s;
+# M0 free in bits {0, 17, 30} past 600 s), so M0 is reduced to {0, 1}; everything around the
+# product is proven for every value, the product by the exhaustive sweep (docs/verification.md).
+LANE_M0_FREE = (0,)
+
+
+def liveness_shapes(config: ArrayConfig) -> dict[str, tuple[int, int, int]]:
+    """The command shapes of the liveness properties, (M, K, N): where the cycle model is exact,
+    one full tile of two rows, and two N tiles at full rate (M = ``min_m_for_full_rate``)."""
+    return {"tile": (2, config.rows, config.cols),
+            "n_tiles": (config.min_m_for_full_rate, config.rows, 2 * config.cols)}
+
+
+def _liveness(name: str) -> Property:
+    def build(c):
+        m, k, n = liveness_shapes(c)[name]
+        return LivenessHarness(config=c, m=m, k=k, n=n)
+
+    return Property(f"liveness_{name}", "Accelerator",
+                    f"from reset, inputs offered and out ready, a command of the {name.replace('_', ' ')} shape "
+                    "has all rows out within ideal_cycles and busy low 2 cycles later (bounded)",
+                    build, lambda c: build(c).depth, mode="bmc")
 
 # The result-count property is bounded: commands of at most this size, whole within the depth.
 COUNT_MAX_M, COUNT_MAX_N_TILES = 2, 2
@@ -66,10 +95,12 @@ PROPERTIES = (
              lambda c: ResultCountHarness(config=c, max_m=COUNT_MAX_M, max_n_tiles=COUNT_MAX_N_TILES),
              lambda c: 2 * (c.weight_load_cycles + 2 + COUNT_MAX_M) + 4, mode="bmc"),
     Property("requant_lane", "RequantLane",
-             "lane output == clamp(((acc+bias)*M0 + 2**(30-shift)) >> (31-shift) + zp, qmin, qmax) ('single'), "
-             f"every acc, bias, shift, zp, qmin, qmax; M0 of {LANE_M0_BITS} bit",
-             lambda c: LaneHarness(config=lane_config(c), m0_bits=LANE_M0_BITS),
+             "lane output == the contract's single/tflite rule (qhw.arith) for the built ones, every acc, bias, "
+             f"shift, zp, qmin, qmax; M0 free in bits {LANE_M0_FREE} (the product: exhaustive sweep)",
+             lambda c: LaneHarness(config=lane_config(c), m0_free=LANE_M0_FREE),
              lambda c: lane_config(c).requant_latency + 2),
+    _liveness("tile"),
+    _liveness("n_tiles"),
 )
 
 

@@ -1,0 +1,66 @@
+"""The long formal runs that are not in CI: the requantization lane at full M0 width and on int8
+lanes, and the im2col address bound of the engine's address generator (each geometry, and its mutant).
+
+    python bench/bench_formal.py [--only lane|im2col] [--timeout SECONDS] [--im2col-depth N] [--build DIR]
+
+One line per run: property, configuration, mode, depth, status, seconds (``bench/results.md``,
+"Formal proofs"). The accelerator's own property set runs through ``qhw prove`` instead.
+Exit status 1 if a run that must be proven is ``failed`` or a mutant is ``proven``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qhw.formal.harness import IM2COL_GEOMETRIES, Im2colBoundHarness, LaneHarness
+from qhw.formal.mutate import mutant
+from qhw.formal.properties import LANE_M0_FREE
+from qhw.formal.sby import run_proof
+from qhw.hw.config import ArrayConfig
+from qhw.hw.engine import im2col
+
+# The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
+# check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
+IM2COL_MUTANTS = {
+    "cw0": ("conv2x2_d2", None, ("cwb.eq(Mux(win, 0, dp.in_cw0))", "cwb.eq(Mux(win, 0, dp.in_cw0 + 1))")),
+    "pad": ("conv3x3_s2_pad", 30, ("(y < d.in_h)", "(y <= d.in_h)")),
+}
+
+
+def _run(name, harness, *, mode, depth, build, timeout, must):
+    r = run_proof(harness, name=name, ports=harness.ports, build_dir=build, mode=mode, depth=depth, timeout=timeout)
+    print(f"{name:<44} {mode:<5} {depth:>5} {r.status:<8} {r.seconds:>8.1f}", flush=True)
+    return r.status != "failed" if must == "proven" else r.status != "proven"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=("lane", "im2col"))
+    p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--im2col-depth", type=int, default=12)
+    p.add_argument("--build", default="sim_build/formal_bench")
+    args = p.parse_args()
+    ok = True
+    kw = dict(build=args.build, timeout=args.timeout)
+    if args.only in (None, "lane"):
+        small = ArrayConfig(rows=2, cols=2, act_bits=4, weight_bits=4, max_k=4, acc_depth=4, rounding=("single",))
+        int8 = ArrayConfig(rows=2, cols=2, max_k=64, rounding=("single", "tflite"))
+        depth = small.requant_latency + 2
+        ok &= _run("lane_small_single_m0_full_width", LaneHarness(config=small), mode="prove", depth=depth,
+                   must="proven", **kw)
+        ok &= _run("lane_int8_single_tflite_m0_reduced", LaneHarness(config=int8, m0_free=LANE_M0_FREE),
+                   mode="prove", depth=int8.requant_latency + 2, must="proven", **kw)
+    if args.only in (None, "im2col"):
+        for geometry in IM2COL_GEOMETRIES:
+            ok &= _run(f"im2col_{geometry}", Im2colBoundHarness(geometry=geometry), mode="bmc",
+                       depth=args.im2col_depth, must="proven", **kw)
+        for name, (geometry, depth, edit) in IM2COL_MUTANTS.items():
+            broken = mutant(im2col.Im2colAgen, *edit)
+            ok &= _run(f"im2col_{geometry}_mutant_{name}", Im2colBoundHarness(geometry=geometry, agen=broken),
+                       mode="bmc", depth=depth or args.im2col_depth, must="failed", **kw)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
