@@ -30,11 +30,13 @@ from ..contract import (
     TFLITE_BITS,
     product_latency,
     requant_operand_bits,
+    serial_product_latency,
 )
 from ..errors import ConfigError
 from .config import ArrayConfig, check_config
 from .mesh import act_shape
 from .skew import delayed
+from .serial_mul import serial_product
 from .wide_mul import pipelined_product
 
 __all__ = ["RequantLane"]
@@ -194,14 +196,33 @@ class RequantLane(wiring.Component):
             m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
         # 4: t = op * M0 + rounding constant.
-        t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend, name="s4_prod",
-                              family=self.family)
-        ready = 3 + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)     # stages 1-3, the product
+        if c.requant_mul == "serial":
+            # One bit of M0 per cycle (no DSP). What travels with the data rides in the unit's tag
+            # registers instead of a delay line as long as the multiply.
+            tags = {"total": delayed(m, total, 2, name="total_s3")}
+            if has_tflite:
+                tags.update(right=delayed(m, right, 2, name="right_s3"), tfl=delayed(m, tfl, 2, name="tflite_s3"))
+            # (The constant is at most 2**61 for shifts in [-31, 30]: its 62 bits are the value.)
+            t, held = serial_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend[:62],
+                                     start=delayed(m, self.i_valid, 3, name="start"), tags=tags, name="s4_prod")
+            mul_latency = serial_product_latency(MULTIPLIER_BITS)
+        else:
+            t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend, name="s4_prod",
+                                  family=self.family)
+            mul_latency = product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)
+        ready = 3 + mul_latency     # stages 1-3, the product
         # Two more stages on either branch below (the shift, then the round-up or the narrowing).
-        _check_stages("the fixed-point path", ready + 2,
-                      FIXED_PATH_STAGES + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True))
+        _check_stages("the fixed-point path", ready + 2, FIXED_PATH_STAGES + mul_latency)
         r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2}_fixed_r")
-        total_x = delayed(m, total, ready - 1, name="total")
+
+        def beside(name, value, stage, held_name):
+            """``value`` (ready after stage 1) ready after ``stage`` (>= ``ready - 1``): a delay line, or
+            the serial unit's held tag (valid up to stage ``ready - 1``, its last step) and registers."""
+            if c.requant_mul != "serial":
+                return delayed(m, value, stage - 1, name=name)
+            return delayed(m, held[held_name], stage - (ready - 1), name=name)
+
+        total_x = beside("total", total, ready, "total")
         single_r = t >> total_x
         sh_single = Signal.like(single_r, name=f"s{ready + 1}_single")
         m.d.sync += sh_single.eq(single_r)
@@ -213,7 +234,7 @@ class RequantLane(wiring.Component):
         # threshold (mask >> 1) + (q < 0).
         q = (t >> 31)[:32].as_signed()                             # |op * M0 + 2**30| < 2**62
         # The mask and both thresholds are decoded from `right` one stage ahead (no adders).
-        right_t = delayed(m, right, ready - 2, name="right")
+        right_t = beside("right", right, ready - 1, "right")
         mask = Signal(31, name=f"s{ready}_mask")          # 2**right - 1 (right <= 31)
         half = Signal(30, name=f"s{ready}_half")          # mask >> 1
         half1 = Signal(31, name=f"s{ready}_half1")        # (mask >> 1) + 1
@@ -225,7 +246,7 @@ class RequantLane(wiring.Component):
         up = Signal(name=f"s{ready + 1}_up")
         m.d.sync += [sh_tflite.eq(q >> right_x), up.eq((q & mask) > Mux(q < 0, half1, half))]
         # 6: the round-up bit (tflite), the narrowing (single).
-        tfl_x = delayed(m, tfl, ready, name="tflite")
+        tfl_x = beside("tflite", tfl, ready + 1, "tfl")
         m.d.sync += r.eq(Mux(tfl_x, sh_tflite + up, _saturate(sh_single, _FIXED_R_BITS)))
         return r, Const(0, 1), ready + 2
 
