@@ -35,8 +35,8 @@ from ..contract import (
 from ..errors import ConfigError
 from .config import ArrayConfig, check_config
 from .mesh import act_shape
-from .skew import delayed
 from .serial_mul import serial_product
+from .skew import delayed
 from .wide_mul import pipelined_product
 
 __all__ = ["RequantLane"]
