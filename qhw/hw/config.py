@@ -359,9 +359,11 @@ class ArrayConfig:
 
         The last wavefront must have left the mesh and read its requant parameters
         (``ISSUE_LATENCY + array_latency + accumulate_latency + PARAMS_READ_LATENCY``; the parameters
-        are read after the products, so DSP product cycles count); one more cycle of margin.
+        are read after the products, so DSP product cycles count); one more cycle of margin. Serial
+        lanes read the bank in place until their last group is fed: ``share_latency`` more.
         """
-        return ISSUE_LATENCY + self.array_latency + self.accumulate_latency + PARAMS_READ_LATENCY + 1
+        in_place = self.share_latency if self.requant_interval > 1 else 0
+        return ISSUE_LATENCY + self.array_latency + self.accumulate_latency + PARAMS_READ_LATENCY + 1 + in_place
 
     @property
     def weight_load_cycles(self) -> int:

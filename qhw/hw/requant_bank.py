@@ -64,13 +64,20 @@ class RequantBank(wiring.Component):
             # Shared (or serial) lanes: hold the row and its parameters, feed ``L`` columns every
             # ``I`` cycles; ``group`` is the columns' group, ``tick`` the cycle within its interval.
             stage_total = Signal.like(self.row.payload.sum)
-            stage_params = Signal(params_layout(c))
             group = Signal(range(G))
             tick = Signal(range(I))
             feeding = Signal()
+            if I > 1:
+                # Serial lanes read the parameters in place, from the row's bank (the loader keeps it
+                # until they are done: ``config.bank_drain_cycles``); only the bank bit is staged.
+                stage_bank = Signal()
+                stage_params = data.View(params_layout(c), Mux(stage_bank, banks[1].as_value(), banks[0].as_value()))
+                stage_load = stage_bank.eq(self.row.payload.bank)
+            else:
+                stage_params = Signal(params_layout(c))
+                stage_load = stage_params.eq(params)
             with m.If(self.row.valid):
-                m.d.sync += [stage_total.eq(self.row.payload.sum), stage_params.eq(params), group.eq(0),
-                             tick.eq(0), feeding.eq(1)]
+                m.d.sync += [stage_total.eq(self.row.payload.sum), stage_load, group.eq(0), tick.eq(0), feeding.eq(1)]
             with m.Elif(feeding):
                 if I > 1:
                     m.d.sync += tick.eq(tick + 1)
