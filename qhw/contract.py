@@ -75,6 +75,7 @@ __all__ = [
     "REQUANT_MULS",
     "REQUANT_OUTPUT_STAGES",
     "SCALE_BITS",
+    "SERIAL_SHIFT_STAGES",
     "SHIFT_BITS",
     "TFLITE_BITS",
     "accelerator_latency",
@@ -136,6 +137,9 @@ REQUANT_OUTPUT_STAGES = 2   # + zero point, clamp
 # one element per cycle) or ``serial`` (``serial_mul``: one bit of M0 per cycle in logic cells, no DSP;
 # ``single``/``tflite`` only).
 REQUANT_MULS = ("parallel", "serial")
+# A serial lane's right shifts (``single``'s up to 62 places, TFLite's up to 31) in one register
+# shifting 2 places per cycle instead of a barrel shifter: 31 more stages.
+SERIAL_SHIFT_STAGES = 31
 # ``Accumulator``: the psum and the accumulator row (read a cycle early) registered, then the add's
 # result registered (a register between two carry chains: this add and the lanes' bias add).
 ACCUMULATE_LATENCY = 2
@@ -213,12 +217,12 @@ def requant_latency(accumulator_bits: int, rounding, requant_mul: str = "paralle
     """Stages of one requantization lane: the longer of the built paths (fixed point for ``single`` /
     ``tflite``: ``FIXED_PATH_STAGES`` + a 31-bit M0 multiply with the rounding addend, ``wide_mul``'s or
     with ``requant_mul="serial"`` ``serial_mul``'s; ``onnx``: ``ONNX_PATH_STAGES`` + the 24x24-bit
-    mantissa multiply), then ``REQUANT_OUTPUT_STAGES``. 14 for int8 without ``onnx``, 19 with it; 42
-    serial."""
+    mantissa multiply), then ``REQUANT_OUTPUT_STAGES``. 14 for int8 without ``onnx``, 19 with it; 71
+    serial (its shifts take ``SERIAL_SHIFT_STAGES``)."""
     paths = []
     if "single" in rounding or "tflite" in rounding:
         if requant_mul == "serial":
-            mul = serial_product_latency(MULTIPLIER_BITS)
+            mul = serial_product_latency(MULTIPLIER_BITS) + SERIAL_SHIFT_STAGES
         else:
             mul = product_latency(requant_operand_bits(accumulator_bits), True, MULTIPLIER_BITS, addend=True)
         paths.append(FIXED_PATH_STAGES + mul)
