@@ -24,8 +24,12 @@ the FPGA flow can use it without building hardware, and each number is written o
   - ``product_latency()``: a wide multiply, i.e. ``PipelinedMul`` partial products of ``CHUNK``-bit
     chunks, ``PARTIAL_PRODUCT_STAGES`` fabric register, ``tree_levels()`` registered adder levels
     (``qhw.hw.wide_mul``);
+  - ``serial_product_latency()`` / ``serial_product_interval()``: the bit-serial multiply in logic
+    cells (``qhw.hw.serial_mul``), a lane's product when ``requant_mul`` is ``serial``
+    (``REQUANT_MULS``);
   - ``requant_latency()``: a requantization lane, the longer of its paths (``FIXED_PATH_STAGES`` or
     ``ONNX_PATH_STAGES`` plus their multiply) and ``REQUANT_OUTPUT_STAGES`` (``qhw.hw.requant``);
+    ``requant_interval()``: cycles between a lane's inputs;
   - ``ACCUMULATE_LATENCY``: array output to the accumulated row (``qhw.hw.accumulator.Accumulator``);
   - ``FIFO_LATENCY``: a requantized row into the output queue to its ``out`` handshake
     (``qhw.hw.output_queue.OutputQueue``, a ``SyncFIFOBuffered``).
@@ -68,16 +72,21 @@ __all__ = [
     "PE_KINDS",
     "PE_PRODUCT_LATENCY",
     "PIPELINED_MUL_LATENCY",
+    "REQUANT_MULS",
     "REQUANT_OUTPUT_STAGES",
     "SCALE_BITS",
+    "SERIAL_SHIFT_STAGES",
     "SHIFT_BITS",
     "TFLITE_BITS",
     "accelerator_latency",
     "chunk_count",
     "mesh_latency",
     "product_latency",
+    "requant_interval",
     "requant_latency",
     "requant_operand_bits",
+    "serial_product_interval",
+    "serial_product_latency",
     "signed_bits",
     "tree_levels",
 ]
@@ -124,6 +133,13 @@ PARTIAL_PRODUCT_STAGES = 1  # the fabric register beside each partial product's 
 FIXED_PATH_STAGES = 5
 ONNX_PATH_STAGES = 11
 REQUANT_OUTPUT_STAGES = 2   # + zero point, clamp
+# How a lane multiplies (``ArrayConfig.requant_mul``): ``parallel`` (``wide_mul``: DSP partial products,
+# one element per cycle) or ``serial`` (``serial_mul``: one bit of M0 per cycle in logic cells, no DSP;
+# ``single``/``tflite`` only).
+REQUANT_MULS = ("parallel", "serial")
+# A serial lane's right shifts (``single``'s up to 62 places, TFLite's up to 31) in one register
+# shifting 2 places per cycle instead of a barrel shifter: 31 more stages.
+SERIAL_SHIFT_STAGES = 31
 # ``Accumulator``: the psum and the accumulator row (read a cycle early) registered, then the add's
 # result registered (a register between two carry chains: this add and the lanes' bias add).
 ACCUMULATE_LATENCY = 2
@@ -176,20 +192,40 @@ def product_latency(a_bits: int, a_signed: bool, b_bits: int, *, addend: bool) -
     return PIPELINED_MUL_LATENCY + PARTIAL_PRODUCT_STAGES + tree_levels(terms)
 
 
+def serial_product_latency(b_bits: int) -> int:
+    """Cycles of ``qhw.hw.serial_mul``'s ``a * b + addend``: the load, one step per bit of ``b``, the
+    output register (the addend's high part added)."""
+    return b_bits + 2
+
+
+def serial_product_interval(b_bits: int) -> int:
+    """Cycles between two products of one ``qhw.hw.serial_mul`` unit: the load and ``b_bits`` steps."""
+    return b_bits + 1
+
+
+def requant_interval(requant_mul: str = "parallel") -> int:
+    """Cycles between two inputs of one requantization lane: 1, or the serial multiply's interval."""
+    return 1 if requant_mul == "parallel" else serial_product_interval(MULTIPLIER_BITS)
+
+
 def requant_operand_bits(accumulator_bits: int) -> int:
     """Width of the fixed-point path's multiplicand: ``acc + bias``, or TFLite's int32 view if wider."""
     return max(accumulator_bits, TFLITE_BITS)
 
 
-def requant_latency(accumulator_bits: int, rounding) -> int:
+def requant_latency(accumulator_bits: int, rounding, requant_mul: str = "parallel") -> int:
     """Stages of one requantization lane: the longer of the built paths (fixed point for ``single`` /
-    ``tflite``: ``FIXED_PATH_STAGES`` + a 31-bit M0 multiply with the rounding addend; ``onnx``:
-    ``ONNX_PATH_STAGES`` + the 24x24-bit mantissa multiply), then ``REQUANT_OUTPUT_STAGES``.
-    14 for int8 without ``onnx``, 19 with it."""
+    ``tflite``: ``FIXED_PATH_STAGES`` + a 31-bit M0 multiply with the rounding addend, ``wide_mul``'s or
+    with ``requant_mul="serial"`` ``serial_mul``'s; ``onnx``: ``ONNX_PATH_STAGES`` + the 24x24-bit
+    mantissa multiply), then ``REQUANT_OUTPUT_STAGES``. 14 for int8 without ``onnx``, 19 with it; 71
+    serial (its shifts take ``SERIAL_SHIFT_STAGES``)."""
     paths = []
     if "single" in rounding or "tflite" in rounding:
-        paths.append(FIXED_PATH_STAGES + product_latency(requant_operand_bits(accumulator_bits), True,
-                                                         MULTIPLIER_BITS, addend=True))
+        if requant_mul == "serial":
+            mul = serial_product_latency(MULTIPLIER_BITS) + SERIAL_SHIFT_STAGES
+        else:
+            mul = product_latency(requant_operand_bits(accumulator_bits), True, MULTIPLIER_BITS, addend=True)
+        paths.append(FIXED_PATH_STAGES + mul)
     if "onnx" in rounding:
         paths.append(ONNX_PATH_STAGES + product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS,
                                                         addend=False))

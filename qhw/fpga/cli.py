@@ -42,8 +42,9 @@ def add_parser(subparsers) -> None:
                    help="PE implementation of the array top (auto: the board family's DSP variant); the "
                         "accel and board tops build the manifest's pe (qhw generate --pe), so auto or that")
     s.add_argument("--freq", type=_mhz, metavar="MHZ",
-                   help="clock constraint (default: 40 on iCE40 and 150 on ECP5 for array/accel; "
-                        "the board oscillator for --top board)")
+                   help="clock (default: a 40 MHz constraint on iCE40 and 150 on ECP5 for array/accel; "
+                        "the board oscillator for --top board); on iCE40 a given --freq drives the PLL "
+                        "(icepll's closest setting, e.g. 40 -> 39.75, 40.5 -> 40.5 from 12 MHz), any top")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     s.add_argument("--baud", type=int, default=115200, help="UART baud rate of --top board (default 115200)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")

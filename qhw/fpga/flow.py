@@ -135,18 +135,28 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
     """Synthesize, place and route ``config`` for ``board``; return the report dict (``SYNTH_KEYS`` ...).
 
     ``freq_mhz`` is the clock constraint given to nextpnr (default: the board's target for
-    ``array``/``accel`` tops, the oscillator for the ``board`` top, which runs from it).
+    ``array``/``accel`` tops, the oscillator for the ``board`` top, which runs from it). On iCE40 a
+    ``freq_mhz`` other than the oscillator's drives the PLL (``qhw.fpga.pll``; any top): the design
+    runs from it and is timed at the PLL's achieved frequency (``target_mhz``; ``pll`` in the report).
     Raises ``ConfigError`` (one line: resource, overflow, a smaller configuration that fits)
     when the design does not fit.
     """
     info = board_info(board)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, not {seed!r}")
+    pll = None
+    requested = freq_mhz
     if freq_mhz is None:
         freq_mhz = info.clock_mhz if top == "board" else info.default_target_mhz
+    elif freq_mhz != info.clock_mhz and info.family == "ice40":
+        # --freq drives the PLL: the design runs (and is timed) at the PLL's achieved frequency.
+        from .pll import ice40_pll
+        pll = ice40_pll(info.clock_mhz, freq_mhz)
+        freq_mhz = pll.f_out_mhz
     elif top == "board" and freq_mhz != info.clock_mhz:
-        raise ConfigError(f"the board top runs from the {info.clock_mhz:g} MHz oscillator; "
-                          f"--freq must be {info.clock_mhz:g} or left out, not {freq_mhz!r}")
+        raise ConfigError(f"the {info.family} board top runs from the {info.clock_mhz:g} MHz oscillator (no PLL "
+                          f"support for {info.family} yet); --freq must be {info.clock_mhz:g} or left out, "
+                          f"not {freq_mhz!r}")
     from .arrays import manifest_pe, resolve_pe
     if top == "array":
         pe = resolve_pe(config, pe=pe, family=info.family)
@@ -163,13 +173,19 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
     except OSError as e:
         raise ConfigError(f"output directory cannot be created: {e}") from None
 
-    platform = platform_for(board, clock_mhz=freq_mhz)
-    elab = build_top(config, top=top, family=info.family, clk_hz=info.clock_mhz * 1e6, baud=baud)
+    # With the PLL the pin keeps the oscillator's constraint; nextpnr derives the PLL output's.
+    platform = platform_for(board, clock_mhz=info.clock_mhz if pll else freq_mhz)
+    elab = build_top(config, top=top, family=info.family, clk_hz=(pll.f_out_mhz if pll else info.clock_mhz) * 1e6,
+                     baud=baud)
+    if pll is not None:
+        from .pll import PllTop
+        elab = PllTop(elab, pll)
     stat_file = f"{name}_stat.json"
     overrides = yosys_overrides(info.family, stat_file=stat_file)
     if not quiet:
+        via = f" (PLL from {info.clock_mhz:g} MHz, {requested:g} requested)" if pll else ""
         log(f"[qhw] {board}: elaborating {top} top {config.rows}x{config.cols} (pe {pe}) "
-            f"at {freq_mhz:g} MHz in {build}")
+            f"at {freq_mhz:g} MHz{via} in {build}")
     # Tools write into a private directory; results are moved into place only when all succeeded.
     work = Path(tempfile.mkdtemp(prefix=".work_", dir=build))
     try:
@@ -231,9 +247,13 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
         "dsps_available": report["dsps_available"],
         "brams": report["brams"],
         "brams_available": report["brams_available"],
+        "sprams": report.get("sprams"),
         "fmax_mhz": fmax,
         "target_mhz": float(freq_mhz),
         "timing_met": fmax >= freq_mhz,
+        "pll": None if pll is None else {"requested_mhz": float(requested), "f_out_mhz": pll.f_out_mhz,
+                                         "divr": pll.divr, "divf": pll.divf, "divq": pll.divq,
+                                         "filter_range": pll.filter_range},
         "macs": macs,
         "peak_gops": round(2 * macs * fmax / 1000, 3),
         "gops_per_dsp": round(2 * macs * fmax / 1000 / report["dsps"], 4) if report["dsps"] else None,

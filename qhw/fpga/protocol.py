@@ -23,7 +23,7 @@ expected), ``error`` (seq = next expected; payload ``[code, detail]``, ``ERRORS`
 from __future__ import annotations
 
 from ..arith import ROUNDING_MODES
-from ..contract import MANIFEST_FORMAT_VERSION, PE_KINDS
+from ..contract import MANIFEST_FORMAT_VERSION, PE_KINDS, REQUANT_MULS
 
 __all__ = ["ERRORS", "ERROR_TEXT", "FATAL_ERRORS", "HEADER_BYTES", "INFO_BYTES", "INFO_LAYOUT", "OPCODES",
            "OVERHEAD", "PROTOCOL_VERSION", "REPLIES", "SEQUENCED", "SYNC", "crc16", "crc16_byte", "encode",
@@ -96,7 +96,9 @@ def info_bytes(parameters: dict, *, fifo_depth: int) -> bytes:
               "rounding": sum(1 << ROUNDING_MODES.index(r) for r in p["rounding"]),
               "max_k": p["max_k"], "acc_bits": p["acc_bits"], "acc_depth": p["acc_depth"],
               "tile_rows": p["tile_rows"], "tile_cols": p["tile_cols"], "tile_pipeline": p["tile_pipeline"],
-              "requant_lanes": p["requant_lanes"] or 0, "pe": PE_KINDS.index(p["pe"]), "fifo_depth": fifo_depth}
+              "requant_lanes": p["requant_lanes"] or 0, "fifo_depth": fifo_depth,
+              # The pe byte: the PE kind's index, the lanes' multiply (REQUANT_MULS) in the high nibble.
+              "pe": PE_KINDS.index(p["pe"]) | REQUANT_MULS.index(p["requant_mul"]) << 4}
     out = b""
     for name, n in INFO_LAYOUT:
         if not 0 <= values[name] < 1 << (8 * n):
@@ -114,7 +116,7 @@ def parse_info(data: bytes) -> dict:
     for name, n in INFO_LAYOUT:
         v[name] = int.from_bytes(data[pos:pos + n], "little")
         pos += n
-    if v["pe"] >= len(PE_KINDS):
+    if v["pe"] & 0xF >= len(PE_KINDS) or v["pe"] >> 4 >= len(REQUANT_MULS):
         raise ValueError(f"unknown pe code {v['pe']}")
     return {"protocol": v["protocol"], "format_version": v["format_version"], "fifo_depth": v["fifo_depth"],
             "parameters": {
@@ -123,4 +125,5 @@ def parse_info(data: bytes) -> dict:
                 "acc_depth": v["acc_depth"], "per_channel": bool(v["per_channel"]),
                 "rounding": [r for i, r in enumerate(ROUNDING_MODES) if v["rounding"] >> i & 1],
                 "tile_rows": v["tile_rows"], "tile_cols": v["tile_cols"], "tile_pipeline": v["tile_pipeline"],
-                "requant_lanes": v["requant_lanes"] or None, "pe": PE_KINDS[v["pe"]]}}
+                "requant_lanes": v["requant_lanes"] or None, "pe": PE_KINDS[v["pe"] & 0xF],
+                "requant_mul": REQUANT_MULS[v["pe"] >> 4]}}

@@ -115,6 +115,7 @@ def parse_nextpnr_report(path: Path, *, family: str) -> dict:
         "ffs": used("ffs"),
         "dsps": used("dsps") or 0, "dsps_available": avail("dsps"),
         "brams": used("brams") or 0, "brams_available": avail("brams"),
+        "sprams": util.get("ICESTORM_SPRAM", {}).get("used") if family == "ice40" else None,
         "fmax_mhz": round(float(achieved), 2),
         "clocks": {k: {"achieved": round(v["achieved"], 2), "constraint": v["constraint"]} for k, v in fmax.items()},
         "critical_path": worst,

@@ -52,6 +52,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--requant-lanes", type=int,
                    help="requantization lanes (DSP multipliers), a divisor of --cols; fewer lanes are shared "
                         "and space result rows (default: one per column)")
+    p.add_argument("--requant-mul", metavar="parallel|serial",
+                   help="how a requantization lane multiplies: parallel (DSP blocks, one element per cycle; "
+                        "default) or serial (logic cells only, one element per 32 cycles; single/tflite only; "
+                        "for the iCE40 UP5K, whose DSPs the array takes)")
     p.add_argument("--pe", metavar="|".join(PE_KINDS),
                    help="PE kind: generic (default), or the DSP-mapped ice40-dual (8-bit) / ecp5-pipelined, which "
                         "qhw synth --top accel|board builds for that FPGA family; 1x1 tiles only")
@@ -76,7 +80,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # ArrayConfig fields set by the flag of the same name (--per-tensor and --unsigned-act are mapped below).
 _FIELDS = ("rows", "cols", "act_bits", "weight_bits", "max_k", "rounding", "acc_bits", "acc_depth", "tile_rows",
-           "tile_cols", "tile_pipeline", "requant_lanes", "pe")
+           "tile_cols", "tile_pipeline", "requant_lanes", "pe", "requant_mul")
 
 
 def config_from_args(args: argparse.Namespace) -> ArrayConfig:

@@ -33,9 +33,11 @@ from ..contract import (
     PE_FAMILY,
     PE_KINDS,
     PE_PRODUCT_LATENCY,
+    REQUANT_MULS,
     SHIFT_BITS,
     accelerator_latency,
     mesh_latency,
+    requant_interval,
     requant_latency,
     signed_bits,
 )
@@ -121,6 +123,13 @@ class ArrayConfig:
         (two 8x8 MACs per iCE40 ``SB_MAC16``, 8-bit only) or ``"ecp5-pipelined"`` (registered ECP5
         ``MULT18X18D``, ``product_latency`` 5). DSP kinds need 1x1 tiles with ``tile_pipeline`` 1.
         Simulation and ``qhw generate`` build a portable equivalent; the FPGA flow the vendor primitive.
+    requant_mul:
+        How each requantization lane multiplies (``qhw.contract.REQUANT_MULS``): ``"parallel"`` (DSP
+        partial products, ``qhw.hw.wide_mul``; a lane takes an element every cycle) or ``"serial"``
+        (one bit of M0 per cycle in logic cells, ``qhw.hw.serial_mul``: no DSP block, an element every
+        ``requant_interval`` = 32 cycles, so a result row takes ``requant_passes = cols / lanes * 32``
+        cycles; ``single``/``tflite`` only). ``serial`` is for the iCE40 UP5K, whose 8 ``SB_MAC16`` the
+        array takes.
     """
 
     rows: int = 8
@@ -138,6 +147,7 @@ class ArrayConfig:
     tile_pipeline: int = 1
     requant_lanes: int | None = None
     pe: str = "generic"
+    requant_mul: str = "parallel"
 
     def __post_init__(self):
         _positive("rows", self.rows)
@@ -165,6 +175,12 @@ class ArrayConfig:
         check_pe(self.pe, tile_rows=self.tile_rows, tile_cols=self.tile_cols, tile_pipeline=self.tile_pipeline,
                  act_bits=self.act_bits, weight_bits=self.weight_bits)
         self._check_rounding()
+        if not isinstance(self.requant_mul, str) or self.requant_mul not in REQUANT_MULS:
+            raise _invalid("requant_mul", f"requant_mul must be one of {', '.join(REQUANT_MULS)}, "
+                                          f"not {self.requant_mul!r}")
+        if self.requant_mul == "serial" and "onnx" in self.rounding:
+            raise _invalid("requant_mul", "requant_mul serial builds the single and tflite modes only, not onnx "
+                                          "(build with --rounding single or single,tflite)")
         if self.requant_lanes is not None and (not _is_int(self.requant_lanes) or self.requant_lanes < 1
                                                or self.cols % self.requant_lanes):
             raise _invalid("requant_lanes", f"requant_lanes must be a positive divisor of cols ({self.cols}), "
@@ -278,7 +294,13 @@ class ArrayConfig:
         """Pipeline stages of one requantization lane (``qhw.contract.requant_latency`` for
         ``accumulator_bits`` and ``rounding``; ``qhw.hw.requant.RequantLane`` builds it): 14 for int8
         without ``onnx``, 19 with it."""
-        return requant_latency(self.accumulator_bits, self.rounding)
+        return requant_latency(self.accumulator_bits, self.rounding, self.requant_mul)
+
+    @property
+    def requant_interval(self) -> int:
+        """Cycles between two inputs of one lane (``qhw.contract.requant_interval``): 1 ``parallel``,
+        32 ``serial``."""
+        return requant_interval(self.requant_mul)
 
     @property
     def requant_lane_count(self) -> int:
@@ -287,15 +309,22 @@ class ArrayConfig:
         return self.cols if self.requant_lanes is None else self.requant_lanes
 
     @property
-    def requant_passes(self) -> int:
-        """Cycles one result row occupies the requantization lanes: ``cols / requant_lane_count``."""
+    def requant_groups(self) -> int:
+        """Columns each lane takes in turn: ``cols / requant_lane_count``."""
         return self.cols // self.requant_lane_count
 
     @property
+    def requant_passes(self) -> int:
+        """Cycles one result row occupies the requantization lanes: ``requant_groups * requant_interval``
+        (``cols / requant_lane_count`` with parallel lanes)."""
+        return self.requant_groups * self.requant_interval
+
+    @property
     def share_latency(self) -> int:
-        """Extra cycles of shared lanes: a staging register, then one cycle per further pass
-        (``0`` with one lane per column, else ``requant_passes``)."""
-        return 0 if self.requant_passes == 1 else self.requant_passes
+        """Extra cycles of shared (or serial) lanes: a staging register, then ``requant_interval`` per
+        further group of columns (``0`` with one parallel lane per column, else
+        ``1 + (requant_groups - 1) * requant_interval``: ``requant_passes`` for parallel lanes)."""
+        return 0 if self.requant_passes == 1 else 1 + (self.requant_groups - 1) * self.requant_interval
 
     @property
     def fifo_latency(self) -> int:
@@ -330,9 +359,11 @@ class ArrayConfig:
 
         The last wavefront must have left the mesh and read its requant parameters
         (``ISSUE_LATENCY + array_latency + accumulate_latency + PARAMS_READ_LATENCY``; the parameters
-        are read after the products, so DSP product cycles count); one more cycle of margin.
+        are read after the products, so DSP product cycles count); one more cycle of margin. Serial
+        lanes read the bank in place until their last group is fed: ``share_latency`` more.
         """
-        return ISSUE_LATENCY + self.array_latency + self.accumulate_latency + PARAMS_READ_LATENCY + 1
+        in_place = self.share_latency if self.requant_interval > 1 else 0
+        return ISSUE_LATENCY + self.array_latency + self.accumulate_latency + PARAMS_READ_LATENCY + 1 + in_place
 
     @property
     def weight_load_cycles(self) -> int:
@@ -405,6 +436,7 @@ class ArrayConfig:
                 "shift_bits": SHIFT_BITS,
                 "tile_grid": list(self.tile_grid),
                 "requant_lane_count": self.requant_lane_count,
+                "requant_interval": self.requant_interval,
                 "fifo_depth": self.fifo_depth,
                 "mode_codes": dict(MODE_CODES),
                 "max_n": MAX_GEMM_N,

@@ -26,14 +26,17 @@ from ..contract import (
     ONNX_MANTISSA_BITS,
     ONNX_PATH_STAGES,
     SCALE_BITS,
+    SERIAL_SHIFT_STAGES,
     SHIFT_BITS,
     TFLITE_BITS,
     product_latency,
     requant_operand_bits,
+    serial_product_latency,
 )
 from ..errors import ConfigError
 from .config import ArrayConfig, check_config
 from .mesh import act_shape
+from .serial_mul import serial_product
 from .skew import delayed
 from .wide_mul import pipelined_product
 
@@ -113,6 +116,7 @@ class RequantLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self.config
+        self._valid_tap = None          # set by a serial fixed-point path
 
         def selects(mode):
             if mode not in c.rounding:
@@ -154,7 +158,12 @@ class RequantLane(wiring.Component):
         # ... and the clamp.
         m.d.sync += self.o.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
         _check_stages("the lane", depth + 2, c.requant_latency)     # the paths, then y and the clamp
-        m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, c.requant_latency, name="valid"))
+        tap = self._valid_tap
+        if tap is None:
+            m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, c.requant_latency, name="valid"))
+        else:       # the serial path's valid at its product, carried on
+            valid, stage = tap
+            m.d.comb += self.o_valid.eq(delayed(m, valid, c.requant_latency - stage, name="valid_out"))
         return m
 
     def _fixed(self, m, a, tfl):
@@ -163,17 +172,31 @@ class RequantLane(wiring.Component):
         has_tflite = "tflite" in c.rounding
         shift = self.shift
 
-        # 1: decode the shift.
+        serial = c.requant_mul == "serial"
+        # 1: decode the shift. A serial lane's inputs come at least requant_interval cycles apart, so
+        # these registers hold their element (load on i_valid) until the multiply has sampled it,
+        # instead of delay lines carrying it to stage 3.
         total = Signal(range(64), name="s1_total")                 # single: right shift 31 - shift
         m0 = Signal(unsigned(MULTIPLIER_BITS), name="s1_m0")
-        m.d.sync += [total.eq((31 - shift).as_unsigned()[:6]), m0.eq(self.multiplier)]
+        s1 = [total.eq((31 - shift).as_unsigned()[:6]), m0.eq(self.multiplier)]
         if has_tflite:
             left = Signal(range(31), name="s1_left")
             right = Signal(range(32), name="s1_right")
-            m.d.sync += [left.eq(Mux(shift > 0, shift, 0)), right.eq(Mux(shift < 0, -shift, 0))]
+            s1 += [left.eq(Mux(shift > 0, shift, 0)), right.eq(Mux(shift < 0, -shift, 0))]
+        if serial:
+            shift_h = Signal.like(shift, name="s1_shift")
+            with m.If(self.i_valid):
+                m.d.sync += [*s1, shift_h.eq(shift)]
+        else:
+            m.d.sync += s1
+
+        def to_s3(value, name):
+            """A stage-1 value at stage 3: held (serial) or two registers later."""
+            return value if serial else delayed(m, value, 2, name=name)
+
         # The rounding constant, decoded where the multiplier registers it: 2**(30 - shift) for
         # single, 2**30 for tflite (carrying 6 bits costs less than carrying 62).
-        shift3 = delayed(m, shift, 3, name="shift")
+        shift3 = shift_h if serial else delayed(m, shift, 3, name="shift")
         addend = Const(1, 62) << (30 - shift3).as_unsigned()[:6]
         if has_tflite:
             addend = Mux(delayed(m, tfl, 2, name="tflite_add"), Const(1 << 30, 62), addend)
@@ -194,14 +217,40 @@ class RequantLane(wiring.Component):
             m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
         # 4: t = op * M0 + rounding constant.
-        t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend, name="s4_prod",
-                              family=self.family)
-        ready = 3 + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)     # stages 1-3, the product
-        # Two more stages on either branch below (the shift, then the round-up or the narrowing).
-        _check_stages("the fixed-point path", ready + 2,
-                      FIXED_PATH_STAGES + product_latency(op_bits, True, MULTIPLIER_BITS, addend=True))
-        r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2}_fixed_r")
-        total_x = delayed(m, total, ready - 1, name="total")
+        if serial:
+            # One bit of M0 per cycle (no DSP). What travels with the data rides in the unit's tag
+            # registers instead of a delay line as long as the multiply.
+            tags = {"total": total}
+            if has_tflite:
+                tags.update(right=right, tfl=delayed(m, tfl, 2, name="tflite_s3"))
+            # (The constant is at most 2**61 for shifts in [-31, 30]: its 62 bits are the value.)
+            t, held = serial_product(m, op, to_s3(m0, "m0"), addend=addend[:62],
+                                     start=delayed(m, self.i_valid, 3, name="start"), tags=tags, name="s4_prod")
+            mul_latency = serial_product_latency(MULTIPLIER_BITS)
+        else:
+            t = pipelined_product(m, op, delayed(m, m0, 2, name="m0"), addend=addend, name="s4_prod",
+                                  family=self.family)
+            mul_latency = product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)
+        ready = 3 + mul_latency     # stages 1-3, the product
+        # Two more stages on either branch below (the shift, then the round-up or the narrowing); a
+        # serial lane shifts 2 bits per cycle instead, SERIAL_SHIFT_STAGES more.
+        extra = SERIAL_SHIFT_STAGES if serial else 0
+        _check_stages("the fixed-point path", ready + 2 + extra, FIXED_PATH_STAGES + mul_latency + extra)
+        r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2 + extra}_fixed_r")
+
+        def beside(name, value, stage, held_name):
+            """``value`` (ready after stage 1) ready after ``stage`` (>= ``ready - 1``): a delay line, or
+            the serial unit's held tag (valid up to stage ``ready - 1``, its last step) and registers."""
+            if c.requant_mul != "serial":
+                return delayed(m, value, stage - 1, name=name)
+            return delayed(m, held[held_name], stage - (ready - 1), name=name)
+
+        total_x = beside("total", total, ready, "total")
+        if serial:
+            right_t = beside("right", right, ready - 1, "right") if has_tflite else None
+            return self._serial_shift(m, t, total_x, ready, r, has_tflite, right_t,
+                                      delayed(m, right_t, 1, name="right_x") if has_tflite else None,
+                                      beside("tflite", tfl, ready, "tfl") if has_tflite else None)
         single_r = t >> total_x
         sh_single = Signal.like(single_r, name=f"s{ready + 1}_single")
         m.d.sync += sh_single.eq(single_r)
@@ -213,7 +262,7 @@ class RequantLane(wiring.Component):
         # threshold (mask >> 1) + (q < 0).
         q = (t >> 31)[:32].as_signed()                             # |op * M0 + 2**30| < 2**62
         # The mask and both thresholds are decoded from `right` one stage ahead (no adders).
-        right_t = delayed(m, right, ready - 2, name="right")
+        right_t = beside("right", right, ready - 1, "right")
         mask = Signal(31, name=f"s{ready}_mask")          # 2**right - 1 (right <= 31)
         half = Signal(30, name=f"s{ready}_half")          # mask >> 1
         half1 = Signal(31, name=f"s{ready}_half1")        # (mask >> 1) + 1
@@ -225,9 +274,48 @@ class RequantLane(wiring.Component):
         up = Signal(name=f"s{ready + 1}_up")
         m.d.sync += [sh_tflite.eq(q >> right_x), up.eq((q & mask) > Mux(q < 0, half1, half))]
         # 6: the round-up bit (tflite), the narrowing (single).
-        tfl_x = delayed(m, tfl, ready, name="tflite")
+        tfl_x = beside("tflite", tfl, ready + 1, "tfl")
         m.d.sync += r.eq(Mux(tfl_x, sh_tflite + up, _saturate(sh_single, _FIXED_R_BITS)))
         return r, Const(0, 1), ready + 2
+
+    def _serial_shift(self, m, t, total_x, ready, r, has_tflite, right_t, right_x, tfl_t):
+        """The serial lane's steps 5-6: its element arrives every ``requant_interval`` cycles, so one
+        register shifting 2 bits per cycle (``SERIAL_SHIFT_STAGES`` cycles: up to 62 places) replaces
+        the 6-level barrel shifters of ``single``'s ``t >> (31 - shift)`` and TFLite's ``q >> right``.
+        ``t``, ``total_x``, ``right_x``, ``tfl_t`` are ready after stage ``ready``, ``right_t`` one stage earlier;
+        returns the fixed-point result as ``_fixed`` does."""
+        load = delayed(m, self.i_valid, ready, name="valid")       # t is this element's product
+        self._valid_tap = (load, ready)
+        sh = Signal.like(t, name="serial_sh")
+        left = Signal(range(64), name="serial_left")               # places still to shift
+        if has_tflite:
+            q = (t >> 31)[:32].as_signed()                         # as in the parallel path below
+            src, amount = Mux(tfl_t, q, t), Mux(tfl_t, right_x, total_x)
+            # TFLite's round-up test beside it (as the parallel path), held with the element.
+            mask = Cat(right_t > k for k in range(31))
+            half = Cat(right_t > k + 1 for k in range(30))
+            half1 = Cat((right_t == k + 1) | ((k == 0) & (right_t == 0)) for k in range(31))
+            masks = Signal(92, name=f"s{ready}_masks")
+            m.d.sync += masks.eq(Cat(mask, half, half1))
+            up = Signal(name="serial_up")
+            tfl_h = Signal(name="serial_tflite")
+            with m.If(load):
+                m.d.sync += [up.eq((q & masks[:31]) > Mux(q < 0, masks[61:92], masks[31:61])), tfl_h.eq(tfl_t)]
+        else:
+            src, amount = t, total_x
+        with m.If(load):
+            m.d.sync += [sh.eq(src), left.eq(amount)]
+        with m.Elif(left >= 2):
+            m.d.sync += [sh.eq(sh >> 2), left.eq(left - 2)]
+        with m.Elif(left == 1):
+            m.d.sync += [sh.eq(sh >> 1), left.eq(0)]
+        # sh is done SERIAL_SHIFT_STAGES + 1 stages after t; r is registered from it.
+        done = ready + 1 + SERIAL_SHIFT_STAGES
+        narrowed = _saturate(sh, _FIXED_R_BITS)
+        if has_tflite:
+            narrowed = Mux(tfl_h, sh[:_FIXED_R_BITS].as_signed() + up, narrowed)
+        m.d.sync += r.eq(narrowed)
+        return r, Const(0, 1), done + 1
 
     def _onnx(self, m, a):
         """The float32 path; returns (|rint result| register, its sign, stage it is ready after)."""

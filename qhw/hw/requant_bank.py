@@ -21,10 +21,11 @@ class RequantBank(wiring.Component):
     """Requantizes each accumulated ``row`` with the parameters of its bank into one ``out`` row.
 
     ``config.requant_lane_count`` lanes (``RequantLane``, submodules ``requant_0`` ...). With one
-    per column the row goes straight in. With fewer (``requant_passes = cols / lanes``), the row
-    and its parameters are held in a staging register and fed ``lanes`` columns per cycle; the
-    outputs of earlier passes wait in registers and the row leaves with the last pass. A new row
-    may come at most every ``requant_passes`` cycles (the issuer spaces them).
+    per column the row goes straight in. With fewer (``requant_groups = cols / lanes``), or with
+    serial lanes (an input every ``requant_interval`` cycles), the row and its parameters are held in
+    a staging register and fed ``lanes`` columns every ``requant_interval`` cycles; the outputs of
+    earlier groups wait in registers and the row leaves with the last group. A new row may come at
+    most every ``requant_passes = requant_groups * requant_interval`` cycles (the issuer spaces them).
 
     ``param_banks`` is the loader's (a bank is not reloaded before ``config.bank_drain_cycles``, which
     covers the cycle it is read here, so no copy is needed); ``mode``, ``zero_point``, ``qmin``
@@ -57,27 +58,45 @@ class RequantBank(wiring.Component):
         cmd = self.gemm.cmd
         banks = self.param_banks
         params = data.View(params_layout(c), Mux(self.row.payload.bank, banks[1].as_value(), banks[0].as_value()))
-        L, P = c.requant_lane_count, c.requant_passes
+        L, G, I = c.requant_lane_count, c.requant_groups, c.requant_interval
+        P = G * I       # c.requant_passes
         if P > 1:
-            # Shared lanes: hold the row and its parameters, feed ``L`` columns per cycle.
+            # Shared (or serial) lanes: hold the row and its parameters, feed ``L`` columns every
+            # ``I`` cycles; ``group`` is the columns' group, ``tick`` the cycle within its interval.
             stage_total = Signal.like(self.row.payload.sum)
-            stage_params = Signal(params_layout(c))
-            phase = Signal(range(P))
+            group = Signal(range(G))
+            tick = Signal(range(I))
             feeding = Signal()
+            if I > 1:
+                # Serial lanes read the parameters in place, from the row's bank (the loader keeps it
+                # until they are done: ``config.bank_drain_cycles``); only the bank bit is staged.
+                stage_bank = Signal()
+                stage_params = data.View(params_layout(c), Mux(stage_bank, banks[1].as_value(), banks[0].as_value()))
+                stage_load = stage_bank.eq(self.row.payload.bank)
+            else:
+                stage_params = Signal(params_layout(c))
+                stage_load = stage_params.eq(params)
             with m.If(self.row.valid):
-                m.d.sync += [stage_total.eq(self.row.payload.sum), stage_params.eq(params), phase.eq(0),
-                             feeding.eq(1)]
+                m.d.sync += [stage_total.eq(self.row.payload.sum), stage_load, group.eq(0), tick.eq(0), feeding.eq(1)]
             with m.Elif(feeding):
-                m.d.sync += phase.eq(phase + 1)
-                with m.If(phase == P - 1):
-                    m.d.sync += feeding.eq(0)
-            src_total, src_params, lane_valid = stage_total, stage_params, feeding
+                if I > 1:
+                    m.d.sync += tick.eq(tick + 1)
+                    with m.If(tick == I - 1):
+                        m.d.sync += [tick.eq(0), group.eq(group + 1)]
+                        with m.If(group == G - 1):
+                            m.d.sync += feeding.eq(0)
+                else:
+                    m.d.sync += group.eq(group + 1)
+                    with m.If(group == G - 1):
+                        m.d.sync += feeding.eq(0)
+            src_total, src_params = stage_total, stage_params
+            lane_valid = feeding & (tick == 0) if I > 1 else feeding
         else:
-            src_total, src_params, lane_valid, phase = self.row.payload.sum, params, self.row.valid, Const(0)
+            src_total, src_params, lane_valid, group = self.row.payload.sum, params, self.row.valid, Const(0)
 
         def column(array_view, lane):
-            """Element ``phase * L + lane`` of a per-column array (a mux over the passes)."""
-            return Array(array_view[q * L + lane] for q in range(P))[phase] if P > 1 else array_view[lane]
+            """Element ``group * L + lane`` of a per-column array (a mux over the groups)."""
+            return Array(array_view[q * L + lane] for q in range(G))[group] if G > 1 else array_view[lane]
 
         lanes = []
         for j in range(L):
@@ -97,20 +116,26 @@ class RequantBank(wiring.Component):
             lanes.append(lane)
 
         out = self.out.payload
-        if P > 1:
-            # Reassemble the row: earlier passes into registers, the last one straight through.
-            out_phase = delayed(m, phase, c.requant_latency, name="out_phase")
+        if G > 1:
+            # Reassemble the row: earlier groups into registers, the last one straight through.
+            if I > 1:
+                # Sparse results: count them (a row always yields G) instead of a long delay line.
+                out_phase = Signal(range(G), name="out_phase")
+                with m.If(lanes[0].o_valid):
+                    m.d.sync += out_phase.eq(Mux(out_phase == G - 1, 0, out_phase + 1))
+            else:
+                out_phase = delayed(m, group, c.requant_latency, name="out_phase")
             held = Signal(out_layout(c))
-            for q in range(P):
+            for q in range(G):
                 for j in range(L):
                     col = q * L + j
-                    if q < P - 1:
+                    if q < G - 1:
                         with m.If(lanes[0].o_valid & (out_phase == q)):
                             m.d.sync += held[col].eq(lanes[j].o)
                         m.d.comb += out[col].eq(held[col])
                     else:
                         m.d.comb += out[col].eq(lanes[j].o)
-            m.d.comb += self.out.valid.eq(lanes[0].o_valid & (out_phase == P - 1))
+            m.d.comb += self.out.valid.eq(lanes[0].o_valid & (out_phase == G - 1))
         else:
             m.d.comb += [out[j].eq(lanes[j].o) for j in range(c.cols)]
             m.d.comb += self.out.valid.eq(lanes[0].o_valid)

@@ -12,7 +12,17 @@ from qhw.fpga.board_top import BoardTop
 from qhw.fpga.host import BoardLink, LinkError, program_packets
 from qhw.fpga.link import FrameParser
 from qhw.fpga.payload import board_info_bytes, fifo_depth, packet_bytes
-from qhw.fpga.protocol import ERRORS, OPCODES, OVERHEAD, REPLIES, crc16, encode, info_bytes, parse_info
+from qhw.fpga.protocol import (
+    ERRORS,
+    INFO_LAYOUT,
+    OPCODES,
+    OVERHEAD,
+    REPLIES,
+    crc16,
+    encode,
+    info_bytes,
+    parse_info,
+)
 from qhw.fpga.simlink import Faults, run_with_host
 from qhw.hw.config import ArrayConfig
 
@@ -48,6 +58,20 @@ def test_info_frame_carries_every_manifest_parameter():
     assert info["fifo_depth"] == fifo_depth(cfg)
     with pytest.raises(ValueError, match="max_k holds 2 byte"):
         info_bytes(dict(cfg.to_manifest()["parameters"], max_k=70000), fifo_depth=256)
+
+
+def test_info_frame_carries_requant_mul():
+    """Serial lanes (a different schedule for the same model) are named in the info frame's pe byte."""
+    cfg = ArrayConfig(rows=4, cols=4, max_k=64, acc_depth=16, rounding=("single",), pe="ice40-dual",
+                      requant_mul="serial", requant_lanes=1)
+    info = parse_info(board_info_bytes(cfg))
+    assert info["parameters"] == cfg.to_manifest()["parameters"]
+    assert info["parameters"]["requant_mul"] == "serial"
+    bad = bytearray(board_info_bytes(cfg))
+    names = [name for name, _ in INFO_LAYOUT]
+    bad[sum(n for _, n in INFO_LAYOUT[:names.index("pe")])] = 0x71      # a third requant_mul: none exists
+    with pytest.raises(ValueError, match="unknown pe code 113"):
+        parse_info(bytes(bad))
 
 
 def test_packets_follow_loader_order():
