@@ -1,0 +1,223 @@
+"""``AddUnit``: an ``ADD`` descriptor (TFLite ADD, docs/engine.md "Residual Add"), scratchpad to scratchpad,
+and ``TableUnit``: the 256-entry int8 table activations on a write-back path.
+
+Per output word the unit reads ``a`` then ``b`` through the scratchpad's one read port (two reads per
+word; a ``table_only`` pass reads ``a`` only, one per cycle), runs ``rows`` ``AddLane``s of TFLite ADD
+integer arithmetic (``qhw.arith.add_with_multipliers``: each ``(q - zp) << left_shift`` times its
+``(M0, shift)``, summed, times the output ``(M0, shift)``, + zero point, clamped), then the table stage,
+and writes the word ``add_latency`` (``qhw.contract.ADD_LATENCY``) cycles after its ``b`` read was
+requested: the timing contract's "one word per 2 cycles after a fixed latency".
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MUL_STAGES, MODE_CODES
+from ...errors import ConfigError
+from ..skew import delayed
+from .layouts import descriptor_layout
+from .pool_agen import ADDR_BITS
+
+__all__ = ["AddLane", "AddUnit", "TableUnit", "mul_shift"]
+
+_X_BITS = 34          # (q - zp) << left_shift: the compiler emits left_shift 20 (TFLite's, 8-bit) and int8
+#                       zero points, |q - zp| <= 255: 29 bits; exact while |q - zp| < 2**13
+_R_BITS = 34          # a rescaled value: single's result clamped to +-2**31, tflite's int32 + its round-up
+
+
+def _sat(v, bits):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def mul_shift(m: Module, x, m0, shift, tflite, *, name: str):
+    """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
+    ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule. All inputs arrive together. Returns
+    the result register (signed ``_R_BITS``)."""
+    # 1: the multiplicand (tflite: int32 view, shifted left with int32 wrap-around), the shift decodes.
+    op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
+    x32 = _sat(x, 32)
+    left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+    m.d.sync += op.eq(Mux(tflite, (x32 << left)[:32].as_signed(), x))
+    m0_1, tfl1 = Signal(31, name=f"{name}_m0"), Signal(name=f"{name}_tfl")
+    total = Signal(range(64), name=f"{name}_total")           # single: right shift 31 - shift
+    right = Signal(range(33), name=f"{name}_right")            # tflite: RoundingDivideByPOT exponent
+    m.d.sync += [m0_1.eq(m0), tfl1.eq(tflite), total.eq((31 - shift).as_unsigned()[:6]),
+                 right.eq(Mux(shift < 0, -shift, 0))]
+    # 2: p = op * M0 + the rounding constant: 2**(30 - shift) (single), gemmlowp's nudge (tflite).
+    p = Signal(signed(_X_BITS + 1 + 31 + 2), name=f"{name}_p")
+    single_add = Const(1, 63) << (total - 1).as_unsigned()[:6]
+    nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
+    m.d.sync += p.eq(op * m0_1 + Mux(tfl1, nudge, single_add))
+    tfl2 = delayed(m, tfl1, 1, name=f"{name}_tfl2")
+    total2, right2 = delayed(m, total, 1, name=f"{name}_total2"), delayed(m, right, 1, name=f"{name}_right2")
+    # 3: single: floor shift, clamped to +-2**31; tflite: the high word, truncated towards zero.
+    s3 = Signal(signed(_R_BITS), name=f"{name}_single")
+    q3 = Signal(signed(_R_BITS), name=f"{name}_q")
+    shifted = p >> total2
+    m.d.sync += [s3.eq(Mux(shifted < -(1 << 31), -(1 << 31), Mux(shifted > (1 << 31), 1 << 31, shifted))),
+                 q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))]
+    tfl3, right3 = delayed(m, tfl2, 1, name=f"{name}_tfl3"), delayed(m, right2, 1, name=f"{name}_right3")
+    # 4: tflite's RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
+    mask = (Const(1, 33) << right3) - 1
+    up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
+    r = Signal(signed(_R_BITS), name=f"{name}_r")
+    m.d.sync += r.eq(Mux(tfl3, (q3 >> right3) + up, s3))
+    assert ADD_MUL_STAGES == 4      # the four registers above
+    return r
+
+
+class AddLane(wiring.Component):
+    """One lane of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin, qmax)`` with
+    ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a`` when
+    ``table_only``. ``latency`` = ``ADD_LANE_LATENCY``: the zero points and left shift (1), the two
+    input rescales in parallel (``ADD_MUL_STAGES``), the sum (1), the output rescale, the zero point
+    and clamp (1). The descriptor inputs must be held steady while values are in flight."""
+
+    def __init__(self):
+        lay = descriptor_layout("ADD")
+        super().__init__({"i_valid": In(1), "a": In(signed(8)), "b": In(signed(8)), "d": In(lay),
+                          "o_valid": Out(1), "o": Out(signed(8))})
+
+    @property
+    def latency(self) -> int:
+        return ADD_LANE_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.d
+        tfl = d.mode == MODE_CODES["tflite"]
+        xa, xb = Signal(signed(_X_BITS), name="xa"), Signal(signed(_X_BITS), name="xb")
+        ls = d.left_shift[:5]
+        m.d.sync += [xa.eq((self.a - d.a_zp) << ls), xb.eq((self.b - d.b_zp) << ls)]
+        va = mul_shift(m, xa, d.a_mul, d.a_shift, tfl, name="ma")
+        vb = mul_shift(m, xb, d.b_mul, d.b_shift, tfl, name="mb")
+        total = Signal(signed(_R_BITS + 1), name="total")
+        m.d.sync += total.eq(va + vb)
+        r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo")
+        y = r + d.zp
+        passed = delayed(m, self.a, ADD_LANE_LATENCY - 1, name="a_pass")
+        m.d.sync += self.o.eq(Mux(d.table_only, passed, Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))))
+        m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, ADD_LANE_LATENCY, name="valid"))
+        return m
+
+
+class TableUnit(wiring.Component):
+    """``lanes`` int8 codes -> ``table[code + 128]`` (one 256-entry memory per lane, so every lane looks
+    up in the same cycle), or the codes unchanged when ``enable`` is low; ``latency`` 1 (a synchronous
+    read, a register on the bypass). The tables are written through ``load_*`` (one entry per cycle,
+    broadcast to every lane's copy), e.g. by the sequencer from the store at ``table - 1`` before the
+    descriptor that uses them."""
+
+    def __init__(self, *, lanes: int):
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ConfigError(f"lanes must be a positive integer, not {lanes!r}")
+        self.lanes = lanes
+        super().__init__({"i_valid": In(1), "i": In(data.ArrayLayout(signed(8), lanes)), "enable": In(1),
+                          "o_valid": Out(1), "o": Out(data.ArrayLayout(signed(8), lanes)),
+                          "load_en": In(1), "load_index": In(8), "load_data": In(signed(8))})
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal(name="enable_d")
+        byp = Signal(data.ArrayLayout(signed(8), self.lanes), name="bypass")
+        m.d.sync += [en.eq(self.enable), byp.eq(self.i), self.o_valid.eq(self.i_valid)]
+        for j in range(self.lanes):
+            mem = Memory(shape=signed(8), depth=256, init=[])
+            m.submodules[f"table{j}"] = mem
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [wr.en.eq(self.load_en), wr.addr.eq(self.load_index), wr.data.eq(self.load_data),
+                         rd.addr.eq(Cat(self.i[j].as_unsigned()[:7], ~self.i[j].as_unsigned()[7]))]   # code + 128
+            m.d.comb += self.o[j].eq(Mux(en, rd.data, byp[j]))
+        return m
+
+
+class AddUnit(wiring.Component):
+    """ADD descriptors (``desc``) on the scratchpad's ports.
+
+    ``r_addr``/``r_en`` -> ``r_data`` one cycle later (``Scratchpad``); ``w_en``/``w_addr``/``w_data``
+    write whole words; ``load_*`` fill the table (``TableUnit``) before a descriptor with ``table != 0``.
+    A descriptor is taken when ``desc.ready`` (idle: no read left, and the previous descriptor's last
+    word in its write cycle or written); its first read is requested the next cycle; reads follow back
+    to back (``a_i``, ``b_i``, ``a_{i+1}``, ...; ``a_i`` only for ``table_only``), and word ``i`` is
+    written ``latency`` cycles after its last read request.
+
+    Parameters
+    ----------
+    rows:
+        Lanes per scratchpad word.
+    """
+
+    def __init__(self, *, rows: int):
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise ConfigError(f"rows must be a positive integer, not {rows!r}")
+        self.rows = rows
+        word = data.ArrayLayout(signed(8), rows)
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("ADD"))),
+            "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(word),
+            "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(word),
+            "load_en": In(1), "load_index": In(8), "load_data": In(signed(8)),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """A word's last read request to its write (``EngineConfig.add_latency``)."""
+        return ADD_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        R = self.rows
+        d = Signal(descriptor_layout("ADD"))
+        i = Signal(unsigned(20), name="word")
+        phase = Signal(name="phase")             # 0: read a_i, 1: read b_i
+        busy = self.busy
+        # the lanes read the descriptor register until a word's last stage: take the next one in the
+        # cycle the last word is written (its first read is then one cycle after that write)
+        inflight = Signal(range(ADD_LATENCY + 1), name="inflight")
+        m.d.comb += self.desc.ready.eq(~busy & (inflight == 0))
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += [d.eq(self.desc.payload), i.eq(0), phase.eq(0), busy.eq(self.desc.payload.words != 0)]
+        last_read = Signal(name="last_read")     # this cycle's read completes word i
+        m.d.comb += last_read.eq(busy & (d.table_only | phase))
+        with m.If(last_read):
+            m.d.sync += inflight.eq(ADD_LATENCY - 1)
+        with m.Elif(inflight != 0):
+            m.d.sync += inflight.eq(inflight - 1)
+        with m.If(busy):
+            m.d.comb += [self.r_en.eq(1), self.r_addr.eq(Mux(phase, d.b_base, d.a_base) + i)]
+            with m.If(last_read):
+                m.d.sync += [i.eq(i + 1), phase.eq(0)]
+                with m.If(i + 1 == d.words):
+                    m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += phase.eq(1)
+        # data: a_i arrives the cycle after its read; the lanes take (a, b) the cycle after the last read
+        a_reg = Signal(data.ArrayLayout(signed(8), R), name="a_reg")
+        m.d.sync += a_reg.eq(self.r_data)
+        in_valid = delayed(m, last_read, 1, name="in_valid")
+        out_addr = Signal(ADDR_BITS, name="out_addr")
+        m.d.comb += out_addr.eq(d.out_base + i)
+        lanes = [AddLane() for _ in range(R)]
+        for j, lane in enumerate(lanes):
+            m.submodules[f"lane{j}"] = lane
+            m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d),
+                         lane.a.eq(Mux(d.table_only, self.r_data[j], a_reg[j])), lane.b.eq(self.r_data[j])]
+        m.submodules.table = table = TableUnit(lanes=R)
+        m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0),
+                     table.load_en.eq(self.load_en), table.load_index.eq(self.load_index),
+                     table.load_data.eq(self.load_data)]
+        m.d.comb += [table.i[j].eq(lane.o) for j, lane in enumerate(lanes)]
+        # the write address travels with the word: its last read, the read, the lane, the table
+        w_addr = delayed(m, out_addr, 1 + ADD_LANE_LATENCY + 1, name="w_addr")
+        m.d.comb += [self.w_en.eq(table.o_valid), self.w_addr.eq(w_addr), self.w_data.eq(table.o)]
+        return m
