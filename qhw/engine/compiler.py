@@ -345,8 +345,8 @@ class _Builder:
         counts = np.arange(1, kh * kw + 1)
         f32 = np.float32
         if mode == "onnx" and pool.op == "AveragePool":
-            rule, words = "onnx_float", [f32(in_qp.scale).view(np.int32), f32(out_qp.scale).view(np.int32),
-                                         out_qp.code_offset]
+            offset = (pool.quant.get("onnx_offsets") or [out_qp.code_offset])[-1]   # as qhw.ops: ORT's uint8
+            rule, words = "onnx_float", [f32(in_qp.scale).view(np.int32), f32(out_qp.scale).view(np.int32), offset]
         elif mode == "onnx":
             rule, words = "onnx_int", average_onnx_scale(in_qp.scale, out_qp.scale, counts).view(np.int32)
         elif in_qp.scale == out_qp.scale:
