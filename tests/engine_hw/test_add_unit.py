@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal, signed
 
-from qhw.arith import add_left_shift, add_multipliers
+from qhw.arith import add_left_shift, add_multipliers, mul_shift_single, mul_shift_tflite
 from qhw.contract import MODE_CODES
 from qhw.engine.isa import Descriptor
 from qhw.engine.model import EngineModel
 from qhw.engine.program import Program
-from qhw.hw.engine.add_unit import AddUnit, TableUnit
+from qhw.hw.engine.add_unit import AddUnit, TableUnit, mul_shift
 from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.memories import Scratchpad
 
@@ -87,6 +87,47 @@ def add_descriptor(rng, mode: str, scales, zps, out_zp: int, words: int, qmin=-1
                               "a_zp": zps[0], "b_zp": zps[1], "left_shift": left, "a_mul": m0[0], "a_shift": sh[0],
                               "b_mul": m0[1], "b_shift": sh[1], "out_mul": mo, "out_shift": so, "zp": out_zp,
                               "qmin": qmin, "qmax": qmax, "mode": MODE_CODES[mode], "table": table})
+
+
+@pytest.mark.parametrize("mode", ["single", "tflite"])
+def test_mul_shift_matches_arith(mode):
+    """The lanes' multiply-and-shift against ``qhw.arith.mul_shift_single``/``mul_shift_tflite`` on random
+    operands of both signs over the whole shift range (seed 35), plus exact ties of tflite's rounding
+    divide (``x = 2q`` with ``M0 = 2**30`` makes the high multiply exact, ``q`` an odd multiple of
+    ``2**(right - 1)``); one operand a cycle, ``ADD_MUL_STAGES`` cycles later."""
+    from qhw.contract import ADD_MUL_STAGES
+
+    rng = np.random.default_rng([35, len(mode)])
+    n = 300
+    x = rng.integers(-(1 << 29), 1 << 29, n)
+    m0 = rng.integers(1 << 30, 1 << 31, n)
+    shift = rng.integers(-31, 31, n)
+    x[:40] = rng.integers(-300, 300, 40) << 20                       # the Add's (q - zp) << 20
+    shift[:40] = rng.integers(-4, 1, 40)
+    right = rng.integers(1, 12, 60)
+    q = (2 * rng.integers(-50, 50, 60) + 1) << (right - 1)          # odd multiples of 2**(right - 1)
+    x, m0, shift = (np.concatenate([v, w]) for v, w in ((x, 2 * q), (m0, np.full(60, 1 << 30)), (shift, -right)))
+    want = (mul_shift_single if mode == "single" else mul_shift_tflite)(x, m0, shift)
+    top = Module()
+    xs, ms, ss = Signal(signed(34)), Signal(31), Signal(signed(6))
+    r = mul_shift(top, xs, ms, ss, int(mode == "tflite"), name="t")
+    got = []
+
+    async def bench(ctx):
+        for k in range(len(x) + ADD_MUL_STAGES):
+            if k < len(x):
+                ctx.set(xs, int(x[k]))
+                ctx.set(ms, int(m0[k]))
+                ctx.set(ss, int(shift[k]))
+            await ctx.tick()
+            await ctx.delay(1e-8)
+            if k >= ADD_MUL_STAGES - 1 and len(got) < len(x):
+                got.append(ctx.get(r))
+
+    run_sim(top, bench)
+    bad = np.flatnonzero(np.array(got) != want)
+    assert not bad.size, f"{bad.size} wrong, first x={x[bad[0]]} m0={m0[bad[0]]} shift={shift[bad[0]]}: " \
+                         f"{got[bad[0]]} != {want[bad[0]]}"
 
 
 # (id, scales a/b/out, zero points a/b, output zero point, clamp): saturation on both sides, a tiny output
