@@ -142,7 +142,8 @@ def _elementwise_kind(node: Node, graph: Graph, shapes, rows: int) -> str | None
 
     Add: two int8 inputs of one shape (no broadcast), ``single``/``tflite``. Concat: along channels, as
     placement, so every input must already be in the output's scale and zero point (no rescale), be
-    produced in the segment for this Concat alone, and all but the last fill whole words. Table: one
+    produced in the segment for this Concat alone by a MATMUL or POOL descriptor, and all but the last
+    fill whole words. Table: one
     256-entry int8 table (not PRelu's per-channel tables)."""
     kind = int_kind(node)
     ins, out = node.inputs, node.outputs[0]
@@ -158,7 +159,10 @@ def _elementwise_kind(node: Node, graph: Graph, shapes, rows: int) -> str | None
         if rank != 3 or int(node_attrs(node).get("axis", 0)) not in (1, -3) or len(set(ins)) != len(ins):
             return None
         o = qps[-1]
+        producers = {o_: n for n in graph.nodes for o_ in n.outputs}
         for i, t in enumerate(ins):
+            if not _placeable(producers.get(t), producers):
+                return None
             q = graph.tensors[t]
             if (float(q.scale), q.zero_point) != (float(o.scale), o.zero_point) or t in graph.outputs \
                     or len(consumers.get(t, [])) != 1 or t in [x.name for x in graph.inputs]:
@@ -170,6 +174,18 @@ def _elementwise_kind(node: Node, graph: Graph, shapes, rows: int) -> str | None
         table = node.qparams.get("table")
         return "table" if table is not None and np.shape(table) == (256,) else None
     return None
+
+
+def _placeable(node: Node | None, producers) -> bool:
+    """Whether ``node``'s output is written by a MATMUL or POOL descriptor (the ones with ``out_cw0``/
+    ``out_pp``): a Conv, Dense or pool, or a Relu/Clip (folded into a Conv's clamp, or a POOL pass),
+    but not one folded into an ADD's clamp; not an Add or a table pass (contiguous ADD words)."""
+    if node is None:
+        return False
+    if node.op in CLAMP_OPS:
+        src = producers.get(node.inputs[0])
+        return src is not None and src.op != "Onnx"
+    return node.op in ("Conv", "Dense", *POOL_OPS)
 
 
 def _act_inputs(node: Node) -> list[str]:

@@ -101,8 +101,14 @@ def _concat(n):      # two convs of one input placed into one 16-channel buffer,
     return _join(n, "Concat", [a, b], 13, axis=1).conv(6, 3).op("Flatten").dense(3, 6 * 4 * 5)
 
 
+def _dense_add(n):   # a residual block of Dense layers (rank-1 tensors: one pixel of 16 channels, 2 words)
+    n.conv(4, 3, pads=(1, 1, 1, 1)).op("Flatten").dense(16, 4 * 4 * 4).op("Relu")
+    b = _branch(n, lambda n: n.dense(16, 16).op("Relu").dense(16, 16))
+    return _join(n, "Add", [n.cur, b], 16).dense(3, 16)
+
+
 CASES = [("residual-add", (1, 3, 6, 6), _res_add), ("add-16ch-sigmoid", (1, 2, 5, 5), _add_16ch),
-         ("concat", (1, 4, 6, 7), _concat)]
+         ("concat", (1, 4, 6, 7), _concat), ("dense-add", (1, 2, 4, 4), _dense_add)]
 SEED = 7
 
 
@@ -146,6 +152,22 @@ def test_concat_not_placeable_goes_to_the_host(tmp_path):
     qm = quantize(path, x)
     compiled = assert_bit_exact(qm, x)
     assert compiled.program.segments == 2 and [h for h in compiled.host_nodes if "concat" in h.lower()]
+
+
+def test_concat_of_an_add_goes_to_the_host(tmp_path):
+    """An Add's words are contiguous (the ADD descriptor has no ``out_pp``): a Concat of an Add and a
+    conv is not placement, so the Concat runs on the host (seed 22)."""
+    rng = np.random.default_rng(22)
+    n = Net(rng, (1, 3, 5, 5)).conv(8, 3, pads=(1, 1, 1, 1))
+    c = _branch(n, lambda n: n.conv(8, 1))
+    b = _branch(n, lambda n: n.conv(8, 1, relu=False))
+    _join(n, "Add", [n.cur, b], 8)
+    path = _join(n, "Concat", [n.cur, c], 16, axis=1).conv(4, 3).save(tmp_path / "concat_add.onnx")
+    x = rng.uniform(-1, 1, (16, 3, 5, 5)).astype(np.float32)
+    qm = quantize(path, x)
+    compiled = assert_bit_exact(qm, x)
+    assert [h for h in compiled.host_nodes if "concat" in h.lower()]
+    assert any(d.op == "ADD" for d in compiled.program.descriptors)
 
 
 @pytest.mark.parametrize("act", ["Sigmoid", "Tanh", "Elu"])
