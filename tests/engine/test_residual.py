@@ -208,3 +208,27 @@ def test_onnx_rounding_add_on_the_host_bit_exact(digits):
     assert pool.quant["onnx_offsets"][-1] != qm.graph.tensors[pool.outputs[0]].code_offset   # the case that matters
     compiled = assert_bit_exact(qm, digits["test_x"])
     assert compiled.host_nodes == ["add"] and compiled.program.segments == 2
+
+
+@pytest.mark.parametrize("act", ["s8", "u8"])
+def test_onnxruntime_qdq_resnet_in_onnx_rounding(tmp_path, digits, act):
+    """The residual model quantized by ONNX Runtime's quantize_static (QDQ, per channel, int8 and uint8
+    activations), imported in ``--rounding onnx``: the Add (QLinearAdd) on the host, the rest on the
+    engine in two segments, bit-exact on all 450 test images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"x": digits["calib_x"][i:i + 100]} for i in range(0, 300, 100))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    dst = tmp_path / f"resnet_qdq_{act}.onnx"
+    quantize_static(str(builtin_model_path("digits_resnet")), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8)
+    qm = quantize(dst, None, rounding="onnx")
+    assert qm.is_qdq
+    compiled = assert_bit_exact(qm, digits["test_x"])
+    assert compiled.host_nodes == ["add"] and compiled.program.segments == 2
