@@ -140,6 +140,17 @@ def test_random_residual_models_bit_exact(tmp_path, case, rounding):
         assert add["table"] and not add["table_only"]
 
 
+@pytest.mark.parametrize("rows,cols", [(8, 4), (16, 8)])
+def test_random_residual_models_other_arrays(tmp_path, rows, cols):
+    """The same models on 8x4 (an N tile fills half a word: lane offsets) and 16x8 (16-lane words, where
+    the Concat's 8-channel first input is half a word: not placement, the Concat on the host)."""
+    for case in CASES:
+        qm, x = _random_model(tmp_path, case, "single")
+        compiled = assert_bit_exact(qm, x, rows=rows, cols=cols)
+        placed = case[0] != "concat" or rows == 8
+        assert compiled.program.segments == (1 if placed else 2), case[0]
+
+
 def test_concat_not_placeable_goes_to_the_host(tmp_path):
     """A Concat whose first input does not fill whole words (5 channels on 8-lane words) cannot be
     placement: it runs on the host, splitting the segments, still bit-exact."""
