@@ -89,34 +89,42 @@ def add_descriptor(rng, mode: str, scales, zps, out_zp: int, words: int, qmin=-1
                               "qmin": qmin, "qmax": qmax, "mode": MODE_CODES[mode], "table": table})
 
 
+@pytest.mark.parametrize("pre", [False, True], ids=["wide", "pre_shift"])
 @pytest.mark.parametrize("mode", ["single", "tflite"])
-def test_mul_shift_matches_arith(mode):
-    """The lanes' multiply-and-shift against ``qhw.arith.mul_shift_single``/``mul_shift_tflite`` on random
-    operands of both signs over the whole shift range (seed 35), plus exact ties of tflite's rounding
-    divide (``x = 2q`` with ``M0 = 2**30`` makes the high multiply exact, ``q`` an odd multiple of
-    ``2**(right - 1)``); one operand a cycle, ``ADD_MUL_STAGES`` cycles later."""
+def test_mul_shift_matches_arith(mode, pre):
+    """The lanes' multiply-and-shift against ``qhw.arith.mul_shift_single``/``mul_shift_tflite`` (seed 35):
+    ``wide`` (the output rescale) on random operands of both signs over the whole shift range, plus exact
+    ties of tflite's rounding divide (``x = 2q`` with ``M0 = 2**30`` makes the high multiply exact, ``q``
+    an odd multiple of ``2**(right - 1)``); ``pre_shift`` (the input rescales: ``(q - zp) << 20``, shifts
+    <= 0) on random differences, with ties from odd ``q - zp``, ``M0 = 2**30``, shift -20. One operand a
+    cycle, ``ADD_MUL_STAGES`` cycles later."""
     from qhw.contract import ADD_MUL_STAGES
 
-    rng = np.random.default_rng([35, len(mode)])
+    rng = np.random.default_rng([35, len(mode), pre])
     n = 300
-    x = rng.integers(-(1 << 29), 1 << 29, n)
     m0 = rng.integers(1 << 30, 1 << 31, n)
-    shift = rng.integers(-31, 31, n)
-    x[:40] = rng.integers(-300, 300, 40) << 20                       # the Add's (q - zp) << 20
-    shift[:40] = rng.integers(-4, 1, 40)
-    right = rng.integers(1, 12, 60)
-    q = (2 * rng.integers(-50, 50, 60) + 1) << (right - 1)          # odd multiples of 2**(right - 1)
-    x, m0, shift = (np.concatenate([v, w]) for v, w in ((x, 2 * q), (m0, np.full(60, 1 << 30)), (shift, -right)))
+    if pre:
+        d = rng.integers(-2047, 2048, n)
+        shift = rng.integers(-31, 1, n)
+        d[:60] = 2 * rng.integers(-500, 500, 60) + 1
+        m0[:60], shift[:60] = 1 << 30, -20
+        x = d << 20
+    else:
+        d = x = rng.integers(-(1 << 29), 1 << 29, n)
+        shift = rng.integers(-31, 31, n)
+        right = rng.integers(1, 12, 60)
+        q = (2 * rng.integers(-50, 50, 60) + 1) << (right - 1)          # odd multiples of 2**(right - 1)
+        x[:60], m0[:60], shift[:60] = 2 * q, 1 << 30, -right
     want = (mul_shift_single if mode == "single" else mul_shift_tflite)(x, m0, shift)
     top = Module()
-    xs, ms, ss = Signal(signed(34)), Signal(31), Signal(signed(6))
-    r = mul_shift(top, xs, ms, ss, int(mode == "tflite"), name="t")
+    xs, ms, ss = Signal(signed(17 if pre else 34)), Signal(31), Signal(signed(6))
+    r = mul_shift(top, xs, ms, ss, int(mode == "tflite"), name="t", pre_shift=20 if pre else None)
     got = []
 
     async def bench(ctx):
         for k in range(len(x) + ADD_MUL_STAGES):
             if k < len(x):
-                ctx.set(xs, int(x[k]))
+                ctx.set(xs, int(d[k]))
                 ctx.set(ms, int(m0[k]))
                 ctx.set(ss, int(shift[k]))
             await ctx.tick()

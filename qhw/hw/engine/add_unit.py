@@ -11,7 +11,7 @@ requested: the timing contract's "one word per 2 cycles after a fixed latency".
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,8 +24,7 @@ from .pool_agen import ADDR_BITS
 
 __all__ = ["AddLane", "AddUnit", "TableUnit", "mul_shift"]
 
-_X_BITS = 34          # (q - zp) << left_shift: the compiler emits left_shift 20 (TFLite's, 8-bit) and int8
-#                       zero points, |q - zp| <= 255: 29 bits; exact while |q - zp| < 2**13
+_X_BITS = 34          # the sum of two rescaled inputs (|v| <= 2**31 each)
 _R_BITS = 34          # a rescaled value: single's result clamped to +-2**31, tflite's int32 + its round-up
 
 
@@ -34,25 +33,41 @@ def _sat(v, bits):
     return Mux(v < lo, lo, Mux(v > hi, hi, v))
 
 
-def mul_shift(m: Module, x, m0, shift, tflite, *, name: str):
+def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
     """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
     ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule. All inputs arrive together. Returns
-    the result register (signed ``_R_BITS``)."""
+    the result register (signed ``_R_BITS``).
+
+    With ``pre_shift`` the value is ``x << pre_shift`` and the product is formed as
+    ``(x * M0) << pre_shift``, so the multiplier sees only ``x``'s bits (TFLite ADD's ``(q - zp) << 20``:
+    a 17 x 31-bit product, 2 MULT18X18D instead of 4). Exact when ``shift <= 0`` and
+    ``|x << pre_shift| < 2**31`` (then tflite's int32 view and left shift change nothing): ADD's input
+    multipliers are at most 1/2, so their shifts are never positive."""
     # 1: the multiplicand (tflite: int32 view, shifted left with int32 wrap-around), the shift decodes.
-    op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
-    x32 = _sat(x, 32)
-    left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
-    m.d.sync += op.eq(Mux(tflite, (x32 << left)[:32].as_signed(), x))
+    if pre_shift is None:
+        op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
+        x32 = _sat(x, 32)
+        left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+        m.d.sync += op.eq(Mux(tflite, (x32 << left)[:32].as_signed(), x))
+    else:
+        pre_shift = Value.cast(pre_shift)
+        op = Signal(signed(len(x)), name=f"{name}_op")
+        ps1 = Signal(len(pre_shift), name=f"{name}_pre_shift")
+        m.d.sync += [op.eq(x), ps1.eq(pre_shift)]
     m0_1, tfl1 = Signal(31, name=f"{name}_m0"), Signal(name=f"{name}_tfl")
     total = Signal(range(64), name=f"{name}_total")           # single: right shift 31 - shift
     right = Signal(range(33), name=f"{name}_right")            # tflite: RoundingDivideByPOT exponent
     m.d.sync += [m0_1.eq(m0), tfl1.eq(tflite), total.eq((31 - shift).as_unsigned()[:6]),
                  right.eq(Mux(shift < 0, -shift, 0))]
     # 2: p = op * M0 + the rounding constant: 2**(30 - shift) (single), gemmlowp's nudge (tflite).
-    p = Signal(signed(_X_BITS + 1 + 31 + 2), name=f"{name}_p")
     single_add = Const(1, 63) << (total - 1).as_unsigned()[:6]
     nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
-    m.d.sync += p.eq(op * m0_1 + Mux(tfl1, nudge, single_add))
+    if pre_shift is None:
+        p = Signal(signed(_X_BITS + 1 + 31 + 2), name=f"{name}_p")
+        m.d.sync += p.eq(op * m0_1 + Mux(tfl1, nudge, single_add))
+    else:
+        p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
+        m.d.sync += p.eq(((op * m0_1) << ps1) + Mux(tfl1, nudge, single_add))
     tfl2 = delayed(m, tfl1, 1, name=f"{name}_tfl2")
     total2, right2 = delayed(m, total, 1, name=f"{name}_total2"), delayed(m, right, 1, name=f"{name}_right2")
     # 3: single: floor shift, clamped to +-2**31; tflite: the high word, truncated towards zero.
@@ -91,11 +106,12 @@ class AddLane(wiring.Component):
         m = Module()
         d = self.d
         tfl = d.mode == MODE_CODES["tflite"]
-        xa, xb = Signal(signed(_X_BITS), name="xa"), Signal(signed(_X_BITS), name="xb")
-        ls = d.left_shift[:5]
-        m.d.sync += [xa.eq((self.a - d.a_zp) << ls), xb.eq((self.b - d.b_zp) << ls)]
-        va = mul_shift(m, xa, d.a_mul, d.a_shift, tfl, name="ma")
-        vb = mul_shift(m, xb, d.b_mul, d.b_shift, tfl, name="mb")
+        # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
+        xa, xb = Signal(signed(17), name="xa"), Signal(signed(17), name="xb")
+        ls = Signal(5, name="left_shift")
+        m.d.sync += [xa.eq(self.a - d.a_zp), xb.eq(self.b - d.b_zp), ls.eq(d.left_shift[:5])]
+        va = mul_shift(m, xa, d.a_mul, d.a_shift, tfl, name="ma", pre_shift=ls)
+        vb = mul_shift(m, xb, d.b_mul, d.b_shift, tfl, name="mb", pre_shift=ls)
         total = Signal(signed(_R_BITS + 1), name="total")
         m.d.sync += total.eq(va + vb)
         r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo")
