@@ -89,13 +89,18 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
 class AddLane(wiring.Component):
     """One lane of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin, qmax)`` with
     ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a`` when
-    ``table_only``. ``latency`` = ``ADD_LANE_LATENCY``: the zero points and left shift (1), the two
-    input rescales in parallel (``ADD_MUL_STAGES``), the sum (1), the output rescale, the zero point
-    and clamp (1). The descriptor inputs must be held steady while values are in flight."""
+    ``table_only``.
+
+    The operands come one a cycle, as the scratchpad's one read port delivers them: ``x`` is ``a`` in
+    one cycle and ``b`` (``x_is_b``) in the next, so one input rescale serves both. ``i_valid`` marks
+    the cycle a word is complete (its ``b``; its ``a`` for ``table_only``), and ``o`` is valid
+    ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero point (1), the rescale
+    (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the sum (1), the output rescale,
+    the zero point and clamp (1). The descriptor inputs must be held steady while values are in flight."""
 
     def __init__(self):
         lay = descriptor_layout("ADD")
-        super().__init__({"i_valid": In(1), "a": In(signed(8)), "b": In(signed(8)), "d": In(lay),
+        super().__init__({"i_valid": In(1), "x": In(signed(8)), "x_is_b": In(1), "d": In(lay),
                           "o_valid": Out(1), "o": Out(signed(8))})
 
     @property
@@ -107,16 +112,20 @@ class AddLane(wiring.Component):
         d = self.d
         tfl = d.mode == MODE_CODES["tflite"]
         # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
-        xa, xb = Signal(signed(17), name="xa"), Signal(signed(17), name="xb")
+        xd = Signal(signed(17), name="x_diff")
+        is_b = Signal(name="x_is_b_1")
         ls = Signal(5, name="left_shift")
-        m.d.sync += [xa.eq(self.a - d.a_zp), xb.eq(self.b - d.b_zp), ls.eq(d.left_shift[:5])]
-        va = mul_shift(m, xa, d.a_mul, d.a_shift, tfl, name="ma", pre_shift=ls)
-        vb = mul_shift(m, xb, d.b_mul, d.b_shift, tfl, name="mb", pre_shift=ls)
+        m.d.sync += [xd.eq(self.x - Mux(self.x_is_b, d.b_zp, d.a_zp)), is_b.eq(self.x_is_b),
+                     ls.eq(d.left_shift[:5])]
+        v = mul_shift(m, xd, Mux(is_b, d.b_mul, d.a_mul), Mux(is_b, d.b_shift, d.a_shift), tfl, name="mi",
+                      pre_shift=ls)
+        va = Signal.like(v, name="va")           # a's rescaled value, one cycle ahead of b's
+        m.d.sync += va.eq(v)
         total = Signal(signed(_R_BITS + 1), name="total")
-        m.d.sync += total.eq(va + vb)
+        m.d.sync += total.eq(va + v)
         r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo")
         y = r + d.zp
-        passed = delayed(m, self.a, ADD_LANE_LATENCY - 1, name="a_pass")
+        passed = delayed(m, self.x, ADD_LANE_LATENCY - 1, name="a_pass")
         m.d.sync += self.o.eq(Mux(d.table_only, passed, Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))))
         m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, ADD_LANE_LATENCY, name="valid"))
         return m
@@ -217,17 +226,16 @@ class AddUnit(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += phase.eq(1)
-        # data: a_i arrives the cycle after its read; the lanes take (a, b) the cycle after the last read
-        a_reg = Signal(data.ArrayLayout(signed(8), R), name="a_reg")
-        m.d.sync += a_reg.eq(self.r_data)
+        # data: each word arrives the cycle after its read; the lanes take a, then b, the word complete
+        # the cycle after its last read
         in_valid = delayed(m, last_read, 1, name="in_valid")
+        is_b = delayed(m, busy & phase, 1, name="data_is_b")
         out_addr = Signal(ADDR_BITS, name="out_addr")
         m.d.comb += out_addr.eq(d.out_base + i)
         lanes = [AddLane() for _ in range(R)]
         for j, lane in enumerate(lanes):
             m.submodules[f"lane{j}"] = lane
-            m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d),
-                         lane.a.eq(Mux(d.table_only, self.r_data[j], a_reg[j])), lane.b.eq(self.r_data[j])]
+            m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d), lane.x.eq(self.r_data[j]), lane.x_is_b.eq(is_b)]
         m.submodules.table = table = TableUnit(lanes=R)
         m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0),
                      table.load_en.eq(self.load_en), table.load_index.eq(self.load_index),
