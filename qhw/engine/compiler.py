@@ -140,19 +140,19 @@ def _int8(qp) -> bool:
 def _elementwise_kind(node: Node, graph: Graph, shapes, rows: int) -> str | None:
     """"Add", "Concat" or "table" for an integer ``Onnx`` node the engine runs (docs/engine.md), else None.
 
-    Add: two int8 inputs of one shape (no broadcast), ``single``/``tflite``. Concat: along channels, as
-    placement, so every input must already be in the output's scale and zero point (no rescale), be
-    produced in the segment for this Concat alone by a MATMUL or POOL descriptor, and all but the last
-    fill whole words. Table: one
-    256-entry int8 table (not PRelu's per-channel tables)."""
+    Add (or a two-input Sum): two int8 inputs of one shape (no broadcast), ``single``/``tflite``.
+    Concat: along channels, as placement, so every input must already be in the output's scale and
+    zero point (no rescale), be produced in the segment for this Concat alone by a MATMUL or POOL
+    descriptor, and all but the last fill whole words. Table: one 256-entry int8 table (not PRelu's
+    per-channel tables)."""
     kind = int_kind(node)
     ins, out = node.inputs, node.outputs[0]
     qps = [graph.tensors.get(t) for t in ins + [out]]
     if kind is None or not all(_int8(q) for q in qps):
         return None
-    if kind == "Add":
+    if kind in ("Add", "Sum"):        # a two-input Sum is the same TFLite ADD (qhw.ops_elementwise)
         same = len(ins) == 2 and shapes[ins[0]] == shapes[ins[1]] == shapes[out] and len(shapes[out]) in (1, 3)
-        return kind if same and node.quant["rounding"] in ADD_MODES else None
+        return "Add" if same and node.quant["rounding"] in ADD_MODES else None
     if kind == "Concat":
         consumers = graph.consumers()
         rank = len(shapes[out])

@@ -151,6 +151,17 @@ def test_random_residual_models_other_arrays(tmp_path, rows, cols):
         assert compiled.program.segments == (1 if placed else 2), case[0]
 
 
+def test_two_input_sum_is_an_add(tmp_path):
+    """A two-input Sum is the golden model's same TFLite ADD: an ADD descriptor (seed 23)."""
+    rng = np.random.default_rng(23)
+    n = Net(rng, (1, 3, 5, 5)).conv(8, 3, pads=(1, 1, 1, 1))
+    b = _branch(n, lambda n: n.conv(8, 1, relu=False))
+    path = _join(n, "Sum", [n.cur, b], 8).conv(4, 3).save(tmp_path / "sum.onnx")
+    x = rng.uniform(-1, 1, (16, 3, 5, 5)).astype(np.float32)
+    compiled = assert_bit_exact(quantize(path, x, rounding="tflite"), x)
+    assert compiled.program.segments == 1 and [d.op for d in compiled.program.descriptors].count("ADD") == 1
+
+
 def test_concat_not_placeable_goes_to_the_host(tmp_path):
     """A Concat whose first input does not fill whole words (5 channels on 8-lane words) cannot be
     placement: it runs on the host, splitting the segments, still bit-exact."""
