@@ -6,8 +6,8 @@ Run from the repository root:
 
 It writes ``digits_resnet.onnx`` next to this file and prints its test accuracy. The network is
 small enough for a hand-written backward pass, so training needs no torch (PyPI's torch wheels
-pull gigabytes of CUDA libraries): float64 NumPy, Adam, a seeded batch order, single-threaded
-BLAS-free loops over small matrices, so the file is reproduced byte for byte.
+pull gigabytes of CUDA libraries): float64 NumPy, Adam, a seeded batch order; the convolutions are
+``np.einsum`` sums (no BLAS), so the file is reproduced byte for byte (twice on the same machine).
 
     x (1x8x8) -> conv3x3(1->8) relu = h
               -> [depthwise 3x3 (8, groups 8) relu -> pointwise 1x1 (8->8)] + h -> relu
