@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
+from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
@@ -117,6 +117,12 @@ class EngineConfig:
     def pool_avg_latency(self) -> int:
         """Fused average: the window sum is divided/requantized by a lane like the requant lanes."""
         return POOL_SUM_LATENCY + self.array.requant_latency
+
+    @property
+    def add_latency(self) -> int:
+        """ADD: the read request of a word's second operand (``a`` for ``table_only``) to its write
+        (read, the TFLite ADD lane, the table stage; ``qhw.hw.engine.add_unit``)."""
+        return ADD_LATENCY
 
     @property
     def input_latency(self) -> int:

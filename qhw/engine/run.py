@@ -21,7 +21,7 @@ __all__ = ["run_engine"]
 def run_engine(program: Program, graph: Graph, x: np.ndarray) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """``graph`` on ``x`` with its engine segments executed by ``EngineModel``: (outputs as float,
     output codes by name), as ``int_steps`` returns them."""
-    segs = engine_segments(graph, tensor_shapes(graph))
+    segs = engine_segments(graph, tensor_shapes(graph), program.rows)
     first = {seg[0].name: i for i, seg in enumerate(segs)}
     inside = {n.name for seg in segs for n in seg}
     model = EngineModel(program)
