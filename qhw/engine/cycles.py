@@ -204,8 +204,9 @@ def descriptor_end(op: str, config: EngineConfig, *, last_read: int | None = Non
                    last_write: int | None = None) -> int:
     """A descriptor's end as the model counts it, from what the hardware's debug tap shows: INPUT its
     last write + 1; MATMUL its last beat's read (the tap's ``issue``) + 2 (the beat issues the cycle after
-    its read); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1 (its last beat + 1)."""
-    if op == "INPUT":
+    its read); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1 (its last beat + 1);
+    ADD its last write + 1."""
+    if op in ("INPUT", "ADD"):
         return last_write + 1
     if op == "MATMUL":
         return last_read + 2

@@ -168,3 +168,23 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
     assert seen["prog"] == {0: sum(w << (32 * i) for i, w in enumerate(prog))}
     assert seen["wt"] == {0: weights[0], 1: weights[1]} and seen["pn"] == {0: 7, 1: 8, 2: 9}
     assert seen["pw"] == {0: 7 | 8 << 32 | 9 << 64}
+
+
+@pytest.fixture(scope="module")
+def resnet_single(digits):
+    from qhw.datasets import builtin_model_path
+
+    return quantize(builtin_model_path("digits_resnet"), digits["calib_x"], rounding="single")
+
+
+@pytest.mark.parametrize("rows,cols,images", [(4, 4, (0,)), pytest.param(8, 8, (1, 2), marks=pytest.mark.slow)])
+def test_digits_resnet(resnet_single, digits, rows, cols, images):
+    """The residual model (depthwise-separable block, residual Add on ``AddUnit``, average pool),
+    rounding single, loaded through the stream: logits bit-exact, every write (the ADD's among them)
+    and every descriptor end as predicted, the total equal to ``predict``."""
+    qm = resnet_single
+    program, cfg = compiled(qm, rows, cols)
+    assert [d.op for d in program.descriptors].count("ADD") == 1
+    inputs, golden = cases(qm, program, digits["test_x"][list(images)])
+    run = Run(NetworkEngine(engine=cfg), program, inputs, rows=rows).run()
+    check_run(run, program, cfg, inputs, golden)

@@ -20,6 +20,7 @@ from ...errors import ConfigError
 from ..accumulator import Accumulator
 from ..array import SystolicArray
 from .fetch import INDEX_BITS, DescriptorFetch
+from .add_unit import AddUnit
 from .input_unit import InputUnit
 from .issue import COUNT_BITS, MatmulIssue
 from .layouts import descriptor_layout
@@ -180,7 +181,7 @@ class NetworkEngine(wiring.Component):
             m.d.comb += [rp.addr.eq(f.r_addr), rp.en.eq(f.r_en), f.r_data.eq(rp.data), f.restart.eq(restart)]
             return f
         f_in = fetch("input", ("INPUT",))
-        f_issue = fetch("issue", ("MATMUL", "POOL", "OUTPUT"))
+        f_issue = fetch("issue", ("MATMUL", "POOL", "OUTPUT", "ADD"))
         f_load = fetch("loader", ("MATMUL",))
         f_param = fetch("params", ("MATMUL",))
         f_wb = fetch("writeback", ("MATMUL",))
@@ -212,11 +213,14 @@ class NetworkEngine(wiring.Component):
         m.submodules.issue = issue = MatmulIssue(config=c)
         m.submodules.pool = pool = PoolUnit(config=c, family=self.family)
         m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
+        m.submodules.add = add = AddUnit(rows=R)
         wcount = Signal(COUNT_BITS)
         op = f_issue.desc.payload.bits[:OP_BITS]
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
-        free = issue.desc.ready & pool.desc.ready & out.desc.ready     # every read-side unit idle or finishing
-        pool_d, out_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT")
+        is_add = op == OPCODES["ADD"]
+        # every read-side unit idle or finishing (an ADD: in its last write's cycle)
+        free = issue.desc.ready & pool.desc.ready & out.desc.ready & add.desc.ready
+        pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
                      issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
@@ -224,14 +228,19 @@ class NetworkEngine(wiring.Component):
                      pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
+                     add.desc.payload.eq(add_d),
+                     add.desc.valid.eq(f_issue.desc.valid & is_add & free & (wcount >= add_d.dep_base)),
                      f_issue.desc.ready.eq((issue.desc.valid & issue.desc.ready) | (pool.desc.valid & pool.desc.ready)
-                                           | (out.desc.valid & out.desc.ready))]
-        index = Signal(INDEX_BITS)                 # the POOL or OUTPUT running (for the trace)
-        with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)):
+                                           | (out.desc.valid & out.desc.ready) | (add.desc.valid & add.desc.ready))]
+        index = Signal(INDEX_BITS)                 # the POOL, OUTPUT or ADD running (for the trace)
+        with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)
+                  | (add.desc.valid & add.desc.ready)):
             m.d.sync += index.eq(f_issue.desc.payload.index)
-        m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en),
-                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr, out.r_addr))),
-                     issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data)]
+        m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en | add.r_en),
+                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr,
+                                                                         Mux(add.r_en, add.r_addr, out.r_addr)))),
+                     issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data),
+                     add.r_data.eq(scratch.r_data)]
         wiring.connect(m, out.o, wiring.flipped(self.o))
 
         # weights and parameters ahead of the array
@@ -278,7 +287,9 @@ class NetworkEngine(wiring.Component):
             m.d.comb += [w_data[j].eq(wb.w.payload.data[j]) for j in range(C)]
         with m.Elif(pool.w_en):
             m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(pool.w_addr), w_data.eq(pool.w_data)]
-        collide = (inp.w.valid.as_unsigned() + wb.w.valid + pool.w_en) > 1
+        with m.Elif(add.w_en):
+            m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(add.w_addr), w_data.eq(add.w_data)]
+        collide = (inp.w.valid.as_unsigned() + wb.w.valid + pool.w_en + add.w_en) > 1
         with m.If(collide):
             m.d.sync += error.eq(1)
         m.d.comb += [scratch.w_en.eq(we), scratch.w_full.eq(w_full), scratch.w_addr.eq(w_addr),
@@ -288,7 +299,7 @@ class NetworkEngine(wiring.Component):
 
         # the end of an inference: the issue side read END and everything has drained
         done = running & f_issue.at_end & ~f_issue.desc.valid & issue.desc.ready & ~issue.busy & pool.desc.ready \
-            & out.idle & ~wb.busy
+            & out.idle & ~wb.busy & add.desc.ready
         m.d.comb += restart.eq(done | load.done)
         with m.If(done):
             m.d.sync += [running.eq(0), wcount.eq(0)]
