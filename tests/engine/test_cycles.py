@@ -96,3 +96,24 @@ def test_schedule_obeys_the_weight_rules(digits_q, name):
             assert t.load >= ev[u - 2].last + cols
     busy = sum(t.last - t.first + 1 for t in ev)
     assert busy * 64 >= report.macs                                  # every MAC issued in some beat
+
+
+def test_dependence_counts_are_checked(digits_q):
+    """The compiler's dependence counts let conv3 start on conv2's first plane (16 pooled writes of N
+    tile 0); one write fewer is caught by the cycle model (a word conv3 reads would not be written)."""
+    from dataclasses import replace
+
+    from qhw.engine.isa import Descriptor
+
+    qm = digits_q["digits_cnn"]
+    cfg = engine_for(qm.graph)
+    program = compile_model(qm, cfg).program
+    mm = [i for i, d in enumerate(program.descriptors) if d.op == "MATMUL"]
+    conv2, conv3 = (program.descriptors[i] for i in mm[1:3])
+    before = 64 + 64                                      # INPUT's and conv1's writes
+    assert (conv3["dep_base"], conv3["dep_step"]) == (before + 16, 16)
+    assert (conv2["dep_base"], conv2["dep_step"]) == (before, 64)     # conv1's one plane: 64 writes
+    descs = list(program.descriptors)
+    descs[mm[2]] = Descriptor("MATMUL", {**conv3.fields, "dep_base": conv3["dep_base"] - 1})
+    with pytest.raises(RuntimeError, match=r"dependence count 143 is too small"):
+        predict(replace(program, descriptors=descs), cfg)
