@@ -738,6 +738,10 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     if words > config.program_words:
         misfits.append(f"program store needs {words} words but has {config.program_words}")
         flags.append(f"--program-words {words}")
+    tables = len({p.fields["table"] for p in b.pending if p.fields.get("table")})
+    if tables > config.tables:
+        misfits.append(f"table memories need {tables} tables but have {config.tables}")
+        flags.append(f"tables={tables}")
     if misfits:
         raise ConfigError(f"{source}: does not fit the engine: {'; '.join(misfits)}; smallest that fits: "
                           f"{' '.join(flags)} (qhw compile, qhw generate --top network)")
@@ -752,9 +756,11 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
 
 def fit_engine(qmodel, array, *, source: str = "model") -> EngineConfig:
     """The smallest memories that hold ``qmodel`` on ``array`` (``qhw generate --for MODEL --top network``)."""
-    big = EngineConfig(array=array, weight_kib=1 << 14, act_kib=1 << 14, program_words=1 << 20)
+    big = EngineConfig(array=array, weight_kib=1 << 14, act_kib=1 << 14, program_words=1 << 20, tables=1 << 8)
     prog = compile_model(qmodel, big, source=source).program
     act = _kib(prog.act_bytes_used)
     while act * 1024 % big.word_bytes:
         act += 1
-    return EngineConfig(array=array, weight_kib=_kib(len(prog.image)), act_kib=act, program_words=prog.words)
+    tables = max(1, len({d["table"] for d in prog.descriptors if d.fields.get("table")}))
+    return EngineConfig(array=array, weight_kib=_kib(len(prog.image)), act_kib=act, program_words=prog.words,
+                        tables=tables)

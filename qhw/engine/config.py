@@ -42,6 +42,9 @@ class EngineConfig:
         Program store size in 32-bit words.
     pool_line:
         Entries of the fused-pool line buffer (pooled pixels of one output row, ``cols`` int32 lanes each).
+    tables:
+        Table-activation slots (256 int8 entries each, one copy per lane of the MATMUL write-back's and
+        the ADD unit's ``TableUnit``): the distinct tables a program may use.
     """
 
     array: ArrayConfig
@@ -49,11 +52,12 @@ class EngineConfig:
     act_kib: int = DEFAULT_ACT_KIB
     program_words: int = DEFAULT_PROGRAM_WORDS
     pool_line: int = DEFAULT_POOL_LINE
+    tables: int = 1
 
     def __post_init__(self):
         if not isinstance(self.array, ArrayConfig):
             raise ConfigError(f"array must be an ArrayConfig, not {type(self.array).__name__}")
-        for name in ("weight_kib", "act_kib", "program_words", "pool_line"):
+        for name in ("weight_kib", "act_kib", "program_words", "pool_line", "tables"):
             _positive(name, getattr(self, name))
         a = self.array
         if (a.tile_rows, a.tile_cols, a.tile_pipeline) != (1, 1, 1):

@@ -134,17 +134,23 @@ class AddLane(wiring.Component):
 class TableUnit(wiring.Component):
     """``lanes`` int8 codes -> ``table[code + 128]`` (one 256-entry memory per lane, so every lane looks
     up in the same cycle), or the codes unchanged when ``enable`` is low; ``latency`` 1 (a synchronous
-    read, a register on the bypass). The tables are written through ``load_*`` (one entry per cycle,
-    broadcast to every lane's copy), e.g. by the sequencer from the store at ``table - 1`` before the
-    descriptor that uses them."""
+    read, a register on the bypass). ``tables`` slots of 256 entries each: ``select`` (with ``i``)
+    picks one. The tables are written through ``load_*`` (one entry per cycle, broadcast to every
+    lane's copy) when the model is loaded (``LoadUnit``), or given as ``init`` (``256*tables`` codes,
+    slot after slot)."""
 
-    def __init__(self, *, lanes: int):
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
-            raise ConfigError(f"lanes must be a positive integer, not {lanes!r}")
-        self.lanes = lanes
+    def __init__(self, *, lanes: int, tables: int = 1, init=None):
+        for name, v in (("lanes", lanes), ("tables", tables)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+        if init is not None and len(init) != 256 * tables:
+            raise ConfigError(f"init must hold {256 * tables} table entries, not {len(init)}")
+        self.lanes, self.tables, self.init = lanes, tables, list(init or [])
         super().__init__({"i_valid": In(1), "i": In(data.ArrayLayout(signed(8), lanes)), "enable": In(1),
+                          "select": In(range(tables)),
                           "o_valid": Out(1), "o": Out(data.ArrayLayout(signed(8), lanes)),
-                          "load_en": In(1), "load_index": In(8), "load_data": In(signed(8))})
+                          "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8),
+                          "load_data": In(signed(8))})
 
     @property
     def latency(self) -> int:
@@ -156,11 +162,13 @@ class TableUnit(wiring.Component):
         byp = Signal(data.ArrayLayout(signed(8), self.lanes), name="bypass")
         m.d.sync += [en.eq(self.enable), byp.eq(self.i), self.o_valid.eq(self.i_valid)]
         for j in range(self.lanes):
-            mem = Memory(shape=signed(8), depth=256, init=[])
+            mem = Memory(shape=signed(8), depth=256 * self.tables, init=self.init)
             m.submodules[f"table{j}"] = mem
             wr, rd = mem.write_port(), mem.read_port()
-            m.d.comb += [wr.en.eq(self.load_en), wr.addr.eq(self.load_index), wr.data.eq(self.load_data),
-                         rd.addr.eq(Cat(self.i[j].as_unsigned()[:7], ~self.i[j].as_unsigned()[7]))]   # code + 128
+            m.d.comb += [wr.en.eq(self.load_en), wr.addr.eq(Cat(self.load_index, self.load_slot)),
+                         wr.data.eq(self.load_data),
+                         rd.addr.eq(Cat(self.i[j].as_unsigned()[:7], ~self.i[j].as_unsigned()[7],   # code + 128
+                                        self.select))]
             m.d.comb += self.o[j].eq(Mux(en, rd.data, byp[j]))
         return m
 
@@ -169,7 +177,8 @@ class AddUnit(wiring.Component):
     """ADD descriptors (``desc``) on the scratchpad's ports.
 
     ``r_addr``/``r_en`` -> ``r_data`` one cycle later (``Scratchpad``); ``w_en``/``w_addr``/``w_data``
-    write whole words; ``load_*`` fill the table (``TableUnit``) before a descriptor with ``table != 0``.
+    write whole words; ``load_*`` fill the tables (``TableUnit``, ``tables`` slots), ``t_slot`` is the
+    slot of the offered descriptor's ``table`` (taken with it).
     A descriptor is taken when ``desc.ready`` (idle: no read left, and the previous descriptor's last
     word in its write cycle or written); its first read is requested the next cycle; reads follow back
     to back (``a_i``, ``b_i``, ``a_{i+1}``, ...; ``a_i`` only for ``table_only``), and word ``i`` is
@@ -181,16 +190,19 @@ class AddUnit(wiring.Component):
         Lanes per scratchpad word.
     """
 
-    def __init__(self, *, rows: int):
+    def __init__(self, *, rows: int, tables: int = 1, init=None):
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
             raise ConfigError(f"rows must be a positive integer, not {rows!r}")
-        self.rows = rows
+        if not isinstance(tables, int) or isinstance(tables, bool) or tables < 1:
+            raise ConfigError(f"tables must be a positive integer, not {tables!r}")
+        self.rows, self.tables, self.init = rows, tables, init
         word = data.ArrayLayout(signed(8), rows)
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("ADD"))),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(word),
             "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(word),
-            "load_en": In(1), "load_index": In(8), "load_data": In(signed(8)),
+            "t_slot": In(range(tables)),
+            "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8), "load_data": In(signed(8)),
             "busy": Out(1),
         })
 
@@ -210,8 +222,10 @@ class AddUnit(wiring.Component):
         # cycle the last word is written (its first read is then one cycle after that write)
         inflight = Signal(range(ADD_LATENCY + 1), name="inflight")
         m.d.comb += self.desc.ready.eq(~busy & (inflight == 0))
+        slot = Signal(range(self.tables), name="table_slot")
         with m.If(self.desc.valid & self.desc.ready):
-            m.d.sync += [d.eq(self.desc.payload), i.eq(0), phase.eq(0), busy.eq(self.desc.payload.words != 0)]
+            m.d.sync += [d.eq(self.desc.payload), slot.eq(self.t_slot), i.eq(0), phase.eq(0),
+                         busy.eq(self.desc.payload.words != 0)]
         last_read = Signal(name="last_read")     # this cycle's read completes word i
         m.d.comb += last_read.eq(busy & (d.table_only | phase))
         with m.If(last_read):
@@ -236,9 +250,10 @@ class AddUnit(wiring.Component):
         for j, lane in enumerate(lanes):
             m.submodules[f"lane{j}"] = lane
             m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d), lane.x.eq(self.r_data[j]), lane.x_is_b.eq(is_b)]
-        m.submodules.table = table = TableUnit(lanes=R)
-        m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0),
-                     table.load_en.eq(self.load_en), table.load_index.eq(self.load_index),
+        m.submodules.table = table = TableUnit(lanes=R, tables=self.tables, init=self.init)
+        m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0), table.select.eq(slot),
+                     table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
+                     table.load_index.eq(self.load_index),
                      table.load_data.eq(self.load_data)]
         m.d.comb += [table.i[j].eq(lane.o) for j, lane in enumerate(lanes)]
         # the write address travels with the word: its last read, the read, the lane, the table

@@ -15,12 +15,13 @@ from amaranth.utils import ceil_log2
 
 from ...engine.config import EngineConfig
 from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS, OP_BITS, OPCODES
+from ...engine.load import program_tables
 from ...engine.program import Program
 from ...errors import ConfigError
 from ..accumulator import Accumulator
 from ..array import SystolicArray
-from .fetch import INDEX_BITS, DescriptorFetch
 from .add_unit import AddUnit
+from .fetch import INDEX_BITS, DescriptorFetch
 from .input_unit import InputUnit
 from .issue import COUNT_BITS, MatmulIssue
 from .layouts import descriptor_layout
@@ -99,10 +100,14 @@ def _image_init(engine: EngineConfig, image: bytes):
     wbytes = np.concatenate([wbytes, np.zeros(-wbytes.size % C, np.int8)])
     params = np.frombuffer(prog.image[prog.params_offset:], "<i4")
     wide = np.concatenate([params, np.zeros(-params.size % (4 * C), np.int32)]).reshape(-1, 4 * C)
+    tables = program_tables(prog)
     if (len(descs) > engine.program_words // DESCRIPTOR_WORDS or wbytes.size > engine.weight_bytes
-            or params.size > engine.weight_bytes // 4):
+            or params.size > engine.weight_bytes // 4 or len(tables) > engine.tables):
         raise ConfigError("image: does not fit the engine's memories (qhw compile names the sizes)")
-    return (descs, wbytes.reshape(-1, C).tolist(), params.tolist(), wide.tolist(), prog.params_offset // 4)
+    tags = [tag for tag, _ in tables] + [0] * (engine.tables - len(tables))
+    entries = [v for _, e in tables for v in e] + [0] * (256 * (engine.tables - len(tables)))
+    return (descs, wbytes.reshape(-1, C).tolist(), params.tolist(), wide.tolist(), prog.params_offset // 4,
+            tags, entries)
 
 
 class NetworkEngine(wiring.Component):
@@ -141,7 +146,8 @@ class NetworkEngine(wiring.Component):
         param_words = e.weight_bytes // 4
         param_entries = max(1, param_words // (4 * C))
         aw = _act_addr_bits(e)
-        init = self._init or ([], [], [], [], 0)
+        T = e.tables
+        init = self._init or ([], [], [], [], 0, [0] * T, None)
 
         # memories
         m.submodules.program = program = Memory(shape=unsigned(DESCRIPTOR_BITS), depth=entries, init=init[0])
@@ -153,7 +159,18 @@ class NetworkEngine(wiring.Component):
 
         # model loading
         m.submodules.load = load = LoadUnit(cols=C, programs=entries, weight_rows=weight_rows,
-                                            param_words=param_words, param_entries=param_entries)
+                                            param_words=param_words, param_entries=param_entries, tables=T)
+        # table slots: each slot's tag (the ``table`` field naming it), the entries in the TableUnits
+        tags = Signal(data.ArrayLayout(unsigned(24), T), init=init[5])
+        with m.If(load.tag.en):
+            m.d.sync += tags[load.tag.slot].eq(load.tag.data)
+
+        def table_slot(field):
+            slot = Signal(range(T))
+            for k in range(T):
+                with m.If(tags[k] == field):
+                    m.d.comb += slot.eq(k)
+            return slot
         running = Signal()
         wiring.connect(m, wiring.flipped(self.load), load.load)
         pw_prog, pw_n, pw_w = program.write_port(), pnarrow.write_port(), pwide.write_port()
@@ -213,7 +230,7 @@ class NetworkEngine(wiring.Component):
         m.submodules.issue = issue = MatmulIssue(config=c)
         m.submodules.pool = pool = PoolUnit(config=c, family=self.family)
         m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
-        m.submodules.add = add = AddUnit(rows=R)
+        m.submodules.add = add = AddUnit(rows=R, tables=T, init=init[6])
         wcount = Signal(COUNT_BITS)
         op = f_issue.desc.payload.bits[:OP_BITS]
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
@@ -228,7 +245,7 @@ class NetworkEngine(wiring.Component):
                      pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
-                     add.desc.payload.eq(add_d),
+                     add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),
                      add.desc.valid.eq(f_issue.desc.valid & is_add & free & (wcount >= add_d.dep_base)),
                      f_issue.desc.ready.eq((issue.desc.valid & issue.desc.ready) | (pool.desc.valid & pool.desc.ready)
                                            | (out.desc.valid & out.desc.ready) | (add.desc.valid & add.desc.ready))]
@@ -260,7 +277,8 @@ class NetworkEngine(wiring.Component):
         m.submodules.array = array = SystolicArray(config=c)
         m.submodules.accumulator = acc = Accumulator(config=c)
         m.submodules.requant = rq = RequantStage(config=c, family=self.family)
-        m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family)
+        m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family,
+                                                    tables=T, table_init=init[6])
         m.d.comb += [array.a_in.eq(issue.a_in), array.bank_in.eq(issue.bank_in), array.w_we.eq(loader.w_we),
                      array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data), acc.psum.eq(array.psum_out),
                      rq.banks.eq(params.banks)]
@@ -268,7 +286,10 @@ class NetworkEngine(wiring.Component):
         wiring.connect(m, acc.row, rq.row)
         wiring.connect(m, rq.out, wb.row)
         m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid), wb.desc.payload.eq(view(f_wb, "MATMUL")),
-                     f_wb.desc.ready.eq(wb.desc.ready)]
+                     f_wb.desc.ready.eq(wb.desc.ready), wb.t_slot.eq(table_slot(view(f_wb, "MATMUL").table))]
+        for unit in (wb, add):          # the tables, loaded with the model
+            m.d.comb += [unit.load_en.eq(load.tab.en), unit.load_slot.eq(load.tab.slot),
+                         unit.load_index.eq(load.tab.index), unit.load_data.eq(load.tab.data)]
 
         # pool-table reads: the write-back's entry and the POOL unit's, 64 bits each (two narrow ports)
         for unit in (wb, pool):
