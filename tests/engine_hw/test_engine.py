@@ -179,23 +179,27 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
 
 
 @pytest.fixture(scope="module")
-def resnet_single(digits):
+def resnets(digits):
     from qhw.datasets import builtin_model_path
 
-    return quantize(builtin_model_path("digits_resnet"), digits["calib_x"], rounding="single")
+    path = builtin_model_path("digits_resnet")
+    return {r: quantize(path, digits["calib_x"], rounding=r) for r in ("single", "tflite")}
 
 
-@pytest.mark.parametrize("rows,cols,images", [(4, 4, (0,)), pytest.param(8, 8, (1, 2), marks=pytest.mark.slow)])
-def test_digits_resnet(resnet_single, digits, rows, cols, images):
+@pytest.mark.parametrize("rounding,rows,cols,images", [
+    ("single", 4, 4, (0,)), pytest.param("single", 8, 8, (1, 2), marks=pytest.mark.slow),
+    pytest.param("tflite", 4, 4, (3,), marks=pytest.mark.slow)])
+def test_digits_resnet(resnets, digits, rounding, rows, cols, images):
     """The residual model (depthwise-separable block, residual Add on ``AddUnit``, average pool),
-    rounding single, loaded through the stream: logits bit-exact, every write (the ADD's among them)
-    and every descriptor end as predicted, the total equal to ``predict``."""
-    qm = resnet_single
+    loaded through the stream: logits bit-exact, every write (the ADD's among them) and every
+    descriptor end as predicted, the total equal to ``predict`` (4,742 cycles on 4x4, 1,919 on 8x8)."""
+    qm = resnets[rounding]
     program, cfg = compiled(qm, rows, cols)
     assert [d.op for d in program.descriptors].count("ADD") == 1
     inputs, golden = cases(qm, program, digits["test_x"][list(images)])
     run = Run(NetworkEngine(engine=cfg), program, inputs, rows=rows).run()
     check_run(run, program, cfg, inputs, golden)
+    assert predict(program, cfg).total == {4: 4742, 8: 1919}[rows]
 
 
 def _table_model(tmp_path, name):
