@@ -225,6 +225,26 @@ def test_table_activation_on_matmul_write_back(tmp_path, act):
     assert np.diff([e.cycle for e in words]).tolist() == [1] * (len(words) - 1)      # one read per word
 
 
+def test_too_many_tables_refused(tmp_path):
+    """Two distinct tables (a MATMUL's and a ``table_only`` pass's) on an engine with one table slot:
+    refused in one line naming the memory and the size that fits; ``fit_engine`` sizes two slots."""
+    from qhw.engine.compiler import fit_engine
+    from qhw.engine.config import EngineConfig
+    from qhw.errors import ConfigError
+
+    rng = np.random.default_rng([5, sum(map(ord, "Tanh"))])
+    net = (Net(rng, (1, 3, 8, 8)).conv(8, 3, pads=(1, 1, 1, 1), relu=False).op("Tanh")
+           .conv(8, 3, relu=False).op("MaxPool", kernel_shape=[2, 2], strides=[2, 2]).op("Tanh")
+           .op("Flatten").dense(4, 8 * 3 * 3))
+    x = rng.uniform(-2, 2, (16, 3, 8, 8)).astype(np.float32)
+    qm = quantize(net.save(tmp_path / "tanh.onnx"), x)
+    array = engine_for(qm.graph).array
+    with pytest.raises(ConfigError, match=r"^m: does not fit the engine: table memories need 2 tables but have 1; "
+                                          r"smallest that fits: tables=2 "):
+        compile_model(qm, EngineConfig(array=array), source="m")
+    assert fit_engine(qm, array).tables == 2
+
+
 def test_onnx_rounding_add_on_the_host_bit_exact(digits):
     """``onnx`` rounding's Add is ONNX Runtime's float QLinearAdd, which the ADD descriptor does not
     carry: the Add runs on the host between two engine segments, bit-exact on every test image. The
