@@ -741,7 +741,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     tables = len({p.fields["table"] for p in b.pending if p.fields.get("table")})
     if tables > config.tables:
         misfits.append(f"table memories need {tables} tables but have {config.tables}")
-        flags.append(f"tables={tables}")
+        flags.append(f"--tables {tables}")
     if misfits:
         raise ConfigError(f"{source}: does not fit the engine: {'; '.join(misfits)}; smallest that fits: "
                           f"{' '.join(flags)} (qhw compile, qhw generate --top network)")

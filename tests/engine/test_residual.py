@@ -240,7 +240,7 @@ def test_too_many_tables_refused(tmp_path):
     qm = quantize(net.save(tmp_path / "tanh.onnx"), x)
     array = engine_for(qm.graph).array
     with pytest.raises(ConfigError, match=r"^m: does not fit the engine: table memories need 2 tables but have 1; "
-                                          r"smallest that fits: tables=2 "):
+                                          r"smallest that fits: --tables 2 "):
         compile_model(qm, EngineConfig(array=array), source="m")
     assert fit_engine(qm, array).tables == 2
 
