@@ -223,9 +223,11 @@ def _table_model(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["sigmoid-conv", "add-16ch-sigmoid"])
 def test_table_activations(tmp_path, name):
-    """Table activations on a 4x4 engine, the tables loaded with the model through the stream: on the
-    MATMUL write-back (``WritebackUnit``'s ``TableUnit``, same ``writeback_latency``), on an ADD and
-    as a ``table_only`` pass (``AddUnit``'s); one image bit-exact, writes and ends as predicted."""
+    """Table activations on a 4x4 engine: on the MATMUL write-back (``WritebackUnit``'s ``TableUnit``,
+    same ``writeback_latency``), on an ADD and as a ``table_only`` pass (``AddUnit``'s); the two-slot
+    model from the embedded image (tables and tags as initial contents), the other loaded through the
+    stream (``LoadUnit``'s two-slot load is its own test); one image bit-exact, writes and ends as
+    predicted."""
     from qhw.engine.load import program_tables
 
     qm, x = _table_model(tmp_path, name)
@@ -235,5 +237,7 @@ def test_table_activations(tmp_path, name):
     assert len(tables) == cfg.tables == (2 if name == "sigmoid-conv" else 1)
     assert {d.op for d in users} == ({"MATMUL", "ADD"} if name == "sigmoid-conv" else {"ADD"})
     inputs, golden = cases(qm, program, x[:1])
-    run = Run(NetworkEngine(engine=cfg), program, inputs, rows=4).run()
+    embed = name == "sigmoid-conv"
+    dut = NetworkEngine(engine=cfg, image=program.to_bytes() if embed else None)
+    run = Run(dut, program, inputs, rows=4, load=not embed).run()
     check_run(run, program, cfg, inputs, golden)
