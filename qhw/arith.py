@@ -42,6 +42,7 @@ __all__ = [
     "add_left_shift",
     "add_multipliers",
     "add_rescaled",
+    "add_with_multipliers",
     "qlinear_add_onnx",
     "qlinear_mul_onnx",
     "span_scalar_input0",
@@ -374,14 +375,21 @@ def add_rescaled(diffs, in_scales, s_out, *, bits: int, mode: str) -> np.ndarray
     ``add_left_shift(bits)``, multiplied by its M0/shift, the results added, and the sum
     multiplied by the output M0/shift. Returns the rounded value before the output zero point.
     """
-    mul = mul_shift_single if mode == "single" else mul_shift_tflite
     left = add_left_shift(bits)
-    (m0, sh), (m0_out, sh_out) = add_multipliers(in_scales, s_out, left)
+    (m0, sh), out = add_multipliers(in_scales, s_out, left)
+    return add_with_multipliers(diffs, list(zip(m0, sh)), out, left, mode=mode)
+
+
+def add_with_multipliers(diffs, in_multipliers, out_multiplier, left_shift: int, *, mode: str) -> np.ndarray:
+    """TFLite ``ADD``'s integer part with its parameters given (``add_rescaled``'s body; the network
+    engine's ADD descriptor carries these numbers): each ``(q - zp) << left_shift`` times its
+    ``(M0, shift)``, summed, times the output ``(M0, shift)``. Before the output zero point."""
+    mul = mul_shift_single if mode == "single" else mul_shift_tflite
     total = None
-    for d, m, k in zip(diffs, m0, sh):
-        v = mul(np.asarray(d, dtype=np.int64) << left, m, k)
+    for d, (m, k) in zip(diffs, in_multipliers):
+        v = mul(np.asarray(d, dtype=np.int64) << left_shift, m, k)
         total = v if total is None else total + v
-    return mul(total, m0_out, sh_out)
+    return mul(total, *out_multiplier)
 
 
 def _rne_pack(v: np.ndarray, qmin: int, qmax: int) -> np.ndarray:

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the embedded end-to-end demo on the digits models")
     d.add_argument("-o", "--output", default="demo_out", metavar="DIR")
     d.add_argument("--model", nargs="+", default=["digits_cnn", "digits_mlp"],
-                   choices=("digits_cnn", "digits_mlp"))
+                   choices=("digits_cnn", "digits_mlp", "digits_resnet"))
     d.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
     d.add_argument("--top", choices=("network", "accel"), default="network",
                    help="hardware the CNN runs on: network (default: the whole network on the network engine) "

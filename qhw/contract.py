@@ -57,6 +57,9 @@ __all__ = [
     "PARAMS_READ_LATENCY",
     "POOL_MAX_LATENCY",
     "POOL_SUM_LATENCY",
+    "ADD_MUL_STAGES",
+    "ADD_LANE_LATENCY",
+    "ADD_LATENCY",
     "MANIFEST_FORMAT_VERSION",
     "MAX_GEMM_M",
     "MAX_GEMM_N",
@@ -153,6 +156,15 @@ PARAMS_READ_LATENCY = 1
 # requantization lane (``pool_avg_latency = POOL_SUM_LATENCY + requant_latency``).
 POOL_MAX_LATENCY = 1
 POOL_SUM_LATENCY = 1
+# Network-engine integer Add (``qhw.hw.engine.add_unit``, TFLite ADD): a multiply-and-shift
+# (``mul_shift_single``/``mul_shift_tflite``) is ADD_MUL_STAGES registers (multiplicand, product,
+# shift, tflite's rounding divide); the lane is the zero point (1), the input rescale (a's, then b's
+# the next cycle), the sum (1), the output rescale, the zero point and clamp (1). ADD_LATENCY
+# counts from the cycle the second operand's read is requested to the cycle its word is written:
+# the synchronous read (1), the lane, the table stage (1, a register when no table is used).
+ADD_MUL_STAGES = 4
+ADD_LANE_LATENCY = 1 + ADD_MUL_STAGES + 1 + ADD_MUL_STAGES + 1
+ADD_LATENCY = 1 + ADD_LANE_LATENCY + 1
 
 
 def signed_bits(lo: int, hi: int) -> int:

@@ -25,7 +25,7 @@ __all__ = [
     "write_digits_npz",
 ]
 
-BUILTIN_MODELS: tuple[str, ...] = ("digits_mlp", "digits_cnn")
+BUILTIN_MODELS: tuple[str, ...] = ("digits_mlp", "digits_cnn", "digits_resnet")
 TEST_SIZE = 0.25
 SPLIT_SEED = 0
 

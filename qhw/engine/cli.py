@@ -17,7 +17,7 @@ from .config import DEFAULT_ACT_KIB, DEFAULT_PROGRAM_WORDS, DEFAULT_WEIGHT_KIB, 
 
 __all__ = ["add_parser", "compile_report", "engine_config", "layer_table", "run_compile", "run_disasm"]
 
-_SIZES = ("weight_kib", "act_kib", "program_words")
+_SIZES = ("weight_kib", "act_kib", "program_words", "tables")
 
 
 def add_parser(subparsers) -> None:
@@ -35,6 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--weight-kib", type=int, help=f"weight/parameter store KiB (default {DEFAULT_WEIGHT_KIB})")
     p.add_argument("--act-kib", type=int, help=f"activation scratchpad KiB (default {DEFAULT_ACT_KIB})")
     p.add_argument("--program-words", type=int, help=f"program store words (default {DEFAULT_PROGRAM_WORDS})")
+    p.add_argument("--tables", type=int, help="table-activation slots (default 1)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.qbin")
     p.add_argument("--listing", action="store_true", help="also print the disassembly")
     p.add_argument("--json", action="store_true", help="print one JSON object (layers, cycles, memory) instead")

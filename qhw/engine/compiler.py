@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arith import average_onnx_scale, quantize_multiplier
+from ..arith import add_left_shift, add_multipliers, average_onnx_scale, quantize_multiplier
 from ..errors import ConfigError
 from ..executor import Trace, int_steps
 from ..graph import Graph, Node
 from ..hw.config import MODE_CODES
 from ..hw.driver import fold_bias
 from ..ops import requant_of
+from ..ops_elementwise import TABLE_KINDS, int_kind, node_attrs
 from ..runtime import check_model
 from .config import EngineConfig
 from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, Descriptor
@@ -33,6 +34,7 @@ __all__ = ["Buf", "Compiled", "LayerInfo", "compile_model", "engine_segments", "
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
 CLAMP_OPS = ("Relu", "Clip")    # integer saturate: folded into the producer's clamp, or a 1x1 POOL
+ADD_MODES = ("single", "tflite")   # TFLite ADD's fixed-point rules (``onnx``'s QLinearAdd is float: host)
 
 
 @dataclass(eq=False)
@@ -113,9 +115,11 @@ def _ceil(a: int, b: int) -> int:
 # --------------------------------------------------------------------------- which nodes the engine runs
 
 
-def _engine_capable(node: Node, shapes) -> bool:
+def _engine_capable(node: Node, shapes, graph: Graph | None = None, rows: int | None = None) -> bool:
     if node.quant is None or not node.inputs:
         return False
+    if node.op == "Onnx":
+        return graph is not None and rows is not None and _elementwise_kind(node, graph, shapes, rows) is not None
     rank = len(shapes[node.inputs[0]])
     if node.op == "Conv" or node.op in POOL_OPS:
         return rank == 3
@@ -129,11 +133,72 @@ def _engine_capable(node: Node, shapes) -> bool:
     return False
 
 
-def engine_segments(graph: Graph, shapes) -> list[list[Node]]:
-    """Runs of consecutive engine-capable nodes that do some compute (pure view runs stay on the host)."""
+def _int8(qp) -> bool:
+    return qp is not None and qp.bits == 8 and not qp.unsigned and qp.qmin == -128
+
+
+def _elementwise_kind(node: Node, graph: Graph, shapes, rows: int) -> str | None:
+    """"Add", "Concat" or "table" for an integer ``Onnx`` node the engine runs (docs/engine.md), else None.
+
+    Add (or a two-input Sum): two int8 inputs of one shape (no broadcast), ``single``/``tflite``.
+    Concat: along channels, as placement, so every input must already be in the output's scale and
+    zero point (no rescale), be produced in the segment for this Concat alone by a MATMUL or POOL
+    descriptor, and all but the last fill whole words. Table: one 256-entry int8 table (not PRelu's
+    per-channel tables)."""
+    kind = int_kind(node)
+    ins, out = node.inputs, node.outputs[0]
+    qps = [graph.tensors.get(t) for t in ins + [out]]
+    if kind is None or not all(_int8(q) for q in qps):
+        return None
+    if kind in ("Add", "Sum"):        # a two-input Sum is the same TFLite ADD (qhw.ops_elementwise)
+        same = len(ins) == 2 and shapes[ins[0]] == shapes[ins[1]] == shapes[out] and len(shapes[out]) in (1, 3)
+        return "Add" if same and node.quant["rounding"] in ADD_MODES else None
+    if kind == "Concat":
+        consumers = graph.consumers()
+        rank = len(shapes[out])
+        if rank != 3 or int(node_attrs(node).get("axis", 0)) not in (1, -3) or len(set(ins)) != len(ins):
+            return None
+        o = qps[-1]
+        producers = {o_: n for n in graph.nodes for o_ in n.outputs}
+        for i, t in enumerate(ins):
+            if not _placeable(producers.get(t), producers):
+                return None
+            q = graph.tensors[t]
+            if (float(q.scale), q.zero_point) != (float(o.scale), o.zero_point) or t in graph.outputs \
+                    or len(consumers.get(t, [])) != 1 or t in [x.name for x in graph.inputs]:
+                return None
+            if i < len(ins) - 1 and shapes[t][0] % rows:
+                return None
+        return kind
+    if kind in TABLE_KINDS:
+        table = node.qparams.get("table")
+        return "table" if table is not None and np.shape(table) == (256,) else None
+    return None
+
+
+def _placeable(node: Node | None, producers) -> bool:
+    """Whether ``node``'s output is written by a MATMUL or POOL descriptor (the ones with ``out_cw0``/
+    ``out_pp``): a Conv, Dense or pool, or a Relu/Clip (folded into a Conv's clamp, or a POOL pass),
+    but not one folded into an ADD's clamp; not an Add or a table pass (contiguous ADD words)."""
+    if node is None:
+        return False
+    if node.op in CLAMP_OPS:
+        src = producers.get(node.inputs[0])
+        return src is not None and src.op != "Onnx"
+    return node.op in ("Conv", "Dense", *POOL_OPS)
+
+
+def _act_inputs(node: Node) -> list[str]:
+    """The activation inputs a node reads on the engine (all of an Add's or Concat's, else the first)."""
+    return list(node.inputs) if node.op == "Onnx" else node.inputs[:1]
+
+
+def engine_segments(graph: Graph, shapes, rows: int | None = None) -> list[list[Node]]:
+    """Runs of consecutive engine-capable nodes that do some compute (pure view runs stay on the host).
+    Integer Add, Concat and table nodes need ``rows`` (the word width) to be judged."""
     segs, cur = [], []
     for node in graph.nodes:
-        if _engine_capable(node, shapes):
+        if _engine_capable(node, shapes, graph, rows):
             cur.append(node)
         elif cur:
             segs.append(cur)
@@ -159,6 +224,9 @@ class _Builder:
         self.modes: set[str] = set()
         self.fused_kernel: dict[str, tuple[int, int]] = {}    # pool node -> its window when fused
         self.clampable: dict[str, _Pending] = {}               # tensor -> the MATMUL whose clamp it is
+        self.tableable: dict[str, _Pending] = {}               # tensor -> the MATMUL/ADD whose table it can be
+        self.table_fix: list[tuple[_Pending, int]] = []        # descriptors whose ``table`` is a param index
+        self.writer: dict[Buf, _Pending] = {}                  # buffer -> the descriptor that writes it
 
     # ---------------------------------------------------------------- buffers
     def std_buf(self, name: str, c: int, h: int, w: int) -> Buf:
@@ -166,6 +234,8 @@ class _Builder:
 
     def emit(self, p: _Pending, layer: LayerInfo | None = None) -> int:
         self.pending.append(p)
+        for b, _ in p.writes:
+            self.writer.setdefault(b, p)
         if layer is not None:
             layer.index = len(self.pending) - 1
             self.layers.append(layer)
@@ -182,7 +252,7 @@ class _Builder:
         produced = {o for n in nodes for o in n.outputs}
         consumers = self.g.consumers()
         views: dict[str, View] = {}
-        inputs = list(dict.fromkeys(i for n in nodes for i in n.inputs[:1] if i not in produced))
+        inputs = list(dict.fromkeys(i for n in nodes for i in _act_inputs(n) if i not in produced))
         for t in inputs:
             self._input(index, t, [c for c in consumers.get(t, []) if c.name in names], views)
         fused: set[str] = set()
@@ -198,9 +268,15 @@ class _Builder:
                 self._matmul(node, views, pool)
                 out = node.outputs[0]
                 if pool is None and out not in self.g.outputs and len(consumers.get(out, [])) == 1:
-                    self.clampable[out] = self.pending[-1]
+                    self.clampable[out] = self.tableable[out] = self.pending[-1]
             elif node.op in CLAMP_OPS:
                 self._clamp(node, views)
+                out = node.outputs[0]
+                if node.inputs[0] in self.tableable and views[out].buf is views[node.inputs[0]].buf \
+                        and out not in self.g.outputs and len(consumers.get(out, [])) == 1:
+                    self.tableable[out] = self.tableable[node.inputs[0]]     # folded: still the raw producer
+            elif node.op == "Onnx":
+                self._elementwise(node, views, consumers)
             else:
                 self._pool(node, views)
         outs = [t for t in produced if t in self.g.outputs
@@ -285,8 +361,8 @@ class _Builder:
         counts = np.arange(1, kh * kw + 1)
         f32 = np.float32
         if mode == "onnx" and pool.op == "AveragePool":
-            rule, words = "onnx_float", [f32(in_qp.scale).view(np.int32), f32(out_qp.scale).view(np.int32),
-                                         out_qp.code_offset]
+            offset = (pool.quant.get("onnx_offsets") or [out_qp.code_offset])[-1]   # as qhw.ops: ORT's uint8
+            rule, words = "onnx_float", [f32(in_qp.scale).view(np.int32), f32(out_qp.scale).view(np.int32), offset]
         elif mode == "onnx":
             rule, words = "onnx_int", average_onnx_scale(in_qp.scale, out_qp.scale, counts).view(np.int32)
         elif in_qp.scale == out_qp.scale:
@@ -458,6 +534,9 @@ class _Builder:
             for b, _ in p.writes:
                 writer.setdefault(b, i)
         for i, p in enumerate(self.pending):
+            if p.op == "ADD":                                  # after every earlier write (docs/engine.md)
+                p.fields["dep_base"] = before[i]
+                continue
             if p.op not in ("MATMUL", "POOL", "OUTPUT"):
                 continue
             base, step = before[i], 0                       # conservative: every earlier write
@@ -479,6 +558,88 @@ class _Builder:
             f["dep_base"] = base
             if p.op == "MATMUL":
                 f["dep_step"] = step
+
+    # ---------------------------------------------------------------- Add, Concat, tables
+    def _elementwise(self, node: Node, views, consumers) -> None:
+        kind = _elementwise_kind(node, self.g, self.shapes, self.R)
+        if kind == "Add":
+            self._add(node, views, consumers)
+        elif kind == "Concat":
+            self._concat(node, views)
+        else:
+            self._table(node, views)
+
+    def _table_index(self, node: Node) -> int:
+        """The node's 256-entry int8 table as 64 parameter words (indexed by code + 128)."""
+        table = np.asarray(node.qparams["table"], np.int64).astype(np.int8)
+        return self.param_block(table.view("<i4"))
+
+    def _add(self, node: Node, views, consumers) -> None:
+        """TFLite ADD (``qhw.ops_elementwise``, ``qhw.arith.add_rescaled``) as one ADD descriptor over the
+        inputs' contiguous words (both in the standard layout of one shape)."""
+        a_t, b_t = node.inputs
+        out_t = node.outputs[0]
+        a, b = views[a_t].buf, views[b_t].buf
+        if a.kind != IN_STD or b.kind != IN_STD or a.words != b.words:
+            raise ConfigError(f"node {node.name!r}: internal error, Add inputs not in one standard layout")
+        qa, qb, qo = self.g.tensors[a_t], self.g.tensors[b_t], self.g.tensors[out_t]
+        mode = node.quant["rounding"]
+        self.modes.add(mode)
+        left = add_left_shift(8)
+        (m0, sh), (m_out, s_out) = add_multipliers([qa.scale, qb.scale], qo.scale, left)
+        out = self.std_buf(out_t, a.c, a.h, a.w)
+        fields = {"words": a.words, "a_zp": qa.zero_point, "b_zp": qb.zero_point, "left_shift": left,
+                  "a_mul": m0[0], "a_shift": sh[0], "b_mul": m0[1], "b_shift": sh[1], "out_mul": m_out,
+                  "out_shift": s_out, "zp": qo.zero_point, "qmin": node.quant["qmin"], "qmax": node.quant["qmax"],
+                  "mode": MODE_CODES[mode]}
+        p = _Pending("ADD", fields, reads=[(a, "a_base"), (b, "b_base")], writes=[(out, "out_base")])
+        self.emit(p, LayerInfo(0, node.name, "Add", f"{a.h}x{a.w}x{a.c}", f"{2 * a.words} reads",
+                               act_bytes=out.words * self.R))
+        views[out_t] = View(out, flat=views[a_t].flat)
+        if out_t not in self.g.outputs and len(consumers.get(out_t, [])) == 1:
+            self.clampable[out_t] = self.tableable[out_t] = p
+
+    def _table(self, node: Node, views) -> None:
+        """A table activation: the ``table`` of the MATMUL/ADD that produced its input raw (no other
+        reader, no fused pool), else an ADD descriptor with ``table_only`` (one read per word)."""
+        src_t, out_t = node.inputs[0], node.outputs[0]
+        producer = self.tableable.pop(src_t, None)
+        if producer is not None and not producer.fields.get("table"):
+            producer.fields["table"] = -1          # set to 1 + its store address at the end
+            self.table_fix.append((producer, self._table_index(node)))
+            self.clampable.pop(src_t, None)        # a later clamp would act after the table
+            views[out_t] = views[src_t]
+            return
+        src = views[src_t].buf
+        if src.kind != IN_STD:
+            raise ConfigError(f"node {node.name!r}: internal error, table input in a window layout")
+        out = self.std_buf(out_t, src.c, src.h, src.w)
+        p = _Pending("ADD", {"words": src.words, "table": -1, "table_only": 1},
+                     reads=[(src, "a_base")], writes=[(out, "out_base")])
+        self.table_fix.append((p, self._table_index(node)))
+        self.emit(p, LayerInfo(0, node.name, node.attrs["op_type"], f"{src.h}x{src.w}x{src.c}",
+                               f"{src.words} reads", act_bytes=out.words * self.R))
+        views[out_t] = View(out, flat=views[src_t].flat)
+
+    def _concat(self, node: Node, views) -> None:
+        """Concat along channels as placement: each input's producer writes straight into the output
+        buffer at its channel-word offset (``out_cw0``) with the output's words per pixel (``out_pp``)."""
+        out_t = node.outputs[0]
+        c, h, w = self.shapes[out_t]
+        out = self.std_buf(out_t, c, h, w)
+        cw0 = 0
+        for t in node.inputs:
+            src = views[t].buf
+            p = self.writer.get(src)
+            if p is None or p.op not in ("MATMUL", "POOL") or any(b is src for q in self.pending for b, _ in q.reads) \
+                    or (src.h, src.w) != (h, w):
+                raise ConfigError(f"node {node.name!r}: Concat input {t!r} is not written by one Conv, Dense or "
+                                  f"pool descriptor of its own, so it cannot be placed (run the Concat on the host)")
+            p.writes = [(out if b is src else b, name) for b, name in p.writes]
+            p.fields["out_pp"], p.fields["out_cw0"] = out.cws, cw0
+            self.writer[out] = p
+            cw0 += src.cws
+        views[out_t] = View(out)
 
     # ---------------------------------------------------------------- memory
     def allocate(self) -> int:
@@ -525,6 +686,8 @@ def _writes(op: str, f: dict) -> int:
         return f["out_h"] * f["out_w"] * f["n_tiles"]
     if op == "POOL":
         return f["out_h"] * f["out_w"] * f["cws"]
+    if op == "ADD":
+        return f["words"]
     return 0
 
 
@@ -542,7 +705,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
                           f"every dimension but the batch fixed")
     check_model(graph, config.array, source)
     shapes = tensor_shapes(graph)
-    segs = engine_segments(graph, shapes)
+    segs = engine_segments(graph, shapes, config.array.rows)
     if not segs:
         raise ConfigError(f"{source}: no quantized Conv, Dense or pooling node the engine can run")
     b = _Builder(graph, config, shapes)
@@ -554,6 +717,8 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     params_offset = len(weights)
     for p, name, index in b.param_fix:
         p.fields[name] = params_offset + 4 * index if index >= 0 else 0
+    for p, index in b.table_fix:     # ``table`` = 1 + the table's store address (0: no table)
+        p.fields["table"] = params_offset + 4 * index + 1
     image = weights + np.asarray(b.params, dtype=np.int64).astype(np.uint32).astype("<u4").tobytes()
     descs = [Descriptor(p.op, p.fields) for p in b.pending]
     for d in descs:
@@ -573,6 +738,10 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     if words > config.program_words:
         misfits.append(f"program store needs {words} words but has {config.program_words}")
         flags.append(f"--program-words {words}")
+    tables = len({p.fields["table"] for p in b.pending if p.fields.get("table")})
+    if tables > config.tables:
+        misfits.append(f"table memories need {tables} tables but have {config.tables}")
+        flags.append(f"--tables {tables}")
     if misfits:
         raise ConfigError(f"{source}: does not fit the engine: {'; '.join(misfits)}; smallest that fits: "
                           f"{' '.join(flags)} (qhw compile, qhw generate --top network)")
@@ -587,9 +756,11 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
 
 def fit_engine(qmodel, array, *, source: str = "model") -> EngineConfig:
     """The smallest memories that hold ``qmodel`` on ``array`` (``qhw generate --for MODEL --top network``)."""
-    big = EngineConfig(array=array, weight_kib=1 << 14, act_kib=1 << 14, program_words=1 << 20)
+    big = EngineConfig(array=array, weight_kib=1 << 14, act_kib=1 << 14, program_words=1 << 20, tables=1 << 8)
     prog = compile_model(qmodel, big, source=source).program
     act = _kib(prog.act_bytes_used)
     while act * 1024 % big.word_bytes:
         act += 1
-    return EngineConfig(array=array, weight_kib=_kib(len(prog.image)), act_kib=act, program_words=prog.words)
+    tables = max(1, len({d["table"] for d in prog.descriptors if d.fields.get("table")}))
+    return EngineConfig(array=array, weight_kib=_kib(len(prog.image)), act_kib=act, program_words=prog.words,
+                        tables=tables)

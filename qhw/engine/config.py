@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
+from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
@@ -19,7 +19,7 @@ DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias
 DEFAULT_ACT_KIB = 8           # activation scratchpad
 DEFAULT_PROGRAM_WORDS = 1024  # program store, 32-bit words (64 descriptors of 16 words)
 DEFAULT_POOL_LINE = 64        # fused-pool line buffer entries (one per pooled pixel of a row, C lanes each)
-ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line")   # the manifest's ``engine`` section
+ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line", "tables")   # the manifest's ``engine`` section
 
 
 def manifest_top(doc: dict) -> str:
@@ -50,6 +50,9 @@ class EngineConfig:
         Program store size in 32-bit words.
     pool_line:
         Entries of the fused-pool line buffer (pooled pixels of one output row, ``cols`` int32 lanes each).
+    tables:
+        Table-activation slots (256 int8 entries each, one copy per lane of the MATMUL write-back's and
+        the ADD unit's ``TableUnit``): the distinct tables a program may use.
     """
 
     array: ArrayConfig
@@ -57,11 +60,12 @@ class EngineConfig:
     act_kib: int = DEFAULT_ACT_KIB
     program_words: int = DEFAULT_PROGRAM_WORDS
     pool_line: int = DEFAULT_POOL_LINE
+    tables: int = 1
 
     def __post_init__(self):
         if not isinstance(self.array, ArrayConfig):
             raise ConfigError(f"array must be an ArrayConfig, not {type(self.array).__name__}")
-        for name in ("weight_kib", "act_kib", "program_words", "pool_line"):
+        for name in ("weight_kib", "act_kib", "program_words", "pool_line", "tables"):
             _positive(name, getattr(self, name))
         a = self.array
         if (a.tile_rows, a.tile_cols, a.tile_pipeline) != (1, 1, 1):
@@ -127,6 +131,12 @@ class EngineConfig:
         return POOL_SUM_LATENCY + self.array.requant_latency
 
     @property
+    def add_latency(self) -> int:
+        """ADD: the read request of a word's second operand (``a`` for ``table_only``) to its write
+        (read, the TFLite ADD lane, the table stage; ``qhw.hw.engine.add_unit``)."""
+        return ADD_LATENCY
+
+    @property
     def input_latency(self) -> int:
         """Host input beat to its word written (stream register, write)."""
         return 2
@@ -145,7 +155,7 @@ class EngineConfig:
 
     def to_manifest(self) -> dict:
         """The array's manifest part (``ArrayConfig.to_manifest``) plus the ``engine`` section: the
-        memory sizes (``weight_kib``, ``act_kib``, ``program_words``, ``pool_line``), derived word
+        memory sizes (``weight_kib``, ``act_kib``, ``program_words``, ``pool_line``, ``tables``), derived word
         counts and the engine's latencies. ``from_manifest`` is the one reader."""
         doc = self.array.to_manifest()
         doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES},

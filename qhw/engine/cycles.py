@@ -17,7 +17,10 @@ cycle-accurate implementation meets them exactly:
   ``writeback_latency - 1`` cycles old;
 * INPUT writes one word per cycle from cycle 0 (``input_latency`` after its beat); POOL reads one
   word per cycle once its whole input is written; OUTPUT reads one word per cycle once its input is
-  written, its beat ``output_latency`` later.
+  written, its beat ``output_latency`` later;
+* ADD starts once every earlier write is done (``dep_base``) and reads two words per
+  output word (``a`` then ``b``: the scratchpad has one read port), writing each word ``add_latency``
+  after its ``b`` read: one word per 2 cycles; a ``table_only`` ADD reads one word per cycle.
 
 A descriptor's share of the total is the cycles from the previous descriptor's end to its own (last
 beat issued, last word written or last output beat), so the shares sum to the total.
@@ -171,6 +174,24 @@ class _Timeline:
         self.read = start + dst.size * taps - 1
         return self.read + 1
 
+    def add(self, d: Descriptor) -> int:
+        """ADD: taken once the read port is free and ``dep_base`` writes are done (every earlier write,
+        so its writes follow every other unit's); word ``i`` reads ``a`` at ``start + 2i`` and ``b`` at
+        ``start + 2i + 1`` (one read port) and is written ``add_latency`` after its ``b`` read; a
+        ``table_only`` pass reads one word per cycle, each written ``add_latency`` after its read. The
+        next read-side descriptor is taken in the cycle of its last write."""
+        n = d["words"]
+        src = d["a_base"] + np.arange(n)
+        if not d["table_only"]:
+            src = np.concatenate([src, d["b_base"] + np.arange(n)])
+        self.check(src, d["dep_base"])
+        start = max(self.read + 1, self.ready(d["dep_base"]))
+        step = 1 if d["table_only"] else 2
+        last_read = start + np.arange(n) * step + step - 1
+        self.write(d["out_base"] + np.arange(n), last_read + self.cfg.add_latency)
+        self.read = self.last_write
+        return self.last_write + 1
+
     def output(self, d: Descriptor) -> int:
         src = pixel_words(d["in_base"], d["h"], d["w"], d["pp"], d["cw0"], d["pp"]).reshape(-1)
         self.check(src, d["dep_base"])
@@ -183,8 +204,9 @@ def descriptor_end(op: str, config: EngineConfig, *, last_read: int | None = Non
                    last_write: int | None = None) -> int:
     """A descriptor's end as the model counts it, from what the hardware's debug tap shows: INPUT its
     last write + 1; MATMUL its last beat's read (the tap's ``issue``) + 2 (the beat issues the cycle after
-    its read); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1 (its last beat + 1)."""
-    if op == "INPUT":
+    its read); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1 (its last beat + 1);
+    ADD its last write + 1."""
+    if op in ("INPUT", "ADD"):
         return last_write + 1
     if op == "MATMUL":
         return last_read + 2
@@ -204,7 +226,7 @@ def predict(program: Program, config: EngineConfig, macs: int = 0, *, writes: di
     shares, end = [], 0
     for i, d in enumerate(program.descriptors):
         tl.descriptor = i
-        if d.op in ("HALT", "END", "ADD"):
+        if d.op in ("HALT", "END"):
             shares.append(0)
             continue
         done = getattr(tl, d.op.lower())(d)

@@ -63,12 +63,15 @@ FIELDS: dict[str, list[tuple[str, int, bool]]] = {
                *_DEP, ("dep_step", 20, False)],
     # Pooling unit alone (windows that overlap or pad, or a pool whose input has other readers).
     "POOL": [*_IN_LAYOUT, *_GEOMETRY, ("cws", 8, False), ("include_pad", 1, False), *_OUT_LAYOUT, *_POOL, *_DEP],
-    # Reserved for the integer Add (TFLite ADD): a and b rescaled to a common scale, summed, requantized.
+    # Integer Add (TFLite ADD) of two same-shaped tensors of ``words`` contiguous words each: a and b
+    # rescaled to a common scale, summed, requantized (``mode``: MODE_CODES, single or tflite), then the
+    # optional table. ``table_only``: out = table(a), a table activation pass (b and the arithmetic unused).
+    # ``dep_base``: every earlier write (its inputs written, and its writes after every other unit's).
     "ADD": [("a_base", 20, False), ("b_base", 20, False), ("out_base", 20, False), ("words", 20, False),
             ("a_zp", 16, True), ("b_zp", 16, True), ("left_shift", 6, False),
             ("a_mul", 31, False), ("a_shift", 6, True), ("b_mul", 31, False), ("b_shift", 6, True),
             ("out_mul", 31, False), ("out_shift", 6, True), ("zp", 16, True), ("qmin", 16, True),
-            ("qmax", 16, True), ("table", 24, False)],
+            ("qmax", 16, True), ("table", 24, False), ("mode", 2, False), ("table_only", 1, False), *_DEP],
 }
 OPCODES = {name: i for i, name in enumerate(FIELDS)}
 OP_NAMES = {i: name for name, i in OPCODES.items()}

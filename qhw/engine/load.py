@@ -4,10 +4,12 @@ the input beats of ``i`` and the output beats of ``o``.
 ``load_words(program)`` is the only writer; ``qhw.hw.engine.engine.LoadUnit`` the only reader. All
 words are 32-bit. The stream is::
 
-    LOAD_MAGIC, program words P, weight words W, parameter words Q,
+    LOAD_MAGIC, program words P, weight words W, parameter words Q, table words T,
     P program words (the descriptors, ``DESCRIPTOR_WORDS`` (16) words each, in order),
     W weight words (the image's weight bytes ``image[:params_offset]``, little-endian, 4 per word),
-    Q parameter words (the image's int32 parameters ``image[params_offset:]``)
+    Q parameter words (the image's int32 parameters ``image[params_offset:]``),
+    T table words: per table (``program_tables``, slot 0, 1, ...) its ``table`` field value (the tag
+    the descriptors name it by), then its 256 entries, one per word (int8 in the low byte, code -128 first)
 
 A wrong magic, or sizes larger than the memories, set ``error`` and the rest of the stream is
 consumed until the counts given are exhausted (the memories keep what they had, ``loaded`` stays low).
@@ -21,10 +23,26 @@ import numpy as np
 
 from .program import Program
 
-__all__ = ["LOAD_HEADER_WORDS", "LOAD_MAGIC", "input_beats", "load_words", "output_beat_count", "output_tensors"]
+__all__ = ["LOAD_HEADER_WORDS", "LOAD_MAGIC", "TABLE_WORDS", "input_beats", "program_tables",
+           "load_words", "output_beat_count", "output_tensors"]
 
 LOAD_MAGIC = 0x4C574851          # b"QHWL" little-endian
-LOAD_HEADER_WORDS = 4
+LOAD_HEADER_WORDS = 5
+TABLE_WORDS = 1 + 256            # a table's tag, then its entries
+
+
+def program_tables(program: Program) -> list[tuple[int, list[int]]]:
+    """The distinct tables the descriptors use (``table`` != 0), in order of first use: (tag = the
+    ``table`` field, its 256 int8 entries read from the image at ``table - 1``). A table's slot in the
+    engine's table memories is its index here."""
+    out, seen = [], set()
+    image = np.frombuffer(bytes(program.image), np.int8)
+    for d in program.descriptors:
+        tag = d["table"] if "table" in d.fields else 0
+        if tag and tag not in seen:
+            seen.add(tag)
+            out.append((tag, image[tag - 1:tag - 1 + 256].astype(int).tolist()))
+    return out
 
 
 def load_words(program: Program) -> list[int]:
@@ -36,7 +54,8 @@ def load_words(program: Program) -> list[int]:
     params += b"\0" * (-len(params) % 4)
     w = list(struct.unpack(f"<{len(weights) // 4}I", weights))
     q = list(struct.unpack(f"<{len(params) // 4}I", params))
-    return [LOAD_MAGIC, len(prog), len(w), len(q)] + prog + w + q
+    t = [v & 0xFFFFFFFF for tag, entries in program_tables(program) for v in [tag, *entries]]
+    return [LOAD_MAGIC, len(prog), len(w), len(q), len(t)] + prog + w + q + t
 
 
 def input_beats(program: Program, codes: dict, segment: int = 0) -> list[int]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..arith import (
     Requant,
+    add_with_multipliers,
     dequantize,
     divide_round_half_away,
     mul_scale_onnx,
@@ -124,8 +125,26 @@ class EngineModel:
 
     _end = _halt
 
-    def _add(self, d, inputs, outputs) -> None:
-        raise DataError("ADD descriptors are reserved in engine program v1 (no integer Add in the golden model)")
+    def _table(self, d: Descriptor, codes: np.ndarray) -> np.ndarray:
+        """The 256-entry int8 table at store address ``table - 1``, indexed by code + 128."""
+        return self._int8(d["table"] - 1, 256)[codes + 128] if d["table"] else codes
+
+    def _add(self, d: Descriptor, inputs, outputs) -> None:
+        """TFLite ADD (``qhw.arith.add_with_multipliers``, the golden model's Add) over ``words``
+        contiguous words, or the table alone (``table_only``)."""
+        n = d["words"]
+        a = self.mem[:, d["a_base"]:d["a_base"] + n].astype(np.int64)
+        if d["table_only"]:
+            y = a
+        else:
+            b = self.mem[:, d["b_base"]:d["b_base"] + n].astype(np.int64)
+            r = add_with_multipliers([a - d["a_zp"], b - d["b_zp"]], [(d["a_mul"], d["a_shift"]),
+                                     (d["b_mul"], d["b_shift"])], (d["out_mul"], d["out_shift"]), d["left_shift"],
+                                     mode=_MODE_NAMES[d["mode"]])
+            y = saturate(r + d["zp"], d["qmin"], d["qmax"])
+        y = self._table(d, y)
+        self.mem[:, d["out_base"]:d["out_base"] + n] = y
+        self._record(d["out_base"] + np.arange(n), 0, y[0])
 
     # ---------------------------------------------------------------- array
     def _requant(self, d: Descriptor, nt: int) -> tuple[np.ndarray, Requant]:
@@ -146,8 +165,7 @@ class EngineModel:
             x = beats[:, nt].transpose(0, 2, 1, 3).reshape(b * m, kt_count * R)
             bias, rq = self._requant(d, nt)
             rows[:, nt] = rq.apply(matmul_exact(x, tiles[nt]) + bias, axis=-1).reshape(b, m, C)
-        if d["table"]:   # 256-entry int8 table at store address table - 1, indexed by code + 128
-            rows = self._int8(d["table"] - 1, 256)[rows + 128]
+        rows = self._table(d, rows)
         waddr, lane0 = matmul_writes(d, R, C)
         if d["pool"] != POOL_NONE:
             pkh, pkw = d["pkh"], d["pkw"]

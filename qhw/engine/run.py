@@ -32,7 +32,7 @@ def segment_steps(program: Program, graph: Graph, x: np.ndarray):
     """``graph`` on ``x``, yielding a list of ``SegmentCall`` wherever the engine runs a segment and
     receiving, for each call, the segment's output codes by tensor name. Returns what ``int_steps``
     returns: (outputs as float, output codes by name)."""
-    segs = engine_segments(graph, tensor_shapes(graph))
+    segs = engine_segments(graph, tensor_shapes(graph), program.rows)
     first = {seg[0].name: i for i, seg in enumerate(segs)}
     inside = {n.name for seg in segs for n in seg}
     results: dict[str, np.ndarray] = {}

@@ -26,6 +26,7 @@ def digits_q(cnn_path, mlp_path, digits):
 
 def engine_for(graph, **kw) -> EngineConfig:
     rows, cols = kw.pop("rows", 8), kw.pop("cols", 8)
+    kw.setdefault("tables", 4)          # the test models use up to two tables (the default engine has one slot)
     return EngineConfig(array=config_for_model(graph, rows=rows, cols=cols), **kw)
 
 

@@ -59,6 +59,7 @@ def test_array_refusal_says_what_to_regenerate(digits_q):
 @pytest.mark.parametrize("kwargs,message", [
     ({"weight_kib": 0}, r"^weight_kib must be a positive integer, not 0$"),
     ({"act_kib": True}, r"^act_kib must be a positive integer, not True$"),
+    ({"tables": 0}, r"^tables must be a positive integer, not 0$"),
     ({"array": ArrayConfig(rows=8, cols=3)}, r"^the network engine needs cols dividing rows, not 8x3$"),
     ({"array": ArrayConfig(tile_rows=2)}, r"^the network engine needs 1x1 tiles with tile_pipeline 1, not tiles 2x1 "
                                           r"with tile_pipeline 1$"),

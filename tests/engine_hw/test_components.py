@@ -9,6 +9,7 @@ import pytest
 from qhw.engine.config import EngineConfig
 from qhw.errors import ConfigError
 from qhw.hw.config import ArrayConfig
+from qhw.hw.engine.add_unit import AddLane, AddUnit, TableUnit
 from qhw.hw.engine.layouts import descriptor_layout
 from qhw.hw.engine.memories import WeightStore
 from qhw.hw.engine.pool import FusedPool, PoolLane, PoolReduce
@@ -26,6 +27,11 @@ from qhw.hw.engine.writeback import WritebackAgen
     (lambda: FusedPool(config=ArrayConfig(rows=4, cols=4), pool_line=0), "pool_line must be a positive integer, not 0"),
     (lambda: WeightStore(cols=4, depth=1, init=[[1, 2, 3]]), "init must be at most 1 rows of 4 weights"),
     (lambda: descriptor_layout("NOP"), "unknown engine opcode 'NOP'"),
+    (lambda: AddUnit(rows=0), "rows must be a positive integer, not 0"),
+    (lambda: TableUnit(lanes=False), "lanes must be a positive integer, not False"),
+    (lambda: TableUnit(lanes=2, tables=0), "tables must be a positive integer, not 0"),
+    (lambda: TableUnit(lanes=2, tables=2, init=[0] * 256), "init must hold 512 table entries, not 256"),
+    (lambda: AddUnit(rows=2, tables=-1), "tables must be a positive integer, not -1"),
 ])
 def test_parameters_are_checked(make, message):
     with pytest.raises(ConfigError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):
@@ -43,6 +49,12 @@ def test_pool_latencies_are_the_contracts(rounding):
     assert PoolLane(config=cfg.array).latency == cfg.array.requant_latency
 
 
+def test_add_latencies_are_the_contracts():
+    """AddUnit's documented latency is the cycle model's ``add_latency``: the read, the lane, the table."""
+    cfg = EngineConfig(array=ArrayConfig(rows=8, cols=8))
+    assert AddUnit(rows=8).latency == cfg.add_latency == 1 + AddLane().latency + TableUnit(lanes=8).latency
+
+
 def test_components_convert_to_verilog():
     """Every component elaborates to Verilog (memories, asynchronous line-buffer read, lanes) on a
     small array, so a synthesis flow can take it."""
@@ -58,6 +70,7 @@ def test_components_convert_to_verilog():
                       ("pool_agen", PoolAgen()), ("reader", ActivationReader(rows=4)),
                       ("scratchpad", Scratchpad(rows=4, cols=2, words=64)),
                       ("weights", WeightStore(cols=2, depth=32)),
-                      ("fused_pool", FusedPool(config=small, pool_line=4)), ("pool_unit", PoolUnit(config=small))]:
+                      ("fused_pool", FusedPool(config=small, pool_line=4)), ("pool_unit", PoolUnit(config=small)),
+                      ("add_unit", AddUnit(rows=2)), ("table_unit", TableUnit(lanes=2))]:
         text = verilog.convert(dut, name=name)
         assert f"module {name}" in text

@@ -121,20 +121,31 @@ def test_random_models(tmp_path, name, cols):
 
 
 def test_load_unit_refuses_a_bad_stream_then_loads():
-    """``LoadUnit``: a wrong magic sets ``error`` and is skipped; sizes past the memories set ``error``
-    without writing; a good stream writes every word where ``load_words`` means it and raises ``loaded``."""
+    """``LoadUnit``: a wrong magic sets ``error`` and is skipped; sizes past the memories (descriptors,
+    table slots) set ``error`` without writing; a good stream writes every word where ``load_words``
+    means it (the tables' tags and entries by slot) and raises ``loaded``."""
     from amaranth.sim import Simulator
 
     from qhw.engine.load import LOAD_MAGIC
     from qhw.hw.engine.load_unit import LoadUnit
 
-    dut = LoadUnit(cols=4, programs=2, weight_rows=4, param_words=32, param_entries=2)
+    dut = LoadUnit(cols=4, programs=2, weight_rows=4, param_words=32, param_entries=2, tables=2)
     prog = list(range(100, 116))                        # one descriptor
     weights = [0x01020304, 0x05060708]                  # two 4-byte rows
     params = [7, 8, 9]
-    streams = [[0xDEAD], [LOAD_MAGIC, 48, 0, 0] + [0] * 48,          # 3 descriptors > 2: refused
-               [LOAD_MAGIC, 16, 2, 3] + prog + weights + params]
-    seen, flags = {"prog": {}, "wt": {}, "pn": {}, "pw": {}}, []
+    tables = [77] + [(5 * k) & 0xFF for k in range(256)] + [99] + [(3 + k) & 0xFF for k in range(256)]
+    streams = [[0xDEAD], [LOAD_MAGIC, 48, 0, 0, 0] + [0] * 48,          # 3 descriptors > 2: refused
+               [LOAD_MAGIC, 0, 0, 0, 3 * 257] + [0] * (3 * 257),       # 3 tables > 2: refused
+               [LOAD_MAGIC, 16, 2, 3, 2 * 257] + prog + weights + params + tables]
+    seen, flags = {"prog": {}, "wt": {}, "pn": {}, "pw": {}, "tag": {}, "tab": {}}, []
+
+    def sample(ctx):
+        for name in seen:
+            port = getattr(dut, name)
+            if ctx.get(port.en):
+                key = (ctx.get(port.slot), ctx.get(port.index)) if name == "tab" else \
+                    ctx.get(port.slot) if name == "tag" else ctx.get(port.addr)
+                seen[name][key] = ctx.get(port.data)
 
     async def bench(ctx):
         for words in streams:
@@ -145,18 +156,12 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
                 while not ctx.get(dut.load.ready):
                     await ctx.tick()
                     await ctx.delay(1e-8)
-                for name in seen:
-                    port = getattr(dut, name)
-                    if ctx.get(port.en):
-                        seen[name][ctx.get(port.addr)] = ctx.get(port.data)
+                sample(ctx)
                 await ctx.tick()
             ctx.set(dut.load.valid, 0)
-            for _ in range(6):                          # the empty sections' phases, then the end
+            for _ in range(7):                          # the empty sections' phases, then the end
                 await ctx.delay(1e-8)
-                for name in seen:
-                    port = getattr(dut, name)
-                    if ctx.get(port.en):
-                        seen[name][ctx.get(port.addr)] = ctx.get(port.data)
+                sample(ctx)
                 await ctx.tick()
             flags.append((ctx.get(dut.loaded), ctx.get(dut.error)))
 
@@ -164,7 +169,75 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert flags == [(0, 1), (0, 1), (1, 0)]
+    assert flags == [(0, 1), (0, 1), (0, 1), (1, 0)]
     assert seen["prog"] == {0: sum(w << (32 * i) for i, w in enumerate(prog))}
     assert seen["wt"] == {0: weights[0], 1: weights[1]} and seen["pn"] == {0: 7, 1: 8, 2: 9}
     assert seen["pw"] == {0: 7 | 8 << 32 | 9 << 64}
+    assert seen["tag"] == {0: 77, 1: 99}
+    assert seen["tab"] == {**{(0, k): (5 * k) & 0xFF for k in range(256)},
+                           **{(1, k): (3 + k) & 0xFF for k in range(256)}}
+
+
+@pytest.fixture(scope="module")
+def resnets(digits):
+    from qhw.datasets import builtin_model_path
+
+    path = builtin_model_path("digits_resnet")
+    return {r: quantize(path, digits["calib_x"], rounding=r) for r in ("single", "tflite")}
+
+
+@pytest.mark.parametrize("rounding,rows,cols,images", [
+    ("single", 4, 4, (0,)), pytest.param("single", 8, 8, (1,), marks=pytest.mark.slow),
+    pytest.param("tflite", 4, 4, (3,), marks=pytest.mark.slow)])
+def test_digits_resnet(resnets, digits, rounding, rows, cols, images):
+    """The residual model (depthwise-separable block, residual Add on ``AddUnit``, average pool),
+    loaded through the stream: logits bit-exact, every write (the ADD's among them) and every
+    descriptor end as predicted, the total equal to ``predict`` (4,742 cycles on 4x4, 1,919 on 8x8)."""
+    qm = resnets[rounding]
+    program, cfg = compiled(qm, rows, cols)
+    assert [d.op for d in program.descriptors].count("ADD") == 1
+    inputs, golden = cases(qm, program, digits["test_x"][list(images)])
+    run = Run(NetworkEngine(engine=cfg), program, inputs, rows=rows).run()
+    check_run(run, program, cfg, inputs, golden)
+    assert predict(program, cfg).total == {4: 4742, 8: 1919}[rows]
+
+
+def _table_model(tmp_path, name):
+    """tests/engine/test_residual's table models: "sigmoid-conv" (a Sigmoid on the first MATMUL's
+    write-back, a second one after a fused max pool as a ``table_only`` ADD pass: two table slots, seed
+    5 mixed with the op name) and "add-16ch-sigmoid" (an ADD with its table, seed 7 mixed with the name)."""
+    from engine.test_residual import CASES, _random_model
+
+    if name == "add-16ch-sigmoid":
+        return _random_model(tmp_path, next(c for c in CASES if c[0] == name), "single")
+    from engine.conftest import Net
+
+    rng = np.random.default_rng([5, sum(map(ord, "Sigmoid"))])
+    net = (Net(rng, (1, 3, 8, 8)).conv(8, 3, pads=(1, 1, 1, 1), relu=False).op("Sigmoid")
+           .conv(8, 3, relu=False).op("MaxPool", kernel_shape=[2, 2], strides=[2, 2]).op("Sigmoid")
+           .op("Flatten").dense(4, 8 * 3 * 3))
+    path = net.save(tmp_path / "sigmoid.onnx")
+    x = rng.uniform(-2, 2, (24, 3, 8, 8)).astype(np.float32)
+    return quantize(path, x[:16]), x
+
+
+@pytest.mark.parametrize("name", ["sigmoid-conv", "add-16ch-sigmoid"])
+def test_table_activations(tmp_path, name):
+    """Table activations on a 4x4 engine: on the MATMUL write-back (``WritebackUnit``'s ``TableUnit``,
+    same ``writeback_latency``), on an ADD and as a ``table_only`` pass (``AddUnit``'s); the two-slot
+    model from the embedded image (tables and tags as initial contents), the other loaded through the
+    stream (``LoadUnit``'s two-slot load is its own test); one image bit-exact, writes and ends as
+    predicted."""
+    from qhw.engine.load import program_tables
+
+    qm, x = _table_model(tmp_path, name)
+    program, cfg = compiled(qm, 4, 4)
+    tables = program_tables(program)
+    users = [d for d in program.descriptors if "table" in d.fields and d["table"]]
+    assert len(tables) == cfg.tables == (2 if name == "sigmoid-conv" else 1)
+    assert {d.op for d in users} == ({"MATMUL", "ADD"} if name == "sigmoid-conv" else {"ADD"})
+    inputs, golden = cases(qm, program, x[:1])
+    embed = name == "sigmoid-conv"
+    dut = NetworkEngine(engine=cfg, image=program.to_bytes() if embed else None)
+    run = Run(dut, program, inputs, rows=4, load=not embed).run()
+    check_run(run, program, cfg, inputs, golden)

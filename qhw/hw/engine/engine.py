@@ -15,10 +15,12 @@ from amaranth.utils import ceil_log2
 
 from ...engine.config import EngineConfig
 from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS, OP_BITS, OPCODES
+from ...engine.load import program_tables
 from ...engine.program import Program
 from ...errors import ConfigError
 from ..accumulator import Accumulator
 from ..array import SystolicArray
+from .add_unit import AddUnit
 from .fetch import INDEX_BITS, DescriptorFetch
 from .input_unit import InputUnit
 from .issue import COUNT_BITS, MatmulIssue
@@ -98,10 +100,14 @@ def _image_init(engine: EngineConfig, image: bytes):
     wbytes = np.concatenate([wbytes, np.zeros(-wbytes.size % C, np.int8)])
     params = np.frombuffer(prog.image[prog.params_offset:], "<i4")
     wide = np.concatenate([params, np.zeros(-params.size % (4 * C), np.int32)]).reshape(-1, 4 * C)
+    tables = program_tables(prog)
     if (len(descs) > engine.program_words // DESCRIPTOR_WORDS or wbytes.size > engine.weight_bytes
-            or params.size > engine.weight_bytes // 4):
+            or params.size > engine.weight_bytes // 4 or len(tables) > engine.tables):
         raise ConfigError("image: does not fit the engine's memories (qhw compile names the sizes)")
-    return (descs, wbytes.reshape(-1, C).tolist(), params.tolist(), wide.tolist(), prog.params_offset // 4)
+    tags = [tag for tag, _ in tables] + [0] * (engine.tables - len(tables))
+    entries = [v for _, e in tables for v in e] + [0] * (256 * (engine.tables - len(tables)))
+    return (descs, wbytes.reshape(-1, C).tolist(), params.tolist(), wide.tolist(), prog.params_offset // 4,
+            tags, entries)
 
 
 class NetworkEngine(wiring.Component):
@@ -140,7 +146,8 @@ class NetworkEngine(wiring.Component):
         param_words = e.weight_bytes // 4
         param_entries = max(1, param_words // (4 * C))
         aw = _act_addr_bits(e)
-        init = self._init or ([], [], [], [], 0)
+        T = e.tables
+        init = self._init or ([], [], [], [], 0, [0] * T, None)
 
         # memories
         m.submodules.program = program = Memory(shape=unsigned(DESCRIPTOR_BITS), depth=entries, init=init[0])
@@ -152,7 +159,18 @@ class NetworkEngine(wiring.Component):
 
         # model loading
         m.submodules.load = load = LoadUnit(cols=C, programs=entries, weight_rows=weight_rows,
-                                            param_words=param_words, param_entries=param_entries)
+                                            param_words=param_words, param_entries=param_entries, tables=T)
+        # table slots: each slot's tag (the ``table`` field naming it), the entries in the TableUnits
+        tags = Signal(data.ArrayLayout(unsigned(24), T), init=init[5])
+        with m.If(load.tag.en):
+            m.d.sync += tags[load.tag.slot].eq(load.tag.data)
+
+        def table_slot(field):
+            slot = Signal(range(T))
+            for k in range(T):
+                with m.If(tags[k] == field):
+                    m.d.comb += slot.eq(k)
+            return slot
         running = Signal()
         wiring.connect(m, wiring.flipped(self.load), load.load)
         pw_prog, pw_n, pw_w = program.write_port(), pnarrow.write_port(), pwide.write_port()
@@ -212,12 +230,14 @@ class NetworkEngine(wiring.Component):
         m.submodules.issue = issue = MatmulIssue(config=c)
         m.submodules.pool = pool = PoolUnit(config=c, family=self.family)
         m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
+        m.submodules.add = add = AddUnit(rows=R, tables=T, init=init[6])
         wcount = Signal(COUNT_BITS)
         op = f_issue.desc.payload.bits[:OP_BITS]
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
-        is_add = op == OPCODES["ADD"]           # not built: skipped with ``error`` set, never silently
-        free = issue.desc.ready & pool.desc.ready & out.desc.ready     # every read-side unit idle or finishing
-        pool_d, out_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT")
+        is_add = op == OPCODES["ADD"]
+        # every read-side unit idle or finishing (an ADD: in its last write's cycle)
+        free = issue.desc.ready & pool.desc.ready & out.desc.ready & add.desc.ready
+        pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
                      issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
@@ -225,14 +245,19 @@ class NetworkEngine(wiring.Component):
                      pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
+                     add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),
+                     add.desc.valid.eq(f_issue.desc.valid & is_add & free & (wcount >= add_d.dep_base)),
                      f_issue.desc.ready.eq((issue.desc.valid & issue.desc.ready) | (pool.desc.valid & pool.desc.ready)
-                                           | (out.desc.valid & out.desc.ready) | is_add)]
-        index = Signal(INDEX_BITS)                 # the POOL or OUTPUT running (for the trace)
-        with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)):
+                                           | (out.desc.valid & out.desc.ready) | (add.desc.valid & add.desc.ready))]
+        index = Signal(INDEX_BITS)                 # the POOL, OUTPUT or ADD running (for the trace)
+        with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)
+                  | (add.desc.valid & add.desc.ready)):
             m.d.sync += index.eq(f_issue.desc.payload.index)
-        m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en),
-                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr, out.r_addr))),
-                     issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data)]
+        m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en | add.r_en),
+                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr,
+                                                                         Mux(add.r_en, add.r_addr, out.r_addr)))),
+                     issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data),
+                     add.r_data.eq(scratch.r_data)]
         wiring.connect(m, out.o, wiring.flipped(self.o))
 
         # weights and parameters ahead of the array
@@ -252,7 +277,8 @@ class NetworkEngine(wiring.Component):
         m.submodules.array = array = SystolicArray(config=c)
         m.submodules.accumulator = acc = Accumulator(config=c)
         m.submodules.requant = rq = RequantStage(config=c, family=self.family)
-        m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family)
+        m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family,
+                                                    tables=T, table_init=init[6])
         m.d.comb += [array.a_in.eq(issue.a_in), array.bank_in.eq(issue.bank_in), array.w_we.eq(loader.w_we),
                      array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data), acc.psum.eq(array.psum_out),
                      rq.banks.eq(params.banks)]
@@ -260,7 +286,10 @@ class NetworkEngine(wiring.Component):
         wiring.connect(m, acc.row, rq.row)
         wiring.connect(m, rq.out, wb.row)
         m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid), wb.desc.payload.eq(view(f_wb, "MATMUL")),
-                     f_wb.desc.ready.eq(wb.desc.ready)]
+                     f_wb.desc.ready.eq(wb.desc.ready), wb.t_slot.eq(table_slot(view(f_wb, "MATMUL").table))]
+        for unit in (wb, add):          # the tables, loaded with the model
+            m.d.comb += [unit.load_en.eq(load.tab.en), unit.load_slot.eq(load.tab.slot),
+                         unit.load_index.eq(load.tab.index), unit.load_data.eq(load.tab.data)]
 
         # pool-table reads: the write-back's entry and the POOL unit's, 64 bits each (two narrow ports)
         for unit in (wb, pool):
@@ -279,8 +308,10 @@ class NetworkEngine(wiring.Component):
             m.d.comb += [w_data[j].eq(wb.w.payload.data[j]) for j in range(C)]
         with m.Elif(pool.w_en):
             m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(pool.w_addr), w_data.eq(pool.w_data)]
-        collide = (inp.w.valid.as_unsigned() + wb.w.valid + pool.w_en) > 1
-        with m.If(collide | (f_issue.desc.valid & is_add)):
+        with m.Elif(add.w_en):
+            m.d.comb += [we.eq(1), w_full.eq(1), w_addr.eq(add.w_addr), w_data.eq(add.w_data)]
+        collide = (inp.w.valid.as_unsigned() + wb.w.valid + pool.w_en + add.w_en) > 1
+        with m.If(collide):
             m.d.sync += error.eq(1)
         m.d.comb += [scratch.w_en.eq(we), scratch.w_full.eq(w_full), scratch.w_addr.eq(w_addr),
                      scratch.w_lane.eq(w_lane), scratch.w_data.eq(w_data)]
@@ -289,7 +320,7 @@ class NetworkEngine(wiring.Component):
 
         # the end of an inference: the issue side read END and everything has drained
         done = running & f_issue.at_end & ~f_issue.desc.valid & issue.desc.ready & ~issue.busy & pool.desc.ready \
-            & out.idle & ~wb.busy
+            & out.idle & ~wb.busy & add.desc.ready
         m.d.comb += restart.eq(done | load.done)
         with m.If(done):
             m.d.sync += [running.eq(0), wcount.eq(0)]

@@ -1,5 +1,5 @@
-"""``LoadUnit``: the ``load`` stream (``qhw.engine.load.load_words``) into the program, weight and
-parameter memories (docs/engine.md, "Loading"): one word per cycle, whenever no inference runs."""
+"""``LoadUnit``: the ``load`` stream (``qhw.engine.load.load_words``) into the program, weight,
+parameter and table memories (docs/engine.md, "Loading"): one word per cycle, whenever no inference runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS
-from ...engine.load import LOAD_MAGIC
+from ...engine.load import LOAD_MAGIC, TABLE_WORDS
 from ...errors import ConfigError
 
 __all__ = ["LoadUnit"]
@@ -21,13 +21,15 @@ def _write(addr_bits: int, width: int) -> wiring.Signature:
 
 class LoadUnit(wiring.Component):
     """Parameters: ``cols`` (bytes per weight row, a multiple of 4), and the memories' depths: ``programs``
-    descriptors, ``weight_rows``, ``param_words`` (narrow store), ``param_entries`` (wide, ``4*cols`` words)."""
+    descriptors, ``weight_rows``, ``param_words`` (narrow store), ``param_entries`` (wide, ``4*cols`` words),
+    ``tables`` (table slots: ``tag`` writes a slot's tag, ``tab`` one entry of it a cycle)."""
 
-    def __init__(self, *, cols: int, programs: int, weight_rows: int, param_words: int, param_entries: int):
+    def __init__(self, *, cols: int, programs: int, weight_rows: int, param_words: int, param_entries: int,
+                 tables: int = 1):
         if cols % 4:
             raise ConfigError(f"cols must be a multiple of 4 for the load unit, not {cols!r}")
         self.cols, self.programs, self.weight_rows = cols, programs, weight_rows
-        self.param_words, self.param_entries = param_words, param_entries
+        self.param_words, self.param_entries, self.tables = param_words, param_entries, tables
         bits = lambda n: max(1, ceil_log2(n))      # noqa: E731
         super().__init__({
             "load": In(stream.Signature(unsigned(32))),
@@ -36,6 +38,9 @@ class LoadUnit(wiring.Component):
             "wt": Out(_write(bits(weight_rows), 8 * cols)),
             "pn": Out(_write(bits(param_words), 32)),
             "pw": Out(_write(bits(param_entries), 32 * 4 * cols)),
+            "tag": Out(wiring.Signature({"en": Out(1), "slot": Out(range(tables)), "data": Out(24)})),
+            "tab": Out(wiring.Signature({"en": Out(1), "slot": Out(range(tables)), "index": Out(8),
+                                         "data": Out(8)})),
             "poff": Out(24), "loaded": Out(1), "error": Out(1), "done": Out(1), "begin": Out(1),
             "failed": Out(1),
         })
@@ -45,9 +50,11 @@ class LoadUnit(wiring.Component):
         C = self.cols
         word = self.load.payload
         take = self.load.valid & self.load.ready
-        phase = Signal(range(5))            # 0 header, 1 program, 2 weights, 3 params, 4 end
-        hdr = Signal(range(4))
-        counts = Signal(data.ArrayLayout(unsigned(32), 3))
+        phase = Signal(range(6))            # 0 header, 1 program, 2 weights, 3 params, 4 tables, 5 end
+        hdr = Signal(range(5))
+        counts = Signal(data.ArrayLayout(unsigned(32), 4))
+        ent = Signal(range(TABLE_WORDS))    # a table's word: 0 its tag, then its entries
+        tslot = Signal(range(self.tables))
         left = Signal(unsigned(32))
         bad = Signal()
         idx = Signal(unsigned(32))          # words into the section
@@ -58,7 +65,7 @@ class LoadUnit(wiring.Component):
         m.d.comb += nxt.word_select(slot, 32).eq(word)
         fits = Signal()
         m.d.comb += self.failed.eq(bad)
-        m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 4) & (left != 0))))
+        m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 5) & (left != 0))))
 
         with m.If(phase == 0), m.If(take):
             with m.If(hdr == 0):
@@ -69,13 +76,15 @@ class LoadUnit(wiring.Component):
                     m.d.sync += self.error.eq(1)
             with m.Else():
                 m.d.sync += [counts[(hdr - 1)[:2]].eq(word), hdr.eq(hdr + 1)]
-                with m.If(hdr == 3):
-                    m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), buf.eq(0)]
+                with m.If(hdr == 4):
+                    m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), buf.eq(0),
+                                 ent.eq(0), tslot.eq(0)]
                     m.d.comb += fits.eq((counts[0] <= self.programs * DESCRIPTOR_WORDS)
                                         & (counts[1] * 4 <= self.weight_rows * C)
-                                        & (word <= self.param_words) & (word <= self.param_entries * 4 * C))
+                                        & (counts[2] <= self.param_words) & (counts[2] <= self.param_entries * 4 * C)
+                                        & (word <= self.tables * TABLE_WORDS))
                     m.d.sync += [bad.eq(~fits), self.poff.eq(counts[1])]
-        with m.Elif(phase == 4):
+        with m.Elif(phase == 5):
             m.d.comb += self.done.eq(1)
             m.d.sync += [phase.eq(0), self.loaded.eq(~bad), self.error.eq(bad)]
         with m.Elif(left == 0):
@@ -84,6 +93,8 @@ class LoadUnit(wiring.Component):
                 m.d.sync += left.eq(counts[1])
             with m.Elif(phase == 2):
                 m.d.sync += left.eq(counts[2])
+            with m.Elif(phase == 3):
+                m.d.sync += left.eq(counts[3])
         with m.Elif(take):
             m.d.sync += [left.eq(left - 1), idx.eq(idx + 1), buf.eq(nxt), slot.eq(slot + 1)]
             per = {1: DESCRIPTOR_WORDS, 2: C // 4, 3: 4 * C}
@@ -96,4 +107,12 @@ class LoadUnit(wiring.Component):
                     m.d.comb += [port.en.eq(full & ~bad), port.addr.eq(idx // n), port.data.eq(nxt)]
             with m.If(phase == 3):
                 m.d.comb += [self.pn.en.eq(~bad), self.pn.addr.eq(idx), self.pn.data.eq(word)]
+            with m.If(phase == 4):
+                m.d.comb += [self.tag.en.eq(~bad & (ent == 0)), self.tag.slot.eq(tslot), self.tag.data.eq(word),
+                             self.tab.en.eq(~bad & (ent != 0)), self.tab.slot.eq(tslot),
+                             self.tab.index.eq(ent - 1), self.tab.data.eq(word)]
+                with m.If(ent == TABLE_WORDS - 1):
+                    m.d.sync += [ent.eq(0), tslot.eq(tslot + 1)]
+                with m.Else():
+                    m.d.sync += ent.eq(ent + 1)
         return m

@@ -20,6 +20,7 @@ from ..accumulator import row_layout
 from ..config import ArrayConfig, check_config
 from ..requant import RequantLane
 from ..skew import delayed
+from .add_unit import TableUnit
 from .layouts import descriptor_layout
 from .loader import param_bank_layout
 from .pool import COUNT_BITS, FusedPool
@@ -75,8 +76,9 @@ class RequantStage(wiring.Component):
         return m
 
 
-def _pool_consts() -> data.StructLayout:
-    return data.StructLayout({"kind": 2, "rule": 3, "zp_in": signed(16), "count": unsigned(COUNT_BITS),
+def _pool_consts(tables: int = 1) -> data.StructLayout:
+    return data.StructLayout({"tab_en": 1, "tab_sel": range(tables), "kind": 2, "rule": 3, "zp_in": signed(16),
+                              "count": unsigned(COUNT_BITS),
                               "multiplier": unsigned(MULTIPLIER_BITS), "shift": signed(SHIFT_BITS),
                               "scale": unsigned(SCALE_BITS), "zp": signed(16), "qmin": signed(16),
                               "qmax": signed(16)})
@@ -86,12 +88,16 @@ class WritebackUnit(wiring.Component):
     """MATMUL descriptors (``desc``) and requantized rows (``row``) to lane writes (``w``, valid = enable).
 
     ``p_addr`` -> ``p_data`` (a cycle later): the 64-bit pool-table entry at that image byte address
-    (a fused average's ``(M0, shift)`` or float32 scale for ``n = pkh*pkw``).
+    (a fused average's ``(M0, shift)`` or float32 scale for ``n = pkh*pkw``). A descriptor with a
+    ``table`` looks its rows up in ``TableUnit`` slot ``t_slot`` (given with the offered descriptor),
+    whose synchronous read is the second register (the latency does not change); ``load_*`` fill it.
     """
 
-    def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None):
+    def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
+                 tables: int = 1, table_init=None):
         self.config = check_config(config)
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
+        self.tables, self.table_init = tables, table_init
         R, C = config.rows, config.cols
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
@@ -99,6 +105,8 @@ class WritebackUnit(wiring.Component):
             "p_addr": Out(24), "p_data": In(64),
             "w": Out(stream.Signature(lane_write_layout(R, C, addr_bits), always_ready=True)),
             "busy": Out(1),
+            "t_slot": In(range(tables)),
+            "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8), "load_data": In(signed(8)),
         })
 
     @property
@@ -115,20 +123,22 @@ class WritebackUnit(wiring.Component):
         m.d.comb += [agen.desc.valid.eq(self.desc.valid), agen.desc.payload.eq(self.desc.payload),
                      self.desc.ready.eq(agen.desc.ready), agen.dest.ready.eq(self.row.valid)]
         # the accepted descriptor's pool constants (the table entry arrives a cycle after the accept)
-        nd = Signal(_pool_consts())
+        T = self.tables
+        nd = Signal(_pool_consts(T))
         entry_pending = Signal()
         dp = self.desc.payload
         n = dp.pkh * dp.pkw
         m.d.comb += self.p_addr.eq(dp.pool_param + Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8) * (n - 1))
         m.d.sync += entry_pending.eq(0)
         with m.If(self.desc.valid & self.desc.ready):
-            m.d.sync += [nd.kind.eq(dp.pool), nd.rule.eq(dp.rule), nd.zp_in.eq(dp.pool_zp_in), nd.count.eq(n),
+            m.d.sync += [nd.tab_en.eq(dp.table != 0), nd.tab_sel.eq(self.t_slot), nd.kind.eq(dp.pool),
+                         nd.rule.eq(dp.rule), nd.zp_in.eq(dp.pool_zp_in), nd.count.eq(n),
                          nd.zp.eq(dp.pool_zp), nd.qmin.eq(dp.pool_qmin), nd.qmax.eq(dp.pool_qmax),
                          entry_pending.eq(1)]
         with m.If(entry_pending):
             m.d.sync += [nd.multiplier.eq(self.p_data[:32]), nd.shift.eq(self.p_data[32:]),
                          nd.scale.eq(self.p_data[:32])]
-        cur = Signal(_pool_consts())
+        cur = Signal(_pool_consts(T))
         m.d.comb += cur.eq(nd)
         with m.If(entry_pending):
             m.d.comb += [cur.multiplier.eq(self.p_data[:32]), cur.shift.eq(self.p_data[32:]),
@@ -136,7 +146,7 @@ class WritebackUnit(wiring.Component):
 
         stage = data.StructLayout({"valid": 1, "values": data.ArrayLayout(signed(8), C), "addr": unsigned(20),
                                    "lane": range(R), "keep": 1, "px": unsigned(12), "win_first": 1, "win_last": 1,
-                                   "first": 1, "pool": _pool_consts()})
+                                   "first": 1, "pool": _pool_consts(T)})
         s1, s2 = Signal(stage), Signal(stage)
         first = Signal(init=1)              # the next row is its descriptor's first
         dst = agen.dest.payload
@@ -146,13 +156,21 @@ class WritebackUnit(wiring.Component):
                      s1.lane.eq(dst.lane), s1.keep.eq(dst.keep), s1.px.eq(dst.px), s1.win_first.eq(dst.win_first),
                      s1.win_last.eq(dst.win_last), s1.first.eq(first), s1.pool.eq(cur), s2.eq(s1)]
         # the pool's constants: held from a descriptor's first row (the previous one's windows are out)
-        pc = Signal(_pool_consts())
-        k = Signal(_pool_consts())
+        pc = Signal(_pool_consts(T))
+        k = Signal(_pool_consts(T))
         m.d.comb += k.eq(Mux(s2.valid & s2.first, s2.pool.as_value(), pc.as_value()))
+        # the table: s1's row looked up (its descriptor's constants as ``k`` will have them), read into s2
+        k1 = Signal(_pool_consts(T))
+        m.d.comb += k1.eq(Mux(s1.first, s1.pool.as_value(), k.as_value()))
+        m.submodules.table = table = TableUnit(lanes=C, tables=T, init=self.table_init)
+        m.d.comb += [table.i_valid.eq(s1.valid), table.i.eq(s1.values), table.enable.eq(k1.tab_en),
+                     table.select.eq(k1.tab_sel), table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
+                     table.load_index.eq(self.load_index), table.load_data.eq(self.load_data)]
+        values = table.o
         with m.If(s2.valid & s2.first):
             m.d.sync += pc.eq(s2.pool)
         pooled = k.kind != POOL_NONE
-        m.d.comb += [fp.i_valid.eq(s2.valid & pooled), fp.values.eq(s2.values), fp.px.eq(s2.px),
+        m.d.comb += [fp.i_valid.eq(s2.valid & pooled), fp.values.eq(values), fp.px.eq(s2.px),
                      fp.win_first.eq(s2.win_first), fp.win_last.eq(s2.win_last), fp.keep.eq(s2.keep),
                      fp.addr.eq(s2.addr), fp.lane.eq(s2.lane), fp.kind.eq(k.kind), fp.rule.eq(k.rule),
                      fp.zp_in.eq(k.zp_in), fp.count.eq(k.count), fp.multiplier.eq(k.multiplier),
@@ -160,7 +178,7 @@ class WritebackUnit(wiring.Component):
                      fp.qmax.eq(k.qmax)]
         w = self.w.payload
         with m.If(s2.valid & ~pooled & s2.keep):
-            m.d.comb += [self.w.valid.eq(1), w.addr.eq(s2.addr), w.lane.eq(s2.lane), w.data.eq(s2.values)]
+            m.d.comb += [self.w.valid.eq(1), w.addr.eq(s2.addr), w.lane.eq(s2.lane), w.data.eq(values)]
         with m.Elif(fp.o_valid):
             m.d.comb += [self.w.valid.eq(1), w.addr.eq(fp.o_addr), w.lane.eq(fp.o_lane), w.data.eq(fp.o)]
         m.d.comb += self.busy.eq(agen.busy | s1.valid | s2.valid)

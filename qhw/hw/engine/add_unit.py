@@ -1,0 +1,262 @@
+"""``AddUnit``: an ``ADD`` descriptor (TFLite ADD, docs/engine.md "Residual Add"), scratchpad to scratchpad,
+and ``TableUnit``: the 256-entry int8 table activations on a write-back path.
+
+Per output word the unit reads ``a`` then ``b`` through the scratchpad's one read port (two reads per
+word; a ``table_only`` pass reads ``a`` only, one per cycle), runs ``rows`` ``AddLane``s of TFLite ADD
+integer arithmetic (``qhw.arith.add_with_multipliers``: each ``(q - zp) << left_shift`` times its
+``(M0, shift)``, summed, times the output ``(M0, shift)``, + zero point, clamped), then the table stage,
+and writes the word ``add_latency`` (``qhw.contract.ADD_LATENCY``) cycles after its ``b`` read was
+requested: the timing contract's "one word per 2 cycles after a fixed latency".
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MUL_STAGES, MODE_CODES
+from ...errors import ConfigError
+from ..skew import delayed
+from .layouts import descriptor_layout
+from .pool_agen import ADDR_BITS
+
+__all__ = ["AddLane", "AddUnit", "TableUnit", "mul_shift"]
+
+_X_BITS = 34          # the sum of two rescaled inputs (|v| <= 2**31 each)
+_R_BITS = 34          # a rescaled value: single's result clamped to +-2**31, tflite's int32 + its round-up
+
+
+def _sat(v, bits):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
+    """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
+    ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule. All inputs arrive together. Returns
+    the result register (signed ``_R_BITS``).
+
+    With ``pre_shift`` the value is ``x << pre_shift`` and the product is formed as
+    ``(x * M0) << pre_shift``, so the multiplier sees only ``x``'s bits (TFLite ADD's ``(q - zp) << 20``:
+    a 17 x 31-bit product, 2 MULT18X18D instead of 4). Exact when ``shift <= 0`` and
+    ``|x << pre_shift| < 2**31`` (then tflite's int32 view and left shift change nothing): ADD's input
+    multipliers are at most 1/2, so their shifts are never positive."""
+    # 1: the multiplicand (tflite: int32 view, shifted left with int32 wrap-around), the shift decodes.
+    if pre_shift is None:
+        op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
+        x32 = _sat(x, 32)
+        left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+        m.d.sync += op.eq(Mux(tflite, (x32 << left)[:32].as_signed(), x))
+    else:
+        pre_shift = Value.cast(pre_shift)
+        op = Signal(signed(len(x)), name=f"{name}_op")
+        ps1 = Signal(len(pre_shift), name=f"{name}_pre_shift")
+        m.d.sync += [op.eq(x), ps1.eq(pre_shift)]
+    m0_1, tfl1 = Signal(31, name=f"{name}_m0"), Signal(name=f"{name}_tfl")
+    total = Signal(range(64), name=f"{name}_total")           # single: right shift 31 - shift
+    right = Signal(range(33), name=f"{name}_right")            # tflite: RoundingDivideByPOT exponent
+    m.d.sync += [m0_1.eq(m0), tfl1.eq(tflite), total.eq((31 - shift).as_unsigned()[:6]),
+                 right.eq(Mux(shift < 0, -shift, 0))]
+    # 2: p = op * M0 + the rounding constant: 2**(30 - shift) (single), gemmlowp's nudge (tflite).
+    single_add = Const(1, 63) << (total - 1).as_unsigned()[:6]
+    nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
+    if pre_shift is None:
+        p = Signal(signed(_X_BITS + 1 + 31 + 2), name=f"{name}_p")
+        m.d.sync += p.eq(op * m0_1 + Mux(tfl1, nudge, single_add))
+    else:
+        p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
+        m.d.sync += p.eq(((op * m0_1) << ps1) + Mux(tfl1, nudge, single_add))
+    tfl2 = delayed(m, tfl1, 1, name=f"{name}_tfl2")
+    total2, right2 = delayed(m, total, 1, name=f"{name}_total2"), delayed(m, right, 1, name=f"{name}_right2")
+    # 3: single: floor shift, clamped to +-2**31; tflite: the high word, truncated towards zero.
+    s3 = Signal(signed(_R_BITS), name=f"{name}_single")
+    q3 = Signal(signed(_R_BITS), name=f"{name}_q")
+    shifted = p >> total2
+    m.d.sync += [s3.eq(Mux(shifted < -(1 << 31), -(1 << 31), Mux(shifted > (1 << 31), 1 << 31, shifted))),
+                 q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))]
+    tfl3, right3 = delayed(m, tfl2, 1, name=f"{name}_tfl3"), delayed(m, right2, 1, name=f"{name}_right3")
+    # 4: tflite's RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
+    mask = (Const(1, 33) << right3) - 1
+    up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
+    r = Signal(signed(_R_BITS), name=f"{name}_r")
+    m.d.sync += r.eq(Mux(tfl3, (q3 >> right3) + up, s3))
+    assert ADD_MUL_STAGES == 4      # the four registers above
+    return r
+
+
+class AddLane(wiring.Component):
+    """One lane of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin, qmax)`` with
+    ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a`` when
+    ``table_only``.
+
+    The operands come one a cycle, as the scratchpad's one read port delivers them: ``x`` is ``a`` in
+    one cycle and ``b`` (``x_is_b``) in the next, so one input rescale serves both. ``i_valid`` marks
+    the cycle a word is complete (its ``b``; its ``a`` for ``table_only``), and ``o`` is valid
+    ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero point (1), the rescale
+    (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the sum (1), the output rescale,
+    the zero point and clamp (1). The descriptor inputs must be held steady while values are in flight."""
+
+    def __init__(self):
+        lay = descriptor_layout("ADD")
+        super().__init__({"i_valid": In(1), "x": In(signed(8)), "x_is_b": In(1), "d": In(lay),
+                          "o_valid": Out(1), "o": Out(signed(8))})
+
+    @property
+    def latency(self) -> int:
+        return ADD_LANE_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.d
+        tfl = d.mode == MODE_CODES["tflite"]
+        # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
+        xd = Signal(signed(17), name="x_diff")
+        is_b = Signal(name="x_is_b_1")
+        ls = Signal(5, name="left_shift")
+        m.d.sync += [xd.eq(self.x - Mux(self.x_is_b, d.b_zp, d.a_zp)), is_b.eq(self.x_is_b),
+                     ls.eq(d.left_shift[:5])]
+        v = mul_shift(m, xd, Mux(is_b, d.b_mul, d.a_mul), Mux(is_b, d.b_shift, d.a_shift), tfl, name="mi",
+                      pre_shift=ls)
+        va = Signal.like(v, name="va")           # a's rescaled value, one cycle ahead of b's
+        m.d.sync += va.eq(v)
+        total = Signal(signed(_R_BITS + 1), name="total")
+        m.d.sync += total.eq(va + v)
+        r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo")
+        y = r + d.zp
+        passed = delayed(m, self.x, ADD_LANE_LATENCY - 1, name="a_pass")
+        m.d.sync += self.o.eq(Mux(d.table_only, passed, Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))))
+        m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, ADD_LANE_LATENCY, name="valid"))
+        return m
+
+
+class TableUnit(wiring.Component):
+    """``lanes`` int8 codes -> ``table[code + 128]`` (one 256-entry memory per lane, so every lane looks
+    up in the same cycle), or the codes unchanged when ``enable`` is low; ``latency`` 1 (a synchronous
+    read, a register on the bypass). ``tables`` slots of 256 entries each: ``select`` (with ``i``)
+    picks one. The tables are written through ``load_*`` (one entry per cycle, broadcast to every
+    lane's copy) when the model is loaded (``LoadUnit``), or given as ``init`` (``256*tables`` codes,
+    slot after slot)."""
+
+    def __init__(self, *, lanes: int, tables: int = 1, init=None):
+        for name, v in (("lanes", lanes), ("tables", tables)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+        if init is not None and len(init) != 256 * tables:
+            raise ConfigError(f"init must hold {256 * tables} table entries, not {len(init)}")
+        self.lanes, self.tables, self.init = lanes, tables, list(init or [])
+        super().__init__({"i_valid": In(1), "i": In(data.ArrayLayout(signed(8), lanes)), "enable": In(1),
+                          "select": In(range(tables)),
+                          "o_valid": Out(1), "o": Out(data.ArrayLayout(signed(8), lanes)),
+                          "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8),
+                          "load_data": In(signed(8))})
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal(name="enable_d")
+        byp = Signal(data.ArrayLayout(signed(8), self.lanes), name="bypass")
+        m.d.sync += [en.eq(self.enable), byp.eq(self.i), self.o_valid.eq(self.i_valid)]
+        for j in range(self.lanes):
+            mem = Memory(shape=signed(8), depth=256 * self.tables, init=self.init)
+            m.submodules[f"table{j}"] = mem
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [wr.en.eq(self.load_en), wr.addr.eq(Cat(self.load_index, self.load_slot)),
+                         wr.data.eq(self.load_data),
+                         rd.addr.eq(Cat(self.i[j].as_unsigned()[:7], ~self.i[j].as_unsigned()[7],   # code + 128
+                                        self.select))]
+            m.d.comb += self.o[j].eq(Mux(en, rd.data, byp[j]))
+        return m
+
+
+class AddUnit(wiring.Component):
+    """ADD descriptors (``desc``) on the scratchpad's ports.
+
+    ``r_addr``/``r_en`` -> ``r_data`` one cycle later (``Scratchpad``); ``w_en``/``w_addr``/``w_data``
+    write whole words; ``load_*`` fill the tables (``TableUnit``, ``tables`` slots), ``t_slot`` is the
+    slot of the offered descriptor's ``table`` (taken with it).
+    A descriptor is taken when ``desc.ready`` (idle: no read left, and the previous descriptor's last
+    word in its write cycle or written); its first read is requested the next cycle; reads follow back
+    to back (``a_i``, ``b_i``, ``a_{i+1}``, ...; ``a_i`` only for ``table_only``), and word ``i`` is
+    written ``latency`` cycles after its last read request.
+
+    Parameters
+    ----------
+    rows:
+        Lanes per scratchpad word.
+    """
+
+    def __init__(self, *, rows: int, tables: int = 1, init=None):
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise ConfigError(f"rows must be a positive integer, not {rows!r}")
+        if not isinstance(tables, int) or isinstance(tables, bool) or tables < 1:
+            raise ConfigError(f"tables must be a positive integer, not {tables!r}")
+        self.rows, self.tables, self.init = rows, tables, init
+        word = data.ArrayLayout(signed(8), rows)
+        super().__init__({
+            "desc": In(stream.Signature(descriptor_layout("ADD"))),
+            "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(word),
+            "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(word),
+            "t_slot": In(range(tables)),
+            "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8), "load_data": In(signed(8)),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """A word's last read request to its write (``EngineConfig.add_latency``)."""
+        return ADD_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        R = self.rows
+        d = Signal(descriptor_layout("ADD"))
+        i = Signal(unsigned(20), name="word")
+        phase = Signal(name="phase")             # 0: read a_i, 1: read b_i
+        busy = self.busy
+        # the lanes read the descriptor register until a word's last stage: take the next one in the
+        # cycle the last word is written (its first read is then one cycle after that write)
+        inflight = Signal(range(ADD_LATENCY + 1), name="inflight")
+        m.d.comb += self.desc.ready.eq(~busy & (inflight == 0))
+        slot = Signal(range(self.tables), name="table_slot")
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += [d.eq(self.desc.payload), slot.eq(self.t_slot), i.eq(0), phase.eq(0),
+                         busy.eq(self.desc.payload.words != 0)]
+        last_read = Signal(name="last_read")     # this cycle's read completes word i
+        m.d.comb += last_read.eq(busy & (d.table_only | phase))
+        with m.If(last_read):
+            m.d.sync += inflight.eq(ADD_LATENCY - 1)
+        with m.Elif(inflight != 0):
+            m.d.sync += inflight.eq(inflight - 1)
+        with m.If(busy):
+            m.d.comb += [self.r_en.eq(1), self.r_addr.eq(Mux(phase, d.b_base, d.a_base) + i)]
+            with m.If(last_read):
+                m.d.sync += [i.eq(i + 1), phase.eq(0)]
+                with m.If(i + 1 == d.words):
+                    m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += phase.eq(1)
+        # data: each word arrives the cycle after its read; the lanes take a, then b, the word complete
+        # the cycle after its last read
+        in_valid = delayed(m, last_read, 1, name="in_valid")
+        is_b = delayed(m, busy & phase, 1, name="data_is_b")
+        out_addr = Signal(ADDR_BITS, name="out_addr")
+        m.d.comb += out_addr.eq(d.out_base + i)
+        lanes = [AddLane() for _ in range(R)]
+        for j, lane in enumerate(lanes):
+            m.submodules[f"lane{j}"] = lane
+            m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d), lane.x.eq(self.r_data[j]), lane.x_is_b.eq(is_b)]
+        m.submodules.table = table = TableUnit(lanes=R, tables=self.tables, init=self.init)
+        m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0), table.select.eq(slot),
+                     table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
+                     table.load_index.eq(self.load_index),
+                     table.load_data.eq(self.load_data)]
+        m.d.comb += [table.i[j].eq(lane.o) for j, lane in enumerate(lanes)]
+        # the write address travels with the word: its last read, the read, the lane, the table
+        w_addr = delayed(m, out_addr, 1 + ADD_LANE_LATENCY + 1, name="w_addr")
+        m.d.comb += [self.w_en.eq(table.o_valid), self.w_addr.eq(w_addr), self.w_data.eq(table.o)]
+        return m
