@@ -26,10 +26,11 @@ from ..ops import requant_of
 from ..ops_elementwise import TABLE_KINDS, int_kind, node_attrs
 from ..runtime import check_model
 from .config import EngineConfig
-from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, Descriptor
+from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, RULES, Descriptor
 from .program import Program, TensorEntry
 
-__all__ = ["Buf", "Compiled", "LayerInfo", "compile_model", "engine_segments", "fit_engine", "tensor_shapes"]
+__all__ = ["NOT_BUILT_RULES", "Buf", "Compiled", "LayerInfo", "check_hardware", "compile_model", "engine_segments",
+           "fit_engine", "tensor_shapes"]
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
@@ -764,3 +765,19 @@ def fit_engine(qmodel, array, *, source: str = "model") -> EngineConfig:
     tables = max(1, len({d["table"] for d in prog.descriptors if d.fields.get("table")}))
     return EngineConfig(array=array, weight_kib=_kib(len(prog.image)), act_kib=act, program_words=prog.words,
                         tables=tables)
+
+
+# Pool rules the NetworkEngine hardware does not build yet (docs/engine.md, "Hardware notes"): the
+# reference model runs them, the hardware would write wrong codes, so generate/simulate refuse them.
+NOT_BUILT_RULES = ("onnx_float",)
+
+
+def check_hardware(compiled: Compiled, *, source: str = "model") -> None:
+    """Refuse (one line, naming the layer) a program that uses what ``NetworkEngine`` does not build."""
+    names = {layer.index: layer.name for layer in compiled.layers}
+    for i, d in enumerate(compiled.program.descriptors):
+        rule = d.fields.get("rule") if d.op in ("MATMUL", "POOL") and d.fields.get("pool") else None
+        if rule is not None and RULES[rule] in NOT_BUILT_RULES:
+            raise ConfigError(f"{source}: layer {names.get(i, i)!r}: the {RULES[rule]} average-pool rule (ONNX "
+                              f"Runtime's QLinearAveragePool, rounding onnx) is not built in the network engine; "
+                              f"run this model with qhw generate --top accel, or quantize with --rounding single")

@@ -104,7 +104,7 @@ def engine_from_args(args: argparse.Namespace):
     sizes win, and a model that does not fit them is refused with the compiler's one line."""
     from dataclasses import replace
 
-    from ..engine.compiler import compile_model, fit_engine
+    from ..engine.compiler import check_hardware, compile_model, fit_engine
     from ..engine.config import EngineConfig
 
     if args.embed and not args.for_model:
@@ -121,6 +121,7 @@ def engine_from_args(args: argparse.Namespace):
     source = str(args.for_model)
     engine = replace(fit_engine(qm, array, source=source), **flags) if flags else fit_engine(qm, array, source=source)
     compiled = compile_model(qm, engine, source=source)       # explicit sizes too small: the one-line refusal
+    check_hardware(compiled, source=source)
     return engine, (compiled.program.to_bytes() if args.embed else None)
 
 

@@ -345,9 +345,10 @@ def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0
     each layer's cycles against the compiler's prediction (``qhw.sim.network``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
-    from ..engine.compiler import compile_model
+    from ..engine.compiler import check_hardware, compile_model
 
-    compile_model(qm, hw.engine, source=str(qmodel))     # refuse (one line) before building or simulating
+    # refuse (one line) before building or simulating: a model that does not fit, or a rule not built
+    check_hardware(compile_model(qm, hw.engine, source=str(qmodel)), source=str(qmodel))
     t0 = time.perf_counter()
     job = {"kind": "network", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
            "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "progress": progress,

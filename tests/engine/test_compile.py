@@ -119,3 +119,20 @@ def test_symbolic_input_shape_is_refused(digits_q):
     with pytest.raises(ConfigError, match=r"^m: input 'x' has shape \(batch, 1, H, 8\); an engine program needs "
                                           r"every dimension but the batch fixed$"):
         compile_model(qm, engine_for(digits_q["digits_cnn"].graph), source="m")
+
+
+def test_hardware_refuses_rules_it_does_not_build(tmp_path):
+    """The reference model runs onnx's QLinearAveragePool rule; NetworkEngine does not build it, so
+    `qhw generate --for` / `qhw simulate` on a network top refuse it in one line naming the layer,
+    and accept the same model in `single` rounding."""
+    from qhw.engine.compiler import check_hardware, compile_model
+    from qhw.errors import ConfigError
+
+    from .conftest import engine_for, own_scale_pools
+
+    qm, _ = own_scale_pools(tmp_path, "onnx")
+    compiled = compile_model(qm, engine_for(qm.graph), source="pools.qhw")
+    with pytest.raises(ConfigError, match=r"^pools\.qhw: layer '.*': the onnx_float average-pool rule .* not built"):
+        check_hardware(compiled, source="pools.qhw")
+    qs, _ = own_scale_pools(tmp_path, "single")
+    check_hardware(compile_model(qs, engine_for(qs.graph), source="pools.qhw"), source="pools.qhw")
