@@ -51,7 +51,7 @@ def merge_results(parts: Sequence[dict]) -> dict:
     first = parts[0]
     out = {**first, "layers": merge_layers([p["layers"] for p in parts])}
     out["first_mismatch"] = next((p["first_mismatch"] for p in parts if p.get("first_mismatch")), None)
-    for key in ("samples", "gemms", "gemm_cycles", "macs", "sim_cycles"):
+    for key in ("samples", "gemms", "gemm_cycles", "macs", "sim_cycles", "host_bytes"):
         if key in first:
             out[key] = sum(int(p[key]) for p in parts)
     out["gemm_records"] = [r for p in parts for r in p.get("gemm_records", [])][:2000]
