@@ -20,10 +20,12 @@ submodules) and asserts on them.
 from __future__ import annotations
 
 from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, Mux, Signal, Value
+from amaranth.lib import data
 
 from ..engine.config import EngineConfig
 from ..engine.isa import DESCRIPTOR_WORDS
 from ..errors import ConfigError
+from ..hw.engine.layouts import descriptor_layout
 from .harness import _internal
 
 __all__ = ["ENGINE_BUSY_FALL", "EngineSafety", "EngineTermination", "address_checks"]
@@ -259,5 +261,114 @@ class FetchHarness(Elaboratable):
             Assert(~look | (r_data == selected)),
             Assert((state == 2) == f.desc.valid),
             Assert((state == 3) == f.at_end),
+        ]
+        return m
+
+
+def _stream_assumed(m: Module, port, name: str) -> None:
+    """The stream rule on an input stream of a unit: an offered payload stays until taken."""
+    payload = Value.cast(port.payload)
+    waiting, last = Signal(name=f"{name}_waiting"), Signal.like(payload, name=f"{name}_last")
+    m.d.sync += [waiting.eq(port.valid & ~port.ready), last.eq(payload)]
+    m.d.comb += Assume(~waiting | (port.valid & (payload == last)))
+
+
+# The largest tensor dimensions of the unit bounds' descriptors (small programs, for the solver: the
+# units multiply them); every base address stays free.
+UNIT_MAX_DIM = 4
+
+
+class OutputBoundHarness(Elaboratable):
+    """``OutputUnit``: every scratchpad read is inside the scratchpad (``words`` words), for OUTPUT
+    descriptors that pass the compiler's check: the tensor's ``h * w * pp`` words from ``in_base`` lie in
+    the scratchpad (``in_base + h*w*pp <= words``), ``h``, ``w`` in [1, ``UNIT_MAX_DIM``], ``pp`` in [1, 2],
+    ``c`` in [1, ``pp * rows``]. Descriptors arrive when the solver chooses (the stream rule assumed),
+    ``o.ready`` and ``r_data`` are free. Asserted by k-induction, with the lemmas that close it: while the
+    unit runs, its word counter is below the tensor's words and the tensor lies inside the scratchpad.
+    ``unit`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, rows: int = 4, words: int, unit=None):
+        from ..hw.engine.output_unit import OutputUnit
+
+        self._MustUse__silence = True
+        if not isinstance(words, int) or words < 1:
+            raise ConfigError(f"words must be a positive integer, not {words!r}")
+        self.rows, self.words = rows, words
+        self.dut = (OutputUnit if unit is None else unit)(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        from .harness import component_ports
+        return component_ports(self.dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        um = self.dut.elaborate(platform)
+        self.dut._MustUse__used = True
+        m.submodules.unit = um
+        u, n = self.dut, UNIT_MAX_DIM
+        dp = u.desc.payload
+        _stream_assumed(m, u.desc, "desc")
+        size = dp.h * dp.w * dp.pp
+        m.d.comb += Assume(~u.desc.valid | ((dp.h >= 1) & (dp.h <= n) & (dp.w >= 1) & (dp.w <= n) & (dp.pp >= 1)
+                                            & (dp.pp <= 2) & (dp.c >= 1) & (dp.c <= dp.pp * self.rows)
+                                            & (dp.in_base + size <= self.words)))
+        d, run = data.View(descriptor_layout("OUTPUT"), _internal(um, "d")), _internal(um, "run")
+        i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
+        addr = d.in_base + i_word                                   # the unit's address, before the port
+        m.d.comb += [
+            Assert(~u.r_en | (addr < self.words)),
+            Assert(~run | ((i_word < n_words) & (d.in_base + n_words <= self.words))),     # lemma
+        ]
+        return m
+
+
+class ParamBoundHarness(Elaboratable):
+    """``ParamFetch``: every read of the wide parameter store is inside it (``entries`` blocks of
+    ``4 * cols`` words), for MATMUL descriptors that pass the compiler's checks: ``p_base`` is a word
+    address at or after the parameters' offset ``poff`` (free, constant: the loaded model's), on a
+    block boundary, and the descriptor's ``n_tiles`` >= 1 blocks from there lie in the store.
+    ``group_done`` and ``restart`` are free, descriptors arrive when the solver chooses. By k-induction,
+    with the lemma: while a descriptor is held, its first block plus its N tiles fit and the tile
+    counter is below ``n_tiles``. ``unit`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, config, entries: int, unit=None):
+        from ..hw.engine.loader import ParamFetch
+
+        self._MustUse__silence = True
+        if not isinstance(entries, int) or entries < 1:
+            raise ConfigError(f"entries must be a positive integer, not {entries!r}")
+        self.config, self.entries = config, entries
+        self.dut = (ParamFetch if unit is None else unit)(config=config, depth_bits=max(1, (entries - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        from .harness import component_ports
+        return [p for p in component_ports(self.dut) if p is not self.dut.poff]
+
+    def elaborate(self, platform):
+        from amaranth.asserts import AnyConst
+
+        m = Module()
+        um = self.dut.elaborate(platform)
+        self.dut._MustUse__used = True
+        m.submodules.unit = um
+        u = self.dut
+        block = 4 * self.config.cols
+        poff = AnyConst(24)
+        m.d.comb += u.poff.eq(poff)
+        dp = u.desc.payload
+        _stream_assumed(m, u.desc, "desc")
+        word = dp.p_base >> 2
+        first = (word - poff) // block
+        m.d.comb += Assume(~u.desc.valid | ((dp.p_base[:2] == 0) & (word >= poff) & ((word - poff) % block == 0)
+                                            & (dp.n_tiles >= 1) & (first + dp.n_tiles <= self.entries)))
+        d_valid, entry0 = _internal(um, "d_valid"), _internal(um, "entry0")
+        nt, n_tiles = _internal(um, "nt"), _internal(um, "n_tiles")
+        m.d.comb += [
+            Assert(~u.r_en | (entry0 + nt < self.entries)),
+            Assert(~d_valid | ((entry0 + n_tiles <= self.entries) & (nt < n_tiles))),      # lemma
         ]
         return m
