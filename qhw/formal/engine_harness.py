@@ -372,3 +372,80 @@ class ParamBoundHarness(Elaboratable):
             Assert(~d_valid | ((entry0 + n_tiles <= self.entries) & (nt < n_tiles))),      # lemma
         ]
         return m
+
+
+# The weight-loader bound's descriptors (bounded: whole descriptors fit the BMC depth): at most 2 weight
+# tiles per M chunk (2 K tiles, or 2 N tiles) and 2 M chunks (the walk back to the chunk's first row).
+WEIGHT_MAX_TILES = 2
+
+
+class WeightBoundHarness(Elaboratable):
+    """``WeightLoader``: every weight-store read is inside the store (``rows_in_store`` rows of ``cols``
+    bytes), for MATMUL descriptors that pass the compiler's check: ``w_base`` on a row boundary and the
+    descriptor's ``K tiles * N tiles * rows`` weight rows from there inside the store. Bounded (``mode
+    bmc``): K tiles (``kcw*kh*kw``, or ``kh`` for a window input) and ``n_tiles`` in [1, 2], M chunks
+    (``ceil(oh*ow / m_chunk)``) at most 2; ``go``, ``tile_done``, ``restart`` free, descriptors when the
+    solver chooses. ``unit`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, config, rows_in_store: int, unit=None):
+        from ..hw.engine.loader import WeightLoader
+
+        self._MustUse__silence = True
+        if not isinstance(rows_in_store, int) or rows_in_store < 1:
+            raise ConfigError(f"rows_in_store must be a positive integer, not {rows_in_store!r}")
+        self.config, self.rows_in_store = config, rows_in_store
+        self.dut = (WeightLoader if unit is None else unit)(config=config,
+                                                             depth_bits=max(1, (rows_in_store - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def depth(self) -> int:
+        """Reset, the descriptor, then every tile of the largest descriptor (``rows`` cycles each) plus slack."""
+        return 2 * WEIGHT_MAX_TILES * (self.config.rows + 1) + 6
+
+    @property
+    def ports(self) -> list:
+        from .harness import component_ports
+        return component_ports(self.dut)
+
+    def elaborate(self, platform):
+        from ..engine.isa import IN_WINDOW
+
+        m = Module()
+        m.submodules.unit = u = self.dut
+        c = self.config
+        dp = u.desc.payload
+        _stream_assumed(m, u.desc, "desc")
+        n = WEIGHT_MAX_TILES
+        lgc = (c.cols - 1).bit_length()
+        # small fields (the products below stay narrow), then the compiler's checks
+        small = [(dp.kcw >= 1) & (dp.kh >= 1) & (dp.kw >= 1) & (dp.kcw <= n) & (dp.kh <= n) & (dp.kw <= n),
+                 (dp.n_tiles >= 1) & (dp.n_tiles <= n), (dp.oh >= 1) & (dp.ow >= 1) & (dp.oh <= 2) & (dp.ow <= 2),
+                 (dp.m_chunk >= 1) & (dp.m_chunk <= 4), dp.in_kind <= 1]
+        k_tiles = Mux(dp.in_kind == IN_WINDOW, dp.kh[:2], dp.kcw[:2] * dp.kh[:2] * dp.kw[:2])
+        tiles = k_tiles * dp.n_tiles[:2]
+        legal = [*small, tiles <= n, dp.oh[:2] * dp.ow[:2] <= 2 * dp.m_chunk[:3],     # at most 2 M chunks
+                 dp.w_base[:lgc] == 0, (dp.w_base >> lgc) + tiles * c.rows <= self.rows_in_store]
+        m.d.comb += Assume(~u.desc.valid | Cat(*legal).all())
+        m.d.comb += Assert(~u.r_en | (u.r_addr < self.rows_in_store))
+        return m
+
+
+class EngineStreamRules(Elaboratable):
+    """The stream rule on the whole ``NetworkEngine``: ``load`` and ``i`` assumed, ``o`` asserted
+    (``StreamRules`` on the top), the memories as the configuration builds them."""
+
+    def __init__(self, *, config: EngineConfig, engine=None):
+        from ..hw.engine.engine import NetworkEngine
+        from .harness import StreamRules
+
+        if not isinstance(config, EngineConfig):
+            raise ConfigError(f"config must be an EngineConfig, not {config!r}")
+        self.rules = StreamRules((NetworkEngine if engine is None else engine)(engine=config))
+
+    @property
+    def ports(self) -> list:
+        return self.rules.ports
+
+    def elaborate(self, platform):
+        return self.rules
