@@ -317,3 +317,4 @@ class EngineStreamRules(Elaboratable):
 
     def elaborate(self, platform):
         return self.rules
+
