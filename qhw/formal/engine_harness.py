@@ -55,8 +55,8 @@ class FetchHarness(Elaboratable):
       the first ``END`` (the lemma that closes the induction);
     * termination: a ranking ``3 * (first END - pointer) + phase`` (phase 2 read, 1 look, 3 hold, 0
       stopped) falls on every cycle that is neither a restart, nor a descriptor held for a consumer
-      that is not ready, nor stopped; it starts at most at ``3 * entries + 3``, so ``at_end`` is high
-      after at most that many such cycles (``FETCH_STEPS_PER_ENTRY`` cycles per entry);
+      that is not ready, nor stopped; it is at most ``3 * entries`` after a restart, so ``at_end`` is
+      high after at most ``3 * entries + 1`` such cycles (3 per entry: read, look, hand over);
     * ``desc`` keeps ``valid`` and its payload until ``ready`` or ``restart`` (the stream rule).
 
     ``fetch`` is the class to build (a mutant in the tests); ``ops`` the opcodes it fetches.
@@ -88,7 +88,7 @@ class FetchHarness(Elaboratable):
         m.submodules.fetch = fm
         f, n = self.dut, self.entries
         # each entry: a free opcode and free field bits (the fetch copies the fields, opaque, into ``desc``:
-        # ``FIELD_BITS`` of them stand for all, for the solver), constant over time
+        # ``FETCH_FIELD_BITS`` of them stand for all, for the solver), constant over time
         program = [Cat(AnyConst(OP_BITS), AnyConst(FETCH_FIELD_BITS)) for _ in range(n)]
         ends = [p[:OP_BITS] == OPCODES["END"] for p in program]
         m.d.comb += Assume(Cat(*ends).any())                    # the compiler's check: the program ends
@@ -118,7 +118,7 @@ class FetchHarness(Elaboratable):
 
         payload = Value.cast(f.desc.payload)
         waiting, last = Signal(name="desc_waiting"), Signal.like(payload, name="desc_last")
-        # (``restart`` withdraws an offered descriptor: the engine restarts only with every unit at END)
+        # (``restart`` withdraws an offered descriptor by design: the program starts again)
         m.d.sync += [waiting.eq(f.desc.valid & ~f.desc.ready & ~f.restart), last.eq(payload)]
         m.d.comb += [
             Assert(~f.r_en | (f.r_addr < n)),                              # reads inside the store

@@ -53,7 +53,7 @@ ENGINE_PROPERTIES = (
              _output_stream, lambda c: 2),
     Property("sequencer", "DescriptorFetch",
              "for every program with an END in the program store: reads stay in the store, the pointer never "
-             "passes END, a ranking falls on every unstalled cycle (END within 3*entries+3 of them), desc "
+             "passes END, a ranking falls on every unstalled cycle (END within 3*entries+1 of them), desc "
              "follows the stream rule",
              lambda c: FetchHarness(entries=engine_sizes(c)["entries"]), lambda c: 2),
     Property("output_bounds", "OutputUnit",
