@@ -6,8 +6,9 @@ stating the compiler's checks as assumptions on the descriptors it receives (doc
 
 * ``FetchHarness``: ``DescriptorFetch`` (the sequencer: one per unit) over every program with an
   ``END`` in the store: reads in the store, termination by a ranking function, the stream rule.
-* ``OutputBoundHarness``, ``ParamBoundHarness``, ``WeightBoundHarness``: every scratchpad, parameter
-  and weight-store read of ``OutputUnit``, ``ParamFetch`` and ``WeightLoader`` inside its memory.
+* ``InputBoundHarness``, ``OutputBoundHarness``, ``ParamBoundHarness``, ``WeightBoundHarness``: every
+  scratchpad write of ``InputUnit``, scratchpad read of ``OutputUnit``, parameter read of ``ParamFetch``
+  and weight-store read of ``WeightLoader`` inside its memory.
 * ``EngineStreamRules``: the stream rule on the whole top (``load``, ``i`` assumed, ``o`` asserted).
 
 (The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``.) A whole-engine harness
@@ -25,7 +26,7 @@ from ..hw.engine.layouts import descriptor_layout
 from .harness import _internal
 
 __all__ = ["FETCH_FIELD_BITS", "UNIT_MAX_DIM", "WEIGHT_MAX_TILES", "EngineStreamRules", "FetchHarness",
-           "OutputBoundHarness", "ParamBoundHarness", "WeightBoundHarness"]
+           "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness", "WeightBoundHarness"]
 
 
 def _first_index(m: Module, hits: list, name: str) -> Signal:
@@ -318,3 +319,51 @@ class EngineStreamRules(Elaboratable):
     def elaborate(self, platform):
         return self.rules
 
+
+
+class InputBoundHarness(Elaboratable):
+    """``InputUnit``: every scratchpad write (``w``) is inside the scratchpad (``words`` words), for INPUT
+    descriptors that pass the compiler's check: the tensor's words from ``out_base`` (``h * w * pp``
+    standard, ``h * wpos`` window) lie in the scratchpad; ``h``, ``w``, ``wpos`` in [1, ``UNIT_MAX_DIM``],
+    ``pp`` in [1, 2]; the other fields free. The host's beats (``i``) arrive when the solver chooses
+    (the stream rule assumed). By k-induction, with the lemma: while the unit produces words, its word
+    counter is below the tensor's words and the tensor fits. ``unit`` is the class to build."""
+
+    def __init__(self, *, rows: int = 4, words: int, unit=None):
+        from ..hw.engine.input_unit import InputUnit
+
+        self._MustUse__silence = True
+        if not isinstance(words, int) or words < 1:
+            raise ConfigError(f"words must be a positive integer, not {words!r}")
+        self.rows, self.words = rows, words
+        self.dut = (InputUnit if unit is None else unit)(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        from .harness import component_ports
+        return component_ports(self.dut)
+
+    def elaborate(self, platform):
+        from ..engine.isa import IN_WINDOW
+
+        m = Module()
+        um = self.dut.elaborate(platform)
+        self.dut._MustUse__used = True
+        m.submodules.unit = um
+        u, n, w = self.dut, UNIT_MAX_DIM, self.words
+        dp = u.desc.payload
+        _stream_assumed(m, u.desc, "desc")
+        _stream_assumed(m, u.i, "i")
+        size = dp.h[:3] * Mux(dp.kind == IN_WINDOW, dp.wpos[:3], dp.w[:3] * dp.pp[:2])
+        m.d.comb += Assume(~u.desc.valid | ((dp.h >= 1) & (dp.h <= n) & (dp.w >= 1) & (dp.w <= n) & (dp.pp >= 1)
+                                            & (dp.pp <= 2) & (dp.wpos >= 1) & (dp.wpos <= n) & (dp.kind <= 1)
+                                            & (dp.out_base + size <= w)))
+        d = data.View(descriptor_layout("INPUT"), _internal(um, "d"))
+        run, drain = _internal(um, "run"), _internal(um, "drain")
+        i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
+        m.d.comb += [
+            Assert(~u.w.valid | (u.w.payload.addr < w)),
+            Assert(~(run & ~drain) | ((i_word < n_words) & (d.out_base + n_words <= w))),      # lemma
+        ]
+        return m

@@ -14,6 +14,7 @@ from .engine_harness import (
     WEIGHT_MAX_TILES,
     EngineStreamRules,
     FetchHarness,
+    InputBoundHarness,
     OutputBoundHarness,
     ParamBoundHarness,
     WeightBoundHarness,
@@ -56,6 +57,10 @@ ENGINE_PROPERTIES = (
              "passes END, a ranking falls on every unstalled cycle (END within 3*entries+1 of them), desc "
              "follows the stream rule",
              lambda c: FetchHarness(entries=engine_sizes(c)["entries"]), lambda c: 2),
+    Property("input_bounds", "InputUnit",
+             "every scratchpad write of an INPUT inside the scratchpad, for descriptors that pass the compiler's "
+             "check (h, w, wpos <= 4, pp <= 2)",
+             lambda c: InputBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"]), lambda c: 2),
     Property("output_bounds", "OutputUnit",
              "every scratchpad read of an OUTPUT inside the scratchpad, for descriptors that pass the compiler's "
              "check (h, w <= 4, pp <= 2)",

@@ -10,12 +10,12 @@ import json
 
 from qhw.cli import main
 from qhw.engine.config import EngineConfig
-from qhw.formal.engine_harness import FetchHarness, OutputBoundHarness, ParamBoundHarness
+from qhw.formal.engine_harness import FetchHarness, InputBoundHarness, OutputBoundHarness, ParamBoundHarness
 from qhw.formal.harness import StreamRules
 from qhw.formal.mutate import mutant
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import fetch, loader, output_unit
+from qhw.hw.engine import fetch, input_unit, loader, output_unit
 
 ARRAY = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
 ENTRIES, WORDS, PARAM_BLOCKS = 5, 48, 6
@@ -44,6 +44,20 @@ def test_fetch_that_never_reaches_end_is_caught(tmp_path):
     # END is skipped like any other opcode: the pointer walks past the program into no memory.
     Broken = mutant(fetch.DescriptorFetch, 'with m.Elif(op == OPCODES["END"]):', "with m.Elif(0):")
     assert_caught(prove(FetchHarness(entries=ENTRIES, fetch=Broken), tmp_path, "fetch_no_end", "bmc", 14), tmp_path)
+
+
+# --------------------------------------------------------------------------- INPUT: writes
+
+
+def test_input_writes_stay_in_the_scratchpad(tmp_path):
+    r = prove(InputBoundHarness(words=WORDS), tmp_path, "input")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_input_word_past_the_tensor_is_caught(tmp_path):
+    # The last word is not recognized: the unit writes one word past the tensor.
+    Broken = mutant(input_unit.InputUnit, "with m.If(i_word + 1 == n_words):", "with m.If(i_word == n_words):")
+    assert_caught(prove(InputBoundHarness(words=WORDS, unit=Broken), tmp_path, "input_mutant", "bmc", 10), tmp_path)
 
 
 # --------------------------------------------------------------------------- OUTPUT: addresses, the o stream
