@@ -17,13 +17,19 @@ import sys
 
 from qhw.engine.config import DEFAULT_PROGRAM_WORDS, EngineConfig
 from qhw.engine.isa import DESCRIPTOR_WORDS
-from qhw.formal.engine_harness import EngineStreamRules, FetchHarness, WeightBoundHarness
+from qhw.formal.engine_harness import (
+    WRITEBACK_GEOMETRIES,
+    EngineStreamRules,
+    FetchHarness,
+    WeightBoundHarness,
+    WritebackBoundHarness,
+)
 from qhw.formal.harness import IM2COL_GEOMETRIES, Im2colBoundHarness, LaneHarness
 from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_FREE
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import engine, fetch, im2col, loader, output_unit
+from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, writeback
 
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
@@ -96,6 +102,14 @@ def _engine(kw) -> bool:
                           "m.d.comb += self.r_addr.eq(ptr + 1)")
     ok &= _run("sequencer_5_entries_mutant_addr", FetchHarness(entries=5, fetch=broken_fetch), mode="prove", depth=2,
                must="failed", **kw)
+    for geometry in WRITEBACK_GEOMETRIES:
+        wb = WritebackBoundHarness(rows=4, cols=4, geometry=geometry, words=48)
+        ok &= _run(f"writeback_{geometry}_48_words", wb, mode="bmc", depth=wb.depth, must="proven", **kw)
+    # the output tensor's first word one too far: the last pixel's last channel word leaves the tensor
+    broken_wb = mutant(writeback.WritebackAgen, "base = dp.out_base + dp.out_cw0",
+                       "base = dp.out_base + dp.out_cw0 + 1")
+    wb = WritebackBoundHarness(rows=4, cols=4, geometry="plain", words=48, agen=broken_wb)
+    ok &= _run("writeback_plain_48_words_mutant_base", wb, mode="bmc", depth=wb.depth, must="failed", **kw)
     return ok
 
 

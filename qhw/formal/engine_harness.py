@@ -8,7 +8,8 @@ stating the compiler's checks as assumptions on the descriptors it receives (doc
   ``END`` in the store: reads in the store, termination by a ranking function, the stream rule.
 * ``InputBoundHarness``, ``OutputBoundHarness``, ``ParamBoundHarness``, ``WeightBoundHarness``: every
   scratchpad write of ``InputUnit``, scratchpad read of ``OutputUnit``, parameter read of ``ParamFetch``
-  and weight-store read of ``WeightLoader`` inside its memory.
+  and weight-store read of ``WeightLoader`` inside its memory; ``WritebackBoundHarness``: every kept
+  result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad.
 * ``EngineStreamRules``: the stream rule on the whole top (``load``, ``i`` assumed, ``o`` asserted).
 
 (The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``.) A whole-engine harness
@@ -17,7 +18,7 @@ with an embedded program was tried and is out of reach here: see docs/verificati
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, Mux, Signal, Value
+from amaranth.hdl import Assert, Assume, Cat, Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import data
 
 from ..engine.config import EngineConfig
@@ -26,7 +27,8 @@ from ..hw.engine.layouts import descriptor_layout
 from .harness import _internal
 
 __all__ = ["FETCH_FIELD_BITS", "UNIT_MAX_DIM", "WEIGHT_MAX_TILES", "EngineStreamRules", "FetchHarness",
-           "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness", "WeightBoundHarness"]
+           "WRITEBACK_GEOMETRIES", "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness",
+           "WeightBoundHarness", "WritebackBoundHarness"]
 
 
 def _first_index(m: Module, hits: list, name: str) -> Signal:
@@ -366,4 +368,72 @@ class InputBoundHarness(Elaboratable):
             Assert(~u.w.valid | (u.w.payload.addr < w)),
             Assert(~(run & ~drain) | ((i_word < n_words) & (d.out_base + n_words <= w))),      # lemma
         ]
+        return m
+
+
+# The write-back bound's geometries (one bounded proof each; the fields the generator multiplies when it
+# takes a descriptor are fixed, as in the im2col bound): output pixels, the tensor it writes, a fused pool.
+WRITEBACK_GEOMETRIES = {
+    # a 2x2 output, 2 words per pixel, no pool
+    "plain": dict(oh=2, ow=2, out_h=2, out_w=2, out_pp=2, pool=0, pkh=0, pkw=0),
+    # a 3x3 output under a fused 2x2 max pool: one pooled pixel, the partial windows' rows dropped
+    "pool2x2": dict(oh=3, ow=3, out_h=1, out_w=1, out_pp=1, pool=1, pkh=2, pkw=2),
+}
+WRITEBACK_MAX_N_TILES = 2
+
+
+class WritebackBoundHarness(Elaboratable):
+    """``WritebackAgen`` (the MATMUL write-back's addresses): every kept result row's word is inside the
+    scratchpad (``words`` words), for descriptors of geometry ``geometry`` (``WRITEBACK_GEOMETRIES``)
+    that pass the compiler's checks: the output tensor's ``out_h * out_w * out_pp`` words from
+    ``out_base`` fit, and the N tiles' channel words from ``out_cw0`` fit a pixel
+    (``out_cw0 + ceil(n_tiles * cols / rows) <= out_pp``); ``out_base``, ``out_cw0``, ``m_chunk`` >= 1 and
+    ``n_tiles`` in [1, ``WRITEBACK_MAX_N_TILES``] free. Bounded (``mode bmc``); ``dest.ready`` free,
+    descriptors when the solver chooses. ``agen`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, rows: int, cols: int, geometry: str, words: int, agen=None):
+        from ..hw.engine.writeback import WritebackAgen
+
+        self._MustUse__silence = True
+        if geometry not in WRITEBACK_GEOMETRIES:
+            raise ConfigError(f"write-back bound: unknown geometry {geometry!r}; known: "
+                              f"{', '.join(WRITEBACK_GEOMETRIES)}")
+        g = WRITEBACK_GEOMETRIES[geometry]
+        if not isinstance(words, int) or words < g["out_h"] * g["out_w"] * g["out_pp"]:
+            raise ConfigError(f"write-back bound: words must be an integer that holds the output, not {words!r}")
+        self.geometry, self.words, self.rows, self.cols = geometry, words, rows, cols
+        self.dut = (WritebackAgen if agen is None else agen)(rows=rows, cols=cols)
+        layout = self.dut.desc.payload.shape()
+        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
+        self._MustUse__silence = False
+
+    @property
+    def depth(self) -> int:
+        """Reset, the descriptor, every result row of the largest descriptor, and slack."""
+        g = WRITEBACK_GEOMETRIES[self.geometry]
+        return g["oh"] * g["ow"] * WRITEBACK_MAX_N_TILES + 4
+
+    @property
+    def ports(self) -> list:
+        a = self.dut
+        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.dest.valid, a.dest.ready,
+                Value.cast(a.dest.payload), a.busy]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.agen = agen = self.dut
+        d = agen.desc.payload
+        g = WRITEBACK_GEOMETRIES[self.geometry]
+        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
+        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
+        size = g["out_h"] * g["out_w"] * g["out_pp"]
+        cws = [Const(-(-t * self.cols // self.rows)) for t in range(1, WRITEBACK_MAX_N_TILES + 1)]
+        legal = [d.out_base + size <= self.words, (d.n_tiles >= 1) & (d.n_tiles <= WRITEBACK_MAX_N_TILES),
+                 d.m_chunk >= 1,
+                 Cat(*((d.n_tiles != t) | (d.out_cw0 + cws[t - 1] <= g["out_pp"])
+                       for t in range(1, WRITEBACK_MAX_N_TILES + 1))).all()]
+        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
+        _stream_assumed(m, agen.desc, "desc")
+        o = agen.dest
+        m.d.comb += Assert(~(o.valid & o.payload.keep) | (o.payload.addr < self.words))
         return m

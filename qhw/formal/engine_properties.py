@@ -12,12 +12,14 @@ from ..engine.config import EngineConfig
 from ..engine.isa import DESCRIPTOR_WORDS
 from .engine_harness import (
     WEIGHT_MAX_TILES,
+    WRITEBACK_GEOMETRIES,
     EngineStreamRules,
     FetchHarness,
     InputBoundHarness,
     OutputBoundHarness,
     ParamBoundHarness,
     WeightBoundHarness,
+    WritebackBoundHarness,
 )
 from .harness import IM2COL_GEOMETRIES, Im2colBoundHarness, StreamRules
 from .properties import Property
@@ -43,6 +45,16 @@ def _im2col(geometry: str) -> Property:
                     f"every activation read of a MATMUL of geometry {geometry} is inside the scratchpad (bounded)",
                     lambda c: Im2colBoundHarness(geometry=geometry, words=engine_sizes(c)["words"]),
                     lambda c: 10, mode="bmc")
+
+
+def _writeback(geometry: str) -> Property:
+    def build(c):
+        return WritebackBoundHarness(rows=c.array.rows, cols=c.array.cols, geometry=geometry,
+                                     words=engine_sizes(c)["words"])
+
+    return Property(f"writeback_{geometry}", "WritebackAgen",
+                    f"every kept result row of a MATMUL of geometry {geometry} is written inside the scratchpad "
+                    "(bounded)", build, lambda c: build(c).depth, mode="bmc")
 
 
 ENGINE_PROPERTIES = (
@@ -75,4 +87,5 @@ ENGINE_PROPERTIES = (
              lambda c: WeightBoundHarness(config=c.array, rows_in_store=engine_sizes(c)["weight_rows"]).depth,
              mode="bmc"),
     *(_im2col(g) for g in IM2COL_GEOMETRIES),
+    *(_writeback(g) for g in WRITEBACK_GEOMETRIES),
 )
