@@ -155,7 +155,8 @@ class OutputBoundHarness(Elaboratable):
     the scratchpad (``in_base + h*w*pp <= words``), ``h``, ``w`` in [1, ``UNIT_MAX_DIM``], ``pp`` in [1, 2],
     ``c`` in [1, ``pp * rows``]. Descriptors arrive when the solver chooses (the stream rule assumed),
     ``o.ready`` and ``r_data`` are free. Asserted by k-induction, with the lemmas that close it: while the
-    unit runs, its word counter is below the tensor's words and the tensor lies inside the scratchpad.
+    unit runs, its word counter is below the tensor's words and the tensor lies inside the scratchpad;
+    and ``o`` (the top's output stream) keeps ``valid`` and its payload until ``ready``.
     ``unit`` is the class to build (a mutant in the tests)."""
 
     def __init__(self, *, rows: int = 4, words: int, unit=None):
@@ -188,8 +189,12 @@ class OutputBoundHarness(Elaboratable):
         d, run = data.View(descriptor_layout("OUTPUT"), _internal(um, "d")), _internal(um, "run")
         i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
         addr = d.in_base + i_word                                   # the unit's address, before the port
+        o_payload = Value.cast(u.o.payload)
+        o_waiting, o_last = Signal(name="o_waiting"), Signal.like(o_payload, name="o_last")
+        m.d.sync += [o_waiting.eq(u.o.valid & ~u.o.ready), o_last.eq(o_payload)]
         m.d.comb += [
             Assert(~u.r_en | (addr < self.words)),
+            Assert(~o_waiting | (u.o.valid & (o_payload == o_last))),                      # the stream rule
             Assert(~run | ((i_word < n_words) & (d.in_base + n_words <= self.words))),     # lemma
         ]
         return m

@@ -21,7 +21,7 @@ from .engine_harness import (
     WeightBoundHarness,
     WritebackBoundHarness,
 )
-from .harness import IM2COL_GEOMETRIES, Im2colBoundHarness, StreamRules
+from .harness import IM2COL_GEOMETRIES, Im2colBoundHarness
 from .properties import Property
 
 __all__ = ["ENGINE_PROPERTIES", "engine_sizes"]
@@ -33,11 +33,6 @@ def engine_sizes(config: EngineConfig) -> dict[str, int]:
     return {"entries": config.program_words // DESCRIPTOR_WORDS, "words": config.act_words,
             "weight_rows": config.weight_bytes // config.array.cols,
             "param_entries": max(1, config.weight_bytes // 4 // (4 * config.array.cols))}
-
-
-def _output_stream(c: EngineConfig):
-    from ..hw.engine.output_unit import OutputUnit
-    return StreamRules(OutputUnit(rows=c.array.rows, addr_bits=max(1, (c.act_words - 1).bit_length())))
 
 
 def _im2col(geometry: str) -> Property:
@@ -61,9 +56,6 @@ ENGINE_PROPERTIES = (
     Property("engine_stream_rules", "NetworkEngine",
              "o holds valid and payload until ready, given load and i do (the whole top)",
              lambda c: EngineStreamRules(config=c), lambda c: 2),
-    Property("output_stream_rules", "OutputUnit",
-             "the output unit's o holds valid and payload until ready, given desc does",
-             _output_stream, lambda c: 2),
     Property("sequencer", "DescriptorFetch",
              "for every program with an END in the program store: reads stay in the store, the pointer never "
              "passes END, a ranking falls on every unstalled cycle (END within 3*entries+1 of them), desc "
@@ -75,7 +67,7 @@ ENGINE_PROPERTIES = (
              lambda c: InputBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"]), lambda c: 2),
     Property("output_bounds", "OutputUnit",
              "every scratchpad read of an OUTPUT inside the scratchpad, for descriptors that pass the compiler's "
-             "check (h, w <= 4, pp <= 2)",
+             "check (h, w <= 4, pp <= 2); o holds valid and payload until ready",
              lambda c: OutputBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"]), lambda c: 2),
     Property("param_bounds", "ParamFetch",
              "every parameter-store read inside the store, for MATMUL descriptors whose parameter blocks fit",

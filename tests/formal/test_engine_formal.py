@@ -11,7 +11,6 @@ import json
 from qhw.cli import main
 from qhw.engine.config import EngineConfig
 from qhw.formal.engine_harness import FetchHarness, InputBoundHarness, OutputBoundHarness, ParamBoundHarness
-from qhw.formal.harness import StreamRules
 from qhw.formal.mutate import mutant
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
@@ -63,7 +62,7 @@ def test_input_word_past_the_tensor_is_caught(tmp_path):
 # --------------------------------------------------------------------------- OUTPUT: addresses, the o stream
 
 
-def test_output_reads_stay_in_the_scratchpad(tmp_path):
+def test_output_reads_stay_in_the_scratchpad_and_o_follows_the_stream_rule(tmp_path):
     r = prove(OutputBoundHarness(words=WORDS), tmp_path, "output")
     assert (r.status, r.trace) == ("proven", None)
 
@@ -73,15 +72,10 @@ def test_output_word_count_off_by_one_is_caught(tmp_path):
     assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "output_mutant", "bmc", 8), tmp_path)
 
 
-def test_output_stream_rules_proven(tmp_path):
-    r = prove(StreamRules(output_unit.OutputUnit(rows=4, addr_bits=6)), tmp_path, "o_stream")
-    assert (r.status, r.trace) == ("proven", None)
-
-
 def test_output_stream_dropped_valid_hold_is_caught(tmp_path):
     # The FIFO pops whether or not the host is ready: a waiting beat is replaced before it is taken.
     Broken = mutant(output_unit.OutputUnit, "fifo.r_en.eq(self.o.ready)", "fifo.r_en.eq(1)")
-    assert_caught(prove(StreamRules(Broken(rows=4, addr_bits=6)), tmp_path, "o_stream_mutant", "bmc", 8), tmp_path)
+    assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "o_stream_mutant", "bmc", 8), tmp_path)
 
 
 # --------------------------------------------------------------------------- parameters
