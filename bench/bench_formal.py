@@ -18,9 +18,11 @@ import sys
 from qhw.engine.config import DEFAULT_PROGRAM_WORDS, EngineConfig
 from qhw.engine.isa import DESCRIPTOR_WORDS
 from qhw.formal.engine_harness import (
+    POOL_GEOMETRIES,
     WRITEBACK_GEOMETRIES,
     EngineStreamRules,
     FetchHarness,
+    PoolBoundHarness,
     WeightBoundHarness,
     WritebackBoundHarness,
 )
@@ -29,7 +31,7 @@ from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_FREE
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, writeback
+from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, pool_agen, writeback
 
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
@@ -110,6 +112,14 @@ def _engine(kw) -> bool:
                        "base = dp.out_base + dp.out_cw0 + 1")
     wb = WritebackBoundHarness(rows=4, cols=4, geometry="plain", words=48, agen=broken_wb)
     ok &= _run("writeback_plain_48_words_mutant_base", wb, mode="bmc", depth=wb.depth, must="failed", **kw)
+    for geometry in POOL_GEOMETRIES:
+        pb = PoolBoundHarness(geometry=geometry, words=48)
+        ok &= _run(f"pool_{geometry}_48_words", pb, mode="bmc", depth=pb.depth, must="proven", **kw)
+    # a window's taps one word apart too far along a kernel row
+    broken_pool = mutant(pool_agen.PoolAgen, "m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp)]",
+                         "m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp + 1)]")
+    pb = PoolBoundHarness(geometry="k2s2", words=48, agen=broken_pool)
+    ok &= _run("pool_k2s2_48_words_mutant_tap", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
     return ok
 
 

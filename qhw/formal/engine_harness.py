@@ -27,8 +27,8 @@ from ..hw.engine.layouts import descriptor_layout
 from .harness import _internal
 
 __all__ = ["FETCH_FIELD_BITS", "UNIT_MAX_DIM", "WEIGHT_MAX_TILES", "EngineStreamRules", "FetchHarness",
-           "WRITEBACK_GEOMETRIES", "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness",
-           "WeightBoundHarness", "WritebackBoundHarness"]
+           "POOL_GEOMETRIES", "WRITEBACK_GEOMETRIES", "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness",
+           "PoolBoundHarness", "WeightBoundHarness", "WritebackBoundHarness"]
 
 
 def _first_index(m: Module, hits: list, name: str) -> Signal:
@@ -441,4 +441,69 @@ class WritebackBoundHarness(Elaboratable):
         _stream_assumed(m, agen.desc, "desc")
         o = agen.dest
         m.d.comb += Assert(~(o.valid & o.payload.keep) | (o.payload.addr < self.words))
+        return m
+
+
+# The POOL bound's geometries (fixed, as the im2col bound's: the generator multiplies these fields when it
+# takes a descriptor): input, window, strides, pads, output; the bases, channel words and flags free.
+POOL_GEOMETRIES = {
+    # a 2x2/2 pool of a 2x2 input with 2 channel words per pixel (cws up to 2): one output pixel
+    "k2s2": dict(in_h=2, in_w=2, in_pp=2, kh=2, kw=2, sh=2, sw=2, dh=1, dw=1, pt=0, pl=0, pb=0, pr=0,
+                 oh=1, ow=1, out_h=1, out_w=1, out_pp=2),
+}
+# (A padded 2x2/1 pool of a 2x2 input, 16 taps, did not finish BMC depth 20 in 600 s: bench/results.md.)
+
+
+class PoolBoundHarness(Elaboratable):
+    """``PoolAgen`` (a standalone POOL's taps): every tap that is not padding reads inside the scratchpad,
+    and every window's output word (``out_addr`` on its last tap, carried to the write) is inside it,
+    for descriptors of geometry ``geometry`` (``POOL_GEOMETRIES``) that pass the compiler's checks: the
+    input and the output tensors fit from ``in_base`` and ``out_base``, and ``in_cw0 + cws <= in_pp``,
+    ``out_cw0 + cws <= out_pp`` with ``cws`` >= 1; the other fields free. Bounded (``mode bmc``);
+    ``taps.ready`` free. ``agen`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, geometry: str, words: int, agen=None):
+        from ..hw.engine.pool_agen import PoolAgen
+
+        self._MustUse__silence = True
+        if geometry not in POOL_GEOMETRIES:
+            raise ConfigError(f"pool bound: unknown geometry {geometry!r}; known: {', '.join(POOL_GEOMETRIES)}")
+        g = POOL_GEOMETRIES[geometry]
+        if not isinstance(words, int) or words < max(g["in_h"] * g["in_w"] * g["in_pp"],
+                                                     g["out_h"] * g["out_w"] * g["out_pp"]):
+            raise ConfigError(f"pool bound: words must be an integer that holds the tensors, not {words!r}")
+        self.geometry, self.words = geometry, words
+        self.dut = (PoolAgen if agen is None else agen)()
+        layout = self.dut.desc.payload.shape()
+        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
+        self._MustUse__silence = False
+
+    @property
+    def depth(self) -> int:
+        """Reset, the descriptor, every tap of the largest descriptor (``cws`` up to ``in_pp``), and slack."""
+        g = POOL_GEOMETRIES[self.geometry]
+        return g["oh"] * g["ow"] * g["kh"] * g["kw"] * g["in_pp"] + 4
+
+    @property
+    def ports(self) -> list:
+        a = self.dut
+        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.taps.valid, a.taps.ready,
+                Value.cast(a.taps.payload), a.busy]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.agen = agen = self.dut
+        d = agen.desc.payload
+        g = POOL_GEOMETRIES[self.geometry]
+        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
+        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
+        w = self.words
+        legal = [d.in_base + g["in_h"] * g["in_w"] * g["in_pp"] <= w,
+                 d.out_base + g["out_h"] * g["out_w"] * g["out_pp"] <= w,
+                 d.cws >= 1, d.in_cw0 + d.cws <= g["in_pp"], d.out_cw0 + d.cws <= g["out_pp"]]
+        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
+        _stream_assumed(m, agen.desc, "desc")
+        t = agen.taps
+        m.d.comb += [Assert(~(t.valid & ~t.payload.pad) | (t.payload.addr < w)),
+                     Assert(~(t.valid & t.payload.last) | (t.payload.out_addr < w))]
         return m

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..engine.config import EngineConfig
 from ..engine.isa import DESCRIPTOR_WORDS
 from .engine_harness import (
+    POOL_GEOMETRIES,
     WEIGHT_MAX_TILES,
     WRITEBACK_GEOMETRIES,
     EngineStreamRules,
@@ -18,6 +19,7 @@ from .engine_harness import (
     InputBoundHarness,
     OutputBoundHarness,
     ParamBoundHarness,
+    PoolBoundHarness,
     WeightBoundHarness,
     WritebackBoundHarness,
 )
@@ -52,6 +54,15 @@ def _writeback(geometry: str) -> Property:
                     "(bounded)", build, lambda c: build(c).depth, mode="bmc")
 
 
+def _pool(geometry: str) -> Property:
+    def build(c):
+        return PoolBoundHarness(geometry=geometry, words=engine_sizes(c)["words"])
+
+    return Property(f"pool_{geometry}", "PoolAgen",
+                    f"every tap read and window output word of a POOL of geometry {geometry} inside the scratchpad "
+                    "(bounded)", build, lambda c: build(c).depth, mode="bmc")
+
+
 ENGINE_PROPERTIES = (
     Property("engine_stream_rules", "NetworkEngine",
              "o holds valid and payload until ready, given load and i do (the whole top)",
@@ -80,4 +91,5 @@ ENGINE_PROPERTIES = (
              mode="bmc"),
     *(_im2col(g) for g in IM2COL_GEOMETRIES),
     *(_writeback(g) for g in WRITEBACK_GEOMETRIES),
+    *(_pool(g) for g in POOL_GEOMETRIES),
 )
