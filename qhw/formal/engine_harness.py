@@ -274,10 +274,14 @@ class WeightBoundHarness(Elaboratable):
                                                              depth_bits=max(1, (rows_in_store - 1).bit_length()))
         self._MustUse__silence = False
 
+    @staticmethod
+    def depth_for(config) -> int:
+        """Reset, the descriptor, then every tile of the largest descriptor (``rows`` cycles each) plus slack."""
+        return 2 * WEIGHT_MAX_TILES * (config.rows + 1) + 6
+
     @property
     def depth(self) -> int:
-        """Reset, the descriptor, then every tile of the largest descriptor (``rows`` cycles each) plus slack."""
-        return 2 * WEIGHT_MAX_TILES * (self.config.rows + 1) + 6
+        return self.depth_for(self.config)
 
     @property
     def ports(self) -> list:
@@ -412,11 +416,15 @@ class WritebackBoundHarness(Elaboratable):
         self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
         self._MustUse__silence = False
 
+    @staticmethod
+    def depth_for(geometry: str) -> int:
+        """Reset, the descriptor, every result row of the largest descriptor, and slack."""
+        g = WRITEBACK_GEOMETRIES[geometry]
+        return g["oh"] * g["ow"] * WRITEBACK_MAX_N_TILES + 4
+
     @property
     def depth(self) -> int:
-        """Reset, the descriptor, every result row of the largest descriptor, and slack."""
-        g = WRITEBACK_GEOMETRIES[self.geometry]
-        return g["oh"] * g["ow"] * WRITEBACK_MAX_N_TILES + 4
+        return self.depth_for(self.geometry)
 
     @property
     def ports(self) -> list:
@@ -478,11 +486,15 @@ class PoolBoundHarness(Elaboratable):
         self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
         self._MustUse__silence = False
 
+    @staticmethod
+    def depth_for(geometry: str) -> int:
+        """Reset, the descriptor, every tap of the largest descriptor (``cws`` up to ``in_pp``), and slack."""
+        g = POOL_GEOMETRIES[geometry]
+        return g["oh"] * g["ow"] * g["kh"] * g["kw"] * g["in_pp"] + 4
+
     @property
     def depth(self) -> int:
-        """Reset, the descriptor, every tap of the largest descriptor (``cws`` up to ``in_pp``), and slack."""
-        g = POOL_GEOMETRIES[self.geometry]
-        return g["oh"] * g["ow"] * g["kh"] * g["kw"] * g["in_pp"] + 4
+        return self.depth_for(self.geometry)
 
     @property
     def ports(self) -> list:

@@ -51,7 +51,7 @@ def _writeback(geometry: str) -> Property:
 
     return Property(f"writeback_{geometry}", "WritebackAgen",
                     f"every kept result row of a MATMUL of geometry {geometry} is written inside the scratchpad "
-                    "(bounded)", build, lambda c: build(c).depth, mode="bmc")
+                    "(bounded)", build, lambda c: WritebackBoundHarness.depth_for(geometry), mode="bmc")
 
 
 def _pool(geometry: str) -> Property:
@@ -60,7 +60,7 @@ def _pool(geometry: str) -> Property:
 
     return Property(f"pool_{geometry}", "PoolAgen",
                     f"every tap read and window output word of a POOL of geometry {geometry} inside the scratchpad "
-                    "(bounded)", build, lambda c: build(c).depth, mode="bmc")
+                    "(bounded)", build, lambda c: PoolBoundHarness.depth_for(geometry), mode="bmc")
 
 
 ENGINE_PROPERTIES = (
@@ -87,7 +87,7 @@ ENGINE_PROPERTIES = (
              f"every weight-store read inside the store, for MATMUL descriptors whose tiles fit (bounded: "
              f"<= {WEIGHT_MAX_TILES} tiles per M chunk, <= 2 M chunks)",
              lambda c: WeightBoundHarness(config=c.array, rows_in_store=engine_sizes(c)["weight_rows"]),
-             lambda c: WeightBoundHarness(config=c.array, rows_in_store=engine_sizes(c)["weight_rows"]).depth,
+             lambda c: WeightBoundHarness.depth_for(c.array),
              mode="bmc"),
     *(_im2col(g) for g in IM2COL_GEOMETRIES),
     *(_writeback(g) for g in WRITEBACK_GEOMETRIES),
