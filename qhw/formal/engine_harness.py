@@ -292,8 +292,10 @@ class WeightBoundHarness(Elaboratable):
         from ..engine.isa import IN_WINDOW
 
         m = Module()
-        m.submodules.unit = u = self.dut
-        c = self.config
+        um = self.dut.elaborate(platform)
+        self.dut._MustUse__used = True
+        m.submodules.unit = um
+        u, c = self.dut, self.config
         dp = u.desc.payload
         _stream_assumed(m, u.desc, "desc")
         n = WEIGHT_MAX_TILES
@@ -307,7 +309,9 @@ class WeightBoundHarness(Elaboratable):
         legal = [*small, tiles <= n, dp.oh[:2] * dp.ow[:2] <= 2 * dp.m_chunk[:3],     # at most 2 M chunks
                  dp.w_base[:lgc] == 0, (dp.w_base >> lgc) + tiles * c.rows <= self.rows_in_store]
         m.d.comb += Assume(~u.desc.valid | Cat(*legal).all())
-        m.d.comb += Assert(~u.r_en | (u.r_addr < self.rows_in_store))
+        # the loader's own row address (24 bits), before the port narrows it to the store's width
+        start, rb, cur, row = (_internal(um, name) for name in ("start", "rb", "cur", "row"))
+        m.d.comb += Assert(~u.r_en | (Mux(start, rb, cur + row) < self.rows_in_store))
         return m
 
 
@@ -373,7 +377,10 @@ class InputBoundHarness(Elaboratable):
         d = data.View(descriptor_layout("INPUT"), _internal(um, "d"))
         run, drain = _internal(um, "run"), _internal(um, "drain")
         i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
+        produce = _internal(um, "produce")
         m.d.comb += [
+            # the word's address (32 bits) when it is made; the write a cycle later carries it
+            Assert(~produce | (d.out_base + i_word < w)),
             Assert(~u.w.valid | (u.w.payload.addr < w)),
             Assert(~(run & ~drain) | ((i_word < n_words) & (d.out_base + n_words <= w))),      # lemma
         ]
