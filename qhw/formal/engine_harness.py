@@ -309,9 +309,11 @@ class WeightBoundHarness(Elaboratable):
         legal = [*small, tiles <= n, dp.oh[:2] * dp.ow[:2] <= 2 * dp.m_chunk[:3],     # at most 2 M chunks
                  dp.w_base[:lgc] == 0, (dp.w_base >> lgc) + tiles * c.rows <= self.rows_in_store]
         m.d.comb += Assume(~u.desc.valid | Cat(*legal).all())
-        # the loader's own row address (24 bits), before the port narrows it to the store's width
+        # the port's address, and the loader's own row (24 bits: ``rb`` for a tile's first row, ``cur + row``
+        # after), which a power-of-two store's port would silently wrap
         start, rb, cur, row = (_internal(um, name) for name in ("start", "rb", "cur", "row"))
-        m.d.comb += Assert(~u.r_en | (Mux(start, rb, cur + row) < self.rows_in_store))
+        m.d.comb += [Assert(~u.r_en | (u.r_addr < self.rows_in_store)),
+                     Assert(~u.r_en | (Mux(start, rb, cur + row) < self.rows_in_store))]
         return m
 
 
