@@ -1,7 +1,9 @@
 """The long formal runs that are not in CI: the requantization lane at full M0 width and on int8
-lanes, and the im2col address bound of the engine's address generator (each geometry, and its mutant).
+lanes, the im2col address bound of the engine's address generator (each geometry, and its mutant),
+and the network engine's long ones (the stream rule on the whole top, the weight loader's bound, the
+sequencer on the default program store; each with its mutant).
 
-    python bench/bench_formal.py [--only lane|im2col] [--timeout SECONDS] [--im2col-depth N] [--build DIR]
+    python bench/bench_formal.py [--only lane|im2col|engine] [--timeout SECONDS] [--im2col-depth N] [--build DIR]
 
 One line per run: property, configuration, mode, depth, status, seconds (``bench/results.md``,
 "Formal proofs"). The accelerator's own property set runs through ``qhw prove`` instead.
@@ -13,12 +15,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qhw.engine.config import DEFAULT_PROGRAM_WORDS, EngineConfig
+from qhw.engine.isa import DESCRIPTOR_WORDS
+from qhw.formal.engine_harness import (
+    POOL_GEOMETRIES,
+    WRITEBACK_GEOMETRIES,
+    EngineStreamRules,
+    FetchHarness,
+    PoolBoundHarness,
+    WeightBoundHarness,
+    WritebackBoundHarness,
+)
 from qhw.formal.harness import IM2COL_GEOMETRIES, Im2colBoundHarness, LaneHarness
 from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_FREE
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import im2col
+from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, pool_agen, writeback
 
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
@@ -36,7 +49,7 @@ def _run(name, harness, *, mode, depth, build, timeout, must):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("lane", "im2col"))
+    p.add_argument("--only", choices=("lane", "im2col", "engine"))
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--im2col-depth", type=int, default=12)
     p.add_argument("--build", default="sim_build/formal_bench")
@@ -59,7 +72,55 @@ def main() -> int:
             broken = mutant(im2col.Im2colAgen, *edit)
             ok &= _run(f"im2col_{geometry}_mutant_{name}", Im2colBoundHarness(geometry=geometry, agen=broken),
                        mode="bmc", depth=depth or args.im2col_depth, must="failed", **kw)
+    if args.only in (None, "engine"):
+        ok &= _engine(kw)
     return 0 if ok else 1
+
+
+def _engine(kw) -> bool:
+    """The network engine's long runs: 4x4 array, 1 KiB weight store (256 rows, 16 parameter blocks),
+    1 KiB scratchpad, 5 program entries (``tests/formal/test_engine_formal.py``'s sizes where they apply)."""
+    array = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
+    cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=5 * DESCRIPTOR_WORDS)
+    ok = _run("engine_stream_rules_4x4", EngineStreamRules(config=cfg), mode="prove", depth=2, must="proven", **kw)
+    # the output unit pops its FIFO whether or not the host is ready, inside the whole top
+    broken_out = mutant(output_unit.OutputUnit, "fifo.r_en.eq(self.o.ready)", "fifo.r_en.eq(1)")
+    broken_top = mutant(engine.NetworkEngine, "m.submodules.output = out = OutputUnit(",
+                        "m.submodules.output = out = BrokenOutput(", names={"BrokenOutput": broken_out})
+    ok &= _run("engine_stream_rules_4x4_mutant_pop", EngineStreamRules(config=cfg, engine=broken_top), mode="prove",
+               depth=2, must="failed", **kw)
+    rows = 24      # weight-store rows: not a power of two, so one row past the end is representable
+    wl = WeightBoundHarness(config=array, rows_in_store=rows)
+    ok &= _run("weight_bounds_4x4_24_rows", wl, mode="bmc", depth=wl.depth, must="proven", **kw)
+    broken_wl = mutant(loader.WeightLoader, "m.d.comb += [self.r_addr.eq(cur + row), self.r_en.eq(1)]",
+                       "m.d.comb += [self.r_addr.eq(cur + row + 1), self.r_en.eq(1)]")
+    ok &= _run("weight_bounds_4x4_24_rows_mutant_row", WeightBoundHarness(config=array, rows_in_store=rows,
+                                                                          unit=broken_wl),
+               mode="bmc", depth=wl.depth, must="failed", **kw)
+    entries = DEFAULT_PROGRAM_WORDS // DESCRIPTOR_WORDS
+    ok &= _run(f"sequencer_{entries}_entries", FetchHarness(entries=entries), mode="prove", depth=2,
+               must="proven", **kw)
+    broken_fetch = mutant(fetch.DescriptorFetch, "m.d.comb += self.r_addr.eq(ptr)",
+                          "m.d.comb += self.r_addr.eq(ptr + 1)")
+    ok &= _run("sequencer_5_entries_mutant_addr", FetchHarness(entries=5, fetch=broken_fetch), mode="prove", depth=2,
+               must="failed", **kw)
+    for geometry in WRITEBACK_GEOMETRIES:
+        wb = WritebackBoundHarness(rows=4, cols=4, geometry=geometry, words=48)
+        ok &= _run(f"writeback_{geometry}_48_words", wb, mode="bmc", depth=wb.depth, must="proven", **kw)
+    # the output tensor's first word one too far: the last pixel's last channel word leaves the tensor
+    broken_wb = mutant(writeback.WritebackAgen, "base = dp.out_base + dp.out_cw0",
+                       "base = dp.out_base + dp.out_cw0 + 1")
+    wb = WritebackBoundHarness(rows=4, cols=4, geometry="plain", words=48, agen=broken_wb)
+    ok &= _run("writeback_plain_48_words_mutant_base", wb, mode="bmc", depth=wb.depth, must="failed", **kw)
+    for geometry in POOL_GEOMETRIES:
+        pb = PoolBoundHarness(geometry=geometry, words=48)
+        ok &= _run(f"pool_{geometry}_48_words", pb, mode="bmc", depth=pb.depth, must="proven", **kw)
+    # a window's taps one word apart too far along a kernel row
+    broken_pool = mutant(pool_agen.PoolAgen, "m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp)]",
+                         "m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp + 1)]")
+    pb = PoolBoundHarness(geometry="k2s2", words=48, agen=broken_pool)
+    ok &= _run("pool_k2s2_48_words_mutant_tap", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
+    return ok
 
 
 if __name__ == "__main__":

@@ -104,18 +104,27 @@ PROPERTIES = (
 )
 
 
-def prove_all(config: ArrayConfig, *, build_dir, depth: int = 2, jobs: int = 1, names=None,
+def prove_all(config, *, build_dir, depth: int = 2, jobs: int = 1, names=None,
               timeout: int | None = None) -> list[tuple[Property, ProofResult]]:
-    """Run the properties (all, or those ``names``) on ``config``; results in ``PROPERTIES`` order."""
-    if not isinstance(config, ArrayConfig):
-        raise ConfigError(f"config must be an ArrayConfig, not {config!r}")
+    """Run the properties (all, or those ``names``) on ``config``: an ``ArrayConfig`` (an accelerator,
+    ``PROPERTIES``) or an ``EngineConfig`` (a network engine, ``engine_properties.ENGINE_PROPERTIES``);
+    results in the set's order."""
+    from ..engine.config import EngineConfig
+
+    if isinstance(config, EngineConfig):
+        from .engine_properties import ENGINE_PROPERTIES as props
+    elif isinstance(config, ArrayConfig):
+        props = PROPERTIES
+    else:
+        raise ConfigError(f"config must be an ArrayConfig or an EngineConfig, not {config!r}")
     for name, value in (("depth", depth), ("jobs", jobs)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-    known = {p.name for p in PROPERTIES}
+    known = {p.name for p in props}
     if names is not None and not set(names) <= known:
-        raise ConfigError(f"unknown properties {sorted(set(names) - known)}; known: {', '.join(sorted(known))}")
-    chosen = [p for p in PROPERTIES if names is None or p.name in names]
+        raise ConfigError(f"unknown properties {sorted(set(names) - known)} for this top; "
+                          f"known: {', '.join(sorted(known))}")
+    chosen = [p for p in props if names is None or p.name in names]
     build = Path(build_dir)
 
     def one(prop: Property) -> tuple[Property, ProofResult]:

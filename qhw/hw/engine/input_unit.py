@@ -70,13 +70,13 @@ class InputUnit(wiring.Component):
         rowc, wc, swc = Signal(_S), Signal(_S), Signal(_S)                # y*w*c, w*c, sw*c
         s, x0 = Signal(_S), Signal(_S)
         j, k = Signal(unsigned(16)), Signal(unsigned(16))                 # word in row / pixel, pixel or row
-        i_word, n_words = Signal(unsigned(32)), Signal(unsigned(32))
+        i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
         beats_total = Signal(unsigned(32))
         nb = Signal(unsigned(32))                                         # beats taken into buf
         bbase = Signal(_S)                                                # byte index of buf[0] = (nb-3)*R
         buf = Signal(unsigned(8 * 3 * R))
         ib, ib_valid = Signal(unsigned(8 * R)), Signal()
-        run, drain = Signal(), Signal()
+        run, drain = Signal(name="run"), Signal(name="drain")
         setup = Signal()
 
         # per-word lane sources and the last beat the word needs

@@ -64,11 +64,11 @@ class WeightLoader(wiring.Component):
         kt_count, n_tiles, m_total, m_chunk = (Signal(unsigned(24), name=n) for n in ("kt_count", "n_tiles",
                                                                                    "m_total", "m_chunk"))
         kt, nt, m0 = Signal(unsigned(24)), Signal(unsigned(12)), Signal(unsigned(24))
-        rb0, rb = Signal(unsigned(24)), Signal(unsigned(24))       # chunk's first row, next tile's first row
+        rb0, rb = Signal(unsigned(24), name="rb0"), Signal(unsigned(24), name="rb")   # chunk's / next tile's first row
         u = Signal(unsigned(COUNT_BITS))                           # tiles started
         tdone = Signal(unsigned(COUNT_BITS))                       # tiles issued
         drain = [Signal(range(C + 1), name=f"drain{b}") for b in range(2)]
-        row, active, cur = Signal(range(R + 1)), Signal(), Signal(unsigned(24))
+        row, active, cur = Signal(range(R + 1), name="row"), Signal(name="active"), Signal(unsigned(24), name="cur")
 
         for b in range(2):
             with m.If(drain[b] != 0):

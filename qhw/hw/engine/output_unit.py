@@ -55,7 +55,7 @@ class OutputUnit(wiring.Component):
         R = self.rows
         d = Signal(descriptor_layout("OUTPUT"))
         run = Signal()
-        i_word, n_words = Signal(unsigned(32)), Signal(unsigned(32))
+        i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
         k = Signal(unsigned(8))
         crem = Signal(signed(20))                 # channels of the pixel from word k on
         m.submodules.fifo = fifo = SyncFIFO(width=8 * R + 1, depth=_FIFO_DEPTH)

@@ -1,0 +1,116 @@
+"""Formal proofs of the network engine's sequencer and address units (``qhw.formal.engine_harness``),
+each with a mutant that must not be proven (``qhw.formal.mutate``), and ``qhw prove`` on a
+``--top network`` manifest. Small memories: 5 program entries, 48 scratchpad words, 6 parameter
+blocks (none a power of two, so an address one past the end is representable on the port).
+"""
+
+from __future__ import annotations
+
+import json
+
+from qhw.cli import main
+from qhw.engine.config import EngineConfig
+from qhw.formal.engine_harness import FetchHarness, InputBoundHarness, OutputBoundHarness, ParamBoundHarness
+from qhw.formal.mutate import mutant
+from qhw.formal.sby import run_proof
+from qhw.hw.config import ArrayConfig
+from qhw.hw.engine import fetch, input_unit, loader, output_unit
+
+ARRAY = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
+ENTRIES, WORDS, PARAM_BLOCKS = 5, 48, 6
+
+
+def prove(harness, tmp_path, name, mode="prove", depth=2):
+    return run_proof(harness, name=name, ports=harness.ports, build_dir=tmp_path, mode=mode, depth=depth,
+                     timeout=300)
+
+
+def assert_caught(result, tmp_path):
+    assert result.status == "failed", result        # a counterexample from reset
+    assert result.trace == f"{result.name}.vcd"
+    assert (tmp_path / result.trace).read_text().startswith("$")
+
+
+# --------------------------------------------------------------------------- the sequencer
+
+
+def test_sequencer_stays_in_the_program_and_terminates(tmp_path):
+    r = prove(FetchHarness(entries=ENTRIES), tmp_path, "fetch")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_fetch_that_never_reaches_end_is_caught(tmp_path):
+    # END is skipped like any other opcode: the pointer walks past the program into no memory.
+    Broken = mutant(fetch.DescriptorFetch, 'with m.Elif(op == OPCODES["END"]):', "with m.Elif(0):")
+    assert_caught(prove(FetchHarness(entries=ENTRIES, fetch=Broken), tmp_path, "fetch_no_end", "bmc", 14), tmp_path)
+
+
+# --------------------------------------------------------------------------- INPUT: writes
+
+
+def test_input_writes_stay_in_the_scratchpad(tmp_path):
+    r = prove(InputBoundHarness(words=WORDS), tmp_path, "input")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_input_word_past_the_tensor_is_caught(tmp_path):
+    # The last word is not recognized: the unit writes one word past the tensor.
+    Broken = mutant(input_unit.InputUnit, "with m.If(i_word + 1 == n_words):", "with m.If(i_word == n_words):")
+    assert_caught(prove(InputBoundHarness(words=WORDS, unit=Broken), tmp_path, "input_mutant", "bmc", 10), tmp_path)
+
+
+# --------------------------------------------------------------------------- OUTPUT: addresses, the o stream
+
+
+def test_output_reads_stay_in_the_scratchpad_and_o_follows_the_stream_rule(tmp_path):
+    r = prove(OutputBoundHarness(words=WORDS), tmp_path, "output")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_output_word_count_off_by_one_is_caught(tmp_path):
+    Broken = mutant(output_unit.OutputUnit, "n_words.eq(dp.h * dp.w * dp.pp)", "n_words.eq(dp.h * dp.w * dp.pp + 1)")
+    assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "output_mutant", "bmc", 8), tmp_path)
+
+
+def test_output_stream_dropped_valid_hold_is_caught(tmp_path):
+    # The FIFO pops whether or not the host is ready: a waiting beat is replaced before it is taken.
+    Broken = mutant(output_unit.OutputUnit, "fifo.r_en.eq(self.o.ready)", "fifo.r_en.eq(1)")
+    assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "o_stream_mutant", "bmc", 8), tmp_path)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_parameter_reads_stay_in_the_store(tmp_path):
+    r = prove(ParamBoundHarness(config=ARRAY, entries=PARAM_BLOCKS), tmp_path, "params")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_parameter_tile_counter_off_by_one_is_caught(tmp_path):
+    # One N tile too many: the block after the descriptor's last is read.
+    Broken = mutant(loader.ParamFetch, "with m.If(nt + 1 < n_tiles):", "with m.If(nt < n_tiles):")
+    harness = ParamBoundHarness(config=ARRAY, entries=PARAM_BLOCKS, unit=Broken)
+    assert_caught(prove(harness, tmp_path, "params_mutant", "bmc", 8), tmp_path)
+
+
+# --------------------------------------------------------------------------- qhw prove on a network manifest
+
+
+def test_qhw_prove_network_manifest(tmp_path, capsys):
+    # The manifest qhw generate --top network writes (its Verilog is not needed to prove).
+    cfg = EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=5 * 16)
+    doc = {**cfg.to_manifest(), "name": "net", "top": "network"}
+    (tmp_path / "net.json").write_text(json.dumps(doc))
+    code = main(["prove", "--rtl", str(tmp_path / "net.json"), "--property", "param_bounds", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["all_proven"] is True
+    assert [(p["name"], p["component"], p["status"], p["mode"], p["depth"]) for p in out["properties"]] == [
+        ("param_bounds", "ParamFetch", "proven", "prove", 2)]
+
+
+def test_qhw_prove_refuses_an_accelerator_property_on_a_network_manifest(tmp_path, capsys):
+    cfg = EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=5 * 16)
+    (tmp_path / "net.json").write_text(json.dumps({**cfg.to_manifest(), "name": "net", "top": "network"}))
+    assert main(["prove", "--rtl", str(tmp_path / "net.json"), "--property", "credits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "credits" in err[0] and "sequencer" in err[0]
