@@ -120,6 +120,23 @@ def test_random_models(tmp_path, name, cols):
     check_run(run, program, cfg, inputs, golden)
 
 
+@pytest.mark.parametrize("pe,weight_ram", [("ice40-dual", "spram")])
+def test_ice40_options(tmp_path, pe, weight_ram):
+    """The iCE40 UP5K options on 4x4 (portable models: ``DualMul8``'s two products, ``Spram``'s behavioural
+    single-port RAM with the write and read addresses on one port): "window-c2" loaded through the
+    stream, bit-exact, every write and descriptor end as predicted (the options change no latency)."""
+    from dataclasses import replace
+
+    _, qm, x = case_program(tmp_path, "window-c2")
+    program, cfg = compiled(qm, 4, 4)
+    cfg = replace(cfg, array=replace(cfg.array, pe=pe), weight_ram=weight_ram)
+    program = compile_model(qm, cfg).program
+    inputs, golden = cases(qm, program, x[:1])
+    dut = NetworkEngine(engine=cfg)
+    run = Run(dut, program, inputs, rows=4).run()
+    check_run(run, program, cfg, inputs, golden)
+
+
 def test_load_unit_refuses_a_bad_stream_then_loads():
     """``LoadUnit``: a wrong magic sets ``error`` and is skipped; sizes past the memories (descriptors,
     table slots) set ``error`` without writing; a good stream writes every word where ``load_words``
