@@ -14,6 +14,7 @@ from qhw.engine.compiler import compile_model, fit_engine
 from qhw.engine.cycles import descriptor_end, predict
 from qhw.engine.load import output_tensors
 from qhw.engine.trace import write_trace
+from qhw.errors import ConfigError
 from qhw.hw.engine.engine import NetworkEngine
 from qhw.runtime import config_for_model
 
@@ -131,6 +132,8 @@ def test_ice40_options(tmp_path, pe, weight_ram):
     program, cfg = compiled(qm, 4, 4)
     cfg = replace(cfg, array=replace(cfg.array, pe=pe), weight_ram=weight_ram)
     program = compile_model(qm, cfg).program
+    with pytest.raises(ConfigError, match=r"^image: weight_ram spram cannot be embedded"):
+        NetworkEngine(engine=cfg, image=program.to_bytes())
     inputs, golden = cases(qm, program, x[:1])
     dut = NetworkEngine(engine=cfg)
     run = Run(dut, program, inputs, rows=4).run()
