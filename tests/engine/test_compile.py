@@ -89,6 +89,18 @@ def test_weight_ram_in_the_manifest():
         EngineConfig.from_manifest(doc, source="m.json")
 
 
+def test_cli_generate_weight_ram_refusals(tmp_path, capsys):
+    """``qhw generate --weight-ram``: one line, nothing written, for a non-network top and for columns
+    the SPRAM pair cannot hold."""
+    out = tmp_path / "g"
+    assert main(["generate", "--weight-ram", "spram", "--name", "n", "-o", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["generate", "--top", "network", "--rows", "4", "--cols", "2", "--weight-ram", "spram",
+                 "--name", "n", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weight_ram spram needs cols 4 or 8" in err and not out.exists()
+
+
 def test_cli_compile_writes_program_and_table(cnn_file, tmp_path, capsys):
     out = tmp_path / "cnn.qbin"
     assert main(["compile", str(cnn_file), "-o", str(out)]) == 0
