@@ -12,14 +12,16 @@ from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
-__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "ENGINE_SIZES", "EngineConfig",
-           "manifest_top"]
+__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "ENGINE_SIZES", "WEIGHT_RAMS",
+           "EngineConfig", "manifest_top"]
 
 DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias/M0/shift/scale)
 DEFAULT_ACT_KIB = 8           # activation scratchpad
 DEFAULT_PROGRAM_WORDS = 1024  # program store, 32-bit words (64 descriptors of 16 words)
 DEFAULT_POOL_LINE = 64        # fused-pool line buffer entries (one per pooled pixel of a row, C lanes each)
 ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line", "tables")   # the manifest's ``engine`` section
+WEIGHT_RAMS = ("block", "spram")   # what the weight store is built from (``EngineConfig.weight_ram``)
+SPRAM_WEIGHT_KIB = 64              # the UP5K's four SB_SPRAM256KA (16 K words of 16 bits each)
 
 
 def manifest_top(doc: dict) -> str:
@@ -53,6 +55,12 @@ class EngineConfig:
     tables:
         Table-activation slots (256 int8 entries each, one copy per lane of the MATMUL write-back's and
         the ADD unit's ``TableUnit``): the distinct tables a program may use.
+    weight_ram:
+        What the weight store is built from: ``"block"`` (an Amaranth memory: block RAM; default) or
+        ``"spram"`` (single-port RAM, ``qhw.hw.spram.Spram``: ``SB_SPRAM256KA`` on the iCE40 UP5K, its
+        behavioural model elsewhere; ``cols`` of 4 or 8, at most 64 KiB, no embedded image). The store
+        is written only while a model loads and read only while an inference runs, so one port with
+        the address muxed serves both; the read timing is the same, so no latency changes.
     """
 
     array: ArrayConfig
@@ -61,6 +69,7 @@ class EngineConfig:
     program_words: int = DEFAULT_PROGRAM_WORDS
     pool_line: int = DEFAULT_POOL_LINE
     tables: int = 1
+    weight_ram: str = "block"
 
     def __post_init__(self):
         if not isinstance(self.array, ArrayConfig):
@@ -83,6 +92,15 @@ class EngineConfig:
             raise ConfigError(f"the network engine stores int8 weights, not int{a.weight_bits}")
         if self.act_bytes % a.rows:
             raise ConfigError(f"act_kib must hold whole {a.rows}-byte words, not {self.act_kib}")
+        if self.weight_ram not in WEIGHT_RAMS:
+            raise ConfigError(f"weight_ram must be one of {', '.join(WEIGHT_RAMS)}, not {self.weight_ram!r}")
+        if self.weight_ram == "spram":
+            if 8 * a.cols not in (32, 64):
+                raise ConfigError(f"weight_ram spram needs cols 4 or 8 (a row of one or two 32-bit SPRAM pairs), "
+                                  f"not {a.cols}")
+            if self.weight_kib > SPRAM_WEIGHT_KIB:
+                raise ConfigError(f"weight_ram spram holds at most {SPRAM_WEIGHT_KIB} KiB (the UP5K's four "
+                                  f"SB_SPRAM256KA), not weight_kib {self.weight_kib}")
 
     @property
     def word_bytes(self) -> int:
@@ -158,7 +176,7 @@ class EngineConfig:
         memory sizes (``weight_kib``, ``act_kib``, ``program_words``, ``pool_line``, ``tables``), derived word
         counts and the engine's latencies. ``from_manifest`` is the one reader."""
         doc = self.array.to_manifest()
-        doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES},
+        doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES}, "weight_ram": self.weight_ram,
                          "word_bytes": self.word_bytes, "act_words": self.act_words,
                          "latency": self.latencies()}
         return doc
@@ -174,7 +192,7 @@ class EngineConfig:
         section = doc.get("engine", {}) if isinstance(doc, dict) else {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: field 'engine' must be an object, not {section!r}")
-        known = (*ENGINE_SIZES, "word_bytes", "act_words", "latency", "embedded")
+        known = (*ENGINE_SIZES, "weight_ram", "word_bytes", "act_words", "latency", "embedded")
         for key in section:
             if key not in known:
                 raise ConfigError(f"{source}: field 'engine.{key}' is not an engine parameter "
@@ -183,6 +201,11 @@ class EngineConfig:
         for key, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{source}: field 'engine.{key}' must be a positive integer, not {value!r}")
+        if "weight_ram" in section:
+            if section["weight_ram"] not in WEIGHT_RAMS:
+                raise ConfigError(f"{source}: field 'engine.weight_ram' must be one of {', '.join(WEIGHT_RAMS)}, "
+                                  f"not {section['weight_ram']!r}")
+            sizes["weight_ram"] = section["weight_ram"]
         try:
             config = cls(array=array, **sizes)
         except ConfigError as e:
@@ -197,4 +220,4 @@ class EngineConfig:
     def describe(self) -> str:
         a = self.array
         return (f"{a.rows}x{a.cols} array, weight store {self.weight_kib} KiB, scratchpad {self.act_kib} KiB, "
-                f"program {self.program_words} words")
+                f"program {self.program_words} words{', weights in SPRAM' if self.weight_ram == 'spram' else ''}")

@@ -68,6 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                 "else 8)")
     p.add_argument("--program-words", type=int, help="--top network: program store words (default: --for's model, "
                                                       "else 1024)")
+    p.add_argument("--weight-ram", choices=("block", "spram"),
+                   help="--top network: what the weight store is built from: block (block RAM; default) or spram "
+                        "(single-port RAM: SB_SPRAM256KA on the iCE40 UP5K, at most 64 KiB, cols 4 or 8, no --embed)")
     p.add_argument("--embed", action="store_true",
                    help="--top network with --for: the compiled program and weights become the memories' initial "
                         "contents (the hardware boots with the model; loading another one still works)")
@@ -95,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ArrayConfig:
     return ArrayConfig(**overrides)
 
 
-_ENGINE_FLAGS = ("weight_kib", "act_kib", "program_words")
+_ENGINE_FLAGS = ("weight_kib", "act_kib", "program_words", "weight_ram")
 
 
 def engine_from_args(args: argparse.Namespace):

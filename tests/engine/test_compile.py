@@ -65,11 +65,40 @@ def test_array_refusal_says_what_to_regenerate(digits_q):
                                           r"with tile_pipeline 1$"),
     ({"array": ArrayConfig(act_bits=16)}, r"^the network engine stores int8 activations, not int16$"),
     ({"array": ArrayConfig(rows=1, cols=1)}, r"^the network engine needs at least 2 rows \(a lane fetches"),
+    ({"weight_ram": "lut"}, r"^weight_ram must be one of block, spram, not 'lut'$"),
+    ({"weight_ram": "spram", "array": ArrayConfig(rows=4, cols=2)}, r"^weight_ram spram needs cols 4 or 8"),
+    ({"weight_ram": "spram", "weight_kib": 65}, r"^weight_ram spram holds at most 64 KiB"),
 ])
 def test_engine_config_validation(kwargs, message):
     kwargs.setdefault("array", ArrayConfig())
     with pytest.raises(ConfigError, match=message):
         EngineConfig(**kwargs)
+
+
+def test_weight_ram_in_the_manifest():
+    """``weight_ram`` goes through the manifest; a manifest without it (older qhw) means block RAM;
+    a bad value is one line naming the field."""
+    cfg = EngineConfig(array=ArrayConfig(rows=4, cols=4, pe="ice40-dual"), weight_kib=8, weight_ram="spram")
+    doc = cfg.to_manifest()
+    assert doc["engine"]["weight_ram"] == "spram" and EngineConfig.from_manifest(doc) == cfg
+    del doc["engine"]["weight_ram"]
+    assert EngineConfig.from_manifest(doc).weight_ram == "block"
+    doc["engine"]["weight_ram"] = "bram"
+    with pytest.raises(ConfigError, match=r"^m.json: field 'engine.weight_ram' must be one of block, spram, "
+                                          r"not 'bram'$"):
+        EngineConfig.from_manifest(doc, source="m.json")
+
+
+def test_cli_generate_weight_ram_refusals(tmp_path, capsys):
+    """``qhw generate --weight-ram``: one line, nothing written, for a non-network top and for columns
+    the SPRAM pair cannot hold."""
+    out = tmp_path / "g"
+    assert main(["generate", "--weight-ram", "spram", "--name", "n", "-o", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["generate", "--top", "network", "--rows", "4", "--cols", "2", "--weight-ram", "spram",
+                 "--name", "n", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weight_ram spram needs cols 4 or 8" in err and not out.exists()
 
 
 def test_cli_compile_writes_program_and_table(cnn_file, tmp_path, capsys):

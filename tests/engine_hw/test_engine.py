@@ -14,6 +14,7 @@ from qhw.engine.compiler import compile_model, fit_engine
 from qhw.engine.cycles import descriptor_end, predict
 from qhw.engine.load import output_tensors
 from qhw.engine.trace import write_trace
+from qhw.errors import ConfigError
 from qhw.hw.engine.engine import NetworkEngine
 from qhw.runtime import config_for_model
 
@@ -117,6 +118,25 @@ def test_random_models(tmp_path, name, cols):
     assert name != "pools" or sum(d.op == "POOL" for d in program.descriptors) == 3
     inputs, golden = cases(qm, program, x[:1])
     run = Run(NetworkEngine(engine=cfg), program, inputs, rows=8).run()
+    check_run(run, program, cfg, inputs, golden)
+
+
+@pytest.mark.parametrize("pe,weight_ram", [("ice40-dual", "spram")])
+def test_ice40_options(tmp_path, pe, weight_ram):
+    """The iCE40 UP5K options on 4x4 (portable models: ``DualMul8``'s two products, ``Spram``'s behavioural
+    single-port RAM with the write and read addresses on one port): "window-c2" loaded through the
+    stream, bit-exact, every write and descriptor end as predicted (the options change no latency)."""
+    from dataclasses import replace
+
+    _, qm, x = case_program(tmp_path, "window-c2")
+    program, cfg = compiled(qm, 4, 4)
+    cfg = replace(cfg, array=replace(cfg.array, pe=pe), weight_ram=weight_ram)
+    program = compile_model(qm, cfg).program
+    with pytest.raises(ConfigError, match=r"^image: weight_ram spram cannot be embedded"):
+        NetworkEngine(engine=cfg, image=program.to_bytes())
+    inputs, golden = cases(qm, program, x[:1])
+    dut = NetworkEngine(engine=cfg)
+    run = Run(dut, program, inputs, rows=4).run()
     check_run(run, program, cfg, inputs, golden)
 
 

@@ -20,6 +20,7 @@ from ...engine.program import Program
 from ...errors import ConfigError
 from ..accumulator import Accumulator
 from ..array import SystolicArray
+from ..dsp_array import DspArray
 from .add_unit import AddUnit
 from .fetch import INDEX_BITS, DescriptorFetch
 from .input_unit import InputUnit
@@ -73,8 +74,6 @@ def network_signature(engine: EngineConfig) -> wiring.Signature:
 
 def _check_engine(engine: EngineConfig) -> None:
     a = engine.array
-    if a.pe != "generic":
-        raise ConfigError(f"the network engine builds generic PEs, not pe {a.pe!r}")
     if a.requant_passes != 1:
         raise ConfigError(f"the network engine needs one requantization lane per column, not {a.requant_lanes}")
     for name, v in (("rows", a.rows), ("cols", a.cols)):
@@ -100,6 +99,9 @@ def _image_init(engine: EngineConfig, image: bytes):
     wbytes = np.concatenate([wbytes, np.zeros(-wbytes.size % C, np.int8)])
     params = np.frombuffer(prog.image[prog.params_offset:], "<i4")
     wide = np.concatenate([params, np.zeros(-params.size % (4 * C), np.int32)]).reshape(-1, 4 * C)
+    if engine.weight_ram == "spram":
+        raise ConfigError("image: weight_ram spram cannot be embedded (SPRAM has no initial contents); "
+                          "load the model through the load stream")
     tables = program_tables(prog)
     if (len(descs) > engine.program_words // DESCRIPTOR_WORDS or wbytes.size > engine.weight_bytes
             or params.size > engine.weight_bytes // 4 or len(tables) > engine.tables):
@@ -118,7 +120,8 @@ class NetworkEngine(wiring.Component):
     (``MatmulIssue`` -> array -> ``Accumulator`` -> ``RequantStage`` -> ``WritebackUnit``, ``PoolUnit``,
     ``OutputUnit``); ``WeightLoader`` and ``ParamFetch`` ahead of the array; one scratchpad write port
     whose writes are counted (the dependence counter). ``image``: an embedded ``.qbin`` (``loaded``
-    starts high). ``family``: the lanes' multipliers (``RequantLane``).
+    starts high). ``family``: the lanes' multipliers (``RequantLane``), the DSP PEs of ``pe`` other than
+    ``generic`` (``DspArray``) and, on ``"ice40"``, ``SB_SPRAM256KA`` for ``weight_ram`` ``spram``.
     """
 
     def __init__(self, *, engine: EngineConfig, family: str | None = None, image: bytes | None = None):
@@ -152,7 +155,8 @@ class NetworkEngine(wiring.Component):
         # memories
         m.submodules.program = program = Memory(shape=unsigned(DESCRIPTOR_BITS), depth=entries, init=init[0])
         m.submodules.scratch = scratch = Scratchpad(rows=R, cols=C, words=e.act_words)
-        m.submodules.weights = weights = WeightStore(cols=C, depth=weight_rows, init=init[1])
+        m.submodules.weights = weights = WeightStore(cols=C, depth=weight_rows, init=init[1], ram=e.weight_ram,
+                                                     family=self.family if self.family == "ice40" else None)
         m.submodules.pnarrow = pnarrow = Memory(shape=signed(32), depth=param_words, init=init[2])
         m.submodules.pwide = pwide = Memory(shape=data.ArrayLayout(signed(32), 4 * C), depth=param_entries,
                                             init=init[3])
@@ -274,7 +278,10 @@ class NetworkEngine(wiring.Component):
                      params.poff.eq(poff), params.group_done.eq(issue.group_done), params.restart.eq(restart)]
 
         # the array, the accumulator, the lanes, the write-back
-        m.submodules.array = array = SystolicArray(config=c)
+        if c.pe == "generic":
+            m.submodules.array = array = SystolicArray(config=c)
+        else:       # DSP-mapped PEs (pe ice40-dual: two MACs per SB_MAC16), same ports and timing contract
+            m.submodules.array = array = DspArray(config=c, family=self.family)
         m.submodules.accumulator = acc = Accumulator(config=c)
         m.submodules.requant = rq = RequantStage(config=c, family=self.family)
         m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family,

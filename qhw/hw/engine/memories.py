@@ -4,7 +4,9 @@
   read port and one write port that writes either a whole word (``w_full``: INPUT, POOL) or the
   first ``cols`` lanes of ``w_data`` at lane offset ``w_lane`` (a lane-granular write enable), so a
   ``cols < rows`` N tile's result row lands inside its word (docs/engine.md, "Write-back").
-* ``WeightStore``: the weight memory, one ``cols``-byte tile row per read (the loader's only port).
+* ``WeightStore``: the weight memory, one ``cols``-byte tile row per read (the loader's only port);
+  block RAM, or (``ram="spram"``) the iCE40 UP5K's single-port ``SB_SPRAM256KA`` blocks with the
+  write and read addresses muxed on one port (writes only while loading, reads only while running).
 
 Timing (docs/engine.md, "Timing contract"): a word written in cycle ``W`` (write enable high in
 ``W``) is read by an address presented in ``W + 1``, its data valid in ``W + 2``: the contract's
@@ -20,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ...errors import ConfigError
+from ..spram import Spram
 
 __all__ = ["Scratchpad", "WeightStore"]
 
@@ -95,16 +98,29 @@ class WeightStore(wiring.Component):
     depth:
         Rows (``weight_bytes // cols``).
     init:
-        Initial contents (embedded weights), at most ``depth`` rows of ``cols`` ints.
+        Initial contents (embedded weights), at most ``depth`` rows of ``cols`` ints (``ram="block"`` only).
+    ram:
+        ``"block"`` (an Amaranth memory, two ports) or ``"spram"`` (``Spram``, one port: a write wins the
+        address; ``r_en`` must be low while ``w_en`` is high, as the engine guarantees: loading and running
+        exclude each other). ``cols`` 4 or 8, at most 16 K rows.
+    family:
+        ``"ice40"``: ``ram="spram"`` instantiates ``SB_SPRAM256KA``; otherwise its behavioural model.
     """
 
-    def __init__(self, *, cols: int, depth: int, init=()):
+    def __init__(self, *, cols: int, depth: int, init=(), ram: str = "block", family: str | None = None):
         _positive("cols", cols)
         _positive("depth", depth)
         init = [list(r) for r in init]
         if len(init) > depth or any(len(r) != cols for r in init):
             raise ConfigError(f"init must be at most {depth} rows of {cols} weights")
-        self.cols, self.depth, self._init = cols, depth, init
+        if ram not in ("block", "spram"):
+            raise ConfigError(f"ram must be 'block' or 'spram', not {ram!r}")
+        if ram == "spram":
+            if 8 * cols not in (32, 64) or depth > 1 << 14:
+                raise ConfigError(f"ram spram holds rows of 4 or 8 weights, at most 16384 rows, not {depth} of {cols}")
+            if init:
+                raise ConfigError("ram spram cannot hold initial contents (SB_SPRAM256KA powers up undefined)")
+        self.cols, self.depth, self._init, self.ram, self.family = cols, depth, init, ram, family
         aw = max(1, ceil_log2(depth))
         super().__init__({
             "r_addr": In(aw), "r_en": In(1), "r_data": Out(data.ArrayLayout(signed(8), cols)),
@@ -118,6 +134,12 @@ class WeightStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if self.ram == "spram":
+            m.submodules.spram = ram = Spram(width=8 * self.cols, family=self.family)
+            m.d.comb += [ram.addr.eq(Mux(self.w_en, self.w_addr, self.r_addr)), ram.en.eq(self.w_en | self.r_en),
+                         ram.we.eq(self.w_en), ram.wdata.eq(self.w_data), ram.wmask.eq(-1),
+                         self.r_data.eq(ram.rdata)]
+            return m
         m.submodules.mem = mem = Memory(shape=data.ArrayLayout(signed(8), self.cols), depth=self.depth,
                                         init=self._init)
         rd, wr = mem.read_port(), mem.write_port()
