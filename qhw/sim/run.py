@@ -223,11 +223,13 @@ def run_sharded(hw: Hardware, job: dict, ranges: Sequence[tuple[int, int]], *, s
 def add_coverage(report: dict, out_dir, hw: Hardware, res: dict, run_dirs: Sequence[Path]) -> None:
     """Merge the runs' Verilator coverage into ``out_dir`` (``qhw.sim.coverage.write_coverage``) and
     add ``coverage`` (``{component: {"lines", "toggles"}}``) and ``functional_coverage`` to ``report``."""
+    from .build import sim_toplevel
     from .coverage import write_coverage
 
     functional = res.get("functional_coverage")
+    wrapper = [sim_toplevel(hw)] if sim_toplevel(hw) != hw.name else []      # the network top's, not design
     summary = write_coverage(out_dir, [Path(d) / "coverage.dat" for d in run_dirs], top=hw.name, name=hw.name,
-                             functional=functional, verilog=hw.verilog_path)
+                             functional=functional, verilog=hw.verilog_path, exclude=wrapper)
     report["coverage"] = summary["components"]
     report["functional_coverage"] = functional
     report["coverage_report"] = str(Path(out_dir) / "coverage.md")

@@ -9,6 +9,7 @@ Seeds: stalls use ``SEED``; the images are the first of the digits test split.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from simcases import BUILD_ROOT, TEST_OPT
 
@@ -74,11 +75,51 @@ def test_digits_cnn_bit_exact_and_cycles_equal(cnn):
     assert rep["mac_utilization"] == pytest.approx(152384 / (ROWS * COLS * total))
 
 
-def test_stalls_bit_exact(cnn):
-    rep = sim(cnn, 1, stall=0.3)
-    assert rep["bit_exact"], rep["first_mismatch"]
+def _without_timing(rep: dict) -> dict:
+    return {k: v for k, v in rep.items() if k not in ("time", "run_dir")}
+
+
+def test_stalls_bit_exact_and_sharded_runs_equal(cnn):
+    """Two images with stalls (seed SEED) in one process, in two local processes and in two shards on
+    a Dask LocalCluster (one build): bit-exact, and the same report and outputs apart from timings."""
+    from dask.distributed import Client, LocalCluster
+
+    kw = dict(limit=2, seed=SEED, stall=0.3, build_root=BUILD_ROOT, opt=TEST_OPT)
+    one, y1 = simulate_model(cnn["q"], cnn["data"], cnn["rtl"], **kw)
+    assert one["bit_exact"], one["first_mismatch"]
     # gaps and back-pressure can only delay (8 input beats feed 64 window words: gaps may cost nothing)
-    assert rep["cycles_equal"] is None and rep["cycles_per_inference"] >= compiled_total(cnn)
+    assert one["cycles_equal"] is None and one["cycles_per_inference"] >= compiled_total(cnn)
+    two, y2 = simulate_model(cnn["q"], cnn["data"], cnn["rtl"], jobs=2, **kw)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        dsk, y3 = simulate_model(cnn["q"], cnn["data"], cnn["rtl"], jobs=2, executor="dask", scheduler=client, **kw)
+    assert (one["time"]["shards"], two["time"]["shards"], dsk["time"]["shards"]) == (1, 2, 2)
+    assert _without_timing(two) == _without_timing(one)
+    assert _without_timing(dsk) == _without_timing(one)
+    assert np.array_equal(y1, y2) and np.array_equal(y1, y3)
+
+
+def test_network_merge_of_shards():
+    """``merge_network_results`` without a simulator: counts and lists joined, cycles' min / max / sum
+    over every image, the first shard's first mismatch, cycle errors up to five."""
+    from qhw.sim.shard import merge_network_results
+
+    t = {"total": 1.0, "clock_loop": 0.5, "awaiting": 0.25, "host": 0.5, "sim_only_cycles_per_s": None}
+    a = {"samples": 2, "write_mismatches": 0, "output_mismatches": 1, "sim_cycles": 10, "first_mismatch": None,
+         "cycle_errors": ["a"] * 4, "totals": [5, 6], "latencies": [4, 5], "beats": [[1, 2, 3]] * 2,
+         "measured": [[1, 4], [2, 4]], "measured_min": [1, 4], "measured_max": [2, 4], "measured_sum": [3, 8],
+         "time": t, "loaded": True, "functional_coverage": {"bins": {"x": 1, "y": 0}}}
+    b = {**a, "samples": 1, "write_mismatches": 2, "first_mismatch": "B", "cycle_errors": ["b"] * 3, "totals": [9],
+         "latencies": [8], "beats": [[1, 2, 3]], "measured": [[0, 9]], "measured_min": [0, 9],
+         "measured_max": [0, 9], "measured_sum": [0, 9], "time": {**t, "total": 2.0},
+         "functional_coverage": {"bins": {"x": 0, "y": 0}}}
+    m = merge_network_results([a, b])
+    assert (m["samples"], m["write_mismatches"], m["output_mismatches"], m["sim_cycles"]) == (3, 2, 2, 20)
+    assert m["first_mismatch"] == "B" and m["cycle_errors"] == ["a"] * 4 + ["b"]
+    assert m["totals"] == [5, 6, 9] and m["latencies"] == [4, 5, 8] and len(m["beats"]) == 3
+    assert (m["measured_min"], m["measured_max"], m["measured_sum"]) == ([0, 4], [2, 9], [3, 17])
+    assert m["time"]["total"] == 2.0 and m["time"]["clock_loop"] == 1.0
+    assert m["functional_coverage"] == {"bins": {"x": 1, "y": 0}, "missed": ["y"]}
 
 
 def test_wrong_expectation_names_the_layer(cnn):
@@ -140,3 +181,31 @@ def test_demo_runs_the_network_engine(cnn, tmp_path, monkeypatch):
     rep = json.loads((out / "digits_cnn" / "hardware.json").read_text())
     assert rep["top"] == "network" and rep["bit_exact"] and rep["samples"] == 2
     assert (out / "rtl" / f"{NAME}.v").read_bytes() == cnn["rtl"].with_suffix(".v").read_bytes()
+
+
+def test_functional_bins_counted_on_the_reference_model(cnn, digits):
+    """The network bins of one digits image, without a simulator: the padded windows per side are
+    the CNN's geometry counted by hand (INPUT pads the 8x8 image left/right for conv1's sliding
+    window, conv1 pads top/bottom, conv2 (8x8) and conv3 (4x4) every side, the Dense none); every
+    MATMUL has several K tiles on a 4-row array; the 10 logits fill 2.5 beats; no table, no Add."""
+    from qhw.engine.compiler import compile_model
+    from qhw.engine.run import segment_steps
+    from qhw.qmodel import load_qmodel
+    from qhw.sim.manifest import load_hardware
+    from qhw.sim.netcov import CoverageModel, NetworkCoverage, bin_names
+
+    qm = load_qmodel(cnn["q"])
+    engine = load_hardware(cnn["rtl"]).engine
+    program = compile_model(qm, engine).program
+    cov = NetworkCoverage(("single",))
+    model = CoverageModel(program, act_words=engine.act_words, coverage=cov)
+    calls = next(segment_steps(program, qm.graph, digits["test_x"][:1]))
+    model.run_segment(calls[0].segment, calls[0].inputs)
+    b = cov.bins
+    assert list(b) == bin_names(("single",))
+    assert {s: b[f"padding/{s}"] for s in ("top", "bottom", "left", "right")} == \
+        {"top": 8 + 8 + 4, "bottom": 8 + 8 + 4, "left": 8 + 8 + 4, "right": 8 + 8 + 4}
+    assert (b["k_tiles/1"], b["k_tiles/many"], b["output/partial_beat"]) == (0, 4, 1)
+    assert b["table/lookup"] == b["add/run"] == b["add/saturate"] == b["segments/many"] == 0
+    assert b["rounding/single/saturate_low"] > 0 and b["pool/max_tie"] > 0      # ReLU clamps, clamped maxima
+    assert set(cov.to_json()["missed"]) >= {"k_tiles/1", "table/lookup", "add/run", "backpressure/o"}
