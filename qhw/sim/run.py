@@ -46,7 +46,8 @@ def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root,
         run = _run_dir(root, hw, job["kind"])
     run = Path(run).resolve()
     run.mkdir(parents=True, exist_ok=True)
-    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run), "coverage": coverage}
+    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run), "coverage": coverage,
+           "build": bdir.name}                 # which build ran (the RTL's or a netlist's)
     write_text(run / "job.json", json.dumps(job, indent=1))
     env = {"QHW_SIM_JOB": str(run / "job.json")}
     if simulator == "icarus" and waves:

@@ -209,3 +209,33 @@ def test_functional_bins_counted_on_the_reference_model(cnn, digits):
     assert b["table/lookup"] == b["add/run"] == b["add/saturate"] == b["segments/many"] == 0
     assert b["rounding/single/saturate_low"] > 0 and b["pool/max_tie"] > 0      # ReLU clamps, clamped maxima
     assert set(cov.to_json()["missed"]) >= {"k_tiles/1", "table/lookup", "add/run", "backpressure/o"}
+
+
+def test_coverage_per_component_and_functional_bins(cnn, tmp_path, capsys, monkeypatch):
+    """``qhw simulate --coverage DIR --json`` on the network top (its own coverage build): line and
+    toggle coverage per engine component, the functional bins (``qhw.sim.netcov``) with what the
+    digits CNN never exercises (no table, no Add, no single K tile on 4 rows) listed as missed."""
+    import json
+
+    monkeypatch.setenv("QHW_SIM_BUILD", str(BUILD_ROOT))
+    monkeypatch.setenv("QHW_VERILATOR_OPT", TEST_OPT)
+    out = tmp_path / "cov"
+    assert main(["simulate", str(cnn["q"]), "--rtl", str(cnn["rtl"]), "--data", str(cnn["data"]), "--limit", "1",
+                 "--stall", "0.3", "--seed", str(SEED), "--coverage", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["bit_exact"], rep["first_mismatch"]
+    comps = rep["coverage"]
+    assert {"fetch_input", "fetch_issue", "fetch_loader", "fetch_params", "fetch_writeback", "input", "issue",
+            "loader", "params", "array", "accumulator", "requant", "writeback", "pool", "add", "output", "load",
+            "scratch", "weights", "top"} <= set(comps), set(comps)
+    for name, v in comps.items():
+        assert 0 < v["lines"] <= 1 and 0 < v["toggles"] <= 1, (name, v)
+    assert comps["array"]["lines"] == 1.0 and comps["add"]["lines"] < 1.0     # no ADD in the CNN
+    fc = rep["functional_coverage"]
+    hit = {k for k, v in fc["bins"].items() if v}
+    assert {"backpressure/i", "k_tiles/many", "padding/top", "padding/bottom", "padding/left", "padding/right",
+            "pool/max_tie", "output/partial_beat", "rounding/single/saturate_low"} <= hit, fc
+    assert {"k_tiles/1", "table/lookup", "add/run", "segments/many"} <= set(fc["missed"])
+    md = (out / "coverage.md").read_text()
+    assert "| writeback |" in md and "## Uncovered lines" in md and "| add/run | **missed** |" in md
+    assert "_sim" not in json.loads((out / "coverage.json").read_text())["modules"]     # the wrapper is not design
