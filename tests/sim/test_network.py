@@ -277,3 +277,23 @@ def test_post_synth_inference_bit_exact(cnn, tmp_path, capsys, monkeypatch, boar
         assert netlist.count("SB_RAM40_4K #(") >= 4 and "SB_MAC16 #(" in netlist
         # the embedded image is in the block RAMs' initial contents (not all zero)
         assert re.search(r"\.INIT_0\(256'h0*[1-9a-f]", netlist)
+
+
+def test_post_synth_refusals_in_one_line(cnn, cnn_path, digits, capsys):
+    """Before any synthesis: --post-synth with --jobs, and an embedded manifest simulated with another
+    model (its netlist's memories could not be rebuilt with the embedded image)."""
+    from qhw.api import quantize_model
+    from qhw.qmodel import save_qmodel
+    from qhw.quantize import QuantConfig
+
+    base = ["--data", str(cnn["data"]), "--limit", "1"]
+    assert main(["simulate", str(cnn["q"]), "--rtl", str(cnn["rtl"]), *base, "--post-synth", "ulx3s-85f",
+                 "--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "qhw: error: --post-synth simulates one netlist in one process; leave --jobs out\n", err
+    other = cnn["dir"] / "other.qhw"         # the same CNN calibrated on fewer images: other scales
+    save_qmodel(quantize_model(cnn_path, QuantConfig(), calib_x=digits["calib_x"][:20], log=lambda m: None), other)
+    assert main(["simulate", str(other), "--rtl", str(cnn["embed"]), *base, "--post-synth", "icebreaker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--post-synth rebuilds the engine with its embedded model" in err, err
+
