@@ -38,7 +38,7 @@ from .boards import board_info
 from .flow import yosys_overrides
 from .toolchain import run_step
 
-__all__ = ["FAMILY_MODELS", "accel_design", "post_synth_hardware", "primitive_model", "yosys_share"]
+__all__ = ["FAMILY_MODELS", "accel_design", "network_design", "post_synth_hardware", "primitive_model", "yosys_share"]
 
 # Cells each family's netlist may contain, with the model file that simulates them. A cell outside
 # this list (a black box without behaviour) is refused before any simulator build.
@@ -92,6 +92,17 @@ def accel_design(config, family: str, *, name: str) -> str:
     from ..hw.accel import Accelerator
 
     return rtlil.convert(Accelerator(config=config, family=family), name=name, emit_src=False)
+
+
+def network_design(engine, family: str, *, name: str, image: bytes | None = None) -> str:
+    """RTLIL of the network engine (``qhw generate --top network``) for ``family``: the lanes'
+    multipliers of that family (``NetworkEngine(family=...)``, same latencies as the generated RTL)
+    and, for an embedded manifest, its ``.qbin`` ``image`` as the memories' initial contents."""
+    from amaranth.back import rtlil
+
+    from ..hw.engine.engine import NetworkEngine
+
+    return rtlil.convert(NetworkEngine(engine=engine, family=family, image=image), name=name, emit_src=False)
 
 
 _CELL = re.compile(r"^\s*(\\?[A-Za-z_$][\w$]*)\s+(?:#\(|\\?[\w$.\[\]]+\s*\()", re.M)

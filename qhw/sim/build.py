@@ -116,7 +116,8 @@ def _verilator_control(bdir: Path, hw: Hardware) -> Path:
     """Public to VPI: the top module's signals; for a flat post-synthesis netlist (every net of the
     design in its top module) only the manifest's ports, or Verilator keeps every net."""
     vlt = bdir / "ports.vlt"
-    names = [p["name"] for p in hw.manifest["ports"]] if hw.netlist is not None else ["*"]
+    names = ([TAP_PORT if hw.top == "network" and p["name"] == "trace" else p["name"] for p in hw.manifest["ports"]]
+             if hw.netlist is not None else ["*"])
     vlt.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{sim_toplevel(hw)}" -var "{n}"\n'
                                                    for n in names))
     return vlt

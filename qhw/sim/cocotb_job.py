@@ -8,9 +8,12 @@ Jobs (a JSON file named by ``QHW_SIM_JOB``, written by ``qhw.sim.run``):
   count is compared with the manifest's analytical model wherever that model is exact;
 * ``model``: a quantized model over a data file (or a shard of it: samples ``start`` to ``stop``),
   through ``qhw.runtime``; with stalls, each batch's pause pattern is seeded from the seed and its
-  first sample, so a sharded run stalls exactly where a single run does.
+  first sample, so a sharded run stalls exactly where a single run does;
+* ``network``: the same on the network top (``qhw.sim.network``), one image at a time (a shard:
+  images ``start`` to ``stop``; with stalls each image's pauses are seeded from its index).
 
-With ``coverage`` the bench counts functional coverage bins (``qhw.sim.funcov``) into the result.
+With ``coverage`` the bench counts functional coverage bins (``qhw.sim.funcov``; the network top's:
+``qhw.sim.netcov``) into the result.
 
 Every GEMM is checked bit for bit against the golden model as it comes out; after the last one
 the bench checks that no further result comes (``AccelBench.finish``). Results go to
@@ -148,13 +151,21 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
     blob = program.to_bytes()
     names = {x.index: (x.name, x.op) for x in compiled.layers}
     expect = NetworkExpect(program, engine, names)
+    cov = None
+    if job.get("coverage"):                # functional bins, counted on the reference model (qhw.sim.netcov)
+        from qhw.sim.netcov import CoverageModel, NetworkCoverage
+
+        cov = NetworkCoverage(hw.config.rounding)
+        expect.model = CoverageModel(program, act_words=engine.act_words, coverage=cov)
     for k, v in job.get("mutate", {}).items():        # a test's wrong expectation: (descriptor, nth write) -> +1
         d, nth = map(int, k.split(","))
         _mutate(expect, d, nth, int(v))
     x, _ = load_data(job["data"])
     x = check_input(qm.graph, x, job["data"])[:int(job["limit"])]
-    bench = NetworkBench(dut, hw, seed=int(job["seed"]), in_gap=job.get("in_gap", 0.0),
-                         out_stall=job.get("out_stall", 0.0))
+    first = int(job.get("start", 0))            # a shard: images [start, stop) of the data
+    x = x[first:int(job.get("stop", x.shape[0]))]
+    in_gap, out_stall = job.get("in_gap", 0.0), job.get("out_stall", 0.0)
+    bench = NetworkBench(dut, hw, seed=int(job["seed"]), in_gap=in_gap, out_stall=out_stall)
     await bench.start()
     embedded = hw.manifest["engine"].get("embedded") or {}
     load_cycles, load_count = 0, 0
@@ -175,6 +186,10 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
     out_name = qm.graph.outputs[0]
     for s in range(x.shape[0]):
         show(f"simulating: image {s + 1} of {x.shape[0]}")
+        if bench.stalls:    # each image's stall pattern depends on its index only (shards reproduce it)
+            bench.set_random_pauses(in_gap=in_gap, out_stall=out_stall, seed=f"{job['seed']}/{first + s}")
+        if cov is not None:
+            cov.inference(program)
         gen = segment_steps(program, qm.graph, x[s:s + 1])
         ends: dict[int, int] = {}
         lat, nin, nout, nbeats = 0, 0, 0, 0
@@ -208,6 +223,8 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
     save_npz(Path(job["out"]) / "hw.npz", y=np.concatenate(ys).astype(np.float32),
              **({"codes": np.concatenate(codes)} if all(np.size(c) for c in codes) else {}))
     m = np.asarray(measured, dtype=np.int64)
+    if cov is not None:
+        cov.add_backpressure({"load": bench.load.stalls, "i": bench.inp.stalls, "o": bench.monitor.stalls})
     return {
         "samples": int(x.shape[0]), "top": "network",
         "loaded": loaded, "load_cycles": load_cycles, "load_words": load_count,
@@ -218,7 +235,7 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
         "predicted": expect.report.per_descriptor, "predicted_total": expect.report.total,
         "measured": m.tolist() if m.shape[0] <= 8 else m[:8].tolist(),
         "measured_min": m.min(axis=0).tolist(), "measured_max": m.max(axis=0).tolist(),
-        "measured_mean": m.mean(axis=0).tolist(),
+        "measured_sum": m.sum(axis=0).tolist(),
         "totals": m.sum(axis=1).tolist(), "latencies": latencies,
         "beats": beats, "rows": hw.config.rows,
         "layers": [{"index": x.index, "name": x.name, "op": x.op, "macs": x.macs} for x in compiled.layers],
@@ -226,6 +243,7 @@ async def _network_job(dut, hw: Hardware, job: dict, show) -> dict:
         "sim_cycles": int(bench.cycles),
         "time": {"total": time.perf_counter() - t_start, "clock_loop": bench.wall, "awaiting": bench.waiting,
                  "host": time.perf_counter() - t_start - bench.wall, "sim_only_cycles_per_s": None},
+        **({"functional_coverage": cov.to_json()} if cov is not None else {}),
     }
 
 

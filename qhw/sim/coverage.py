@@ -8,7 +8,8 @@ read here. Points of several runs or shards are merged by adding their counts.
 
 Components: Amaranth writes one Verilog module per instance, named by its hierarchy
 (``TOP.requant.requant_0``); a point belongs to the component under the top it sits in
-(``requant``), the top's own logic to ``top``. Line coverage counts Verilator's ``v_line`` and
+(``requant``), the top's own logic to ``top``; a simulation wrapper (the network top's,
+``qhw.sim.build.network_wrapper``) is left out. Line coverage counts Verilator's ``v_line`` and
 ``v_branch`` points, toggle coverage its ``v_toggle`` points (each bit, both directions).
 """
 
@@ -105,10 +106,13 @@ def artefact_lines(verilog) -> set[tuple[str, str]]:
     return {(path.name, str(i)) for i, line in enumerate(path.read_text().splitlines(), 1) if _ARTEFACT.match(line)}
 
 
-def summarize(points: dict[str, int], top: str, skip: set[tuple[str, str]] | frozenset = frozenset()) -> dict:
+def summarize(points: dict[str, int], top: str, skip: set[tuple[str, str]] | frozenset = frozenset(),
+              exclude: Iterable[str] = ()) -> dict:
     """Per component and per module (instance indices folded: ``tile_0_1.pe_0_0`` -> ``tile.pe``):
     covered and total line and toggle points; the uncovered line points. Line points at ``skip``
-    (``artefact_lines``) are not counted."""
+    (``artefact_lines``) and points of the modules ``exclude`` (a simulation wrapper) are not
+    counted."""
+    exclude = set(exclude)
     comps: dict[str, list[int]] = {}
     mods: dict[str, list[int]] = {}
     pages: dict[str, tuple | None] = {}
@@ -120,7 +124,7 @@ def summarize(points: dict[str, int], top: str, skip: set[tuple[str, str]] | fro
         where = pages.get(page, False)
         if where is False:                  # once per module and kind
             kind, _, module = page.partition("/")
-            where = pages[page] = None if kind not in ("v_line", "v_branch", "v_toggle") else (
+            where = pages[page] = None if kind not in ("v_line", "v_branch", "v_toggle") or module in exclude else (
                 2 if kind == "v_toggle" else 0, module, comps.setdefault(component_of(module, top), [0, 0, 0, 0]),
                 mods.setdefault(_INDEX.sub("", module.removeprefix(top)).lstrip(".") or "top", [0, 0, 0, 0]))
         if where is None:
@@ -179,15 +183,16 @@ def markdown(name: str, summary: dict, functional: dict | None, runs: int) -> st
 
 
 def write_coverage(out_dir, dat_files: list, *, top: str, name: str, functional: dict | None = None,
-                   verilog=None) -> dict:
+                   verilog=None, exclude: Iterable[str] = ()) -> dict:
     """Merge the runs' ``coverage.dat`` into ``out_dir`` (``coverage.dat``, ``coverage.md``,
     ``coverage.json``); returns the summary (``components``: ``{component: {"lines", "toggles"}}``).
-    ``verilog``: the simulated source, for ``artefact_lines``."""
+    ``verilog``: the simulated source, for ``artefact_lines``; ``exclude``: modules not counted
+    (``summarize``)."""
     missing = [str(p) for p in dat_files if not Path(p).is_file()]
     if missing:
         raise DataError(f"{missing[0]}: the simulation wrote no coverage data (was it a coverage build?)")
     points = merge_dat(dat_files)
-    summary = summarize(points, top, artefact_lines(verilog) if verilog is not None else frozenset())
+    summary = summarize(points, top, artefact_lines(verilog) if verilog is not None else frozenset(), exclude)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -219,8 +219,6 @@ class NetworkBench:
     """Drives the network top (``dut``): reset, load the program, then segments one at a time."""
 
     def __init__(self, dut, hw: Hardware, *, seed: int = 0, in_gap: float = 0.0, out_stall: float = 0.0):
-        import random
-
         self.dut = dut
         self.hw = hw
         self.rows = hw.config.rows
@@ -229,9 +227,7 @@ class NetworkBench:
         self.inp.handshakes = []
         self.monitor = OutputMonitor(dut, stream="o")
         self.tap = TraceTap(dut, hw.manifest["streams"]["trace"]["fields"])
-        rng = random.Random(seed)
-        self.inp.pauses = random_pauses(in_gap, seed=rng.getrandbits(32))
-        self.monitor.pauses = random_pauses(out_stall, seed=rng.getrandbits(32))
+        self.set_random_pauses(in_gap=in_gap, out_stall=out_stall, seed=seed)
         self.stalls = bool(in_gap or out_stall)
         o = {f["name"]: int(f["offset"]) for f in hw.manifest["streams"]["o"]["fields"]}
         self.last_bit = o["last"]
@@ -239,6 +235,14 @@ class NetworkBench:
         self.cycles = 0
         self.wall = 0.0
         self.waiting = 0.0
+
+    def set_random_pauses(self, *, in_gap: float, out_stall: float, seed) -> None:
+        """Idle cycles on ``i`` and back-pressure on ``o``, drawn from ``seed``."""
+        import random
+
+        rng = random.Random(seed)
+        self.inp.pauses = random_pauses(in_gap, seed=rng.getrandbits(32))
+        self.monitor.pauses = random_pauses(out_stall, seed=rng.getrandbits(32))
 
     async def start(self) -> None:
         from cocotb.clock import Clock
@@ -286,11 +290,19 @@ class NetworkBench:
         beats = input_beats(program, {k: np.asarray(v)[0] for k, v in inputs.items()}, segment)
         tensors = output_streams(program, segment)
         n_out = sum(n for *_, n in tensors)
+        fe = FallingEdge(self.dut.clk)
+        if self.stalls:
+            # Random pauses start once the engine takes input (its units hold their descriptors), so a
+            # segment stalls alike after a load, a reset or another segment (sharded runs reproduce it).
+            for _ in range(1000):
+                if self.inp.read_ready():
+                    break
+                await fe
+                self.cycles += 1
         self.inp.extend(beats)
         self.inp.handshakes = []
         self.tap.reset()
         got: list[tuple[int, int]] = []
-        fe = FallingEdge(self.dut.clk)
         limit = max_cycles or 20 * (expect.report.total + len(beats)) + 2000
         inp, mon, tap = self.inp, self.monitor, self.tap
         clock = time.perf_counter

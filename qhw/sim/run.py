@@ -46,7 +46,8 @@ def _launch(hw: Hardware, job: dict, *, simulator: str, waves: bool, build_root,
         run = _run_dir(root, hw, job["kind"])
     run = Path(run).resolve()
     run.mkdir(parents=True, exist_ok=True)
-    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run), "coverage": coverage}
+    job = {**job, "rtl": str(hw.manifest_path.resolve()), "out": str(run), "coverage": coverage,
+           "build": bdir.name}                 # which build ran (the RTL's or a netlist's)
     write_text(run / "job.json", json.dumps(job, indent=1))
     env = {"QHW_SIM_JOB": str(run / "job.json")}
     if simulator == "icarus" and waves:
@@ -105,18 +106,41 @@ def _check_gemm(hw: Hardware, rtl, m: int, k: int, n: int, mode: str) -> None:
                           f"when K > rows={c.rows}), N below 65536")
 
 
-def _hardware(rtl, post_synth: str | None, simulator: str, build_root, log) -> Hardware:
+def _hardware(rtl, post_synth: str | None, simulator: str, build_root, log, *, program=None) -> Hardware:
     """The manifest's hardware: its generated RTL, or with ``post_synth`` (a board name) the netlist
-    Yosys maps for that board's family, on the vendor primitive models (``qhw.fpga.postsynth``)."""
+    Yosys maps for that board's family, on the vendor primitive models (``qhw.fpga.postsynth``).
+    A network top's netlist is its engine (``network_design``); ``program``: the model's compiled
+    program, whose image an embedded manifest (``qhw generate --embed``) must hold."""
     hw = load_hardware(rtl)
     if post_synth is None:
         return hw
     if simulator != "verilator":
         raise ConfigError(f"--post-synth simulates the vendor primitive models on Verilator, not {simulator}; "
                           f"leave --simulator out")
-    from ..fpga.postsynth import post_synth_hardware
+    from ..fpga.boards import board_info
+    from ..fpga.postsynth import network_design, post_synth_hardware
 
-    return post_synth_hardware(hw, board=post_synth, build_root=build_root, log=log)
+    design = None
+    if hw.top == "network":
+        design = network_design(hw.engine, board_info(post_synth).family, name=hw.name,
+                                image=_embedded_image(hw, rtl, program))
+    return post_synth_hardware(hw, board=post_synth, design=design, build_root=build_root, log=log)
+
+
+def _embedded_image(hw: Hardware, rtl, program) -> bytes | None:
+    """The ``.qbin`` an embedded network top was generated with: the simulated model's, which must
+    be the one embedded (the manifest records its hash), so its netlist's memories start with it."""
+    import hashlib
+
+    embedded = hw.manifest["engine"].get("embedded")
+    if not embedded:
+        return None
+    blob = program.to_bytes()
+    if hashlib.sha256(blob).hexdigest() != embedded.get("program_sha256"):
+        raise ConfigError(f"{rtl}: --post-synth rebuilds the engine with its embedded model "
+                          f"({embedded.get('model')}), but the model simulated compiles to another program; "
+                          f"simulate that model, or regenerate without --embed")
+    return blob
 
 
 def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "verilator", waves: bool = False,
@@ -144,23 +168,40 @@ def gemm_runs(rtl, runs: Sequence[dict], *, seed: int = 0, simulator: str = "ver
                    coverage=coverage)
 
 
+def _netlist_fields(hw: Hardware) -> dict | None:
+    """What makes ``hw`` a post-synthesis netlist rather than its manifest's RTL (``_job_worker``
+    puts it back), as plain data a worker process receives."""
+    if hw.netlist is None:
+        return None
+    return {"verilog_path": str(hw.verilog_path), "models": [str(m) for m in hw.models],
+            "sim_args": list(hw.sim_args), "netlist": hw.netlist}
+
+
 def _job_worker(rtl: str, job: dict, simulator: str, waves: bool, build_root: str, opt: str | None,
-                coverage: bool, run_dir: str) -> dict:
+                coverage: bool, run_dir: str, netlist: dict | None = None) -> dict:
     """One shard's cocotb job in ``run_dir`` (a top-level function: local processes and Dask
-    workers call it; the build is already there)."""
-    res, _, _ = _launch(load_hardware(rtl), job, simulator=simulator, waves=waves, build_root=build_root, log=None,
+    workers call it; the build is already there). ``netlist``: ``_netlist_fields`` of a
+    post-synthesis run (without it the manifest's RTL would be simulated)."""
+    from dataclasses import replace
+
+    hw = load_hardware(rtl)
+    if netlist is not None:
+        hw = replace(hw, verilog_path=Path(netlist["verilog_path"]), models=tuple(Path(m) for m in netlist["models"]),
+                     sim_args=tuple(netlist["sim_args"]), netlist=netlist["netlist"])
+    res, _, _ = _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=None,
                         opt=opt, coverage=coverage, run=run_dir)
     return res
 
 
 def run_sharded(hw: Hardware, job: dict, ranges: Sequence[tuple[int, int]], *, simulator: str, waves: bool,
                 build_root, log, opt: str | None, coverage: bool, jobs: int = 1, executor: str = "local",
-                scheduler=None, kind: str | None = None) -> tuple[dict, list[Path], Path, float]:
+                scheduler=None, kind: str | None = None, merge=None) -> tuple[dict, list[Path], Path, float]:
     """``job`` over its inputs cut into ``ranges`` (``qhw.sim.shard.shard_ranges``; the job reads
     ``start``/``stop``), one simulator process per shard sharing one build, on ``jobs`` local
     processes or the Dask cluster at ``scheduler`` (``qhw.parallel``). Returns the merged result
     (``qhw.sim.shard.merge_results``), the shard folders (in input order), the run folder and the
-    build time. One shard runs in the run folder itself."""
+    build time. One shard runs in the run folder itself. ``merge``: how shard results merge
+    (default ``merge_results``; the network top's ``merge_network_results``)."""
     from ..parallel import map_ordered
     from .shard import merge_results
 
@@ -172,22 +213,24 @@ def run_sharded(hw: Hardware, job: dict, ranges: Sequence[tuple[int, int]], *, s
     run = _run_dir(root, hw, kind or job["kind"])
     dirs = [run] if len(ranges) == 1 else [run / f"shard-{i}" for i in range(len(ranges))]
     args = [(str(hw.manifest_path.resolve()), {**job, "start": a, "stop": b}, simulator, waves, str(root), opt,
-             coverage, str(d)) for (a, b), d in zip(ranges, dirs)]
+             coverage, str(d), _netlist_fields(hw)) for (a, b), d in zip(ranges, dirs)]
     if log and len(ranges) > 1:
         log(f"simulating {len(ranges)} shards on {jobs if executor == 'local' else 'the Dask cluster'}"
             f"{' local processes' if executor == 'local' else ''}")
     parts = map_ordered(_job_worker, args, jobs=jobs, kind=executor, scheduler=scheduler)
-    return merge_results(parts), dirs, run, build_s
+    return (merge or merge_results)(parts), dirs, run, build_s
 
 
 def add_coverage(report: dict, out_dir, hw: Hardware, res: dict, run_dirs: Sequence[Path]) -> None:
     """Merge the runs' Verilator coverage into ``out_dir`` (``qhw.sim.coverage.write_coverage``) and
     add ``coverage`` (``{component: {"lines", "toggles"}}``) and ``functional_coverage`` to ``report``."""
+    from .build import sim_toplevel
     from .coverage import write_coverage
 
     functional = res.get("functional_coverage")
+    wrapper = [sim_toplevel(hw)] if sim_toplevel(hw) != hw.name else []      # the network top's, not design
     summary = write_coverage(out_dir, [Path(d) / "coverage.dat" for d in run_dirs], top=hw.name, name=hw.name,
-                             functional=functional, verilog=hw.verilog_path)
+                             functional=functional, verilog=hw.verilog_path, exclude=wrapper)
     report["coverage"] = summary["components"]
     report["functional_coverage"] = functional
     report["coverage_report"] = str(Path(out_dir) / "coverage.md")
@@ -245,9 +288,9 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
     sharing one build, locally or, with ``executor="dask"``, on the cluster at ``scheduler``; the
     report is the one a single process gives (timings aside). ``coverage``: a folder for the
     merged coverage report (``add_coverage``). ``post_synth``: on the post-synthesis netlist for that
-    board (``_hardware``). A network-top manifest runs ``simulate_network`` (one process, no
-    coverage or netlist yet); ``job_extra`` goes into its cocotb job (the tests' deliberate faults:
-    ``mutate``, ``corrupt_image``, ``load``)."""
+    board (``_hardware``). A network-top manifest runs ``simulate_network`` (the same options);
+    ``job_extra`` goes into its cocotb job (the tests' deliberate faults: ``mutate``,
+    ``corrupt_image``, ``load``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..executor import fixed_batch
@@ -255,13 +298,13 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
 
     qm, x, labels = load_array_run(qmodel, data, limit=limit)
     hw = load_hardware(rtl)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, not {jobs}")
     if hw.top == "network":
-        if coverage is not None or jobs != 1 or post_synth is not None:
-            raise ConfigError(f"{rtl}: a network top simulates in one process on its RTL; --coverage, --jobs "
-                              f"and --post-synth are for the GEMM co-processor (--top accel) so far")
         return simulate_network(qm, qmodel, data, x, labels, hw, seed=seed, simulator=simulator, waves=waves,
                                 stall=stall, build_root=build_root, log=log, progress=progress, opt=opt,
-                                extra=job_extra)
+                                extra=job_extra, coverage=coverage, jobs=jobs, executor=executor,
+                                scheduler=scheduler, post_synth=post_synth)
     check_model(qm.graph, hw.config, str(rtl))          # refuse before building or simulating
     if batch < 1:
         raise ConfigError(f"batch must be positive, not {batch}")
@@ -271,8 +314,6 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
             raise DataError(f"{data}: {x.shape[0]} samples; the model's fixed batch size {fixed} must divide "
                             f"them (use --limit)")
         batch = fixed
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be a positive integer, not {jobs}")
     from .shard import shard_ranges
 
     t0 = time.perf_counter()
@@ -338,25 +379,45 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
 
 def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0, simulator: str = "verilator",
                      waves: bool = False, stall: float = 0.0, build_root=None, log=None, progress: bool = False,
-                     opt: str | None = None, extra: dict | None = None) -> tuple[dict, np.ndarray]:
+                     opt: str | None = None, extra: dict | None = None, coverage=None, jobs: int = 1,
+                     executor: str = "local", scheduler=None, post_synth: str | None = None
+                     ) -> tuple[dict, np.ndarray]:
     """A quantized model on the simulated network top (``qhw generate --top network``): the program
     loaded through ``load`` (or embedded), every sample streamed in and its outputs back, every
     scratchpad write checked against the golden model and, without stalls, every write's cycle and
-    each layer's cycles against the compiler's prediction (``qhw.sim.network``)."""
+    each layer's cycles against the compiler's prediction (``qhw.sim.network``).
+
+    ``jobs``: the images cut into that many shards on as many simulator processes sharing one
+    build (each loads the program), locally or on the Dask cluster at ``scheduler``; the report is
+    the one a single process gives (timings aside). ``coverage``: a folder for the merged line,
+    toggle and functional coverage (``add_coverage``, bins of ``qhw.sim.netcov``). ``post_synth``:
+    on the engine's post-synthesis netlist for that board (``_hardware``)."""
     from ..analysis import ErrorStats
     from ..api import accuracy, run_batched
     from ..engine.compiler import check_hardware, compile_model
+    from .shard import merge_network_results, shard_ranges
 
     # refuse (one line) before building or simulating: a model that does not fit, or a rule not built
-    check_hardware(compile_model(qm, hw.engine, source=str(qmodel)), source=str(qmodel))
+    compiled = compile_model(qm, hw.engine, source=str(qmodel))
+    check_hardware(compiled, source=str(qmodel))
+    if post_synth is not None and jobs > 1:
+        raise ConfigError("--post-synth simulates one netlist in one process; leave --jobs out")
     t0 = time.perf_counter()
+    ranges = shard_ranges(int(x.shape[0]), jobs)
     job = {"kind": "network", "qmodel": str(Path(qmodel).resolve()), "data": str(Path(data).resolve()),
-           "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall, "progress": progress,
-           **(extra or {})}
-    res, run, build_s = _launch(hw, job, simulator=simulator, waves=waves, build_root=build_root, log=log, opt=opt)
+           "limit": int(x.shape[0]), "seed": seed, "in_gap": stall, "out_stall": stall,
+           "progress": progress and len(ranges) == 1, **(extra or {})}
+    rtl_hw = hw
+    hw = _hardware(hw.manifest_path, post_synth, simulator, build_root, log, program=compiled.program)
+    res, dirs, run, build_s = run_sharded(hw, job, ranges, simulator=simulator, waves=waves, build_root=build_root,
+                                          log=log, opt=opt, coverage=coverage is not None, jobs=jobs,
+                                          executor=executor, scheduler=scheduler, merge=merge_network_results)
     wall = time.perf_counter() - t0
-    with np.load(run / "hw.npz", allow_pickle=False) as z:
-        y_hw = z["y"]
+    ys = []
+    for d in dirs:
+        with np.load(d / "hw.npz", allow_pickle=False) as z:
+            ys.append(z["y"])
+    y_hw = np.concatenate(ys)
     y_q = run_batched(qm.graph, x, integer=True)
     y_f = run_batched(qm.graph, x, integer=False)
     out_diff = int(np.count_nonzero(y_hw != y_q))
@@ -366,7 +427,8 @@ def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0
     n = int(x.shape[0])
     totals = res["totals"]
     cycles = float(np.mean(totals)) if totals else 0.0
-    lo, hi, mean = res["measured_min"], res["measured_max"], res["measured_mean"]
+    lo, hi = res["measured_min"], res["measured_max"]
+    mean = [v / n for v in res["measured_sum"]]
     layers = [{"name": L["name"], "op": L["op"], "predicted_cycles": res["predicted"][L["index"]],
                "measured_cycles": lo[L["index"]] if lo[L["index"]] == hi[L["index"]] else mean[L["index"]]}
               for L in res["layers"]]
@@ -399,8 +461,12 @@ def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0
         "layers": layers,
         "program_loaded": res["loaded"], "load_words": res["load_words"], "load_cycles": res["load_cycles"],
         "run_dir": str(run),
-        "time": _timing(res, build_s, wall),
+        "time": {**_timing(res, build_s, wall), "shards": len(ranges)},
     }
+    if coverage is not None:
+        add_coverage(report, coverage, rtl_hw, res, dirs)
+    if post_synth is not None:
+        report["netlist"] = hw.netlist
     if labels is None:
         for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
             del report[k]

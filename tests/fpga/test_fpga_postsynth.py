@@ -59,6 +59,12 @@ def test_post_synth_inference_bit_exact(mlp_qhw, digits_files, tmp_path, capsys,
     assert rep["netlist"] == f"post-synth {family}"
     assert rep["bit_exact"] and rep["mismatches"] == 0 and rep["samples"] == 1
     assert rep["accuracy_hw"] == rep["accuracy_quant"]
+    # the netlist ran, not the RTL (a model run's worker once re-read the manifest and simulated the RTL)
+    from qhw.sim.build import build_dir_for
+    from qhw.sim.manifest import load_hardware
+
+    ran = json.loads((Path(rep["run_dir"]) / "job.json").read_text())["build"]
+    assert ran != build_dir_for(load_hardware(rtl), "verilator", BUILD_ROOT, opt="-O0").name
     netlist = next((BUILD_ROOT / "postsynth").glob(f"qhw_ps_{family}-{family}-*/qhw_ps_{family}.netlist.v"))
     text = netlist.read_text()
     if family == "ice40":

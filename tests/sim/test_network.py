@@ -9,6 +9,10 @@ Seeds: stalls use ``SEED``; the images are the first of the digits test split.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 from simcases import BUILD_ROOT, TEST_OPT
 
@@ -74,11 +78,51 @@ def test_digits_cnn_bit_exact_and_cycles_equal(cnn):
     assert rep["mac_utilization"] == pytest.approx(152384 / (ROWS * COLS * total))
 
 
-def test_stalls_bit_exact(cnn):
-    rep = sim(cnn, 1, stall=0.3)
-    assert rep["bit_exact"], rep["first_mismatch"]
+def _without_timing(rep: dict) -> dict:
+    return {k: v for k, v in rep.items() if k not in ("time", "run_dir")}
+
+
+def test_stalls_bit_exact_and_sharded_runs_equal(cnn):
+    """Two images with stalls (seed SEED) in one process, in two local processes and in two shards on
+    a Dask LocalCluster (one build): bit-exact, and the same report and outputs apart from timings."""
+    from dask.distributed import Client, LocalCluster
+
+    kw = dict(limit=2, seed=SEED, stall=0.3, build_root=BUILD_ROOT, opt=TEST_OPT)
+    one, y1 = simulate_model(cnn["q"], cnn["data"], cnn["rtl"], **kw)
+    assert one["bit_exact"], one["first_mismatch"]
     # gaps and back-pressure can only delay (8 input beats feed 64 window words: gaps may cost nothing)
-    assert rep["cycles_equal"] is None and rep["cycles_per_inference"] >= compiled_total(cnn)
+    assert one["cycles_equal"] is None and one["cycles_per_inference"] >= compiled_total(cnn)
+    two, y2 = simulate_model(cnn["q"], cnn["data"], cnn["rtl"], jobs=2, **kw)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        dsk, y3 = simulate_model(cnn["q"], cnn["data"], cnn["rtl"], jobs=2, executor="dask", scheduler=client, **kw)
+    assert (one["time"]["shards"], two["time"]["shards"], dsk["time"]["shards"]) == (1, 2, 2)
+    assert _without_timing(two) == _without_timing(one)
+    assert _without_timing(dsk) == _without_timing(one)
+    assert np.array_equal(y1, y2) and np.array_equal(y1, y3)
+
+
+def test_network_merge_of_shards():
+    """``merge_network_results`` without a simulator: counts and lists joined, cycles' min / max / sum
+    over every image, the first shard's first mismatch, cycle errors up to five."""
+    from qhw.sim.shard import merge_network_results
+
+    t = {"total": 1.0, "clock_loop": 0.5, "awaiting": 0.25, "host": 0.5, "sim_only_cycles_per_s": None}
+    a = {"samples": 2, "write_mismatches": 0, "output_mismatches": 1, "sim_cycles": 10, "first_mismatch": None,
+         "cycle_errors": ["a"] * 4, "totals": [5, 6], "latencies": [4, 5], "beats": [[1, 2, 3]] * 2,
+         "measured": [[1, 4], [2, 4]], "measured_min": [1, 4], "measured_max": [2, 4], "measured_sum": [3, 8],
+         "time": t, "loaded": True, "functional_coverage": {"bins": {"x": 1, "y": 0}}}
+    b = {**a, "samples": 1, "write_mismatches": 2, "first_mismatch": "B", "cycle_errors": ["b"] * 3, "totals": [9],
+         "latencies": [8], "beats": [[1, 2, 3]], "measured": [[0, 9]], "measured_min": [0, 9],
+         "measured_max": [0, 9], "measured_sum": [0, 9], "time": {**t, "total": 2.0},
+         "functional_coverage": {"bins": {"x": 0, "y": 0}}}
+    m = merge_network_results([a, b])
+    assert (m["samples"], m["write_mismatches"], m["output_mismatches"], m["sim_cycles"]) == (3, 2, 2, 20)
+    assert m["first_mismatch"] == "B" and m["cycle_errors"] == ["a"] * 4 + ["b"]
+    assert m["totals"] == [5, 6, 9] and m["latencies"] == [4, 5, 8] and len(m["beats"]) == 3
+    assert (m["measured_min"], m["measured_max"], m["measured_sum"]) == ([0, 4], [2, 9], [3, 17])
+    assert m["time"]["total"] == 2.0 and m["time"]["clock_loop"] == 1.0
+    assert m["functional_coverage"] == {"bins": {"x": 1, "y": 0}, "missed": ["y"]}
 
 
 def test_wrong_expectation_names_the_layer(cnn):
@@ -140,3 +184,116 @@ def test_demo_runs_the_network_engine(cnn, tmp_path, monkeypatch):
     rep = json.loads((out / "digits_cnn" / "hardware.json").read_text())
     assert rep["top"] == "network" and rep["bit_exact"] and rep["samples"] == 2
     assert (out / "rtl" / f"{NAME}.v").read_bytes() == cnn["rtl"].with_suffix(".v").read_bytes()
+
+
+def test_functional_bins_counted_on_the_reference_model(cnn, digits):
+    """The network bins of one digits image, without a simulator: the padded windows per side are
+    the CNN's geometry counted by hand (INPUT pads the 8x8 image left/right for conv1's sliding
+    window, conv1 pads top/bottom, conv2 (8x8) and conv3 (4x4) every side, the Dense none); every
+    MATMUL has several K tiles on a 4-row array; the 10 logits fill 2.5 beats; no table, no Add."""
+    from qhw.engine.compiler import compile_model
+    from qhw.engine.run import segment_steps
+    from qhw.qmodel import load_qmodel
+    from qhw.sim.manifest import load_hardware
+    from qhw.sim.netcov import CoverageModel, NetworkCoverage, bin_names
+
+    qm = load_qmodel(cnn["q"])
+    engine = load_hardware(cnn["rtl"]).engine
+    program = compile_model(qm, engine).program
+    cov = NetworkCoverage(("single",))
+    model = CoverageModel(program, act_words=engine.act_words, coverage=cov)
+    calls = next(segment_steps(program, qm.graph, digits["test_x"][:1]))
+    model.run_segment(calls[0].segment, calls[0].inputs)
+    b = cov.bins
+    assert list(b) == bin_names(("single",))
+    assert {s: b[f"padding/{s}"] for s in ("top", "bottom", "left", "right")} == \
+        {"top": 8 + 8 + 4, "bottom": 8 + 8 + 4, "left": 8 + 8 + 4, "right": 8 + 8 + 4}
+    assert (b["k_tiles/1"], b["k_tiles/many"], b["output/partial_beat"]) == (0, 4, 1)
+    assert b["table/lookup"] == b["add/run"] == b["add/saturate"] == b["segments/many"] == 0
+    assert b["rounding/single/saturate_low"] > 0 and b["pool/max_tie"] > 0      # ReLU clamps, clamped maxima
+    assert set(cov.to_json()["missed"]) >= {"k_tiles/1", "table/lookup", "add/run", "backpressure/o"}
+
+
+def test_coverage_per_component_and_functional_bins(cnn, tmp_path, capsys, monkeypatch):
+    """``qhw simulate --coverage DIR --json`` on the network top (its own coverage build): line and
+    toggle coverage per engine component, the functional bins (``qhw.sim.netcov``) with what the
+    digits CNN never exercises (no table, no Add, no single K tile on 4 rows) listed as missed."""
+    import json
+
+    monkeypatch.setenv("QHW_SIM_BUILD", str(BUILD_ROOT))
+    monkeypatch.setenv("QHW_VERILATOR_OPT", TEST_OPT)
+    out = tmp_path / "cov"
+    assert main(["simulate", str(cnn["q"]), "--rtl", str(cnn["rtl"]), "--data", str(cnn["data"]), "--limit", "1",
+                 "--stall", "0.3", "--seed", str(SEED), "--coverage", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["bit_exact"], rep["first_mismatch"]
+    comps = rep["coverage"]
+    assert {"fetch_input", "fetch_issue", "fetch_loader", "fetch_params", "fetch_writeback", "input", "issue",
+            "loader", "params", "array", "accumulator", "requant", "writeback", "pool", "add", "output", "load",
+            "scratch", "weights", "top"} <= set(comps), set(comps)
+    for name, v in comps.items():
+        assert 0 < v["lines"] <= 1 and 0 < v["toggles"] <= 1, (name, v)
+    assert comps["array"]["lines"] == 1.0 and comps["add"]["lines"] < 1.0     # no ADD in the CNN
+    fc = rep["functional_coverage"]
+    hit = {k for k, v in fc["bins"].items() if v}
+    assert {"backpressure/i", "k_tiles/many", "padding/top", "padding/bottom", "padding/left", "padding/right",
+            "pool/max_tie", "output/partial_beat", "rounding/single/saturate_low"} <= hit, fc
+    assert {"k_tiles/1", "table/lookup", "add/run", "segments/many"} <= set(fc["missed"])
+    md = (out / "coverage.md").read_text()
+    assert "| writeback |" in md and "## Uncovered lines" in md and "| add/run | **missed** |" in md
+    assert "_sim" not in json.loads((out / "coverage.json").read_text())["modules"]     # the wrapper is not design
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board, family, embedded", [("ulx3s-85f", "ecp5", False), ("icebreaker", "ice40", True)])
+def test_post_synth_inference_bit_exact(cnn, tmp_path, capsys, monkeypatch, board, family, embedded):
+    """``qhw simulate --post-synth BOARD`` on the network top: the engine's Yosys netlist for the
+    family (memories in DP16KD / SB_RAM40_4K, lanes' multipliers in MULT18X18D / SB_MAC16) on the
+    vendor primitive models runs one digits image bit-exact, cycles equal to the compiler's. ECP5
+    loads the model through ``load``; iCE40 is the embedded manifest (``--embed``): its netlist's
+    block RAMs start with the image and it runs without a load."""
+    import json
+
+    from qhw.sim.build import build_dir_for
+    from qhw.sim.manifest import load_hardware
+
+    monkeypatch.setenv("QHW_SIM_BUILD", str(BUILD_ROOT))
+    monkeypatch.setenv("QHW_VERILATOR_OPT", "-O0")
+    rtl = cnn["embed"] if embedded else cnn["rtl"]
+    assert main(["simulate", str(cnn["q"]), "--rtl", str(rtl), "--data", str(cnn["data"]), "--post-synth", board,
+                 "--limit", "1", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["netlist"] == f"post-synth {family}" and rep["top"] == "network"
+    assert rep["bit_exact"] and rep["mismatches"] == 0 and rep["samples"] == 1, rep["first_mismatch"]
+    assert rep["cycles_equal"] and rep["program_loaded"] == (not embedded)
+    # the netlist ran, not the RTL: the run's build is not the RTL's
+    ran = json.loads((Path(rep["run_dir"]) / "job.json").read_text())["build"]
+    assert ran != build_dir_for(load_hardware(rtl), "verilator", BUILD_ROOT, opt="-O0").name
+    name = load_hardware(rtl).name
+    netlist = next((BUILD_ROOT / "postsynth").glob(f"{name}-{family}-*/{name}.netlist.v")).read_text()
+    if family == "ecp5":
+        assert netlist.count("DP16KD #(") >= 4 and netlist.count("MULT18X18D #(") >= 4
+    else:
+        assert netlist.count("SB_RAM40_4K #(") >= 4 and "SB_MAC16 #(" in netlist
+        # the embedded image is in the block RAMs' initial contents (not all zero)
+        assert re.search(r"\.INIT_0\(256'h0*[1-9a-f]", netlist)
+
+
+def test_post_synth_refusals_in_one_line(cnn, cnn_path, digits, capsys):
+    """Before any synthesis: --post-synth with --jobs, and an embedded manifest simulated with another
+    model (its netlist's memories could not be rebuilt with the embedded image)."""
+    from qhw.api import quantize_model
+    from qhw.qmodel import save_qmodel
+    from qhw.quantize import QuantConfig
+
+    base = ["--data", str(cnn["data"]), "--limit", "1"]
+    assert main(["simulate", str(cnn["q"]), "--rtl", str(cnn["rtl"]), *base, "--post-synth", "ulx3s-85f",
+                 "--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "qhw: error: --post-synth simulates one netlist in one process; leave --jobs out\n", err
+    other = cnn["dir"] / "other.qhw"         # the same CNN calibrated on fewer images: other scales
+    save_qmodel(quantize_model(cnn_path, QuantConfig(), calib_x=digits["calib_x"][:20], log=lambda m: None), other)
+    assert main(["simulate", str(other), "--rtl", str(cnn["embed"]), *base, "--post-synth", "icebreaker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--post-synth rebuilds the engine with its embedded model" in err, err
+

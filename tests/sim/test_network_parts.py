@@ -220,3 +220,31 @@ def test_junit_of_a_network_report_fails_the_layer_whose_cycles_differ(tmp_path)
     write_junit(tmp_path / "j.xml", rep)
     text = (tmp_path / "j.xml").read_text()
     assert 'tests="3" failures="1"' in text and '<failure message="measured 7 cycles, predicted 6"/>' in text
+
+
+def test_functional_bins_of_a_residual_model(digits):
+    """The Add, average-pool and high-saturation bins (``qhw.sim.netcov``) on the built-in
+    ``digits_resnet`` (one ADD, a standalone average POOL, no max pool, no table) over one image on
+    the reference model: exactly one ADD run, some of its outputs clamped, average ties counted,
+    and nothing counted for what the model does not have."""
+    from qhw.api import quantize_model
+    from qhw.datasets import builtin_model_path
+    from qhw.engine.compiler import fit_engine
+    from qhw.engine.run import segment_steps
+    from qhw.executor import check_input
+    from qhw.quantize import QuantConfig
+    from qhw.sim.netcov import CoverageModel, NetworkCoverage
+
+    qm = quantize_model(builtin_model_path("digits_resnet"), QuantConfig(), calib_x=digits["calib_x"][:200],
+                        log=lambda m: None)
+    engine = fit_engine(qm, ArrayConfig(rows=4, cols=4, max_k=4096, rounding=("single",)))
+    program = compile_model(qm, engine).program
+    cov = NetworkCoverage(("single",))
+    model = CoverageModel(program, act_words=engine.act_words, coverage=cov)
+    x = check_input(qm.graph, digits["test_x"][:1], "test")
+    calls = next(segment_steps(program, qm.graph, x))
+    model.run_segment(calls[0].segment, calls[0].inputs)
+    b = cov.bins
+    assert [d.op for d in program.descriptors].count("ADD") == 1 and b["add/run"] == 1
+    assert b["add/saturate"] > 0 and b["pool/avg_tie"] > 0 and b["pool/max_tie"] == 0
+    assert b["table/lookup"] == 0 and b["k_tiles/1"] == 0
