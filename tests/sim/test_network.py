@@ -9,9 +9,6 @@ Seeds: stalls use ``SEED``; the images are the first of the digits test split.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 from simcases import BUILD_ROOT, TEST_OPT
@@ -242,41 +239,6 @@ def test_coverage_per_component_and_functional_bins(cnn, tmp_path, capsys, monke
     md = (out / "coverage.md").read_text()
     assert "| writeback |" in md and "## Uncovered lines" in md and "| add/run | **missed** |" in md
     assert "_sim" not in json.loads((out / "coverage.json").read_text())["modules"]     # the wrapper is not design
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("board, family, embedded", [("ulx3s-85f", "ecp5", False), ("icebreaker", "ice40", True)])
-def test_post_synth_inference_bit_exact(cnn, tmp_path, capsys, monkeypatch, board, family, embedded):
-    """``qhw simulate --post-synth BOARD`` on the network top: the engine's Yosys netlist for the
-    family (memories in DP16KD / SB_RAM40_4K, lanes' multipliers in MULT18X18D / SB_MAC16) on the
-    vendor primitive models runs one digits image bit-exact, cycles equal to the compiler's. ECP5
-    loads the model through ``load``; iCE40 is the embedded manifest (``--embed``): its netlist's
-    block RAMs start with the image and it runs without a load."""
-    import json
-
-    from qhw.sim.build import build_dir_for
-    from qhw.sim.manifest import load_hardware
-
-    monkeypatch.setenv("QHW_SIM_BUILD", str(BUILD_ROOT))
-    monkeypatch.setenv("QHW_VERILATOR_OPT", "-O0")
-    rtl = cnn["embed"] if embedded else cnn["rtl"]
-    assert main(["simulate", str(cnn["q"]), "--rtl", str(rtl), "--data", str(cnn["data"]), "--post-synth", board,
-                 "--limit", "1", "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
-    assert rep["netlist"] == f"post-synth {family}" and rep["top"] == "network"
-    assert rep["bit_exact"] and rep["mismatches"] == 0 and rep["samples"] == 1, rep["first_mismatch"]
-    assert rep["cycles_equal"] and rep["program_loaded"] == (not embedded)
-    # the netlist ran, not the RTL: the run's build is not the RTL's
-    ran = json.loads((Path(rep["run_dir"]) / "job.json").read_text())["build"]
-    assert ran != build_dir_for(load_hardware(rtl), "verilator", BUILD_ROOT, opt="-O0").name
-    name = load_hardware(rtl).name
-    netlist = next((BUILD_ROOT / "postsynth").glob(f"{name}-{family}-*/{name}.netlist.v")).read_text()
-    if family == "ecp5":
-        assert netlist.count("DP16KD #(") >= 4 and netlist.count("MULT18X18D #(") >= 4
-    else:
-        assert netlist.count("SB_RAM40_4K #(") >= 4 and "SB_MAC16 #(" in netlist
-        # the embedded image is in the block RAMs' initial contents (not all zero)
-        assert re.search(r"\.INIT_0\(256'h0*[1-9a-f]", netlist)
 
 
 def test_post_synth_refusals_in_one_line(cnn, cnn_path, digits, capsys):
