@@ -35,9 +35,11 @@ def add_parser(subparsers) -> None:
                     "Yosys generic synthesis instead (cell count and 'stat -tech cmos' transistor estimate).")
     s.add_argument("--rtl", required=True, metavar="DIR/NAME.json", help="manifest written by qhw generate")
     s.add_argument("--board", required=True, choices=BOARD_CHOICES)
-    s.add_argument("--top", default="array", choices=("array", "accel", "board"),
+    s.add_argument("--top", default="array", choices=("array", "accel", "network", "board"),
                    help="array: the PE grid with live stimulus (default); accel: the whole accelerator "
-                        "(accumulators, requantization) with live stimulus; board: accelerator + UART host link")
+                        "(accumulators, requantization) with live stimulus; network: the network engine "
+                        "(a qhw generate --top network manifest) with live stimulus; board: accelerator + "
+                        "UART host link")
     s.add_argument("--pe", default="auto", choices=("auto", "generic", "ice40-dual", "ecp5-pipelined"),
                    help="PE implementation of the array top (auto: the board family's DSP variant); the "
                         "accel and board tops build the manifest's pe (qhw generate --pe), so auto or that")
@@ -122,8 +124,10 @@ def add_parser(subparsers) -> None:
 def run_synth(args) -> int:
     from pathlib import Path
 
-    from .flow import config_from_manifest, synth
+    from .flow import config_from_manifest, engine_from_manifest, synth
     config, name = config_from_manifest(args.rtl)
+    if args.top == "network":
+        config = engine_from_manifest(args.rtl)
     out = args.out_dir or str(Path("build") / "synth" / f"{args.board}_{name}_{args.top}")
     if args.board == "generic":
         from .asic import asic_estimate

@@ -23,7 +23,7 @@ from .boards import board_info, platform_for
 from .report import dsp_use, fit_failure, parse_nextpnr_report, parse_yosys_stat
 from .toolchain import ToolError, log, run_step, setup_env
 
-__all__ = ["SYNTH_KEYS", "build_top", "config_from_manifest", "synth", "yosys_overrides"]
+__all__ = ["SYNTH_KEYS", "build_top", "config_from_manifest", "engine_from_manifest", "synth", "yosys_overrides"]
 
 # Keys every ``qhw synth --json`` object has.
 SYNTH_KEYS = ("board", "device", "top", "pe", "rows", "cols", "luts", "ffs", "dsps", "brams", "fmax_mhz",
@@ -37,9 +37,21 @@ def config_from_manifest(path) -> tuple[ArrayConfig, str]:
     return config, doc["name"]
 
 
-def build_top(config: ArrayConfig, *, top: str, family: str, clk_hz: float | None = None, baud: int = 115200):
-    """The elaboratable for ``top`` (``array``, ``accel`` or ``board``), built with ``config.pe``'s PEs on
-    ``family``'s DSP primitives."""
+def engine_from_manifest(path):
+    """The ``EngineConfig`` of a ``qhw generate --top network`` manifest; any other manifest is a
+    one-line error."""
+    from ..engine.config import EngineConfig, manifest_top
+    config, doc = read_manifest(path)
+    if manifest_top(doc) != "network":
+        raise ConfigError(f"{path}: --top network needs a manifest written by qhw generate --top network "
+                          f"(this one describes the GEMM accelerator: --top accel or board)")
+    return EngineConfig.from_manifest(doc, source=str(path), array=config)
+
+
+def build_top(config, *, top: str, family: str, clk_hz: float | None = None, baud: int = 115200):
+    """The elaboratable for ``top`` (``array``, ``accel``, ``network`` or ``board``), built with
+    ``config.pe``'s PEs on ``family``'s DSP primitives; ``config`` is an ``EngineConfig`` for ``network``,
+    else an ``ArrayConfig``."""
     if top == "array":
         from .arrays import make_array
         from .tops import ArrayTop
@@ -48,10 +60,14 @@ def build_top(config: ArrayConfig, *, top: str, family: str, clk_hz: float | Non
         from ..hw.accel import Accelerator
         from .tops import AccelTop
         return AccelTop(Accelerator(config=config, family=family))
+    if top == "network":
+        from ..hw.engine.engine import NetworkEngine
+        from .tops import NetworkTop
+        return NetworkTop(NetworkEngine(engine=config, family=family))
     if top == "board":
         from .board_top import BoardTop
         return BoardTop(config=config, family=family, clk_hz=clk_hz, baud=baud)
-    raise ConfigError(f"top must be array, accel or board, not {top!r}")
+    raise ConfigError(f"top must be array, accel, network or board, not {top!r}")
 
 
 # The stand-in type of the design's own SB_MAC16 cells during `synth_ice40` (``yosys_overrides``):
@@ -129,10 +145,14 @@ def _nextpnr_args(platform, family: str, name: str) -> list[str]:
             "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config"]
 
 
-def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: float | None = None,
+def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = None,
           seed: int = 1, out_dir=None, pe: str = "auto", name: str = "qhw_top", quiet: bool = False,
           baud: int = 115200, keep: bool = True) -> dict:
     """Synthesize, place and route ``config`` for ``board``; return the report dict (``SYNTH_KEYS`` ...).
+
+    ``config`` is the ``ArrayConfig`` of an ``array``/``accel``/``board`` top, or the ``EngineConfig`` of
+    a ``network`` top (``engine_from_manifest``; the engine's memories are loaded through its ``load``
+    port, so nothing of the model is built in).
 
     ``freq_mhz`` is the clock constraint given to nextpnr (default: the board's target for
     ``array``/``accel`` tops, the oscillator for the ``board`` top, which runs from it). On iCE40 a
@@ -158,6 +178,12 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
                           f"support for {info.family} yet); --freq must be {info.clock_mhz:g} or left out, "
                           f"not {freq_mhz!r}")
     from .arrays import manifest_pe, resolve_pe
+    design = config
+    if top == "network":
+        from ..engine.config import EngineConfig
+        if not isinstance(config, EngineConfig):
+            raise ConfigError("--top network needs an engine configuration (a qhw generate --top network manifest)")
+        config = config.array
     if top == "array":
         pe = resolve_pe(config, pe=pe, family=info.family)
         config = replace(config, pe=pe)     # the array top builds --pe; config.pe is its one source
@@ -175,8 +201,8 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
 
     # With the PLL the pin keeps the oscillator's constraint; nextpnr derives the PLL output's.
     platform = platform_for(board, clock_mhz=info.clock_mhz if pll else freq_mhz)
-    elab = build_top(config, top=top, family=info.family, clk_hz=(pll.f_out_mhz if pll else info.clock_mhz) * 1e6,
-                     baud=baud)
+    elab = build_top(design if top == "network" else config, top=top, family=info.family,
+                     clk_hz=(pll.f_out_mhz if pll else info.clock_mhz) * 1e6, baud=baud)
     if pll is not None:
         from .pll import PllTop
         elab = PllTop(elab, pll)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io
 
-__all__ = ["ArrayTop", "AccelTop", "live_bits", "xor_reduce"]
+__all__ = ["AccelTop", "ArrayTop", "NetworkTop", "live_bits", "xor_reduce"]
 
 
 def _pins(m: Module, platform):
@@ -108,5 +108,24 @@ class AccelTop(Elaboratable):
         drive_live(m, ins, seed)
         outs = Cat(acc.out.payload.as_value(), acc.out.valid, acc.busy,
                    *(getattr(acc, s).ready for s in ("cmd", "weights", "params", "act")))
+        m.d.comb += led.eq(xor_reduce(m, outs))
+        return m
+
+
+class NetworkTop(Elaboratable):
+    """The ``NetworkEngine`` with live stimulus: ``load`` and ``i`` (valid and payload) and ``o.ready``
+    from the shift register, the outputs reduced to the LED. The ``trace`` tap is left out: it only
+    taps the scratchpad's write port, which the engine keeps anyway."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = eng = self.engine
+        seed, led = _pins(m, platform)
+        drive_live(m, [eng.load.valid, eng.load.payload, eng.i.valid, eng.i.payload, eng.o.ready], seed)
+        outs = Cat(eng.o.payload.as_value(), eng.o.valid, eng.busy, eng.error, eng.loaded, eng.load.ready,
+                   eng.i.ready)
         m.d.comb += led.eq(xor_reduce(m, outs))
         return m

@@ -96,6 +96,28 @@ def test_synth_accel_ecp5_pipelined(tmp_path, capsys):
     assert r["dsp_use"] == {"qhw/hw/pe_pipelined.py": 4, "qhw/hw/requant.py": 8} and r["dsps"] == 12
 
 
+def test_synth_network_top_ecp5(tmp_path, capsys):
+    """``--top network``: the network engine (small memories) with live stimulus places and routes;
+    the report has the same keys as the other tops, and its memories are block RAM (not logic)."""
+    from qhw.engine.config import EngineConfig
+    from qhw.hw.generate import write_network
+    engine = EngineConfig(array=ArrayConfig(rows=4, cols=4, max_k=64, acc_depth=16, rounding=("single",)),
+                          weight_kib=2, act_kib=1, program_words=256)
+    _, j = write_network(engine, name="eng_4x4", out_dir=tmp_path / "rtl")
+    assert main(["synth", "--rtl", str(j), "--board", "ulx3s-85f", "--top", "network", "--json",
+                 "-o", str(tmp_path / "b")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(SYNTH_KEYS) <= set(r)
+    assert r["top"] == "network" and r["macs"] == 16 and r["fmax_mhz"] > 0
+    assert r["brams"] >= 2 and r["dsps"] >= 16
+    # An accelerator manifest is not an engine: one line naming the manifest.
+    _, a = write(ArrayConfig(rows=2, cols=2, max_k=16, acc_depth=16), name="acc", out_dir=tmp_path / "a")
+    assert main(["synth", "--rtl", str(a), "--board", "ulx3s-85f", "--top", "network"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"qhw: error: {a}: --top network needs a manifest written by qhw generate --top network "
+        f"(this one describes the GEMM accelerator: --top accel or board)")
+
+
 @pytest.mark.parametrize("pe, argv, message", [
     ("generic", ["--board", "ulx3s-85f", "--top", "accel", "--pe", "ecp5-pipelined"],
      "--pe ecp5-pipelined does not match the manifest's pe generic; regenerate the RTL with "
