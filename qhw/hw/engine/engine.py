@@ -268,7 +268,7 @@ class NetworkEngine(wiring.Component):
                          f.desc.ready.eq(unit.desc.ready)]
         m.d.comb += [weights.r_addr.eq(loader.r_addr), weights.r_en.eq(loader.r_en), loader.r_data.eq(weights.r_data),
                      loader.tile_done.eq(issue.tile_done), loader.go.eq(go), loader.restart.eq(restart),
-                     issue.loads.eq(loader.loads), issue.wcount.eq(wcount), issue.restart.eq(restart)]
+                     issue.load_start.eq(loader.start), issue.wcount.eq(wcount), issue.restart.eq(restart)]
         rp_w = pwide.read_port()
         m.d.comb += [rp_w.addr.eq(params.r_addr), rp_w.en.eq(params.r_en), params.r_data.eq(rp_w.data),
                      params.poff.eq(poff), params.group_done.eq(issue.group_done), params.restart.eq(restart)]

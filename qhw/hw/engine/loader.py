@@ -48,7 +48,7 @@ class WeightLoader(wiring.Component):
             "r_addr": Out(depth_bits), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), C)),
             "w_we": Out(R), "w_bank": Out(1), "w_data": Out(data.ArrayLayout(signed(8), C)),
             "tile_done": In(1), "go": In(1), "restart": In(1),
-            "loads": Out(COUNT_BITS),
+            "start": Out(1),
         })
 
     @property
@@ -81,9 +81,8 @@ class WeightLoader(wiring.Component):
 
         bank = u[0]
         free = (tdone + 1 >= u) & (Mux(bank, drain[1], drain[0]) == 0)
-        start = Signal()
+        start = self.start
         m.d.comb += start.eq(self.go & d_valid & ~active & free)
-        m.d.comb += self.loads.eq(u + start)
         with m.If(start):
             m.d.comb += [self.r_addr.eq(rb), self.r_en.eq(1)]
             m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(u + 1)]
