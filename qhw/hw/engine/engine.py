@@ -253,9 +253,14 @@ class NetworkEngine(wiring.Component):
         with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)
                   | (add.desc.valid & add.desc.ready)):
             m.d.sync += index.eq(f_issue.desc.payload.index)
+        # one reader per cycle (the read-side units run one at a time; a unit starts in its predecessor's
+        # last read's cycle + 1), so the address is an AND-OR of the four, not a priority chain
+        readers = ((issue.r_en, issue.r_addr), (pool.r_en, pool.r_addr), (add.r_en, add.r_addr), (out.r_en, out.r_addr))
+        r_addr = 0
+        for en, addr in readers:
+            r_addr = r_addr | Mux(en, addr[:aw], 0)
         m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en | add.r_en),
-                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr,
-                                                                         Mux(add.r_en, add.r_addr, out.r_addr)))),
+                     scratch.r_addr.eq(r_addr),
                      issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data),
                      add.r_data.eq(scratch.r_data)]
         wiring.connect(m, out.o, wiring.flipped(self.o))

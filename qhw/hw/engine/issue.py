@@ -4,8 +4,8 @@ first beat until the timing contract lets it go (docs/engine.md, "Timing contrac
 ``Im2colAgen`` offers a beat's word; the tile's first beat waits until (1) ``wcount`` (scratchpad
 writes done before this cycle) reaches the plane's dependence count ``dep_base + p*dep_step``
 (``p = nt*cw_step + cwi``; ``agen_latency`` after the write), (2) the weight loader has started this
-tile's load (a tile started and not yet issued, counted here, or ``load_start`` this cycle), (3) for the descriptor's first
-result-producing tile, the previous result beat's pool latency has passed (writes stay in order).
+tile's load (a tile started and not yet issued, counted here, or ``load_start`` this cycle), (3) for
+the descriptor's first result-producing tile, the previous result beat's pool latency has passed (writes stay in order).
 The word is read (the address is this cycle: the trace's ``issue``), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
 accumulator's ``tag`` (beat ``m`` of the tile, first/last K tile, the N tile's parameter bank).
