@@ -180,12 +180,14 @@ class NetworkEngine(wiring.Component):
                      pw_n.en.eq(load.pn.en), pw_n.addr.eq(load.pn.addr), pw_n.data.eq(load.pn.data),
                      pw_w.en.eq(load.pw.en), pw_w.addr.eq(load.pw.addr), pw_w.data.eq(load.pw.data)]
         poff = Signal(24, init=init[4])
+        poff_m1 = Signal(24, init=(init[4] - 1) % (1 << 24))   # poff - 1: a pool entry's second word
         loaded = Signal(init=int(self._init is not None))
         error = Signal()
         with m.If(load.begin):
             m.d.sync += [loaded.eq(0), error.eq(0)]
         with m.If(load.done):
-            m.d.sync += [poff.eq(load.poff), loaded.eq(~load.failed), error.eq(load.failed)]
+            m.d.sync += [poff.eq(load.poff), poff_m1.eq(load.poff - 1), loaded.eq(~load.failed),
+                         error.eq(load.failed)]
         with m.Elif(load.error):
             m.d.sync += error.eq(1)
         restart = Signal()
@@ -299,8 +301,9 @@ class NetworkEngine(wiring.Component):
         # pool-table reads: the write-back's entry and the POOL unit's, 64 bits each (two narrow ports)
         for unit in (wb, pool):
             lo, hi = pnarrow.read_port(), pnarrow.read_port()
-            word = (unit.p_addr >> 2) - poff
-            m.d.comb += [lo.addr.eq(word), hi.addr.eq(word + 1), unit.p_data.eq(Cat(lo.data, hi.data))]
+            byte_word = unit.p_addr >> 2
+            m.d.comb += [lo.addr.eq(byte_word - poff), hi.addr.eq(byte_word - poff_m1),
+                         unit.p_data.eq(Cat(lo.data, hi.data))]
 
         # the one write port, and its counter
         we, w_full = Signal(), Signal()

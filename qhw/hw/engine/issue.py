@@ -4,8 +4,9 @@ first beat until the timing contract lets it go (docs/engine.md, "Timing contrac
 ``Im2colAgen`` offers a beat's word; the tile's first beat waits until (1) ``wcount`` (scratchpad
 writes done before this cycle) reaches the plane's dependence count ``dep_base + p*dep_step``
 (``p = nt*cw_step + cwi``; ``agen_latency`` after the write), (2) the weight loader has started this
-tile's load (a tile started and not yet issued, counted here, or ``load_start`` this cycle), (3) for
-the descriptor's first result-producing tile, the previous result beat's pool latency has passed (writes stay in order).
+tile's load in an earlier cycle (a tile started and not yet issued, counted here from ``load_start``:
+the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
+result beat's pool latency has passed (writes stay in order).
 The word is read (the address is this cycle: the trace's ``issue``), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
 accumulator's ``tag`` (beat ``m`` of the tile, first/last K tile, the N tile's parameter bank).
@@ -90,7 +91,7 @@ class MatmulIssue(wiring.Component):
         # the bank it overwrites), so "loaded" is a flag, not a compare of two tile counters
         started = Signal(range(4))
         b = agen.beats.payload
-        ok = (self.wcount >= need) & ((started != 0) | self.load_start) & (~b.last_k | produced | (order == 0))
+        ok = (self.wcount >= need) & (started != 0) & (~b.last_k | produced | (order == 0))
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
         step = agen.beats.valid & agen.beats.ready
         m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
