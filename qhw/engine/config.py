@@ -133,6 +133,14 @@ class EngineConfig:
         return 2
 
     @property
+    def weight_latency(self) -> int:
+        """Cycles from a weight tile's load start (its first row's read) to the earliest issue of its first
+        beat: the loader reads row ``i`` at ``L + i``, registers it (it fans out to a column of PEs) and
+        writes it at ``L + i + 2``; the issue waits for a load started in an earlier cycle (a registered
+        flag, not the loader's start in the same cycle), so the beat reaches row ``i`` after its write."""
+        return 2
+
+    @property
     def writeback_latency(self) -> int:
         """Issue handshake of a last-K-tile beat to the cycle its result row is written to the scratchpad:
         the accelerator's ``latency``, the output FIFO replaced by the write."""
@@ -168,8 +176,9 @@ class EngineConfig:
 
     def latencies(self) -> dict:
         """The engine's own latencies (the array's are in the array part of the manifest)."""
-        return {name: getattr(self, name) for name in ("agen_latency", "writeback_latency", "pool_max_latency",
-                                                      "pool_avg_latency", "input_latency", "output_latency")}
+        return {name: getattr(self, name) for name in ("agen_latency", "weight_latency", "writeback_latency",
+                                                      "pool_max_latency", "pool_avg_latency", "input_latency",
+                                                      "output_latency")}
 
     def to_manifest(self) -> dict:
         """The array's manifest part (``ArrayConfig.to_manifest``) plus the ``engine`` section: the

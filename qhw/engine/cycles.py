@@ -7,7 +7,7 @@ cycle-accurate implementation meets them exactly:
 * weight tile ``u`` is loaded from cycle ``L_u``, row ``i`` at ``L_u + i`` (one row per cycle,
   ``rows`` cycles per tile): ``L_u >= L_{u-1} + rows`` and ``L_u >= T_last(u-2) + cols`` (the bank
   it overwrites has been passed by tile ``u-2``'s last beat in every column), and its first beat
-  issues at ``T_first(u) >= L_u + 1``;
+  issues at ``T_first(u) >= L_u + weight_latency``;
 * a tile's first beat issues at least ``agen_latency`` cycles after every word of the input planes it
   reads was written (a plane: one channel word of a tensor, every pixel; the whole tensor for a window
   layout), so the hardware needs one "plane written" token per plane, not per word;
@@ -145,7 +145,7 @@ class _Timeline:
                     need = d["dep_base"] + (0 if window else (nt * d["cw_step"] + kt // taps) * d["dep_step"])
                     self.check(reads[nt, kt, rows], need)
                     load = max(self.load_free, self.bank_last[self.tile % 2] + C)
-                    first = max(self.read + 2, load + 1, self.ready(need))
+                    first = max(self.read + 2, load + cfg.weight_latency, self.ready(need))
                     last_k = kt == kt_count - 1
                     if last_k and not produced:
                         first = max(first, self.order_ready)

@@ -261,7 +261,8 @@ def test_im2col_words_stay_in_the_scratchpad(tmp_path):
 def test_im2col_mutant_first_channel_word_off_by_one_is_caught(tmp_path):
     from qhw.hw.engine import im2col
 
-    Broken = mutant(im2col.Im2colAgen, "cwb.eq(Mux(win, 0, dp.in_cw0))", "cwb.eq(Mux(win, 0, dp.in_cw0 + 1))")
+    Broken = mutant(im2col.Im2colAgen, "base0 = dp.in_base + Mux(win, 0, dp.in_cw0)",
+                    "base0 = dp.in_base + Mux(win, 0, dp.in_cw0 + 1)")
     r = im2col_bound(tmp_path, "im2col_mutant", Broken)
     assert r.status == "failed", r
     assert_not_proven(r, tmp_path)

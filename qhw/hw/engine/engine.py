@@ -184,12 +184,14 @@ class NetworkEngine(wiring.Component):
                      pw_n.en.eq(load.pn.en), pw_n.addr.eq(load.pn.addr), pw_n.data.eq(load.pn.data),
                      pw_w.en.eq(load.pw.en), pw_w.addr.eq(load.pw.addr), pw_w.data.eq(load.pw.data)]
         poff = Signal(24, init=init[4])
+        poff_m1 = Signal(24, init=(init[4] - 1) % (1 << 24))   # poff - 1: a pool entry's second word
         loaded = Signal(init=int(self._init is not None))
         error = Signal()
         with m.If(load.begin):
             m.d.sync += [loaded.eq(0), error.eq(0)]
         with m.If(load.done):
-            m.d.sync += [poff.eq(load.poff), loaded.eq(~load.failed), error.eq(load.failed)]
+            m.d.sync += [poff.eq(load.poff), poff_m1.eq(load.poff - 1), loaded.eq(~load.failed),
+                         error.eq(load.failed)]
         with m.Elif(load.error):
             m.d.sync += error.eq(1)
         restart = Signal()
@@ -257,9 +259,14 @@ class NetworkEngine(wiring.Component):
         with m.If((pool.desc.valid & pool.desc.ready) | (out.desc.valid & out.desc.ready)
                   | (add.desc.valid & add.desc.ready)):
             m.d.sync += index.eq(f_issue.desc.payload.index)
+        # one reader per cycle (the read-side units run one at a time; a unit starts in its predecessor's
+        # last read's cycle + 1), so the address is an AND-OR of the four, not a priority chain
+        readers = ((issue.r_en, issue.r_addr), (pool.r_en, pool.r_addr), (add.r_en, add.r_addr), (out.r_en, out.r_addr))
+        r_addr = 0
+        for en, addr in readers:
+            r_addr = r_addr | Mux(en, addr[:aw], 0)
         m.d.comb += [scratch.r_en.eq(issue.r_en | pool.r_en | out.r_en | add.r_en),
-                     scratch.r_addr.eq(Mux(issue.r_en, issue.r_addr, Mux(pool.r_en, pool.r_addr,
-                                                                         Mux(add.r_en, add.r_addr, out.r_addr)))),
+                     scratch.r_addr.eq(r_addr),
                      issue.r_data.eq(scratch.r_data), pool.r_data.eq(scratch.r_data), out.r_data.eq(scratch.r_data),
                      add.r_data.eq(scratch.r_data)]
         wiring.connect(m, out.o, wiring.flipped(self.o))
@@ -272,7 +279,7 @@ class NetworkEngine(wiring.Component):
                          f.desc.ready.eq(unit.desc.ready)]
         m.d.comb += [weights.r_addr.eq(loader.r_addr), weights.r_en.eq(loader.r_en), loader.r_data.eq(weights.r_data),
                      loader.tile_done.eq(issue.tile_done), loader.go.eq(go), loader.restart.eq(restart),
-                     issue.loads.eq(loader.loads), issue.wcount.eq(wcount), issue.restart.eq(restart)]
+                     issue.load_start.eq(loader.start), issue.wcount.eq(wcount), issue.restart.eq(restart)]
         rp_w = pwide.read_port()
         m.d.comb += [rp_w.addr.eq(params.r_addr), rp_w.en.eq(params.r_en), params.r_data.eq(rp_w.data),
                      params.poff.eq(poff), params.group_done.eq(issue.group_done), params.restart.eq(restart)]
@@ -301,8 +308,9 @@ class NetworkEngine(wiring.Component):
         # pool-table reads: the write-back's entry and the POOL unit's, 64 bits each (two narrow ports)
         for unit in (wb, pool):
             lo, hi = pnarrow.read_port(), pnarrow.read_port()
-            word = (unit.p_addr >> 2) - poff
-            m.d.comb += [lo.addr.eq(word), hi.addr.eq(word + 1), unit.p_data.eq(Cat(lo.data, hi.data))]
+            byte_word = unit.p_addr >> 2
+            m.d.comb += [lo.addr.eq(byte_word - poff), hi.addr.eq(byte_word - poff_m1),
+                         unit.p_data.eq(Cat(lo.data, hi.data))]
 
         # the one write port, and its counter
         we, w_full = Signal(), Signal()

@@ -71,9 +71,8 @@ class Im2colAgen(wiring.Component):
         # per-descriptor constants (strides), computed from the incoming descriptor at its handshake
         win = dp.in_kind == IN_WINDOW
         c_rs, c_dox, c_dkx, c_doy, c_dky = (Signal(off, name=n) for n in ("rs", "d_ox", "d_kx", "d_oy", "d_ky"))
-        c_kw, c_kcw, c_cw0, c_cwstep, c_x0 = (Signal(unsigned(8), name="kw_e"), Signal(unsigned(8), name="kcw_e"),
-                                              Signal(off, name="cw0_e"), Signal(off, name="cw_step_e"),
-                                              Signal(_COORD, name="x0"))
+        c_kw, c_kcw, c_cwstep, c_x0 = (Signal(unsigned(8), name="kw_e"), Signal(unsigned(8), name="kcw_e"),
+                                       Signal(off, name="cw_step_e"), Signal(_COORD, name="x0"))
         c_m = Signal(unsigned(24), name="m_total")
         pp = Mux(win, 1, dp.in_pp)
         rs = dp.in_w * pp
@@ -81,7 +80,7 @@ class Im2colAgen(wiring.Component):
             c_rs.eq(rs), c_dox.eq(Mux(win, 1, dp.sw * dp.in_pp)), c_dkx.eq(dp.dw * dp.in_pp),
             c_doy.eq(dp.sh * rs), c_dky.eq(dp.dh * rs),
             c_kw.eq(Mux(win, 1, dp.kw)), c_kcw.eq(Mux(win, 1, dp.kcw)),
-            c_cw0.eq(Mux(win, 0, dp.in_cw0)), c_cwstep.eq(Mux(win, 0, dp.cw_step)),
+            c_cwstep.eq(Mux(win, 0, dp.cw_step)),
             c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(dp.oh * dp.ow), d.eq(dp),
         ]
         xcheck = Signal(name="xcheck")               # window inputs hold horizontal padding in the words
@@ -99,14 +98,17 @@ class Im2colAgen(wiring.Component):
         nt, cwi = Signal(unsigned(12)), Signal(unsigned(8))
         ky, kx = Signal(unsigned(8)), Signal(unsigned(8))
         kyd, kxd = Signal(_COORD), Signal(_COORD)
-        tap, taprow, cwb = Signal(off), Signal(off), Signal(off)
+        # the tile's word offsets, kept as running sums so the beat's address is one addition (``pix + tb``):
+        # nb = in_base + cwb (N tile), kb = nb + cwi (channel word), rb = kb + taprow (kernel row),
+        # tb = rb + tap (kernel tap); each moves by one addition when its loop moves
+        nb0, nb, kb, rb, tb = (Signal(off, name=n) for n in ("nb0", "nb", "kb", "rb", "tb"))
 
         run = self.busy
         y, x = Signal(_COORD), Signal(_COORD)
         m.d.comb += [y.eq(cur["yb"] + kyd), x.eq(cur["xb"] + kxd)]
         inside = (y >= 0) & (y < d.in_h) & (~xcheck | ((x >= 0) & (x < d.in_w)))
         addr = Signal(off)
-        m.d.comb += addr.eq(d.in_base + cur["pix"] + tap + cwb + cwi)
+        m.d.comb += addr.eq(cur["pix"] + tb)
 
         last_m = cur["m"] + 1 == chunk_end
         last_kx, last_ky = kx + 1 == c_kw, ky + 1 == d.kh
@@ -137,22 +139,21 @@ class Im2colAgen(wiring.Component):
             with m.Else():
                 m.d.sync += [cur[k].eq(start[k]) for k in cur]       # the next tile re-reads the chunk
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tap.eq(tap + c_dkx)]
+                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tb.eq(tb + c_dkx)]
                 with m.Else():
                     m.d.sync += [kx.eq(0), kxd.eq(0)]
                     with m.If(~last_ky):
-                        m.d.sync += [ky.eq(ky + 1), kyd.eq(kyd + d.dh), taprow.eq(taprow + c_dky),
-                                     tap.eq(taprow + c_dky)]
+                        m.d.sync += [ky.eq(ky + 1), kyd.eq(kyd + d.dh), rb.eq(rb + c_dky), tb.eq(rb + c_dky)]
                     with m.Else():
-                        m.d.sync += [ky.eq(0), kyd.eq(0), taprow.eq(0), tap.eq(0)]
+                        m.d.sync += [ky.eq(0), kyd.eq(0)]
                         with m.If(~last_cwi):
-                            m.d.sync += cwi.eq(cwi + 1)
+                            m.d.sync += [cwi.eq(cwi + 1), kb.eq(kb + 1), rb.eq(kb + 1), tb.eq(kb + 1)]
                         with m.Else():
                             m.d.sync += cwi.eq(0)
                             with m.If(~last_nt):
-                                m.d.sync += [nt.eq(nt + 1), cwb.eq(cwb + c_cwstep)]
+                                m.d.sync += [nt.eq(nt + 1)] + [r.eq(nb + c_cwstep) for r in (nb, kb, rb, tb)]
                             with m.Else():          # next M chunk (or the end)
-                                m.d.sync += [nt.eq(0), cwb.eq(c_cw0)]
+                                m.d.sync += [nt.eq(0)] + [r.eq(nb0) for r in (nb, kb, rb, tb)]
                                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
                                 m.d.sync += [start[k].eq(nxt[k]) for k in cur]
                                 m.d.sync += chunk_end.eq(Mux(chunk_end + d.m_chunk > c_m, c_m,
@@ -168,7 +169,8 @@ class Im2colAgen(wiring.Component):
             pix0 = -(dp.pt * rs) - Mux(win, 0, dp.pl * dp.in_pp)
             init = dict(m=0, oy=0, ox=0, yb=yb0, xb=xb0, pix=pix0, pixrow=pix0)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
-            m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0), tap.eq(0), taprow.eq(0),
-                         cwb.eq(Mux(win, 0, dp.in_cw0)),
-                         chunk_end.eq(Mux(dp.m_chunk > dp.oh * dp.ow, dp.oh * dp.ow, dp.m_chunk)), run.eq(1)]
+            base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
+            m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
+            m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
+            m.d.sync += [chunk_end.eq(Mux(dp.m_chunk > dp.oh * dp.ow, dp.oh * dp.ow, dp.m_chunk)), run.eq(1)]
         return m

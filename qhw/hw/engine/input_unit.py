@@ -87,15 +87,17 @@ class InputUnit(wiring.Component):
             m.d.comb += [src[lane].eq(s + Mux(win, off[lane], lane)),
                          valid[lane].eq(Mux(win, chv[lane] & (xg >= 0) & (xg < d.w),
                                             (k * R + lane) < d.c))]
+        # the last beat the word needs: the highest valid lane's (a lane's source byte grows with the lane
+        # among the valid ones), -1 if none; a balanced priority tree, not a chain of compares
+        def highest(lanes):
+            if len(lanes) == 1:
+                return valid[lanes[0]], src[lanes[0]] >> lg
+            half = len(lanes) // 2
+            (lo_any, lo), (hi_any, hi) = highest(lanes[:half]), highest(lanes[half:])
+            return lo_any | hi_any, Mux(hi_any, hi, lo)
         need = Signal(_S)
-        acc = Signal(_S, name="need0")
-        m.d.comb += acc.eq(-1)
-        for lane in range(R):
-            nxt = Signal(_S, name=f"need{lane + 1}")
-            b = src[lane] >> lg
-            m.d.comb += nxt.eq(Mux(valid[lane] & (b > acc), b, acc))
-            acc = nxt
-        m.d.comb += need.eq(acc)
+        any_valid, top = highest(list(range(R)))
+        m.d.comb += need.eq(Mux(any_valid, top, -1))
 
         window = Cat(buf, ib)                                             # bytes bbase .. bbase + 4R - 1
         take = Signal()

@@ -4,8 +4,9 @@ first beat until the timing contract lets it go (docs/engine.md, "Timing contrac
 ``Im2colAgen`` offers a beat's word; the tile's first beat waits until (1) ``wcount`` (scratchpad
 writes done before this cycle) reaches the plane's dependence count ``dep_base + p*dep_step``
 (``p = nt*cw_step + cwi``; ``agen_latency`` after the write), (2) the weight loader has started this
-tile's load (``loads``: tiles started, this cycle included), (3) for the descriptor's first
-result-producing tile, the previous result beat's pool latency has passed (writes stay in order).
+tile's load in an earlier cycle (a tile started and not yet issued, counted here from ``load_start``:
+the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
+result beat's pool latency has passed (writes stay in order).
 The word is read (the address is this cycle: the trace's ``issue``), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
 accumulator's ``tag`` (beat ``m`` of the tile, first/last K tile, the N tile's parameter bank).
@@ -49,7 +50,7 @@ class MatmulIssue(wiring.Component):
         super().__init__({
             "desc": In(stream.Signature(matmul_desc_layout())),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
-            "wcount": In(COUNT_BITS), "loads": In(COUNT_BITS), "restart": In(1),
+            "wcount": In(COUNT_BITS), "load_start": In(1), "restart": In(1),
             "a_in": Out(data.ArrayLayout(signed(8), R)), "bank_in": Out(1),
             "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
             "tile_done": Out(1), "group_done": Out(1), "finishing": Out(1), "busy": Out(1),
@@ -82,13 +83,15 @@ class MatmulIssue(wiring.Component):
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
         need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
         tile_first, kt_first, produced = Signal(init=1), Signal(init=1), Signal()
-        u = Signal(unsigned(COUNT_BITS))           # tiles issued (global), = this tile's index
         tpar, gpar = Signal(), Signal()            # weight bank (tile parity), parameter bank (group parity)
         mrow = Signal(unsigned(16))                # beat of the tile (the accumulator row)
         order = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))   # cycles until the order rule holds
 
+        # tiles the loader started that are not issued yet (at most 2: the loader runs one tile ahead of
+        # the bank it overwrites), so "loaded" is a flag, not a compare of two tile counters
+        started = Signal(range(4))
         b = agen.beats.payload
-        ok = (self.wcount >= need) & (self.loads > u) & (~b.last_k | produced | (order == 0))
+        ok = (self.wcount >= need) & (started != 0) & (~b.last_k | produced | (order == 0))
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
         step = agen.beats.valid & agen.beats.ready
         m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
@@ -96,12 +99,13 @@ class MatmulIssue(wiring.Component):
 
         with m.If(order != 0):
             m.d.sync += order.eq(order - 1)
+        m.d.sync += started.eq(started + self.load_start - (step & b.tile_last))
         with m.If(step):
             m.d.sync += [tile_first.eq(b.tile_last), mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
             with m.If(b.last_k):
                 m.d.sync += [order.eq(lat), produced.eq(1)]
             with m.If(b.tile_last):
-                m.d.sync += [u.eq(u + 1), tpar.eq(~tpar), kt_first.eq(b.last_k)]
+                m.d.sync += [tpar.eq(~tpar), kt_first.eq(b.last_k)]
                 with m.If(b.last_k):
                     m.d.sync += gpar.eq(~gpar)
                 with m.If(tap + 1 < taps_k):
@@ -137,5 +141,5 @@ class MatmulIssue(wiring.Component):
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
         with m.If(self.restart):
-            m.d.sync += [u.eq(0), tpar.eq(0), gpar.eq(0), order.eq(0)]
+            m.d.sync += [tpar.eq(0), gpar.eq(0), order.eq(0), started.eq(0)]
         return m

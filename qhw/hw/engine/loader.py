@@ -5,7 +5,7 @@ filled ahead of the tiles that use them (docs/engine.md, "Timing contract").
 is rows ``w_base/cols + j*rows ...`` of the weight store) and starts tile ``u`` at the first cycle
 ``L`` with: the previous tile's ``rows`` cycles done, tile ``u-2`` (same bank) issued and its last
 beat ``cols`` cycles old (``L >= T_last(u-2) + cols``), and the inference running (``go``). Row ``i``
-is read at ``L + i`` and written into bank ``u % 2`` at ``L + i + 1``.
+is read at ``L + i``, registered at ``L + i + 1`` and written into bank ``u % 2`` at ``L + i + 2``.
 
 ``ParamFetch`` reads each N tile's parameter block (one wide entry: bias, M0, shift, scale of ``cols``
 columns) into parameter bank ``g % 2`` (``g``: the inference's N-tile groups in issue order), with the
@@ -23,7 +23,6 @@ from ...contract import BIAS_BITS, MODE_BITS, MULTIPLIER_BITS, SCALE_BITS, SHIFT
 from ...engine.isa import IN_WINDOW
 from ..config import ArrayConfig, check_config
 from ..skew import delayed
-from .issue import COUNT_BITS
 from .layouts import descriptor_layout
 
 __all__ = ["ParamFetch", "WeightLoader", "param_bank_layout"]
@@ -48,13 +47,14 @@ class WeightLoader(wiring.Component):
             "r_addr": Out(depth_bits), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), C)),
             "w_we": Out(R), "w_bank": Out(1), "w_data": Out(data.ArrayLayout(signed(8), C)),
             "tile_done": In(1), "go": In(1), "restart": In(1),
-            "loads": Out(COUNT_BITS),
+            "start": Out(1),
         })
 
     @property
     def latency(self) -> int:
-        """A tile's load start to its last row written: ``rows`` (one row per cycle, written a cycle after its read)."""
-        return self.config.rows
+        """A tile's load start to its last row written: ``rows + 1`` (one row per cycle, written two cycles
+        after its read: the read, the data register)."""
+        return self.config.rows + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -64,9 +64,11 @@ class WeightLoader(wiring.Component):
         kt_count, n_tiles, m_total, m_chunk = (Signal(unsigned(24), name=n) for n in ("kt_count", "n_tiles",
                                                                                    "m_total", "m_chunk"))
         kt, nt, m0 = Signal(unsigned(24)), Signal(unsigned(12)), Signal(unsigned(24))
-        rb0, rb = Signal(unsigned(24), name="rb0"), Signal(unsigned(24), name="rb")   # chunk's / next tile's first row
-        u = Signal(unsigned(COUNT_BITS))                           # tiles started
-        tdone = Signal(unsigned(COUNT_BITS))                       # tiles issued
+        rb0 = Signal(unsigned(24), name="rb0")                     # the chunk's first row
+        rb = Signal(unsigned(24), name="rb")                       # the next tile's first row
+        u = Signal()                                               # tiles started, modulo 2 (the bank)
+        tdone = Signal()                                           # tiles issued, modulo 2
+        ahead = Signal(range(4))                                   # tiles started and not yet issued (<= 2)
         drain = [Signal(range(C + 1), name=f"drain{b}") for b in range(2)]
         row, active, cur = Signal(range(R + 1), name="row"), Signal(name="active"), Signal(unsigned(24), name="cur")
 
@@ -74,19 +76,19 @@ class WeightLoader(wiring.Component):
             with m.If(drain[b] != 0):
                 m.d.sync += drain[b].eq(drain[b] - 1)
         with m.If(self.tile_done):
-            m.d.sync += tdone.eq(tdone + 1)
+            m.d.sync += tdone.eq(~tdone)
             for b in range(2):
-                with m.If(tdone[0] == b):
+                with m.If(tdone == b):
                     m.d.sync += drain[b].eq(C)
 
-        bank = u[0]
-        free = (tdone + 1 >= u) & (Mux(bank, drain[1], drain[0]) == 0)
-        start = Signal()
+        bank = u
+        # the bank's previous tile (u - 2) issued: at most one other tile started and not issued
+        free = (ahead <= 1) & (Mux(bank, drain[1], drain[0]) == 0)
+        start = self.start
         m.d.comb += start.eq(self.go & d_valid & ~active & free)
-        m.d.comb += self.loads.eq(u + start)
         with m.If(start):
             m.d.comb += [self.r_addr.eq(rb), self.r_en.eq(1)]
-            m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(u + 1)]
+            m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(~u)]
             last_tile = Signal()
             with m.If(kt + 1 < kt_count):
                 m.d.sync += [kt.eq(kt + 1), rb.eq(rb + R)]
@@ -104,12 +106,16 @@ class WeightLoader(wiring.Component):
         with m.If(~d_valid):
             m.d.comb += self.desc.ready.eq(1)
 
-        # the row read this cycle is written into its bank the next
-        we = Signal(R)
-        wbank = Signal()
-        m.d.sync += [we.eq(Mux(start, 1, Mux(active, 1 << row, 0))), wbank.eq(Mux(start, bank, ~u[0]))]
-        m.d.comb += [self.w_we.eq(we), self.w_bank.eq(wbank), self.w_data.eq(self.r_data)]
+        # the row read this cycle is registered out of the block RAM the next (its data fans out to a
+        # whole column of PEs) and written into its bank the cycle after
+        we, we2 = Signal(R), Signal(R)
+        wbank, wbank2 = Signal(), Signal()
+        wdata = Signal.like(self.r_data, reset_less=True)
+        m.d.sync += [we.eq(Mux(start, 1, Mux(active, 1 << row, 0))), wbank.eq(Mux(start, bank, ~u)),
+                     we2.eq(we), wbank2.eq(wbank), wdata.eq(self.r_data)]
+        m.d.comb += [self.w_we.eq(we2), self.w_bank.eq(wbank2), self.w_data.eq(wdata)]
 
+        m.d.sync += ahead.eq(ahead + start - self.tile_done)
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
             ktc, mt = _tiles_setup(dp)
@@ -117,7 +123,7 @@ class WeightLoader(wiring.Component):
                          m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m0.eq(0),
                          rb0.eq(dp.w_base >> lgc), rb.eq(dp.w_base >> lgc)]
         with m.If(self.restart):
-            m.d.sync += [u.eq(0), tdone.eq(0), drain[0].eq(0), drain[1].eq(0)]
+            m.d.sync += [u.eq(0), tdone.eq(0), ahead.eq(0), drain[0].eq(0), drain[1].eq(0)]
         return m
 
 
@@ -164,18 +170,17 @@ class ParamFetch(wiring.Component):
         entry0 = Signal(unsigned(24))
         n_tiles, m_total, m_chunk, m0 = (Signal(unsigned(24), name=n) for n in ("n_tiles", "m_total", "m_chunk", "m0"))
         nt = Signal(unsigned(12))
-        g = Signal(unsigned(COUNT_BITS))                  # groups fetched
-        released = Signal(unsigned(COUNT_BITS))
+        g = Signal()                                      # groups fetched, modulo 2 (the bank)
+        held = Signal(range(-4, 4))                       # groups fetched and not yet released (<= 2)
         rel = delayed(m, self.group_done, self.release_delay, name="release")
-        with m.If(rel):
-            m.d.sync += released.eq(released + 1)
         start = Signal()
-        m.d.comb += start.eq(d_valid & (released + 2 > g) & ~self.restart)
+        m.d.comb += start.eq(d_valid & (held < 2) & ~self.restart)
+        m.d.sync += held.eq(held + start - rel)
         pending, pbank = Signal(), Signal()
         snap = Signal(data.StructLayout({"mode": MODE_BITS, "zp": signed(9), "qmin": signed(9), "qmax": signed(9)}))
         with m.If(start):
             m.d.comb += [self.r_addr.eq(entry0 + nt), self.r_en.eq(1)]
-            m.d.sync += [g.eq(g + 1), pending.eq(1), pbank.eq(g[0]), snap.mode.eq(mode), snap.zp.eq(zp),
+            m.d.sync += [g.eq(~g), pending.eq(1), pbank.eq(g), snap.mode.eq(mode), snap.zp.eq(zp),
                          snap.qmin.eq(qmin), snap.qmax.eq(qmax)]
             last = Signal()
             with m.If(nt + 1 < n_tiles):
@@ -205,5 +210,5 @@ class ParamFetch(wiring.Component):
                          entry0.eq(((dp.p_base >> 2) - self.poff) >> lge), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
                          m_chunk.eq(dp.m_chunk), nt.eq(0), m0.eq(0)]
         with m.If(self.restart):
-            m.d.sync += [g.eq(0), released.eq(0), d_valid.eq(0)]
+            m.d.sync += [g.eq(0), held.eq(0), d_valid.eq(0)]
         return m

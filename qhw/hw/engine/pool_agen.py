@@ -61,8 +61,11 @@ class PoolAgen(wiring.Component):
         rs, d_oy, d_ox, d_opy = (Signal(_OFF, name=n) for n in ("rs", "d_oy", "d_ox", "d_opy"))
         oy, ox, cw, ky, kx = (Signal(unsigned(12), name=n) for n in ("oy", "ox", "cw", "ky", "kx"))
         yb, xb = Signal(_COORD), Signal(_COORD)         # window origin
-        pixrow, pix, taprow, tap = (Signal(_OFF, name=n) for n in ("pixrow", "pix", "taprow", "tap"))
+        pixrow, pix = Signal(_OFF, name="pixrow"), Signal(_OFF, name="pix")
         orow, opix = Signal(_OFF), Signal(_OFF)         # output word of (oy, 0) and (oy, ox), cw 0
+        # running sums, so each address is one addition: cb = in_base + in_cw0 + cw, rb = cb + taprow,
+        # tb = cb + tap; ob = out_base + out_cw0 + cw (cb0, ob0: their values at cw 0)
+        cb0, cb, rb, tb, ob0, ob = (Signal(_OFF, name=n) for n in ("cb0", "cb", "rb", "tb", "ob0", "ob"))
 
         y, x = yb + ky, xb + kx
         inside = (y >= 0) & (y < d.in_h) & (x >= 0) & (x < d.in_w)
@@ -74,22 +77,22 @@ class PoolAgen(wiring.Component):
         cnt = Signal(unsigned(_POOL_K * 2))          # taps averaged before this one in its window
         count = Mux((kx == 0) & (ky == 0), 0, cnt) + (inside | d.include_pad)
         m.d.comb += t.count.eq(count)
-        m.d.comb += [self.taps.valid.eq(self.busy), t.addr.eq((d.in_base + d.in_cw0 + pix + tap + cw)[:ADDR_BITS]),
+        m.d.comb += [self.taps.valid.eq(self.busy), t.addr.eq((pix + tb)[:ADDR_BITS]),
                      t.pad.eq(~inside), t.first.eq((kx == 0) & (ky == 0)), t.last.eq(last_tap),
-                     t.out_addr.eq((d.out_base + d.out_cw0 + opix + cw)[:ADDR_BITS]), t.done.eq(done)]
+                     t.out_addr.eq((opix + ob)[:ADDR_BITS]), t.done.eq(done)]
 
         with m.If(self.taps.valid & self.taps.ready):
             m.d.sync += cnt.eq(count)
             with m.If(~last_kx):
-                m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp)]
+                m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp)]
             with m.Elif(~last_ky):
-                m.d.sync += [kx.eq(0), ky.eq(ky + 1), taprow.eq(taprow + rs), tap.eq(taprow + rs)]
+                m.d.sync += [kx.eq(0), ky.eq(ky + 1), rb.eq(rb + rs), tb.eq(rb + rs)]
             with m.Else():
-                m.d.sync += [kx.eq(0), ky.eq(0), taprow.eq(0), tap.eq(0)]
+                m.d.sync += [kx.eq(0), ky.eq(0)]
                 with m.If(~last_cw):
-                    m.d.sync += cw.eq(cw + 1)
+                    m.d.sync += [cw.eq(cw + 1), ob.eq(ob + 1)] + [r.eq(cb + 1) for r in (cb, rb, tb)]
                 with m.Else():
-                    m.d.sync += cw.eq(0)
+                    m.d.sync += [cw.eq(0), ob.eq(ob0)] + [r.eq(cb0) for r in (cb, rb, tb)]
                     with m.If(~last_ox):
                         m.d.sync += [ox.eq(ox + 1), xb.eq(xb + d.sw), pix.eq(pix + d_ox), opix.eq(opix + d.out_pp)]
                     with m.Else():
@@ -105,6 +108,8 @@ class PoolAgen(wiring.Component):
             pix0 = -(dp.pt * r) - dp.pl * dp.in_pp
             m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(dp.sh * r), d_ox.eq(dp.sw * dp.in_pp),
                          d_opy.eq(dp.out_w * dp.out_pp), oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
-                         yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0), taprow.eq(0), tap.eq(0),
+                         yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
                          orow.eq(0), opix.eq(0), self.busy.eq(1)]
+            m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]
+            m.d.sync += [r.eq(dp.out_base + dp.out_cw0) for r in (ob0, ob)]
         return m

@@ -77,19 +77,20 @@ class PoolUnit(wiring.Component):
         t = agen.taps.payload
         m.d.comb += [self.r_addr.eq(t.addr), self.r_en.eq(agen.taps.valid)]
         # the tap's flags, aligned with its word (one cycle: the synchronous read)
-        tv, pad, first, last, count, out_addr = (Signal(name="tap_valid"), Signal(name="tap_pad"),
+        tv, pad, first, last, entry, out_addr = (Signal(name="tap_valid"), Signal(name="tap_pad"),
                                                  Signal(name="tap_first"), Signal(name="tap_last"),
-                                                 Signal.like(t.count, name="tap_count"),
+                                                 Signal(PARAM_ADDR_BITS, name="tap_entry"),
                                                  Signal(ADDR_BITS, name="tap_out"))
+        # the pool table entry of the tap's count (read with the window's last word), its address
+        # registered with the tap rather than computed after it
+        per_entry = Mux(d.rule == RULE_CODES["onnx_int"], 4, 8)
         m.d.sync += [tv.eq(agen.taps.valid), pad.eq(t.pad), first.eq(t.first), last.eq(t.last),
-                     count.eq(t.count), out_addr.eq(t.out_addr)]
+                     entry.eq(d.pool_param + per_entry * (t.count - 1)), out_addr.eq(t.out_addr)]
         m.d.comb += [red.taps.valid.eq(tv), red.taps.payload.values.eq(self.r_data), red.taps.payload.pad.eq(pad),
                      red.taps.payload.first.eq(first), red.taps.payload.last.eq(last),
                      red.kind.eq(d.pool), red.zp_in.eq(d.pool_zp_in), red.pad_value.eq(d.pool_qmin),
                      red.include_pad.eq(d.include_pad)]
-        # the pool table entry of this window's count, read with its last word
-        per_entry = Mux(d.rule == RULE_CODES["onnx_int"], 4, 8)
-        m.d.comb += self.p_addr.eq(d.pool_param + per_entry * (count - 1))
+        m.d.comb += self.p_addr.eq(entry)
         w_addr = Signal(ADDR_BITS, name="window_out")
         m.d.sync += w_addr.eq(out_addr)
         is_max = d.pool == POOL_MAX

@@ -122,19 +122,23 @@ class WritebackUnit(wiring.Component):
         m.submodules.pool = fp = FusedPool(config=c, pool_line=self.pool_line, family=self.family)
         m.d.comb += [agen.desc.valid.eq(self.desc.valid), agen.desc.payload.eq(self.desc.payload),
                      self.desc.ready.eq(agen.desc.ready), agen.dest.ready.eq(self.row.valid)]
-        # the accepted descriptor's pool constants (the table entry arrives a cycle after the accept)
+        # the accepted descriptor's pool constants; its table entry's address is registered at the accept
+        # and the entry arrives two cycles after it (``entry_pending``), so a row that came in the cycle
+        # after the accept gets the entry on its way from s1 to s2 (the lanes take it after s2)
         T = self.tables
         nd = Signal(_pool_consts(T))
-        entry_pending = Signal()
+        p_addr = Signal.like(self.p_addr)
+        addr_pending, entry_pending = Signal(), Signal()
         dp = self.desc.payload
         n = dp.pkh * dp.pkw
-        m.d.comb += self.p_addr.eq(dp.pool_param + Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8) * (n - 1))
-        m.d.sync += entry_pending.eq(0)
+        m.d.comb += self.p_addr.eq(p_addr)
+        m.d.sync += [addr_pending.eq(0), entry_pending.eq(addr_pending)]
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += [nd.tab_en.eq(dp.table != 0), nd.tab_sel.eq(self.t_slot), nd.kind.eq(dp.pool),
                          nd.rule.eq(dp.rule), nd.zp_in.eq(dp.pool_zp_in), nd.count.eq(n),
                          nd.zp.eq(dp.pool_zp), nd.qmin.eq(dp.pool_qmin), nd.qmax.eq(dp.pool_qmax),
-                         entry_pending.eq(1)]
+                         p_addr.eq(dp.pool_param + Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8) * (n - 1)),
+                         addr_pending.eq(1)]
         with m.If(entry_pending):
             m.d.sync += [nd.multiplier.eq(self.p_data[:32]), nd.shift.eq(self.p_data[32:]),
                          nd.scale.eq(self.p_data[:32])]
@@ -155,6 +159,9 @@ class WritebackUnit(wiring.Component):
         m.d.sync += [s1.valid.eq(self.row.valid), s1.values.eq(self.row.payload), s1.addr.eq(dst.addr),
                      s1.lane.eq(dst.lane), s1.keep.eq(dst.keep), s1.px.eq(dst.px), s1.win_first.eq(dst.win_first),
                      s1.win_last.eq(dst.win_last), s1.first.eq(first), s1.pool.eq(cur), s2.eq(s1)]
+        with m.If(entry_pending):
+            m.d.sync += [s2.pool.multiplier.eq(self.p_data[:32]), s2.pool.shift.eq(self.p_data[32:]),
+                         s2.pool.scale.eq(self.p_data[:32])]
         # the pool's constants: held from a descriptor's first row (the previous one's windows are out)
         pc = Signal(_pool_consts(T))
         k = Signal(_pool_consts(T))
