@@ -18,6 +18,7 @@ from ...contract import MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
 from ...engine.isa import POOL_NONE, RULE_CODES
 from ..accumulator import row_layout
 from ..config import ArrayConfig, check_config
+from ..logic_mul import logic_mul
 from ..requant import RequantLane
 from ..skew import delayed
 from .add_unit import TableUnit
@@ -130,14 +131,14 @@ class WritebackUnit(wiring.Component):
         p_addr = Signal.like(self.p_addr)
         addr_pending, entry_pending = Signal(), Signal()
         dp = self.desc.payload
-        n = dp.pkh * dp.pkw
+        n = logic_mul(dp.pkh, dp.pkw)
         m.d.comb += self.p_addr.eq(p_addr)
         m.d.sync += [addr_pending.eq(0), entry_pending.eq(addr_pending)]
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += [nd.tab_en.eq(dp.table != 0), nd.tab_sel.eq(self.t_slot), nd.kind.eq(dp.pool),
                          nd.rule.eq(dp.rule), nd.zp_in.eq(dp.pool_zp_in), nd.count.eq(n),
                          nd.zp.eq(dp.pool_zp), nd.qmin.eq(dp.pool_qmin), nd.qmax.eq(dp.pool_qmax),
-                         p_addr.eq(dp.pool_param + Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8) * (n - 1)),
+                         p_addr.eq(dp.pool_param + logic_mul(Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8), n - 1)),
                          addr_pending.eq(1)]
         with m.If(entry_pending):
             m.d.sync += [nd.multiplier.eq(self.p_data[:32]), nd.shift.eq(self.p_data[32:]),
