@@ -19,6 +19,7 @@ DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias
 DEFAULT_ACT_KIB = 8           # activation scratchpad
 DEFAULT_PROGRAM_WORDS = 1024  # program store, 32-bit words (64 descriptors of 16 words)
 DEFAULT_POOL_LINE = 64        # fused-pool line buffer entries (one per pooled pixel of a row, C lanes each)
+POOL_AVG = ("lane", "div")       # EngineConfig.pool_avg
 ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line", "tables")   # the manifest's ``engine`` section
 
 
@@ -53,6 +54,12 @@ class EngineConfig:
     tables:
         Table-activation slots (256 int8 entries each, one copy per lane of the MATMUL write-back's and
         the ADD unit's ``TableUnit``): the distinct tables a program may use.
+    pool_avg:
+        How the pooling units average: ``"lane"`` (default) builds, per pool lane, the divider (rule
+        ``div``) and a requantization lane (rules ``single``/``tflite``/``onnx_int``: a pool that
+        rescales, as QDQ models' may); ``"div"`` the divider only, without the requantization lanes
+        (on ECP5, 4 ``MULT18X18D`` per lane, 2 ``rows`` lanes per engine): qhw's own quantizer keeps a
+        pool's scale, so its models average with ``div``. Latencies are the same either way.
     """
 
     array: ArrayConfig
@@ -61,12 +68,15 @@ class EngineConfig:
     program_words: int = DEFAULT_PROGRAM_WORDS
     pool_line: int = DEFAULT_POOL_LINE
     tables: int = 1
+    pool_avg: str = "lane"
 
     def __post_init__(self):
         if not isinstance(self.array, ArrayConfig):
             raise ConfigError(f"array must be an ArrayConfig, not {type(self.array).__name__}")
         for name in ("weight_kib", "act_kib", "program_words", "pool_line", "tables"):
             _positive(name, getattr(self, name))
+        if self.pool_avg not in POOL_AVG:
+            raise ConfigError(f"pool_avg must be one of {', '.join(POOL_AVG)}, not {self.pool_avg!r}")
         a = self.array
         if (a.tile_rows, a.tile_cols, a.tile_pipeline) != (1, 1, 1):
             raise ConfigError(f"the network engine needs 1x1 tiles with tile_pipeline 1, not tiles "
@@ -167,7 +177,7 @@ class EngineConfig:
         memory sizes (``weight_kib``, ``act_kib``, ``program_words``, ``pool_line``, ``tables``), derived word
         counts and the engine's latencies. ``from_manifest`` is the one reader."""
         doc = self.array.to_manifest()
-        doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES},
+        doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES}, "pool_avg": self.pool_avg,
                          "word_bytes": self.word_bytes, "act_words": self.act_words,
                          "latency": self.latencies()}
         return doc
@@ -183,7 +193,7 @@ class EngineConfig:
         section = doc.get("engine", {}) if isinstance(doc, dict) else {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: field 'engine' must be an object, not {section!r}")
-        known = (*ENGINE_SIZES, "word_bytes", "act_words", "latency", "embedded")
+        known = (*ENGINE_SIZES, "pool_avg", "word_bytes", "act_words", "latency", "embedded")
         for key in section:
             if key not in known:
                 raise ConfigError(f"{source}: field 'engine.{key}' is not an engine parameter "
@@ -192,6 +202,11 @@ class EngineConfig:
         for key, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{source}: field 'engine.{key}' must be a positive integer, not {value!r}")
+        if "pool_avg" in section:
+            if section["pool_avg"] not in POOL_AVG:
+                raise ConfigError(f"{source}: field 'engine.pool_avg' must be one of {', '.join(POOL_AVG)}, "
+                                  f"not {section['pool_avg']!r}")
+            sizes["pool_avg"] = section["pool_avg"]
         try:
             config = cls(array=array, **sizes)
         except ConfigError as e:
@@ -206,4 +221,4 @@ class EngineConfig:
     def describe(self) -> str:
         a = self.array
         return (f"{a.rows}x{a.cols} array, weight store {self.weight_kib} KiB, scratchpad {self.act_kib} KiB, "
-                f"program {self.program_words} words")
+                f"program {self.program_words} words" + (", pool averages div only" if self.pool_avg == "div" else ""))

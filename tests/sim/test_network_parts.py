@@ -100,7 +100,7 @@ def test_generate_network_refusals_are_one_line(tmp_path, capsys, digits_q):
         assert err.count("\n") == 1 and text in err, err
         assert not (tmp_path / "o").exists()
     assert main(["generate", "--weight-kib", "4", "--name", "net", "-o", str(tmp_path / "o")]) == 2
-    assert "--weight-kib sizes the network engine's memories; add --top network" in capsys.readouterr().err
+    assert "--weight-kib configures the network engine; add --top network" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- streams and model

@@ -173,5 +173,6 @@ class Im2colAgen(wiring.Component):
             base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
             m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
             m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
-            m.d.sync += [chunk_end.eq(Mux(dp.m_chunk > logic_mul(dp.oh, dp.ow), logic_mul(dp.oh, dp.ow), dp.m_chunk)), run.eq(1)]
+            m_all = logic_mul(dp.oh, dp.ow)
+            m.d.sync += [chunk_end.eq(Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)), run.eq(1)]
         return m

@@ -42,8 +42,9 @@ class PoolUnit(wiring.Component):
         The array (``rows`` lanes per word; ``requant_latency``, ``sum_bits`` and rounding modes of the lanes).
     """
 
-    def __init__(self, *, config: ArrayConfig, family: str | None = None):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
+        self.avg_lane = avg_lane        # PoolLane's: False builds the divider only
         R = config.rows
         _family(family)
         self.family = family
@@ -97,7 +98,7 @@ class PoolUnit(wiring.Component):
         is_max = d.pool == POOL_MAX
         done = red.windows.valid
         total = red.windows.payload.total
-        lanes = [PoolLane(config=c, family=self.family) for _ in range(R)]
+        lanes = [PoolLane(config=c, family=self.family, avg_lane=self.avg_lane) for _ in range(R)]
         for j, lane in enumerate(lanes):
             m.submodules[f"lane{j}"] = lane
             m.d.comb += [lane.i_valid.eq(done & ~is_max), lane.rule.eq(d.rule), lane.total.eq(total[j]),

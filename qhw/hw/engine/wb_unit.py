@@ -95,8 +95,9 @@ class WritebackUnit(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
-                 tables: int = 1, table_init=None):
+                 tables: int = 1, table_init=None, avg_lane: bool = True):
         self.config = check_config(config)
+        self.avg_lane = avg_lane        # FusedPool's lanes: False builds the divider only
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
         self.tables, self.table_init = tables, table_init
         R, C = config.rows, config.cols
@@ -120,7 +121,8 @@ class WritebackUnit(wiring.Component):
         c = self.config
         R, C = c.rows, c.cols
         m.submodules.agen = agen = WritebackAgen(rows=R, cols=C)
-        m.submodules.pool = fp = FusedPool(config=c, pool_line=self.pool_line, family=self.family)
+        m.submodules.pool = fp = FusedPool(config=c, pool_line=self.pool_line, family=self.family,
+                                                avg_lane=self.avg_lane)
         m.d.comb += [agen.desc.valid.eq(self.desc.valid), agen.desc.payload.eq(self.desc.payload),
                      self.desc.ready.eq(agen.desc.ready), agen.dest.ready.eq(self.row.valid)]
         # the accepted descriptor's pool constants; its table entry's address is registered at the accept
