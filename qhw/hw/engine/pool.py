@@ -37,13 +37,20 @@ from ..config import ArrayConfig, check_config
 from ..requant import RequantLane
 from ..skew import delayed
 
-__all__ = ["COUNT_BITS", "FusedPool", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
+__all__ = ["COUNT_BITS", "check_avg_lane", "FusedPool", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
 
 _POOL = {n: w for n, w, _ in FIELDS["POOL"]}
 COUNT_BITS = _POOL["kh"] + _POOL["kw"]      # n <= kh * kw
 QUOTIENT_BITS = 9                           # (|S| + n//2) // n <= 255 for int8 taps, one spare bit
 _DIV_STAGES = 1 + QUOTIENT_BITS + 2         # |S| + n//2; one stage per quotient bit; + zp; clamp
 _ZP = signed(16)                            # the descriptor's zero point and clamp fields
+
+
+def check_avg_lane(avg_lane) -> bool:
+    """``PoolLane``'s ``avg_lane`` check (a bool), for the units that pass it on, before any lane is built."""
+    if not isinstance(avg_lane, bool):
+        raise ConfigError(f"avg_lane must be a bool, not {avg_lane!r}")
+    return avg_lane
 
 
 def _family(family) -> None:
@@ -69,9 +76,7 @@ class PoolLane(wiring.Component):
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
-        if not isinstance(avg_lane, bool):
-            raise ConfigError(f"avg_lane must be a bool, not {avg_lane!r}")
-        self.avg_lane = avg_lane
+        self.avg_lane = check_avg_lane(avg_lane)
         if config.requant_latency < _DIV_STAGES:
             raise ConfigError(f"the pooling divider needs {_DIV_STAGES} stages, more than the lane's "
                               f"requant_latency {config.requant_latency}")
@@ -236,7 +241,7 @@ class FusedPool(wiring.Component):
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
-        self.avg_lane = avg_lane        # checked by PoolLane
+        self.avg_lane = check_avg_lane(avg_lane)
         if not isinstance(pool_line, int) or isinstance(pool_line, bool) or pool_line < 1:
             raise ConfigError(f"pool_line must be a positive integer, not {pool_line!r}")
         _family(family)

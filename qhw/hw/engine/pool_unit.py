@@ -20,7 +20,7 @@ from ..config import ArrayConfig, check_config
 from ..logic_mul import logic_mul
 from ..skew import delayed
 from .layouts import descriptor_layout
-from .pool import PoolLane, PoolReduce, _family
+from .pool import PoolLane, PoolReduce, _family, check_avg_lane
 from .pool_agen import ADDR_BITS, PoolAgen
 
 __all__ = ["PoolUnit"]
@@ -44,7 +44,7 @@ class PoolUnit(wiring.Component):
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
-        self.avg_lane = avg_lane        # PoolLane's: False builds the divider only
+        self.avg_lane = check_avg_lane(avg_lane)     # False: PoolLanes build the divider only
         R = config.rows
         _family(family)
         self.family = family

@@ -24,7 +24,7 @@ from ..skew import delayed
 from .add_unit import TableUnit
 from .layouts import descriptor_layout
 from .loader import param_bank_layout
-from .pool import COUNT_BITS, FusedPool
+from .pool import COUNT_BITS, FusedPool, check_avg_lane
 from .writeback import WritebackAgen
 
 __all__ = ["RequantStage", "WritebackUnit", "lane_write_layout"]
@@ -97,7 +97,7 @@ class WritebackUnit(wiring.Component):
     def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
                  tables: int = 1, table_init=None, avg_lane: bool = True):
         self.config = check_config(config)
-        self.avg_lane = avg_lane        # FusedPool's lanes: False builds the divider only
+        self.avg_lane = check_avg_lane(avg_lane)     # False: FusedPool's lanes build the divider only
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
         self.tables, self.table_init = tables, table_init
         R, C = config.rows, config.cols
