@@ -777,6 +777,10 @@ def check_hardware(compiled: Compiled, *, source: str = "model") -> None:
     names = {layer.index: layer.name for layer in compiled.layers}
     for i, d in enumerate(compiled.program.descriptors):
         rule = d.fields.get("rule") if d.op in ("MATMUL", "POOL") and d.fields.get("pool") else None
+        if rule is not None and compiled.config.pool_avg == "div" and RULES[rule] in ("single", "tflite", "onnx_int"):
+            raise ConfigError(f"{source}: layer {names.get(i, i)!r}: the {RULES[rule]} average-pool rule (a pool "
+                              f"that rescales) needs the pool requantization lanes; this engine was generated "
+                              f"with --pool-avg div (regenerate with --pool-avg lane)")
         if rule is not None and RULES[rule] in NOT_BUILT_RULES:
             raise ConfigError(f"{source}: layer {names.get(i, i)!r}: the {RULES[rule]} average-pool rule (ONNX "
                               f"Runtime's QLinearAveragePool, rounding onnx) is not built in the network engine; "

@@ -19,6 +19,7 @@ DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias
 DEFAULT_ACT_KIB = 8           # activation scratchpad
 DEFAULT_PROGRAM_WORDS = 1024  # program store, 32-bit words (64 descriptors of 16 words)
 DEFAULT_POOL_LINE = 64        # fused-pool line buffer entries (one per pooled pixel of a row, C lanes each)
+POOL_AVG = ("lane", "div")       # EngineConfig.pool_avg
 ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line", "tables")   # the manifest's ``engine`` section
 WEIGHT_RAMS = ("block", "spram")   # what the weight store is built from (``EngineConfig.weight_ram``)
 SPRAM_WEIGHT_KIB = 64              # the UP5K's four SB_SPRAM256KA (16 K words of 16 bits each)
@@ -61,6 +62,12 @@ class EngineConfig:
         behavioural model elsewhere; ``cols`` of 4 or 8, at most 64 KiB, no embedded image). The store
         is written only while a model loads and read only while an inference runs, so one port with
         the address muxed serves both; the read timing is the same, so no latency changes.
+    pool_avg:
+        How the pooling units average: ``"lane"`` (default) builds, per pool lane, the divider (rule
+        ``div``) and a requantization lane (rules ``single``/``tflite``/``onnx_int``: a pool that
+        rescales, as QDQ models' may); ``"div"`` the divider only, without the requantization lanes
+        (on ECP5, 4 ``MULT18X18D`` per lane, 2 ``rows`` lanes per engine): qhw's own quantizer keeps a
+        pool's scale, so its models average with ``div``. Latencies are the same either way.
     """
 
     array: ArrayConfig
@@ -70,12 +77,15 @@ class EngineConfig:
     pool_line: int = DEFAULT_POOL_LINE
     tables: int = 1
     weight_ram: str = "block"
+    pool_avg: str = "lane"
 
     def __post_init__(self):
         if not isinstance(self.array, ArrayConfig):
             raise ConfigError(f"array must be an ArrayConfig, not {type(self.array).__name__}")
         for name in ("weight_kib", "act_kib", "program_words", "pool_line", "tables"):
             _positive(name, getattr(self, name))
+        if self.pool_avg not in POOL_AVG:
+            raise ConfigError(f"pool_avg must be one of {', '.join(POOL_AVG)}, not {self.pool_avg!r}")
         a = self.array
         if (a.tile_rows, a.tile_cols, a.tile_pipeline) != (1, 1, 1):
             raise ConfigError(f"the network engine needs 1x1 tiles with tile_pipeline 1, not tiles "
@@ -186,6 +196,7 @@ class EngineConfig:
         counts and the engine's latencies. ``from_manifest`` is the one reader."""
         doc = self.array.to_manifest()
         doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES}, "weight_ram": self.weight_ram,
+                         "pool_avg": self.pool_avg,
                          "word_bytes": self.word_bytes, "act_words": self.act_words,
                          "latency": self.latencies()}
         return doc
@@ -201,7 +212,7 @@ class EngineConfig:
         section = doc.get("engine", {}) if isinstance(doc, dict) else {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: field 'engine' must be an object, not {section!r}")
-        known = (*ENGINE_SIZES, "weight_ram", "word_bytes", "act_words", "latency", "embedded")
+        known = (*ENGINE_SIZES, "weight_ram", "pool_avg", "word_bytes", "act_words", "latency", "embedded")
         for key in section:
             if key not in known:
                 raise ConfigError(f"{source}: field 'engine.{key}' is not an engine parameter "
@@ -210,11 +221,12 @@ class EngineConfig:
         for key, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{source}: field 'engine.{key}' must be a positive integer, not {value!r}")
-        if "weight_ram" in section:
-            if section["weight_ram"] not in WEIGHT_RAMS:
-                raise ConfigError(f"{source}: field 'engine.weight_ram' must be one of {', '.join(WEIGHT_RAMS)}, "
-                                  f"not {section['weight_ram']!r}")
-            sizes["weight_ram"] = section["weight_ram"]
+        for key, choices in (("weight_ram", WEIGHT_RAMS), ("pool_avg", POOL_AVG)):
+            if key in section:
+                if section[key] not in choices:
+                    raise ConfigError(f"{source}: field 'engine.{key}' must be one of {', '.join(choices)}, "
+                                      f"not {section[key]!r}")
+                sizes[key] = section[key]
         try:
             config = cls(array=array, **sizes)
         except ConfigError as e:
@@ -229,4 +241,5 @@ class EngineConfig:
     def describe(self) -> str:
         a = self.array
         return (f"{a.rows}x{a.cols} array, weight store {self.weight_kib} KiB, scratchpad {self.act_kib} KiB, "
-                f"program {self.program_words} words{', weights in SPRAM' if self.weight_ram == 'spram' else ''}")
+                f"program {self.program_words} words{', weights in SPRAM' if self.weight_ram == 'spram' else ''}"
+                + (", pool averages div only" if self.pool_avg == "div" else ""))

@@ -71,6 +71,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weight-ram", choices=("block", "spram"),
                    help="--top network: what the weight store is built from: block (block RAM; default) or spram "
                         "(single-port RAM: SB_SPRAM256KA on the iCE40 UP5K, at most 64 KiB, cols 4 or 8, no --embed)")
+    p.add_argument("--pool-avg", choices=("lane", "div"),
+                   help="--top network: how pools average: lane (default; the divider and a requantization lane "
+                        "per pool lane, for pools that rescale) or div (the divider only, no DSPs: qhw's own "
+                        "quantizer keeps a pool's scale; a model that needs a lane is refused)")
     p.add_argument("--embed", action="store_true",
                    help="--top network with --for: the compiled program and weights become the memories' initial "
                         "contents (the hardware boots with the model; loading another one still works)")
@@ -98,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> ArrayConfig:
     return ArrayConfig(**overrides)
 
 
-_ENGINE_FLAGS = ("weight_kib", "act_kib", "program_words", "weight_ram")
+_ENGINE_FLAGS = ("weight_kib", "act_kib", "program_words", "weight_ram", "pool_avg")
 
 
 def engine_from_args(args: argparse.Namespace):
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     used = [f"--{k.replace('_', '-')}" for k in _ENGINE_FLAGS if getattr(args, k) is not None]
     if used or args.embed:
-        raise ConfigError(f"{(used or ['--embed'])[0]} sizes the network engine's memories; add --top network")
+        raise ConfigError(f"{(used or ['--embed'])[0]} configures the network engine; add --top network")
     config = config_from_args(args)
     start = time.perf_counter()
     v_path, j_path = write(config, name=args.name, out_dir=args.out_dir)

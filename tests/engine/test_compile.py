@@ -165,3 +165,20 @@ def test_hardware_refuses_rules_it_does_not_build(tmp_path):
         check_hardware(compiled, source="pools.qhw")
     qs, _ = own_scale_pools(tmp_path, "single")
     check_hardware(compile_model(qs, engine_for(qs.graph), source="pools.qhw"), source="pools.qhw")
+
+
+def test_pool_avg_div_engine_refuses_rescaling_pools(tmp_path, digits_q):
+    """`--pool-avg div` builds no pool requantization lanes: a pool that rescales (rule single) is
+    refused in one line naming the layer; the digits CNN (its pools keep their scale: rule div) is not."""
+    from qhw.engine.compiler import check_hardware, compile_model
+
+    from .conftest import engine_for, own_scale_pools
+
+    qs, _ = own_scale_pools(tmp_path, "single")
+    check_hardware(compile_model(qs, engine_for(qs.graph), source="pools.qhw"), source="pools.qhw")
+    compiled = compile_model(qs, engine_for(qs.graph, pool_avg="div"), source="pools.qhw")
+    with pytest.raises(ConfigError, match=r"^pools\.qhw: layer '.*': the single average-pool rule .* needs the pool "
+                                          r"requantization lanes; this engine was generated with --pool-avg div"):
+        check_hardware(compiled, source="pools.qhw")
+    cnn = digits_q["digits_cnn"]
+    check_hardware(compile_model(cnn, engine_for(cnn.graph, pool_avg="div"), source="cnn.qhw"), source="cnn.qhw")

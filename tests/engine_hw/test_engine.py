@@ -6,6 +6,8 @@ values, each descriptor's end and the total equal to ``qhw.engine.cycles.predict
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from engine.conftest import golden_codes, quantize
@@ -86,9 +88,12 @@ def test_digits_mlp_loaded_through_the_stream(digits_models, digits):
 @pytest.mark.slow
 def test_digits_cnn_embedded(digits_models, digits):
     """The CNN on 8x8 from the embedded image (``image=``, ``loaded`` high from reset): one image,
-    2,715 cycles, every write and descriptor end as predicted."""
+    2,715 cycles, every write and descriptor end as predicted. Built as the ECP5 board configuration
+    (docs/fpga.md): ``single`` rounding, ``pool_avg="div"`` (its GlobalAveragePool keeps its scale)."""
     qm = digits_models["cnn"]
     program, cfg = compiled(qm, 8, 8)
+    cfg = replace(cfg, pool_avg="div")
+    assert cfg.array.rounding == ("single",)
     inputs, golden = cases(qm, program, digits["test_x"][3:4])
     run = Run(NetworkEngine(engine=cfg, image=program.to_bytes()), program, inputs, rows=8, load=False).run()
     check_run(run, program, cfg, inputs, golden)

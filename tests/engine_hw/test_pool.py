@@ -34,8 +34,8 @@ def window_sums(rng, count: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(s + list(rng.integers(-255, 256, count) * c // 2)), np.array(n + list(c))
 
 
-def lane_results(rule: str, total, count, params, zp: int, qmin: int, qmax: int) -> list[int]:
-    dut = PoolLane(config=CONFIG)
+def lane_results(rule: str, total, count, params, zp: int, qmin: int, qmax: int, avg_lane: bool = True) -> list[int]:
+    dut = PoolLane(config=CONFIG, avg_lane=avg_lane)
     got: list[tuple[int, int]] = []
 
     async def bench(ctx):
@@ -79,8 +79,11 @@ CASES = [  # (rule, mode, s_in, s_out, zp, qmin, qmax)
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
-def test_pool_lane_matches_golden_average(case):
+@pytest.mark.parametrize("case,avg_lane", [(c, True) for c in CASES] + [(c, False) for c in CASES if c[0] == "div"],
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)]
+                         + [f"divider-only-{c[1]}-{i}" for i, c in enumerate(CASES) if c[0] == "div"])
+def test_pool_lane_matches_golden_average(case, avg_lane):
+    """``avg_lane=False`` (``--pool-avg div``): the divider alone gives the same codes at the same latency."""
     rule, mode, s_in, s_out, zp, qmin, qmax = case
     rng = np.random.default_rng([11, CASES.index(case)])          # seed 11 mixed with the case index
     total, count = window_sums(rng, 300)
@@ -96,7 +99,7 @@ def test_pool_lane_matches_golden_average(case):
         m0, shift = quantize_multiplier(np.float64(s_in) / (np.float64(s_out) * n))
         return int(m0), int(shift), 0
 
-    got = lane_results(rule, total, count, params, zp, qmin, qmax)
+    got = lane_results(rule, total, count, params, zp, qmin, qmax, avg_lane)
     bad = np.flatnonzero(np.array(got) != want)
     assert bad.size == 0, (f"{bad.size} mismatches, first S={total[bad[0]]} n={count[bad[0]]}: "
                            f"{got[bad[0]]} != {want[bad[0]]}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -72,6 +73,13 @@ def test_engine_manifest_round_trip_and_refusals():
     bad["engine"]["latency"]["agen_latency"] = 3
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.latency' is \{.*regenerate with qhw generate\)$"):
         EngineConfig.from_manifest(bad, source="n.json")
+    div = network_manifest(replace(eng, pool_avg="div"), name="net")
+    assert div["engine"]["pool_avg"] == "div" and doc["engine"]["pool_avg"] == "lane"
+    assert EngineConfig.from_manifest(json.loads(json.dumps(div)), source="n.json").pool_avg == "div"
+    bad = copy.deepcopy(doc)
+    bad["engine"]["pool_avg"] = "float"
+    with pytest.raises(ConfigError, match=r"^n.json: field 'engine.pool_avg' must be one of lane, div, not 'float'$"):
+        EngineConfig.from_manifest(bad, source="n.json")
     bad = copy.deepcopy(doc)
     bad["engine"]["banks"] = 2
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.banks' is not an engine parameter"):
@@ -100,7 +108,7 @@ def test_generate_network_refusals_are_one_line(tmp_path, capsys, digits_q):
         assert err.count("\n") == 1 and text in err, err
         assert not (tmp_path / "o").exists()
     assert main(["generate", "--weight-kib", "4", "--name", "net", "-o", str(tmp_path / "o")]) == 2
-    assert "--weight-kib sizes the network engine's memories; add --top network" in capsys.readouterr().err
+    assert "--weight-kib configures the network engine; add --top network" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- streams and model

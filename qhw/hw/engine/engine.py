@@ -234,7 +234,7 @@ class NetworkEngine(wiring.Component):
 
         # the read side, in program order
         m.submodules.issue = issue = MatmulIssue(config=c)
-        m.submodules.pool = pool = PoolUnit(config=c, family=self.family)
+        m.submodules.pool = pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane")
         m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
         m.submodules.add = add = AddUnit(rows=R, tables=T, init=init[6])
         wcount = Signal(COUNT_BITS)
@@ -292,7 +292,7 @@ class NetworkEngine(wiring.Component):
         m.submodules.accumulator = acc = Accumulator(config=c)
         m.submodules.requant = rq = RequantStage(config=c, family=self.family)
         m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family,
-                                                    tables=T, table_init=init[6])
+                                                    tables=T, table_init=init[6], avg_lane=e.pool_avg == "lane")
         m.d.comb += [array.a_in.eq(issue.a_in), array.bank_in.eq(issue.bank_in), array.w_we.eq(loader.w_we),
                      array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data), acc.psum.eq(array.psum_out),
                      rq.banks.eq(params.banks)]

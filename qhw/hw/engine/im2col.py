@@ -20,6 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import FIELDS, IN_WINDOW
+from ..logic_mul import logic_mul
 from .layouts import descriptor_layout
 
 __all__ = ["AGEN_LATENCY", "Im2colAgen", "beat_layout"]
@@ -75,13 +76,13 @@ class Im2colAgen(wiring.Component):
                                        Signal(off, name="cw_step_e"), Signal(_COORD, name="x0"))
         c_m = Signal(unsigned(24), name="m_total")
         pp = Mux(win, 1, dp.in_pp)
-        rs = dp.in_w * pp
+        rs = logic_mul(dp.in_w, pp)
         on_desc = [
-            c_rs.eq(rs), c_dox.eq(Mux(win, 1, dp.sw * dp.in_pp)), c_dkx.eq(dp.dw * dp.in_pp),
-            c_doy.eq(dp.sh * rs), c_dky.eq(dp.dh * rs),
+            c_rs.eq(rs), c_dox.eq(Mux(win, 1, logic_mul(dp.sw, dp.in_pp))), c_dkx.eq(logic_mul(dp.dw, dp.in_pp)),
+            c_doy.eq(logic_mul(dp.sh, rs)), c_dky.eq(logic_mul(dp.dh, rs)),
             c_kw.eq(Mux(win, 1, dp.kw)), c_kcw.eq(Mux(win, 1, dp.kcw)),
             c_cwstep.eq(Mux(win, 0, dp.cw_step)),
-            c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(dp.oh * dp.ow), d.eq(dp),
+            c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(logic_mul(dp.oh, dp.ow)), d.eq(dp),
         ]
         xcheck = Signal(name="xcheck")               # window inputs hold horizontal padding in the words
         on_desc.append(xcheck.eq(~win))
@@ -166,11 +167,12 @@ class Im2colAgen(wiring.Component):
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += on_desc
             yb0, xb0 = -dp.pt, Mux(win, 0, -dp.pl)
-            pix0 = -(dp.pt * rs) - Mux(win, 0, dp.pl * dp.in_pp)
+            pix0 = -logic_mul(dp.pt, rs) - Mux(win, 0, logic_mul(dp.pl, dp.in_pp))
             init = dict(m=0, oy=0, ox=0, yb=yb0, xb=xb0, pix=pix0, pixrow=pix0)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
             base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
             m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
             m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
-            m.d.sync += [chunk_end.eq(Mux(dp.m_chunk > dp.oh * dp.ow, dp.oh * dp.ow, dp.m_chunk)), run.eq(1)]
+            m_all = logic_mul(dp.oh, dp.ow)
+            m.d.sync += [chunk_end.eq(Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)), run.eq(1)]
         return m

@@ -19,6 +19,7 @@ from amaranth.utils import exact_log2
 
 from ...engine.isa import IN_WINDOW
 from ...errors import ConfigError
+from ..logic_mul import logic_mul
 from .layouts import descriptor_layout
 
 __all__ = ["InputUnit", "word_write_layout"]
@@ -137,7 +138,7 @@ class InputUnit(wiring.Component):
                     m.d.sync += [run.eq(0), setup.eq(0)]
             with m.If(win):                                               # next output column, or row
                 with m.If(j + 1 == d.wpos):
-                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - d.pl * d.c), x0.eq(-d.pl)]
+                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - logic_mul(d.pl, d.c)), x0.eq(-d.pl)]
                 with m.Else():
                     m.d.sync += [j.eq(j + 1), s.eq(s + swc), x0.eq(x0 + d.sw)]
             with m.Else():                                                # next word of the pixel, or pixel
@@ -154,14 +155,14 @@ class InputUnit(wiring.Component):
             dp = self.desc.payload
             m.d.sync += [d.eq(dp), run.eq(1), setup.eq(1), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
                          nb.eq(0), bbase.eq(-3 * R), rowc.eq(0),
-                         n_words.eq(dp.h * Mux(dp.kind == IN_WINDOW, dp.wpos, dp.w * dp.pp)),
-                         beats_total.eq((dp.h * dp.w * dp.c + R - 1) >> lg),
-                         wc.eq(dp.w * dp.c), swc.eq(dp.sw * dp.c),
-                         s.eq(Mux(dp.kind == IN_WINDOW, -(dp.pl * dp.c), 0)),
+                         n_words.eq(logic_mul(dp.h, Mux(dp.kind == IN_WINDOW, dp.wpos, logic_mul(dp.w, dp.pp)))),
+                         beats_total.eq((logic_mul(logic_mul(dp.h, dp.w), dp.c) + R - 1) >> lg),
+                         wc.eq(logic_mul(dp.w, dp.c)), swc.eq(logic_mul(dp.sw, dp.c)),
+                         s.eq(Mux(dp.kind == IN_WINDOW, -logic_mul(dp.pl, dp.c), 0)),
                          x0.eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0))]
             for cp_log in range(lg + 1):
                 with m.If(dp.cp == (1 << cp_log)):
                     for lane in range(R):
                         g, ch = lane >> cp_log, lane & ((1 << cp_log) - 1)
-                        m.d.sync += [off[lane].eq(g * dp.c + ch), grp[lane].eq(g), chv[lane].eq(ch < dp.c)]
+                        m.d.sync += [off[lane].eq(logic_mul(dp.c, g) + ch), grp[lane].eq(g), chv[lane].eq(ch < dp.c)]
         return m

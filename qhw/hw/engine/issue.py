@@ -22,6 +22,7 @@ from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
+from ..logic_mul import logic_mul
 from .fetch import INDEX_BITS
 from .im2col import ADDR_BITS, Im2colAgen
 from .layouts import descriptor_layout
@@ -133,8 +134,8 @@ class MatmulIssue(wiring.Component):
         with m.If(accept):
             d = dp
             win = d.in_kind == IN_WINDOW
-            m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(d.cw_step * d.dep_step),
-                         taps_k.eq(Mux(win, d.kh, d.kh * d.kw)), kcw_k.eq(Mux(win, 1, d.kcw)),
+            m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(logic_mul(d.cw_step, d.dep_step)),
+                         taps_k.eq(Mux(win, d.kh, logic_mul(d.kh, d.kw))), kcw_k.eq(Mux(win, 1, d.kcw)),
                          n_tiles.eq(d.n_tiles), tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
                          produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0),
                          self.index.eq(self.desc.payload.index),

@@ -22,6 +22,7 @@ from amaranth.utils import exact_log2
 from ...contract import BIAS_BITS, MODE_BITS, MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
 from ...engine.isa import IN_WINDOW
 from ..config import ArrayConfig, check_config
+from ..logic_mul import logic_mul
 from ..skew import delayed
 from .layouts import descriptor_layout
 
@@ -31,8 +32,8 @@ __all__ = ["ParamFetch", "WeightLoader", "param_bank_layout"]
 def _tiles_setup(dp):
     """K tiles per N tile and output pixels of a MATMUL descriptor (the tile walk's bounds, as ``Im2colAgen``)."""
     win = dp.in_kind == IN_WINDOW
-    kt = Mux(win, dp.kh, dp.kcw * dp.kh * dp.kw)
-    mt = dp.oh * dp.ow
+    kt = Mux(win, dp.kh, logic_mul(logic_mul(dp.kcw, dp.kh), dp.kw))
+    mt = logic_mul(dp.oh, dp.ow)
     return kt, mt
 
 
@@ -205,7 +206,7 @@ class ParamFetch(wiring.Component):
                                      bk.shift[j].eq(self.r_data[2 * C + j]), bk.scale[j].eq(self.r_data[3 * C + j])]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            mt = dp.oh * dp.ow
+            mt = logic_mul(dp.oh, dp.ow)
             m.d.sync += [d_valid.eq(1), mode.eq(dp.mode), zp.eq(dp.zp), qmin.eq(dp.qmin), qmax.eq(dp.qmax),
                          entry0.eq(((dp.p_base >> 2) - self.poff) >> lge), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
                          m_chunk.eq(dp.m_chunk), nt.eq(0), m0.eq(0)]

@@ -15,6 +15,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ...errors import ConfigError
+from ..logic_mul import logic_mul
 from .layouts import descriptor_layout
 
 __all__ = ["OUTPUT_LATENCY", "OutputUnit"]
@@ -115,5 +116,5 @@ class OutputUnit(wiring.Component):
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
             m.d.sync += [d.eq(dp), run.eq(1), i_word.eq(0), k.eq(0), crem.eq(dp.c),
-                         n_words.eq(dp.h * dp.w * dp.pp)]
+                         n_words.eq(logic_mul(logic_mul(dp.h, dp.w), dp.pp))]
         return m

@@ -37,13 +37,20 @@ from ..config import ArrayConfig, check_config
 from ..requant import RequantLane
 from ..skew import delayed
 
-__all__ = ["COUNT_BITS", "FusedPool", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
+__all__ = ["COUNT_BITS", "check_avg_lane", "FusedPool", "PoolLane", "PoolReduce", "QUOTIENT_BITS", "tap_layout"]
 
 _POOL = {n: w for n, w, _ in FIELDS["POOL"]}
 COUNT_BITS = _POOL["kh"] + _POOL["kw"]      # n <= kh * kw
 QUOTIENT_BITS = 9                           # (|S| + n//2) // n <= 255 for int8 taps, one spare bit
 _DIV_STAGES = 1 + QUOTIENT_BITS + 2         # |S| + n//2; one stage per quotient bit; + zp; clamp
 _ZP = signed(16)                            # the descriptor's zero point and clamp fields
+
+
+def check_avg_lane(avg_lane) -> bool:
+    """``PoolLane``'s ``avg_lane`` check (a bool), for the units that pass it on, before any lane is built."""
+    if not isinstance(avg_lane, bool):
+        raise ConfigError(f"avg_lane must be a bool, not {avg_lane!r}")
+    return avg_lane
 
 
 def _family(family) -> None:
@@ -61,10 +68,15 @@ class PoolLane(wiring.Component):
     ``pool_zp``, ``pool_qmin``, ``pool_qmax``, held steady from a cycle before the first input (as
     the requantization lane's). ``total`` must be a window sum of int8 taps (``|total| <= 255 count``)
     within ``config.sum_bits``.
+
+    ``avg_lane=False`` (``EngineConfig.pool_avg == "div"``) builds the divider only: no requantization
+    lane (4 ``MULT18X18D`` on ECP5), the same latency; every rule then gives the ``div`` result, so
+    ``qhw.engine.compiler.check_hardware`` refuses programs with another average rule.
     """
 
-    def __init__(self, *, config: ArrayConfig, family: str | None = None):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
+        self.avg_lane = check_avg_lane(avg_lane)
         if config.requant_latency < _DIV_STAGES:
             raise ConfigError(f"the pooling divider needs {_DIV_STAGES} stages, more than the lane's "
                               f"requant_latency {config.requant_latency}")
@@ -94,6 +106,18 @@ class PoolLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self.config
+        out = self._divider(m)
+        if not self.avg_lane:
+            m.d.comb += [self.o.eq(out),
+                         self.o_valid.eq(delayed(m, self.i_valid, c.requant_latency, name="div_valid"))]
+            return m
+        lane = self._lane(m)
+        is_div = delayed(m, self.rule == RULE_CODES["div"], c.requant_latency, name="is_div")
+        m.d.comb += [self.o.eq(Mux(is_div, out, lane.o)), self.o_valid.eq(lane.o_valid)]
+        return m
+
+    def _lane(self, m):
+        c = self.config
         m.submodules.lane = lane = RequantLane(config=c, family=self.family)
         mode = Signal(MODE_BITS)
         with m.Switch(self.rule):
@@ -107,7 +131,10 @@ class PoolLane(wiring.Component):
                      lane.multiplier.eq(self.multiplier), lane.shift.eq(self.shift), lane.scale.eq(self.scale),
                      lane.mode.eq(mode), lane.zero_point.eq(self.zero_point),
                      lane.qmin.eq(self.qmin), lane.qmax.eq(self.qmax)]
+        return lane
 
+    def _divider(self, m):
+        c = self.config
         # div: sign(S) * ((|S| + n//2) // n), restoring division, one quotient bit per stage.
         width = c.sum_bits + 1
         rem = Signal(unsigned(width), name="div_rem0")
@@ -130,9 +157,7 @@ class PoolLane(wiring.Component):
         out = Signal(_ZP, name="div_out")
         m.d.sync += out.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
         out = delayed(m, out, c.requant_latency - _DIV_STAGES, name="div_align")
-        is_div = delayed(m, self.rule == RULE_CODES["div"], c.requant_latency, name="is_div")
-        m.d.comb += [self.o.eq(Mux(is_div, out, lane.o)), self.o_valid.eq(lane.o_valid)]
-        return m
+        return out
 
 
 def tap_layout(lanes: int) -> data.StructLayout:
@@ -214,8 +239,9 @@ class FusedPool(wiring.Component):
     the previous row wrote (``pkw >= 2``).
     """
 
-    def __init__(self, *, config: ArrayConfig, pool_line: int, family: str | None = None):
+    def __init__(self, *, config: ArrayConfig, pool_line: int, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
+        self.avg_lane = check_avg_lane(avg_lane)
         if not isinstance(pool_line, int) or isinstance(pool_line, bool) or pool_line < 1:
             raise ConfigError(f"pool_line must be a positive integer, not {pool_line!r}")
         _family(family)
@@ -272,7 +298,7 @@ class FusedPool(wiring.Component):
         with m.If(window):          # held otherwise: idle lanes see no toggling inputs (simulation speed)
             m.d.sync += [res.eq(upd), addr.eq(self.addr), lane.eq(self.lane)]
         avg_valid = Signal()
-        lanes = [PoolLane(config=c, family=self.family) for _ in range(C)]
+        lanes = [PoolLane(config=c, family=self.family, avg_lane=self.avg_lane) for _ in range(C)]
         for j, pl in enumerate(lanes):
             m.submodules[f"lane{j}"] = pl
             m.d.comb += [pl.i_valid.eq(done & ~is_max), pl.rule.eq(self.rule), pl.total.eq(res[j]),

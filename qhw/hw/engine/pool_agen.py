@@ -19,6 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import FIELDS
+from ..logic_mul import logic_mul
 from .layouts import descriptor_layout
 
 __all__ = ["PoolAgen", "pool_tap_layout"]
@@ -104,10 +105,10 @@ class PoolAgen(wiring.Component):
 
         m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
         with m.If(self.desc.valid & self.desc.ready):
-            r = dp.in_w * dp.in_pp
-            pix0 = -(dp.pt * r) - dp.pl * dp.in_pp
-            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(dp.sh * r), d_ox.eq(dp.sw * dp.in_pp),
-                         d_opy.eq(dp.out_w * dp.out_pp), oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
+            r = logic_mul(dp.in_w, dp.in_pp)
+            pix0 = -logic_mul(dp.pt, r) - logic_mul(dp.pl, dp.in_pp)
+            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(logic_mul(dp.sh, r)), d_ox.eq(logic_mul(dp.sw, dp.in_pp)),
+                         d_opy.eq(logic_mul(dp.out_w, dp.out_pp)), oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
                          orow.eq(0), opix.eq(0), self.busy.eq(1)]
             m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]

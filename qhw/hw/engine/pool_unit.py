@@ -17,9 +17,10 @@ from amaranth.lib.wiring import In, Out
 from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ...engine.isa import POOL_MAX, RULE_CODES
 from ..config import ArrayConfig, check_config
+from ..logic_mul import logic_mul
 from ..skew import delayed
 from .layouts import descriptor_layout
-from .pool import PoolLane, PoolReduce, _family
+from .pool import PoolLane, PoolReduce, _family, check_avg_lane
 from .pool_agen import ADDR_BITS, PoolAgen
 
 __all__ = ["PoolUnit"]
@@ -41,8 +42,9 @@ class PoolUnit(wiring.Component):
         The array (``rows`` lanes per word; ``requant_latency``, ``sum_bits`` and rounding modes of the lanes).
     """
 
-    def __init__(self, *, config: ArrayConfig, family: str | None = None):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True):
         self.config = check_config(config)
+        self.avg_lane = check_avg_lane(avg_lane)     # False: PoolLanes build the divider only
         R = config.rows
         _family(family)
         self.family = family
@@ -85,7 +87,7 @@ class PoolUnit(wiring.Component):
         # registered with the tap rather than computed after it
         per_entry = Mux(d.rule == RULE_CODES["onnx_int"], 4, 8)
         m.d.sync += [tv.eq(agen.taps.valid), pad.eq(t.pad), first.eq(t.first), last.eq(t.last),
-                     entry.eq(d.pool_param + per_entry * (t.count - 1)), out_addr.eq(t.out_addr)]
+                     entry.eq(d.pool_param + logic_mul(per_entry, t.count - 1)), out_addr.eq(t.out_addr)]
         m.d.comb += [red.taps.valid.eq(tv), red.taps.payload.values.eq(self.r_data), red.taps.payload.pad.eq(pad),
                      red.taps.payload.first.eq(first), red.taps.payload.last.eq(last),
                      red.kind.eq(d.pool), red.zp_in.eq(d.pool_zp_in), red.pad_value.eq(d.pool_qmin),
@@ -96,7 +98,7 @@ class PoolUnit(wiring.Component):
         is_max = d.pool == POOL_MAX
         done = red.windows.valid
         total = red.windows.payload.total
-        lanes = [PoolLane(config=c, family=self.family) for _ in range(R)]
+        lanes = [PoolLane(config=c, family=self.family, avg_lane=self.avg_lane) for _ in range(R)]
         for j, lane in enumerate(lanes):
             m.submodules[f"lane{j}"] = lane
             m.d.comb += [lane.i_valid.eq(done & ~is_max), lane.rule.eq(d.rule), lane.total.eq(total[j]),

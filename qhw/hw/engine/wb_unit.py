@@ -18,12 +18,13 @@ from ...contract import MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
 from ...engine.isa import POOL_NONE, RULE_CODES
 from ..accumulator import row_layout
 from ..config import ArrayConfig, check_config
+from ..logic_mul import logic_mul
 from ..requant import RequantLane
 from ..skew import delayed
 from .add_unit import TableUnit
 from .layouts import descriptor_layout
 from .loader import param_bank_layout
-from .pool import COUNT_BITS, FusedPool
+from .pool import COUNT_BITS, FusedPool, check_avg_lane
 from .writeback import WritebackAgen
 
 __all__ = ["RequantStage", "WritebackUnit", "lane_write_layout"]
@@ -94,8 +95,9 @@ class WritebackUnit(wiring.Component):
     """
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
-                 tables: int = 1, table_init=None):
+                 tables: int = 1, table_init=None, avg_lane: bool = True):
         self.config = check_config(config)
+        self.avg_lane = check_avg_lane(avg_lane)     # False: FusedPool's lanes build the divider only
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
         self.tables, self.table_init = tables, table_init
         R, C = config.rows, config.cols
@@ -119,7 +121,8 @@ class WritebackUnit(wiring.Component):
         c = self.config
         R, C = c.rows, c.cols
         m.submodules.agen = agen = WritebackAgen(rows=R, cols=C)
-        m.submodules.pool = fp = FusedPool(config=c, pool_line=self.pool_line, family=self.family)
+        m.submodules.pool = fp = FusedPool(config=c, pool_line=self.pool_line, family=self.family,
+                                                avg_lane=self.avg_lane)
         m.d.comb += [agen.desc.valid.eq(self.desc.valid), agen.desc.payload.eq(self.desc.payload),
                      self.desc.ready.eq(agen.desc.ready), agen.dest.ready.eq(self.row.valid)]
         # the accepted descriptor's pool constants; its table entry's address is registered at the accept
@@ -130,14 +133,14 @@ class WritebackUnit(wiring.Component):
         p_addr = Signal.like(self.p_addr)
         addr_pending, entry_pending = Signal(), Signal()
         dp = self.desc.payload
-        n = dp.pkh * dp.pkw
+        n = logic_mul(dp.pkh, dp.pkw)
         m.d.comb += self.p_addr.eq(p_addr)
         m.d.sync += [addr_pending.eq(0), entry_pending.eq(addr_pending)]
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += [nd.tab_en.eq(dp.table != 0), nd.tab_sel.eq(self.t_slot), nd.kind.eq(dp.pool),
                          nd.rule.eq(dp.rule), nd.zp_in.eq(dp.pool_zp_in), nd.count.eq(n),
                          nd.zp.eq(dp.pool_zp), nd.qmin.eq(dp.pool_qmin), nd.qmax.eq(dp.pool_qmax),
-                         p_addr.eq(dp.pool_param + Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8) * (n - 1)),
+                         p_addr.eq(dp.pool_param + logic_mul(Mux(dp.rule == RULE_CODES["onnx_int"], 4, 8), n - 1)),
                          addr_pending.eq(1)]
         with m.If(entry_pending):
             m.d.sync += [nd.multiplier.eq(self.p_data[:32]), nd.shift.eq(self.p_data[32:]),

@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import FIELDS, POOL_NONE
 from ...errors import ConfigError
+from ..logic_mul import logic_mul
 from .layouts import descriptor_layout
 
 __all__ = ["WritebackAgen", "row_layout"]
@@ -136,8 +137,9 @@ class WritebackAgen(wiring.Component):
             base = dp.out_base + dp.out_cw0
             init = dict(m=0, oy=0, ox=0, ry=0, rx=0, py=0, px=0, pix=base, prow=base)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
+            m_all = logic_mul(dp.oh, dp.ow)
             m.d.sync += [d.eq(dp), pkh.eq(Mux(pooled, dp.pkh, 1)), pkw.eq(Mux(pooled, dp.pkw, 1)),
-                         d_py.eq(dp.out_w * dp.out_pp), m_total.eq(dp.oh * dp.ow), nt.eq(0), lane.eq(0),
-                         woff.eq(0), chunk_end.eq(Mux(dp.m_chunk > dp.oh * dp.ow, dp.oh * dp.ow, dp.m_chunk)),
+                         d_py.eq(logic_mul(dp.out_w, dp.out_pp)), m_total.eq(m_all), nt.eq(0), lane.eq(0),
+                         woff.eq(0), chunk_end.eq(Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)),
                          run.eq(1)]
         return m
