@@ -49,6 +49,10 @@ def build_top(config: ArrayConfig, *, top: str, family: str, clk_hz: float | Non
         from .tops import AccelTop
         return AccelTop(Accelerator(config=config, family=family))
     if top == "board":
+        from ..engine.config import EngineConfig
+        if isinstance(config, EngineConfig):       # a --top network manifest: the engine behind the link
+            from .network_top import NetworkBoardTop
+            return NetworkBoardTop(engine=config, family=family, clk_hz=clk_hz, baud=baud)
         from .board_top import BoardTop
         return BoardTop(config=config, family=family, clk_hz=clk_hz, baud=baud)
     raise ConfigError(f"top must be array, accel or board, not {top!r}")
@@ -157,7 +161,11 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
         raise ConfigError(f"the {info.family} board top runs from the {info.clock_mhz:g} MHz oscillator (no PLL "
                           f"support for {info.family} yet); --freq must be {info.clock_mhz:g} or left out, "
                           f"not {freq_mhz!r}")
+    from ..engine.config import EngineConfig
     from .arrays import manifest_pe, resolve_pe
+    design = config                         # the board top of a network manifest builds its EngineConfig
+    if isinstance(config, EngineConfig):
+        config = config.array
     if top == "array":
         pe = resolve_pe(config, pe=pe, family=info.family)
         config = replace(config, pe=pe)     # the array top builds --pe; config.pe is its one source
@@ -175,8 +183,8 @@ def synth(config: ArrayConfig, *, board: str, top: str = "array", freq_mhz: floa
 
     # With the PLL the pin keeps the oscillator's constraint; nextpnr derives the PLL output's.
     platform = platform_for(board, clock_mhz=info.clock_mhz if pll else freq_mhz)
-    elab = build_top(config, top=top, family=info.family, clk_hz=(pll.f_out_mhz if pll else info.clock_mhz) * 1e6,
-                     baud=baud)
+    elab = build_top(design if top == "board" else config, top=top, family=info.family,
+                     clk_hz=(pll.f_out_mhz if pll else info.clock_mhz) * 1e6, baud=baud)
     if pll is not None:
         from .pll import PllTop
         elab = PllTop(elab, pll)

@@ -64,6 +64,7 @@ class SimTransport:
         self.name = "sim"
         self.divisor = divisor
         self.timeout_cycles = timeout_cycles or timeout_bytes * 10 * divisor
+        self.byte_level = False         # bytes one a cycle (a ``uart=False`` top), not UART bits
         self.faults = faults
         self.to_board = bytearray()
         self.from_board = bytearray()
@@ -117,6 +118,7 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
     d = top.divisor
     byte_level = not getattr(top, "uart", True)
     transport = SimTransport(divisor=d, timeout_bytes=timeout_bytes, faults=faults, timeout_cycles=timeout_cycles)
+    transport.byte_level = byte_level
     if transport_out is not None:
         transport_out.append(transport)
     outcome = {}

@@ -1,0 +1,174 @@
+"""The network board top (the engine behind the host link) with the host driver: a small Dense model
+(seed 11) on a 4x4 engine, bit-exact against the golden model, with faults on the link (seeds
+stated). The engine simulates at a few hundred cycles per second in Amaranth, so the tests use the
+byte-level link (``uart=False``, one byte a cycle: the same parser, control and sender; the UART is
+tested by tests/fpga/test_fpga_board_link.py, and bench/network_board_uart.py runs this top with
+its UART)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qhw.api import quantize_model
+from qhw.cli import main
+from qhw.engine.compiler import compile_model
+from qhw.engine.config import EngineConfig
+from qhw.engine.run import segment_steps
+from qhw.executor import run_batched
+from qhw.fpga.engine_host import EngineSession, frames
+from qhw.fpga.host import BoardLink, LinkError
+from qhw.fpga.network_top import NetworkBoardTop
+from qhw.fpga.payload import network_info_bytes
+from qhw.fpga.protocol import parse_info
+from qhw.fpga.simlink import Faults, run_with_host
+from qhw.hw.generate import network_manifest
+from qhw.qmodel import save_qmodel
+from qhw.quantize import QuantConfig
+from qhw.runtime import config_for_model
+
+SEED = 11
+REPLY = 400             # host reply timeout (cycles) on the byte-level link: an inference takes ~100
+
+
+def make_tiny(d):
+    """An 8 -> 4 -> 4 Dense model (seed 11) written in ``d``, 5 inputs, a 4x4 engine that holds it
+    and its compiled program."""
+    rng = np.random.default_rng(SEED)
+    f = np.float32
+    inits = {"w1": rng.normal(0, 0.5, (4, 8)).astype(f), "b1": rng.normal(0, 0.1, 4).astype(f),
+             "w2": rng.normal(0, 0.5, (4, 4)).astype(f), "b2": rng.normal(0, 0.1, 4).astype(f)}
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2", transB=1)]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), d / "tiny.onnx")
+    x = rng.normal(0, 1, (5, 8)).astype(f)
+    qm = quantize_model(d / "tiny.onnx", QuantConfig(), calib_x=rng.normal(0, 1, (32, 8)).astype(f),
+                        log=lambda *_: None)
+    engine = EngineConfig(array=config_for_model(qm.graph, rows=4, cols=4), weight_kib=1, act_kib=1,
+                          program_words=128)
+    program = compile_model(qm, engine).program
+    return d, qm, x, engine, program
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("netboard"))
+
+
+def _infer(session, program, qm, x):
+    """Every sample through ``segment_steps`` with the segments on the board: (outputs, per-sample)."""
+    ys = []
+    for i in range(x.shape[0]):
+        gen = segment_steps(program, qm.graph, x[i:i + 1])
+        try:
+            calls = next(gen)
+            while True:
+                calls = gen.send([session.run_segment(c.segment, c.inputs) for c in calls])
+        except StopIteration as stop:
+            ys.append(stop.value[0][0])
+    return np.concatenate(ys)
+
+
+def _top(engine, **kw):
+    return NetworkBoardTop(engine=engine, divisor=4, uart=False, **kw)
+
+
+def test_info_frame_carries_the_engine(tiny):
+    *_, engine, _ = tiny
+    info = parse_info(network_info_bytes(engine, 64))
+    assert info["top"] == "network" and info["frame_bytes"] == 64
+    assert info["engine"] == {"weight_kib": 1, "act_kib": 1, "program_words": 128, "pool_line": 64, "tables": 1}
+    assert info["parameters"] == engine.array.to_manifest()["parameters"]
+    assert [len(p) for p in frames([bytes(4)] * 37, 64)] == [64, 64, 20]     # the last frame short, not padded
+
+
+@pytest.mark.parametrize("seed", [2])
+def test_faults_then_bit_exact(tiny, seed):
+    """Flips, drops, duplicates and inserts in both directions at 1 % of bytes (seed 2), through the
+    load (16 words a frame, the last frame short) and 3 inferences: every result bit-exact, each
+    exactly once."""
+    _, qm, x, engine, program = tiny
+    faults = Faults(0.01, seed)
+
+    def host(t):
+        link = BoardLink(t, engine)
+        s = EngineSession(link, program)
+        s.load()
+        return link.recovered, _infer(s, program, qm, x[:3])
+
+    recovered, y = run_with_host(_top(engine), host, faults=faults, timeout_cycles=REPLY)
+    assert faults.count > 0 and recovered > 0
+    assert np.array_equal(y, run_batched(qm.graph, x[:3], integer=True))
+
+
+def test_garbage_reset_mid_inference_and_stalled_consumer(tiny):
+    """Garbage before a frame; a reset after half an image (the model survives it: no reload); the
+    board's transmitter held 70 % of the time: the next inferences are bit-exact."""
+    _, qm, x, engine, program = tiny
+
+    def host(t):
+        link = BoardLink(t, engine)
+        s = EngineSession(link, program)
+        s.load()
+        first = _infer(s, program, qm, x[:1])
+        t.write(b"\x5a\xa5\xa5\x00garbage\xff" * 3)
+        link._send("input", bytes(range(4)), [0])         # one beat of the two the image needs
+        link.reset()
+        return s.loads, first, _infer(s, program, qm, x[1:3])
+
+    loads, first, rest = run_with_host(_top(engine), host, timeout_cycles=4 * REPLY, stall=(140, 200))
+    assert loads == 1
+    assert np.array_equal(np.concatenate([first, rest]), run_batched(qm.graph, x[:3], integer=True))
+
+
+def test_input_without_model_is_not_ready(tiny):
+    *_, engine, program = tiny
+
+    def host(t):
+        link = BoardLink(t, engine)
+        link._send("input", bytes(8), [0])
+        while True:
+            link._pump([0])
+
+    with pytest.raises(LinkError, match=r"^sim: board reports not_ready: input arrived with no model loaded"):
+        run_with_host(_top(engine), host, timeout_cycles=REPLY)
+
+
+def test_mismatched_engine_refused_in_one_line(tiny):
+    *_, engine, _ = tiny
+    other = EngineConfig(array=engine.array, weight_kib=2, act_kib=1, program_words=128)
+    with pytest.raises(LinkError, match=r"^sim: board was built for weight_kib=1, the manifest says 2 "
+                                        r"\(bitstream built from another manifest\?\)$"):
+        run_with_host(_top(engine), lambda t: BoardLink(t, other), timeout_cycles=REPLY)
+    with pytest.raises(LinkError, match=r"^sim: board runs the network board top, the manifest is a accel top"):
+        run_with_host(_top(engine), lambda t: BoardLink(t, engine.array), timeout_cycles=REPLY)
+
+
+def test_board_cli_network_sim(tiny, tmp_path, capsys):
+    """``qhw board run`` with a --top network manifest: same JSON keys, bit-exact; a model too large
+    for the engine's memories refused in one line before the link."""
+    d, qm, x, engine, _ = tiny
+    save_qmodel(qm, d / "tiny.qhw")
+    np.savez(d / "data.npz", x=x[:1], y=np.array([0]))
+
+    def manifest(e, name):                   # the manifest qhw generate --top network writes (no Verilog needed)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(network_manifest(e, name=name)))
+        return str(path)
+    argv = ["board", "run", str(d / "tiny.qhw"), "--port", "sim", "--rtl", manifest(engine, "net"), "--data",
+            str(d / "data.npz"), "--json"]
+    assert main(argv) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["bit_exact"] is True and rep["mismatches"] == 0 and rep["samples"] == 1 and rep["top"] == "network"
+    assert rep["inferences_per_s"] > 0 and rep["link_errors_recovered"] == 0 and rep["model_loads"] == 1
+    small = EngineConfig(array=engine.array, weight_kib=1, act_kib=1, program_words=32)
+    argv[6] = manifest(small, "small")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("qhw: error: ") and "program" in err[0]
