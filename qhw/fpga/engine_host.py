@@ -44,22 +44,11 @@ class EngineSession:
             self.link._send(op, p, stalls)
 
     def load(self) -> None:
-        """Send the program; return once every load frame is acknowledged."""
-        link = self.link
-        for _ in range(link.retries + 1):
-            stalls = [0]
-            try:
-                self._stream("load", self.load_payloads, stalls)
-                while link._unacked:
-                    link._pump(stalls)
-            except _Restart:
-                link.recovered += 1
-                link.reset()
-                continue
-            self.loads += 1
-            self.confirmed = False
-            return
-        raise LinkError(f"{link.name}: the model load failed {link.retries + 1} times in a row (link too noisy?)")
+        """Send the program's load frames (the first image's frames may follow at once: the board
+        holds input until the load has finished; acks are collected with the next frames')."""
+        self._stream("load", self.load_payloads, [0])
+        self.loads += 1
+        self.confirmed = False
 
     def run_segment(self, segment: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One segment of one inference: input codes by tensor name (batch of 1 first) to its output

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from amaranth.sim import Simulator
 from onnx import TensorProto, helper, numpy_helper
 
 from qhw.api import quantize_model
@@ -20,9 +21,9 @@ from qhw.engine.run import segment_steps
 from qhw.executor import run_batched
 from qhw.fpga.engine_host import EngineSession, frames
 from qhw.fpga.host import BoardLink, LinkError
-from qhw.fpga.network_top import NetworkBoardTop
+from qhw.fpga.network_top import FrameUnpacker, NetworkBoardTop
 from qhw.fpga.payload import network_info_bytes
-from qhw.fpga.protocol import parse_info
+from qhw.fpga.protocol import OPCODES, parse_info
 from qhw.fpga.simlink import Faults, run_with_host
 from qhw.hw.generate import network_manifest
 from qhw.qmodel import save_qmodel
@@ -172,3 +173,51 @@ def test_board_cli_network_sim(tiny, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("qhw: error: ") and "program" in err[0]
+
+
+@pytest.mark.parametrize("loaded_after", [6, None])
+def test_unpacker_holds_input_until_the_load_settles(loaded_after):
+    """A load frame and an input frame back to back: the input waits for ``loaded`` (raised here
+    ``loaded_after`` cycles after the last load word, the most the LoadUnit takes) and is not
+    refused (``LOAD_SETTLE`` below 5 fails here); with no model loaded it is dropped with one
+    ``not_ready``."""
+    dut = FrameUnpacker(rows=4, max_payload=16)
+    sent = [(OPCODES["load"], bytes(range(8))), (OPCODES["input"], bytes(range(16, 24)))]
+    log = {"load": [], "i": [], "not_ready": [], "loaded_at": None}
+
+    async def source(ctx):
+        for op, payload in sent:
+            ctx.set(dut.frame.payload.op, op)
+            ctx.set(dut.frame.payload.len, len(payload))
+            ctx.set(dut.frame.payload.payload, int.from_bytes(payload, "little"))
+            ctx.set(dut.frame.valid, 1)
+            await ctx.tick().until(dut.frame.ready)
+        ctx.set(dut.frame.valid, 0)
+
+    async def sink(ctx):
+        ctx.set(dut.load.ready, 1)
+        ctx.set(dut.i.ready, 1)
+        for cycle in range(60):
+            if log["load"] and loaded_after is not None and cycle == log["load"][-1][0] + loaded_after:
+                ctx.set(dut.loaded, 1)
+                log["loaded_at"] = cycle
+            _, _, lv, lp, iv, ip, nr = await ctx.tick().sample(dut.load.valid, dut.load.payload, dut.i.valid,
+                                                               dut.i.payload, dut.not_ready)
+            if lv:
+                log["load"].append((cycle, lp))
+            if iv:
+                log["i"].append((cycle, ip))
+            if nr:
+                log["not_ready"].append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    assert [w for _, w in log["load"]] == [0x03020100, 0x07060504]
+    if loaded_after is None:
+        assert log["i"] == [] and len(log["not_ready"]) == 1
+    else:
+        assert log["not_ready"] == [] and [b for _, b in log["i"]] == [0x13121110, 0x17161514]
+        assert log["i"][0][0] >= log["loaded_at"]
