@@ -1,9 +1,8 @@
 """The network board top (the engine behind the host link) with the host driver: a small Dense model
 (seed 11) on a 4x4 engine, bit-exact against the golden model, with faults on the link (seeds
-stated). The engine simulates at a few hundred cycles per second in Amaranth, so the tests use the
-byte-level link (``uart=False``, one byte a cycle: the same parser, control and sender; the UART is
-tested by tests/fpga/test_fpga_board_link.py, and bench/network_board_uart.py runs this top with
-its UART)."""
+stated). The engine simulates at a few hundred cycles per second in Amaranth, so most tests use the
+byte-level link (``uart=False``, one byte a cycle: the same parser, control and sender); one runs
+the whole top, UART included, with the model embedded (~5,000 cycles)."""
 
 import json
 
@@ -23,7 +22,7 @@ from qhw.fpga.engine_host import EngineSession, frames
 from qhw.fpga.host import BoardLink, LinkError
 from qhw.fpga.network_top import FrameUnpacker, NetworkBoardTop
 from qhw.fpga.payload import network_info_bytes
-from qhw.fpga.protocol import OPCODES, parse_info
+from qhw.fpga.protocol import ERRORS, OPCODES, REPLIES, encode, parse_info
 from qhw.fpga.simlink import Faults, run_with_host
 from qhw.hw.generate import network_manifest
 from qhw.qmodel import save_qmodel
@@ -149,6 +148,22 @@ def test_mismatched_engine_refused_in_one_line(tiny):
         run_with_host(_top(engine), lambda t: BoardLink(t, other), timeout_cycles=REPLY)
     with pytest.raises(LinkError, match=r"^sim: board runs the network board top, the manifest is a accel top"):
         run_with_host(_top(engine), lambda t: BoardLink(t, engine.array), timeout_cycles=REPLY)
+
+
+def test_uart_top_with_embedded_model(tiny):
+    """The whole top, UART included (divisor 4), the program embedded: a frame of an accelerator
+    opcode answered ``unknown_opcode``, then an inference bit-exact."""
+    _, qm, x, engine, program = tiny
+
+    def host(t):
+        link = BoardLink(t, engine)
+        t.write(encode(OPCODES["cmd"], 0, bytes(4)))
+        reply = link._frame()
+        return reply, _infer(EngineSession(link, program), program, qm, x[:1])
+
+    reply, y = run_with_host(NetworkBoardTop(engine=engine, divisor=4, image=program.to_bytes()), host)
+    assert reply == (REPLIES["error"], 1, bytes([ERRORS["unknown_opcode"], OPCODES["cmd"]]))
+    assert np.array_equal(y, run_batched(qm.graph, x[:1], integer=True))
 
 
 def test_board_cli_network_sim(tiny, tmp_path, capsys):
