@@ -148,8 +148,8 @@ class BoardLink:
         board = config_from_info(self.info)
         want = self.top if config is None else "network" if isinstance(config, EngineConfig) else "accel"
         if want != self.top:
-            raise LinkError(f"{self.name}: board runs the {self.top} board top, the manifest is a {want} top "
-                            f"(bitstream built from another manifest?)")
+            raise LinkError(f"{self.name}: board runs the {self.top} board top, the manifest describes the {want} "
+                            f"top (bitstream built from another manifest?)")
         mine, theirs = _board_fields(config or board), _board_fields(board)
         if mine != theirs:
             diff = next(k for k in mine if mine[k] != theirs[k])

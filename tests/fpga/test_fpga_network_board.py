@@ -146,7 +146,7 @@ def test_mismatched_engine_refused_in_one_line(tiny):
     with pytest.raises(LinkError, match=r"^sim: board was built for weight_kib=1, the manifest says 2 "
                                         r"\(bitstream built from another manifest\?\)$"):
         run_with_host(_top(engine), lambda t: BoardLink(t, other), timeout_cycles=REPLY)
-    with pytest.raises(LinkError, match=r"^sim: board runs the network board top, the manifest is a accel top"):
+    with pytest.raises(LinkError, match=r"^sim: board runs the network board top, the manifest describes the accel top"):
         run_with_host(_top(engine), lambda t: BoardLink(t, engine.array), timeout_cycles=REPLY)
 
 
@@ -236,3 +236,20 @@ def test_unpacker_holds_input_until_the_load_settles(loaded_after):
     else:
         assert log["not_ready"] == [] and [b for _, b in log["i"]] == [0x13121110, 0x17161514]
         assert log["i"][0][0] >= log["loaded_at"]
+
+
+def test_synth_board_top_of_a_network_manifest(tiny, tmp_path):
+    """``qhw synth --top board`` reads a network manifest as its engine and builds the network board
+    top (at the ULX3S's 25 MHz and 115200 baud: 217 cycles a bit); an accelerator manifest keeps the
+    GEMM board top."""
+    from qhw.fpga.board_run import board_config_from_manifest
+    from qhw.fpga.board_top import BoardTop
+    from qhw.fpga.flow import build_top
+    *_, engine, _ = tiny
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(network_manifest(engine, name="net")))
+    config, name = board_config_from_manifest(path)
+    assert config == engine and name == "net"
+    top = build_top(config, top="board", family="ecp5", clk_hz=25e6)
+    assert isinstance(top, NetworkBoardTop) and top.divisor == 217 and top.engine.family == "ecp5"
+    assert isinstance(build_top(engine.array, top="board", family="ecp5", clk_hz=25e6), BoardTop)
