@@ -146,7 +146,8 @@ def test_mismatched_engine_refused_in_one_line(tiny):
     with pytest.raises(LinkError, match=r"^sim: board was built for weight_kib=1, the manifest says 2 "
                                         r"\(bitstream built from another manifest\?\)$"):
         run_with_host(_top(engine), lambda t: BoardLink(t, other), timeout_cycles=REPLY)
-    with pytest.raises(LinkError, match=r"^sim: board runs the network board top, the manifest describes the accel top"):
+    with pytest.raises(LinkError, match=r"^sim: board runs the network board top, the manifest describes "
+                                        r"the accel top"):
         run_with_host(_top(engine), lambda t: BoardLink(t, engine.array), timeout_cycles=REPLY)
 
 
