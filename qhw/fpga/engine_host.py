@@ -43,10 +43,13 @@ class EngineSession:
         for p in payloads:
             self.link._send(op, p, stalls)
 
-    def load(self) -> None:
-        """Send the program's load frames (the first image's frames may follow at once: the board
-        holds input until the load has finished; acks are collected with the next frames')."""
-        self._stream("load", self.load_payloads, [0])
+    def load(self, *, wait: bool = True) -> None:
+        """Send the program's load frames; ``wait``: return once every one is acknowledged (else the
+        first image's frames may follow at once: the board holds input until the load has finished)."""
+        link, stalls = self.link, [0]
+        self._stream("load", self.load_payloads, stalls)
+        while wait and link._unacked:
+            link._pump(stalls)
         self.loads += 1
         self.confirmed = False
 

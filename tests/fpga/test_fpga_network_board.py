@@ -99,7 +99,7 @@ def test_faults_then_bit_exact(tiny, seed):
     def host(t):
         link = BoardLink(t, engine)
         s = EngineSession(link, program)
-        s.load()
+        s.load(wait=False)                  # the first image's frames right behind the load's
         return link.recovered, _infer(s, program, qm, x[:3])
 
     recovered, y = run_with_host(_top(engine), host, faults=faults, timeout_cycles=REPLY)
