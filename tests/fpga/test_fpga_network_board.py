@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The network board top (the engine behind the host link) with the host driver: a small Dense model
 (seed 11) on a 4x4 engine, bit-exact against the golden model, with faults on the link (seeds
 stated). The engine simulates at a few hundred cycles per second in Amaranth, so most tests use the
