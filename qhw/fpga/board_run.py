@@ -107,15 +107,12 @@ def board_run(qmodel, data, port: str, *, baud: int, rtl=None, limit: int | None
 
     qm, x, labels = load_array_run(qmodel, data, limit=limit)
     reply = SIM_REPLY_CYCLES
-    if port == "sim" and rtl is not None:
-        config, _ = board_config_from_manifest(rtl)
-        if isinstance(config, EngineConfig):        # refuse a model that does not fit before the link
-            reply += 2 * predict(_compile(qm, config, str(qmodel)), config).total
+    manifest = board_config_from_manifest(rtl)[0] if rtl is not None else None
+    if isinstance(manifest, EngineConfig):          # refuse a model that does not fit before the link
+        reply += 2 * predict(_compile(qm, manifest, str(qmodel)), manifest).total
+    elif manifest is not None:
+        check_model(qm.graph, manifest, str(rtl))
     config, runner = open_board(port, baud=baud, rtl=rtl, faults=faults, seed=seed, reply_cycles=reply)
-    if isinstance(config, EngineConfig):
-        _compile(qm, config, str(qmodel))
-    elif config is not None:
-        check_model(qm.graph, config, str(rtl))
     extra = {}
 
     def session(transport):
