@@ -255,3 +255,41 @@ def test_synth_board_top_of_a_network_manifest(tiny, tmp_path):
     top = build_top(config, top="board", family="ecp5", clk_hz=25e6)
     assert isinstance(top, NetworkBoardTop) and top.divisor == 217 and top.engine.family == "ecp5"
     assert isinstance(build_top(engine.array, top="board", family="ecp5", clk_hz=25e6), BoardTop)
+
+
+def test_frame_parser_takes_whole_units_up_to_the_largest():
+    """An opcode with a unit (4) takes 4, 8 or 12 payload bytes; 0, 6 or 16 (past its largest) are
+    ``bad_length``; an opcode without a unit keeps its one length."""
+    from qhw.fpga.link import FrameParser
+    from qhw.fpga.protocol import ERRORS as E
+    load, act = OPCODES["load"], OPCODES["act"]
+    dut = FrameParser(lengths={load: 12, act: 2}, timeout=200, max_payload=16, units={load: 4})
+    cases = [(load, 4, True), (load, 0, False), (load, 6, False), (load, 12, True), (load, 16, False),
+             (load, 8, True), (act, 2, True), (act, 4, False)]
+    frames, errors = [], []
+
+    async def feed(ctx):
+        for seq, (op, n, _) in enumerate(cases):
+            for b in encode(op, seq, bytes(range(1, n + 1))):
+                ctx.set(dut.i.payload, b)
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick().repeat(10)
+
+    async def watch(ctx):
+        ctx.set(dut.o.ready, 1)
+        async for _clk, _rst, valid, f, ev, code in ctx.tick().sample(dut.o.valid, dut.o.payload, dut.err_valid,
+                                                                       dut.err_code):
+            if valid:
+                frames.append((f.seq, f.len))
+            if ev:
+                errors.append(code)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(watch)
+    sim.add_testbench(feed)
+    sim.run_until(1e-6 * 1500)
+    assert frames == [(seq, n) for seq, (_, n, ok) in enumerate(cases) if ok]
+    assert errors == [E["bad_length"]] * sum(1 for *_, ok in cases if not ok)
