@@ -253,7 +253,7 @@ def test_synth_board_top_of_a_network_manifest(tiny, tmp_path):
     assert config == engine and name == "net"
     top = build_top(config, top="board", family="ecp5", clk_hz=25e6)
     gemm = build_top(engine.array, top="board", family="ecp5", clk_hz=25e6)
-    for unused in (top, top.engine, gemm, gemm.accel):         # built to be inspected, not elaborated
+    for unused in (top, top.engine, top.link, gemm, gemm.accel, gemm.link):     # inspected, never elaborated
         unused._MustUse__silence = True
     assert isinstance(top, NetworkBoardTop) and top.divisor == 217 and top.engine.family == "ecp5"
     assert isinstance(gemm, BoardTop)
