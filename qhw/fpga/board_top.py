@@ -17,10 +17,10 @@ from ..hw.accel import Accelerator
 from ..hw.config import ArrayConfig, check_config
 from .link import HostLink
 from .payload import board_info_bytes, fifo_depth, packet_bytes
-from .protocol import OPCODES, SEQUENCED
+from .protocol import ACCEL_STREAMS, OPCODES
 from .uart import check_divisor
 
-__all__ = ["BoardTop", "frame_timeout"]
+__all__ = ["BoardTop", "frame_timeout", "uart_divisor"]
 
 
 def frame_timeout(divisor: int, clk_hz: float | None) -> int:
@@ -28,6 +28,18 @@ def frame_timeout(divisor: int, clk_hz: float | None) -> int:
     (a host's USB write may pause between packets)."""
     cycles = 64 * 10 * divisor
     return max(cycles, int(0.02 * clk_hz)) if clk_hz else cycles
+
+
+def uart_divisor(clk_hz: float | None, baud, divisor: int | None) -> int:
+    """Clock cycles per UART bit: ``divisor`` if given, else the clock over ``baud`` (within 2 %)."""
+    if divisor is None:
+        if not clk_hz or not isinstance(baud, int) or baud <= 0:
+            raise ConfigError(f"baud must be a positive integer, not {baud!r}")
+        divisor = round(clk_hz / baud)
+        if divisor >= 4 and abs(clk_hz / divisor - baud) / baud > 0.02:
+            raise ConfigError(f"baud {baud} is more than 2% off any divisor of the {clk_hz / 1e6:g} MHz clock")
+    check_divisor(divisor)
+    return divisor
 
 
 class BoardTop(Elaboratable):
@@ -39,13 +51,7 @@ class BoardTop(Elaboratable):
     def __init__(self, *, config: ArrayConfig, family: str | None = None, clk_hz: float | None = None,
                  baud: int = 115200, divisor: int | None = None):
         check_config(config)
-        if divisor is None:
-            if not clk_hz or not isinstance(baud, int) or baud <= 0:
-                raise ConfigError(f"baud must be a positive integer, not {baud!r}")
-            divisor = round(clk_hz / baud)
-            if divisor >= 4 and abs(clk_hz / divisor - baud) / baud > 0.02:
-                raise ConfigError(f"baud {baud} is more than 2% off any divisor of the {clk_hz / 1e6:g} MHz clock")
-        check_divisor(divisor)
+        divisor = uart_divisor(clk_hz, baud, divisor)
         try:
             info = board_info_bytes(config)
         except ValueError as e:
@@ -54,7 +60,7 @@ class BoardTop(Elaboratable):
         self.accel = Accelerator(config=config, family=family)     # checks family against config.pe
         self.sizes = packet_bytes(config)
         self.fifo_depth = fifo_depth(config)
-        self.link = HostLink(lengths={s: self.sizes[s] for s in SEQUENCED}, result_bytes=self.sizes["out"],
+        self.link = HostLink(lengths={s: self.sizes[s] for s in ACCEL_STREAMS}, result_bytes=self.sizes["out"],
                              info=info, divisor=divisor, fifo_depth=self.fifo_depth,
                              timeout=frame_timeout(divisor, clk_hz))
         self.rx = Signal(init=1)
@@ -74,7 +80,7 @@ class BoardTop(Elaboratable):
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), link.tx_hold.eq(self.tx_hold),
                      link.rejected.eq(self.accel.error)]
         frame = link.data.payload
-        for name in SEQUENCED:
+        for name in ACCEL_STREAMS:
             port = getattr(self.accel, name)
             width = len(port.payload.as_value())
             m.d.comb += port.payload.eq(frame.payload[:width])

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
                    help="array: the PE grid with live stimulus (default); accel: the whole accelerator "
                         "(accumulators, requantization) with live stimulus; network: the network engine "
                         "(a qhw generate --top network manifest) with live stimulus; board: accelerator + "
-                        "UART host link")
+                        "UART host link (a --top network manifest: the network engine + UART host link)")
     s.add_argument("--pe", default="auto", choices=("auto", "generic", "ice40-dual", "ecp5-pipelined"),
                    help="PE implementation of the array top (auto: the board family's DSP variant); the "
                         "accel and board tops build the manifest's pe (qhw generate --pe), so auto or that")
@@ -88,9 +88,11 @@ def add_parser(subparsers) -> None:
                        help="manifest of the board top (required for --port sim; checked against the board)")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    r = bs.add_parser("run", help="run MODEL.qhw over DATA.npz with the board as the GEMM backend",
-                      description="Load each GEMM of the model onto the board, run the inputs, and report "
-                                  "accuracy, bit-exactness against the golden model and inferences per second.")
+    r = bs.add_parser("run", help="run MODEL.qhw over DATA.npz on the board (GEMM backend, or the network engine)",
+                      description="Load each GEMM of the model onto the board (GEMM board top), or load the "
+                                  "model's engine program once and stream each image (network board top), run the "
+                                  "inputs, and report accuracy, bit-exactness against the golden model and "
+                                  "inferences per second.")
     r.add_argument("qmodel", metavar="MODEL.qhw")
     r.add_argument("--data", required=True, metavar="DATA.npz", help="x (float32, batch first) and optional labels y")
     r.add_argument("--limit", type=int, metavar="N", help="run the first N samples")
@@ -128,6 +130,9 @@ def run_synth(args) -> int:
     config, name = config_from_manifest(args.rtl)
     if args.top == "network":
         config = engine_from_manifest(args.rtl)
+    elif args.top == "board":                 # a --top network manifest: the network board top
+        from .board_run import board_config_from_manifest
+        config, name = board_config_from_manifest(args.rtl)
     out = args.out_dir or str(Path("build") / "synth" / f"{args.board}_{name}_{args.top}")
     if args.board == "generic":
         from .asic import asic_estimate
@@ -185,8 +190,11 @@ def run_board_info(args) -> int:
         print(json.dumps(info))
     else:
         p = info["parameters"]
-        print(f"qhw board top, link protocol {info['protocol']}, manifest format {info['format_version']}: "
-              + ", ".join(f"{k}={v}" for k, v in p.items()) + f", fifo_depth={info['fifo_depth']}")
+        engine = ", ".join(f"{k}={v}" for k, v in (info["engine"] or {}).items())
+        print(f"qhw {info['top']} board top, link protocol {info['protocol']}, manifest format "
+              f"{info['format_version']}: " + ", ".join(f"{k}={v}" for k, v in p.items())
+              + (f", {engine}, frame_bytes={info['frame_bytes']}" if engine else "")
+              + f", fifo_depth={info['fifo_depth']}")
     return 0
 
 
@@ -199,9 +207,10 @@ def run_board_flash(args) -> int:
     if not args.timeout > 0:
         raise ConfigError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
     if args.rtl:
-        from .flow import config_from_manifest, synth
+        from .board_run import board_config_from_manifest
+        from .flow import synth
 
-        config, name = config_from_manifest(args.rtl)
+        config, name = board_config_from_manifest(args.rtl)
         out = args.out_dir or str(Path("build") / "synth" / f"{args.board}_{name}_board")
         bitstream = synth(config, board=args.board, top="board", out_dir=out, baud=args.baud)["bitstream"]
     else:

@@ -65,6 +65,10 @@ def build_top(config, *, top: str, family: str, clk_hz: float | None = None, bau
         from .tops import NetworkTop
         return NetworkTop(NetworkEngine(engine=config, family=family))
     if top == "board":
+        from ..engine.config import EngineConfig
+        if isinstance(config, EngineConfig):       # a --top network manifest: the engine behind the link
+            from .network_top import NetworkBoardTop
+            return NetworkBoardTop(engine=config, family=family, clk_hz=clk_hz, baud=baud)
         from .board_top import BoardTop
         return BoardTop(config=config, family=family, clk_hz=clk_hz, baud=baud)
     raise ConfigError(f"top must be array, accel, network or board, not {top!r}")
@@ -177,12 +181,12 @@ def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = No
         raise ConfigError(f"the {info.family} board top runs from the {info.clock_mhz:g} MHz oscillator (no PLL "
                           f"support for {info.family} yet); --freq must be {info.clock_mhz:g} or left out, "
                           f"not {freq_mhz!r}")
+    from ..engine.config import EngineConfig
     from .arrays import manifest_pe, resolve_pe
-    design = config
-    if top == "network":
-        from ..engine.config import EngineConfig
-        if not isinstance(config, EngineConfig):
-            raise ConfigError("--top network needs an engine configuration (a qhw generate --top network manifest)")
+    design = config                         # network and board tops of a network manifest build the engine
+    if top == "network" and not isinstance(config, EngineConfig):
+        raise ConfigError("--top network needs an engine configuration (a qhw generate --top network manifest)")
+    if isinstance(config, EngineConfig):
         config = config.array
     if top == "array":
         pe = resolve_pe(config, pe=pe, family=info.family)
@@ -201,7 +205,7 @@ def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = No
 
     # With the PLL the pin keeps the oscillator's constraint; nextpnr derives the PLL output's.
     platform = platform_for(board, clock_mhz=info.clock_mhz if pll else freq_mhz)
-    elab = build_top(design if top == "network" else config, top=top, family=info.family,
+    elab = build_top(design if top in ("network", "board") else config, top=top, family=info.family,
                      clk_hz=(pll.f_out_mhz if pll else info.clock_mhz) * 1e6, baud=baud)
     if pll is not None:
         from .pll import PllTop

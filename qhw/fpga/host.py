@@ -19,10 +19,11 @@ from collections import deque
 
 import numpy as np
 
+from ..engine.config import ENGINE_SIZES, EngineConfig
 from ..errors import QhwError
 from ..hw.config import ArrayConfig
 from ..hw.driver import GemmProgram, plan_gemm, stream_beats, unpack_result
-from .payload import fifo_depth, packet_bytes
+from .payload import fifo_depth, network_fifo_depth, packet_bytes, result_bytes
 from .protocol import (
     ERROR_TEXT,
     ERRORS,
@@ -98,24 +99,35 @@ def program_packets(program: GemmProgram) -> list[tuple[str, bytes]]:
     return packets
 
 
-def config_from_info(info: dict) -> ArrayConfig:
-    """The ``ArrayConfig`` a board's info frame describes."""
+def config_from_info(info: dict) -> ArrayConfig | EngineConfig:
+    """The ``ArrayConfig`` (GEMM board top) or ``EngineConfig`` (network board top) a board's info
+    frame describes."""
     from ..errors import ConfigError
     p = dict(info["parameters"], rounding=tuple(info["parameters"]["rounding"]))
     try:
-        return ArrayConfig(**p)
+        array = ArrayConfig(**p)
+        return EngineConfig(array=array, **info["engine"]) if info.get("top") == "network" else array
     except ConfigError as e:
-        raise LinkError(f"the board's info frame describes no valid array ({e}); wrong bitstream?") from None
+        raise LinkError(f"the board's info frame describes no valid {info.get('top', 'accel')} top ({e}); "
+                        f"wrong bitstream?") from None
+
+
+def _board_fields(config: ArrayConfig | EngineConfig) -> dict:
+    """What a board must match: the array's manifest parameters, and an engine's memory sizes."""
+    if isinstance(config, EngineConfig):
+        return {**config.array.to_manifest()["parameters"], **{k: getattr(config, k) for k in ENGINE_SIZES}}
+    return config.to_manifest()["parameters"]
 
 
 class BoardLink:
-    """A session with a board top: ``reset`` and ``info`` on opening, then GEMMs.
+    """A session with a board top: ``reset`` and ``info`` on opening, then GEMMs (the GEMM board top)
+    or, through ``qhw.fpga.engine_host.EngineSession``, model loads and inferences (the network one).
 
-    ``config`` (a manifest's ``ArrayConfig``) is checked against the board's info frame; ``None``
-    takes the board's own.
+    ``config`` (a manifest's ``ArrayConfig``, or ``EngineConfig`` for a network top) is checked
+    against the board's info frame (``top``); ``None`` takes the board's own.
     """
 
-    def __init__(self, transport, config: ArrayConfig | None = None, *, retries: int = 8):
+    def __init__(self, transport, config: ArrayConfig | EngineConfig | None = None, *, retries: int = 8):
         self.transport, self.retries = transport, retries
         self.name = getattr(transport, "name", "the link")
         self.recovered = 0
@@ -132,17 +144,27 @@ class BoardLink:
         if self.info["protocol"] != PROTOCOL_VERSION:
             raise LinkError(f"{self.name}: board speaks link protocol {self.info['protocol']}, this qhw "
                             f"{PROTOCOL_VERSION} (rebuild the bitstream with this qhw)")
+        self.top = self.info["top"]
         board = config_from_info(self.info)
-        mine, theirs = (config or board).to_manifest()["parameters"], board.to_manifest()["parameters"]
+        want = self.top if config is None else "network" if isinstance(config, EngineConfig) else "accel"
+        if want != self.top:
+            raise LinkError(f"{self.name}: board runs the {self.top} board top, the manifest describes the {want} "
+                            f"top (bitstream built from another manifest?)")
+        mine, theirs = _board_fields(config or board), _board_fields(board)
         if mine != theirs:
             diff = next(k for k in mine if mine[k] != theirs[k])
             raise LinkError(f"{self.name}: board was built for {diff}={theirs[diff]!r}, the manifest says "
                             f"{mine[diff]!r} (bitstream built from another manifest?)")
         self.config = config or board
-        self.sizes = packet_bytes(board)
-        self.window = min(self.info["fifo_depth"], fifo_depth(board))
+        if self.top == "network":
+            out_bytes = result_bytes(board)
+            self.window = min(self.info["fifo_depth"], network_fifo_depth(self.info["frame_bytes"]))
+        else:
+            self.sizes = packet_bytes(board)
+            out_bytes = self.sizes["out"]
+            self.window = min(self.info["fifo_depth"], fifo_depth(board))
         self._lengths = {REPLIES["ack"]: 0, REPLIES["reset_done"]: 0, REPLIES["error"]: 2,
-                         REPLIES["info"]: INFO_BYTES, REPLIES["result"]: self.sizes["out"]}
+                         REPLIES["info"]: INFO_BYTES, REPLIES["result"]: out_bytes}
 
     # ------------------------------------------------------------------ frames in
     def _bytes(self, n: int) -> bool:
@@ -166,7 +188,8 @@ class BoardLink:
             if not self._bytes(6):
                 return None
             op, seq, n = self._buf[2], self._buf[3], self._buf[4] | self._buf[5] << 8
-            if lengths.get(op) != n:            # not a frame: hunt on from the next byte
+            # not a frame: hunt on from the next byte (an info frame of any length: another protocol's)
+            if lengths.get(op) != n and not (op == REPLIES["info"] and 4 <= n <= 256):
                 self.recovered += 1
                 del self._buf[0]
                 continue

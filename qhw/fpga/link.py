@@ -53,16 +53,23 @@ def _crc_step(crc, byte):
 class FrameParser(wiring.Component):
     """Bytes in, CRC-checked frames out; hunts for the sync bytes after anything else.
 
-    ``lengths`` maps each known opcode to its payload length. A frame longer than ``max_payload``
-    is abandoned after its header (``bad_length``); a partial frame with no byte for ``timeout``
-    cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode or a
-    length that is not its opcode's is reported (``err_*`` for one cycle) and dropped.
+    ``lengths`` maps each known opcode to its payload length; for an opcode in ``units`` (opcode ->
+    a power of two) to its *largest* length, and any whole, non-zero number of units up to it is
+    valid (the network engine's load words and input beats, several per frame). A frame longer than
+    ``max_payload`` is abandoned after its header (``bad_length``); a partial frame with no byte for
+    ``timeout`` cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode
+    or a length that is not its opcode's is reported (``err_*`` for one cycle) and dropped.
     """
 
-    def __init__(self, *, lengths: dict[int, int], timeout: int, max_payload: int):
+    def __init__(self, *, lengths: dict[int, int], timeout: int, max_payload: int,
+                 units: dict[int, int] | None = None):
         if max_payload < max(lengths.values()):
             raise ConfigError("max_payload must hold every opcode's payload")
-        self.lengths, self.timeout, self.max_payload = dict(lengths), timeout, max_payload
+        units = dict(units or {})
+        for op, u in units.items():
+            if op not in lengths or u < 1 or u & (u - 1) or lengths[op] % u:
+                raise ConfigError(f"opcode {op}: unit {u} must be a power of two dividing its largest length")
+        self.lengths, self.timeout, self.max_payload, self.units = dict(lengths), timeout, max_payload, units
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(frame_layout(self.max_payload))),
                           "err_valid": Out(1), "err_code": Out(4), "err_detail": Out(8)})
 
@@ -153,7 +160,12 @@ class FrameParser(wiring.Component):
                     with m.Switch(f.op):
                         for op, n in self.lengths.items():
                             with m.Case(op):
-                                m.d.comb += [known.eq(1), length_ok.eq(f.len == n)]
+                                if op in self.units:
+                                    u = self.units[op]
+                                    ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
+                                else:
+                                    ok = f.len == n
+                                m.d.comb += [known.eq(1), length_ok.eq(ok)]
                     with m.If(crc_next != 0):
                         error("bad_crc", f.op)
                     with m.Elif(~known):
@@ -346,44 +358,58 @@ class LinkControl(wiring.Component):
 class HostLink(wiring.Component):
     """UART, receive FIFO, parser, control and sender: the whole link around a payload.
 
-    ``lengths`` maps each sequenced opcode to its payload bytes; ``result_bytes`` is the payload of a
-    result; ``info`` the info frame payload. ``divisor`` is clock cycles per UART bit; ``timeout`` the
+    ``lengths`` maps each sequenced opcode to its payload bytes (its largest, for those in ``units``:
+    ``FrameParser``); ``result_bytes`` is the payload of a result; ``info`` the info frame payload.
+    ``divisor`` is clock cycles per UART bit; ``timeout`` the
     idle cycles after which a partial frame is abandoned. ``tx_hold`` pauses the transmitter (the
     tests' stalled output consumer; tied low on a board).
     """
 
     def __init__(self, *, lengths: dict[str, int], result_bytes: int, info: bytes, divisor: int,
-                 fifo_depth: int, timeout: int):
+                 fifo_depth: int, timeout: int, units: dict[str, int] | None = None, uart: bool = True):
         self.op_lengths = {OPCODES[name]: n for name, n in lengths.items()}
+        self.op_units = {OPCODES[name]: u for name, u in (units or {}).items()}
         self.op_lengths.update({OPCODES["reset"]: 0, OPCODES["info"]: 0})
         self.max_payload = max(*self.op_lengths.values(), result_bytes, len(info), 2)
         self.result_bytes, self.info = result_bytes, info
         self.divisor, self.fifo_depth, self.timeout = divisor, fifo_depth, timeout
+        self.uart = uart
         layout = frame_layout(self.max_payload)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "tx_hold": In(1),
+        # uart=False (simulation only): the bytes enter and leave as streams, one a cycle, so a slow
+        # payload's simulation (the network engine's) is not spent on 10 * divisor cycles per byte
+        pins = ({"rx": In(1, init=1), "tx": Out(1, init=1)} if uart else
+                {"rx_byte": In(stream.Signature(8)), "tx_byte": Out(stream.Signature(8))})
+        super().__init__({**pins, "tx_hold": In(1),
                           "data": Out(stream.Signature(layout)), "result": In(stream.Signature(8 * result_bytes)),
                           "rejected": In(1), "not_ready": In(1), "soft_reset": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.urx = urx = UARTRx(divisor=self.divisor)
-        m.submodules.utx = utx = UARTTx(divisor=self.divisor)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)
-        m.submodules.parser = parser = FrameParser(lengths=self.op_lengths, timeout=self.timeout,
-                                                     max_payload=self.max_payload)
         m.submodules.control = control = LinkControl(max_payload=self.max_payload, result_bytes=self.result_bytes,
                                                      info=self.info)
+        if self.uart:
+            m.submodules.urx = urx = UARTRx(divisor=self.divisor)
+            m.submodules.utx = utx = UARTTx(divisor=self.divisor)
+            m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.ready.eq(fifo.w_rdy),
+                         fifo.w_data.eq(urx.data), fifo.w_en.eq(urx.valid),
+                         control.framing_error.eq(urx.frame_error), control.overflow.eq(urx.overflow)]
+            tx_in = utx.i
+        else:
+            overflow = self.rx_byte.valid & ~fifo.w_rdy         # as the UART: a byte with the FIFO full is lost
+            m.d.comb += [fifo.w_data.eq(self.rx_byte.payload), fifo.w_en.eq(self.rx_byte.valid),
+                         self.rx_byte.ready.eq(1), control.overflow.eq(overflow)]
+            tx_in = self.tx_byte
+        m.submodules.parser = parser = FrameParser(lengths=self.op_lengths, timeout=self.timeout,
+                                                     max_payload=self.max_payload, units=self.op_units)
         m.submodules.sender = sender = FrameSender(max_payload=self.max_payload)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.ready.eq(fifo.w_rdy),
-                     fifo.w_data.eq(urx.data), fifo.w_en.eq(urx.valid),
-                     parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
+        m.d.comb += [parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
                      control.rx_err_valid.eq(parser.err_valid), control.rx_err_code.eq(parser.err_code),
                      control.rx_err_detail.eq(parser.err_detail),
-                     control.framing_error.eq(urx.frame_error), control.overflow.eq(urx.overflow),
                      control.rejected.eq(self.rejected), control.not_ready.eq(self.not_ready),
                      self.soft_reset.eq(control.soft_reset),
-                     utx.i.payload.eq(sender.o.payload), utx.i.valid.eq(sender.o.valid & ~self.tx_hold),
-                     sender.o.ready.eq(utx.i.ready & ~self.tx_hold)]
+                     tx_in.payload.eq(sender.o.payload), tx_in.valid.eq(sender.o.valid & ~self.tx_hold),
+                     sender.o.ready.eq(tx_in.ready & ~self.tx_hold)]
         wiring.connect(m, parser.o, control.rx)
         wiring.connect(m, control.tx, sender.i)
         wiring.connect(m, wiring.flipped(self.result), control.result)

@@ -59,10 +59,12 @@ class Faults:
 class SimTransport:
     """Byte queues between the host thread and the simulated UART pins; timeouts in simulated time."""
 
-    def __init__(self, *, divisor: int, timeout_bytes: int = 200, faults: Faults | None = None):
+    def __init__(self, *, divisor: int, timeout_bytes: int = 200, faults: Faults | None = None,
+                 timeout_cycles: int | None = None):
         self.name = "sim"
         self.divisor = divisor
-        self.timeout_cycles = timeout_bytes * 10 * divisor
+        self.timeout_cycles = timeout_cycles or timeout_bytes * 10 * divisor
+        self.byte_level = False         # bytes one a cycle (a ``uart=False`` top), not UART bits
         self.faults = faults
         self.to_board = bytearray()
         self.from_board = bytearray()
@@ -106,10 +108,17 @@ class SimTransport:
 
 
 def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | None = None,
-                  stall: tuple[int, int] | None = None, max_cycles: int = 50_000_000, transport_out=None):
-    """Simulate ``top`` while ``host_fn(SimTransport)`` runs; return ``host_fn``'s result."""
+                  stall: tuple[int, int] | None = None, max_cycles: int = 50_000_000, transport_out=None,
+                  timeout_cycles: int | None = None):
+    """Simulate ``top`` while ``host_fn(SimTransport)`` runs; return ``host_fn``'s result.
+
+    A top built with ``uart=False`` exchanges one byte a cycle on its ``rx_byte``/``tx_byte``
+    streams instead of the UART pins; give it ``timeout_cycles`` (the host's reply timeout) longer
+    than its longest computation."""
     d = top.divisor
-    transport = SimTransport(divisor=d, timeout_bytes=timeout_bytes, faults=faults)
+    byte_level = not getattr(top, "uart", True)
+    transport = SimTransport(divisor=d, timeout_bytes=timeout_bytes, faults=faults, timeout_cycles=timeout_cycles)
+    transport.byte_level = byte_level
     if transport_out is not None:
         transport_out.append(transport)
     outcome = {}
@@ -165,10 +174,32 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
             ctx.set(top.tx_hold, 0)
             await ctx.tick().repeat(period - hold)
 
+    async def byte_sender(ctx):
+        await ctx.tick().repeat(4)
+        thread.start()
+        while not transport.done and transport.cycles < max_cycles:
+            with transport.cond:
+                byte = transport.to_board.pop(0) if transport.to_board else None
+            ctx.set(top.rx_byte.valid, byte is not None)
+            ctx.set(top.rx_byte.payload, byte or 0)
+            await ctx.tick()
+            transport._advance(1)
+        ctx.set(top.rx_byte.valid, 0)
+        if not transport.done:
+            outcome.setdefault("error", LinkError(f"simulation stopped after {max_cycles} cycles"))
+        outcome["done"] = True
+
+    async def byte_receiver(ctx):
+        ctx.set(top.tx_byte.ready, 1)
+        while not outcome.get("done"):
+            *_, valid, byte = await ctx.tick().sample(top.tx_byte.valid, top.tx_byte.payload)
+            if valid:
+                transport._arrived(byte)
+
     sim = Simulator(top)
     sim.add_clock(1e-6)
-    sim.add_testbench(sender)
-    sim.add_testbench(receiver)
+    sim.add_testbench(byte_sender if byte_level else sender)
+    sim.add_testbench(byte_receiver if byte_level else receiver)
     if stall:
         sim.add_testbench(staller)
     sim.run()

@@ -165,7 +165,9 @@ class NetworkEngine(wiring.Component):
         m.submodules.load = load = LoadUnit(cols=C, programs=entries, weight_rows=weight_rows,
                                             param_words=param_words, param_entries=param_entries, tables=T)
         # table slots: each slot's tag (the ``table`` field naming it), the entries in the TableUnits
-        tags = Signal(data.ArrayLayout(unsigned(24), T), init=init[5])
+        # the loaded model's state is reset-less, like the memories it describes: a reset (the board
+        # link's reset frame) aborts an inference without losing the model
+        tags = Signal(data.ArrayLayout(unsigned(24), T), init=init[5], reset_less=True)
         with m.If(load.tag.en):
             m.d.sync += tags[load.tag.slot].eq(load.tag.data)
 
@@ -183,9 +185,9 @@ class NetworkEngine(wiring.Component):
                      weights.w_en.eq(load.wt.en), weights.w_addr.eq(load.wt.addr), weights.w_data.eq(load.wt.data),
                      pw_n.en.eq(load.pn.en), pw_n.addr.eq(load.pn.addr), pw_n.data.eq(load.pn.data),
                      pw_w.en.eq(load.pw.en), pw_w.addr.eq(load.pw.addr), pw_w.data.eq(load.pw.data)]
-        poff = Signal(24, init=init[4])
-        poff_m1 = Signal(24, init=(init[4] - 1) % (1 << 24))   # poff - 1: a pool entry's second word
-        loaded = Signal(init=int(self._init is not None))
+        poff = Signal(24, init=init[4], reset_less=True)
+        poff_m1 = Signal(24, init=(init[4] - 1) % (1 << 24), reset_less=True)   # poff - 1: a pool entry's second word
+        loaded = Signal(init=int(self._init is not None), reset_less=True)
         error = Signal()
         with m.If(load.begin):
             m.d.sync += [loaded.eq(0), error.eq(0)]
