@@ -32,6 +32,9 @@ class Accumulator(wiring.Component):
     read one cycle early and its data registered. The read port is transparent for a write in its
     own cycle; the one younger write, of the beat just before (M = 1: the same row's K tiles back
     to back), is taken from the adder's output register instead (forwarding).
+
+    ``next_bank`` is the bank of the row ``row`` carries in the next cycle, so the lanes can select
+    their parameters into registers a cycle early.
     """
 
     def __init__(self, *, config: ArrayConfig):
@@ -42,6 +45,7 @@ class Accumulator(wiring.Component):
             "tag": In(stream.Signature(tag_layout(), always_ready=True)),
             "psum": In(data.ArrayLayout(signed(c.psum_bits), c.cols)),
             "row": Out(stream.Signature(row_layout(c), always_ready=True)),
+            "next_bank": Out(1),
         })
 
     @property
@@ -83,4 +87,5 @@ class Accumulator(wiring.Component):
         # A register between this add and the lanes' bias add keeps two carry chains out of one cycle.
         m.d.sync += [self.row.payload.sum.eq(total), self.row.payload.bank.eq(tag_d.tag.bank),
                      self.row.valid.eq(tag_d.valid & tag_d.tag.last)]
+        m.d.comb += self.next_bank.eq(tag_d.tag.bank)
         return m

@@ -15,9 +15,10 @@ __all__ = ["CommandRegister", "gemm_signature"]
 
 def gemm_signature(config: ArrayConfig) -> wiring.Signature:
     """The running GEMM, as the command register drives it: ``start`` pulses in the cycle a good
-    command is accepted (the blocks reset their tile counters on it), ``cmd`` holds the command
-    from the next cycle until the next one."""
-    return wiring.Signature({"start": Out(1), "cmd": Out(command_layout(config))})
+    command is accepted, with that command on ``new`` (the blocks reset their tile counters and
+    register their per-command terminal conditions from it); ``cmd`` holds the command from the
+    next cycle until the next one."""
+    return wiring.Signature({"start": Out(1), "new": Out(command_layout(config)), "cmd": Out(command_layout(config))})
 
 
 class CommandRegister(wiring.Component):
@@ -57,7 +58,7 @@ class CommandRegister(wiring.Component):
         bad = Signal()
         m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
                            | ((new.k > c.rows) & (new.m > c.acc_depth)))
-        m.d.comb += self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad)
+        m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad), self.gemm.new.eq(new)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += self.error.eq(bad)
         with m.If(self.gemm.start):

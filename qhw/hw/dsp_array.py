@@ -35,7 +35,7 @@ from .config import ArrayConfig, check_config
 from .mesh import act_shape, array_ports
 from .pe_ice40 import DualMul8
 from .pe_pipelined import PipelinedMul
-from .skew import Skew
+from .skew import Skew, delayed
 
 __all__ = ["DSP_KINDS", "DspArray", "check_dsp_config"]
 
@@ -83,6 +83,21 @@ class DspArray(wiring.Component):
         for i in range(R):
             m.d.comb += [skew.i[i].a.eq(self.a_in[i]), skew.i[i].bank.eq(self.bank_in)]
 
+        # The weight-row write. ecp5-pipelined: shifted down the rows with the activations' skew
+        # (row i's enable, bank and data i registers late, as row i's activations are), so each
+        # register drives one row instead of the whole array; a write still takes effect for every
+        # ``a_in`` row sampled after it. ice40-dual keeps the direct write (no flip-flops to spare).
+        shift_write = c.pe == "ecp5-pipelined"
+        w_we, w_bank, w_data = [], [], []
+        bank_s, data_s = self.w_bank, self.w_data
+        for i in range(R):
+            if shift_write and i > 0:
+                bank_s = delayed(m, bank_s, 1, name=f"w_bank_row{i}")
+                data_s = delayed(m, data_s, 1, name=f"w_data_row{i}")
+            w_we.append(delayed(m, self.w_we[i], i if shift_write else 0, name=f"w_we_row{i}"))
+            w_bank.append(bank_s)
+            w_data.append(data_s)
+
         # Weight banks and the activation/bank pipeline (one register between neighbouring PEs).
         a = [[None] * C for _ in range(R)]
         bank = [[None] * C for _ in range(R)]
@@ -96,11 +111,11 @@ class DspArray(wiring.Component):
                     bank[i][j] = Signal(name=f"bank_{i}_{j}")
                     m.d.sync += [a[i][j].eq(a[i][j - 1]), bank[i][j].eq(bank[i][j - 1])]
                 w = [Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}") for b in range(2)]
-                with m.If(self.w_we[i]):
-                    with m.If(self.w_bank):
-                        m.d.sync += w[1].eq(self.w_data[j])
+                with m.If(w_we[i]):
+                    with m.If(w_bank[i]):
+                        m.d.sync += w[1].eq(w_data[i][j])
                     with m.Else():
-                        m.d.sync += w[0].eq(self.w_data[j])
+                        m.d.sync += w[0].eq(w_data[i][j])
                 wsel[i][j] = Signal(signed(c.weight_bits), name=f"wsel_{i}_{j}")
                 m.d.comb += wsel[i][j].eq(Mux(bank[i][j], w[1], w[0]))
 
