@@ -22,7 +22,7 @@ def gemm_signature(config: ArrayConfig) -> wiring.Signature:
 
 
 class CommandRegister(wiring.Component):
-    """One command at a time: ``cmd.ready`` is high while idle.
+    """One command at a time: ``cmd.ready`` is high while idle, from the second cycle a command is offered.
 
     A command the hardware cannot run is accepted and dropped, and ``error`` is set until the next
     command: M, K or N = 0 (M = 0 would never end a tile), K > ``max_k``, a ``mode`` that is not
@@ -51,16 +51,23 @@ class CommandRegister(wiring.Component):
         m = Module()
         c = self.config
         new = self.cmd.payload
-        m.d.comb += self.cmd.ready.eq(~self.busy)
         built = 0
         for mode in c.rounding:
             built = built | (new.mode == MODE_CODES[mode])
         bad = Signal()
         m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
                            | ((new.k > c.rows) & (new.m > c.acc_depth)))
-        m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad), self.gemm.new.eq(new)]
+        # The checks are registered, so ``start`` (which every block's counters load on) is one LUT
+        # from registers: a command is taken once it has been offered for a cycle, its payload held
+        # by the stream rule. Measured from the handshake nothing changes; an idle register takes a
+        # newly offered command a cycle later.
+        seen = Signal()         # cmd.valid last cycle without a handshake: ``bad_r`` checked this payload
+        bad_r = Signal()
+        m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), bad_r.eq(bad)]
+        m.d.comb += self.cmd.ready.eq(~self.busy & seen)
+        m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad_r), self.gemm.new.eq(new)]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += self.error.eq(bad)
+            m.d.sync += self.error.eq(bad_r)
         with m.If(self.gemm.start):
             m.d.sync += [self.gemm.cmd.eq(new), self.busy.eq(1)]
         with m.Elif(self.busy & self.done):
