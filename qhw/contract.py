@@ -28,7 +28,7 @@ the FPGA flow can use it without building hardware, and each number is written o
     ``ONNX_PATH_STAGES`` plus their multiply) and ``REQUANT_OUTPUT_STAGES`` (``qhw.hw.requant``);
   - ``ACCUMULATE_LATENCY``: array output to the accumulated row (``qhw.hw.accumulator.Accumulator``);
   - ``FIFO_LATENCY``: a requantized row into the output queue to its ``out`` handshake
-    (``qhw.hw.output_queue.OutputQueue``, a ``SyncFIFOBuffered``).
+    (``qhw.hw.output_queue.OutputQueue``: its memory, then the read port's output register).
 
   ``accelerator_latency()`` adds them up. ``qhw.hw.config.ArrayConfig`` applies these formulas to
   one configuration and writes the results into the manifest, whose layout is
@@ -127,8 +127,8 @@ REQUANT_OUTPUT_STAGES = 2   # + zero point, clamp
 # ``Accumulator``: the psum and the accumulator row (read a cycle early) registered, then the add's
 # result registered (a register between two carry chains: this add and the lanes' bias add).
 ACCUMULATE_LATENCY = 2
-# ``OutputQueue``: ``SyncFIFOBuffered`` writes its memory, then its output register (measured: a row
-# written in cycle t is offered on ``out`` in cycle t + 2).
+# ``OutputQueue``: writes its memory, then reads into its output register (measured: a row written in
+# cycle t is offered on ``out`` in cycle t + 2).
 FIFO_LATENCY = 2
 # The lanes register their inputs (row and requantization parameters) in the cycle a row arrives.
 PARAMS_READ_LATENCY = 1

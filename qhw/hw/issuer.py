@@ -33,6 +33,10 @@ class Issuer(wiring.Component):
     apart. A tile's last beat ``release``s its bank to the loader.
 
     ``idle`` is high once every tile of the command is issued and every result row taken.
+
+    For the clock, ``act.ready`` and the counters' enables depend on registers only: the tile's
+    terminal conditions (last row, last K tile, last N tile) and the credit check are registers
+    decided a cycle ahead, from ``gemm.new`` at the start and from down-counters afterwards.
     """
 
     def __init__(self, *, config: ArrayConfig):
