@@ -189,9 +189,9 @@ def gemm_beats(config, m, kt, rng, gap):
 
 @pytest.mark.parametrize("m", [1, 2, 3])
 def test_accumulator_forwarding_back_to_back(m):
-    """K tiles back to back with no gap: M = 1 reads the row the adder is still writing (forwarding from
-    its output register), M = 2 the row written in the same cycle (transparent port); each result row
-    ``latency`` cycles after its psum."""
+    """K tiles back to back with no gap: M = 1 and M = 2 read a row whose sum is still in the adder's
+    output registers (forwarding), M = 3 the row written in the same cycle (transparent port); each
+    result row ``latency`` cycles after its psum."""
     c = small(acc_depth=4)
     rng = random.Random(m)
     beats, expected = gemm_beats(c, m, 4, rng, gap=0.0)
