@@ -57,19 +57,22 @@ class CommandRegister(wiring.Component):
         bad = Signal()
         m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
                            | ((new.k > c.rows) & (new.m > c.acc_depth)))
-        # The checks are registered, so ``start`` (which every block's counters load on) is one LUT
-        # from registers: a command is taken once it has been offered for a cycle, its payload held
-        # by the stream rule. Measured from the handshake nothing changes; an idle register takes a
-        # newly offered command a cycle later.
-        seen = Signal()         # cmd.valid last cycle without a handshake: ``bad_r`` checked this payload
+        # The command is registered and checked a cycle before it is taken, so ``start`` (which
+        # every block's counters load on) is one LUT from registers: a command is taken once it has
+        # been offered for a cycle. What starts is always the registered, checked copy (the stream
+        # rule makes it the payload; a producer that breaks the rule cannot start an unchecked
+        # command). Measured from the handshake nothing changes; an idle register takes a newly
+        # offered command a cycle later.
+        seen = Signal()         # cmd.valid last cycle without a handshake: ``held`` is that payload
+        held = Signal.like(new, name="held")
         bad_r = Signal()
-        m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), bad_r.eq(bad)]
+        m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), held.eq(new), bad_r.eq(bad)]
         m.d.comb += self.cmd.ready.eq(~self.busy & seen)
-        m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad_r), self.gemm.new.eq(new)]
+        m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad_r), self.gemm.new.eq(held)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += self.error.eq(bad_r)
         with m.If(self.gemm.start):
-            m.d.sync += [self.gemm.cmd.eq(new), self.busy.eq(1)]
+            m.d.sync += [self.gemm.cmd.eq(held), self.busy.eq(1)]
         with m.Elif(self.busy & self.done):
             m.d.sync += self.busy.eq(0)
         return m
