@@ -68,12 +68,13 @@ class Accumulator(wiring.Component):
         m.d.comb += rp.addr.eq(tag_r.tag.m)
         tag_d1 = delayed(m, tag_r, 1, name="tag_rd")
         tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and rd
-        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C))
-        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        # Datapath registers without reset (the tags, which have one, qualify them).
+        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C), reset_less=True)
+        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C), reset_less=True)
         m.d.sync += [psum_d.eq(self.psum), rd.eq(rp.data)]
         total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
-        last_total = Signal.like(total)     # the sum of the beat one cycle older, written from here
-        last2 = Signal.like(total)          # and of the beat two cycles older
+        last_total = Signal.like(total, reset_less=True)    # the sum of the beat one cycle older, written from here
+        last2 = Signal.like(total, reset_less=True)         # and of the beat two cycles older
         wrote = Signal()
         m.d.comb += wrote.eq(tag_d.valid & ~tag_d.tag.last)
         # The memory is written from registers a cycle after the add (the adder's carry chain and the

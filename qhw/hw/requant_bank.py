@@ -79,7 +79,7 @@ class RequantBank(wiring.Component):
         else:
             # Each lane's own parameter registers, selected by the bank of the row coming next cycle.
             early = data.View(params_layout(c), Mux(self.next_bank, banks[1].as_value(), banks[0].as_value()))
-            src_params = Signal(params_layout(c), name="lane_params")
+            src_params = Signal(params_layout(c), name="lane_params", reset_less=True)
             m.d.sync += src_params.eq(early)
             src_total, lane_valid, phase = self.row.payload.sum, self.row.valid, Const(0)
 
