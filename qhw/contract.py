@@ -32,7 +32,7 @@ the FPGA flow can use it without building hardware, and each number is written o
     ``requant_interval()``: cycles between a lane's inputs;
   - ``ACCUMULATE_LATENCY``: array output to the accumulated row (``qhw.hw.accumulator.Accumulator``);
   - ``FIFO_LATENCY``: a requantized row into the output queue to its ``out`` handshake
-    (``qhw.hw.output_queue.OutputQueue``, a ``SyncFIFOBuffered``).
+    (``qhw.hw.output_queue.OutputQueue``: its memory, then the read port's output register).
 
   ``accelerator_latency()`` adds them up. ``qhw.hw.config.ArrayConfig`` applies these formulas to
   one configuration and writes the results into the manifest, whose layout is
@@ -146,8 +146,8 @@ SERIAL_SHIFT_STAGES = 31
 # ``Accumulator``: the psum and the accumulator row (read a cycle early) registered, then the add's
 # result registered (a register between two carry chains: this add and the lanes' bias add).
 ACCUMULATE_LATENCY = 2
-# ``OutputQueue``: ``SyncFIFOBuffered`` writes its memory, then its output register (measured: a row
-# written in cycle t is offered on ``out`` in cycle t + 2).
+# ``OutputQueue``: writes its memory, then reads into its output register (measured: a row written in
+# cycle t is offered on ``out`` in cycle t + 2).
 FIFO_LATENCY = 2
 # The lanes register their inputs (row and requantization parameters) in the cycle a row arrives.
 PARAMS_READ_LATENCY = 1
