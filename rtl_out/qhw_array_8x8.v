@@ -3,15 +3,15 @@
 module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__payload, params__valid, act__payload, act__valid, out__ready, clk, rst, cmd__ready, weights__ready, params__ready, act__ready, out__payload, out__valid, busy, error, cmd__payload);
   wire \$1 ;
   wire [63:0] a_in;
-  wire [63:0] \a_in$67 ;
-  wire [7:0] \a_in$67[0] ;
-  wire [7:0] \a_in$67[1] ;
-  wire [7:0] \a_in$67[2] ;
-  wire [7:0] \a_in$67[3] ;
-  wire [7:0] \a_in$67[4] ;
-  wire [7:0] \a_in$67[5] ;
-  wire [7:0] \a_in$67[6] ;
-  wire [7:0] \a_in$67[7] ;
+  wire [63:0] \a_in$71 ;
+  wire [7:0] \a_in$71[0] ;
+  wire [7:0] \a_in$71[1] ;
+  wire [7:0] \a_in$71[2] ;
+  wire [7:0] \a_in$71[3] ;
+  wire [7:0] \a_in$71[4] ;
+  wire [7:0] \a_in$71[5] ;
+  wire [7:0] \a_in$71[6] ;
+  wire [7:0] \a_in$71[7] ;
   wire [7:0] \a_in[0] ;
   wire [7:0] \a_in[1] ;
   wire [7:0] \a_in[2] ;
@@ -22,15 +22,15 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \a_in[7] ;
   input [63:0] act__payload;
   wire [63:0] act__payload;
-  wire [63:0] \act__payload$42 ;
-  wire [7:0] \act__payload$42[0] ;
-  wire [7:0] \act__payload$42[1] ;
-  wire [7:0] \act__payload$42[2] ;
-  wire [7:0] \act__payload$42[3] ;
-  wire [7:0] \act__payload$42[4] ;
-  wire [7:0] \act__payload$42[5] ;
-  wire [7:0] \act__payload$42[6] ;
-  wire [7:0] \act__payload$42[7] ;
+  wire [63:0] \act__payload$46 ;
+  wire [7:0] \act__payload$46[0] ;
+  wire [7:0] \act__payload$46[1] ;
+  wire [7:0] \act__payload$46[2] ;
+  wire [7:0] \act__payload$46[3] ;
+  wire [7:0] \act__payload$46[4] ;
+  wire [7:0] \act__payload$46[5] ;
+  wire [7:0] \act__payload$46[6] ;
+  wire [7:0] \act__payload$46[7] ;
   wire [7:0] \act__payload[0] ;
   wire [7:0] \act__payload[1] ;
   wire [7:0] \act__payload[2] ;
@@ -41,22 +41,22 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \act__payload[7] ;
   output act__ready;
   wire act__ready;
-  wire \act__ready$43 ;
+  wire \act__ready$47 ;
   input act__valid;
   wire act__valid;
-  wire \act__valid$44 ;
+  wire \act__valid$48 ;
   wire bank_in;
-  wire \bank_in$69 ;
+  wire \bank_in$73 ;
   wire [1:0] banks__full;
-  wire [1:0] \banks__full$37 ;
+  wire [1:0] \banks__full$41 ;
   wire banks__release__payload;
-  wire \banks__release__payload$39 ;
+  wire \banks__release__payload$43 ;
   wire banks__release__valid;
-  wire \banks__release__valid$41 ;
+  wire \banks__release__valid$45 ;
   output busy;
   wire busy;
-  wire \busy$77 ;
-  wire \busy$79 ;
+  wire \busy$83 ;
+  wire \busy$85 ;
   input clk;
   wire clk;
   input [70:0] cmd__payload;
@@ -85,7 +85,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire done;
   output error;
   wire error;
-  wire \error$80 ;
+  wire \error$86 ;
   wire [70:0] gemm__cmd;
   wire [70:0] \gemm__cmd$23 ;
   wire [12:0] \gemm__cmd$23.k ;
@@ -118,10 +118,42 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \gemm__cmd.qmax ;
   wire [7:0] \gemm__cmd.qmin ;
   wire [7:0] \gemm__cmd.zero_point ;
+  wire [70:0] gemm__new;
+  wire [70:0] \gemm__new$27 ;
+  wire [12:0] \gemm__new$27.k ;
+  wire [15:0] \gemm__new$27.m ;
+  wire [1:0] \gemm__new$27.mode ;
+  wire [15:0] \gemm__new$27.n ;
+  wire [7:0] \gemm__new$27.qmax ;
+  wire [7:0] \gemm__new$27.qmin ;
+  wire [7:0] \gemm__new$27.zero_point ;
+  wire [70:0] \gemm__new$28 ;
+  wire [12:0] \gemm__new$28.k ;
+  wire [15:0] \gemm__new$28.m ;
+  wire [1:0] \gemm__new$28.mode ;
+  wire [15:0] \gemm__new$28.n ;
+  wire [7:0] \gemm__new$28.qmax ;
+  wire [7:0] \gemm__new$28.qmin ;
+  wire [7:0] \gemm__new$28.zero_point ;
+  wire [70:0] \gemm__new$29 ;
+  wire [12:0] \gemm__new$29.k ;
+  wire [15:0] \gemm__new$29.m ;
+  wire [1:0] \gemm__new$29.mode ;
+  wire [15:0] \gemm__new$29.n ;
+  wire [7:0] \gemm__new$29.qmax ;
+  wire [7:0] \gemm__new$29.qmin ;
+  wire [7:0] \gemm__new$29.zero_point ;
+  wire [12:0] \gemm__new.k ;
+  wire [15:0] \gemm__new.m ;
+  wire [1:0] \gemm__new.mode ;
+  wire [15:0] \gemm__new.n ;
+  wire [7:0] \gemm__new.qmax ;
+  wire [7:0] \gemm__new.qmin ;
+  wire [7:0] \gemm__new.zero_point ;
   wire gemm__start;
-  wire \gemm__start$27 ;
-  wire \gemm__start$28 ;
-  wire \gemm__start$29 ;
+  wire \gemm__start$31 ;
+  wire \gemm__start$32 ;
+  wire \gemm__start$33 ;
   wire [63:0] i__payload;
   wire [7:0] \i__payload[0] ;
   wire [7:0] \i__payload[1] ;
@@ -133,6 +165,8 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \i__payload[7] ;
   wire i__valid;
   wire idle;
+  wire next_bank;
+  wire \next_bank$77 ;
   wire [63:0] o__payload;
   wire [7:0] \o__payload[0] ;
   wire [7:0] \o__payload[1] ;
@@ -146,15 +180,15 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire o__valid;
   output [63:0] out__payload;
   wire [63:0] out__payload;
-  wire [63:0] \out__payload$54 ;
-  wire [7:0] \out__payload$54[0] ;
-  wire [7:0] \out__payload$54[1] ;
-  wire [7:0] \out__payload$54[2] ;
-  wire [7:0] \out__payload$54[3] ;
-  wire [7:0] \out__payload$54[4] ;
-  wire [7:0] \out__payload$54[5] ;
-  wire [7:0] \out__payload$54[6] ;
-  wire [7:0] \out__payload$54[7] ;
+  wire [63:0] \out__payload$58 ;
+  wire [7:0] \out__payload$58[0] ;
+  wire [7:0] \out__payload$58[1] ;
+  wire [7:0] \out__payload$58[2] ;
+  wire [7:0] \out__payload$58[3] ;
+  wire [7:0] \out__payload$58[4] ;
+  wire [7:0] \out__payload$58[5] ;
+  wire [7:0] \out__payload$58[6] ;
+  wire [7:0] \out__payload$58[7] ;
   wire [7:0] \out__payload[0] ;
   wire [7:0] \out__payload[1] ;
   wire [7:0] \out__payload[2] ;
@@ -167,83 +201,83 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire out__ready;
   output out__valid;
   wire out__valid;
-  wire \out__valid$56 ;
+  wire \out__valid$60 ;
   wire [1615:0] param_banks;
-  wire [1615:0] \param_banks$73 ;
-  wire [807:0] \param_banks$73[0] ;
-  wire [255:0] \param_banks$73[0].bias ;
-  wire [31:0] \param_banks$73[0].bias[0] ;
-  wire [31:0] \param_banks$73[0].bias[1] ;
-  wire [31:0] \param_banks$73[0].bias[2] ;
-  wire [31:0] \param_banks$73[0].bias[3] ;
-  wire [31:0] \param_banks$73[0].bias[4] ;
-  wire [31:0] \param_banks$73[0].bias[5] ;
-  wire [31:0] \param_banks$73[0].bias[6] ;
-  wire [31:0] \param_banks$73[0].bias[7] ;
-  wire [247:0] \param_banks$73[0].multiplier ;
-  wire [30:0] \param_banks$73[0].multiplier[0] ;
-  wire [30:0] \param_banks$73[0].multiplier[1] ;
-  wire [30:0] \param_banks$73[0].multiplier[2] ;
-  wire [30:0] \param_banks$73[0].multiplier[3] ;
-  wire [30:0] \param_banks$73[0].multiplier[4] ;
-  wire [30:0] \param_banks$73[0].multiplier[5] ;
-  wire [30:0] \param_banks$73[0].multiplier[6] ;
-  wire [30:0] \param_banks$73[0].multiplier[7] ;
-  wire [255:0] \param_banks$73[0].scale ;
-  wire [31:0] \param_banks$73[0].scale[0] ;
-  wire [31:0] \param_banks$73[0].scale[1] ;
-  wire [31:0] \param_banks$73[0].scale[2] ;
-  wire [31:0] \param_banks$73[0].scale[3] ;
-  wire [31:0] \param_banks$73[0].scale[4] ;
-  wire [31:0] \param_banks$73[0].scale[5] ;
-  wire [31:0] \param_banks$73[0].scale[6] ;
-  wire [31:0] \param_banks$73[0].scale[7] ;
-  wire [47:0] \param_banks$73[0].shift ;
-  wire [5:0] \param_banks$73[0].shift[0] ;
-  wire [5:0] \param_banks$73[0].shift[1] ;
-  wire [5:0] \param_banks$73[0].shift[2] ;
-  wire [5:0] \param_banks$73[0].shift[3] ;
-  wire [5:0] \param_banks$73[0].shift[4] ;
-  wire [5:0] \param_banks$73[0].shift[5] ;
-  wire [5:0] \param_banks$73[0].shift[6] ;
-  wire [5:0] \param_banks$73[0].shift[7] ;
-  wire [807:0] \param_banks$73[1] ;
-  wire [255:0] \param_banks$73[1].bias ;
-  wire [31:0] \param_banks$73[1].bias[0] ;
-  wire [31:0] \param_banks$73[1].bias[1] ;
-  wire [31:0] \param_banks$73[1].bias[2] ;
-  wire [31:0] \param_banks$73[1].bias[3] ;
-  wire [31:0] \param_banks$73[1].bias[4] ;
-  wire [31:0] \param_banks$73[1].bias[5] ;
-  wire [31:0] \param_banks$73[1].bias[6] ;
-  wire [31:0] \param_banks$73[1].bias[7] ;
-  wire [247:0] \param_banks$73[1].multiplier ;
-  wire [30:0] \param_banks$73[1].multiplier[0] ;
-  wire [30:0] \param_banks$73[1].multiplier[1] ;
-  wire [30:0] \param_banks$73[1].multiplier[2] ;
-  wire [30:0] \param_banks$73[1].multiplier[3] ;
-  wire [30:0] \param_banks$73[1].multiplier[4] ;
-  wire [30:0] \param_banks$73[1].multiplier[5] ;
-  wire [30:0] \param_banks$73[1].multiplier[6] ;
-  wire [30:0] \param_banks$73[1].multiplier[7] ;
-  wire [255:0] \param_banks$73[1].scale ;
-  wire [31:0] \param_banks$73[1].scale[0] ;
-  wire [31:0] \param_banks$73[1].scale[1] ;
-  wire [31:0] \param_banks$73[1].scale[2] ;
-  wire [31:0] \param_banks$73[1].scale[3] ;
-  wire [31:0] \param_banks$73[1].scale[4] ;
-  wire [31:0] \param_banks$73[1].scale[5] ;
-  wire [31:0] \param_banks$73[1].scale[6] ;
-  wire [31:0] \param_banks$73[1].scale[7] ;
-  wire [47:0] \param_banks$73[1].shift ;
-  wire [5:0] \param_banks$73[1].shift[0] ;
-  wire [5:0] \param_banks$73[1].shift[1] ;
-  wire [5:0] \param_banks$73[1].shift[2] ;
-  wire [5:0] \param_banks$73[1].shift[3] ;
-  wire [5:0] \param_banks$73[1].shift[4] ;
-  wire [5:0] \param_banks$73[1].shift[5] ;
-  wire [5:0] \param_banks$73[1].shift[6] ;
-  wire [5:0] \param_banks$73[1].shift[7] ;
+  wire [1615:0] \param_banks$79 ;
+  wire [807:0] \param_banks$79[0] ;
+  wire [255:0] \param_banks$79[0].bias ;
+  wire [31:0] \param_banks$79[0].bias[0] ;
+  wire [31:0] \param_banks$79[0].bias[1] ;
+  wire [31:0] \param_banks$79[0].bias[2] ;
+  wire [31:0] \param_banks$79[0].bias[3] ;
+  wire [31:0] \param_banks$79[0].bias[4] ;
+  wire [31:0] \param_banks$79[0].bias[5] ;
+  wire [31:0] \param_banks$79[0].bias[6] ;
+  wire [31:0] \param_banks$79[0].bias[7] ;
+  wire [247:0] \param_banks$79[0].multiplier ;
+  wire [30:0] \param_banks$79[0].multiplier[0] ;
+  wire [30:0] \param_banks$79[0].multiplier[1] ;
+  wire [30:0] \param_banks$79[0].multiplier[2] ;
+  wire [30:0] \param_banks$79[0].multiplier[3] ;
+  wire [30:0] \param_banks$79[0].multiplier[4] ;
+  wire [30:0] \param_banks$79[0].multiplier[5] ;
+  wire [30:0] \param_banks$79[0].multiplier[6] ;
+  wire [30:0] \param_banks$79[0].multiplier[7] ;
+  wire [255:0] \param_banks$79[0].scale ;
+  wire [31:0] \param_banks$79[0].scale[0] ;
+  wire [31:0] \param_banks$79[0].scale[1] ;
+  wire [31:0] \param_banks$79[0].scale[2] ;
+  wire [31:0] \param_banks$79[0].scale[3] ;
+  wire [31:0] \param_banks$79[0].scale[4] ;
+  wire [31:0] \param_banks$79[0].scale[5] ;
+  wire [31:0] \param_banks$79[0].scale[6] ;
+  wire [31:0] \param_banks$79[0].scale[7] ;
+  wire [47:0] \param_banks$79[0].shift ;
+  wire [5:0] \param_banks$79[0].shift[0] ;
+  wire [5:0] \param_banks$79[0].shift[1] ;
+  wire [5:0] \param_banks$79[0].shift[2] ;
+  wire [5:0] \param_banks$79[0].shift[3] ;
+  wire [5:0] \param_banks$79[0].shift[4] ;
+  wire [5:0] \param_banks$79[0].shift[5] ;
+  wire [5:0] \param_banks$79[0].shift[6] ;
+  wire [5:0] \param_banks$79[0].shift[7] ;
+  wire [807:0] \param_banks$79[1] ;
+  wire [255:0] \param_banks$79[1].bias ;
+  wire [31:0] \param_banks$79[1].bias[0] ;
+  wire [31:0] \param_banks$79[1].bias[1] ;
+  wire [31:0] \param_banks$79[1].bias[2] ;
+  wire [31:0] \param_banks$79[1].bias[3] ;
+  wire [31:0] \param_banks$79[1].bias[4] ;
+  wire [31:0] \param_banks$79[1].bias[5] ;
+  wire [31:0] \param_banks$79[1].bias[6] ;
+  wire [31:0] \param_banks$79[1].bias[7] ;
+  wire [247:0] \param_banks$79[1].multiplier ;
+  wire [30:0] \param_banks$79[1].multiplier[0] ;
+  wire [30:0] \param_banks$79[1].multiplier[1] ;
+  wire [30:0] \param_banks$79[1].multiplier[2] ;
+  wire [30:0] \param_banks$79[1].multiplier[3] ;
+  wire [30:0] \param_banks$79[1].multiplier[4] ;
+  wire [30:0] \param_banks$79[1].multiplier[5] ;
+  wire [30:0] \param_banks$79[1].multiplier[6] ;
+  wire [30:0] \param_banks$79[1].multiplier[7] ;
+  wire [255:0] \param_banks$79[1].scale ;
+  wire [31:0] \param_banks$79[1].scale[0] ;
+  wire [31:0] \param_banks$79[1].scale[1] ;
+  wire [31:0] \param_banks$79[1].scale[2] ;
+  wire [31:0] \param_banks$79[1].scale[3] ;
+  wire [31:0] \param_banks$79[1].scale[4] ;
+  wire [31:0] \param_banks$79[1].scale[5] ;
+  wire [31:0] \param_banks$79[1].scale[6] ;
+  wire [31:0] \param_banks$79[1].scale[7] ;
+  wire [47:0] \param_banks$79[1].shift ;
+  wire [5:0] \param_banks$79[1].shift[0] ;
+  wire [5:0] \param_banks$79[1].shift[1] ;
+  wire [5:0] \param_banks$79[1].shift[2] ;
+  wire [5:0] \param_banks$79[1].shift[3] ;
+  wire [5:0] \param_banks$79[1].shift[4] ;
+  wire [5:0] \param_banks$79[1].shift[5] ;
+  wire [5:0] \param_banks$79[1].shift[6] ;
+  wire [5:0] \param_banks$79[1].shift[7] ;
   wire [807:0] \param_banks[0] ;
   wire [255:0] \param_banks[0].bias ;
   wire [31:0] \param_banks[0].bias[0] ;
@@ -320,43 +354,43 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [5:0] \param_banks[1].shift[7] ;
   input [807:0] params__payload;
   wire [807:0] params__payload;
-  wire [807:0] \params__payload$33 ;
-  wire [255:0] \params__payload$33.bias ;
-  wire [31:0] \params__payload$33.bias[0] ;
-  wire [31:0] \params__payload$33.bias[1] ;
-  wire [31:0] \params__payload$33.bias[2] ;
-  wire [31:0] \params__payload$33.bias[3] ;
-  wire [31:0] \params__payload$33.bias[4] ;
-  wire [31:0] \params__payload$33.bias[5] ;
-  wire [31:0] \params__payload$33.bias[6] ;
-  wire [31:0] \params__payload$33.bias[7] ;
-  wire [247:0] \params__payload$33.multiplier ;
-  wire [30:0] \params__payload$33.multiplier[0] ;
-  wire [30:0] \params__payload$33.multiplier[1] ;
-  wire [30:0] \params__payload$33.multiplier[2] ;
-  wire [30:0] \params__payload$33.multiplier[3] ;
-  wire [30:0] \params__payload$33.multiplier[4] ;
-  wire [30:0] \params__payload$33.multiplier[5] ;
-  wire [30:0] \params__payload$33.multiplier[6] ;
-  wire [30:0] \params__payload$33.multiplier[7] ;
-  wire [255:0] \params__payload$33.scale ;
-  wire [31:0] \params__payload$33.scale[0] ;
-  wire [31:0] \params__payload$33.scale[1] ;
-  wire [31:0] \params__payload$33.scale[2] ;
-  wire [31:0] \params__payload$33.scale[3] ;
-  wire [31:0] \params__payload$33.scale[4] ;
-  wire [31:0] \params__payload$33.scale[5] ;
-  wire [31:0] \params__payload$33.scale[6] ;
-  wire [31:0] \params__payload$33.scale[7] ;
-  wire [47:0] \params__payload$33.shift ;
-  wire [5:0] \params__payload$33.shift[0] ;
-  wire [5:0] \params__payload$33.shift[1] ;
-  wire [5:0] \params__payload$33.shift[2] ;
-  wire [5:0] \params__payload$33.shift[3] ;
-  wire [5:0] \params__payload$33.shift[4] ;
-  wire [5:0] \params__payload$33.shift[5] ;
-  wire [5:0] \params__payload$33.shift[6] ;
-  wire [5:0] \params__payload$33.shift[7] ;
+  wire [807:0] \params__payload$37 ;
+  wire [255:0] \params__payload$37.bias ;
+  wire [31:0] \params__payload$37.bias[0] ;
+  wire [31:0] \params__payload$37.bias[1] ;
+  wire [31:0] \params__payload$37.bias[2] ;
+  wire [31:0] \params__payload$37.bias[3] ;
+  wire [31:0] \params__payload$37.bias[4] ;
+  wire [31:0] \params__payload$37.bias[5] ;
+  wire [31:0] \params__payload$37.bias[6] ;
+  wire [31:0] \params__payload$37.bias[7] ;
+  wire [247:0] \params__payload$37.multiplier ;
+  wire [30:0] \params__payload$37.multiplier[0] ;
+  wire [30:0] \params__payload$37.multiplier[1] ;
+  wire [30:0] \params__payload$37.multiplier[2] ;
+  wire [30:0] \params__payload$37.multiplier[3] ;
+  wire [30:0] \params__payload$37.multiplier[4] ;
+  wire [30:0] \params__payload$37.multiplier[5] ;
+  wire [30:0] \params__payload$37.multiplier[6] ;
+  wire [30:0] \params__payload$37.multiplier[7] ;
+  wire [255:0] \params__payload$37.scale ;
+  wire [31:0] \params__payload$37.scale[0] ;
+  wire [31:0] \params__payload$37.scale[1] ;
+  wire [31:0] \params__payload$37.scale[2] ;
+  wire [31:0] \params__payload$37.scale[3] ;
+  wire [31:0] \params__payload$37.scale[4] ;
+  wire [31:0] \params__payload$37.scale[5] ;
+  wire [31:0] \params__payload$37.scale[6] ;
+  wire [31:0] \params__payload$37.scale[7] ;
+  wire [47:0] \params__payload$37.shift ;
+  wire [5:0] \params__payload$37.shift[0] ;
+  wire [5:0] \params__payload$37.shift[1] ;
+  wire [5:0] \params__payload$37.shift[2] ;
+  wire [5:0] \params__payload$37.shift[3] ;
+  wire [5:0] \params__payload$37.shift[4] ;
+  wire [5:0] \params__payload$37.shift[5] ;
+  wire [5:0] \params__payload$37.shift[6] ;
+  wire [5:0] \params__payload$37.shift[7] ;
   wire [255:0] \params__payload.bias ;
   wire [31:0] \params__payload.bias[0] ;
   wire [31:0] \params__payload.bias[1] ;
@@ -395,10 +429,10 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [5:0] \params__payload.shift[7] ;
   output params__ready;
   wire params__ready;
-  wire \params__ready$34 ;
+  wire \params__ready$38 ;
   input params__valid;
   wire params__valid;
-  wire \params__valid$35 ;
+  wire \params__valid$39 ;
   wire [151:0] psum;
   wire [18:0] \psum[0] ;
   wire [18:0] \psum[1] ;
@@ -418,17 +452,17 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [18:0] \psum_out[6] ;
   wire [18:0] \psum_out[7] ;
   wire [224:0] row__payload;
-  wire [224:0] \row__payload$50 ;
-  wire \row__payload$50.bank ;
-  wire [223:0] \row__payload$50.sum ;
-  wire [27:0] \row__payload$50.sum[0] ;
-  wire [27:0] \row__payload$50.sum[1] ;
-  wire [27:0] \row__payload$50.sum[2] ;
-  wire [27:0] \row__payload$50.sum[3] ;
-  wire [27:0] \row__payload$50.sum[4] ;
-  wire [27:0] \row__payload$50.sum[5] ;
-  wire [27:0] \row__payload$50.sum[6] ;
-  wire [27:0] \row__payload$50.sum[7] ;
+  wire [224:0] \row__payload$54 ;
+  wire \row__payload$54.bank ;
+  wire [223:0] \row__payload$54.sum ;
+  wire [27:0] \row__payload$54.sum[0] ;
+  wire [27:0] \row__payload$54.sum[1] ;
+  wire [27:0] \row__payload$54.sum[2] ;
+  wire [27:0] \row__payload$54.sum[3] ;
+  wire [27:0] \row__payload$54.sum[4] ;
+  wire [27:0] \row__payload$54.sum[5] ;
+  wire [27:0] \row__payload$54.sum[6] ;
+  wire [27:0] \row__payload$54.sum[7] ;
   wire \row__payload.bank ;
   wire [223:0] \row__payload.sum ;
   wire [27:0] \row__payload.sum[0] ;
@@ -440,35 +474,35 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [27:0] \row__payload.sum[6] ;
   wire [27:0] \row__payload.sum[7] ;
   wire row__valid;
-  wire \row__valid$52 ;
+  wire \row__valid$56 ;
   input rst;
   wire rst;
   wire [18:0] tag__payload;
-  wire [18:0] \tag__payload$46 ;
-  wire \tag__payload$46.bank ;
-  wire \tag__payload$46.first ;
-  wire \tag__payload$46.last ;
-  wire [15:0] \tag__payload$46.m ;
+  wire [18:0] \tag__payload$50 ;
+  wire \tag__payload$50.bank ;
+  wire \tag__payload$50.first ;
+  wire \tag__payload$50.last ;
+  wire [15:0] \tag__payload$50.m ;
   wire \tag__payload.bank ;
   wire \tag__payload.first ;
   wire \tag__payload.last ;
   wire [15:0] \tag__payload.m ;
   wire tag__valid;
-  wire \tag__valid$48 ;
+  wire \tag__valid$52 ;
   wire taken;
-  wire \taken$75 ;
+  wire \taken$81 ;
   wire w_bank;
-  wire \w_bank$63 ;
+  wire \w_bank$67 ;
   wire [63:0] w_data;
-  wire [63:0] \w_data$65 ;
-  wire [7:0] \w_data$65[0] ;
-  wire [7:0] \w_data$65[1] ;
-  wire [7:0] \w_data$65[2] ;
-  wire [7:0] \w_data$65[3] ;
-  wire [7:0] \w_data$65[4] ;
-  wire [7:0] \w_data$65[5] ;
-  wire [7:0] \w_data$65[6] ;
-  wire [7:0] \w_data$65[7] ;
+  wire [63:0] \w_data$69 ;
+  wire [7:0] \w_data$69[0] ;
+  wire [7:0] \w_data$69[1] ;
+  wire [7:0] \w_data$69[2] ;
+  wire [7:0] \w_data$69[3] ;
+  wire [7:0] \w_data$69[4] ;
+  wire [7:0] \w_data$69[5] ;
+  wire [7:0] \w_data$69[6] ;
+  wire [7:0] \w_data$69[7] ;
   wire [7:0] \w_data[0] ;
   wire [7:0] \w_data[1] ;
   wire [7:0] \w_data[2] ;
@@ -478,18 +512,18 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \w_data[6] ;
   wire [7:0] \w_data[7] ;
   wire [7:0] w_we;
-  wire [7:0] \w_we$61 ;
+  wire [7:0] \w_we$65 ;
   input [63:0] weights__payload;
   wire [63:0] weights__payload;
-  wire [63:0] \weights__payload$30 ;
-  wire [7:0] \weights__payload$30[0] ;
-  wire [7:0] \weights__payload$30[1] ;
-  wire [7:0] \weights__payload$30[2] ;
-  wire [7:0] \weights__payload$30[3] ;
-  wire [7:0] \weights__payload$30[4] ;
-  wire [7:0] \weights__payload$30[5] ;
-  wire [7:0] \weights__payload$30[6] ;
-  wire [7:0] \weights__payload$30[7] ;
+  wire [63:0] \weights__payload$34 ;
+  wire [7:0] \weights__payload$34[0] ;
+  wire [7:0] \weights__payload$34[1] ;
+  wire [7:0] \weights__payload$34[2] ;
+  wire [7:0] \weights__payload$34[3] ;
+  wire [7:0] \weights__payload$34[4] ;
+  wire [7:0] \weights__payload$34[5] ;
+  wire [7:0] \weights__payload$34[6] ;
+  wire [7:0] \weights__payload$34[7] ;
   wire [7:0] \weights__payload[0] ;
   wire [7:0] \weights__payload[1] ;
   wire [7:0] \weights__payload[2] ;
@@ -500,14 +534,15 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   wire [7:0] \weights__payload[7] ;
   output weights__ready;
   wire weights__ready;
-  wire \weights__ready$31 ;
+  wire \weights__ready$35 ;
   input weights__valid;
   wire weights__valid;
-  wire \weights__valid$32 ;
-  assign \$1  = ~ \busy$77 ;
+  wire \weights__valid$36 ;
+  assign \$1  = ~ \busy$83 ;
   assign done = \$1  & idle;
   \qhw_array_8x8.accumulator  accumulator (
     .clk(clk),
+    .next_bank(next_bank),
     .psum(psum),
     .row__payload(row__payload),
     .row__valid(row__valid),
@@ -534,6 +569,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
     .done(done),
     .error(error),
     .gemm__cmd(gemm__cmd),
+    .gemm__new(gemm__new),
     .gemm__start(gemm__start),
     .rst(rst)
   );
@@ -547,6 +583,7 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
     .banks__release__valid(banks__release__valid),
     .clk(clk),
     .gemm__cmd(gemm__cmd),
+    .gemm__new(gemm__new),
     .gemm__start(gemm__start),
     .idle(idle),
     .rst(rst),
@@ -555,19 +592,20 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
     .taken(taken)
   );
   \qhw_array_8x8.loader  loader (
-    .bank(w_bank),
     .banks__full(banks__full),
     .banks__release__payload(banks__release__payload),
     .banks__release__valid(banks__release__valid),
-    .busy(\busy$77 ),
+    .busy(\busy$83 ),
     .clk(clk),
     .gemm__cmd(gemm__cmd),
+    .gemm__new(gemm__new),
     .gemm__start(gemm__start),
     .param_banks(param_banks),
     .params__payload(params__payload),
     .params__ready(params__ready),
     .params__valid(params__valid),
     .rst(rst),
+    .w_bank(w_bank),
     .w_data(w_data),
     .w_we(w_we),
     .weights__payload(weights__payload),
@@ -577,17 +615,18 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   \qhw_array_8x8.queue  queue (
     .clk(clk),
     .o__payload(out__payload),
+    .o__ready(out__ready),
     .o__valid(out__valid),
-    .r_en(out__ready),
     .rst(rst),
     .taken(taken),
-    .w_data(i__payload),
-    .w_en(i__valid)
+    .wr__data(i__payload),
+    .wr__en(i__valid)
   );
   \qhw_array_8x8.requant  requant (
     .clk(clk),
     .gemm__cmd(gemm__cmd),
     .i_valid(row__valid),
+    .next_bank(next_bank),
     .out__payload(i__payload),
     .out__valid(i__valid),
     .param_banks(param_banks),
@@ -600,41 +639,45 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \gemm__cmd$23  = gemm__cmd;
   assign \gemm__cmd$24  = gemm__cmd;
   assign \gemm__cmd$25  = gemm__cmd;
-  assign \gemm__start$27  = gemm__start;
-  assign \gemm__start$28  = gemm__start;
-  assign \gemm__start$29  = gemm__start;
-  assign \weights__payload$30  = weights__payload;
-  assign \weights__ready$31  = weights__ready;
-  assign \weights__valid$32  = weights__valid;
-  assign \params__payload$33  = params__payload;
-  assign \params__ready$34  = params__ready;
-  assign \params__valid$35  = params__valid;
-  assign \banks__full$37  = banks__full;
-  assign \banks__release__payload$39  = banks__release__payload;
-  assign \banks__release__valid$41  = banks__release__valid;
-  assign \act__payload$42  = act__payload;
-  assign \act__ready$43  = act__ready;
-  assign \act__valid$44  = act__valid;
-  assign \tag__payload$46  = tag__payload;
-  assign \tag__valid$48  = tag__valid;
-  assign \row__payload$50  = row__payload;
-  assign \row__valid$52  = row__valid;
-  assign \out__payload$54  = i__payload;
-  assign \out__valid$56  = i__valid;
+  assign \gemm__new$27  = gemm__new;
+  assign \gemm__new$28  = gemm__new;
+  assign \gemm__new$29  = gemm__new;
+  assign \gemm__start$31  = gemm__start;
+  assign \gemm__start$32  = gemm__start;
+  assign \gemm__start$33  = gemm__start;
+  assign \weights__payload$34  = weights__payload;
+  assign \weights__ready$35  = weights__ready;
+  assign \weights__valid$36  = weights__valid;
+  assign \params__payload$37  = params__payload;
+  assign \params__ready$38  = params__ready;
+  assign \params__valid$39  = params__valid;
+  assign \banks__full$41  = banks__full;
+  assign \banks__release__payload$43  = banks__release__payload;
+  assign \banks__release__valid$45  = banks__release__valid;
+  assign \act__payload$46  = act__payload;
+  assign \act__ready$47  = act__ready;
+  assign \act__valid$48  = act__valid;
+  assign \tag__payload$50  = tag__payload;
+  assign \tag__valid$52  = tag__valid;
+  assign \row__payload$54  = row__payload;
+  assign \row__valid$56  = row__valid;
+  assign \out__payload$58  = i__payload;
+  assign \out__valid$60  = i__valid;
   assign o__payload = out__payload;
   assign o__ready = out__ready;
   assign o__valid = out__valid;
-  assign \w_we$61  = w_we;
-  assign \w_bank$63  = w_bank;
-  assign \w_data$65  = w_data;
-  assign \a_in$67  = a_in;
+  assign \w_we$65  = w_we;
+  assign \w_bank$67  = w_bank;
+  assign \w_data$69  = w_data;
+  assign \a_in$71  = a_in;
   assign bank_in = tag__payload[18];
-  assign \bank_in$69  = tag__payload[18];
+  assign \bank_in$73  = tag__payload[18];
   assign psum_out = psum;
-  assign \param_banks$73  = param_banks;
-  assign \taken$75  = taken;
-  assign \busy$79  = busy;
-  assign \error$80  = error;
+  assign \next_bank$77  = next_bank;
+  assign \param_banks$79  = param_banks;
+  assign \taken$81  = taken;
+  assign \busy$85  = busy;
+  assign \error$86  = error;
   assign \cmd__payload.m  = cmd__payload[15:0];
   assign \cmd__payload.k  = cmd__payload[28:16];
   assign \cmd__payload.n  = cmd__payload[44:29];
@@ -737,66 +780,94 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \gemm__cmd$25.zero_point  = gemm__cmd[54:47];
   assign \gemm__cmd$25.qmin  = gemm__cmd[62:55];
   assign \gemm__cmd$25.qmax  = gemm__cmd[70:63];
-  assign \weights__payload$30[0]  = weights__payload[7:0];
-  assign \weights__payload$30[1]  = weights__payload[15:8];
-  assign \weights__payload$30[2]  = weights__payload[23:16];
-  assign \weights__payload$30[3]  = weights__payload[31:24];
-  assign \weights__payload$30[4]  = weights__payload[39:32];
-  assign \weights__payload$30[5]  = weights__payload[47:40];
-  assign \weights__payload$30[6]  = weights__payload[55:48];
-  assign \weights__payload$30[7]  = weights__payload[63:56];
-  assign \params__payload$33.bias  = params__payload[255:0];
-  assign \params__payload$33.bias[0]  = params__payload[31:0];
-  assign \params__payload$33.bias[1]  = params__payload[63:32];
-  assign \params__payload$33.bias[2]  = params__payload[95:64];
-  assign \params__payload$33.bias[3]  = params__payload[127:96];
-  assign \params__payload$33.bias[4]  = params__payload[159:128];
-  assign \params__payload$33.bias[5]  = params__payload[191:160];
-  assign \params__payload$33.bias[6]  = params__payload[223:192];
-  assign \params__payload$33.bias[7]  = params__payload[255:224];
-  assign \params__payload$33.multiplier  = params__payload[503:256];
-  assign \params__payload$33.multiplier[0]  = params__payload[286:256];
-  assign \params__payload$33.multiplier[1]  = params__payload[317:287];
-  assign \params__payload$33.multiplier[2]  = params__payload[348:318];
-  assign \params__payload$33.multiplier[3]  = params__payload[379:349];
-  assign \params__payload$33.multiplier[4]  = params__payload[410:380];
-  assign \params__payload$33.multiplier[5]  = params__payload[441:411];
-  assign \params__payload$33.multiplier[6]  = params__payload[472:442];
-  assign \params__payload$33.multiplier[7]  = params__payload[503:473];
-  assign \params__payload$33.shift  = params__payload[551:504];
-  assign \params__payload$33.shift[0]  = params__payload[509:504];
-  assign \params__payload$33.shift[1]  = params__payload[515:510];
-  assign \params__payload$33.shift[2]  = params__payload[521:516];
-  assign \params__payload$33.shift[3]  = params__payload[527:522];
-  assign \params__payload$33.shift[4]  = params__payload[533:528];
-  assign \params__payload$33.shift[5]  = params__payload[539:534];
-  assign \params__payload$33.shift[6]  = params__payload[545:540];
-  assign \params__payload$33.shift[7]  = params__payload[551:546];
-  assign \params__payload$33.scale  = params__payload[807:552];
-  assign \params__payload$33.scale[0]  = params__payload[583:552];
-  assign \params__payload$33.scale[1]  = params__payload[615:584];
-  assign \params__payload$33.scale[2]  = params__payload[647:616];
-  assign \params__payload$33.scale[3]  = params__payload[679:648];
-  assign \params__payload$33.scale[4]  = params__payload[711:680];
-  assign \params__payload$33.scale[5]  = params__payload[743:712];
-  assign \params__payload$33.scale[6]  = params__payload[775:744];
-  assign \params__payload$33.scale[7]  = params__payload[807:776];
-  assign \act__payload$42[0]  = act__payload[7:0];
-  assign \act__payload$42[1]  = act__payload[15:8];
-  assign \act__payload$42[2]  = act__payload[23:16];
-  assign \act__payload$42[3]  = act__payload[31:24];
-  assign \act__payload$42[4]  = act__payload[39:32];
-  assign \act__payload$42[5]  = act__payload[47:40];
-  assign \act__payload$42[6]  = act__payload[55:48];
-  assign \act__payload$42[7]  = act__payload[63:56];
+  assign \gemm__new.m  = gemm__new[15:0];
+  assign \gemm__new.k  = gemm__new[28:16];
+  assign \gemm__new.n  = gemm__new[44:29];
+  assign \gemm__new.mode  = gemm__new[46:45];
+  assign \gemm__new.zero_point  = gemm__new[54:47];
+  assign \gemm__new.qmin  = gemm__new[62:55];
+  assign \gemm__new.qmax  = gemm__new[70:63];
+  assign \gemm__new$27.m  = gemm__new[15:0];
+  assign \gemm__new$27.k  = gemm__new[28:16];
+  assign \gemm__new$27.n  = gemm__new[44:29];
+  assign \gemm__new$27.mode  = gemm__new[46:45];
+  assign \gemm__new$27.zero_point  = gemm__new[54:47];
+  assign \gemm__new$27.qmin  = gemm__new[62:55];
+  assign \gemm__new$27.qmax  = gemm__new[70:63];
+  assign \gemm__new$28.m  = gemm__new[15:0];
+  assign \gemm__new$28.k  = gemm__new[28:16];
+  assign \gemm__new$28.n  = gemm__new[44:29];
+  assign \gemm__new$28.mode  = gemm__new[46:45];
+  assign \gemm__new$28.zero_point  = gemm__new[54:47];
+  assign \gemm__new$28.qmin  = gemm__new[62:55];
+  assign \gemm__new$28.qmax  = gemm__new[70:63];
+  assign \gemm__new$29.m  = gemm__new[15:0];
+  assign \gemm__new$29.k  = gemm__new[28:16];
+  assign \gemm__new$29.n  = gemm__new[44:29];
+  assign \gemm__new$29.mode  = gemm__new[46:45];
+  assign \gemm__new$29.zero_point  = gemm__new[54:47];
+  assign \gemm__new$29.qmin  = gemm__new[62:55];
+  assign \gemm__new$29.qmax  = gemm__new[70:63];
+  assign \weights__payload$34[0]  = weights__payload[7:0];
+  assign \weights__payload$34[1]  = weights__payload[15:8];
+  assign \weights__payload$34[2]  = weights__payload[23:16];
+  assign \weights__payload$34[3]  = weights__payload[31:24];
+  assign \weights__payload$34[4]  = weights__payload[39:32];
+  assign \weights__payload$34[5]  = weights__payload[47:40];
+  assign \weights__payload$34[6]  = weights__payload[55:48];
+  assign \weights__payload$34[7]  = weights__payload[63:56];
+  assign \params__payload$37.bias  = params__payload[255:0];
+  assign \params__payload$37.bias[0]  = params__payload[31:0];
+  assign \params__payload$37.bias[1]  = params__payload[63:32];
+  assign \params__payload$37.bias[2]  = params__payload[95:64];
+  assign \params__payload$37.bias[3]  = params__payload[127:96];
+  assign \params__payload$37.bias[4]  = params__payload[159:128];
+  assign \params__payload$37.bias[5]  = params__payload[191:160];
+  assign \params__payload$37.bias[6]  = params__payload[223:192];
+  assign \params__payload$37.bias[7]  = params__payload[255:224];
+  assign \params__payload$37.multiplier  = params__payload[503:256];
+  assign \params__payload$37.multiplier[0]  = params__payload[286:256];
+  assign \params__payload$37.multiplier[1]  = params__payload[317:287];
+  assign \params__payload$37.multiplier[2]  = params__payload[348:318];
+  assign \params__payload$37.multiplier[3]  = params__payload[379:349];
+  assign \params__payload$37.multiplier[4]  = params__payload[410:380];
+  assign \params__payload$37.multiplier[5]  = params__payload[441:411];
+  assign \params__payload$37.multiplier[6]  = params__payload[472:442];
+  assign \params__payload$37.multiplier[7]  = params__payload[503:473];
+  assign \params__payload$37.shift  = params__payload[551:504];
+  assign \params__payload$37.shift[0]  = params__payload[509:504];
+  assign \params__payload$37.shift[1]  = params__payload[515:510];
+  assign \params__payload$37.shift[2]  = params__payload[521:516];
+  assign \params__payload$37.shift[3]  = params__payload[527:522];
+  assign \params__payload$37.shift[4]  = params__payload[533:528];
+  assign \params__payload$37.shift[5]  = params__payload[539:534];
+  assign \params__payload$37.shift[6]  = params__payload[545:540];
+  assign \params__payload$37.shift[7]  = params__payload[551:546];
+  assign \params__payload$37.scale  = params__payload[807:552];
+  assign \params__payload$37.scale[0]  = params__payload[583:552];
+  assign \params__payload$37.scale[1]  = params__payload[615:584];
+  assign \params__payload$37.scale[2]  = params__payload[647:616];
+  assign \params__payload$37.scale[3]  = params__payload[679:648];
+  assign \params__payload$37.scale[4]  = params__payload[711:680];
+  assign \params__payload$37.scale[5]  = params__payload[743:712];
+  assign \params__payload$37.scale[6]  = params__payload[775:744];
+  assign \params__payload$37.scale[7]  = params__payload[807:776];
+  assign \act__payload$46[0]  = act__payload[7:0];
+  assign \act__payload$46[1]  = act__payload[15:8];
+  assign \act__payload$46[2]  = act__payload[23:16];
+  assign \act__payload$46[3]  = act__payload[31:24];
+  assign \act__payload$46[4]  = act__payload[39:32];
+  assign \act__payload$46[5]  = act__payload[47:40];
+  assign \act__payload$46[6]  = act__payload[55:48];
+  assign \act__payload$46[7]  = act__payload[63:56];
   assign \tag__payload.m  = tag__payload[15:0];
   assign \tag__payload.first  = tag__payload[16];
   assign \tag__payload.last  = tag__payload[17];
   assign \tag__payload.bank  = tag__payload[18];
-  assign \tag__payload$46.m  = tag__payload[15:0];
-  assign \tag__payload$46.first  = tag__payload[16];
-  assign \tag__payload$46.last  = tag__payload[17];
-  assign \tag__payload$46.bank  = tag__payload[18];
+  assign \tag__payload$50.m  = tag__payload[15:0];
+  assign \tag__payload$50.first  = tag__payload[16];
+  assign \tag__payload$50.last  = tag__payload[17];
+  assign \tag__payload$50.bank  = tag__payload[18];
   assign \row__payload.sum  = row__payload[223:0];
   assign \row__payload.sum[0]  = row__payload[27:0];
   assign \row__payload.sum[1]  = row__payload[55:28];
@@ -807,16 +878,16 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \row__payload.sum[6]  = row__payload[195:168];
   assign \row__payload.sum[7]  = row__payload[223:196];
   assign \row__payload.bank  = row__payload[224];
-  assign \row__payload$50.sum  = row__payload[223:0];
-  assign \row__payload$50.sum[0]  = row__payload[27:0];
-  assign \row__payload$50.sum[1]  = row__payload[55:28];
-  assign \row__payload$50.sum[2]  = row__payload[83:56];
-  assign \row__payload$50.sum[3]  = row__payload[111:84];
-  assign \row__payload$50.sum[4]  = row__payload[139:112];
-  assign \row__payload$50.sum[5]  = row__payload[167:140];
-  assign \row__payload$50.sum[6]  = row__payload[195:168];
-  assign \row__payload$50.sum[7]  = row__payload[223:196];
-  assign \row__payload$50.bank  = row__payload[224];
+  assign \row__payload$54.sum  = row__payload[223:0];
+  assign \row__payload$54.sum[0]  = row__payload[27:0];
+  assign \row__payload$54.sum[1]  = row__payload[55:28];
+  assign \row__payload$54.sum[2]  = row__payload[83:56];
+  assign \row__payload$54.sum[3]  = row__payload[111:84];
+  assign \row__payload$54.sum[4]  = row__payload[139:112];
+  assign \row__payload$54.sum[5]  = row__payload[167:140];
+  assign \row__payload$54.sum[6]  = row__payload[195:168];
+  assign \row__payload$54.sum[7]  = row__payload[223:196];
+  assign \row__payload$54.bank  = row__payload[224];
   assign \i__payload[0]  = i__payload[7:0];
   assign \i__payload[1]  = i__payload[15:8];
   assign \i__payload[2]  = i__payload[23:16];
@@ -825,14 +896,14 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \i__payload[5]  = i__payload[47:40];
   assign \i__payload[6]  = i__payload[55:48];
   assign \i__payload[7]  = i__payload[63:56];
-  assign \out__payload$54[0]  = i__payload[7:0];
-  assign \out__payload$54[1]  = i__payload[15:8];
-  assign \out__payload$54[2]  = i__payload[23:16];
-  assign \out__payload$54[3]  = i__payload[31:24];
-  assign \out__payload$54[4]  = i__payload[39:32];
-  assign \out__payload$54[5]  = i__payload[47:40];
-  assign \out__payload$54[6]  = i__payload[55:48];
-  assign \out__payload$54[7]  = i__payload[63:56];
+  assign \out__payload$58[0]  = i__payload[7:0];
+  assign \out__payload$58[1]  = i__payload[15:8];
+  assign \out__payload$58[2]  = i__payload[23:16];
+  assign \out__payload$58[3]  = i__payload[31:24];
+  assign \out__payload$58[4]  = i__payload[39:32];
+  assign \out__payload$58[5]  = i__payload[47:40];
+  assign \out__payload$58[6]  = i__payload[55:48];
+  assign \out__payload$58[7]  = i__payload[63:56];
   assign \o__payload[0]  = out__payload[7:0];
   assign \o__payload[1]  = out__payload[15:8];
   assign \o__payload[2]  = out__payload[23:16];
@@ -849,14 +920,14 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \w_data[5]  = w_data[47:40];
   assign \w_data[6]  = w_data[55:48];
   assign \w_data[7]  = w_data[63:56];
-  assign \w_data$65[0]  = w_data[7:0];
-  assign \w_data$65[1]  = w_data[15:8];
-  assign \w_data$65[2]  = w_data[23:16];
-  assign \w_data$65[3]  = w_data[31:24];
-  assign \w_data$65[4]  = w_data[39:32];
-  assign \w_data$65[5]  = w_data[47:40];
-  assign \w_data$65[6]  = w_data[55:48];
-  assign \w_data$65[7]  = w_data[63:56];
+  assign \w_data$69[0]  = w_data[7:0];
+  assign \w_data$69[1]  = w_data[15:8];
+  assign \w_data$69[2]  = w_data[23:16];
+  assign \w_data$69[3]  = w_data[31:24];
+  assign \w_data$69[4]  = w_data[39:32];
+  assign \w_data$69[5]  = w_data[47:40];
+  assign \w_data$69[6]  = w_data[55:48];
+  assign \w_data$69[7]  = w_data[63:56];
   assign \a_in[0]  = a_in[7:0];
   assign \a_in[1]  = a_in[15:8];
   assign \a_in[2]  = a_in[23:16];
@@ -865,14 +936,14 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \a_in[5]  = a_in[47:40];
   assign \a_in[6]  = a_in[55:48];
   assign \a_in[7]  = a_in[63:56];
-  assign \a_in$67[0]  = a_in[7:0];
-  assign \a_in$67[1]  = a_in[15:8];
-  assign \a_in$67[2]  = a_in[23:16];
-  assign \a_in$67[3]  = a_in[31:24];
-  assign \a_in$67[4]  = a_in[39:32];
-  assign \a_in$67[5]  = a_in[47:40];
-  assign \a_in$67[6]  = a_in[55:48];
-  assign \a_in$67[7]  = a_in[63:56];
+  assign \a_in$71[0]  = a_in[7:0];
+  assign \a_in$71[1]  = a_in[15:8];
+  assign \a_in$71[2]  = a_in[23:16];
+  assign \a_in$71[3]  = a_in[31:24];
+  assign \a_in$71[4]  = a_in[39:32];
+  assign \a_in$71[5]  = a_in[47:40];
+  assign \a_in$71[6]  = a_in[55:48];
+  assign \a_in$71[7]  = a_in[63:56];
   assign \psum[0]  = psum[18:0];
   assign \psum[1]  = psum[37:19];
   assign \psum[2]  = psum[56:38];
@@ -963,129 +1034,149 @@ module qhw_array_8x8(cmd__valid, weights__payload, weights__valid, params__paylo
   assign \param_banks[1].scale[5]  = param_banks[1551:1520];
   assign \param_banks[1].scale[6]  = param_banks[1583:1552];
   assign \param_banks[1].scale[7]  = param_banks[1615:1584];
-  assign \param_banks$73[0]  = param_banks[807:0];
-  assign \param_banks$73[0].bias  = param_banks[255:0];
-  assign \param_banks$73[0].bias[0]  = param_banks[31:0];
-  assign \param_banks$73[0].bias[1]  = param_banks[63:32];
-  assign \param_banks$73[0].bias[2]  = param_banks[95:64];
-  assign \param_banks$73[0].bias[3]  = param_banks[127:96];
-  assign \param_banks$73[0].bias[4]  = param_banks[159:128];
-  assign \param_banks$73[0].bias[5]  = param_banks[191:160];
-  assign \param_banks$73[0].bias[6]  = param_banks[223:192];
-  assign \param_banks$73[0].bias[7]  = param_banks[255:224];
-  assign \param_banks$73[0].multiplier  = param_banks[503:256];
-  assign \param_banks$73[0].multiplier[0]  = param_banks[286:256];
-  assign \param_banks$73[0].multiplier[1]  = param_banks[317:287];
-  assign \param_banks$73[0].multiplier[2]  = param_banks[348:318];
-  assign \param_banks$73[0].multiplier[3]  = param_banks[379:349];
-  assign \param_banks$73[0].multiplier[4]  = param_banks[410:380];
-  assign \param_banks$73[0].multiplier[5]  = param_banks[441:411];
-  assign \param_banks$73[0].multiplier[6]  = param_banks[472:442];
-  assign \param_banks$73[0].multiplier[7]  = param_banks[503:473];
-  assign \param_banks$73[0].shift  = param_banks[551:504];
-  assign \param_banks$73[0].shift[0]  = param_banks[509:504];
-  assign \param_banks$73[0].shift[1]  = param_banks[515:510];
-  assign \param_banks$73[0].shift[2]  = param_banks[521:516];
-  assign \param_banks$73[0].shift[3]  = param_banks[527:522];
-  assign \param_banks$73[0].shift[4]  = param_banks[533:528];
-  assign \param_banks$73[0].shift[5]  = param_banks[539:534];
-  assign \param_banks$73[0].shift[6]  = param_banks[545:540];
-  assign \param_banks$73[0].shift[7]  = param_banks[551:546];
-  assign \param_banks$73[0].scale  = param_banks[807:552];
-  assign \param_banks$73[0].scale[0]  = param_banks[583:552];
-  assign \param_banks$73[0].scale[1]  = param_banks[615:584];
-  assign \param_banks$73[0].scale[2]  = param_banks[647:616];
-  assign \param_banks$73[0].scale[3]  = param_banks[679:648];
-  assign \param_banks$73[0].scale[4]  = param_banks[711:680];
-  assign \param_banks$73[0].scale[5]  = param_banks[743:712];
-  assign \param_banks$73[0].scale[6]  = param_banks[775:744];
-  assign \param_banks$73[0].scale[7]  = param_banks[807:776];
-  assign \param_banks$73[1]  = param_banks[1615:808];
-  assign \param_banks$73[1].bias  = param_banks[1063:808];
-  assign \param_banks$73[1].bias[0]  = param_banks[839:808];
-  assign \param_banks$73[1].bias[1]  = param_banks[871:840];
-  assign \param_banks$73[1].bias[2]  = param_banks[903:872];
-  assign \param_banks$73[1].bias[3]  = param_banks[935:904];
-  assign \param_banks$73[1].bias[4]  = param_banks[967:936];
-  assign \param_banks$73[1].bias[5]  = param_banks[999:968];
-  assign \param_banks$73[1].bias[6]  = param_banks[1031:1000];
-  assign \param_banks$73[1].bias[7]  = param_banks[1063:1032];
-  assign \param_banks$73[1].multiplier  = param_banks[1311:1064];
-  assign \param_banks$73[1].multiplier[0]  = param_banks[1094:1064];
-  assign \param_banks$73[1].multiplier[1]  = param_banks[1125:1095];
-  assign \param_banks$73[1].multiplier[2]  = param_banks[1156:1126];
-  assign \param_banks$73[1].multiplier[3]  = param_banks[1187:1157];
-  assign \param_banks$73[1].multiplier[4]  = param_banks[1218:1188];
-  assign \param_banks$73[1].multiplier[5]  = param_banks[1249:1219];
-  assign \param_banks$73[1].multiplier[6]  = param_banks[1280:1250];
-  assign \param_banks$73[1].multiplier[7]  = param_banks[1311:1281];
-  assign \param_banks$73[1].shift  = param_banks[1359:1312];
-  assign \param_banks$73[1].shift[0]  = param_banks[1317:1312];
-  assign \param_banks$73[1].shift[1]  = param_banks[1323:1318];
-  assign \param_banks$73[1].shift[2]  = param_banks[1329:1324];
-  assign \param_banks$73[1].shift[3]  = param_banks[1335:1330];
-  assign \param_banks$73[1].shift[4]  = param_banks[1341:1336];
-  assign \param_banks$73[1].shift[5]  = param_banks[1347:1342];
-  assign \param_banks$73[1].shift[6]  = param_banks[1353:1348];
-  assign \param_banks$73[1].shift[7]  = param_banks[1359:1354];
-  assign \param_banks$73[1].scale  = param_banks[1615:1360];
-  assign \param_banks$73[1].scale[0]  = param_banks[1391:1360];
-  assign \param_banks$73[1].scale[1]  = param_banks[1423:1392];
-  assign \param_banks$73[1].scale[2]  = param_banks[1455:1424];
-  assign \param_banks$73[1].scale[3]  = param_banks[1487:1456];
-  assign \param_banks$73[1].scale[4]  = param_banks[1519:1488];
-  assign \param_banks$73[1].scale[5]  = param_banks[1551:1520];
-  assign \param_banks$73[1].scale[6]  = param_banks[1583:1552];
-  assign \param_banks$73[1].scale[7]  = param_banks[1615:1584];
+  assign \param_banks$79[0]  = param_banks[807:0];
+  assign \param_banks$79[0].bias  = param_banks[255:0];
+  assign \param_banks$79[0].bias[0]  = param_banks[31:0];
+  assign \param_banks$79[0].bias[1]  = param_banks[63:32];
+  assign \param_banks$79[0].bias[2]  = param_banks[95:64];
+  assign \param_banks$79[0].bias[3]  = param_banks[127:96];
+  assign \param_banks$79[0].bias[4]  = param_banks[159:128];
+  assign \param_banks$79[0].bias[5]  = param_banks[191:160];
+  assign \param_banks$79[0].bias[6]  = param_banks[223:192];
+  assign \param_banks$79[0].bias[7]  = param_banks[255:224];
+  assign \param_banks$79[0].multiplier  = param_banks[503:256];
+  assign \param_banks$79[0].multiplier[0]  = param_banks[286:256];
+  assign \param_banks$79[0].multiplier[1]  = param_banks[317:287];
+  assign \param_banks$79[0].multiplier[2]  = param_banks[348:318];
+  assign \param_banks$79[0].multiplier[3]  = param_banks[379:349];
+  assign \param_banks$79[0].multiplier[4]  = param_banks[410:380];
+  assign \param_banks$79[0].multiplier[5]  = param_banks[441:411];
+  assign \param_banks$79[0].multiplier[6]  = param_banks[472:442];
+  assign \param_banks$79[0].multiplier[7]  = param_banks[503:473];
+  assign \param_banks$79[0].shift  = param_banks[551:504];
+  assign \param_banks$79[0].shift[0]  = param_banks[509:504];
+  assign \param_banks$79[0].shift[1]  = param_banks[515:510];
+  assign \param_banks$79[0].shift[2]  = param_banks[521:516];
+  assign \param_banks$79[0].shift[3]  = param_banks[527:522];
+  assign \param_banks$79[0].shift[4]  = param_banks[533:528];
+  assign \param_banks$79[0].shift[5]  = param_banks[539:534];
+  assign \param_banks$79[0].shift[6]  = param_banks[545:540];
+  assign \param_banks$79[0].shift[7]  = param_banks[551:546];
+  assign \param_banks$79[0].scale  = param_banks[807:552];
+  assign \param_banks$79[0].scale[0]  = param_banks[583:552];
+  assign \param_banks$79[0].scale[1]  = param_banks[615:584];
+  assign \param_banks$79[0].scale[2]  = param_banks[647:616];
+  assign \param_banks$79[0].scale[3]  = param_banks[679:648];
+  assign \param_banks$79[0].scale[4]  = param_banks[711:680];
+  assign \param_banks$79[0].scale[5]  = param_banks[743:712];
+  assign \param_banks$79[0].scale[6]  = param_banks[775:744];
+  assign \param_banks$79[0].scale[7]  = param_banks[807:776];
+  assign \param_banks$79[1]  = param_banks[1615:808];
+  assign \param_banks$79[1].bias  = param_banks[1063:808];
+  assign \param_banks$79[1].bias[0]  = param_banks[839:808];
+  assign \param_banks$79[1].bias[1]  = param_banks[871:840];
+  assign \param_banks$79[1].bias[2]  = param_banks[903:872];
+  assign \param_banks$79[1].bias[3]  = param_banks[935:904];
+  assign \param_banks$79[1].bias[4]  = param_banks[967:936];
+  assign \param_banks$79[1].bias[5]  = param_banks[999:968];
+  assign \param_banks$79[1].bias[6]  = param_banks[1031:1000];
+  assign \param_banks$79[1].bias[7]  = param_banks[1063:1032];
+  assign \param_banks$79[1].multiplier  = param_banks[1311:1064];
+  assign \param_banks$79[1].multiplier[0]  = param_banks[1094:1064];
+  assign \param_banks$79[1].multiplier[1]  = param_banks[1125:1095];
+  assign \param_banks$79[1].multiplier[2]  = param_banks[1156:1126];
+  assign \param_banks$79[1].multiplier[3]  = param_banks[1187:1157];
+  assign \param_banks$79[1].multiplier[4]  = param_banks[1218:1188];
+  assign \param_banks$79[1].multiplier[5]  = param_banks[1249:1219];
+  assign \param_banks$79[1].multiplier[6]  = param_banks[1280:1250];
+  assign \param_banks$79[1].multiplier[7]  = param_banks[1311:1281];
+  assign \param_banks$79[1].shift  = param_banks[1359:1312];
+  assign \param_banks$79[1].shift[0]  = param_banks[1317:1312];
+  assign \param_banks$79[1].shift[1]  = param_banks[1323:1318];
+  assign \param_banks$79[1].shift[2]  = param_banks[1329:1324];
+  assign \param_banks$79[1].shift[3]  = param_banks[1335:1330];
+  assign \param_banks$79[1].shift[4]  = param_banks[1341:1336];
+  assign \param_banks$79[1].shift[5]  = param_banks[1347:1342];
+  assign \param_banks$79[1].shift[6]  = param_banks[1353:1348];
+  assign \param_banks$79[1].shift[7]  = param_banks[1359:1354];
+  assign \param_banks$79[1].scale  = param_banks[1615:1360];
+  assign \param_banks$79[1].scale[0]  = param_banks[1391:1360];
+  assign \param_banks$79[1].scale[1]  = param_banks[1423:1392];
+  assign \param_banks$79[1].scale[2]  = param_banks[1455:1424];
+  assign \param_banks$79[1].scale[3]  = param_banks[1487:1456];
+  assign \param_banks$79[1].scale[4]  = param_banks[1519:1488];
+  assign \param_banks$79[1].scale[5]  = param_banks[1551:1520];
+  assign \param_banks$79[1].scale[6]  = param_banks[1583:1552];
+  assign \param_banks$79[1].scale[7]  = param_banks[1615:1584];
 endmodule
 
-module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__payload, row__valid, clk);
+module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_bank, row__payload, row__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [27:0] \$10 ;
-  wire [28:0] \$11 ;
+  wire [28:0] \$10 ;
+  wire [27:0] \$11 ;
   wire [27:0] \$12 ;
   wire [28:0] \$13 ;
   wire [27:0] \$14 ;
-  wire [28:0] \$15 ;
-  wire [27:0] \$16 ;
-  wire [28:0] \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [27:0] \$15 ;
+  wire [28:0] \$16 ;
+  wire [27:0] \$17 ;
+  wire [27:0] \$18 ;
+  wire [28:0] \$19 ;
   wire [27:0] \$2 ;
-  wire \$20 ;
-  reg [19:0] \$21 ;
-  reg [19:0] \$22 ;
-  reg [19:0] \$23 ;
-  reg [19:0] \$24 ;
-  reg [19:0] \$25 ;
-  reg [19:0] \$26 ;
-  reg [19:0] \$27 ;
-  reg [19:0] \$28 ;
-  reg [19:0] \$29 ;
-  wire [28:0] \$3 ;
-  reg [19:0] \$30 ;
+  wire [27:0] \$20 ;
+  wire [27:0] \$21 ;
+  wire [28:0] \$22 ;
+  wire [27:0] \$23 ;
+  wire [27:0] \$24 ;
+  wire [28:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [27:0] \$3 ;
+  wire \$30 ;
   reg [19:0] \$31 ;
   reg [19:0] \$32 ;
   reg [19:0] \$33 ;
   reg [19:0] \$34 ;
   reg [19:0] \$35 ;
   reg [19:0] \$36 ;
-  reg [151:0] \$37 ;
-  reg [223:0] \$38 ;
-  reg [223:0] \$39 ;
-  wire [27:0] \$4 ;
-  reg \$40 ;
-  reg [224:0] \$41 ;
-  reg \$42 ;
-  wire [28:0] \$5 ;
+  reg [19:0] \$37 ;
+  reg [19:0] \$38 ;
+  reg [19:0] \$39 ;
+  wire [28:0] \$4 ;
+  reg [19:0] \$40 ;
+  reg [19:0] \$41 ;
+  reg [19:0] \$42 ;
+  reg [19:0] \$43 ;
+  reg [19:0] \$44 ;
+  reg [19:0] \$45 ;
+  reg [19:0] \$46 ;
+  reg [15:0] \$47 ;
+  reg \$48 ;
+  reg \$49 ;
+  wire [27:0] \$5 ;
+  reg \$50 ;
+  reg [224:0] \$51 ;
+  reg \$52 ;
   wire [27:0] \$6 ;
   wire [28:0] \$7 ;
   wire [27:0] \$8 ;
-  wire [28:0] \$9 ;
+  wire [27:0] \$9 ;
   input clk;
   wire clk;
-  reg forward = 1'h0;
+  reg forward1 = 1'h0;
+  reg forward2 = 1'h0;
+  reg [223:0] last2 = 224'h00000000000000000000000000000000000000000000000000000000;
+  wire [27:0] \last2[0] ;
+  wire [27:0] \last2[1] ;
+  wire [27:0] \last2[2] ;
+  wire [27:0] \last2[3] ;
+  wire [27:0] \last2[4] ;
+  wire [27:0] \last2[5] ;
+  wire [27:0] \last2[6] ;
+  wire [27:0] \last2[7] ;
   reg [223:0] last_total = 224'h00000000000000000000000000000000000000000000000000000000;
   wire [27:0] \last_total[0] ;
   wire [27:0] \last_total[1] ;
@@ -1095,6 +1186,8 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   wire [27:0] \last_total[5] ;
   wire [27:0] \last_total[6] ;
   wire [27:0] \last_total[7] ;
+  output next_bank;
+  wire next_bank;
   input [151:0] psum;
   wire [151:0] psum;
   wire [18:0] \psum[0] ;
@@ -1285,7 +1378,11 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   wire [27:0] \total[5] ;
   wire [27:0] \total[6] ;
   wire [27:0] \total[7] ;
+  reg [15:0] w_addr = 16'h0000;
+  (* init = 1'h0 *)
+  wire w_en;
   wire [8:0] wp__addr;
+  (* init = 224'h00000000000000000000000000000000000000000000000000000000 *)
   wire [223:0] wp__data;
   wire [27:0] \wp__data[0] ;
   wire [27:0] \wp__data[1] ;
@@ -1295,7 +1392,7 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   wire [27:0] \wp__data[5] ;
   wire [27:0] \wp__data[6] ;
   wire [27:0] \wp__data[7] ;
-  wire wp__en;
+  reg wp__en = 1'h0;
   wire wrote;
   reg [223:0] acc_mem [511:0];
   initial begin
@@ -1813,8 +1910,8 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
     acc_mem[511] = 224'h00000000000000000000000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
-    if (wrote)
-      acc_mem[tag_add_d1[9:1]] <= total;
+    if (wp__en)
+      acc_mem[w_addr[8:0]] <= last_total;
   end
   reg [8:0] _0_;
   always @(posedge clk) begin
@@ -1822,111 +1919,199 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   end
   assign rp__data = acc_mem[_0_];
   always @(posedge clk)
-    tag_add_d1 <= \$36 ;
+    tag_r_d6 <= \$36 ;
   always @(posedge clk)
-    psum_d <= \$37 ;
+    tag_r_d7 <= \$37 ;
   always @(posedge clk)
-    rd <= \$38 ;
+    tag_r_d8 <= \$38 ;
   always @(posedge clk)
-    last_total <= \$39 ;
+    tag_r_d9 <= \$39 ;
   always @(posedge clk)
-    forward <= \$40 ;
+    tag_r_d10 <= \$40 ;
   always @(posedge clk)
-    row__payload <= \$41 ;
+    tag_r_d11 <= \$41 ;
   always @(posedge clk)
-    row__valid <= \$42 ;
+    tag_r_d12 <= \$42 ;
+  always @(posedge clk)
+    tag_r_d13 <= \$43 ;
+  always @(posedge clk)
+    tag_r_d14 <= \$44 ;
+  always @(posedge clk)
+    tag_rd_d1 <= \$45 ;
+  always @(posedge clk)
+    tag_add_d1 <= \$46 ;
+  always @(posedge clk)
+    psum_d <= psum;
+  always @(posedge clk)
+    rd <= rp__data;
+  always @(posedge clk)
+    last_total <= total;
+  always @(posedge clk)
+    last2 <= last_total;
+  always @(posedge clk)
+    w_addr <= \$47 ;
+  always @(posedge clk)
+    wp__en <= \$48 ;
+  always @(posedge clk)
+    forward1 <= \$49 ;
+  always @(posedge clk)
+    forward2 <= \$50 ;
+  always @(posedge clk)
+    row__payload <= \$51 ;
+  always @(posedge clk)
+    row__valid <= \$52 ;
   assign \$1  = ~ tag_add_d1[18];
   assign wrote = tag_add_d1[0] & \$1 ;
-  assign \$2  = forward ? last_total[27:0] : rd[27:0];
-  assign \$3  = $signed(\$2 ) + $signed(psum_d[18:0]);
-  assign \$4  = forward ? last_total[55:28] : rd[55:28];
-  assign \$5  = $signed(\$4 ) + $signed(psum_d[37:19]);
-  assign \$6  = forward ? last_total[83:56] : rd[83:56];
-  assign \$7  = $signed(\$6 ) + $signed(psum_d[56:38]);
-  assign \$8  = forward ? last_total[111:84] : rd[111:84];
-  assign \$9  = $signed(\$8 ) + $signed(psum_d[75:57]);
-  assign \$10  = forward ? last_total[139:112] : rd[139:112];
-  assign \$11  = $signed(\$10 ) + $signed(psum_d[94:76]);
-  assign \$12  = forward ? last_total[167:140] : rd[167:140];
-  assign \$13  = $signed(\$12 ) + $signed(psum_d[113:95]);
-  assign \$14  = forward ? last_total[195:168] : rd[195:168];
-  assign \$15  = $signed(\$14 ) + $signed(psum_d[132:114]);
-  assign \$16  = forward ? last_total[223:196] : rd[223:196];
-  assign \$17  = $signed(\$16 ) + $signed(psum_d[151:133]);
-  assign \$18  = tag_add_d1[16:1] == tag_rd_d1[16:1];
-  assign \$19  = wrote & \$18 ;
-  assign \$20  = tag_add_d1[0] & tag_add_d1[18];
+  assign \$2  = forward2 ? last2[27:0] : rd[27:0];
+  assign \$3  = forward1 ? last_total[27:0] : \$2 ;
+  assign \$4  = $signed(\$3 ) + $signed(psum_d[18:0]);
+  assign \$5  = forward2 ? last2[55:28] : rd[55:28];
+  assign \$6  = forward1 ? last_total[55:28] : \$5 ;
+  assign \$7  = $signed(\$6 ) + $signed(psum_d[37:19]);
+  assign \$8  = forward2 ? last2[83:56] : rd[83:56];
+  assign \$9  = forward1 ? last_total[83:56] : \$8 ;
+  assign \$10  = $signed(\$9 ) + $signed(psum_d[56:38]);
+  assign \$11  = forward2 ? last2[111:84] : rd[111:84];
+  assign \$12  = forward1 ? last_total[111:84] : \$11 ;
+  assign \$13  = $signed(\$12 ) + $signed(psum_d[75:57]);
+  assign \$14  = forward2 ? last2[139:112] : rd[139:112];
+  assign \$15  = forward1 ? last_total[139:112] : \$14 ;
+  assign \$16  = $signed(\$15 ) + $signed(psum_d[94:76]);
+  assign \$17  = forward2 ? last2[167:140] : rd[167:140];
+  assign \$18  = forward1 ? last_total[167:140] : \$17 ;
+  assign \$19  = $signed(\$18 ) + $signed(psum_d[113:95]);
+  assign \$20  = forward2 ? last2[195:168] : rd[195:168];
+  assign \$21  = forward1 ? last_total[195:168] : \$20 ;
+  assign \$22  = $signed(\$21 ) + $signed(psum_d[132:114]);
+  assign \$23  = forward2 ? last2[223:196] : rd[223:196];
+  assign \$24  = forward1 ? last_total[223:196] : \$23 ;
+  assign \$25  = $signed(\$24 ) + $signed(psum_d[151:133]);
+  assign \$26  = tag_add_d1[16:1] == tag_rd_d1[16:1];
+  assign \$27  = wrote & \$26 ;
+  assign \$28  = w_addr == tag_rd_d1[16:1];
+  assign \$29  = wp__en & \$28 ;
+  assign \$30  = tag_add_d1[0] & tag_add_d1[18];
   always @(posedge clk)
-    tag_r_d1 <= \$21 ;
+    tag_r_d1 <= \$31 ;
   always @(posedge clk)
-    tag_r_d2 <= \$22 ;
+    tag_r_d2 <= \$32 ;
   always @(posedge clk)
-    tag_r_d3 <= \$23 ;
+    tag_r_d3 <= \$33 ;
   always @(posedge clk)
-    tag_r_d4 <= \$24 ;
+    tag_r_d4 <= \$34 ;
   always @(posedge clk)
-    tag_r_d5 <= \$25 ;
-  always @(posedge clk)
-    tag_r_d6 <= \$26 ;
-  always @(posedge clk)
-    tag_r_d7 <= \$27 ;
-  always @(posedge clk)
-    tag_r_d8 <= \$28 ;
-  always @(posedge clk)
-    tag_r_d9 <= \$29 ;
-  always @(posedge clk)
-    tag_r_d10 <= \$30 ;
-  always @(posedge clk)
-    tag_r_d11 <= \$31 ;
-  always @(posedge clk)
-    tag_r_d12 <= \$32 ;
-  always @(posedge clk)
-    tag_r_d13 <= \$33 ;
-  always @(posedge clk)
-    tag_r_d14 <= \$34 ;
-  always @(posedge clk)
-    tag_rd_d1 <= \$35 ;
+    tag_r_d5 <= \$35 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = psum;
+    \$37  = tag_r_d6;
     if (rst) begin
-      \$37  = 152'h00000000000000000000000000000000000000;
+      \$37  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = rp__data;
+    \$38  = tag_r_d7;
     if (rst) begin
-      \$38  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$38  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = total;
+    \$39  = tag_r_d8;
     if (rst) begin
-      \$39  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$39  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = \$19 ;
+    \$40  = tag_r_d9;
     if (rst) begin
-      \$40  = 1'h0;
+      \$40  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41 [223:0] = total;
-    \$41 [224] = tag_add_d1[19];
+    \$41  = tag_r_d10;
     if (rst) begin
-      \$41  = 225'h000000000000000000000000000000000000000000000000000000000;
+      \$41  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \$20 ;
+    \$42  = tag_r_d11;
     if (rst) begin
-      \$42  = 1'h0;
+      \$42  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = tag_r_d12;
+    if (rst) begin
+      \$43  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = tag_r_d13;
+    if (rst) begin
+      \$44  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = tag_r_d14;
+    if (rst) begin
+      \$45  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$46  = tag_rd_d1;
+    if (rst) begin
+      \$46  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$47  = tag_add_d1[16:1];
+    if (rst) begin
+      \$47  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$48  = wrote;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$49  = \$27 ;
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$50  = \$29 ;
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$51 [223:0] = total;
+    \$51 [224] = tag_add_d1[19];
+    if (rst) begin
+      \$51  = 225'h000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$52  = \$30 ;
+    if (rst) begin
+      \$52  = 1'h0;
     end
   end
   always @* begin
@@ -1935,167 +2120,98 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
     if (tag_add_d1[17]) begin
       total[27:0] = { psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18:0] };
     end else begin
-      total[27:0] = \$3 [27:0];
+      total[27:0] = \$4 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[55:28] = { psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37:19] };
     end else begin
-      total[55:28] = \$5 [27:0];
+      total[55:28] = \$7 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[83:56] = { psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56:38] };
     end else begin
-      total[83:56] = \$7 [27:0];
+      total[83:56] = \$10 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[111:84] = { psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75:57] };
     end else begin
-      total[111:84] = \$9 [27:0];
+      total[111:84] = \$13 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[139:112] = { psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94:76] };
     end else begin
-      total[139:112] = \$11 [27:0];
+      total[139:112] = \$16 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[167:140] = { psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113:95] };
     end else begin
-      total[167:140] = \$13 [27:0];
+      total[167:140] = \$19 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[195:168] = { psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132:114] };
     end else begin
-      total[195:168] = \$15 [27:0];
+      total[195:168] = \$22 [27:0];
     end
     (* full_case = 32'd1 *)
     if (tag_add_d1[17]) begin
       total[223:196] = { psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151:133] };
     end else begin
-      total[223:196] = \$17 [27:0];
+      total[223:196] = \$25 [27:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = tag;
-    if (rst) begin
-      \$21  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = tag_r_d1;
-    if (rst) begin
-      \$22  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = tag_r_d2;
-    if (rst) begin
-      \$23  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = tag_r_d3;
-    if (rst) begin
-      \$24  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = tag_r_d4;
-    if (rst) begin
-      \$25  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = tag_r_d5;
-    if (rst) begin
-      \$26  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = tag_r_d6;
-    if (rst) begin
-      \$27  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = tag_r_d7;
-    if (rst) begin
-      \$28  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = tag_r_d8;
-    if (rst) begin
-      \$29  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = tag_r_d9;
-    if (rst) begin
-      \$30  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = tag_r_d10;
+    \$31  = tag;
     if (rst) begin
       \$31  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = tag_r_d11;
+    \$32  = tag_r_d1;
     if (rst) begin
       \$32  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = tag_r_d12;
+    \$33  = tag_r_d2;
     if (rst) begin
       \$33  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = tag_r_d13;
+    \$34  = tag_r_d3;
     if (rst) begin
       \$34  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = tag_r_d14;
+    \$35  = tag_r_d4;
     if (rst) begin
       \$35  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = tag_rd_d1;
+    \$36  = tag_r_d5;
     if (rst) begin
       \$36  = 20'h00000;
     end
   end
   assign rp__addr = tag_r_d14[9:1];
-  assign wp__addr = tag_add_d1[9:1];
-  assign wp__data = total;
-  assign wp__en = wrote;
+  assign wp__addr = w_addr[8:0];
+  assign wp__data = last_total;
+  assign w_en = wp__en;
+  assign next_bank = tag_add_d1[19];
   assign \tag.valid  = tag[0];
   assign \tag.tag  = tag[19:1];
   assign \tag.tag.m  = tag[16:1];
@@ -2142,6 +2258,14 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   assign \rd[5]  = rd[167:140];
   assign \rd[6]  = rd[195:168];
   assign \rd[7]  = rd[223:196];
+  assign \last2[0]  = last2[27:0];
+  assign \last2[1]  = last2[55:28];
+  assign \last2[2]  = last2[83:56];
+  assign \last2[3]  = last2[111:84];
+  assign \last2[4]  = last2[139:112];
+  assign \last2[5]  = last2[167:140];
+  assign \last2[6]  = last2[195:168];
+  assign \last2[7]  = last2[223:196];
   assign \last_total[0]  = last_total[27:0];
   assign \last_total[1]  = last_total[55:28];
   assign \last_total[2]  = last_total[83:56];
@@ -2150,14 +2274,14 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   assign \last_total[5]  = last_total[167:140];
   assign \last_total[6]  = last_total[195:168];
   assign \last_total[7]  = last_total[223:196];
-  assign \wp__data[0]  = total[27:0];
-  assign \wp__data[1]  = total[55:28];
-  assign \wp__data[2]  = total[83:56];
-  assign \wp__data[3]  = total[111:84];
-  assign \wp__data[4]  = total[139:112];
-  assign \wp__data[5]  = total[167:140];
-  assign \wp__data[6]  = total[195:168];
-  assign \wp__data[7]  = total[223:196];
+  assign \wp__data[0]  = last_total[27:0];
+  assign \wp__data[1]  = last_total[55:28];
+  assign \wp__data[2]  = last_total[83:56];
+  assign \wp__data[3]  = last_total[111:84];
+  assign \wp__data[4]  = last_total[139:112];
+  assign \wp__data[5]  = last_total[167:140];
+  assign \wp__data[6]  = last_total[195:168];
+  assign \wp__data[7]  = last_total[223:196];
   assign \tag_r_d1.valid  = tag_r_d1[0];
   assign \tag_r_d1.tag  = tag_r_d1[19:1];
   assign \tag_r_d1.tag.m  = tag_r_d1[16:1];
@@ -2272,7 +2396,7 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, row__pay
   assign tag[0] = tag__valid;
 endmodule
 
-module \qhw_array_8x8.array (rst, w_we, w_bank, w_data, bank_in, a_in, \psum_out$14 , clk);
+module \qhw_array_8x8.array (rst, w_bank, w_we, w_data, bank_in, a_in, \psum_out$14 , clk);
   input [63:0] a_in;
   wire [63:0] a_in;
   wire [63:0] \a_in$3 ;
@@ -2585,35 +2709,6 @@ module \qhw_array_8x8.array (rst, w_we, w_bank, w_data, bank_in, a_in, \psum_out
 endmodule
 
 module \qhw_array_8x8.array.deskew (rst, i, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  reg [18:0] \$1 ;
-  reg [18:0] \$10 ;
-  reg [18:0] \$11 ;
-  reg [18:0] \$12 ;
-  reg [18:0] \$13 ;
-  reg [18:0] \$14 ;
-  reg [18:0] \$15 ;
-  reg [18:0] \$16 ;
-  reg [18:0] \$17 ;
-  reg [18:0] \$18 ;
-  reg [18:0] \$19 ;
-  reg [18:0] \$2 ;
-  reg [18:0] \$20 ;
-  reg [18:0] \$21 ;
-  reg [18:0] \$22 ;
-  reg [18:0] \$23 ;
-  reg [18:0] \$24 ;
-  reg [18:0] \$25 ;
-  reg [18:0] \$26 ;
-  reg [18:0] \$27 ;
-  reg [18:0] \$28 ;
-  reg [18:0] \$3 ;
-  reg [18:0] \$4 ;
-  reg [18:0] \$5 ;
-  reg [18:0] \$6 ;
-  reg [18:0] \$7 ;
-  reg [18:0] \$8 ;
-  reg [18:0] \$9 ;
   input clk;
   wire clk;
   input [151:0] i;
@@ -2667,257 +2762,61 @@ module \qhw_array_8x8.array.deskew (rst, i, o, clk);
   input rst;
   wire rst;
   always @(posedge clk)
-    lane0_d1 <= \$1 ;
+    lane0_d1 <= i[18:0];
   always @(posedge clk)
-    lane0_d2 <= \$2 ;
+    lane1_d3 <= lane1_d2;
   always @(posedge clk)
-    lane0_d3 <= \$3 ;
+    lane1_d4 <= lane1_d3;
   always @(posedge clk)
-    lane0_d4 <= \$4 ;
+    lane1_d5 <= lane1_d4;
   always @(posedge clk)
-    lane0_d5 <= \$5 ;
+    lane1_d6 <= lane1_d5;
   always @(posedge clk)
-    lane0_d6 <= \$6 ;
+    lane2_d1 <= i[56:38];
   always @(posedge clk)
-    lane0_d7 <= \$7 ;
+    lane2_d2 <= lane2_d1;
   always @(posedge clk)
-    lane1_d1 <= \$8 ;
+    lane2_d3 <= lane2_d2;
   always @(posedge clk)
-    lane1_d2 <= \$9 ;
+    lane2_d4 <= lane2_d3;
   always @(posedge clk)
-    lane1_d3 <= \$10 ;
+    lane2_d5 <= lane2_d4;
   always @(posedge clk)
-    lane1_d4 <= \$11 ;
+    lane3_d1 <= i[75:57];
   always @(posedge clk)
-    lane1_d5 <= \$12 ;
+    lane0_d2 <= lane0_d1;
   always @(posedge clk)
-    lane1_d6 <= \$13 ;
+    lane3_d2 <= lane3_d1;
   always @(posedge clk)
-    lane2_d1 <= \$14 ;
+    lane3_d3 <= lane3_d2;
   always @(posedge clk)
-    lane2_d2 <= \$15 ;
+    lane3_d4 <= lane3_d3;
   always @(posedge clk)
-    lane2_d3 <= \$16 ;
+    lane4_d1 <= i[94:76];
   always @(posedge clk)
-    lane2_d4 <= \$17 ;
+    lane4_d2 <= lane4_d1;
   always @(posedge clk)
-    lane2_d5 <= \$18 ;
+    lane4_d3 <= lane4_d2;
   always @(posedge clk)
-    lane3_d1 <= \$19 ;
+    lane5_d1 <= i[113:95];
   always @(posedge clk)
-    lane3_d2 <= \$20 ;
+    lane5_d2 <= lane5_d1;
   always @(posedge clk)
-    lane3_d3 <= \$21 ;
+    lane6_d1 <= i[132:114];
   always @(posedge clk)
-    lane3_d4 <= \$22 ;
+    lane0_d3 <= lane0_d2;
   always @(posedge clk)
-    lane4_d1 <= \$23 ;
+    lane0_d4 <= lane0_d3;
   always @(posedge clk)
-    lane4_d2 <= \$24 ;
+    lane0_d5 <= lane0_d4;
   always @(posedge clk)
-    lane4_d3 <= \$25 ;
+    lane0_d6 <= lane0_d5;
   always @(posedge clk)
-    lane5_d1 <= \$26 ;
+    lane0_d7 <= lane0_d6;
   always @(posedge clk)
-    lane5_d2 <= \$27 ;
+    lane1_d1 <= i[37:19];
   always @(posedge clk)
-    lane6_d1 <= \$28 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$1  = i[18:0];
-    if (rst) begin
-      \$1  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$2  = lane0_d1;
-    if (rst) begin
-      \$2  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$3  = lane0_d2;
-    if (rst) begin
-      \$3  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$4  = lane0_d3;
-    if (rst) begin
-      \$4  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$5  = lane0_d4;
-    if (rst) begin
-      \$5  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = lane0_d5;
-    if (rst) begin
-      \$6  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = lane0_d6;
-    if (rst) begin
-      \$7  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$8  = i[37:19];
-    if (rst) begin
-      \$8  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$9  = lane1_d1;
-    if (rst) begin
-      \$9  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$10  = lane1_d2;
-    if (rst) begin
-      \$10  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$11  = lane1_d3;
-    if (rst) begin
-      \$11  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$12  = lane1_d4;
-    if (rst) begin
-      \$12  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$13  = lane1_d5;
-    if (rst) begin
-      \$13  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$14  = i[56:38];
-    if (rst) begin
-      \$14  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$15  = lane2_d1;
-    if (rst) begin
-      \$15  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$16  = lane2_d2;
-    if (rst) begin
-      \$16  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$17  = lane2_d3;
-    if (rst) begin
-      \$17  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$18  = lane2_d4;
-    if (rst) begin
-      \$18  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$19  = i[75:57];
-    if (rst) begin
-      \$19  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$20  = lane3_d1;
-    if (rst) begin
-      \$20  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$21  = lane3_d2;
-    if (rst) begin
-      \$21  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$22  = lane3_d3;
-    if (rst) begin
-      \$22  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$23  = i[94:76];
-    if (rst) begin
-      \$23  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$24  = lane4_d1;
-    if (rst) begin
-      \$24  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$25  = lane4_d2;
-    if (rst) begin
-      \$25  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$26  = i[113:95];
-    if (rst) begin
-      \$26  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$27  = lane5_d1;
-    if (rst) begin
-      \$27  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$28  = i[132:114];
-    if (rst) begin
-      \$28  = 19'h00000;
-    end
-  end
+    lane1_d2 <= lane1_d1;
   assign \i[0]  = i[18:0];
   assign \i[1]  = i[37:19];
   assign \i[2]  = i[56:38];
@@ -2944,8 +2843,8 @@ module \qhw_array_8x8.array.deskew (rst, i, o, clk);
   assign o[18:0] = lane0_d7;
 endmodule
 
-module \qhw_array_8x8.array.mesh (rst, \w_we$5 , w_bank, \w_data$8 , \a_in$1 , \bank_in$3 , psum_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+module \qhw_array_8x8.array.mesh (rst, w_bank, \w_we$5 , \w_data$8 , \a_in$1 , \bank_in$3 , psum_out, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [7:0] \$1 ;
   reg [7:0] \$10 ;
   reg [7:0] \$100 ;
@@ -5627,1344 +5526,1344 @@ module \qhw_array_8x8.array.mesh (rst, \w_we$5 , w_bank, \w_data$8 , \a_in$1 , \
     .w_we(\w_we$5 [7])
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$1  = \a_in$1 [7:0];
     if (rst) begin
       \$1  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$2  = \bank_in$3 [0];
     if (rst) begin
       \$2  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$3  = \psum_out$570 ;
     if (rst) begin
       \$3  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$4  = \a_in$11 ;
     if (rst) begin
       \$4  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$5  = \bank_in$13 ;
     if (rst) begin
       \$5  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$6  = \psum_out$573 ;
     if (rst) begin
       \$6  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$7  = \a_in$19 ;
     if (rst) begin
       \$7  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$8  = \bank_in$21 ;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$9  = \psum_out$576 ;
     if (rst) begin
       \$9  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$10  = \a_in$27 ;
     if (rst) begin
       \$10  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$11  = \bank_in$29 ;
     if (rst) begin
       \$11  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$12  = \psum_out$579 ;
     if (rst) begin
       \$12  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$13  = \a_in$35 ;
     if (rst) begin
       \$13  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$14  = \bank_in$37 ;
     if (rst) begin
       \$14  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$15  = \psum_out$582 ;
     if (rst) begin
       \$15  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$16  = \a_in$43 ;
     if (rst) begin
       \$16  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$17  = \bank_in$45 ;
     if (rst) begin
       \$17  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$18  = \psum_out$585 ;
     if (rst) begin
       \$18  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$19  = \a_in$51 ;
     if (rst) begin
       \$19  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$20  = \bank_in$53 ;
     if (rst) begin
       \$20  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$21  = \psum_out$588 ;
     if (rst) begin
       \$21  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$22  = \a_in$59 ;
     if (rst) begin
       \$22  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$23  = \bank_in$61 ;
     if (rst) begin
       \$23  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$24  = \psum_out$593 ;
     if (rst) begin
       \$24  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$25  = \a_in$1 [15:8];
     if (rst) begin
       \$25  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$26  = \bank_in$3 [1];
     if (rst) begin
       \$26  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$27  = \psum_out$596 ;
     if (rst) begin
       \$27  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$28  = \a_in$74 ;
     if (rst) begin
       \$28  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$29  = \bank_in$76 ;
     if (rst) begin
       \$29  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$30  = \psum_out$599 ;
     if (rst) begin
       \$30  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$31  = \a_in$83 ;
     if (rst) begin
       \$31  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$32  = \bank_in$85 ;
     if (rst) begin
       \$32  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$33  = \psum_out$602 ;
     if (rst) begin
       \$33  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$34  = \a_in$92 ;
     if (rst) begin
       \$34  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$35  = \bank_in$94 ;
     if (rst) begin
       \$35  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$36  = \psum_out$605 ;
     if (rst) begin
       \$36  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$37  = \a_in$101 ;
     if (rst) begin
       \$37  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$38  = \bank_in$103 ;
     if (rst) begin
       \$38  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$39  = \psum_out$608 ;
     if (rst) begin
       \$39  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$40  = \a_in$110 ;
     if (rst) begin
       \$40  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$41  = \bank_in$112 ;
     if (rst) begin
       \$41  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$42  = \psum_out$611 ;
     if (rst) begin
       \$42  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$43  = \a_in$119 ;
     if (rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$44  = \bank_in$121 ;
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$45  = \psum_out$614 ;
     if (rst) begin
       \$45  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$46  = \a_in$128 ;
     if (rst) begin
       \$46  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$47  = \bank_in$130 ;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$48  = \psum_out$619 ;
     if (rst) begin
       \$48  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$49  = \a_in$1 [23:16];
     if (rst) begin
       \$49  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$50  = \bank_in$3 [2];
     if (rst) begin
       \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$51  = \psum_out$622 ;
     if (rst) begin
       \$51  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$52  = \a_in$144 ;
     if (rst) begin
       \$52  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$53  = \bank_in$146 ;
     if (rst) begin
       \$53  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$54  = \psum_out$625 ;
     if (rst) begin
       \$54  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$55  = \a_in$153 ;
     if (rst) begin
       \$55  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$56  = \bank_in$155 ;
     if (rst) begin
       \$56  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$57  = \psum_out$628 ;
     if (rst) begin
       \$57  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$58  = \a_in$162 ;
     if (rst) begin
       \$58  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$59  = \bank_in$164 ;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$60  = \psum_out$631 ;
     if (rst) begin
       \$60  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$61  = \a_in$171 ;
     if (rst) begin
       \$61  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$62  = \bank_in$173 ;
     if (rst) begin
       \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$63  = \psum_out$634 ;
     if (rst) begin
       \$63  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$64  = \a_in$180 ;
     if (rst) begin
       \$64  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$65  = \bank_in$182 ;
     if (rst) begin
       \$65  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$66  = \psum_out$637 ;
     if (rst) begin
       \$66  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$67  = \a_in$189 ;
     if (rst) begin
       \$67  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$68  = \bank_in$191 ;
     if (rst) begin
       \$68  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$69  = \psum_out$640 ;
     if (rst) begin
       \$69  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$70  = \a_in$198 ;
     if (rst) begin
       \$70  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$71  = \bank_in$200 ;
     if (rst) begin
       \$71  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$72  = \psum_out$645 ;
     if (rst) begin
       \$72  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$73  = \a_in$1 [31:24];
     if (rst) begin
       \$73  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$74  = \bank_in$3 [3];
     if (rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$75  = \psum_out$648 ;
     if (rst) begin
       \$75  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$76  = \a_in$214 ;
     if (rst) begin
       \$76  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$77  = \bank_in$216 ;
     if (rst) begin
       \$77  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$78  = \psum_out$651 ;
     if (rst) begin
       \$78  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$79  = \a_in$223 ;
     if (rst) begin
       \$79  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$80  = \bank_in$225 ;
     if (rst) begin
       \$80  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$81  = \psum_out$654 ;
     if (rst) begin
       \$81  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$82  = \a_in$232 ;
     if (rst) begin
       \$82  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$83  = \bank_in$234 ;
     if (rst) begin
       \$83  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$84  = \psum_out$657 ;
     if (rst) begin
       \$84  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$85  = \a_in$241 ;
     if (rst) begin
       \$85  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$86  = \bank_in$243 ;
     if (rst) begin
       \$86  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$87  = \psum_out$660 ;
     if (rst) begin
       \$87  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$88  = \a_in$250 ;
     if (rst) begin
       \$88  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$89  = \bank_in$252 ;
     if (rst) begin
       \$89  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$90  = \psum_out$663 ;
     if (rst) begin
       \$90  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$91  = \a_in$259 ;
     if (rst) begin
       \$91  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$92  = \bank_in$261 ;
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$93  = \psum_out$666 ;
     if (rst) begin
       \$93  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$94  = \a_in$268 ;
     if (rst) begin
       \$94  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$95  = \bank_in$270 ;
     if (rst) begin
       \$95  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$96  = \psum_out$671 ;
     if (rst) begin
       \$96  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$97  = \a_in$1 [39:32];
     if (rst) begin
       \$97  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$98  = \bank_in$3 [4];
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$99  = \psum_out$674 ;
     if (rst) begin
       \$99  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$100  = \a_in$284 ;
     if (rst) begin
       \$100  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$101  = \bank_in$286 ;
     if (rst) begin
       \$101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$102  = \psum_out$677 ;
     if (rst) begin
       \$102  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$103  = \a_in$293 ;
     if (rst) begin
       \$103  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$104  = \bank_in$295 ;
     if (rst) begin
       \$104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$105  = \psum_out$680 ;
     if (rst) begin
       \$105  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$106  = \a_in$302 ;
     if (rst) begin
       \$106  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$107  = \bank_in$304 ;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$108  = \psum_out$683 ;
     if (rst) begin
       \$108  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$109  = \a_in$311 ;
     if (rst) begin
       \$109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$110  = \bank_in$313 ;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$111  = \psum_out$686 ;
     if (rst) begin
       \$111  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$112  = \a_in$320 ;
     if (rst) begin
       \$112  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$113  = \bank_in$322 ;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$114  = \psum_out$689 ;
     if (rst) begin
       \$114  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$115  = \a_in$329 ;
     if (rst) begin
       \$115  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$116  = \bank_in$331 ;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$117  = \psum_out$692 ;
     if (rst) begin
       \$117  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$118  = \a_in$338 ;
     if (rst) begin
       \$118  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$119  = \bank_in$340 ;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$120  = \psum_out$697 ;
     if (rst) begin
       \$120  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$121  = \a_in$1 [47:40];
     if (rst) begin
       \$121  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$122  = \bank_in$3 [5];
     if (rst) begin
       \$122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$123  = \psum_out$700 ;
     if (rst) begin
       \$123  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$124  = \a_in$354 ;
     if (rst) begin
       \$124  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$125  = \bank_in$356 ;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$126  = \psum_out$703 ;
     if (rst) begin
       \$126  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$127  = \a_in$363 ;
     if (rst) begin
       \$127  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$128  = \bank_in$365 ;
     if (rst) begin
       \$128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$129  = \psum_out$706 ;
     if (rst) begin
       \$129  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$130  = \a_in$372 ;
     if (rst) begin
       \$130  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$131  = \bank_in$374 ;
     if (rst) begin
       \$131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$132  = \psum_out$709 ;
     if (rst) begin
       \$132  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$133  = \a_in$381 ;
     if (rst) begin
       \$133  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$134  = \bank_in$383 ;
     if (rst) begin
       \$134  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$135  = \psum_out$712 ;
     if (rst) begin
       \$135  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$136  = \a_in$390 ;
     if (rst) begin
       \$136  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$137  = \bank_in$392 ;
     if (rst) begin
       \$137  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$138  = \psum_out$715 ;
     if (rst) begin
       \$138  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$139  = \a_in$399 ;
     if (rst) begin
       \$139  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$140  = \bank_in$401 ;
     if (rst) begin
       \$140  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$141  = \psum_out$718 ;
     if (rst) begin
       \$141  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$142  = \a_in$408 ;
     if (rst) begin
       \$142  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$143  = \bank_in$410 ;
     if (rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$144  = \psum_out$723 ;
     if (rst) begin
       \$144  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$145  = \a_in$1 [55:48];
     if (rst) begin
       \$145  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$146  = \bank_in$3 [6];
     if (rst) begin
       \$146  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$147  = \psum_out$726 ;
     if (rst) begin
       \$147  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$148  = \a_in$424 ;
     if (rst) begin
       \$148  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$149  = \bank_in$426 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$150  = \psum_out$729 ;
     if (rst) begin
       \$150  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$151  = \a_in$433 ;
     if (rst) begin
       \$151  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$152  = \bank_in$435 ;
     if (rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$153  = \psum_out$732 ;
     if (rst) begin
       \$153  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$154  = \a_in$442 ;
     if (rst) begin
       \$154  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$155  = \bank_in$444 ;
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$156  = \psum_out$735 ;
     if (rst) begin
       \$156  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$157  = \a_in$451 ;
     if (rst) begin
       \$157  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$158  = \bank_in$453 ;
     if (rst) begin
       \$158  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$159  = \psum_out$738 ;
     if (rst) begin
       \$159  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$160  = \a_in$460 ;
     if (rst) begin
       \$160  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$161  = \bank_in$462 ;
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$162  = \psum_out$741 ;
     if (rst) begin
       \$162  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$163  = \a_in$469 ;
     if (rst) begin
       \$163  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$164  = \bank_in$471 ;
     if (rst) begin
       \$164  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$165  = \psum_out$744 ;
     if (rst) begin
       \$165  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$166  = \a_in$478 ;
     if (rst) begin
       \$166  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$167  = \bank_in$480 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$168  = \psum_out$749 ;
     if (rst) begin
       \$168  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$169  = \a_in$1 [63:56];
     if (rst) begin
       \$169  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$170  = \bank_in$3 [7];
     if (rst) begin
       \$170  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$171  = \psum_out$752 ;
     if (rst) begin
       \$171  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$172  = \a_in$494 ;
     if (rst) begin
       \$172  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$173  = \bank_in$496 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$174  = \psum_out$755 ;
     if (rst) begin
       \$174  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$175  = \a_in$503 ;
     if (rst) begin
       \$175  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$176  = \bank_in$505 ;
     if (rst) begin
       \$176  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$177  = \psum_out$758 ;
     if (rst) begin
       \$177  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$178  = \a_in$512 ;
     if (rst) begin
       \$178  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$179  = \bank_in$514 ;
     if (rst) begin
       \$179  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$180  = \psum_out$761 ;
     if (rst) begin
       \$180  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$181  = \a_in$521 ;
     if (rst) begin
       \$181  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$182  = \bank_in$523 ;
     if (rst) begin
       \$182  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$183  = \psum_out$764 ;
     if (rst) begin
       \$183  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$184  = \a_in$530 ;
     if (rst) begin
       \$184  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$185  = \bank_in$532 ;
     if (rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$186  = \psum_out$767 ;
     if (rst) begin
       \$186  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$187  = \a_in$539 ;
     if (rst) begin
       \$187  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$188  = \bank_in$541 ;
     if (rst) begin
       \$188  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$189  = \psum_out$770 ;
     if (rst) begin
       \$189  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$190  = \a_in$548 ;
     if (rst) begin
       \$190  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$191  = \bank_in$550 ;
     if (rst) begin
       \$191  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$192  = \psum_out$775 ;
     if (rst) begin
       \$192  = 19'h00000;
@@ -7836,7 +7735,7 @@ module \qhw_array_8x8.array.mesh (rst, \w_we$5 , w_bank, \w_data$8 , \a_in$1 , \
   assign psum_out[18:0] = t7_0_s0_d1;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -7899,7 +7798,137 @@ module \qhw_array_8x8.array.mesh.tile_0_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
+  wire [15:0] \$1 ;
+  wire [19:0] \$2 ;
+  reg [7:0] \$3 ;
+  reg [7:0] \$4 ;
+  wire [7:0] a_in;
+  input [7:0] a_out;
+  wire [7:0] a_out;
+  input bank_in;
+  wire bank_in;
+  wire bank_out;
+  input clk;
+  wire clk;
+  wire [18:0] psum_in;
+  output [18:0] psum_out;
+  wire [18:0] psum_out;
+  input rst;
+  wire rst;
+  reg [7:0] w0 = 8'h00;
+  reg [7:0] w1 = 8'h00;
+  input w_bank;
+  wire w_bank;
+  input [7:0] w_data;
+  wire [7:0] w_data;
+  input w_we;
+  wire w_we;
+  wire [7:0] weight;
+  always @(posedge clk)
+    w0 <= \$4 ;
+  assign weight = bank_in ? w1 : w0;
+  assign \$1  = $signed(a_out) * $signed(weight);
+  assign \$2  = $signed(1'h0) + $signed(\$1 );
+  always @(posedge clk)
+    w1 <= \$3 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$4  = w0;
+    if (w_we) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$4  = w_data;
+      end
+    end
+    if (rst) begin
+      \$4  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$3  = w1;
+    if (w_we) begin
+      if (w_bank) begin
+        \$3  = w_data;
+      end
+    end
+    if (rst) begin
+      \$3  = 8'h00;
+    end
+  end
+  assign a_in = a_out;
+  assign bank_out = bank_in;
+  assign psum_in = 19'h00000;
+  assign psum_out = \$2 [18:0];
+endmodule
+
+module \qhw_array_8x8.array.mesh.tile_0_1 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
+  input [7:0] a_in;
+  wire [7:0] a_in;
+  wire [7:0] \a_in$1 ;
+  wire [7:0] \a_in$1[0] ;
+  wire [7:0] a_out;
+  wire [7:0] \a_out$13 ;
+  wire [7:0] \a_out[0] ;
+  input bank_in;
+  wire bank_in;
+  wire \bank_in$3 ;
+  wire bank_out;
+  wire \bank_out$15 ;
+  input clk;
+  wire clk;
+  wire [18:0] psum_in;
+  wire [18:0] \psum_in$5 ;
+  wire [18:0] \psum_in$5[0] ;
+  output [18:0] psum_out;
+  wire [18:0] psum_out;
+  wire [18:0] \psum_out$17 ;
+  wire [18:0] \psum_out[0] ;
+  input rst;
+  wire rst;
+  input w_bank;
+  wire w_bank;
+  wire \w_bank$9 ;
+  input [7:0] w_data;
+  wire [7:0] w_data;
+  wire [7:0] \w_data$11 ;
+  wire [7:0] \w_data$11[0] ;
+  input w_we;
+  wire w_we;
+  wire \w_we$7 ;
+  \qhw_array_8x8.array.mesh.tile_0_1.pe_0_0  pe_0_0 (
+    .a_out(a_in),
+    .bank_in(bank_in),
+    .clk(clk),
+    .psum_out(psum_out),
+    .rst(rst),
+    .w_bank(w_bank),
+    .w_data(w_data),
+    .w_we(w_we)
+  );
+  assign \a_in$1  = a_in;
+  assign \bank_in$3  = bank_in;
+  assign psum_in = 19'h00000;
+  assign \psum_in$5  = 19'h00000;
+  assign \w_we$7  = w_we;
+  assign \w_bank$9  = w_bank;
+  assign \w_data$11  = w_data;
+  assign a_out = a_in;
+  assign \a_out$13  = a_in;
+  assign bank_out = bank_in;
+  assign \bank_out$15  = bank_in;
+  assign \psum_out$17  = psum_out;
+  assign \a_in$1[0]  = a_in;
+  assign \psum_in$5[0]  = 19'h00000;
+  assign \w_data$11[0]  = w_data;
+  assign \a_out[0]  = a_in;
+  assign \psum_out[0]  = psum_out;
+endmodule
+
+module \qhw_array_8x8.array.mesh.tile_0_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -7966,7 +7995,7 @@ module \qhw_array_8x8.array.mesh.tile_0_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_1 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_2 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8000,7 +8029,7 @@ module \qhw_array_8x8.array.mesh.tile_0_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_0_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -8029,7 +8058,7 @@ module \qhw_array_8x8.array.mesh.tile_0_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -8096,7 +8125,7 @@ module \qhw_array_8x8.array.mesh.tile_0_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_2 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_3 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8130,7 +8159,7 @@ module \qhw_array_8x8.array.mesh.tile_0_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_0_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -8159,7 +8188,7 @@ module \qhw_array_8x8.array.mesh.tile_0_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -8226,7 +8255,7 @@ module \qhw_array_8x8.array.mesh.tile_0_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_3 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_4 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8260,7 +8289,7 @@ module \qhw_array_8x8.array.mesh.tile_0_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_0_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -8289,7 +8318,7 @@ module \qhw_array_8x8.array.mesh.tile_0_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -8356,7 +8385,7 @@ module \qhw_array_8x8.array.mesh.tile_0_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_4 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_5 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8390,7 +8419,7 @@ module \qhw_array_8x8.array.mesh.tile_0_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_0_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -8419,7 +8448,7 @@ module \qhw_array_8x8.array.mesh.tile_0_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -8486,7 +8515,7 @@ module \qhw_array_8x8.array.mesh.tile_0_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_5 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_6 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8520,7 +8549,7 @@ module \qhw_array_8x8.array.mesh.tile_0_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_0_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -8549,7 +8578,7 @@ module \qhw_array_8x8.array.mesh.tile_0_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -8616,7 +8645,7 @@ module \qhw_array_8x8.array.mesh.tile_0_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_6 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_7 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8650,7 +8679,7 @@ module \qhw_array_8x8.array.mesh.tile_0_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_0_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -8679,7 +8708,7 @@ module \qhw_array_8x8.array.mesh.tile_0_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_0_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -8746,137 +8775,7 @@ module \qhw_array_8x8.array.mesh.tile_0_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_0_7 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, clk);
-  input [7:0] a_in;
-  wire [7:0] a_in;
-  wire [7:0] \a_in$1 ;
-  wire [7:0] \a_in$1[0] ;
-  wire [7:0] a_out;
-  wire [7:0] \a_out$13 ;
-  wire [7:0] \a_out[0] ;
-  input bank_in;
-  wire bank_in;
-  wire \bank_in$3 ;
-  wire bank_out;
-  wire \bank_out$15 ;
-  input clk;
-  wire clk;
-  wire [18:0] psum_in;
-  wire [18:0] \psum_in$5 ;
-  wire [18:0] \psum_in$5[0] ;
-  output [18:0] psum_out;
-  wire [18:0] psum_out;
-  wire [18:0] \psum_out$17 ;
-  wire [18:0] \psum_out[0] ;
-  input rst;
-  wire rst;
-  input w_bank;
-  wire w_bank;
-  wire \w_bank$9 ;
-  input [7:0] w_data;
-  wire [7:0] w_data;
-  wire [7:0] \w_data$11 ;
-  wire [7:0] \w_data$11[0] ;
-  input w_we;
-  wire w_we;
-  wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_0_7.pe_0_0  pe_0_0 (
-    .a_out(a_in),
-    .bank_in(bank_in),
-    .clk(clk),
-    .psum_out(psum_out),
-    .rst(rst),
-    .w_bank(w_bank),
-    .w_data(w_data),
-    .w_we(w_we)
-  );
-  assign \a_in$1  = a_in;
-  assign \bank_in$3  = bank_in;
-  assign psum_in = 19'h00000;
-  assign \psum_in$5  = 19'h00000;
-  assign \w_we$7  = w_we;
-  assign \w_bank$9  = w_bank;
-  assign \w_data$11  = w_data;
-  assign a_out = a_in;
-  assign \a_out$13  = a_in;
-  assign bank_out = bank_in;
-  assign \bank_out$15  = bank_in;
-  assign \psum_out$17  = psum_out;
-  assign \a_in$1[0]  = a_in;
-  assign \psum_in$5[0]  = 19'h00000;
-  assign \w_data$11[0]  = w_data;
-  assign \a_out[0]  = a_in;
-  assign \psum_out[0]  = psum_out;
-endmodule
-
-module \qhw_array_8x8.array.mesh.tile_0_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  wire [15:0] \$1 ;
-  wire [19:0] \$2 ;
-  reg [7:0] \$3 ;
-  reg [7:0] \$4 ;
-  wire [7:0] a_in;
-  input [7:0] a_out;
-  wire [7:0] a_out;
-  input bank_in;
-  wire bank_in;
-  wire bank_out;
-  input clk;
-  wire clk;
-  wire [18:0] psum_in;
-  output [18:0] psum_out;
-  wire [18:0] psum_out;
-  input rst;
-  wire rst;
-  reg [7:0] w0 = 8'h00;
-  reg [7:0] w1 = 8'h00;
-  input w_bank;
-  wire w_bank;
-  input [7:0] w_data;
-  wire [7:0] w_data;
-  input w_we;
-  wire w_we;
-  wire [7:0] weight;
-  always @(posedge clk)
-    w0 <= \$4 ;
-  assign weight = bank_in ? w1 : w0;
-  assign \$1  = $signed(a_out) * $signed(weight);
-  assign \$2  = $signed(1'h0) + $signed(\$1 );
-  always @(posedge clk)
-    w1 <= \$3 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$4  = w0;
-    if (w_we) begin
-      (* full_case = 32'd1 *)
-      if (w_bank) begin
-      end else begin
-        \$4  = w_data;
-      end
-    end
-    if (rst) begin
-      \$4  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$3  = w1;
-    if (w_we) begin
-      if (w_bank) begin
-        \$3  = w_data;
-      end
-    end
-    if (rst) begin
-      \$3  = 8'h00;
-    end
-  end
-  assign a_in = a_out;
-  assign bank_out = bank_in;
-  assign psum_in = 19'h00000;
-  assign psum_out = \$2 [18:0];
-endmodule
-
-module \qhw_array_8x8.array.mesh.tile_1_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -8940,7 +8839,138 @@ module \qhw_array_8x8.array.mesh.tile_1_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  wire [15:0] \$1 ;
+  wire [19:0] \$2 ;
+  reg [7:0] \$3 ;
+  reg [7:0] \$4 ;
+  wire [7:0] a_in;
+  input [7:0] a_out;
+  wire [7:0] a_out;
+  input bank_in;
+  wire bank_in;
+  wire bank_out;
+  input clk;
+  wire clk;
+  input [18:0] psum_in;
+  wire [18:0] psum_in;
+  output [18:0] psum_out;
+  wire [18:0] psum_out;
+  input rst;
+  wire rst;
+  reg [7:0] w0 = 8'h00;
+  reg [7:0] w1 = 8'h00;
+  input w_bank;
+  wire w_bank;
+  input [7:0] w_data;
+  wire [7:0] w_data;
+  input w_we;
+  wire w_we;
+  wire [7:0] weight;
+  always @(posedge clk)
+    w0 <= \$4 ;
+  assign weight = bank_in ? w1 : w0;
+  assign \$1  = $signed(a_out) * $signed(weight);
+  assign \$2  = $signed(psum_in) + $signed(\$1 );
+  always @(posedge clk)
+    w1 <= \$3 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$4  = w0;
+    if (w_we) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$4  = w_data;
+      end
+    end
+    if (rst) begin
+      \$4  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$3  = w1;
+    if (w_we) begin
+      if (w_bank) begin
+        \$3  = w_data;
+      end
+    end
+    if (rst) begin
+      \$3  = 8'h00;
+    end
+  end
+  assign a_in = a_out;
+  assign bank_out = bank_in;
+  assign psum_out = \$2 [18:0];
+endmodule
+
+module \qhw_array_8x8.array.mesh.tile_1_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
+  input [7:0] a_in;
+  wire [7:0] a_in;
+  wire [7:0] \a_in$1 ;
+  wire [7:0] \a_in$1[0] ;
+  wire [7:0] a_out;
+  wire [7:0] \a_out$13 ;
+  wire [7:0] \a_out[0] ;
+  input bank_in;
+  wire bank_in;
+  wire \bank_in$3 ;
+  wire bank_out;
+  wire \bank_out$15 ;
+  input clk;
+  wire clk;
+  input [18:0] psum_in;
+  wire [18:0] psum_in;
+  wire [18:0] \psum_in$5 ;
+  wire [18:0] \psum_in$5[0] ;
+  output [18:0] psum_out;
+  wire [18:0] psum_out;
+  wire [18:0] \psum_out$17 ;
+  wire [18:0] \psum_out[0] ;
+  input rst;
+  wire rst;
+  input w_bank;
+  wire w_bank;
+  wire \w_bank$9 ;
+  input [7:0] w_data;
+  wire [7:0] w_data;
+  wire [7:0] \w_data$11 ;
+  wire [7:0] \w_data$11[0] ;
+  input w_we;
+  wire w_we;
+  wire \w_we$7 ;
+  \qhw_array_8x8.array.mesh.tile_1_1.pe_0_0  pe_0_0 (
+    .a_out(a_in),
+    .bank_in(bank_in),
+    .clk(clk),
+    .psum_in(psum_in),
+    .psum_out(psum_out),
+    .rst(rst),
+    .w_bank(w_bank),
+    .w_data(w_data),
+    .w_we(w_we)
+  );
+  assign \a_in$1  = a_in;
+  assign \bank_in$3  = bank_in;
+  assign \psum_in$5  = psum_in;
+  assign \w_we$7  = w_we;
+  assign \w_bank$9  = w_bank;
+  assign \w_data$11  = w_data;
+  assign a_out = a_in;
+  assign \a_out$13  = a_in;
+  assign bank_out = bank_in;
+  assign \bank_out$15  = bank_in;
+  assign \psum_out$17  = psum_out;
+  assign \a_in$1[0]  = a_in;
+  assign \psum_in$5[0]  = psum_in;
+  assign \w_data$11[0]  = w_data;
+  assign \a_out[0]  = a_in;
+  assign \psum_out[0]  = psum_out;
+endmodule
+
+module \qhw_array_8x8.array.mesh.tile_1_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9007,7 +9037,7 @@ module \qhw_array_8x8.array.mesh.tile_1_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9042,7 +9072,7 @@ module \qhw_array_8x8.array.mesh.tile_1_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_1_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9071,7 +9101,7 @@ module \qhw_array_8x8.array.mesh.tile_1_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9138,7 +9168,7 @@ module \qhw_array_8x8.array.mesh.tile_1_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9173,7 +9203,7 @@ module \qhw_array_8x8.array.mesh.tile_1_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_1_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9202,7 +9232,7 @@ module \qhw_array_8x8.array.mesh.tile_1_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9269,7 +9299,7 @@ module \qhw_array_8x8.array.mesh.tile_1_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9304,7 +9334,7 @@ module \qhw_array_8x8.array.mesh.tile_1_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_1_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9333,7 +9363,7 @@ module \qhw_array_8x8.array.mesh.tile_1_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9400,7 +9430,7 @@ module \qhw_array_8x8.array.mesh.tile_1_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9435,7 +9465,7 @@ module \qhw_array_8x8.array.mesh.tile_1_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_1_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9464,7 +9494,7 @@ module \qhw_array_8x8.array.mesh.tile_1_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9531,7 +9561,7 @@ module \qhw_array_8x8.array.mesh.tile_1_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9566,7 +9596,7 @@ module \qhw_array_8x8.array.mesh.tile_1_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_1_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9595,7 +9625,7 @@ module \qhw_array_8x8.array.mesh.tile_1_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9662,7 +9692,7 @@ module \qhw_array_8x8.array.mesh.tile_1_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9697,7 +9727,7 @@ module \qhw_array_8x8.array.mesh.tile_1_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_1_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9726,7 +9756,7 @@ module \qhw_array_8x8.array.mesh.tile_1_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_1_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9793,7 +9823,7 @@ module \qhw_array_8x8.array.mesh.tile_1_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9828,7 +9858,7 @@ module \qhw_array_8x8.array.mesh.tile_1_7 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_1_7.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_0.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9857,7 +9887,7 @@ module \qhw_array_8x8.array.mesh.tile_1_7 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_1_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -9924,7 +9954,7 @@ module \qhw_array_8x8.array.mesh.tile_1_7.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -9959,7 +9989,7 @@ module \qhw_array_8x8.array.mesh.tile_2_0 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_0.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_1.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -9988,7 +10018,7 @@ module \qhw_array_8x8.array.mesh.tile_2_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10055,7 +10085,7 @@ module \qhw_array_8x8.array.mesh.tile_2_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10090,7 +10120,7 @@ module \qhw_array_8x8.array.mesh.tile_2_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10119,7 +10149,7 @@ module \qhw_array_8x8.array.mesh.tile_2_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10186,7 +10216,7 @@ module \qhw_array_8x8.array.mesh.tile_2_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10221,7 +10251,7 @@ module \qhw_array_8x8.array.mesh.tile_2_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10250,7 +10280,7 @@ module \qhw_array_8x8.array.mesh.tile_2_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10317,7 +10347,7 @@ module \qhw_array_8x8.array.mesh.tile_2_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10352,7 +10382,7 @@ module \qhw_array_8x8.array.mesh.tile_2_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10381,7 +10411,7 @@ module \qhw_array_8x8.array.mesh.tile_2_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10448,7 +10478,7 @@ module \qhw_array_8x8.array.mesh.tile_2_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10483,7 +10513,7 @@ module \qhw_array_8x8.array.mesh.tile_2_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10512,7 +10542,7 @@ module \qhw_array_8x8.array.mesh.tile_2_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10579,7 +10609,7 @@ module \qhw_array_8x8.array.mesh.tile_2_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10614,7 +10644,7 @@ module \qhw_array_8x8.array.mesh.tile_2_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10643,7 +10673,7 @@ module \qhw_array_8x8.array.mesh.tile_2_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10710,7 +10740,7 @@ module \qhw_array_8x8.array.mesh.tile_2_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10745,7 +10775,7 @@ module \qhw_array_8x8.array.mesh.tile_2_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_2_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10774,7 +10804,7 @@ module \qhw_array_8x8.array.mesh.tile_2_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_2_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10841,7 +10871,7 @@ module \qhw_array_8x8.array.mesh.tile_2_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -10876,7 +10906,7 @@ module \qhw_array_8x8.array.mesh.tile_2_7 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_2_7.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_0.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -10905,7 +10935,7 @@ module \qhw_array_8x8.array.mesh.tile_2_7 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_2_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -10972,7 +11002,7 @@ module \qhw_array_8x8.array.mesh.tile_2_7.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11007,7 +11037,7 @@ module \qhw_array_8x8.array.mesh.tile_3_0 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_0.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_1.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11036,7 +11066,7 @@ module \qhw_array_8x8.array.mesh.tile_3_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11103,7 +11133,7 @@ module \qhw_array_8x8.array.mesh.tile_3_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11138,7 +11168,7 @@ module \qhw_array_8x8.array.mesh.tile_3_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11167,7 +11197,7 @@ module \qhw_array_8x8.array.mesh.tile_3_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11234,7 +11264,7 @@ module \qhw_array_8x8.array.mesh.tile_3_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11269,7 +11299,7 @@ module \qhw_array_8x8.array.mesh.tile_3_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11298,7 +11328,7 @@ module \qhw_array_8x8.array.mesh.tile_3_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11365,7 +11395,7 @@ module \qhw_array_8x8.array.mesh.tile_3_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11400,7 +11430,7 @@ module \qhw_array_8x8.array.mesh.tile_3_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11429,7 +11459,7 @@ module \qhw_array_8x8.array.mesh.tile_3_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11496,7 +11526,7 @@ module \qhw_array_8x8.array.mesh.tile_3_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11531,7 +11561,7 @@ module \qhw_array_8x8.array.mesh.tile_3_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11560,7 +11590,7 @@ module \qhw_array_8x8.array.mesh.tile_3_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11627,7 +11657,7 @@ module \qhw_array_8x8.array.mesh.tile_3_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11662,7 +11692,7 @@ module \qhw_array_8x8.array.mesh.tile_3_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11691,7 +11721,7 @@ module \qhw_array_8x8.array.mesh.tile_3_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11758,7 +11788,7 @@ module \qhw_array_8x8.array.mesh.tile_3_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11793,7 +11823,7 @@ module \qhw_array_8x8.array.mesh.tile_3_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_3_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11822,7 +11852,7 @@ module \qhw_array_8x8.array.mesh.tile_3_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_3_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -11889,7 +11919,7 @@ module \qhw_array_8x8.array.mesh.tile_3_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -11924,7 +11954,7 @@ module \qhw_array_8x8.array.mesh.tile_3_7 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_3_7.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_0.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -11953,7 +11983,7 @@ module \qhw_array_8x8.array.mesh.tile_3_7 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_3_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12020,7 +12050,7 @@ module \qhw_array_8x8.array.mesh.tile_3_7.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12055,7 +12085,7 @@ module \qhw_array_8x8.array.mesh.tile_4_0 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_0.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_1.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12084,7 +12114,7 @@ module \qhw_array_8x8.array.mesh.tile_4_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12151,7 +12181,7 @@ module \qhw_array_8x8.array.mesh.tile_4_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12186,7 +12216,7 @@ module \qhw_array_8x8.array.mesh.tile_4_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12215,7 +12245,7 @@ module \qhw_array_8x8.array.mesh.tile_4_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12282,7 +12312,7 @@ module \qhw_array_8x8.array.mesh.tile_4_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12317,7 +12347,7 @@ module \qhw_array_8x8.array.mesh.tile_4_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12346,7 +12376,7 @@ module \qhw_array_8x8.array.mesh.tile_4_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12413,7 +12443,7 @@ module \qhw_array_8x8.array.mesh.tile_4_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12448,7 +12478,7 @@ module \qhw_array_8x8.array.mesh.tile_4_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12477,7 +12507,7 @@ module \qhw_array_8x8.array.mesh.tile_4_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12544,7 +12574,7 @@ module \qhw_array_8x8.array.mesh.tile_4_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12579,7 +12609,7 @@ module \qhw_array_8x8.array.mesh.tile_4_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12608,7 +12638,7 @@ module \qhw_array_8x8.array.mesh.tile_4_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12675,7 +12705,7 @@ module \qhw_array_8x8.array.mesh.tile_4_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12710,7 +12740,7 @@ module \qhw_array_8x8.array.mesh.tile_4_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12739,7 +12769,7 @@ module \qhw_array_8x8.array.mesh.tile_4_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12806,7 +12836,7 @@ module \qhw_array_8x8.array.mesh.tile_4_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12841,7 +12871,7 @@ module \qhw_array_8x8.array.mesh.tile_4_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_4_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -12870,7 +12900,7 @@ module \qhw_array_8x8.array.mesh.tile_4_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_4_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -12937,7 +12967,7 @@ module \qhw_array_8x8.array.mesh.tile_4_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -12972,7 +13002,7 @@ module \qhw_array_8x8.array.mesh.tile_4_7 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_4_7.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_0.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13001,7 +13031,7 @@ module \qhw_array_8x8.array.mesh.tile_4_7 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_4_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13068,7 +13098,7 @@ module \qhw_array_8x8.array.mesh.tile_4_7.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13103,7 +13133,7 @@ module \qhw_array_8x8.array.mesh.tile_5_0 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_0.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_1.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13132,7 +13162,7 @@ module \qhw_array_8x8.array.mesh.tile_5_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13199,7 +13229,7 @@ module \qhw_array_8x8.array.mesh.tile_5_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13234,7 +13264,7 @@ module \qhw_array_8x8.array.mesh.tile_5_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13263,7 +13293,7 @@ module \qhw_array_8x8.array.mesh.tile_5_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13330,7 +13360,7 @@ module \qhw_array_8x8.array.mesh.tile_5_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13365,7 +13395,7 @@ module \qhw_array_8x8.array.mesh.tile_5_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13394,7 +13424,7 @@ module \qhw_array_8x8.array.mesh.tile_5_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13461,7 +13491,7 @@ module \qhw_array_8x8.array.mesh.tile_5_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13496,7 +13526,7 @@ module \qhw_array_8x8.array.mesh.tile_5_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13525,7 +13555,7 @@ module \qhw_array_8x8.array.mesh.tile_5_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13592,7 +13622,7 @@ module \qhw_array_8x8.array.mesh.tile_5_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13627,7 +13657,7 @@ module \qhw_array_8x8.array.mesh.tile_5_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13656,7 +13686,7 @@ module \qhw_array_8x8.array.mesh.tile_5_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13723,7 +13753,7 @@ module \qhw_array_8x8.array.mesh.tile_5_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13758,7 +13788,7 @@ module \qhw_array_8x8.array.mesh.tile_5_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13787,7 +13817,7 @@ module \qhw_array_8x8.array.mesh.tile_5_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13854,7 +13884,7 @@ module \qhw_array_8x8.array.mesh.tile_5_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -13889,7 +13919,7 @@ module \qhw_array_8x8.array.mesh.tile_5_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_5_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -13918,7 +13948,7 @@ module \qhw_array_8x8.array.mesh.tile_5_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_5_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -13985,7 +14015,7 @@ module \qhw_array_8x8.array.mesh.tile_5_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14020,7 +14050,7 @@ module \qhw_array_8x8.array.mesh.tile_5_7 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_5_7.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_0.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14049,7 +14079,7 @@ module \qhw_array_8x8.array.mesh.tile_5_7 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_5_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14116,7 +14146,7 @@ module \qhw_array_8x8.array.mesh.tile_5_7.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14151,7 +14181,7 @@ module \qhw_array_8x8.array.mesh.tile_6_0 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_0.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_1.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14180,7 +14210,7 @@ module \qhw_array_8x8.array.mesh.tile_6_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14247,7 +14277,7 @@ module \qhw_array_8x8.array.mesh.tile_6_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14282,7 +14312,7 @@ module \qhw_array_8x8.array.mesh.tile_6_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14311,7 +14341,7 @@ module \qhw_array_8x8.array.mesh.tile_6_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14378,7 +14408,7 @@ module \qhw_array_8x8.array.mesh.tile_6_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14413,7 +14443,7 @@ module \qhw_array_8x8.array.mesh.tile_6_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14442,7 +14472,7 @@ module \qhw_array_8x8.array.mesh.tile_6_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14509,7 +14539,7 @@ module \qhw_array_8x8.array.mesh.tile_6_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14544,7 +14574,7 @@ module \qhw_array_8x8.array.mesh.tile_6_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14573,7 +14603,7 @@ module \qhw_array_8x8.array.mesh.tile_6_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14640,7 +14670,7 @@ module \qhw_array_8x8.array.mesh.tile_6_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14675,7 +14705,7 @@ module \qhw_array_8x8.array.mesh.tile_6_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14704,7 +14734,7 @@ module \qhw_array_8x8.array.mesh.tile_6_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14771,7 +14801,7 @@ module \qhw_array_8x8.array.mesh.tile_6_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14806,7 +14836,7 @@ module \qhw_array_8x8.array.mesh.tile_6_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14835,7 +14865,7 @@ module \qhw_array_8x8.array.mesh.tile_6_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -14902,7 +14932,7 @@ module \qhw_array_8x8.array.mesh.tile_6_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -14937,7 +14967,7 @@ module \qhw_array_8x8.array.mesh.tile_6_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_6_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -14966,7 +14996,7 @@ module \qhw_array_8x8.array.mesh.tile_6_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_6_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15033,7 +15063,7 @@ module \qhw_array_8x8.array.mesh.tile_6_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_0 (rst, psum_out, w_bank, w_we, w_data, a_in, bank_in, psum_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15068,7 +15098,7 @@ module \qhw_array_8x8.array.mesh.tile_6_7 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_6_7.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_0.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15097,7 +15127,7 @@ module \qhw_array_8x8.array.mesh.tile_6_7 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_6_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_0.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, a_out, bank_in, psum_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15164,7 +15194,7 @@ module \qhw_array_8x8.array.mesh.tile_6_7.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_0 (rst, w_we, psum_out, w_bank, w_data, a_in, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_1 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15199,7 +15229,7 @@ module \qhw_array_8x8.array.mesh.tile_7_0 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_0.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_1.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15228,7 +15258,7 @@ module \qhw_array_8x8.array.mesh.tile_7_0 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_0.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, a_out, bank_in, psum_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_1.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15295,7 +15325,7 @@ module \qhw_array_8x8.array.mesh.tile_7_0.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_1 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_2 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15330,7 +15360,7 @@ module \qhw_array_8x8.array.mesh.tile_7_1 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_1.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_2.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15359,7 +15389,7 @@ module \qhw_array_8x8.array.mesh.tile_7_1 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_1.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_2.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15426,7 +15456,7 @@ module \qhw_array_8x8.array.mesh.tile_7_1.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_2 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_3 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15461,7 +15491,7 @@ module \qhw_array_8x8.array.mesh.tile_7_2 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_2.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_3.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15490,7 +15520,7 @@ module \qhw_array_8x8.array.mesh.tile_7_2 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_2.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_3.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15557,7 +15587,7 @@ module \qhw_array_8x8.array.mesh.tile_7_2.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_3 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_4 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15592,7 +15622,7 @@ module \qhw_array_8x8.array.mesh.tile_7_3 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_3.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_4.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15621,7 +15651,7 @@ module \qhw_array_8x8.array.mesh.tile_7_3 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_3.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_4.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15688,7 +15718,7 @@ module \qhw_array_8x8.array.mesh.tile_7_3.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_4 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_5 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15723,7 +15753,7 @@ module \qhw_array_8x8.array.mesh.tile_7_4 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_4.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_5.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15752,7 +15782,7 @@ module \qhw_array_8x8.array.mesh.tile_7_4 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_4.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_5.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15819,7 +15849,7 @@ module \qhw_array_8x8.array.mesh.tile_7_4.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_5 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_6 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15854,7 +15884,7 @@ module \qhw_array_8x8.array.mesh.tile_7_5 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_5.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_6.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -15883,7 +15913,7 @@ module \qhw_array_8x8.array.mesh.tile_7_5 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_5.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_6.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$65  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -15950,7 +15980,7 @@ module \qhw_array_8x8.array.mesh.tile_7_5.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_6 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_7 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_in, bank_in, clk);
   input [7:0] a_in;
   wire [7:0] a_in;
   wire [7:0] \a_in$1 ;
@@ -15985,7 +16015,7 @@ module \qhw_array_8x8.array.mesh.tile_7_6 (rst, w_we, psum_out, w_bank, w_data, 
   input w_we;
   wire w_we;
   wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_6.pe_0_0  pe_0_0 (
+  \qhw_array_8x8.array.mesh.tile_7_7.pe_0_0  pe_0_0 (
     .a_out(a_in),
     .bank_in(bank_in),
     .clk(clk),
@@ -16014,7 +16044,7 @@ module \qhw_array_8x8.array.mesh.tile_7_6 (rst, w_we, psum_out, w_bank, w_data, 
   assign \psum_out[0]  = psum_out;
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_6.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
+module \qhw_array_8x8.array.mesh.tile_7_7.pe_0_0 (rst, psum_out, w_bank, w_we, w_data, psum_in, a_out, bank_in, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$2 ;
@@ -16081,167 +16111,7 @@ module \qhw_array_8x8.array.mesh.tile_7_6.pe_0_0 (rst, w_we, psum_out, w_bank, w
   assign psum_out = \$2 [18:0];
 endmodule
 
-module \qhw_array_8x8.array.mesh.tile_7_7 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_in, bank_in, clk);
-  input [7:0] a_in;
-  wire [7:0] a_in;
-  wire [7:0] \a_in$1 ;
-  wire [7:0] \a_in$1[0] ;
-  wire [7:0] a_out;
-  wire [7:0] \a_out$13 ;
-  wire [7:0] \a_out[0] ;
-  input bank_in;
-  wire bank_in;
-  wire \bank_in$3 ;
-  wire bank_out;
-  wire \bank_out$15 ;
-  input clk;
-  wire clk;
-  input [18:0] psum_in;
-  wire [18:0] psum_in;
-  wire [18:0] \psum_in$5 ;
-  wire [18:0] \psum_in$5[0] ;
-  output [18:0] psum_out;
-  wire [18:0] psum_out;
-  wire [18:0] \psum_out$17 ;
-  wire [18:0] \psum_out[0] ;
-  input rst;
-  wire rst;
-  input w_bank;
-  wire w_bank;
-  wire \w_bank$9 ;
-  input [7:0] w_data;
-  wire [7:0] w_data;
-  wire [7:0] \w_data$11 ;
-  wire [7:0] \w_data$11[0] ;
-  input w_we;
-  wire w_we;
-  wire \w_we$7 ;
-  \qhw_array_8x8.array.mesh.tile_7_7.pe_0_0  pe_0_0 (
-    .a_out(a_in),
-    .bank_in(bank_in),
-    .clk(clk),
-    .psum_in(psum_in),
-    .psum_out(psum_out),
-    .rst(rst),
-    .w_bank(w_bank),
-    .w_data(w_data),
-    .w_we(w_we)
-  );
-  assign \a_in$1  = a_in;
-  assign \bank_in$3  = bank_in;
-  assign \psum_in$5  = psum_in;
-  assign \w_we$7  = w_we;
-  assign \w_bank$9  = w_bank;
-  assign \w_data$11  = w_data;
-  assign a_out = a_in;
-  assign \a_out$13  = a_in;
-  assign bank_out = bank_in;
-  assign \bank_out$15  = bank_in;
-  assign \psum_out$17  = psum_out;
-  assign \a_in$1[0]  = a_in;
-  assign \psum_in$5[0]  = psum_in;
-  assign \w_data$11[0]  = w_data;
-  assign \a_out[0]  = a_in;
-  assign \psum_out[0]  = psum_out;
-endmodule
-
-module \qhw_array_8x8.array.mesh.tile_7_7.pe_0_0 (rst, w_we, psum_out, w_bank, w_data, psum_in, a_out, bank_in, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$67  = 0;
-  wire [15:0] \$1 ;
-  wire [19:0] \$2 ;
-  reg [7:0] \$3 ;
-  reg [7:0] \$4 ;
-  wire [7:0] a_in;
-  input [7:0] a_out;
-  wire [7:0] a_out;
-  input bank_in;
-  wire bank_in;
-  wire bank_out;
-  input clk;
-  wire clk;
-  input [18:0] psum_in;
-  wire [18:0] psum_in;
-  output [18:0] psum_out;
-  wire [18:0] psum_out;
-  input rst;
-  wire rst;
-  reg [7:0] w0 = 8'h00;
-  reg [7:0] w1 = 8'h00;
-  input w_bank;
-  wire w_bank;
-  input [7:0] w_data;
-  wire [7:0] w_data;
-  input w_we;
-  wire w_we;
-  wire [7:0] weight;
-  always @(posedge clk)
-    w0 <= \$4 ;
-  assign weight = bank_in ? w1 : w0;
-  assign \$1  = $signed(a_out) * $signed(weight);
-  assign \$2  = $signed(psum_in) + $signed(\$1 );
-  always @(posedge clk)
-    w1 <= \$3 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
-    \$4  = w0;
-    if (w_we) begin
-      (* full_case = 32'd1 *)
-      if (w_bank) begin
-      end else begin
-        \$4  = w_data;
-      end
-    end
-    if (rst) begin
-      \$4  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
-    \$3  = w1;
-    if (w_we) begin
-      if (w_bank) begin
-        \$3  = w_data;
-      end
-    end
-    if (rst) begin
-      \$3  = 8'h00;
-    end
-  end
-  assign a_in = a_out;
-  assign bank_out = bank_in;
-  assign psum_out = \$2 [18:0];
-endmodule
-
 module \qhw_array_8x8.array.skew (rst, i, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
-  reg [8:0] \$1 ;
-  reg [8:0] \$10 ;
-  reg [8:0] \$11 ;
-  reg [8:0] \$12 ;
-  reg [8:0] \$13 ;
-  reg [8:0] \$14 ;
-  reg [8:0] \$15 ;
-  reg [8:0] \$16 ;
-  reg [8:0] \$17 ;
-  reg [8:0] \$18 ;
-  reg [8:0] \$19 ;
-  reg [8:0] \$2 ;
-  reg [8:0] \$20 ;
-  reg [8:0] \$21 ;
-  reg [8:0] \$22 ;
-  reg [8:0] \$23 ;
-  reg [8:0] \$24 ;
-  reg [8:0] \$25 ;
-  reg [8:0] \$26 ;
-  reg [8:0] \$27 ;
-  reg [8:0] \$28 ;
-  reg [8:0] \$3 ;
-  reg [8:0] \$4 ;
-  reg [8:0] \$5 ;
-  reg [8:0] \$6 ;
-  reg [8:0] \$7 ;
-  reg [8:0] \$8 ;
-  reg [8:0] \$9 ;
   input clk;
   wire clk;
   input [71:0] i;
@@ -16383,257 +16253,61 @@ module \qhw_array_8x8.array.skew (rst, i, o, clk);
   input rst;
   wire rst;
   always @(posedge clk)
-    lane1_d1 <= \$1 ;
+    lane4_d3 <= lane4_d2;
   always @(posedge clk)
-    lane2_d1 <= \$2 ;
+    lane4_d4 <= lane4_d3;
   always @(posedge clk)
-    lane2_d2 <= \$3 ;
+    lane5_d1 <= i[53:45];
   always @(posedge clk)
-    lane3_d1 <= \$4 ;
+    lane5_d2 <= lane5_d1;
   always @(posedge clk)
-    lane3_d2 <= \$5 ;
+    lane5_d3 <= lane5_d2;
   always @(posedge clk)
-    lane3_d3 <= \$6 ;
+    lane5_d4 <= lane5_d3;
   always @(posedge clk)
-    lane4_d1 <= \$7 ;
+    lane5_d5 <= lane5_d4;
   always @(posedge clk)
-    lane4_d2 <= \$8 ;
+    lane6_d1 <= i[62:54];
   always @(posedge clk)
-    lane4_d3 <= \$9 ;
+    lane6_d2 <= lane6_d1;
   always @(posedge clk)
-    lane4_d4 <= \$10 ;
+    lane6_d3 <= lane6_d2;
   always @(posedge clk)
-    lane5_d1 <= \$11 ;
+    lane1_d1 <= i[17:9];
   always @(posedge clk)
-    lane5_d2 <= \$12 ;
+    lane6_d4 <= lane6_d3;
   always @(posedge clk)
-    lane5_d3 <= \$13 ;
+    lane6_d5 <= lane6_d4;
   always @(posedge clk)
-    lane5_d4 <= \$14 ;
+    lane6_d6 <= lane6_d5;
   always @(posedge clk)
-    lane5_d5 <= \$15 ;
+    lane7_d1 <= i[71:63];
   always @(posedge clk)
-    lane6_d1 <= \$16 ;
+    lane7_d2 <= lane7_d1;
   always @(posedge clk)
-    lane6_d2 <= \$17 ;
+    lane7_d3 <= lane7_d2;
   always @(posedge clk)
-    lane6_d3 <= \$18 ;
+    lane7_d4 <= lane7_d3;
   always @(posedge clk)
-    lane6_d4 <= \$19 ;
+    lane7_d5 <= lane7_d4;
   always @(posedge clk)
-    lane6_d5 <= \$20 ;
+    lane7_d6 <= lane7_d5;
   always @(posedge clk)
-    lane6_d6 <= \$21 ;
+    lane7_d7 <= lane7_d6;
   always @(posedge clk)
-    lane7_d1 <= \$22 ;
+    lane2_d1 <= i[26:18];
   always @(posedge clk)
-    lane7_d2 <= \$23 ;
+    lane2_d2 <= lane2_d1;
   always @(posedge clk)
-    lane7_d3 <= \$24 ;
+    lane3_d1 <= i[35:27];
   always @(posedge clk)
-    lane7_d4 <= \$25 ;
+    lane3_d2 <= lane3_d1;
   always @(posedge clk)
-    lane7_d5 <= \$26 ;
+    lane3_d3 <= lane3_d2;
   always @(posedge clk)
-    lane7_d6 <= \$27 ;
+    lane4_d1 <= i[44:36];
   always @(posedge clk)
-    lane7_d7 <= \$28 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$1  = i[17:9];
-    if (rst) begin
-      \$1  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$2  = i[26:18];
-    if (rst) begin
-      \$2  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$3  = lane2_d1;
-    if (rst) begin
-      \$3  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$4  = i[35:27];
-    if (rst) begin
-      \$4  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$5  = lane3_d1;
-    if (rst) begin
-      \$5  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$6  = lane3_d2;
-    if (rst) begin
-      \$6  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$7  = i[44:36];
-    if (rst) begin
-      \$7  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$8  = lane4_d1;
-    if (rst) begin
-      \$8  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$9  = lane4_d2;
-    if (rst) begin
-      \$9  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$10  = lane4_d3;
-    if (rst) begin
-      \$10  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$11  = i[53:45];
-    if (rst) begin
-      \$11  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$12  = lane5_d1;
-    if (rst) begin
-      \$12  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$13  = lane5_d2;
-    if (rst) begin
-      \$13  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$14  = lane5_d3;
-    if (rst) begin
-      \$14  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$15  = lane5_d4;
-    if (rst) begin
-      \$15  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$16  = i[62:54];
-    if (rst) begin
-      \$16  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$17  = lane6_d1;
-    if (rst) begin
-      \$17  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$18  = lane6_d2;
-    if (rst) begin
-      \$18  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$19  = lane6_d3;
-    if (rst) begin
-      \$19  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$20  = lane6_d4;
-    if (rst) begin
-      \$20  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$21  = lane6_d5;
-    if (rst) begin
-      \$21  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$22  = i[71:63];
-    if (rst) begin
-      \$22  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$23  = lane7_d1;
-    if (rst) begin
-      \$23  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$24  = lane7_d2;
-    if (rst) begin
-      \$24  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$25  = lane7_d3;
-    if (rst) begin
-      \$25  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$26  = lane7_d4;
-    if (rst) begin
-      \$26  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$27  = lane7_d5;
-    if (rst) begin
-      \$27  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$28  = lane7_d6;
-    if (rst) begin
-      \$28  = 9'h000;
-    end
-  end
+    lane4_d2 <= lane4_d1;
   assign \o[0]  = o[8:0];
   assign \o[0].a  = o[7:0];
   assign \o[0].bank  = o[8];
@@ -16748,8 +16422,8 @@ module \qhw_array_8x8.array.skew (rst, i, o, clk);
   assign o[8:0] = i[8:0];
 endmodule
 
-module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__start, error, gemm__cmd, busy, cmd__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$69  = 0;
+module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__start, gemm__new, error, gemm__cmd, busy, cmd__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$67  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -16765,10 +16439,16 @@ module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__sta
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
-  reg \$23 ;
-  reg [70:0] \$24 ;
-  reg \$25 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  reg \$26 ;
+  reg [70:0] \$27 ;
+  reg \$28 ;
+  reg \$29 ;
   wire \$3 ;
+  reg [70:0] \$30 ;
+  reg \$31 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -16776,6 +16456,7 @@ module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__sta
   wire \$8 ;
   wire \$9 ;
   wire bad;
+  reg bad_r = 1'h0;
   output busy;
   reg busy = 1'h0;
   input clk;
@@ -16806,11 +16487,29 @@ module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__sta
   wire [7:0] \gemm__cmd.qmax ;
   wire [7:0] \gemm__cmd.qmin ;
   wire [7:0] \gemm__cmd.zero_point ;
+  output [70:0] gemm__new;
+  reg [70:0] gemm__new = 71'h000000000000000000;
+  wire [12:0] \gemm__new.k ;
+  wire [15:0] \gemm__new.m ;
+  wire [1:0] \gemm__new.mode ;
+  wire [15:0] \gemm__new.n ;
+  wire [7:0] \gemm__new.qmax ;
+  wire [7:0] \gemm__new.qmin ;
+  wire [7:0] \gemm__new.zero_point ;
   output gemm__start;
   wire gemm__start;
+  (* init = 71'h000000000000000000 *)
+  wire [70:0] held;
+  wire [12:0] \held.k ;
+  wire [15:0] \held.m ;
+  wire [1:0] \held.mode ;
+  wire [15:0] \held.n ;
+  wire [7:0] \held.qmax ;
+  wire [7:0] \held.qmin ;
+  wire [7:0] \held.zero_point ;
   input rst;
   wire rst;
-  assign cmd__ready = ~ busy;
+  reg seen = 1'h0;
   assign \$1  = ! cmd__payload[15:0];
   assign \$2  = ! cmd__payload[28:16];
   assign \$3  = \$1  | \$2 ;
@@ -16829,49 +16528,81 @@ module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__sta
   assign \$17  = cmd__payload[15:0] > 10'h200;
   assign \$18  = \$16  & \$17 ;
   assign bad = \$15  | \$18 ;
-  assign \$19  = cmd__valid & cmd__ready;
-  assign \$20  = ~ bad;
-  assign gemm__start = \$19  & \$20 ;
-  assign \$21  = cmd__valid & cmd__ready;
-  assign \$22  = busy & done;
+  assign \$19  = ~ busy;
+  assign cmd__ready = \$19  & seen;
+  assign \$20  = cmd__valid & cmd__ready;
+  assign \$21  = ~ bad_r;
+  assign gemm__start = \$20  & \$21 ;
+  assign \$22  = ~ cmd__ready;
+  assign \$23  = cmd__valid & \$22 ;
+  assign \$24  = cmd__valid & cmd__ready;
+  assign \$25  = busy & done;
   always @(posedge clk)
-    error <= \$23 ;
+    seen <= \$26 ;
   always @(posedge clk)
-    gemm__cmd <= \$24 ;
+    gemm__new <= \$27 ;
   always @(posedge clk)
-    busy <= \$25 ;
+    bad_r <= \$28 ;
+  always @(posedge clk)
+    error <= \$29 ;
+  always @(posedge clk)
+    gemm__cmd <= \$30 ;
+  always @(posedge clk)
+    busy <= \$31 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$23  = error;
-    if (\$21 ) begin
-      \$23  = bad;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    \$26  = \$23 ;
     if (rst) begin
-      \$23  = 1'h0;
+      \$26  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$24  = gemm__cmd;
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    \$27  = cmd__payload;
+    if (rst) begin
+      \$27  = 71'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    \$28  = bad;
+    if (rst) begin
+      \$28  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    \$29  = error;
+    if (\$24 ) begin
+      \$29  = bad_r;
+    end
+    if (rst) begin
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    \$30  = gemm__cmd;
     if (gemm__start) begin
-      \$24  = cmd__payload;
+      \$30  = gemm__new;
     end
     if (rst) begin
-      \$24  = 71'h000000000000000000;
+      \$30  = 71'h000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
-    \$25  = busy;
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    \$31  = busy;
     if (gemm__start) begin
-      \$25  = 1'h1;
-    end else if (\$22 ) begin
-      \$25  = 1'h0;
+      \$31  = 1'h1;
+    end else if (\$25 ) begin
+      \$31  = 1'h0;
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$31  = 1'h0;
     end
   end
+  assign held = gemm__new;
   assign \cmd__payload.m  = cmd__payload[15:0];
   assign \cmd__payload.k  = cmd__payload[28:16];
   assign \cmd__payload.n  = cmd__payload[44:29];
@@ -16879,6 +16610,20 @@ module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__sta
   assign \cmd__payload.zero_point  = cmd__payload[54:47];
   assign \cmd__payload.qmin  = cmd__payload[62:55];
   assign \cmd__payload.qmax  = cmd__payload[70:63];
+  assign \gemm__new.m  = gemm__new[15:0];
+  assign \gemm__new.k  = gemm__new[28:16];
+  assign \gemm__new.n  = gemm__new[44:29];
+  assign \gemm__new.mode  = gemm__new[46:45];
+  assign \gemm__new.zero_point  = gemm__new[54:47];
+  assign \gemm__new.qmin  = gemm__new[62:55];
+  assign \gemm__new.qmax  = gemm__new[70:63];
+  assign \held.m  = gemm__new[15:0];
+  assign \held.k  = gemm__new[28:16];
+  assign \held.n  = gemm__new[44:29];
+  assign \held.mode  = gemm__new[46:45];
+  assign \held.zero_point  = gemm__new[54:47];
+  assign \held.qmin  = gemm__new[62:55];
+  assign \held.qmax  = gemm__new[70:63];
   assign \gemm__cmd.m  = gemm__cmd[15:0];
   assign \gemm__cmd.k  = gemm__cmd[28:16];
   assign \gemm__cmd.n  = gemm__cmd[44:29];
@@ -16889,44 +16634,58 @@ module \qhw_array_8x8.command (cmd__valid, clk, rst, done, cmd__ready, gemm__sta
   assign \$9  = \$8 ;
 endmodule
 
-module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idle, taken, gemm__cmd, banks__full, banks__release__valid, tag__valid, tag__payload, a_in, bank, act__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
-  wire [13:0] \$1 ;
+module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idle, taken, gemm__new, gemm__cmd, banks__full, tag__valid, tag__payload, a_in, bank, banks__release__valid, act__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
+  wire [16:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire [16:0] \$12 ;
-  wire [16:0] \$13 ;
-  wire \$14 ;
+  wire \$13 ;
+  wire [13:0] \$14 ;
   wire \$15 ;
-  wire [17:0] \$16 ;
-  wire [17:0] \$17 ;
+  wire \$16 ;
+  wire \$17 ;
   wire \$18 ;
-  wire [13:0] \$19 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire \$22 ;
+  wire [6:0] \$22 ;
   wire \$23 ;
-  wire \$24 ;
+  wire [6:0] \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
-  wire [6:0] \$27 ;
-  reg \$28 ;
-  reg [12:0] \$29 ;
-  wire \$3 ;
-  reg [16:0] \$30 ;
-  reg [15:0] \$31 ;
-  reg \$32 ;
-  reg [18:0] \$33 ;
-  reg [63:0] \$34 ;
-  reg \$35 ;
-  reg [5:0] \$36 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [16:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  reg \$33 ;
+  reg [15:0] \$34 ;
+  reg [15:0] \$35 ;
+  reg \$36 ;
+  reg [15:0] \$37 ;
+  reg \$38 ;
+  reg [12:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [15:0] \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg [18:0] \$46 ;
+  reg [63:0] \$47 ;
+  reg \$48 ;
+  reg [5:0] \$49 ;
   wire \$5 ;
+  reg \$50 ;
   wire \$6 ;
-  wire [16:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
+  wire \$7 ;
+  wire [16:0] \$8 ;
+  wire [16:0] \$9 ;
   output [63:0] a_in;
   reg [63:0] a_in = 64'h0000000000000000;
   wire [7:0] \a_in[0] ;
@@ -16962,6 +16721,7 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   reg banks__release__valid;
   input clk;
   wire clk;
+  reg first_k = 1'h0;
   input [70:0] gemm__cmd;
   wire [70:0] gemm__cmd;
   wire [12:0] \gemm__cmd.k ;
@@ -16971,16 +16731,32 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   wire [7:0] \gemm__cmd.qmax ;
   wire [7:0] \gemm__cmd.qmin ;
   wire [7:0] \gemm__cmd.zero_point ;
+  input [70:0] gemm__new;
+  wire [70:0] gemm__new;
+  wire [12:0] \gemm__new.k ;
+  wire [15:0] \gemm__new.m ;
+  wire [1:0] \gemm__new.mode ;
+  wire [15:0] \gemm__new.n ;
+  wire [7:0] \gemm__new.qmax ;
+  wire [7:0] \gemm__new.qmin ;
+  wire [7:0] \gemm__new.zero_point ;
   input gemm__start;
   wire gemm__start;
   output idle;
   wire idle;
   wire issue;
-  reg [12:0] k0 = 13'h0000;
-  wire last_k;
-  reg [16:0] n0 = 17'h00000;
+  reg [12:0] k_left = 13'h0000;
+  reg k_one = 1'h0;
+  reg last_k = 1'h0;
+  reg last_n = 1'h0;
+  reg last_row = 1'h0;
+  reg [15:0] m1 = 16'h0000;
+  reg m_one = 1'h0;
+  reg may_produce = 1'h1;
+  reg [15:0] n_left = 16'h0000;
   reg [5:0] outstanding = 6'h00;
   reg [15:0] row = 16'h0000;
+  reg [15:0] rows_left = 16'h0000;
   input rst;
   wire rst;
   reg run = 1'h0;
@@ -16994,193 +16770,348 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   reg tag__valid = 1'h0;
   input taken;
   wire taken;
-  assign \$1  = k0 + 4'h8;
-  assign last_k = \$1  >= gemm__cmd[28:16];
-  assign \$2  = banks__full >> bank;
-  assign \$3  = run & \$2 ;
-  assign \$4  = outstanding < 6'h2b;
-  assign \$5  = ~ last_k;
-  assign \$6  = \$4  | \$5 ;
-  assign act__ready = \$3  & \$6 ;
+  always @(posedge clk)
+    last_k <= \$40 ;
+  always @(posedge clk)
+    first_k <= \$41 ;
+  always @(posedge clk)
+    k_one <= \$42 ;
+  always @(posedge clk)
+    n_left <= \$43 ;
+  always @(posedge clk)
+    last_n <= \$44 ;
+  always @(posedge clk)
+    tag__valid <= \$45 ;
+  always @(posedge clk)
+    tag__payload <= \$46 ;
+  always @(posedge clk)
+    a_in <= \$47 ;
+  always @(posedge clk)
+    bank <= \$48 ;
+  always @(posedge clk)
+    outstanding <= \$49 ;
+  always @(posedge clk)
+    may_produce <= \$50 ;
+  assign \$1  = gemm__new[15:0] - 1'h1;
+  assign \$2  = gemm__new[15:0] == 1'h1;
+  assign \$3  = gemm__new[15:0] - 1'h1;
+  assign \$4  = gemm__new[15:0] == 1'h1;
+  assign \$5  = gemm__new[28:16] <= 4'h8;
+  assign \$6  = gemm__new[28:16] <= 4'h8;
+  assign \$7  = gemm__new[44:29] <= 4'h8;
+  assign \$8  = row + 1'h1;
+  assign \$9  = rows_left - 1'h1;
+  assign \$10  = rows_left == 1'h1;
+  assign \$11  = ~ bank;
+  assign \$12  = n_left - 4'h8;
+  assign \$13  = n_left <= 5'h10;
+  assign \$14  = k_left - 4'h8;
+  assign \$15  = k_left <= 5'h10;
+  assign \$16  = issue & last_k;
+  assign \$17  = ~ taken;
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = issue & last_k;
+  assign \$20  = ~ \$19 ;
+  assign \$21  = taken & \$20 ;
+  assign \$22  = outstanding + 1'h1;
+  assign \$23  = outstanding < 6'h2a;
+  assign \$24  = outstanding - 1'h1;
+  assign \$25  = outstanding <= 6'h2b;
+  assign \$26  = outstanding < 6'h2b;
+  assign \$27  = banks__full >> bank;
+  assign \$28  = run & \$27 ;
+  assign \$29  = ~ last_k;
+  assign \$30  = may_produce | \$29 ;
+  assign act__ready = \$28  & \$30 ;
   assign issue = act__valid & act__ready;
-  assign \$7  = gemm__cmd[15:0] - 1'h1;
-  assign \$8  = row == \$7 ;
-  assign \$9  = ~ run;
-  assign \$10  = ! outstanding;
-  assign idle = \$9  & \$10 ;
-  assign \$11  = ! k0;
-  assign \$12  = row + 1'h1;
-  assign \$13  = gemm__cmd[15:0] - 1'h1;
-  assign \$14  = row == \$13 ;
-  assign \$15  = ~ bank;
-  assign \$16  = n0 + 4'h8;
-  assign \$17  = n0 + 4'h8;
-  assign \$18  = \$17  >= gemm__cmd[44:29];
-  assign \$19  = k0 + 4'h8;
-  assign \$20  = issue & last_k;
-  assign \$21  = ~ taken;
-  assign \$22  = \$20  & \$21 ;
-  assign \$23  = issue & last_k;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = taken & \$24 ;
-  assign \$26  = outstanding + 1'h1;
-  assign \$27  = outstanding - 1'h1;
+  assign \$31  = ~ run;
+  assign \$32  = ! outstanding;
+  assign idle = \$31  & \$32 ;
   always @(posedge clk)
-    run <= \$28 ;
+    run <= \$33 ;
   always @(posedge clk)
-    k0 <= \$29 ;
+    row <= \$34 ;
   always @(posedge clk)
-    n0 <= \$30 ;
+    rows_left <= \$35 ;
   always @(posedge clk)
-    row <= \$31 ;
+    last_row <= \$36 ;
   always @(posedge clk)
-    tag__valid <= \$32 ;
+    m1 <= \$37 ;
   always @(posedge clk)
-    tag__payload <= \$33 ;
+    m_one <= \$38 ;
   always @(posedge clk)
-    a_in <= \$34 ;
-  always @(posedge clk)
-    bank <= \$35 ;
-  always @(posedge clk)
-    outstanding <= \$36 ;
+    k_left <= \$39 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$40  = last_k;
+    if (gemm__start) begin
+      \$40  = \$5 ;
+    end
+    if (issue) begin
+      if (last_row) begin
+        (* full_case = 32'd1 *)
+        if (last_k) begin
+          \$40  = k_one;
+        end else begin
+          \$40  = \$15 ;
+        end
+      end
+    end
+    if (rst) begin
+      \$40  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$41  = first_k;
+    if (gemm__start) begin
+      \$41  = 1'h1;
+    end
+    if (issue) begin
+      if (last_row) begin
+        (* full_case = 32'd1 *)
+        if (last_k) begin
+          \$41  = 1'h1;
+        end else begin
+          \$41  = 1'h0;
+        end
+      end
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$42  = k_one;
+    if (gemm__start) begin
+      \$42  = \$6 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$43  = n_left;
+    if (gemm__start) begin
+      \$43  = gemm__new[44:29];
+    end
+    if (issue) begin
+      if (last_row) begin
+        if (last_k) begin
+          \$43  = \$12 [15:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$43  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$44  = last_n;
+    if (gemm__start) begin
+      \$44  = \$7 ;
+    end
+    if (issue) begin
+      if (last_row) begin
+        if (last_k) begin
+          \$44  = \$13 ;
+        end
+      end
+    end
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$45  = issue;
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$46 [15:0] = row;
+    \$46 [16] = first_k;
+    \$46 [17] = last_k;
+    \$46 [18] = bank;
+    if (rst) begin
+      \$46  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$47  = act__payload;
+    if (rst) begin
+      \$47  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$48  = bank;
+    if (issue) begin
+      if (last_row) begin
+        \$48  = \$11 ;
+      end
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$49  = outstanding;
+    if (\$18 ) begin
+      \$49  = \$22 [5:0];
+    end else if (\$21 ) begin
+      \$49  = \$24 [5:0];
+    end
+    if (rst) begin
+      \$49  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$18 ) begin
+      \$50  = \$23 ;
+    end else if (\$21 ) begin
+      \$50  = \$25 ;
+    end else begin
+      \$50  = \$26 ;
+    end
+    if (rst) begin
+      \$50  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
     banks__release__valid = 1'h0;
     if (issue) begin
-      if (\$8 ) begin
+      if (last_row) begin
         banks__release__valid = 1'h1;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$28  = run;
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$33  = run;
     if (gemm__start) begin
-      \$28  = 1'h1;
+      \$33  = 1'h1;
     end
     if (issue) begin
-      if (\$14 ) begin
+      if (last_row) begin
         if (last_k) begin
-          if (\$18 ) begin
-            \$28  = 1'h0;
+          if (last_n) begin
+            \$33  = 1'h0;
           end
         end
       end
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$33  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$29  = k0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$34  = row;
     if (gemm__start) begin
-      \$29  = 13'h0000;
+      \$34  = 16'h0000;
     end
     if (issue) begin
-      if (\$14 ) begin
+      \$34  = \$8 [15:0];
+      if (last_row) begin
+        \$34  = 16'h0000;
+      end
+    end
+    if (rst) begin
+      \$34  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$35  = rows_left;
+    if (gemm__start) begin
+      \$35  = \$1 [15:0];
+    end
+    if (issue) begin
+      \$35  = \$9 [15:0];
+      if (last_row) begin
+        \$35  = m1;
+      end
+    end
+    if (rst) begin
+      \$35  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$36  = last_row;
+    if (gemm__start) begin
+      \$36  = \$2 ;
+    end
+    if (issue) begin
+      \$36  = \$10 ;
+      if (last_row) begin
+        \$36  = m_one;
+      end
+    end
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$37  = m1;
+    if (gemm__start) begin
+      \$37  = \$3 [15:0];
+    end
+    if (rst) begin
+      \$37  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$38  = m_one;
+    if (gemm__start) begin
+      \$38  = \$4 ;
+    end
+    if (rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$39  = k_left;
+    if (gemm__start) begin
+      \$39  = gemm__new[28:16];
+    end
+    if (issue) begin
+      if (last_row) begin
         (* full_case = 32'd1 *)
         if (last_k) begin
-          \$29  = 13'h0000;
+          \$39  = gemm__cmd[28:16];
         end else begin
-          \$29  = \$19 [12:0];
+          \$39  = \$14 [12:0];
         end
       end
     end
     if (rst) begin
-      \$29  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$30  = n0;
-    if (gemm__start) begin
-      \$30  = 17'h00000;
-    end
-    if (issue) begin
-      if (\$14 ) begin
-        if (last_k) begin
-          \$30  = \$16 [16:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$30  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$31  = row;
-    if (gemm__start) begin
-      \$31  = 16'h0000;
-    end
-    if (issue) begin
-      \$31  = \$12 [15:0];
-      if (\$14 ) begin
-        \$31  = 16'h0000;
-      end
-    end
-    if (rst) begin
-      \$31  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$32  = issue;
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$33 [15:0] = row;
-    \$33 [16] = \$11 ;
-    \$33 [17] = last_k;
-    \$33 [18] = bank;
-    if (rst) begin
-      \$33  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$34  = act__payload;
-    if (rst) begin
-      \$34  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$35  = bank;
-    if (issue) begin
-      if (\$14 ) begin
-        \$35  = \$15 ;
-      end
-    end
-    if (rst) begin
-      \$35  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$36  = outstanding;
-    if (\$22 ) begin
-      \$36  = \$26 [5:0];
-    end else if (\$25 ) begin
-      \$36  = \$27 [5:0];
-    end
-    if (rst) begin
-      \$36  = 6'h00;
+      \$39  = 13'h0000;
     end
   end
   assign bank_in = tag__payload[18];
   assign banks__release__payload = bank;
-  assign \gemm__cmd.m  = gemm__cmd[15:0];
-  assign \gemm__cmd.k  = gemm__cmd[28:16];
-  assign \gemm__cmd.n  = gemm__cmd[44:29];
-  assign \gemm__cmd.mode  = gemm__cmd[46:45];
-  assign \gemm__cmd.zero_point  = gemm__cmd[54:47];
-  assign \gemm__cmd.qmin  = gemm__cmd[62:55];
-  assign \gemm__cmd.qmax  = gemm__cmd[70:63];
+  assign \gemm__new.m  = gemm__new[15:0];
+  assign \gemm__new.k  = gemm__new[28:16];
+  assign \gemm__new.n  = gemm__new[44:29];
+  assign \gemm__new.mode  = gemm__new[46:45];
+  assign \gemm__new.zero_point  = gemm__new[54:47];
+  assign \gemm__new.qmin  = gemm__new[62:55];
+  assign \gemm__new.qmax  = gemm__new[70:63];
   assign \tag__payload.m  = tag__payload[15:0];
   assign \tag__payload.first  = tag__payload[16];
   assign \tag__payload.last  = tag__payload[17];
@@ -17201,53 +17132,69 @@ module \qhw_array_8x8.issuer (act__valid, clk, rst, gemm__start, act__ready, idl
   assign \act__payload[5]  = act__payload[47:40];
   assign \act__payload[6]  = act__payload[55:48];
   assign \act__payload[7]  = act__payload[63:56];
+  assign \gemm__cmd.m  = gemm__cmd[15:0];
+  assign \gemm__cmd.k  = gemm__cmd[28:16];
+  assign \gemm__cmd.n  = gemm__cmd[44:29];
+  assign \gemm__cmd.mode  = gemm__cmd[46:45];
+  assign \gemm__cmd.zero_point  = gemm__cmd[54:47];
+  assign \gemm__cmd.qmin  = gemm__cmd[62:55];
+  assign \gemm__cmd.qmax  = gemm__cmd[70:63];
 endmodule
 
-module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, clk, rst, gemm__start, w_we, gemm__cmd, banks__full, busy, param_banks, bank, w_data, params__ready, weights__ready, banks__release__valid, banks__release__payload, weights__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
+module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, clk, rst, gemm__start, gemm__new, gemm__cmd, banks__full, busy, w_bank, w_we, w_data, param_banks, params__ready, weights__ready, banks__release__payload, banks__release__valid, weights__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$69  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [63:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  reg [4:0] \$15 ;
+  reg [4:0] \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [3:0] \$18 ;
+  wire \$18 ;
   wire \$19 ;
   wire [5:0] \$2 ;
   wire \$20 ;
-  wire [17:0] \$21 ;
-  wire [17:0] \$22 ;
+  reg [4:0] \$21 ;
+  wire \$22 ;
   wire \$23 ;
-  wire [13:0] \$24 ;
-  wire [13:0] \$25 ;
-  wire [7:0] \$26 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [13:0] \$28 ;
-  wire \$29 ;
+  wire \$28 ;
+  wire [16:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
+  wire [13:0] \$31 ;
   wire \$32 ;
-  reg [4:0] \$33 ;
-  reg [4:0] \$34 ;
-  reg [1:0] \$35 ;
-  reg \$36 ;
-  reg [12:0] \$37 ;
-  reg [16:0] \$38 ;
-  reg [2:0] \$39 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  reg [4:0] \$36 ;
+  reg [4:0] \$37 ;
+  reg [1:0] \$38 ;
+  reg \$39 ;
   wire [5:0] \$4 ;
-  reg [1:0] \$40 ;
-  reg [1615:0] \$41 ;
+  reg [2:0] \$40 ;
+  reg [12:0] \$41 ;
   reg \$42 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg [15:0] \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg [7:0] \$48 ;
+  reg [63:0] \$49 ;
   wire \$5 ;
+  reg [1:0] \$50 ;
+  reg [1615:0] \$51 ;
+  reg \$52 ;
   wire \$6 ;
   wire \$7 ;
-  reg [4:0] \$8 ;
-  wire \$9 ;
-  output bank;
+  wire [7:0] \$8 ;
+  wire [7:0] \$9 ;
   reg bank = 1'h0;
   output [1:0] banks__full;
   reg [1:0] banks__full = 2'h0;
@@ -17270,12 +17217,23 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
   wire [7:0] \gemm__cmd.qmax ;
   wire [7:0] \gemm__cmd.qmin ;
   wire [7:0] \gemm__cmd.zero_point ;
+  input [70:0] gemm__new;
+  wire [70:0] gemm__new;
+  wire [12:0] \gemm__new.k ;
+  wire [15:0] \gemm__new.m ;
+  wire [1:0] \gemm__new.mode ;
+  wire [15:0] \gemm__new.n ;
+  wire [7:0] \gemm__new.qmax ;
+  wire [7:0] \gemm__new.qmin ;
+  wire [7:0] \gemm__new.zero_point ;
   input gemm__start;
   wire gemm__start;
-  reg [12:0] k0 = 13'h0000;
-  wire last_k;
+  reg [12:0] k_left = 13'h0000;
+  reg k_one = 1'h0;
+  reg last_k = 1'h0;
+  reg last_n = 1'h0;
   reg [1:0] loader_state = 2'h0;
-  reg [16:0] n0 = 17'h00000;
+  reg [15:0] n_left = 16'h0000;
   output [1615:0] param_banks;
   reg [1615:0] param_banks = 1616'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [807:0] \param_banks[0] ;
@@ -17394,13 +17352,14 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
   reg params__ready;
   input params__valid;
   wire params__valid;
+  reg \real  = 1'h0;
   reg [2:0] row = 3'h0;
   input rst;
   wire rst;
-  (* init = 1'h0 *)
-  wire w_bank;
+  output w_bank;
+  reg w_bank = 1'h0;
   output [63:0] w_data;
-  reg [63:0] w_data;
+  reg [63:0] w_data = 64'h0000000000000000;
   wire [7:0] \w_data[0] ;
   wire [7:0] \w_data[1] ;
   wire [7:0] \w_data[2] ;
@@ -17410,7 +17369,7 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
   wire [7:0] \w_data[6] ;
   wire [7:0] \w_data[7] ;
   output [7:0] w_we;
-  wire [7:0] w_we;
+  reg [7:0] w_we = 8'h00;
   input [63:0] weights__payload;
   wire [63:0] weights__payload;
   wire [7:0] \weights__payload[0] ;
@@ -17427,184 +17386,77 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
   wire weights__valid;
   reg write;
   reg zero;
+  always @(posedge clk)
+    last_k <= \$42 ;
+  always @(posedge clk)
+    k_one <= \$43 ;
+  always @(posedge clk)
+    \real  <= \$44 ;
+  always @(posedge clk)
+    n_left <= \$45 ;
+  always @(posedge clk)
+    last_n <= \$46 ;
+  always @(posedge clk)
+    w_bank <= \$47 ;
+  always @(posedge clk)
+    w_we <= \$48 ;
+  always @(posedge clk)
+    w_data <= \$49 ;
+  always @(posedge clk)
+    loader_state <= \$50 ;
+  always @(posedge clk)
+    param_banks <= \$51 ;
+  always @(posedge clk)
+    bank <= \$52 ;
   assign \$1  = | drain0;
   assign \$2  = drain0 - 1'h1;
   assign \$3  = | drain1;
   assign \$4  = drain1 - 1'h1;
-  assign \$5  = banks__full >> bank;
-  assign \$6  = ~ \$5 ;
-  assign \$7  = busy & \$6 ;
-  assign \$9  = ! \$8 ;
-  assign \$10  = \$7  & \$9 ;
-  assign \$11  = \$10  & last_k;
-  assign \$12  = banks__full >> bank;
-  assign \$13  = ~ \$12 ;
-  assign \$14  = busy & \$13 ;
-  assign \$16  = ! \$15 ;
-  assign \$17  = \$14  & \$16 ;
-  assign \$18  = row + 1'h1;
-  assign \$19  = row == 3'h7;
-  assign \$20  = ~ bank;
-  assign \$21  = n0 + 4'h8;
-  assign \$22  = n0 + 4'h8;
-  assign \$23  = \$22  >= gemm__cmd[44:29];
-  assign \$24  = k0 + 4'h8;
-  assign \$25  = k0 + 4'h8;
-  assign last_k = \$25  >= gemm__cmd[28:16];
-  assign \$26  = write << row;
-  assign \$27  = ~ zero;
-  assign \$28  = k0 + row;
-  assign \$29  = \$28  < gemm__cmd[28:16];
-  assign \$30  = ! loader_state;
-  assign \$31  = loader_state == 1'h1;
-  assign \$32  = loader_state == 2'h2;
+  assign \$5  = gemm__new[28:16] <= 4'h8;
+  assign \$6  = gemm__new[28:16] <= 4'h8;
+  assign \$7  = gemm__new[44:29] <= 4'h8;
+  assign \$8  = write << row;
+  assign \$10  = zero ? 64'h0000000000000000 : weights__payload;
+  assign \$11  = banks__full >> bank;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = busy & \$12 ;
+  assign \$15  = ! \$14 ;
+  assign \$16  = \$13  & \$15 ;
+  assign \$17  = \$16  & last_k;
+  assign \$18  = banks__full >> bank;
+  assign \$19  = ~ \$18 ;
+  assign \$20  = busy & \$19 ;
+  assign \$22  = ! \$21 ;
+  assign \$23  = \$20  & \$22 ;
+  assign \$24  = row + 1'h1;
+  assign \$25  = row + 1'h1;
+  assign \$26  = k_left > \$25 ;
+  assign \$27  = row == 3'h7;
+  assign \$28  = ~ bank;
+  assign \$29  = n_left - 4'h8;
+  assign \$30  = n_left <= 5'h10;
+  assign \$31  = k_left - 4'h8;
+  assign \$32  = k_left <= 5'h10;
+  assign \$33  = ! loader_state;
+  assign \$34  = loader_state == 1'h1;
+  assign \$35  = loader_state == 2'h2;
   always @(posedge clk)
-    drain0 <= \$33 ;
+    drain0 <= \$36 ;
   always @(posedge clk)
-    drain1 <= \$34 ;
+    drain1 <= \$37 ;
   always @(posedge clk)
-    banks__full <= \$35 ;
+    banks__full <= \$38 ;
   always @(posedge clk)
-    busy <= \$36 ;
+    busy <= \$39 ;
   always @(posedge clk)
-    k0 <= \$37 ;
+    row <= \$40 ;
   always @(posedge clk)
-    n0 <= \$38 ;
-  always @(posedge clk)
-    row <= \$39 ;
-  always @(posedge clk)
-    loader_state <= \$40 ;
-  always @(posedge clk)
-    param_banks <= \$41 ;
-  always @(posedge clk)
-    bank <= \$42 ;
+    k_left <= \$41 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    write = 1'h0;
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          (* full_case = 32'd1 *)
-          if (\$29 ) begin
-            write = weights__valid;
-          end else begin
-            write = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    zero = 1'h0;
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          (* full_case = 32'd1 *)
-          if (\$29 ) begin
-          end else begin
-            zero = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    (* full_case = 32'd1 *)
-    casez (bank)
-      1'h0:
-          \$8  = drain0;
-      1'h1:
-          \$8  = drain1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    (* full_case = 32'd1 *)
-    casez (bank)
-      1'h0:
-          \$15  = drain0;
-      1'h1:
-          \$15  = drain1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$33  = drain0;
-    if (\$1 ) begin
-      \$33  = \$2 [4:0];
-    end
-    if (banks__release__valid) begin
-      casez (banks__release__payload)
-        1'h0:
-            \$33  = 5'h14;
-      endcase
-    end
-    if (rst) begin
-      \$33  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$34  = drain1;
-    if (\$3 ) begin
-      \$34  = \$4 [4:0];
-    end
-    if (banks__release__valid) begin
-      (* full_case = 32'd1 *)
-      casez (banks__release__payload)
-        1'h0:
-            /* empty */;
-        1'h1:
-            \$34  = 5'h14;
-      endcase
-    end
-    if (rst) begin
-      \$34  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$35  = banks__full;
-    if (banks__release__valid) begin
-      (* full_case = 32'd1 *)
-      casez (banks__release__payload)
-        1'h0:
-            \$35 [0] = 1'h0;
-        1'h1:
-            \$35 [1] = 1'h0;
-      endcase
-    end
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (write) begin
-            if (\$19 ) begin
-              (* full_case = 32'd1 *)
-              casez (bank)
-                1'h0:
-                    \$35 [0] = 1'h1;
-                1'h1:
-                    \$35 [1] = 1'h1;
-              endcase
-            end
-          end
-    endcase
-    if (rst) begin
-      \$35  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$36  = busy;
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$42  = last_k;
     if (gemm__start) begin
-      \$36  = 1'h1;
+      \$42  = \$5 ;
     end
     casez (loader_state)
       2'h0:
@@ -17613,151 +17465,13 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
           /* empty */;
       2'h2:
           if (write) begin
-            if (\$19 ) begin
-              if (last_k) begin
-                if (\$23 ) begin
-                  \$36  = 1'h0;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$37  = k0;
-    if (gemm__start) begin
-      \$37  = 13'h0000;
-    end
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (write) begin
-            if (\$19 ) begin
+            if (\$27 ) begin
               (* full_case = 32'd1 *)
               if (last_k) begin
-                \$37  = 13'h0000;
+                \$42  = k_one;
               end else begin
-                \$37  = \$24 [12:0];
+                \$42  = \$32 ;
               end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$37  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$38  = n0;
-    if (gemm__start) begin
-      \$38  = 17'h00000;
-    end
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (write) begin
-            if (\$19 ) begin
-              if (last_k) begin
-                \$38  = \$21 [16:0];
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$38  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$39  = row;
-    if (gemm__start) begin
-      \$39  = 3'h0;
-    end
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (write) begin
-            \$39  = \$18 [2:0];
-            if (\$19 ) begin
-              \$39  = 3'h0;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$39  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$40  = loader_state;
-    casez (loader_state)
-      2'h0:
-          if (\$11 ) begin
-            \$40  = 2'h1;
-          end else if (\$17 ) begin
-            \$40  = 2'h2;
-          end
-      2'h1:
-          if (params__valid) begin
-            \$40  = 2'h2;
-          end
-      2'h2:
-          if (write) begin
-            if (\$19 ) begin
-              \$40  = 2'h0;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$40  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$41  = param_banks;
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          if (params__valid) begin
-            (* full_case = 32'd1 *)
-            casez (bank)
-              1'h0:
-                  \$41 [807:0] = params__payload;
-              1'h1:
-                  \$41 [1615:808] = params__payload;
-            endcase
-          end
-    endcase
-    if (rst) begin
-      \$41  = 1616'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$42  = bank;
-    casez (loader_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (write) begin
-            if (\$19 ) begin
-              \$42  = \$20 ;
             end
           end
     endcase
@@ -17766,14 +17480,174 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    w_data = 64'h0000000000000000;
-    if (\$27 ) begin
-      w_data = weights__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$43  = k_one;
+    if (gemm__start) begin
+      \$43  = \$6 ;
+    end
+    if (rst) begin
+      \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$44  = \real ;
+    if (gemm__start) begin
+      \$44  = 1'h1;
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            \$44  = \$26 ;
+            if (\$27 ) begin
+              \$44  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$45  = n_left;
+    if (gemm__start) begin
+      \$45  = gemm__new[44:29];
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              if (last_k) begin
+                \$45  = \$29 [15:0];
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$45  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$46  = last_n;
+    if (gemm__start) begin
+      \$46  = \$7 ;
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              if (last_k) begin
+                \$46  = \$30 ;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$47  = bank;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$48  = \$9 ;
+    if (rst) begin
+      \$48  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$49  = \$10 ;
+    if (rst) begin
+      \$49  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$50  = loader_state;
+    casez (loader_state)
+      2'h0:
+          if (\$17 ) begin
+            \$50  = 2'h1;
+          end else if (\$23 ) begin
+            \$50  = 2'h2;
+          end
+      2'h1:
+          if (params__valid) begin
+            \$50  = 2'h2;
+          end
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              \$50  = 2'h0;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$50  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$51  = param_banks;
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          if (params__valid) begin
+            (* full_case = 32'd1 *)
+            casez (bank)
+              1'h0:
+                  \$51 [807:0] = params__payload;
+              1'h1:
+                  \$51 [1615:808] = params__payload;
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$51  = 1616'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$52  = bank;
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              \$52  = \$28 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     params__ready = 1'h0;
     casez (loader_state)
       2'h0:
@@ -17783,7 +17657,7 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     weights__ready = 1'h0;
     casez (loader_state)
       2'h0:
@@ -17791,12 +17665,232 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
       2'h1:
           /* empty */;
       2'h2:
-          if (\$29 ) begin
+          if (\real ) begin
             weights__ready = 1'h1;
           end
     endcase
   end
-  assign w_bank = bank;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    write = 1'h0;
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          (* full_case = 32'd1 *)
+          if (\real ) begin
+            write = weights__valid;
+          end else begin
+            write = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    zero = 1'h0;
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          (* full_case = 32'd1 *)
+          if (\real ) begin
+          end else begin
+            zero = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    (* full_case = 32'd1 *)
+    casez (bank)
+      1'h0:
+          \$14  = drain0;
+      1'h1:
+          \$14  = drain1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    (* full_case = 32'd1 *)
+    casez (bank)
+      1'h0:
+          \$21  = drain0;
+      1'h1:
+          \$21  = drain1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$36  = drain0;
+    if (\$1 ) begin
+      \$36  = \$2 [4:0];
+    end
+    if (banks__release__valid) begin
+      casez (banks__release__payload)
+        1'h0:
+            \$36  = 5'h14;
+      endcase
+    end
+    if (rst) begin
+      \$36  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$37  = drain1;
+    if (\$3 ) begin
+      \$37  = \$4 [4:0];
+    end
+    if (banks__release__valid) begin
+      (* full_case = 32'd1 *)
+      casez (banks__release__payload)
+        1'h0:
+            /* empty */;
+        1'h1:
+            \$37  = 5'h14;
+      endcase
+    end
+    if (rst) begin
+      \$37  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$38  = banks__full;
+    if (banks__release__valid) begin
+      (* full_case = 32'd1 *)
+      casez (banks__release__payload)
+        1'h0:
+            \$38 [0] = 1'h0;
+        1'h1:
+            \$38 [1] = 1'h0;
+      endcase
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              (* full_case = 32'd1 *)
+              casez (bank)
+                1'h0:
+                    \$38 [0] = 1'h1;
+                1'h1:
+                    \$38 [1] = 1'h1;
+              endcase
+            end
+          end
+    endcase
+    if (rst) begin
+      \$38  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$39  = busy;
+    if (gemm__start) begin
+      \$39  = 1'h1;
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              if (last_k) begin
+                if (last_n) begin
+                  \$39  = 1'h0;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$39  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$40  = row;
+    if (gemm__start) begin
+      \$40  = 3'h0;
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            \$40  = \$24 [2:0];
+            if (\$27 ) begin
+              \$40  = 3'h0;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$40  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    \$41  = k_left;
+    if (gemm__start) begin
+      \$41  = gemm__new[28:16];
+    end
+    casez (loader_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (write) begin
+            if (\$27 ) begin
+              (* full_case = 32'd1 *)
+              if (last_k) begin
+                \$41  = gemm__cmd[28:16];
+              end else begin
+                \$41  = \$31 [12:0];
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$41  = 13'h0000;
+    end
+  end
+  assign \gemm__new.m  = gemm__new[15:0];
+  assign \gemm__new.k  = gemm__new[28:16];
+  assign \gemm__new.n  = gemm__new[44:29];
+  assign \gemm__new.mode  = gemm__new[46:45];
+  assign \gemm__new.zero_point  = gemm__new[54:47];
+  assign \gemm__new.qmin  = gemm__new[62:55];
+  assign \gemm__new.qmax  = gemm__new[70:63];
+  assign \w_data[0]  = w_data[7:0];
+  assign \w_data[1]  = w_data[15:8];
+  assign \w_data[2]  = w_data[23:16];
+  assign \w_data[3]  = w_data[31:24];
+  assign \w_data[4]  = w_data[39:32];
+  assign \w_data[5]  = w_data[47:40];
+  assign \w_data[6]  = w_data[55:48];
+  assign \w_data[7]  = w_data[63:56];
+  assign \weights__payload[0]  = weights__payload[7:0];
+  assign \weights__payload[1]  = weights__payload[15:8];
+  assign \weights__payload[2]  = weights__payload[23:16];
+  assign \weights__payload[3]  = weights__payload[31:24];
+  assign \weights__payload[4]  = weights__payload[39:32];
+  assign \weights__payload[5]  = weights__payload[47:40];
+  assign \weights__payload[6]  = weights__payload[55:48];
+  assign \weights__payload[7]  = weights__payload[63:56];
   assign \param_banks[0]  = param_banks[807:0];
   assign \param_banks[0].bias  = param_banks[255:0];
   assign \param_banks[0].bias[0]  = param_banks[31:0];
@@ -17914,26 +18008,24 @@ module \qhw_array_8x8.loader (weights__valid, params__payload, params__valid, cl
   assign \gemm__cmd.zero_point  = gemm__cmd[54:47];
   assign \gemm__cmd.qmin  = gemm__cmd[62:55];
   assign \gemm__cmd.qmax  = gemm__cmd[70:63];
-  assign \w_data[0]  = w_data[7:0];
-  assign \w_data[1]  = w_data[15:8];
-  assign \w_data[2]  = w_data[23:16];
-  assign \w_data[3]  = w_data[31:24];
-  assign \w_data[4]  = w_data[39:32];
-  assign \w_data[5]  = w_data[47:40];
-  assign \w_data[6]  = w_data[55:48];
-  assign \w_data[7]  = w_data[63:56];
-  assign \weights__payload[0]  = weights__payload[7:0];
-  assign \weights__payload[1]  = weights__payload[15:8];
-  assign \weights__payload[2]  = weights__payload[23:16];
-  assign \weights__payload[3]  = weights__payload[31:24];
-  assign \weights__payload[4]  = weights__payload[39:32];
-  assign \weights__payload[5]  = weights__payload[47:40];
-  assign \weights__payload[6]  = weights__payload[55:48];
-  assign \weights__payload[7]  = weights__payload[63:56];
-  assign w_we = \$26 ;
+  assign \$9  = \$8 ;
 endmodule
 
-module \qhw_array_8x8.queue (clk, rst, taken, o__payload, w_data, w_en, o__valid, r_en);
+module \qhw_array_8x8.queue (clk, rst, taken, o__payload, wr__data, wr__en, o__valid, o__ready);
+  reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
+  wire \$1 ;
+  reg [5:0] \$10 ;
+  reg [5:0] \$11 ;
+  reg [5:0] \$12 ;
+  reg \$13 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire [6:0] \$5 ;
+  wire [6:0] \$6 ;
+  wire \$7 ;
+  wire [6:0] \$8 ;
+  wire [6:0] \$9 ;
   input clk;
   wire clk;
   wire [63:0] i__payload;
@@ -17956,44 +18048,185 @@ module \qhw_array_8x8.queue (clk, rst, taken, o__payload, w_data, w_en, o__valid
   wire [7:0] \o__payload[5] ;
   wire [7:0] \o__payload[6] ;
   wire [7:0] \o__payload[7] ;
+  input o__ready;
   wire o__ready;
   output o__valid;
-  wire o__valid;
-  wire [63:0] r_data;
-  input r_en;
-  wire r_en;
-  wire r_rdy;
+  reg o__valid = 1'h0;
+  (* init = 6'h00 *)
+  wire [5:0] rd__addr;
+  wire [63:0] rd__data;
+  wire [7:0] \rd__data[0] ;
+  wire [7:0] \rd__data[1] ;
+  wire [7:0] \rd__data[2] ;
+  wire [7:0] \rd__data[3] ;
+  wire [7:0] \rd__data[4] ;
+  wire [7:0] \rd__data[5] ;
+  wire [7:0] \rd__data[6] ;
+  wire [7:0] \rd__data[7] ;
+  wire rd__en;
+  wire read;
+  reg [5:0] rp = 6'h00;
+  reg [5:0] rp_next = 6'h01;
   input rst;
   wire rst;
   output taken;
   wire taken;
-  input [63:0] w_data;
-  wire [63:0] w_data;
-  input w_en;
-  wire w_en;
-  assign taken = o__valid & r_en;
-  \qhw_array_8x8.queue.fifo  fifo (
-    .clk(clk),
-    .r_data(o__payload),
-    .r_en(r_en),
-    .r_rdy(o__valid),
-    .rst(rst),
-    .w_en(w_en),
-    .w_port__data(w_data)
-  );
-  assign i__valid = w_en;
-  assign i__payload = w_data;
-  assign r_rdy = o__valid;
-  assign r_data = o__payload;
-  assign o__ready = r_en;
-  assign \i__payload[0]  = w_data[7:0];
-  assign \i__payload[1]  = w_data[15:8];
-  assign \i__payload[2]  = w_data[23:16];
-  assign \i__payload[3]  = w_data[31:24];
-  assign \i__payload[4]  = w_data[39:32];
-  assign \i__payload[5]  = w_data[47:40];
-  assign \i__payload[6]  = w_data[55:48];
-  assign \i__payload[7]  = w_data[63:56];
+  (* init = 6'h00 *)
+  wire [5:0] wp;
+  reg [5:0] wr__addr = 6'h00;
+  input [63:0] wr__data;
+  wire [63:0] wr__data;
+  wire [7:0] \wr__data[0] ;
+  wire [7:0] \wr__data[1] ;
+  wire [7:0] \wr__data[2] ;
+  wire [7:0] \wr__data[3] ;
+  wire [7:0] \wr__data[4] ;
+  wire [7:0] \wr__data[5] ;
+  wire [7:0] \wr__data[6] ;
+  wire [7:0] \wr__data[7] ;
+  input wr__en;
+  wire wr__en;
+  reg [63:0] mem [43:0];
+  initial begin
+    mem[0] = 64'h0000000000000000;
+    mem[1] = 64'h0000000000000000;
+    mem[2] = 64'h0000000000000000;
+    mem[3] = 64'h0000000000000000;
+    mem[4] = 64'h0000000000000000;
+    mem[5] = 64'h0000000000000000;
+    mem[6] = 64'h0000000000000000;
+    mem[7] = 64'h0000000000000000;
+    mem[8] = 64'h0000000000000000;
+    mem[9] = 64'h0000000000000000;
+    mem[10] = 64'h0000000000000000;
+    mem[11] = 64'h0000000000000000;
+    mem[12] = 64'h0000000000000000;
+    mem[13] = 64'h0000000000000000;
+    mem[14] = 64'h0000000000000000;
+    mem[15] = 64'h0000000000000000;
+    mem[16] = 64'h0000000000000000;
+    mem[17] = 64'h0000000000000000;
+    mem[18] = 64'h0000000000000000;
+    mem[19] = 64'h0000000000000000;
+    mem[20] = 64'h0000000000000000;
+    mem[21] = 64'h0000000000000000;
+    mem[22] = 64'h0000000000000000;
+    mem[23] = 64'h0000000000000000;
+    mem[24] = 64'h0000000000000000;
+    mem[25] = 64'h0000000000000000;
+    mem[26] = 64'h0000000000000000;
+    mem[27] = 64'h0000000000000000;
+    mem[28] = 64'h0000000000000000;
+    mem[29] = 64'h0000000000000000;
+    mem[30] = 64'h0000000000000000;
+    mem[31] = 64'h0000000000000000;
+    mem[32] = 64'h0000000000000000;
+    mem[33] = 64'h0000000000000000;
+    mem[34] = 64'h0000000000000000;
+    mem[35] = 64'h0000000000000000;
+    mem[36] = 64'h0000000000000000;
+    mem[37] = 64'h0000000000000000;
+    mem[38] = 64'h0000000000000000;
+    mem[39] = 64'h0000000000000000;
+    mem[40] = 64'h0000000000000000;
+    mem[41] = 64'h0000000000000000;
+    mem[42] = 64'h0000000000000000;
+    mem[43] = 64'h0000000000000000;
+  end
+  always @(posedge clk) begin
+    if (wr__en)
+      mem[wr__addr] <= wr__data;
+  end
+  reg [63:0] _0_;
+  always @(posedge clk) begin
+    if (read) begin
+      _0_ <= mem[rp];
+    end
+  end
+  assign o__payload = _0_;
+  assign taken = o__valid & o__ready;
+  assign \$1  = wr__addr != rp;
+  assign \$2  = ~ o__valid;
+  assign \$3  = \$2  | o__ready;
+  assign read = \$1  & \$3 ;
+  assign \$4  = wr__addr == 6'h2b;
+  assign \$5  = wr__addr + 1'h1;
+  assign \$6  = \$4  ? 7'h00 : \$5 ;
+  assign \$7  = rp_next == 6'h2b;
+  assign \$8  = rp_next + 1'h1;
+  assign \$9  = \$7  ? 7'h00 : \$8 ;
+  always @(posedge clk)
+    wr__addr <= \$10 ;
+  always @(posedge clk)
+    rp <= \$11 ;
+  always @(posedge clk)
+    rp_next <= \$12 ;
+  always @(posedge clk)
+    o__valid <= \$13 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$10  = wr__addr;
+    if (wr__en) begin
+      \$10  = \$6 [5:0];
+    end
+    if (rst) begin
+      \$10  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$11  = rp;
+    if (read) begin
+      \$11  = rp_next;
+    end
+    if (rst) begin
+      \$11  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$12  = rp_next;
+    if (read) begin
+      \$12  = \$9 [5:0];
+    end
+    if (rst) begin
+      \$12  = 6'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    \$13  = o__valid;
+    if (read) begin
+      \$13  = 1'h1;
+    end else if (o__ready) begin
+      \$13  = 1'h0;
+    end
+    if (rst) begin
+      \$13  = 1'h0;
+    end
+  end
+  assign wp = wr__addr;
+  assign i__payload = wr__data;
+  assign i__valid = wr__en;
+  assign rd__addr = rp;
+  assign rd__en = read;
+  assign rd__data = o__payload;
+  assign \wr__data[0]  = wr__data[7:0];
+  assign \wr__data[1]  = wr__data[15:8];
+  assign \wr__data[2]  = wr__data[23:16];
+  assign \wr__data[3]  = wr__data[31:24];
+  assign \wr__data[4]  = wr__data[39:32];
+  assign \wr__data[5]  = wr__data[47:40];
+  assign \wr__data[6]  = wr__data[55:48];
+  assign \wr__data[7]  = wr__data[63:56];
+  assign \i__payload[0]  = wr__data[7:0];
+  assign \i__payload[1]  = wr__data[15:8];
+  assign \i__payload[2]  = wr__data[23:16];
+  assign \i__payload[3]  = wr__data[31:24];
+  assign \i__payload[4]  = wr__data[39:32];
+  assign \i__payload[5]  = wr__data[47:40];
+  assign \i__payload[6]  = wr__data[55:48];
+  assign \i__payload[7]  = wr__data[63:56];
   assign \o__payload[0]  = o__payload[7:0];
   assign \o__payload[1]  = o__payload[15:8];
   assign \o__payload[2]  = o__payload[23:16];
@@ -18002,275 +18235,34 @@ module \qhw_array_8x8.queue (clk, rst, taken, o__payload, w_data, w_en, o__valid
   assign \o__payload[5]  = o__payload[47:40];
   assign \o__payload[6]  = o__payload[55:48];
   assign \o__payload[7]  = o__payload[63:56];
+  assign \rd__data[0]  = o__payload[7:0];
+  assign \rd__data[1]  = o__payload[15:8];
+  assign \rd__data[2]  = o__payload[23:16];
+  assign \rd__data[3]  = o__payload[31:24];
+  assign \rd__data[4]  = o__payload[39:32];
+  assign \rd__data[5]  = o__payload[47:40];
+  assign \rd__data[6]  = o__payload[55:48];
+  assign \rd__data[7]  = o__payload[63:56];
 endmodule
 
-module \qhw_array_8x8.queue.fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [6:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire \$2 ;
-  wire [6:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [6:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [6:0] \$3 ;
-  wire \$30 ;
-  reg [5:0] \$31 ;
-  reg [5:0] \$32 ;
-  reg [5:0] \$33 ;
-  reg \$34 ;
-  wire \$4 ;
-  wire \$5 ;
-  wire [6:0] \$6 ;
-  wire [6:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 6'h00 *)
-  wire [5:0] consume;
-  reg [5:0] inner_level = 6'h00;
-  wire inner_r_rdy;
-  wire [5:0] level;
-  (* init = 6'h00 *)
-  wire [5:0] produce;
-  output [63:0] r_data;
-  wire [63:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [5:0] r_level;
-  reg [5:0] r_port__addr = 6'h00;
-  wire [63:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [63:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [5:0] w_level;
-  reg [5:0] w_port__addr = 6'h00;
-  input [63:0] w_port__data;
-  wire [63:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [63:0] storage [41:0];
-  initial begin
-    storage[0] = 64'h0000000000000000;
-    storage[1] = 64'h0000000000000000;
-    storage[2] = 64'h0000000000000000;
-    storage[3] = 64'h0000000000000000;
-    storage[4] = 64'h0000000000000000;
-    storage[5] = 64'h0000000000000000;
-    storage[6] = 64'h0000000000000000;
-    storage[7] = 64'h0000000000000000;
-    storage[8] = 64'h0000000000000000;
-    storage[9] = 64'h0000000000000000;
-    storage[10] = 64'h0000000000000000;
-    storage[11] = 64'h0000000000000000;
-    storage[12] = 64'h0000000000000000;
-    storage[13] = 64'h0000000000000000;
-    storage[14] = 64'h0000000000000000;
-    storage[15] = 64'h0000000000000000;
-    storage[16] = 64'h0000000000000000;
-    storage[17] = 64'h0000000000000000;
-    storage[18] = 64'h0000000000000000;
-    storage[19] = 64'h0000000000000000;
-    storage[20] = 64'h0000000000000000;
-    storage[21] = 64'h0000000000000000;
-    storage[22] = 64'h0000000000000000;
-    storage[23] = 64'h0000000000000000;
-    storage[24] = 64'h0000000000000000;
-    storage[25] = 64'h0000000000000000;
-    storage[26] = 64'h0000000000000000;
-    storage[27] = 64'h0000000000000000;
-    storage[28] = 64'h0000000000000000;
-    storage[29] = 64'h0000000000000000;
-    storage[30] = 64'h0000000000000000;
-    storage[31] = 64'h0000000000000000;
-    storage[32] = 64'h0000000000000000;
-    storage[33] = 64'h0000000000000000;
-    storage[34] = 64'h0000000000000000;
-    storage[35] = 64'h0000000000000000;
-    storage[36] = 64'h0000000000000000;
-    storage[37] = 64'h0000000000000000;
-    storage[38] = 64'h0000000000000000;
-    storage[39] = 64'h0000000000000000;
-    storage[40] = 64'h0000000000000000;
-    storage[41] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [63:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 6'h2a;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign \$3  = inner_level + r_rdy;
-  assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 6'h29;
-  assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 7'h00 : \$6 ;
-  assign \$8  = ~ r_rdy;
-  assign \$9  = \$8  | r_en;
-  assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 6'h29;
-  assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 7'h00 : \$12 ;
-  assign \$14  = w_rdy & w_en;
-  assign \$15  = ~ r_rdy;
-  assign \$16  = \$15  | r_en;
-  assign \$17  = inner_r_rdy & \$16 ;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = \$14  & \$18 ;
-  assign \$20  = inner_level + 1'h1;
-  assign \$21  = ~ r_rdy;
-  assign \$22  = \$21  | r_en;
-  assign \$23  = inner_r_rdy & \$22 ;
-  assign \$24  = w_rdy & w_en;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = inner_level - 1'h1;
-  assign \$28  = ~ r_rdy;
-  assign \$29  = \$28  | r_en;
-  assign \$30  = inner_r_rdy & \$29 ;
-  always @(posedge clk)
-    w_port__addr <= \$31 ;
-  always @(posedge clk)
-    r_port__addr <= \$32 ;
-  always @(posedge clk)
-    inner_level <= \$33 ;
-  always @(posedge clk)
-    r_rdy <= \$34 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$31  = w_port__addr;
-    if (\$4 ) begin
-      \$31  = \$7 [5:0];
-    end
-    if (rst) begin
-      \$31  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$32  = r_port__addr;
-    if (\$10 ) begin
-      \$32  = \$13 [5:0];
-    end
-    if (rst) begin
-      \$32  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$33  = inner_level;
-    if (\$19 ) begin
-      \$33  = \$20 [5:0];
-    end
-    if (\$26 ) begin
-      \$33  = \$27 [5:0];
-    end
-    if (rst) begin
-      \$33  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$34  = r_rdy;
-    if (\$30 ) begin
-      \$34  = 1'h1;
-    end else if (r_en) begin
-      \$34  = 1'h0;
-    end
-    if (rst) begin
-      \$34  = 1'h0;
-    end
-  end
-  assign w_level = \$3 [5:0];
-  assign level = \$3 [5:0];
-  assign r_level = \$3 [5:0];
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, row__payload, i_valid, out__payload, out__valid, clk);
+module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payload, i_valid, out__payload, out__valid, clk);
   wire [807:0] \$1 ;
-  wire [807:0] \$10 ;
-  wire [807:0] \$11 ;
-  wire [807:0] \$12 ;
-  wire [807:0] \$13 ;
-  wire [807:0] \$14 ;
-  wire [807:0] \$15 ;
-  wire [807:0] \$16 ;
-  wire [807:0] \$17 ;
-  wire [807:0] \$18 ;
-  wire [807:0] \$19 ;
-  wire [807:0] \$2 ;
-  wire [807:0] \$20 ;
-  wire [807:0] \$21 ;
-  wire [807:0] \$22 ;
-  wire [807:0] \$23 ;
-  wire [807:0] \$24 ;
-  wire [807:0] \$25 ;
-  wire [807:0] \$26 ;
-  wire [807:0] \$27 ;
-  wire [807:0] \$28 ;
-  wire [807:0] \$29 ;
-  wire [807:0] \$3 ;
-  wire [807:0] \$30 ;
-  wire [807:0] \$31 ;
-  wire [807:0] \$32 ;
-  wire [807:0] \$4 ;
-  wire [807:0] \$5 ;
-  wire [807:0] \$6 ;
-  wire [807:0] \$7 ;
-  wire [807:0] \$8 ;
-  wire [807:0] \$9 ;
   wire [27:0] acc;
-  wire [27:0] \acc$15 ;
-  wire [27:0] \acc$25 ;
-  wire [27:0] \acc$35 ;
-  wire [27:0] \acc$45 ;
-  wire [27:0] \acc$55 ;
-  wire [27:0] \acc$65 ;
-  wire [27:0] \acc$75 ;
+  wire [27:0] \acc$19 ;
+  wire [27:0] \acc$29 ;
+  wire [27:0] \acc$39 ;
+  wire [27:0] \acc$49 ;
+  wire [27:0] \acc$59 ;
+  wire [27:0] \acc$69 ;
+  wire [27:0] \acc$79 ;
   wire [31:0] bias;
-  wire [31:0] \bias$16 ;
-  wire [31:0] \bias$26 ;
-  wire [31:0] \bias$36 ;
-  wire [31:0] \bias$46 ;
-  wire [31:0] \bias$56 ;
-  wire [31:0] \bias$66 ;
-  wire [31:0] \bias$76 ;
+  wire [31:0] \bias$20 ;
+  wire [31:0] \bias$30 ;
+  wire [31:0] \bias$40 ;
+  wire [31:0] \bias$50 ;
+  wire [31:0] \bias$60 ;
+  wire [31:0] \bias$70 ;
+  wire [31:0] \bias$80 ;
   input clk;
   wire clk;
   input [70:0] gemm__cmd;
@@ -18284,37 +18276,76 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, row__payload, i_vali
   wire [7:0] \gemm__cmd.zero_point ;
   input i_valid;
   wire i_valid;
-  wire \i_valid$14 ;
-  wire \i_valid$24 ;
-  wire \i_valid$34 ;
-  wire \i_valid$44 ;
-  wire \i_valid$54 ;
-  wire \i_valid$64 ;
-  wire \i_valid$74 ;
+  wire \i_valid$18 ;
+  wire \i_valid$28 ;
+  wire \i_valid$38 ;
+  wire \i_valid$48 ;
+  wire \i_valid$58 ;
+  wire \i_valid$68 ;
+  wire \i_valid$78 ;
+  reg [807:0] lane_params = 808'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  wire [255:0] \lane_params.bias ;
+  wire [31:0] \lane_params.bias[0] ;
+  wire [31:0] \lane_params.bias[1] ;
+  wire [31:0] \lane_params.bias[2] ;
+  wire [31:0] \lane_params.bias[3] ;
+  wire [31:0] \lane_params.bias[4] ;
+  wire [31:0] \lane_params.bias[5] ;
+  wire [31:0] \lane_params.bias[6] ;
+  wire [31:0] \lane_params.bias[7] ;
+  wire [247:0] \lane_params.multiplier ;
+  wire [30:0] \lane_params.multiplier[0] ;
+  wire [30:0] \lane_params.multiplier[1] ;
+  wire [30:0] \lane_params.multiplier[2] ;
+  wire [30:0] \lane_params.multiplier[3] ;
+  wire [30:0] \lane_params.multiplier[4] ;
+  wire [30:0] \lane_params.multiplier[5] ;
+  wire [30:0] \lane_params.multiplier[6] ;
+  wire [30:0] \lane_params.multiplier[7] ;
+  wire [255:0] \lane_params.scale ;
+  wire [31:0] \lane_params.scale[0] ;
+  wire [31:0] \lane_params.scale[1] ;
+  wire [31:0] \lane_params.scale[2] ;
+  wire [31:0] \lane_params.scale[3] ;
+  wire [31:0] \lane_params.scale[4] ;
+  wire [31:0] \lane_params.scale[5] ;
+  wire [31:0] \lane_params.scale[6] ;
+  wire [31:0] \lane_params.scale[7] ;
+  wire [47:0] \lane_params.shift ;
+  wire [5:0] \lane_params.shift[0] ;
+  wire [5:0] \lane_params.shift[1] ;
+  wire [5:0] \lane_params.shift[2] ;
+  wire [5:0] \lane_params.shift[3] ;
+  wire [5:0] \lane_params.shift[4] ;
+  wire [5:0] \lane_params.shift[5] ;
+  wire [5:0] \lane_params.shift[6] ;
+  wire [5:0] \lane_params.shift[7] ;
   wire [1:0] mode;
-  wire [1:0] \mode$20 ;
-  wire [1:0] \mode$30 ;
-  wire [1:0] \mode$40 ;
-  wire [1:0] \mode$50 ;
-  wire [1:0] \mode$60 ;
-  wire [1:0] \mode$70 ;
-  wire [1:0] \mode$80 ;
+  wire [1:0] \mode$24 ;
+  wire [1:0] \mode$34 ;
+  wire [1:0] \mode$44 ;
+  wire [1:0] \mode$54 ;
+  wire [1:0] \mode$64 ;
+  wire [1:0] \mode$74 ;
+  wire [1:0] \mode$84 ;
   wire [30:0] multiplier;
-  wire [30:0] \multiplier$17 ;
-  wire [30:0] \multiplier$27 ;
-  wire [30:0] \multiplier$37 ;
-  wire [30:0] \multiplier$47 ;
-  wire [30:0] \multiplier$57 ;
-  wire [30:0] \multiplier$67 ;
-  wire [30:0] \multiplier$77 ;
+  wire [30:0] \multiplier$21 ;
+  wire [30:0] \multiplier$31 ;
+  wire [30:0] \multiplier$41 ;
+  wire [30:0] \multiplier$51 ;
+  wire [30:0] \multiplier$61 ;
+  wire [30:0] \multiplier$71 ;
+  wire [30:0] \multiplier$81 ;
+  input next_bank;
+  wire next_bank;
   wire [7:0] o;
-  wire [7:0] \o$86 ;
-  wire [7:0] \o$87 ;
-  wire [7:0] \o$88 ;
-  wire [7:0] \o$89 ;
   wire [7:0] \o$90 ;
   wire [7:0] \o$91 ;
   wire [7:0] \o$92 ;
+  wire [7:0] \o$93 ;
+  wire [7:0] \o$94 ;
+  wire [7:0] \o$95 ;
+  wire [7:0] \o$96 ;
   wire o_valid;
   output [63:0] out__payload;
   wire [63:0] out__payload;
@@ -18405,21 +18436,21 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, row__payload, i_vali
   wire [5:0] \param_banks[1].shift[6] ;
   wire [5:0] \param_banks[1].shift[7] ;
   wire [7:0] qmax;
-  wire [7:0] \qmax$23 ;
-  wire [7:0] \qmax$33 ;
-  wire [7:0] \qmax$43 ;
-  wire [7:0] \qmax$53 ;
-  wire [7:0] \qmax$63 ;
-  wire [7:0] \qmax$73 ;
-  wire [7:0] \qmax$83 ;
+  wire [7:0] \qmax$27 ;
+  wire [7:0] \qmax$37 ;
+  wire [7:0] \qmax$47 ;
+  wire [7:0] \qmax$57 ;
+  wire [7:0] \qmax$67 ;
+  wire [7:0] \qmax$77 ;
+  wire [7:0] \qmax$87 ;
   wire [7:0] qmin;
-  wire [7:0] \qmin$22 ;
-  wire [7:0] \qmin$32 ;
-  wire [7:0] \qmin$42 ;
-  wire [7:0] \qmin$52 ;
-  wire [7:0] \qmin$62 ;
-  wire [7:0] \qmin$72 ;
-  wire [7:0] \qmin$82 ;
+  wire [7:0] \qmin$26 ;
+  wire [7:0] \qmin$36 ;
+  wire [7:0] \qmin$46 ;
+  wire [7:0] \qmin$56 ;
+  wire [7:0] \qmin$66 ;
+  wire [7:0] \qmin$76 ;
+  wire [7:0] \qmin$86 ;
   input [224:0] row__payload;
   wire [224:0] row__payload;
   wire \row__payload.bank ;
@@ -18436,249 +18467,246 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, row__payload, i_vali
   input rst;
   wire rst;
   wire [31:0] scale;
-  wire [31:0] \scale$19 ;
-  wire [31:0] \scale$29 ;
-  wire [31:0] \scale$39 ;
-  wire [31:0] \scale$49 ;
-  wire [31:0] \scale$59 ;
-  wire [31:0] \scale$69 ;
-  wire [31:0] \scale$79 ;
+  wire [31:0] \scale$23 ;
+  wire [31:0] \scale$33 ;
+  wire [31:0] \scale$43 ;
+  wire [31:0] \scale$53 ;
+  wire [31:0] \scale$63 ;
+  wire [31:0] \scale$73 ;
+  wire [31:0] \scale$83 ;
   wire [5:0] shift;
-  wire [5:0] \shift$18 ;
-  wire [5:0] \shift$28 ;
-  wire [5:0] \shift$38 ;
-  wire [5:0] \shift$48 ;
-  wire [5:0] \shift$58 ;
-  wire [5:0] \shift$68 ;
-  wire [5:0] \shift$78 ;
+  wire [5:0] \shift$22 ;
+  wire [5:0] \shift$32 ;
+  wire [5:0] \shift$42 ;
+  wire [5:0] \shift$52 ;
+  wire [5:0] \shift$62 ;
+  wire [5:0] \shift$72 ;
+  wire [5:0] \shift$82 ;
   wire [7:0] zero_point;
-  wire [7:0] \zero_point$21 ;
-  wire [7:0] \zero_point$31 ;
-  wire [7:0] \zero_point$41 ;
-  wire [7:0] \zero_point$51 ;
-  wire [7:0] \zero_point$61 ;
-  wire [7:0] \zero_point$71 ;
-  wire [7:0] \zero_point$81 ;
-  assign \$1  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$2  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$3  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$4  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$5  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$6  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$7  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$8  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$9  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$10  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$11  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$12  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$13  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$14  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$15  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$16  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$17  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$18  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$19  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$20  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$21  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$22  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$23  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$24  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$25  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$26  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$27  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$28  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$29  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$30  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$31  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
-  assign \$32  = row__payload[224] ? param_banks[1615:808] : param_banks[807:0];
+  wire [7:0] \zero_point$25 ;
+  wire [7:0] \zero_point$35 ;
+  wire [7:0] \zero_point$45 ;
+  wire [7:0] \zero_point$55 ;
+  wire [7:0] \zero_point$65 ;
+  wire [7:0] \zero_point$75 ;
+  wire [7:0] \zero_point$85 ;
+  assign \$1  = next_bank ? param_banks[1615:808] : param_banks[807:0];
+  always @(posedge clk)
+    lane_params <= \$1 ;
   \qhw_array_8x8.requant.requant_0  requant_0 (
     .acc(row__payload[27:0]),
-    .bias(\$1 [31:0]),
+    .bias(lane_params[31:0]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$2 [286:256]),
+    .multiplier(lane_params[286:256]),
     .o(o),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$4 [583:552]),
-    .shift(\$3 [509:504]),
+    .scale(lane_params[583:552]),
+    .shift(lane_params[509:504]),
     .valid_d19(out__valid)
   );
   \qhw_array_8x8.requant.requant_1  requant_1 (
     .acc(row__payload[55:28]),
-    .bias(\$5 [63:32]),
+    .bias(lane_params[63:32]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$6 [317:287]),
-    .o(\o$86 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[317:287]),
+    .o(\o$90 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$8 [615:584]),
-    .shift(\$7 [515:510])
+    .scale(lane_params[615:584]),
+    .shift(lane_params[515:510])
   );
   \qhw_array_8x8.requant.requant_2  requant_2 (
     .acc(row__payload[83:56]),
-    .bias(\$9 [95:64]),
+    .bias(lane_params[95:64]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$10 [348:318]),
-    .o(\o$87 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[348:318]),
+    .o(\o$91 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$12 [647:616]),
-    .shift(\$11 [521:516])
+    .scale(lane_params[647:616]),
+    .shift(lane_params[521:516])
   );
   \qhw_array_8x8.requant.requant_3  requant_3 (
     .acc(row__payload[111:84]),
-    .bias(\$13 [127:96]),
+    .bias(lane_params[127:96]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$14 [379:349]),
-    .o(\o$88 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[379:349]),
+    .o(\o$92 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$16 [679:648]),
-    .shift(\$15 [527:522])
+    .scale(lane_params[679:648]),
+    .shift(lane_params[527:522])
   );
   \qhw_array_8x8.requant.requant_4  requant_4 (
     .acc(row__payload[139:112]),
-    .bias(\$17 [159:128]),
+    .bias(lane_params[159:128]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$18 [410:380]),
-    .o(\o$89 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[410:380]),
+    .o(\o$93 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$20 [711:680]),
-    .shift(\$19 [533:528])
+    .scale(lane_params[711:680]),
+    .shift(lane_params[533:528])
   );
   \qhw_array_8x8.requant.requant_5  requant_5 (
     .acc(row__payload[167:140]),
-    .bias(\$21 [191:160]),
+    .bias(lane_params[191:160]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$22 [441:411]),
-    .o(\o$90 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[441:411]),
+    .o(\o$94 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$24 [743:712]),
-    .shift(\$23 [539:534])
+    .scale(lane_params[743:712]),
+    .shift(lane_params[539:534])
   );
   \qhw_array_8x8.requant.requant_6  requant_6 (
     .acc(row__payload[195:168]),
-    .bias(\$25 [223:192]),
+    .bias(lane_params[223:192]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$26 [472:442]),
-    .o(\o$91 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[472:442]),
+    .o(\o$95 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$28 [775:744]),
-    .shift(\$27 [545:540])
+    .scale(lane_params[775:744]),
+    .shift(lane_params[545:540])
   );
   \qhw_array_8x8.requant.requant_7  requant_7 (
     .acc(row__payload[223:196]),
-    .bias(\$29 [255:224]),
+    .bias(lane_params[255:224]),
     .clk(clk),
     .i_valid(i_valid),
-    .multiplier(\$30 [503:473]),
-    .o(\o$92 ),
-    .\port$8314$45 (gemm__cmd[70:45]),
+    .multiplier(lane_params[503:473]),
+    .o(\o$96 ),
+    .\port$8273$45 (gemm__cmd[70:45]),
     .rst(rst),
-    .scale(\$32 [807:776]),
-    .shift(\$31 [551:546])
+    .scale(lane_params[807:776]),
+    .shift(lane_params[551:546])
   );
   assign row__valid = i_valid;
   assign acc = row__payload[27:0];
-  assign bias = \$1 [31:0];
-  assign multiplier = \$2 [286:256];
-  assign shift = \$3 [509:504];
-  assign scale = \$4 [583:552];
+  assign bias = lane_params[31:0];
+  assign multiplier = lane_params[286:256];
+  assign shift = lane_params[509:504];
+  assign scale = lane_params[583:552];
   assign mode = gemm__cmd[46:45];
   assign zero_point = gemm__cmd[54:47];
   assign qmin = gemm__cmd[62:55];
   assign qmax = gemm__cmd[70:63];
-  assign \i_valid$14  = i_valid;
-  assign \acc$15  = row__payload[55:28];
-  assign \bias$16  = \$5 [63:32];
-  assign \multiplier$17  = \$6 [317:287];
-  assign \shift$18  = \$7 [515:510];
-  assign \scale$19  = \$8 [615:584];
-  assign \mode$20  = gemm__cmd[46:45];
-  assign \zero_point$21  = gemm__cmd[54:47];
-  assign \qmin$22  = gemm__cmd[62:55];
-  assign \qmax$23  = gemm__cmd[70:63];
-  assign \i_valid$24  = i_valid;
-  assign \acc$25  = row__payload[83:56];
-  assign \bias$26  = \$9 [95:64];
-  assign \multiplier$27  = \$10 [348:318];
-  assign \shift$28  = \$11 [521:516];
-  assign \scale$29  = \$12 [647:616];
-  assign \mode$30  = gemm__cmd[46:45];
-  assign \zero_point$31  = gemm__cmd[54:47];
-  assign \qmin$32  = gemm__cmd[62:55];
-  assign \qmax$33  = gemm__cmd[70:63];
-  assign \i_valid$34  = i_valid;
-  assign \acc$35  = row__payload[111:84];
-  assign \bias$36  = \$13 [127:96];
-  assign \multiplier$37  = \$14 [379:349];
-  assign \shift$38  = \$15 [527:522];
-  assign \scale$39  = \$16 [679:648];
-  assign \mode$40  = gemm__cmd[46:45];
-  assign \zero_point$41  = gemm__cmd[54:47];
-  assign \qmin$42  = gemm__cmd[62:55];
-  assign \qmax$43  = gemm__cmd[70:63];
-  assign \i_valid$44  = i_valid;
-  assign \acc$45  = row__payload[139:112];
-  assign \bias$46  = \$17 [159:128];
-  assign \multiplier$47  = \$18 [410:380];
-  assign \shift$48  = \$19 [533:528];
-  assign \scale$49  = \$20 [711:680];
-  assign \mode$50  = gemm__cmd[46:45];
-  assign \zero_point$51  = gemm__cmd[54:47];
-  assign \qmin$52  = gemm__cmd[62:55];
-  assign \qmax$53  = gemm__cmd[70:63];
-  assign \i_valid$54  = i_valid;
-  assign \acc$55  = row__payload[167:140];
-  assign \bias$56  = \$21 [191:160];
-  assign \multiplier$57  = \$22 [441:411];
-  assign \shift$58  = \$23 [539:534];
-  assign \scale$59  = \$24 [743:712];
-  assign \mode$60  = gemm__cmd[46:45];
-  assign \zero_point$61  = gemm__cmd[54:47];
-  assign \qmin$62  = gemm__cmd[62:55];
-  assign \qmax$63  = gemm__cmd[70:63];
-  assign \i_valid$64  = i_valid;
-  assign \acc$65  = row__payload[195:168];
-  assign \bias$66  = \$25 [223:192];
-  assign \multiplier$67  = \$26 [472:442];
-  assign \shift$68  = \$27 [545:540];
-  assign \scale$69  = \$28 [775:744];
-  assign \mode$70  = gemm__cmd[46:45];
-  assign \zero_point$71  = gemm__cmd[54:47];
-  assign \qmin$72  = gemm__cmd[62:55];
-  assign \qmax$73  = gemm__cmd[70:63];
-  assign \i_valid$74  = i_valid;
-  assign \acc$75  = row__payload[223:196];
-  assign \bias$76  = \$29 [255:224];
-  assign \multiplier$77  = \$30 [503:473];
-  assign \shift$78  = \$31 [551:546];
-  assign \scale$79  = \$32 [807:776];
-  assign \mode$80  = gemm__cmd[46:45];
-  assign \zero_point$81  = gemm__cmd[54:47];
-  assign \qmin$82  = gemm__cmd[62:55];
-  assign \qmax$83  = gemm__cmd[70:63];
+  assign \i_valid$18  = i_valid;
+  assign \acc$19  = row__payload[55:28];
+  assign \bias$20  = lane_params[63:32];
+  assign \multiplier$21  = lane_params[317:287];
+  assign \shift$22  = lane_params[515:510];
+  assign \scale$23  = lane_params[615:584];
+  assign \mode$24  = gemm__cmd[46:45];
+  assign \zero_point$25  = gemm__cmd[54:47];
+  assign \qmin$26  = gemm__cmd[62:55];
+  assign \qmax$27  = gemm__cmd[70:63];
+  assign \i_valid$28  = i_valid;
+  assign \acc$29  = row__payload[83:56];
+  assign \bias$30  = lane_params[95:64];
+  assign \multiplier$31  = lane_params[348:318];
+  assign \shift$32  = lane_params[521:516];
+  assign \scale$33  = lane_params[647:616];
+  assign \mode$34  = gemm__cmd[46:45];
+  assign \zero_point$35  = gemm__cmd[54:47];
+  assign \qmin$36  = gemm__cmd[62:55];
+  assign \qmax$37  = gemm__cmd[70:63];
+  assign \i_valid$38  = i_valid;
+  assign \acc$39  = row__payload[111:84];
+  assign \bias$40  = lane_params[127:96];
+  assign \multiplier$41  = lane_params[379:349];
+  assign \shift$42  = lane_params[527:522];
+  assign \scale$43  = lane_params[679:648];
+  assign \mode$44  = gemm__cmd[46:45];
+  assign \zero_point$45  = gemm__cmd[54:47];
+  assign \qmin$46  = gemm__cmd[62:55];
+  assign \qmax$47  = gemm__cmd[70:63];
+  assign \i_valid$48  = i_valid;
+  assign \acc$49  = row__payload[139:112];
+  assign \bias$50  = lane_params[159:128];
+  assign \multiplier$51  = lane_params[410:380];
+  assign \shift$52  = lane_params[533:528];
+  assign \scale$53  = lane_params[711:680];
+  assign \mode$54  = gemm__cmd[46:45];
+  assign \zero_point$55  = gemm__cmd[54:47];
+  assign \qmin$56  = gemm__cmd[62:55];
+  assign \qmax$57  = gemm__cmd[70:63];
+  assign \i_valid$58  = i_valid;
+  assign \acc$59  = row__payload[167:140];
+  assign \bias$60  = lane_params[191:160];
+  assign \multiplier$61  = lane_params[441:411];
+  assign \shift$62  = lane_params[539:534];
+  assign \scale$63  = lane_params[743:712];
+  assign \mode$64  = gemm__cmd[46:45];
+  assign \zero_point$65  = gemm__cmd[54:47];
+  assign \qmin$66  = gemm__cmd[62:55];
+  assign \qmax$67  = gemm__cmd[70:63];
+  assign \i_valid$68  = i_valid;
+  assign \acc$69  = row__payload[195:168];
+  assign \bias$70  = lane_params[223:192];
+  assign \multiplier$71  = lane_params[472:442];
+  assign \shift$72  = lane_params[545:540];
+  assign \scale$73  = lane_params[775:744];
+  assign \mode$74  = gemm__cmd[46:45];
+  assign \zero_point$75  = gemm__cmd[54:47];
+  assign \qmin$76  = gemm__cmd[62:55];
+  assign \qmax$77  = gemm__cmd[70:63];
+  assign \i_valid$78  = i_valid;
+  assign \acc$79  = row__payload[223:196];
+  assign \bias$80  = lane_params[255:224];
+  assign \multiplier$81  = lane_params[503:473];
+  assign \shift$82  = lane_params[551:546];
+  assign \scale$83  = lane_params[807:776];
+  assign \mode$84  = gemm__cmd[46:45];
+  assign \zero_point$85  = gemm__cmd[54:47];
+  assign \qmin$86  = gemm__cmd[62:55];
+  assign \qmax$87  = gemm__cmd[70:63];
   assign o_valid = out__valid;
-  assign \row__payload.sum  = row__payload[223:0];
-  assign \row__payload.sum[0]  = row__payload[27:0];
-  assign \row__payload.sum[1]  = row__payload[55:28];
-  assign \row__payload.sum[2]  = row__payload[83:56];
-  assign \row__payload.sum[3]  = row__payload[111:84];
-  assign \row__payload.sum[4]  = row__payload[139:112];
-  assign \row__payload.sum[5]  = row__payload[167:140];
-  assign \row__payload.sum[6]  = row__payload[195:168];
-  assign \row__payload.sum[7]  = row__payload[223:196];
-  assign \row__payload.bank  = row__payload[224];
+  assign \lane_params.bias  = lane_params[255:0];
+  assign \lane_params.bias[0]  = lane_params[31:0];
+  assign \lane_params.bias[1]  = lane_params[63:32];
+  assign \lane_params.bias[2]  = lane_params[95:64];
+  assign \lane_params.bias[3]  = lane_params[127:96];
+  assign \lane_params.bias[4]  = lane_params[159:128];
+  assign \lane_params.bias[5]  = lane_params[191:160];
+  assign \lane_params.bias[6]  = lane_params[223:192];
+  assign \lane_params.bias[7]  = lane_params[255:224];
+  assign \lane_params.multiplier  = lane_params[503:256];
+  assign \lane_params.multiplier[0]  = lane_params[286:256];
+  assign \lane_params.multiplier[1]  = lane_params[317:287];
+  assign \lane_params.multiplier[2]  = lane_params[348:318];
+  assign \lane_params.multiplier[3]  = lane_params[379:349];
+  assign \lane_params.multiplier[4]  = lane_params[410:380];
+  assign \lane_params.multiplier[5]  = lane_params[441:411];
+  assign \lane_params.multiplier[6]  = lane_params[472:442];
+  assign \lane_params.multiplier[7]  = lane_params[503:473];
+  assign \lane_params.shift  = lane_params[551:504];
+  assign \lane_params.shift[0]  = lane_params[509:504];
+  assign \lane_params.shift[1]  = lane_params[515:510];
+  assign \lane_params.shift[2]  = lane_params[521:516];
+  assign \lane_params.shift[3]  = lane_params[527:522];
+  assign \lane_params.shift[4]  = lane_params[533:528];
+  assign \lane_params.shift[5]  = lane_params[539:534];
+  assign \lane_params.shift[6]  = lane_params[545:540];
+  assign \lane_params.shift[7]  = lane_params[551:546];
+  assign \lane_params.scale  = lane_params[807:552];
+  assign \lane_params.scale[0]  = lane_params[583:552];
+  assign \lane_params.scale[1]  = lane_params[615:584];
+  assign \lane_params.scale[2]  = lane_params[647:616];
+  assign \lane_params.scale[3]  = lane_params[679:648];
+  assign \lane_params.scale[4]  = lane_params[711:680];
+  assign \lane_params.scale[5]  = lane_params[743:712];
+  assign \lane_params.scale[6]  = lane_params[775:744];
+  assign \lane_params.scale[7]  = lane_params[807:776];
   assign \param_banks[0]  = param_banks[807:0];
   assign \param_banks[0].bias  = param_banks[255:0];
   assign \param_banks[0].bias[0]  = param_banks[31:0];
@@ -18753,6 +18781,16 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, row__payload, i_vali
   assign \param_banks[1].scale[5]  = param_banks[1551:1520];
   assign \param_banks[1].scale[6]  = param_banks[1583:1552];
   assign \param_banks[1].scale[7]  = param_banks[1615:1584];
+  assign \row__payload.sum  = row__payload[223:0];
+  assign \row__payload.sum[0]  = row__payload[27:0];
+  assign \row__payload.sum[1]  = row__payload[55:28];
+  assign \row__payload.sum[2]  = row__payload[83:56];
+  assign \row__payload.sum[3]  = row__payload[111:84];
+  assign \row__payload.sum[4]  = row__payload[139:112];
+  assign \row__payload.sum[5]  = row__payload[167:140];
+  assign \row__payload.sum[6]  = row__payload[195:168];
+  assign \row__payload.sum[7]  = row__payload[223:196];
+  assign \row__payload.bank  = row__payload[224];
   assign \gemm__cmd.m  = gemm__cmd[15:0];
   assign \gemm__cmd.k  = gemm__cmd[28:16];
   assign \gemm__cmd.n  = gemm__cmd[44:29];
@@ -18768,18 +18806,18 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, row__payload, i_vali
   assign \out__payload[5]  = out__payload[47:40];
   assign \out__payload[6]  = out__payload[55:48];
   assign \out__payload[7]  = out__payload[63:56];
-  assign out__payload[63:56] = \o$92 ;
-  assign out__payload[55:48] = \o$91 ;
-  assign out__payload[47:40] = \o$90 ;
-  assign out__payload[39:32] = \o$89 ;
-  assign out__payload[31:24] = \o$88 ;
-  assign out__payload[23:16] = \o$87 ;
-  assign out__payload[15:8] = \o$86 ;
+  assign out__payload[63:56] = \o$96 ;
+  assign out__payload[55:48] = \o$95 ;
+  assign out__payload[47:40] = \o$94 ;
+  assign out__payload[39:32] = \o$93 ;
+  assign out__payload[31:24] = \o$92 ;
+  assign out__payload[23:16] = \o$91 ;
+  assign out__payload[15:8] = \o$90 ;
   assign out__payload[7:0] = o;
 endmodule
 
-module \qhw_array_8x8.requant.requant_0 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, valid_d19, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
+module \qhw_array_8x8.requant.requant_0 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -20005,8 +20043,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -20166,8 +20204,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -21389,931 +21427,931 @@ module \qhw_array_8x8.requant.requant_0 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -22327,464 +22365,464 @@ module \qhw_array_8x8.requant.requant_0 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -22973,7 +23011,7 @@ module \qhw_array_8x8.requant.requant_0 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -23004,28 +23042,28 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -23035,7 +23073,7 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -23066,28 +23104,28 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -23097,7 +23135,7 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -23128,28 +23166,28 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -23159,7 +23197,7 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -23190,28 +23228,28 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -23221,7 +23259,7 @@ module \qhw_array_8x8.requant.requant_0.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -23252,28 +23290,28 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -23283,7 +23321,7 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -23314,28 +23352,28 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -23345,7 +23383,7 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -23376,28 +23414,28 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -23407,7 +23445,7 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_0.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$81  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -23438,28 +23476,28 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -23468,8 +23506,8 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_1 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
+module \qhw_array_8x8.requant.requant_1 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -24695,8 +24733,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -24855,8 +24893,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -26078,931 +26116,931 @@ module \qhw_array_8x8.requant.requant_1 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -27016,464 +27054,464 @@ module \qhw_array_8x8.requant.requant_1 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -27662,7 +27700,7 @@ module \qhw_array_8x8.requant.requant_1 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$81  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -27693,28 +27731,28 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -27724,7 +27762,7 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -27755,28 +27793,28 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -27786,7 +27824,7 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$85  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -27817,28 +27855,28 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -27848,7 +27886,7 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -27879,28 +27917,28 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -27910,7 +27948,7 @@ module \qhw_array_8x8.requant.requant_1.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$85  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -27941,28 +27979,28 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -27972,7 +28010,7 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -28003,28 +28041,28 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -28034,7 +28072,7 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -28065,28 +28103,28 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -28096,7 +28134,7 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_1.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -28127,28 +28165,28 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -28157,8 +28195,8 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_2 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
+module \qhw_array_8x8.requant.requant_2 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -29384,8 +29422,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -29544,8 +29582,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -30767,931 +30805,931 @@ module \qhw_array_8x8.requant.requant_2 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -31705,464 +31743,464 @@ module \qhw_array_8x8.requant.requant_2 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -32351,7 +32389,7 @@ module \qhw_array_8x8.requant.requant_2 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -32382,28 +32420,28 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -32413,7 +32451,7 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$93  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -32444,28 +32482,28 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -32475,7 +32513,7 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -32506,28 +32544,28 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -32537,7 +32575,7 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$93  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -32568,28 +32606,28 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -32599,7 +32637,7 @@ module \qhw_array_8x8.requant.requant_2.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -32630,28 +32668,28 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -32661,7 +32699,7 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$97  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -32692,28 +32730,28 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -32723,7 +32761,7 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -32754,28 +32792,28 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -32785,7 +32823,7 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_2.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$97  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -32816,28 +32854,28 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -32846,8 +32884,8 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_3 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
+module \qhw_array_8x8.requant.requant_3 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -34073,8 +34111,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -34233,8 +34271,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -35456,931 +35494,931 @@ module \qhw_array_8x8.requant.requant_3 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -36394,464 +36432,464 @@ module \qhw_array_8x8.requant.requant_3 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -37040,7 +37078,7 @@ module \qhw_array_8x8.requant.requant_3 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -37071,28 +37109,28 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -37102,7 +37140,7 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -37133,28 +37171,28 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -37164,7 +37202,7 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -37195,28 +37233,28 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -37226,7 +37264,7 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -37257,28 +37295,28 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -37288,7 +37326,7 @@ module \qhw_array_8x8.requant.requant_3.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -37319,28 +37357,28 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -37350,7 +37388,7 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -37381,28 +37419,28 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -37412,7 +37450,7 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -37443,28 +37481,28 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -37474,7 +37512,7 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_3.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -37505,28 +37543,28 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -37535,8 +37573,8 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_4 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
+module \qhw_array_8x8.requant.requant_4 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -38762,8 +38800,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -38922,8 +38960,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -40145,931 +40183,931 @@ module \qhw_array_8x8.requant.requant_4 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -41083,464 +41121,464 @@ module \qhw_array_8x8.requant.requant_4 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -41729,7 +41767,7 @@ module \qhw_array_8x8.requant.requant_4 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -41760,28 +41798,28 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -41791,7 +41829,7 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -41822,28 +41860,28 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -41853,7 +41891,7 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -41884,28 +41922,28 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -41915,7 +41953,7 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$113  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -41946,28 +41984,28 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -41977,7 +42015,7 @@ module \qhw_array_8x8.requant.requant_4.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$114  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -42008,28 +42046,28 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -42039,7 +42077,7 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$115  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$113  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -42070,28 +42108,28 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -42101,7 +42139,7 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$114  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -42132,28 +42170,28 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -42163,7 +42201,7 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_4.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$117  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$115  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -42194,28 +42232,28 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -42224,8 +42262,8 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_5 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$118  = 0;
+module \qhw_array_8x8.requant.requant_5 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -43451,8 +43489,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -43611,8 +43649,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -44834,931 +44872,931 @@ module \qhw_array_8x8.requant.requant_5 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -45772,464 +45810,464 @@ module \qhw_array_8x8.requant.requant_5 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -46418,7 +46456,7 @@ module \qhw_array_8x8.requant.requant_5 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$119  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$117  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -46449,28 +46487,28 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -46480,7 +46518,7 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$120  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$118  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -46511,28 +46549,28 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -46542,7 +46580,7 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$119  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -46573,28 +46611,28 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -46604,7 +46642,7 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$120  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -46635,28 +46673,28 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -46666,7 +46704,7 @@ module \qhw_array_8x8.requant.requant_5.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -46697,28 +46735,28 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -46728,7 +46766,7 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$124  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -46759,28 +46797,28 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -46790,7 +46828,7 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -46821,28 +46859,28 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -46852,7 +46890,7 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_5.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$124  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -46883,28 +46921,28 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -46913,8 +46951,8 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_6 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
+module \qhw_array_8x8.requant.requant_6 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -48140,8 +48178,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -48300,8 +48338,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -49523,931 +49561,931 @@ module \qhw_array_8x8.requant.requant_6 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -50461,464 +50499,464 @@ module \qhw_array_8x8.requant.requant_6 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -51107,7 +51145,7 @@ module \qhw_array_8x8.requant.requant_6 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$128  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -51138,28 +51176,28 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -51169,7 +51207,7 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -51200,28 +51238,28 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -51231,7 +51269,7 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$130  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$128  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -51262,28 +51300,28 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -51293,7 +51331,7 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -51324,28 +51362,28 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -51355,7 +51393,7 @@ module \qhw_array_8x8.requant.requant_6.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$132  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$130  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -51386,28 +51424,28 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -51417,7 +51455,7 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -51448,28 +51486,28 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -51479,7 +51517,7 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$132  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -51510,28 +51548,28 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -51541,7 +51579,7 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_6.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$135  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -51572,28 +51610,28 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -51602,8 +51640,8 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_7 (rst, bias, multiplier, shift, scale, \port$8314$45 , acc, i_valid, o, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
+module \qhw_array_8x8.requant.requant_7 (rst, \port$8273$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -52829,8 +52867,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, bias, multiplier, shift, scale, \p
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
   wire [33:0] \p$99 ;
-  input [25:0] \port$8314$45 ;
-  wire [25:0] \port$8314$45 ;
+  input [25:0] \port$8273$45 ;
+  wire [25:0] \port$8273$45 ;
   wire [7:0] qmax;
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
@@ -52989,8 +53027,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, bias, multiplier, shift, scale, \p
   wire [7:0] zero_point;
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8314$45 [1:0] == 1'h1;
-  assign \$3  = \port$8314$45 [1:0] == 2'h2;
+  assign \$2  = \port$8273$45 [1:0] == 1'h1;
+  assign \$3  = \port$8273$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -54212,931 +54250,931 @@ module \qhw_array_8x8.requant.requant_7 (rst, bias, multiplier, shift, scale, \p
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$935  = \$1 ;
     if (rst) begin
       \$935  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$936  = \$2 ;
     if (rst) begin
       \$936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$937  = \$3 ;
     if (rst) begin
       \$937  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$938  = \$4 [5:0];
     if (rst) begin
       \$938  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$939  = multiplier;
     if (rst) begin
       \$939  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$940  = \$6 [4:0];
     if (rst) begin
       \$940  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$941  = \$9 [4:0];
     if (rst) begin
       \$941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$942  = shift;
     if (rst) begin
       \$942  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$943  = shift_d1;
     if (rst) begin
       \$943  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$944  = shift_d2;
     if (rst) begin
       \$944  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$945  = s1_tflite;
     if (rst) begin
       \$945  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$946  = tflite_add_d1;
     if (rst) begin
       \$946  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$947  = \$13 [31:0];
     if (rst) begin
       \$947  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$948  = s1_a;
     if (rst) begin
       \$948  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$949  = s1_tflite;
     if (rst) begin
       \$949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$950  = s1_left;
     if (rst) begin
       \$950  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$951  = \$15 ;
     if (rst) begin
       \$951  = 33'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$952  = s1_m0;
     if (rst) begin
       \$952  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$953  = m0_d1;
     if (rst) begin
       \$953  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$954  = p;
     if (rst) begin
       \$954  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$955  = \p$29 ;
     if (rst) begin
       \$955  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$956  = \p$31 ;
     if (rst) begin
       \$956  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$957  = \p$33 ;
     if (rst) begin
       \$957  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$958  = \$18 ;
     if (rst) begin
       \$958  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$959  = s4_prod_pp_add_d1;
     if (rst) begin
       \$959  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$960  = s4_prod_pp_add_d2;
     if (rst) begin
       \$960  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$961  = s4_prod_pp_add_d3;
     if (rst) begin
       \$961  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$962  = \$20 ;
     if (rst) begin
       \$962  = 63'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$963  = \$23 ;
     if (rst) begin
       \$963  = 95'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$964  = s4_prod_pp_add_d4;
     if (rst) begin
       \$964  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$965  = \$24 ;
     if (rst) begin
       \$965  = 96'h000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$966  = s4_prod_l1_2;
     if (rst) begin
       \$966  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$967  = \$25 ;
     if (rst) begin
       \$967  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$968  = s1_total;
     if (rst) begin
       \$968  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$969  = total_d1;
     if (rst) begin
       \$969  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$970  = total_d2;
     if (rst) begin
       \$970  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$971  = total_d3;
     if (rst) begin
       \$971  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$972  = total_d4;
     if (rst) begin
       \$972  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$973  = total_d5;
     if (rst) begin
       \$973  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$974  = total_d6;
     if (rst) begin
       \$974  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$975  = total_d7;
     if (rst) begin
       \$975  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$976  = total_d8;
     if (rst) begin
       \$976  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$977  = \$26 ;
     if (rst) begin
       \$977  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$978  = s1_right;
     if (rst) begin
       \$978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$979  = right_d1;
     if (rst) begin
       \$979  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$980  = right_d2;
     if (rst) begin
       \$980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$981  = right_d3;
     if (rst) begin
       \$981  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$982  = right_d4;
     if (rst) begin
       \$982  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$983  = right_d5;
     if (rst) begin
       \$983  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$984  = right_d6;
     if (rst) begin
       \$984  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$985  = right_d7;
     if (rst) begin
       \$985  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$986  = { \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27  };
     if (rst) begin
       \$986  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$987  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58  };
     if (rst) begin
       \$987  = 30'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$988  = { \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179 , \$175 , \$171 , \$167 , \$163 , \$159 , \$155 , \$151 , \$147 , \$143 , \$139 , \$135 , \$131 , \$127 , \$123 , \$119 , \$115 , \$111 , \$107 , \$103 , \$99 , \$95 , \$91  };
     if (rst) begin
       \$988  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$989  = right_d8;
     if (rst) begin
       \$989  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$990  = \$213 ;
     if (rst) begin
       \$990  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$991  = \$219 ;
     if (rst) begin
       \$991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$992  = s1_tflite;
     if (rst) begin
       \$992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$993  = tflite_d1;
     if (rst) begin
       \$993  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$994  = tflite_d2;
     if (rst) begin
       \$994  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$995  = tflite_d3;
     if (rst) begin
       \$995  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$996  = tflite_d4;
     if (rst) begin
       \$996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$997  = tflite_d5;
     if (rst) begin
       \$997  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$998  = tflite_d6;
     if (rst) begin
       \$998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$999  = tflite_d7;
     if (rst) begin
       \$999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1000  = tflite_d8;
     if (rst) begin
       \$1000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1001  = tflite_d9;
     if (rst) begin
       \$1001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1002  = \$227 ;
     if (rst) begin
       \$1002  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1003  = scale;
     if (rst) begin
       \$1003  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1004  = { \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230 [33], \$230  };
     if (rst) begin
       \$1004  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1005  = \$231 ;
     if (rst) begin
       \$1005  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1006  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
       \$1006  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1007  = { \$232 [8], \$232  };
     if (rst) begin
       \$1007  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1008  = \$233 ;
     if (rst) begin
       \$1008  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1009  = { \$874 , \$811  };
     if (rst) begin
       \$1009  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1010  = s2_mag;
     if (rst) begin
       \$1010  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1011  = \$875 ;
     if (rst) begin
       \$1011  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1012  = \$876 [47:0];
     if (rst) begin
       \$1012  = 48'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1013  = { \$877 [6], \$877  };
     if (rst) begin
       \$1013  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1014  = \$878 ;
     if (rst) begin
       \$1014  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1015  = \$879 [7:0];
     if (rst) begin
       \$1015  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1016  = s2_s_man;
     if (rst) begin
       \$1016  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1017  = s_man_d1;
     if (rst) begin
       \$1017  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1018  = s_man_d2;
     if (rst) begin
       \$1018  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1019  = \p$99 ;
     if (rst) begin
       \$1019  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1020  = \p$101 ;
     if (rst) begin
       \$1020  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1021  = \p$103 ;
     if (rst) begin
       \$1021  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1022  = \p$105 ;
     if (rst) begin
       \$1022  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1023  = \$881 ;
     if (rst) begin
       \$1023  = 56'h00000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1024  = \$884 ;
     if (rst) begin
       \$1024  = 78'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1025  = \$885 ;
     if (rst) begin
       \$1025  = 79'h00000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1026  = s2_s_exp;
     if (rst) begin
       \$1026  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1027  = s_exp_d1;
     if (rst) begin
       \$1027  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1028  = s_exp_d2;
     if (rst) begin
       \$1028  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1029  = s3_zero;
     if (rst) begin
       \$1029  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1030  = zero_d1;
     if (rst) begin
       \$1030  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1031  = s2_s_tiny;
     if (rst) begin
       \$1031  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1032  = s_tiny_d1;
     if (rst) begin
       \$1032  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1033  = s_tiny_d2;
     if (rst) begin
       \$1033  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1034  = \$886 ;
     if (rst) begin
       \$1034  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1035  = \$887 ;
     if (rst) begin
       \$1035  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1036  = s6_fexp;
     if (rst) begin
       \$1036  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1037  = fexp_d1;
     if (rst) begin
       \$1037  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1038  = fexp_d2;
     if (rst) begin
       \$1038  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1039  = fexp_d3;
     if (rst) begin
       \$1039  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1040  = fexp_d4;
     if (rst) begin
       \$1040  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1041  = s6_fzero;
     if (rst) begin
       \$1041  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1042  = fzero_d1;
     if (rst) begin
       \$1042  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1043  = fzero_d2;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1044  = fzero_d3;
     if (rst) begin
       \$1044  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1045  = fzero_d4;
     if (rst) begin
       \$1045  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1046  = \$888 ;
     if (rst) begin
       \$1046  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1047  = \$889 ;
     if (rst) begin
       \$1047  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1048  = \$892 ;
     if (rst) begin
       \$1048  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1049  = \$894 [11:0];
     if (rst) begin
       \$1049  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1050  = fzero_d5;
     if (rst) begin
       \$1050  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1051  = zero7_d1;
     if (rst) begin
       \$1051  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1052  = \$895 ;
     if (rst) begin
       \$1052  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1053  = \$896 [11:0];
     if (rst) begin
       \$1053  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1054  = \$901 [4:0];
     if (rst) begin
       \$1054  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1055  = \$903 ;
     if (rst) begin
       \$1055  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1056  = \$904 ;
     if (rst) begin
       \$1056  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1057  = s13_fman;
     if (rst) begin
       \$1057  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1058  = \$905 ;
     if (rst) begin
       \$1058  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1059  = \$908 [23:0];
     if (rst) begin
       \$1059  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1060  = \$910 [24:0];
     if (rst) begin
       \$1060  = 25'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1061  = s15_q;
     if (rst) begin
       \$1061  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1062  = \$914 ;
     if (rst) begin
       \$1062  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1063  = s14_gone;
     if (rst) begin
       \$1063  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1064  = gone_d1;
     if (rst) begin
       \$1064  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1065  = s14_sat;
     if (rst) begin
       \$1065  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1066  = sat_d1;
     if (rst) begin
       \$1066  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     (* full_case = 32'd1 *)
     if (gone_d2) begin
       \$1067  = 25'h0000000;
@@ -55150,464 +55188,464 @@ module \qhw_array_8x8.requant.requant_7 (rst, bias, multiplier, shift, scale, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1068  = s2_neg;
     if (rst) begin
       \$1068  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1069  = neg_d1;
     if (rst) begin
       \$1069  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1070  = neg_d2;
     if (rst) begin
       \$1070  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1071  = neg_d3;
     if (rst) begin
       \$1071  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1072  = neg_d4;
     if (rst) begin
       \$1072  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1073  = neg_d5;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1074  = neg_d6;
     if (rst) begin
       \$1074  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1075  = neg_d7;
     if (rst) begin
       \$1075  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1076  = neg_d8;
     if (rst) begin
       \$1076  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1077  = neg_d9;
     if (rst) begin
       \$1077  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1078  = neg_d10;
     if (rst) begin
       \$1078  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1079  = neg_d11;
     if (rst) begin
       \$1079  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1080  = neg_d12;
     if (rst) begin
       \$1080  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1081  = neg_d13;
     if (rst) begin
       \$1081  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1082  = neg_d14;
     if (rst) begin
       \$1082  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1083  = s12_fixed_r;
     if (rst) begin
       \$1083  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1084  = s12_fixed_r_pad_d1;
     if (rst) begin
       \$1084  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1085  = s12_fixed_r_pad_d2;
     if (rst) begin
       \$1085  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1086  = s12_fixed_r_pad_d3;
     if (rst) begin
       \$1086  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1087  = s12_fixed_r_pad_d4;
     if (rst) begin
       \$1087  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1088  = 1'h0;
     if (rst) begin
       \$1088  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1089  = s12_fixed_r_neg_pad_d1;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1090  = s12_fixed_r_neg_pad_d2;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1091  = s12_fixed_r_neg_pad_d3;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1092  = s12_fixed_r_neg_pad_d4;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1093  = s1_onnx;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1094  = onnx_d1;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1095  = onnx_d2;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1096  = onnx_d3;
     if (rst) begin
       \$1096  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1097  = onnx_d4;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1098  = onnx_d5;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1099  = onnx_d6;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1100  = onnx_d7;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1101  = onnx_d8;
     if (rst) begin
       \$1101  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1102  = onnx_d9;
     if (rst) begin
       \$1102  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1103  = onnx_d10;
     if (rst) begin
       \$1103  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1104  = onnx_d11;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1105  = onnx_d12;
     if (rst) begin
       \$1105  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1106  = onnx_d13;
     if (rst) begin
       \$1106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1107  = onnx_d14;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1108  = onnx_d15;
     if (rst) begin
       \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
-    \$1109  = \port$8314$45 [9:2];
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1109  = \port$8273$45 [9:2];
     if (rst) begin
       \$1109  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
-    \$1110  = \port$8314$45 [17:10];
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1110  = \port$8273$45 [17:10];
     if (rst) begin
       \$1110  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
-    \$1111  = \port$8314$45 [25:18];
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1111  = \port$8273$45 [25:18];
     if (rst) begin
       \$1111  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1112  = { \$921 [34], \$921  };
     if (rst) begin
       \$1112  = 36'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1113  = \$925 [7:0];
     if (rst) begin
       \$1113  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1114  = i_valid;
     if (rst) begin
       \$1114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1115  = valid_d1;
     if (rst) begin
       \$1115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1116  = valid_d2;
     if (rst) begin
       \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1117  = valid_d3;
     if (rst) begin
       \$1117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1118  = valid_d4;
     if (rst) begin
       \$1118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1119  = valid_d5;
     if (rst) begin
       \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1120  = valid_d6;
     if (rst) begin
       \$1120  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1121  = valid_d7;
     if (rst) begin
       \$1121  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1122  = valid_d8;
     if (rst) begin
       \$1122  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1123  = valid_d9;
     if (rst) begin
       \$1123  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1124  = valid_d10;
     if (rst) begin
       \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1125  = valid_d11;
     if (rst) begin
       \$1125  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1126  = valid_d12;
     if (rst) begin
       \$1126  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1127  = valid_d13;
     if (rst) begin
       \$1127  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1128  = valid_d14;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1129  = valid_d15;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1130  = valid_d16;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1131  = valid_d17;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$1132  = valid_d18;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
-  assign mode = \port$8314$45 [1:0];
-  assign zero_point = \port$8314$45 [9:2];
-  assign qmin = \port$8314$45 [17:10];
-  assign qmax = \port$8314$45 [25:18];
+  assign mode = \port$8273$45 [1:0];
+  assign zero_point = \port$8273$45 [9:2];
+  assign qmin = \port$8273$45 [17:10];
+  assign qmax = \port$8273$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$224  = s3_op[16:0];
@@ -55796,7 +55834,7 @@ module \qhw_array_8x8.requant.requant_7 (rst, bias, multiplier, shift, scale, \p
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s4_prod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$135  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -55827,28 +55865,28 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -55858,7 +55896,7 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s4_prod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
   wire [30:0] \$1 ;
   reg [16:0] \$2 ;
   reg [13:0] \$3 ;
@@ -55889,28 +55927,28 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -55920,7 +55958,7 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s4_prod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
   wire [32:0] \$1 ;
   reg [15:0] \$2 ;
   reg [16:0] \$3 ;
@@ -55951,28 +55989,28 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$4  = { \$1 [32], \$1  };
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -55982,7 +56020,7 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s4_prod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
   wire [29:0] \$1 ;
   reg [15:0] \$2 ;
   reg [13:0] \$3 ;
@@ -56013,28 +56051,28 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$4  = { \$1 [29], \$1  };
     if (rst) begin
       \$4  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 31'h00000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 14'h0000;
@@ -56044,7 +56082,7 @@ module \qhw_array_8x8.requant.requant_7.s4_prod_mul11 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s6_fprod_mul00 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
   wire [33:0] \$1 ;
   reg [16:0] \$2 ;
   reg [16:0] \$3 ;
@@ -56075,28 +56113,28 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul00 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 34'h000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -56106,7 +56144,7 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul00 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s6_fprod_mul01 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
   wire [23:0] \$1 ;
   reg [16:0] \$2 ;
   reg [6:0] \$3 ;
@@ -56137,28 +56175,28 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul01 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 17'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;
@@ -56168,7 +56206,7 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul01 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s6_fprod_mul10 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$143  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
   wire [23:0] \$1 ;
   reg [6:0] \$2 ;
   reg [16:0] \$3 ;
@@ -56199,28 +56237,28 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul10 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 17'h00000;
@@ -56230,7 +56268,7 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul10 (rst, a, b, p_out, clk);
 endmodule
 
 module \qhw_array_8x8.requant.requant_7.s6_fprod_mul11 (rst, a, b, p_out, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
   wire [13:0] \$1 ;
   reg [6:0] \$2 ;
   reg [6:0] \$3 ;
@@ -56261,28 +56299,28 @@ module \qhw_array_8x8.requant.requant_7.s6_fprod_mul11 (rst, a, b, p_out, clk);
   always @(posedge clk)
     a_r <= \$2 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$4  = \$1 ;
     if (rst) begin
       \$4  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$5  = p_pipe;
     if (rst) begin
       \$5  = 14'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$2  = a;
     if (rst) begin
       \$2  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$3  = b;
     if (rst) begin
       \$3  = 7'h00;

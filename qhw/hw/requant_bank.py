@@ -31,9 +31,9 @@ class RequantBank(wiring.Component):
     covers the cycle it is read here). With a lane per column, each lane's parameters are selected
     a cycle early (``next_bank``, the bank of the coming row) into the lane's own registers, so the
     bank bit's fan-out to every lane and its multiplexer are not in front of the bias adder; shared
-    lanes register them in the staging register instead (serial lanes only the bank bit). ``mode``, ``zero_point``, ``qmin``
-    and ``qmax`` come from the running command. ``family`` picks the lanes' multipliers
-    (``RequantLane``).
+    lanes register them in the staging register instead (serial lanes only the bank bit).
+    ``mode``, ``zero_point``, ``qmin`` and ``qmax`` come from the running command.
+    ``family`` picks the lanes' multipliers (``RequantLane``).
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
