@@ -140,7 +140,8 @@ def test_tree_levels(terms, levels):
 
 def test_requant_latency_figures():
     """Hand count: int8 accumulators (33 bits -> 2 x 2 partial products + the addend: 3 levels) give a
-    7-stage multiply, 3 + 2 + 1 (FIXED_SHIFT_STAGES 2) + 7 + 2 = 15; onnx's 24 x 24 mantissas (2 x 2: 2 levels) 6, 11 + 6 + 2 = 19."""
+    7-stage multiply, 3 + 2 (FIXED_SHIFT_STAGES) + 1 + 7 + 2 = 15; onnx's 24 x 24 mantissas (2 x 2: 2
+    levels) 6, 11 + 6 + 2 = 19."""
     assert contract.product_latency(33, True, 31, addend=True) == 3 + 1 + 3
     assert contract.product_latency(24, False, 24, addend=False) == 3 + 1 + 2
     assert contract.FIXED_PATH_STAGES == 6
