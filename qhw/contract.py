@@ -27,12 +27,12 @@ the FPGA flow can use it without building hardware, and each number is written o
   - ``serial_product_latency()`` / ``serial_product_interval()``: the bit-serial multiply in logic
     cells (``qhw.hw.serial_mul``), a lane's product when ``requant_mul`` is ``serial``
     (``REQUANT_MULS``);
-  - ``requant_latency()``: a requantization lane, the longer of its paths (``FIXED_PATH_STAGES`` or
+  - ``requant_latency()``: a requantization lane, the longer of its paths (``fixed_path_stages()`` or
     ``ONNX_PATH_STAGES`` plus their multiply) and ``REQUANT_OUTPUT_STAGES`` (``qhw.hw.requant``);
     ``requant_interval()``: cycles between a lane's inputs;
   - ``ACCUMULATE_LATENCY``: array output to the accumulated row (``qhw.hw.accumulator.Accumulator``);
   - ``FIFO_LATENCY``: a requantized row into the output queue to its ``out`` handshake
-    (``qhw.hw.output_queue.OutputQueue``, a ``SyncFIFOBuffered``).
+    (``qhw.hw.output_queue.OutputQueue``: its memory, then the read port's output register).
 
   ``accelerator_latency()`` adds them up. ``qhw.hw.config.ArrayConfig`` applies these formulas to
   one configuration and writes the results into the manifest, whose layout is
@@ -52,6 +52,7 @@ __all__ = [
     "ELEMENT_BITS",
     "FIFO_LATENCY",
     "FIXED_PATH_STAGES",
+    "FIXED_SHIFT_STAGES",
     "GEMM_M_BITS",
     "ISSUE_LATENCY",
     "PARAMS_READ_LATENCY",
@@ -83,6 +84,7 @@ __all__ = [
     "TFLITE_BITS",
     "accelerator_latency",
     "chunk_count",
+    "fixed_path_stages",
     "mesh_latency",
     "product_latency",
     "requant_interval",
@@ -133,7 +135,12 @@ PE_FAMILY = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}   # FPGA family of
 CHUNK = 17                  # an unsigned 17-bit chunk fits an 18-bit signed multiplier input
 PARTIAL_PRODUCT_STAGES = 1  # the fabric register beside each partial product's DSP
 # Requantization lane stages outside its multiplier (``qhw.hw.requant.RequantLane`` lists them).
-FIXED_PATH_STAGES = 5
+# The fixed-point path: three before the multiply (sum, TFLite's int32 view, multiplicand),
+# FIXED_SHIFT_STAGES for ``single``'s arithmetic right shift by ``31 - shift`` (0..62 places: by the
+# multiple of 8, then the rest; as one 62-bit barrel shifter it was the ECP5 accelerator's critical
+# path), one for the narrowing (TFLite's round-up add).
+FIXED_SHIFT_STAGES = 2
+FIXED_PATH_STAGES = 3 + FIXED_SHIFT_STAGES + 1
 ONNX_PATH_STAGES = 11
 REQUANT_OUTPUT_STAGES = 2   # + zero point, clamp
 # How a lane multiplies (``ArrayConfig.requant_mul``): ``parallel`` (``wide_mul``: DSP partial products,
@@ -146,8 +153,8 @@ SERIAL_SHIFT_STAGES = 31
 # ``Accumulator``: the psum and the accumulator row (read a cycle early) registered, then the add's
 # result registered (a register between two carry chains: this add and the lanes' bias add).
 ACCUMULATE_LATENCY = 2
-# ``OutputQueue``: ``SyncFIFOBuffered`` writes its memory, then its output register (measured: a row
-# written in cycle t is offered on ``out`` in cycle t + 2).
+# ``OutputQueue``: writes its memory, then reads into its output register (measured: a row written in
+# cycle t is offered on ``out`` in cycle t + 2).
 FIFO_LATENCY = 2
 # The lanes register their inputs (row and requantization parameters) in the cycle a row arrives.
 PARAMS_READ_LATENCY = 1
@@ -220,6 +227,15 @@ def requant_interval(requant_mul: str = "parallel") -> int:
     return 1 if requant_mul == "parallel" else serial_product_interval(MULTIPLIER_BITS)
 
 
+def fixed_path_stages(requant_mul: str = "parallel") -> int:
+    """The fixed-point path's stages besides its multiply: ``FIXED_PATH_STAGES``; a serial lane's shift
+    register (loaded in one stage, then ``SERIAL_SHIFT_STAGES``) replaces the barrel shifter's
+    ``FIXED_SHIFT_STAGES``."""
+    if requant_mul == "serial":
+        return FIXED_PATH_STAGES - FIXED_SHIFT_STAGES + 1 + SERIAL_SHIFT_STAGES
+    return FIXED_PATH_STAGES
+
+
 def requant_operand_bits(accumulator_bits: int) -> int:
     """Width of the fixed-point path's multiplicand: ``acc + bias``, or TFLite's int32 view if wider."""
     return max(accumulator_bits, TFLITE_BITS)
@@ -227,17 +243,17 @@ def requant_operand_bits(accumulator_bits: int) -> int:
 
 def requant_latency(accumulator_bits: int, rounding, requant_mul: str = "parallel") -> int:
     """Stages of one requantization lane: the longer of the built paths (fixed point for ``single`` /
-    ``tflite``: ``FIXED_PATH_STAGES`` + a 31-bit M0 multiply with the rounding addend, ``wide_mul``'s or
+    ``tflite``: ``fixed_path_stages()`` + a 31-bit M0 multiply with the rounding addend, ``wide_mul``'s or
     with ``requant_mul="serial"`` ``serial_mul``'s; ``onnx``: ``ONNX_PATH_STAGES`` + the 24x24-bit
-    mantissa multiply), then ``REQUANT_OUTPUT_STAGES``. 14 for int8 without ``onnx``, 19 with it; 71
+    mantissa multiply), then ``REQUANT_OUTPUT_STAGES``. 15 for int8 without ``onnx``, 19 with it; 71
     serial (its shifts take ``SERIAL_SHIFT_STAGES``)."""
     paths = []
     if "single" in rounding or "tflite" in rounding:
         if requant_mul == "serial":
-            mul = serial_product_latency(MULTIPLIER_BITS) + SERIAL_SHIFT_STAGES
+            mul = serial_product_latency(MULTIPLIER_BITS)
         else:
             mul = product_latency(requant_operand_bits(accumulator_bits), True, MULTIPLIER_BITS, addend=True)
-        paths.append(FIXED_PATH_STAGES + mul)
+        paths.append(fixed_path_stages(requant_mul) + mul)
     if "onnx" in rounding:
         paths.append(ONNX_PATH_STAGES + product_latency(ONNX_MANTISSA_BITS, False, ONNX_MANTISSA_BITS,
                                                         addend=False))

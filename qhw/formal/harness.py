@@ -114,8 +114,10 @@ class CreditHarness(Elaboratable):
         issuer_m, queue_m = _elaborate(self.issuer, platform), _elaborate(self.queue, platform)
         m.submodules.issuer, m.submodules.queue = issuer_m, queue_m
         issuer, queue = self.issuer, self.queue
-        fifo = queue_m.submodules.fifo
         outstanding = _internal(issuer_m, "outstanding")
+        may_produce = _internal(issuer_m, "may_produce")
+        wp, rp, rp_next = (_internal(queue_m, name) for name in ("wp", "rp", "rp_next"))
+        slots = depth + 1
 
         # The datapath: a result row (a beat of the last K tile) reaches the queue `delay` cycles later.
         line = [Signal(name=f"row_in_flight_{k}") for k in range(self.delay)]
@@ -123,12 +125,20 @@ class CreditHarness(Elaboratable):
         m.d.sync += [b.eq(a) for a, b in zip(line, line[1:])]
         m.d.comb += [queue.i.valid.eq(line[-1]), issuer.taken.eq(queue.taken)]
 
+        # Rows in the queue, counted here (the queue keeps no level of its own).
+        held = Signal(range(depth + 2), name="rows_held")
+        m.d.sync += held.eq(held + queue.i.valid - queue.taken)
+        in_memory = Mux(wp >= rp, wp - rp, wp + slots - rp)
         in_flight = sum((issuer.tag.valid & issuer.tag.payload.last, *line), Const(0, range(self.delay + 2)))
         m.d.comb += [
             Assert(outstanding <= depth),
-            Assert(~(fifo.w_en & ~fifo.w_rdy)),                     # never written when full
-            Assert(~(queue.taken & (fifo.level == 0))),             # never read when empty
-            Assert(outstanding == in_flight + fifo.level),          # every credit is a row somewhere
+            Assert(held <= depth),                                  # never written when full
+            Assert(~(queue.taken & (held == 0))),                   # never read when empty
+            Assert(outstanding == in_flight + held),                # every credit is a row somewhere
+            # Lemmas: the registered credit check, and the queue's pointers against its rows.
+            Assert(may_produce == (outstanding < depth)),
+            Assert((wp < slots) & (rp < slots) & (rp_next == Mux(rp == slots - 1, 0, rp + 1))),
+            Assert(held == in_memory + queue.o.valid),
         ]
         return m
 
@@ -191,6 +201,8 @@ class BankHarness(Elaboratable):
                 Assert((use[b] == 0) | full[b] | (drain[b] >= use[b])),
                 Assert(~(beat & ~full[b]) | (drain[b] == self.config.bank_drain_cycles)),
                 Assert(~(filling & (loading == b)) | (~full[b] & (drain[b] == 0))),
+                # the registered weight write lands in a bank that was being filled a cycle ago
+                Assert(~(loader.w_we.any() & (loader.w_bank == b)) | ((use[b] == 0) & (drain[b] == 0))),
             ]
         return m
 

@@ -128,7 +128,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             array.w_we.eq(loader.w_we), array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data),
             array.a_in.eq(issuer.a_in), array.bank_in.eq(issuer.bank_in),
-            accumulator.psum.eq(array.psum_out),
+            accumulator.psum.eq(array.psum_out), requant.next_bank.eq(accumulator.next_bank),
             requant.param_banks.eq(loader.param_banks),
             issuer.taken.eq(queue.taken),
             command.done.eq(~loader.busy & issuer.idle),

@@ -28,10 +28,14 @@ class Accumulator(wiring.Component):
 
     ``tag`` is the issue register's sideband: the array's ``psum`` row of that beat arrives
     ``config.array_latency`` cycles later. The memory (``acc_depth`` rows) is read-modify-written
-    once per cycle with the block RAM's clock-to-out and the adder in different cycles: the row is
-    read one cycle early and its data registered. The read port is transparent for a write in its
-    own cycle; the one younger write, of the beat just before (M = 1: the same row's K tiles back
-    to back), is taken from the adder's output register instead (forwarding).
+    once per cycle with the block RAM's clock-to-out, the adder and the write in different cycles:
+    the row is read one cycle early and its data registered, and the sum is written from a register
+    a cycle after the add. The read port is transparent for a write in its own cycle; the two
+    younger writes, of the two beats just before (M <= 2: the same row's K tiles back to back), are
+    taken from the adder's output registers instead (forwarding).
+
+    ``next_bank`` is the bank of the row ``row`` carries in the next cycle, so the lanes can select
+    their parameters into registers a cycle early.
     """
 
     def __init__(self, *, config: ArrayConfig):
@@ -42,6 +46,7 @@ class Accumulator(wiring.Component):
             "tag": In(stream.Signature(tag_layout(), always_ready=True)),
             "psum": In(data.ArrayLayout(signed(c.psum_bits), c.cols)),
             "row": Out(stream.Signature(row_layout(c), always_ready=True)),
+            "next_bank": Out(1),
         })
 
     @property
@@ -63,24 +68,34 @@ class Accumulator(wiring.Component):
         m.d.comb += rp.addr.eq(tag_r.tag.m)
         tag_d1 = delayed(m, tag_r, 1, name="tag_rd")
         tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and rd
-        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C))
-        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        # Datapath registers without reset (the tags, which have one, qualify them).
+        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C), reset_less=True)
+        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C), reset_less=True)
         m.d.sync += [psum_d.eq(self.psum), rd.eq(rp.data)]
         total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
-        last_total = Signal.like(total)
+        last_total = Signal.like(total, reset_less=True)    # the sum of the beat one cycle older, written from here
+        last2 = Signal.like(total, reset_less=True)         # and of the beat two cycles older
         wrote = Signal()
         m.d.comb += wrote.eq(tag_d.valid & ~tag_d.tag.last)
-        # Decided a cycle ahead (this beat against the next one), so the row compare is not in
-        # front of the adder.
-        forward = Signal()
-        m.d.sync += [last_total.eq(total), forward.eq(wrote & (tag_d.tag.m == tag_d1.tag.m))]
+        # The memory is written from registers a cycle after the add (the adder's carry chain and the
+        # route to the block RAMs are not one cycle), so the two writes younger than a beat's read
+        # are forwarded: the beat one cycle older from ``last_total``, two cycles older from ``last2``.
+        # Both matches are decided a cycle ahead, so no row compare is in front of the adder.
+        w_addr = Signal.like(tag_d.tag.m, name="w_addr")
+        w_en = Signal(name="w_en")
+        forward1 = Signal()
+        forward2 = Signal()
+        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m), w_en.eq(wrote),
+                     forward1.eq(wrote & (tag_d.tag.m == tag_d1.tag.m)),
+                     forward2.eq(w_en & (w_addr == tag_d1.tag.m))]
         for j in range(C):
             with m.If(tag_d.tag.first):
                 m.d.comb += total[j].eq(psum_d[j])
             with m.Else():
-                m.d.comb += total[j].eq(Mux(forward, last_total[j], rd[j]) + psum_d[j])
-        m.d.comb += [wp.addr.eq(tag_d.tag.m), wp.data.eq(total), wp.en.eq(wrote)]
+                m.d.comb += total[j].eq(Mux(forward1, last_total[j], Mux(forward2, last2[j], rd[j])) + psum_d[j])
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(last_total), wp.en.eq(w_en)]
         # A register between this add and the lanes' bias add keeps two carry chains out of one cycle.
         m.d.sync += [self.row.payload.sum.eq(total), self.row.payload.bank.eq(tag_d.tag.bank),
                      self.row.valid.eq(tag_d.valid & tag_d.tag.last)]
+        m.d.comb += self.next_bank.eq(tag_d.tag.bank)
         return m

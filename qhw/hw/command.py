@@ -15,13 +15,14 @@ __all__ = ["CommandRegister", "gemm_signature"]
 
 def gemm_signature(config: ArrayConfig) -> wiring.Signature:
     """The running GEMM, as the command register drives it: ``start`` pulses in the cycle a good
-    command is accepted (the blocks reset their tile counters on it), ``cmd`` holds the command
-    from the next cycle until the next one."""
-    return wiring.Signature({"start": Out(1), "cmd": Out(command_layout(config))})
+    command is accepted, with that command on ``new`` (the blocks reset their tile counters and
+    register their per-command terminal conditions from it); ``cmd`` holds the command from the
+    next cycle until the next one."""
+    return wiring.Signature({"start": Out(1), "new": Out(command_layout(config)), "cmd": Out(command_layout(config))})
 
 
 class CommandRegister(wiring.Component):
-    """One command at a time: ``cmd.ready`` is high while idle.
+    """One command at a time: ``cmd.ready`` is high while idle, from the second cycle a command is offered.
 
     A command the hardware cannot run is accepted and dropped, and ``error`` is set until the next
     command: M, K or N = 0 (M = 0 would never end a tile), K > ``max_k``, a ``mode`` that is not
@@ -50,18 +51,28 @@ class CommandRegister(wiring.Component):
         m = Module()
         c = self.config
         new = self.cmd.payload
-        m.d.comb += self.cmd.ready.eq(~self.busy)
         built = 0
         for mode in c.rounding:
             built = built | (new.mode == MODE_CODES[mode])
         bad = Signal()
         m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
                            | ((new.k > c.rows) & (new.m > c.acc_depth)))
-        m.d.comb += self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad)
+        # The command is registered and checked a cycle before it is taken, so ``start`` (which
+        # every block's counters load on) is one LUT from registers: a command is taken once it has
+        # been offered for a cycle. What starts is always the registered, checked copy (the stream
+        # rule makes it the payload; a producer that breaks the rule cannot start an unchecked
+        # command). Measured from the handshake nothing changes; an idle register takes a newly
+        # offered command a cycle later.
+        seen = Signal()         # cmd.valid last cycle without a handshake: ``held`` is that payload
+        held = Signal.like(new, name="held")
+        bad_r = Signal()
+        m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), held.eq(new), bad_r.eq(bad)]
+        m.d.comb += self.cmd.ready.eq(~self.busy & seen)
+        m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad_r), self.gemm.new.eq(held)]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += self.error.eq(bad)
+            m.d.sync += self.error.eq(bad_r)
         with m.If(self.gemm.start):
-            m.d.sync += [self.gemm.cmd.eq(new), self.busy.eq(1)]
+            m.d.sync += [self.gemm.cmd.eq(held), self.busy.eq(1)]
         with m.Elif(self.busy & self.done):
             m.d.sync += self.busy.eq(0)
         return m

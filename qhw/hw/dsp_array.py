@@ -35,7 +35,7 @@ from .config import ArrayConfig, check_config
 from .mesh import act_shape, array_ports
 from .pe_ice40 import DualMul8
 from .pe_pipelined import PipelinedMul
-from .skew import Skew
+from .skew import Skew, delayed
 
 __all__ = ["DSP_KINDS", "DspArray", "check_dsp_config"]
 
@@ -83,7 +83,24 @@ class DspArray(wiring.Component):
         for i in range(R):
             m.d.comb += [skew.i[i].a.eq(self.a_in[i]), skew.i[i].bank.eq(self.bank_in)]
 
+        # The weight-row write. ecp5-pipelined: shifted down the rows with the activations' skew
+        # (row i's enable, bank and data i registers late, as row i's activations are), so each
+        # register drives one row instead of the whole array; a write still takes effect for every
+        # ``a_in`` row sampled after it. ice40-dual keeps the direct write (no flip-flops to spare).
+        shift_write = c.pe == "ecp5-pipelined"
+        w_we, w_bank, w_data = [], [], []
+        bank_s, data_s = self.w_bank, self.w_data
+        for i in range(R):
+            if shift_write and i > 0:
+                bank_s = delayed(m, bank_s, 1, name=f"w_bank_row{i}", reset_less=True)
+                data_s = delayed(m, data_s, 1, name=f"w_data_row{i}", reset_less=True)
+            w_we.append(delayed(m, self.w_we[i], i if shift_write else 0, name=f"w_we_row{i}"))
+            w_bank.append(bank_s)
+            w_data.append(data_s)
+
         # Weight banks and the activation/bank pipeline (one register between neighbouring PEs).
+        # Datapath registers have no reset: the accumulator's tags say which psums are real, and a
+        # tile's weights are all written before its first activation.
         a = [[None] * C for _ in range(R)]
         bank = [[None] * C for _ in range(R)]
         wsel = [[None] * C for _ in range(R)]
@@ -92,15 +109,15 @@ class DspArray(wiring.Component):
                 if j == 0:
                     a[i][j], bank[i][j] = skew.o[i].a, skew.o[i].bank
                 else:
-                    a[i][j] = Signal(ashape, name=f"a_{i}_{j}")
-                    bank[i][j] = Signal(name=f"bank_{i}_{j}")
+                    a[i][j] = Signal(ashape, name=f"a_{i}_{j}", reset_less=True)
+                    bank[i][j] = Signal(name=f"bank_{i}_{j}", reset_less=True)
                     m.d.sync += [a[i][j].eq(a[i][j - 1]), bank[i][j].eq(bank[i][j - 1])]
-                w = [Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}") for b in range(2)]
-                with m.If(self.w_we[i]):
-                    with m.If(self.w_bank):
-                        m.d.sync += w[1].eq(self.w_data[j])
+                w = [Signal(signed(c.weight_bits), name=f"w{b}_{i}_{j}", reset_less=True) for b in range(2)]
+                with m.If(w_we[i]):
+                    with m.If(w_bank[i]):
+                        m.d.sync += w[1].eq(w_data[i][j])
                     with m.Else():
-                        m.d.sync += w[0].eq(self.w_data[j])
+                        m.d.sync += w[0].eq(w_data[i][j])
                 wsel[i][j] = Signal(signed(c.weight_bits), name=f"wsel_{i}_{j}")
                 m.d.comb += wsel[i][j].eq(Mux(bank[i][j], w[1], w[0]))
 
@@ -126,11 +143,11 @@ class DspArray(wiring.Component):
                     m.submodules[f"mul_{i}_{j}"] = mul
                     # Fabric registers in front of the DSP: the weight-bank multiplexer and the
                     # activation chain then reach the DSP's input registers through a bare route.
-                    a_f = Signal(ashape, name=f"a_f_{i}_{j}")
-                    w_f = Signal(signed(c.weight_bits), name=f"w_f_{i}_{j}")
+                    a_f = Signal(ashape, name=f"a_f_{i}_{j}", reset_less=True)
+                    w_f = Signal(signed(c.weight_bits), name=f"w_f_{i}_{j}", reset_less=True)
                     m.d.sync += [a_f.eq(a[i][j]), w_f.eq(wsel[i][j])]
                     m.d.comb += [mul.a.eq(a_f), mul.b.eq(w_f)]
-                    p_f = Signal.like(mul.p, name=f"prod_{i}_{j}")     # fabric register after the DSP
+                    p_f = Signal.like(mul.p, name=f"prod_{i}_{j}", reset_less=True)  # fabric register after the DSP
                     m.d.sync += p_f.eq(mul.p)
                     prod[i][j] = p_f
                     built = 1 + mul.latency + 1
@@ -143,7 +160,7 @@ class DspArray(wiring.Component):
         for j in range(C):
             psum = None
             for i in range(R):
-                s = Signal(signed(c.psum_bits), name=f"psum_{i}_{j}")
+                s = Signal(signed(c.psum_bits), name=f"psum_{i}_{j}", reset_less=True)
                 m.d.sync += s.eq(prod[i][j] if psum is None else psum + prod[i][j])
                 psum = s
             bottom.append(psum)

@@ -33,6 +33,10 @@ class Issuer(wiring.Component):
     apart. A tile's last beat ``release``s its bank to the loader.
 
     ``idle`` is high once every tile of the command is issued and every result row taken.
+
+    For the clock, ``act.ready`` and the counters' enables depend on registers only: the tile's
+    terminal conditions (last row, last K tile, last N tile) and the credit check are registers
+    decided a cycle ahead, from ``gemm.new`` at the start and from down-counters afterwards.
     """
 
     def __init__(self, *, config: ArrayConfig):
@@ -59,57 +63,75 @@ class Issuer(wiring.Component):
         m = Module()
         c = self.config
         R, C = c.rows, c.cols
-        cmd = self.gemm.cmd
+        cmd, new = self.gemm.cmd, self.gemm.new
         full = self.banks.full
 
+        # Every terminal condition is a register decided a cycle ahead (from ``gemm.new`` at the
+        # start, else from the counters' registered values), so ``act.ready`` and the counters'
+        # enables are a LUT or two from registers instead of an adder and a compare.
         run = Signal()              # tiles left to issue in the current command
         bank = Signal()
-        k0 = Signal(range(c.max_k + R + 1))
-        n0 = Signal(unsigned(MAX_GEMM_N_BITS + 1))
-        row = Signal(unsigned(GEMM_M_BITS))
-        last_k = Signal()
-        m.d.comb += last_k.eq(k0 + R >= cmd.k)
+        row = Signal(unsigned(GEMM_M_BITS))         # the beat's GEMM row (the tag's ``m``)
+        rows_left = Signal(unsigned(GEMM_M_BITS))   # M - 1 - row
+        last_row = Signal()                         # row == M - 1
+        m1 = Signal(unsigned(GEMM_M_BITS))          # the command's M - 1, and whether M == 1
+        m_one = Signal()
+        k_left = Signal(range(c.max_k + 1))         # K - k0: weight rows from this tile on
+        last_k = Signal()                           # k_left <= rows: the tile's rows produce results
+        first_k = Signal()                          # k0 == 0
+        k_one = Signal()                            # K <= rows
+        n_left = Signal(unsigned(MAX_GEMM_N_BITS))  # N - n0
+        last_n = Signal()                           # n_left <= cols
         with m.If(self.gemm.start):
-            m.d.sync += [run.eq(1), k0.eq(0), n0.eq(0), row.eq(0)]
+            m.d.sync += [run.eq(1), row.eq(0), rows_left.eq(new.m - 1), last_row.eq(new.m == 1),
+                         m1.eq(new.m - 1), m_one.eq(new.m == 1),
+                         k_left.eq(new.k), last_k.eq(new.k <= R), first_k.eq(1), k_one.eq(new.k <= R),
+                         n_left.eq(new.n), last_n.eq(new.n <= C)]
 
+        # Credits: ``may_produce`` is ``outstanding < fifo_depth`` for the coming cycle, registered
+        # (each of this cycle's three outcomes compared on the register, then selected).
         outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
-        may_produce = outstanding < c.fifo_depth
+        may_produce = Signal(init=1)
+        credit = may_produce
         if c.requant_passes > 1:
             # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
             gap = Signal(range(c.requant_passes))
-            may_produce = may_produce & (gap == 0)
+            credit = may_produce & (gap == 0)
             with m.If(self.act.valid & self.act.ready & last_k):
                 m.d.sync += gap.eq(c.requant_passes - 1)
             with m.Elif(gap != 0):
                 m.d.sync += gap.eq(gap - 1)
-        m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (may_produce | ~last_k))
+        m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (credit | ~last_k))
         issue = Signal()
         m.d.comb += issue.eq(self.act.valid & self.act.ready)
 
         # The issue register.
         m.d.sync += [
-            self.tag.valid.eq(issue), self.tag.payload.m.eq(row), self.tag.payload.first.eq(k0 == 0),
+            self.tag.valid.eq(issue), self.tag.payload.m.eq(row), self.tag.payload.first.eq(first_k),
             self.tag.payload.last.eq(last_k), self.tag.payload.bank.eq(bank), self.a_in.eq(self.act.payload),
         ]
         m.d.comb += self.bank_in.eq(self.tag.payload.bank)
 
         m.d.comb += self.banks.release.payload.eq(bank)
         with m.If(issue):
-            m.d.sync += row.eq(row + 1)
-            with m.If(row == cmd.m - 1):
+            m.d.sync += [row.eq(row + 1), rows_left.eq(rows_left - 1), last_row.eq(rows_left == 1)]
+            with m.If(last_row):
                 m.d.comb += self.banks.release.valid.eq(1)
-                m.d.sync += [row.eq(0), bank.eq(~bank)]
+                m.d.sync += [row.eq(0), rows_left.eq(m1), last_row.eq(m_one), bank.eq(~bank)]
                 with m.If(last_k):
-                    m.d.sync += [k0.eq(0), n0.eq(n0 + C)]
-                    with m.If(n0 + C >= cmd.n):
+                    m.d.sync += [k_left.eq(cmd.k), last_k.eq(k_one), first_k.eq(1),
+                                 n_left.eq(n_left - C), last_n.eq(n_left <= 2 * C)]
+                    with m.If(last_n):
                         m.d.sync += run.eq(0)
                 with m.Else():
-                    m.d.sync += k0.eq(k0 + R)
+                    m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_left <= 2 * R), first_k.eq(0)]
 
         push = issue & last_k
         with m.If(push & ~self.taken):
-            m.d.sync += outstanding.eq(outstanding + 1)
+            m.d.sync += [outstanding.eq(outstanding + 1), may_produce.eq(outstanding < c.fifo_depth - 1)]
         with m.Elif(self.taken & ~push):
-            m.d.sync += outstanding.eq(outstanding - 1)
+            m.d.sync += [outstanding.eq(outstanding - 1), may_produce.eq(outstanding <= c.fifo_depth)]
+        with m.Else():
+            m.d.sync += may_produce.eq(outstanding < c.fifo_depth)
         m.d.comb += self.idle.eq(~run & (outstanding == 0))
         return m

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +30,9 @@ class Loader(wiring.Component):
     one ``params`` beat (last K tile of an N tile only) and ``min(rows, K - k0)`` ``weights`` rows,
     and writes zero rows past K (one row per cycle, ``w_we`` one-hot).
 
-    ``w_we``, ``w_bank`` and ``w_data`` drive the array's weight-write ports; ``param_banks`` is
+    ``w_we``, ``w_bank`` and ``w_data`` drive the array's weight-write ports from registers (a row
+    is written a cycle after its ``weights`` handshake; the array needs a tile's last row only
+    after its first activation, two cycles after ``full``); ``param_banks`` is
     read by the requantization bank. ``busy`` is high from ``gemm.start`` until the last tile is loaded.
     """
 
@@ -75,19 +77,25 @@ class Loader(wiring.Component):
 
         run = self.busy             # tiles left in the current command
         bank = Signal()             # the bank the next tile goes to
-        k0 = Signal(range(c.max_k + R + 1))
-        n0 = Signal(unsigned(MAX_GEMM_N_BITS + 1))
         row = Signal(range(R))
-        last_k = Signal()
-        m.d.comb += last_k.eq(k0 + R >= cmd.k)
+        # Terminal conditions as registers decided a cycle ahead (as in the issuer).
+        k_left = Signal(range(c.max_k + 1))         # K - k0: weight rows from this tile on
+        last_k = Signal()                           # k_left <= rows
+        k_one = Signal()                            # K <= rows
+        real = Signal()                             # row < k_left: a weight row, not a zero row
+        n_left = Signal(unsigned(MAX_GEMM_N_BITS))  # N - n0
+        last_n = Signal()                           # n_left <= cols
+        new = self.gemm.new
         with m.If(self.gemm.start):
-            m.d.sync += [run.eq(1), k0.eq(0), n0.eq(0), row.eq(0)]
+            m.d.sync += [run.eq(1), row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
+                         real.eq(1), n_left.eq(new.n), last_n.eq(new.n <= C)]
 
+        # The weight-row write leaves through registers: its one-hot enable, bank and data fan out
+        # to every PE, so no logic may sit between them and the weight registers.
         write = Signal()
         zero = Signal()
-        m.d.comb += [self.w_bank.eq(bank), self.w_we.eq(Const(0, R) | (write << row))]
-        with m.If(~zero):
-            m.d.comb += self.w_data.eq(self.weights.payload)
+        m.d.sync += [self.w_bank.eq(bank), self.w_we.eq(Const(0, R) | (write << row)),
+                     self.w_data.eq(Mux(zero, 0, self.weights.payload.as_value()))]
         with m.FSM(name="loader"):
             with m.State("WAIT"):
                 bank_free = run & ~full.bit_select(bank, 1) & (drain[bank] == 0)
@@ -101,19 +109,20 @@ class Loader(wiring.Component):
                     m.d.sync += self.param_banks[bank].eq(self.params.payload)
                     m.next = "ROWS"
             with m.State("ROWS"):
-                with m.If(k0 + row < cmd.k):
+                with m.If(real):
                     m.d.comb += [self.weights.ready.eq(1), write.eq(self.weights.valid)]
                 with m.Else():
                     m.d.comb += [zero.eq(1), write.eq(1)]   # zero-fill rows past K
                 with m.If(write):
-                    m.d.sync += row.eq(row + 1)
+                    m.d.sync += [row.eq(row + 1), real.eq(k_left > row + 1)]
                     with m.If(row == R - 1):
-                        m.d.sync += [row.eq(0), full.bit_select(bank, 1).eq(1), bank.eq(~bank)]
+                        m.d.sync += [row.eq(0), real.eq(1), full.bit_select(bank, 1).eq(1), bank.eq(~bank)]
                         with m.If(last_k):
-                            m.d.sync += [k0.eq(0), n0.eq(n0 + C)]
-                            with m.If(n0 + C >= cmd.n):
+                            m.d.sync += [k_left.eq(cmd.k), last_k.eq(k_one),
+                                         n_left.eq(n_left - C), last_n.eq(n_left <= 2 * C)]
+                            with m.If(last_n):
                                 m.d.sync += run.eq(0)
                         with m.Else():
-                            m.d.sync += k0.eq(k0 + R)
+                            m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_left <= 2 * R)]
                         m.next = "WAIT"
         return m

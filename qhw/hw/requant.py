@@ -19,7 +19,6 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import (
     BIAS_BITS,
-    FIXED_PATH_STAGES,
     MODE_BITS,
     MODE_CODES,
     MULTIPLIER_BITS,
@@ -29,6 +28,7 @@ from ..contract import (
     SERIAL_SHIFT_STAGES,
     SHIFT_BITS,
     TFLITE_BITS,
+    fixed_path_stages,
     product_latency,
     requant_operand_bits,
     serial_product_latency,
@@ -46,7 +46,7 @@ __all__ = ["RequantLane"]
 class RequantLane(wiring.Component):
     """``y = clamp(round(M0 * (acc + bias) * 2**(shift - 31)) + zero_point, qmin, qmax)``.
 
-    Fixed-point path (``single``, ``tflite``), ``FIXED_PATH_STAGES`` + the multiply's stages:
+    Fixed-point path (``single``, ``tflite``), ``fixed_path_stages()`` + the multiply's stages:
 
     1. ``a = acc + bias`` (``config.accumulator_bits`` wide, exact); the shift's decodes (``single``'s
        rounding constant ``2**(30 - shift)``, TFLite's left/right shifts) are registered here.
@@ -55,9 +55,12 @@ class RequantLane(wiring.Component):
     4. ``t = multiplicand * M0 + c`` (``qhw.hw.wide_mul``: one register after the partial
        products, one per adder level), ``c = 2**(30 - shift)`` for ``single``, ``2**30`` for
        ``tflite`` (then ``t >> 31`` is gemmlowp's SaturatingRoundingDoublingHighMul for M0 >= 0).
-    5. ``single``: arithmetic shift right by ``31 - shift``; ``tflite``: RoundingDivideByPOT by
-       ``max(-shift, 0)``: the floor shift and whether the remainder passes the threshold.
-    6. ``tflite``: add the round-up bit.
+    5. ``single``: arithmetic shift right by ``31 - shift``'s multiple of 8; ``tflite``:
+       RoundingDivideByPOT by ``max(-shift, 0)``: the floor shift and whether the remainder passes
+       the threshold.
+    6. ``single``: shift right by the rest (``FIXED_SHIFT_STAGES``: one 62-bit shifter by 0..62 was the
+       ECP5 accelerator's critical path); ``tflite``: add the round-up bit.
+    7. ``single``: the narrowing; or ``tflite``'s result.
 
     ``onnx`` path (ONNX Runtime's float32 rule, ``qhw.arith.mul_scale_onnx``), ``ONNX_PATH_STAGES``
     + the multiply's stages, beside it:
@@ -232,11 +235,11 @@ class RequantLane(wiring.Component):
                                   family=self.family)
             mul_latency = product_latency(op_bits, True, MULTIPLIER_BITS, addend=True)
         ready = 3 + mul_latency     # stages 1-3, the product
-        # Two more stages on either branch below (the shift, then the round-up or the narrowing); a
-        # serial lane shifts 2 bits per cycle instead, SERIAL_SHIFT_STAGES more.
-        extra = SERIAL_SHIFT_STAGES if serial else 0
-        _check_stages("the fixed-point path", ready + 2 + extra, FIXED_PATH_STAGES + mul_latency + extra)
-        r = Signal(signed(_FIXED_R_BITS), name=f"s{ready + 2 + extra}_fixed_r")
+        # Then the shift (FIXED_SHIFT_STAGES), and the round-up or the narrowing; a serial lane loads
+        # a shift register and shifts 2 bits per cycle instead, SERIAL_SHIFT_STAGES more.
+        built = ready + (1 + SERIAL_SHIFT_STAGES if serial else 2) + 1     # 2: the split shift below
+        _check_stages("the fixed-point path", built, fixed_path_stages(c.requant_mul) + mul_latency)
+        r = Signal(signed(_FIXED_R_BITS), name=f"s{built}_fixed_r")
 
         def beside(name, value, stage, held_name):
             """``value`` (ready after stage 1) ready after ``stage`` (>= ``ready - 1``): a delay line, or
@@ -251,12 +254,16 @@ class RequantLane(wiring.Component):
             return self._serial_shift(m, t, total_x, ready, r, has_tflite, right_t,
                                       delayed(m, right_t, 1, name="right_x") if has_tflite else None,
                                       beside("tflite", tfl, ready, "tfl") if has_tflite else None)
-        single_r = t >> total_x
-        sh_single = Signal.like(single_r, name=f"s{ready + 1}_single")
-        m.d.sync += sh_single.eq(single_r)
+        # 5: single's right shift by the multiple of 8 of ``total``, then by the rest (a 62-bit
+        # shifter by 0..62 in one stage is too deep for the clock).
+        single_hi = Signal.like(t, name=f"s{ready + 1}_single_hi")
+        m.d.sync += single_hi.eq(t >> Cat(Const(0, 3), total_x[3:]))
+        total_lo = delayed(m, total_x[:3], 1, name="total_lo")
+        sh_single = Signal.like(t, name=f"s{ready + 2}_single")
+        m.d.sync += sh_single.eq(single_hi >> total_lo)
         if not has_tflite:
             m.d.sync += r.eq(_saturate(sh_single, _FIXED_R_BITS))
-            return r, Const(0, 1), ready + 2
+            return r, Const(0, 1), built
 
         # 5: RoundingDivideByPOT(q, right): floor shift, and whether the remainder passes the
         # threshold (mask >> 1) + (q < 0).
@@ -273,10 +280,13 @@ class RequantLane(wiring.Component):
         sh_tflite = Signal(signed(32), name=f"s{ready + 1}_tflite")
         up = Signal(name=f"s{ready + 1}_up")
         m.d.sync += [sh_tflite.eq(q >> right_x), up.eq((q & mask) > Mux(q < 0, half1, half))]
-        # 6: the round-up bit (tflite), the narrowing (single).
-        tfl_x = beside("tflite", tfl, ready + 1, "tfl")
-        m.d.sync += r.eq(Mux(tfl_x, sh_tflite + up, _saturate(sh_single, _FIXED_R_BITS)))
-        return r, Const(0, 1), ready + 2
+        # 6: the round-up add (tflite), while single's shift finishes.
+        rounded = Signal(signed(33), name=f"s{ready + 2}_tflite")
+        m.d.sync += rounded.eq(sh_tflite + up)
+        # 7: the narrowing (single), or the rounded result (tflite).
+        tfl_x = beside("tflite", tfl, ready + 2, "tfl")
+        m.d.sync += r.eq(Mux(tfl_x, rounded, _saturate(sh_single, _FIXED_R_BITS)))
+        return r, Const(0, 1), built
 
     def _serial_shift(self, m, t, total_x, ready, r, has_tflite, right_t, right_x, tfl_t):
         """The serial lane's steps 5-6: its element arrives every ``requant_interval`` cycles, so one

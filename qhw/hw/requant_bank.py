@@ -28,9 +28,12 @@ class RequantBank(wiring.Component):
     most every ``requant_passes = requant_groups * requant_interval`` cycles (the issuer spaces them).
 
     ``param_banks`` is the loader's (a bank is not reloaded before ``config.bank_drain_cycles``, which
-    covers the cycle it is read here, so no copy is needed); ``mode``, ``zero_point``, ``qmin``
-    and ``qmax`` come from the running command. ``family`` picks the lanes' multipliers
-    (``RequantLane``).
+    covers the cycle it is read here). With a lane per column, each lane's parameters are selected
+    a cycle early (``next_bank``, the bank of the coming row) into the lane's own registers, so the
+    bank bit's fan-out to every lane and its multiplexer are not in front of the bias adder; shared
+    lanes register them in the staging register instead (serial lanes only the bank bit).
+    ``mode``, ``zero_point``, ``qmin`` and ``qmax`` come from the running command.
+    ``family`` picks the lanes' multipliers (``RequantLane``).
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
@@ -43,6 +46,7 @@ class RequantBank(wiring.Component):
             "gemm": In(gemm_signature(c)),
             "param_banks": In(data.ArrayLayout(params_layout(c), 2)),
             "row": In(stream.Signature(row_layout(c), always_ready=True)),
+            "next_bank": In(1),
             "out": Out(stream.Signature(out_layout(c), always_ready=True)),
         })
 
@@ -92,7 +96,11 @@ class RequantBank(wiring.Component):
             src_total, src_params = stage_total, stage_params
             lane_valid = feeding & (tick == 0) if I > 1 else feeding
         else:
-            src_total, src_params, lane_valid, group = self.row.payload.sum, params, self.row.valid, Const(0)
+            # Each lane's own parameter registers, selected by the bank of the row coming next cycle.
+            early = data.View(params_layout(c), Mux(self.next_bank, banks[1].as_value(), banks[0].as_value()))
+            src_params = Signal(params_layout(c), name="lane_params", reset_less=True)
+            m.d.sync += src_params.eq(early)
+            src_total, lane_valid, group = self.row.payload.sum, self.row.valid, Const(0)
 
         def column(array_view, lane):
             """Element ``group * L + lane`` of a per-column array (a mux over the groups)."""

@@ -11,10 +11,11 @@ from ..errors import ConfigError
 __all__ = ["Skew", "delayed"]
 
 
-def delayed(m: Module, value, cycles: int, *, name: str):
-    """``value`` delayed by ``cycles`` registers in ``m``'s sync domain (``cycles`` = 0 returns it)."""
+def delayed(m: Module, value, cycles: int, *, name: str, reset_less: bool = False):
+    """``value`` delayed by ``cycles`` registers in ``m``'s sync domain (``cycles`` = 0 returns it);
+    ``reset_less`` for datapath values that a valid bit elsewhere qualifies."""
     for stage in range(cycles):
-        reg = Signal(value.shape(), name=f"{name}_d{stage + 1}")
+        reg = Signal(value.shape(), name=f"{name}_d{stage + 1}", reset_less=reset_less)
         m.d.sync += reg.eq(value)
         value = reg
     return value
@@ -22,6 +23,10 @@ def delayed(m: Module, value, cycles: int, *, name: str):
 
 class Skew(wiring.Component):
     """``o[i]`` is ``i[i]`` delayed by ``delays[i]`` cycles.
+
+    A datapath delay line: its registers have no reset (a reset, e.g. the board link's
+    ``ResetInserter``, would otherwise fan out to every one of them; what they carry is qualified
+    by valid bits kept elsewhere).
 
     Parameters
     ----------
@@ -50,5 +55,5 @@ class Skew(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for lane, cycles in enumerate(self.delays):
-            m.d.comb += self.o[lane].eq(delayed(m, self.i[lane], cycles, name=f"lane{lane}"))
+            m.d.comb += self.o[lane].eq(delayed(m, self.i[lane], cycles, name=f"lane{lane}", reset_less=True))
         return m

@@ -62,7 +62,8 @@ def test_out_stream_mutant_not_waiting_for_ready_is_caught(tmp_path):
 
 def test_queue_mutant_reading_without_ready_is_caught_from_reset(tmp_path):
     # The output queue pops on every cycle: a row waiting on `o` is replaced before it is taken.
-    Broken = mutant(output_queue.OutputQueue, "fifo.r_en.eq(self.o.ready)", "fifo.r_en.eq(1)")
+    Broken = mutant(output_queue.OutputQueue, "read.eq((wp != rp) & (~self.o.valid | self.o.ready))",
+                    "read.eq(wp != rp)")
     r = prove(StreamRules(Broken(config=CONFIG)), tmp_path, "queue_mutant", depth=6)
     assert r.status == "failed", r       # a real trace from reset, within 6 cycles
     assert_not_proven(r, tmp_path)
@@ -77,8 +78,8 @@ def test_credits_proven(tmp_path):
 
 
 def test_credit_check_off_by_one_is_caught(tmp_path):
-    Broken = mutant(issuer.Issuer, "may_produce = outstanding < c.fifo_depth",
-                    "may_produce = outstanding <= c.fifo_depth")
+    Broken = mutant(issuer.Issuer, "may_produce.eq(outstanding < c.fifo_depth)",
+                    "may_produce.eq(outstanding <= c.fifo_depth)")
     assert_not_proven(prove(CreditHarness(config=CONFIG, issuer=Broken), tmp_path, "credits_mutant"), tmp_path)
 
 
@@ -121,8 +122,8 @@ def test_result_count_holds(tmp_path):
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    ("with m.If(row == cmd.m - 1):", "with m.If(row == cmd.m):"),     # M + 1 beats per tile: a row repeated
-    ("with m.If(n0 + C >= cmd.n):", "with m.If(1):"),                  # stops after one N tile: rows dropped
+    ("last_row.eq(rows_left == 1)", "last_row.eq(rows_left == 0)"),   # M + 1 beats per tile: a row repeated
+    ("with m.If(last_n):", "with m.If(1):"),                          # stops after one N tile: rows dropped
 ], ids=["row-repeated", "tile-dropped"])
 def test_result_count_mutants_are_caught_from_reset(tmp_path, old, new):
     r = count_proof(tmp_path, "count_mutant", mutant(issuer.Issuer, old, new))

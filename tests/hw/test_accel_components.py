@@ -58,6 +58,7 @@ def start(ctx, dut, config, **fields):
     """Pulse ``gemm.start`` with a command (the caller ticks)."""
     cmd = {"m": 1, "k": config.rows, "n": config.cols, "mode": 0, "zero_point": 0, "qmin": 0, "qmax": 0, **fields}
     ctx.set(dut.gemm.cmd, command_layout(config).const(cmd))
+    ctx.set(dut.gemm.new, command_layout(config).const(cmd))
     ctx.set(dut.gemm.start, 1)
 
 
@@ -130,6 +131,9 @@ def test_loader_fills_a_free_bank_in_latency_cycles(k):
             if ctx.get(dut.banks.full) & 1:
                 break
         assert t == dut.latency == 1 + c.weight_load_cycles
+        # The write ports are registered: the last row is written the cycle after ``full``.
+        we, data = ctx.get(dut.w_we), ctx.get(dut.w_data)
+        writes.append((we, [data[j] for j in range(2)]))
         expect = [(1, weights[0]), (2, weights[1] if k == 2 else [0, 0])]
         assert writes == expect
         assert row == k
@@ -185,9 +189,9 @@ def gemm_beats(config, m, kt, rng, gap):
 
 @pytest.mark.parametrize("m", [1, 2, 3])
 def test_accumulator_forwarding_back_to_back(m):
-    """K tiles back to back with no gap: M = 1 reads the row the adder is still writing (forwarding from
-    its output register), M = 2 the row written in the same cycle (transparent port); each result row
-    ``latency`` cycles after its psum."""
+    """K tiles back to back with no gap: M = 1 and M = 2 read a row whose sum is still in the adder's
+    output registers (forwarding), M = 3 the row written in the same cycle (transparent port); each
+    result row ``latency`` cycles after its psum."""
     c = small(acc_depth=4)
     rng = random.Random(m)
     beats, expected = gemm_beats(c, m, 4, rng, gap=0.0)
@@ -233,6 +237,7 @@ def test_requant_bank_latency_and_golden(lanes):
         start(ctx, dut, c, mode=MODE_CODES["tflite"], zero_point=zp, qmin=qmin, qmax=qmax)
         for b in range(2):
             ctx.set(dut.param_banks[b], params_layout(c).const(params[b]))
+        ctx.set(dut.next_bank, int(banks[0]))
         await ctx.tick()    # the lanes register zero_point, qmin and qmax a cycle ahead
         p = c.requant_passes
         for t in range(n * p + dut.latency + 2):
@@ -241,6 +246,9 @@ def test_requant_bank_latency_and_golden(lanes):
             if i < n:
                 ctx.set(dut.row.payload.sum, sums[i].tolist())
                 ctx.set(dut.row.payload.bank, int(banks[i]))
+            # the bank of the row coming next cycle (the lanes select their parameters a cycle early)
+            nxt = (t + 1) // p
+            ctx.set(dut.next_bank, int(banks[nxt]) if nxt < n and (t + 1) % p == 0 else 0)
             _, _, valid, out = await ctx.tick().sample(dut.out.valid, dut.out.payload)
             if valid:
                 got.append((t, [out[j] for j in range(c.cols)]))
