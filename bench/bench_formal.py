@@ -36,7 +36,8 @@ from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, pool_agen,
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
 IM2COL_MUTANTS = {
-    "cw0": ("conv2x2_d2", None, ("cwb.eq(Mux(win, 0, dp.in_cw0))", "cwb.eq(Mux(win, 0, dp.in_cw0 + 1))")),
+    "cw0": ("conv2x2_d2", None, ("base0 = dp.in_base + Mux(win, 0, dp.in_cw0)",
+                                  "base0 = dp.in_base + Mux(win, 0, dp.in_cw0 + 1)")),
     "pad": ("conv3x3_s2_pad", 30, ("(y < d.in_h)", "(y <= d.in_h)")),
 }
 
@@ -116,8 +117,8 @@ def _engine(kw) -> bool:
         pb = PoolBoundHarness(geometry=geometry, words=48)
         ok &= _run(f"pool_{geometry}_48_words", pb, mode="bmc", depth=pb.depth, must="proven", **kw)
     # a window's taps one word apart too far along a kernel row
-    broken_pool = mutant(pool_agen.PoolAgen, "m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp)]",
-                         "m.d.sync += [kx.eq(kx + 1), tap.eq(tap + d.in_pp + 1)]")
+    broken_pool = mutant(pool_agen.PoolAgen, "m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp)]",
+                         "m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp + 1)]")
     pb = PoolBoundHarness(geometry="k2s2", words=48, agen=broken_pool)
     ok &= _run("pool_k2s2_48_words_mutant_tap", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
     return ok

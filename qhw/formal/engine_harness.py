@@ -149,6 +149,17 @@ def _stream_assumed(m: Module, port, name: str) -> None:
 UNIT_MAX_DIM = 4
 
 
+def _scratchpad_unit(harness, cls, *, rows: int, words: int) -> None:
+    """``harness.dut``: a ``cls(rows=, addr_bits=)`` unit addressing a scratchpad of ``words`` words
+    (``InputUnit``, ``OutputUnit`` or a mutant), built without Amaranth's unused-elaboratable warning."""
+    harness._MustUse__silence = True
+    if not isinstance(words, int) or words < 1:
+        raise ConfigError(f"words must be a positive integer, not {words!r}")
+    harness.rows, harness.words = rows, words
+    harness.dut = cls(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
+    harness._MustUse__silence = False
+
+
 class OutputBoundHarness(Elaboratable):
     """``OutputUnit``: every scratchpad read is inside the scratchpad (``words`` words), for OUTPUT
     descriptors that pass the compiler's check: the tensor's ``h * w * pp`` words from ``in_base`` lie in
@@ -161,13 +172,7 @@ class OutputBoundHarness(Elaboratable):
 
     def __init__(self, *, rows: int = 4, words: int, unit=None):
         from ..hw.engine.output_unit import OutputUnit
-
-        self._MustUse__silence = True
-        if not isinstance(words, int) or words < 1:
-            raise ConfigError(f"words must be a positive integer, not {words!r}")
-        self.rows, self.words = rows, words
-        self.dut = (OutputUnit if unit is None else unit)(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
-        self._MustUse__silence = False
+        _scratchpad_unit(self, OutputUnit if unit is None else unit, rows=rows, words=words)
 
     @property
     def ports(self) -> list:
@@ -348,13 +353,7 @@ class InputBoundHarness(Elaboratable):
 
     def __init__(self, *, rows: int = 4, words: int, unit=None):
         from ..hw.engine.input_unit import InputUnit
-
-        self._MustUse__silence = True
-        if not isinstance(words, int) or words < 1:
-            raise ConfigError(f"words must be a positive integer, not {words!r}")
-        self.rows, self.words = rows, words
-        self.dut = (InputUnit if unit is None else unit)(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
-        self._MustUse__silence = False
+        _scratchpad_unit(self, InputUnit if unit is None else unit, rows=rows, words=words)
 
     @property
     def ports(self) -> list:

@@ -125,26 +125,17 @@ def board_run(qmodel, data, port: str, *, baud: int, rtl=None, limit: int | None
         return link.recovered, backend.gemms, y
 
     def network_session(link, transport):
-        from ..engine.run import segment_steps
-        from .engine_host import EngineSession
+        from .engine_host import EngineSession, infer
         program = _compile(qm, link.config, str(qmodel))
         s = EngineSession(link, program)
         t0, b0 = link_seconds(transport, baud), _bytes(transport)
         s.load()
         t1, b1 = link_seconds(transport, baud), _bytes(transport)
-        ys = []
-        for i in range(x.shape[0]):
-            gen = segment_steps(program, qm.graph, x[i:i + 1])
-            try:
-                calls = next(gen)
-                while True:
-                    calls = gen.send([s.run_segment(c.segment, c.inputs) for c in calls])
-            except StopIteration as stop:
-                ys.append(stop.value[0][0])
+        y = infer(s, qm.graph, x)
         t2, b2 = link_seconds(transport, baud), _bytes(transport)
         extra.update({"top": "network", "load_bytes": b1 - b0, "load_s": t1 - t0, "inference_s": t2 - t1,
                       "host_bytes_per_inference": (b2 - b1) / max(1, x.shape[0]), "model_loads": s.loads})
-        return link.recovered, 0, np.concatenate(ys)
+        return link.recovered, 0, y
 
     (recovered, gemms, y_hw), seconds = runner(session)
     if "inference_s" in extra:

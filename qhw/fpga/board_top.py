@@ -20,7 +20,7 @@ from .payload import board_info_bytes, fifo_depth, packet_bytes
 from .protocol import ACCEL_STREAMS, OPCODES
 from .uart import check_divisor
 
-__all__ = ["BoardTop", "frame_timeout", "uart_divisor"]
+__all__ = ["BoardTop", "connect_uart", "frame_timeout", "uart_divisor"]
 
 
 def frame_timeout(divisor: int, clk_hz: float | None) -> int:
@@ -40,6 +40,16 @@ def uart_divisor(clk_hz: float | None, baud, divisor: int | None) -> int:
             raise ConfigError(f"baud {baud} is more than 2% off any divisor of the {clk_hz / 1e6:g} MHz clock")
     check_divisor(divisor)
     return divisor
+
+
+def connect_uart(m: Module, platform, top) -> None:
+    """On a board, ``top.rx``/``top.tx`` to the platform's first ``uart`` resource; in simulation
+    (``platform`` None) they stay plain signals."""
+    if platform is not None:
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [top.rx.eq(rx_buf.i), tx_buf.o.eq(top.tx)]
 
 
 class BoardTop(Elaboratable):
@@ -69,11 +79,7 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if platform is not None:
-            uart = platform.request("uart", 0, dir="-")
-            m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
-            m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
-            m.d.comb += [self.rx.eq(rx_buf.i), tx_buf.o.eq(self.tx)]
+        connect_uart(m, platform, self)
         link = self.link
         m.submodules.link = link
         m.submodules.accel = ResetInserter(link.soft_reset)(self.accel)

@@ -17,7 +17,7 @@ from ..engine.load import input_beats, load_words, output_tensors
 from ..engine.program import Program
 from .host import BoardLink, LinkError, _Restart
 
-__all__ = ["EngineSession", "frames"]
+__all__ = ["EngineSession", "frames", "infer"]
 
 
 def frames(units: list[bytes], frame_bytes: int) -> list[bytes]:
@@ -86,3 +86,20 @@ class EngineSession:
             data = [r & ((1 << 8 * R) - 1) for r in got]
             return {k: v[None] for k, v in output_tensors(self.program, data, segment).items()}
         raise LinkError(f"{link.name}: an inference failed {link.retries + 1} times in a row (link too noisy?)")
+
+
+def infer(session: EngineSession, graph, x: np.ndarray) -> np.ndarray:
+    """Each sample of ``x`` through ``qhw.engine.run.segment_steps`` with the program's segments run on
+    the board (``session``) and the host's parts between them; the first output, samples stacked."""
+    from ..engine.run import segment_steps
+
+    ys = []
+    for i in range(x.shape[0]):
+        gen = segment_steps(session.program, graph, x[i:i + 1])
+        try:
+            calls = next(gen)
+            while True:
+                calls = gen.send([session.run_segment(c.segment, c.inputs) for c in calls])
+        except StopIteration as stop:
+            ys.append(stop.value[0][0])
+    return np.concatenate(ys)

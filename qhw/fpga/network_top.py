@@ -17,14 +17,14 @@ no reload). On a board the top uses the platform's ``uart`` resource and default
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Elaboratable, Module, Mux, ResetInserter, Signal
-from amaranth.lib import io, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..engine.config import EngineConfig
 from ..errors import ConfigError
 from ..hw.engine.engine import NetworkEngine
-from .board_top import frame_timeout, uart_divisor
+from .board_top import connect_uart, frame_timeout, uart_divisor
 from .link import HostLink, frame_layout
 from .payload import DEFAULT_FRAME_BYTES, network_fifo_depth, network_info_bytes, result_bytes
 from .protocol import OPCODES
@@ -120,11 +120,7 @@ class NetworkBoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if platform is not None:
-            uart = platform.request("uart", 0, dir="-")
-            m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
-            m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
-            m.d.comb += [self.rx.eq(rx_buf.i), tx_buf.o.eq(self.tx)]
+        connect_uart(m, platform, self)
         link, eng = self.link, self.engine
         m.submodules.link = link
         m.submodules.engine = ResetInserter(link.soft_reset)(eng)

@@ -16,9 +16,8 @@ from qhw.api import quantize_model
 from qhw.cli import main
 from qhw.engine.compiler import compile_model
 from qhw.engine.config import EngineConfig
-from qhw.engine.run import segment_steps
 from qhw.executor import run_batched
-from qhw.fpga.engine_host import EngineSession, frames
+from qhw.fpga.engine_host import EngineSession, frames, infer
 from qhw.fpga.host import BoardLink, LinkError
 from qhw.fpga.network_top import FrameUnpacker, NetworkBoardTop
 from qhw.fpga.payload import network_info_bytes
@@ -61,20 +60,6 @@ def tiny(tmp_path_factory):
     return make_tiny(tmp_path_factory.mktemp("netboard"))
 
 
-def _infer(session, program, qm, x):
-    """Every sample through ``segment_steps`` with the segments on the board: (outputs, per-sample)."""
-    ys = []
-    for i in range(x.shape[0]):
-        gen = segment_steps(program, qm.graph, x[i:i + 1])
-        try:
-            calls = next(gen)
-            while True:
-                calls = gen.send([session.run_segment(c.segment, c.inputs) for c in calls])
-        except StopIteration as stop:
-            ys.append(stop.value[0][0])
-    return np.concatenate(ys)
-
-
 def _top(engine, **kw):
     return NetworkBoardTop(engine=engine, divisor=4, uart=False, **kw)
 
@@ -100,7 +85,7 @@ def test_faults_then_bit_exact(tiny, seed):
         link = BoardLink(t, engine)
         s = EngineSession(link, program)
         s.load(wait=False)                  # the first image's frames right behind the load's
-        return link.recovered, _infer(s, program, qm, x[:3])
+        return link.recovered, infer(s, qm.graph, x[:3])
 
     recovered, y = run_with_host(_top(engine), host, faults=faults, timeout_cycles=REPLY)
     assert faults.count > 0 and recovered > 0
@@ -116,11 +101,11 @@ def test_garbage_reset_mid_inference_and_stalled_consumer(tiny):
         link = BoardLink(t, engine)
         s = EngineSession(link, program)
         s.load()
-        first = _infer(s, program, qm, x[:1])
+        first = infer(s, qm.graph, x[:1])
         t.write(b"\x5a\xa5\xa5\x00garbage\xff" * 3)
         link._send("input", bytes(range(4)), [0])         # one beat of the two the image needs
         link.reset()
-        return s.loads, first, _infer(s, program, qm, x[1:3])
+        return s.loads, first, infer(s, qm.graph, x[1:3])
 
     loads, first, rest = run_with_host(_top(engine), host, timeout_cycles=4 * REPLY, stall=(140, 200))
     assert loads == 1
@@ -160,7 +145,7 @@ def test_uart_top_with_embedded_model(tiny):
         link = BoardLink(t, engine)
         t.write(encode(OPCODES["cmd"], 0, bytes(4)))
         reply = link._frame()
-        return reply, _infer(EngineSession(link, program), program, qm, x[:1])
+        return reply, infer(EngineSession(link, program), qm.graph, x[:1])
 
     reply, y = run_with_host(NetworkBoardTop(engine=engine, divisor=4, image=program.to_bytes()), host)
     assert reply == (REPLIES["error"], 1, bytes([ERRORS["unknown_opcode"], OPCODES["cmd"]]))
