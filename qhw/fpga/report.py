@@ -175,6 +175,15 @@ def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None) -> 
         m = _UTIL_LINE.match(line)
         if m and int(m.group(2)) > int(m.group(3)):
             over.append((m.group(1), int(m.group(2)), int(m.group(3))))
+    if not over and "Unable to find legal placement" in text:
+        # within capacity, but too full to place: name the fullest resource (not a one-of-a-kind block
+        # such as the GSR, which is always 100 % used)
+        util = [(m.group(1), int(m.group(2)), int(m.group(3))) for m in map(_UTIL_LINE.match, text.splitlines())
+                if m and int(m.group(3)) >= 8]
+        if util:
+            res, used, avail = max(util, key=lambda o: o[1] / o[2])
+            return (f"{config.rows}x{config.cols} does not place on {board.device}: {res} {used} of {avail} "
+                    f"({100 * used // avail}%) leaves nextpnr no legal placement; a smaller design is needed")
     if not over:
         m = re.search(r"no BELs remaining to implement cell type '(\w+)'", text)
         if not m:

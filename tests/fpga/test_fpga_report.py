@@ -126,3 +126,18 @@ def test_fit_failure_names_what_is_outside_the_array(tmp_path):
     msg = fit_failure(_nextpnr_log(tmp_path, 10, 8), board, ArrayConfig(rows=4, cols=4),
                       {"qhw/hw/pe_ice40.py": 8, "qhw/hw/requant.py": 2})
     assert msg.endswith("(PE array 8 DSPs, other 2)") and "should fit" in msg
+
+
+def test_fit_failure_when_nothing_is_over_but_nothing_places(tmp_path):
+    """nextpnr's "Unable to find legal placement" with every resource within capacity (the 8x8 network
+    engine on the ECP5-85F: 99 % of the LUTs): one line naming the fullest resource, not the GSR."""
+    log = tmp_path / "pnr.log"
+    log.write_text("Info: Device utilisation:\nInfo: \t                 GSR:       1/      1   100%\n"
+                   "Info: \t          MULT18X18D:     144/    156    92%\n"
+                   "Info: \t        TRELLIS_COMB:   83222/  83640    99%\n"
+                   "ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.\n")
+    msg = fit_failure(log, SimpleNamespace(device="LFE5U-85F-6BG381C"), ArrayConfig(rows=8, cols=8))
+    assert msg == ("8x8 does not place on LFE5U-85F-6BG381C: TRELLIS_COMB 83222 of 83640 (99%) leaves nextpnr no "
+                   "legal placement; a smaller design is needed")
+    log.write_text(log.read_text().replace("ERROR: Unable", "Info: able"))
+    assert fit_failure(log, SimpleNamespace(device="LFE5U-85F-6BG381C"), ArrayConfig(rows=8, cols=8)) is None
