@@ -58,6 +58,7 @@ __all__ = [
     "PARAMS_READ_LATENCY",
     "POOL_MAX_LATENCY",
     "POOL_SUM_LATENCY",
+    "ADD_MODES",
     "ADD_MUL_STAGES",
     "ADD_LANE_LATENCY",
     "ADD_LATENCY",
@@ -170,6 +171,8 @@ POOL_SUM_LATENCY = 1
 # counts from the cycle the second operand's read is requested to the cycle its word is written:
 # the synchronous read (1), the lane, the table stage (1, a register when no table is used).
 ADD_MUL_STAGES = 4
+# the rounding modes TFLite ADD has a fixed-point rule for (``onnx``'s QLinearAdd is float: host)
+ADD_MODES = ("single", "tflite")
 ADD_LANE_LATENCY = 1 + ADD_MUL_STAGES + 1 + ADD_MUL_STAGES + 1
 ADD_LATENCY = 1 + ADD_LANE_LATENCY + 1
 

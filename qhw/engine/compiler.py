@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arith import add_left_shift, add_multipliers, average_onnx_scale, quantize_multiplier
+from ..contract import ADD_MODES
 from ..errors import ConfigError
 from ..executor import Trace, int_steps
 from ..graph import Graph, Node
@@ -35,7 +36,6 @@ __all__ = ["NOT_BUILT_RULES", "Buf", "Compiled", "LayerInfo", "check_hardware", 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
 CLAMP_OPS = ("Relu", "Clip")    # integer saturate: folded into the producer's clamp, or a 1x1 POOL
-ADD_MODES = ("single", "tflite")   # TFLite ADD's fixed-point rules (``onnx``'s QLinearAdd is float: host)
 
 
 @dataclass(eq=False)
@@ -585,6 +585,10 @@ class _Builder:
             raise ConfigError(f"node {node.name!r}: internal error, Add inputs not in one standard layout")
         qa, qb, qo = self.g.tensors[a_t], self.g.tensors[b_t], self.g.tensors[out_t]
         mode = node.quant["rounding"]
+        if mode not in self.cfg.array.rounding:      # the AddUnit builds the engine's modes only
+            raise ConfigError(f"node {node.name!r}: Add uses rounding {mode!r} but the engine has "
+                              f"{','.join(self.cfg.array.rounding)}; regenerate with --rounding "
+                              f"{','.join(dict.fromkeys([*self.cfg.array.rounding, mode]))}")
         self.modes.add(mode)
         left = add_left_shift(8)
         (m0, sh), (m_out, s_out) = add_multipliers([qa.scale, qb.scale], qo.scale, left)

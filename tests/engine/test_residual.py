@@ -43,6 +43,28 @@ def test_digits_resnet_one_segment_bit_exact(resnet_q, digits, rounding):
     assert Program.from_bytes(prog.to_bytes()).to_bytes() == prog.to_bytes()
 
 
+def test_add_rounding_the_engine_lacks_is_refused(resnet_q):
+    """The AddUnit builds only the engine's rounding modes: an Add whose rounding the engine was not
+    generated with is refused in one line naming the node and the --rounding to regenerate with."""
+    import dataclasses
+
+    from qhw.errors import ConfigError
+
+    qm = resnet_q["single"]
+    cfg = engine_for(qm.graph)
+    assert cfg.array.rounding == ("single",)
+    add = next(n for n in qm.graph.nodes if n.attrs.get("op_type") == "Add")
+    add.quant = dict(add.quant, rounding="tflite")
+    try:
+        with pytest.raises(ConfigError, match=rf"node '{add.name}': Add uses rounding 'tflite' but the engine "
+                                              r"has single; regenerate with --rounding single,tflite"):
+            compile_model(qm, cfg)
+        both = dataclasses.replace(cfg, array=dataclasses.replace(cfg.array, rounding=("single", "tflite")))
+        assert compile_model(qm, both).program.descriptors[4]["mode"] == 1
+    finally:
+        add.quant = dict(add.quant, rounding="single")
+
+
 def prog_dep(program, i: int) -> int:
     return program.descriptors[i]["dep_base"]
 

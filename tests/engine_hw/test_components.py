@@ -32,6 +32,9 @@ from qhw.hw.engine.writeback import WritebackAgen
     (lambda: TableUnit(lanes=2, tables=0), "tables must be a positive integer, not 0"),
     (lambda: TableUnit(lanes=2, tables=2, init=[0] * 256), "init must hold 512 table entries, not 256"),
     (lambda: AddUnit(rows=2, tables=-1), "tables must be a positive integer, not -1"),
+    (lambda: AddUnit(rows=2, modes=("onnx",)),
+     "modes must be distinct rounding modes of ('single', 'tflite'), not ('onnx',)"),
+    (lambda: AddLane(modes=()), "modes must be distinct rounding modes of ('single', 'tflite'), not ()"),
 ])
 def test_parameters_are_checked(make, message):
     with pytest.raises(ConfigError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):

@@ -16,13 +16,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MUL_STAGES, MODE_CODES
+from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MODES, ADD_MUL_STAGES, MODE_CODES
 from ...errors import ConfigError
 from ..skew import delayed
 from .layouts import descriptor_layout
 from .pool_agen import ADDR_BITS
 
 __all__ = ["AddLane", "AddUnit", "TableUnit", "mul_shift"]
+
+
+def _check_modes(modes) -> tuple:
+    modes = tuple(modes)
+    if not modes or any(mode not in ADD_MODES for mode in modes) or len(set(modes)) != len(modes):
+        raise ConfigError(f"modes must be distinct rounding modes of {ADD_MODES}, not {modes!r}")
+    return modes
 
 _X_BITS = 34          # the sum of two rescaled inputs (|v| <= 2**31 each)
 _R_BITS = 34          # a rescaled value: single's result clamped to +-2**31, tflite's int32 + its round-up
@@ -57,8 +64,12 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
     m0_1, tfl1 = Signal(31, name=f"{name}_m0"), Signal(name=f"{name}_tfl")
     total = Signal(range(64), name=f"{name}_total")           # single: right shift 31 - shift
     right = Signal(range(33), name=f"{name}_right")            # tflite: RoundingDivideByPOT exponent
-    m.d.sync += [m0_1.eq(m0), tfl1.eq(tflite), total.eq((31 - shift).as_unsigned()[:6]),
-                 right.eq(Mux(shift < 0, -shift, 0))]
+    m.d.sync += [m0_1.eq(m0), total.eq((31 - shift).as_unsigned()[:6]), right.eq(Mux(shift < 0, -shift, 0))]
+    fixed = isinstance(tflite, Const)        # one rule built: no register, so synthesis folds the other
+    if fixed:
+        tfl1 = tflite
+    else:
+        m.d.sync += tfl1.eq(tflite)
     # 2: p = op * M0 + the rounding constant: 2**(30 - shift) (single), gemmlowp's nudge (tflite).
     single_add = Const(1, 63) << (total - 1).as_unsigned()[:6]
     nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
@@ -68,7 +79,7 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
     else:
         p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
         m.d.sync += p.eq(((op * m0_1) << ps1) + Mux(tfl1, nudge, single_add))
-    tfl2 = delayed(m, tfl1, 1, name=f"{name}_tfl2")
+    tfl2 = tfl1 if fixed else delayed(m, tfl1, 1, name=f"{name}_tfl2")
     total2, right2 = delayed(m, total, 1, name=f"{name}_total2"), delayed(m, right, 1, name=f"{name}_right2")
     # 3: single: floor shift, clamped to +-2**31; tflite: the high word, truncated towards zero.
     s3 = Signal(signed(_R_BITS), name=f"{name}_single")
@@ -76,7 +87,8 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
     shifted = p >> total2
     m.d.sync += [s3.eq(Mux(shifted < -(1 << 31), -(1 << 31), Mux(shifted > (1 << 31), 1 << 31, shifted))),
                  q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))]
-    tfl3, right3 = delayed(m, tfl2, 1, name=f"{name}_tfl3"), delayed(m, right2, 1, name=f"{name}_right3")
+    tfl3 = tfl2 if fixed else delayed(m, tfl2, 1, name=f"{name}_tfl3")
+    right3 = delayed(m, right2, 1, name=f"{name}_right3")
     # 4: tflite's RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
     mask = (Const(1, 33) << right3) - 1
     up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
@@ -96,9 +108,14 @@ class AddLane(wiring.Component):
     the cycle a word is complete (its ``b``; its ``a`` for ``table_only``), and ``o`` is valid
     ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero point (1), the rescale
     (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the sum (1), the output rescale,
-    the zero point and clamp (1). The descriptor inputs must be held steady while values are in flight."""
+    the zero point and clamp (1). The descriptor inputs must be held steady while values are in flight.
 
-    def __init__(self):
+    ``modes``: the rounding rules built (``ADD_MODES``); a descriptor's ``mode`` selects one only when
+    both are, otherwise the rule is a constant and synthesis drops the other (about half a lane; the
+    compiler refuses an Add whose rounding the engine was not generated with)."""
+
+    def __init__(self, *, modes=ADD_MODES):
+        self.modes = _check_modes(modes)
         lay = descriptor_layout("ADD")
         super().__init__({"i_valid": In(1), "x": In(signed(8)), "x_is_b": In(1), "d": In(lay),
                           "o_valid": Out(1), "o": Out(signed(8))})
@@ -110,7 +127,7 @@ class AddLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         d = self.d
-        tfl = d.mode == MODE_CODES["tflite"]
+        tfl = d.mode == MODE_CODES["tflite"] if len(self.modes) == 2 else Const(self.modes == ("tflite",))
         # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
         xd = Signal(signed(17), name="x_diff")
         is_b = Signal(name="x_is_b_1")
@@ -188,9 +205,12 @@ class AddUnit(wiring.Component):
     ----------
     rows:
         Lanes per scratchpad word.
+    modes:
+        The rounding rules the lanes build (``AddLane``): the engine's rounding modes among ``ADD_MODES``.
     """
 
-    def __init__(self, *, rows: int, tables: int = 1, init=None):
+    def __init__(self, *, rows: int, tables: int = 1, init=None, modes=ADD_MODES):
+        self.modes = _check_modes(modes)
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
             raise ConfigError(f"rows must be a positive integer, not {rows!r}")
         if not isinstance(tables, int) or isinstance(tables, bool) or tables < 1:
@@ -246,7 +266,7 @@ class AddUnit(wiring.Component):
         is_b = delayed(m, busy & phase, 1, name="data_is_b")
         out_addr = Signal(ADDR_BITS, name="out_addr")
         m.d.comb += out_addr.eq(d.out_base + i)
-        lanes = [AddLane() for _ in range(R)]
+        lanes = [AddLane(modes=self.modes) for _ in range(R)]
         for j, lane in enumerate(lanes):
             m.submodules[f"lane{j}"] = lane
             m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d), lane.x.eq(self.r_data[j]), lane.x_is_b.eq(is_b)]

@@ -13,6 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ...contract import ADD_MODES
 from ...engine.config import EngineConfig
 from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS, OP_BITS, OPCODES
 from ...engine.load import program_tables
@@ -238,7 +239,8 @@ class NetworkEngine(wiring.Component):
         m.submodules.issue = issue = MatmulIssue(config=c)
         m.submodules.pool = pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane")
         m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
-        m.submodules.add = add = AddUnit(rows=R, tables=T, init=init[6])
+        add_modes = tuple(mode for mode in c.rounding if mode in ADD_MODES) or ADD_MODES[:1]   # none: no ADD compiles
+        m.submodules.add = add = AddUnit(rows=R, tables=T, init=init[6], modes=add_modes)
         wcount = Signal(COUNT_BITS)
         op = f_issue.desc.payload.bits[:OP_BITS]
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
