@@ -26,12 +26,12 @@ from ..hw.driver import fold_bias
 from ..ops import requant_of
 from ..ops_elementwise import TABLE_KINDS, int_kind, node_attrs
 from ..runtime import check_model
-from .config import EngineConfig
+from .config import OPTIONAL_UNITS, EngineConfig
 from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, RULES, Descriptor
 from .program import Program, TensorEntry
 
 __all__ = ["NOT_BUILT_RULES", "Buf", "Compiled", "LayerInfo", "check_hardware", "compile_model", "engine_segments",
-           "fit_engine", "tensor_shapes"]
+           "fit_engine", "tensor_shapes", "units_used"]
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
@@ -726,6 +726,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
         p.fields["table"] = params_offset + 4 * index + 1
     image = weights + np.asarray(b.params, dtype=np.int64).astype(np.uint32).astype("<u4").tobytes()
     descs = [Descriptor(p.op, p.fields) for p in b.pending]
+    _check_units(descs, b.layers, config, source)
     for d in descs:
         d.to_words()      # a field that does not fit its bits is refused here, naming it
     act_bytes = peak_words * config.word_bytes
@@ -757,6 +758,24 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
                       descriptors=descs, tensors=b.tensors, image=image, params_offset=params_offset,
                       act_bytes_used=act_bytes, segments=len(segs))
     return Compiled(program=program, layers=b.layers, config=config, host_nodes=host)
+
+
+def _check_units(descs, layers, config: EngineConfig, source: str) -> None:
+    """Refuse (one line, naming the layer) a descriptor whose unit the engine was generated without."""
+    names = {layer.index: layer.name for layer in layers}
+    for i, d in enumerate(descs):
+        unit = next((u for u, op in OPTIONAL_UNITS.items() if op == d.op), None)
+        if unit is not None and unit not in config.units:
+            have = ",".join(config.units) or "none"
+            raise ConfigError(f"{source}: layer {names.get(i, i)!r} needs the engine's {unit} unit ({d.op}), but "
+                              f"it was generated with --units {have} (regenerate with --units "
+                              f"{','.join(u for u in OPTIONAL_UNITS if u in config.units or u == unit)})")
+
+
+def units_used(program) -> tuple:
+    """The optional units a compiled program's descriptors need (``qhw generate --units used``)."""
+    ops = {d.op for d in program.descriptors}
+    return tuple(u for u, op in OPTIONAL_UNITS.items() if op in ops)
 
 
 def fit_engine(qmodel, array, *, source: str = "model") -> EngineConfig:

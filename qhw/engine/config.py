@@ -12,8 +12,8 @@ from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
-__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "ENGINE_SIZES", "WEIGHT_RAMS",
-           "EngineConfig", "manifest_top"]
+__all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "ENGINE_SIZES", "OPTIONAL_UNITS",
+           "WEIGHT_RAMS", "EngineConfig", "manifest_top"]
 
 DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias/M0/shift/scale)
 DEFAULT_ACT_KIB = 8           # activation scratchpad
@@ -23,6 +23,8 @@ POOL_AVG = ("lane", "div")       # EngineConfig.pool_avg
 ENGINE_SIZES = ("weight_kib", "act_kib", "program_words", "pool_line", "tables")   # the manifest's ``engine`` section
 WEIGHT_RAMS = ("block", "spram")   # what the weight store is built from (``EngineConfig.weight_ram``)
 SPRAM_WEIGHT_KIB = 64              # the UP5K's four SB_SPRAM256KA (16 K words of 16 bits each)
+# units an engine may leave out (``EngineConfig.units``) and the opcode each one runs
+OPTIONAL_UNITS = {"add": "ADD", "pool": "POOL"}
 
 
 def manifest_top(doc: dict) -> str:
@@ -68,6 +70,12 @@ class EngineConfig:
         rescales, as QDQ models' may); ``"div"`` the divider only, without the requantization lanes
         (on ECP5, 4 ``MULT18X18D`` per lane, 2 ``rows`` lanes per engine): qhw's own quantizer keeps a
         pool's scale, so its models average with ``div``. Latencies are the same either way.
+    units:
+        The optional units built (``OPTIONAL_UNITS``): ``"add"`` (``AddUnit``: ADD descriptors, residual
+        adds and table passes; on an 8x8 ECP5 engine a quarter of the logic) and ``"pool"`` (``PoolUnit``:
+        standalone POOL descriptors; pools fused into a convolution's write-back need neither). An
+        engine without one runs every program without that opcode at the same cycles; the compiler
+        refuses a program that needs it, naming the layer (``qhw generate --units``).
     """
 
     array: ArrayConfig
@@ -78,8 +86,12 @@ class EngineConfig:
     tables: int = 1
     weight_ram: str = "block"
     pool_avg: str = "lane"
+    units: tuple = tuple(OPTIONAL_UNITS)
 
     def __post_init__(self):
+        if (not isinstance(self.units, tuple) or any(u not in OPTIONAL_UNITS for u in self.units)
+                or list(self.units) != [u for u in OPTIONAL_UNITS if u in self.units]):
+            raise ConfigError(f"units must be a tuple of {', '.join(OPTIONAL_UNITS)} in that order, not {self.units!r}")
         if not isinstance(self.array, ArrayConfig):
             raise ConfigError(f"array must be an ArrayConfig, not {type(self.array).__name__}")
         for name in ("weight_kib", "act_kib", "program_words", "pool_line", "tables"):
@@ -196,7 +208,7 @@ class EngineConfig:
         counts and the engine's latencies. ``from_manifest`` is the one reader."""
         doc = self.array.to_manifest()
         doc["engine"] = {**{k: getattr(self, k) for k in ENGINE_SIZES}, "weight_ram": self.weight_ram,
-                         "pool_avg": self.pool_avg,
+                         "pool_avg": self.pool_avg, "units": list(self.units),
                          "word_bytes": self.word_bytes, "act_words": self.act_words,
                          "latency": self.latencies()}
         return doc
@@ -212,7 +224,7 @@ class EngineConfig:
         section = doc.get("engine", {}) if isinstance(doc, dict) else {}
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: field 'engine' must be an object, not {section!r}")
-        known = (*ENGINE_SIZES, "weight_ram", "pool_avg", "word_bytes", "act_words", "latency", "embedded")
+        known = (*ENGINE_SIZES, "weight_ram", "pool_avg", "units", "word_bytes", "act_words", "latency", "embedded")
         for key in section:
             if key not in known:
                 raise ConfigError(f"{source}: field 'engine.{key}' is not an engine parameter "
@@ -227,6 +239,12 @@ class EngineConfig:
                     raise ConfigError(f"{source}: field 'engine.{key}' must be one of {', '.join(choices)}, "
                                       f"not {section[key]!r}")
                 sizes[key] = section[key]
+        if "units" in section:          # left out (manifests before units existed): every unit
+            units = section["units"]
+            if not isinstance(units, list) or any(u not in OPTIONAL_UNITS for u in units):
+                raise ConfigError(f"{source}: field 'engine.units' must be a list of {', '.join(OPTIONAL_UNITS)}, "
+                                  f"not {units!r}")
+            sizes["units"] = tuple(u for u in OPTIONAL_UNITS if u in units)
         try:
             config = cls(array=array, **sizes)
         except ConfigError as e:
@@ -242,4 +260,5 @@ class EngineConfig:
         a = self.array
         return (f"{a.rows}x{a.cols} array, weight store {self.weight_kib} KiB, scratchpad {self.act_kib} KiB, "
                 f"program {self.program_words} words{', weights in SPRAM' if self.weight_ram == 'spram' else ''}"
-                + (", pool averages div only" if self.pool_avg == "div" else ""))
+                + (", pool averages div only" if self.pool_avg == "div" else "")
+                + ("" if self.units == tuple(OPTIONAL_UNITS) else f", units {','.join(self.units) or 'none'}"))

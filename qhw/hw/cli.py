@@ -75,6 +75,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="--top network: how pools average: lane (default; the divider and a requantization lane "
                         "per pool lane, for pools that rescale) or div (the divider only, no DSPs: qhw's own "
                         "quantizer keeps a pool's scale; a model that needs a lane is refused)")
+    p.add_argument("--units", metavar="LIST",
+                   help="--top network: the optional units built, comma-separated from add (residual Add and "
+                        "table passes), pool (standalone pooling), or none; used (with --for): those the model "
+                        "needs (default: all). A model needing a unit left out is refused, naming the layer")
     p.add_argument("--embed", action="store_true",
                    help="--top network with --for: the compiled program and weights become the memories' initial "
                         "contents (the hardware boots with the model; loading another one still works)")
@@ -105,13 +109,32 @@ def config_from_args(args: argparse.Namespace) -> ArrayConfig:
 _ENGINE_FLAGS = ("weight_kib", "act_kib", "program_words", "weight_ram", "pool_avg")
 
 
+def _units(args: argparse.Namespace):
+    """``--units``: None (all), ``"used"`` (with ``--for``) or a tuple of ``OPTIONAL_UNITS`` in their order."""
+    from ..engine.config import OPTIONAL_UNITS
+    from ..errors import ConfigError
+
+    if args.units is None:
+        return None
+    if args.units == "used":
+        if not args.for_model:
+            raise ConfigError("--units used needs --for MODEL.qhw (the model whose units to build)")
+        return "used"
+    names = [] if args.units == "none" else args.units.split(",")
+    bad = [n for n in names if n not in OPTIONAL_UNITS]
+    if bad:
+        raise ConfigError(f"--units: {bad[0]!r} is not an optional unit (expected a comma-separated list of "
+                          f"{', '.join(OPTIONAL_UNITS)}, or none, or used)")
+    return tuple(u for u in OPTIONAL_UNITS if u in names)
+
+
 def engine_from_args(args: argparse.Namespace):
     """``--top network``: the ``EngineConfig`` the flags describe and, with ``--embed``, the compiled
     program's bytes. ``--for`` sizes the memories with ``qhw.engine.compiler.fit_engine``; explicit
     sizes win, and a model that does not fit them is refused with the compiler's one line."""
     from dataclasses import replace
 
-    from ..engine.compiler import check_hardware, compile_model, fit_engine
+    from ..engine.compiler import check_hardware, compile_model, fit_engine, units_used
     from ..engine.config import EngineConfig
 
     if args.embed and not args.for_model:
@@ -120,6 +143,9 @@ def engine_from_args(args: argparse.Namespace):
         raise ConfigError("--embed needs --for MODEL.qhw (the model whose program and weights to embed)")
     array = config_from_args(args)
     flags = {k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k) is not None}
+    units = _units(args)
+    if isinstance(units, tuple):
+        flags["units"] = units
     if not args.for_model:
         return EngineConfig(array=array, **flags), None
     from ..qmodel import load_qmodel
@@ -129,6 +155,8 @@ def engine_from_args(args: argparse.Namespace):
     engine = replace(fit_engine(qm, array, source=source), **flags) if flags else fit_engine(qm, array, source=source)
     compiled = compile_model(qm, engine, source=source)       # explicit sizes too small: the one-line refusal
     check_hardware(compiled, source=source)
+    if units == "used":
+        engine = replace(engine, units=units_used(compiled.program))
     return engine, (compiled.program.to_bytes() if args.embed else None)
 
 
@@ -151,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_network(args)
     from ..errors import ConfigError
 
-    used = [f"--{k.replace('_', '-')}" for k in _ENGINE_FLAGS if getattr(args, k) is not None]
+    used = [f"--{k.replace('_', '-')}" for k in (*_ENGINE_FLAGS, "units") if getattr(args, k) is not None]
     if used or args.embed:
         raise ConfigError(f"{(used or ['--embed'])[0]} configures the network engine; add --top network")
     config = config_from_args(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from qhw.cli import main
@@ -182,3 +183,50 @@ def test_pool_avg_div_engine_refuses_rescaling_pools(tmp_path, digits_q):
         check_hardware(compiled, source="pools.qhw")
     cnn = digits_q["digits_cnn"]
     check_hardware(compile_model(cnn, engine_for(cnn.graph, pool_avg="div"), source="cnn.qhw"), source="cnn.qhw")
+
+
+def test_units_left_out_are_refused_by_layer(tmp_path, capsys, digits_q):
+    """``EngineConfig.units`` / ``qhw generate --units``: the digits CNN needs neither optional unit (its
+    pools are fused), so ``--units used`` builds none and the model compiles for it; a model with an Add
+    (digits_resnet, its ADD and standalone POOL) is refused in one line naming the layer and the flag."""
+    from dataclasses import replace
+
+    from qhw.api import quantize_model
+    from qhw.cli import main
+    from qhw.datasets import builtin_model_path
+    from qhw.engine.compiler import compile_model, units_used
+    from qhw.engine.config import EngineConfig
+    from qhw.qmodel import save_qmodel
+    from qhw.quantize import QuantConfig
+
+    from .conftest import engine_for
+
+    cnn = digits_q["digits_cnn"]
+    assert units_used(compile_model(cnn, engine_for(cnn.graph)).program) == ()
+    compile_model(cnn, engine_for(cnn.graph, units=()))
+    x = np.random.default_rng(3).uniform(0, 16, (8, 1, 8, 8)).astype(np.float32)       # seed 3: calibration
+    res = quantize_model(builtin_model_path("digits_resnet"), QuantConfig(), calib_x=x, log=lambda m: None)
+    assert units_used(compile_model(res, engine_for(res.graph)).program) == ("add", "pool")
+    with pytest.raises(ConfigError, match=r"^res\.qhw: layer 'add' needs the engine's add unit \(ADD\), but it "
+                                          r"was generated with --units pool \(regenerate with --units add,pool\)$"):
+        compile_model(res, engine_for(res.graph, units=("pool",)), source="res.qhw")
+    with pytest.raises(ConfigError, match=r"^res\.qhw: layer 'pool' needs the engine's pool unit \(POOL\), but it "
+                                          r"was generated with --units add \(regenerate with --units add,pool\)$"):
+        compile_model(res, engine_for(res.graph, units=("add",)), source="res.qhw")
+    # the CLI: --units used with --for writes units [] for the CNN; bad lists are one line, nothing written
+    save_qmodel(cnn, tmp_path / "cnn.qhw")
+    out = tmp_path / "rtl"
+    assert main(["generate", "--top", "network", "--rows", "4", "--cols", "4", "--units", "used", "--for",
+                 str(tmp_path / "cnn.qhw"), "--name", "n", "-o", str(out)]) == 0
+    assert EngineConfig.from_manifest(json.loads((out / "n.json").read_text())).units == ()
+    capsys.readouterr()
+    for argv, message in (
+            (["--top", "network", "--units", "add,conv"], "--units: 'conv' is not an optional unit (expected a "
+                                                           "comma-separated list of add, pool, or none, or used)"),
+            (["--top", "network", "--units", "used"], "--units used needs --for MODEL.qhw (the model whose units "
+                                                      "to build)"),
+            (["--units", "none"], "--units configures the network engine; add --top network")):
+        assert main(["generate", "--rows", "4", "--cols", "4", *argv, "--name", "m", "-o", str(tmp_path / "bad")]) == 2
+        assert capsys.readouterr().err == f"qhw: error: {message}\n"
+    assert not (tmp_path / "bad").exists()
+    assert replace(engine_for(cnn.graph), units=("add",)).units == ("add",)

@@ -129,13 +129,15 @@ def test_random_models(tmp_path, name, cols):
 @pytest.mark.parametrize("pe,weight_ram", [("ice40-dual", "spram")])
 def test_ice40_options(tmp_path, pe, weight_ram):
     """The iCE40 UP5K options on 4x4 (portable models: ``DualMul8``'s two products, ``Spram``'s behavioural
-    single-port RAM with the write and read addresses on one port): "window-c2" loaded through the
-    stream, bit-exact, every write and descriptor end as predicted (the options change no latency)."""
+    single-port RAM with the write and read addresses on one port), built without the optional units
+    (``units=()``: the model has no ADD or POOL): "window-c2" loaded through the stream, bit-exact, every
+    write and descriptor end as predicted (neither the options nor the units change a latency)."""
     from dataclasses import replace
 
     _, qm, x = case_program(tmp_path, "window-c2")
     program, cfg = compiled(qm, 4, 4)
-    cfg = replace(cfg, array=replace(cfg.array, pe=pe), weight_ram=weight_ram)
+    assert not {"ADD", "POOL"} & {d.op for d in program.descriptors}
+    cfg = replace(cfg, array=replace(cfg.array, pe=pe), weight_ram=weight_ram, units=())
     program = compile_model(qm, cfg).program
     with pytest.raises(ConfigError, match=r"^image: weight_ram spram cannot be embedded"):
         NetworkEngine(engine=cfg, image=program.to_bytes())
@@ -143,6 +145,40 @@ def test_ice40_options(tmp_path, pe, weight_ram):
     dut = NetworkEngine(engine=cfg)
     run = Run(dut, program, inputs, rows=4).run()
     check_run(run, program, cfg, inputs, golden)
+
+
+def test_absent_unit_flags_its_descriptor():
+    """An engine generated without the add unit (``units=("pool",)``), given a hand-made program that has
+    an ADD anyway (the compiler refuses such a model): the stand-in takes the ADD and ``error`` rises; the
+    same engine reaches the ADD's predecessor without error (seed-free: constant input beats)."""
+    from qhw.engine.config import EngineConfig
+    from qhw.engine.isa import Descriptor
+    from qhw.engine.program import Program
+    from qhw.hw.config import ArrayConfig
+
+    from .conftest import run_sim
+
+    cfg = EngineConfig(array=ArrayConfig(rows=4, cols=4, rounding=("single",)), weight_kib=1, act_kib=1,
+                       program_words=64, units=("pool",))
+    inp = Descriptor("INPUT", {"out_base": 0, "h": 1, "w": 1, "c": 4, "pp": 1, "cp": 1})
+    add = Descriptor("ADD", {"a_base": 0, "b_base": 0, "out_base": 1, "words": 1, "dep_base": 1})
+    program = Program(rows=4, cols=4, rounding=("single",), weight_kib=1, act_kib=1, program_words=64,
+                      descriptors=[inp, add, Descriptor("END")], tensors=[], image=b"", params_offset=0,
+                      act_bytes_used=0, segments=1)
+    dut = NetworkEngine(engine=cfg, image=program.to_bytes())
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.o.ready, 1)
+        for _ in range(60):
+            await ctx.tick()
+            seen.append((ctx.get(dut.trace.we), ctx.get(dut.error)))
+
+    run_sim(dut, bench)
+    first_write = next(k for k, (we, _) in enumerate(seen) if we)
+    assert not any(err for _, err in seen[:first_write + 1])       # INPUT ran, no error yet
+    assert seen[-1][1] == 1                                          # the ADD was taken: error
 
 
 def test_load_unit_refuses_a_bad_stream_then_loads():

@@ -80,6 +80,19 @@ def test_engine_manifest_round_trip_and_refusals():
     bad["engine"]["pool_avg"] = "float"
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.pool_avg' must be one of lane, div, not 'float'$"):
         EngineConfig.from_manifest(bad, source="n.json")
+    assert doc["engine"]["units"] == ["add", "pool"]
+    lean = network_manifest(replace(eng, units=("pool",)), name="net")
+    assert EngineConfig.from_manifest(json.loads(json.dumps(lean)), source="n.json").units == ("pool",)
+    old = copy.deepcopy(doc)
+    del old["engine"]["units"]                      # manifests written before units existed: every unit
+    assert EngineConfig.from_manifest(old, source="n.json").units == ("add", "pool")
+    bad = copy.deepcopy(doc)
+    bad["engine"]["units"] = ["add", "concat"]
+    with pytest.raises(ConfigError, match=r"^n.json: field 'engine.units' must be a list of add, pool, "
+                                          r"not \['add', 'concat'\]$"):
+        EngineConfig.from_manifest(bad, source="n.json")
+    with pytest.raises(ConfigError, match=r"^units must be a tuple of add, pool in that order, not \('pool', 'add'\)$"):
+        replace(eng, units=("pool", "add"))
     bad = copy.deepcopy(doc)
     bad["engine"]["banks"] = 2
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.banks' is not an engine parameter"):

@@ -22,7 +22,7 @@ from ..skew import delayed
 from .layouts import descriptor_layout
 from .pool_agen import ADDR_BITS
 
-__all__ = ["AddLane", "AddUnit", "TableUnit", "mul_shift"]
+__all__ = ["AddLane", "AddUnit", "TableUnit", "add_unit_signature", "mul_shift"]
 
 
 def _check_modes(modes) -> tuple:
@@ -190,6 +190,19 @@ class TableUnit(wiring.Component):
         return m
 
 
+def add_unit_signature(rows: int, tables: int) -> wiring.Signature:
+    """``AddUnit``'s ports (also an engine's stand-in without the unit)."""
+    word = data.ArrayLayout(signed(8), rows)
+    return wiring.Signature({
+        "desc": In(stream.Signature(descriptor_layout("ADD"))),
+        "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(word),
+        "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(word),
+        "t_slot": In(range(tables)),
+        "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8), "load_data": In(signed(8)),
+        "busy": Out(1),
+    })
+
+
 class AddUnit(wiring.Component):
     """ADD descriptors (``desc``) on the scratchpad's ports.
 
@@ -216,15 +229,7 @@ class AddUnit(wiring.Component):
         if not isinstance(tables, int) or isinstance(tables, bool) or tables < 1:
             raise ConfigError(f"tables must be a positive integer, not {tables!r}")
         self.rows, self.tables, self.init = rows, tables, init
-        word = data.ArrayLayout(signed(8), rows)
-        super().__init__({
-            "desc": In(stream.Signature(descriptor_layout("ADD"))),
-            "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(word),
-            "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(word),
-            "t_slot": In(range(tables)),
-            "load_en": In(1), "load_slot": In(range(tables)), "load_index": In(8), "load_data": In(signed(8)),
-            "busy": Out(1),
-        })
+        super().__init__(add_unit_signature(rows, tables))
 
     @property
     def latency(self) -> int:

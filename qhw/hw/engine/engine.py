@@ -22,7 +22,8 @@ from ...errors import ConfigError
 from ..accumulator import Accumulator
 from ..array import SystolicArray
 from ..dsp_array import DspArray
-from .add_unit import AddUnit
+from .absent import AbsentUnit
+from .add_unit import AddUnit, add_unit_signature
 from .fetch import INDEX_BITS, DescriptorFetch
 from .input_unit import InputUnit
 from .issue import COUNT_BITS, MatmulIssue
@@ -31,7 +32,7 @@ from .load_unit import LoadUnit
 from .loader import ParamFetch, WeightLoader
 from .memories import Scratchpad, WeightStore
 from .output_unit import OutputUnit
-from .pool_unit import PoolUnit
+from .pool_unit import PoolUnit, pool_unit_signature
 from .wb_unit import RequantStage, WritebackUnit
 
 __all__ = ["NetworkEngine", "network_signature", "output_layout", "trace_layout"]
@@ -237,10 +238,23 @@ class NetworkEngine(wiring.Component):
 
         # the read side, in program order
         m.submodules.issue = issue = MatmulIssue(config=c)
-        m.submodules.pool = pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane")
+        # the optional units (``EngineConfig.units``), or their stand-ins that flag any descriptor they take
+        if "pool" in e.units:
+            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane")
+        else:
+            pool = AbsentUnit(signature=pool_unit_signature(R))
+        if "add" in e.units:
+            # no ADD mode among the engine's: no ADD compiles for it, the lanes' rule does not matter
+            add_modes = tuple(mode for mode in c.rounding if mode in ADD_MODES) or ADD_MODES[:1]
+            add = AddUnit(rows=R, tables=T, init=init[6], modes=add_modes)
+        else:
+            add = AbsentUnit(signature=add_unit_signature(R, T))
+        m.submodules.pool, m.submodules.add = pool, add
+        for unit in (pool, add):
+            if isinstance(unit, AbsentUnit):
+                with m.If(unit.taken):
+                    m.d.sync += error.eq(1)
         m.submodules.output = out = OutputUnit(rows=R, addr_bits=aw)
-        add_modes = tuple(mode for mode in c.rounding if mode in ADD_MODES) or ADD_MODES[:1]   # none: no ADD compiles
-        m.submodules.add = add = AddUnit(rows=R, tables=T, init=init[6], modes=add_modes)
         wcount = Signal(COUNT_BITS)
         op = f_issue.desc.payload.bits[:OP_BITS]
         is_mm, is_pool, is_out = (op == OPCODES["MATMUL"]), (op == OPCODES["POOL"]), (op == OPCODES["OUTPUT"])
@@ -310,7 +324,7 @@ class NetworkEngine(wiring.Component):
                          unit.load_index.eq(load.tab.index), unit.load_data.eq(load.tab.data)]
 
         # pool-table reads: the write-back's entry and the POOL unit's, 64 bits each (two narrow ports)
-        for unit in (wb, pool):
+        for unit in (wb, pool) if "pool" in e.units else (wb,):
             lo, hi = pnarrow.read_port(), pnarrow.read_port()
             byte_word = unit.p_addr >> 2
             m.d.comb += [lo.addr.eq(byte_word - poff), hi.addr.eq(byte_word - poff_m1),

@@ -23,9 +23,19 @@ from .layouts import descriptor_layout
 from .pool import PoolLane, PoolReduce, _family, check_avg_lane
 from .pool_agen import ADDR_BITS, PoolAgen
 
-__all__ = ["PoolUnit"]
+__all__ = ["PoolUnit", "pool_unit_signature"]
 
 PARAM_ADDR_BITS = 24      # the store's byte address (``pool_param`` field width)
+
+
+def pool_unit_signature(rows: int) -> wiring.Signature:
+    """``PoolUnit``'s ports for ``rows``-lane words (also an engine's stand-in without the unit)."""
+    return wiring.Signature({
+        "desc": In(stream.Signature(descriptor_layout("POOL"))),
+        "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), rows)),
+        "p_addr": Out(PARAM_ADDR_BITS), "p_data": In(64),
+        "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(data.ArrayLayout(signed(8), rows)),
+    })
 
 
 class PoolUnit(wiring.Component):
@@ -48,12 +58,7 @@ class PoolUnit(wiring.Component):
         R = config.rows
         _family(family)
         self.family = family
-        super().__init__({
-            "desc": In(stream.Signature(descriptor_layout("POOL"))),
-            "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
-            "p_addr": Out(PARAM_ADDR_BITS), "p_data": In(64),
-            "w_en": Out(1), "w_addr": Out(ADDR_BITS), "w_data": Out(data.ArrayLayout(signed(8), R)),
-        })
+        super().__init__(pool_unit_signature(R))
 
     @property
     def max_latency(self) -> int:
