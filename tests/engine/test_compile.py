@@ -195,7 +195,6 @@ def test_units_left_out_are_refused_by_layer(tmp_path, capsys, digits_q):
     from qhw.cli import main
     from qhw.datasets import builtin_model_path
     from qhw.engine.compiler import compile_model, units_used
-    from qhw.engine.config import EngineConfig
     from qhw.qmodel import save_qmodel
     from qhw.quantize import QuantConfig
 
@@ -213,13 +212,17 @@ def test_units_left_out_are_refused_by_layer(tmp_path, capsys, digits_q):
     with pytest.raises(ConfigError, match=r"^res\.qhw: layer 'pool' needs the engine's pool unit \(POOL\), but it "
                                           r"was generated with --units add \(regenerate with --units add,pool\)$"):
         compile_model(res, engine_for(res.graph, units=("add",)), source="res.qhw")
-    # the CLI: --units used with --for writes units [] for the CNN; bad lists are one line, nothing written
+    # the CLI: --units used with --for picks none for the CNN (the flags' engine, without writing Verilog);
+    # bad lists are one line, nothing written
+    from qhw.cli import build_parser
+    from qhw.hw.cli import engine_from_args
+
     save_qmodel(cnn, tmp_path / "cnn.qhw")
-    out = tmp_path / "rtl"
-    assert main(["generate", "--top", "network", "--rows", "4", "--cols", "4", "--units", "used", "--for",
-                 str(tmp_path / "cnn.qhw"), "--name", "n", "-o", str(out)]) == 0
-    assert EngineConfig.from_manifest(json.loads((out / "n.json").read_text())).units == ()
-    capsys.readouterr()
+    args = build_parser().parse_args(["generate", "--top", "network", "--rows", "4", "--cols", "4", "--units",
+                                      "used", "--for", str(tmp_path / "cnn.qhw"), "--name", "n", "-o", "x"])
+    assert engine_from_args(args)[0].units == ()
+    args = build_parser().parse_args(["generate", "--top", "network", "--units", "pool", "--name", "n", "-o", "x"])
+    assert engine_from_args(args)[0].units == ("pool",)
     for argv, message in (
             (["--top", "network", "--units", "add,conv"], "--units: 'conv' is not an optional unit (expected a "
                                                            "comma-separated list of add, pool, or none, or used)"),
