@@ -14,6 +14,7 @@ from .engine_harness import (
     POOL_GEOMETRIES,
     WEIGHT_MAX_TILES,
     WRITEBACK_GEOMETRIES,
+    AddBoundHarness,
     EngineStreamRules,
     FetchHarness,
     InputBoundHarness,
@@ -80,6 +81,11 @@ ENGINE_PROPERTIES = (
              "every scratchpad read of an OUTPUT inside the scratchpad, for descriptors that pass the compiler's "
              "check (h, w <= 4, pp <= 2); o holds valid and payload until ready",
              lambda c: OutputBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"]), lambda c: 2),
+    Property("add_bounds", "AddUnit",
+             "every scratchpad read and write address of an ADD inside the scratchpad, for descriptors whose "
+             "three tensors fit",
+             lambda c: AddBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"], tables=c.tables),
+             lambda c: 2),
     Property("param_bounds", "ParamFetch",
              "every parameter-store read inside the store, for MATMUL descriptors whose parameter blocks fit",
              lambda c: ParamBoundHarness(config=c.array, entries=engine_sizes(c)["param_entries"]), lambda c: 2),

@@ -10,11 +10,17 @@ import json
 
 from qhw.cli import main
 from qhw.engine.config import EngineConfig
-from qhw.formal.engine_harness import FetchHarness, InputBoundHarness, OutputBoundHarness, ParamBoundHarness
+from qhw.formal.engine_harness import (
+    AddBoundHarness,
+    FetchHarness,
+    InputBoundHarness,
+    OutputBoundHarness,
+    ParamBoundHarness,
+)
 from qhw.formal.mutate import mutant
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import fetch, input_unit, loader, output_unit
+from qhw.hw.engine import add_unit, fetch, input_unit, loader, output_unit
 
 ARRAY = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
 ENTRIES, WORDS, PARAM_BLOCKS = 5, 48, 6
@@ -77,6 +83,20 @@ def test_output_stream_dropped_valid_hold_is_caught(tmp_path):
     # The FIFO pops whether or not the host is ready: a waiting beat is replaced before it is taken.
     Broken = mutant(output_unit.OutputUnit, "fifo.r_en.eq(self.o.ready)", "fifo.r_en.eq(1)")
     assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "o_stream_mutant", "bmc", 8), tmp_path)
+
+
+# --------------------------------------------------------------------------- ADD: reads and write addresses
+
+
+def test_add_reads_and_writes_stay_in_the_scratchpad(tmp_path):
+    r = prove(AddBoundHarness(words=WORDS), tmp_path, "add")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_add_word_past_the_tensors_is_caught(tmp_path):
+    # The last word is not recognized: the unit reads a and b one word past their tensors.
+    Broken = mutant(add_unit.AddUnit, "with m.If(i + 1 == d.words):", "with m.If(i == d.words):")
+    assert_caught(prove(AddBoundHarness(words=WORDS, unit=Broken), tmp_path, "add_mutant", "bmc", 10), tmp_path)
 
 
 # --------------------------------------------------------------------------- parameters
