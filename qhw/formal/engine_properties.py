@@ -24,6 +24,7 @@ from .engine_harness import (
     WeightBoundHarness,
     WritebackBoundHarness,
 )
+from .engine_liveness import EngineLivenessHarness
 from .harness import IM2COL_GEOMETRIES, Im2colBoundHarness
 from .properties import Property
 
@@ -68,6 +69,10 @@ ENGINE_PROPERTIES = (
     Property("engine_stream_rules", "NetworkEngine",
              "o holds valid and payload until ready, given load and i do (the whole top)",
              lambda c: EngineStreamRules(config=c), lambda c: 2),
+    Property("engine_liveness", "NetworkEngine",
+             "from reset, with the smallest MATMUL program embedded, input offered and o ready: busy falls "
+             "exactly when the cycle model (qhw.engine.cycles.predict) says, whatever the data (bounded)",
+             lambda c: EngineLivenessHarness(config=c), EngineLivenessHarness.depth_for, mode="bmc"),
     Property("sequencer", "DescriptorFetch",
              "for every program with an END in the program store: reads stay in the store, the pointer never "
              "passes END, a ranking falls on every unstalled cycle (END within 3*entries+1 of them), desc "
