@@ -1,9 +1,10 @@
 """The long formal runs that are not in CI: the requantization lane at full M0 width and on int8
 lanes, the im2col address bound of the engine's address generator (each geometry, and its mutant),
 and the network engine's long ones (the stream rule on the whole top, the weight loader's bound, the
-sequencer on the default program store; each with its mutant).
+sequencer on the default program store, the whole engine's liveness in bounds; each with its mutant).
 
-    python bench/bench_formal.py [--only lane|im2col|engine] [--timeout SECONDS] [--im2col-depth N] [--build DIR]
+    python bench/bench_formal.py [--only lane|im2col|engine|liveness] [--timeout SECONDS] [--im2col-depth N]
+                                  [--build DIR]
 
 One line per run: property, configuration, mode, depth, status, seconds (``bench/results.md``,
 "Formal proofs"). The accelerator's own property set runs through ``qhw prove`` instead.
@@ -26,12 +27,13 @@ from qhw.formal.engine_harness import (
     WeightBoundHarness,
     WritebackBoundHarness,
 )
+from qhw.formal.engine_liveness import EngineLivenessHarness
 from qhw.formal.harness import IM2COL_GEOMETRIES, Im2colBoundHarness, LaneHarness
 from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_FREE
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, pool_agen, writeback
+from qhw.hw.engine import engine, fetch, im2col, input_unit, loader, output_unit, pool_agen, writeback
 
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
@@ -43,14 +45,15 @@ IM2COL_MUTANTS = {
 
 
 def _run(name, harness, *, mode, depth, build, timeout, must):
-    r = run_proof(harness, name=name, ports=harness.ports, build_dir=build, mode=mode, depth=depth, timeout=timeout)
+    r = run_proof(harness, name=name, ports=harness.ports, build_dir=build, mode=mode, depth=depth, timeout=timeout,
+                  script=getattr(harness, "script", ()))
     print(f"{name:<44} {mode:<5} {depth:>5} {r.status:<8} {r.seconds:>8.1f}", flush=True)
     return r.status != "failed" if must == "proven" else r.status != "proven"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("lane", "im2col", "engine"))
+    p.add_argument("--only", choices=("lane", "im2col", "engine", "liveness"))
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--im2col-depth", type=int, default=12)
     p.add_argument("--build", default="sim_build/formal_bench")
@@ -75,6 +78,8 @@ def main() -> int:
                        mode="bmc", depth=depth or args.im2col_depth, must="failed", **kw)
     if args.only in (None, "engine"):
         ok &= _engine(kw)
+    if args.only == "liveness":           # (part of ``engine``)
+        ok &= _liveness(kw)
     return 0 if ok else 1
 
 
@@ -121,6 +126,29 @@ def _engine(kw) -> bool:
                          "m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp + 1)]")
     pb = PoolBoundHarness(geometry="k2s2", words=48, agen=broken_pool)
     ok &= _run("pool_k2s2_48_words_mutant_tap", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
+    ok &= _liveness(kw)
+    return ok
+
+
+def _liveness(kw) -> bool:
+    """The whole engine's liveness in bounds (``EngineLivenessHarness``) on 4x4 and 8x8, and its two
+    mutants on 4x4: an input unit that makes a word a cycle after the beat it needs (busy falls a cycle
+    late), and an engine whose end ignores the output unit (busy falls before the last output beat)."""
+    ok = True
+    for n in (4, 8):
+        array = ArrayConfig(rows=n, cols=n, max_k=4, acc_depth=4, rounding=("single",))
+        cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=4 * DESCRIPTOR_WORDS)
+        h = EngineLivenessHarness(config=cfg)
+        ok &= _run(f"engine_liveness_{n}x{n}_bound_{h.bound}", h, mode="bmc", depth=h.depth, must="proven", **kw)
+    array = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
+    cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=4 * DESCRIPTOR_WORDS)
+    late_input = mutant(input_unit.InputUnit, "m.d.comb += produce.eq(need == nbs)", "m.d.comb += produce.eq(0)")
+    late = mutant(engine.NetworkEngine, "m.submodules.input = inp = InputUnit(",
+                  "m.submodules.input = inp = LateInput(", names={"LateInput": late_input})
+    early = mutant(engine.NetworkEngine, "& out.idle & ~wb.busy", "& ~wb.busy")
+    for name, top in (("late_input_word", late), ("done_ignores_output", early)):
+        h = EngineLivenessHarness(config=cfg, engine=top)
+        ok &= _run(f"engine_liveness_4x4_mutant_{name}", h, mode="bmc", depth=h.depth, must="failed", **kw)
     return ok
 
 
