@@ -149,7 +149,36 @@ def _liveness(kw) -> bool:
     for name, top in (("late_input_word", late), ("done_ignores_output", early)):
         h = EngineLivenessHarness(config=cfg, engine=top)
         ok &= _run(f"engine_liveness_4x4_mutant_{name}", h, mode="bmc", depth=h.depth, must="failed", **kw)
+    # larger programs, compiled from ONNX models (tests/engine's builder): a 1x1 conv on 2x2 pixels, two
+    # dependent 1x1 convs, a padded 3x3 conv (9 K tiles)
+    big = ArrayConfig(rows=4, cols=4, max_k=64, acc_depth=16, rounding=("single",))
+    cfg = EngineConfig(array=big, weight_kib=1, act_kib=1, program_words=8 * DESCRIPTOR_WORDS)
+    for name, program in _compiled_programs(cfg):
+        h = EngineLivenessHarness(config=cfg, program=program)
+        ok &= _run(f"engine_liveness_4x4_{name}_bound_{h.bound}", h, mode="bmc", depth=h.depth, must="proven", **kw)
     return ok
+
+
+def _compiled_programs(cfg):
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from engine.conftest import Net, quantize
+
+    from qhw.engine.compiler import compile_model
+
+    models = (("conv1x1_2x2", (1, 4, 2, 2), lambda n: n.conv(4, 1, relu=False)),
+              ("two_conv1x1_2x2", (1, 4, 2, 2), lambda n: n.conv(4, 1).conv(4, 1, relu=False)),
+              ("conv3x3_pad1_3x3", (1, 4, 3, 3), lambda n: n.conv(4, 3, pads=(1, 1, 1, 1))))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, shape, build in models:
+            rng = np.random.default_rng(0)
+            path = build(Net(rng, shape)).save(Path(tmp) / f"{name}.onnx")
+            qm = quantize(path, rng.uniform(-1, 1, (8, *shape[1:])).astype(np.float32))
+            yield name, compile_model(qm, cfg).program
 
 
 if __name__ == "__main__":

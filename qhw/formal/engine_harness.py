@@ -9,11 +9,12 @@ stating the compiler's checks as assumptions on the descriptors it receives (doc
 * ``InputBoundHarness``, ``OutputBoundHarness``, ``ParamBoundHarness``, ``WeightBoundHarness``: every
   scratchpad write of ``InputUnit``, scratchpad read of ``OutputUnit``, parameter read of ``ParamFetch``
   and weight-store read of ``WeightLoader`` inside its memory; ``WritebackBoundHarness``: every kept
-  result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad.
+  result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad;
+  ``AddBoundHarness``: every scratchpad read and write address of ``AddUnit`` inside the scratchpad.
 * ``EngineStreamRules``: the stream rule on the whole top (``load``, ``i`` assumed, ``o`` asserted).
 
-(The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``.) A whole-engine harness
-with an embedded program was tried and is out of reach here: see docs/verification.md.
+(The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``; the whole engine with a
+program embedded, ``EngineLivenessHarness``, in ``qhw.formal.engine_liveness``.)
 """
 
 from __future__ import annotations
