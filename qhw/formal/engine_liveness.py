@@ -27,15 +27,24 @@ from ..engine.isa import DESCRIPTOR_WORDS, Descriptor
 from ..engine.program import Program, TensorEntry
 from ..errors import ConfigError
 
-__all__ = ["BUSY_FALL_CYCLES", "PRIME_CYCLES", "EngineLivenessHarness", "liveness_program"]
+__all__ = ["BUSY_FALL_CYCLES", "CUT_POINTS", "EngineLivenessHarness", "liveness_program", "prime_cycles"]
 
 # ``busy`` is the engine's ``running`` register: it rises the cycle after the first input beat (cycle 0
 # of the model) and falls the cycle after ``done`` (every unit drained, the issue fetch at END), which is
 # the cycle after the last output beat: so it is low from cycle ``total + BUSY_FALL_CYCLES`` on.
 BUSY_FALL_CYCLES = 1
-# Reset to the first input beat (cycle 6 after reset in the simulator): each fetch reads its first
-# descriptor, the engine registers that they all hold one (``primed``), the input unit takes its own.
-PRIME_CYCLES = 6
+
+
+def prime_cycles(program: Program) -> int:
+    """Reset to the first input beat (not in the cycle model, which starts at that beat): each fetch
+    walks to its first descriptor, 2 cycles per entry (read, look), and holds the one at entry ``k``
+    from cycle ``2k + 2``; the engine registers that the four read-side fetches hold one (or are at
+    END) a cycle later (``primed``), and the beat is taken the cycle after: ``2k + 4`` for the
+    farthest of them (6 for INPUT, MATMUL, ...)."""
+    ops = [d.op for d in program.descriptors]
+    firsts = [next((i for i, op in enumerate(ops) if op in group or op == "END"), len(ops))
+              for group in (("MATMUL", "POOL", "OUTPUT", "ADD"), ("MATMUL",))]
+    return 2 * max(firsts) + 4
 
 
 # The data the control of the engine never looks at, cut (Yosys ``cutpoint``: the signal's driver replaced
@@ -92,7 +101,8 @@ class EngineLivenessHarness(Elaboratable):
     high. ``bound`` = ``predict(program, config).total`` (the cycle model: the first input beat is
     cycle 0, the last output beat cycle ``bound - 1``). Asserted (``mode bmc``, ``depth``):
 
-    * the first input beat is taken by cycle ``PRIME_CYCLES`` after reset;
+    * the first input beat is taken by cycle ``prime_cycles(program)`` after reset (so the run starts:
+      without it, an engine that never took a beat would pass the two below);
     * ``busy`` is high on every cycle from the one after the first beat to ``bound + BUSY_FALL_CYCLES - 1``
       (not earlier than the model: it is exact) and low on cycle ``bound + BUSY_FALL_CYCLES`` (not later);
     * exactly one output beat marked ``last`` by then, on cycle ``bound - 1``.
@@ -111,6 +121,7 @@ class EngineLivenessHarness(Elaboratable):
         self.config = config
         self.program = liveness_program(config) if program is None else program
         self.bound = predict(self.program, config).total
+        self.prime = prime_cycles(self.program)
         self.dut = (NetworkEngine if engine is None else engine)(engine=config, image=self.program.to_bytes())
         self.beat = Signal(8 * config.array.rows, name="i_payload")
         # no reset: the run starts from the registers' initial values, which are their reset values (a
@@ -122,7 +133,7 @@ class EngineLivenessHarness(Elaboratable):
     def depth_for(config: EngineConfig, program: Program | None = None) -> int:
         """BMC steps to the first cycle ``busy`` must be low, from the latest first beat, and one more."""
         program = liveness_program(config) if program is None else program
-        return PRIME_CYCLES + predict(program, config).total + BUSY_FALL_CYCLES + 2
+        return prime_cycles(program) + predict(program, config).total + BUSY_FALL_CYCLES + 2
 
     @property
     def depth(self) -> int:
@@ -150,8 +161,8 @@ class EngineLivenessHarness(Elaboratable):
         first = d.i.valid & d.i.ready & ~d.busy           # cycle 0 of the model
         fall = self.bound + BUSY_FALL_CYCLES
         # cycles since reset (saturating), and since the first beat: ``t`` is the model's cycle
-        since_reset = Signal(range(PRIME_CYCLES + 2), name="since_reset")
-        with m.If(since_reset <= PRIME_CYCLES):
+        since_reset = Signal(range(self.prime + 2), name="since_reset")
+        with m.If(since_reset <= self.prime):
             m.d.sync += since_reset.eq(since_reset + 1)
         started, t = Signal(name="started"), Signal(range(fall + 2), name="model_cycle")
         with m.If(first & ~started):
@@ -162,7 +173,7 @@ class EngineLivenessHarness(Elaboratable):
         with m.If(started & d.o.valid & d.o.ready & d.o.payload.last & (lasts < 2)):
             m.d.sync += [lasts.eq(lasts + 1), last_at.eq(t)]
         m.d.comb += [
-            Assert(started | first | (since_reset < PRIME_CYCLES)),
+            Assert(started | first | (since_reset < self.prime)),
             Assert(~(started & (t >= 1) & (t < fall)) | d.busy),                  # not earlier than the model
             Assert(~(started & (t == fall)) | ~d.busy),                          # not later
             Assert(~(started & (t == fall)) | ((lasts == 1) & (last_at == self.bound - 1))),
