@@ -105,7 +105,8 @@ class EngineLivenessHarness(Elaboratable):
       without it, an engine that never took a beat would pass the two below);
     * ``busy`` is high on every cycle from the one after the first beat to ``bound + BUSY_FALL_CYCLES - 1``
       (not earlier than the model: it is exact) and low on cycle ``bound + BUSY_FALL_CYCLES`` (not later);
-    * exactly one output beat marked ``last`` by then, on cycle ``bound - 1``.
+    * exactly one output beat marked ``last`` by then, on cycle ``bound - 1``;
+    * ``error`` stays low (no two units write the scratchpad in the same cycle).
 
     ``engine`` is the class to build (a mutant in the tests)."""
 
@@ -177,5 +178,6 @@ class EngineLivenessHarness(Elaboratable):
             Assert(~(started & (t >= 1) & (t < fall)) | d.busy),                  # not earlier than the model
             Assert(~(started & (t == fall)) | ~d.busy),                          # not later
             Assert(~(started & (t == fall)) | ((lasts == 1) & (last_at == self.bound - 1))),
+            Assert(~d.error),                  # no two writes on the scratchpad's one port in a cycle
         ]
         return m
