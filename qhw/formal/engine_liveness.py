@@ -24,6 +24,7 @@ from ..contract import MODE_CODES
 from ..engine.config import EngineConfig
 from ..engine.cycles import predict
 from ..engine.isa import DESCRIPTOR_WORDS, Descriptor
+from ..engine.load import input_beats
 from ..engine.program import Program, TensorEntry
 from ..errors import ConfigError
 
@@ -33,6 +34,7 @@ __all__ = ["BUSY_FALL_CYCLES", "CUT_POINTS", "EngineLivenessHarness", "liveness_
 # of the model) and falls the cycle after ``done`` (every unit drained, the issue fetch at END), which is
 # the cycle after the last output beat: so it is low from cycle ``total + BUSY_FALL_CYCLES`` on.
 BUSY_FALL_CYCLES = 1
+HOSTS = ("eager", "exact")
 
 
 def prime_cycles(program: Program) -> int:
@@ -98,11 +100,14 @@ def liveness_program(config: EngineConfig) -> Program:
 class EngineLivenessHarness(Elaboratable):
     """``NetworkEngine`` with ``program`` (default ``liveness_program(config)``) embedded, from reset: no
     model load (``load.valid`` low), an input beat offered on every cycle (free payload), ``o.ready``
-    high. ``bound`` = ``predict(program, config).total`` (the cycle model: the first input beat is
-    cycle 0, the last output beat cycle ``bound - 1``). Asserted (``mode bmc``, ``depth``):
+    high (``host`` ``"eager"``; ``"exact"`` offers each inference's beats, then the next inference's once
+    ``busy`` has fallen); ``inferences`` inferences one after the other. ``bound`` =
+    ``predict(program, config).total`` (the cycle model: an inference's first input beat, taken while
+    ``busy`` is low, is its cycle 0, its last output beat cycle ``bound - 1``). Asserted for each
+    inference (``mode bmc``, ``depth``):
 
-    * the first input beat is taken by cycle ``prime_cycles(program)`` after reset (so the run starts:
-      without it, an engine that never took a beat would pass the two below);
+    * its first input beat is taken by cycle ``prime_cycles(program)`` after reset or after ``busy``
+      fell (so each run starts: without it, an engine that never took a beat would pass the rest);
     * ``busy`` is high on every cycle from the one after the first beat to ``bound + BUSY_FALL_CYCLES - 1``
       (not earlier than the model: it is exact) and low on cycle ``bound + BUSY_FALL_CYCLES`` (not later);
     * exactly one output beat marked ``last`` by then, on cycle ``bound - 1``;
@@ -110,12 +115,18 @@ class EngineLivenessHarness(Elaboratable):
 
     ``engine`` is the class to build (a mutant in the tests)."""
 
-    def __init__(self, *, config: EngineConfig, program: Program | None = None, engine=None):
+    def __init__(self, *, config: EngineConfig, program: Program | None = None, inferences: int = 1,
+                 host: str = "eager", engine=None):
         from ..hw.engine.engine import NetworkEngine
 
         self._MustUse__silence = True
         if not isinstance(config, EngineConfig):
             raise ConfigError(f"config must be an EngineConfig, not {config!r}")
+        if not isinstance(inferences, int) or isinstance(inferences, bool) or inferences < 1:
+            raise ConfigError(f"inferences must be a positive integer, not {inferences!r}")
+        if host not in HOSTS:
+            raise ConfigError(f"host must be one of {', '.join(HOSTS)}, not {host!r}")
+        self.inferences, self.host = inferences, host
         # an SPRAM weight store cannot hold an embedded image; the store is cut (``CUT_POINTS``: its read
         # data is its only output, with the same timing), so the block-RAM store proves the same control
         config = replace(config, weight_ram="block")
@@ -123,6 +134,8 @@ class EngineLivenessHarness(Elaboratable):
         self.program = liveness_program(config) if program is None else program
         self.bound = predict(self.program, config).total
         self.prime = prime_cycles(self.program)
+        self.beats = len(input_beats(self.program, {t.name: np.zeros((t.c, t.h, t.w), np.int8)
+                                                    for t in self.program.tensors if t.direction == 0}))
         self.dut = (NetworkEngine if engine is None else engine)(engine=config, image=self.program.to_bytes())
         self.beat = Signal(8 * config.array.rows, name="i_payload")
         # no reset: the run starts from the registers' initial values, which are their reset values (a
@@ -131,14 +144,15 @@ class EngineLivenessHarness(Elaboratable):
         self._MustUse__silence = False
 
     @staticmethod
-    def depth_for(config: EngineConfig, program: Program | None = None) -> int:
-        """BMC steps to the first cycle ``busy`` must be low, from the latest first beat, and one more."""
+    def depth_for(config: EngineConfig, program: Program | None = None, inferences: int = 1) -> int:
+        """BMC steps to the last inference's cycle ``busy`` must be low, from the latest first beats, and
+        one more."""
         program = liveness_program(config) if program is None else program
-        return prime_cycles(program) + predict(program, config).total + BUSY_FALL_CYCLES + 2
+        return inferences * (prime_cycles(program) + predict(program, config).total + BUSY_FALL_CYCLES) + 2
 
     @property
     def depth(self) -> int:
-        return self.depth_for(self.config, self.program)
+        return self.depth_for(self.config, self.program, self.inferences)
 
     @property
     def ports(self) -> list:
@@ -158,26 +172,36 @@ class EngineLivenessHarness(Elaboratable):
         m = Module()
         m.domains.sync = self.domain
         m.submodules.dut = d = self.dut
-        m.d.comb += [d.load.valid.eq(0), d.i.valid.eq(1), d.i.payload.eq(self.beat), d.o.ready.eq(1)]
-        first = d.i.valid & d.i.ready & ~d.busy           # cycle 0 of the model
-        fall = self.bound + BUSY_FALL_CYCLES
-        # cycles since reset (saturating), and since the first beat: ``t`` is the model's cycle
-        since_reset = Signal(range(self.prime + 2), name="since_reset")
-        with m.If(since_reset <= self.prime):
-            m.d.sync += since_reset.eq(since_reset + 1)
-        started, t = Signal(name="started"), Signal(range(fall + 2), name="model_cycle")
-        with m.If(first & ~started):
-            m.d.sync += [started.eq(1), t.eq(1)]
-        with m.Elif(started & (t <= fall)):
-            m.d.sync += t.eq(t + 1)
+        n, fall, prime = self.inferences, self.bound + BUSY_FALL_CYCLES, self.prime
+        # the host: "eager" offers a beat on every cycle; "exact" offers an inference's beats, then the next
+        # inference's once busy has fallen (as qhw's runtime and testbenches do)
+        sent = Signal(range(self.beats + 1), name="beats_sent")
+        offer = 1 if self.host == "eager" else sent < self.beats
+        m.d.comb += [d.load.valid.eq(0), d.i.valid.eq(offer), d.i.payload.eq(self.beat), d.o.ready.eq(1)]
+        first = d.i.valid & d.i.ready & ~d.busy           # an inference's cycle 0 in the model
+        runs = Signal(range(n + 1), name="inferences_started")
+        t = Signal(range(fall + 2), name="model_cycle")             # cycles since the latest first beat
+        idle = Signal(range(prime + 2), name="idle_cycles")         # since reset or busy's fall, no beat yet
         lasts, last_at = Signal(2, name="last_beats"), Signal(range(fall + 2), name="last_beat_cycle")
-        with m.If(started & d.o.valid & d.o.ready & d.o.payload.last & (lasts < 2)):
-            m.d.sync += [lasts.eq(lasts + 1), last_at.eq(t)]
+        waiting, active = (runs == 0) | (t >= fall), runs != 0
+        with m.If(first & (runs < n)):
+            m.d.sync += [runs.eq(runs + 1), t.eq(1), idle.eq(0), lasts.eq(0), sent.eq(1)]
+        with m.Else():
+            with m.If(active & (t <= fall)):
+                m.d.sync += t.eq(t + 1)
+            with m.If(active & (t == fall)):
+                m.d.sync += sent.eq(0)
+            with m.Elif(d.i.valid & d.i.ready & (sent < self.beats)):
+                m.d.sync += sent.eq(sent + 1)
+            with m.If(waiting & (idle <= prime)):
+                m.d.sync += idle.eq(idle + 1)
+            with m.If(active & d.o.valid & d.o.ready & d.o.payload.last & (lasts < 2)):
+                m.d.sync += [lasts.eq(lasts + 1), last_at.eq(t)]
         m.d.comb += [
-            Assert(started | first | (since_reset < self.prime)),
-            Assert(~(started & (t >= 1) & (t < fall)) | d.busy),                  # not earlier than the model
-            Assert(~(started & (t == fall)) | ~d.busy),                          # not later
-            Assert(~(started & (t == fall)) | ((lasts == 1) & (last_at == self.bound - 1))),
+            Assert(~waiting | (runs == n) | first | (idle < prime)),           # the next inference starts
+            Assert(~(active & (t >= 1) & (t < fall)) | d.busy),                  # not earlier than the model
+            Assert(~(active & (t == fall)) | ~d.busy),                          # not later
+            Assert(~(active & (t == fall)) | ((lasts == 1) & (last_at == self.bound - 1))),
             Assert(~d.error),                  # no two writes on the scratchpad's one port in a cycle
         ]
         return m
