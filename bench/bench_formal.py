@@ -149,6 +149,13 @@ def _liveness(kw) -> bool:
     for name, top in (("late_input_word", late), ("done_ignores_output", early)):
         h = EngineLivenessHarness(config=cfg, engine=top)
         ok &= _run(f"engine_liveness_4x4_mutant_{name}", h, mode="bmc", depth=h.depth, must="failed", **kw)
+    # two inferences in a row: a host that sends the next image once busy has fallen meets the model both
+    # times; an eager host (a beat offered on every cycle) hangs the second inference of a single-beat input
+    # (the input unit takes the next image's beat during the first inference: docs/verification.md). When
+    # the input unit is fixed, the eager run is proven and this bench reports it: make it must="proven".
+    for host, must in (("exact", "proven"), ("eager", "failed")):
+        h = EngineLivenessHarness(config=cfg, inferences=2, host=host)
+        ok &= _run(f"engine_liveness_4x4_two_inferences_{host}_host", h, mode="bmc", depth=h.depth, must=must, **kw)
     # larger programs, compiled from ONNX models (tests/engine's builder): a 1x1 conv on 2x2 pixels, two
     # dependent 1x1 convs, a padded 3x3 conv (9 K tiles)
     big = ArrayConfig(rows=4, cols=4, max_k=64, acc_depth=16, rounding=("single",))
