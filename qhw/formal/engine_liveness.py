@@ -6,11 +6,11 @@ compiler writes for that model); ``EngineLivenessHarness`` runs the unchanged en
 the host offering a beat on every cycle and taking every output beat, and asserts that ``busy``
 falls exactly ``BUSY_FALL_CYCLES`` after the cycle model's total (``qhw.engine.cycles.predict``).
 
-Only the control is in the proof: the harness observes ``busy`` and the handshakes, never a data
-value, so Yosys removes every cell no assertion depends on (the array, the accumulator's sums, the
-lanes' multipliers, the scratchpad and weight store contents) before the solver sees the model: a
-cone-of-influence reduction, exact, not an approximation (docs/verification.md, "Liveness of the
-whole engine").
+Only the control is in the proof: the harness observes ``busy``, ``error`` and the handshakes, never
+a data value; the data the control never looks at are cut (``CUT_POINTS``: free values, an
+over-approximation, so what holds with the cuts holds without), and Yosys then removes every cell no
+assertion depends on (the array, the lanes' multipliers, the tables, the scratchpad and weight store
+contents) before the solver sees the model (docs/verification.md, "Liveness of the whole engine").
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class EngineLivenessHarness(Elaboratable):
       fell (so each run starts: without it, an engine that never took a beat would pass the rest);
     * ``busy`` is high on every cycle from the one after the first beat to ``bound + BUSY_FALL_CYCLES - 1``
       (not earlier than the model: it is exact) and low on cycle ``bound + BUSY_FALL_CYCLES`` (not later);
-    * exactly one output beat marked ``last`` by then, on cycle ``bound - 1``;
+    * one output beat marked ``last`` per OUTPUT descriptor by then, the final one on cycle ``bound - 1``;
     * ``error`` stays low (no two units write the scratchpad in the same cycle).
 
     ``engine`` is the class to build (a mutant in the tests)."""
@@ -132,6 +132,10 @@ class EngineLivenessHarness(Elaboratable):
         config = replace(config, weight_ram="block")
         self.config = config
         self.program = liveness_program(config) if program is None else program
+        if self.program.segments != 1:
+            raise ConfigError(f"liveness: the program has {self.program.segments} segments; the harness runs "
+                              f"one-segment programs (the host's part between segments is not modelled)")
+        self.outputs = sum(d.op == "OUTPUT" for d in self.program.descriptors)
         self.bound = predict(self.program, config).total
         self.prime = prime_cycles(self.program)
         self.beats = len(input_beats(self.program, {t.name: np.zeros((t.c, t.h, t.w), np.int8)
@@ -182,7 +186,8 @@ class EngineLivenessHarness(Elaboratable):
         runs = Signal(range(n + 1), name="inferences_started")
         t = Signal(range(fall + 2), name="model_cycle")             # cycles since the latest first beat
         idle = Signal(range(prime + 2), name="idle_cycles")         # since reset or busy's fall, no beat yet
-        lasts, last_at = Signal(2, name="last_beats"), Signal(range(fall + 2), name="last_beat_cycle")
+        lasts = Signal(range(self.outputs + 2), name="last_beats")      # tensors' last beats this inference
+        last_at = Signal(range(fall + 2), name="last_beat_cycle")
         waiting, active = (runs == 0) | (t >= fall), runs != 0
         with m.If(first & (runs < n)):
             m.d.sync += [runs.eq(runs + 1), t.eq(1), idle.eq(0), lasts.eq(0), sent.eq(1)]
@@ -195,13 +200,13 @@ class EngineLivenessHarness(Elaboratable):
                 m.d.sync += sent.eq(sent + 1)
             with m.If(waiting & (idle <= prime)):
                 m.d.sync += idle.eq(idle + 1)
-            with m.If(active & d.o.valid & d.o.ready & d.o.payload.last & (lasts < 2)):
+            with m.If(active & d.o.valid & d.o.ready & d.o.payload.last & (lasts <= self.outputs)):
                 m.d.sync += [lasts.eq(lasts + 1), last_at.eq(t)]
         m.d.comb += [
             Assert(~waiting | (runs == n) | first | (idle < prime)),           # the next inference starts
             Assert(~(active & (t >= 1) & (t < fall)) | d.busy),                  # not earlier than the model
             Assert(~(active & (t == fall)) | ~d.busy),                          # not later
-            Assert(~(active & (t == fall)) | ((lasts == 1) & (last_at == self.bound - 1))),
+            Assert(~(active & (t == fall)) | ((lasts == self.outputs) & (last_at == self.bound - 1))),
             Assert(~d.error),                  # no two writes on the scratchpad's one port in a cycle
         ]
         return m
