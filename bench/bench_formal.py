@@ -1,9 +1,10 @@
 """The long formal runs that are not in CI: the requantization lane at full M0 width and on int8
 lanes, the im2col address bound of the engine's address generator (each geometry, and its mutant),
 and the network engine's long ones (the stream rule on the whole top, the weight loader's bound, the
-sequencer on the default program store; each with its mutant).
+sequencer on the default program store, the whole engine's liveness in bounds; each with its mutant).
 
-    python bench/bench_formal.py [--only lane|im2col|engine] [--timeout SECONDS] [--im2col-depth N] [--build DIR]
+    python bench/bench_formal.py [--only lane|im2col|engine|liveness] [--timeout SECONDS] [--im2col-depth N]
+                                  [--build DIR]
 
 One line per run: property, configuration, mode, depth, status, seconds (``bench/results.md``,
 "Formal proofs"). The accelerator's own property set runs through ``qhw prove`` instead.
@@ -26,12 +27,13 @@ from qhw.formal.engine_harness import (
     WeightBoundHarness,
     WritebackBoundHarness,
 )
+from qhw.formal.engine_liveness import EngineLivenessHarness
 from qhw.formal.harness import IM2COL_GEOMETRIES, Im2colBoundHarness, LaneHarness
 from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_FREE
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import engine, fetch, im2col, loader, output_unit, pool_agen, writeback
+from qhw.hw.engine import engine, fetch, im2col, input_unit, loader, output_unit, pool_agen, writeback
 
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
@@ -43,14 +45,15 @@ IM2COL_MUTANTS = {
 
 
 def _run(name, harness, *, mode, depth, build, timeout, must):
-    r = run_proof(harness, name=name, ports=harness.ports, build_dir=build, mode=mode, depth=depth, timeout=timeout)
+    r = run_proof(harness, name=name, ports=harness.ports, build_dir=build, mode=mode, depth=depth, timeout=timeout,
+                  script=getattr(harness, "script", ()))
     print(f"{name:<44} {mode:<5} {depth:>5} {r.status:<8} {r.seconds:>8.1f}", flush=True)
     return r.status != "failed" if must == "proven" else r.status != "proven"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("lane", "im2col", "engine"))
+    p.add_argument("--only", choices=("lane", "im2col", "engine", "liveness"))
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--im2col-depth", type=int, default=12)
     p.add_argument("--build", default="sim_build/formal_bench")
@@ -75,6 +78,8 @@ def main() -> int:
                        mode="bmc", depth=depth or args.im2col_depth, must="failed", **kw)
     if args.only in (None, "engine"):
         ok &= _engine(kw)
+    if args.only == "liveness":           # (part of ``engine``)
+        ok &= _liveness(kw)
     return 0 if ok else 1
 
 
@@ -121,7 +126,85 @@ def _engine(kw) -> bool:
                          "m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp + 1)]")
     pb = PoolBoundHarness(geometry="k2s2", words=48, agen=broken_pool)
     ok &= _run("pool_k2s2_48_words_mutant_tap", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
+    ok &= _liveness(kw)
     return ok
+
+
+# The proposed fix of the eager-host hang (docs/verification.md, "Liveness of the whole engine"): the input
+# unit's ``i.ready`` also needs a beat of the tensor not yet accepted (a registered flag, off the ready path).
+INPUT_BEAT_CAP = """more = Signal(name="more_beats")                  # the tensor has beats not accepted yet
+        nacc = Signal(unsigned(32), name="beats_accepted")
+        m.d.comb += self.i.ready.eq(setup & more & (~ib_valid | take))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [nacc.eq(nacc + 1), more.eq(nacc + 1 < beats_total)]
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += [nacc.eq(0), more.eq(1)]"""
+
+
+def _liveness(kw) -> bool:
+    """The whole engine's liveness in bounds (``EngineLivenessHarness``) on 4x4 and 8x8, and its two
+    mutants on 4x4: an input unit that makes a word a cycle after the beat it needs (busy falls a cycle
+    late), and an engine whose end ignores the output unit (busy falls before the last output beat)."""
+    ok = True
+    for n in (4, 8):
+        array = ArrayConfig(rows=n, cols=n, max_k=4, acc_depth=4, rounding=("single",))
+        cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=4 * DESCRIPTOR_WORDS)
+        h = EngineLivenessHarness(config=cfg)
+        ok &= _run(f"engine_liveness_{n}x{n}_bound_{h.bound}", h, mode="bmc", depth=h.depth, must="proven", **kw)
+    array = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
+    cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=4 * DESCRIPTOR_WORDS)
+    late_input = mutant(input_unit.InputUnit, "m.d.comb += produce.eq(need == nbs)", "m.d.comb += produce.eq(0)")
+    late = mutant(engine.NetworkEngine, "m.submodules.input = inp = InputUnit(",
+                  "m.submodules.input = inp = LateInput(", names={"LateInput": late_input})
+    early = mutant(engine.NetworkEngine, "& out.idle & ~wb.busy", "& ~wb.busy")
+    for name, top in (("late_input_word", late), ("done_ignores_output", early)):
+        h = EngineLivenessHarness(config=cfg, engine=top)
+        ok &= _run(f"engine_liveness_4x4_mutant_{name}", h, mode="bmc", depth=h.depth, must="failed", **kw)
+    # two inferences in a row: a host that sends the next image once busy has fallen meets the model both
+    # times; an eager host (a beat offered on every cycle) hangs the second inference of a single-beat input
+    # (the input unit takes the next image's beat during the first inference: docs/verification.md). When
+    # the input unit is fixed, the eager run is proven and this bench reports it: make it must="proven".
+    for host, must in (("exact", "proven"), ("eager", "failed")):
+        h = EngineLivenessHarness(config=cfg, inferences=2, host=host)
+        ok &= _run(f"engine_liveness_4x4_two_inferences_{host}_host", h, mode="bmc", depth=h.depth, must=must, **kw)
+    # the fix proposed for that hang, as an edit of the input unit: accept no more beats than the tensor has
+    fixed_input = mutant(input_unit.InputUnit, "m.d.comb += self.i.ready.eq(setup & (~ib_valid | take))",
+                         INPUT_BEAT_CAP)
+    fixed = mutant(engine.NetworkEngine, "m.submodules.input = inp = InputUnit(",
+                   "m.submodules.input = inp = CappedInput(", names={"CappedInput": fixed_input})
+    h = EngineLivenessHarness(config=cfg, inferences=2, host="eager", engine=fixed)
+    ok &= _run("engine_liveness_4x4_two_inferences_eager_host_input_fix", h, mode="bmc", depth=h.depth,
+               must="proven", **kw)
+    # larger programs, compiled from ONNX models (tests/engine's builder): a 1x1 conv on 2x2 pixels, two
+    # dependent 1x1 convs, a padded 3x3 conv (9 K tiles)
+    big = ArrayConfig(rows=4, cols=4, max_k=64, acc_depth=16, rounding=("single",))
+    cfg = EngineConfig(array=big, weight_kib=1, act_kib=1, program_words=8 * DESCRIPTOR_WORDS)
+    for name, program in _compiled_programs(cfg):
+        h = EngineLivenessHarness(config=cfg, program=program)
+        ok &= _run(f"engine_liveness_4x4_{name}_bound_{h.bound}", h, mode="bmc", depth=h.depth, must="proven", **kw)
+    return ok
+
+
+def _compiled_programs(cfg):
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from engine.conftest import Net, quantize
+
+    from qhw.engine.compiler import compile_model
+
+    models = (("conv1x1_2x2", (1, 4, 2, 2), lambda n: n.conv(4, 1, relu=False)),
+              ("two_conv1x1_2x2", (1, 4, 2, 2), lambda n: n.conv(4, 1).conv(4, 1, relu=False)),
+              ("conv3x3_pad1_3x3", (1, 4, 3, 3), lambda n: n.conv(4, 3, pads=(1, 1, 1, 1))))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, shape, build in models:
+            rng = np.random.default_rng(0)
+            path = build(Net(rng, shape)).save(Path(tmp) / f"{name}.onnx")
+            qm = quantize(path, rng.uniform(-1, 1, (8, *shape[1:])).astype(np.float32))
+            yield name, compile_model(qm, cfg).program
 
 
 if __name__ == "__main__":

