@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Const, Module, Signal, signed
 
 from qhw.arith import add_left_shift, add_multipliers, mul_shift_single, mul_shift_tflite
 from qhw.contract import MODE_CODES
@@ -90,15 +90,17 @@ def add_descriptor(rng, mode: str, scales, zps, out_zp: int, words: int, qmin=-1
                               "qmin": qmin, "qmax": qmax, "mode": MODE_CODES[mode], "table": table})
 
 
+@pytest.mark.parametrize("built", ["one", "both"])
 @pytest.mark.parametrize("pre", [False, True], ids=["wide", "pre_shift"])
 @pytest.mark.parametrize("mode", ["single", "tflite"])
-def test_mul_shift_matches_arith(mode, pre):
+def test_mul_shift_matches_arith(mode, pre, built):
     """The lanes' multiply-and-shift against ``qhw.arith.mul_shift_single``/``mul_shift_tflite`` (seed 35):
     ``wide`` (the output rescale) on random operands of both signs over the whole shift range, plus exact
     ties of tflite's rounding divide (``x = 2q`` with ``M0 = 2**30`` makes the high multiply exact, ``q``
     an odd multiple of ``2**(right - 1)``); ``pre_shift`` (the input rescales: ``(q - zp) << 20``, shifts
     <= 0) on random differences, with ties from odd ``q - zp``, ``M0 = 2**30``, shift -20. One operand a
-    cycle, ``ADD_MUL_STAGES`` cycles later."""
+    cycle, ``ADD_MUL_STAGES`` cycles later. ``built``: the rule alone (a ``Const``; the wide single rule
+    then saturates at ``+-2**16`` as the lanes' output rescale does) or both rules with a select."""
     from qhw.contract import ADD_MUL_STAGES
 
     rng = np.random.default_rng([35, len(mode), pre])
@@ -117,9 +119,14 @@ def test_mul_shift_matches_arith(mode, pre):
         q = (2 * rng.integers(-50, 50, 60) + 1) << (right - 1)          # odd multiples of 2**(right - 1)
         x[:60], m0[:60], shift[:60] = 2 * q, 1 << 30, -right
     want = (mul_shift_single if mode == "single" else mul_shift_tflite)(x, m0, shift)
+    sat = 16 if built == "one" and not pre else 31
+    if mode == "single" and not pre:
+        assert (np.abs(want) >= 1 << sat).sum() > 10            # the saturation is exercised
+        want = np.clip(want, -(1 << sat), 1 << sat)
     top = Module()
     xs, ms, ss = Signal(signed(17 if pre else 34)), Signal(31), Signal(signed(6))
-    r = mul_shift(top, xs, ms, ss, int(mode == "tflite"), name="t", pre_shift=20 if pre else None)
+    rule = Const(int(mode == "tflite"), 1) if built == "one" else int(mode == "tflite")
+    r = mul_shift(top, xs, ms, ss, rule, name="t", pre_shift=20 if pre else None, sat=sat)
     got = []
 
     async def bench(ctx):

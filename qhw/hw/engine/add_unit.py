@@ -40,60 +40,119 @@ def _sat(v, bits):
     return Mux(v < lo, lo, Mux(v > hi, hi, v))
 
 
-def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
-    """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
-    ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule. All inputs arrive together. Returns
-    the result register (signed ``_R_BITS``).
+def _fits(v, bits: int):
+    """``v`` (signed) holds in ``bits`` signed bits: its bits from ``bits - 1`` up are all equal."""
+    top = v[bits - 1:]
+    return (top == 0) | (top == (1 << len(top)) - 1)
 
-    With ``pre_shift`` the value is ``x << pre_shift`` and the product is formed as
-    ``(x * M0) << pre_shift``, so the multiplier sees only ``x``'s bits (TFLite ADD's ``(q - zp) << 20``:
-    a 17 x 31-bit product, 2 MULT18X18D instead of 4). Exact when ``shift <= 0`` and
-    ``|x << pre_shift| < 2**31`` (then tflite's int32 view and left shift change nothing): ADD's input
-    multipliers are at most 1/2, so their shifts are never positive."""
+
+def _shift_round(m: Module, p, k, sat, *, name: str):
+    """``single``'s rounding right shift by ``k + 1`` over two registers, formed as
+    ``((p >> k) + 1) >> 1`` = ``floor((p + 2**k) / 2**(k + 1))`` (no wide rounding adder), the shift
+    split in a coarse one by ``8 * (k >> 3)`` (register 1) and a fine one by ``k & 7`` (register 2).
+
+    ``sat``: the result clamped to ``+-2**sat`` (inclusive): the floor shift is saturated to ``sat + 2``
+    bits, which the round then maps onto ``+-2**sat`` exactly (the overflow test of the coarse shift is
+    per byte, a suffix of ``p``'s bits equal to its sign). ``sat=None``: the caller guarantees
+    ``|result| <= 2**31`` (no clamp). Returns the result's width (``sat + 2``, 33 for None) and the
+    value in the second register's cycle, for the caller to register."""
+    A = (31 if sat is None else sat) + 2        # the floor shift's bits
+    W = len(p)
+    kc, kf = k[3:], k[:3]
+    c = Signal(signed(A + 7), name=f"{name}_coarse")
+    ovf = Signal(name=f"{name}_coarse_ovf")
+    with m.Switch(kc):
+        for j in range(1 << len(kc)):
+            with m.Case(j):
+                lo = min(8 * j, W - 1)
+                m.d.sync += c.eq(p[lo:].as_signed())
+                if sat is not None and lo + A + 7 < W:
+                    m.d.sync += ovf.eq(~_fits(p[lo:].as_signed(), A + 7))
+                else:
+                    m.d.sync += ovf.eq(0)
+    kf2 = Signal(3, name=f"{name}_fine")
+    m.d.sync += kf2.eq(kf)
+    if sat is not None:
+        neg = Signal(name=f"{name}_neg")
+        m.d.sync += neg.eq(p[W - 1])
+        c = Mux(ovf, Mux(neg, -(1 << (A + 6)), (1 << (A + 6)) - 1), c)
+    a = Signal(signed(A + 7), name=f"{name}_floor")
+    m.d.comb += a.eq(c >> kf2)
+    if sat is not None:
+        a = Mux(_fits(a, A), a[:A].as_signed(), Mux(a[A + 6], -(1 << (A - 1)), (1 << (A - 1)) - 1))
+    else:
+        a = a[:A].as_signed()
+    return A, (a + 1) >> 1
+
+
+def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat=31):
+    """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
+    ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule (a ``Const``: only that rule is built).
+    All inputs arrive together. Returns the result register.
+
+    ``sat``: ``single``'s result is clamped to ``+-2**sat`` instead of arith's ``+-2**31`` (equal when
+    it fits): a smaller ``sat`` narrows the datapath for a caller that clamps the result further.
+
+    With ``pre_shift`` the value is ``x << pre_shift``: ``single`` forms ``(x*M0 + 2**(t-1)) >> t``
+    with ``t = 31 - shift - pre_shift`` (a ``len(x)`` x 31-bit product and a 49-bit shift instead of
+    an 80-bit one), ``tflite`` ``(x * M0) << pre_shift``; either way the multiplier sees only ``x``'s
+    bits (TFLite ADD's ``(q - zp) << 20``: a 17 x 31-bit product, 2 MULT18X18D instead of 4). Exact
+    when ``shift <= 0`` and ``|x << pre_shift| < 2**31`` (then tflite's int32 view and left shift
+    change nothing, ``t >= 1``, and ``|result| <= 2**31``, so nothing is clamped): ADD's input
+    multipliers are at most 1/2, so their shifts are never positive, and the compiler's
+    ``add_left_shift(8)`` = 20 keeps ``(q - zp) << 20`` below ``2**29``."""
+    fixed = isinstance(tflite, Const)        # one rule built: no register, so synthesis folds the other
+    build_single = not (fixed and tflite.value)
+    build_tfl = not (fixed and not tflite.value)
     # 1: the multiplicand (tflite: int32 view, shifted left with int32 wrap-around), the shift decodes.
-    if pre_shift is None:
+    if pre_shift is None and build_tfl:
         op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
         x32 = _sat(x, 32)
         left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
         m.d.sync += op.eq(Mux(tflite, (x32 << left)[:32].as_signed(), x))
     else:
-        pre_shift = Value.cast(pre_shift)
         op = Signal(signed(len(x)), name=f"{name}_op")
-        ps1 = Signal(len(pre_shift), name=f"{name}_pre_shift")
-        m.d.sync += [op.eq(x), ps1.eq(pre_shift)]
+        m.d.sync += op.eq(x)
+    ps = Value.cast(0 if pre_shift is None else pre_shift)
     m0_1, tfl1 = Signal(31, name=f"{name}_m0"), Signal(name=f"{name}_tfl")
-    total = Signal(range(64), name=f"{name}_total")           # single: right shift 31 - shift
-    right = Signal(range(33), name=f"{name}_right")            # tflite: RoundingDivideByPOT exponent
-    m.d.sync += [m0_1.eq(m0), total.eq((31 - shift).as_unsigned()[:6]), right.eq(Mux(shift < 0, -shift, 0))]
-    fixed = isinstance(tflite, Const)        # one rule built: no register, so synthesis folds the other
+    m.d.sync += m0_1.eq(m0)
     if fixed:
         tfl1 = tflite
     else:
         m.d.sync += tfl1.eq(tflite)
-    # 2: p = op * M0 + the rounding constant: 2**(30 - shift) (single), gemmlowp's nudge (tflite).
-    single_add = Const(1, 63) << (total - 1).as_unsigned()[:6]
-    nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
-    if pre_shift is None:
-        p = Signal(signed(_X_BITS + 1 + 31 + 2), name=f"{name}_p")
-        m.d.sync += p.eq(op * m0_1 + Mux(tfl1, nudge, single_add))
-    else:
-        p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
-        m.d.sync += p.eq(((op * m0_1) << ps1) + Mux(tfl1, nudge, single_add))
     tfl2 = tfl1 if fixed else delayed(m, tfl1, 1, name=f"{name}_tfl2")
-    total2, right2 = delayed(m, total, 1, name=f"{name}_total2"), delayed(m, right, 1, name=f"{name}_right2")
-    # 3: single: floor shift, clamped to +-2**31; tflite: the high word, truncated towards zero.
-    s3 = Signal(signed(_R_BITS), name=f"{name}_single")
-    q3 = Signal(signed(_R_BITS), name=f"{name}_q")
-    shifted = p >> total2
-    m.d.sync += [s3.eq(Mux(shifted < -(1 << 31), -(1 << 31), Mux(shifted > (1 << 31), 1 << 31, shifted))),
-                 q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))]
     tfl3 = tfl2 if fixed else delayed(m, tfl2, 1, name=f"{name}_tfl3")
-    right3 = delayed(m, right2, 1, name=f"{name}_right3")
-    # 4: tflite's RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
-    mask = (Const(1, 33) << right3) - 1
-    up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
-    r = Signal(signed(_R_BITS), name=f"{name}_r")
-    m.d.sync += r.eq(Mux(tfl3, (q3 >> right3) + up, s3))
+    r_single = r_tfl = None
+    if build_single:
+        # 2: the product; 3, 4: its rounding shift by t = 31 - shift - pre_shift (k = t - 1 >= 0; a
+        # shift by the product's width or more leaves its sign, which rounds to 0)
+        prod = Signal(signed(len(op) + 32), name=f"{name}_prod")
+        m.d.sync += prod.eq(op * m0_1)
+        kmax = len(prod) - 1
+        k_raw = Const(30, signed(8)) - shift - ps
+        k1 = Signal(range(kmax + 1), name=f"{name}_k")
+        m.d.sync += k1.eq(Mux(k_raw < 0, 0, Mux(k_raw > kmax, kmax, k_raw)))
+        k2 = delayed(m, k1, 1, name=f"{name}_k2")
+        bits, r_single = _shift_round(m, prod, k2, None if pre_shift is not None else sat, name=name)
+    if build_tfl:
+        # 2: p = op * M0 + gemmlowp's nudge; 3: the high word, truncated towards zero; 4: tflite's
+        # RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
+        ps1 = Signal(len(ps), name=f"{name}_pre_shift")
+        right = Signal(range(33), name=f"{name}_right")            # RoundingDivideByPOT exponent
+        m.d.sync += [ps1.eq(ps), right.eq(Mux(shift < 0, -shift, 0))]
+        nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
+        p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
+        m.d.sync += p.eq(((op * m0_1) << ps1) + nudge)
+        right2 = delayed(m, right, 1, name=f"{name}_right2")
+        q3 = Signal(signed(_R_BITS), name=f"{name}_q")
+        m.d.sync += q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))
+        right3 = delayed(m, right2, 1, name=f"{name}_right3")
+        mask = (Const(1, 33) << right3) - 1
+        up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
+        r_tfl = (q3 >> right3) + up
+        bits = _R_BITS
+    r = Signal(signed(bits), name=f"{name}_r")
+    m.d.sync += r.eq(r_tfl if r_single is None else r_single if r_tfl is None else Mux(tfl3, r_tfl, r_single))
     assert ADD_MUL_STAGES == 4      # the four registers above
     return r
 
@@ -138,9 +197,12 @@ class AddLane(wiring.Component):
                       pre_shift=ls)
         va = Signal.like(v, name="va")           # a's rescaled value, one cycle ahead of b's
         m.d.sync += va.eq(v)
-        total = Signal(signed(_R_BITS + 1), name="total")
+        total = Signal(signed(len(v) + 1), name="total")
         m.d.sync += total.eq(va + v)
-        r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo")
+        # r only matters through clamp(r + zp, qmin, qmax), all three 16-bit: beyond +-2**16 it clamps alike
+        sat = len(d.zp)
+        assert len(d.qmin) <= sat and len(d.qmax) <= sat
+        r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo", sat=sat)
         y = r + d.zp
         passed = delayed(m, self.x, ADD_LANE_LATENCY - 1, name="a_pass")
         m.d.sync += self.o.eq(Mux(d.table_only, passed, Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))))
