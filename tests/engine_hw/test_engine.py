@@ -179,6 +179,7 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
                 ctx.set(dut.load.valid, 1)
                 await ctx.delay(1e-8)
                 while not ctx.get(dut.load.ready):
+                    sample(ctx)                         # every cycle: the wide words are written a cycle late
                     await ctx.tick()
                     await ctx.delay(1e-8)
                 sample(ctx)
