@@ -25,15 +25,15 @@ from .conftest import run_sim
 R = 8
 
 
-def _program(descs, table: np.ndarray | None) -> Program:
+def _program(descs, table: np.ndarray | None, rows: int = R) -> Program:
     image = b"" if table is None else np.asarray(table, np.int8).tobytes()
-    return Program(rows=R, cols=R, rounding=("single", "tflite"), weight_kib=1, act_kib=1, program_words=1024,
+    return Program(rows=rows, cols=rows, rounding=("single", "tflite"), weight_kib=1, act_kib=1, program_words=1024,
                    descriptors=list(descs) + [Descriptor("END")], tensors=[], image=image, params_offset=0,
                    act_bytes_used=0, segments=1)
 
 
 def reference(d: Descriptor, mem: np.ndarray, table) -> np.ndarray:
-    model = EngineModel(_program([d], table), act_words=len(mem))
+    model = EngineModel(_program([d], table, mem.shape[1]), act_words=len(mem))
     model.mem = mem[None].copy()
     model._add(d, {}, {})
     return model.mem[0]
@@ -43,9 +43,10 @@ def run_add(d: Descriptor, mem: np.ndarray, table, modes=("single", "tflite")):
     """``d`` on an ``AddUnit`` (built with ``modes``) reading a ``Scratchpad`` holding ``mem`` (the table
     loaded first, one entry a cycle). Returns {word: values} and each write's cycle counted from the
     first read request."""
+    rows = mem.shape[1]
     top = Module()
-    top.submodules.unit = unit = AddUnit(rows=R, modes=modes)
-    top.submodules.pad = pad = Scratchpad(rows=R, cols=R, words=len(mem), init=mem.tolist())
+    top.submodules.unit = unit = AddUnit(rows=rows, modes=modes)
+    top.submodules.pad = pad = Scratchpad(rows=rows, cols=rows, words=len(mem), init=mem.tolist())
     top.d.comb += [pad.r_addr.eq(unit.r_addr), pad.r_en.eq(unit.r_en), unit.r_data.eq(pad.r_data)]
     words, cycles = {}, []
 
@@ -172,11 +173,16 @@ def test_add_unit_one_rule_built(case, mode):
     check_add_case(case, mode, (mode,))
 
 
-def check_add_case(case, mode: str, modes) -> None:
+def test_add_unit_odd_rows():
+    """Three lanes: a pair sharing its output rescale and a lane alone, every word at the pair's cycle."""
+    check_add_case(ADD_CASES[1], "single", ("single",), rows=3)
+
+
+def check_add_case(case, mode: str, modes, rows: int = R) -> None:
     name, scales, zps, out_zp, (lo, hi) = case
     rng = np.random.default_rng([31, sum(map(ord, name))])          # seed 31 mixed with the case name
     words = 12
-    mem = rng.integers(-128, 128, (3 * words + 3, R)).astype(np.int8)
+    mem = rng.integers(-128, 128, (3 * words + 3, rows)).astype(np.int8)
     mem[0, :] = 127                       # extremes of both inputs in the first words
     mem[words, :] = 127
     mem[1, :] = -128

@@ -2,10 +2,11 @@
 and ``TableUnit``: the 256-entry int8 table activations on a write-back path.
 
 Per output word the unit reads ``a`` then ``b`` through the scratchpad's one read port (two reads per
-word; a ``table_only`` pass reads ``a`` only, one per cycle), runs ``rows`` ``AddLane``s of TFLite ADD
-integer arithmetic (``qhw.arith.add_with_multipliers``: each ``(q - zp) << left_shift`` times its
-``(M0, shift)``, summed, times the output ``(M0, shift)``, + zero point, clamped), then the table stage,
-and writes the word ``add_latency`` (``qhw.contract.ADD_LATENCY``) cycles after its ``b`` read was
+word; a ``table_only`` pass reads ``a`` only, one per cycle), runs ``rows`` lanes (``AddLane``s of two,
+which share their output rescale) of TFLite ADD integer arithmetic (``qhw.arith.add_with_multipliers``:
+each ``(q - zp) << left_shift`` times its ``(M0, shift)``, summed, times the output ``(M0, shift)``,
++ zero point, clamped), then the table stage, and writes the word ``add_latency``
+(``qhw.contract.ADD_LATENCY``) cycles after its ``b`` read was
 requested: the timing contract's "one word per 2 cycles after a fixed latency".
 """
 
@@ -158,26 +159,33 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat
 
 
 class AddLane(wiring.Component):
-    """One lane of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin, qmax)`` with
-    ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a`` when
-    ``table_only``.
+    """``lanes`` (1 or 2) lanes of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin,
+    qmax)`` with ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a``
+    when ``table_only``.
 
     The operands come one a cycle, as the scratchpad's one read port delivers them: ``x`` is ``a`` in
-    one cycle and ``b`` (``x_is_b``) in the next, so one input rescale serves both. ``i_valid`` marks
-    the cycle a word is complete (its ``b``; its ``a`` for ``table_only``), and ``o`` is valid
-    ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero point (1), the rescale
-    (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the sum (1), the output rescale,
-    the zero point and clamp (1). The descriptor inputs must be held steady while values are in flight.
+    one cycle and ``b`` (``x_is_b``) in the next, so one input rescale per lane serves both; a word's
+    sum is thus ready one cycle in two, and the two lanes share one output rescale (lane 1's sum a
+    cycle after lane 0's). ``i_valid`` marks the cycle a word is complete (its ``b``; its ``a`` for
+    ``table_only``), and ``o`` is valid ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero
+    point (1), the input rescale (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the
+    sum (1), the output rescale (``ADD_MUL_STAGES``, lane 1's a cycle later: 1), the zero point and
+    clamp (1). Words must come at least two cycles apart, except ``table_only`` ones (one a cycle); the
+    descriptor inputs must be held steady while values are in flight.
 
     ``modes``: the rounding rules built (``ADD_MODES``); a descriptor's ``mode`` selects one only when
     both are, otherwise the rule is a constant and synthesis drops the other (about half a lane; the
     compiler refuses an Add whose rounding the engine was not generated with)."""
 
-    def __init__(self, *, modes=ADD_MODES):
+    def __init__(self, *, modes=ADD_MODES, lanes: int = 2):
         self.modes = _check_modes(modes)
+        if lanes not in (1, 2) or isinstance(lanes, bool):
+            raise ConfigError(f"lanes must be 1 or 2, not {lanes!r}")
+        self.lanes = lanes
         lay = descriptor_layout("ADD")
-        super().__init__({"i_valid": In(1), "x": In(signed(8)), "x_is_b": In(1), "d": In(lay),
-                          "o_valid": Out(1), "o": Out(signed(8))})
+        word = data.ArrayLayout(signed(8), lanes)
+        super().__init__({"i_valid": In(1), "x": In(word), "x_is_b": In(1), "d": In(lay),
+                          "o_valid": Out(1), "o": Out(word)})
 
     @property
     def latency(self) -> int:
@@ -187,25 +195,36 @@ class AddLane(wiring.Component):
         m = Module()
         d = self.d
         tfl = d.mode == MODE_CODES["tflite"] if len(self.modes) == 2 else Const(self.modes == ("tflite",))
-        # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
-        xd = Signal(signed(17), name="x_diff")
         is_b = Signal(name="x_is_b_1")
         ls = Signal(5, name="left_shift")
-        m.d.sync += [xd.eq(self.x - Mux(self.x_is_b, d.b_zp, d.a_zp)), is_b.eq(self.x_is_b),
-                     ls.eq(d.left_shift[:5])]
-        v = mul_shift(m, xd, Mux(is_b, d.b_mul, d.a_mul), Mux(is_b, d.b_shift, d.a_shift), tfl, name="mi",
-                      pre_shift=ls)
-        va = Signal.like(v, name="va")           # a's rescaled value, one cycle ahead of b's
-        m.d.sync += va.eq(v)
-        total = Signal(signed(len(v) + 1), name="total")
-        m.d.sync += total.eq(va + v)
+        m.d.sync += [is_b.eq(self.x_is_b), ls.eq(d.left_shift[:5])]
+        # the cycle a word's b leaves the input rescale (its a's result one cycle ahead): its sum is taken
+        sum_en = delayed(m, self.i_valid, 1 + ADD_MUL_STAGES, name="sum_en")
+        totals = []
+        for j in range(self.lanes):
+            # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
+            xd = Signal(signed(17), name=f"x_diff{j}")
+            m.d.sync += xd.eq(self.x[j] - Mux(self.x_is_b, d.b_zp, d.a_zp))
+            v = mul_shift(m, xd, Mux(is_b, d.b_mul, d.a_mul), Mux(is_b, d.b_shift, d.a_shift), tfl,
+                          name=f"mi{j}", pre_shift=ls)
+            va = Signal.like(v, name=f"va{j}")
+            m.d.sync += va.eq(v)
+            total = Signal(signed(len(v) + 1), name=f"total{j}")
+            with m.If(sum_en):                   # held: lane 1's is rescaled a cycle after lane 0's
+                m.d.sync += total.eq(va + v)
+            totals.append(total)
+        turn = delayed(m, sum_en, 1, name="turn0")          # lane 0's sum enters the output rescale
         # r only matters through clamp(r + zp, qmin, qmax), all three 16-bit: beyond +-2**16 it clamps alike
         sat = len(d.zp)
         assert len(d.qmin) <= sat and len(d.qmax) <= sat
-        r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo", sat=sat)
+        r = mul_shift(m, Mux(turn, totals[0], totals[-1]), d.out_mul, d.out_shift, tfl, name="mo", sat=sat)
         y = r + d.zp
-        passed = delayed(m, self.x, ADD_LANE_LATENCY - 1, name="a_pass")
-        m.d.sync += self.o.eq(Mux(d.table_only, passed, Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))))
+        clamped = Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))
+        done = delayed(m, turn, ADD_MUL_STAGES, name="done0")  # lane 0's r; lane 1's the next cycle
+        for j in range(self.lanes):
+            passed = delayed(m, self.x[j], ADD_LANE_LATENCY - 1, name=f"a_pass{j}")
+            with m.If(d.table_only | (done if j == 0 else delayed(m, done, 1, name="done1"))):
+                m.d.sync += self.o[j].eq(Mux(d.table_only, passed, clamped))
         m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, ADD_LANE_LATENCY, name="valid"))
         return m
 
@@ -328,16 +347,17 @@ class AddUnit(wiring.Component):
         is_b = delayed(m, busy & phase, 1, name="data_is_b")
         out_addr = Signal(ADDR_BITS, name="out_addr")
         m.d.comb += out_addr.eq(d.out_base + i)
-        lanes = [AddLane(modes=self.modes) for _ in range(R)]
-        for j, lane in enumerate(lanes):
-            m.submodules[f"lane{j}"] = lane
-            m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d), lane.x.eq(self.r_data[j]), lane.x_is_b.eq(is_b)]
+        pairs = [AddLane(modes=self.modes, lanes=min(2, R - j)) for j in range(0, R, 2)]
+        for k, pair in enumerate(pairs):
+            m.submodules[f"lanes{2 * k}"] = pair
+            m.d.comb += [pair.i_valid.eq(in_valid), pair.d.eq(d), pair.x_is_b.eq(is_b)]
+            m.d.comb += [pair.x[j].eq(self.r_data[2 * k + j]) for j in range(pair.lanes)]
         m.submodules.table = table = TableUnit(lanes=R, tables=self.tables, init=self.init)
-        m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0), table.select.eq(slot),
+        m.d.comb += [table.i_valid.eq(pairs[0].o_valid), table.enable.eq(d.table != 0), table.select.eq(slot),
                      table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
                      table.load_index.eq(self.load_index),
                      table.load_data.eq(self.load_data)]
-        m.d.comb += [table.i[j].eq(lane.o) for j, lane in enumerate(lanes)]
+        m.d.comb += [table.i[2 * k + j].eq(pair.o[j]) for k, pair in enumerate(pairs) for j in range(pair.lanes)]
         # the write address travels with the word: its last read, the read, the lane, the table
         w_addr = delayed(m, out_addr, 1 + ADD_LANE_LATENCY + 1, name="w_addr")
         m.d.comb += [self.w_en.eq(table.o_valid), self.w_addr.eq(w_addr), self.w_data.eq(table.o)]
