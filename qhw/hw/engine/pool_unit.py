@@ -87,7 +87,8 @@ class PoolUnit(wiring.Component):
         # registered with the tap rather than computed after it
         per_entry = Mux(d.rule == RULE_CODES["onnx_int"], 4, 8)
         m.d.sync += [tv.eq(agen.taps.valid), pad.eq(t.pad), first.eq(t.first), last.eq(t.last),
-                     entry.eq(d.pool_param + logic_mul(per_entry, t.count - 1)), out_addr.eq(t.out_addr)]
+                     entry.eq(d.pool_param + logic_mul(per_entry, t.count - 1, m=m, name="entry")),
+                     out_addr.eq(t.out_addr)]
         m.d.comb += [red.taps.valid.eq(tv), red.taps.payload.values.eq(self.r_data), red.taps.payload.pad.eq(pad),
                      red.taps.payload.first.eq(first), red.taps.payload.last.eq(last),
                      red.kind.eq(d.pool), red.zp_in.eq(d.pool_zp_in), red.pad_value.eq(d.pool_qmin),
