@@ -225,7 +225,10 @@ class PoolReduce(wiring.Component):
             for i in range(self.lanes):
                 tap = Mux(is_max, Mux(t.pad, self.pad_value, t.values[i]),
                           Mux(t.pad, 0, t.values[i] - self.zp_in))
-                running = Mux(is_max, Mux(tap > acc[i], tap, acc[i]), acc[i] + tap)
+                # a max window holds tap values only (16-bit ``pad_value`` or int8 codes): compare those bits
+                w = self.pad_value.shape().width
+                more = tap[:w].as_signed() > acc[i][:w].as_signed()
+                running = Mux(is_max, Mux(more, tap, acc[i]), acc[i] + tap)
                 m.d.sync += acc[i].eq(Mux(t.first, tap, running))
         m.d.sync += self.windows.valid.eq(self.taps.valid & t.last)
         return m
@@ -295,7 +298,9 @@ class FusedPool(wiring.Component):
         for j in range(C):
             v = Mux(is_max, self.values[j], self.values[j] - self.zp_in)
             prev = rd.data[j]
-            m.d.comb += upd[j].eq(Mux(self.win_first, v, Mux(is_max, Mux(v > prev, v, prev), prev + v)))
+            # a max window's entry holds int8 codes only (its first row overwrites it): compare 8 bits
+            more = self.values[j] > prev[:8].as_signed()
+            m.d.comb += upd[j].eq(Mux(self.win_first, v, Mux(is_max, Mux(more, v, prev), prev + v)))
         # the window's result, registered: a max is written from here, an average enters the lanes
         done = Signal()
         res = Signal.like(upd)
