@@ -129,7 +129,8 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat
         # shift by the product's width or more leaves its sign, which rounds to 0)
         prod = Signal(signed(len(op) + 32), name=f"{name}_prod")
         m.d.sync += prod.eq(op * m0_1)
-        kmax = len(prod) - 1
+        shift = Value.cast(shift)
+        kmax = min(len(prod) - 1, 30 + (1 << (len(shift) - 1)))     # the most negative shift: 62 for 6 bits
         k_raw = Const(30, signed(8)) - shift - ps
         k1 = Signal(range(kmax + 1), name=f"{name}_k")
         m.d.sync += k1.eq(Mux(k_raw < 0, 0, Mux(k_raw > kmax, kmax, k_raw)))
