@@ -10,9 +10,9 @@ cycles do not change; it costs one partial product per bit of the narrower opera
 Given the module (``m``), each sum of the tree is a kept signal: Yosys's ``alumacc`` would otherwise
 merge the whole tree into one ``$macc``, which ``maccmap`` builds as a carry-save tree of full adders
 in LUTs (two LUT4 per bit and level); kept, every sum stays a carry chain (one CCU2C per 2 bits on
-ECP5). Measured (``synth_ecp5`` + ``nextpnr-ecp5 --85k``, a 12x8 product times an 8-bit operand,
-registered): 1,211 LUT4 + 24 CCU2C merged, 257 LUT4 + 128 CCU2C kept, the same Fmax (60 MHz) within
-the seed's noise (bench/results.md, "Network engine logic per unit").
+ECP5). Measured (``bench/bench_logic_mul.py``: a 12x8 product times an 8-bit operand, registered):
+1,200 LUT4 + 24 CCU2C merged, 257 LUT4 + 128 CCU2C kept, Fmax 61-63 MHz merged and 59-60 kept
+(a single 12x8 product: 112 and 114 MHz).
 """
 
 from __future__ import annotations
