@@ -166,14 +166,15 @@ POOL_MAX_LATENCY = 1
 POOL_SUM_LATENCY = 1
 # Network-engine integer Add (``qhw.hw.engine.add_unit``, TFLite ADD): a multiply-and-shift
 # (``mul_shift_single``/``mul_shift_tflite``) is ADD_MUL_STAGES registers (multiplicand, product,
-# shift, tflite's rounding divide); the lane is the zero point (1), the input rescale (a's, then b's
-# the next cycle), the sum (1), the output rescale, the zero point and clamp (1). ADD_LATENCY
+# shift, rounding); the lane is the zero point (1), the input rescale (a's, then b's the next
+# cycle), the sum (1), the output rescale, which two lanes share (the second's sum a cycle later: 1),
+# the zero point and clamp (1). ADD_LATENCY
 # counts from the cycle the second operand's read is requested to the cycle its word is written:
 # the synchronous read (1), the lane, the table stage (1, a register when no table is used).
 ADD_MUL_STAGES = 4
 # the rounding modes TFLite ADD has a fixed-point rule for (``onnx``'s QLinearAdd is float: host)
 ADD_MODES = ("single", "tflite")
-ADD_LANE_LATENCY = 1 + ADD_MUL_STAGES + 1 + ADD_MUL_STAGES + 1
+ADD_LANE_LATENCY = 1 + ADD_MUL_STAGES + 1 + ADD_MUL_STAGES + 1 + 1
 ADD_LATENCY = 1 + ADD_LANE_LATENCY + 1
 
 

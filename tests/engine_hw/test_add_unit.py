@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Const, Module, Signal, signed
 
 from qhw.arith import add_left_shift, add_multipliers, mul_shift_single, mul_shift_tflite
 from qhw.contract import MODE_CODES
@@ -25,15 +25,15 @@ from .conftest import run_sim
 R = 8
 
 
-def _program(descs, table: np.ndarray | None) -> Program:
+def _program(descs, table: np.ndarray | None, rows: int = R) -> Program:
     image = b"" if table is None else np.asarray(table, np.int8).tobytes()
-    return Program(rows=R, cols=R, rounding=("single", "tflite"), weight_kib=1, act_kib=1, program_words=1024,
+    return Program(rows=rows, cols=rows, rounding=("single", "tflite"), weight_kib=1, act_kib=1, program_words=1024,
                    descriptors=list(descs) + [Descriptor("END")], tensors=[], image=image, params_offset=0,
                    act_bytes_used=0, segments=1)
 
 
 def reference(d: Descriptor, mem: np.ndarray, table) -> np.ndarray:
-    model = EngineModel(_program([d], table), act_words=len(mem))
+    model = EngineModel(_program([d], table, mem.shape[1]), act_words=len(mem))
     model.mem = mem[None].copy()
     model._add(d, {}, {})
     return model.mem[0]
@@ -43,9 +43,10 @@ def run_add(d: Descriptor, mem: np.ndarray, table, modes=("single", "tflite")):
     """``d`` on an ``AddUnit`` (built with ``modes``) reading a ``Scratchpad`` holding ``mem`` (the table
     loaded first, one entry a cycle). Returns {word: values} and each write's cycle counted from the
     first read request."""
+    rows = mem.shape[1]
     top = Module()
-    top.submodules.unit = unit = AddUnit(rows=R, modes=modes)
-    top.submodules.pad = pad = Scratchpad(rows=R, cols=R, words=len(mem), init=mem.tolist())
+    top.submodules.unit = unit = AddUnit(rows=rows, modes=modes)
+    top.submodules.pad = pad = Scratchpad(rows=rows, cols=rows, words=len(mem), init=mem.tolist())
     top.d.comb += [pad.r_addr.eq(unit.r_addr), pad.r_en.eq(unit.r_en), unit.r_data.eq(pad.r_data)]
     words, cycles = {}, []
 
@@ -90,15 +91,17 @@ def add_descriptor(rng, mode: str, scales, zps, out_zp: int, words: int, qmin=-1
                               "qmin": qmin, "qmax": qmax, "mode": MODE_CODES[mode], "table": table})
 
 
+@pytest.mark.parametrize("built", ["one", "both"])
 @pytest.mark.parametrize("pre", [False, True], ids=["wide", "pre_shift"])
 @pytest.mark.parametrize("mode", ["single", "tflite"])
-def test_mul_shift_matches_arith(mode, pre):
+def test_mul_shift_matches_arith(mode, pre, built):
     """The lanes' multiply-and-shift against ``qhw.arith.mul_shift_single``/``mul_shift_tflite`` (seed 35):
     ``wide`` (the output rescale) on random operands of both signs over the whole shift range, plus exact
     ties of tflite's rounding divide (``x = 2q`` with ``M0 = 2**30`` makes the high multiply exact, ``q``
     an odd multiple of ``2**(right - 1)``); ``pre_shift`` (the input rescales: ``(q - zp) << 20``, shifts
     <= 0) on random differences, with ties from odd ``q - zp``, ``M0 = 2**30``, shift -20. One operand a
-    cycle, ``ADD_MUL_STAGES`` cycles later."""
+    cycle, ``ADD_MUL_STAGES`` cycles later. ``built``: the rule alone (a ``Const``; the wide single rule
+    then saturates at ``+-2**16`` as the lanes' output rescale does) or both rules with a select."""
     from qhw.contract import ADD_MUL_STAGES
 
     rng = np.random.default_rng([35, len(mode), pre])
@@ -117,9 +120,14 @@ def test_mul_shift_matches_arith(mode, pre):
         q = (2 * rng.integers(-50, 50, 60) + 1) << (right - 1)          # odd multiples of 2**(right - 1)
         x[:60], m0[:60], shift[:60] = 2 * q, 1 << 30, -right
     want = (mul_shift_single if mode == "single" else mul_shift_tflite)(x, m0, shift)
+    sat = 16 if built == "one" and not pre else 31
+    if mode == "single" and not pre:
+        assert (np.abs(want) >= 1 << sat).sum() > 10            # the saturation is exercised
+        want = np.clip(want, -(1 << sat), 1 << sat)
     top = Module()
     xs, ms, ss = Signal(signed(17 if pre else 34)), Signal(31), Signal(signed(6))
-    r = mul_shift(top, xs, ms, ss, int(mode == "tflite"), name="t", pre_shift=20 if pre else None)
+    rule = Const(int(mode == "tflite"), 1) if built == "one" else int(mode == "tflite")
+    r = mul_shift(top, xs, ms, ss, rule, name="t", pre_shift=20 if pre else None, sat=sat)
     got = []
 
     async def bench(ctx):
@@ -165,11 +173,16 @@ def test_add_unit_one_rule_built(case, mode):
     check_add_case(case, mode, (mode,))
 
 
-def check_add_case(case, mode: str, modes) -> None:
+def test_add_unit_odd_rows():
+    """Three lanes: a pair sharing its output rescale and a lane alone, every word at the pair's cycle."""
+    check_add_case(ADD_CASES[1], "single", ("single",), rows=3)
+
+
+def check_add_case(case, mode: str, modes, rows: int = R) -> None:
     name, scales, zps, out_zp, (lo, hi) = case
     rng = np.random.default_rng([31, sum(map(ord, name))])          # seed 31 mixed with the case name
     words = 12
-    mem = rng.integers(-128, 128, (3 * words + 3, R)).astype(np.int8)
+    mem = rng.integers(-128, 128, (3 * words + 3, rows)).astype(np.int8)
     mem[0, :] = 127                       # extremes of both inputs in the first words
     mem[words, :] = 127
     mem[1, :] = -128

@@ -215,6 +215,7 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
                 ctx.set(dut.load.valid, 1)
                 await ctx.delay(1e-8)
                 while not ctx.get(dut.load.ready):
+                    sample(ctx)                         # every cycle: the wide words are written a cycle late
                     await ctx.tick()
                     await ctx.delay(1e-8)
                 sample(ctx)
@@ -253,14 +254,14 @@ def resnets(digits):
 def test_digits_resnet(resnets, digits, rounding, rows, cols, images):
     """The residual model (depthwise-separable block, residual Add on ``AddUnit``, average pool),
     loaded through the stream: logits bit-exact, every write (the ADD's among them) and every
-    descriptor end as predicted, the total equal to ``predict`` (4,748 cycles on 4x4, 1,927 on 8x8)."""
+    descriptor end as predicted, the total equal to ``predict`` (4,749 cycles on 4x4, 1,928 on 8x8)."""
     qm = resnets[rounding]
     program, cfg = compiled(qm, rows, cols)
     assert [d.op for d in program.descriptors].count("ADD") == 1
     inputs, golden = cases(qm, program, digits["test_x"][list(images)])
     run = Run(NetworkEngine(engine=cfg), program, inputs, rows=rows).run()
     check_run(run, program, cfg, inputs, golden)
-    assert predict(program, cfg).total == {4: 4748, 8: 1927}[rows]
+    assert predict(program, cfg).total == {4: 4749, 8: 1928}[rows]
 
 
 def _table_model(tmp_path, name):

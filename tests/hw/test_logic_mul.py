@@ -19,14 +19,16 @@ def _values(shape, rng, n):
     return [lo, hi, 0] + [rng.randint(lo, hi) for _ in range(n)]
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["merged", "kept"])
 @pytest.mark.parametrize("sa,sb", SHAPES)
-def test_logic_mul_equals_product(sa, sb):
+def test_logic_mul_equals_product(sa, sb, kept):
+    """``kept``: the tree's sums as kept signals of the module (``m``), carry chains in synthesis."""
     rng = random.Random(11)        # seed 11
     a, b = Signal(sa), Signal(sb)
-    y = logic_mul(a, b)
+    m = Module()
+    y = logic_mul(a, b, m=m if kept else None)
     ref = Signal((a * b).shape())
     got = Signal(ref.shape())
-    m = Module()
     m.d.comb += [ref.eq(a * b), got.eq(y)]
     pairs = [(x, z) for x in _values(sa, rng, 6) for z in _values(sb, rng, 6)]
     sim = Simulator(m)
@@ -45,4 +47,8 @@ def test_logic_mul_has_no_mul_cell():
     a, b, y = Signal(12), Signal(8), Signal(20)
     m.d.comb += y.eq(logic_mul(a, b))
     text = rtlil.convert(m, ports=[a, b, y])
-    assert "$mul" not in text and "$add" in text
+    assert "$mul" not in text and "$add" in text and "keep" not in text
+    m = Module()
+    m.d.comb += y.eq(logic_mul(a, b, m=m, name="p"))
+    text = rtlil.convert(m, ports=[a, b, y])
+    assert "$mul" not in text and text.count("attribute \\keep 1") == 7     # 8 partial products, 7 sums

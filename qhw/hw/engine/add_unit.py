@@ -2,10 +2,11 @@
 and ``TableUnit``: the 256-entry int8 table activations on a write-back path.
 
 Per output word the unit reads ``a`` then ``b`` through the scratchpad's one read port (two reads per
-word; a ``table_only`` pass reads ``a`` only, one per cycle), runs ``rows`` ``AddLane``s of TFLite ADD
-integer arithmetic (``qhw.arith.add_with_multipliers``: each ``(q - zp) << left_shift`` times its
-``(M0, shift)``, summed, times the output ``(M0, shift)``, + zero point, clamped), then the table stage,
-and writes the word ``add_latency`` (``qhw.contract.ADD_LATENCY``) cycles after its ``b`` read was
+word; a ``table_only`` pass reads ``a`` only, one per cycle), runs ``rows`` lanes (``AddLane``s of two,
+which share their output rescale) of TFLite ADD integer arithmetic (``qhw.arith.add_with_multipliers``:
+each ``(q - zp) << left_shift`` times its ``(M0, shift)``, summed, times the output ``(M0, shift)``,
++ zero point, clamped), then the table stage, and writes the word ``add_latency``
+(``qhw.contract.ADD_LATENCY``) cycles after its ``b`` read was
 requested: the timing contract's "one word per 2 cycles after a fixed latency".
 """
 
@@ -40,85 +41,152 @@ def _sat(v, bits):
     return Mux(v < lo, lo, Mux(v > hi, hi, v))
 
 
-def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None):
-    """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
-    ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule. All inputs arrive together. Returns
-    the result register (signed ``_R_BITS``).
+def _fits(v, bits: int):
+    """``v`` (signed) holds in ``bits`` signed bits: its bits from ``bits - 1`` up are all equal."""
+    top = v[bits - 1:]
+    return (top == 0) | (top == (1 << len(top)) - 1)
 
-    With ``pre_shift`` the value is ``x << pre_shift`` and the product is formed as
-    ``(x * M0) << pre_shift``, so the multiplier sees only ``x``'s bits (TFLite ADD's ``(q - zp) << 20``:
-    a 17 x 31-bit product, 2 MULT18X18D instead of 4). Exact when ``shift <= 0`` and
-    ``|x << pre_shift| < 2**31`` (then tflite's int32 view and left shift change nothing): ADD's input
-    multipliers are at most 1/2, so their shifts are never positive."""
+
+def _shift_round(m: Module, p, k, sat, *, name: str):
+    """``single``'s rounding right shift by ``k + 1`` over two registers, formed as
+    ``((p >> k) + 1) >> 1`` = ``floor((p + 2**k) / 2**(k + 1))`` (no wide rounding adder), the shift
+    split in a coarse one by ``8 * (k >> 3)`` (register 1) and a fine one by ``k & 7`` (register 2).
+
+    ``sat``: the result clamped to ``+-2**sat`` (inclusive): the floor shift is saturated to ``sat + 2``
+    bits, which the round then maps onto ``+-2**sat`` exactly (the overflow test of the coarse shift is
+    per byte, a suffix of ``p``'s bits equal to its sign). ``sat=None``: the caller guarantees
+    ``|result| <= 2**31`` (no clamp). Returns the result's width (``sat + 2``, 33 for None) and the
+    value in the second register's cycle, for the caller to register."""
+    A = (31 if sat is None else sat) + 2        # the floor shift's bits
+    W = len(p)
+    kc, kf = k[3:], k[:3]
+    c = Signal(signed(A + 7), name=f"{name}_coarse")
+    ovf = Signal(name=f"{name}_coarse_ovf")
+    with m.Switch(kc):
+        for j in range(1 << len(kc)):
+            with m.Case(j):
+                lo = min(8 * j, W - 1)
+                m.d.sync += c.eq(p[lo:].as_signed())
+                if sat is not None and lo + A + 7 < W:
+                    m.d.sync += ovf.eq(~_fits(p[lo:].as_signed(), A + 7))
+                else:
+                    m.d.sync += ovf.eq(0)
+    kf2 = Signal(3, name=f"{name}_fine")
+    m.d.sync += kf2.eq(kf)
+    if sat is not None:
+        neg = Signal(name=f"{name}_neg")
+        m.d.sync += neg.eq(p[W - 1])
+        c = Mux(ovf, Mux(neg, -(1 << (A + 6)), (1 << (A + 6)) - 1), c)
+    a = Signal(signed(A + 7), name=f"{name}_floor")
+    m.d.comb += a.eq(c >> kf2)
+    if sat is not None:
+        a = Mux(_fits(a, A), a[:A].as_signed(), Mux(a[A + 6], -(1 << (A - 1)), (1 << (A - 1)) - 1))
+    else:
+        a = a[:A].as_signed()
+    return A, (a + 1) >> 1
+
+
+def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat=31):
+    """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
+    ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule (a ``Const``: only that rule is built).
+    All inputs arrive together. Returns the result register.
+
+    ``sat``: ``single``'s result is clamped to ``+-2**sat`` instead of arith's ``+-2**31`` (equal when
+    it fits): a smaller ``sat`` narrows the datapath for a caller that clamps the result further.
+
+    With ``pre_shift`` the value is ``x << pre_shift``: ``single`` forms ``(x*M0 + 2**(t-1)) >> t``
+    with ``t = 31 - shift - pre_shift`` (a ``len(x)`` x 31-bit product and a 49-bit shift instead of
+    an 80-bit one), ``tflite`` ``(x * M0) << pre_shift``; either way the multiplier sees only ``x``'s
+    bits (TFLite ADD's ``(q - zp) << 20``: a 17 x 31-bit product, 2 MULT18X18D instead of 4). Exact
+    when ``shift <= 0`` and ``|x << pre_shift| < 2**31`` (then tflite's int32 view and left shift
+    change nothing, ``t >= 1``, and ``|result| <= 2**31``, so nothing is clamped): ADD's input
+    multipliers are at most 1/2, so their shifts are never positive, and the compiler's
+    ``add_left_shift(8)`` = 20 keeps ``(q - zp) << 20`` below ``2**29``."""
+    fixed = isinstance(tflite, Const)        # one rule built: no register, so synthesis folds the other
+    build_single = not (fixed and tflite.value)
+    build_tfl = not (fixed and not tflite.value)
     # 1: the multiplicand (tflite: int32 view, shifted left with int32 wrap-around), the shift decodes.
-    if pre_shift is None:
+    if pre_shift is None and build_tfl:
         op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
         x32 = _sat(x, 32)
         left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
         m.d.sync += op.eq(Mux(tflite, (x32 << left)[:32].as_signed(), x))
     else:
-        pre_shift = Value.cast(pre_shift)
         op = Signal(signed(len(x)), name=f"{name}_op")
-        ps1 = Signal(len(pre_shift), name=f"{name}_pre_shift")
-        m.d.sync += [op.eq(x), ps1.eq(pre_shift)]
+        m.d.sync += op.eq(x)
+    ps = Value.cast(0 if pre_shift is None else pre_shift)
     m0_1, tfl1 = Signal(31, name=f"{name}_m0"), Signal(name=f"{name}_tfl")
-    total = Signal(range(64), name=f"{name}_total")           # single: right shift 31 - shift
-    right = Signal(range(33), name=f"{name}_right")            # tflite: RoundingDivideByPOT exponent
-    m.d.sync += [m0_1.eq(m0), total.eq((31 - shift).as_unsigned()[:6]), right.eq(Mux(shift < 0, -shift, 0))]
-    fixed = isinstance(tflite, Const)        # one rule built: no register, so synthesis folds the other
+    m.d.sync += m0_1.eq(m0)
     if fixed:
         tfl1 = tflite
     else:
         m.d.sync += tfl1.eq(tflite)
-    # 2: p = op * M0 + the rounding constant: 2**(30 - shift) (single), gemmlowp's nudge (tflite).
-    single_add = Const(1, 63) << (total - 1).as_unsigned()[:6]
-    nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
-    if pre_shift is None:
-        p = Signal(signed(_X_BITS + 1 + 31 + 2), name=f"{name}_p")
-        m.d.sync += p.eq(op * m0_1 + Mux(tfl1, nudge, single_add))
-    else:
-        p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
-        m.d.sync += p.eq(((op * m0_1) << ps1) + Mux(tfl1, nudge, single_add))
     tfl2 = tfl1 if fixed else delayed(m, tfl1, 1, name=f"{name}_tfl2")
-    total2, right2 = delayed(m, total, 1, name=f"{name}_total2"), delayed(m, right, 1, name=f"{name}_right2")
-    # 3: single: floor shift, clamped to +-2**31; tflite: the high word, truncated towards zero.
-    s3 = Signal(signed(_R_BITS), name=f"{name}_single")
-    q3 = Signal(signed(_R_BITS), name=f"{name}_q")
-    shifted = p >> total2
-    m.d.sync += [s3.eq(Mux(shifted < -(1 << 31), -(1 << 31), Mux(shifted > (1 << 31), 1 << 31, shifted))),
-                 q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))]
     tfl3 = tfl2 if fixed else delayed(m, tfl2, 1, name=f"{name}_tfl3")
-    right3 = delayed(m, right2, 1, name=f"{name}_right3")
-    # 4: tflite's RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
-    mask = (Const(1, 33) << right3) - 1
-    up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
-    r = Signal(signed(_R_BITS), name=f"{name}_r")
-    m.d.sync += r.eq(Mux(tfl3, (q3 >> right3) + up, s3))
+    r_single = r_tfl = None
+    if build_single:
+        # 2: the product; 3, 4: its rounding shift by t = 31 - shift - pre_shift (k = t - 1 >= 0; a
+        # shift by the product's width or more leaves its sign, which rounds to 0)
+        prod = Signal(signed(len(op) + 32), name=f"{name}_prod")
+        m.d.sync += prod.eq(op * m0_1)
+        shift = Value.cast(shift)
+        kmax = min(len(prod) - 1, 30 + (1 << (len(shift) - 1)))     # the most negative shift: 62 for 6 bits
+        k_raw = Const(30, signed(8)) - shift - ps
+        k1 = Signal(range(kmax + 1), name=f"{name}_k")
+        m.d.sync += k1.eq(Mux(k_raw < 0, 0, Mux(k_raw > kmax, kmax, k_raw)))
+        k2 = delayed(m, k1, 1, name=f"{name}_k2")
+        bits, r_single = _shift_round(m, prod, k2, None if pre_shift is not None else sat, name=name)
+    if build_tfl:
+        # 2: p = op * M0 + gemmlowp's nudge; 3: the high word, truncated towards zero; 4: tflite's
+        # RoundingDivideByPOT: floor shift + (remainder > (mask >> 1) + (q < 0)).
+        ps1 = Signal(len(ps), name=f"{name}_pre_shift")
+        right = Signal(range(33), name=f"{name}_right")            # RoundingDivideByPOT exponent
+        m.d.sync += [ps1.eq(ps), right.eq(Mux(shift < 0, -shift, 0))]
+        nudge = Mux(op >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32)))
+        p = Signal(signed(len(op) + 32 + (1 << len(ps1)) + 1), name=f"{name}_p")
+        m.d.sync += p.eq(((op * m0_1) << ps1) + nudge)
+        right2 = delayed(m, right, 1, name=f"{name}_right2")
+        q3 = Signal(signed(_R_BITS), name=f"{name}_q")
+        m.d.sync += q3.eq(Mux(p >= 0, p >> 31, -((-p) >> 31)))
+        right3 = delayed(m, right2, 1, name=f"{name}_right3")
+        mask = (Const(1, 33) << right3) - 1
+        up = (q3 & mask) > ((mask >> 1) + (q3 < 0))
+        r_tfl = (q3 >> right3) + up
+        bits = _R_BITS
+    r = Signal(signed(bits), name=f"{name}_r")
+    m.d.sync += r.eq(r_tfl if r_single is None else r_single if r_tfl is None else Mux(tfl3, r_tfl, r_single))
     assert ADD_MUL_STAGES == 4      # the four registers above
     return r
 
 
 class AddLane(wiring.Component):
-    """One lane of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin, qmax)`` with
-    ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a`` when
-    ``table_only``.
+    """``lanes`` (1 or 2) lanes of TFLite ADD: ``o = clamp(rescale(rescale(a') + rescale(b')) + zp, qmin,
+    qmax)`` with ``a' = (a - a_zp) << left_shift`` (``qhw.arith.add_with_multipliers``), or ``o = a``
+    when ``table_only``.
 
     The operands come one a cycle, as the scratchpad's one read port delivers them: ``x`` is ``a`` in
-    one cycle and ``b`` (``x_is_b``) in the next, so one input rescale serves both. ``i_valid`` marks
-    the cycle a word is complete (its ``b``; its ``a`` for ``table_only``), and ``o`` is valid
-    ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero point (1), the rescale
-    (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the sum (1), the output rescale,
-    the zero point and clamp (1). The descriptor inputs must be held steady while values are in flight.
+    one cycle and ``b`` (``x_is_b``) in the next, so one input rescale per lane serves both; a word's
+    sum is thus ready one cycle in two, and the two lanes share one output rescale (lane 1's sum a
+    cycle after lane 0's). ``i_valid`` marks the cycle a word is complete (its ``b``; its ``a`` for
+    ``table_only``), and ``o`` is valid ``latency`` = ``ADD_LANE_LATENCY`` cycles later: the zero
+    point (1), the input rescale (``ADD_MUL_STAGES``; ``a``'s result waits a cycle for ``b``'s), the
+    sum (1), the output rescale (``ADD_MUL_STAGES``, lane 1's a cycle later: 1), the zero point and
+    clamp (1). Words must come at least two cycles apart, except ``table_only`` ones (one a cycle); the
+    descriptor inputs must be held steady while values are in flight.
 
     ``modes``: the rounding rules built (``ADD_MODES``); a descriptor's ``mode`` selects one only when
     both are, otherwise the rule is a constant and synthesis drops the other (about half a lane; the
     compiler refuses an Add whose rounding the engine was not generated with)."""
 
-    def __init__(self, *, modes=ADD_MODES):
+    def __init__(self, *, modes=ADD_MODES, lanes: int = 2):
         self.modes = _check_modes(modes)
+        if lanes not in (1, 2) or isinstance(lanes, bool):
+            raise ConfigError(f"lanes must be 1 or 2, not {lanes!r}")
+        self.lanes = lanes
         lay = descriptor_layout("ADD")
-        super().__init__({"i_valid": In(1), "x": In(signed(8)), "x_is_b": In(1), "d": In(lay),
-                          "o_valid": Out(1), "o": Out(signed(8))})
+        word = data.ArrayLayout(signed(8), lanes)
+        super().__init__({"i_valid": In(1), "x": In(word), "x_is_b": In(1), "d": In(lay),
+                          "o_valid": Out(1), "o": Out(word)})
 
     @property
     def latency(self) -> int:
@@ -128,22 +196,36 @@ class AddLane(wiring.Component):
         m = Module()
         d = self.d
         tfl = d.mode == MODE_CODES["tflite"] if len(self.modes) == 2 else Const(self.modes == ("tflite",))
-        # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
-        xd = Signal(signed(17), name="x_diff")
         is_b = Signal(name="x_is_b_1")
         ls = Signal(5, name="left_shift")
-        m.d.sync += [xd.eq(self.x - Mux(self.x_is_b, d.b_zp, d.a_zp)), is_b.eq(self.x_is_b),
-                     ls.eq(d.left_shift[:5])]
-        v = mul_shift(m, xd, Mux(is_b, d.b_mul, d.a_mul), Mux(is_b, d.b_shift, d.a_shift), tfl, name="mi",
-                      pre_shift=ls)
-        va = Signal.like(v, name="va")           # a's rescaled value, one cycle ahead of b's
-        m.d.sync += va.eq(v)
-        total = Signal(signed(_R_BITS + 1), name="total")
-        m.d.sync += total.eq(va + v)
-        r = mul_shift(m, total, d.out_mul, d.out_shift, tfl, name="mo")
+        m.d.sync += [is_b.eq(self.x_is_b), ls.eq(d.left_shift[:5])]
+        # the cycle a word's b leaves the input rescale (its a's result one cycle ahead): its sum is taken
+        sum_en = delayed(m, self.i_valid, 1 + ADD_MUL_STAGES, name="sum_en")
+        totals = []
+        for j in range(self.lanes):
+            # q - zp (17 bits); the left shift is applied to the product (``mul_shift``'s ``pre_shift``)
+            xd = Signal(signed(17), name=f"x_diff{j}")
+            m.d.sync += xd.eq(self.x[j] - Mux(self.x_is_b, d.b_zp, d.a_zp))
+            v = mul_shift(m, xd, Mux(is_b, d.b_mul, d.a_mul), Mux(is_b, d.b_shift, d.a_shift), tfl,
+                          name=f"mi{j}", pre_shift=ls)
+            va = Signal.like(v, name=f"va{j}")
+            m.d.sync += va.eq(v)
+            total = Signal(signed(len(v) + 1), name=f"total{j}")
+            with m.If(sum_en):                   # held: lane 1's is rescaled a cycle after lane 0's
+                m.d.sync += total.eq(va + v)
+            totals.append(total)
+        turn = delayed(m, sum_en, 1, name="turn0")          # lane 0's sum enters the output rescale
+        # r only matters through clamp(r + zp, qmin, qmax), all three 16-bit: beyond +-2**16 it clamps alike
+        sat = len(d.zp)
+        assert len(d.qmin) <= sat and len(d.qmax) <= sat
+        r = mul_shift(m, Mux(turn, totals[0], totals[-1]), d.out_mul, d.out_shift, tfl, name="mo", sat=sat)
         y = r + d.zp
-        passed = delayed(m, self.x, ADD_LANE_LATENCY - 1, name="a_pass")
-        m.d.sync += self.o.eq(Mux(d.table_only, passed, Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))))
+        clamped = Mux(y < d.qmin, d.qmin, Mux(y > d.qmax, d.qmax, y))
+        done = delayed(m, turn, ADD_MUL_STAGES, name="done0")  # lane 0's r; lane 1's the next cycle
+        for j in range(self.lanes):
+            passed = delayed(m, self.x[j], ADD_LANE_LATENCY - 1, name=f"a_pass{j}")
+            with m.If(d.table_only | (done if j == 0 else delayed(m, done, 1, name="done1"))):
+                m.d.sync += self.o[j].eq(Mux(d.table_only, passed, clamped))
         m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, ADD_LANE_LATENCY, name="valid"))
         return m
 
@@ -271,16 +353,17 @@ class AddUnit(wiring.Component):
         is_b = delayed(m, busy & phase, 1, name="data_is_b")
         out_addr = Signal(ADDR_BITS, name="out_addr")
         m.d.comb += out_addr.eq(d.out_base + i)
-        lanes = [AddLane(modes=self.modes) for _ in range(R)]
-        for j, lane in enumerate(lanes):
-            m.submodules[f"lane{j}"] = lane
-            m.d.comb += [lane.i_valid.eq(in_valid), lane.d.eq(d), lane.x.eq(self.r_data[j]), lane.x_is_b.eq(is_b)]
+        pairs = [AddLane(modes=self.modes, lanes=min(2, R - j)) for j in range(0, R, 2)]
+        for k, pair in enumerate(pairs):
+            m.submodules[f"lanes{2 * k}"] = pair
+            m.d.comb += [pair.i_valid.eq(in_valid), pair.d.eq(d), pair.x_is_b.eq(is_b)]
+            m.d.comb += [pair.x[j].eq(self.r_data[2 * k + j]) for j in range(pair.lanes)]
         m.submodules.table = table = TableUnit(lanes=R, tables=self.tables, init=self.init)
-        m.d.comb += [table.i_valid.eq(lanes[0].o_valid), table.enable.eq(d.table != 0), table.select.eq(slot),
+        m.d.comb += [table.i_valid.eq(pairs[0].o_valid), table.enable.eq(d.table != 0), table.select.eq(slot),
                      table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
                      table.load_index.eq(self.load_index),
                      table.load_data.eq(self.load_data)]
-        m.d.comb += [table.i[j].eq(lane.o) for j, lane in enumerate(lanes)]
+        m.d.comb += [table.i[2 * k + j].eq(pair.o[j]) for k, pair in enumerate(pairs) for j in range(pair.lanes)]
         # the write address travels with the word: its last read, the read, the lane, the table
         w_addr = delayed(m, out_addr, 1 + ADD_LANE_LATENCY + 1, name="w_addr")
         m.d.comb += [self.w_en.eq(table.o_valid), self.w_addr.eq(w_addr), self.w_data.eq(table.o)]

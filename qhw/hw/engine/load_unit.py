@@ -22,7 +22,10 @@ def _write(addr_bits: int, width: int) -> wiring.Signature:
 class LoadUnit(wiring.Component):
     """Parameters: ``cols`` (bytes per weight row, a multiple of 4), and the memories' depths: ``programs``
     descriptors, ``weight_rows``, ``param_words`` (narrow store), ``param_entries`` (wide, ``4*cols`` words),
-    ``tables`` (table slots: ``tag`` writes a slot's tag, ``tab`` one entry of it a cycle)."""
+    ``tables`` (table slots: ``tag`` writes a slot's tag, ``tab`` one entry of it a cycle).
+
+    ``pn``, ``tag`` and ``tab`` are written in the cycle their word is taken; ``prog``, ``wt`` and ``pw``
+    the cycle after their last word (before ``done``)."""
 
     def __init__(self, *, cols: int, programs: int, weight_rows: int, param_words: int, param_entries: int,
                  tables: int = 1):
@@ -59,10 +62,28 @@ class LoadUnit(wiring.Component):
         bad = Signal()
         idx = Signal(unsigned(32))          # words into the section
         slot = Signal(range(4 * C))
-        buf = Signal(unsigned(32 * 4 * C))
-        nxt = Signal(unsigned(32 * 4 * C))
-        m.d.comb += nxt.eq(buf)
-        m.d.comb += nxt.word_select(slot, 32).eq(word)
+        # a wide word (descriptor, weight row, parameter entry) is assembled in ``buf``, each word
+        # register loaded straight from the stream (an enable, no multiplexer per bit), and written the
+        # cycle after its last word, from the registers; that write clears them (but the next word's),
+        # so a short last word is zero-filled
+        buf = Signal(data.ArrayLayout(unsigned(32), 4 * C))
+        w_en = Signal(3)                    # the write of a wide word to prog, wt or pw: this cycle
+        w_addr = Signal(unsigned(32))
+        clear = Signal()
+        m.d.sync += [w_en.eq(0), clear.eq(0)]
+        for k in range(4 * C):
+            load = Signal(name=f"buf_load{k}")
+            zero = Signal(name=f"buf_zero{k}")       # a clear, not this word's load: the flip-flop's reset
+            m.d.comb += [load.eq(take & (phase >= 1) & (phase <= 3) & (slot == k)), zero.eq(clear & ~load)]
+            with m.If(zero):
+                m.d.sync += buf[k].eq(0)
+            with m.Elif(load):
+                m.d.sync += buf[k].eq(word)
+        for ph, port in ((1, self.prog), (2, self.wt), (3, self.pw)):
+            m.d.comb += [port.en.eq(w_en[ph - 1]), port.addr.eq(w_addr), port.data.eq(buf.as_value())]
+        # the narrow writes' address and data, meaningful with their enables (no multiplexer for the idle value)
+        m.d.comb += [self.pn.addr.eq(idx), self.pn.data.eq(word), self.tag.slot.eq(tslot), self.tag.data.eq(word),
+                     self.tab.slot.eq(tslot), self.tab.index.eq(ent - 1), self.tab.data.eq(word)]
         fits = Signal()
         m.d.comb += self.failed.eq(bad)
         m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 5) & (left != 0))))
@@ -77,7 +98,7 @@ class LoadUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [counts[(hdr - 1)[:2]].eq(word), hdr.eq(hdr + 1)]
                 with m.If(hdr == 4):
-                    m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), buf.eq(0),
+                    m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), clear.eq(1),
                                  ent.eq(0), tslot.eq(0)]
                     m.d.comb += fits.eq((counts[0] <= self.programs * DESCRIPTOR_WORDS)
                                         & (counts[1] * 4 <= self.weight_rows * C)
@@ -88,7 +109,7 @@ class LoadUnit(wiring.Component):
             m.d.comb += self.done.eq(1)
             m.d.sync += [phase.eq(0), self.loaded.eq(~bad), self.error.eq(bad)]
         with m.Elif(left == 0):
-            m.d.sync += [phase.eq(phase + 1), idx.eq(0), slot.eq(0), buf.eq(0)]
+            m.d.sync += [phase.eq(phase + 1), idx.eq(0), slot.eq(0)]
             with m.If(phase == 1):
                 m.d.sync += left.eq(counts[1])
             with m.Elif(phase == 2):
@@ -96,21 +117,17 @@ class LoadUnit(wiring.Component):
             with m.Elif(phase == 3):
                 m.d.sync += left.eq(counts[3])
         with m.Elif(take):
-            m.d.sync += [left.eq(left - 1), idx.eq(idx + 1), buf.eq(nxt), slot.eq(slot + 1)]
+            m.d.sync += [left.eq(left - 1), idx.eq(idx + 1), slot.eq(slot + 1)]
             per = {1: DESCRIPTOR_WORDS, 2: C // 4, 3: 4 * C}
             for ph, n in per.items():
                 with m.If(phase == ph):
                     full = (slot == n - 1) | (left == 1)
                     with m.If(full):
-                        m.d.sync += [slot.eq(0), buf.eq(0)]
-                    port = {1: self.prog, 2: self.wt, 3: self.pw}[ph]
-                    m.d.comb += [port.en.eq(full & ~bad), port.addr.eq(idx // n), port.data.eq(nxt)]
+                        m.d.sync += [slot.eq(0), w_en.eq(~bad << (ph - 1)), clear.eq(1), w_addr.eq(idx // n)]
             with m.If(phase == 3):
-                m.d.comb += [self.pn.en.eq(~bad), self.pn.addr.eq(idx), self.pn.data.eq(word)]
+                m.d.comb += self.pn.en.eq(~bad)
             with m.If(phase == 4):
-                m.d.comb += [self.tag.en.eq(~bad & (ent == 0)), self.tag.slot.eq(tslot), self.tag.data.eq(word),
-                             self.tab.en.eq(~bad & (ent != 0)), self.tab.slot.eq(tslot),
-                             self.tab.index.eq(ent - 1), self.tab.data.eq(word)]
+                m.d.comb += [self.tag.en.eq(~bad & (ent == 0)), self.tab.en.eq(~bad & (ent != 0))]
                 with m.If(ent == TABLE_WORDS - 1):
                     m.d.sync += [ent.eq(0), tslot.eq(tslot + 1)]
                 with m.Else():

@@ -18,7 +18,7 @@ is not built yet (docs/engine.md, "Hardware notes").
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -135,24 +135,31 @@ class PoolLane(wiring.Component):
 
     def _divider(self, m):
         c = self.config
-        # div: sign(S) * ((|S| + n//2) // n), restoring division, one quotient bit per stage.
-        width = c.sum_bits + 1
-        rem = Signal(unsigned(width), name="div_rem0")
+        # div: sign(S) * ((|S| + n//2) // n), restoring division, one quotient bit per stage. The
+        # quotient fits QUOTIENT_BITS, so before the stage of bit i the remainder is below n << (i + 1):
+        # the stage compares only its bits from i up (below 2n, COUNT_BITS + 1 bits) with n, one
+        # subtraction whose borrow is the comparison, and the remainder narrows by a bit per stage.
+        N = COUNT_BITS
+        rem = Signal(unsigned(N + QUOTIENT_BITS), name="div_rem0")
         neg = Signal(name="div_neg0")
-        n = Signal(unsigned(COUNT_BITS), name="div_n0")
+        n = Signal(unsigned(N), name="div_n0")
         m.d.sync += [rem.eq(Mux(self.total < 0, -self.total, self.total) + (self.count >> 1)),
                      neg.eq(self.total < 0), n.eq(self.count)]
         q = Signal(unsigned(QUOTIENT_BITS), name="div_q0")
         for i in reversed(range(QUOTIENT_BITS)):
             step = QUOTIENT_BITS - i
-            rem2, q2 = Signal.like(rem, name=f"div_rem{step}"), Signal.like(q, name=f"div_q{step}")
+            rem2, q2 = Signal(unsigned(N + i), name=f"div_rem{step}"), Signal.like(q, name=f"div_q{step}")
             neg2, n2 = Signal(name=f"div_neg{step}"), Signal.like(n, name=f"div_n{step}")
-            fits = rem >= (n << i)
-            m.d.sync += [rem2.eq(Mux(fits, rem - (n << i), rem)), q2.eq(q | (fits << i)), neg2.eq(neg), n2.eq(n)]
+            hi = rem[i:]
+            diff = Signal(signed(N + 2), name=f"div_diff{step}")
+            m.d.comb += diff.eq(hi - n)
+            fits = ~diff[-1]
+            m.d.sync += [rem2.eq(Cat(rem[:i], Mux(fits, diff[:N], hi[:N]))), q2.eq(q | (fits << i)),
+                         neg2.eq(neg), n2.eq(n)]
             rem, q, neg, n = rem2, q2, neg2, n2
         zp, qmin, qmax = (Signal(_ZP, name=f"div_{k}") for k in ("zp", "qmin", "qmax"))
         m.d.sync += [zp.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
-        y = Signal(signed(QUOTIENT_BITS + 18), name="div_y")
+        y = Signal(signed(_ZP.width + 2), name="div_y")        # zp +- q, q < 2**QUOTIENT_BITS <= 2**16
         m.d.sync += y.eq(Mux(neg, zp - q, zp + q))
         out = Signal(_ZP, name="div_out")
         m.d.sync += out.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
@@ -218,7 +225,10 @@ class PoolReduce(wiring.Component):
             for i in range(self.lanes):
                 tap = Mux(is_max, Mux(t.pad, self.pad_value, t.values[i]),
                           Mux(t.pad, 0, t.values[i] - self.zp_in))
-                running = Mux(is_max, Mux(tap > acc[i], tap, acc[i]), acc[i] + tap)
+                # a max window holds tap values only (16-bit ``pad_value`` or int8 codes): compare those bits
+                w = self.pad_value.shape().width
+                more = tap[:w].as_signed() > acc[i][:w].as_signed()
+                running = Mux(is_max, Mux(more, tap, acc[i]), acc[i] + tap)
                 m.d.sync += acc[i].eq(Mux(t.first, tap, running))
         m.d.sync += self.windows.valid.eq(self.taps.valid & t.last)
         return m
@@ -288,7 +298,9 @@ class FusedPool(wiring.Component):
         for j in range(C):
             v = Mux(is_max, self.values[j], self.values[j] - self.zp_in)
             prev = rd.data[j]
-            m.d.comb += upd[j].eq(Mux(self.win_first, v, Mux(is_max, Mux(v > prev, v, prev), prev + v)))
+            # a max window's entry holds int8 codes only (its first row overwrites it): compare 8 bits
+            more = self.values[j] > prev[:8].as_signed()
+            m.d.comb += upd[j].eq(Mux(self.win_first, v, Mux(is_max, Mux(more, v, prev), prev + v)))
         # the window's result, registered: a max is written from here, an average enters the lanes
         done = Signal()
         res = Signal.like(upd)

@@ -105,10 +105,12 @@ class PoolAgen(wiring.Component):
 
         m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
         with m.If(self.desc.valid & self.desc.ready):
-            r = logic_mul(dp.in_w, dp.in_pp)
-            pix0 = -logic_mul(dp.pt, r) - logic_mul(dp.pl, dp.in_pp)
-            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(logic_mul(dp.sh, r)), d_ox.eq(logic_mul(dp.sw, dp.in_pp)),
-                         d_opy.eq(logic_mul(dp.out_w, dp.out_pp)), oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
+            r = logic_mul(dp.in_w, dp.in_pp, m=m, name="row")
+            pix0 = -logic_mul(dp.pt, r, m=m, name="pad_rows") - logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols")
+            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(logic_mul(dp.sh, r, m=m, name="d_oy")),
+                         d_ox.eq(logic_mul(dp.sw, dp.in_pp, m=m, name="d_ox")),
+                         d_opy.eq(logic_mul(dp.out_w, dp.out_pp, m=m, name="d_opy")),
+                         oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
                          orow.eq(0), opix.eq(0), self.busy.eq(1)]
             m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]

@@ -17,7 +17,6 @@ from amaranth.lib.wiring import In, Out
 from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
 from ...engine.isa import POOL_MAX, RULE_CODES
 from ..config import ArrayConfig, check_config
-from ..logic_mul import logic_mul
 from ..skew import delayed
 from .layouts import descriptor_layout
 from .pool import PoolLane, PoolReduce, _family, check_avg_lane
@@ -90,9 +89,11 @@ class PoolUnit(wiring.Component):
                                                  Signal(ADDR_BITS, name="tap_out"))
         # the pool table entry of the tap's count (read with the window's last word), its address
         # registered with the tap rather than computed after it
-        per_entry = Mux(d.rule == RULE_CODES["onnx_int"], 4, 8)
+        # (4 bytes an entry for onnx_int's scale, 8 for (M0, shift): a shift, no product)
+        index = t.count - 1
+        offset = Mux(d.rule == RULE_CODES["onnx_int"], index << 2, index << 3)
         m.d.sync += [tv.eq(agen.taps.valid), pad.eq(t.pad), first.eq(t.first), last.eq(t.last),
-                     entry.eq(d.pool_param + logic_mul(per_entry, t.count - 1)), out_addr.eq(t.out_addr)]
+                     entry.eq(d.pool_param + offset), out_addr.eq(t.out_addr)]
         m.d.comb += [red.taps.valid.eq(tv), red.taps.payload.values.eq(self.r_data), red.taps.payload.pad.eq(pad),
                      red.taps.payload.first.eq(first), red.taps.payload.last.eq(last),
                      red.kind.eq(d.pool), red.zp_in.eq(d.pool_zp_in), red.pad_value.eq(d.pool_qmin),
