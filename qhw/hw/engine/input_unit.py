@@ -25,6 +25,7 @@ from .layouts import descriptor_layout
 __all__ = ["InputUnit", "word_write_layout"]
 
 _S = signed(32)
+PREP_CYCLES = 3          # accept -> d, -> single products, -> the products of products, -> running
 
 
 def word_write_layout(rows: int, addr_bits: int) -> data.StructLayout:
@@ -34,6 +35,9 @@ def word_write_layout(rows: int, addr_bits: int) -> data.StructLayout:
 
 class InputUnit(wiring.Component):
     """INPUT descriptors (``desc``) and host beats (``i``) to whole-word writes (``w``, valid = enable).
+
+    ``idle_ready``: ``i.ready`` while no beat is held (``setup`` and an empty input register), a register
+    term; the engine takes an inference's first beat on it, so that beat's ``go`` stays shallow.
 
     Parameters
     ----------
@@ -51,7 +55,7 @@ class InputUnit(wiring.Component):
             "desc": In(stream.Signature(descriptor_layout("INPUT"))),
             "i": In(stream.Signature(unsigned(8 * rows))),
             "w": Out(stream.Signature(word_write_layout(rows, addr_bits), always_ready=True)),
-            "busy": Out(1),
+            "busy": Out(1), "idle_ready": Out(1),
         })
 
     @property
@@ -149,17 +153,25 @@ class InputUnit(wiring.Component):
         with m.If(drain & (nb + take >= beats_total)):
             m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
 
-        # a descriptor: its constants (one cycle), then beats
-        m.d.comb += [self.desc.ready.eq(~run), self.busy.eq(run)]
+        # a descriptor: registered, then its constants, one product per cycle from the registered fields
+        # (``PREP_CYCLES``; the unit starts only after them, and the first beat is the contract's cycle 0,
+        # so they add no cycle to an inference), then beats
+        prep = Signal(range(PREP_CYCLES + 1))
+        m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
+                     self.idle_ready.eq(setup & ~ib_valid)]
+        hw, wpp, plc = Signal(unsigned(24)), Signal(unsigned(20)), Signal(unsigned(24))
+        m.d.sync += [hw.eq(logic_mul(d.h, d.w)), wpp.eq(logic_mul(d.w, d.pp)), plc.eq(logic_mul(d.pl, d.c)),
+                     wc.eq(logic_mul(d.w, d.c)), swc.eq(logic_mul(d.sw, d.c)),
+                     n_words.eq(logic_mul(d.h, Mux(win, d.wpos, wpp))),
+                     beats_total.eq((logic_mul(hw, d.c) + R - 1) >> lg)]
+        with m.If(prep != 0):
+            m.d.sync += prep.eq(prep - 1)
+        with m.If(prep == 1):
+            m.d.sync += [run.eq(1), setup.eq(1), s.eq(Mux(win, -plc, 0))]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            m.d.sync += [d.eq(dp), run.eq(1), setup.eq(1), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
-                         nb.eq(0), bbase.eq(-3 * R), rowc.eq(0),
-                         n_words.eq(logic_mul(dp.h, Mux(dp.kind == IN_WINDOW, dp.wpos, logic_mul(dp.w, dp.pp)))),
-                         beats_total.eq((logic_mul(logic_mul(dp.h, dp.w), dp.c) + R - 1) >> lg),
-                         wc.eq(logic_mul(dp.w, dp.c)), swc.eq(logic_mul(dp.sw, dp.c)),
-                         s.eq(Mux(dp.kind == IN_WINDOW, -logic_mul(dp.pl, dp.c), 0)),
-                         x0.eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0))]
+            m.d.sync += [d.eq(dp), prep.eq(PREP_CYCLES), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
+                         nb.eq(0), bbase.eq(-3 * R), rowc.eq(0), x0.eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0))]
             for cp_log in range(lg + 1):
                 with m.If(dp.cp == (1 << cp_log)):
                     for lane in range(R):

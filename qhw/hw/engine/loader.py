@@ -29,14 +29,6 @@ from .layouts import descriptor_layout
 __all__ = ["ParamFetch", "WeightLoader", "param_bank_layout"]
 
 
-def _tiles_setup(dp):
-    """K tiles per N tile and output pixels of a MATMUL descriptor (the tile walk's bounds, as ``Im2colAgen``)."""
-    win = dp.in_kind == IN_WINDOW
-    kt = Mux(win, dp.kh, logic_mul(logic_mul(dp.kcw, dp.kh), dp.kw))
-    mt = logic_mul(dp.oh, dp.ow)
-    return kt, mt
-
-
 class WeightLoader(wiring.Component):
     """MATMUL descriptors (``desc``) to weight-bank writes (``w_we`` one-hot row, ``w_bank``, ``w_data``)."""
 
@@ -72,6 +64,7 @@ class WeightLoader(wiring.Component):
         ahead = Signal(range(4))                                   # tiles started and not yet issued (<= 2)
         drain = [Signal(range(C + 1), name=f"drain{b}") for b in range(2)]
         row, active, cur = Signal(range(R + 1), name="row"), Signal(name="active"), Signal(unsigned(24), name="cur")
+        kk, kwr, multi_k = Signal(unsigned(16)), Signal(unsigned(8)), Signal()     # K-tile count factors
 
         for b in range(2):
             with m.If(drain[b] != 0):
@@ -91,7 +84,7 @@ class WeightLoader(wiring.Component):
             m.d.comb += [self.r_addr.eq(rb), self.r_en.eq(1)]
             m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(~u)]
             last_tile = Signal()
-            with m.If(kt + 1 < kt_count):
+            with m.If(Mux(kt == 0, multi_k, kt + 1 < kt_count)):
                 m.d.sync += [kt.eq(kt + 1), rb.eq(rb + R)]
             with m.Elif(nt + 1 < n_tiles):
                 m.d.sync += [kt.eq(0), nt.eq(nt + 1), rb.eq(rb + R)]
@@ -116,11 +109,18 @@ class WeightLoader(wiring.Component):
                      we2.eq(we), wbank2.eq(wbank), wdata.eq(self.r_data)]
         m.d.comb += [self.w_we.eq(we2), self.w_bank.eq(wbank2), self.w_data.eq(wdata)]
 
+        # K tiles per N tile: two products, the second a cycle after the accept (a tile's first start, at
+        # kt 0, asks only ``multi_k``: more than one K tile; the next start is at least 2 cycles later)
+        m.d.sync += kt_count.eq(logic_mul(kk, kwr))
         m.d.sync += ahead.eq(ahead + start - self.tile_done)
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            ktc, mt = _tiles_setup(dp)
-            m.d.sync += [d_valid.eq(1), kt_count.eq(ktc), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
+            mt = logic_mul(dp.oh, dp.ow)
+            win = dp.in_kind == IN_WINDOW
+            nz = (dp.kcw != 0) & (dp.kh != 0) & (dp.kw != 0)
+            m.d.sync += [kk.eq(Mux(win, dp.kh, logic_mul(dp.kcw, dp.kh))), kwr.eq(Mux(win, 1, dp.kw)),
+                         multi_k.eq(Mux(win, dp.kh > 1, nz & ((dp.kcw > 1) | (dp.kh > 1) | (dp.kw > 1))))]
+            m.d.sync += [d_valid.eq(1), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
                          m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m0.eq(0),
                          rb0.eq(dp.w_base >> lgc), rb.eq(dp.w_base >> lgc)]
         with m.If(self.restart):
