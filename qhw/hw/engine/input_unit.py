@@ -159,7 +159,8 @@ class InputUnit(wiring.Component):
         prep = Signal(range(PREP_CYCLES + 1))
         m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
                      self.idle_ready.eq(setup & ~ib_valid)]
-        hw, wpp, plc = Signal(unsigned(24)), Signal(unsigned(20)), Signal(unsigned(24))
+        hw, wpp = Signal(unsigned(24), name="hw"), Signal(unsigned(20), name="wpp")
+        plc = Signal(unsigned(24), name="plc")
         m.d.sync += [hw.eq(logic_mul(d.h, d.w)), wpp.eq(logic_mul(d.w, d.pp)), plc.eq(logic_mul(d.pl, d.c)),
                      wc.eq(logic_mul(d.w, d.c)), swc.eq(logic_mul(d.sw, d.c)),
                      n_words.eq(logic_mul(d.h, Mux(win, d.wpos, wpp))),

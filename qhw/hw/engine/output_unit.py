@@ -59,7 +59,8 @@ class OutputUnit(wiring.Component):
         i_word = Signal(unsigned(32), name="i_word")
         # the word count minus one, a cycle after the accept (h*w registered at the accept, then *pp); the
         # first read (word 0, possibly the accept's next cycle) asks only ``one_word``
-        hw, n_words_m1, one_word = Signal(unsigned(24)), Signal(signed(33), name="n_words_m1"), Signal()
+        hw, n_words_m1 = Signal(unsigned(24), name="hw"), Signal(signed(33), name="n_words_m1")
+        one_word = Signal(name="one_word")
         m.d.sync += n_words_m1.eq(logic_mul(hw, d.pp) - 1)
         k = Signal(unsigned(8))
         crem = Signal(signed(20))                 # channels of the pixel from word k on
