@@ -193,7 +193,9 @@ class OutputBoundHarness(Elaboratable):
                                             & (dp.pp <= 2) & (dp.c >= 1) & (dp.c <= dp.pp * self.rows)
                                             & (dp.in_base + size <= self.words)))
         d, run = data.View(descriptor_layout("OUTPUT"), _internal(um, "d")), _internal(um, "run")
-        i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
+        i_word, n_words_m1 = _internal(um, "i_word"), _internal(um, "n_words_m1")
+        hw, one_word = _internal(um, "hw"), _internal(um, "one_word")
+        n_words = d.h * d.w * d.pp                                  # the taken descriptor's words
         addr = d.in_base + i_word                                   # the unit's address, before the port
         o_payload = Value.cast(u.o.payload)
         o_waiting, o_last = Signal(name="o_waiting"), Signal.like(o_payload, name="o_last")
@@ -202,6 +204,10 @@ class OutputBoundHarness(Elaboratable):
             Assert(~u.r_en | (addr < self.words)),
             Assert(~o_waiting | (u.o.valid & (o_payload == o_last))),                      # the stream rule
             Assert(~run | ((i_word < n_words) & (d.in_base + n_words <= self.words))),     # lemma
+            # lemmas: the unit's registered counts (h*w at the accept, the count a cycle later) are the taken
+            # descriptor's
+            Assert(~run | ((hw == d.h * d.w) & (one_word == (n_words == 1)))),
+            Assert(~run | (i_word == 0) | (n_words_m1 == n_words - 1)),
         ]
         return m
 
@@ -380,11 +386,21 @@ class InputBoundHarness(Elaboratable):
         run, drain = _internal(um, "run"), _internal(um, "drain")
         i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
         produce = _internal(um, "produce")
+        prep, hw, wpp = _internal(um, "prep"), _internal(um, "hw"), _internal(um, "wpp")
+        d_words = d.h[:3] * Mux(d.kind == IN_WINDOW, d.wpos[:3], d.w[:3] * d.pp[:2])
+        d_fits = ((d.h >= 1) & (d.h <= n) & (d.w >= 1) & (d.w <= n) & (d.pp >= 1) & (d.pp <= 2) & (d.wpos >= 1)
+                  & (d.wpos <= n) & (d.kind <= 1) & (d.out_base + d_words <= w))
         m.d.comb += [
             # the word's address (32 bits) when it is made; the write a cycle later carries it
             Assert(~produce | (d.out_base + i_word < w)),
             Assert(~u.w.valid | (u.w.payload.addr < w)),
             Assert(~(run & ~drain) | ((i_word < n_words) & (d.out_base + n_words <= w))),      # lemma
+            # lemmas: a taken descriptor fits, and its counts are ready in the prep cycles (products from d:
+            # the single ones from prep 2, the word count from prep 1, and while running)
+            Assert(((prep == 0) & ~run) | d_fits),
+            Assert((prep == 0) | (~run & ~drain & (i_word == 0))),
+            Assert(~((prep == 1) | (prep == 2) | run) | ((hw == d.h * d.w) & (wpp == d.w * d.pp))),
+            Assert(~((prep == 1) | run) | (n_words == d_words)),
         ]
         return m
 

@@ -126,12 +126,13 @@ def test_random_models(tmp_path, name, cols):
     check_run(run, program, cfg, inputs, golden)
 
 
-@pytest.mark.parametrize("pe,weight_ram", [("ice40-dual", "spram")])
-def test_ice40_options(tmp_path, pe, weight_ram):
-    """The iCE40 UP5K options on 4x4 (portable models: ``DualMul8``'s two products, ``Spram``'s behavioural
-    single-port RAM with the write and read addresses on one port), built without the optional units
-    (``units=()``: the model has no ADD or POOL): "window-c2" loaded through the stream, bit-exact, every
-    write and descriptor end as predicted (neither the options nor the units change a latency)."""
+@pytest.mark.parametrize("pe,weight_ram", [("ice40-dual", "spram"), ("ecp5-pipelined", "block")])
+def test_fpga_options(tmp_path, pe, weight_ram):
+    """The FPGA options on 4x4 (portable models): the iCE40 UP5K's (``DualMul8``'s two products, ``Spram``'s
+    behavioural single-port RAM with the write and read addresses on one port) and the ECP5's pipelined
+    DSP PEs (``PipelinedMul``: 5 cycles more array latency, which the cycle model reads from the config),
+    built without the optional units (``units=()``: the model has no ADD or POOL): "window-c2" loaded
+    through the stream, bit-exact, every write and descriptor end as predicted."""
     from dataclasses import replace
 
     _, qm, x = case_program(tmp_path, "window-c2")
@@ -139,8 +140,9 @@ def test_ice40_options(tmp_path, pe, weight_ram):
     assert not {"ADD", "POOL"} & {d.op for d in program.descriptors}
     cfg = replace(cfg, array=replace(cfg.array, pe=pe), weight_ram=weight_ram, units=())
     program = compile_model(qm, cfg).program
-    with pytest.raises(ConfigError, match=r"^image: weight_ram spram cannot be embedded"):
-        NetworkEngine(engine=cfg, image=program.to_bytes())
+    if weight_ram == "spram":
+        with pytest.raises(ConfigError, match=r"^image: weight_ram spram cannot be embedded"):
+            NetworkEngine(engine=cfg, image=program.to_bytes())
     inputs, golden = cases(qm, program, x[:1])
     dut = NetworkEngine(engine=cfg)
     run = Run(dut, program, inputs, rows=4).run()

@@ -82,8 +82,8 @@ def test_output_reads_stay_in_the_scratchpad_and_o_follows_the_stream_rule(tmp_p
 
 
 def test_output_word_count_off_by_one_is_caught(tmp_path):
-    Broken = mutant(output_unit.OutputUnit, "n_words.eq(logic_mul(logic_mul(dp.h, dp.w), dp.pp))",
-                    "n_words.eq(logic_mul(logic_mul(dp.h, dp.w), dp.pp) + 1)")
+    Broken = mutant(output_unit.OutputUnit, "n_words_m1.eq(logic_mul(hw, d.pp) - 1)",
+                    "n_words_m1.eq(logic_mul(hw, d.pp))")
     assert_caught(prove(OutputBoundHarness(words=WORDS, unit=Broken), tmp_path, "output_mutant", "bmc", 8), tmp_path)
 
 

@@ -229,9 +229,12 @@ class NetworkEngine(wiring.Component):
         m.submodules.input = inp = InputUnit(rows=R, addr_bits=aw)
         m.d.comb += [inp.desc.valid.eq(f_in.desc.valid), inp.desc.payload.eq(view(f_in, "INPUT")),
                      f_in.desc.ready.eq(inp.desc.ready)]
+        # before the first beat the input register is empty, so ``i.ready`` is the unit's registered
+        # ``idle_ready``: ``go`` (which every loader register sees) does not wait for the unit's byte logic
+        i_ready = Mux(running, inp.i.ready, primed & inp.idle_ready)
         m.d.comb += [inp.i.valid.eq(self.i.valid & (running | primed)), inp.i.payload.eq(self.i.payload),
-                     self.i.ready.eq(inp.i.ready & (running | primed))]
-        first_beat = self.i.valid & self.i.ready & ~running
+                     self.i.ready.eq(i_ready)]
+        first_beat = self.i.valid & primed & inp.idle_ready & ~running
         go = running | first_beat
         with m.If(first_beat):
             m.d.sync += running.eq(1)
@@ -351,9 +354,12 @@ class NetworkEngine(wiring.Component):
         with m.If(we):
             m.d.sync += wcount.eq(wcount + 1)
 
-        # the end of an inference: the issue side read END and everything has drained
-        done = running & f_issue.at_end & ~f_issue.desc.valid & issue.desc.ready & ~issue.busy & pool.desc.ready \
-            & out.idle & ~wb.busy & add.desc.ready
+        # the end of an inference: the issue side read END and everything has drained, registered (a cycle
+        # after the units drained; the next inference counts from its own first beat), so the restart that
+        # every fetch and unit sees leaves a register, not the units' terminal compares
+        done = Signal()
+        m.d.sync += done.eq(running & f_issue.at_end & ~f_issue.desc.valid & issue.desc.ready & ~issue.busy
+                            & pool.desc.ready & out.idle & ~wb.busy & add.desc.ready & ~done)
         m.d.comb += restart.eq(done | load.done)
         with m.If(done):
             m.d.sync += [running.eq(0), wcount.eq(0)]

@@ -72,15 +72,13 @@ class Im2colAgen(wiring.Component):
         # per-descriptor constants (strides), computed from the incoming descriptor at its handshake
         win = dp.in_kind == IN_WINDOW
         c_rs, c_dox, c_dkx, c_doy, c_dky = (Signal(off, name=n) for n in ("rs", "d_ox", "d_kx", "d_oy", "d_ky"))
-        c_kw, c_kcw, c_cwstep, c_x0 = (Signal(unsigned(8), name="kw_e"), Signal(unsigned(8), name="kcw_e"),
-                                       Signal(off, name="cw_step_e"), Signal(_COORD, name="x0"))
+        c_cwstep, c_x0 = Signal(off, name="cw_step_e"), Signal(_COORD, name="x0")
         c_m = Signal(unsigned(24), name="m_total")
         pp = Mux(win, 1, dp.in_pp)
         rs = logic_mul(dp.in_w, pp)
         on_desc = [
             c_rs.eq(rs), c_dox.eq(Mux(win, 1, logic_mul(dp.sw, dp.in_pp))), c_dkx.eq(logic_mul(dp.dw, dp.in_pp)),
             c_doy.eq(logic_mul(dp.sh, rs)), c_dky.eq(logic_mul(dp.dh, rs)),
-            c_kw.eq(Mux(win, 1, dp.kw)), c_kcw.eq(Mux(win, 1, dp.kcw)),
             c_cwstep.eq(Mux(win, 0, dp.cw_step)),
             c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(logic_mul(dp.oh, dp.ow)), d.eq(dp),
         ]
@@ -95,6 +93,10 @@ class Im2colAgen(wiring.Component):
                         pixrow=Signal(off, name=f"{prefix}pixrow"))
         cur, start = pixel("cur_"), pixel("chunk_")
         chunk_end = Signal(unsigned(24))
+        # each loop's bound minus one, so a terminal test is an equality of two registers, no adder
+        # (the terminal flags decide the step, which enables every loop register)
+        chunk_end_m1, nt_m1 = Signal(signed(25), name="chunk_end_m1"), Signal(signed(13), name="nt_m1")
+        kw_m1, kh_m1, kcw_m1 = (Signal(signed(9), name=n) for n in ("kw_m1", "kh_m1", "kcw_m1"))
         # tile state
         nt, cwi = Signal(unsigned(12)), Signal(unsigned(8))
         ky, kx = Signal(unsigned(8)), Signal(unsigned(8))
@@ -111,9 +113,9 @@ class Im2colAgen(wiring.Component):
         addr = Signal(off)
         m.d.comb += addr.eq(cur["pix"] + tb)
 
-        last_m = cur["m"] + 1 == chunk_end
-        last_kx, last_ky = kx + 1 == c_kw, ky + 1 == d.kh
-        last_cwi, last_nt = cwi + 1 == c_kcw, nt + 1 == d.n_tiles
+        last_m = cur["m"] == chunk_end_m1
+        last_kx, last_ky = kx == kw_m1, ky == kh_m1
+        last_cwi, last_nt = cwi == kcw_m1, nt == nt_m1
         last_k = last_kx & last_ky & last_cwi
         last = last_m & last_k & last_nt & (chunk_end == c_m)
         b = self.beats.payload
@@ -157,8 +159,8 @@ class Im2colAgen(wiring.Component):
                                 m.d.sync += [nt.eq(0)] + [r.eq(nb0) for r in (nb, kb, rb, tb)]
                                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
                                 m.d.sync += [start[k].eq(nxt[k]) for k in cur]
-                                m.d.sync += chunk_end.eq(Mux(chunk_end + d.m_chunk > c_m, c_m,
-                                                             chunk_end + d.m_chunk))
+                                next_end = Mux(chunk_end + d.m_chunk > c_m, c_m, chunk_end + d.m_chunk)
+                                m.d.sync += [chunk_end.eq(next_end), chunk_end_m1.eq(next_end - 1)]
                                 with m.If(chunk_end == c_m):
                                     m.d.sync += run.eq(0)
 
@@ -174,5 +176,8 @@ class Im2colAgen(wiring.Component):
             m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
             m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
             m_all = logic_mul(dp.oh, dp.ow)
-            m.d.sync += [chunk_end.eq(Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)), run.eq(1)]
+            first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
+            m.d.sync += [chunk_end.eq(first_end), chunk_end_m1.eq(first_end - 1), run.eq(1),
+                         kw_m1.eq(Mux(win, 0, dp.kw - 1)), kh_m1.eq(dp.kh - 1), kcw_m1.eq(Mux(win, 0, dp.kcw - 1)),
+                         nt_m1.eq(dp.n_tiles - 1)]
         return m

@@ -25,6 +25,7 @@ from .layouts import descriptor_layout
 __all__ = ["InputUnit", "word_write_layout"]
 
 _S = signed(32)
+PREP_CYCLES = 3          # accept -> d, -> single products, -> the products of products, -> running
 
 
 def word_write_layout(rows: int, addr_bits: int) -> data.StructLayout:
@@ -34,6 +35,9 @@ def word_write_layout(rows: int, addr_bits: int) -> data.StructLayout:
 
 class InputUnit(wiring.Component):
     """INPUT descriptors (``desc``) and host beats (``i``) to whole-word writes (``w``, valid = enable).
+
+    ``idle_ready``: ``i.ready`` while no beat is held (``setup`` and an empty input register), a register
+    term; the engine takes an inference's first beat on it, so that beat's ``go`` stays shallow.
 
     Parameters
     ----------
@@ -51,7 +55,7 @@ class InputUnit(wiring.Component):
             "desc": In(stream.Signature(descriptor_layout("INPUT"))),
             "i": In(stream.Signature(unsigned(8 * rows))),
             "w": Out(stream.Signature(word_write_layout(rows, addr_bits), always_ready=True)),
-            "busy": Out(1),
+            "busy": Out(1), "idle_ready": Out(1),
         })
 
     @property
@@ -69,11 +73,18 @@ class InputUnit(wiring.Component):
         grp = [Signal(unsigned(8), name=f"g{lane}") for lane in range(R)]
         chv = [Signal(name=f"chv{lane}") for lane in range(R)]           # ch < c
         rowc, wc, swc = Signal(_S), Signal(_S), Signal(_S)                # y*w*c, w*c, sw*c
-        s, x0 = Signal(_S), Signal(_S)
+        s = Signal(_S)
+        # per lane: its column ``x0 + g`` (window) and, standard layout, ``c - k*rows`` (channels from word k
+        # on): kept as registers moving with ``x0`` and ``k``, so a lane's valid test has no adder
+        xg = [Signal(_S, name=f"xg{lane}") for lane in range(R)]
+        cleft = Signal(signed(18), name="cleft")
         j, k = Signal(unsigned(16)), Signal(unsigned(16))                 # word in row / pixel, pixel or row
         i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
         beats_total = Signal(unsigned(32))
         nb = Signal(unsigned(32))                                         # beats taken into buf
+        left = Signal(signed(34), name="left")                            # beats_total - nb
+        hw, wpp = Signal(unsigned(24), name="hw"), Signal(unsigned(20), name="wpp")
+        plc = Signal(unsigned(24), name="plc")
         bbase = Signal(_S)                                                # byte index of buf[0] = (nb-3)*R
         buf = Signal(unsigned(8 * 3 * R))
         ib, ib_valid = Signal(unsigned(8 * R)), Signal()
@@ -84,10 +95,8 @@ class InputUnit(wiring.Component):
         src = [Signal(_S, name=f"src{lane}") for lane in range(R)]
         valid = [Signal(name=f"lv{lane}") for lane in range(R)]
         for lane in range(R):
-            xg = x0 + grp[lane]
             m.d.comb += [src[lane].eq(s + Mux(win, off[lane], lane)),
-                         valid[lane].eq(Mux(win, chv[lane] & (xg >= 0) & (xg < d.w),
-                                            (k * R + lane) < d.c))]
+                         valid[lane].eq(Mux(win, chv[lane] & (xg[lane] >= 0) & (xg[lane] < d.w), cleft > lane))]
         # the last beat the word needs: the highest valid lane's (a lane's source byte grows with the lane
         # among the valid ones), -1 if none; a balanced priority tree, not a chain of compares
         def highest(lanes):
@@ -111,7 +120,9 @@ class InputUnit(wiring.Component):
             with m.Elif(ib_valid):
                 m.d.comb += take.eq(1)
                 m.d.comb += produce.eq(need == nbs)
-        with m.If(drain & ib_valid & (nb < beats_total)):
+        # nb + take against beats_total: a register (``left``) and the take, no adder
+        more_after = Mux(take, left > 1, left > 0)                        # nb + take < beats_total
+        with m.If(drain & ib_valid & (left > 0)):
             m.d.comb += take.eq(1)
         m.d.comb += self.i.ready.eq(setup & (~ib_valid | take))
         with m.If(self.i.valid & self.i.ready):
@@ -119,7 +130,7 @@ class InputUnit(wiring.Component):
         with m.Elif(take):
             m.d.sync += ib_valid.eq(0)
         with m.If(take):
-            m.d.sync += [buf.eq(Cat(buf[8 * R:], ib)), nb.eq(nb + 1), bbase.eq(bbase + R)]
+            m.d.sync += [buf.eq(Cat(buf[8 * R:], ib)), nb.eq(nb + 1), left.eq(left - 1), bbase.eq(bbase + R)]
 
         # the word, registered: written the next cycle
         wr = self.w.payload
@@ -132,37 +143,47 @@ class InputUnit(wiring.Component):
                 m.d.sync += wr.data[lane].eq(Mux(valid[lane], byte.as_signed(), d.zp))
             m.d.sync += i_word.eq(i_word + 1)
             with m.If(i_word + 1 == n_words):
-                with m.If(nb + take < beats_total):
+                with m.If(more_after):
                     m.d.sync += drain.eq(1)
                 with m.Else():
                     m.d.sync += [run.eq(0), setup.eq(0)]
             with m.If(win):                                               # next output column, or row
                 with m.If(j + 1 == d.wpos):
-                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - logic_mul(d.pl, d.c)), x0.eq(-d.pl)]
+                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - plc)]
+                    m.d.sync += [xg[lane].eq(grp[lane] - d.pl) for lane in range(R)]
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), s.eq(s + swc), x0.eq(x0 + d.sw)]
+                    m.d.sync += [j.eq(j + 1), s.eq(s + swc)] + [xg[lane].eq(xg[lane] + d.sw) for lane in range(R)]
             with m.Else():                                                # next word of the pixel, or pixel
                 with m.If(k + 1 == d.pp):
-                    m.d.sync += [k.eq(0), rowc.eq(rowc + d.c), s.eq(rowc + d.c)]
+                    m.d.sync += [k.eq(0), rowc.eq(rowc + d.c), s.eq(rowc + d.c), cleft.eq(d.c)]
                 with m.Else():
-                    m.d.sync += [k.eq(k + 1), s.eq(s + R)]
-        with m.If(drain & (nb + take >= beats_total)):
+                    m.d.sync += [k.eq(k + 1), s.eq(s + R), cleft.eq(cleft - R)]
+        with m.If(drain & ~more_after):
             m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
 
-        # a descriptor: its constants (one cycle), then beats
-        m.d.comb += [self.desc.ready.eq(~run), self.busy.eq(run)]
+        # a descriptor: registered, then its constants, one product per cycle from the registered fields
+        # (``PREP_CYCLES``; the unit starts only after them, and the first beat is the contract's cycle 0,
+        # so they add no cycle to an inference), then beats
+        prep = Signal(range(PREP_CYCLES + 1))
+        m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
+                     self.idle_ready.eq(setup & ~ib_valid)]
+        m.d.sync += [hw.eq(logic_mul(d.h, d.w)), wpp.eq(logic_mul(d.w, d.pp)), plc.eq(logic_mul(d.pl, d.c)),
+                     wc.eq(logic_mul(d.w, d.c)), swc.eq(logic_mul(d.sw, d.c)),
+                     n_words.eq(logic_mul(d.h, Mux(win, d.wpos, wpp))),
+                     beats_total.eq((logic_mul(hw, d.c) + R - 1) >> lg)]
+        with m.If(prep != 0):
+            m.d.sync += prep.eq(prep - 1)
+        with m.If(prep == 1):
+            m.d.sync += [run.eq(1), setup.eq(1), s.eq(Mux(win, -plc, 0)), left.eq(beats_total), cleft.eq(d.c)]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            m.d.sync += [d.eq(dp), run.eq(1), setup.eq(1), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
-                         nb.eq(0), bbase.eq(-3 * R), rowc.eq(0),
-                         n_words.eq(logic_mul(dp.h, Mux(dp.kind == IN_WINDOW, dp.wpos, logic_mul(dp.w, dp.pp)))),
-                         beats_total.eq((logic_mul(logic_mul(dp.h, dp.w), dp.c) + R - 1) >> lg),
-                         wc.eq(logic_mul(dp.w, dp.c)), swc.eq(logic_mul(dp.sw, dp.c)),
-                         s.eq(Mux(dp.kind == IN_WINDOW, -logic_mul(dp.pl, dp.c), 0)),
-                         x0.eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0))]
+            m.d.sync += [d.eq(dp), prep.eq(PREP_CYCLES), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
+                         nb.eq(0), bbase.eq(-3 * R), rowc.eq(0)]
+            m.d.sync += [xg[lane].eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0) + grp[lane]) for lane in range(R)]
             for cp_log in range(lg + 1):
                 with m.If(dp.cp == (1 << cp_log)):
                     for lane in range(R):
                         g, ch = lane >> cp_log, lane & ((1 << cp_log) - 1)
-                        m.d.sync += [off[lane].eq(logic_mul(dp.c, g) + ch), grp[lane].eq(g), chv[lane].eq(ch < dp.c)]
+                        m.d.sync += [off[lane].eq(logic_mul(dp.c, g) + ch), grp[lane].eq(g), chv[lane].eq(ch < dp.c),
+                                     xg[lane].eq(Mux(dp.kind == IN_WINDOW, g - dp.pl, g))]
         return m

@@ -29,14 +29,6 @@ from .layouts import descriptor_layout
 __all__ = ["ParamFetch", "WeightLoader", "param_bank_layout"]
 
 
-def _tiles_setup(dp):
-    """K tiles per N tile and output pixels of a MATMUL descriptor (the tile walk's bounds, as ``Im2colAgen``)."""
-    win = dp.in_kind == IN_WINDOW
-    kt = Mux(win, dp.kh, logic_mul(logic_mul(dp.kcw, dp.kh), dp.kw))
-    mt = logic_mul(dp.oh, dp.ow)
-    return kt, mt
-
-
 class WeightLoader(wiring.Component):
     """MATMUL descriptors (``desc``) to weight-bank writes (``w_we`` one-hot row, ``w_bank``, ``w_data``)."""
 
@@ -64,7 +56,8 @@ class WeightLoader(wiring.Component):
         d_valid = Signal()
         kt_count, n_tiles, m_total, m_chunk = (Signal(unsigned(24), name=n) for n in ("kt_count", "n_tiles",
                                                                                    "m_total", "m_chunk"))
-        kt, nt, m0 = Signal(unsigned(24)), Signal(unsigned(12)), Signal(unsigned(24))
+        kt, nt = Signal(unsigned(24)), Signal(unsigned(12))
+        m_end = Signal(unsigned(25), name="m_end")                 # the chunk's end: m0 + m_chunk, kept
         rb0 = Signal(unsigned(24), name="rb0")                     # the chunk's first row
         rb = Signal(unsigned(24), name="rb")                       # the next tile's first row
         u = Signal()                                               # tiles started, modulo 2 (the bank)
@@ -72,6 +65,7 @@ class WeightLoader(wiring.Component):
         ahead = Signal(range(4))                                   # tiles started and not yet issued (<= 2)
         drain = [Signal(range(C + 1), name=f"drain{b}") for b in range(2)]
         row, active, cur = Signal(range(R + 1), name="row"), Signal(name="active"), Signal(unsigned(24), name="cur")
+        kk, kwr, multi_k = Signal(unsigned(16)), Signal(unsigned(8)), Signal()     # K-tile count factors
 
         for b in range(2):
             with m.If(drain[b] != 0):
@@ -91,13 +85,13 @@ class WeightLoader(wiring.Component):
             m.d.comb += [self.r_addr.eq(rb), self.r_en.eq(1)]
             m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(~u)]
             last_tile = Signal()
-            with m.If(kt + 1 < kt_count):
+            with m.If(Mux(kt == 0, multi_k, kt + 1 < kt_count)):
                 m.d.sync += [kt.eq(kt + 1), rb.eq(rb + R)]
             with m.Elif(nt + 1 < n_tiles):
                 m.d.sync += [kt.eq(0), nt.eq(nt + 1), rb.eq(rb + R)]
             with m.Else():
-                m.d.sync += [kt.eq(0), nt.eq(0), m0.eq(m0 + m_chunk), rb.eq(rb0)]
-                m.d.comb += last_tile.eq(m0 + m_chunk >= m_total)
+                m.d.sync += [kt.eq(0), nt.eq(0), m_end.eq(m_end + m_chunk), rb.eq(rb0)]
+                m.d.comb += last_tile.eq(m_end >= m_total)
                 with m.If(last_tile):
                     m.d.sync += d_valid.eq(0)
             m.d.comb += self.desc.ready.eq(last_tile)
@@ -116,12 +110,19 @@ class WeightLoader(wiring.Component):
                      we2.eq(we), wbank2.eq(wbank), wdata.eq(self.r_data)]
         m.d.comb += [self.w_we.eq(we2), self.w_bank.eq(wbank2), self.w_data.eq(wdata)]
 
+        # K tiles per N tile: two products, the second a cycle after the accept (a tile's first start, at
+        # kt 0, asks only ``multi_k``: more than one K tile; the next start is at least 2 cycles later)
+        m.d.sync += kt_count.eq(logic_mul(kk, kwr))
         m.d.sync += ahead.eq(ahead + start - self.tile_done)
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            ktc, mt = _tiles_setup(dp)
-            m.d.sync += [d_valid.eq(1), kt_count.eq(ktc), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
-                         m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m0.eq(0),
+            mt = logic_mul(dp.oh, dp.ow)
+            win = dp.in_kind == IN_WINDOW
+            nz = (dp.kcw != 0) & (dp.kh != 0) & (dp.kw != 0)
+            m.d.sync += [kk.eq(Mux(win, dp.kh, logic_mul(dp.kcw, dp.kh))), kwr.eq(Mux(win, 1, dp.kw)),
+                         multi_k.eq(Mux(win, dp.kh > 1, nz & ((dp.kcw > 1) | (dp.kh > 1) | (dp.kw > 1))))]
+            m.d.sync += [d_valid.eq(1), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
+                         m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m_end.eq(dp.m_chunk),
                          rb0.eq(dp.w_base >> lgc), rb.eq(dp.w_base >> lgc)]
         with m.If(self.restart):
             m.d.sync += [u.eq(0), tdone.eq(0), ahead.eq(0), drain[0].eq(0), drain[1].eq(0)]
@@ -169,7 +170,8 @@ class ParamFetch(wiring.Component):
         d_valid = Signal()
         mode, zp, qmin, qmax = Signal(MODE_BITS), Signal(signed(9)), Signal(signed(9)), Signal(signed(9))
         entry0 = Signal(unsigned(24))
-        n_tiles, m_total, m_chunk, m0 = (Signal(unsigned(24), name=n) for n in ("n_tiles", "m_total", "m_chunk", "m0"))
+        n_tiles, m_total, m_chunk = (Signal(unsigned(24), name=n) for n in ("n_tiles", "m_total", "m_chunk"))
+        m_end = Signal(unsigned(25), name="m_end")        # the chunk's end: m0 + m_chunk, kept
         nt = Signal(unsigned(12))
         g = Signal()                                      # groups fetched, modulo 2 (the bank)
         held = Signal(range(-4, 4))                       # groups fetched and not yet released (<= 2)
@@ -187,8 +189,8 @@ class ParamFetch(wiring.Component):
             with m.If(nt + 1 < n_tiles):
                 m.d.sync += nt.eq(nt + 1)
             with m.Else():
-                m.d.sync += [nt.eq(0), m0.eq(m0 + m_chunk)]
-                m.d.comb += last.eq(m0 + m_chunk >= m_total)
+                m.d.sync += [nt.eq(0), m_end.eq(m_end + m_chunk)]
+                m.d.comb += last.eq(m_end >= m_total)
                 with m.If(last):
                     m.d.sync += d_valid.eq(0)
             m.d.comb += self.desc.ready.eq(last)
@@ -209,7 +211,7 @@ class ParamFetch(wiring.Component):
             mt = logic_mul(dp.oh, dp.ow)
             m.d.sync += [d_valid.eq(1), mode.eq(dp.mode), zp.eq(dp.zp), qmin.eq(dp.qmin), qmax.eq(dp.qmax),
                          entry0.eq(((dp.p_base >> 2) - self.poff) >> lge), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
-                         m_chunk.eq(dp.m_chunk), nt.eq(0), m0.eq(0)]
+                         m_chunk.eq(dp.m_chunk), nt.eq(0), m_end.eq(dp.m_chunk)]
         with m.If(self.restart):
             m.d.sync += [g.eq(0), held.eq(0), d_valid.eq(0)]
         return m

@@ -56,7 +56,12 @@ class OutputUnit(wiring.Component):
         R = self.rows
         d = Signal(descriptor_layout("OUTPUT"))
         run = Signal()
-        i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
+        i_word = Signal(unsigned(32), name="i_word")
+        # the word count minus one, a cycle after the accept (h*w registered at the accept, then *pp); the
+        # first read (word 0, possibly the accept's next cycle) asks only ``one_word``
+        hw, n_words_m1 = Signal(unsigned(24), name="hw"), Signal(signed(33), name="n_words_m1")
+        one_word = Signal(name="one_word")
+        m.d.sync += n_words_m1.eq(logic_mul(hw, d.pp) - 1)
         k = Signal(unsigned(8))
         crem = Signal(signed(20))                 # channels of the pixel from word k on
         m.submodules.fifo = fifo = SyncFIFO(width=8 * R + 1, depth=_FIFO_DEPTH)
@@ -68,7 +73,7 @@ class OutputUnit(wiring.Component):
         m.d.comb += inflight.eq(s1.valid + s2.valid + flush)
         read = Signal()
         m.d.comb += read.eq(run & (fifo.level + inflight < _FIFO_DEPTH - 1))
-        last_word = i_word + 1 == n_words
+        last_word = Mux(i_word == 0, one_word, i_word == n_words_m1)
         m.d.comb += [self.r_addr.eq(d.in_base + i_word), self.r_en.eq(read), self.finishing.eq(read & last_word)]
         with m.If(read):
             m.d.sync += i_word.eq(i_word + 1)
@@ -115,6 +120,6 @@ class OutputUnit(wiring.Component):
                      self.idle.eq(~run & ~s1.valid & ~s2.valid & ~flush & ~fifo.r_rdy)]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
-            m.d.sync += [d.eq(dp), run.eq(1), i_word.eq(0), k.eq(0), crem.eq(dp.c),
-                         n_words.eq(logic_mul(logic_mul(dp.h, dp.w), dp.pp))]
+            m.d.sync += [d.eq(dp), run.eq(1), i_word.eq(0), k.eq(0), crem.eq(dp.c), hw.eq(logic_mul(dp.h, dp.w)),
+                         one_word.eq((dp.h == 1) & (dp.w == 1) & (dp.pp == 1))]
         return m

@@ -70,8 +70,11 @@ class PoolAgen(wiring.Component):
 
         y, x = yb + ky, xb + kx
         inside = (y >= 0) & (y < d.in_h) & (x >= 0) & (x < d.in_w)
-        last_kx, last_ky, last_cw = kx + 1 == d.kw, ky + 1 == d.kh, cw + 1 == d.cws
-        last_ox, last_oy = ox + 1 == d.ow, oy + 1 == d.oh
+        # bounds minus one (registered at the accept): each terminal test is an equality of registers
+        kw_m1, kh_m1, cws_m1, ow_m1, oh_m1 = (Signal(signed(14), name=n) for n in ("kw_m1", "kh_m1", "cws_m1",
+                                                                                  "ow_m1", "oh_m1"))
+        last_kx, last_ky, last_cw = kx == kw_m1, ky == kh_m1, cw == cws_m1
+        last_ox, last_oy = ox == ow_m1, oy == oh_m1
         last_tap = last_kx & last_ky
         done = last_tap & last_cw & last_ox & last_oy
         t = self.taps.payload
@@ -112,7 +115,8 @@ class PoolAgen(wiring.Component):
                          d_opy.eq(logic_mul(dp.out_w, dp.out_pp, m=m, name="d_opy")),
                          oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
-                         orow.eq(0), opix.eq(0), self.busy.eq(1)]
+                         orow.eq(0), opix.eq(0), self.busy.eq(1), kw_m1.eq(dp.kw - 1), kh_m1.eq(dp.kh - 1),
+                         cws_m1.eq(dp.cws - 1), ow_m1.eq(dp.ow - 1), oh_m1.eq(dp.oh - 1)]
             m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]
             m.d.sync += [r.eq(dp.out_base + dp.out_cw0) for r in (ob0, ob)]
         return m

@@ -13,7 +13,7 @@ im2col generator, only additions in the loop.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -69,7 +69,6 @@ class WritebackAgen(wiring.Component):
         d = Signal.like(dp, name="d")
         off = unsigned(_OFF)
         pooled = dp.pool != POOL_NONE
-        pkh, pkw = Signal(unsigned(8)), Signal(unsigned(8))
         d_py = Signal(off)                        # out_w * out_pp: one pooled row
         m_total = Signal(unsigned(24))
 
@@ -82,31 +81,34 @@ class WritebackAgen(wiring.Component):
         cur, start = pixel("cur_"), pixel("chunk_")
         chunk_end = Signal(unsigned(24))
         nt = Signal(unsigned(12))
+        # bounds minus one: the terminal tests are equalities of registers, no adder in front of ``step``
+        chunk_end_m1, nt_m1, ow_m1 = Signal(signed(25)), Signal(signed(13)), Signal(signed(13))
+        pkh_m1, pkw_m1 = Signal(signed(9)), Signal(signed(9))
         lane = Signal(range(R))
         woff = Signal(off)                        # (nt * cols) // rows
 
         run = self.busy
         keep = (cur["py"] < d.out_h) & (cur["px"] < d.out_w)
-        last_m = cur["m"] + 1 == chunk_end
-        last_nt = nt + 1 == d.n_tiles
+        last_m = cur["m"] == chunk_end_m1
+        last_nt = nt == nt_m1
         last = last_m & last_nt & (chunk_end == m_total)
         o = self.dest.payload
         m.d.comb += [self.dest.valid.eq(run), o.addr.eq((cur["pix"] + woff)[:ADDR_BITS]), o.lane.eq(lane),
                      o.keep.eq(keep), o.px.eq(cur["px"]), o.win_first.eq((cur["ry"] == 0) & (cur["rx"] == 0)),
-                     o.win_last.eq((cur["ry"] + 1 == pkh) & (cur["rx"] + 1 == pkw)), o.last.eq(last)]
+                     o.win_last.eq((cur["ry"] == pkh_m1) & (cur["rx"] == pkw_m1)), o.last.eq(last)]
 
         nxt = {k: Signal.like(v, name=f"next_{k}") for k, v in cur.items()}
         m.d.comb += [nxt[k].eq(v) for k, v in cur.items()] + [nxt["m"].eq(cur["m"] + 1)]
-        with m.If(cur["ox"] + 1 == d.ow):           # next output row: back to column 0
+        with m.If(cur["ox"] == ow_m1):              # next output row: back to column 0
             m.d.comb += [nxt["ox"].eq(0), nxt["rx"].eq(0), nxt["px"].eq(0), nxt["oy"].eq(cur["oy"] + 1)]
-            with m.If(cur["ry"] + 1 == pkh):        # next pooled row
+            with m.If(cur["ry"] == pkh_m1):         # next pooled row
                 m.d.comb += [nxt["ry"].eq(0), nxt["py"].eq(cur["py"] + 1), nxt["prow"].eq(cur["prow"] + d_py),
                              nxt["pix"].eq(cur["prow"] + d_py)]
             with m.Else():
                 m.d.comb += [nxt["ry"].eq(cur["ry"] + 1), nxt["pix"].eq(cur["prow"])]
         with m.Else():
             m.d.comb += nxt["ox"].eq(cur["ox"] + 1)
-            with m.If(cur["rx"] + 1 == pkw):
+            with m.If(cur["rx"] == pkw_m1):
                 m.d.comb += [nxt["rx"].eq(0), nxt["px"].eq(cur["px"] + 1), nxt["pix"].eq(cur["pix"] + d.out_pp)]
             with m.Else():
                 m.d.comb += nxt["rx"].eq(cur["rx"] + 1)
@@ -127,8 +129,8 @@ class WritebackAgen(wiring.Component):
                         m.d.sync += lane.eq(lane + C)
             with m.Else():                           # the next M chunk, or the end
                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur] + [start[k].eq(nxt[k]) for k in cur]
-                m.d.sync += [nt.eq(0), lane.eq(0), woff.eq(0),
-                             chunk_end.eq(Mux(chunk_end + d.m_chunk > m_total, m_total, chunk_end + d.m_chunk))]
+                next_end = Mux(chunk_end + d.m_chunk > m_total, m_total, chunk_end + d.m_chunk)
+                m.d.sync += [nt.eq(0), lane.eq(0), woff.eq(0), chunk_end.eq(next_end), chunk_end_m1.eq(next_end - 1)]
                 with m.If(chunk_end == m_total):
                     m.d.sync += run.eq(0)
 
@@ -138,8 +140,9 @@ class WritebackAgen(wiring.Component):
             init = dict(m=0, oy=0, ox=0, ry=0, rx=0, py=0, px=0, pix=base, prow=base)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
             m_all = logic_mul(dp.oh, dp.ow)
-            m.d.sync += [d.eq(dp), pkh.eq(Mux(pooled, dp.pkh, 1)), pkw.eq(Mux(pooled, dp.pkw, 1)),
-                         d_py.eq(logic_mul(dp.out_w, dp.out_pp)), m_total.eq(m_all), nt.eq(0), lane.eq(0),
-                         woff.eq(0), chunk_end.eq(Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)),
-                         run.eq(1)]
+            first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
+            m.d.sync += [d.eq(dp), d_py.eq(logic_mul(dp.out_w, dp.out_pp)), m_total.eq(m_all), nt.eq(0), lane.eq(0),
+                         woff.eq(0), chunk_end.eq(first_end), chunk_end_m1.eq(first_end - 1), run.eq(1),
+                         nt_m1.eq(dp.n_tiles - 1), ow_m1.eq(dp.ow - 1),
+                         pkh_m1.eq(Mux(pooled, dp.pkh - 1, 0)), pkw_m1.eq(Mux(pooled, dp.pkw - 1, 0))]
         return m
