@@ -31,9 +31,10 @@ from ..errors import ConfigError
 __all__ = ["BUSY_FALL_CYCLES", "CUT_POINTS", "EngineLivenessHarness", "liveness_program", "prime_cycles"]
 
 # ``busy`` is the engine's ``running`` register: it rises the cycle after the first input beat (cycle 0
-# of the model) and falls the cycle after ``done`` (every unit drained, the issue fetch at END), which is
-# the cycle after the last output beat: so it is low from cycle ``total + BUSY_FALL_CYCLES`` on.
-BUSY_FALL_CYCLES = 1
+# of the model) and falls two cycles after ``done`` (every unit drained, the issue fetch at END; the end
+# of an inference is registered before ``restart``), which is the cycle after the last output beat: so it
+# is low from cycle ``total + BUSY_FALL_CYCLES`` on.
+BUSY_FALL_CYCLES = 2
 HOSTS = ("eager", "exact")
 
 

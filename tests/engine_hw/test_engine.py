@@ -149,6 +149,47 @@ def test_fpga_options(tmp_path, pe, weight_ram):
     check_run(run, program, cfg, inputs, golden)
 
 
+def test_eager_host_back_to_back_single_beat_inferences():
+    """A host that offers the next image's beat on every cycle (found by the liveness proof,
+    docs/verification.md): the input unit accepts no beat past its tensor, so three single-beat
+    inferences (the liveness program, 4x4) follow each other, each ``busy`` for exactly the cycles the
+    cycle model gives, each with its one output beat."""
+    from qhw.engine.config import EngineConfig
+    from qhw.formal.engine_liveness import BUSY_FALL_CYCLES, liveness_program
+    from qhw.hw.config import ArrayConfig
+
+    from .conftest import run_sim
+
+    cfg = EngineConfig(array=ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",)),
+                       weight_kib=1, act_kib=1, program_words=64)
+    program = liveness_program(cfg)
+    total = predict(program, cfg).total
+    dut = NetworkEngine(engine=cfg, image=program.to_bytes())
+    busy, beats = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.o.ready, 1)
+        for _ in range(4 * (total + 10)):
+            await ctx.tick()
+            busy.append(ctx.get(dut.busy))
+            beats.append(ctx.get(dut.o.valid))
+
+    run_sim(dut, bench)
+    runs, k = [], 0
+    while k < len(busy):
+        if busy[k]:
+            start = k
+            while k < len(busy) and busy[k]:
+                k += 1
+            runs.append((start, k - start))
+        k += 1
+    complete = [n for start, n in runs if start + n < len(busy)]
+    assert len(complete) >= 3 and set(complete) == {complete[0]}, runs
+    assert complete[0] == total + BUSY_FALL_CYCLES - 1, (complete, total)     # busy falls when the model says
+    assert sum(beats) >= len(complete)
+
+
 def test_absent_unit_flags_its_descriptor():
     """An engine generated without the add unit (``units=("pool",)``), given a hand-made program that has
     an ADD anyway (the compiler refuses such a model): the stand-in takes the ADD and ``error`` rises; the

@@ -124,7 +124,16 @@ class InputUnit(wiring.Component):
         more_after = Mux(take, left > 1, left > 0)                        # nb + take < beats_total
         with m.If(drain & ib_valid & (left > 0)):
             m.d.comb += take.eq(1)
-        m.d.comb += self.i.ready.eq(setup & (~ib_valid | take))
+        # no beat past the tensor's: a host offering the next image's first beat early would otherwise have
+        # it taken here, and the next inference would never see its first beat (found by the liveness
+        # proof, docs/verification.md); a registered flag, off the ready path
+        more = Signal(name="more_beats")                                  # beats accepted < beats_total
+        nacc = Signal(unsigned(32), name="beats_accepted")
+        m.d.comb += self.i.ready.eq(setup & more & (~ib_valid | take))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [nacc.eq(nacc + 1), more.eq(nacc + 1 < beats_total)]
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += [nacc.eq(0), more.eq(1)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [ib.eq(self.i.payload), ib_valid.eq(1)]
         with m.Elif(take):
@@ -166,7 +175,7 @@ class InputUnit(wiring.Component):
         # so they add no cycle to an inference), then beats
         prep = Signal(range(PREP_CYCLES + 1))
         m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
-                     self.idle_ready.eq(setup & ~ib_valid)]
+                     self.idle_ready.eq(setup & more & ~ib_valid)]
         m.d.sync += [hw.eq(logic_mul(d.h, d.w)), wpp.eq(logic_mul(d.w, d.pp)), plc.eq(logic_mul(d.pl, d.c)),
                      wc.eq(logic_mul(d.w, d.c)), swc.eq(logic_mul(d.sw, d.c)),
                      n_words.eq(logic_mul(d.h, Mux(win, d.wpos, wpp))),
