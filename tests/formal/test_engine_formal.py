@@ -157,6 +157,21 @@ def test_engine_liveness_busy_falls_exactly_when_the_cycle_model_says(tmp_path):
     assert (r.status, r.trace) == ("proven", None)
 
 
+def test_engine_liveness_catches_an_engine_that_never_starts(tmp_path):
+    # The cheapest of the liveness mutants (the others, ~45-85 s each, are in bench/bench_formal.py --only
+    # liveness): an engine that never takes its first beat as the start of an inference (busy never
+    # rises) fails the first-beat bound a few cycles after reset.
+    from qhw.hw.engine import engine
+
+    cfg = EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=4 * 16)
+    never = mutant(engine.NetworkEngine, "first_beat = self.i.valid & primed & inp.idle_ready & ~running",
+                   "first_beat = self.i.valid & primed & inp.idle_ready & ~running & 0")
+    h = EngineLivenessHarness(config=cfg, engine=never)
+    r = run_proof(h, name="liveness_never_starts", ports=h.ports, build_dir=tmp_path, mode="bmc", depth=h.depth,
+                  timeout=600, script=h.script)
+    assert_caught(r, tmp_path)
+
+
 # --------------------------------------------------------------------------- qhw prove on a network manifest
 
 
