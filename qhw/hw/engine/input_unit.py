@@ -127,15 +127,14 @@ class InputUnit(wiring.Component):
         # no beat past the tensor's: a host offering the next image's first beat early would otherwise have
         # it taken here, and the next inference would never see its first beat (found by the liveness
         # proof, docs/verification.md); a registered flag, off the ready path
+        # (beats accepted = nb + ib_valid = beats_total - left + ib_valid: after an accept the new beat sits
+        # in the input register and nb has grown by take, so more beats remain iff left - take > 1)
         more = Signal(name="more_beats")                                  # beats accepted < beats_total
-        nacc = Signal(unsigned(32), name="beats_accepted")
         m.d.comb += self.i.ready.eq(setup & more & (~ib_valid | take))
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [nacc.eq(nacc + 1), more.eq(nacc + 1 < beats_total)]
         with m.If(self.desc.valid & self.desc.ready):
-            m.d.sync += [nacc.eq(0), more.eq(1)]
+            m.d.sync += more.eq(1)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [ib.eq(self.i.payload), ib_valid.eq(1)]
+            m.d.sync += [ib.eq(self.i.payload), ib_valid.eq(1), more.eq(Mux(take, left > 2, left > 1))]
         with m.Elif(take):
             m.d.sync += ib_valid.eq(0)
         with m.If(take):
