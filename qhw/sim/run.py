@@ -367,13 +367,8 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
         "run_dir": str(run),
         "time": {**_timing(res, build_s, wall), "shards": len(ranges)},
     }
-    if coverage is not None:
-        add_coverage(report, coverage, hw, res, dirs)
-    if post_synth is not None:
-        report["netlist"] = hw.netlist
-    if labels is None:
-        for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
-            del report[k]
+    _finish_report(report, coverage=coverage, coverage_hw=hw, res=res, dirs=dirs,
+                   netlist=hw.netlist if post_synth is not None else None, labelled=labels is not None)
     return report, y_hw
 
 
@@ -463,14 +458,22 @@ def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0
         "run_dir": str(run),
         "time": {**_timing(res, build_s, wall), "shards": len(ranges)},
     }
+    _finish_report(report, coverage=coverage, coverage_hw=rtl_hw, res=res, dirs=dirs,
+                   netlist=hw.netlist if post_synth is not None else None, labelled=labels is not None)
+    return report, y_hw
+
+
+def _finish_report(report: dict, *, coverage, coverage_hw: Hardware, res: dict, dirs, netlist: str | None,
+                   labelled: bool) -> None:
+    """What a model run's report adds last, whatever ran it: the coverage of ``coverage_hw`` (the RTL
+    build, also when the run was on a netlist), the netlist name, and no accuracy keys without labels."""
     if coverage is not None:
-        add_coverage(report, coverage, rtl_hw, res, dirs)
-    if post_synth is not None:
-        report["netlist"] = hw.netlist
-    if labels is None:
+        add_coverage(report, coverage, coverage_hw, res, dirs)
+    if netlist is not None:
+        report["netlist"] = netlist
+    if not labelled:
         for k in ("accuracy_float", "accuracy_quant", "accuracy_hw"):
             del report[k]
-    return report, y_hw
 
 
 def write_junit(path, report: dict, *, suite: str = "qhw.simulate") -> None:
