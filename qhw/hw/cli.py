@@ -35,6 +35,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "generate", help="generate the systolic array's Verilog and JSON manifest",
         description="Write NAME.v (Verilog) and NAME.json (manifest: parameters, ports, latencies) to DIR.")
+    p.add_argument("--top", choices=("accel", "network"), default="accel",
+                   help="accel: the GEMM co-processor (default); network: the network engine that runs a whole "
+                        "quantized network from its on-chip memories (docs/engine.md)")
+    add_hardware_args(p)
+    p.add_argument("--embed", action="store_true",
+                   help="--top network with --for: the compiled program and weights become the memories' initial "
+                        "contents (the hardware boots with the model; loading another one still works)")
+    p.add_argument("--for", dest="for_model", metavar="QMODEL", help="size the array for a quantized model")
+    p.add_argument("--name", required=True, help="top module and file name")
+    p.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=run)
+    return p
+
+
+def add_hardware_args(p: argparse.ArgumentParser) -> None:
+    """The flags that describe the hardware (array and, for ``--top network``, the engine's memories and
+    units): ``qhw generate``'s, and the bench scripts' that build an engine without writing it."""
     p.add_argument("--rows", type=int, help="PE rows, the K extent of a weight tile (default 8)")
     p.add_argument("--cols", type=int, help="PE columns, the N extent of a weight tile (default 8)")
     p.add_argument("--act-bits", type=int, help="activation/output bits: 4, 8 or 16 (default 8)")
@@ -59,9 +76,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pe", metavar="|".join(PE_KINDS),
                    help="PE kind: generic (default), or the DSP-mapped ice40-dual (8-bit) / ecp5-pipelined, which "
                         "qhw synth --top accel|board builds for that FPGA family; 1x1 tiles only")
-    p.add_argument("--top", choices=("accel", "network"), default="accel",
-                   help="accel: the GEMM co-processor (default); network: the network engine that runs a whole "
-                        "quantized network from its on-chip memories (docs/engine.md)")
     p.add_argument("--weight-kib", type=int, help="--top network: weight/parameter store KiB (default: --for's "
                                                    "model, else 32)")
     p.add_argument("--act-kib", type=int, help="--top network: activation scratchpad KiB (default: --for's model, "
@@ -79,14 +93,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="--top network: the optional units built, comma-separated from add (residual Add and "
                         "table passes), pool (standalone pooling), or none; used (with --for): those the model "
                         "needs (default: all). A model needing a unit left out is refused, naming the layer")
-    p.add_argument("--embed", action="store_true",
-                   help="--top network with --for: the compiled program and weights become the memories' initial "
-                        "contents (the hardware boots with the model; loading another one still works)")
-    p.add_argument("--for", dest="for_model", metavar="QMODEL", help="size the array for a quantized model")
-    p.add_argument("--name", required=True, help="top module and file name")
-    p.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="output directory")
-    p.set_defaults(func=run)
-    return p
 
 
 # ArrayConfig fields set by the flag of the same name (--per-tensor and --unsigned-act are mapped below).
