@@ -45,8 +45,9 @@ def add_parser(subparsers) -> None:
                         "accel and board tops build the manifest's pe (qhw generate --pe), so auto or that")
     s.add_argument("--freq", type=_mhz, metavar="MHZ",
                    help="clock (default: a 40 MHz constraint on iCE40 and 150 on ECP5 for array/accel; "
-                        "the board oscillator for --top board); on iCE40 a given --freq drives the PLL "
-                        "(icepll's closest setting, e.g. 40 -> 39.75, 40.5 -> 40.5 from 12 MHz), any top")
+                        "the board oscillator for --top board); a given --freq other than the oscillator's drives "
+                        "the PLL, any top (iCE40: icepll's closest setting, e.g. 40 -> 39.75 from 12 MHz; ECP5: "
+                        "ecppll's, e.g. 120 from 25 MHz)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     s.add_argument("--baud", type=int, default=115200, help="UART baud rate of --top board (default 115200)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -159,9 +159,9 @@ def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = No
     port, so nothing of the model is built in).
 
     ``freq_mhz`` is the clock constraint given to nextpnr (default: the board's target for
-    ``array``/``accel`` tops, the oscillator for the ``board`` top, which runs from it). On iCE40 a
-    ``freq_mhz`` other than the oscillator's drives the PLL (``qhw.fpga.pll``; any top): the design
-    runs from it and is timed at the PLL's achieved frequency (``target_mhz``; ``pll`` in the report).
+    ``array``/``accel`` tops, the oscillator for the ``board`` top, which runs from it). A ``freq_mhz``
+    other than the oscillator's drives the family's PLL (``qhw.fpga.pll``; any top): the design runs
+    from it and is timed at the PLL's achieved frequency (``target_mhz``; ``pll`` in the report).
     Raises ``ConfigError`` (one line: resource, overflow, a smaller configuration that fits)
     when the design does not fit.
     """
@@ -172,15 +172,11 @@ def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = No
     requested = freq_mhz
     if freq_mhz is None:
         freq_mhz = info.clock_mhz if top == "board" else info.default_target_mhz
-    elif freq_mhz != info.clock_mhz and info.family == "ice40":
+    elif freq_mhz != info.clock_mhz:
         # --freq drives the PLL: the design runs (and is timed) at the PLL's achieved frequency.
-        from .pll import ice40_pll
-        pll = ice40_pll(info.clock_mhz, freq_mhz)
+        from .pll import ecp5_pll, ice40_pll
+        pll = (ice40_pll if info.family == "ice40" else ecp5_pll)(info.clock_mhz, freq_mhz)
         freq_mhz = pll.f_out_mhz
-    elif top == "board" and freq_mhz != info.clock_mhz:
-        raise ConfigError(f"the {info.family} board top runs from the {info.clock_mhz:g} MHz oscillator (no PLL "
-                          f"support for {info.family} yet); --freq must be {info.clock_mhz:g} or left out, "
-                          f"not {freq_mhz!r}")
     from ..engine.config import EngineConfig
     from .arrays import manifest_pe, resolve_pe
     design = config                         # network and board tops of a network manifest build the engine
@@ -281,9 +277,7 @@ def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = No
         "fmax_mhz": fmax,
         "target_mhz": float(freq_mhz),
         "timing_met": fmax >= freq_mhz,
-        "pll": None if pll is None else {"requested_mhz": float(requested), "f_out_mhz": pll.f_out_mhz,
-                                         "divr": pll.divr, "divf": pll.divf, "divq": pll.divq,
-                                         "filter_range": pll.filter_range},
+        "pll": None if pll is None else pll.report(requested),
         "macs": macs,
         "peak_gops": round(2 * macs * fmax / 1000, 3),
         "gops_per_dsp": round(2 * macs * fmax / 1000 / report["dsps"], 4) if report["dsps"] else None,
