@@ -63,6 +63,7 @@ __all__ = [
     "ADD_LANE_LATENCY",
     "ADD_LATENCY",
     "MANIFEST_FORMAT_VERSION",
+    "REPLICA_ATTR",
     "MAX_GEMM_M",
     "MAX_GEMM_N",
     "MAX_GEMM_N_BITS",
@@ -99,6 +100,10 @@ __all__ = [
 
 # Version of the manifest (NAME.json) layout; a reader refuses a newer one.
 MANIFEST_FORMAT_VERSION = 1
+
+# The RTLIL attribute of a register that is one of several deliberate copies (``qhw.hw.replica``);
+# the FPGA flow's Yosys script keeps the flip-flops behind it (``qhw.fpga.flow.yosys_overrides``).
+REPLICA_ATTR = "qhw_replica"
 
 # ----------------------------------------------------------------------------- payload widths
 

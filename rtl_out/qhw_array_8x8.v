@@ -20049,8 +20049,10 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -20207,6 +20209,7 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -24763,8 +24766,10 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -24920,6 +24925,7 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -29476,8 +29482,10 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -29633,6 +29641,7 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -34189,8 +34198,10 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -34346,6 +34357,7 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -38902,8 +38914,10 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -39059,6 +39073,7 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -43615,8 +43630,10 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -43772,6 +43789,7 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -48328,8 +48346,10 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -48485,6 +48505,7 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;
@@ -53041,8 +53062,10 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8281$45 , acc, i_valid, bias
   input [25:0] \port$8281$45 ;
   wire [25:0] \port$8281$45 ;
   wire [7:0] qmax;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
   wire [7:0] qmin;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] qmin_r = 8'h00;
   reg [4:0] right_d1 = 5'h00;
   reg [4:0] right_d2 = 5'h00;
@@ -53198,6 +53221,7 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8281$45 , acc, i_valid, bias
   reg zero_d1 = 1'h0;
   reg zero_d2 = 1'h0;
   wire [7:0] zero_point;
+  (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
   assign \$2  = \port$8281$45 [1:0] == 1'h1;

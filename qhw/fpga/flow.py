@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..contract import REPLICA_ATTR
 from ..errors import ConfigError
 from ..fileio import write_text
 from ..hw.config import ArrayConfig, read_manifest
@@ -109,7 +110,10 @@ def yosys_overrides(family: str, *, stat_file: str | None = None) -> dict:
     """The Amaranth platform overrides of qhw's Yosys script (``script_after_read``, ``synth_opts``,
     ``script_after_synth``): the one definition ``synth`` and the post-synthesis netlist
     (``qhw.fpga.postsynth``) both use. ``stat_file``: also write ``stat -json`` there."""
-    after_read, after_synth = ["rename -hide w:*]"], ["check -assert"]
+    # Registers made as deliberate copies (qhw.hw.replica) keep their flip-flops: opt_merge would
+    # fold them back into one register with the fan-out they were made to split.
+    after_read = ["rename -hide w:*]", "proc", f"setattr -set keep 1 a:{REPLICA_ATTR} %ci1:+[Q] a:{REPLICA_ATTR} %d"]
+    after_synth = ["check -assert"]
     if family == "ice40":
         # Yosys's ice40_dsp pass (run by `synth_ice40 -dsp`) also takes SB_MAC16 cells the design
         # instantiates itself and rewrites them as 16x16 multipliers: MODE_8x8 := 0 and the output

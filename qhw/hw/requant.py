@@ -36,6 +36,7 @@ from ..contract import (
 from ..errors import ConfigError
 from .config import ArrayConfig, check_config
 from .mesh import act_shape
+from .replica import replica
 from .serial_mul import serial_product
 from .skew import delayed
 from .wide_mul import pipelined_product
@@ -153,7 +154,7 @@ class RequantLane(wiring.Component):
             neg = is_onnx & neg_onnx
         # The lane's own copies of the per-command constants: one register from the command
         # register to every lane takes the fan-out route off the adder and the clamp.
-        zero_point, qmin, qmax = (Signal.like(v, name=f"{n}_r") for v, n in
+        zero_point, qmin, qmax = (replica(v, name=f"{n}_r") for v, n in
                                   ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
         m.d.sync += [zero_point.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
         y = Signal(signed(len(r) + 2), name="out_y")

@@ -1,0 +1,22 @@
+"""Registers that stay copies: one per consumer, so a value that fans out wide reaches each consumer
+over a short route.
+
+Yosys merges flip-flops that have the same inputs (``opt_merge``), which undoes a copy made by hand
+(measured: the 8x8 accelerator's per-lane ``qmin``/``qmax`` copies became one register whose fan-out
+set the critical path), and nextpnr does not replicate registers. A signal made by ``replica`` carries
+``REPLICA_ATTR``; qhw's Yosys script marks the flip-flops that drive such signals ``keep``
+(``qhw.fpga.flow.yosys_overrides``), so every copy reaches placement. Simulation is unaffected.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Signal
+
+from ..contract import REPLICA_ATTR
+
+__all__ = ["replica"]
+
+
+def replica(value, *, name: str) -> Signal:
+    """A signal shaped like ``value`` for the caller to register as its own copy of it."""
+    return Signal.like(value, name=name, attrs={REPLICA_ATTR: 1})
