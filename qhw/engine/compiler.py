@@ -806,10 +806,28 @@ def check_hardware(compiled: Compiled, *, source: str = "model") -> None:
 
 
 def check_program(program: Program, config: EngineConfig, *, source: str = "program") -> None:
-    """Refuse (one line) a compiled ``program`` that ``config``'s hardware cannot run although it fits
-    the memories: a unit left out (``units``), a pool rule not built (``pool_avg``, ``NOT_BUILT_RULES``).
+    """Refuse (one line) a compiled ``program`` that ``config``'s hardware cannot run: another array
+    shape or rounding, memories too small (program, weights, scratchpad, tables, the fused pools' line
+    buffer), a unit left out (``units``), a pool rule not built (``pool_avg``, ``NOT_BUILT_RULES``).
     For a program compiled elsewhere (the board host checks it against the board's info frame); it
     names descriptors by index."""
+    a = config.array
+    if (program.rows, program.cols) != (a.rows, a.cols):
+        raise ConfigError(f"{source}: the program is for a {program.rows}x{program.cols} array, the engine has "
+                          f"{a.rows}x{a.cols}")
+    missing = [r for r in program.rounding if r not in a.rounding]
+    if missing:
+        raise ConfigError(f"{source}: the program uses rounding {','.join(missing)}, the engine has "
+                          f"{','.join(a.rounding)}")
+    tables = len({d["table"] for d in program.descriptors if d.fields.get("table")})
+    lines = [d["ow"] // max(1, d["pkw"]) for d in program.descriptors if d.op == "MATMUL" and d.fields.get("pool")]
+    for what, need, have in (("program store words", program.words, config.program_words),
+                             ("weight/parameter store bytes", len(program.image), config.weight_bytes),
+                             ("activation scratchpad bytes", program.act_bytes_used, config.act_bytes),
+                             ("table memories", tables, config.tables),
+                             ("fused-pool line entries", max(lines, default=0), config.pool_line)):
+        if need > have:
+            raise ConfigError(f"{source}: the program needs {need} {what}, the engine has {have}")
     _check_units(program.descriptors, {}, config, source)
     _check_built(program.descriptors, {}, config, source)
 

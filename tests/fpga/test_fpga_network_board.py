@@ -174,6 +174,23 @@ def test_units_and_pool_rule_refused_in_one_line(tiny, tmp_path):
     assert sent == 2 * OVERHEAD
 
 
+def test_program_checked_against_the_engine(tiny):
+    """``check_program`` (what ``EngineSession`` runs against the board's info frame): the tiny model's
+    program fits its engine, and each smaller memory or other shape is one line naming it."""
+    from qhw.engine.compiler import check_program
+    from qhw.errors import ConfigError
+    *_, engine, program = tiny
+    check_program(program, engine)
+    words = program.words
+    for other, message in ((replace(engine, program_words=words - 16),
+                            rf"needs {words} program store words, the engine has {words - 16}$"),
+                           (replace(engine, array=replace(engine.array, rows=8, cols=8)), r"is for a 4x4 array"),
+                           (replace(engine, array=replace(engine.array, rounding=("tflite",))),
+                            r"uses rounding single, the engine has tflite$")):
+        with pytest.raises(ConfigError, match=rf"^program: the program {message}"):
+            check_program(program, other)
+
+
 def test_board_of_another_protocol_refused_in_one_line(tiny):
     """A protocol-3 board (its 36-byte info frame: no units) is refused with the version, not misread."""
     *_, engine, _ = tiny
