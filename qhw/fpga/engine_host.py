@@ -29,8 +29,9 @@ def frames(units: list[bytes], frame_bytes: int) -> list[bytes]:
 class EngineSession:
     """``program`` on the network board top behind ``link`` (a ``BoardLink`` whose ``top`` is network).
 
-    A program the board's engine cannot run (a unit or pool rule its info frame says is not built) is
-    refused in one line before anything is loaded (``qhw.engine.compiler.check_program``)."""
+    A program the board's engine cannot run (by its info frame: another array or rounding, memories too
+    small, a unit or pool rule not built) is refused in one line before anything is loaded
+    (``qhw.engine.compiler.check_program``)."""
 
     def __init__(self, link: BoardLink, program: Program):
         from ..engine.compiler import check_program
