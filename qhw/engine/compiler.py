@@ -30,8 +30,8 @@ from .config import OPTIONAL_UNITS, EngineConfig
 from .isa import DESCRIPTOR_WORDS, IN_STD, IN_WINDOW, POOL_AVG, POOL_MAX, RULE_CODES, RULES, Descriptor
 from .program import Program, TensorEntry
 
-__all__ = ["NOT_BUILT_RULES", "Buf", "Compiled", "LayerInfo", "check_hardware", "compile_model", "engine_segments",
-           "fit_engine", "tensor_shapes", "units_used"]
+__all__ = ["NOT_BUILT_RULES", "Buf", "Compiled", "LayerInfo", "check_hardware", "check_program", "compile_model",
+           "engine_segments", "fit_engine", "tensor_shapes", "units_used"]
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 VIEW_OPS = ("Flatten", "Reshape")
@@ -726,7 +726,7 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
         p.fields["table"] = params_offset + 4 * index + 1
     image = weights + np.asarray(b.params, dtype=np.int64).astype(np.uint32).astype("<u4").tobytes()
     descs = [Descriptor(p.op, p.fields) for p in b.pending]
-    _check_units(descs, b.layers, config, source)
+    _check_units(descs, {layer.index: layer.name for layer in b.layers}, config, source)
     for d in descs:
         d.to_words()      # a field that does not fit its bits is refused here, naming it
     act_bytes = peak_words * config.word_bytes
@@ -760,14 +760,18 @@ def compile_model(qmodel, config: EngineConfig, *, source: str = "model") -> Com
     return Compiled(program=program, layers=b.layers, config=config, host_nodes=host)
 
 
-def _check_units(descs, layers, config: EngineConfig, source: str) -> None:
+def _where(names: dict, i: int) -> str:
+    """A descriptor named by its layer (``names``: index to layer name) or, without one, by its index."""
+    return f"layer {names[i]!r}" if i in names else f"descriptor {i}"
+
+
+def _check_units(descs, names: dict, config: EngineConfig, source: str) -> None:
     """Refuse (one line, naming the layer) a descriptor whose unit the engine was generated without."""
-    names = {layer.index: layer.name for layer in layers}
     for i, d in enumerate(descs):
         unit = next((u for u, op in OPTIONAL_UNITS.items() if op == d.op), None)
         if unit is not None and unit not in config.units:
             have = ",".join(config.units) or "none"
-            raise ConfigError(f"{source}: layer {names.get(i, i)!r} needs the engine's {unit} unit ({d.op}), but "
+            raise ConfigError(f"{source}: {_where(names, i)} needs the engine's {unit} unit ({d.op}), but "
                               f"it was generated with --units {have} (regenerate with --units "
                               f"{','.join(u for u in OPTIONAL_UNITS if u in config.units or u == unit)})")
 
@@ -797,14 +801,45 @@ NOT_BUILT_RULES = ("onnx_float",)
 
 def check_hardware(compiled: Compiled, *, source: str = "model") -> None:
     """Refuse (one line, naming the layer) a program that uses what ``NetworkEngine`` does not build."""
-    names = {layer.index: layer.name for layer in compiled.layers}
-    for i, d in enumerate(compiled.program.descriptors):
+    _check_built(compiled.program.descriptors, {layer.index: layer.name for layer in compiled.layers},
+                 compiled.config, source)
+
+
+def check_program(program: Program, config: EngineConfig, *, source: str = "program") -> None:
+    """Refuse (one line) a compiled ``program`` that ``config``'s hardware cannot run: another array
+    shape or rounding, memories too small (program, weights, scratchpad, tables, the fused pools' line
+    buffer), a unit left out (``units``), a pool rule not built (``pool_avg``, ``NOT_BUILT_RULES``).
+    For a program compiled elsewhere (the board host checks it against the board's info frame); it
+    names descriptors by index."""
+    a = config.array
+    if (program.rows, program.cols) != (a.rows, a.cols):
+        raise ConfigError(f"{source}: the program is for a {program.rows}x{program.cols} array, the engine has "
+                          f"{a.rows}x{a.cols}")
+    missing = [r for r in program.rounding if r not in a.rounding]
+    if missing:
+        raise ConfigError(f"{source}: the program uses rounding {','.join(missing)}, the engine has "
+                          f"{','.join(a.rounding)}")
+    tables = len({d["table"] for d in program.descriptors if d.fields.get("table")})
+    lines = [d["ow"] // max(1, d["pkw"]) for d in program.descriptors if d.op == "MATMUL" and d.fields.get("pool")]
+    for what, need, have in (("program store words", program.words, config.program_words),
+                             ("weight/parameter store bytes", len(program.image), config.weight_bytes),
+                             ("activation scratchpad bytes", program.act_bytes_used, config.act_bytes),
+                             ("table memories", tables, config.tables),
+                             ("fused-pool line entries", max(lines, default=0), config.pool_line)):
+        if need > have:
+            raise ConfigError(f"{source}: the program needs {need} {what}, the engine has {have}")
+    _check_units(program.descriptors, {}, config, source)
+    _check_built(program.descriptors, {}, config, source)
+
+
+def _check_built(descs, names: dict, config: EngineConfig, source: str) -> None:
+    for i, d in enumerate(descs):
         rule = d.fields.get("rule") if d.op in ("MATMUL", "POOL") and d.fields.get("pool") else None
-        if rule is not None and compiled.config.pool_avg == "div" and RULES[rule] in ("single", "tflite", "onnx_int"):
-            raise ConfigError(f"{source}: layer {names.get(i, i)!r}: the {RULES[rule]} average-pool rule (a pool "
+        if rule is not None and config.pool_avg == "div" and RULES[rule] in ("single", "tflite", "onnx_int"):
+            raise ConfigError(f"{source}: {_where(names, i)}: the {RULES[rule]} average-pool rule (a pool "
                               f"that rescales) needs the pool requantization lanes; this engine was generated "
                               f"with --pool-avg div (regenerate with --pool-avg lane)")
         if rule is not None and RULES[rule] in NOT_BUILT_RULES:
-            raise ConfigError(f"{source}: layer {names.get(i, i)!r}: the {RULES[rule]} average-pool rule (ONNX "
+            raise ConfigError(f"{source}: {_where(names, i)}: the {RULES[rule]} average-pool rule (ONNX "
                               f"Runtime's QLinearAveragePool, rounding onnx) is not built in the network engine; "
                               f"run this model with qhw generate --top accel, or quantize with --rounding single")

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
 __all__ = ["DEFAULT_ACT_KIB", "DEFAULT_PROGRAM_WORDS", "DEFAULT_WEIGHT_KIB", "ENGINE_SIZES", "OPTIONAL_UNITS",
-           "WEIGHT_RAMS", "EngineConfig", "manifest_top"]
+           "POOL_AVG", "WEIGHT_RAMS", "EngineConfig", "manifest_top"]
 
 DEFAULT_WEIGHT_KIB = 32       # weight/parameter store (int8 weights, int32 bias/M0/shift/scale)
 DEFAULT_ACT_KIB = 8           # activation scratchpad

@@ -126,7 +126,7 @@ def board_run(qmodel, data, port: str, *, baud: int, rtl=None, limit: int | None
 
     def network_session(link, transport):
         from .engine_host import EngineSession, infer
-        program = _compile(qm, link.config, str(qmodel))
+        program = _compile(qm, link.config, f"{qmodel} on the board at {port}")     # the board's engine
         s = EngineSession(link, program)
         t0, b0 = link_seconds(transport, baud), _bytes(transport)
         s.load()

@@ -191,7 +191,8 @@ def run_board_info(args) -> int:
         print(json.dumps(info))
     else:
         p = info["parameters"]
-        engine = ", ".join(f"{k}={v}" for k, v in (info["engine"] or {}).items())
+        engine = ", ".join(f"{k}={','.join(v) or 'none' if isinstance(v, list) else v}"
+                           for k, v in (info["engine"] or {}).items())
         print(f"qhw {info['top']} board top, link protocol {info['protocol']}, manifest format "
               f"{info['format_version']}: " + ", ".join(f"{k}={v}" for k, v in p.items())
               + (f", {engine}, frame_bytes={info['frame_bytes']}" if engine else "")

@@ -27,11 +27,21 @@ def frames(units: list[bytes], frame_bytes: int) -> list[bytes]:
 
 
 class EngineSession:
-    """``program`` on the network board top behind ``link`` (a ``BoardLink`` whose ``top`` is network)."""
+    """``program`` on the network board top behind ``link`` (a ``BoardLink`` whose ``top`` is network).
+
+    A program the board's engine cannot run (by its info frame: another array or rounding, memories too
+    small, a unit or pool rule not built) is refused in one line before anything is loaded
+    (``qhw.engine.compiler.check_program``)."""
 
     def __init__(self, link: BoardLink, program: Program):
+        from ..engine.compiler import check_program
+        from ..errors import ConfigError
         if link.top != "network":
             raise LinkError(f"{link.name}: the board runs the {link.top} board top, not the network engine")
+        try:
+            check_program(program, link.config, source=f"{link.name}: the board's engine")
+        except ConfigError as e:
+            raise LinkError(str(e)) from None
         self.link, self.program = link, program
         self.rows = program.rows
         self.frame_bytes = link.info["frame_bytes"]

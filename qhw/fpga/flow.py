@@ -236,7 +236,8 @@ def synth(config, *, board: str, top: str = "array", freq_mhz: float | None = No
         try:
             t_pnr = run_step(var, args, cwd=work, step="place-and-route", quiet=quiet)
         except ToolError as e:
-            failure = fit_failure(work / f"{name}.tim", info, config, stat["dsp_use"])
+            failure = fit_failure(work / f"{name}.tim", info, config, stat["dsp_use"],
+                                  engine=isinstance(design, EngineConfig))
             if failure:
                 raise ConfigError(failure) from None
             raise e

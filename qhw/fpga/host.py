@@ -106,16 +106,21 @@ def config_from_info(info: dict) -> ArrayConfig | EngineConfig:
     p = dict(info["parameters"], rounding=tuple(info["parameters"]["rounding"]))
     try:
         array = ArrayConfig(**p)
-        return EngineConfig(array=array, **info["engine"]) if info.get("top") == "network" else array
+        if info.get("top") == "network":
+            return EngineConfig(array=array, **dict(info["engine"], units=tuple(info["engine"]["units"])))
+        return array
     except ConfigError as e:
         raise LinkError(f"the board's info frame describes no valid {info.get('top', 'accel')} top ({e}); "
                         f"wrong bitstream?") from None
 
 
 def _board_fields(config: ArrayConfig | EngineConfig) -> dict:
-    """What a board must match: the array's manifest parameters, and an engine's memory sizes."""
+    """What a board must match: the array's manifest parameters, and an engine's memory sizes, weight
+    RAM, pool-average rule and units (spelt as ``qhw generate --units``)."""
     if isinstance(config, EngineConfig):
-        return {**config.array.to_manifest()["parameters"], **{k: getattr(config, k) for k in ENGINE_SIZES}}
+        return {**config.array.to_manifest()["parameters"], **{k: getattr(config, k) for k in ENGINE_SIZES},
+                "weight_ram": config.weight_ram, "pool_avg": config.pool_avg,
+                "units": ",".join(config.units) or "none"}
     return config.to_manifest()["parameters"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Shape
 
-from ..engine.config import ENGINE_SIZES, EngineConfig
+from ..engine.config import EngineConfig
 from ..hw.config import ArrayConfig
 from ..hw.layouts import act_layout, command_layout, out_layout, params_layout, weights_layout
 from .protocol import OVERHEAD, info_bytes
@@ -57,4 +57,4 @@ def network_fifo_depth(frame_bytes: int) -> int:
 def network_info_bytes(engine: EngineConfig, frame_bytes: int = DEFAULT_FRAME_BYTES) -> bytes:
     """The info frame payload of a network board top built for ``engine``."""
     return info_bytes(engine.array.to_manifest()["parameters"], fifo_depth=network_fifo_depth(frame_bytes),
-                      engine={k: getattr(engine, k) for k in ENGINE_SIZES}, frame_bytes=frame_bytes)
+                      engine=engine.to_manifest()["engine"], frame_bytes=frame_bytes)

@@ -22,7 +22,7 @@ a frame only if its ``seq`` is the next expected one (mod 256).
 Board to host (``REPLIES``): ``ack`` (seq = next expected: every frame before it was accepted;
 cumulative, so lost acks heal), ``result`` (seq = result count since reset, mod 256; payload one
 ``out`` beat; for the network engine ``rows`` output bytes then a byte whose bit 0 is ``last``),
-``info`` (seq = next expected; ``INFO_LAYOUT``), ``reset_done`` (seq = next
+``info`` (seq = next expected; ``INFO_LAYOUT``, ``PROTOCOL_VERSION``), ``reset_done`` (seq = next
 expected), ``error`` (seq = next expected; payload ``[code, detail]``, ``ERRORS``).
 """
 
@@ -30,13 +30,14 @@ from __future__ import annotations
 
 from ..arith import ROUNDING_MODES
 from ..contract import MANIFEST_FORMAT_VERSION, PE_KINDS, REQUANT_MULS
-from ..engine.config import ENGINE_SIZES
+from ..engine.config import ENGINE_SIZES, OPTIONAL_UNITS, POOL_AVG, WEIGHT_RAMS
 
-__all__ = ["ACCEL_STREAMS", "ENGINE_FIELDS", "ENGINE_STREAMS", "ERRORS", "ERROR_TEXT", "FATAL_ERRORS",
+__all__ = ["ACCEL_STREAMS", "ENGINE_FIELDS", "ENGINE_OPTIONS", "ENGINE_STREAMS", "ERRORS", "ERROR_TEXT", "FATAL_ERRORS",
            "HEADER_BYTES", "INFO_BYTES", "INFO_LAYOUT", "OPCODES", "OVERHEAD", "PROTOCOL_VERSION", "REPLIES",
            "SEQUENCED", "SYNC", "TOPS", "crc16", "crc16_byte", "encode", "info_bytes", "parse_info"]
 
-PROTOCOL_VERSION = 3
+# 4: the info frame adds the engine's built units, pool-average rule and weight RAM (39 bytes; 3: 36)
+PROTOCOL_VERSION = 4
 SYNC = (0xA5, 0x5A)
 HEADER_BYTES = 6                # sync, sync, op, seq, len lo, len hi
 OVERHEAD = HEADER_BYTES + 2     # + CRC
@@ -69,15 +70,19 @@ FATAL_ERRORS = ("rejected", "not_ready")
 
 # The info frame: (field, bytes), little-endian. Every parameter the host needs to refuse a model
 # the bitstream cannot run, and the link's own sizes. ``top`` indexes TOPS; the engine sizes
-# (``qhw.engine.config.ENGINE_SIZES``) and ``frame_bytes`` (the most payload bytes of a ``load`` or
-# ``input`` frame) are 0 on the GEMM board top.
+# (``qhw.engine.config.ENGINE_SIZES``), ``frame_bytes`` (the most payload bytes of a ``load`` or
+# ``input`` frame) and the engine options (``ENGINE_OPTIONS``: ``units`` a mask over OPTIONAL_UNITS,
+# ``pool_avg`` and ``weight_ram`` indices into POOL_AVG and WEIGHT_RAMS) are 0 on the GEMM board top.
+# The engine's latencies are not sent: they follow from these fields and ``format_version``.
 ENGINE_FIELDS = ENGINE_SIZES
+UNITS = tuple(OPTIONAL_UNITS)      # bit i of the info frame's ``units``
+ENGINE_OPTIONS = {"units": UNITS, "pool_avg": POOL_AVG, "weight_ram": WEIGHT_RAMS}
 INFO_LAYOUT = (("magic", 3), ("protocol", 1), ("format_version", 1), ("rows", 1), ("cols", 1),
                ("act_bits", 1), ("act_signed", 1), ("weight_bits", 1), ("per_channel", 1), ("rounding", 1),
                ("max_k", 2), ("acc_bits", 1), ("acc_depth", 2), ("tile_rows", 1), ("tile_cols", 1),
                ("tile_pipeline", 1), ("requant_lanes", 1), ("pe", 1), ("fifo_depth", 2),
                ("top", 1), ("weight_kib", 2), ("act_kib", 2), ("program_words", 2), ("pool_line", 2),
-               ("tables", 1), ("frame_bytes", 2))
+               ("tables", 1), ("frame_bytes", 2), ("units", 1), ("pool_avg", 1), ("weight_ram", 1))
 INFO_BYTES = sum(n for _, n in INFO_LAYOUT)
 MAGIC = b"QHW"
 
@@ -104,9 +109,14 @@ def encode(op: int, seq: int, payload: bytes = b"") -> bytes:
 
 def info_bytes(parameters: dict, *, fifo_depth: int, engine: dict | None = None, frame_bytes: int = 0) -> bytes:
     """The info payload for an array's manifest ``parameters`` (``ArrayConfig.to_manifest()``); for
-    the network board top also its ``engine`` sizes (``ENGINE_FIELDS``) and ``frame_bytes``."""
+    the network board top also its ``engine`` (the manifest's ``engine`` section: the sizes,
+    ``ENGINE_FIELDS``, and ``units``, ``pool_avg``, ``weight_ram``) and ``frame_bytes``."""
     p = parameters
-    eng = engine or dict.fromkeys(ENGINE_FIELDS, 0)
+    eng = dict.fromkeys((*ENGINE_FIELDS, *ENGINE_OPTIONS), 0)
+    if engine:
+        eng.update({k: engine[k] for k in ENGINE_FIELDS},
+                   units=sum(1 << UNITS.index(u) for u in engine["units"]),
+                   pool_avg=POOL_AVG.index(engine["pool_avg"]), weight_ram=WEIGHT_RAMS.index(engine["weight_ram"]))
     values = {"magic": int.from_bytes(MAGIC, "little"), "protocol": PROTOCOL_VERSION,
               "format_version": MANIFEST_FORMAT_VERSION, "rows": p["rows"], "cols": p["cols"],
               "act_bits": p["act_bits"], "act_signed": int(p["act_signed"]), "weight_bits": p["weight_bits"],
@@ -118,7 +128,7 @@ def info_bytes(parameters: dict, *, fifo_depth: int, engine: dict | None = None,
               # The pe byte: the PE kind's index, the lanes' multiply (REQUANT_MULS) in the high nibble.
               "pe": PE_KINDS.index(p["pe"]) | REQUANT_MULS.index(p["requant_mul"]) << 4,
               "top": TOPS.index("network" if engine else "accel"), "frame_bytes": frame_bytes,
-              **{k: eng[k] for k in ENGINE_FIELDS}}
+              **eng}
     out = b""
     for name, n in INFO_LAYOUT:
         if not 0 <= values[name] < 1 << (8 * n):
@@ -129,7 +139,8 @@ def info_bytes(parameters: dict, *, fifo_depth: int, engine: dict | None = None,
 
 def parse_info(data: bytes) -> dict:
     """The info payload back to manifest ``parameters`` (plus ``protocol``, ``format_version``,
-    ``fifo_depth``, ``top``, ``engine``: the engine sizes or None, ``frame_bytes``); ``ValueError``
+    ``fifo_depth``, ``top``, ``engine``: the manifest's engine sizes, ``weight_ram``, ``pool_avg`` and
+    ``units`` (a list), or None, ``frame_bytes``); ``ValueError``
     if it is not one. A board of another protocol version gives only ``protocol`` (the layout may differ)."""
     if len(data) < 4 or data[:3] != MAGIC:
         raise ValueError("not a qhw info frame")
@@ -145,9 +156,16 @@ def parse_info(data: bytes) -> dict:
         raise ValueError(f"unknown pe code {v['pe']}")
     if v["top"] >= len(TOPS):
         raise ValueError(f"unknown top code {v['top']}")
+    for name, choices in ENGINE_OPTIONS.items():
+        limit = 1 << len(choices) if name == "units" else len(choices)
+        if v[name] >= limit:
+            raise ValueError(f"unknown {name} code {v[name]}")
     top = TOPS[v["top"]]
+    engine = {**{k: v[k] for k in ENGINE_FIELDS}, "weight_ram": WEIGHT_RAMS[v["weight_ram"]],
+              "pool_avg": POOL_AVG[v["pool_avg"]],
+              "units": [u for i, u in enumerate(UNITS) if v["units"] >> i & 1]}
     return {"protocol": v["protocol"], "format_version": v["format_version"], "fifo_depth": v["fifo_depth"],
-            "top": top, "engine": {k: v[k] for k in ENGINE_FIELDS} if top == "network" else None,
+            "top": top, "engine": engine if top == "network" else None,
             "frame_bytes": v["frame_bytes"],
             "parameters": {
                 "rows": v["rows"], "cols": v["cols"], "act_bits": v["act_bits"], "act_signed": bool(v["act_signed"]),

@@ -164,8 +164,14 @@ def parse_yosys_stat(path: Path) -> dict:
 _UTIL_LINE = re.compile(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 
 
-def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None) -> str | None:
-    """One line when nextpnr's log shows a resource over capacity: which, by how much, what would fit."""
+# The network engine's smallest array (``EngineConfig``: cols >= 4 for a 4-byte load word, cols dividing rows)
+ENGINE_MIN = "4x4"
+
+
+def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None, *, engine: bool = False) -> str | None:
+    """One line when nextpnr's log shows a resource over capacity: which, by how much, what would fit.
+    ``engine``: a network engine (its control, memories and lanes do not shrink with the array, and it
+    has no array below 4x4), so no smaller array is suggested."""
     try:
         text = Path(logfile).read_text(errors="replace")
     except OSError:
@@ -192,7 +198,10 @@ def fit_failure(logfile: Path, board, config, dsp_split: dict | None = None) -> 
     res, used, avail = max(over, key=lambda o: (o[1] / o[2]) if o[2] else math.inf)
     amount = f"{used} of {avail} ({used - avail} over, {100 * used / avail:.0f}%)" if avail else "more than available"
     hint = suggest_smaller(config, used, avail)
-    if res in ("ICESTORM_DSP", "MULT18X18D") and dsp_split and avail:
+    if engine:
+        hint = (f"the network engine is at least {ENGINE_MIN} and its units and memories do not shrink with the "
+                f"array; use a larger device or the GEMM accelerator (qhw generate --top accel)")
+    elif res in ("ICESTORM_DSP", "MULT18X18D") and dsp_split and avail:
         outside = {k: v for k, v in dsp_split.items() if not k.startswith(("qhw/hw/pe", "qhw/hw/dsp"))}
         other = sum(outside.values())
         array = sum(dsp_split.values()) - other

@@ -5,6 +5,7 @@ byte-level link (``uart=False``, one byte a cycle: the same parser, control and 
 the whole top, UART included, with the model embedded (~5,000 cycles)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -14,14 +15,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qhw.api import quantize_model
 from qhw.cli import main
-from qhw.engine.compiler import compile_model
+from qhw.engine.compiler import compile_model, units_used
 from qhw.engine.config import EngineConfig
 from qhw.executor import run_batched
 from qhw.fpga.engine_host import EngineSession, frames, infer
-from qhw.fpga.host import BoardLink, LinkError
+from qhw.fpga.host import BoardLink, LinkError, config_from_info
 from qhw.fpga.network_top import FrameUnpacker, NetworkBoardTop
 from qhw.fpga.payload import network_info_bytes
-from qhw.fpga.protocol import ERRORS, OPCODES, REPLIES, encode, parse_info
+from qhw.fpga.protocol import ERRORS, OPCODES, OVERHEAD, PROTOCOL_VERSION, REPLIES, encode, parse_info
 from qhw.fpga.simlink import Faults, run_with_host
 from qhw.hw.generate import network_manifest
 from qhw.qmodel import save_qmodel
@@ -64,12 +65,35 @@ def _top(engine, **kw):
     return NetworkBoardTop(engine=engine, divisor=4, uart=False, **kw)
 
 
+def make_add(d, engine):
+    """x (8) -> two Dense layers of 4 -> Add (seed 11), compiled for ``engine``: a program that needs
+    the AddUnit."""
+    rng = np.random.default_rng(SEED)
+    f = np.float32
+    inits = {f"{k}{i}": rng.normal(0, 0.5, shape).astype(f) for i in (1, 2) for k, shape in (("w", (4, 8)), ("b", 4))}
+    nodes = [helper.make_node("Gemm", ["x", f"w{i}", f"b{i}"], [f"h{i}"], name=f"fc{i}", transB=1) for i in (1, 2)]
+    nodes.append(helper.make_node("Add", ["h1", "h2"], ["y"], name="add"))
+    g = helper.make_graph(nodes, "add", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), d / "add.onnx")
+    qm = quantize_model(d / "add.onnx", QuantConfig(), calib_x=rng.normal(0, 1, (32, 8)).astype(f),
+                        log=lambda *_: None)
+    return compile_model(qm, engine).program
+
+
 def test_info_frame_carries_the_engine(tiny):
+    """Every field of the manifest's engine section that decides whether a model runs: the sizes, the
+    units built, the pool-average rule and the weight RAM (a mutant that drops one fails here)."""
     *_, engine, _ = tiny
     info = parse_info(network_info_bytes(engine, 64))
-    assert info["top"] == "network" and info["frame_bytes"] == 64
-    assert info["engine"] == {"weight_kib": 1, "act_kib": 1, "program_words": 128, "pool_line": 64, "tables": 1}
+    assert info["protocol"] == PROTOCOL_VERSION == 4 and info["top"] == "network" and info["frame_bytes"] == 64
+    assert info["engine"] == {"weight_kib": 1, "act_kib": 1, "program_words": 128, "pool_line": 64, "tables": 1,
+                              "weight_ram": "block", "pool_avg": "lane", "units": ["add", "pool"]}
     assert info["parameters"] == engine.array.to_manifest()["parameters"]
+    for units in ((), ("add",), ("pool",)):
+        other = replace(engine, units=units, pool_avg="div", weight_ram="spram")
+        assert config_from_info(parse_info(network_info_bytes(other, 64))).to_manifest() == other.to_manifest()
     assert [len(p) for p in frames([bytes(4)] * 37, 64)] == [64, 64, 20]     # the last frame short, not padded
 
 
@@ -123,6 +147,73 @@ def test_input_without_model_is_not_ready(tiny):
 
     with pytest.raises(LinkError, match=r"^sim: board reports not_ready: input arrived with no model loaded"):
         run_with_host(_top(engine), host, timeout_cycles=REPLY)
+
+
+def test_units_and_pool_rule_refused_in_one_line(tiny, tmp_path):
+    """A board built ``--units none --pool-avg div``: a manifest with the units is refused as another
+    bitstream's, and a program that needs the AddUnit is refused from the board's own info frame (no
+    manifest, as on a real port) before any load frame is sent (the host sent only reset and info)."""
+    *_, engine, _ = tiny
+    bare = replace(engine, units=(), pool_avg="div")
+    program = make_add(tmp_path, engine)
+    assert units_used(program) == ("add",)
+    with pytest.raises(LinkError, match=r"^sim: board was built for units='none', the manifest says 'add,pool' "
+                                        r"\(bitstream built from another manifest\?\)$"):
+        run_with_host(_top(bare), lambda t: BoardLink(t, replace(bare, units=("add", "pool"))), timeout_cycles=REPLY)
+
+    def host(t):
+        link = BoardLink(t, None)
+        assert link.config.to_manifest() == bare.to_manifest()
+        try:
+            EngineSession(link, program)
+        except LinkError as e:
+            return str(e), t.bytes_out
+    message, sent = run_with_host(_top(bare), host, timeout_cycles=REPLY)
+    assert message == ("sim: the board's engine: descriptor 3 needs the engine's add unit (ADD), but it was generated "
+                       "with --units none (regenerate with --units add)")
+    assert sent == 2 * OVERHEAD
+
+
+def test_program_checked_against_the_engine(tiny):
+    """``check_program`` (what ``EngineSession`` runs against the board's info frame): the tiny model's
+    program fits its engine, and each smaller memory or other shape is one line naming it."""
+    from qhw.engine.compiler import check_program
+    from qhw.errors import ConfigError
+    *_, engine, program = tiny
+    check_program(program, engine)
+    words = program.words
+    for other, message in ((replace(engine, program_words=words - 16),
+                            rf"needs {words} program store words, the engine has {words - 16}$"),
+                           (replace(engine, array=replace(engine.array, rows=8, cols=8)), r"is for a 4x4 array"),
+                           (replace(engine, array=replace(engine.array, rounding=("tflite",))),
+                            r"uses rounding single, the engine has tflite$")):
+        with pytest.raises(ConfigError, match=rf"^program: the program {message}"):
+            check_program(program, other)
+
+
+def test_board_of_another_protocol_refused_in_one_line(tiny):
+    """A protocol-3 board (its 36-byte info frame: no units) is refused with the version, not misread."""
+    *_, engine, _ = tiny
+
+    class OldBoard:                       # answers reset and info frames as a protocol-3 bitstream did
+        name = "/dev/ttyUSB1"
+
+        def __init__(self):
+            self.out = b""
+
+        def write(self, data):
+            op, seq = data[2], data[3]
+            if op == OPCODES["reset"]:
+                self.out += encode(REPLIES["reset_done"], seq + 1)
+            else:
+                self.out += encode(REPLIES["info"], seq, b"QHW" + bytes([3]) + bytes(32))
+
+        def read(self, n):
+            got, self.out = self.out[:n], self.out[n:]
+            return got
+    with pytest.raises(LinkError, match=r"^/dev/ttyUSB1: board speaks link protocol 3, this qhw 4 \(rebuild the "
+                                        r"bitstream with this qhw\)$"):
+        BoardLink(OldBoard(), engine)
 
 
 def test_mismatched_engine_refused_in_one_line(tiny):

@@ -128,6 +128,18 @@ def test_fit_failure_names_what_is_outside_the_array(tmp_path):
     assert msg.endswith("(PE array 8 DSPs, other 2)") and "should fit" in msg
 
 
+def test_fit_failure_of_a_network_engine_suggests_no_smaller_array(tmp_path):
+    """The 4x4 network board top on the UP5K (bench/results.md: 53 964 of 5 280 LCs): no "1x1 array
+    should fit" (the engine is at least 4x4, and its logic is not the array's)."""
+    log = tmp_path / "pnr.tim"
+    log.write_text("Info:  ICESTORM_LC:  53964/  5280  1022%\nInfo:  ICESTORM_DSP:    36/     8   450%\n")
+    msg = fit_failure(log, SimpleNamespace(device="iCE40UP5K-SG48"), ArrayConfig(rows=4, cols=4), {}, engine=True)
+    assert msg == ("4x4 does not fit iCE40UP5K-SG48: ICESTORM_LC needs 53964 of 5280 (48684 over, 1022%); the "
+                   "network engine is at least 4x4 and its units and memories do not shrink with the array; use a "
+                   "larger device or the GEMM accelerator (qhw generate --top accel)")
+    assert "1x1 array" in fit_failure(log, SimpleNamespace(device="iCE40UP5K-SG48"), ArrayConfig(rows=4, cols=4))
+
+
 def test_fit_failure_when_nothing_is_over_but_nothing_places(tmp_path):
     """nextpnr's "Unable to find legal placement" with every resource within capacity (the 8x8 network
     engine on the ECP5-85F: 99 % of the LUTs): one line naming the fullest resource, not the GSR."""
