@@ -600,3 +600,92 @@ class AddBoundHarness(Elaboratable):
             Assert(~(d.table_only & phase)),                # a table pass reads a only
         ]
         return m
+
+
+class FusedWriteHarness(Elaboratable):
+    """``WritebackUnit`` (a MATMUL's result path to the scratchpad's write port): every write (``w``, and
+    the fused pool's window address ``o_addr`` before the port narrows it) is inside the scratchpad
+    (``words`` words), for every descriptor, pool kind (none, max, average) and row timing.
+
+    Compositional: the address generator (``WritebackAgen``) is cut (``script``: its outputs free on
+    every cycle) and replaced by what is proven or built about it: a kept destination is inside the
+    scratchpad (``writeback_<geometry>``, assumed here for every descriptor), and a result row arrives
+    only while the generator offers its destination (the engine issues one row per destination). What
+    is proven is the unit's own part: the two stage registers, the fused pool's window register
+    (captured on a kept window's last row), the average's address delay line beside the pool lanes,
+    and the choice between the plain and the pooled write. By k-induction, with the lemmas: each
+    stage's kept address, the window register and every stage of its delay line are inside.
+    The datapath (values, tables, the pool lanes' arithmetic) is not observed and is removed after
+    ``flatten``. ``unit`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, config, words: int, pool_line: int = 4, unit=None):
+        from ..hw.engine.wb_unit import WritebackUnit
+
+        self._MustUse__silence = True
+        if not isinstance(words, int) or isinstance(words, bool) or words < 1:
+            raise ConfigError(f"words must be a positive integer, not {words!r}")
+        self.config, self.words = config, words
+        self.dut = (WritebackUnit if unit is None else unit)(config=config, pool_line=pool_line,
+                                                             addr_bits=max(1, (words - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        # the inputs only (not the zero-width table slots of a one-table unit): the outputs that matter are
+        # observed by the assertions, and the written data, observed by none, is removed
+        u = self.dut
+        inputs = [u.desc.valid, Value.cast(u.desc.payload), u.row.valid, Value.cast(u.row.payload), u.p_data,
+                  u.t_slot, u.load_en, u.load_slot, u.load_index, u.load_data]
+        return [p for p in inputs if len(p)]
+
+    @property
+    def script(self) -> tuple[str, ...]:
+        """The generator cut (checked to select something), then ``flatten`` and ``opt_clean``: the
+        datapath that nothing observed depends on is removed."""
+        cut = "top.unit.agen"
+        return (f"select -assert-min 1 {cut}", f"cutpoint {cut}", "select -clear", "flatten", "opt_clean")
+
+    def elaborate(self, platform):
+        from .board_harness import _open
+
+        m = Module()
+        um = self.dut.elaborate(platform)
+        self.dut._MustUse__used = True
+        m.submodules.unit = um
+        u, w = self.dut, self.words
+        agen = um._named_submodules["agen"][0]
+        fp = um._named_submodules["pool"][0]
+        fm = _open(um, "pool", platform)
+        dst = agen.dest
+        m.d.comb += [
+            Assume(~(dst.valid & dst.payload.keep) | (dst.payload.addr < w)),     # writeback_<geometry>
+            Assume(~u.row.valid | dst.valid),                                      # a row per destination
+        ]
+        # the window's address register (``Signal.like(self.addr)``: Amaranth's tracer names it ``$like``)
+        window = [s for s in fm._driving if getattr(s, "name", "") in ("addr", "$like") and len(s) == len(fp.addr)]
+        if len(window) != 1:
+            raise ConfigError(f"formal harness: expected one window address register in FusedPool, found {len(window)}")
+        window = window[0]
+        delay = [s for s in fm._driving if getattr(s, "name", "").startswith("avg_addr_d")]
+        if len(delay) != self.config.requant_latency:
+            raise ConfigError(f"formal harness: expected {self.config.requant_latency} avg_addr stages, "
+                              f"found {len(delay)}")
+        # the stage registers' leading fields (``WritebackUnit``'s stage layout starts with these)
+        c = self.config
+        head = data.StructLayout({"valid": 1, "values": data.ArrayLayout(8, c.cols), "addr": 20, "lane": range(c.rows),
+                                  "keep": 1})
+        s2 = _internal(um, "s2")
+        s1 = [s for s in um._driving if getattr(s, "name", "") in ("s1", "$signal") and len(s) == len(s2)]
+        if len(s1) != 1:       # (``s1, s2 = Signal(stage), Signal(stage)``: the tracer names only s2)
+            raise ConfigError(f"formal harness: expected one stage register s1 in WritebackUnit, found {len(s1)}")
+        s1, s2 = (data.View(head, s[:head.size]) for s in (s1[0], s2))
+        m.d.comb += [
+            Assert(~u.w.valid | (u.w.payload.addr < w)),
+            Assert(~fp.o_valid | (fp.o_addr < w)),
+            # lemmas: a valid kept row in either stage, the window register and its delay line are inside
+            *(Assert(~(s.valid & s.keep) | (s.addr < w)) for s in (s1, s2)),
+            Assert(window < w),
+            *(Assert(d < w) for d in delay),
+        ]
+        return m
+
