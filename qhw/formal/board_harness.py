@@ -87,14 +87,15 @@ def accel_board_rules(config, *, top_class=None) -> BoardStreamRules:
     return BoardStreamRules(top, streams)
 
 
-def network_board_rules(config, *, frame_bytes: int = BOARD_FRAME_BYTES, top_class=None) -> BoardStreamRules:
-    """``NetworkBoardTop(engine=config)``: ``data`` (the link's accepted frames into the
+def network_board_rules(config, *, frame_bytes: int = BOARD_FRAME_BYTES, image: bytes | None = None,
+                        top_class=None) -> BoardStreamRules:
+    """``NetworkBoardTop(engine=config, image=image)``: ``data`` (the link's accepted frames into the
     frame unpacker), ``load`` and ``i`` (the unpacker's words and beats into the engine), ``o`` (the
     engine's beats to the link), the engine's datapath cut (``board_cut_points``). ``top_class``: the
     class to build instead (a mutant in the tests)."""
     from ..fpga.network_top import NetworkBoardTop
 
-    top = (top_class or NetworkBoardTop)(engine=config, divisor=BOARD_DIVISOR, uart=False,
+    top = (top_class or NetworkBoardTop)(engine=config, divisor=BOARD_DIVISOR, uart=False, image=image,
                                          frame_bytes=max(frame_bytes, config.array.rows))
     e = top.engine
     return BoardStreamRules(top, {"data": top.link.data, "load": e.load, "i": e.i, "o": e.o},
@@ -108,30 +109,15 @@ def _load_settle_lemma(top_m, platform) -> list:
     ``loaded`` a cycle later) while the unpacker counts ``quiet`` up from 0: so while it steps alone,
     ``quiet < phase`` (both grow by one a cycle, ``quiet`` starts below), hence ``quiet`` < 5 and the
     unpacker is not settled; ``loaded`` changes only then or at a load word (not during an input frame)."""
-    from .harness import _internal
+    from .harness import _internal, open_submodule
 
-    unpack_m = _open(top_m, "unpack", platform)
-    engine_m = _open(top_m, "engine", platform)
-    load_m = _open(engine_m, "load", platform)
+    unpack_m = open_submodule(top_m, "unpack", platform)
+    engine_m = open_submodule(top_m, "engine", platform)
+    load_m = open_submodule(engine_m, "load", platform)
     quiet, phase, left = _internal(unpack_m, "quiet"), _internal(load_m, "phase"), _internal(load_m, "left")
     alone = (phase == 5) | ((phase >= 1) & (phase <= 4) & (left == 0))
     return [Assert(~alone | (quiet < phase))]
 
-
-def _open(module: Module, name: str, platform) -> Module:
-    """Elaborate ``module``'s submodule ``name`` in place (under its ``ResetInserter``, if any) and return
-    its ``Module``, so a lemma can name its internal state; the design is unchanged."""
-    from amaranth.hdl._xfrm import TransformedElaboratable
-
-    sub, src_loc = module._named_submodules[name]
-    inner = sub._elaboratable_ if isinstance(sub, TransformedElaboratable) else sub
-    opened = inner.elaborate(platform)
-    inner._MustUse__used = True
-    if isinstance(sub, TransformedElaboratable):
-        sub._elaboratable_ = opened
-    else:
-        module._named_submodules[name] = (opened, src_loc)
-    return opened
 
 
 def board_cut_points(engine_path: str) -> tuple[str, ...]:
@@ -143,4 +129,3 @@ def board_cut_points(engine_path: str) -> tuple[str, ...]:
     if not all(c.startswith(prefix) for c in CUT_POINTS):
         raise ConfigError("board stream rules: a liveness cut point is not below top.dut")
     return tuple(engine_path + c[len(prefix):] for c in CUT_POINTS)
-
