@@ -18,7 +18,7 @@ become free values, an over-approximation, docs/verification.md) so the solver s
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Elaboratable, Module, Signal, Value
+from amaranth.hdl import Assert, ClockDomain, Elaboratable, Module, Signal, Value
 
 from ..errors import ConfigError
 
@@ -38,15 +38,19 @@ class BoardStreamRules(Elaboratable):
     cycle of ``top.link.soft_reset``. ``cuts``: hierarchy paths below the harness (``top.top...``)
     cut before ``flatten`` (``script``)."""
 
-    def __init__(self, top, streams: dict, *, cuts: tuple = (), lemmas=None):
+    def __init__(self, top, streams: dict, *, cuts: tuple = (), lemmas=None, reset: bool = True):
         if not streams:
             raise ConfigError("board stream rules: no stream to check")
         self.top, self.streams, self.cuts, self.lemmas = top, dict(streams), tuple(cuts), lemmas
+        # ``reset`` False: no reset input, the run starts from the registers' reset values (a mutant's
+        # search from reset, where a free reset makes the solver crawl); the clock is then a port
+        self.domain = None if reset else ClockDomain("sync", reset_less=True)
 
     @property
     def ports(self) -> list:
         t = self.top
-        return [t.rx_byte.valid, t.rx_byte.payload, t.tx_byte.ready, t.tx_hold]
+        clock = [] if self.domain is None else [self.domain.clk]
+        return [*clock, t.rx_byte.valid, t.rx_byte.payload, t.tx_byte.ready, t.tx_hold]
 
     @property
     def script(self) -> tuple[str, ...]:
@@ -59,6 +63,8 @@ class BoardStreamRules(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        if self.domain is not None:
+            m.domains.sync = self.domain
         # the top elaborated for simulation (``platform`` None: ``rx``/``tx`` plain signals, no pins)
         top_m = self.top.elaborate(None)
         self.top._MustUse__used = True
@@ -75,7 +81,7 @@ class BoardStreamRules(Elaboratable):
         return m
 
 
-def accel_board_rules(config, *, top_class=None) -> BoardStreamRules:
+def accel_board_rules(config, *, top_class=None, reset: bool = True) -> BoardStreamRules:
     """``BoardTop(config)``: ``data`` (the link's accepted frames), ``cmd``, ``params``, ``weights``,
     ``act`` (routed by opcode into the accelerator) and ``out`` (the accelerator's results to the
     link). ``top_class``: the class to build instead (a mutant in the tests)."""
@@ -84,11 +90,11 @@ def accel_board_rules(config, *, top_class=None) -> BoardStreamRules:
 
     top = (top_class or BoardTop)(config=config, divisor=BOARD_DIVISOR, uart=False)
     streams = {"data": top.link.data, **{s: getattr(top.accel, s) for s in ACCEL_STREAMS}, "out": top.accel.out}
-    return BoardStreamRules(top, streams)
+    return BoardStreamRules(top, streams, reset=reset)
 
 
 def network_board_rules(config, *, frame_bytes: int = BOARD_FRAME_BYTES, image: bytes | None = None,
-                        top_class=None) -> BoardStreamRules:
+                        top_class=None, reset: bool = True) -> BoardStreamRules:
     """``NetworkBoardTop(engine=config, image=image)``: ``data`` (the link's accepted frames into the
     frame unpacker), ``load`` and ``i`` (the unpacker's words and beats into the engine), ``o`` (the
     engine's beats to the link), the engine's datapath cut (``board_cut_points``). ``top_class``: the
@@ -99,7 +105,7 @@ def network_board_rules(config, *, frame_bytes: int = BOARD_FRAME_BYTES, image: 
                                          frame_bytes=max(frame_bytes, config.array.rows))
     e = top.engine
     return BoardStreamRules(top, {"data": top.link.data, "load": e.load, "i": e.i, "o": e.o},
-                            cuts=board_cut_points("top.top.engine"), lemmas=_load_settle_lemma)
+                            cuts=board_cut_points("top.top.engine"), lemmas=_load_settle_lemma, reset=reset)
 
 
 def _load_settle_lemma(top_m, platform) -> list:
