@@ -10,11 +10,16 @@ stating the compiler's checks as assumptions on the descriptors it receives (doc
   scratchpad write of ``InputUnit``, scratchpad read of ``OutputUnit``, parameter read of ``ParamFetch``
   and weight-store read of ``WeightLoader`` inside its memory; ``WritebackBoundHarness``: every kept
   result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad;
-  ``AddBoundHarness``: every scratchpad read and write address of ``AddUnit`` inside the scratchpad.
+  ``AddBoundHarness``: every scratchpad read and write address of ``AddUnit`` inside the scratchpad;
+  ``PoolBoundHarness``: a standalone POOL's taps and window outputs (padded geometries included);
+  ``FusedWriteHarness``: every write of ``WritebackUnit`` (the plain and the fused pool path), its
+  address generator cut and its proven bound assumed.
 * ``EngineStreamRules``: the stream rule on the whole top (``load``, ``i`` assumed, ``o`` asserted).
 
-(The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``; the whole engine with a
-program embedded, ``EngineLivenessHarness``, in ``qhw.formal.engine_liveness``.)
+(The im2col bound, ``Im2colBoundHarness``, and the fixed-geometry base ``GeometryHarness`` are in
+``qhw.formal.harness``; the whole engine with a program embedded, ``EngineLivenessHarness``, in
+``qhw.formal.engine_liveness``; the board tops' streams, ``BoardStreamRules``, in
+``qhw.formal.board_harness``.)
 """
 
 from __future__ import annotations

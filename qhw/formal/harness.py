@@ -13,7 +13,8 @@ solver may choose any value on any cycle, reset included.
   contract's ``single`` and ``tflite`` rules, delayed by the lane's latency.
 * ``BankHarness``, ``ResultCountHarness``: double buffering and the result-row count.
 * ``LivenessHarness``: the whole top from reset, one command, ``busy`` low within the cycle model.
-* ``Im2colBoundHarness``: the engine's im2col address generator never leaves the scratchpad.
+* ``Im2colBoundHarness``: the engine's im2col address generator never leaves the scratchpad (a
+  ``GeometryHarness``: one fixed descriptor geometry, the base of the engine's other generator bounds).
 """
 
 from __future__ import annotations
