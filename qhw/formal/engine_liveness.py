@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from amaranth.hdl import Assert, ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Assert, ClockDomain, Elaboratable, Module, Mux, Signal
 
 from ..contract import MODE_CODES
 from ..engine.config import EngineConfig
@@ -36,7 +36,7 @@ __all__ = ["BUSY_FALL_CYCLES", "CUT_POINTS", "EngineLivenessHarness", "liveness_
 # is low from cycle ``total + BUSY_FALL_CYCLES`` on.
 BUSY_FALL_CYCLES = 2
 HOSTS = ("eager", "exact", "pausing")
-PAUSE_SLACK = 8         # the pausing host's pauses checked to the end (cycles per inference, in the depth)
+PAUSE_SLACK = 8         # the pausing host's longest pause before an inference's first beat (cycles)
 
 
 def prime_cycles(program: Program) -> int:
@@ -103,9 +103,9 @@ class EngineLivenessHarness(Elaboratable):
     """``NetworkEngine`` with ``program`` (default ``liveness_program(config)``) embedded, from reset: no
     model load (``load.valid`` low), an input beat offered on every cycle (free payload), ``o.ready``
     high (``host`` ``"eager"``; ``"exact"`` offers each inference's beats, then the next inference's once
-    ``busy`` has fallen; ``"pausing"`` as ``"exact"``, but each inference's first beat only when a free
-    input (``host_pause`` low) lets it, so the engine idles for any time before it, from reset and
-    between inferences; an offered beat stays until taken); ``inferences`` inferences one after the other. ``bound`` =
+    ``busy`` has fallen; ``"pausing"`` as ``"exact"``, but each inference's first beat only after a pause
+    of free length (up to ``PAUSE_SLACK`` cycles, a constant per inference) from reset or from ``busy``'s
+    fall, so the engine idles before it); ``inferences`` inferences one after the other. ``bound`` =
     ``predict(program, config).total`` (the cycle model: an inference's first input beat, taken while
     ``busy`` is low, is its cycle 0, its last output beat cycle ``bound - 1``). Asserted for each
     inference (``mode bmc``, ``depth``):
@@ -147,7 +147,6 @@ class EngineLivenessHarness(Elaboratable):
                                                     for t in self.program.tensors if t.direction == 0}))
         self.dut = (NetworkEngine if engine is None else engine)(engine=config, image=self.program.to_bytes())
         self.beat = Signal(8 * config.array.rows, name="i_payload")
-        self.pause = Signal(name="host_pause")            # the pausing host: hold back a first beat
         # no reset: the run starts from the registers' initial values, which are their reset values (a
         # reset later would only start the same run again); the clock is a port of the harness
         self.domain = ClockDomain("sync", reset_less=True)
@@ -157,8 +156,7 @@ class EngineLivenessHarness(Elaboratable):
     def depth_for(config: EngineConfig, program: Program | None = None, inferences: int = 1,
                   host: str = "eager") -> int:
         """BMC steps to the last inference's cycle ``busy`` must be low, from the latest first beats, and
-        one more; for the pausing host, ``PAUSE_SLACK`` more cycles per inference (pauses up to that long
-        are checked to the end of the last inference; longer ones as far as the depth reaches)."""
+        one more; for the pausing host, ``PAUSE_SLACK`` more cycles per inference (its longest pauses)."""
         program = liveness_program(config) if program is None else program
         pause = PAUSE_SLACK if host == "pausing" else 0
         return inferences * (prime_cycles(program) + predict(program, config).total + BUSY_FALL_CYCLES + pause) + 2
@@ -169,8 +167,7 @@ class EngineLivenessHarness(Elaboratable):
 
     @property
     def ports(self) -> list:
-        pause = [self.pause] if self.host == "pausing" else []
-        return [self.domain.clk, self.beat, *pause, self.dut.busy]
+        return [self.domain.clk, self.beat, self.dut.busy]
 
     @property
     def script(self) -> tuple[str, ...]:
@@ -190,14 +187,25 @@ class EngineLivenessHarness(Elaboratable):
         # the host: "eager" offers a beat on every cycle; "exact" offers an inference's beats, then the next
         # inference's once busy has fallen (as qhw's runtime and testbenches do)
         sent = Signal(range(self.beats + 1), name="beats_sent")
+        runs = Signal(range(n + 1), name="inferences_started")
         offer = 1 if self.host == "eager" else sent < self.beats
-        if self.host == "pausing":          # a first beat when the host lets it; offered, it stays until taken
-            held = Signal(name="beat_held")
-            m.d.sync += held.eq(d.i.valid & ~d.i.ready)
-            offer = offer & ((sent != 0) | ~self.pause | held)
+        if self.host == "pausing":
+            # each inference's first beat after a pause of free length (a constant per inference, up to
+            # ``PAUSE_SLACK`` cycles) from reset or from busy's fall; offered, it stays until taken
+            from amaranth.asserts import AnyConst
+
+            pauses = [AnyConst(range(PAUSE_SLACK + 1)) for _ in range(n)]
+            paused = Signal(range(PAUSE_SLACK + 1), name="host_paused")
+            length = pauses[0]
+            for k in range(1, n):
+                length = Mux(runs == k, pauses[k], length)
+            with m.If(sent != 0):
+                m.d.sync += paused.eq(0)
+            with m.Elif(paused < length):
+                m.d.sync += paused.eq(paused + 1)
+            offer = offer & ((sent != 0) | (paused >= length))
         m.d.comb += [d.load.valid.eq(0), d.i.valid.eq(offer), d.i.payload.eq(self.beat), d.o.ready.eq(1)]
         first = d.i.valid & d.i.ready & ~d.busy           # an inference's cycle 0 in the model
-        runs = Signal(range(n + 1), name="inferences_started")
         t = Signal(range(fall + 2), name="model_cycle")             # cycles since the latest first beat
         idle = Signal(range(prime + 2), name="idle_cycles")         # since reset or busy's fall, no beat yet
         lasts = Signal(range(self.outputs + 2), name="last_beats")      # tensors' last beats this inference
