@@ -1,10 +1,11 @@
 """The long formal runs that are not in CI: the requantization lane at full M0 width and on int8
 lanes, the im2col address bound of the engine's address generator (each geometry, and its mutant),
 and the network engine's long ones (the stream rule on the whole top, the weight loader's bound, the
-sequencer on the default program store, the whole engine's liveness in bounds; each with its mutant).
+sequencer on the default program store, the whole engine's liveness in bounds, the padded POOL
+geometries and the fused write path; each with its mutant), and the board tops' internal streams.
 
-    python bench/bench_formal.py [--only lane|im2col|engine|liveness] [--timeout SECONDS] [--im2col-depth N]
-                                  [--build DIR]
+    python bench/bench_formal.py [--only lane|im2col|engine|liveness|board] [--timeout SECONDS]
+                                  [--im2col-depth N] [--build DIR]
 
 One line per run: property, configuration, mode, depth, status, seconds (``bench/results.md``,
 "Formal proofs"). The accelerator's own property set runs through ``qhw prove`` instead.
@@ -18,22 +19,26 @@ import sys
 
 from qhw.engine.config import DEFAULT_PROGRAM_WORDS, EngineConfig
 from qhw.engine.isa import DESCRIPTOR_WORDS
+from qhw.formal.board_harness import accel_board_rules, network_board_rules
 from qhw.formal.engine_harness import (
     POOL_GEOMETRIES,
     WRITEBACK_GEOMETRIES,
     EngineStreamRules,
     FetchHarness,
+    FusedWriteHarness,
     PoolBoundHarness,
     WeightBoundHarness,
     WritebackBoundHarness,
 )
-from qhw.formal.engine_liveness import EngineLivenessHarness
+from qhw.formal.engine_liveness import EngineLivenessHarness, liveness_program
 from qhw.formal.harness import IM2COL_GEOMETRIES, Im2colBoundHarness, LaneHarness
 from qhw.formal.mutate import mutant
 from qhw.formal.properties import LANE_M0_FREE
 from qhw.formal.sby import run_proof
+from qhw.fpga import board_top, link, network_top
+from qhw.fpga.payload import DEFAULT_FRAME_BYTES
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import engine, fetch, im2col, input_unit, loader, output_unit, pool_agen, writeback
+from qhw.hw.engine import engine, fetch, im2col, input_unit, loader, output_unit, pool, pool_agen, wb_unit, writeback
 
 # The im2col mutants (geometry, depth, edit): the first N tile's channel word one too far; the pad
 # check letting row in_h through (one row past the input: reached at beat ~26 of that geometry).
@@ -53,7 +58,7 @@ def _run(name, harness, *, mode, depth, build, timeout, must):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("lane", "im2col", "engine", "liveness"))
+    p.add_argument("--only", choices=("lane", "im2col", "engine", "liveness", "board"))
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--im2col-depth", type=int, default=12)
     p.add_argument("--build", default="sim_build/formal_bench")
@@ -80,6 +85,8 @@ def main() -> int:
         ok &= _engine(kw)
     if args.only == "liveness":           # (part of ``engine``)
         ok &= _liveness(kw)
+    if args.only in (None, "board"):
+        ok &= _board(kw)
     return 0 if ok else 1
 
 
@@ -126,6 +133,23 @@ def _engine(kw) -> bool:
                          "m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp + 1)]")
     pb = PoolBoundHarness(geometry="k2s2", words=48, agen=broken_pool)
     ok &= _run("pool_k2s2_48_words_mutant_tap", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
+    # the bottom (or right) padding taken for input: a tap one pixel row (column) past the tensor
+    for geometry, edit in (("k3s1_pad_all", ("(y < d.in_h)", "(y <= d.in_h)")),
+                           ("k3s1_pad_all", ("(x < d.in_w)", "(x <= d.in_w)"))):
+        pb = PoolBoundHarness(geometry=geometry, words=48, agen=mutant(pool_agen.PoolAgen, *edit))
+        side = "row" if "y" in edit[0] else "column"
+        ok &= _run(f"pool_{geometry}_48_words_mutant_pad_{side}", pb, mode="bmc", depth=pb.depth, must="failed", **kw)
+    # the fused write path (the write-back unit, its address generator cut) and its mutant: the average's
+    # address taken from the row arriving now, not the window's register
+    fw = FusedWriteHarness(config=array, words=48)
+    ok &= _run("fused_write_4x4_48_words", fw, mode="prove", depth=2, must="proven", **kw)
+    broken_fp = mutant(pool.FusedPool, 'a_addr = delayed(m, addr, c.requant_latency, name="avg_addr")',
+                       'a_addr = delayed(m, self.addr, c.requant_latency, name="avg_addr")')
+    broken_wbu = mutant(wb_unit.WritebackUnit, "m.submodules.pool = fp = FusedPool(",
+                        "m.submodules.pool = fp = BrokenPool(", names={"BrokenPool": broken_fp})
+    fw = FusedWriteHarness(config=array, words=48, unit=broken_wbu)
+    ok &= _run("fused_write_4x4_48_words_mutant_avg_addr", fw, mode="bmc", depth=array.requant_latency + 9,
+               must="failed", **kw)
     ok &= _liveness(kw)
     return ok
 
@@ -164,6 +188,15 @@ def _liveness(kw) -> bool:
     h = EngineLivenessHarness(config=cfg, inferences=2, host="eager", engine=uncapped)
     ok &= _run("engine_liveness_4x4_two_inferences_eager_host_mutant_uncapped_input", h, mode="bmc",
                depth=h.depth, must="failed", **kw)
+    # a host that pauses up to PAUSE_SLACK cycles before the first beat (one inference: two take over 30 min,
+    # bench/results.md); its mutant, an engine whose first beat never starts an inference
+    h = EngineLivenessHarness(config=cfg, host="pausing")
+    ok &= _run("engine_liveness_4x4_pausing_host", h, mode="bmc", depth=h.depth, must="proven", **kw)
+    never = mutant(engine.NetworkEngine, "first_beat = self.i.valid & primed & inp.idle_ready & ~running",
+                   "first_beat = self.i.valid & primed & inp.idle_ready & ~running & 0")
+    h = EngineLivenessHarness(config=cfg, host="pausing", engine=never)
+    ok &= _run("engine_liveness_4x4_pausing_host_mutant_never_starts", h, mode="bmc", depth=h.depth, must="failed",
+               **kw)
     # larger programs, compiled from ONNX models (tests/engine's builder): a 1x1 conv on 2x2 pixels, two
     # dependent 1x1 convs, a padded 3x3 conv (9 K tiles)
     big = ArrayConfig(rows=4, cols=4, max_k=64, acc_depth=16, rounding=("single",))
@@ -172,6 +205,40 @@ def _liveness(kw) -> bool:
         h = EngineLivenessHarness(config=cfg, program=program)
         ok &= _run(f"engine_liveness_4x4_{name}_bound_{h.bound}", h, mode="bmc", depth=h.depth, must="proven", **kw)
     return ok
+
+
+def _board(kw) -> bool:
+    """The board tops' internal streams (``BoardStreamRules``): the GEMM board top on the CI 2x2 and the
+    network board top on 4x4 with the frame size boards build (``DEFAULT_FRAME_BYTES``) and the CI's 16;
+    each with a mutant that fails from reset (its harness without a reset input: the solver crawls with a free
+    reset on the whole engine): the link dropping an offered frame before it is taken
+    (GEMM top: a command, which the command register takes on its second offered cycle), the frame
+    unpacker stepping to its next unit without a handshake (network top, with the liveness program
+    embedded so that the engine stalls the second beat of an input frame)."""
+    small = ArrayConfig(rows=2, cols=2, act_bits=4, weight_bits=4, max_k=4, acc_depth=4, rounding=("single",))
+    ok = _run("board_stream_rules_accel_2x2", accel_board_rules(small), mode="prove", depth=2, must="proven", **kw)
+    drop_link = mutant(link.HostLink, "with m.If(self.data.valid & self.data.ready):", "with m.If(self.data.valid):")
+    drop_top = mutant(board_top.BoardTop, "self.link = HostLink(", "self.link = BrokenLink(",
+                      names={"BrokenLink": drop_link})
+    ok &= _run("board_stream_rules_accel_2x2_mutant_link_drops_frame",
+               accel_board_rules(small, top_class=drop_top, reset=False), mode="bmc", depth=20, must="failed", **kw)
+    array = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
+    cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=5 * DESCRIPTOR_WORDS)
+    for frame in (16, DEFAULT_FRAME_BYTES):
+        ok &= _run(f"board_stream_rules_network_4x4_frame_{frame}", network_board_rules(cfg, frame_bytes=frame),
+                   mode="prove", depth=2, must="proven", **kw)
+    skip = mutant(network_top.NetworkBoardTop, "        with m.If(step):\n",
+                  "        with m.If(self.load.valid | self.i.valid):\n")
+    cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=4 * DESCRIPTOR_WORDS)
+    h = network_board_rules(cfg, image=liveness_program(cfg).to_bytes(), top_class=skip, reset=False)
+    ok &= _run("board_stream_rules_network_4x4_frame_16_mutant_unpacker_skips", h, mode="bmc",
+               depth=NETWORK_MUTANT_DEPTH, must="failed", **kw)
+    return ok
+
+
+# the unpacker mutant's counterexample: a 16-byte input frame (2 beats) one byte a cycle, the first beat taken,
+# the second stalled and dropped at step 21
+NETWORK_MUTANT_DEPTH = 24
 
 
 def _compiled_programs(cfg):

@@ -10,11 +10,16 @@ stating the compiler's checks as assumptions on the descriptors it receives (doc
   scratchpad write of ``InputUnit``, scratchpad read of ``OutputUnit``, parameter read of ``ParamFetch``
   and weight-store read of ``WeightLoader`` inside its memory; ``WritebackBoundHarness``: every kept
   result row's word of ``WritebackAgen`` (the MATMUL write-back) inside the scratchpad;
-  ``AddBoundHarness``: every scratchpad read and write address of ``AddUnit`` inside the scratchpad.
+  ``AddBoundHarness``: every scratchpad read and write address of ``AddUnit`` inside the scratchpad;
+  ``PoolBoundHarness``: a standalone POOL's taps and window outputs (padded geometries included);
+  ``FusedWriteHarness``: every write of ``WritebackUnit`` (the plain and the fused pool path), its
+  address generator cut and its proven bound assumed.
 * ``EngineStreamRules``: the stream rule on the whole top (``load``, ``i`` assumed, ``o`` asserted).
 
-(The im2col bound, ``Im2colBoundHarness``, is in ``qhw.formal.harness``; the whole engine with a
-program embedded, ``EngineLivenessHarness``, in ``qhw.formal.engine_liveness``.)
+(The im2col bound, ``Im2colBoundHarness``, and the fixed-geometry base ``GeometryHarness`` are in
+``qhw.formal.harness``; the whole engine with a program embedded, ``EngineLivenessHarness``, in
+``qhw.formal.engine_liveness``; the board tops' streams, ``BoardStreamRules``, in
+``qhw.formal.board_harness``.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from amaranth.lib import data
 from ..engine.config import EngineConfig
 from ..errors import ConfigError
 from ..hw.engine.layouts import descriptor_layout
-from .harness import _internal
+from .harness import GeometryHarness, _elaborate, _internal, open_submodule
+from .harness import stream_assumed as _stream_assumed
 
 __all__ = ["FETCH_FIELD_BITS", "UNIT_MAX_DIM", "WEIGHT_MAX_TILES", "EngineStreamRules", "FetchHarness",
            "POOL_GEOMETRIES", "WRITEBACK_GEOMETRIES", "InputBoundHarness", "OutputBoundHarness", "ParamBoundHarness",
@@ -87,9 +93,7 @@ class FetchHarness(Elaboratable):
         from ..engine.isa import OP_BITS, OPCODES
 
         m = Module()
-        fm = self.dut.elaborate(platform)
-        self.dut._MustUse__used = True
-        m.submodules.fetch = fm
+        m.submodules.fetch = fm = _elaborate(self.dut, platform)
         f, n = self.dut, self.entries
         # each entry: a free opcode and free field bits (the fetch copies the fields, opaque, into ``desc``:
         # ``FETCH_FIELD_BITS`` of them stand for all, for the solver), constant over time
@@ -137,31 +141,38 @@ class FetchHarness(Elaboratable):
         return m
 
 
-def _stream_assumed(m: Module, port, name: str) -> None:
-    """The stream rule on an input stream of a unit: an offered payload stays until taken."""
-    payload = Value.cast(port.payload)
-    waiting, last = Signal(name=f"{name}_waiting"), Signal.like(payload, name=f"{name}_last")
-    m.d.sync += [waiting.eq(port.valid & ~port.ready), last.eq(payload)]
-    m.d.comb += Assume(~waiting | (port.valid & (payload == last)))
-
-
 # The largest tensor dimensions of the unit bounds' descriptors (small programs, for the solver: the
 # units multiply them); every base address stays free.
 UNIT_MAX_DIM = 4
 
 
-def _scratchpad_unit(harness, cls, *, rows: int, words: int) -> None:
-    """``harness.dut``: a ``cls(rows=, addr_bits=)`` unit addressing a scratchpad of ``words`` words
-    (``InputUnit``, ``OutputUnit`` or a mutant), built without Amaranth's unused-elaboratable warning."""
-    harness._MustUse__silence = True
-    if not isinstance(words, int) or words < 1:
-        raise ConfigError(f"words must be a positive integer, not {words!r}")
-    harness.rows, harness.words = rows, words
-    harness.dut = cls(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
-    harness._MustUse__silence = False
+def _unit(m: Module, dut, platform) -> Module:
+    """The unit harnesses' prologue: ``dut`` elaborated as submodule ``unit`` (its ``Module`` returned, for
+    properties on its internal state) and the stream rule assumed on its ``desc``."""
+    m.submodules.unit = um = _elaborate(dut, platform)
+    _stream_assumed(m, dut.desc, "desc")
+    return um
 
 
-class OutputBoundHarness(Elaboratable):
+class _ScratchpadUnitHarness(Elaboratable):
+    """``dut``: a ``cls(rows=, addr_bits=)`` unit addressing a scratchpad of ``words`` words (``InputUnit``,
+    ``OutputUnit`` or a mutant); every port of it is a port of the harness."""
+
+    def __init__(self, cls, *, rows: int, words: int):
+        self._MustUse__silence = True
+        if not isinstance(words, int) or words < 1:
+            raise ConfigError(f"words must be a positive integer, not {words!r}")
+        self.rows, self.words = rows, words
+        self.dut = cls(rows=rows, addr_bits=max(1, (words - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        from .harness import component_ports
+        return component_ports(self.dut)
+
+
+class OutputBoundHarness(_ScratchpadUnitHarness):
     """``OutputUnit``: every scratchpad read is inside the scratchpad (``words`` words), for OUTPUT
     descriptors that pass the compiler's check: the tensor's ``h * w * pp`` words from ``in_base`` lie in
     the scratchpad (``in_base + h*w*pp <= words``), ``h``, ``w`` in [1, ``UNIT_MAX_DIM``], ``pp`` in [1, 2],
@@ -173,21 +184,13 @@ class OutputBoundHarness(Elaboratable):
 
     def __init__(self, *, rows: int = 4, words: int, unit=None):
         from ..hw.engine.output_unit import OutputUnit
-        _scratchpad_unit(self, OutputUnit if unit is None else unit, rows=rows, words=words)
-
-    @property
-    def ports(self) -> list:
-        from .harness import component_ports
-        return component_ports(self.dut)
+        super().__init__(OutputUnit if unit is None else unit, rows=rows, words=words)
 
     def elaborate(self, platform):
         m = Module()
-        um = self.dut.elaborate(platform)
-        self.dut._MustUse__used = True
-        m.submodules.unit = um
+        um = _unit(m, self.dut, platform)
         u, n = self.dut, UNIT_MAX_DIM
         dp = u.desc.payload
-        _stream_assumed(m, u.desc, "desc")
         size = dp.h * dp.w * dp.pp
         m.d.comb += Assume(~u.desc.valid | ((dp.h >= 1) & (dp.h <= n) & (dp.w >= 1) & (dp.w <= n) & (dp.pp >= 1)
                                             & (dp.pp <= 2) & (dp.c >= 1) & (dp.c <= dp.pp * self.rows)
@@ -240,15 +243,12 @@ class ParamBoundHarness(Elaboratable):
         from amaranth.asserts import AnyConst
 
         m = Module()
-        um = self.dut.elaborate(platform)
-        self.dut._MustUse__used = True
-        m.submodules.unit = um
+        um = _unit(m, self.dut, platform)
         u = self.dut
         block = 4 * self.config.cols
         poff = AnyConst(24)
         m.d.comb += u.poff.eq(poff)
         dp = u.desc.payload
-        _stream_assumed(m, u.desc, "desc")
         word = dp.p_base >> 2
         first = (word - poff) // block
         m.d.comb += Assume(~u.desc.valid | ((dp.p_base[:2] == 0) & (word >= poff) & ((word - poff) % block == 0)
@@ -304,12 +304,9 @@ class WeightBoundHarness(Elaboratable):
         from ..engine.isa import IN_WINDOW
 
         m = Module()
-        um = self.dut.elaborate(platform)
-        self.dut._MustUse__used = True
-        m.submodules.unit = um
+        um = _unit(m, self.dut, platform)
         u, c = self.dut, self.config
         dp = u.desc.payload
-        _stream_assumed(m, u.desc, "desc")
         n = WEIGHT_MAX_TILES
         lgc = (c.cols - 1).bit_length()
         # small fields (the products below stay narrow), then the compiler's checks
@@ -350,7 +347,7 @@ class EngineStreamRules(Elaboratable):
 
 
 
-class InputBoundHarness(Elaboratable):
+class InputBoundHarness(_ScratchpadUnitHarness):
     """``InputUnit``: every scratchpad write (``w``) is inside the scratchpad (``words`` words), for INPUT
     descriptors that pass the compiler's check: the tensor's words from ``out_base`` (``h * w * pp``
     standard, ``h * wpos`` window) lie in the scratchpad; ``h``, ``w``, ``wpos`` in [1, ``UNIT_MAX_DIM``],
@@ -360,23 +357,15 @@ class InputBoundHarness(Elaboratable):
 
     def __init__(self, *, rows: int = 4, words: int, unit=None):
         from ..hw.engine.input_unit import InputUnit
-        _scratchpad_unit(self, InputUnit if unit is None else unit, rows=rows, words=words)
-
-    @property
-    def ports(self) -> list:
-        from .harness import component_ports
-        return component_ports(self.dut)
+        super().__init__(InputUnit if unit is None else unit, rows=rows, words=words)
 
     def elaborate(self, platform):
         from ..engine.isa import IN_WINDOW
 
         m = Module()
-        um = self.dut.elaborate(platform)
-        self.dut._MustUse__used = True
-        m.submodules.unit = um
+        um = _unit(m, self.dut, platform)
         u, n, w = self.dut, UNIT_MAX_DIM, self.words
         dp = u.desc.payload
-        _stream_assumed(m, u.desc, "desc")
         _stream_assumed(m, u.i, "i")
         size = dp.h[:3] * Mux(dp.kind == IN_WINDOW, dp.wpos[:3], dp.w[:3] * dp.pp[:2])
         m.d.comb += Assume(~u.desc.valid | ((dp.h >= 1) & (dp.h <= n) & (dp.w >= 1) & (dp.w <= n) & (dp.pp >= 1)
@@ -416,7 +405,7 @@ WRITEBACK_GEOMETRIES = {
 WRITEBACK_MAX_N_TILES = 2
 
 
-class WritebackBoundHarness(Elaboratable):
+class WritebackBoundHarness(GeometryHarness):
     """``WritebackAgen`` (the MATMUL write-back's addresses): every kept result row's word is inside the
     scratchpad (``words`` words), for descriptors of geometry ``geometry`` (``WRITEBACK_GEOMETRIES``)
     that pass the compiler's checks: the output tensor's ``out_h * out_w * out_pp`` words from
@@ -425,21 +414,14 @@ class WritebackBoundHarness(Elaboratable):
     ``n_tiles`` in [1, ``WRITEBACK_MAX_N_TILES``] free. Bounded (``mode bmc``); ``dest.ready`` free,
     descriptors when the solver chooses. ``agen`` is the class to build (a mutant in the tests)."""
 
+    GEOMETRIES, WHAT, HOLDS, OUT = WRITEBACK_GEOMETRIES, "write-back bound", "the output", "dest"
+
     def __init__(self, *, rows: int, cols: int, geometry: str, words: int, agen=None):
         from ..hw.engine.writeback import WritebackAgen
 
-        self._MustUse__silence = True
-        if geometry not in WRITEBACK_GEOMETRIES:
-            raise ConfigError(f"write-back bound: unknown geometry {geometry!r}; known: "
-                              f"{', '.join(WRITEBACK_GEOMETRIES)}")
-        g = WRITEBACK_GEOMETRIES[geometry]
-        if not isinstance(words, int) or words < g["out_h"] * g["out_w"] * g["out_pp"]:
-            raise ConfigError(f"write-back bound: words must be an integer that holds the output, not {words!r}")
-        self.geometry, self.words, self.rows, self.cols = geometry, words, rows, cols
-        self.dut = (WritebackAgen if agen is None else agen)(rows=rows, cols=cols)
-        layout = self.dut.desc.payload.shape()
-        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
-        self._MustUse__silence = False
+        self.rows, self.cols = rows, cols
+        super().__init__(geometry=geometry, words=words,
+                         build=lambda: (WritebackAgen if agen is None else agen)(rows=rows, cols=cols))
 
     @staticmethod
     def depth_for(geometry: str) -> int:
@@ -451,30 +433,20 @@ class WritebackBoundHarness(Elaboratable):
     def depth(self) -> int:
         return self.depth_for(self.geometry)
 
-    @property
-    def ports(self) -> list:
-        a = self.dut
-        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.dest.valid, a.dest.ready,
-                Value.cast(a.dest.payload), a.busy]
+    def words_needed(self, g: dict) -> int:
+        return g["out_h"] * g["out_w"] * g["out_pp"]
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.agen = agen = self.dut
-        d = agen.desc.payload
-        g = WRITEBACK_GEOMETRIES[self.geometry]
-        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
-        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
+    def legal(self, d, g: dict) -> list:
         size = g["out_h"] * g["out_w"] * g["out_pp"]
         cws = [Const(-(-t * self.cols // self.rows)) for t in range(1, WRITEBACK_MAX_N_TILES + 1)]
-        legal = [d.out_base + size <= self.words, (d.n_tiles >= 1) & (d.n_tiles <= WRITEBACK_MAX_N_TILES),
-                 d.m_chunk >= 1,
-                 Cat(*((d.n_tiles != t) | (d.out_cw0 + cws[t - 1] <= g["out_pp"])
-                       for t in range(1, WRITEBACK_MAX_N_TILES + 1))).all()]
-        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
-        _stream_assumed(m, agen.desc, "desc")
+        return [d.out_base + size <= self.words, (d.n_tiles >= 1) & (d.n_tiles <= WRITEBACK_MAX_N_TILES),
+                d.m_chunk >= 1,
+                Cat(*((d.n_tiles != t) | (d.out_cw0 + cws[t - 1] <= g["out_pp"])
+                      for t in range(1, WRITEBACK_MAX_N_TILES + 1))).all()]
+
+    def asserts(self, agen, g: dict) -> list:
         o = agen.dest
-        m.d.comb += Assert(~(o.valid & o.payload.keep) | (o.payload.addr < self.words))
-        return m
+        return [Assert(~(o.valid & o.payload.keep) | (o.payload.addr < self.words))]
 
 
 # The POOL bound's geometries (fixed, as the im2col bound's: the generator multiplies these fields when it
@@ -483,11 +455,21 @@ POOL_GEOMETRIES = {
     # a 2x2/2 pool of a 2x2 input with 2 channel words per pixel (cws up to 2): one output pixel
     "k2s2": dict(in_h=2, in_w=2, in_pp=2, kh=2, kw=2, sh=2, sw=2, dh=1, dw=1, pt=0, pl=0, pb=0, pr=0,
                  oh=1, ow=1, out_h=1, out_w=1, out_pp=2),
+    # padded: a 2x2/1 window over a 1x1 input padded below and right (3 of 4 taps padding), 2 channel words
+    "k2s1_pad_br": dict(in_h=1, in_w=1, in_pp=2, kh=2, kw=2, sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, pb=1, pr=1,
+                        oh=1, ow=1, out_h=1, out_w=1, out_pp=2),
+    # padded above and left, two windows along a row (the window origin steps from -1 into the input)
+    "k2s1_pad_tl": dict(in_h=1, in_w=2, in_pp=1, kh=2, kw=2, sh=1, sw=1, dh=1, dw=1, pt=1, pl=1, pb=0, pr=0,
+                        oh=1, ow=2, out_h=1, out_w=2, out_pp=1),
+    # padded on every side: a 3x3/1 window over a 1x1 input (8 of 9 taps padding)
+    "k3s1_pad_all": dict(in_h=1, in_w=1, in_pp=1, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1, pt=1, pl=1, pb=1, pr=1,
+                         oh=1, ow=1, out_h=1, out_w=1, out_pp=1),
 }
-# (A padded 2x2/1 pool of a 2x2 input, 16 taps, did not finish BMC depth 20 in 600 s: bench/results.md.)
+# (A padded 2x2/1 pool of a 2x2 input, 16 taps, did not finish BMC depth 20 in 600 s (session 10), nor a
+# 2x2/2 pool of a 2x2 input padded on every side, 16 taps, in 5 min (session 12): bench/results.md.)
 
 
-class PoolBoundHarness(Elaboratable):
+class PoolBoundHarness(GeometryHarness):
     """``PoolAgen`` (a standalone POOL's taps): every tap that is not padding reads inside the scratchpad,
     and every window's output word (``out_addr`` on its last tap, carried to the write) is inside it,
     for descriptors of geometry ``geometry`` (``POOL_GEOMETRIES``) that pass the compiler's checks: the
@@ -495,21 +477,11 @@ class PoolBoundHarness(Elaboratable):
     ``out_cw0 + cws <= out_pp`` with ``cws`` >= 1; the other fields free. Bounded (``mode bmc``);
     ``taps.ready`` free. ``agen`` is the class to build (a mutant in the tests)."""
 
+    GEOMETRIES, WHAT, HOLDS, OUT = POOL_GEOMETRIES, "pool bound", "the tensors", "taps"
+
     def __init__(self, *, geometry: str, words: int, agen=None):
         from ..hw.engine.pool_agen import PoolAgen
-
-        self._MustUse__silence = True
-        if geometry not in POOL_GEOMETRIES:
-            raise ConfigError(f"pool bound: unknown geometry {geometry!r}; known: {', '.join(POOL_GEOMETRIES)}")
-        g = POOL_GEOMETRIES[geometry]
-        if not isinstance(words, int) or words < max(g["in_h"] * g["in_w"] * g["in_pp"],
-                                                     g["out_h"] * g["out_w"] * g["out_pp"]):
-            raise ConfigError(f"pool bound: words must be an integer that holds the tensors, not {words!r}")
-        self.geometry, self.words = geometry, words
-        self.dut = (PoolAgen if agen is None else agen)()
-        layout = self.dut.desc.payload.shape()
-        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
-        self._MustUse__silence = False
+        super().__init__(geometry=geometry, words=words, build=PoolAgen if agen is None else agen)
 
     @staticmethod
     def depth_for(geometry: str) -> int:
@@ -521,29 +493,19 @@ class PoolBoundHarness(Elaboratable):
     def depth(self) -> int:
         return self.depth_for(self.geometry)
 
-    @property
-    def ports(self) -> list:
-        a = self.dut
-        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.taps.valid, a.taps.ready,
-                Value.cast(a.taps.payload), a.busy]
+    def words_needed(self, g: dict) -> int:
+        return max(g["in_h"] * g["in_w"] * g["in_pp"], g["out_h"] * g["out_w"] * g["out_pp"])
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.agen = agen = self.dut
-        d = agen.desc.payload
-        g = POOL_GEOMETRIES[self.geometry]
-        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
-        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
+    def legal(self, d, g: dict) -> list:
         w = self.words
-        legal = [d.in_base + g["in_h"] * g["in_w"] * g["in_pp"] <= w,
-                 d.out_base + g["out_h"] * g["out_w"] * g["out_pp"] <= w,
-                 d.cws >= 1, d.in_cw0 + d.cws <= g["in_pp"], d.out_cw0 + d.cws <= g["out_pp"]]
-        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
-        _stream_assumed(m, agen.desc, "desc")
-        t = agen.taps
-        m.d.comb += [Assert(~(t.valid & ~t.payload.pad) | (t.payload.addr < w)),
-                     Assert(~(t.valid & t.payload.last) | (t.payload.out_addr < w))]
-        return m
+        return [d.in_base + g["in_h"] * g["in_w"] * g["in_pp"] <= w,
+                d.out_base + g["out_h"] * g["out_w"] * g["out_pp"] <= w,
+                d.cws >= 1, d.in_cw0 + d.cws <= g["in_pp"], d.out_cw0 + d.cws <= g["out_pp"]]
+
+    def asserts(self, agen, g: dict) -> list:
+        t, w = agen.taps, self.words
+        return [Assert(~(t.valid & ~t.payload.pad) | (t.payload.addr < w)),
+                Assert(~(t.valid & t.payload.last) | (t.payload.out_addr < w))]
 
 
 class AddBoundHarness(Elaboratable):
@@ -576,12 +538,9 @@ class AddBoundHarness(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        um = self.dut.elaborate(platform)
-        self.dut._MustUse__used = True
-        m.submodules.unit = um
+        um = _unit(m, self.dut, platform)
         u, w = self.dut, self.words
         dp = u.desc.payload
-        _stream_assumed(m, u.desc, "desc")
         m.d.comb += Assume(~u.desc.valid | ((dp.a_base + dp.words <= w) & (dp.out_base + dp.words <= w)
                                             & (dp.table_only | (dp.b_base + dp.words <= w))))
         # the descriptor register (the lanes' ``d`` ports, driven combinationally, share its name)
@@ -600,3 +559,88 @@ class AddBoundHarness(Elaboratable):
             Assert(~(d.table_only & phase)),                # a table pass reads a only
         ]
         return m
+
+
+class FusedWriteHarness(Elaboratable):
+    """``WritebackUnit`` (a MATMUL's result path to the scratchpad's write port): every write (``w``, and
+    the fused pool's window address ``o_addr`` before the port narrows it) is inside the scratchpad
+    (``words`` words), for every descriptor, pool kind (none, max, average) and row timing.
+
+    Compositional: the address generator (``WritebackAgen``) is cut (``script``: its outputs free on
+    every cycle) and replaced by what is proven or built about it: a kept destination is inside the
+    scratchpad (``writeback_<geometry>``, assumed here for every descriptor), and a result row arrives
+    only while the generator offers its destination (the engine issues one row per destination). What
+    is proven is the unit's own part: the two stage registers, the fused pool's window register
+    (captured on a kept window's last row), the average's address delay line beside the pool lanes,
+    and the choice between the plain and the pooled write. By k-induction, with the lemmas: each
+    stage's kept address, the window register and every stage of its delay line are inside.
+    The datapath (values, tables, the pool lanes' arithmetic) is not observed and is removed after
+    ``flatten``. ``unit`` is the class to build (a mutant in the tests)."""
+
+    def __init__(self, *, config, words: int, pool_line: int = 4, unit=None):
+        from ..hw.engine.wb_unit import WritebackUnit
+
+        self._MustUse__silence = True
+        if not isinstance(words, int) or isinstance(words, bool) or words < 1:
+            raise ConfigError(f"words must be a positive integer, not {words!r}")
+        self.config, self.words = config, words
+        self.dut = (WritebackUnit if unit is None else unit)(config=config, pool_line=pool_line,
+                                                             addr_bits=max(1, (words - 1).bit_length()))
+        self._MustUse__silence = False
+
+    @property
+    def ports(self) -> list:
+        # the inputs only (not the zero-width table slots of a one-table unit): the outputs that matter are
+        # observed by the assertions, and the written data, observed by none, is removed
+        u = self.dut
+        inputs = [u.desc.valid, Value.cast(u.desc.payload), u.row.valid, Value.cast(u.row.payload), u.p_data,
+                  u.t_slot, u.load_en, u.load_slot, u.load_index, u.load_data]
+        return [p for p in inputs if len(p)]
+
+    @property
+    def script(self) -> tuple[str, ...]:
+        """The generator cut (checked to select something), then ``flatten`` and ``opt_clean``: the
+        datapath that nothing observed depends on is removed."""
+        cut = "top.unit.agen"
+        return (f"select -assert-min 1 {cut}", f"cutpoint {cut}", "select -clear", "flatten", "opt_clean")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = um = _elaborate(self.dut, platform)
+        u, w = self.dut, self.words
+        agen = um._named_submodules["agen"][0]
+        fp = um._named_submodules["pool"][0]
+        fm = open_submodule(um, "pool", platform)
+        dst = agen.dest
+        m.d.comb += [
+            Assume(~(dst.valid & dst.payload.keep) | (dst.payload.addr < w)),     # writeback_<geometry>
+            Assume(~u.row.valid | dst.valid),                                      # a row per destination
+        ]
+        # the window's address register (``Signal.like(self.addr)``: Amaranth's tracer names it ``$like``)
+        window = [s for s in fm._driving if getattr(s, "name", "") in ("addr", "$like") and len(s) == len(fp.addr)]
+        if len(window) != 1:
+            raise ConfigError(f"formal harness: expected one window address register in FusedPool, found {len(window)}")
+        window = window[0]
+        delay = [s for s in fm._driving if getattr(s, "name", "").startswith("avg_addr_d")]
+        if len(delay) != self.config.requant_latency:
+            raise ConfigError(f"formal harness: expected {self.config.requant_latency} avg_addr stages, "
+                              f"found {len(delay)}")
+        # the stage registers' leading fields (``WritebackUnit``'s stage layout starts with these)
+        c = self.config
+        head = data.StructLayout({"valid": 1, "values": data.ArrayLayout(8, c.cols), "addr": 20, "lane": range(c.rows),
+                                  "keep": 1})
+        s2 = _internal(um, "s2")
+        s1 = [s for s in um._driving if getattr(s, "name", "") in ("s1", "$signal") and len(s) == len(s2)]
+        if len(s1) != 1:       # (``s1, s2 = Signal(stage), Signal(stage)``: the tracer names only s2)
+            raise ConfigError(f"formal harness: expected one stage register s1 in WritebackUnit, found {len(s1)}")
+        s1, s2 = (data.View(head, s[:head.size]) for s in (s1[0], s2))
+        m.d.comb += [
+            Assert(~u.w.valid | (u.w.payload.addr < w)),
+            Assert(~fp.o_valid | (fp.o_addr < w)),
+            # lemmas: a valid kept row in either stage, the window register and its delay line are inside
+            *(Assert(~(s.valid & s.keep) | (s.addr < w)) for s in (s1, s2)),
+            Assert(window < w),
+            *(Assert(d < w) for d in delay),
+        ]
+        return m
+

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from amaranth.hdl import Assert, ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Assert, ClockDomain, Elaboratable, Module, Mux, Signal
 
 from ..contract import MODE_CODES
 from ..engine.config import EngineConfig
@@ -35,7 +35,8 @@ __all__ = ["BUSY_FALL_CYCLES", "CUT_POINTS", "EngineLivenessHarness", "liveness_
 # of an inference is registered before ``restart``), which is the cycle after the last output beat: so it
 # is low from cycle ``total + BUSY_FALL_CYCLES`` on.
 BUSY_FALL_CYCLES = 2
-HOSTS = ("eager", "exact")
+HOSTS = ("eager", "exact", "pausing")
+PAUSE_SLACK = 8         # the pausing host's longest pause before an inference's first beat (cycles)
 
 
 def prime_cycles(program: Program) -> int:
@@ -102,13 +103,16 @@ class EngineLivenessHarness(Elaboratable):
     """``NetworkEngine`` with ``program`` (default ``liveness_program(config)``) embedded, from reset: no
     model load (``load.valid`` low), an input beat offered on every cycle (free payload), ``o.ready``
     high (``host`` ``"eager"``; ``"exact"`` offers each inference's beats, then the next inference's once
-    ``busy`` has fallen); ``inferences`` inferences one after the other. ``bound`` =
+    ``busy`` has fallen; ``"pausing"`` as ``"exact"``, but each inference's first beat only after a pause
+    of free length (up to ``PAUSE_SLACK`` cycles, a constant per inference) from reset or from ``busy``'s
+    fall, so the engine idles before it); ``inferences`` inferences one after the other. ``bound`` =
     ``predict(program, config).total`` (the cycle model: an inference's first input beat, taken while
     ``busy`` is low, is its cycle 0, its last output beat cycle ``bound - 1``). Asserted for each
     inference (``mode bmc``, ``depth``):
 
     * its first input beat is taken by cycle ``prime_cycles(program)`` after reset or after ``busy``
-      fell (so each run starts: without it, an engine that never took a beat would pass the rest);
+      fell (for the pausing host: ``prime_cycles`` cycles with the beat offered), so each run starts
+      (without it, an engine that never took a beat would pass the rest);
     * ``busy`` is high on every cycle from the one after the first beat to ``bound + BUSY_FALL_CYCLES - 1``
       (not earlier than the model: it is exact) and low on cycle ``bound + BUSY_FALL_CYCLES`` (not later);
     * one output beat marked ``last`` per OUTPUT descriptor by then, the final one on cycle ``bound - 1``;
@@ -149,15 +153,17 @@ class EngineLivenessHarness(Elaboratable):
         self._MustUse__silence = False
 
     @staticmethod
-    def depth_for(config: EngineConfig, program: Program | None = None, inferences: int = 1) -> int:
+    def depth_for(config: EngineConfig, program: Program | None = None, inferences: int = 1,
+                  host: str = "eager") -> int:
         """BMC steps to the last inference's cycle ``busy`` must be low, from the latest first beats, and
-        one more."""
+        one more; for the pausing host, ``PAUSE_SLACK`` more cycles per inference (its longest pauses)."""
         program = liveness_program(config) if program is None else program
-        return inferences * (prime_cycles(program) + predict(program, config).total + BUSY_FALL_CYCLES) + 2
+        pause = PAUSE_SLACK if host == "pausing" else 0
+        return inferences * (prime_cycles(program) + predict(program, config).total + BUSY_FALL_CYCLES + pause) + 2
 
     @property
     def depth(self) -> int:
-        return self.depth_for(self.config, self.program, self.inferences)
+        return self.depth_for(self.config, self.program, self.inferences, self.host)
 
     @property
     def ports(self) -> list:
@@ -181,10 +187,25 @@ class EngineLivenessHarness(Elaboratable):
         # the host: "eager" offers a beat on every cycle; "exact" offers an inference's beats, then the next
         # inference's once busy has fallen (as qhw's runtime and testbenches do)
         sent = Signal(range(self.beats + 1), name="beats_sent")
+        runs = Signal(range(n + 1), name="inferences_started")
         offer = 1 if self.host == "eager" else sent < self.beats
+        if self.host == "pausing":
+            # each inference's first beat after a pause of free length (a constant per inference, up to
+            # ``PAUSE_SLACK`` cycles) from reset or from busy's fall; offered, it stays until taken
+            from amaranth.asserts import AnyConst
+
+            pauses = [AnyConst(range(PAUSE_SLACK + 1)) for _ in range(n)]
+            paused = Signal(range(PAUSE_SLACK + 1), name="host_paused")
+            length = pauses[0]
+            for k in range(1, n):
+                length = Mux(runs == k, pauses[k], length)
+            with m.If(sent != 0):
+                m.d.sync += paused.eq(0)
+            with m.Elif(paused < length):
+                m.d.sync += paused.eq(paused + 1)
+            offer = offer & ((sent != 0) | (paused >= length))
         m.d.comb += [d.load.valid.eq(0), d.i.valid.eq(offer), d.i.payload.eq(self.beat), d.o.ready.eq(1)]
         first = d.i.valid & d.i.ready & ~d.busy           # an inference's cycle 0 in the model
-        runs = Signal(range(n + 1), name="inferences_started")
         t = Signal(range(fall + 2), name="model_cycle")             # cycles since the latest first beat
         idle = Signal(range(prime + 2), name="idle_cycles")         # since reset or busy's fall, no beat yet
         lasts = Signal(range(self.outputs + 2), name="last_beats")      # tensors' last beats this inference
@@ -199,7 +220,8 @@ class EngineLivenessHarness(Elaboratable):
                 m.d.sync += sent.eq(0)
             with m.Elif(d.i.valid & d.i.ready & (sent < self.beats)):
                 m.d.sync += sent.eq(sent + 1)
-            with m.If(waiting & (idle <= prime)):
+            counting = d.i.valid if self.host == "pausing" else 1      # (the pausing host: while it offers)
+            with m.If(waiting & counting & (idle <= prime)):
                 m.d.sync += idle.eq(idle + 1)
             with m.If(active & d.o.valid & d.o.ready & d.o.payload.last & (lasts <= self.outputs)):
                 m.d.sync += [lasts.eq(lasts + 1), last_at.eq(t)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from ..engine.config import EngineConfig
 from ..engine.isa import DESCRIPTOR_WORDS
+from ..fpga.payload import DEFAULT_FRAME_BYTES
+from .board_harness import network_board_rules
 from .engine_harness import (
     POOL_GEOMETRIES,
     WEIGHT_MAX_TILES,
@@ -17,6 +19,7 @@ from .engine_harness import (
     AddBoundHarness,
     EngineStreamRules,
     FetchHarness,
+    FusedWriteHarness,
     InputBoundHarness,
     OutputBoundHarness,
     ParamBoundHarness,
@@ -69,6 +72,11 @@ ENGINE_PROPERTIES = (
     Property("engine_stream_rules", "NetworkEngine",
              "o holds valid and payload until ready, given load and i do (the whole top)",
              lambda c: EngineStreamRules(config=c), lambda c: 2),
+    Property("board_stream_rules", "NetworkBoardTop",
+             "the link's frames into the frame unpacker, its load words and input beats into the engine and the "
+             "engine's output beats to the link hold valid and payload until ready (the board top, engine "
+             "datapath cut)",
+             lambda c: network_board_rules(c, frame_bytes=DEFAULT_FRAME_BYTES), lambda c: 2),
     Property("engine_liveness", "NetworkEngine",
              "from reset, with the smallest MATMUL program embedded, input offered and o ready: busy falls "
              "exactly when the cycle model (qhw.engine.cycles.predict) says, whatever the data (bounded)",
@@ -90,6 +98,11 @@ ENGINE_PROPERTIES = (
              "every scratchpad read and write address of an ADD inside the scratchpad, for descriptors whose "
              "three tensors fit",
              lambda c: AddBoundHarness(rows=c.array.rows, words=engine_sizes(c)["words"], tables=c.tables),
+             lambda c: 2),
+    Property("fused_write", "WritebackUnit",
+             "every write of a MATMUL's result path (plain, fused max or average pool) inside the scratchpad, "
+             "given the write-back addresses are (writeback_<geometry>) and one row per destination",
+             lambda c: FusedWriteHarness(config=c.array, words=engine_sizes(c)["words"], pool_line=c.pool_line),
              lambda c: 2),
     Property("param_bounds", "ParamFetch",
              "every parameter-store read inside the store, for MATMUL descriptors whose parameter blocks fit",

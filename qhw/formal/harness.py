@@ -13,7 +13,8 @@ solver may choose any value on any cycle, reset included.
   contract's ``single`` and ``tflite`` rules, delayed by the lane's latency.
 * ``BankHarness``, ``ResultCountHarness``: double buffering and the result-row count.
 * ``LivenessHarness``: the whole top from reset, one command, ``busy`` low within the cycle model.
-* ``Im2colBoundHarness``: the engine's im2col address generator never leaves the scratchpad.
+* ``Im2colBoundHarness``: the engine's im2col address generator never leaves the scratchpad (a
+  ``GeometryHarness``: one fixed descriptor geometry, the base of the engine's other generator bounds).
 """
 
 from __future__ import annotations
@@ -55,6 +56,89 @@ def _elaborate(component: wiring.Component, platform) -> Module:
     module = component.elaborate(platform)
     component._MustUse__used = True        # elaborated here, not through Fragment.get
     return module
+
+
+def open_submodule(module: Module, name: str, platform) -> Module:
+    """Elaborate ``module``'s submodule ``name`` in place (under its ``ResetInserter``, if any) and return
+    its ``Module``, so a property can name the internal state of a part inside a part; the design is
+    unchanged."""
+    from amaranth.hdl._xfrm import TransformedElaboratable
+
+    sub, src_loc = module._named_submodules[name]
+    inner = sub._elaboratable_ if isinstance(sub, TransformedElaboratable) else sub
+    opened = _elaborate(inner, platform)
+    if isinstance(sub, TransformedElaboratable):
+        sub._elaboratable_ = opened
+    else:
+        module._named_submodules[name] = (opened, src_loc)
+    return opened
+
+
+def stream_assumed(m: Module, port, name: str) -> None:
+    """The stream rule on an input stream of a unit: an offered payload stays until taken."""
+    payload = Value.cast(port.payload)
+    waiting, last = Signal(name=f"{name}_waiting"), Signal.like(payload, name=f"{name}_last")
+    m.d.sync += [waiting.eq(port.valid & ~port.ready), last.eq(payload)]
+    m.d.comb += Assume(~waiting | (port.valid & (payload == last)))
+
+
+class GeometryHarness(Elaboratable):
+    """An address generator of the network engine under one fixed descriptor geometry (a bounded proof
+    each): the fields the generator multiplies when it takes a descriptor are driven as constants
+    (Yosys folds its products; the solver does not multiply free values), every other descriptor field
+    is a free input (``fields``); descriptors arrive when the solver chooses (the stream rule assumed on
+    ``desc``) and satisfy ``legal`` (the compiler's checks); the output stream's ``ready`` is free.
+
+    Subclasses set ``GEOMETRIES`` (name -> the fixed fields), ``WHAT`` and ``HOLDS`` (for messages),
+    ``OUT`` (the output stream), and define ``words_needed(g)``, ``legal(d, g)`` (terms assumed of an
+    offered descriptor) and ``asserts(agen, g)``. ``build`` makes the generator (a mutant in the tests)."""
+
+    GEOMETRIES: dict = {}
+    WHAT = HOLDS = OUT = ""
+
+    def __init__(self, *, geometry: str, words: int, build):
+        self._MustUse__silence = True       # no "never used" warning when a check below refuses it
+        if geometry not in self.GEOMETRIES:
+            raise ConfigError(f"{self.WHAT}: unknown geometry {geometry!r}; known: {', '.join(self.GEOMETRIES)}")
+        g = self.GEOMETRIES[geometry]
+        if not isinstance(words, int) or words < self.words_needed(g):
+            raise ConfigError(f"{self.WHAT}: words must be an integer that holds {self.HOLDS}, not {words!r}")
+        self.geometry, self.words = geometry, words
+        self.agen = build()
+        layout = self.agen.desc.payload.shape()
+        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout if name not in g}
+        self._MustUse__silence = False
+
+    @property
+    def dut(self):
+        return self.agen
+
+    def words_needed(self, g: dict) -> int:
+        raise NotImplementedError
+
+    def legal(self, d, g: dict) -> list:
+        raise NotImplementedError
+
+    def asserts(self, agen, g: dict) -> list:
+        raise NotImplementedError
+
+    @property
+    def ports(self) -> list:
+        a = self.agen
+        o = getattr(a, self.OUT)
+        return [*self.fields.values(), a.desc.valid, a.desc.ready, o.valid, o.ready, Value.cast(o.payload), a.busy]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.agen = agen = self.agen
+        d = agen.desc.payload
+        g = self.GEOMETRIES[self.geometry]
+        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
+        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
+        m.d.comb += Assume(~agen.desc.valid | Cat(*self.legal(d, g)).all())
+        stream_assumed(m, agen.desc, "desc")
+        m.d.comb += self.asserts(agen, g)
+        return m
 
 
 class StreamRules(Elaboratable):
@@ -468,7 +552,7 @@ IM2COL_GEOMETRIES = {
 IM2COL_MAX_N_TILES = 3     # N tiles per descriptor in the im2col bound (small sizes, for the solver)
 
 
-class Im2colBoundHarness(Elaboratable):
+class Im2colBoundHarness(GeometryHarness):
     """``Im2colAgen`` (``qhw.hw.engine.im2col``): every word it emits (a beat that is not padding)
     is below ``words``, the scratchpad's size, for descriptors that pass the compiler's checks.
 
@@ -482,39 +566,18 @@ class Im2colBoundHarness(Elaboratable):
     (``mode bmc``). ``agen`` is the class to build (a mutant in the tests).
     """
 
+    GEOMETRIES, WHAT, HOLDS, OUT = IM2COL_GEOMETRIES, "im2col bound", "the input", "beats"
+
     def __init__(self, *, geometry: str, words: int = 64, agen=None):
         from ..hw.engine.im2col import Im2colAgen
+        super().__init__(geometry=geometry, words=words, build=Im2colAgen if agen is None else agen)
 
-        self._MustUse__silence = True
-        if geometry not in IM2COL_GEOMETRIES:
-            raise ConfigError(f"im2col bound: unknown geometry {geometry!r}; known: {', '.join(IM2COL_GEOMETRIES)}")
-        g = IM2COL_GEOMETRIES[geometry]
-        if not isinstance(words, int) or words < g["in_h"] * g["in_w"] * g["in_pp"]:
-            raise ConfigError(f"im2col bound: words must be an integer that holds the input, not {words!r}")
-        self.geometry, self.words = geometry, words
-        self.agen = (Im2colAgen if agen is None else agen)()
-        # The geometry's fields are driven as constants (Yosys folds the address generator's
-        # products); every other descriptor field is a free input of the harness.
-        layout = self.agen.desc.payload.shape()
-        self.fields = {name: Signal(field.shape, name=f"desc_{name}") for name, field in layout
-                       if name not in g}
-        self._MustUse__silence = False
+    def words_needed(self, g: dict) -> int:
+        return g["in_h"] * g["in_w"] * g["in_pp"]
 
-    @property
-    def ports(self) -> list:
-        a = self.agen
-        return [*self.fields.values(), a.desc.valid, a.desc.ready, a.beats.valid, a.beats.ready,
-                Value.cast(a.beats.payload), a.busy]
-
-    def elaborate(self, platform):
+    def legal(self, d, g: dict) -> list:
         from ..engine.isa import IN_WINDOW
 
-        m = Module()
-        m.submodules.agen = agen = self.agen
-        d = agen.desc.payload
-        g = IM2COL_GEOMETRIES[self.geometry]
-        m.d.comb += [getattr(d, name).eq(value) for name, value in g.items()]
-        m.d.comb += [getattr(d, name).eq(sig) for name, sig in self.fields.items()]
         window = g["in_kind"] == IN_WINDOW
         size = g["in_h"] * g["in_w"] * (1 if window else g["in_pp"])
         legal = [d.in_base + size <= self.words, (d.n_tiles >= 1) & (d.n_tiles <= IM2COL_MAX_N_TILES),
@@ -522,11 +585,8 @@ class Im2colBoundHarness(Elaboratable):
         if not window:      # in_cw0 + (n_tiles - 1) * cw_step + kcw <= in_pp, without a free product
             legal.append(Cat(*((d.n_tiles != t) | (d.in_cw0 + (t - 1) * d.cw_step + d.kcw <= g["in_pp"])
                                for t in range(1, IM2COL_MAX_N_TILES + 1))).all())
-        m.d.comb += Assume(~agen.desc.valid | Cat(*legal).all())
-        # the stream rule on desc: an offered descriptor stays, unchanged, until taken
-        waiting, last = Signal(), Signal.like(d.as_value())
-        m.d.sync += [waiting.eq(agen.desc.valid & ~agen.desc.ready), last.eq(d.as_value())]
-        m.d.comb += Assume(~waiting | (agen.desc.valid & (d.as_value() == last)))
+        return legal
+
+    def asserts(self, agen, g: dict) -> list:
         b = agen.beats
-        m.d.comb += Assert(~(b.valid & ~b.payload.pad) | (b.payload.addr < self.words))
-        return m
+        return [Assert(~(b.valid & ~b.payload.pad) | (b.payload.addr < self.words))]

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..hw.accel import Accelerator
 from ..hw.config import ArrayConfig
+from .board_harness import accel_board_rules
 from .harness import (
     LANE_REFERENCES,
     BankHarness,
@@ -101,6 +102,10 @@ PROPERTIES = (
              lambda c: lane_config(c).requant_latency + 2),
     _liveness("tile"),
     _liveness("n_tiles"),
+    Property("board_stream_rules", "BoardTop",
+             "the link's frames and the cmd/params/weights/act streams routed into the accelerator, and out to "
+             "the link, hold valid and payload until ready (the board top)",
+             lambda c: accel_board_rules(c), lambda c: 2),
 )
 
 

@@ -56,10 +56,11 @@ class BoardTop(Elaboratable):
     """``Accelerator(config, family)`` with a UART link at ``baud`` (or an explicit ``divisor``: cycles per bit).
 
     ``family`` (``"ice40"``/``"ecp5"`` on a board, ``None`` in simulation) selects the DSP primitives of
-    ``config.pe``."""
+    ``config.pe``; ``uart`` False (simulation and proofs only): ``rx_byte``/``tx_byte`` byte streams
+    instead of the UART pins (``HostLink``)."""
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None, clk_hz: float | None = None,
-                 baud: int = 115200, divisor: int | None = None):
+                 baud: int = 115200, divisor: int | None = None, uart: bool = True):
         check_config(config)
         divisor = uart_divisor(clk_hz, baud, divisor)
         try:
@@ -72,10 +73,13 @@ class BoardTop(Elaboratable):
         self.fifo_depth = fifo_depth(config)
         self.link = HostLink(lengths={s: self.sizes[s] for s in ACCEL_STREAMS}, result_bytes=self.sizes["out"],
                              info=info, divisor=divisor, fifo_depth=self.fifo_depth,
-                             timeout=frame_timeout(divisor, clk_hz))
+                             timeout=frame_timeout(divisor, clk_hz), uart=uart)
+        self.uart = uart
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
         self.tx_hold = Signal()
+        if not uart:
+            self.rx_byte, self.tx_byte = self.link.rx_byte, self.link.tx_byte
 
     def elaborate(self, platform):
         m = Module()
@@ -83,8 +87,9 @@ class BoardTop(Elaboratable):
         link = self.link
         m.submodules.link = link
         m.submodules.accel = ResetInserter(link.soft_reset)(self.accel)
-        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), link.tx_hold.eq(self.tx_hold),
-                     link.rejected.eq(self.accel.error)]
+        if self.uart:
+            m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
+        m.d.comb += [link.tx_hold.eq(self.tx_hold), link.rejected.eq(self.accel.error)]
         frame = link.data.payload
         for name in ACCEL_STREAMS:
             port = getattr(self.accel, name)

@@ -21,15 +21,17 @@ from qhw.formal.engine_harness import (
     AddBoundHarness,
     EngineStreamRules,
     FetchHarness,
+    FusedWriteHarness,
     InputBoundHarness,
     OutputBoundHarness,
     ParamBoundHarness,
+    PoolBoundHarness,
 )
 from qhw.formal.engine_liveness import EngineLivenessHarness, liveness_program
 from qhw.formal.mutate import mutant
 from qhw.formal.sby import run_proof
 from qhw.hw.config import ArrayConfig
-from qhw.hw.engine import add_unit, fetch, input_unit, loader, output_unit
+from qhw.hw.engine import add_unit, fetch, input_unit, loader, output_unit, pool, pool_agen, wb_unit
 
 ARRAY = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
 ENTRIES, WORDS, PARAM_BLOCKS = 5, 48, 6
@@ -115,6 +117,50 @@ def test_add_word_past_the_tensors_is_caught(tmp_path):
     # The last word is not recognized: the unit reads a and b one word past their tensors.
     Broken = mutant(add_unit.AddUnit, "with m.If(i + 1 == d.words):", "with m.If(i == d.words):")
     assert_caught(prove(AddBoundHarness(words=WORDS, unit=Broken), tmp_path, "add_mutant", "bmc", 10), tmp_path)
+
+
+# --------------------------------------------------------------------------- POOL with padding; the fused write path
+
+
+def test_padded_pool_reads_stay_in_the_scratchpad(tmp_path):
+    # A 2x2/1 window over a 1x1 input padded below and right, 2 channel words (the other padded geometries,
+    # above/left and every side, are in bench/bench_formal.py --only engine).
+    h = PoolBoundHarness(geometry="k2s1_pad_br", words=WORDS)
+    r = prove(h, tmp_path, "pool_pad", "bmc", h.depth)
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_pool_padding_row_read_as_input_is_caught(tmp_path):
+    # The bottom padding row is taken for an input row: its taps read one pixel row past the tensor.
+    Broken = mutant(pool_agen.PoolAgen, "(y < d.in_h)", "(y <= d.in_h)")
+    h = PoolBoundHarness(geometry="k2s1_pad_br", words=WORDS, agen=Broken)
+    assert_caught(prove(h, tmp_path, "pool_pad_mutant", "bmc", h.depth), tmp_path)
+
+
+def fused(unit=None):
+    return FusedWriteHarness(config=ARRAY, words=WORDS, unit=unit)
+
+
+def test_fused_write_path_stays_in_the_scratchpad(tmp_path):
+    # The write-back unit with its address generator cut (its proven bound assumed): every plain and fused
+    # pool write, by k-induction.
+    h = fused()
+    r = run_proof(h, name="fused_write", ports=h.ports, build_dir=tmp_path, depth=2, timeout=300, script=h.script)
+    assert (r.status, r.trace) == ("proven", None)
+
+
+def test_fused_average_written_at_the_current_rows_address_is_caught(tmp_path):
+    # The average's address delay line starts from the row arriving now instead of the window's register:
+    # when no kept row is there, the address is anything.
+    broken_pool = mutant(pool.FusedPool, 'a_addr = delayed(m, addr, c.requant_latency, name="avg_addr")',
+                         'a_addr = delayed(m, self.addr, c.requant_latency, name="avg_addr")')
+    broken = mutant(wb_unit.WritebackUnit, "m.submodules.pool = fp = FusedPool(",
+                    "m.submodules.pool = fp = BrokenPool(", names={"BrokenPool": broken_pool})
+    h = fused(broken)
+    depth = ARRAY.requant_latency + 9           # a window's last row through the stages and the lanes
+    r = run_proof(h, name="fused_write_mutant", ports=h.ports, build_dir=tmp_path, mode="bmc", depth=depth,
+                  timeout=300, script=h.script)
+    assert_caught(r, tmp_path)
 
 
 # --------------------------------------------------------------------------- parameters

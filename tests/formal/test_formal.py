@@ -14,6 +14,7 @@ import json
 import pytest
 
 from qhw.cli import main
+from qhw.formal.board_harness import accel_board_rules
 from qhw.formal.harness import (
     BankHarness,
     CreditHarness,
@@ -277,6 +278,15 @@ def test_mutant_edit_must_match_once():
 
 
 # --------------------------------------------------------------------------- qhw prove
+
+
+def test_board_top_internal_streams_follow_the_rule(tmp_path):
+    # The GEMM board top (link + accelerator, 2x2): the link's frames and the four streams it routes into the
+    # accelerator, and out, keep valid and payload until ready, by k-induction. Its mutant (the link dropping
+    # a frame before it is taken) fails from reset in bench/bench_formal.py --only board.
+    h = accel_board_rules(CONFIG)
+    r = run_proof(h, name="board", ports=h.ports, build_dir=tmp_path, depth=2, timeout=300, script=h.script)
+    assert (r.status, r.trace) == ("proven", None)
 
 
 def test_qhw_prove_json(tmp_path, capsys):
