@@ -14,7 +14,7 @@ PARTIAL_PRODUCT_STAGES + tree_levels(terms)``, ``terms`` = partial products, +1 
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Value
+from amaranth.hdl import Cat, Module, Signal, Value
 
 from ..contract import CHUNK, PARTIAL_PRODUCT_STAGES, chunk_count, product_latency
 from ..errors import ConfigError
@@ -37,6 +37,20 @@ def _chunks(value: Value) -> list[tuple[Value, int]]:
         else:
             out.append((value[lo:lo + CHUNK], lo))
     return out
+
+
+def _add(x: Value, wx: int, y: Value, wy: int) -> tuple[Value, int]:
+    """``x * 2**wx + y * 2**wy`` as (value, weight). The low ``|wx - wy|`` bits of the sum are the
+    lighter term's own bits: they bypass the adder, so its carry chain is only as long as the terms
+    overlap (the tree's last level was the 8x8 accelerator's critical path, 157 carry steps)."""
+    if wx > wy:
+        x, wx, y, wy = y, wy, x, wx
+    d = wy - wx
+    if d == 0 or d >= len(x):
+        return x + (y << d), wx
+    hi = (x >> d) + y                       # arithmetic shift: x = (x >> d) * 2**d + x[:d]
+    total = Cat(x[:d], hi)
+    return (total.as_signed() if hi.shape().signed else total), wx
 
 
 def pipelined_product(m: Module, a: Value, b: Value, *, addend: Value | None = None, name: str,
@@ -63,23 +77,25 @@ def pipelined_product(m: Module, a: Value, b: Value, *, addend: Value | None = N
             p = mul.p if ca.shape().signed else mul.p.as_unsigned()
             pp = Signal(p.shape(), name=f"{name}_pp{i}{j}")       # fabric register beside the DSP
             m.d.sync += pp.eq(p)
-            terms.append(pp if sa + sb == 0 else pp << (sa + sb))
+            terms.append((pp, sa + sb))         # (value, its weight: low zero bits not built)
     stages = mul_latency + PARTIAL_PRODUCT_STAGES     # partial products registered
     if addend is not None:
-        terms.append(delayed(m, Value.cast(addend), stages, name=f"{name}_pp_add"))
+        terms.append((delayed(m, Value.cast(addend), stages, name=f"{name}_pp_add"), 0))
     level = 0
     while len(terms) > 1:
         level += 1
         nxt = []
         for k in range(0, len(terms), 2):
-            expr = terms[k] if k + 1 == len(terms) else terms[k] + terms[k + 1]
-            s = Signal(expr.shape(), name=f"{name}_l{level}_{k // 2}")
-            m.d.sync += s.eq(expr)
-            nxt.append(s)
+            value, weight = terms[k] if k + 1 == len(terms) else _add(*terms[k], *terms[k + 1])
+            s = Signal(value.shape(), name=f"{name}_l{level}_{k // 2}")
+            m.d.sync += s.eq(value)
+            nxt.append((s, weight))
         terms = nxt
     built = stages + level
     expected = product_latency(a.shape().width, a.shape().signed, b.shape().width, addend=addend is not None)
     if built != expected:
         raise ConfigError(f"{name}: the wide product was built with {built} stages, but the hardware contract "
                           f"(qhw.contract.product_latency) says {expected}")
-    return terms[0]
+    value, weight = terms[0]
+    assert weight == 0          # the (0, 0) partial product has weight 0, and a sum the lighter weight
+    return value
