@@ -240,10 +240,10 @@ class NetworkEngine(wiring.Component):
             m.d.sync += running.eq(1)
 
         # the read side, in program order
-        m.submodules.issue = issue = MatmulIssue(config=c)
+        m.submodules.issue = issue = MatmulIssue(config=c, settled=True)
         # the optional units (``EngineConfig.units``), or their stand-ins that flag any descriptor they take
         if "pool" in e.units:
-            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane")
+            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane", settled=True)
         else:
             pool = AbsentUnit(signature=pool_unit_signature(R))
         if "add" in e.units:
@@ -264,12 +264,17 @@ class NetworkEngine(wiring.Component):
         is_add = op == OPCODES["ADD"]
         # every read-side unit idle or finishing (an ADD: in its last write's cycle)
         free = issue.desc.ready & pool.desc.ready & out.desc.ready & add.desc.ready
+        # a MATMUL or POOL is taken from its second offered cycle on (the fetch's register is then a cycle
+        # old), so the generators form their descriptor products a cycle ahead (``fetch.ahead``); the
+        # read side's next descriptor is fetched while the current one runs, so no cycle moves
+        settled = Signal()
+        m.d.sync += settled.eq(f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
         pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
-                     issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
+                     issue.desc.valid.eq(f_issue.desc.valid & settled & is_mm & free),
                      pool.desc.payload.eq(pool_d),
-                     pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
+                     pool.desc.valid.eq(f_issue.desc.valid & settled & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
                      add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),

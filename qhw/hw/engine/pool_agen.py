@@ -19,7 +19,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import FIELDS
+from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from .fetch import ahead
 from .layouts import descriptor_layout
 
 __all__ = ["PoolAgen", "pool_tap_layout"]
@@ -41,9 +43,13 @@ def pool_tap_layout() -> data.StructLayout:
 
 class PoolAgen(wiring.Component):
     """POOL descriptors (``desc``) to ``taps``; a descriptor is accepted while idle or with the
-    previous one's last tap. It has no parameters (the ISA's field widths are built)."""
+    previous one's last tap. The ISA's field widths are built; ``settled``: as ``Im2colAgen``'s (the
+    accept forms one product of registers)."""
 
-    def __init__(self):
+    def __init__(self, *, settled: bool = False):
+        if not isinstance(settled, bool):
+            raise ConfigError(f"settled must be a bool, not {settled!r}")
+        self.settled = settled
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("POOL"))),
             "taps": Out(stream.Signature(pool_tap_layout())),
@@ -107,12 +113,15 @@ class PoolAgen(wiring.Component):
                             m.d.sync += self.busy.eq(0)
 
         m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
+        st = self.settled
+        r = ahead(m, logic_mul(dp.in_w, dp.in_pp, m=m, name="row"), settled=st, name="row")
+        pad_cols = ahead(m, logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols"), settled=st, name="pad_cols")
+        a_ox = ahead(m, logic_mul(dp.sw, dp.in_pp, m=m, name="d_ox"), settled=st, name="d_ox")
+        a_opy = ahead(m, logic_mul(dp.out_w, dp.out_pp, m=m, name="d_opy"), settled=st, name="d_opy")
         with m.If(self.desc.valid & self.desc.ready):
-            r = logic_mul(dp.in_w, dp.in_pp, m=m, name="row")
-            pix0 = -logic_mul(dp.pt, r, m=m, name="pad_rows") - logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols")
+            pix0 = -logic_mul(dp.pt, r, m=m, name="pad_rows") - pad_cols
             m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(logic_mul(dp.sh, r, m=m, name="d_oy")),
-                         d_ox.eq(logic_mul(dp.sw, dp.in_pp, m=m, name="d_ox")),
-                         d_opy.eq(logic_mul(dp.out_w, dp.out_pp, m=m, name="d_opy")),
+                         d_ox.eq(a_ox), d_opy.eq(a_opy),
                          oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
                          orow.eq(0), opix.eq(0), self.busy.eq(1), kw_m1.eq(dp.kw - 1), kh_m1.eq(dp.kh - 1),
