@@ -591,6 +591,7 @@ class AddBoundHarness(Elaboratable):
             raise ConfigError(f"formal harness: expected one register 'd' in AddUnit, found {len(regs)}")
         d = data.View(descriptor_layout("ADD"), regs[0])
         i, phase, last_read = _internal(um, "word"), _internal(um, "phase"), _internal(um, "last_read")
+        words_m1 = _internal(um, "words_m1")
         addr = Mux(phase, d.b_base, d.a_base) + i                  # the unit's address, before the port
         m.d.comb += [
             Assert(~u.r_en | (addr < w)),
@@ -599,5 +600,6 @@ class AddBoundHarness(Elaboratable):
             Assert(~u.busy | ((i < d.words) & (d.a_base + d.words <= w) & (d.out_base + d.words <= w)
                               & (d.table_only | (d.b_base + d.words <= w)))),
             Assert(~(d.table_only & phase)),                # a table pass reads a only
+            Assert(~u.busy | (words_m1 == d.words - 1)),    # lemma: the last word's index
         ]
         return m

@@ -114,7 +114,8 @@ def test_add_reads_and_writes_stay_in_the_scratchpad(tmp_path):
 
 def test_add_word_past_the_tensors_is_caught(tmp_path):
     # The last word is not recognized: the unit reads a and b one word past their tensors.
-    Broken = mutant(add_unit.AddUnit, "with m.If(i + 1 == d.words):", "with m.If(i == d.words):")
+    Broken = mutant(add_unit.AddUnit, "words_m1.eq(self.desc.payload.words - 1)",
+                    "words_m1.eq(self.desc.payload.words)")
     assert_caught(prove(AddBoundHarness(words=WORDS, unit=Broken), tmp_path, "add_mutant", "bmc", 10), tmp_path)
 
 

@@ -78,6 +78,9 @@ class InputUnit(wiring.Component):
         # on): kept as registers moving with ``x0`` and ``k``, so a lane's valid test has no adder
         xg = [Signal(_S, name=f"xg{lane}") for lane in range(R)]
         cleft = Signal(signed(18), name="cleft")
+        # and each lane's valid test on them, registered with them: ``0 <= xg < w`` (window), ``cleft > lane``
+        xin = [Signal(name=f"xin{lane}") for lane in range(R)]
+        cgt = [Signal(name=f"cgt{lane}") for lane in range(R)]
         j, k = Signal(unsigned(16)), Signal(unsigned(16))                 # word in row / pixel, pixel or row
         i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
         beats_total = Signal(unsigned(32))
@@ -102,7 +105,7 @@ class InputUnit(wiring.Component):
         valid = [Signal(name=f"lv{lane}") for lane in range(R)]
         for lane in range(R):
             m.d.comb += [src[lane].eq(s + Mux(win, off[lane], lane)),
-                         valid[lane].eq(Mux(win, chv[lane] & (xg[lane] >= 0) & (xg[lane] < d.w), cleft > lane))]
+                         valid[lane].eq(Mux(win, chv[lane] & xin[lane], cgt[lane]))]
         # the last beat the word needs: the highest valid lane's (a lane's source byte grows with the lane
         # among the valid ones), -1 if none; a balanced priority tree, not a chain of compares
         def highest(lanes):
@@ -181,16 +184,21 @@ class InputUnit(wiring.Component):
                     m.d.sync += [run.eq(0), setup.eq(0)]
         with m.If(shift):                                                 # the position one word further
             with m.If(win):                                               # next output column, or row
+                def column(lane, v):
+                    return [xg[lane].eq(v), xin[lane].eq((v >= 0) & (v < d.w))]
                 with m.If(j + 1 == d.wpos):
                     m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - plc)]
-                    m.d.sync += [xg[lane].eq(grp[lane] - d.pl) for lane in range(R)]
+                    m.d.sync += [a for lane in range(R) for a in column(lane, grp[lane] - d.pl)]
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), s.eq(s + swc)] + [xg[lane].eq(xg[lane] + d.sw) for lane in range(R)]
+                    m.d.sync += [j.eq(j + 1), s.eq(s + swc)]
+                    m.d.sync += [a for lane in range(R) for a in column(lane, xg[lane] + d.sw)]
             with m.Else():                                                # next word of the pixel, or pixel
                 with m.If(k + 1 == d.pp):
                     m.d.sync += [k.eq(0), rowc.eq(rowc + d.c), s.eq(rowc + d.c), cleft.eq(d.c)]
+                    m.d.sync += [cgt[lane].eq(d.c > lane) for lane in range(R)]
                 with m.Else():
                     m.d.sync += [k.eq(k + 1), s.eq(s + R), cleft.eq(cleft - R)]
+                    m.d.sync += [cgt[lane].eq(cleft > lane + R) for lane in range(R)]
         with m.If(drain & ~more_after):
             m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
 
@@ -207,6 +215,8 @@ class InputUnit(wiring.Component):
             m.d.sync += prep.eq(prep - 1)
         with m.If(prep == 2):                                            # the first word's position
             m.d.sync += [s.eq(Mux(win, -plc, 0)), cleft.eq(d.c)]
+            m.d.sync += [cgt[lane].eq(d.c > lane) for lane in range(R)]
+            m.d.sync += [xin[lane].eq((xg[lane] >= 0) & (xg[lane] < d.w)) for lane in range(R)]
         m.d.comb += prep_last.eq(prep == 1)
         with m.If(prep_last):                                             # its plan moves in (``shift``)
             m.d.sync += [run.eq(1), setup.eq(1), left.eq(beats_total), last_word.eq(n_words == 1)]
