@@ -318,15 +318,19 @@ class NetworkEngine(wiring.Component):
         m.submodules.accumulator = acc = Accumulator(config=c)
         m.submodules.requant = rq = RequantStage(config=c, family=self.family)
         m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family,
-                                                    tables=T, table_init=init[6], avg_lane=e.pool_avg == "lane")
+                                                    tables=T, table_init=init[6], avg_lane=e.pool_avg == "lane",
+                                                    settled=True)
         m.d.comb += [array.a_in.eq(issue.a_in), array.bank_in.eq(issue.bank_in), array.w_we.eq(loader.w_we),
                      array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data), acc.psum.eq(array.psum_out),
                      rq.banks.eq(params.banks)]
         wiring.connect(m, issue.tag, acc.tag)
         wiring.connect(m, acc.row, rq.row)
         wiring.connect(m, rq.out, wb.row)
-        m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid), wb.desc.payload.eq(view(f_wb, "MATMUL")),
-                     f_wb.desc.ready.eq(wb.desc.ready), wb.t_slot.eq(table_slot(view(f_wb, "MATMUL").table))]
+        wb_settled = Signal()         # as ``settled``: the write-back's products a cycle ahead
+        m.d.sync += wb_settled.eq(f_wb.desc.valid & ~(wb.desc.valid & wb.desc.ready) & ~restart)
+        m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid & wb_settled), wb.desc.payload.eq(view(f_wb, "MATMUL")),
+                     f_wb.desc.ready.eq(wb.desc.valid & wb.desc.ready),
+                     wb.t_slot.eq(table_slot(view(f_wb, "MATMUL").table))]
         for unit in (wb, add):          # the tables, loaded with the model
             m.d.comb += [unit.load_en.eq(load.tab.en), unit.load_slot.eq(load.tab.slot),
                          unit.load_index.eq(load.tab.index), unit.load_data.eq(load.tab.data)]

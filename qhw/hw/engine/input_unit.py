@@ -82,6 +82,7 @@ class InputUnit(wiring.Component):
         xin = [Signal(name=f"xin{lane}") for lane in range(R)]
         cgt = [Signal(name=f"cgt{lane}") for lane in range(R)]
         j, k = Signal(unsigned(16)), Signal(unsigned(16))                 # word in row / pixel, pixel or row
+        j_last, k_last = Signal(name="j_last"), Signal(name="k_last")     # j + 1 == wpos, k + 1 == pp
         i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
         beats_total = Signal(unsigned(32))
         nb = Signal(unsigned(32))                                         # beats taken into buf
@@ -186,18 +187,18 @@ class InputUnit(wiring.Component):
             with m.If(win):                                               # next output column, or row
                 def column(lane, v):
                     return [xg[lane].eq(v), xin[lane].eq((v >= 0) & (v < d.w))]
-                with m.If(j + 1 == d.wpos):
-                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - plc)]
+                with m.If(j_last):
+                    m.d.sync += [j.eq(0), j_last.eq(d.wpos == 1), rowc.eq(rowc + wc), s.eq(rowc + wc - plc)]
                     m.d.sync += [a for lane in range(R) for a in column(lane, grp[lane] - d.pl)]
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), s.eq(s + swc)]
+                    m.d.sync += [j.eq(j + 1), j_last.eq(j + 2 == d.wpos), s.eq(s + swc)]
                     m.d.sync += [a for lane in range(R) for a in column(lane, xg[lane] + d.sw)]
             with m.Else():                                                # next word of the pixel, or pixel
-                with m.If(k + 1 == d.pp):
-                    m.d.sync += [k.eq(0), rowc.eq(rowc + d.c), s.eq(rowc + d.c), cleft.eq(d.c)]
+                with m.If(k_last):
+                    m.d.sync += [k.eq(0), k_last.eq(d.pp == 1), rowc.eq(rowc + d.c), s.eq(rowc + d.c), cleft.eq(d.c)]
                     m.d.sync += [cgt[lane].eq(d.c > lane) for lane in range(R)]
                 with m.Else():
-                    m.d.sync += [k.eq(k + 1), s.eq(s + R), cleft.eq(cleft - R)]
+                    m.d.sync += [k.eq(k + 1), k_last.eq(k + 2 == d.pp), s.eq(s + R), cleft.eq(cleft - R)]
                     m.d.sync += [cgt[lane].eq(cleft > lane + R) for lane in range(R)]
         with m.If(drain & ~more_after):
             m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
@@ -214,7 +215,7 @@ class InputUnit(wiring.Component):
         with m.If(prep != 0):
             m.d.sync += prep.eq(prep - 1)
         with m.If(prep == 2):                                            # the first word's position
-            m.d.sync += [s.eq(Mux(win, -plc, 0)), cleft.eq(d.c)]
+            m.d.sync += [s.eq(Mux(win, -plc, 0)), cleft.eq(d.c), j_last.eq(d.wpos == 1), k_last.eq(d.pp == 1)]
             m.d.sync += [cgt[lane].eq(d.c > lane) for lane in range(R)]
             m.d.sync += [xin[lane].eq((xg[lane] >= 0) & (xg[lane] < d.w)) for lane in range(R)]
         m.d.comb += prep_last.eq(prep == 1)
