@@ -243,7 +243,7 @@ class NetworkEngine(wiring.Component):
         m.submodules.issue = issue = MatmulIssue(config=c, settled=True)
         # the optional units (``EngineConfig.units``), or their stand-ins that flag any descriptor they take
         if "pool" in e.units:
-            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane", settled=True)
+            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane", settled=2)
         else:
             pool = AbsentUnit(signature=pool_unit_signature(R))
         if "add" in e.units:
@@ -269,12 +269,14 @@ class NetworkEngine(wiring.Component):
         # read side's next descriptor is fetched while the current one runs, so no cycle moves
         settled = Signal()
         m.d.sync += settled.eq(f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
+        settled2 = Signal()           # a POOL from its third: its generator's products are all ahead
+        m.d.sync += settled2.eq(settled & f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
         pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
                      issue.desc.valid.eq(f_issue.desc.valid & settled & is_mm & free),
                      pool.desc.payload.eq(pool_d),
-                     pool.desc.valid.eq(f_issue.desc.valid & settled & is_pool & free & (wcount >= pool_d.dep_base)),
+                     pool.desc.valid.eq(f_issue.desc.valid & settled2 & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
                      add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),

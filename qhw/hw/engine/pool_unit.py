@@ -50,11 +50,11 @@ class PoolUnit(wiring.Component):
     config:
         The array (``rows`` lanes per word; ``requant_latency``, ``sum_bits`` and rounding modes of the lanes).
     settled:
-        Every descriptor is offered a cycle before it is taken (``PoolAgen``'s ``settled``).
+        The cycles every descriptor is offered before it is taken (0, 1 or 2: ``PoolAgen``'s ``settled``).
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True,
-                 settled: bool = False):
+                 settled: int = 0):
         self.config = check_config(config)
         self.agen = PoolAgen(settled=settled)        # checks ``settled``
         self.avg_lane = check_avg_lane(avg_lane)     # False: PoolLanes build the divider only
