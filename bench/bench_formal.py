@@ -166,7 +166,7 @@ def _liveness(kw) -> bool:
         ok &= _run(f"engine_liveness_{n}x{n}_bound_{h.bound}", h, mode="bmc", depth=h.depth, must="proven", **kw)
     array = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
     cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=4 * DESCRIPTOR_WORDS)
-    late_input = mutant(input_unit.InputUnit, "m.d.comb += produce.eq(need == nbs)", "m.d.comb += produce.eq(0)")
+    late_input = mutant(input_unit.InputUnit, "m.d.comb += produce.eq(need_eq)", "m.d.comb += produce.eq(0)")
     late = mutant(engine.NetworkEngine, "m.submodules.input = inp = InputUnit(",
                   "m.submodules.input = inp = LateInput(", names={"LateInput": late_input})
     early = mutant(engine.NetworkEngine, "& out.idle & ~wb.busy", "& ~wb.busy")

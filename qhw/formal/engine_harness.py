@@ -374,7 +374,7 @@ class InputBoundHarness(_ScratchpadUnitHarness):
         d = data.View(descriptor_layout("INPUT"), _internal(um, "d"))
         run, drain = _internal(um, "run"), _internal(um, "drain")
         i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
-        produce = _internal(um, "produce")
+        produce, last_word = _internal(um, "produce"), _internal(um, "last_word")
         prep, hw, wpp = _internal(um, "prep"), _internal(um, "hw"), _internal(um, "wpp")
         d_words = d.h[:3] * Mux(d.kind == IN_WINDOW, d.wpos[:3], d.w[:3] * d.pp[:2])
         d_fits = ((d.h >= 1) & (d.h <= n) & (d.w >= 1) & (d.w <= n) & (d.pp >= 1) & (d.pp <= 2) & (d.wpos >= 1)
@@ -384,6 +384,7 @@ class InputBoundHarness(_ScratchpadUnitHarness):
             Assert(~produce | (d.out_base + i_word < w)),
             Assert(~u.w.valid | (u.w.payload.addr < w)),
             Assert(~(run & ~drain) | ((i_word < n_words) & (d.out_base + n_words <= w))),      # lemma
+            Assert(~(run & ~drain) | (last_word == (i_word + 1 == n_words))),                # lemma: the flag
             # lemmas: a taken descriptor fits, and its counts are ready in the prep cycles (products from d:
             # the single ones from prep 2, the word count from prep 1, and while running)
             Assert(((prep == 0) & ~run) | d_fits),
@@ -549,6 +550,7 @@ class AddBoundHarness(Elaboratable):
             raise ConfigError(f"formal harness: expected one register 'd' in AddUnit, found {len(regs)}")
         d = data.View(descriptor_layout("ADD"), regs[0])
         i, phase, last_read = _internal(um, "word"), _internal(um, "phase"), _internal(um, "last_read")
+        words_m1 = _internal(um, "words_m1")
         addr = Mux(phase, d.b_base, d.a_base) + i                  # the unit's address, before the port
         m.d.comb += [
             Assert(~u.r_en | (addr < w)),
@@ -557,6 +559,7 @@ class AddBoundHarness(Elaboratable):
             Assert(~u.busy | ((i < d.words) & (d.a_base + d.words <= w) & (d.out_base + d.words <= w)
                               & (d.table_only | (d.b_base + d.words <= w)))),
             Assert(~(d.table_only & phase)),                # a table pass reads a only
+            Assert(~u.busy | (words_m1 == d.words - 1)),    # lemma: the last word's index
         ]
         return m
 

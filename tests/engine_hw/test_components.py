@@ -10,9 +10,11 @@ from qhw.engine.config import EngineConfig
 from qhw.errors import ConfigError
 from qhw.hw.config import ArrayConfig
 from qhw.hw.engine.add_unit import AddLane, AddUnit, TableUnit
+from qhw.hw.engine.im2col import Im2colAgen
 from qhw.hw.engine.layouts import descriptor_layout
 from qhw.hw.engine.memories import WeightStore
 from qhw.hw.engine.pool import FusedPool, PoolLane, PoolReduce
+from qhw.hw.engine.pool_agen import PoolAgen
 from qhw.hw.engine.pool_unit import PoolUnit
 from qhw.hw.engine.writeback import WritebackAgen
 
@@ -20,6 +22,9 @@ from qhw.hw.engine.writeback import WritebackAgen
 @pytest.mark.parametrize("make,message", [
     (lambda: WritebackAgen(rows=8, cols=3), "cols must divide rows, not 8x3"),
     (lambda: WritebackAgen(rows=0, cols=1), "rows must be a positive integer, not 0"),
+    (lambda: WritebackAgen(rows=4, cols=2, settled=1), "settled must be a bool, not 1"),
+    (lambda: Im2colAgen(settled="yes"), "settled must be a bool, not 'yes'"),
+    (lambda: PoolAgen(settled=3), "settled must be 0, 1 or 2 (cycles), not 3"),
     (lambda: PoolLane(config="8x8"), "config must be an ArrayConfig, not '8x8'"),
     (lambda: PoolUnit(config=None), "config must be an ArrayConfig, not None"),
     (lambda: PoolReduce(lanes=8, sum_bits=9), "sum_bits must be at least 10 (a window of two int8 taps), not 9"),
@@ -63,9 +68,7 @@ def test_components_convert_to_verilog():
     small array, so a synthesis flow can take it."""
     from amaranth.back import verilog
 
-    from qhw.hw.engine.im2col import Im2colAgen
     from qhw.hw.engine.memories import Scratchpad
-    from qhw.hw.engine.pool_agen import PoolAgen
     from qhw.hw.engine.reader import ActivationReader
 
     small = ArrayConfig(rows=2, cols=2, rounding=("single",))

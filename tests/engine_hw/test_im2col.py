@@ -32,15 +32,19 @@ def expected_beats(d) -> list[tuple[int, int, int, bool]]:
     return out
 
 
-def check_program(program, *, seed: int, gaps: bool = True) -> int:
+def check_program(program, *, seed: int, gaps: bool = True, settled: bool = False, offer_early: bool = False) -> int:
+    """``settled``: the generator the engine builds (products a cycle ahead); ``offer_early``: each
+    descriptor's fields are presented a cycle before it is offered (as the engine's fetch guarantees)."""
     descs = [d for d in program.descriptors if d.op == "MATMUL"]
     want = [b for d in descs for b in expected_beats(d)]
     got, rng, stamps = [], random.Random(seed), []
-    dut = Im2colAgen()
+    dut = Im2colAgen(settled=settled)
 
     async def producer(ctx):
         for d in descs:
             ctx.set(dut.desc.payload, descriptor_const(d))
+            if offer_early:
+                await ctx.tick()
             ctx.set(dut.desc.valid, 1)
             await ctx.tick().until(dut.desc.ready)
             ctx.set(dut.desc.valid, 0)
@@ -58,8 +62,9 @@ def check_program(program, *, seed: int, gaps: bool = True) -> int:
             await ctx.tick()
             cycle += 1
 
-    run_sim(dut, producer, consumer)
-    assert len(got) == len(want)
+    # a deadline (1 us a cycle) well past the beats' cycles: a generator with wrong loop bounds can run on
+    run_sim(dut, producer, consumer, deadline=(4 * len(want) + 1000) * 1e-6)
+    assert len(got) == len(want), f"{len(got)} beats, want {len(want)}"
     mismatches = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if (g[0], g[1], g[2]) != (w[0], w[1], w[3])]
     assert not mismatches, f"{len(mismatches)} wrong beats, first (beat, got, want): {mismatches[0]}"
     lasts = [i for i, g in enumerate(got) if g[3]]
@@ -79,6 +84,18 @@ def test_random_models_addresses(tmp_path, case):
 def test_digits_cnn_addresses_back_to_back(digits_cnn_program):
     assert check_program(digits_cnn_program, seed=1, gaps=False) == sum(
         len(expected_beats(d)) for d in digits_cnn_program.descriptors if d.op == "MATMUL")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the stopped producer
+def test_settled_generator_needs_its_descriptor_a_cycle_early(tmp_path):
+    """The engine's generator (``settled``: the accept reads products registered from the offered fields a
+    cycle before) is exact when each descriptor's fields are there a cycle before it is taken, and wrong
+    (wrong beats, or their count) when taken in the cycle they appear: its products come from the cycle
+    before."""
+    program, _, _ = case_program(tmp_path, "pads-every-side")
+    assert check_program(program, seed=4, settled=True, offer_early=True) > 0
+    with pytest.raises(AssertionError, match="wrong beats|beats, want"):
+        check_program(program, seed=4, settled=True)
 
 
 def test_short_accumulator_chunks(tmp_path):

@@ -72,7 +72,8 @@ def test_input_writes_stay_in_the_scratchpad(tmp_path):
 
 def test_input_word_past_the_tensor_is_caught(tmp_path):
     # The last word is not recognized: the unit writes one word past the tensor.
-    Broken = mutant(input_unit.InputUnit, "with m.If(i_word + 1 == n_words):", "with m.If(i_word == n_words):")
+    Broken = mutant(input_unit.InputUnit, "last_word.eq(i_word + 2 == n_words)",
+                    "last_word.eq(i_word + 1 == n_words)")
     assert_caught(prove(InputBoundHarness(words=WORDS, unit=Broken), tmp_path, "input_mutant", "bmc", 10), tmp_path)
 
 
@@ -115,7 +116,8 @@ def test_add_reads_and_writes_stay_in_the_scratchpad(tmp_path):
 
 def test_add_word_past_the_tensors_is_caught(tmp_path):
     # The last word is not recognized: the unit reads a and b one word past their tensors.
-    Broken = mutant(add_unit.AddUnit, "with m.If(i + 1 == d.words):", "with m.If(i == d.words):")
+    Broken = mutant(add_unit.AddUnit, "words_m1.eq(self.desc.payload.words - 1)",
+                    "words_m1.eq(self.desc.payload.words)")
     assert_caught(prove(AddBoundHarness(words=WORDS, unit=Broken), tmp_path, "add_mutant", "bmc", 10), tmp_path)
 
 

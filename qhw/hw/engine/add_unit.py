@@ -330,9 +330,10 @@ class AddUnit(wiring.Component):
         inflight = Signal(range(ADD_LATENCY + 1), name="inflight")
         m.d.comb += self.desc.ready.eq(~busy & (inflight == 0))
         slot = Signal(range(self.tables), name="table_slot")
+        words_m1 = Signal(unsigned(20), name="words_m1")   # the last word's index: its test is an equality
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += [d.eq(self.desc.payload), slot.eq(self.t_slot), i.eq(0), phase.eq(0),
-                         busy.eq(self.desc.payload.words != 0)]
+                         busy.eq(self.desc.payload.words != 0), words_m1.eq(self.desc.payload.words - 1)]
         last_read = Signal(name="last_read")     # this cycle's read completes word i
         m.d.comb += last_read.eq(busy & (d.table_only | phase))
         with m.If(last_read):
@@ -343,7 +344,7 @@ class AddUnit(wiring.Component):
             m.d.comb += [self.r_en.eq(1), self.r_addr.eq(Mux(phase, d.b_base, d.a_base) + i)]
             with m.If(last_read):
                 m.d.sync += [i.eq(i + 1), phase.eq(0)]
-                with m.If(i + 1 == d.words):
+                with m.If(i == words_m1):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += phase.eq(1)

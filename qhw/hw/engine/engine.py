@@ -240,10 +240,10 @@ class NetworkEngine(wiring.Component):
             m.d.sync += running.eq(1)
 
         # the read side, in program order
-        m.submodules.issue = issue = MatmulIssue(config=c)
+        m.submodules.issue = issue = MatmulIssue(config=c, settled=True)
         # the optional units (``EngineConfig.units``), or their stand-ins that flag any descriptor they take
         if "pool" in e.units:
-            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane")
+            pool = PoolUnit(config=c, family=self.family, avg_lane=e.pool_avg == "lane", settled=2)
         else:
             pool = AbsentUnit(signature=pool_unit_signature(R))
         if "add" in e.units:
@@ -264,12 +264,19 @@ class NetworkEngine(wiring.Component):
         is_add = op == OPCODES["ADD"]
         # every read-side unit idle or finishing (an ADD: in its last write's cycle)
         free = issue.desc.ready & pool.desc.ready & out.desc.ready & add.desc.ready
+        # a MATMUL or POOL is taken from its second offered cycle on (the fetch's register is then a cycle
+        # old), so the generators form their descriptor products a cycle ahead (``fetch.ahead``); the
+        # read side's next descriptor is fetched while the current one runs, so no cycle moves
+        settled = Signal()
+        m.d.sync += settled.eq(f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
+        settled2 = Signal()           # a POOL from its third: its generator's products are all ahead
+        m.d.sync += settled2.eq(settled & f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
         pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
-                     issue.desc.valid.eq(f_issue.desc.valid & is_mm & free),
+                     issue.desc.valid.eq(f_issue.desc.valid & settled & is_mm & free),
                      pool.desc.payload.eq(pool_d),
-                     pool.desc.valid.eq(f_issue.desc.valid & is_pool & free & (wcount >= pool_d.dep_base)),
+                     pool.desc.valid.eq(f_issue.desc.valid & settled2 & is_pool & free & (wcount >= pool_d.dep_base)),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
                      add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),
@@ -313,15 +320,19 @@ class NetworkEngine(wiring.Component):
         m.submodules.accumulator = acc = Accumulator(config=c)
         m.submodules.requant = rq = RequantStage(config=c, family=self.family)
         m.submodules.writeback = wb = WritebackUnit(config=c, pool_line=e.pool_line, addr_bits=aw, family=self.family,
-                                                    tables=T, table_init=init[6], avg_lane=e.pool_avg == "lane")
+                                                    tables=T, table_init=init[6], avg_lane=e.pool_avg == "lane",
+                                                    settled=True)
         m.d.comb += [array.a_in.eq(issue.a_in), array.bank_in.eq(issue.bank_in), array.w_we.eq(loader.w_we),
                      array.w_bank.eq(loader.w_bank), array.w_data.eq(loader.w_data), acc.psum.eq(array.psum_out),
                      rq.banks.eq(params.banks)]
         wiring.connect(m, issue.tag, acc.tag)
         wiring.connect(m, acc.row, rq.row)
         wiring.connect(m, rq.out, wb.row)
-        m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid), wb.desc.payload.eq(view(f_wb, "MATMUL")),
-                     f_wb.desc.ready.eq(wb.desc.ready), wb.t_slot.eq(table_slot(view(f_wb, "MATMUL").table))]
+        wb_settled = Signal()         # as ``settled``: the write-back's products a cycle ahead
+        m.d.sync += wb_settled.eq(f_wb.desc.valid & ~(wb.desc.valid & wb.desc.ready) & ~restart)
+        m.d.comb += [wb.desc.valid.eq(f_wb.desc.valid & wb_settled), wb.desc.payload.eq(view(f_wb, "MATMUL")),
+                     f_wb.desc.ready.eq(wb.desc.valid & wb.desc.ready),
+                     wb.t_slot.eq(table_slot(view(f_wb, "MATMUL").table))]
         for unit in (wb, add):          # the tables, loaded with the model
             m.d.comb += [unit.load_en.eq(load.tab.en), unit.load_slot.eq(load.tab.slot),
                          unit.load_index.eq(load.tab.index), unit.load_data.eq(load.tab.data)]

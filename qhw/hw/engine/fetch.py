@@ -9,7 +9,7 @@ for are skipped (two cycles each); ``END`` stops the walk until ``restart``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -17,9 +17,23 @@ from amaranth.utils import ceil_log2
 from ...engine.isa import DESCRIPTOR_BITS, OP_BITS, OPCODES
 from ...errors import ConfigError
 
-__all__ = ["DescriptorFetch", "fetched_layout", "INDEX_BITS"]
+__all__ = ["DescriptorFetch", "INDEX_BITS", "ahead", "fetched_layout"]
 
 INDEX_BITS = 8          # the trace's descriptor index
+
+
+def ahead(m: Module, value, *, settled: bool, name: str):
+    """``value`` (a function of an offered descriptor's fields) for use in the descriptor's accept cycle.
+
+    ``settled``: the descriptor is offered (stable) at least one cycle before it is taken (the engine
+    gates its fetch's ``valid`` so; ``NetworkEngine``), so ``value`` is registered every cycle and the
+    accept reads the register: a product of descriptor fields leaves the accept cycle's path. Otherwise
+    ``value`` itself (a unit driven directly, as in its testbench and proofs)."""
+    if not settled:
+        return value
+    r = Signal(Value.cast(value).shape(), name=f"ahead_{name}")
+    m.d.sync += r.eq(value)
+    return r
 
 
 def fetched_layout() -> data.StructLayout:

@@ -20,7 +20,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import FIELDS, IN_WINDOW
+from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from .fetch import ahead
 from .layouts import descriptor_layout
 
 __all__ = ["AGEN_LATENCY", "Im2colAgen", "beat_layout"]
@@ -47,10 +49,14 @@ class Im2colAgen(wiring.Component):
 
     A descriptor is accepted while idle or with the previous one's last beat, so consecutive
     descriptors' beats follow each other with no gap (the timing contract's back-to-back tiles).
-    It has no parameters: the ISA's field widths are built.
+    The ISA's field widths are built. ``settled``: every descriptor is offered at least a cycle before
+    it is taken (``fetch.ahead``), so the accept forms one product of registers, not two chained.
     """
 
-    def __init__(self):
+    def __init__(self, *, settled: bool = False):
+        if not isinstance(settled, bool):
+            raise ConfigError(f"settled must be a bool, not {settled!r}")
+        self.settled = settled
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
             "beats": Out(stream.Signature(beat_layout())),
@@ -75,12 +81,17 @@ class Im2colAgen(wiring.Component):
         c_cwstep, c_x0 = Signal(off, name="cw_step_e"), Signal(_COORD, name="x0")
         c_m = Signal(unsigned(24), name="m_total")
         pp = Mux(win, 1, dp.in_pp)
-        rs = logic_mul(dp.in_w, pp)
+        st = self.settled
+        # the first level of products (a cycle ahead when settled), then one product each at the accept
+        rs = ahead(m, logic_mul(dp.in_w, pp), settled=st, name="rs")
+        m_all = ahead(m, logic_mul(dp.oh, dp.ow), settled=st, name="m_all")
+        pad_cols = ahead(m, Mux(win, 0, logic_mul(dp.pl, dp.in_pp)), settled=st, name="pad_cols")
         on_desc = [
-            c_rs.eq(rs), c_dox.eq(Mux(win, 1, logic_mul(dp.sw, dp.in_pp))), c_dkx.eq(logic_mul(dp.dw, dp.in_pp)),
+            c_rs.eq(rs), c_dox.eq(ahead(m, Mux(win, 1, logic_mul(dp.sw, dp.in_pp)), settled=st, name="d_ox")),
+            c_dkx.eq(ahead(m, logic_mul(dp.dw, dp.in_pp), settled=st, name="d_kx")),
             c_doy.eq(logic_mul(dp.sh, rs)), c_dky.eq(logic_mul(dp.dh, rs)),
             c_cwstep.eq(Mux(win, 0, dp.cw_step)),
-            c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(logic_mul(dp.oh, dp.ow)), d.eq(dp),
+            c_x0.eq(Mux(win, 0, -dp.pl)), c_m.eq(m_all), d.eq(dp),
         ]
         xcheck = Signal(name="xcheck")               # window inputs hold horizontal padding in the words
         on_desc.append(xcheck.eq(~win))
@@ -169,13 +180,12 @@ class Im2colAgen(wiring.Component):
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += on_desc
             yb0, xb0 = -dp.pt, Mux(win, 0, -dp.pl)
-            pix0 = -logic_mul(dp.pt, rs) - Mux(win, 0, logic_mul(dp.pl, dp.in_pp))
+            pix0 = -logic_mul(dp.pt, rs) - pad_cols
             init = dict(m=0, oy=0, ox=0, yb=yb0, xb=xb0, pix=pix0, pixrow=pix0)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
             base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
             m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
             m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
-            m_all = logic_mul(dp.oh, dp.ow)
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
             m.d.sync += [chunk_end.eq(first_end), chunk_end_m1.eq(first_end - 1), run.eq(1),
                          kw_m1.eq(Mux(win, 0, dp.kw - 1)), kh_m1.eq(dp.kh - 1), kcw_m1.eq(Mux(win, 0, dp.kcw - 1)),

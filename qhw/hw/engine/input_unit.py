@@ -78,7 +78,11 @@ class InputUnit(wiring.Component):
         # on): kept as registers moving with ``x0`` and ``k``, so a lane's valid test has no adder
         xg = [Signal(_S, name=f"xg{lane}") for lane in range(R)]
         cleft = Signal(signed(18), name="cleft")
+        # and each lane's valid test on them, registered with them: ``0 <= xg < w`` (window), ``cleft > lane``
+        xin = [Signal(name=f"xin{lane}") for lane in range(R)]
+        cgt = [Signal(name=f"cgt{lane}") for lane in range(R)]
         j, k = Signal(unsigned(16)), Signal(unsigned(16))                 # word in row / pixel, pixel or row
+        j_last, k_last = Signal(name="j_last"), Signal(name="k_last")     # j + 1 == wpos, k + 1 == pp
         i_word, n_words = Signal(unsigned(32), name="i_word"), Signal(unsigned(32), name="n_words")
         beats_total = Signal(unsigned(32))
         nb = Signal(unsigned(32))                                         # beats taken into buf
@@ -90,13 +94,19 @@ class InputUnit(wiring.Component):
         ib, ib_valid = Signal(unsigned(8 * R)), Signal()
         run, drain = Signal(name="run"), Signal(name="drain")
         setup = Signal()
+        prep = Signal(range(PREP_CYCLES + 1))
+        prep_last = Signal(name="prep_last")                              # prep == 1
 
-        # per-word lane sources and the last beat the word needs
+        # The position registers (s, xg, cleft, j, k, rowc) run one word ahead of the word being written
+        # (i_word): the next word's plan (lane sources, valid lanes, the last beat it needs, and that beat
+        # against nb) is formed from them and registered when a word is written, so the handshake and the
+        # unit's control read flags, not the byte arithmetic (a lane column, a priority tree and a 32-bit
+        # compare in series were the engine's critical path, docs/fpga.md).
         src = [Signal(_S, name=f"src{lane}") for lane in range(R)]
         valid = [Signal(name=f"lv{lane}") for lane in range(R)]
         for lane in range(R):
             m.d.comb += [src[lane].eq(s + Mux(win, off[lane], lane)),
-                         valid[lane].eq(Mux(win, chv[lane] & (xg[lane] >= 0) & (xg[lane] < d.w), cleft > lane))]
+                         valid[lane].eq(Mux(win, chv[lane] & xin[lane], cgt[lane]))]
         # the last beat the word needs: the highest valid lane's (a lane's source byte grows with the lane
         # among the valid ones), -1 if none; a balanced priority tree, not a chain of compares
         def highest(lanes):
@@ -108,6 +118,13 @@ class InputUnit(wiring.Component):
         need = Signal(_S)
         any_valid, top = highest(list(range(R)))
         m.d.comb += need.eq(Mux(any_valid, top, -1))
+        # the word being written: its plan, registered
+        cur_rel = [Signal(lg + 2, name=f"cur_src{lane}") for lane in range(R)]   # source byte mod 4R
+        cur_valid = [Signal(name=f"cur_lv{lane}") for lane in range(R)]
+        need_r = Signal(_S, name="need_r")
+        need_lt, need_eq = Signal(name="need_lt"), Signal(name="need_eq")  # need_r < nb, need_r == nb
+        last_word = Signal(name="last_word")                              # i_word + 1 == n_words
+        gt = [Signal(name=f"left_gt{v}") for v in range(3)]               # left > 0, 1, 2
 
         window = Cat(buf, ib)                                             # bytes bbase .. bbase + 4R - 1
         take = Signal()
@@ -115,14 +132,13 @@ class InputUnit(wiring.Component):
         nbs = Signal(_S)
         m.d.comb += nbs.eq(nb)
         with m.If(run & ~drain):
-            with m.If(need < nbs):
+            with m.If(need_lt):
                 m.d.comb += produce.eq(1)
             with m.Elif(ib_valid):
                 m.d.comb += take.eq(1)
-                m.d.comb += produce.eq(need == nbs)
-        # nb + take against beats_total: a register (``left``) and the take, no adder
-        more_after = Mux(take, left > 1, left > 0)                        # nb + take < beats_total
-        with m.If(drain & ib_valid & (left > 0)):
+                m.d.comb += produce.eq(need_eq)
+        more_after = Mux(take, gt[1], gt[0])                              # nb + take < beats_total
+        with m.If(drain & ib_valid & gt[0]):
             m.d.comb += take.eq(1)
         # no beat past the tensor's: a host offering the next image's first beat early would otherwise have
         # it taken here, and the next inference would never see its first beat (found by the liveness
@@ -134,11 +150,23 @@ class InputUnit(wiring.Component):
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += more.eq(1)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [ib.eq(self.i.payload), ib_valid.eq(1), more.eq(Mux(take, left > 2, left > 1))]
+            m.d.sync += [ib.eq(self.i.payload), ib_valid.eq(1), more.eq(Mux(take, gt[2], gt[1]))]
         with m.Elif(take):
             m.d.sync += ib_valid.eq(0)
         with m.If(take):
-            m.d.sync += [buf.eq(Cat(buf[8 * R:], ib)), nb.eq(nb + 1), left.eq(left - 1), bbase.eq(bbase + R)]
+            m.d.sync += [buf.eq(Cat(buf[8 * R:], ib)), nb.eq(nb + 1), left.eq(left - 1), bbase.eq(bbase + R),
+                         gt[0].eq(gt[1]), gt[1].eq(gt[2]), gt[2].eq(left > 3)]
+
+        # the next word's plan moves in when a word is written (and once before the first, ``prep == 1``)
+        shift = Signal()
+        m.d.comb += shift.eq(produce | prep_last)
+        with m.If(shift):
+            m.d.sync += [need_r.eq(need), need_lt.eq(Mux(take, need <= nbs, need < nbs)),
+                         need_eq.eq(Mux(take, need == nbs + 1, need == nbs))]
+            m.d.sync += [cur_rel[lane].eq(src[lane][:lg + 2]) for lane in range(R)]
+            m.d.sync += [cur_valid[lane].eq(valid[lane]) for lane in range(R)]
+        with m.Elif(take):
+            m.d.sync += [need_lt.eq(need_lt | need_eq), need_eq.eq(need_r == nbs + 1)]
 
         # the word, registered: written the next cycle
         wr = self.w.payload
@@ -146,33 +174,38 @@ class InputUnit(wiring.Component):
         with m.If(produce):
             m.d.sync += wr.addr.eq(d.out_base + i_word)
             for lane in range(R):
-                rel = (src[lane] - bbase)[:lg + 2]
+                rel = (cur_rel[lane] - bbase[:lg + 2])[:lg + 2]
                 byte = window.word_select(rel, 8)
-                m.d.sync += wr.data[lane].eq(Mux(valid[lane], byte.as_signed(), d.zp))
-            m.d.sync += i_word.eq(i_word + 1)
-            with m.If(i_word + 1 == n_words):
+                m.d.sync += wr.data[lane].eq(Mux(cur_valid[lane], byte.as_signed(), d.zp))
+            m.d.sync += [i_word.eq(i_word + 1), last_word.eq(i_word + 2 == n_words)]
+            with m.If(last_word):
                 with m.If(more_after):
                     m.d.sync += drain.eq(1)
                 with m.Else():
                     m.d.sync += [run.eq(0), setup.eq(0)]
+        with m.If(shift):                                                 # the position one word further
             with m.If(win):                                               # next output column, or row
-                with m.If(j + 1 == d.wpos):
-                    m.d.sync += [j.eq(0), rowc.eq(rowc + wc), s.eq(rowc + wc - plc)]
-                    m.d.sync += [xg[lane].eq(grp[lane] - d.pl) for lane in range(R)]
+                def column(lane, v):
+                    return [xg[lane].eq(v), xin[lane].eq((v >= 0) & (v < d.w))]
+                with m.If(j_last):
+                    m.d.sync += [j.eq(0), j_last.eq(d.wpos == 1), rowc.eq(rowc + wc), s.eq(rowc + wc - plc)]
+                    m.d.sync += [a for lane in range(R) for a in column(lane, grp[lane] - d.pl)]
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), s.eq(s + swc)] + [xg[lane].eq(xg[lane] + d.sw) for lane in range(R)]
+                    m.d.sync += [j.eq(j + 1), j_last.eq(j + 2 == d.wpos), s.eq(s + swc)]
+                    m.d.sync += [a for lane in range(R) for a in column(lane, xg[lane] + d.sw)]
             with m.Else():                                                # next word of the pixel, or pixel
-                with m.If(k + 1 == d.pp):
-                    m.d.sync += [k.eq(0), rowc.eq(rowc + d.c), s.eq(rowc + d.c), cleft.eq(d.c)]
+                with m.If(k_last):
+                    m.d.sync += [k.eq(0), k_last.eq(d.pp == 1), rowc.eq(rowc + d.c), s.eq(rowc + d.c), cleft.eq(d.c)]
+                    m.d.sync += [cgt[lane].eq(d.c > lane) for lane in range(R)]
                 with m.Else():
-                    m.d.sync += [k.eq(k + 1), s.eq(s + R), cleft.eq(cleft - R)]
+                    m.d.sync += [k.eq(k + 1), k_last.eq(k + 2 == d.pp), s.eq(s + R), cleft.eq(cleft - R)]
+                    m.d.sync += [cgt[lane].eq(cleft > lane + R) for lane in range(R)]
         with m.If(drain & ~more_after):
             m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
 
         # a descriptor: registered, then its constants, one product per cycle from the registered fields
         # (``PREP_CYCLES``; the unit starts only after them, and the first beat is the contract's cycle 0,
         # so they add no cycle to an inference), then beats
-        prep = Signal(range(PREP_CYCLES + 1))
         m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
                      self.idle_ready.eq(setup & more & ~ib_valid)]
         m.d.sync += [hw.eq(logic_mul(d.h, d.w)), wpp.eq(logic_mul(d.w, d.pp)), plc.eq(logic_mul(d.pl, d.c)),
@@ -181,8 +214,14 @@ class InputUnit(wiring.Component):
                      beats_total.eq((logic_mul(hw, d.c) + R - 1) >> lg)]
         with m.If(prep != 0):
             m.d.sync += prep.eq(prep - 1)
-        with m.If(prep == 1):
-            m.d.sync += [run.eq(1), setup.eq(1), s.eq(Mux(win, -plc, 0)), left.eq(beats_total), cleft.eq(d.c)]
+        with m.If(prep == 2):                                            # the first word's position
+            m.d.sync += [s.eq(Mux(win, -plc, 0)), cleft.eq(d.c), j_last.eq(d.wpos == 1), k_last.eq(d.pp == 1)]
+            m.d.sync += [cgt[lane].eq(d.c > lane) for lane in range(R)]
+            m.d.sync += [xin[lane].eq((xg[lane] >= 0) & (xg[lane] < d.w)) for lane in range(R)]
+        m.d.comb += prep_last.eq(prep == 1)
+        with m.If(prep_last):                                             # its plan moves in (``shift``)
+            m.d.sync += [run.eq(1), setup.eq(1), left.eq(beats_total), last_word.eq(n_words == 1)]
+            m.d.sync += [gt[v].eq(beats_total > v) for v in range(3)]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
             m.d.sync += [d.eq(dp), prep.eq(PREP_CYCLES), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),

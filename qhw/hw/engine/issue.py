@@ -23,7 +23,7 @@ from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
 from ..logic_mul import logic_mul
-from .fetch import INDEX_BITS
+from .fetch import INDEX_BITS, ahead
 from .im2col import ADDR_BITS, Im2colAgen
 from .layouts import descriptor_layout
 
@@ -43,10 +43,15 @@ class MatmulIssue(wiring.Component):
     ----------
     config:
         The array (``rows`` lanes per beat, ``requant_latency`` for the average pool's latency).
+    settled:
+        Every descriptor is offered a cycle before it is taken (``fetch.ahead``): the accept's products
+        (here and in ``Im2colAgen``) are formed a cycle ahead.
     """
 
-    def __init__(self, *, config: ArrayConfig):
+    def __init__(self, *, config: ArrayConfig, settled: bool = False):
         self.config = check_config(config)
+        self.agen = Im2colAgen(settled=settled)      # checks ``settled``
+        self.settled = settled
         R = config.rows
         super().__init__({
             "desc": In(stream.Signature(matmul_desc_layout())),
@@ -68,7 +73,7 @@ class MatmulIssue(wiring.Component):
         m = Module()
         c = self.config
         R = c.rows
-        m.submodules.agen = agen = Im2colAgen()
+        m.submodules.agen = agen = self.agen
         dp = self.desc.payload.d
         m.d.comb += [agen.desc.payload.eq(dp), agen.desc.valid.eq(self.desc.valid),
                      self.desc.ready.eq(agen.desc.ready), self.busy.eq(agen.busy)]
@@ -131,11 +136,14 @@ class MatmulIssue(wiring.Component):
         for i in range(R):
             m.d.sync += self.a_in[i].eq(Mux(s1.pad, s1.zp, self.r_data[i]))
 
+        a_nt_step = ahead(m, logic_mul(dp.cw_step, dp.dep_step), settled=self.settled, name="nt_step")
+        a_taps = ahead(m, Mux(dp.in_kind == IN_WINDOW, dp.kh, logic_mul(dp.kh, dp.kw)), settled=self.settled,
+                       name="taps")
         with m.If(accept):
             d = dp
             win = d.in_kind == IN_WINDOW
-            m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(logic_mul(d.cw_step, d.dep_step)),
-                         taps_k.eq(Mux(win, d.kh, logic_mul(d.kh, d.kw))), kcw_k.eq(Mux(win, 1, d.kcw)),
+            m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(a_nt_step),
+                         taps_k.eq(a_taps), kcw_k.eq(Mux(win, 1, d.kcw)),
                          n_tiles.eq(d.n_tiles), tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
                          produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0),
                          self.index.eq(self.desc.payload.index),

@@ -19,7 +19,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...engine.isa import FIELDS
+from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from .fetch import ahead
 from .layouts import descriptor_layout
 
 __all__ = ["PoolAgen", "pool_tap_layout"]
@@ -41,9 +43,14 @@ def pool_tap_layout() -> data.StructLayout:
 
 class PoolAgen(wiring.Component):
     """POOL descriptors (``desc``) to ``taps``; a descriptor is accepted while idle or with the
-    previous one's last tap. It has no parameters (the ISA's field widths are built)."""
+    previous one's last tap. The ISA's field widths are built; ``settled``: the cycles (0, 1 or 2) every
+    descriptor is offered before it is taken, as ``Im2colAgen``'s: with 1 the accept forms one product
+    of registers, with 2 none (the pad rows' ``pt * (in_w*in_pp)`` and ``sh * (in_w*in_pp)`` ahead too)."""
 
-    def __init__(self):
+    def __init__(self, *, settled: int = 0):
+        if not isinstance(settled, int) or settled not in (0, 1, 2):
+            raise ConfigError(f"settled must be 0, 1 or 2 (cycles), not {settled!r}")
+        self.settled = settled
         super().__init__({
             "desc": In(stream.Signature(descriptor_layout("POOL"))),
             "taps": Out(stream.Signature(pool_tap_layout())),
@@ -107,12 +114,17 @@ class PoolAgen(wiring.Component):
                             m.d.sync += self.busy.eq(0)
 
         m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
+        st = self.settled
+        r = ahead(m, logic_mul(dp.in_w, dp.in_pp, m=m, name="row"), settled=st >= 1, name="row")
+        pad_cols = ahead(m, logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols"), settled=st >= 1, name="pad_cols")
+        a_ox = ahead(m, logic_mul(dp.sw, dp.in_pp, m=m, name="d_ox"), settled=st >= 1, name="d_ox")
+        a_opy = ahead(m, logic_mul(dp.out_w, dp.out_pp, m=m, name="d_opy"), settled=st >= 1, name="d_opy")
+        pad_rows = ahead(m, logic_mul(dp.pt, r, m=m, name="pad_rows"), settled=st >= 2, name="pad_rows")
+        a_oy = ahead(m, logic_mul(dp.sh, r, m=m, name="d_oy"), settled=st >= 2, name="d_oy")
         with m.If(self.desc.valid & self.desc.ready):
-            r = logic_mul(dp.in_w, dp.in_pp, m=m, name="row")
-            pix0 = -logic_mul(dp.pt, r, m=m, name="pad_rows") - logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols")
-            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(logic_mul(dp.sh, r, m=m, name="d_oy")),
-                         d_ox.eq(logic_mul(dp.sw, dp.in_pp, m=m, name="d_ox")),
-                         d_opy.eq(logic_mul(dp.out_w, dp.out_pp, m=m, name="d_opy")),
+            pix0 = -pad_rows - pad_cols
+            m.d.sync += [d.eq(dp), rs.eq(r), d_oy.eq(a_oy),
+                         d_ox.eq(a_ox), d_opy.eq(a_opy),
                          oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
                          orow.eq(0), opix.eq(0), self.busy.eq(1), kw_m1.eq(dp.kw - 1), kh_m1.eq(dp.kh - 1),

@@ -49,10 +49,14 @@ class PoolUnit(wiring.Component):
     ----------
     config:
         The array (``rows`` lanes per word; ``requant_latency``, ``sum_bits`` and rounding modes of the lanes).
+    settled:
+        The cycles every descriptor is offered before it is taken (0, 1 or 2: ``PoolAgen``'s ``settled``).
     """
 
-    def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None, avg_lane: bool = True,
+                 settled: int = 0):
         self.config = check_config(config)
+        self.agen = PoolAgen(settled=settled)        # checks ``settled``
         self.avg_lane = check_avg_lane(avg_lane)     # False: PoolLanes build the divider only
         R = config.rows
         _family(family)
@@ -73,7 +77,7 @@ class PoolUnit(wiring.Component):
         m = Module()
         c = self.config
         R = c.rows
-        m.submodules.agen = agen = PoolAgen()
+        m.submodules.agen = agen = self.agen
         m.submodules.reduce = red = PoolReduce(lanes=R, sum_bits=c.sum_bits)
         d = Signal(descriptor_layout("POOL"))
         with m.If(self.desc.valid & self.desc.ready):

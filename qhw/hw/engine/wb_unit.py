@@ -92,11 +92,13 @@ class WritebackUnit(wiring.Component):
     (a fused average's ``(M0, shift)`` or float32 scale for ``n = pkh*pkw``). A descriptor with a
     ``table`` looks its rows up in ``TableUnit`` slot ``t_slot`` (given with the offered descriptor),
     whose synchronous read is the second register (the latency does not change); ``load_*`` fill it.
+    ``settled``: every descriptor is offered a cycle before it is taken (``WritebackAgen``'s).
     """
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
-                 tables: int = 1, table_init=None, avg_lane: bool = True):
+                 tables: int = 1, table_init=None, avg_lane: bool = True, settled: bool = False):
         self.config = check_config(config)
+        self.agen = WritebackAgen(rows=config.rows, cols=config.cols, settled=settled)   # checks ``settled``
         self.avg_lane = check_avg_lane(avg_lane)     # False: FusedPool's lanes build the divider only
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
         self.tables, self.table_init = tables, table_init
@@ -120,7 +122,7 @@ class WritebackUnit(wiring.Component):
         m = Module()
         c = self.config
         R, C = c.rows, c.cols
-        m.submodules.agen = agen = WritebackAgen(rows=R, cols=C)
+        m.submodules.agen = agen = self.agen
         m.submodules.pool = fp = FusedPool(config=c, pool_line=self.pool_line, family=self.family,
                                                 avg_lane=self.avg_lane)
         m.d.comb += [agen.desc.valid.eq(self.desc.valid), agen.desc.payload.eq(self.desc.payload),

@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, POOL_NONE
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from .fetch import ahead
 from .layouts import descriptor_layout
 
 __all__ = ["WritebackAgen", "row_layout"]
@@ -42,9 +43,15 @@ class WritebackAgen(wiring.Component):
     ----------
     rows, cols:
         The array: a scratchpad word has ``rows`` lanes, a result row ``cols`` (``cols`` divides ``rows``).
+    settled:
+        Every descriptor is offered a cycle before it is taken: its products are formed a cycle ahead
+        (``fetch.ahead``).
     """
 
-    def __init__(self, *, rows: int, cols: int):
+    def __init__(self, *, rows: int, cols: int, settled: bool = False):
+        if not isinstance(settled, bool):
+            raise ConfigError(f"settled must be a bool, not {settled!r}")
+        self.settled = settled
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
@@ -135,13 +142,14 @@ class WritebackAgen(wiring.Component):
                     m.d.sync += run.eq(0)
 
         m.d.comb += self.desc.ready.eq(~run | (step & last))
+        m_all = ahead(m, logic_mul(dp.oh, dp.ow), settled=self.settled, name="m_all")
+        a_py = ahead(m, logic_mul(dp.out_w, dp.out_pp), settled=self.settled, name="d_py")
         with m.If(self.desc.valid & self.desc.ready):
             base = dp.out_base + dp.out_cw0
             init = dict(m=0, oy=0, ox=0, ry=0, rx=0, py=0, px=0, pix=base, prow=base)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
-            m_all = logic_mul(dp.oh, dp.ow)
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
-            m.d.sync += [d.eq(dp), d_py.eq(logic_mul(dp.out_w, dp.out_pp)), m_total.eq(m_all), nt.eq(0), lane.eq(0),
+            m.d.sync += [d.eq(dp), d_py.eq(a_py), m_total.eq(m_all), nt.eq(0), lane.eq(0),
                          woff.eq(0), chunk_end.eq(first_end), chunk_end_m1.eq(first_end - 1), run.eq(1),
                          nt_m1.eq(dp.n_tiles - 1), ow_m1.eq(dp.ow - 1),
                          pkh_m1.eq(Mux(pooled, dp.pkh - 1, 0)), pkw_m1.eq(Mux(pooled, dp.pkw - 1, 0))]
