@@ -182,6 +182,21 @@ def test_pipelined_mul_latency_is_measured():
     assert first_cycle(dut, drive, dut.p, -123457 * 98765) == contract.PIPELINED_MUL_LATENCY == dut.latency == 3
 
 
+def _wide_product(a_bits, a_signed, b_bits, addend):
+    """A ``pipelined_product`` of the given operand shapes (a 62-bit signed addend if ``addend``):
+    (module, a, b, addend, product, (a's least, a's greatest value))."""
+    from qhw.hw.wide_mul import pipelined_product
+
+    m = Module()
+    a = Signal(signed(a_bits) if a_signed else unsigned(a_bits))
+    b = Signal(unsigned(b_bits))
+    c = Signal(signed(62))
+    p = pipelined_product(m, a, b, addend=c if addend else None, name="t")
+    lo = -(1 << (a_bits - 1)) if a_signed else 0
+    hi = (1 << (a_bits - 1)) - 1 if a_signed else (1 << a_bits) - 1
+    return m, a, b, c, p, (lo, hi)
+
+
 @pytest.mark.parametrize("a_bits, a_signed, b_bits, addend", [
     (33, True, 31, True),       # int8 requantization multiply
     (44, True, 31, True),       # int16 (WIDE)
@@ -191,16 +206,8 @@ def test_pipelined_mul_latency_is_measured():
 ])
 def test_wide_product_latency_is_measured(a_bits, a_signed, b_bits, addend):
     """``pipelined_product``'s result appears exactly ``contract.product_latency`` cycles after its operands."""
-    from qhw.hw.wide_mul import pipelined_product
-
     rng = np.random.default_rng(a_bits + b_bits)    # seed: the widths
-    m = Module()
-    a = Signal(signed(a_bits) if a_signed else unsigned(a_bits))
-    b = Signal(unsigned(b_bits))
-    c = Signal(signed(62))
-    p = pipelined_product(m, a, b, addend=c if addend else None, name="t")
-    lo = -(1 << (a_bits - 1)) if a_signed else 0
-    hi = (1 << (a_bits - 1)) - 1 if a_signed else (1 << a_bits) - 1
+    m, a, b, c, p, (lo, hi) = _wide_product(a_bits, a_signed, b_bits, addend)
     va, vb = int(rng.integers(lo, hi, endpoint=True)), int(rng.integers(0, 1 << b_bits))
     vc = (1 << 30) if addend else 0
 
@@ -219,16 +226,8 @@ def test_wide_product_values_streamed(a_bits, a_signed, b_bits, addend):
     """``pipelined_product`` is exact on a stream of one operand set per cycle: the extremes of every
     operand and 300 random sets (seed: the widths). Its adder tree passes the low bits of the lighter
     term around the carry chain (``wide_mul._add``); these are the cases where that could go wrong."""
-    from qhw.hw.wide_mul import pipelined_product
-
     rng = np.random.default_rng(1000 + a_bits + b_bits)
-    m = Module()
-    a = Signal(signed(a_bits) if a_signed else unsigned(a_bits))
-    b = Signal(unsigned(b_bits))
-    c = Signal(signed(62))
-    p = pipelined_product(m, a, b, addend=c if addend else None, name="t")
-    lo = -(1 << (a_bits - 1)) if a_signed else 0
-    hi = (1 << (a_bits - 1)) - 1 if a_signed else (1 << a_bits) - 1
+    m, a, b, c, p, (lo, hi) = _wide_product(a_bits, a_signed, b_bits, addend)
     cs = (-(1 << 61), (1 << 61) - 1, 0, -1) if addend else (0,)
     cases = [(x, y, z) for x in (lo, hi, -1 if a_signed else 1, 0) for y in (0, (1 << b_bits) - 1, 1) for z in cs]
     cases += [(int(rng.integers(lo, hi, endpoint=True)), int(rng.integers(0, 1 << b_bits)),
