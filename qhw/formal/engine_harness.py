@@ -375,7 +375,8 @@ class InputBoundHarness(_ScratchpadUnitHarness):
         run, drain = _internal(um, "run"), _internal(um, "drain")
         i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
         produce, last_word = _internal(um, "produce"), _internal(um, "last_word")
-        prep, hw, wpp = _internal(um, "prep"), _internal(um, "hw"), _internal(um, "wpp")
+        prep, hw, hwpos = _internal(um, "prep"), _internal(um, "hw"), _internal(um, "hwpos")
+        win, win_plan = _internal(um, "win"), _internal(um, "win_plan")
         d_words = d.h[:3] * Mux(d.kind == IN_WINDOW, d.wpos[:3], d.w[:3] * d.pp[:2])
         d_fits = ((d.h >= 1) & (d.h <= n) & (d.w >= 1) & (d.w <= n) & (d.pp >= 1) & (d.pp <= 2) & (d.wpos >= 1)
                   & (d.wpos <= n) & (d.kind <= 1) & (d.out_base + d_words <= w))
@@ -389,7 +390,8 @@ class InputBoundHarness(_ScratchpadUnitHarness):
             # the single ones from prep 2, the word count from prep 1, and while running)
             Assert(((prep == 0) & ~run) | d_fits),
             Assert((prep == 0) | (~run & ~drain & (i_word == 0))),
-            Assert(~((prep == 1) | (prep == 2) | run) | ((hw == d.h * d.w) & (wpp == d.w * d.pp))),
+            Assert(~((prep == 1) | (prep == 2) | run) | ((hw == d.h * d.w) & (hwpos == d.h * d.wpos))),
+            Assert((win == (d.kind == IN_WINDOW)) & (win_plan == win)),                        # the layout copies
             Assert(~((prep == 1) | run) | (n_words == d_words)),
         ]
         return m
