@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, IN_WINDOW
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -125,6 +126,14 @@ class Im2colAgen(wiring.Component):
         nb0, nb, kb, rb, tb = (Signal(off, name=n) for n in ("nb0", "nb", "kb", "rb", "tb"))
 
         run = self.busy
+        # copies of ``run`` and of the terminal flags for ``desc.ready`` alone (``qhw.hw.replica``): the originals
+        # fan out to every loop register, the copies only into the read side's accept
+        flags = (last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk)
+        copy = {f.name: replica(f, name=f"{f.name}_r") for f in flags}
+        run_r = replica(run, name="run_r")
+
+        def both(flag, value):
+            return [flag.eq(value), copy[flag.name].eq(value)]
         y, x = Signal(_COORD), Signal(_COORD)
         m.d.comb += [y.eq(cur["yb"] + kyd), x.eq(cur["xb"] + kxd)]
         inside = (y >= 0) & (y < d.in_h) & (~xcheck | ((x >= 0) & (x < d.in_w)))
@@ -154,42 +163,44 @@ class Im2colAgen(wiring.Component):
         with m.If(step):
             with m.If(~last_m):
                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
-                m.d.sync += last_m.eq(cur["m"] == chunk_end_m2)
+                m.d.sync += both(last_m, cur["m"] == chunk_end_m2)
             with m.Else():
                 m.d.sync += [cur[k].eq(start[k]) for k in cur]       # the next tile re-reads the chunk
-                m.d.sync += last_m.eq(chunk_one)
+                m.d.sync += both(last_m, chunk_one)
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tb.eq(tb + c_dkx), last_kx.eq(kx == kw_m2)]
+                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tb.eq(tb + c_dkx), both(last_kx, kx == kw_m2)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), kxd.eq(0), last_kx.eq(kw_one)]
+                    m.d.sync += [kx.eq(0), kxd.eq(0), both(last_kx, kw_one)]
                     with m.If(~last_ky):
                         m.d.sync += [ky.eq(ky + 1), kyd.eq(kyd + d.dh), rb.eq(rb + c_dky), tb.eq(rb + c_dky),
-                                     last_ky.eq(ky == kh_m2)]
+                                     both(last_ky, ky == kh_m2)]
                     with m.Else():
-                        m.d.sync += [ky.eq(0), kyd.eq(0), last_ky.eq(kh_one)]
+                        m.d.sync += [ky.eq(0), kyd.eq(0), both(last_ky, kh_one)]
                         with m.If(~last_cwi):
                             m.d.sync += [cwi.eq(cwi + 1), kb.eq(kb + 1), rb.eq(kb + 1), tb.eq(kb + 1),
-                                         last_cwi.eq(cwi == kcw_m2)]
+                                         both(last_cwi, cwi == kcw_m2)]
                         with m.Else():
-                            m.d.sync += [cwi.eq(0), last_cwi.eq(kcw_one)]
+                            m.d.sync += [cwi.eq(0), both(last_cwi, kcw_one)]
                             with m.If(~last_nt):
-                                m.d.sync += [nt.eq(nt + 1), last_nt.eq(nt == nt_m2)]
+                                m.d.sync += [nt.eq(nt + 1), both(last_nt, nt == nt_m2)]
                                 m.d.sync += [r.eq(nb + c_cwstep) for r in (nb, kb, rb, tb)]
                             with m.Else():          # next M chunk (or the end)
-                                m.d.sync += [nt.eq(0), last_nt.eq(nt_one)] + [r.eq(nb0) for r in (nb, kb, rb, tb)]
+                                m.d.sync += [nt.eq(0), both(last_nt, nt_one)] + [r.eq(nb0) for r in (nb, kb, rb, tb)]
                                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
                                 m.d.sync += [start[k].eq(nxt[k]) for k in cur]
                                 next_end = Mux(chunk_end + d.m_chunk > c_m, c_m, chunk_end + d.m_chunk)
                                 # the next chunk holds min(m_chunk, m_total - chunk_end) pixels
                                 one = m_one | (chunk_end == c_m_m1)
                                 m.d.sync += [chunk_end.eq(next_end), chunk_end_m2.eq(next_end - 2),
-                                             last_chunk.eq(chunk_end + d.m_chunk >= c_m), last_m.eq(one),
+                                             both(last_chunk, chunk_end + d.m_chunk >= c_m), both(last_m, one),
                                              chunk_one.eq(one)]
                                 with m.If(last_chunk):
-                                    m.d.sync += run.eq(0)
+                                    m.d.sync += [run.eq(0), run_r.eq(0)]
 
         # a new descriptor: idle, or with the last beat of the running one
-        m.d.comb += self.desc.ready.eq(~run | (step & last))
+        last_r = (copy["last_m"] & copy["last_kx"] & copy["last_ky"] & copy["last_cwi"] & copy["last_nt"]
+                  & copy["last_chunk"])
+        m.d.comb += self.desc.ready.eq(~run_r | (self.beats.ready & last_r))
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += on_desc
             yb0, xb0 = -dp.pt, Mux(win, 0, -dp.pl)
@@ -202,10 +213,10 @@ class Im2colAgen(wiring.Component):
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
             kw1, kcw1 = win | (dp.kw == 1), win | (dp.kcw == 1)
             one = (dp.m_chunk == 1) | (m_all == 1)
-            m.d.sync += [chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1),
+            m.d.sync += [chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1), run_r.eq(1),
                          kw_m2.eq(Mux(win, -1, dp.kw - 2)), kh_m2.eq(dp.kh - 2), kcw_m2.eq(Mux(win, -1, dp.kcw - 2)),
                          nt_m2.eq(dp.n_tiles - 2), kw_one.eq(kw1), kh_one.eq(dp.kh == 1), kcw_one.eq(kcw1),
                          nt_one.eq(dp.n_tiles == 1), m_one.eq(dp.m_chunk == 1), c_m_m1.eq(m_all - 1),
-                         chunk_one.eq(one), last_m.eq(one), last_kx.eq(kw1), last_ky.eq(dp.kh == 1),
-                         last_cwi.eq(kcw1), last_nt.eq(dp.n_tiles == 1), last_chunk.eq(dp.m_chunk >= m_all)]
+                         chunk_one.eq(one), both(last_m, one), both(last_kx, kw1), both(last_ky, dp.kh == 1),
+                         both(last_cwi, kcw1), both(last_nt, dp.n_tiles == 1), both(last_chunk, dp.m_chunk >= m_all)]
         return m

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -85,6 +86,10 @@ class PoolAgen(wiring.Component):
         one = {n: Signal(name=f"{n}_bound_one") for n in names}
         lf = {n: Signal(name=f"last_{n}") for n in names}
         last_kx, last_ky, last_cw, last_ox, last_oy = (lf[n] for n in names)
+        # copies of the flags and of ``busy`` for ``desc.ready`` alone (``qhw.hw.replica``): the originals fan
+        # out to every loop register, the copies only into the read side's accept
+        lf_r = {n: replica(lf[n], name=f"last_{n}_r") for n in names}
+        busy_r = replica(self.busy, name="busy_r")
         last_tap = last_kx & last_ky
         done = last_tap & last_cw & last_ox & last_oy
         t = self.taps.payload
@@ -96,10 +101,10 @@ class PoolAgen(wiring.Component):
                      t.out_addr.eq((opix + ob)[:ADDR_BITS]), t.done.eq(done)]
 
         def moves(n, v):            # loop ``n`` steps from ``v`` (to v + 1)
-            return lf[n].eq(v == m2[n])
+            return [lf[n].eq(v == m2[n]), lf_r[n].eq(v == m2[n])]
 
         def wraps(n):               # loop ``n`` back to 0
-            return lf[n].eq(one[n])
+            return [lf[n].eq(one[n]), lf_r[n].eq(one[n])]
         with m.If(self.taps.valid & self.taps.ready):
             m.d.sync += cnt.eq(count)
             with m.If(~last_kx):
@@ -121,9 +126,10 @@ class PoolAgen(wiring.Component):
                                      pixrow.eq(pixrow + d_oy), pix.eq(pixrow + d_oy),
                                      orow.eq(orow + d_opy), opix.eq(orow + d_opy)]
                         with m.If(last_oy):
-                            m.d.sync += self.busy.eq(0)
+                            m.d.sync += [self.busy.eq(0), busy_r.eq(0)]
 
-        m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
+        done_r = lf_r["kx"] & lf_r["ky"] & lf_r["cw"] & lf_r["ox"] & lf_r["oy"]
+        m.d.comb += self.desc.ready.eq(~busy_r | (self.taps.ready & done_r))
         st = self.settled
         r = ahead(m, logic_mul(dp.in_w, dp.in_pp, m=m, name="row"), settled=st >= 1, name="row")
         pad_cols = ahead(m, logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols"), settled=st >= 1, name="pad_cols")
@@ -137,9 +143,9 @@ class PoolAgen(wiring.Component):
                          d_ox.eq(a_ox), d_opy.eq(a_opy),
                          oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
-                         orow.eq(0), opix.eq(0), self.busy.eq(1)]
+                         orow.eq(0), opix.eq(0), self.busy.eq(1), busy_r.eq(1)]
             for n, bound in zip(names, (dp.kw, dp.kh, dp.cws, dp.ow, dp.oh)):
-                m.d.sync += [m2[n].eq(bound - 2), one[n].eq(bound == 1), lf[n].eq(bound == 1)]
+                m.d.sync += [m2[n].eq(bound - 2), one[n].eq(bound == 1), lf[n].eq(bound == 1), lf_r[n].eq(bound == 1)]
             m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]
             m.d.sync += [r.eq(dp.out_base + dp.out_cw0) for r in (ob0, ob)]
         return m

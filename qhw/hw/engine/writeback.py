@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, POOL_NONE
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -101,6 +102,12 @@ class WritebackAgen(wiring.Component):
         woff = Signal(off)                        # (nt * cols) // rows
 
         run = self.busy
+        # copies of ``run`` and of the flags for ``desc.ready`` alone (``qhw.hw.replica``), as in ``Im2colAgen``
+        copy = {f.name: replica(f, name=f"{f.name}_r") for f in (last_m, last_nt, last_chunk)}
+        run_r = replica(run, name="run_r")
+
+        def both(flag, value):
+            return [flag.eq(value), copy[flag.name].eq(value)]
         keep = (cur["py"] < d.out_h) & (cur["px"] < d.out_w)
         last = last_m & last_nt & last_chunk
         o = self.dest.payload
@@ -128,10 +135,10 @@ class WritebackAgen(wiring.Component):
         with m.If(step):
             with m.If(~last_m):
                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
-                m.d.sync += last_m.eq(cur["m"] == chunk_end_m2)
+                m.d.sync += both(last_m, cur["m"] == chunk_end_m2)
             with m.Elif(~last_nt):                   # the next N tile re-writes the chunk's pixels
                 m.d.sync += [cur[k].eq(start[k]) for k in cur]
-                m.d.sync += [nt.eq(nt + 1), last_nt.eq(nt == nt_m2), last_m.eq(chunk_one)]
+                m.d.sync += [nt.eq(nt + 1), both(last_nt, nt == nt_m2), both(last_m, chunk_one)]
                 if C == R:
                     m.d.sync += woff.eq(woff + 1)
                 else:
@@ -144,12 +151,13 @@ class WritebackAgen(wiring.Component):
                 next_end = Mux(chunk_end + d.m_chunk > m_total, m_total, chunk_end + d.m_chunk)
                 one = m_one | (chunk_end == m_total_m1)     # the next chunk: min(m_chunk, m_total - chunk_end)
                 m.d.sync += [nt.eq(0), lane.eq(0), woff.eq(0), chunk_end.eq(next_end), chunk_end_m2.eq(next_end - 2),
-                             last_nt.eq(nt_one), last_m.eq(one), chunk_one.eq(one),
-                             last_chunk.eq(chunk_end + d.m_chunk >= m_total)]
+                             both(last_nt, nt_one), both(last_m, one), chunk_one.eq(one),
+                             both(last_chunk, chunk_end + d.m_chunk >= m_total)]
                 with m.If(last_chunk):
-                    m.d.sync += run.eq(0)
+                    m.d.sync += [run.eq(0), run_r.eq(0)]
 
-        m.d.comb += self.desc.ready.eq(~run | (step & last))
+        last_r = copy["last_m"] & copy["last_nt"] & copy["last_chunk"]
+        m.d.comb += self.desc.ready.eq(~run_r | (self.dest.ready & last_r))
         m_all = ahead(m, logic_mul(dp.oh, dp.ow), settled=self.settled, name="m_all")
         a_py = ahead(m, logic_mul(dp.out_w, dp.out_pp), settled=self.settled, name="d_py")
         with m.If(self.desc.valid & self.desc.ready):
@@ -159,9 +167,9 @@ class WritebackAgen(wiring.Component):
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
             one = (dp.m_chunk == 1) | (m_all == 1)
             m.d.sync += [d.eq(dp), d_py.eq(a_py), m_total.eq(m_all), nt.eq(0), lane.eq(0),
-                         woff.eq(0), chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1),
-                         nt_m2.eq(dp.n_tiles - 2), nt_one.eq(dp.n_tiles == 1), last_nt.eq(dp.n_tiles == 1),
-                         m_one.eq(dp.m_chunk == 1), m_total_m1.eq(m_all - 1), chunk_one.eq(one), last_m.eq(one),
-                         last_chunk.eq(dp.m_chunk >= m_all), ow_m1.eq(dp.ow - 1),
+                         woff.eq(0), chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1), run_r.eq(1),
+                         nt_m2.eq(dp.n_tiles - 2), nt_one.eq(dp.n_tiles == 1), both(last_nt, dp.n_tiles == 1),
+                         m_one.eq(dp.m_chunk == 1), m_total_m1.eq(m_all - 1), chunk_one.eq(one), both(last_m, one),
+                         both(last_chunk, dp.m_chunk >= m_all), ow_m1.eq(dp.ow - 1),
                          pkh_m1.eq(Mux(pooled, dp.pkh - 1, 0)), pkw_m1.eq(Mux(pooled, dp.pkw - 1, 0))]
         return m
