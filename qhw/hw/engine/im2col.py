@@ -201,22 +201,27 @@ class Im2colAgen(wiring.Component):
         last_r = (copy["last_m"] & copy["last_kx"] & copy["last_ky"] & copy["last_cwi"] & copy["last_nt"]
                   & copy["last_chunk"])
         m.d.comb += self.desc.ready.eq(~run_r | (self.beats.ready & last_r))
-        with m.If(self.desc.valid & self.desc.ready):
+        # the descriptor's constants load whenever one could be taken (idle, or the last beat), taken or not
+        # (when not, ``run`` falls and nothing reads them), so their enable is ``desc.ready``, not the accept:
+        # the accept's fan-out is the loop state's alone
+        base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
+        kw1, kcw1 = win | (dp.kw == 1), win | (dp.kcw == 1)
+        with m.If(self.desc.ready):
             m.d.sync += on_desc
+            m.d.sync += [nb0.eq(base0), kw_m2.eq(Mux(win, -1, dp.kw - 2)), kh_m2.eq(dp.kh - 2),
+                         kcw_m2.eq(Mux(win, -1, dp.kcw - 2)), nt_m2.eq(dp.n_tiles - 2), kw_one.eq(kw1),
+                         kh_one.eq(dp.kh == 1), kcw_one.eq(kcw1), nt_one.eq(dp.n_tiles == 1), m_one.eq(dp.m_chunk == 1),
+                         c_m_m1.eq(m_all - 1)]
+        with m.If(self.desc.valid & self.desc.ready):
             yb0, xb0 = -dp.pt, Mux(win, 0, -dp.pl)
             pix0 = -logic_mul(dp.pt, rs) - pad_cols
             init = dict(m=0, oy=0, ox=0, yb=yb0, xb=xb0, pix=pix0, pixrow=pix0)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
-            base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
             m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
-            m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
+            m.d.sync += [r.eq(base0) for r in (nb, kb, rb, tb)]
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
-            kw1, kcw1 = win | (dp.kw == 1), win | (dp.kcw == 1)
             one = (dp.m_chunk == 1) | (m_all == 1)
             m.d.sync += [chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1), run_r.eq(1),
-                         kw_m2.eq(Mux(win, -1, dp.kw - 2)), kh_m2.eq(dp.kh - 2), kcw_m2.eq(Mux(win, -1, dp.kcw - 2)),
-                         nt_m2.eq(dp.n_tiles - 2), kw_one.eq(kw1), kh_one.eq(dp.kh == 1), kcw_one.eq(kcw1),
-                         nt_one.eq(dp.n_tiles == 1), m_one.eq(dp.m_chunk == 1), c_m_m1.eq(m_all - 1),
                          chunk_one.eq(one), both(last_m, one), both(last_kx, kw1), both(last_ky, dp.kh == 1),
                          both(last_cwi, kcw1), both(last_nt, dp.n_tiles == 1), both(last_chunk, dp.m_chunk >= m_all)]
         return m
