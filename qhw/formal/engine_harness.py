@@ -198,6 +198,7 @@ class OutputBoundHarness(_ScratchpadUnitHarness):
         d, run = data.View(descriptor_layout("OUTPUT"), _internal(um, "d")), _internal(um, "run")
         i_word, n_words_m1 = _internal(um, "i_word"), _internal(um, "n_words_m1")
         hw, one_word = _internal(um, "hw"), _internal(um, "one_word")
+        first, at_end, two_words = (_internal(um, n) for n in ("first_word", "at_end", "two_words"))
         n_words = d.h * d.w * d.pp                                  # the taken descriptor's words
         addr = d.in_base + i_word                                   # the unit's address, before the port
         o_payload = Value.cast(u.o.payload)
@@ -211,6 +212,9 @@ class OutputBoundHarness(_ScratchpadUnitHarness):
             # descriptor's
             Assert(~run | ((hw == d.h * d.w) & (one_word == (n_words == 1)))),
             Assert(~run | (i_word == 0) | (n_words_m1 == n_words - 1)),
+            # the last-word flags
+            Assert(~run | ((first == (i_word == 0)) & (two_words == (n_words == 2))
+                           & (first | (at_end == (i_word == n_words - 1))))),
         ]
         return m
 
