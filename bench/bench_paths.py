@@ -11,7 +11,8 @@ unregistered ``MULT18X18D`` 4.2 ns. The absolute numbers are not an Fmax; the ra
 paths are deep: logic levels and carry chains between registers) is what to fix first. Each line: the
 estimate, the hop count (LUT levels, carry cells), the source register's net and the destination
 (cell type and pin, its register's net); ``--detail`` paths also list the cells with their ``src``
-lines in ``qhw/`` (file:line). Paths are deduplicated by (source, destination) name.
+lines in ``qhw/`` (file:line). Paths are deduplicated by (source, destination) name. ``--fanout-ns X`` adds X ns
+to a routed hop per doubling of its net's fan-out (0 by default): a wide enable's route then counts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import re
 import sys
 
@@ -56,7 +58,8 @@ def _arcs(cell, out_port):
 
 
 class Netlist:
-    def __init__(self, path):
+    def __init__(self, path, fanout_ns: float = 0.0):
+        self.fanout_ns = fanout_ns
         with open(path) as f:
             d = json.load(f)
         top = max(d["modules"].values(), key=lambda mod: len(mod.get("cells", {})))
@@ -74,6 +77,14 @@ class Netlist:
                         if isinstance(b, int):
                             self.driver[b] = (cn, p, i)
         self.arr, self.prev = {}, {}
+        self.fan = collections.Counter()
+        for c in self.cells.values():
+            for p, direction in c.get("port_directions", {}).items():
+                if direction == "input":
+                    self.fan.update(b for b in c["connections"].get(p, []) if isinstance(b, int))
+
+    def _route(self, net):
+        return ROUTE + self.fanout_ns * math.log2(max(1, self.fan[net]))
 
     @staticmethod
     def _better(new, old):
@@ -116,7 +127,7 @@ class Netlist:
                 bits = cell["connections"].get(ip, [])
                 for b in (bits if all_bits else bits[:1]):
                     if isinstance(b, int):
-                        ins.append((b, delay + (ROUTE if routed else 0.0)))
+                        ins.append((b, delay + (self._route(b) if routed else 0.0)))
             pending = [b for b, _ in ins if b not in self.arr]
             if pending:
                 self.arr[n] = None          # on the stack: a loop back here sees 0
@@ -172,9 +183,11 @@ def main(argv=None) -> int:
     ap.add_argument("netlist", help="qhw_top.json of a qhw synth build directory (ECP5)")
     ap.add_argument("--top", type=int, default=40, help="paths to list (default 40)")
     ap.add_argument("--detail", type=int, default=8, help="paths listed cell by cell (default 8)")
+    ap.add_argument("--fanout-ns", type=float, default=0.0,
+                    help="extra ns per doubling of a routed net's fan-out (default 0)")
     args = ap.parse_args(argv)
     try:
-        nl = Netlist(args.netlist)
+        nl = Netlist(args.netlist, fanout_ns=args.fanout_ns)
     except (OSError, ValueError, KeyError) as e:
         print(f"bench_paths: {args.netlist}: not a Yosys JSON netlist ({e})", file=sys.stderr)
         return 1

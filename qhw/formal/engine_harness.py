@@ -198,6 +198,7 @@ class OutputBoundHarness(_ScratchpadUnitHarness):
         d, run = data.View(descriptor_layout("OUTPUT"), _internal(um, "d")), _internal(um, "run")
         i_word, n_words_m1 = _internal(um, "i_word"), _internal(um, "n_words_m1")
         hw, one_word = _internal(um, "hw"), _internal(um, "one_word")
+        first, at_end, two_words = (_internal(um, n) for n in ("first_word", "at_end", "two_words"))
         n_words = d.h * d.w * d.pp                                  # the taken descriptor's words
         addr = d.in_base + i_word                                   # the unit's address, before the port
         o_payload = Value.cast(u.o.payload)
@@ -211,6 +212,9 @@ class OutputBoundHarness(_ScratchpadUnitHarness):
             # descriptor's
             Assert(~run | ((hw == d.h * d.w) & (one_word == (n_words == 1)))),
             Assert(~run | (i_word == 0) | (n_words_m1 == n_words - 1)),
+            # the last-word flags
+            Assert(~run | ((first == (i_word == 0)) & (two_words == (n_words == 2))
+                           & (first | (at_end == (i_word == n_words - 1))))),
         ]
         return m
 
@@ -375,7 +379,8 @@ class InputBoundHarness(_ScratchpadUnitHarness):
         run, drain = _internal(um, "run"), _internal(um, "drain")
         i_word, n_words = _internal(um, "i_word"), _internal(um, "n_words")
         produce, last_word = _internal(um, "produce"), _internal(um, "last_word")
-        prep, hw, wpp = _internal(um, "prep"), _internal(um, "hw"), _internal(um, "wpp")
+        prep, hw, hwpos = _internal(um, "prep"), _internal(um, "hw"), _internal(um, "hwpos")
+        win, win_plan = _internal(um, "win"), _internal(um, "win_plan")
         d_words = d.h[:3] * Mux(d.kind == IN_WINDOW, d.wpos[:3], d.w[:3] * d.pp[:2])
         d_fits = ((d.h >= 1) & (d.h <= n) & (d.w >= 1) & (d.w <= n) & (d.pp >= 1) & (d.pp <= 2) & (d.wpos >= 1)
                   & (d.wpos <= n) & (d.kind <= 1) & (d.out_base + d_words <= w))
@@ -389,7 +394,8 @@ class InputBoundHarness(_ScratchpadUnitHarness):
             # the single ones from prep 2, the word count from prep 1, and while running)
             Assert(((prep == 0) & ~run) | d_fits),
             Assert((prep == 0) | (~run & ~drain & (i_word == 0))),
-            Assert(~((prep == 1) | (prep == 2) | run) | ((hw == d.h * d.w) & (wpp == d.w * d.pp))),
+            Assert(~((prep == 1) | (prep == 2) | run) | ((hw == d.h * d.w) & (hwpos == d.h * d.wpos))),
+            Assert((win == (d.kind == IN_WINDOW)) & (win_plan == win)),                        # the layout copies
             Assert(~((prep == 1) | run) | (n_words == d_words)),
         ]
         return m

@@ -98,11 +98,13 @@ def test_settled_generator_needs_its_descriptor_a_cycle_early(tmp_path):
         check_program(program, seed=4, settled=True)
 
 
-def test_short_accumulator_chunks(tmp_path):
-    """M chunks (the accumulator shorter than M): the chunk loop restarts every tile at its chunk."""
+@pytest.mark.parametrize("acc_depth", [8, 7, 53])
+def test_short_accumulator_chunks(tmp_path, acc_depth):
+    """M chunks (the accumulator shorter than M): the chunk loop restarts every tile at its chunk; with 7 and
+    53, 64 = 9*7 + 1 and 54 = 53 + 1 pixels end in a one-pixel chunk (the chunk's terminal flags start true)."""
     program, qm, _ = case_program(tmp_path, "pads-every-side")
     cfg = engine_for(qm.graph)
-    cfg = dataclasses.replace(cfg, array=dataclasses.replace(cfg.array, acc_depth=8))
+    cfg = dataclasses.replace(cfg, array=dataclasses.replace(cfg.array, acc_depth=acc_depth))
     program = compile_model(qm, cfg).program
     assert any(d["m_chunk"] < d["oh"] * d["ow"] for d in program.descriptors if d.op == "MATMUL")
     check_program(program, seed=3)

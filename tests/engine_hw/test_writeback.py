@@ -89,3 +89,18 @@ def test_digits_cnn_writes(cnn_path, digits, rows, cols):
     qm = quantize(cnn_path, digits["calib_x"])
     cfg = engine_for(qm.graph, rows=rows, cols=cols)
     check_program(compile_model(qm, cfg).program, cfg, seed=rows + cols)
+
+
+@pytest.mark.parametrize("acc_depth", [7, 53])
+def test_short_accumulator_chunks(tmp_path, acc_depth):
+    """M chunks (the accumulator shorter than M): 64 = 9*7 + 1 and 54 = 53 + 1 pixels end in a one-pixel
+    chunk (of one and of two N tiles), where the chunk's terminal flags start true."""
+    import dataclasses
+
+    from qhw.engine.compiler import compile_model
+    program, qm, _ = case_program(tmp_path, "pads-every-side")
+    cfg = engine_for(qm.graph)
+    cfg = dataclasses.replace(cfg, array=dataclasses.replace(cfg.array, acc_depth=acc_depth))
+    program = compile_model(qm, cfg).program
+    assert any(d["oh"] * d["ow"] % d["m_chunk"] == 1 for d in program.descriptors if d.op == "MATMUL")
+    check_program(program, cfg, seed=5)

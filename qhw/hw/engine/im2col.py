@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, IN_WINDOW
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -104,10 +105,17 @@ class Im2colAgen(wiring.Component):
                         pixrow=Signal(off, name=f"{prefix}pixrow"))
         cur, start = pixel("cur_"), pixel("chunk_")
         chunk_end = Signal(unsigned(24))
-        # each loop's bound minus one, so a terminal test is an equality of two registers, no adder
-        # (the terminal flags decide the step, which enables every loop register)
-        chunk_end_m1, nt_m1 = Signal(signed(25), name="chunk_end_m1"), Signal(signed(13), name="nt_m1")
-        kw_m1, kh_m1, kcw_m1 = (Signal(signed(9), name=n) for n in ("kw_m1", "kh_m1", "kcw_m1"))
+        # the terminal tests are flags, registered as their loops move (the step they decide enables every
+        # loop register and, on a descriptor's last beat, the next descriptor's accept): each flag's value
+        # after a step is an equality of registers with the bound minus two (``*_m2``), or the loop's
+        # bound being one (``*_one``), formed beside the step, not behind it
+        chunk_end_m2, nt_m2 = Signal(signed(26), name="chunk_end_m2"), Signal(signed(14), name="nt_m2")
+        kw_m2, kh_m2, kcw_m2 = (Signal(signed(10), name=n) for n in ("kw_m2", "kh_m2", "kcw_m2"))
+        kw_one, kh_one, kcw_one, nt_one = (Signal(name=n) for n in ("kw_one", "kh_one", "kcw_one", "nt_one"))
+        m_one, c_m_m1 = Signal(name="m_chunk_one"), Signal(signed(25), name="m_total_m1")
+        chunk_one = Signal(name="chunk_one")         # the current M chunk has one pixel
+        last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk = (
+            Signal(name=n) for n in ("last_m", "last_kx", "last_ky", "last_cwi", "last_nt", "last_chunk"))
         # tile state
         nt, cwi = Signal(unsigned(12)), Signal(unsigned(8))
         ky, kx = Signal(unsigned(8)), Signal(unsigned(8))
@@ -118,17 +126,22 @@ class Im2colAgen(wiring.Component):
         nb0, nb, kb, rb, tb = (Signal(off, name=n) for n in ("nb0", "nb", "kb", "rb", "tb"))
 
         run = self.busy
+        # copies of ``run`` and of the terminal flags for ``desc.ready`` alone (``qhw.hw.replica``): the originals
+        # fan out to every loop register, the copies only into the read side's accept
+        flags = (last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk)
+        copy = {f.name: replica(f, name=f"{f.name}_r") for f in flags}
+        run_r = replica(run, name="run_r")
+
+        def both(flag, value):
+            return [flag.eq(value), copy[flag.name].eq(value)]
         y, x = Signal(_COORD), Signal(_COORD)
         m.d.comb += [y.eq(cur["yb"] + kyd), x.eq(cur["xb"] + kxd)]
         inside = (y >= 0) & (y < d.in_h) & (~xcheck | ((x >= 0) & (x < d.in_w)))
         addr = Signal(off)
         m.d.comb += addr.eq(cur["pix"] + tb)
 
-        last_m = cur["m"] == chunk_end_m1
-        last_kx, last_ky = kx == kw_m1, ky == kh_m1
-        last_cwi, last_nt = cwi == kcw_m1, nt == nt_m1
         last_k = last_kx & last_ky & last_cwi
-        last = last_m & last_k & last_nt & (chunk_end == c_m)
+        last = last_m & last_k & last_nt & last_chunk
         b = self.beats.payload
         m.d.comb += [self.beats.valid.eq(run), b.addr.eq(addr[:ADDR_BITS]), b.pad.eq(~inside), b.zp.eq(d.in_zp),
                      b.nt.eq(nt),
@@ -150,44 +163,65 @@ class Im2colAgen(wiring.Component):
         with m.If(step):
             with m.If(~last_m):
                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
+                m.d.sync += both(last_m, cur["m"] == chunk_end_m2)
             with m.Else():
                 m.d.sync += [cur[k].eq(start[k]) for k in cur]       # the next tile re-reads the chunk
+                m.d.sync += both(last_m, chunk_one)
                 with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tb.eq(tb + c_dkx)]
+                    m.d.sync += [kx.eq(kx + 1), kxd.eq(kxd + d.dw), tb.eq(tb + c_dkx), both(last_kx, kx == kw_m2)]
                 with m.Else():
-                    m.d.sync += [kx.eq(0), kxd.eq(0)]
+                    m.d.sync += [kx.eq(0), kxd.eq(0), both(last_kx, kw_one)]
                     with m.If(~last_ky):
-                        m.d.sync += [ky.eq(ky + 1), kyd.eq(kyd + d.dh), rb.eq(rb + c_dky), tb.eq(rb + c_dky)]
+                        m.d.sync += [ky.eq(ky + 1), kyd.eq(kyd + d.dh), rb.eq(rb + c_dky), tb.eq(rb + c_dky),
+                                     both(last_ky, ky == kh_m2)]
                     with m.Else():
-                        m.d.sync += [ky.eq(0), kyd.eq(0)]
+                        m.d.sync += [ky.eq(0), kyd.eq(0), both(last_ky, kh_one)]
                         with m.If(~last_cwi):
-                            m.d.sync += [cwi.eq(cwi + 1), kb.eq(kb + 1), rb.eq(kb + 1), tb.eq(kb + 1)]
+                            m.d.sync += [cwi.eq(cwi + 1), kb.eq(kb + 1), rb.eq(kb + 1), tb.eq(kb + 1),
+                                         both(last_cwi, cwi == kcw_m2)]
                         with m.Else():
-                            m.d.sync += cwi.eq(0)
+                            m.d.sync += [cwi.eq(0), both(last_cwi, kcw_one)]
                             with m.If(~last_nt):
-                                m.d.sync += [nt.eq(nt + 1)] + [r.eq(nb + c_cwstep) for r in (nb, kb, rb, tb)]
+                                m.d.sync += [nt.eq(nt + 1), both(last_nt, nt == nt_m2)]
+                                m.d.sync += [r.eq(nb + c_cwstep) for r in (nb, kb, rb, tb)]
                             with m.Else():          # next M chunk (or the end)
-                                m.d.sync += [nt.eq(0)] + [r.eq(nb0) for r in (nb, kb, rb, tb)]
+                                m.d.sync += [nt.eq(0), both(last_nt, nt_one)] + [r.eq(nb0) for r in (nb, kb, rb, tb)]
                                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
                                 m.d.sync += [start[k].eq(nxt[k]) for k in cur]
                                 next_end = Mux(chunk_end + d.m_chunk > c_m, c_m, chunk_end + d.m_chunk)
-                                m.d.sync += [chunk_end.eq(next_end), chunk_end_m1.eq(next_end - 1)]
-                                with m.If(chunk_end == c_m):
-                                    m.d.sync += run.eq(0)
+                                # the next chunk holds min(m_chunk, m_total - chunk_end) pixels
+                                one = m_one | (chunk_end == c_m_m1)
+                                m.d.sync += [chunk_end.eq(next_end), chunk_end_m2.eq(next_end - 2),
+                                             both(last_chunk, chunk_end + d.m_chunk >= c_m), both(last_m, one),
+                                             chunk_one.eq(one)]
+                                with m.If(last_chunk):
+                                    m.d.sync += [run.eq(0), run_r.eq(0)]
 
         # a new descriptor: idle, or with the last beat of the running one
-        m.d.comb += self.desc.ready.eq(~run | (step & last))
-        with m.If(self.desc.valid & self.desc.ready):
+        last_r = (copy["last_m"] & copy["last_kx"] & copy["last_ky"] & copy["last_cwi"] & copy["last_nt"]
+                  & copy["last_chunk"])
+        m.d.comb += self.desc.ready.eq(~run_r | (self.beats.ready & last_r))
+        # the descriptor's constants load whenever one could be taken (idle, or the last beat), taken or not
+        # (when not, ``run`` falls and nothing reads them), so their enable is ``desc.ready``, not the accept:
+        # the accept's fan-out is the loop state's alone
+        base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
+        kw1, kcw1 = win | (dp.kw == 1), win | (dp.kcw == 1)
+        with m.If(self.desc.ready):
             m.d.sync += on_desc
+            m.d.sync += [nb0.eq(base0), kw_m2.eq(Mux(win, -1, dp.kw - 2)), kh_m2.eq(dp.kh - 2),
+                         kcw_m2.eq(Mux(win, -1, dp.kcw - 2)), nt_m2.eq(dp.n_tiles - 2), kw_one.eq(kw1),
+                         kh_one.eq(dp.kh == 1), kcw_one.eq(kcw1), nt_one.eq(dp.n_tiles == 1), m_one.eq(dp.m_chunk == 1),
+                         c_m_m1.eq(m_all - 1)]
+        with m.If(self.desc.valid & self.desc.ready):
             yb0, xb0 = -dp.pt, Mux(win, 0, -dp.pl)
             pix0 = -logic_mul(dp.pt, rs) - pad_cols
             init = dict(m=0, oy=0, ox=0, yb=yb0, xb=xb0, pix=pix0, pixrow=pix0)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
-            base0 = dp.in_base + Mux(win, 0, dp.in_cw0)
             m.d.sync += [nt.eq(0), cwi.eq(0), ky.eq(0), kx.eq(0), kyd.eq(0), kxd.eq(0)]
-            m.d.sync += [r.eq(base0) for r in (nb0, nb, kb, rb, tb)]
+            m.d.sync += [r.eq(base0) for r in (nb, kb, rb, tb)]
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
-            m.d.sync += [chunk_end.eq(first_end), chunk_end_m1.eq(first_end - 1), run.eq(1),
-                         kw_m1.eq(Mux(win, 0, dp.kw - 1)), kh_m1.eq(dp.kh - 1), kcw_m1.eq(Mux(win, 0, dp.kcw - 1)),
-                         nt_m1.eq(dp.n_tiles - 1)]
+            one = (dp.m_chunk == 1) | (m_all == 1)
+            m.d.sync += [chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1), run_r.eq(1),
+                         chunk_one.eq(one), both(last_m, one), both(last_kx, kw1), both(last_ky, dp.kh == 1),
+                         both(last_cwi, kcw1), both(last_nt, dp.n_tiles == 1), both(last_chunk, dp.m_chunk >= m_all)]
         return m

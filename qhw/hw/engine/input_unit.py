@@ -20,6 +20,7 @@ from amaranth.utils import exact_log2
 from ...engine.isa import IN_WINDOW
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .layouts import descriptor_layout
 
 __all__ = ["InputUnit", "word_write_layout"]
@@ -68,8 +69,10 @@ class InputUnit(wiring.Component):
         R = self.rows
         lg = exact_log2(R)
         d = Signal(descriptor_layout("INPUT"))
-        win = d.kind == IN_WINDOW
-        off = [Signal(_S, name=f"off{lane}") for lane in range(R)]      # per-lane byte offset (window)
+        # the layout, registered at the accept (not decoded from ``d.kind`` where it is used): one copy for
+        # the word plan's lanes, one for the rest (``qhw.hw.replica``: Yosys would merge equal registers)
+        win, win_plan = replica(Signal(), name="win"), replica(Signal(), name="win_plan")
+        off = [Signal(_S, name=f"off{lane}") for lane in range(R)]      # per-lane byte offset (standard: lane)
         grp = [Signal(unsigned(8), name=f"g{lane}") for lane in range(R)]
         chv = [Signal(name=f"chv{lane}") for lane in range(R)]           # ch < c
         rowc, wc, swc = Signal(_S), Signal(_S), Signal(_S)                # y*w*c, w*c, sw*c
@@ -87,7 +90,8 @@ class InputUnit(wiring.Component):
         beats_total = Signal(unsigned(32))
         nb = Signal(unsigned(32))                                         # beats taken into buf
         left = Signal(signed(34), name="left")                            # beats_total - nb
-        hw, wpp = Signal(unsigned(24), name="hw"), Signal(unsigned(20), name="wpp")
+        hw = Signal(unsigned(24), name="hw")
+        hwpos = Signal(unsigned(24), name="hwpos")                        # h*wpos (window: words per tensor)
         plc = Signal(unsigned(24), name="plc")
         bbase = Signal(_S)                                                # byte index of buf[0] = (nb-3)*R
         buf = Signal(unsigned(8 * 3 * R))
@@ -105,8 +109,8 @@ class InputUnit(wiring.Component):
         src = [Signal(_S, name=f"src{lane}") for lane in range(R)]
         valid = [Signal(name=f"lv{lane}") for lane in range(R)]
         for lane in range(R):
-            m.d.comb += [src[lane].eq(s + Mux(win, off[lane], lane)),
-                         valid[lane].eq(Mux(win, chv[lane] & xin[lane], cgt[lane]))]
+            m.d.comb += [src[lane].eq(s + off[lane]),
+                         valid[lane].eq(Mux(win_plan, chv[lane] & xin[lane], cgt[lane]))]
         # the last beat the word needs: the highest valid lane's (a lane's source byte grows with the lane
         # among the valid ones), -1 if none; a balanced priority tree, not a chain of compares
         def highest(lanes):
@@ -208,9 +212,9 @@ class InputUnit(wiring.Component):
         # so they add no cycle to an inference), then beats
         m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
                      self.idle_ready.eq(setup & more & ~ib_valid)]
-        m.d.sync += [hw.eq(logic_mul(d.h, d.w)), wpp.eq(logic_mul(d.w, d.pp)), plc.eq(logic_mul(d.pl, d.c)),
+        m.d.sync += [hw.eq(logic_mul(d.h, d.w)), plc.eq(logic_mul(d.pl, d.c)),
                      wc.eq(logic_mul(d.w, d.c)), swc.eq(logic_mul(d.sw, d.c)),
-                     n_words.eq(logic_mul(d.h, Mux(win, d.wpos, wpp))),
+                     hwpos.eq(logic_mul(d.h, d.wpos)), n_words.eq(Mux(win, hwpos, logic_mul(hw, d.pp))),
                      beats_total.eq((logic_mul(hw, d.c) + R - 1) >> lg)]
         with m.If(prep != 0):
             m.d.sync += prep.eq(prep - 1)
@@ -224,13 +228,16 @@ class InputUnit(wiring.Component):
             m.d.sync += [gt[v].eq(beats_total > v) for v in range(3)]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
+            m.d.sync += [win.eq(dp.kind == IN_WINDOW), win_plan.eq(dp.kind == IN_WINDOW)]
             m.d.sync += [d.eq(dp), prep.eq(PREP_CYCLES), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
                          nb.eq(0), bbase.eq(-3 * R), rowc.eq(0)]
             m.d.sync += [xg[lane].eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0) + grp[lane]) for lane in range(R)]
+            m.d.sync += [off[lane].eq(lane) for lane in range(R)]
             for cp_log in range(lg + 1):
                 with m.If(dp.cp == (1 << cp_log)):
                     for lane in range(R):
                         g, ch = lane >> cp_log, lane & ((1 << cp_log) - 1)
-                        m.d.sync += [off[lane].eq(logic_mul(dp.c, g) + ch), grp[lane].eq(g), chv[lane].eq(ch < dp.c),
+                        m.d.sync += [off[lane].eq(Mux(dp.kind == IN_WINDOW, logic_mul(dp.c, g) + ch, lane)),
+                                     grp[lane].eq(g), chv[lane].eq(ch < dp.c),
                                      xg[lane].eq(Mux(dp.kind == IN_WINDOW, g - dp.pl, g))]
         return m

@@ -139,16 +139,19 @@ class MatmulIssue(wiring.Component):
         a_nt_step = ahead(m, logic_mul(dp.cw_step, dp.dep_step), settled=self.settled, name="nt_step")
         a_taps = ahead(m, Mux(dp.in_kind == IN_WINDOW, dp.kh, logic_mul(dp.kh, dp.kw)), settled=self.settled,
                        name="taps")
-        with m.If(accept):
-            d = dp
-            win = d.in_kind == IN_WINDOW
+        # the descriptor's constants load whenever one could be taken, taken or not (as ``Im2colAgen``'s):
+        # the accept enables the loop state only
+        d = dp
+        win = d.in_kind == IN_WINDOW
+        with m.If(self.desc.ready):
             m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(a_nt_step),
-                         taps_k.eq(a_taps), kcw_k.eq(Mux(win, 1, d.kcw)),
-                         n_tiles.eq(d.n_tiles), tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
-                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0),
+                         taps_k.eq(a_taps), kcw_k.eq(Mux(win, 1, d.kcw)), n_tiles.eq(d.n_tiles),
                          self.index.eq(self.desc.payload.index),
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
+        with m.If(accept):
+            m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
+                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0)]
         with m.If(self.restart):
             m.d.sync += [tpar.eq(0), gpar.eq(0), order.eq(0), started.eq(0)]
         return m

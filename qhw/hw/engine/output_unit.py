@@ -61,6 +61,11 @@ class OutputUnit(wiring.Component):
         # first read (word 0, possibly the accept's next cycle) asks only ``one_word``
         hw, n_words_m1 = Signal(unsigned(24), name="hw"), Signal(signed(33), name="n_words_m1")
         one_word = Signal(name="one_word")
+        # the last-word test as flags (it is the unit's last step, into the read side's next accept):
+        # ``first`` (i_word == 0, where only ``one_word`` is asked) and ``at_end`` (i_word == n_words_m1),
+        # whose next value after word 0 is ``two_words`` (h*w*pp == 2, from the accept) and after word
+        # k >= 1 ``k + 1 == n_words_m1`` (the count is ready from the accept's second cycle, before word 1)
+        first, at_end, two_words = Signal(name="first_word"), Signal(name="at_end"), Signal(name="two_words")
         m.d.sync += n_words_m1.eq(logic_mul(hw, d.pp) - 1)
         k = Signal(unsigned(8))
         crem = Signal(signed(20))                 # channels of the pixel from word k on
@@ -73,10 +78,10 @@ class OutputUnit(wiring.Component):
         m.d.comb += inflight.eq(s1.valid + s2.valid + flush)
         read = Signal()
         m.d.comb += read.eq(run & (fifo.level + inflight < _FIFO_DEPTH - 1))
-        last_word = Mux(i_word == 0, one_word, i_word == n_words_m1)
+        last_word = Mux(first, one_word, at_end)
         m.d.comb += [self.r_addr.eq(d.in_base + i_word), self.r_en.eq(read), self.finishing.eq(read & last_word)]
         with m.If(read):
-            m.d.sync += i_word.eq(i_word + 1)
+            m.d.sync += [i_word.eq(i_word + 1), first.eq(0), at_end.eq(Mux(first, two_words, i_word + 1 == n_words_m1))]
             with m.If(last_word):
                 m.d.sync += run.eq(0)
             with m.If(k + 1 == d.pp):
@@ -120,6 +125,10 @@ class OutputUnit(wiring.Component):
                      self.idle.eq(~run & ~s1.valid & ~s2.valid & ~flush & ~fifo.r_rdy)]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
+            one = [dp.h == 1, dp.w == 1, dp.pp == 1]
+            two = [dp.h == 2, dp.w == 2, dp.pp == 2]
             m.d.sync += [d.eq(dp), run.eq(1), i_word.eq(0), k.eq(0), crem.eq(dp.c), hw.eq(logic_mul(dp.h, dp.w)),
-                         one_word.eq((dp.h == 1) & (dp.w == 1) & (dp.pp == 1))]
+                         one_word.eq(one[0] & one[1] & one[2]), first.eq(1),
+                         two_words.eq((two[0] & one[1] & one[2]) | (one[0] & two[1] & one[2])
+                                      | (one[0] & one[1] & two[2]))]
         return m

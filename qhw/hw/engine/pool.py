@@ -223,13 +223,13 @@ class PoolReduce(wiring.Component):
         with m.If(self.taps.valid):
             m.d.sync += count.eq(Mux(t.first, 0, count) + counted)
             for i in range(self.lanes):
-                tap = Mux(is_max, Mux(t.pad, self.pad_value, t.values[i]),
-                          Mux(t.pad, 0, t.values[i] - self.zp_in))
-                # a max window holds tap values only (16-bit ``pad_value`` or int8 codes): compare those bits
+                # a max window holds tap values only (16-bit ``pad_value`` or int8 codes): compare those bits,
+                # of the tap itself (the average's ``- zp_in`` is not in front of the compare)
+                mx = Mux(t.pad, self.pad_value, t.values[i])
+                sm = Mux(t.pad, 0, t.values[i] - self.zp_in)
                 w = self.pad_value.shape().width
-                more = tap[:w].as_signed() > acc[i][:w].as_signed()
-                running = Mux(is_max, Mux(more, tap, acc[i]), acc[i] + tap)
-                m.d.sync += acc[i].eq(Mux(t.first, tap, running))
+                more = mx > acc[i][:w].as_signed()
+                m.d.sync += acc[i].eq(Mux(is_max, Mux(t.first | more, mx, acc[i]), Mux(t.first, sm, acc[i] + sm)))
         m.d.sync += self.windows.valid.eq(self.taps.valid & t.last)
         return m
 

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -77,11 +78,18 @@ class PoolAgen(wiring.Component):
 
         y, x = yb + ky, xb + kx
         inside = (y >= 0) & (y < d.in_h) & (x >= 0) & (x < d.in_w)
-        # bounds minus one (registered at the accept): each terminal test is an equality of registers
-        kw_m1, kh_m1, cws_m1, ow_m1, oh_m1 = (Signal(signed(14), name=n) for n in ("kw_m1", "kh_m1", "cws_m1",
-                                                                                  "ow_m1", "oh_m1"))
-        last_kx, last_ky, last_cw = kx == kw_m1, ky == kh_m1, cw == cws_m1
-        last_ox, last_oy = ox == ow_m1, oy == oh_m1
+        # the terminal tests are flags registered as the loops move (the descriptor's last tap is the read
+        # side's ``ready``, so it decides the next descriptor's accept): a flag's value after a step is an
+        # equality of registers with the bound minus two (``*_m2``) or the bound being one (``*_one``)
+        names = ("kx", "ky", "cw", "ox", "oy")
+        m2 = {n: Signal(signed(15), name=f"{n}_bound_m2") for n in names}
+        one = {n: Signal(name=f"{n}_bound_one") for n in names}
+        lf = {n: Signal(name=f"last_{n}") for n in names}
+        last_kx, last_ky, last_cw, last_ox, last_oy = (lf[n] for n in names)
+        # copies of the flags and of ``busy`` for ``desc.ready`` alone (``qhw.hw.replica``): the originals fan
+        # out to every loop register, the copies only into the read side's accept
+        lf_r = {n: replica(lf[n], name=f"last_{n}_r") for n in names}
+        busy_r = replica(self.busy, name="busy_r")
         last_tap = last_kx & last_ky
         done = last_tap & last_cw & last_ox & last_oy
         t = self.taps.payload
@@ -92,28 +100,36 @@ class PoolAgen(wiring.Component):
                      t.pad.eq(~inside), t.first.eq((kx == 0) & (ky == 0)), t.last.eq(last_tap),
                      t.out_addr.eq((opix + ob)[:ADDR_BITS]), t.done.eq(done)]
 
+        def moves(n, v):            # loop ``n`` steps from ``v`` (to v + 1)
+            return [lf[n].eq(v == m2[n]), lf_r[n].eq(v == m2[n])]
+
+        def wraps(n):               # loop ``n`` back to 0
+            return [lf[n].eq(one[n]), lf_r[n].eq(one[n])]
         with m.If(self.taps.valid & self.taps.ready):
             m.d.sync += cnt.eq(count)
             with m.If(~last_kx):
-                m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp)]
+                m.d.sync += [kx.eq(kx + 1), tb.eq(tb + d.in_pp), moves("kx", kx)]
             with m.Elif(~last_ky):
-                m.d.sync += [kx.eq(0), ky.eq(ky + 1), rb.eq(rb + rs), tb.eq(rb + rs)]
+                m.d.sync += [kx.eq(0), ky.eq(ky + 1), rb.eq(rb + rs), tb.eq(rb + rs), wraps("kx"), moves("ky", ky)]
             with m.Else():
-                m.d.sync += [kx.eq(0), ky.eq(0)]
+                m.d.sync += [kx.eq(0), ky.eq(0), wraps("kx"), wraps("ky")]
                 with m.If(~last_cw):
-                    m.d.sync += [cw.eq(cw + 1), ob.eq(ob + 1)] + [r.eq(cb + 1) for r in (cb, rb, tb)]
+                    m.d.sync += [cw.eq(cw + 1), ob.eq(ob + 1), moves("cw", cw)] + [r.eq(cb + 1) for r in (cb, rb, tb)]
                 with m.Else():
-                    m.d.sync += [cw.eq(0), ob.eq(ob0)] + [r.eq(cb0) for r in (cb, rb, tb)]
+                    m.d.sync += [cw.eq(0), ob.eq(ob0), wraps("cw")] + [r.eq(cb0) for r in (cb, rb, tb)]
                     with m.If(~last_ox):
-                        m.d.sync += [ox.eq(ox + 1), xb.eq(xb + d.sw), pix.eq(pix + d_ox), opix.eq(opix + d.out_pp)]
+                        m.d.sync += [ox.eq(ox + 1), xb.eq(xb + d.sw), pix.eq(pix + d_ox), opix.eq(opix + d.out_pp),
+                                     moves("ox", ox)]
                     with m.Else():
-                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), yb.eq(yb + d.sh), xb.eq(-d.pl),
+                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), yb.eq(yb + d.sh), xb.eq(-d.pl), wraps("ox"),
+                                     moves("oy", oy),
                                      pixrow.eq(pixrow + d_oy), pix.eq(pixrow + d_oy),
                                      orow.eq(orow + d_opy), opix.eq(orow + d_opy)]
                         with m.If(last_oy):
-                            m.d.sync += self.busy.eq(0)
+                            m.d.sync += [self.busy.eq(0), busy_r.eq(0)]
 
-        m.d.comb += self.desc.ready.eq(~self.busy | (self.taps.valid & self.taps.ready & done))
+        done_r = lf_r["kx"] & lf_r["ky"] & lf_r["cw"] & lf_r["ox"] & lf_r["oy"]
+        m.d.comb += self.desc.ready.eq(~busy_r | (self.taps.ready & done_r))
         st = self.settled
         r = ahead(m, logic_mul(dp.in_w, dp.in_pp, m=m, name="row"), settled=st >= 1, name="row")
         pad_cols = ahead(m, logic_mul(dp.pl, dp.in_pp, m=m, name="pad_cols"), settled=st >= 1, name="pad_cols")
@@ -127,8 +143,9 @@ class PoolAgen(wiring.Component):
                          d_ox.eq(a_ox), d_opy.eq(a_opy),
                          oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
-                         orow.eq(0), opix.eq(0), self.busy.eq(1), kw_m1.eq(dp.kw - 1), kh_m1.eq(dp.kh - 1),
-                         cws_m1.eq(dp.cws - 1), ow_m1.eq(dp.ow - 1), oh_m1.eq(dp.oh - 1)]
+                         orow.eq(0), opix.eq(0), self.busy.eq(1), busy_r.eq(1)]
+            for n, bound in zip(names, (dp.kw, dp.kh, dp.cws, dp.ow, dp.oh)):
+                m.d.sync += [m2[n].eq(bound - 2), one[n].eq(bound == 1), lf[n].eq(bound == 1), lf_r[n].eq(bound == 1)]
             m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]
             m.d.sync += [r.eq(dp.out_base + dp.out_cw0) for r in (ob0, ob)]
         return m

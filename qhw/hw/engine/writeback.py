@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, POOL_NONE
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..replica import replica
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -88,17 +89,27 @@ class WritebackAgen(wiring.Component):
         cur, start = pixel("cur_"), pixel("chunk_")
         chunk_end = Signal(unsigned(24))
         nt = Signal(unsigned(12))
-        # bounds minus one: the terminal tests are equalities of registers, no adder in front of ``step``
-        chunk_end_m1, nt_m1, ow_m1 = Signal(signed(25)), Signal(signed(13)), Signal(signed(13))
+        # bounds minus one: the pixel's terminal tests are equalities of registers, no adder in front of ``step``
+        ow_m1 = Signal(signed(13))
         pkh_m1, pkw_m1 = Signal(signed(9)), Signal(signed(9))
+        # the chunk's and the N tiles' terminal tests are flags registered as the loops move (the last row's
+        # step is the write-back's ``ready``, into the next accept), as in ``Im2colAgen``
+        chunk_end_m2, nt_m2 = Signal(signed(26), name="chunk_end_m2"), Signal(signed(14), name="nt_m2")
+        nt_one, m_one, chunk_one = Signal(name="nt_one"), Signal(name="m_chunk_one"), Signal(name="chunk_one")
+        m_total_m1 = Signal(signed(25), name="m_total_m1")
+        last_m, last_nt, last_chunk = Signal(name="last_m"), Signal(name="last_nt"), Signal(name="last_chunk")
         lane = Signal(range(R))
         woff = Signal(off)                        # (nt * cols) // rows
 
         run = self.busy
+        # copies of ``run`` and of the flags for ``desc.ready`` alone (``qhw.hw.replica``), as in ``Im2colAgen``
+        copy = {f.name: replica(f, name=f"{f.name}_r") for f in (last_m, last_nt, last_chunk)}
+        run_r = replica(run, name="run_r")
+
+        def both(flag, value):
+            return [flag.eq(value), copy[flag.name].eq(value)]
         keep = (cur["py"] < d.out_h) & (cur["px"] < d.out_w)
-        last_m = cur["m"] == chunk_end_m1
-        last_nt = nt == nt_m1
-        last = last_m & last_nt & (chunk_end == m_total)
+        last = last_m & last_nt & last_chunk
         o = self.dest.payload
         m.d.comb += [self.dest.valid.eq(run), o.addr.eq((cur["pix"] + woff)[:ADDR_BITS]), o.lane.eq(lane),
                      o.keep.eq(keep), o.px.eq(cur["px"]), o.win_first.eq((cur["ry"] == 0) & (cur["rx"] == 0)),
@@ -124,9 +135,10 @@ class WritebackAgen(wiring.Component):
         with m.If(step):
             with m.If(~last_m):
                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur]
+                m.d.sync += both(last_m, cur["m"] == chunk_end_m2)
             with m.Elif(~last_nt):                   # the next N tile re-writes the chunk's pixels
                 m.d.sync += [cur[k].eq(start[k]) for k in cur]
-                m.d.sync += nt.eq(nt + 1)
+                m.d.sync += [nt.eq(nt + 1), both(last_nt, nt == nt_m2), both(last_m, chunk_one)]
                 if C == R:
                     m.d.sync += woff.eq(woff + 1)
                 else:
@@ -137,11 +149,15 @@ class WritebackAgen(wiring.Component):
             with m.Else():                           # the next M chunk, or the end
                 m.d.sync += [cur[k].eq(nxt[k]) for k in cur] + [start[k].eq(nxt[k]) for k in cur]
                 next_end = Mux(chunk_end + d.m_chunk > m_total, m_total, chunk_end + d.m_chunk)
-                m.d.sync += [nt.eq(0), lane.eq(0), woff.eq(0), chunk_end.eq(next_end), chunk_end_m1.eq(next_end - 1)]
-                with m.If(chunk_end == m_total):
-                    m.d.sync += run.eq(0)
+                one = m_one | (chunk_end == m_total_m1)     # the next chunk: min(m_chunk, m_total - chunk_end)
+                m.d.sync += [nt.eq(0), lane.eq(0), woff.eq(0), chunk_end.eq(next_end), chunk_end_m2.eq(next_end - 2),
+                             both(last_nt, nt_one), both(last_m, one), chunk_one.eq(one),
+                             both(last_chunk, chunk_end + d.m_chunk >= m_total)]
+                with m.If(last_chunk):
+                    m.d.sync += [run.eq(0), run_r.eq(0)]
 
-        m.d.comb += self.desc.ready.eq(~run | (step & last))
+        last_r = copy["last_m"] & copy["last_nt"] & copy["last_chunk"]
+        m.d.comb += self.desc.ready.eq(~run_r | (self.dest.ready & last_r))
         m_all = ahead(m, logic_mul(dp.oh, dp.ow), settled=self.settled, name="m_all")
         a_py = ahead(m, logic_mul(dp.out_w, dp.out_pp), settled=self.settled, name="d_py")
         with m.If(self.desc.valid & self.desc.ready):
@@ -149,8 +165,11 @@ class WritebackAgen(wiring.Component):
             init = dict(m=0, oy=0, ox=0, ry=0, rx=0, py=0, px=0, pix=base, prow=base)
             m.d.sync += [cur[k].eq(v) for k, v in init.items()] + [start[k].eq(v) for k, v in init.items()]
             first_end = Mux(dp.m_chunk > m_all, m_all, dp.m_chunk)
+            one = (dp.m_chunk == 1) | (m_all == 1)
             m.d.sync += [d.eq(dp), d_py.eq(a_py), m_total.eq(m_all), nt.eq(0), lane.eq(0),
-                         woff.eq(0), chunk_end.eq(first_end), chunk_end_m1.eq(first_end - 1), run.eq(1),
-                         nt_m1.eq(dp.n_tiles - 1), ow_m1.eq(dp.ow - 1),
+                         woff.eq(0), chunk_end.eq(first_end), chunk_end_m2.eq(first_end - 2), run.eq(1), run_r.eq(1),
+                         nt_m2.eq(dp.n_tiles - 2), nt_one.eq(dp.n_tiles == 1), both(last_nt, dp.n_tiles == 1),
+                         m_one.eq(dp.m_chunk == 1), m_total_m1.eq(m_all - 1), chunk_one.eq(one), both(last_m, one),
+                         both(last_chunk, dp.m_chunk >= m_all), ow_m1.eq(dp.ow - 1),
                          pkh_m1.eq(Mux(pooled, dp.pkh - 1, 0)), pkw_m1.eq(Mux(pooled, dp.pkw - 1, 0))]
         return m
