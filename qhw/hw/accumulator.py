@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from ..contract import ACCUMULATE_LATENCY
 from .config import ArrayConfig, check_config
 from .issuer import tag_layout
+from .replica import replica
 from .skew import delayed
 
 __all__ = ["Accumulator", "row_layout"]
@@ -81,15 +82,21 @@ class Accumulator(wiring.Component):
         # route to the block RAMs are not one cycle), so the two writes younger than a beat's read
         # are forwarded: the beat one cycle older from ``last_total``, two cycles older from ``last2``.
         # Both matches are decided a cycle ahead, so no row compare is in front of the adder.
-        w_addr = Signal.like(tag_d.tag.m, name="w_addr")
+        # Rows are compared as the memory sees them, by its address bits (``m`` truncated): equal
+        # addresses are the same memory row, and a 9-bit compare is one LUT level shorter than 16 bits.
+        abits = len(rp.addr)
+        w_addr = Signal(abits, name="w_addr")
         w_en = Signal(name="w_en")
-        forward1 = Signal()
-        forward2 = Signal()
-        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m), w_en.eq(wrote),
-                     forward1.eq(wrote & (tag_d.tag.m == tag_d1.tag.m)),
-                     forward2.eq(w_en & (w_addr == tag_d1.tag.m))]
+        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m[:abits]), w_en.eq(wrote)]
+        same1 = wrote & (tag_d.tag.m[:abits] == tag_d1.tag.m[:abits])
+        same2 = w_en & (w_addr == tag_d1.tag.m[:abits])
         for j in range(C):
-            with m.If(tag_d.tag.first):
+            # Each column's own copies of the select bits: one register each would fan out to every
+            # bit of every column's multiplexer (8 x 28 at 8x8) in front of the adder.
+            first, forward1, forward2 = (replica(Signal(name=n), name=f"{n}_{j}")
+                                         for n in ("first", "forward1", "forward2"))
+            m.d.sync += [first.eq(tag_d1.tag.first), forward1.eq(same1), forward2.eq(same2)]
+            with m.If(first):
                 m.d.comb += total[j].eq(psum_d[j])
             with m.Else():
                 m.d.comb += total[j].eq(Mux(forward1, last_total[j], Mux(forward2, last2[j], rd[j])) + psum_d[j])

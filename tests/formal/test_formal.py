@@ -100,7 +100,7 @@ def test_double_buffering_proven(tmp_path):
 
 def test_loader_ignoring_the_drain_is_caught_from_reset(tmp_path):
     # The loader refills a released bank at once, while its last wavefront is still in the array.
-    Broken = mutant(loader.Loader, "bank_free = run & ~full.bit_select(bank, 1) & (drain[bank] == 0)",
+    Broken = mutant(loader.Loader, "bank_free = run & ~full.bit_select(bank, 1) & drained.bit_select(bank, 1)",
                     "bank_free = run & ~full.bit_select(bank, 1)")
     harness = BankHarness(config=CONFIG, loader=Broken)
     r = run_proof(harness, name="banks_mutant", ports=harness.ports, build_dir=tmp_path, mode="bmc", depth=12)
