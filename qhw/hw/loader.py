@@ -90,9 +90,9 @@ class Loader(wiring.Component):
         real = Signal()                             # row < k_left: a weight row, not a zero row
         n_left = Signal(unsigned(MAX_GEMM_N_BITS))  # N - n0
         last_n = Signal()                           # n_left <= cols
-        # Compares on registers that change at most once per tile (at its end or at the start), read
-        # only at a later tile's end or write: free-running registers, one cycle behind their inputs,
-        # which is never visible (a tile takes at least one WAIT cycle and one write after a change).
+        # Compares on registers that change only at a tile's end or while idle, read only at a later
+        # tile's write or end: free-running registers, one cycle behind their inputs, which is never
+        # visible (a WAIT cycle always lies between a change and the next write).
         k_le_2r = Signal(name="k_le_2r")            # k_left <= 2 * rows
         n_le_2c = Signal(name="n_le_2c")            # n_left <= 2 * cols
         k_more = Signal(R, name="k_more")           # bit r: k_left > r + 1 (row r + 1 is a weight row)
@@ -100,7 +100,10 @@ class Loader(wiring.Component):
                      k_more.eq(Cat(k_left > r + 1 for r in range(R)))]
         new = self.gemm.new
         with m.If(self.gemm.start):
-            m.d.sync += [run.eq(1), row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
+            m.d.sync += run.eq(1)
+        # Idle (in WAIT), the counters follow the offered command, as in the issuer.
+        with m.If(~run):
+            m.d.sync += [row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
                          real.eq(1), n_left.eq(new.n), last_n.eq(new.n <= C)]
 
         # The weight-row write leaves through registers: its one-hot enable, bank and data fan out
