@@ -10,8 +10,11 @@ from ..contract import MAX_GEMM_N_BITS
 from .command import gemm_signature
 from .config import ArrayConfig, check_config
 from .layouts import params_layout, weights_layout
+from .replica import replica
 
 __all__ = ["Loader", "bank_signature"]
+
+_PARAM_GROUP = 72       # parameter bits per copy of the bank write enable
 
 
 def bank_signature() -> wiring.Signature:
@@ -106,6 +109,21 @@ class Loader(wiring.Component):
             m.d.sync += [row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
                          real.eq(1), n_left.eq(new.n), last_n.eq(new.n <= C)]
 
+        # The parameter beat lands in its bank a cycle after its handshake (the bank is being filled:
+        # its rows follow), from registers: the write enable reaches every parameter bit of the bank
+        # (552 at 8x8), so it leaves flip-flops, a copy per bank and group of _PARAM_GROUP bits.
+        take = Signal()
+        p_data = Signal.like(self.params.payload, name="params_r", reset_less=True)
+        m.d.sync += p_data.eq(self.params.payload)
+        width = len(p_data.as_value())
+        for b in range(2):
+            for lo in range(0, width, _PARAM_GROUP):
+                hi = min(lo + _PARAM_GROUP, width)
+                we = replica(Signal(name="params_we"), name=f"params_we{b}_{lo // _PARAM_GROUP}")
+                m.d.sync += we.eq(take & (bank == b))
+                with m.If(we):
+                    m.d.sync += self.param_banks[b].as_value()[lo:hi].eq(p_data.as_value()[lo:hi])
+
         # The weight-row write leaves through registers: its one-hot enable, bank and data fan out
         # to every PE, so no logic may sit between them and the weight registers.
         write = Signal()
@@ -122,7 +140,7 @@ class Loader(wiring.Component):
             with m.State("PARAMS"):
                 m.d.comb += self.params.ready.eq(1)
                 with m.If(self.params.valid):
-                    m.d.sync += self.param_banks[bank].eq(self.params.payload)
+                    m.d.comb += take.eq(1)
                     m.next = "ROWS"
             with m.State("ROWS"):
                 with m.If(real):

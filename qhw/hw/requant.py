@@ -211,9 +211,11 @@ class RequantLane(wiring.Component):
             return value if serial else delayed(m, value, 2, name=name)
 
         # The rounding constant, decoded where the multiplier registers it: 2**(30 - shift) for
-        # single, 2**30 for tflite (carrying 6 bits costs less than carrying 62).
-        shift3 = shift_h if serial else delayed(m, shift, 3, name="shift")
-        addend = Const(1, 62) << (30 - shift3).as_unsigned()[:6]
+        # single, 2**30 for tflite (carrying 6 bits costs less than carrying 62). Its position is
+        # subtracted before the delay line, so only the decode is in front of the register.
+        round_at = ((30 - shift_h).as_unsigned()[:6] if serial
+                    else delayed(m, (30 - shift).as_unsigned()[:6], 3, name="round_at"))
+        addend = Const(1, 62) << round_at
         if has_tflite:
             addend = Mux(delayed(m, tfl, 2, name="tflite_add"), Const(1 << 30, 62), addend)
 
