@@ -215,7 +215,7 @@ class RequantLane(wiring.Component):
         # subtracted before the delay line, so only the decode is in front of the register.
         round_at = ((30 - shift_h).as_unsigned()[:6] if serial
                     else delayed(m, (30 - shift).as_unsigned()[:6], 3, name="round_at"))
-        addend = Const(1, 62) << round_at
+        addend = (Const(1, 62) << round_at)[:64]     # a 6-bit shift of 1: bits 64 and up are zero
         if has_tflite:
             addend = Mux(delayed(m, tfl, 2, name="tflite_add"), Const(1 << 30, 62), addend)
 

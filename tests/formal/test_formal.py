@@ -151,7 +151,7 @@ def test_requant_lane_equals_contract(tmp_path):
     # single's rounding constant 2**(31 - shift) instead of 2**(30 - shift): rounds at the wrong bit.
     ("(30 - shift).as_unsigned()[:6], 3", "(31 - shift).as_unsigned()[:6], 3"),
     # 2**(30 - shift) - 1: ties round down instead of up (round-half-down).
-    ("addend = Const(1, 62) << round_at", "addend = (Const(1, 62) << round_at) - 1"),
+    ("(Const(1, 62) << round_at)[:64]", "((Const(1, 62) << round_at) - 1)[:64]"),
     # the clamp lets qmax + 1 through (off by one).
     ("Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))", "Mux(y < qmin, qmin, Mux(y > qmax + 1, qmax, y))"),
 ], ids=["rounding-bit", "round-half-down", "clamp-off-by-one"])
