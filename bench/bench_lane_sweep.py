@@ -21,8 +21,7 @@ from qhw.hw.config import ArrayConfig
 
 # (name, old, new): a broken lane each; the sweep must find a mismatch in every one.
 MUTANTS = (
-    ("single round-half-down", "addend = Const(1, 62) << (30 - shift3).as_unsigned()[:6]",
-     "addend = (Const(1, 62) << (30 - shift3).as_unsigned()[:6]) - 1"),
+    ("single round-half-down", "(Const(1, 62) << round_at)[:64]", "((Const(1, 62) << round_at) - 1)[:64]"),
     ("tflite round-half-down", "up.eq((q & mask) > Mux(q < 0, half1, half))",
      "up.eq((q & mask) > Mux(q < 0, half1, half1))"),
     ("clamp off by one", "Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))",

@@ -260,6 +260,9 @@ class BankHarness(Elaboratable):
         wiring.connect(m, loader.banks, issuer.banks)
         m.d.comb += cmd.done.eq(~loader.busy & issuer.idle)
         full, drain = loader.banks.full, [_internal(loader_m, f"drain{b}") for b in range(2)]
+        drained = _internal(loader_m, "drained")
+        params_we = [[s for s in loader_m._driving if getattr(s, "name", "").startswith(f"params_we{b}_")]
+                     for b in range(2)]
         filling = ~loader_m._generated["loader"].ongoing("WAIT")
         loading = _internal(loader_m, "bank")
 
@@ -282,6 +285,9 @@ class BankHarness(Elaboratable):
                 # released bank drains at least as long as it is in use; the tile just released has
                 # the full drain ahead; the loader fills only a bank that is empty and drained.
                 Assert(use[b] <= self.window),
+                Assert(drained[b] == (drain[b] == 0)),      # the loader's register copy of the test
+                # a parameter beat lands a cycle after its handshake, in the bank being filled
+                *(Assert(~we | (filling & (loading == b))) for we in params_we[b]),
                 Assert((use[b] == 0) | full[b] | (drain[b] >= use[b])),
                 Assert(~(beat & ~full[b]) | (drain[b] == self.config.bank_drain_cycles)),
                 Assert(~(filling & (loading == b)) | (~full[b] & (drain[b] == 0))),

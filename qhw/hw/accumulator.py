@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from ..contract import ACCUMULATE_LATENCY
 from .config import ArrayConfig, check_config
 from .issuer import tag_layout
+from .replica import replica
 from .skew import delayed
 
 __all__ = ["Accumulator", "row_layout"]
@@ -30,9 +31,10 @@ class Accumulator(wiring.Component):
     ``config.array_latency`` cycles later. The memory (``acc_depth`` rows) is read-modify-written
     once per cycle with the block RAM's clock-to-out, the adder and the write in different cycles:
     the row is read one cycle early and its data registered, and the sum is written from a register
-    a cycle after the add. The read port is transparent for a write in its own cycle; the two
-    younger writes, of the two beats just before (M <= 2: the same row's K tiles back to back), are
-    taken from the adder's output registers instead (forwarding).
+    a cycle after the add. The three writes younger than a row's read, of the three beats just before
+    (M <= 3: the same row's K tiles back to back), are taken from the adder's output registers
+    instead (forwarding); the third is the write in the read's own cycle, which the block RAM does
+    not pass through (a transparent read port became soft logic behind the RAM's output).
 
     ``next_bank`` is the bank of the row ``row`` carries in the next cycle, so the lanes can select
     their parameters into registers a cycle early.
@@ -61,7 +63,7 @@ class Accumulator(wiring.Component):
         m.submodules.acc_mem = mem = Memory(shape=data.ArrayLayout(signed(c.sum_bits), C),
                                             depth=c.acc_depth, init=[])
         wp = mem.write_port()
-        rp = mem.read_port(transparent_for=(wp,))
+        rp = mem.read_port()
         tag = Signal(data.StructLayout({"valid": 1, "tag": tag_layout()}))
         m.d.comb += [tag.valid.eq(self.tag.valid), tag.tag.eq(self.tag.payload)]
         tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
@@ -75,24 +77,37 @@ class Accumulator(wiring.Component):
         total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
         last_total = Signal.like(total, reset_less=True)    # the sum of the beat one cycle older, written from here
         last2 = Signal.like(total, reset_less=True)         # and of the beat two cycles older
+        older = Signal.like(total, reset_less=True)         # the beat two or three cycles older, forwarded
         wrote = Signal()
         m.d.comb += wrote.eq(tag_d.valid & ~tag_d.tag.last)
         # The memory is written from registers a cycle after the add (the adder's carry chain and the
-        # route to the block RAMs are not one cycle), so the two writes younger than a beat's read
-        # are forwarded: the beat one cycle older from ``last_total``, two cycles older from ``last2``.
-        # Both matches are decided a cycle ahead, so no row compare is in front of the adder.
-        w_addr = Signal.like(tag_d.tag.m, name="w_addr")
+        # route to the block RAMs are not one cycle), so the three writes younger than a beat's read
+        # are forwarded: the beat one cycle older from ``last_total``; two or three cycles older from
+        # ``older``, that sum (``last2`` or the one before it) selected a cycle ahead. The matches are
+        # decided ahead, so no row compare is in front of the adder and the multiplexer stays 3:1.
+        # Rows are compared as the memory sees them, by its address bits (``m`` truncated): equal
+        # addresses are the same memory row, and a 9-bit compare is one LUT level shorter than 16 bits.
+        abits = len(rp.addr)
+        w_addr = Signal(abits, name="w_addr")
         w_en = Signal(name="w_en")
-        forward1 = Signal()
-        forward2 = Signal()
-        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m), w_en.eq(wrote),
-                     forward1.eq(wrote & (tag_d.tag.m == tag_d1.tag.m)),
-                     forward2.eq(w_en & (w_addr == tag_d1.tag.m))]
+        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m[:abits]), w_en.eq(wrote)]
+        same1 = wrote & (tag_d.tag.m[:abits] == tag_d1.tag.m[:abits])      # the beat at tag_d1
+        # For the beat on the read address (tag_r): the beat two cycles older is adding now, the
+        # one three cycles older is writing now.
+        same2 = wrote & (tag_d.tag.m[:abits] == tag_r.tag.m[:abits])
+        same3 = Signal(name="forward3_early")
+        m.d.sync += same3.eq(w_en & (w_addr == tag_r.tag.m[:abits]))
         for j in range(C):
-            with m.If(tag_d.tag.first):
+            # Each column's own copies of the select bits: one register each would fan out to every
+            # bit of every column's multiplexer (8 x 28 at 8x8) in front of the adder.
+            first, forward1, forward2, forward_old = (replica(Signal(name=n), name=f"{n}_{j}")
+                                                      for n in ("first", "forward1", "forward2", "forward_old"))
+            m.d.sync += [first.eq(tag_d1.tag.first), forward1.eq(same1), forward2.eq(same2),
+                         forward_old.eq(forward2 | same3), older[j].eq(Mux(forward2, last_total[j], last2[j]))]
+            with m.If(first):
                 m.d.comb += total[j].eq(psum_d[j])
             with m.Else():
-                m.d.comb += total[j].eq(Mux(forward1, last_total[j], Mux(forward2, last2[j], rd[j])) + psum_d[j])
+                m.d.comb += total[j].eq(Mux(forward1, last_total[j], Mux(forward_old, older[j], rd[j])) + psum_d[j])
         m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(last_total), wp.en.eq(w_en)]
         # A register between this add and the lanes' bias add keeps two carry chains out of one cycle.
         m.d.sync += [self.row.payload.sum.eq(total), self.row.payload.bank.eq(tag_d.tag.bank),

@@ -83,7 +83,12 @@ class Issuer(wiring.Component):
         n_left = Signal(unsigned(MAX_GEMM_N_BITS))  # N - n0
         last_n = Signal()                           # n_left <= cols
         with m.If(self.gemm.start):
-            m.d.sync += [run.eq(1), row.eq(0), rows_left.eq(new.m - 1), last_row.eq(new.m == 1),
+            m.d.sync += run.eq(1)
+        # While no command runs (nothing is issued), the counters follow the offered command
+        # (``new``), so at ``start`` they take its values as before, loaded under a register (``run``)
+        # instead of ``start``'s handshake logic.
+        with m.If(~run):
+            m.d.sync += [row.eq(0), rows_left.eq(new.m - 1), last_row.eq(new.m == 1),
                          m1.eq(new.m - 1), m_one.eq(new.m == 1),
                          k_left.eq(new.k), last_k.eq(new.k <= R), first_k.eq(1), k_one.eq(new.k <= R),
                          n_left.eq(new.n), last_n.eq(new.n <= C)]

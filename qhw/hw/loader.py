@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,8 +10,11 @@ from ..contract import MAX_GEMM_N_BITS
 from .command import gemm_signature
 from .config import ArrayConfig, check_config
 from .layouts import params_layout, weights_layout
+from .replica import replica
 
 __all__ = ["Loader", "bank_signature"]
+
+_PARAM_GROUP = 72       # parameter bits per copy of the bank write enable
 
 
 def bank_signature() -> wiring.Signature:
@@ -69,9 +72,14 @@ class Loader(wiring.Component):
 
         # Bank b is reusable ``bank_drain_cycles`` after its release (the count starts at the release).
         drain = Array(Signal(range(c.bank_drain_cycles + 1), name=f"drain{b}") for b in range(2))
+        # drained[b] is ``drain[b] == 0``, kept as a register (decided from this cycle's count and
+        # release) so the bank-free test in WAIT is a LUT of registers, not a compare behind a mux.
+        drained = Signal(2, name="drained", init=0b11)
         for b in range(2):
+            released = release.valid & (release.payload == b)
             with m.If(drain[b] != 0):
                 m.d.sync += drain[b].eq(drain[b] - 1)
+            m.d.sync += drained[b].eq(Mux(released, c.bank_drain_cycles == 0, drain[b] <= 1))
         with m.If(release.valid):
             m.d.sync += [full.bit_select(release.payload, 1).eq(0), drain[release.payload].eq(c.bank_drain_cycles)]
 
@@ -85,10 +93,36 @@ class Loader(wiring.Component):
         real = Signal()                             # row < k_left: a weight row, not a zero row
         n_left = Signal(unsigned(MAX_GEMM_N_BITS))  # N - n0
         last_n = Signal()                           # n_left <= cols
+        # Compares on registers that change only at a tile's end or while idle, read only at a later
+        # tile's write or end: free-running registers, one cycle behind their inputs, which is never
+        # visible (a WAIT cycle always lies between a change and the next write).
+        k_le_2r = Signal(name="k_le_2r")            # k_left <= 2 * rows
+        n_le_2c = Signal(name="n_le_2c")            # n_left <= 2 * cols
+        k_more = Signal(R, name="k_more")           # bit r: k_left > r + 1 (row r + 1 is a weight row)
+        m.d.sync += [k_le_2r.eq(k_left <= 2 * R), n_le_2c.eq(n_left <= 2 * C),
+                     k_more.eq(Cat(k_left > r + 1 for r in range(R)))]
         new = self.gemm.new
         with m.If(self.gemm.start):
-            m.d.sync += [run.eq(1), row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
+            m.d.sync += run.eq(1)
+        # Idle (in WAIT), the counters follow the offered command, as in the issuer.
+        with m.If(~run):
+            m.d.sync += [row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
                          real.eq(1), n_left.eq(new.n), last_n.eq(new.n <= C)]
+
+        # The parameter beat lands in its bank a cycle after its handshake (the bank is being filled:
+        # its rows follow), from registers: the write enable reaches every parameter bit of the bank
+        # (552 at 8x8), so it leaves flip-flops, a copy per bank and group of _PARAM_GROUP bits.
+        take = Signal()
+        p_data = Signal.like(self.params.payload, name="params_r", reset_less=True)
+        m.d.sync += p_data.eq(self.params.payload)
+        width = len(p_data.as_value())
+        for b in range(2):
+            for lo in range(0, width, _PARAM_GROUP):
+                hi = min(lo + _PARAM_GROUP, width)
+                we = replica(Signal(name="params_we"), name=f"params_we{b}_{lo // _PARAM_GROUP}")
+                m.d.sync += we.eq(take & (bank == b))
+                with m.If(we):
+                    m.d.sync += self.param_banks[b].as_value()[lo:hi].eq(p_data.as_value()[lo:hi])
 
         # The weight-row write leaves through registers: its one-hot enable, bank and data fan out
         # to every PE, so no logic may sit between them and the weight registers.
@@ -98,7 +132,7 @@ class Loader(wiring.Component):
                      self.w_data.eq(Mux(zero, 0, self.weights.payload.as_value()))]
         with m.FSM(name="loader"):
             with m.State("WAIT"):
-                bank_free = run & ~full.bit_select(bank, 1) & (drain[bank] == 0)
+                bank_free = run & ~full.bit_select(bank, 1) & drained.bit_select(bank, 1)
                 with m.If(bank_free & last_k):
                     m.next = "PARAMS"
                 with m.Elif(bank_free):
@@ -106,7 +140,7 @@ class Loader(wiring.Component):
             with m.State("PARAMS"):
                 m.d.comb += self.params.ready.eq(1)
                 with m.If(self.params.valid):
-                    m.d.sync += self.param_banks[bank].eq(self.params.payload)
+                    m.d.comb += take.eq(1)
                     m.next = "ROWS"
             with m.State("ROWS"):
                 with m.If(real):
@@ -114,15 +148,15 @@ class Loader(wiring.Component):
                 with m.Else():
                     m.d.comb += [zero.eq(1), write.eq(1)]   # zero-fill rows past K
                 with m.If(write):
-                    m.d.sync += [row.eq(row + 1), real.eq(k_left > row + 1)]
+                    m.d.sync += [row.eq(row + 1), real.eq(k_more.bit_select(row, 1))]
                     with m.If(row == R - 1):
                         m.d.sync += [row.eq(0), real.eq(1), full.bit_select(bank, 1).eq(1), bank.eq(~bank)]
                         with m.If(last_k):
                             m.d.sync += [k_left.eq(cmd.k), last_k.eq(k_one),
-                                         n_left.eq(n_left - C), last_n.eq(n_left <= 2 * C)]
+                                         n_left.eq(n_left - C), last_n.eq(n_le_2c)]
                             with m.If(last_n):
                                 m.d.sync += run.eq(0)
                         with m.Else():
-                            m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_left <= 2 * R)]
+                            m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_le_2r)]
                         m.next = "WAIT"
         return m

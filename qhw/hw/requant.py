@@ -121,6 +121,7 @@ class RequantLane(wiring.Component):
         m = Module()
         c = self.config
         self._valid_tap = None          # set by a serial fixed-point path
+        self._sat = None                # (flags, stage): the parallel fixed-point path's saturation
 
         def selects(mode):
             if mode not in c.rounding:
@@ -145,6 +146,13 @@ class RequantLane(wiring.Component):
         # Align the paths, then: + zero point (a subtraction for onnx's negative magnitudes) ...
         aligned = [(delayed(m, r, depth - ready, name=f"{r.name}_pad"),
                     delayed(m, neg, depth - ready, name=f"{r.name}_neg_pad")) for r, neg, ready in paths]
+        # The fixed-point result is narrowed to _FIXED_R_BITS without its saturation; whether it
+        # saturates (``over``) and which way (``below``) come beside it and take effect here.
+        over, below = Const(0, 1), Const(0, 1)
+        if self._sat is not None:
+            flags, ready = self._sat
+            flags = delayed(m, flags, depth - ready, name="fixed_sat_pad")
+            over, below = flags[0], flags[1]
         if len(aligned) == 1:
             r, neg = aligned[0]
         else:
@@ -152,13 +160,17 @@ class RequantLane(wiring.Component):
             (r_fixed, _), (r_onnx, neg_onnx) = aligned
             r = Mux(is_onnx, r_onnx, r_fixed)
             neg = is_onnx & neg_onnx
+            over = over & ~is_onnx
         # The lane's own copies of the per-command constants: one register from the command
         # register to every lane takes the fan-out route off the adder and the clamp.
         zero_point, qmin, qmax = (replica(v, name=f"{n}_r") for v, n in
                                   ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
         m.d.sync += [zero_point.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
         y = Signal(signed(len(r) + 2), name="out_y")
-        m.d.sync += y.eq(Mux(neg, zero_point - r, zero_point + r))
+        # A saturated fixed-point result is +-2**33, beyond any qmin/qmax (element values), as
+        # zero_point + the saturated value was: the clamp below gives the same bound.
+        lo, hi = -(1 << (_FIXED_R_BITS - 1)), (1 << (_FIXED_R_BITS - 1)) - 1
+        m.d.sync += y.eq(Mux(over, Mux(below, lo, hi), Mux(neg, zero_point - r, zero_point + r)))
         # ... and the clamp.
         m.d.sync += self.o.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
         _check_stages("the lane", depth + 2, c.requant_latency)     # the paths, then y and the clamp
@@ -199,9 +211,11 @@ class RequantLane(wiring.Component):
             return value if serial else delayed(m, value, 2, name=name)
 
         # The rounding constant, decoded where the multiplier registers it: 2**(30 - shift) for
-        # single, 2**30 for tflite (carrying 6 bits costs less than carrying 62).
-        shift3 = shift_h if serial else delayed(m, shift, 3, name="shift")
-        addend = Const(1, 62) << (30 - shift3).as_unsigned()[:6]
+        # single, 2**30 for tflite (carrying 6 bits costs less than carrying 62). Its position is
+        # subtracted before the delay line, so only the decode is in front of the register.
+        round_at = ((30 - shift_h).as_unsigned()[:6] if serial
+                    else delayed(m, (30 - shift).as_unsigned()[:6], 3, name="round_at"))
+        addend = (Const(1, 62) << round_at)[:64]     # a 6-bit shift of 1: bits 64 and up are zero
         if has_tflite:
             addend = Mux(delayed(m, tfl, 2, name="tflite_add"), Const(1 << 30, 62), addend)
 
@@ -262,8 +276,13 @@ class RequantLane(wiring.Component):
         total_lo = delayed(m, total_x[:3], 1, name="total_lo")
         sh_single = Signal.like(t, name=f"s{ready + 2}_single")
         m.d.sync += sh_single.eq(single_hi >> total_lo)
+        # single's narrowing: the low bits, and the saturation flags beside them (applied at the
+        # zero point's add: the 29-bit all-equal test and a 34-bit select were one stage here).
+        sat = Signal(2, name=f"s{built}_fixed_sat")
+        self._sat = (sat, built)
+        over = _overflows(sh_single, _FIXED_R_BITS)
         if not has_tflite:
-            m.d.sync += r.eq(_saturate(sh_single, _FIXED_R_BITS))
+            m.d.sync += [r.eq(sh_single[:_FIXED_R_BITS]), sat.eq(Cat(over, sh_single[-1]))]
             return r, Const(0, 1), built
 
         # 5: RoundingDivideByPOT(q, right): floor shift, and whether the remainder passes the
@@ -286,7 +305,7 @@ class RequantLane(wiring.Component):
         m.d.sync += rounded.eq(sh_tflite + up)
         # 7: the narrowing (single), or the rounded result (tflite).
         tfl_x = beside("tflite", tfl, ready + 2, "tfl")
-        m.d.sync += r.eq(Mux(tfl_x, rounded, _saturate(sh_single, _FIXED_R_BITS)))
+        m.d.sync += [r.eq(Mux(tfl_x, rounded, sh_single[:_FIXED_R_BITS])), sat.eq(Cat(over & ~tfl_x, sh_single[-1]))]
         return r, Const(0, 1), built
 
     def _serial_shift(self, m, t, total_x, ready, r, has_tflite, right_t, right_x, tfl_t):
@@ -440,6 +459,12 @@ def _check_stages(what: str, built: int, contract: int) -> None:
 # the zero point: |r| >= 2**32 clamps to qmin or qmax (element values, at most 16 bits) exactly
 # as the full value would. 34 bits hold tflite's int32 result plus its round-up bit.
 _FIXED_R_BITS = 34
+
+
+def _overflows(value, bits):
+    """Whether ``value`` is outside the signed ``bits``-bit range (its top bits not all equal)."""
+    top = value[bits - 1:]
+    return ~(top.all() | ~top.any())
 
 
 def _saturate(value, bits):

@@ -14,7 +14,7 @@ PARTIAL_PRODUCT_STAGES + tree_levels(terms)``, ``terms`` = partial products, +1 
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import Cat, Module, Shape, Signal, Value, signed, unsigned
 
 from ..contract import CHUNK, PARTIAL_PRODUCT_STAGES, chunk_count, product_latency
 from ..errors import ConfigError
@@ -37,6 +37,25 @@ def _chunks(value: Value) -> list[tuple[Value, int]]:
         else:
             out.append((value[lo:lo + CHUNK], lo))
     return out
+
+
+def _bounds(shape: Shape) -> tuple[int, int]:
+    """The least and greatest value of ``shape``."""
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
+
+
+def _fit(lo: int, hi: int) -> Shape:
+    """The narrowest shape that holds every value from ``lo`` to ``hi``."""
+    if lo < 0:
+        return signed(max((-lo - 1).bit_length(), hi.bit_length()) + 1)
+    return unsigned(max(hi.bit_length(), 1))
+
+
+def _product_bounds(x: tuple[int, int], y: tuple[int, int]) -> tuple[int, int]:
+    corners = [a * b for a in x for b in y]
+    return min(corners), max(corners)
 
 
 def _add(x: Value, wx: int, y: Value, wy: int) -> tuple[Value, int]:
@@ -77,25 +96,36 @@ def pipelined_product(m: Module, a: Value, b: Value, *, addend: Value | None = N
             p = mul.p if ca.shape().signed else mul.p.as_unsigned()
             pp = Signal(p.shape(), name=f"{name}_pp{i}{j}")       # fabric register beside the DSP
             m.d.sync += pp.eq(p)
-            terms.append((pp, sa + sb))         # (value, its weight: low zero bits not built)
+            # (value, its weight: low zero bits not built, the value's least and greatest)
+            terms.append((pp, sa + sb, _product_bounds(_bounds(ca.shape()), _bounds(cb.shape()))))
     stages = mul_latency + PARTIAL_PRODUCT_STAGES     # partial products registered
     if addend is not None:
-        terms.append((delayed(m, Value.cast(addend), stages, name=f"{name}_pp_add"), 0))
+        addend = Value.cast(addend)
+        terms.append((delayed(m, addend, stages, name=f"{name}_pp_add"), 0, _bounds(addend.shape())))
     level = 0
     while len(terms) > 1:
         level += 1
         nxt = []
         for k in range(0, len(terms), 2):
-            value, weight = terms[k] if k + 1 == len(terms) else _add(*terms[k], *terms[k + 1])
-            s = Signal(value.shape(), name=f"{name}_l{level}_{k // 2}")
+            if k + 1 == len(terms):
+                value, weight, (lo, hi) = terms[k]
+            else:
+                (x, wx, bx), (y, wy, by) = terms[k], terms[k + 1]
+                value, weight = _add(x, wx, y, wy)
+                lo = (bx[0] << (wx - weight)) + (by[0] << (wy - weight))
+                hi = (bx[1] << (wx - weight)) + (by[1] << (wy - weight))
+            # Each level's register is as wide as its sum can be, not as Amaranth's widths grow
+            # (at the lanes' 33 x 31-bit product + addend: 66 bits, not 128, so the last carry
+            # chain and everything after it are half as long).
+            s = Signal(_fit(lo, hi), name=f"{name}_l{level}_{k // 2}")
             m.d.sync += s.eq(value)
-            nxt.append((s, weight))
+            nxt.append((s, weight, (lo, hi)))
         terms = nxt
     built = stages + level
     expected = product_latency(a.shape().width, a.shape().signed, b.shape().width, addend=addend is not None)
     if built != expected:
         raise ConfigError(f"{name}: the wide product was built with {built} stages, but the hardware contract "
                           f"(qhw.contract.product_latency) says {expected}")
-    value, weight = terms[0]
+    value, weight, _ = terms[0]
     assert weight == 0          # the (0, 0) partial product has weight 0, and a sum the lighter weight
     return value

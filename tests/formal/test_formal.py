@@ -100,7 +100,7 @@ def test_double_buffering_proven(tmp_path):
 
 def test_loader_ignoring_the_drain_is_caught_from_reset(tmp_path):
     # The loader refills a released bank at once, while its last wavefront is still in the array.
-    Broken = mutant(loader.Loader, "bank_free = run & ~full.bit_select(bank, 1) & (drain[bank] == 0)",
+    Broken = mutant(loader.Loader, "bank_free = run & ~full.bit_select(bank, 1) & drained.bit_select(bank, 1)",
                     "bank_free = run & ~full.bit_select(bank, 1)")
     harness = BankHarness(config=CONFIG, loader=Broken)
     r = run_proof(harness, name="banks_mutant", ports=harness.ports, build_dir=tmp_path, mode="bmc", depth=12)
@@ -149,10 +149,9 @@ def test_requant_lane_equals_contract(tmp_path):
 
 @pytest.mark.parametrize(("old", "new"), [
     # single's rounding constant 2**(31 - shift) instead of 2**(30 - shift): rounds at the wrong bit.
-    ("addend = Const(1, 62) << (30 - shift3)", "addend = Const(1, 62) << (31 - shift3)"),
+    ("(30 - shift).as_unsigned()[:6], 3", "(31 - shift).as_unsigned()[:6], 3"),
     # 2**(30 - shift) - 1: ties round down instead of up (round-half-down).
-    ("addend = Const(1, 62) << (30 - shift3).as_unsigned()[:6]",
-     "addend = (Const(1, 62) << (30 - shift3).as_unsigned()[:6]) - 1"),
+    ("(Const(1, 62) << round_at)[:64]", "((Const(1, 62) << round_at) - 1)[:64]"),
     # the clamp lets qmax + 1 through (off by one).
     ("Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))", "Mux(y < qmin, qmin, Mux(y > qmax + 1, qmax, y))"),
 ], ids=["rounding-bit", "round-half-down", "clamp-off-by-one"])

@@ -190,7 +190,7 @@ def gemm_beats(config, m, kt, rng, gap):
 @pytest.mark.parametrize("m", [1, 2, 3])
 def test_accumulator_forwarding_back_to_back(m):
     """K tiles back to back with no gap: M = 1 and M = 2 read a row whose sum is still in the adder's
-    output registers (forwarding), M = 3 the row written in the same cycle (transparent port); each
+    output registers (forwarding), M = 3 the row written in the cycle of its read (forwarded too); each
     result row ``latency`` cycles after its psum."""
     c = small(acc_depth=4)
     rng = random.Random(m)
