@@ -3,7 +3,7 @@
 ``HostLink`` = ``UARTRx`` -> receive FIFO -> ``FrameParser`` -> ``LinkControl`` -> ``data`` stream
 (accepted, in-sequence frames for the payload); the payload's ``result`` stream and the link's
 acks, errors and info -> ``LinkControl`` -> ``FrameSender`` -> ``UARTTx``. The payload sees only
-``data`` (op, payload bytes), ``result``, ``soft_reset`` (one cycle, after a reset frame) and
+``data`` (op, payload bytes), ``result``, ``soft_reset`` (one cycle, the cycle after a reset frame is taken) and
 reports ``rejected`` (level; its rising edge is reported) and ``not_ready`` (pulse).
 """
 
@@ -247,7 +247,9 @@ class LinkControl(wiring.Component):
     A sequenced frame is accepted (``data``, ack) only if its ``seq`` is the expected one; an older one
     (a duplicate) is acked again without being executed, a newer one (a frame was lost) is dropped and
     answered once with ``out_of_sequence`` until the expected frame arrives. ``reset`` and ``info`` are
-    handled even while ``data`` waits for the payload, so a reset reaches a stalled payload.
+    handled even while ``data`` waits for the payload, so a reset reaches a stalled payload. A frame
+    is taken from its second offered cycle (the sequence compare is registered); ``soft_reset`` is a
+    flip-flop, high the cycle after a reset frame is taken, when the link's own state is reset too.
     """
 
     def __init__(self, *, max_payload: int, result_bytes: int, info: bytes):
@@ -282,8 +284,14 @@ class LinkControl(wiring.Component):
             m.d.comb += sequenced.eq(1)
         diff = Signal(8)
         m.d.comb += diff.eq(rx.seq - expected)
-        in_order = sequenced & (diff == 0)
-        m.d.comb += self.rx.ready.eq(~in_order | ~self.data.valid)
+        # The sequence compare is registered and a frame taken from its second offered cycle (the
+        # parser holds it; ``expected`` changes only when one is taken), so the data register's
+        # enable and ``ready`` come from flip-flops, not through the subtraction.
+        seen = Signal()         # rx.valid last cycle without a handshake: the compares below are this frame's
+        in_order, behind = Signal(), Signal()
+        m.d.sync += [seen.eq(self.rx.valid & ~self.rx.ready), in_order.eq(sequenced & (diff == 0)),
+                     behind.eq(diff[7])]
+        m.d.comb += self.rx.ready.eq(seen & (~in_order | ~self.data.valid))
 
         # ---------------------------------------------------------------- replies (priority order)
         tx = self.tx.payload
@@ -338,20 +346,23 @@ class LinkControl(wiring.Component):
             m.d.sync += self.data.valid.eq(0)
         with m.If(self.rx.valid & self.rx.ready):
             with m.If(rx.op == OPCODES["reset"]):
-                m.d.comb += self.soft_reset.eq(1)
-                m.d.sync += [expected.eq(rx.seq + 1), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0),
-                             reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
-                m.d.sync += [p.eq(0) for p in pend.values()]
+                # the reset itself is the next cycle's (``soft_reset`` from a flip-flop: it fans out to
+                # every register of the payload); the link's own state is reset in that cycle too
+                m.d.sync += [expected.eq(rx.seq + 1), self.soft_reset.eq(1)]
             with m.Elif(rx.op == OPCODES["info"]):
                 m.d.sync += info_pend.eq(1)
             with m.Elif(in_order):
                 m.d.sync += [self.data.payload.eq(rx), self.data.valid.eq(1), expected.eq(expected + 1),
                              ack_pend.eq(1), nak_sent.eq(0)]
-            with m.Elif(diff[7]):              # behind: a duplicate, already executed
+            with m.Elif(behind):                # behind: a duplicate, already executed
                 m.d.sync += ack_pend.eq(1)
             with m.Elif(~nak_sent):             # ahead: something was lost
                 raise_error("out_of_sequence", rx.seq)
                 m.d.sync += nak_sent.eq(1)
+        with m.If(self.soft_reset):             # last: the reset's clears win over this cycle's events
+            m.d.sync += [self.soft_reset.eq(0), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0),
+                         reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
+            m.d.sync += [p.eq(0) for p in pend.values()]
         return m
 
 
