@@ -69,11 +69,15 @@ class Loader(wiring.Component):
 
         # Bank b is reusable ``bank_drain_cycles`` after its release (the count starts at the release).
         drain = Array(Signal(range(c.bank_drain_cycles + 1), name=f"drain{b}") for b in range(2))
+        # ``drained[b]`` is ``drain[b] == 0``, a register decided a cycle ahead: the bank-free test
+        # in front of the state register is then one multiplexer of flip-flops, not a counter compare.
+        drained = Array(Signal(init=1, name=f"drained{b}") for b in range(2))
         for b in range(2):
             with m.If(drain[b] != 0):
-                m.d.sync += drain[b].eq(drain[b] - 1)
+                m.d.sync += [drain[b].eq(drain[b] - 1), drained[b].eq(drain[b] == 1)]
         with m.If(release.valid):
-            m.d.sync += [full.bit_select(release.payload, 1).eq(0), drain[release.payload].eq(c.bank_drain_cycles)]
+            m.d.sync += [full.bit_select(release.payload, 1).eq(0), drain[release.payload].eq(c.bank_drain_cycles),
+                         drained[release.payload].eq(c.bank_drain_cycles == 0)]
 
         run = self.busy             # tiles left in the current command
         bank = Signal()             # the bank the next tile goes to
@@ -98,7 +102,7 @@ class Loader(wiring.Component):
                      self.w_data.eq(Mux(zero, 0, self.weights.payload.as_value()))]
         with m.FSM(name="loader"):
             with m.State("WAIT"):
-                bank_free = run & ~full.bit_select(bank, 1) & (drain[bank] == 0)
+                bank_free = run & ~full.bit_select(bank, 1) & drained[bank]
                 with m.If(bank_free & last_k):
                     m.next = "PARAMS"
                 with m.Elif(bank_free):
