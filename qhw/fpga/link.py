@@ -12,6 +12,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
@@ -59,6 +60,10 @@ class FrameParser(wiring.Component):
     ``max_payload`` is abandoned after its header (``bad_length``); a partial frame with no byte for
     ``timeout`` cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode
     or a length that is not its opcode's is reported (``err_*`` for one cycle) and dropped.
+
+    The payload bytes go to a block RAM, not to ``o.payload`` (whose ``payload`` field is zero): while
+    ``o.valid`` a frame's byte ``i`` is read at ``rd_addr`` = ``i``, on ``rd_data`` a cycle later (on the
+    UP5K the frame in flip-flops was 3 % of the logic cells, for a second copy behind it).
     """
 
     def __init__(self, *, lengths: dict[int, int], timeout: int, max_payload: int,
@@ -71,6 +76,7 @@ class FrameParser(wiring.Component):
                 raise ConfigError(f"opcode {op}: unit {u} must be a power of two dividing its largest length")
         self.lengths, self.timeout, self.max_payload, self.units = dict(lengths), timeout, max_payload, units
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(frame_layout(self.max_payload))),
+                          "rd_addr": In(range(self.max_payload)), "rd_data": Out(8),
                           "err_valid": Out(1), "err_code": Out(4), "err_detail": Out(8)})
 
     def elaborate(self, platform):
@@ -83,6 +89,9 @@ class FrameParser(wiring.Component):
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(_crc_step(crc, byte))
         count = Signal(range(self.max_payload + 1))
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs={"ram_style": "block"})
+        wp, rp = buf.write_port(), buf.read_port()
+        m.d.comb += [wp.addr.eq(count), wp.data.eq(byte), rp.addr.eq(self.rd_addr), self.rd_data.eq(rp.data)]
         idle = Signal(range(self.timeout + 1))
         hunting = Signal()
 
@@ -141,7 +150,8 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    m.d.sync += [f.payload.word_select(count, 8).eq(byte), crc.eq(crc_next), count.eq(count + 1)]
+                    m.d.comb += wp.en.eq(1)
+                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1)]
                     with m.If(count + 1 == f.len):
                         m.next = "CRC0"
             with m.State("CRC0"):
@@ -252,13 +262,17 @@ class LinkControl(wiring.Component):
     flip-flop, high the cycle after a reset frame is taken, when the link's own state is reset too.
     """
 
-    def __init__(self, *, max_payload: int, result_bytes: int, info: bytes):
+    def __init__(self, *, max_payload: int, result_bytes: int, info: bytes, data_bytes: int | None = None):
         if result_bytes > max_payload or len(info) > max_payload:
             raise ConfigError("max_payload must hold the result and info payloads")
-        self.max_payload, self.result_bytes, self.info = max_payload, result_bytes, info
+        data_bytes = max_payload if data_bytes is None else data_bytes
+        if not 0 < data_bytes <= max_payload:
+            raise ConfigError(f"data_bytes must be in 1..{max_payload}, not {data_bytes!r}")
+        self.max_payload, self.result_bytes, self.info, self.data_bytes = max_payload, result_bytes, info, data_bytes
         layout = frame_layout(max_payload)
         super().__init__({
             "rx": In(stream.Signature(layout)),
+            "rd_addr": Out(range(max_payload)), "rd_data": In(8),
             "rx_err_valid": In(1), "rx_err_code": In(4), "rx_err_detail": In(8),
             "framing_error": In(1), "overflow": In(1), "rejected": In(1), "not_ready": In(1),
             "data": Out(stream.Signature(layout)),
@@ -291,7 +305,23 @@ class LinkControl(wiring.Component):
         in_order, behind = Signal(), Signal()
         m.d.sync += [seen.eq(self.rx.valid & ~self.rx.ready), in_order.eq(sequenced & (diff == 0)),
                      behind.eq(diff[7])]
-        m.d.comb += self.rx.ready.eq(seen & (~in_order | ~self.data.valid))
+        # An in-order frame's payload is copied from the parser's RAM into ``data`` a byte a cycle
+        # (``data_bytes`` reads, the data a cycle after each), then taken; the parser holds it meanwhile.
+        P = self.data_bytes
+        copying = Signal()
+        idx = Signal(range(P + 1))
+        shifting = Signal()                 # the byte read last cycle arrives: shift it in
+        copied = copying & (idx == P)
+        m.d.comb += self.rd_addr.eq(idx)
+        with m.If(self.rx.valid & seen & in_order & ~self.data.valid & ~copying):
+            m.d.sync += [copying.eq(1), idx.eq(0)]
+        with m.If(copying & (idx != P)):
+            m.d.sync += idx.eq(idx + 1)
+        m.d.sync += shifting.eq(copying & (idx != P))
+        body = self.data.payload.payload[:8 * P]
+        with m.If(shifting & ~self.data.valid):
+            m.d.sync += body.eq(Cat(body[8:], self.rd_data))
+        m.d.comb += self.rx.ready.eq(seen & (~in_order | (copied & ~self.data.valid)))
 
         # ---------------------------------------------------------------- replies (priority order)
         tx = self.tx.payload
@@ -352,15 +382,16 @@ class LinkControl(wiring.Component):
             with m.Elif(rx.op == OPCODES["info"]):
                 m.d.sync += info_pend.eq(1)
             with m.Elif(in_order):
-                m.d.sync += [self.data.payload.eq(rx), self.data.valid.eq(1), expected.eq(expected + 1),
-                             ack_pend.eq(1), nak_sent.eq(0)]
+                d = self.data.payload
+                m.d.sync += [d.op.eq(rx.op), d.seq.eq(rx.seq), d.len.eq(rx.len), self.data.valid.eq(1),
+                             expected.eq(expected + 1), ack_pend.eq(1), nak_sent.eq(0), copying.eq(0)]
             with m.Elif(behind):                # behind: a duplicate, already executed
                 m.d.sync += ack_pend.eq(1)
             with m.Elif(~nak_sent):             # ahead: something was lost
                 raise_error("out_of_sequence", rx.seq)
                 m.d.sync += nak_sent.eq(1)
         with m.If(self.soft_reset):             # last: the reset's clears win over this cycle's events
-            m.d.sync += [self.soft_reset.eq(0), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0),
+            m.d.sync += [self.soft_reset.eq(0), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0), copying.eq(0),
                          reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
             m.d.sync += [p.eq(0) for p in pend.values()]
         return m
@@ -398,7 +429,7 @@ class HostLink(wiring.Component):
         m = Module()
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)
         m.submodules.control = control = LinkControl(max_payload=self.max_payload, result_bytes=self.result_bytes,
-                                                     info=self.info)
+                                                     info=self.info, data_bytes=max(self.op_lengths.values()))
         if self.uart:
             m.submodules.urx = urx = UARTRx(divisor=self.divisor)
             m.submodules.utx = utx = UARTTx(divisor=self.divisor)
@@ -417,6 +448,7 @@ class HostLink(wiring.Component):
         m.d.comb += [parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
                      control.rx_err_valid.eq(parser.err_valid), control.rx_err_code.eq(parser.err_code),
                      control.rx_err_detail.eq(parser.err_detail),
+                     parser.rd_addr.eq(control.rd_addr), control.rd_data.eq(parser.rd_data),
                      control.rejected.eq(self.rejected), control.not_ready.eq(self.not_ready),
                      self.soft_reset.eq(control.soft_reset),
                      tx_in.payload.eq(sender.o.payload), tx_in.valid.eq(sender.o.valid & ~self.tx_hold),
