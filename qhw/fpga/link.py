@@ -305,22 +305,23 @@ class LinkControl(wiring.Component):
         in_order, behind = Signal(), Signal()
         m.d.sync += [seen.eq(self.rx.valid & ~self.rx.ready), in_order.eq(sequenced & (diff == 0)),
                      behind.eq(diff[7])]
-        # An in-order frame's payload is copied from the parser's RAM into ``data`` a byte a cycle
-        # (``data_bytes`` reads, the data a cycle after each), then taken; the parser holds it meanwhile.
+        # An in-order frame's payload is copied from the parser's RAM into ``data`` a byte a cycle, last
+        # byte first (each shifted in at the bottom, so byte 0 ends there; bytes past ``len`` are stale,
+        # as they were in the parser), then the frame is taken; the parser holds it meanwhile.
         P = self.data_bytes
         copying = Signal()
-        idx = Signal(range(P + 1))
+        togo = Signal(range(P + 1))         # bytes not yet read
         shifting = Signal()                 # the byte read last cycle arrives: shift it in
-        copied = copying & (idx == P)
-        m.d.comb += self.rd_addr.eq(idx)
+        copied = copying & (togo == 0)
+        m.d.comb += self.rd_addr.eq(togo - 1)
         with m.If(self.rx.valid & seen & in_order & ~self.data.valid & ~copying):
-            m.d.sync += [copying.eq(1), idx.eq(0)]
-        with m.If(copying & (idx != P)):
-            m.d.sync += idx.eq(idx + 1)
-        m.d.sync += shifting.eq(copying & (idx != P))
+            m.d.sync += [copying.eq(1), togo.eq(rx.len)]
+        with m.If(copying & (togo != 0)):
+            m.d.sync += togo.eq(togo - 1)
+        m.d.sync += shifting.eq(copying & (togo != 0))
         body = self.data.payload.payload[:8 * P]
         with m.If(shifting & ~self.data.valid):
-            m.d.sync += body.eq(Cat(body[8:], self.rd_data))
+            m.d.sync += body.eq(Cat(self.rd_data, body[:-8]))
         m.d.comb += self.rx.ready.eq(seen & (~in_order | (copied & ~self.data.valid)))
 
         # ---------------------------------------------------------------- replies (priority order)

@@ -72,32 +72,30 @@ class Accumulator(wiring.Component):
         tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
         m.d.comb += rp.addr.eq(tag_r.tag.m)
         tag_d1 = delayed(m, tag_r, 1, name="tag_rd")
-        tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and rd
+        tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and addend
         # Datapath registers without reset (the tags, which have one, qualify them).
         psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C), reset_less=True)
-        rd = Signal(data.ArrayLayout(signed(c.sum_bits), C), reset_less=True)
-        m.d.sync += [psum_d.eq(self.psum), rd.eq(rp.data)]
+        m.d.sync += psum_d.eq(self.psum)
         total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
         last_total = Signal.like(total, reset_less=True)    # the sum of the beat one cycle older, written from here
-        last2 = Signal.like(total, reset_less=True)         # and of the beat two cycles older
         wrote = Signal()
         m.d.comb += wrote.eq(tag_d.valid & ~tag_d.tag.last)
         # The memory is written from registers a cycle after the add (the adder's carry chain and the
         # route to the block RAMs are not one cycle), so the two writes younger than a beat's read
-        # are forwarded: the beat one cycle older from ``last_total``, two cycles older from ``last2``.
-        # Both matches are decided a cycle ahead, so no row compare is in front of the adder.
+        # are forwarded: the beat one cycle older from ``last_total``, two cycles older from what
+        # ``last_total`` held a cycle before. Everything but the one-older choice is decided a cycle
+        # ahead into ``addend`` (0 on the first K tile, else the two-older sum or the memory row), so
+        # one multiplexer stands in front of the adder.
         w_addr = Signal.like(tag_d.tag.m, name="w_addr")
         w_en = Signal(name="w_en")
-        forward1 = Signal()
-        forward2 = Signal()
-        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m), w_en.eq(wrote),
-                     forward1.eq(wrote & (tag_d.tag.m == tag_d1.tag.m)),
-                     forward2.eq(w_en & (w_addr == tag_d1.tag.m))]
+        forward1 = Signal()                                 # the one-older beat wrote this row (not first)
+        addend = Signal.like(total, reset_less=True)
+        forward2 = w_en & (w_addr == tag_d1.tag.m)          # for the beat in tag_d1: the two-older beat's row
+        m.d.sync += [last_total.eq(total), w_addr.eq(tag_d.tag.m), w_en.eq(wrote),
+                     forward1.eq(wrote & (tag_d.tag.m == tag_d1.tag.m) & ~tag_d1.tag.first)]
         for j in range(C):
-            with m.If(tag_d.tag.first):
-                m.d.comb += total[j].eq(psum_d[j])
-            with m.Else():
-                m.d.comb += total[j].eq(Mux(forward1, last_total[j], Mux(forward2, last2[j], rd[j])) + psum_d[j])
+            m.d.sync += addend[j].eq(Mux(tag_d1.tag.first, 0, Mux(forward2, last_total[j], rp.data[j])))
+            m.d.comb += total[j].eq(Mux(forward1, last_total[j], addend[j]) + psum_d[j])
         m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(last_total), wp.en.eq(w_en)]
         # A register between this add and the lanes' bias add keeps two carry chains out of one cycle.
         m.d.sync += [self.row.payload.sum.eq(total), self.row.payload.bank.eq(tag_d.tag.bank),
