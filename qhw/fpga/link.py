@@ -59,7 +59,7 @@ class FrameParser(wiring.Component):
     valid (the network engine's load words and input beats, several per frame). A frame longer than
     ``max_payload`` is abandoned after its header (``bad_length``); a partial frame with no byte for
     ``timeout`` cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode
-    or a length that is not its opcode's is reported (``err_*`` for one cycle) and dropped.
+    or a length that is not its opcode's is reported (``err_*`` for one cycle, the next) and dropped.
 
     The payload bytes go to a block RAM, not to ``o.payload`` (whose ``payload`` field is zero): while
     ``o.valid`` a frame's byte ``i`` is read at ``rd_addr`` = ``i``, on ``rd_data`` a cycle later (on the
@@ -95,8 +95,12 @@ class FrameParser(wiring.Component):
         idle = Signal(range(self.timeout + 1))
         hunting = Signal()
 
+        # Errors leave through registers (a cycle after their byte): the CRC check behind the receive
+        # FIFO's block RAM output is a path of its own, not one with the control's error registers.
+        m.d.sync += self.err_valid.eq(0)
+
         def error(code, detail):
-            m.d.comb += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
+            m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
 
         with m.If(take | hunting):
             m.d.sync += idle.eq(0)
