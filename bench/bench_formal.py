@@ -237,7 +237,8 @@ def _board(kw) -> bool:
 
 
 # the unpacker mutant's counterexample: a 16-byte input frame (2 beats) one byte a cycle, the first beat taken,
-# the second stalled and dropped at step 21
+# the second stalled and dropped at step 21 before the link copied a frame's payload a byte a cycle (session 13:
+# up to 17 cycles more per frame)
 NETWORK_MUTANT_DEPTH = 44
 
 
