@@ -168,26 +168,31 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    m.next = "HUNT"
-                    known = Signal()
-                    length_ok = Signal()
-                    with m.Switch(f.op):
-                        for op, n in self.lengths.items():
-                            with m.Case(op):
-                                if op in self.units:
-                                    u = self.units[op]
-                                    ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
-                                else:
-                                    ok = f.len == n
-                                m.d.comb += [known.eq(1), length_ok.eq(ok)]
-                    with m.If(crc_next != 0):
-                        error("bad_crc", f.op)
-                    with m.Elif(~known):
-                        error("unknown_opcode", f.op)
-                    with m.Elif(~length_ok):
-                        error("bad_length", f.op)
-                    with m.Else():
-                        m.next = "DONE"
+                    m.d.sync += crc.eq(crc_next)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # the frame checked a cycle after its last byte, from registers: the CRC's XOR tree
+                # behind the receive FIFO's RAM output is not in front of the checks
+                m.next = "HUNT"
+                known = Signal()
+                length_ok = Signal()
+                with m.Switch(f.op):
+                    for op, n in self.lengths.items():
+                        with m.Case(op):
+                            if op in self.units:
+                                u = self.units[op]
+                                ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
+                            else:
+                                ok = f.len == n
+                            m.d.comb += [known.eq(1), length_ok.eq(ok)]
+                with m.If(crc != 0):
+                    error("bad_crc", f.op)
+                with m.Elif(~known):
+                    error("unknown_opcode", f.op)
+                with m.Elif(~length_ok):
+                    error("bad_length", f.op)
+                with m.Else():
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.o.valid.eq(1), hunting.eq(1)]
                 with m.If(self.o.ready):
