@@ -89,6 +89,7 @@ class FrameParser(wiring.Component):
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(_crc_step(crc, byte))
         count = Signal(range(self.max_payload + 1))
+        last = Signal()         # count + 1 == len, a cycle ahead: no compare between a byte and the state
         m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs={"ram_style": "block"})
         wp, rp = buf.write_port(), buf.read_port()
         m.d.comb += [wp.addr.eq(count), wp.data.eq(byte), rp.addr.eq(self.rd_addr), self.rd_data.eq(rp.data)]
@@ -141,8 +142,8 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
                     length = Cat(f.len[:8], byte)
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0), last.eq(length == 1)]
                     with m.If(length > self.max_payload):
                         error("bad_length", f.op)
                         m.next = "HUNT"
@@ -155,8 +156,8 @@ class FrameParser(wiring.Component):
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.comb += wp.en.eq(1)
-                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1)]
-                    with m.If(count + 1 == f.len):
+                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1), last.eq(count + 2 == f.len)]
+                    with m.If(last):
                         m.next = "CRC0"
             with m.State("CRC0"):
                 m.d.comb += self.i.ready.eq(1)
