@@ -221,7 +221,7 @@ def _board(kw) -> bool:
     drop_top = mutant(board_top.BoardTop, "self.link = HostLink(", "self.link = BrokenLink(",
                       names={"BrokenLink": drop_link})
     ok &= _run("board_stream_rules_accel_2x2_mutant_link_drops_frame",
-               accel_board_rules(small, top_class=drop_top, reset=False), mode="bmc", depth=20, must="failed", **kw)
+               accel_board_rules(small, top_class=drop_top, reset=False), mode="bmc", depth=30, must="failed", **kw)
     array = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
     cfg = EngineConfig(array=array, weight_kib=1, act_kib=1, program_words=5 * DESCRIPTOR_WORDS)
     for frame in (16, DEFAULT_FRAME_BYTES):
@@ -237,8 +237,9 @@ def _board(kw) -> bool:
 
 
 # the unpacker mutant's counterexample: a 16-byte input frame (2 beats) one byte a cycle, the first beat taken,
-# the second stalled and dropped at step 21
-NETWORK_MUTANT_DEPTH = 24
+# the second stalled and dropped at step 21 before the link copied a frame's payload a byte a cycle (session 13:
+# up to 17 cycles more per frame)
+NETWORK_MUTANT_DEPTH = 44
 
 
 def _compiled_programs(cfg):

@@ -3,7 +3,7 @@
 ``HostLink`` = ``UARTRx`` -> receive FIFO -> ``FrameParser`` -> ``LinkControl`` -> ``data`` stream
 (accepted, in-sequence frames for the payload); the payload's ``result`` stream and the link's
 acks, errors and info -> ``LinkControl`` -> ``FrameSender`` -> ``UARTTx``. The payload sees only
-``data`` (op, payload bytes), ``result``, ``soft_reset`` (one cycle, after a reset frame) and
+``data`` (op, payload bytes), ``result``, ``soft_reset`` (one cycle, the cycle after a reset frame is taken) and
 reports ``rejected`` (level; its rising edge is reported) and ``not_ready`` (pulse).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
@@ -58,7 +59,11 @@ class FrameParser(wiring.Component):
     valid (the network engine's load words and input beats, several per frame). A frame longer than
     ``max_payload`` is abandoned after its header (``bad_length``); a partial frame with no byte for
     ``timeout`` cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode
-    or a length that is not its opcode's is reported (``err_*`` for one cycle) and dropped.
+    or a length that is not its opcode's is reported (``err_*`` for one cycle, the next) and dropped.
+
+    The payload bytes go to a block RAM, not to ``o.payload`` (whose ``payload`` field is zero): while
+    ``o.valid`` a frame's byte ``i`` is read at ``rd_addr`` = ``i``, on ``rd_data`` a cycle later (on the
+    UP5K the frame in flip-flops was 3 % of the logic cells, for a second copy behind it).
     """
 
     def __init__(self, *, lengths: dict[int, int], timeout: int, max_payload: int,
@@ -71,6 +76,7 @@ class FrameParser(wiring.Component):
                 raise ConfigError(f"opcode {op}: unit {u} must be a power of two dividing its largest length")
         self.lengths, self.timeout, self.max_payload, self.units = dict(lengths), timeout, max_payload, units
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(frame_layout(self.max_payload))),
+                          "rd_addr": In(range(self.max_payload)), "rd_data": Out(8),
                           "err_valid": Out(1), "err_code": Out(4), "err_detail": Out(8)})
 
     def elaborate(self, platform):
@@ -83,11 +89,19 @@ class FrameParser(wiring.Component):
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(_crc_step(crc, byte))
         count = Signal(range(self.max_payload + 1))
+        last = Signal()         # count + 1 == len, a cycle ahead: no compare between a byte and the state
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs={"ram_style": "block"})
+        wp, rp = buf.write_port(), buf.read_port()
+        m.d.comb += [wp.addr.eq(count), wp.data.eq(byte), rp.addr.eq(self.rd_addr), self.rd_data.eq(rp.data)]
         idle = Signal(range(self.timeout + 1))
         hunting = Signal()
 
+        # Errors leave through registers (a cycle after their byte): the CRC check behind the receive
+        # FIFO's block RAM output is a path of its own, not one with the control's error registers.
+        m.d.sync += self.err_valid.eq(0)
+
         def error(code, detail):
-            m.d.comb += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
+            m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
 
         with m.If(take | hunting):
             m.d.sync += idle.eq(0)
@@ -128,8 +142,8 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
                     length = Cat(f.len[:8], byte)
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0), last.eq(length == 1)]
                     with m.If(length > self.max_payload):
                         error("bad_length", f.op)
                         m.next = "HUNT"
@@ -141,8 +155,9 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    m.d.sync += [f.payload.word_select(count, 8).eq(byte), crc.eq(crc_next), count.eq(count + 1)]
-                    with m.If(count + 1 == f.len):
+                    m.d.comb += wp.en.eq(1)
+                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1), last.eq(count + 2 == f.len)]
+                    with m.If(last):
                         m.next = "CRC0"
             with m.State("CRC0"):
                 m.d.comb += self.i.ready.eq(1)
@@ -154,26 +169,31 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    m.next = "HUNT"
-                    known = Signal()
-                    length_ok = Signal()
-                    with m.Switch(f.op):
-                        for op, n in self.lengths.items():
-                            with m.Case(op):
-                                if op in self.units:
-                                    u = self.units[op]
-                                    ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
-                                else:
-                                    ok = f.len == n
-                                m.d.comb += [known.eq(1), length_ok.eq(ok)]
-                    with m.If(crc_next != 0):
-                        error("bad_crc", f.op)
-                    with m.Elif(~known):
-                        error("unknown_opcode", f.op)
-                    with m.Elif(~length_ok):
-                        error("bad_length", f.op)
-                    with m.Else():
-                        m.next = "DONE"
+                    m.d.sync += crc.eq(crc_next)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # the frame checked a cycle after its last byte, from registers: the CRC's XOR tree
+                # behind the receive FIFO's RAM output is not in front of the checks
+                m.next = "HUNT"
+                known = Signal()
+                length_ok = Signal()
+                with m.Switch(f.op):
+                    for op, n in self.lengths.items():
+                        with m.Case(op):
+                            if op in self.units:
+                                u = self.units[op]
+                                ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
+                            else:
+                                ok = f.len == n
+                            m.d.comb += [known.eq(1), length_ok.eq(ok)]
+                with m.If(crc != 0):
+                    error("bad_crc", f.op)
+                with m.Elif(~known):
+                    error("unknown_opcode", f.op)
+                with m.Elif(~length_ok):
+                    error("bad_length", f.op)
+                with m.Else():
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.o.valid.eq(1), hunting.eq(1)]
                 with m.If(self.o.ready):
@@ -247,16 +267,22 @@ class LinkControl(wiring.Component):
     A sequenced frame is accepted (``data``, ack) only if its ``seq`` is the expected one; an older one
     (a duplicate) is acked again without being executed, a newer one (a frame was lost) is dropped and
     answered once with ``out_of_sequence`` until the expected frame arrives. ``reset`` and ``info`` are
-    handled even while ``data`` waits for the payload, so a reset reaches a stalled payload.
+    handled even while ``data`` waits for the payload, so a reset reaches a stalled payload. A frame
+    is taken from its second offered cycle (the sequence compare is registered); ``soft_reset`` is a
+    flip-flop, high the cycle after a reset frame is taken, when the link's own state is reset too.
     """
 
-    def __init__(self, *, max_payload: int, result_bytes: int, info: bytes):
+    def __init__(self, *, max_payload: int, result_bytes: int, info: bytes, data_bytes: int | None = None):
         if result_bytes > max_payload or len(info) > max_payload:
             raise ConfigError("max_payload must hold the result and info payloads")
-        self.max_payload, self.result_bytes, self.info = max_payload, result_bytes, info
+        data_bytes = max_payload if data_bytes is None else data_bytes
+        if not 0 < data_bytes <= max_payload:
+            raise ConfigError(f"data_bytes must be in 1..{max_payload}, not {data_bytes!r}")
+        self.max_payload, self.result_bytes, self.info, self.data_bytes = max_payload, result_bytes, info, data_bytes
         layout = frame_layout(max_payload)
         super().__init__({
             "rx": In(stream.Signature(layout)),
+            "rd_addr": Out(range(max_payload)), "rd_data": In(8),
             "rx_err_valid": In(1), "rx_err_code": In(4), "rx_err_detail": In(8),
             "framing_error": In(1), "overflow": In(1), "rejected": In(1), "not_ready": In(1),
             "data": Out(stream.Signature(layout)),
@@ -282,8 +308,31 @@ class LinkControl(wiring.Component):
             m.d.comb += sequenced.eq(1)
         diff = Signal(8)
         m.d.comb += diff.eq(rx.seq - expected)
-        in_order = sequenced & (diff == 0)
-        m.d.comb += self.rx.ready.eq(~in_order | ~self.data.valid)
+        # The sequence compare is registered and a frame taken from its second offered cycle (the
+        # parser holds it; ``expected`` changes only when one is taken), so the data register's
+        # enable and ``ready`` come from flip-flops, not through the subtraction.
+        seen = Signal()         # rx.valid last cycle without a handshake: the compares below are this frame's
+        in_order, behind = Signal(), Signal()
+        m.d.sync += [seen.eq(self.rx.valid & ~self.rx.ready), in_order.eq(sequenced & (diff == 0)),
+                     behind.eq(diff[7])]
+        # An in-order frame's payload is copied from the parser's RAM into ``data`` a byte a cycle, last
+        # byte first (each shifted in at the bottom, so byte 0 ends there; bytes past ``len`` are stale,
+        # as they were in the parser), then the frame is taken; the parser holds it meanwhile.
+        P = self.data_bytes
+        copying = Signal()
+        togo = Signal(range(P + 1))         # bytes not yet read
+        shifting = Signal()                 # the byte read last cycle arrives: shift it in
+        copied = copying & (togo == 0)
+        m.d.comb += self.rd_addr.eq(togo - 1)
+        with m.If(self.rx.valid & seen & in_order & ~self.data.valid & ~copying):
+            m.d.sync += [copying.eq(1), togo.eq(rx.len)]
+        with m.If(copying & (togo != 0)):
+            m.d.sync += togo.eq(togo - 1)
+        m.d.sync += shifting.eq(copying & (togo != 0))
+        body = self.data.payload.payload[:8 * P]
+        with m.If(shifting & ~self.data.valid):
+            m.d.sync += body.eq(Cat(self.rd_data, body[:-8]))
+        m.d.comb += self.rx.ready.eq(seen & (~in_order | (copied & ~self.data.valid)))
 
         # ---------------------------------------------------------------- replies (priority order)
         tx = self.tx.payload
@@ -338,20 +387,24 @@ class LinkControl(wiring.Component):
             m.d.sync += self.data.valid.eq(0)
         with m.If(self.rx.valid & self.rx.ready):
             with m.If(rx.op == OPCODES["reset"]):
-                m.d.comb += self.soft_reset.eq(1)
-                m.d.sync += [expected.eq(rx.seq + 1), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0),
-                             reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
-                m.d.sync += [p.eq(0) for p in pend.values()]
+                # the reset itself is the next cycle's (``soft_reset`` from a flip-flop: it fans out to
+                # every register of the payload); the link's own state is reset in that cycle too
+                m.d.sync += [expected.eq(rx.seq + 1), self.soft_reset.eq(1)]
             with m.Elif(rx.op == OPCODES["info"]):
                 m.d.sync += info_pend.eq(1)
             with m.Elif(in_order):
-                m.d.sync += [self.data.payload.eq(rx), self.data.valid.eq(1), expected.eq(expected + 1),
-                             ack_pend.eq(1), nak_sent.eq(0)]
-            with m.Elif(diff[7]):              # behind: a duplicate, already executed
+                d = self.data.payload
+                m.d.sync += [d.op.eq(rx.op), d.seq.eq(rx.seq), d.len.eq(rx.len), self.data.valid.eq(1),
+                             expected.eq(expected + 1), ack_pend.eq(1), nak_sent.eq(0), copying.eq(0)]
+            with m.Elif(behind):                # behind: a duplicate, already executed
                 m.d.sync += ack_pend.eq(1)
             with m.Elif(~nak_sent):             # ahead: something was lost
                 raise_error("out_of_sequence", rx.seq)
                 m.d.sync += nak_sent.eq(1)
+        with m.If(self.soft_reset):             # last: the reset's clears win over this cycle's events
+            m.d.sync += [self.soft_reset.eq(0), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0), copying.eq(0),
+                         reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
+            m.d.sync += [p.eq(0) for p in pend.values()]
         return m
 
 
@@ -387,7 +440,7 @@ class HostLink(wiring.Component):
         m = Module()
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)
         m.submodules.control = control = LinkControl(max_payload=self.max_payload, result_bytes=self.result_bytes,
-                                                     info=self.info)
+                                                     info=self.info, data_bytes=max(self.op_lengths.values()))
         if self.uart:
             m.submodules.urx = urx = UARTRx(divisor=self.divisor)
             m.submodules.utx = utx = UARTTx(divisor=self.divisor)
@@ -406,6 +459,7 @@ class HostLink(wiring.Component):
         m.d.comb += [parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
                      control.rx_err_valid.eq(parser.err_valid), control.rx_err_code.eq(parser.err_code),
                      control.rx_err_detail.eq(parser.err_detail),
+                     parser.rd_addr.eq(control.rd_addr), control.rd_data.eq(parser.rd_data),
                      control.rejected.eq(self.rejected), control.not_ready.eq(self.not_ready),
                      self.soft_reset.eq(control.soft_reset),
                      tx_in.payload.eq(sender.o.payload), tx_in.valid.eq(sender.o.valid & ~self.tx_hold),

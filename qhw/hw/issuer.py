@@ -101,11 +101,12 @@ class Issuer(wiring.Component):
         if c.requant_passes > 1:
             # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
             gap = Signal(range(c.requant_passes))
-            credit = may_produce & (gap == 0)
+            gap_zero = Signal(init=1)           # gap == 0, decided a cycle ahead like the other conditions
+            credit = may_produce & gap_zero
             with m.If(self.act.valid & self.act.ready & last_k):
-                m.d.sync += gap.eq(c.requant_passes - 1)
+                m.d.sync += [gap.eq(c.requant_passes - 1), gap_zero.eq(0)]
             with m.Elif(gap != 0):
-                m.d.sync += gap.eq(gap - 1)
+                m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
         m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (credit | ~last_k))
         issue = Signal()
         m.d.comb += issue.eq(self.act.valid & self.act.ready)

@@ -115,17 +115,31 @@ def test_frame_parser_resyncs_after_faults():
         await ctx.tick().repeat(10)
 
     async def watch(ctx):
-        ctx.set(dut.o.ready, 1)
-        async for _clk, _rst, valid, f, ev, code, detail in ctx.tick().sample(
-                dut.o.valid, dut.o.payload, dut.err_valid, dut.err_code, dut.err_detail):
-            if valid:
-                frames.append((f.op, f.seq, f.payload.to_bytes(4, "little")[:f.len]))
+        async for _clk, _rst, ev, code, detail in ctx.tick().sample(dut.err_valid, dut.err_code, dut.err_detail):
             if ev:
                 errors.append((code, detail))
+
+    async def take(ctx):
+        # each frame's payload read from the parser's RAM while it is offered, then taken
+        while True:
+            await ctx.tick()
+            if not ctx.get(dut.o.valid):
+                continue
+            f = ctx.get(dut.o.payload)
+            payload = bytearray()
+            for i in range(f.len):
+                ctx.set(dut.rd_addr, i)
+                await ctx.tick()
+                payload.append(ctx.get(dut.rd_data))
+            frames.append((f.op, f.seq, bytes(payload)))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_process(watch)
+    sim.add_testbench(take, background=True)
     sim.add_testbench(feed)
     sim.run_until(1e-6 * 2000)
     assert frames == [(OPCODES["act"], s, bytes([s, 2 * s])) for s in range(5)] + [(OPCODES["reset"], 200, b"")]
