@@ -208,6 +208,13 @@ class ArrayConfig:
     # ----------------------------------------------------------------- element ranges and widths
 
     @property
+    def area_first(self) -> bool:
+        """True for iCE40 PEs (``ice40-dual``): on the UP5K a flip-flop takes one of its 5,280 logic
+        cells, so registers that only shorten ECP5 routes (the loader's copy of the parameter beat) are
+        left out. No cycle differs either way."""
+        return self.pe == "ice40-dual"
+
+    @property
     def act_range(self) -> tuple[int, int]:
         """Range of an activation (and output) element."""
         if self.act_signed:

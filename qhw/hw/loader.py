@@ -112,17 +112,20 @@ class Loader(wiring.Component):
         # The parameter beat lands in its bank a cycle after its handshake (the bank is being filled:
         # its rows follow), from registers: the write enable reaches every parameter bit of the bank
         # (552 at 8x8), so it leaves flip-flops, a copy per bank and group of _PARAM_GROUP bits.
+        # On iCE40 (``area_first``) the beat is written straight from the stream: logic cells, not
+        # routes, are what runs out there.
         take = Signal()
-        p_data = Signal.like(self.params.payload, name="params_r", reset_less=True)
-        m.d.sync += p_data.eq(self.params.payload)
-        width = len(p_data.as_value())
-        for b in range(2):
-            for lo in range(0, width, _PARAM_GROUP):
-                hi = min(lo + _PARAM_GROUP, width)
-                we = replica(Signal(name="params_we"), name=f"params_we{b}_{lo // _PARAM_GROUP}")
-                m.d.sync += we.eq(take & (bank == b))
-                with m.If(we):
-                    m.d.sync += self.param_banks[b].as_value()[lo:hi].eq(p_data.as_value()[lo:hi])
+        if not c.area_first:
+            p_data = Signal.like(self.params.payload, name="params_r", reset_less=True)
+            m.d.sync += p_data.eq(self.params.payload)
+            width = len(p_data.as_value())
+            for b in range(2):
+                for lo in range(0, width, _PARAM_GROUP):
+                    hi = min(lo + _PARAM_GROUP, width)
+                    we = replica(Signal(name="params_we"), name=f"params_we{b}_{lo // _PARAM_GROUP}")
+                    m.d.sync += we.eq(take & (bank == b))
+                    with m.If(we):
+                        m.d.sync += self.param_banks[b].as_value()[lo:hi].eq(p_data.as_value()[lo:hi])
 
         # The weight-row write leaves through registers: its one-hot enable, bank and data fan out
         # to every PE, so no logic may sit between them and the weight registers.
@@ -141,6 +144,8 @@ class Loader(wiring.Component):
                 m.d.comb += self.params.ready.eq(1)
                 with m.If(self.params.valid):
                     m.d.comb += take.eq(1)
+                    if c.area_first:
+                        m.d.sync += self.param_banks[bank].eq(self.params.payload)
                     m.next = "ROWS"
             with m.State("ROWS"):
                 with m.If(real):
