@@ -66,11 +66,10 @@ class Accumulator(wiring.Component):
         rp = mem.read_port()
         # The delay lines carry only the memory address of ``m`` (a row past ``acc_depth`` has one K
         # tile, so it is neither read nor written nor forwarded): 7 of 16 bits fewer per stage.
-        t = self.tag.payload
-        tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(
-            {"m": range(c.acc_depth), "first": 1, "last": 1, "bank": 1})}))
-        m.d.comb += [tag.valid.eq(self.tag.valid), tag.tag.m.eq(t.m), tag.tag.first.eq(t.first),
-                     tag.tag.last.eq(t.last), tag.tag.bank.eq(t.bank)]
+        fields = {**dict(tag_layout().members), "m": range(c.acc_depth)}
+        tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(fields)}))
+        m.d.comb += [tag.valid.eq(self.tag.valid),
+                     *(getattr(tag.tag, n).eq(getattr(self.tag.payload, n)) for n in fields)]
         tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
         m.d.comb += rp.addr.eq(tag_r.tag.m)
         tag_d1 = delayed(m, tag_r, 1, name="tag_rd")
