@@ -102,13 +102,20 @@ class Ecp5PllParams:
         return clk, lock
 
 
+def _check_range(f_in_mhz: float, f_out_mhz: float, *, f_in: tuple[int, int], f_out: tuple[int, int],
+                 family: str) -> None:
+    """``ConfigError`` (one line) unless both frequencies lie in the family's PLL ranges (MHz)."""
+    if not f_in[0] <= f_in_mhz <= f_in[1]:
+        raise ConfigError(f"PLL input frequency must be {f_in[0]}..{f_in[1]} MHz, not {f_in_mhz!r}")
+    if not f_out[0] <= f_out_mhz <= f_out[1]:
+        raise ConfigError(f"PLL output frequency (--freq) must be {f_out[0]}..{f_out[1]} MHz on {family}, "
+                          f"not {f_out_mhz!r}")
+
+
 def ice40_pll(f_in_mhz: float, f_out_mhz: float) -> PllParams:
     """icepll's choice for ``f_in_mhz`` -> ``f_out_mhz`` (SIMPLE feedback); ``ConfigError`` outside the
     PLL's ranges (input 10..133 MHz, output 16..275 MHz)."""
-    if not 10 <= f_in_mhz <= 133:
-        raise ConfigError(f"PLL input frequency must be 10..133 MHz, not {f_in_mhz!r}")
-    if not 16 <= f_out_mhz <= 275:
-        raise ConfigError(f"PLL output frequency (--freq) must be 16..275 MHz on iCE40, not {f_out_mhz!r}")
+    _check_range(f_in_mhz, f_out_mhz, f_in=(10, 133), f_out=(16, 275), family="iCE40")
     best = None
     for divr in range(16):
         f_pfd = f_in_mhz / (divr + 1)
@@ -134,10 +141,7 @@ def ice40_pll(f_in_mhz: float, f_out_mhz: float) -> PllParams:
 def ecp5_pll(f_in_mhz: float, f_out_mhz: float) -> Ecp5PllParams:
     """ecppll's choice for ``f_in_mhz`` -> ``f_out_mhz`` (CLKOP feedback); ``ConfigError`` outside the
     PLL's ranges (input 8..400 MHz, output 10..400 MHz)."""
-    if not 8 <= f_in_mhz <= 400:
-        raise ConfigError(f"PLL input frequency must be 8..400 MHz, not {f_in_mhz!r}")
-    if not 10 <= f_out_mhz <= 400:
-        raise ConfigError(f"PLL output frequency (--freq) must be 10..400 MHz on ECP5, not {f_out_mhz!r}")
+    _check_range(f_in_mhz, f_out_mhz, f_in=(8, 400), f_out=(10, 400), family="ECP5")
     best = None
     for clki_div in range(1, 129):
         f_pfd = f_in_mhz / clki_div
