@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo_out
+# test workers (pytest-xdist): one per core; a test file stays on one worker (its module fixtures run once)
+JOBS   ?= auto
 
 .PHONY: demo test install clean
 
@@ -19,7 +21,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check --quiet qhw tests sim bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache sim_build

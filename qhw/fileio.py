@@ -35,6 +35,23 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def exclusive(lock: str | Path):
+    """Hold an exclusive lock on the file ``lock`` (created if needed) until the block ends, so
+    parallel processes (pytest-xdist workers, CI jobs sharing a build root) build a cached product
+    once: the first builds, the others wait and then find its stamp."""
+    import fcntl
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` as UTF-8 with ``\\n`` line ends, atomically (``atomic_path``)."""
     with atomic_path(path) as tmp:

@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fileio import write_text
+from ..fileio import exclusive, write_text
 from .boards import board_info
 from .flow import yosys_overrides
 from .toolchain import run_step
@@ -150,22 +150,23 @@ def post_synth_hardware(hw, *, board: str, design: str | None = None, build_root
     root = Path(default_build_root() if build_root is None else build_root).resolve() / "postsynth"
     out = root / f"{hw.name}-{family}-{key}"
     netlist = out / f"{hw.name}.netlist.v"
-    if not (out / ".qhw-built").is_file():
-        if log:
-            log(f"synthesizing {hw.name} for {family} (Yosys synth_{family}) in {out} ...")
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".work_", dir=root))
-        try:
-            write_text(work / f"{hw.name}.il", design)
-            write_text(work / f"{hw.name}.ys", script)
-            run_step("YOSYS", ["-q", "-l", f"{hw.name}.rpt", f"{hw.name}.ys"], cwd=work, step="synthesis",
-                     quiet=log is None)
-            write_text(work / ".qhw-built", key + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(work, out)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / f".{out.name}.lock"):    # parallel workers synthesize it once
+        if not (out / ".qhw-built").is_file():
+            if log:
+                log(f"synthesizing {hw.name} for {family} (Yosys synth_{family}) in {out} ...")
+            work = Path(tempfile.mkdtemp(prefix=".work_", dir=root))
+            try:
+                write_text(work / f"{hw.name}.il", design)
+                write_text(work / f"{hw.name}.ys", script)
+                run_step("YOSYS", ["-q", "-l", f"{hw.name}.rpt", f"{hw.name}.ys"], cwd=work, step="synthesis",
+                         quiet=log is None)
+                write_text(work / ".qhw-built", key + "\n")
+                if out.exists():
+                    shutil.rmtree(out)
+                os.replace(work, out)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     for f, text in models.items():           # beside the netlist; rewritten when qhw's models change
         if not (out / f).is_file() or (out / f).read_text() != text:
             write_text(out / f, text)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fileio import atomic_path, write_text
+from ..fileio import atomic_path, exclusive, write_text
 from ..verilator_tool import MAKE_VARIABLES, find_verilator, use_verilator
 from .manifest import Hardware
 
@@ -180,7 +180,6 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     coverage (``COVERAGE_ARGS``; every run writes ``coverage.dat`` into its folder), in its own
     build directory.
     """
-    from cocotb_tools.runner import VerilatorControlFile
 
     _check_simulator(simulator)
     if coverage and simulator != "verilator":
@@ -191,6 +190,18 @@ def build(hw: Hardware, simulator: str = "verilator", *, build_root=None, waves:
     stamp = bdir / ".qhw-built"
     if stamp.is_file():
         return bdir, 0.0
+    with exclusive(root / f".{bdir.name}.lock"):
+        if stamp.is_file():             # a parallel process built it while we waited for the lock
+            return bdir, 0.0
+        return _build_into(hw, simulator, root, bdir, waves=waves, log=log, opt=opt, coverage=coverage)
+
+
+def _build_into(hw: Hardware, simulator: str, root: Path, bdir: Path, *, waves: bool, log, opt: str | None,
+                coverage: bool) -> tuple[Path, float]:
+    """``build``'s work, under its lock: the simulator build of ``hw`` in ``bdir``, then its stamp."""
+    from cocotb_tools.runner import VerilatorControlFile
+
+    stamp = bdir / ".qhw-built"
     if log:
         log(f"building {hw.name} for {simulator} in {bdir} ...")
     t0 = time.perf_counter()
