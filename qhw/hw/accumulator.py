@@ -70,7 +70,16 @@ class Accumulator(wiring.Component):
         tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(fields)}))
         m.d.comb += [tag.valid.eq(self.tag.valid),
                      *(getattr(tag.tag, n).eq(getattr(self.tag.payload, n)) for n in fields)]
-        tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
+        # The read address, a cycle early; ``tag_pp`` and ``tag_pre`` are the two registers before
+        # it (the matches below are decided from them two cycles ahead).
+        early = not c.area_first and c.array_latency >= 3
+        if early:
+            tag_pp = delayed(m, tag, c.array_latency - 3, name="tag_r")
+            tag_pre = Signal.like(tag, name=f"tag_r_d{c.array_latency - 2}")
+            tag_r = Signal.like(tag, name=f"tag_r_d{c.array_latency - 1}")
+            m.d.sync += [tag_pre.eq(tag_pp), tag_r.eq(tag_pre)]
+        else:
+            tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")
         m.d.comb += rp.addr.eq(tag_r.tag.m)
         tag_d1 = delayed(m, tag_r, 1, name="tag_rd")
         tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and rd
@@ -101,11 +110,22 @@ class Accumulator(wiring.Component):
         same2 = wrote & (tag_d.tag.m[:abits] == tag_r.tag.m[:abits])
         same3 = Signal(name="forward3_early")
         m.d.sync += same3.eq(w_en & (w_addr == tag_r.tag.m[:abits]))
+        if early:
+            # (ECP5) The matches two cycles ahead into one register, copied into a register per
+            # column, then into the column's select: no logic between the match and the columns
+            # (the compare fanned out to the 8 columns' copies was the 8x8 accelerator's critical route).
+            wrote2 = tag_r.valid & ~tag_r.tag.last
+            match1, match2 = Signal(name="same1_early"), Signal(name="same2_early")
+            m.d.sync += [match1.eq(wrote2 & (tag_r.tag.m[:abits] == tag_pre.tag.m[:abits])),
+                         match2.eq(wrote2 & (tag_r.tag.m[:abits] == tag_pp.tag.m[:abits]))]
         for j in range(C):
             # Each column's own copies of the select bits: one register each would fan out to every
             # bit of every column's multiplexer (8 x 28 at 8x8) in front of the adder.
             first, forward1, forward2, forward_old = (replica(Signal(name=n), name=f"{n}_{j}")
                                                       for n in ("first", "forward1", "forward2", "forward_old"))
+            if early:
+                same1, same2 = (replica(Signal(name=n), name=f"{n}_{j}") for n in ("same1", "same2"))
+                m.d.sync += [same1.eq(match1), same2.eq(match2)]
             m.d.sync += [first.eq(tag_d1.tag.first), forward1.eq(same1), forward2.eq(same2),
                          forward_old.eq(forward2 | same3), older[j].eq(Mux(forward2, last_total[j], last2[j]))]
             with m.If(first):
