@@ -19750,7 +19750,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[286:256]),
     .o(o),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[583:552]),
     .shift(lane_params[509:504]),
@@ -19763,7 +19763,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[317:287]),
     .o(\o$90 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[615:584]),
     .shift(lane_params[515:510])
@@ -19775,7 +19775,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[348:318]),
     .o(\o$91 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[647:616]),
     .shift(lane_params[521:516])
@@ -19787,7 +19787,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[379:349]),
     .o(\o$92 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[679:648]),
     .shift(lane_params[527:522])
@@ -19799,7 +19799,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[410:380]),
     .o(\o$93 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[711:680]),
     .shift(lane_params[533:528])
@@ -19811,7 +19811,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[441:411]),
     .o(\o$94 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[743:712]),
     .shift(lane_params[539:534])
@@ -19823,7 +19823,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[472:442]),
     .o(\o$95 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[775:744]),
     .shift(lane_params[545:540])
@@ -19835,7 +19835,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[503:473]),
     .o(\o$96 ),
-    .\port$8610$45 (gemm__cmd[70:45]),
+    .\port$9170$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[807:776]),
     .shift(lane_params[551:546])
@@ -20066,204 +20066,274 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
   assign out__payload[7:0] = o;
 endmodule
 
-module \qhw_array_8x8.requant.requant_0 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
+module \qhw_array_8x8.requant.requant_0 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -21153,88 +21223,88 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -21336,8 +21406,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -21503,8 +21573,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -22257,463 +22327,533 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_0.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -22772,1478 +22912,1478 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -24928,204 +25068,274 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_1 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_1 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -26015,88 +26225,88 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -26198,8 +26408,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -26364,8 +26574,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -27118,463 +27328,533 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_1.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -27633,1478 +27913,1478 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -29789,204 +30069,274 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_2 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_2 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -30876,88 +31226,88 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -31059,8 +31409,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -31225,8 +31575,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -31979,463 +32329,533 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_2.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -32494,1478 +32914,1478 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -34650,204 +35070,274 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_3 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_3 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -35737,88 +36227,88 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -35920,8 +36410,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -36086,8 +36576,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -36840,463 +37330,533 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_3.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -37355,1478 +37915,1478 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -39511,204 +40071,274 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_4 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_4 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -40598,88 +41228,88 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -40781,8 +41411,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -40947,8 +41577,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -41701,463 +42331,533 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_4.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -42216,1478 +42916,1478 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -44372,204 +45072,274 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_5 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_5 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -45459,88 +46229,88 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -45642,8 +46412,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -45808,8 +46578,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -46562,463 +47332,533 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_5.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -47077,1478 +47917,1478 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -49233,204 +50073,274 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_6 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_6 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -50320,88 +51230,88 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -50503,8 +51413,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -50669,8 +51579,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -51423,463 +52333,533 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_6.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -51938,1478 +52918,1478 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -54094,204 +55074,274 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_7 (rst, \port$8610$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_7 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg [5:0] \$1000 ;
-  reg [65:0] \$1001 ;
-  reg [2:0] \$1002 ;
-  reg [65:0] \$1003 ;
-  reg [4:0] \$1004 ;
-  reg [4:0] \$1005 ;
-  reg [4:0] \$1006 ;
-  reg [4:0] \$1007 ;
-  reg [4:0] \$1008 ;
-  reg [4:0] \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg [4:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [30:0] \$1012 ;
-  reg [29:0] \$1013 ;
-  reg [30:0] \$1014 ;
-  reg [4:0] \$1015 ;
-  reg [31:0] \$1016 ;
-  reg \$1017 ;
-  reg [32:0] \$1018 ;
-  reg \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg \$1021 ;
-  reg \$1022 ;
-  reg \$1023 ;
-  reg \$1024 ;
-  reg \$1025 ;
-  reg \$1026 ;
-  reg \$1027 ;
-  reg \$1028 ;
-  reg \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [33:0] \$1030 ;
-  reg [1:0] \$1031 ;
-  reg [31:0] \$1032 ;
-  reg [47:0] \$1033 ;
-  reg \$1034 ;
-  reg [23:0] \$1035 ;
-  reg [9:0] \$1036 ;
-  reg \$1037 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
   reg [5:0] \$1038 ;
-  reg [47:0] \$1039 ;
+  reg \$1039 ;
   wire \$104 ;
   reg \$1040 ;
-  reg [47:0] \$1041 ;
-  reg [7:0] \$1042 ;
-  reg [23:0] \$1043 ;
-  reg [7:0] \$1044 ;
-  reg [23:0] \$1045 ;
-  reg [23:0] \$1046 ;
-  reg [23:0] \$1047 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
+  reg \$1043 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
   reg [33:0] \$1048 ;
-  reg [23:0] \$1049 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [23:0] \$1050 ;
-  reg [13:0] \$1051 ;
-  reg [40:0] \$1052 ;
-  reg [30:0] \$1053 ;
-  reg [47:0] \$1054 ;
-  reg [9:0] \$1055 ;
-  reg [9:0] \$1056 ;
-  reg [9:0] \$1057 ;
-  reg \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg \$1061 ;
-  reg \$1062 ;
-  reg [10:0] \$1063 ;
-  reg \$1064 ;
-  reg [10:0] \$1065 ;
-  reg [10:0] \$1066 ;
-  reg [10:0] \$1067 ;
-  reg [10:0] \$1068 ;
-  reg [10:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg \$1070 ;
-  reg \$1071 ;
-  reg \$1072 ;
-  reg \$1073 ;
-  reg \$1074 ;
-  reg [23:0] \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg [11:0] \$1078 ;
-  reg \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg [23:0] \$1081 ;
-  reg [11:0] \$1082 ;
-  reg [4:0] \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg [23:0] \$1086 ;
-  reg [23:0] \$1087 ;
-  reg [23:0] \$1088 ;
-  reg [24:0] \$1089 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
+  reg \$1087 ;
+  reg [32:0] \$1088 ;
+  reg \$1089 ;
   wire \$109 ;
-  reg [23:0] \$1090 ;
+  reg \$1090 ;
   reg \$1091 ;
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
   reg \$1095 ;
-  reg [24:0] \$1096 ;
+  reg \$1096 ;
   reg \$1097 ;
   reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg \$1103 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
   reg \$1104 ;
-  reg \$1105 ;
-  reg \$1106 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg [33:0] \$1112 ;
-  reg [33:0] \$1113 ;
-  reg [33:0] \$1114 ;
-  reg [33:0] \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [1:0] \$1120 ;
-  reg [1:0] \$1121 ;
-  reg [1:0] \$1122 ;
-  reg [1:0] \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
-  reg [7:0] \$1140 ;
-  reg [7:0] \$1141 ;
-  reg [7:0] \$1142 ;
-  reg [9:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg \$1145 ;
+  reg \$1140 ;
+  reg \$1141 ;
+  reg \$1142 ;
+  reg \$1143 ;
+  reg \$1144 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
-  reg [7:0] \$1147 ;
-  reg [7:0] \$1148 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
   reg \$1149 ;
   wire \$115 ;
   reg \$1150 ;
-  reg \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg \$1156 ;
-  reg \$1157 ;
-  reg \$1158 ;
-  reg \$1159 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
-  reg \$1160 ;
+  reg [23:0] \$1160 ;
   reg \$1161 ;
   reg \$1162 ;
   reg \$1163 ;
   reg \$1164 ;
   reg \$1165 ;
-  reg \$1166 ;
+  reg [24:0] \$1166 ;
   reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -55181,88 +56231,88 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8610$45 , acc, i_valid, bias
   wire \$922 ;
   wire \$923 ;
   wire [33:0] \$924 ;
-  wire [10:0] \$925 ;
+  wire \$925 ;
   wire \$926 ;
   wire [33:0] \$927 ;
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire \$931 ;
+  wire [33:0] \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire [33:0] \$935 ;
-  wire [10:0] \$936 ;
-  wire \$937 ;
-  wire [33:0] \$938 ;
+  wire [33:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [33:0] \$937 ;
+  wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
   wire \$942 ;
-  wire [33:0] \$943 ;
-  wire [34:0] \$944 ;
+  wire \$943 ;
+  wire \$944 ;
   wire [33:0] \$945 ;
-  wire [34:0] \$946 ;
-  wire [34:0] \$947 ;
-  wire [7:0] \$948 ;
-  wire [7:0] \$949 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire \$952 ;
+  wire [33:0] \$952 ;
   wire \$953 ;
-  wire \$954 ;
+  wire [33:0] \$954 ;
   wire \$955 ;
   wire \$956 ;
-  wire \$957 ;
+  wire [33:0] \$957 ;
   wire \$958 ;
-  reg [32:0] \$959 ;
+  wire \$959 ;
   wire \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [5:0] \$962 ;
-  reg [30:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [4:0] \$965 ;
-  reg [5:0] \$966 ;
-  reg [5:0] \$967 ;
-  reg [5:0] \$968 ;
-  reg \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg \$970 ;
-  reg [31:0] \$971 ;
-  reg [32:0] \$972 ;
-  reg \$973 ;
-  reg [4:0] \$974 ;
-  reg [32:0] \$975 ;
-  reg [30:0] \$976 ;
-  reg [30:0] \$977 ;
-  reg [33:0] \$978 ;
-  reg [30:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [33:0] \$980 ;
-  reg [30:0] \$981 ;
-  reg [63:0] \$982 ;
-  reg [63:0] \$983 ;
-  reg [63:0] \$984 ;
-  reg [63:0] \$985 ;
-  reg [47:0] \$986 ;
-  reg [46:0] \$987 ;
-  reg [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [63:0] \$990 ;
-  reg [65:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [5:0] \$993 ;
-  reg [5:0] \$994 ;
-  reg [5:0] \$995 ;
-  reg [5:0] \$996 ;
-  reg [5:0] \$997 ;
-  reg [5:0] \$998 ;
-  reg [5:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
   wire [16:0] \a$235 ;
   wire [15:0] \a$237 ;
@@ -55364,8 +56414,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8610$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8610$45 ;
-  wire [25:0] \port$8610$45 ;
+  input [25:0] \port$9170$45 ;
+  wire [25:0] \port$9170$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -55530,8 +56580,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8610$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8610$45 [1:0] == 1'h1;
-  assign \$3  = \port$8610$45 [1:0] == 2'h2;
+  assign \$2  = \port$9170$45 [1:0] == 1'h1;
+  assign \$3  = \port$9170$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -56284,463 +57334,533 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8610$45 , acc, i_valid, bias
   assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
   assign \$923  = onnx_d16 & neg_d15;
   assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$925  = - $signed(clamp_dmin);
-  assign \$926  = $signed(\$924 ) > $signed(\$925 );
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
   assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$928  = $signed(\$927 ) < $signed(clamp_dmin);
-  assign \$929  = \$923  ? \$926  : \$928 ;
-  assign \$930  = \$922  ? fixed_sat_pad_d4[1] : \$929 ;
-  assign \$931  = ~ onnx_d16;
-  assign \$932  = fixed_sat_pad_d4[0] & \$931 ;
-  assign \$933  = ~ fixed_sat_pad_d4[1];
-  assign \$934  = onnx_d16 & neg_d15;
-  assign \$935  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$936  = - $signed(clamp_dmax);
-  assign \$937  = $signed(\$935 ) < $signed(\$936 );
-  assign \$938  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$939  = $signed(\$938 ) > $signed(clamp_dmax);
-  assign \$940  = \$934  ? \$937  : \$939 ;
-  assign \$941  = \$932  ? \$933  : \$940 ;
-  assign \$942  = onnx_d16 & neg_d15;
-  assign \$943  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$944  = $signed(zero_point_r) - $signed(\$943 );
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
   assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$946  = $signed(zero_point_r) + $signed(\$945 );
-  assign \$947  = \$942  ? \$944  : \$946 ;
-  assign \$948  = out_gt ? qmax_r : out_y;
-  assign \$949  = out_lt ? qmin_r : \$948 ;
-  assign \$950  = | s4_norm[22:0];
-  assign \$951  = \$950  | s4_norm[24];
-  assign \$952  = s4_norm[23] & \$951 ;
-  assign man_r = s4_norm[47:24] + \$952 ;
-  assign \$953  = & s4_norm[47:24];
-  assign \$954  = | s4_norm[22:0];
-  assign \$955  = \$954  | s4_norm[24];
-  assign \$956  = s4_norm[23] & \$955 ;
-  assign carry = \$953  & \$956 ;
-  assign \$957  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$957 ;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$958  = & s12_keep;
-  assign f_carry = \$958  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$959 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$960 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$961 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$962 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$963 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$964 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$965 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$966 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$967 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$968 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$969 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$970 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$971 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$972 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$973 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$974 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$975 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$976 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$977 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$978 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$979 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$980 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$981 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$982 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$983 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$984 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$985 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$986 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$987 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$988 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$989 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$990 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$991 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$992 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$993 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$994 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$995 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$996 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$997 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$998 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$999 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$1000 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$1001 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$1002 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$1003 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$1004 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$1005 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$1006 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$1007 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$1008 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$1009 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$1010 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$1011 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$1012 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$1013 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$1014 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$1015 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$1016 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1017 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1018 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1019 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1020 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1021 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1022 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1023 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1024 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1025 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1026 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1027 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1028 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1029 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1030 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1031 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1032 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1033 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1034 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1035 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1036 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1037 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1038 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1039 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1040 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1041 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1042 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1043 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1044 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1045 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1046 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1047 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1048 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1049 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1050 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1051 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1052 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1053 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1054 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1055 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1056 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1057 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1058 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1059 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1060 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1061 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1062 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1063 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1064 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1065 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1066 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1067 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1068 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1069 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1070 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1071 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1072 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1073 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1074 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1075 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1076 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1077 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1078 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1079 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1080 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1081 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1082 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1083 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1084 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1085 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1086 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1087 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1088 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1089 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1090 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1091 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1092 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1093 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1094 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1095 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1096 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1097 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1098 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1099 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1100 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1101 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1102 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1103 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1104 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1105 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1106 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1107 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1108 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1109 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1110 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1111 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1112 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1113 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1114 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1115 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1116 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1117 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1118 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1119 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1120 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1121 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1122 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1123 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1124 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1125 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1126 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1127 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1128 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1129 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1130 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1131 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1132 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1133 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1134 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1135 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1136 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1137 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1138 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1139 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1140 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1141 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1142 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    clamp_dmin <= \$1143 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    clamp_dmax <= \$1144 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    out_lt <= \$1145 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    out_gt <= \$1146 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    out_y <= \$1147 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    o <= \$1148 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d1 <= \$1149 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d2 <= \$1150 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d3 <= \$1151 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d4 <= \$1152 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d5 <= \$1153 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d6 <= \$1154 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d7 <= \$1155 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d8 <= \$1156 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d9 <= \$1157 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d10 <= \$1158 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d11 <= \$1159 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d12 <= \$1160 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d13 <= \$1161 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d14 <= \$1162 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d15 <= \$1163 ;
+    valid_d15 <= \$1233 ;
   always @(posedge clk)
-    valid_d16 <= \$1164 ;
+    valid_d16 <= \$1234 ;
   always @(posedge clk)
-    valid_d17 <= \$1165 ;
+    valid_d17 <= \$1235 ;
   always @(posedge clk)
-    valid_d18 <= \$1166 ;
+    valid_d18 <= \$1236 ;
   always @(posedge clk)
-    valid_d19 <= \$1167 ;
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_7.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -56799,1478 +57919,1478 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8610$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$959  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$959  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$960  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$960  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$961  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$961  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$962  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$962  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$963  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$963  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$964  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$964  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$965  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$965  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$966  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$966  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$967  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$967  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$968  = round_at_d2;
-    if (rst) begin
-      \$968  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$969  = s1_tflite;
-    if (rst) begin
-      \$969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$970  = tflite_add_d1;
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$971  = \$14 [31:0];
-    if (rst) begin
-      \$971  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$972  = s1_a;
-    if (rst) begin
-      \$972  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$973  = s1_tflite;
-    if (rst) begin
-      \$973  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$974  = s1_left;
-    if (rst) begin
-      \$974  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$975  = \$16 ;
-    if (rst) begin
-      \$975  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$976  = s1_m0;
-    if (rst) begin
-      \$976  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$977  = m0_d1;
-    if (rst) begin
-      \$977  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$978  = p;
-    if (rst) begin
-      \$978  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$979  = \p$29 ;
-    if (rst) begin
-      \$979  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$980  = \p$31 ;
-    if (rst) begin
-      \$980  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$981  = \p$33 ;
-    if (rst) begin
-      \$981  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$982  = \$18 ;
-    if (rst) begin
-      \$982  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$983  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$983  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$984  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$984  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$985  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$985  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$986  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$986  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$987  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$987  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$988  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$988  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$989  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$989  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$990  = s4_prod_l1_2;
-    if (rst) begin
-      \$990  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$991  = \$26 [65:0];
-    if (rst) begin
-      \$991  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$992  = s1_total;
-    if (rst) begin
-      \$992  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$993  = total_d1;
-    if (rst) begin
-      \$993  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$994  = total_d2;
-    if (rst) begin
-      \$994  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$995  = total_d3;
-    if (rst) begin
-      \$995  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$996  = total_d4;
-    if (rst) begin
-      \$996  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$997  = total_d5;
-    if (rst) begin
-      \$997  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$998  = total_d6;
-    if (rst) begin
-      \$998  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$999  = total_d7;
-    if (rst) begin
-      \$999  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1000  = total_d8;
-    if (rst) begin
-      \$1000  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1001  = \$27 ;
-    if (rst) begin
-      \$1001  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1002  = total_d9[2:0];
-    if (rst) begin
-      \$1002  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1003  = \$28 ;
-    if (rst) begin
-      \$1003  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1004  = s1_right;
-    if (rst) begin
-      \$1004  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1005  = right_d1;
-    if (rst) begin
-      \$1005  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1006  = right_d2;
-    if (rst) begin
-      \$1006  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1007  = right_d3;
-    if (rst) begin
-      \$1007  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1008  = right_d4;
-    if (rst) begin
-      \$1008  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1009  = right_d5;
-    if (rst) begin
-      \$1009  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1010  = right_d6;
-    if (rst) begin
-      \$1010  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1011  = right_d7;
-    if (rst) begin
-      \$1011  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1012  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$1012  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1013  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$1013  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1014  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$1014  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1015  = right_d8;
-    if (rst) begin
-      \$1015  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1016  = \$215 ;
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1017  = \$221 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1018  = \$222 ;
-    if (rst) begin
-      \$1018  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1019  = s1_tflite;
-    if (rst) begin
-      \$1019  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1020  = tflite_d1;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1021  = tflite_d2;
-    if (rst) begin
-      \$1021  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1022  = tflite_d3;
-    if (rst) begin
-      \$1022  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1023  = tflite_d4;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1024  = tflite_d5;
-    if (rst) begin
-      \$1024  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1025  = tflite_d6;
-    if (rst) begin
-      \$1025  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1026  = tflite_d7;
-    if (rst) begin
-      \$1026  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1027  = tflite_d8;
-    if (rst) begin
-      \$1027  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1028  = tflite_d9;
-    if (rst) begin
-      \$1028  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1029  = tflite_d10;
-    if (rst) begin
-      \$1029  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1030  = \$223 [33:0];
-    if (rst) begin
-      \$1030  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1031  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1031  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1032  = scale;
-    if (rst) begin
-      \$1032  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1033  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1033  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1034  = \$234 ;
-    if (rst) begin
-      \$1034  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1035  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1035  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1036  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1036  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1037  = \$236 ;
-    if (rst) begin
-      \$1037  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1038  = { \$877 , \$814  };
+    \$1038  = round_at_d2;
     if (rst) begin
       \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1039  = s2_mag;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$1039  = 48'h000000000000;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1040  = \$878 ;
+    \$1040  = tflite_add_d1;
     if (rst) begin
       \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1041  = \$879 [47:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$1041  = 48'h000000000000;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1042  = { \$880 [6], \$880  };
+    \$1042  = s1_a;
     if (rst) begin
-      \$1042  = 8'h00;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1043  = \$881 ;
+    \$1043  = s1_tflite;
     if (rst) begin
-      \$1043  = 24'h000000;
+      \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1044  = \$882 [7:0];
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 8'h00;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1045  = s2_s_man;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 24'h000000;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1046  = s_man_d1;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 24'h000000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1047  = s_man_d2;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 24'h000000;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1048  = \p$104 ;
+    \$1048  = p;
     if (rst) begin
       \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1049  = \p$106 ;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 24'h000000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1050  = \p$108 ;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 24'h000000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1051  = \p$110 ;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 14'h0000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1052  = { \$884 [23:0], s6_fprod_pp00[16:0] };
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 41'h00000000000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1053  = { \$886 [13:0], s6_fprod_pp10[16:0] };
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 31'h00000000;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1054  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 48'h000000000000;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1055  = s2_s_exp;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 10'h000;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1056  = s_exp_d1;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 10'h000;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1057  = s_exp_d2;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 10'h000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1058  = s3_zero;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 1'h0;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1059  = zero_d1;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1060  = s2_s_tiny;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1061  = s_tiny_d1;
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 1'h0;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1062  = s_tiny_d2;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1063  = \$889 ;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 11'h000;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1064  = \$890 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 1'h0;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1065  = s6_fexp;
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 11'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1066  = fexp_d1;
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 11'h000;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1067  = fexp_d2;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 11'h000;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1068  = fexp_d3;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 11'h000;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1069  = fexp_d4;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 11'h000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1070  = s6_fzero;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 1'h0;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1071  = fzero_d1;
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 1'h0;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1072  = fzero_d2;
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 1'h0;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1073  = fzero_d3;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 1'h0;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1074  = fzero_d4;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1075  = \$891 ;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 24'h000000;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1076  = \$892 ;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1077  = \$895 ;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1078  = \$897 [11:0];
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 12'h000;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1079  = fzero_d5;
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1080  = zero7_d1;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1081  = \$898 ;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 24'h000000;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1082  = \$899 [11:0];
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 12'h000;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1083  = \$904 [4:0];
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 5'h00;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1084  = \$906 ;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1085  = \$907 ;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1086  = s13_fman;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 24'h000000;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1087  = \$908 ;
+    \$1087  = \$221 ;
     if (rst) begin
-      \$1087  = 24'h000000;
+      \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1088  = \$911 [23:0];
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 24'h000000;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1089  = \$913 [24:0];
+    \$1089  = s1_tflite;
     if (rst) begin
-      \$1089  = 25'h0000000;
+      \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1090  = s15_q;
+    \$1090  = tflite_d1;
     if (rst) begin
-      \$1090  = 24'h000000;
+      \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1091  = \$917 ;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1092  = s14_gone;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1093  = gone_d1;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1094  = s14_sat;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1095  = sat_d1;
+    \$1095  = tflite_d6;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1096  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1096  = 25'h1000000;
-    end else begin
-      \$1096  = \$918 ;
-    end
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 25'h0000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1097  = s2_neg;
+    \$1097  = tflite_d8;
     if (rst) begin
       \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1098  = neg_d1;
+    \$1098  = tflite_d9;
     if (rst) begin
       \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1099  = neg_d2;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1100  = neg_d3;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1101  = neg_d4;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1102  = neg_d5;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1103  = neg_d6;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 1'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1104  = neg_d7;
+    \$1104  = \$234 ;
     if (rst) begin
       \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1105  = neg_d8;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 1'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1106  = neg_d9;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 1'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1107  = neg_d10;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1108  = neg_d11;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1109  = neg_d12;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1110  = neg_d13;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1111  = neg_d14;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1112  = s13_fixed_r;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 34'h000000000;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1113  = s13_fixed_r_pad_d1;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 34'h000000000;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1114  = s13_fixed_r_pad_d2;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 34'h000000000;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1115  = s13_fixed_r_pad_d3;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 34'h000000000;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1116  = 1'h0;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1117  = s13_fixed_r_neg_pad_d1;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1118  = s13_fixed_r_neg_pad_d2;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1119  = s13_fixed_r_neg_pad_d3;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1120  = s13_fixed_sat;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 2'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1121  = fixed_sat_pad_d1;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 2'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1122  = fixed_sat_pad_d2;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 2'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1123  = fixed_sat_pad_d3;
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 2'h0;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1124  = s1_onnx;
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1125  = onnx_d1;
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1126  = onnx_d2;
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1127  = onnx_d3;
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1128  = onnx_d4;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1129  = onnx_d5;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1130  = onnx_d6;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1131  = onnx_d7;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1132  = onnx_d8;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1133  = onnx_d9;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1134  = onnx_d10;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1135  = onnx_d11;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1136  = onnx_d12;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1137  = onnx_d13;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1138  = onnx_d14;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1139  = onnx_d15;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1140  = \port$8610$45 [9:2];
+    \$1140  = s6_fzero;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1141  = \port$8610$45 [17:10];
+    \$1141  = fzero_d1;
     if (rst) begin
-      \$1141  = 8'h00;
+      \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1142  = \port$8610$45 [25:18];
+    \$1142  = fzero_d2;
     if (rst) begin
-      \$1142  = 8'h00;
+      \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1143  = { \$919 [8], \$919  };
+    \$1143  = fzero_d3;
     if (rst) begin
-      \$1143  = 10'h000;
+      \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1144  = { \$920 [8], \$920  };
+    \$1144  = fzero_d4;
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1145  = \$930 ;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1146  = \$941 ;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1147  = \$947 [7:0];
+    \$1147  = \$895 ;
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1148  = \$949 ;
+    \$1148  = \$897 [11:0];
     if (rst) begin
-      \$1148  = 8'h00;
+      \$1148  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1149  = i_valid;
+    \$1149  = fzero_d5;
     if (rst) begin
       \$1149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1150  = valid_d1;
+    \$1150  = zero7_d1;
     if (rst) begin
       \$1150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1151  = valid_d2;
+    \$1151  = \$898 ;
     if (rst) begin
-      \$1151  = 1'h0;
+      \$1151  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1152  = valid_d3;
+    \$1152  = \$899 [11:0];
     if (rst) begin
-      \$1152  = 1'h0;
+      \$1152  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1153  = valid_d4;
+    \$1153  = \$904 [4:0];
     if (rst) begin
-      \$1153  = 1'h0;
+      \$1153  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1154  = valid_d5;
+    \$1154  = \$906 ;
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1155  = valid_d6;
+    \$1155  = \$907 ;
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1156  = valid_d7;
+    \$1156  = s13_fman;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$1156  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1157  = valid_d8;
+    \$1157  = \$908 ;
     if (rst) begin
-      \$1157  = 1'h0;
+      \$1157  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1158  = valid_d9;
+    \$1158  = \$911 [23:0];
     if (rst) begin
-      \$1158  = 1'h0;
+      \$1158  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1159  = valid_d10;
+    \$1159  = \$913 [24:0];
     if (rst) begin
-      \$1159  = 1'h0;
+      \$1159  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1160  = valid_d11;
+    \$1160  = s15_q;
     if (rst) begin
-      \$1160  = 1'h0;
+      \$1160  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1161  = valid_d12;
+    \$1161  = \$917 ;
     if (rst) begin
       \$1161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1162  = valid_d13;
+    \$1162  = s14_gone;
     if (rst) begin
       \$1162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1163  = valid_d14;
+    \$1163  = gone_d1;
     if (rst) begin
       \$1163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1164  = valid_d15;
+    \$1164  = s14_sat;
     if (rst) begin
       \$1164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1165  = valid_d16;
+    \$1165  = sat_d1;
     if (rst) begin
       \$1165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1166  = valid_d17;
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
     if (rst) begin
-      \$1166  = 1'h0;
+      \$1166  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1167  = valid_d18;
+    \$1167  = s2_neg;
     if (rst) begin
       \$1167  = 1'h0;
     end
   end
-  assign mode = \port$8610$45 [1:0];
-  assign zero_point = \port$8610$45 [9:2];
-  assign qmin = \port$8610$45 [17:10];
-  assign qmax = \port$8610$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1210  = \port$9170$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1211  = \port$9170$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1212  = \port$9170$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9170$45 [1:0];
+  assign zero_point = \port$9170$45 [9:2];
+  assign qmin = \port$9170$45 [17:10];
+  assign qmax = \port$9170$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];

@@ -195,9 +195,19 @@ class RequantLane(wiring.Component):
         d = signed(out.width + 2)
         d_min, d_max = Signal(d, name="clamp_dmin"), Signal(d, name="clamp_dmax")
         m.d.sync += [d_min.eq(qmin - zero_point), d_max.eq(qmax - zero_point)]
+        # ``r`` against the bounds without a carry chain over its 34 bits: a value outside the
+        # differences' range decides by its sign, and the low bits compare only when it is inside.
+        w = d.width + 1
+        fits = ~r[w - 1:].any() | (r[w - 1:].all() if r.shape().signed else Const(0, 1))
+        r_lo = r[:w].as_signed()
+        sign = r[-1] if r.shape().signed else Const(0, 1)      # onnx's magnitude alone is unsigned
+        pos_big, neg_big = ~fits & ~sign, ~fits & sign
+        lt, gt = neg_big | (fits & (r_lo < d_min)), pos_big | (fits & (r_lo > d_max))
+        if "onnx" in self.config.rounding:       # onnx's magnitudes are subtracted from the zero point
+            lt = Mux(neg, pos_big | (fits & (r_lo > -d_min)), lt)
+            gt = Mux(neg, neg_big | (fits & (r_lo < -d_max)), gt)
         # A saturated fixed-point result (``over``) is beyond any element bound, ``below`` says which.
-        lt = Mux(over, below, Mux(neg, r > -d_min, r < d_min))
-        gt = Mux(over, ~below, Mux(neg, r < -d_max, r > d_max))
+        lt, gt = Mux(over, below, lt), Mux(over, ~below, gt)
         y_lt, y_gt = Signal(name="out_lt"), Signal(name="out_gt")
         y = Signal(out, name="out_y")
         m.d.sync += [y_lt.eq(lt), y_gt.eq(gt), y.eq(Mux(neg, zero_point - r, zero_point + r)[:out.width])]
