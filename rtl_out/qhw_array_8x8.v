@@ -1114,8 +1114,8 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [28:0] \$10 ;
-  reg \$100 ;
-  reg \$101 ;
+  reg [12:0] \$100 ;
+  reg [8:0] \$101 ;
   reg \$102 ;
   reg \$103 ;
   reg \$104 ;
@@ -1127,7 +1127,7 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire [27:0] \$11 ;
   reg \$110 ;
   reg \$111 ;
-  reg \$112 ;
+  wire [223:0] \$112 ;
   reg \$113 ;
   reg \$114 ;
   reg \$115 ;
@@ -1139,11 +1139,43 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   reg \$120 ;
   reg \$121 ;
   reg \$122 ;
-  reg [224:0] \$123 ;
+  reg \$123 ;
   reg \$124 ;
+  reg \$125 ;
+  reg \$126 ;
+  reg \$127 ;
+  reg \$128 ;
+  reg \$129 ;
   wire [28:0] \$13 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg \$132 ;
+  reg \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg \$138 ;
+  reg \$139 ;
   wire [27:0] \$14 ;
+  reg \$140 ;
+  reg \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg \$145 ;
+  reg \$146 ;
+  reg \$147 ;
+  reg \$148 ;
+  reg \$149 ;
   wire [27:0] \$15 ;
+  reg \$150 ;
+  reg \$151 ;
+  reg \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg [224:0] \$155 ;
+  reg \$156 ;
   wire [28:0] \$16 ;
   wire [27:0] \$17 ;
   wire [27:0] \$18 ;
@@ -1167,75 +1199,75 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire [27:0] \$37 ;
+  wire \$37 ;
   wire \$38 ;
-  wire [27:0] \$39 ;
+  wire \$39 ;
   wire [28:0] \$4 ;
-  wire \$40 ;
+  wire [27:0] \$40 ;
   wire [27:0] \$41 ;
   wire \$42 ;
-  wire [27:0] \$43 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [27:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [27:0] \$46 ;
   wire [27:0] \$47 ;
   wire \$48 ;
-  wire [27:0] \$49 ;
+  wire \$49 ;
   wire [27:0] \$5 ;
   wire \$50 ;
-  wire [27:0] \$51 ;
-  wire \$52 ;
-  reg [12:0] \$53 ;
-  reg [12:0] \$54 ;
-  reg [12:0] \$55 ;
-  reg [12:0] \$56 ;
-  reg [12:0] \$57 ;
-  reg [12:0] \$58 ;
-  reg [12:0] \$59 ;
+  wire \$51 ;
+  wire [27:0] \$52 ;
+  wire [27:0] \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [27:0] \$58 ;
+  wire [27:0] \$59 ;
   wire [27:0] \$6 ;
-  reg [12:0] \$60 ;
-  reg [12:0] \$61 ;
-  reg [12:0] \$62 ;
-  reg [12:0] \$63 ;
-  reg [12:0] \$64 ;
-  reg [12:0] \$65 ;
-  reg [12:0] \$66 ;
-  reg [12:0] \$67 ;
-  reg [12:0] \$68 ;
-  reg [8:0] \$69 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [27:0] \$64 ;
+  wire [27:0] \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
   wire [28:0] \$7 ;
-  reg \$70 ;
-  reg \$71 ;
-  reg \$72 ;
-  reg \$73 ;
-  reg \$74 ;
-  reg \$75 ;
-  reg \$76 ;
-  reg \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  wire [27:0] \$70 ;
+  wire [27:0] \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [27:0] \$76 ;
+  wire [27:0] \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire [27:0] \$8 ;
-  wire [223:0] \$80 ;
-  reg \$81 ;
-  reg \$82 ;
-  reg \$83 ;
-  reg \$84 ;
-  reg \$85 ;
-  reg \$86 ;
-  reg \$87 ;
-  reg \$88 ;
-  reg \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire [27:0] \$82 ;
+  wire [27:0] \$83 ;
+  wire \$84 ;
+  reg [12:0] \$85 ;
+  reg [12:0] \$86 ;
+  reg [12:0] \$87 ;
+  reg [12:0] \$88 ;
+  reg [12:0] \$89 ;
   wire [27:0] \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg \$93 ;
-  reg \$94 ;
-  reg \$95 ;
-  reg \$96 ;
-  reg \$97 ;
-  reg \$98 ;
-  reg \$99 ;
+  reg [12:0] \$90 ;
+  reg [12:0] \$91 ;
+  reg [12:0] \$92 ;
+  reg [12:0] \$93 ;
+  reg [12:0] \$94 ;
+  reg [12:0] \$95 ;
+  reg [12:0] \$96 ;
+  reg [12:0] \$97 ;
+  reg [12:0] \$98 ;
+  reg [12:0] \$99 ;
   input clk;
   wire clk;
   (* qhw_replica = 32'd1 *)
@@ -1547,7 +1579,7 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire \tag_rd_d1.tag.last ;
   wire [8:0] \tag_rd_d1.tag.m ;
   wire \tag_rd_d1.valid ;
-  reg [223:0] total;
+  wire [223:0] total;
   wire [27:0] \total[0] ;
   wire [27:0] \total[1] ;
   wire [27:0] \total[2] ;
@@ -2133,55 +2165,87 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \$33  = tag_r_d14[0] & \$32 ;
   assign \$34  = tag_r_d14[9:1] == tag_r_d12[9:1];
   assign \$35  = \$33  & \$34 ;
-  assign \$36  = forward2_0 | forward3_early;
-  assign \$37  = forward2_0 ? last_total[27:0] : last2[27:0];
-  assign \$38  = forward2_1 | forward3_early;
-  assign \$39  = forward2_1 ? last_total[55:28] : last2[55:28];
-  assign \$40  = forward2_2 | forward3_early;
-  assign \$41  = forward2_2 ? last_total[83:56] : last2[83:56];
-  assign \$42  = forward2_3 | forward3_early;
-  assign \$43  = forward2_3 ? last_total[111:84] : last2[111:84];
-  assign \$44  = forward2_4 | forward3_early;
-  assign \$45  = forward2_4 ? last_total[139:112] : last2[139:112];
-  assign \$46  = forward2_5 | forward3_early;
-  assign \$47  = forward2_5 ? last_total[167:140] : last2[167:140];
-  assign \$48  = forward2_6 | forward3_early;
-  assign \$49  = forward2_6 ? last_total[195:168] : last2[195:168];
-  assign \$50  = forward2_7 | forward3_early;
-  assign \$51  = forward2_7 ? last_total[223:196] : last2[223:196];
-  assign \$52  = tag_add_d1[0] & tag_add_d1[11];
+  assign \$36  = ~ first_0;
+  assign \$37  = same1_0 & \$36 ;
+  assign \$38  = forward2_0 | forward3_early;
+  assign \$39  = \$38  | first_0;
+  assign \$40  = forward2_0 ? last_total[27:0] : last2[27:0];
+  assign \$41  = first_0 ? 28'h0000000 : \$40 ;
+  assign \$42  = ~ first_1;
+  assign \$43  = same1_1 & \$42 ;
+  assign \$44  = forward2_1 | forward3_early;
+  assign \$45  = \$44  | first_1;
+  assign \$46  = forward2_1 ? last_total[55:28] : last2[55:28];
+  assign \$47  = first_1 ? 28'h0000000 : \$46 ;
+  assign \$48  = ~ first_2;
+  assign \$49  = same1_2 & \$48 ;
+  assign \$50  = forward2_2 | forward3_early;
+  assign \$51  = \$50  | first_2;
+  assign \$52  = forward2_2 ? last_total[83:56] : last2[83:56];
+  assign \$53  = first_2 ? 28'h0000000 : \$52 ;
+  assign \$54  = ~ first_3;
+  assign \$55  = same1_3 & \$54 ;
+  assign \$56  = forward2_3 | forward3_early;
+  assign \$57  = \$56  | first_3;
+  assign \$58  = forward2_3 ? last_total[111:84] : last2[111:84];
+  assign \$59  = first_3 ? 28'h0000000 : \$58 ;
+  assign \$60  = ~ first_4;
+  assign \$61  = same1_4 & \$60 ;
+  assign \$62  = forward2_4 | forward3_early;
+  assign \$63  = \$62  | first_4;
+  assign \$64  = forward2_4 ? last_total[139:112] : last2[139:112];
+  assign \$65  = first_4 ? 28'h0000000 : \$64 ;
+  assign \$66  = ~ first_5;
+  assign \$67  = same1_5 & \$66 ;
+  assign \$68  = forward2_5 | forward3_early;
+  assign \$69  = \$68  | first_5;
+  assign \$70  = forward2_5 ? last_total[167:140] : last2[167:140];
+  assign \$71  = first_5 ? 28'h0000000 : \$70 ;
+  assign \$72  = ~ first_6;
+  assign \$73  = same1_6 & \$72 ;
+  assign \$74  = forward2_6 | forward3_early;
+  assign \$75  = \$74  | first_6;
+  assign \$76  = forward2_6 ? last_total[195:168] : last2[195:168];
+  assign \$77  = first_6 ? 28'h0000000 : \$76 ;
+  assign \$78  = ~ first_7;
+  assign \$79  = same1_7 & \$78 ;
+  assign \$80  = forward2_7 | forward3_early;
+  assign \$81  = \$80  | first_7;
+  assign \$82  = forward2_7 ? last_total[223:196] : last2[223:196];
+  assign \$83  = first_7 ? 28'h0000000 : \$82 ;
+  assign \$84  = tag_add_d1[0] & tag_add_d1[11];
   always @(posedge clk)
-    tag_r_d1 <= \$53 ;
+    tag_r_d1 <= \$85 ;
   always @(posedge clk)
-    tag_r_d2 <= \$54 ;
+    tag_r_d2 <= \$86 ;
   always @(posedge clk)
-    tag_r_d3 <= \$55 ;
+    tag_r_d3 <= \$87 ;
   always @(posedge clk)
-    tag_r_d4 <= \$56 ;
+    tag_r_d4 <= \$88 ;
   always @(posedge clk)
-    tag_r_d5 <= \$57 ;
+    tag_r_d5 <= \$89 ;
   always @(posedge clk)
-    tag_r_d6 <= \$58 ;
+    tag_r_d6 <= \$90 ;
   always @(posedge clk)
-    tag_r_d7 <= \$59 ;
+    tag_r_d7 <= \$91 ;
   always @(posedge clk)
-    tag_r_d8 <= \$60 ;
+    tag_r_d8 <= \$92 ;
   always @(posedge clk)
-    tag_r_d9 <= \$61 ;
+    tag_r_d9 <= \$93 ;
   always @(posedge clk)
-    tag_r_d10 <= \$62 ;
+    tag_r_d10 <= \$94 ;
   always @(posedge clk)
-    tag_r_d11 <= \$63 ;
+    tag_r_d11 <= \$95 ;
   always @(posedge clk)
-    tag_r_d12 <= \$64 ;
+    tag_r_d12 <= \$96 ;
   always @(posedge clk)
-    tag_r_d13 <= \$65 ;
+    tag_r_d13 <= \$97 ;
   always @(posedge clk)
-    tag_r_d14 <= \$66 ;
+    tag_r_d14 <= \$98 ;
   always @(posedge clk)
-    tag_rd_d1 <= \$67 ;
+    tag_rd_d1 <= \$99 ;
   always @(posedge clk)
-    tag_add_d1 <= \$68 ;
+    tag_add_d1 <= \$100 ;
   always @(posedge clk)
     psum_d <= psum;
   always @(posedge clk)
@@ -2191,664 +2255,613 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   always @(posedge clk)
     last2 <= last_total;
   always @(posedge clk)
-    wp__addr <= \$69 ;
+    wp__addr <= \$101 ;
   always @(posedge clk)
-    wp__en <= \$70 ;
+    wp__en <= \$102 ;
   always @(posedge clk)
-    forward3_early <= \$71 ;
+    forward3_early <= \$103 ;
   always @(posedge clk)
-    same1_early <= \$72 ;
+    same1_early <= \$104 ;
   always @(posedge clk)
-    same2_early <= \$73 ;
+    same2_early <= \$105 ;
   always @(posedge clk)
-    same1_0 <= \$74 ;
+    same1_0 <= \$106 ;
   always @(posedge clk)
-    same2_0 <= \$75 ;
+    same2_0 <= \$107 ;
   always @(posedge clk)
-    first_0 <= \$76 ;
+    first_0 <= \$108 ;
   always @(posedge clk)
-    forward1_0 <= \$77 ;
+    forward1_0 <= \$109 ;
   always @(posedge clk)
-    forward2_0 <= \$78 ;
+    forward2_0 <= \$110 ;
   always @(posedge clk)
-    forward_old_0 <= \$79 ;
+    forward_old_0 <= \$111 ;
   always @(posedge clk)
-    older <= \$80 ;
+    older <= \$112 ;
   always @(posedge clk)
-    same1_1 <= \$81 ;
+    same1_1 <= \$113 ;
   always @(posedge clk)
-    same2_1 <= \$82 ;
+    same2_1 <= \$114 ;
   always @(posedge clk)
-    first_1 <= \$83 ;
+    first_1 <= \$115 ;
   always @(posedge clk)
-    forward1_1 <= \$84 ;
+    forward1_1 <= \$116 ;
   always @(posedge clk)
-    forward2_1 <= \$85 ;
+    forward2_1 <= \$117 ;
   always @(posedge clk)
-    forward_old_1 <= \$86 ;
+    forward_old_1 <= \$118 ;
   always @(posedge clk)
-    same1_2 <= \$87 ;
+    same1_2 <= \$119 ;
   always @(posedge clk)
-    same2_2 <= \$88 ;
+    same2_2 <= \$120 ;
   always @(posedge clk)
-    first_2 <= \$89 ;
+    first_2 <= \$121 ;
   always @(posedge clk)
-    forward1_2 <= \$90 ;
+    forward1_2 <= \$122 ;
   always @(posedge clk)
-    forward2_2 <= \$91 ;
+    forward2_2 <= \$123 ;
   always @(posedge clk)
-    forward_old_2 <= \$92 ;
+    forward_old_2 <= \$124 ;
   always @(posedge clk)
-    same1_3 <= \$93 ;
+    same1_3 <= \$125 ;
   always @(posedge clk)
-    same2_3 <= \$94 ;
+    same2_3 <= \$126 ;
   always @(posedge clk)
-    first_3 <= \$95 ;
+    first_3 <= \$127 ;
   always @(posedge clk)
-    forward1_3 <= \$96 ;
+    forward1_3 <= \$128 ;
   always @(posedge clk)
-    forward2_3 <= \$97 ;
+    forward2_3 <= \$129 ;
   always @(posedge clk)
-    forward_old_3 <= \$98 ;
+    forward_old_3 <= \$130 ;
   always @(posedge clk)
-    same1_4 <= \$99 ;
+    same1_4 <= \$131 ;
   always @(posedge clk)
-    same2_4 <= \$100 ;
+    same2_4 <= \$132 ;
   always @(posedge clk)
-    first_4 <= \$101 ;
+    first_4 <= \$133 ;
   always @(posedge clk)
-    forward1_4 <= \$102 ;
+    forward1_4 <= \$134 ;
   always @(posedge clk)
-    forward2_4 <= \$103 ;
+    forward2_4 <= \$135 ;
   always @(posedge clk)
-    forward_old_4 <= \$104 ;
+    forward_old_4 <= \$136 ;
   always @(posedge clk)
-    same1_5 <= \$105 ;
+    same1_5 <= \$137 ;
   always @(posedge clk)
-    same2_5 <= \$106 ;
+    same2_5 <= \$138 ;
   always @(posedge clk)
-    first_5 <= \$107 ;
+    first_5 <= \$139 ;
   always @(posedge clk)
-    forward1_5 <= \$108 ;
+    forward1_5 <= \$140 ;
   always @(posedge clk)
-    forward2_5 <= \$109 ;
+    forward2_5 <= \$141 ;
   always @(posedge clk)
-    forward_old_5 <= \$110 ;
+    forward_old_5 <= \$142 ;
   always @(posedge clk)
-    same1_6 <= \$111 ;
+    same1_6 <= \$143 ;
   always @(posedge clk)
-    same2_6 <= \$112 ;
+    same2_6 <= \$144 ;
   always @(posedge clk)
-    first_6 <= \$113 ;
+    first_6 <= \$145 ;
   always @(posedge clk)
-    forward1_6 <= \$114 ;
+    forward1_6 <= \$146 ;
   always @(posedge clk)
-    forward2_6 <= \$115 ;
+    forward2_6 <= \$147 ;
   always @(posedge clk)
-    forward_old_6 <= \$116 ;
+    forward_old_6 <= \$148 ;
   always @(posedge clk)
-    same1_7 <= \$117 ;
+    same1_7 <= \$149 ;
   always @(posedge clk)
-    same2_7 <= \$118 ;
+    same2_7 <= \$150 ;
   always @(posedge clk)
-    first_7 <= \$119 ;
+    first_7 <= \$151 ;
   always @(posedge clk)
-    forward1_7 <= \$120 ;
+    forward1_7 <= \$152 ;
   always @(posedge clk)
-    forward2_7 <= \$121 ;
+    forward2_7 <= \$153 ;
   always @(posedge clk)
-    forward_old_7 <= \$122 ;
+    forward_old_7 <= \$154 ;
   always @(posedge clk)
-    row__payload <= \$123 ;
+    row__payload <= \$155 ;
   always @(posedge clk)
-    row__valid <= \$124 ;
+    row__valid <= \$156 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (first_0) begin
-      total[27:0] = { psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18:0] };
-    end else begin
-      total[27:0] = \$4 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_1) begin
-      total[55:28] = { psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37:19] };
-    end else begin
-      total[55:28] = \$7 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_2) begin
-      total[83:56] = { psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56:38] };
-    end else begin
-      total[83:56] = \$10 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_3) begin
-      total[111:84] = { psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75:57] };
-    end else begin
-      total[111:84] = \$13 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_4) begin
-      total[139:112] = { psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94:76] };
-    end else begin
-      total[139:112] = \$16 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_5) begin
-      total[167:140] = { psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113:95] };
-    end else begin
-      total[167:140] = \$19 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_6) begin
-      total[195:168] = { psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132:114] };
-    end else begin
-      total[195:168] = \$22 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_7) begin
-      total[223:196] = { psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151:133] };
-    end else begin
-      total[223:196] = \$25 [27:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = tag;
+    \$85  = tag;
     if (rst) begin
-      \$53  = 13'h0000;
+      \$85  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$54  = tag_r_d1;
+    \$86  = tag_r_d1;
     if (rst) begin
-      \$54  = 13'h0000;
+      \$86  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$55  = tag_r_d2;
+    \$87  = tag_r_d2;
     if (rst) begin
-      \$55  = 13'h0000;
+      \$87  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$56  = tag_r_d3;
+    \$88  = tag_r_d3;
     if (rst) begin
-      \$56  = 13'h0000;
+      \$88  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$57  = tag_r_d4;
+    \$89  = tag_r_d4;
     if (rst) begin
-      \$57  = 13'h0000;
+      \$89  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$58  = tag_r_d5;
+    \$90  = tag_r_d5;
     if (rst) begin
-      \$58  = 13'h0000;
+      \$90  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$59  = tag_r_d6;
+    \$91  = tag_r_d6;
     if (rst) begin
-      \$59  = 13'h0000;
+      \$91  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$60  = tag_r_d7;
+    \$92  = tag_r_d7;
     if (rst) begin
-      \$60  = 13'h0000;
+      \$92  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$61  = tag_r_d8;
+    \$93  = tag_r_d8;
     if (rst) begin
-      \$61  = 13'h0000;
+      \$93  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$62  = tag_r_d9;
+    \$94  = tag_r_d9;
     if (rst) begin
-      \$62  = 13'h0000;
+      \$94  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$63  = tag_r_d10;
+    \$95  = tag_r_d10;
     if (rst) begin
-      \$63  = 13'h0000;
+      \$95  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$64  = tag_r_d11;
+    \$96  = tag_r_d11;
     if (rst) begin
-      \$64  = 13'h0000;
+      \$96  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$65  = tag_r_d12;
+    \$97  = tag_r_d12;
     if (rst) begin
-      \$65  = 13'h0000;
+      \$97  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$66  = tag_r_d13;
+    \$98  = tag_r_d13;
     if (rst) begin
-      \$66  = 13'h0000;
+      \$98  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$67  = tag_r_d14;
+    \$99  = tag_r_d14;
     if (rst) begin
-      \$67  = 13'h0000;
+      \$99  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$68  = tag_rd_d1;
+    \$100  = tag_rd_d1;
     if (rst) begin
-      \$68  = 13'h0000;
+      \$100  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$69  = tag_add_d1[9:1];
+    \$101  = tag_add_d1[9:1];
     if (rst) begin
-      \$69  = 9'h000;
+      \$101  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$70  = wrote;
-    if (rst) begin
-      \$70  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$71  = \$27 ;
-    if (rst) begin
-      \$71  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$72  = \$31 ;
-    if (rst) begin
-      \$72  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$73  = \$35 ;
-    if (rst) begin
-      \$73  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$74  = same1_early;
-    if (rst) begin
-      \$74  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$75  = same2_early;
-    if (rst) begin
-      \$75  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$76  = tag_rd_d1[10];
-    if (rst) begin
-      \$76  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$77  = same1_0;
-    if (rst) begin
-      \$77  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$78  = same2_0;
-    if (rst) begin
-      \$78  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$79  = \$36 ;
-    if (rst) begin
-      \$79  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$81  = same1_early;
-    if (rst) begin
-      \$81  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$82  = same2_early;
-    if (rst) begin
-      \$82  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$83  = tag_rd_d1[10];
-    if (rst) begin
-      \$83  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$84  = same1_1;
-    if (rst) begin
-      \$84  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = same2_1;
-    if (rst) begin
-      \$85  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = \$38 ;
-    if (rst) begin
-      \$86  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = same1_early;
-    if (rst) begin
-      \$87  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = same2_early;
-    if (rst) begin
-      \$88  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$89  = tag_rd_d1[10];
-    if (rst) begin
-      \$89  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = same1_2;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = same2_2;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = \$40 ;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = same1_early;
-    if (rst) begin
-      \$93  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = same2_early;
-    if (rst) begin
-      \$94  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$95  = tag_rd_d1[10];
-    if (rst) begin
-      \$95  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$96  = same1_3;
-    if (rst) begin
-      \$96  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = same2_3;
-    if (rst) begin
-      \$97  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = \$42 ;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$99  = same1_early;
-    if (rst) begin
-      \$99  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$100  = same2_early;
-    if (rst) begin
-      \$100  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$101  = tag_rd_d1[10];
-    if (rst) begin
-      \$101  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$102  = same1_4;
+    \$102  = wrote;
     if (rst) begin
       \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$103  = same2_4;
+    \$103  = \$27 ;
     if (rst) begin
       \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = \$44 ;
+    \$104  = \$31 ;
     if (rst) begin
       \$104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = same1_early;
+    \$105  = \$35 ;
     if (rst) begin
       \$105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = same2_early;
+    \$106  = same1_early;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = tag_rd_d1[10];
+    \$107  = same2_early;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = same1_5;
+    \$108  = tag_r_d14[10];
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$109  = same2_5;
+    \$109  = \$37 ;
     if (rst) begin
       \$109  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = \$46 ;
+    \$110  = same2_0;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = same1_early;
+    \$111  = \$39 ;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = same2_early;
-    if (rst) begin
-      \$112  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$113  = tag_rd_d1[10];
+    \$113  = same1_early;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$114  = same1_6;
+    \$114  = same2_early;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$115  = same2_6;
+    \$115  = tag_r_d14[10];
     if (rst) begin
       \$115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$116  = \$48 ;
+    \$116  = \$43 ;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$117  = same1_early;
+    \$117  = same2_1;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$118  = same2_early;
+    \$118  = \$45 ;
     if (rst) begin
       \$118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$119  = tag_rd_d1[10];
+    \$119  = same1_early;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$120  = same1_7;
+    \$120  = same2_early;
     if (rst) begin
       \$120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$121  = same2_7;
+    \$121  = tag_r_d14[10];
     if (rst) begin
       \$121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$122  = \$50 ;
+    \$122  = \$49 ;
     if (rst) begin
       \$122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$123 [223:0] = total;
-    \$123 [224] = tag_add_d1[12];
+    \$123  = same2_2;
     if (rst) begin
-      \$123  = 225'h000000000000000000000000000000000000000000000000000000000;
+      \$123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$124  = \$52 ;
+    \$124  = \$51 ;
     if (rst) begin
       \$124  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$125  = same1_early;
+    if (rst) begin
+      \$125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$126  = same2_early;
+    if (rst) begin
+      \$126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$127  = tag_r_d14[10];
+    if (rst) begin
+      \$127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$128  = \$55 ;
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$129  = same2_3;
+    if (rst) begin
+      \$129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$130  = \$57 ;
+    if (rst) begin
+      \$130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$131  = same1_early;
+    if (rst) begin
+      \$131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$132  = same2_early;
+    if (rst) begin
+      \$132  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$133  = tag_r_d14[10];
+    if (rst) begin
+      \$133  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$134  = \$61 ;
+    if (rst) begin
+      \$134  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$135  = same2_4;
+    if (rst) begin
+      \$135  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$136  = \$63 ;
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$137  = same1_early;
+    if (rst) begin
+      \$137  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$138  = same2_early;
+    if (rst) begin
+      \$138  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$139  = tag_r_d14[10];
+    if (rst) begin
+      \$139  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$140  = \$67 ;
+    if (rst) begin
+      \$140  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$141  = same2_5;
+    if (rst) begin
+      \$141  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$142  = \$69 ;
+    if (rst) begin
+      \$142  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$143  = same1_early;
+    if (rst) begin
+      \$143  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$144  = same2_early;
+    if (rst) begin
+      \$144  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$145  = tag_r_d14[10];
+    if (rst) begin
+      \$145  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$146  = \$73 ;
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$147  = same2_6;
+    if (rst) begin
+      \$147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$148  = \$75 ;
+    if (rst) begin
+      \$148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$149  = same1_early;
+    if (rst) begin
+      \$149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$150  = same2_early;
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$151  = tag_r_d14[10];
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$152  = \$79 ;
+    if (rst) begin
+      \$152  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$153  = same2_7;
+    if (rst) begin
+      \$153  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$154  = \$81 ;
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$155 [223:0] = total;
+    \$155 [224] = tag_add_d1[12];
+    if (rst) begin
+      \$155  = 225'h000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$156  = \$84 ;
+    if (rst) begin
+      \$156  = 1'h0;
     end
   end
   assign rp__addr = tag_r_d14[9:1];
@@ -2886,14 +2899,6 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \total[5]  = total[167:140];
   assign \total[6]  = total[195:168];
   assign \total[7]  = total[223:196];
-  assign \psum_d[0]  = psum_d[18:0];
-  assign \psum_d[1]  = psum_d[37:19];
-  assign \psum_d[2]  = psum_d[56:38];
-  assign \psum_d[3]  = psum_d[75:57];
-  assign \psum_d[4]  = psum_d[94:76];
-  assign \psum_d[5]  = psum_d[113:95];
-  assign \psum_d[6]  = psum_d[132:114];
-  assign \psum_d[7]  = psum_d[151:133];
   assign \rd[0]  = rd[27:0];
   assign \rd[1]  = rd[55:28];
   assign \rd[2]  = rd[83:56];
@@ -2918,6 +2923,14 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \last_total[5]  = last_total[167:140];
   assign \last_total[6]  = last_total[195:168];
   assign \last_total[7]  = last_total[223:196];
+  assign \psum_d[0]  = psum_d[18:0];
+  assign \psum_d[1]  = psum_d[37:19];
+  assign \psum_d[2]  = psum_d[56:38];
+  assign \psum_d[3]  = psum_d[75:57];
+  assign \psum_d[4]  = psum_d[94:76];
+  assign \psum_d[5]  = psum_d[113:95];
+  assign \psum_d[6]  = psum_d[132:114];
+  assign \psum_d[7]  = psum_d[151:133];
   assign \wp__data[0]  = last_total[27:0];
   assign \wp__data[1]  = last_total[55:28];
   assign \wp__data[2]  = last_total[83:56];
@@ -3044,14 +3057,22 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \row__payload.sum[6]  = row__payload[195:168];
   assign \row__payload.sum[7]  = row__payload[223:196];
   assign \row__payload.bank  = row__payload[224];
-  assign \$80 [223:196] = \$51 ;
-  assign \$80 [195:168] = \$49 ;
-  assign \$80 [167:140] = \$47 ;
-  assign \$80 [139:112] = \$45 ;
-  assign \$80 [111:84] = \$43 ;
-  assign \$80 [83:56] = \$41 ;
-  assign \$80 [55:28] = \$39 ;
-  assign \$80 [27:0] = \$37 ;
+  assign \$112 [223:196] = \$83 ;
+  assign \$112 [195:168] = \$77 ;
+  assign \$112 [167:140] = \$71 ;
+  assign \$112 [139:112] = \$65 ;
+  assign \$112 [111:84] = \$59 ;
+  assign \$112 [83:56] = \$53 ;
+  assign \$112 [55:28] = \$47 ;
+  assign \$112 [27:0] = \$41 ;
+  assign total[223:196] = \$25 [27:0];
+  assign total[195:168] = \$22 [27:0];
+  assign total[167:140] = \$19 [27:0];
+  assign total[139:112] = \$16 [27:0];
+  assign total[111:84] = \$13 [27:0];
+  assign total[83:56] = \$10 [27:0];
+  assign total[55:28] = \$7 [27:0];
+  assign total[27:0] = \$4 [27:0];
   assign tag[12] = tag__payload[18];
   assign tag[11] = tag__payload[17];
   assign tag[10] = tag__payload[16];
@@ -19750,7 +19771,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[286:256]),
     .o(o),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[583:552]),
     .shift(lane_params[509:504]),
@@ -19763,7 +19784,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[317:287]),
     .o(\o$90 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[615:584]),
     .shift(lane_params[515:510])
@@ -19775,7 +19796,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[348:318]),
     .o(\o$91 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[647:616]),
     .shift(lane_params[521:516])
@@ -19787,7 +19808,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[379:349]),
     .o(\o$92 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[679:648]),
     .shift(lane_params[527:522])
@@ -19799,7 +19820,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[410:380]),
     .o(\o$93 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[711:680]),
     .shift(lane_params[533:528])
@@ -19811,7 +19832,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[441:411]),
     .o(\o$94 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[743:712]),
     .shift(lane_params[539:534])
@@ -19823,7 +19844,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[472:442]),
     .o(\o$95 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[775:744]),
     .shift(lane_params[545:540])
@@ -19835,7 +19856,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[503:473]),
     .o(\o$96 ),
-    .\port$9170$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[807:776]),
     .shift(lane_params[551:546])
@@ -20066,7 +20087,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
   assign out__payload[7:0] = o;
 endmodule
 
-module \qhw_array_8x8.requant.requant_0 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
+module \qhw_array_8x8.requant.requant_0 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -21406,8 +21427,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -21573,8 +21594,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -24186,21 +24207,21 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -24380,10 +24401,10 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -25068,7 +25089,7 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_1 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_1 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -26408,8 +26429,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -26574,8 +26595,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -29187,21 +29208,21 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -29381,10 +29402,10 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -30069,7 +30090,7 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_2 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_2 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -31409,8 +31430,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -31575,8 +31596,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -34188,21 +34209,21 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -34382,10 +34403,10 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -35070,7 +35091,7 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_3 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_3 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -36410,8 +36431,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -36576,8 +36597,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -39189,21 +39210,21 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -39383,10 +39404,10 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -40071,7 +40092,7 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_4 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_4 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -41411,8 +41432,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -41577,8 +41598,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -44190,21 +44211,21 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -44384,10 +44405,10 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -45072,7 +45093,7 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_5 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_5 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -46412,8 +46433,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -46578,8 +46599,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -49191,21 +49212,21 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -49385,10 +49406,10 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -50073,7 +50094,7 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_6 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_6 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -51413,8 +51434,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -51579,8 +51600,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -54192,21 +54213,21 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -54386,10 +54407,10 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];
@@ -55074,7 +55095,7 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_7 (rst, \port$9170$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_7 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
@@ -56414,8 +56435,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$9170$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$9170$45 ;
-  wire [25:0] \port$9170$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -56580,8 +56601,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$9170$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$9170$45 [1:0] == 1'h1;
-  assign \$3  = \port$9170$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -59193,21 +59214,21 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$9170$45 , acc, i_valid, bias
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1210  = \port$9170$45 [9:2];
+    \$1210  = \port$9186$45 [9:2];
     if (rst) begin
       \$1210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1211  = \port$9170$45 [17:10];
+    \$1211  = \port$9186$45 [17:10];
     if (rst) begin
       \$1211  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1212  = \port$9170$45 [25:18];
+    \$1212  = \port$9186$45 [25:18];
     if (rst) begin
       \$1212  = 8'h00;
     end
@@ -59387,10 +59408,10 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$9170$45 , acc, i_valid, bias
       \$1237  = 1'h0;
     end
   end
-  assign mode = \port$9170$45 [1:0];
-  assign zero_point = \port$9170$45 [9:2];
-  assign qmin = \port$9170$45 [17:10];
-  assign qmax = \port$9170$45 [25:18];
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
   assign \a$235  = s3_op[16:0];

@@ -138,8 +138,15 @@ class Accumulator(wiring.Component):
             first, forward1, forward2, forward_old = (replica(Signal(name=n), name=f"{n}_{j}")
                                                       for n in ("first", "forward1", "forward2", "forward_old"))
             if early:
+                # A first K tile adds ``older`` set to 0 (selected and cleared a cycle ahead), so no
+                # multiplexer sits behind the adder; ``first`` (the column's copy) is known a cycle
+                # earlier than in the plain form.
                 same1, same2 = (replica(Signal(name=n), name=f"{n}_{j}") for n in ("same1", "same2"))
-                m.d.sync += [same1.eq(match1), same2.eq(match2)]
+                m.d.sync += [same1.eq(match1), same2.eq(match2), first.eq(tag_r.tag.first),
+                             forward1.eq(same1 & ~first), forward2.eq(same2), forward_old.eq(forward2 | same3 | first),
+                             older[j].eq(Mux(first, 0, Mux(forward2, last_total[j], last2[j])))]
+                m.d.comb += total[j].eq(Mux(forward1, last_total[j], Mux(forward_old, older[j], rd[j])) + psum_d[j])
+                continue
             m.d.sync += [first.eq(tag_d1.tag.first), forward1.eq(same1), forward2.eq(same2),
                          forward_old.eq(forward2 | same3), older[j].eq(Mux(forward2, last_total[j], last2[j]))]
             with m.If(first):
