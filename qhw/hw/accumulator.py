@@ -39,6 +39,9 @@ class Accumulator(wiring.Component):
 
     ``next_bank`` is the bank of the row ``row`` carries in the next cycle, so the lanes can select
     their parameters into registers a cycle early.
+
+    ``family="ecp5"`` builds the memory (``acc_depth`` <= 512) as DP16KD instances whose output
+    register holds the read row (same cycles as the portable ``Memory`` and its data register).
     """
 
     def __init__(self, *, config: ArrayConfig, family: str | None = None):
