@@ -1114,8 +1114,8 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [28:0] \$10 ;
-  wire [223:0] \$100 ;
-  reg \$101 ;
+  reg [12:0] \$100 ;
+  reg [8:0] \$101 ;
   reg \$102 ;
   reg \$103 ;
   reg \$104 ;
@@ -1127,7 +1127,7 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire [27:0] \$11 ;
   reg \$110 ;
   reg \$111 ;
-  reg \$112 ;
+  wire [223:0] \$112 ;
   reg \$113 ;
   reg \$114 ;
   reg \$115 ;
@@ -1145,11 +1145,37 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   reg \$126 ;
   reg \$127 ;
   reg \$128 ;
-  reg [224:0] \$129 ;
+  reg \$129 ;
   wire [28:0] \$13 ;
   reg \$130 ;
+  reg \$131 ;
+  reg \$132 ;
+  reg \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg \$136 ;
+  reg \$137 ;
+  reg \$138 ;
+  reg \$139 ;
   wire [27:0] \$14 ;
+  reg \$140 ;
+  reg \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg \$144 ;
+  reg \$145 ;
+  reg \$146 ;
+  reg \$147 ;
+  reg \$148 ;
+  reg \$149 ;
   wire [27:0] \$15 ;
+  reg \$150 ;
+  reg \$151 ;
+  reg \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg [224:0] \$155 ;
+  reg \$156 ;
   wire [28:0] \$16 ;
   wire [27:0] \$17 ;
   wire [27:0] \$18 ;
@@ -1169,63 +1195,63 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire [27:0] \$33 ;
+  wire \$33 ;
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [27:0] \$39 ;
+  wire \$39 ;
   wire [28:0] \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  wire [27:0] \$40 ;
+  wire [27:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [27:0] \$45 ;
-  wire \$46 ;
-  wire \$47 ;
+  wire \$45 ;
+  wire [27:0] \$46 ;
+  wire [27:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire [27:0] \$5 ;
   wire \$50 ;
-  wire [27:0] \$51 ;
-  wire \$52 ;
-  wire \$53 ;
+  wire \$51 ;
+  wire [27:0] \$52 ;
+  wire [27:0] \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [27:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire \$57 ;
+  wire [27:0] \$58 ;
+  wire [27:0] \$59 ;
   wire [27:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [27:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire \$63 ;
+  wire [27:0] \$64 ;
+  wire [27:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [27:0] \$69 ;
+  wire \$69 ;
   wire [28:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
+  wire [27:0] \$70 ;
+  wire [27:0] \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [27:0] \$75 ;
-  wire \$76 ;
-  reg [12:0] \$77 ;
-  reg [12:0] \$78 ;
-  reg [12:0] \$79 ;
+  wire \$75 ;
+  wire [27:0] \$76 ;
+  wire [27:0] \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire [27:0] \$8 ;
-  reg [12:0] \$80 ;
-  reg [12:0] \$81 ;
-  reg [12:0] \$82 ;
-  reg [12:0] \$83 ;
-  reg [12:0] \$84 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire [27:0] \$82 ;
+  wire [27:0] \$83 ;
+  wire \$84 ;
   reg [12:0] \$85 ;
   reg [12:0] \$86 ;
   reg [12:0] \$87 ;
@@ -1235,13 +1261,13 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   reg [12:0] \$90 ;
   reg [12:0] \$91 ;
   reg [12:0] \$92 ;
-  reg [8:0] \$93 ;
-  reg \$94 ;
-  reg \$95 ;
-  reg \$96 ;
-  reg \$97 ;
-  reg \$98 ;
-  reg \$99 ;
+  reg [12:0] \$93 ;
+  reg [12:0] \$94 ;
+  reg [12:0] \$95 ;
+  reg [12:0] \$96 ;
+  reg [12:0] \$97 ;
+  reg [12:0] \$98 ;
+  reg [12:0] \$99 ;
   input clk;
   wire clk;
   (* qhw_replica = 32'd1 *)
@@ -1392,6 +1418,40 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire [27:0] \rp__data[7] ;
   input rst;
   wire rst;
+  (* qhw_replica = 32'd1 *)
+  reg same1_0 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_1 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_2 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_3 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_4 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_5 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_6 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same1_7 = 1'h0;
+  reg same1_early = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_0 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_1 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_2 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_3 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_4 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_5 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_6 = 1'h0;
+  (* qhw_replica = 32'd1 *)
+  reg same2_7 = 1'h0;
+  reg same2_early = 1'h0;
   wire [12:0] tag;
   wire [11:0] \tag.tag ;
   wire \tag.tag.bank ;
@@ -1519,7 +1579,7 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   wire \tag_rd_d1.tag.last ;
   wire [8:0] \tag_rd_d1.tag.m ;
   wire \tag_rd_d1.valid ;
-  reg [223:0] total;
+  wire [223:0] total;
   wire [27:0] \total[0] ;
   wire [27:0] \total[1] ;
   wire [27:0] \total[2] ;
@@ -2097,87 +2157,95 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \$25  = $signed(\$24 ) + $signed(psum_d[151:133]);
   assign \$26  = wp__addr == tag_r_d14[9:1];
   assign \$27  = wp__en & \$26 ;
-  assign \$28  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$29  = wrote & \$28 ;
-  assign \$30  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$31  = wrote & \$30 ;
-  assign \$32  = forward2_0 | forward3_early;
-  assign \$33  = forward2_0 ? last_total[27:0] : last2[27:0];
-  assign \$34  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$35  = wrote & \$34 ;
-  assign \$36  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$37  = wrote & \$36 ;
-  assign \$38  = forward2_1 | forward3_early;
-  assign \$39  = forward2_1 ? last_total[55:28] : last2[55:28];
-  assign \$40  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$41  = wrote & \$40 ;
-  assign \$42  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$43  = wrote & \$42 ;
-  assign \$44  = forward2_2 | forward3_early;
-  assign \$45  = forward2_2 ? last_total[83:56] : last2[83:56];
-  assign \$46  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$47  = wrote & \$46 ;
-  assign \$48  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$49  = wrote & \$48 ;
-  assign \$50  = forward2_3 | forward3_early;
-  assign \$51  = forward2_3 ? last_total[111:84] : last2[111:84];
-  assign \$52  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$53  = wrote & \$52 ;
-  assign \$54  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$55  = wrote & \$54 ;
-  assign \$56  = forward2_4 | forward3_early;
-  assign \$57  = forward2_4 ? last_total[139:112] : last2[139:112];
-  assign \$58  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$59  = wrote & \$58 ;
-  assign \$60  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$61  = wrote & \$60 ;
-  assign \$62  = forward2_5 | forward3_early;
-  assign \$63  = forward2_5 ? last_total[167:140] : last2[167:140];
-  assign \$64  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$65  = wrote & \$64 ;
-  assign \$66  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$67  = wrote & \$66 ;
-  assign \$68  = forward2_6 | forward3_early;
-  assign \$69  = forward2_6 ? last_total[195:168] : last2[195:168];
-  assign \$70  = tag_add_d1[9:1] == tag_rd_d1[9:1];
-  assign \$71  = wrote & \$70 ;
-  assign \$72  = tag_add_d1[9:1] == tag_r_d14[9:1];
-  assign \$73  = wrote & \$72 ;
-  assign \$74  = forward2_7 | forward3_early;
-  assign \$75  = forward2_7 ? last_total[223:196] : last2[223:196];
-  assign \$76  = tag_add_d1[0] & tag_add_d1[11];
+  assign \$28  = ~ tag_r_d14[11];
+  assign \$29  = tag_r_d14[0] & \$28 ;
+  assign \$30  = tag_r_d14[9:1] == tag_r_d13[9:1];
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = ~ tag_r_d14[11];
+  assign \$33  = tag_r_d14[0] & \$32 ;
+  assign \$34  = tag_r_d14[9:1] == tag_r_d12[9:1];
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = ~ first_0;
+  assign \$37  = same1_0 & \$36 ;
+  assign \$38  = forward2_0 | forward3_early;
+  assign \$39  = \$38  | first_0;
+  assign \$40  = forward2_0 ? last_total[27:0] : last2[27:0];
+  assign \$41  = first_0 ? 28'h0000000 : \$40 ;
+  assign \$42  = ~ first_1;
+  assign \$43  = same1_1 & \$42 ;
+  assign \$44  = forward2_1 | forward3_early;
+  assign \$45  = \$44  | first_1;
+  assign \$46  = forward2_1 ? last_total[55:28] : last2[55:28];
+  assign \$47  = first_1 ? 28'h0000000 : \$46 ;
+  assign \$48  = ~ first_2;
+  assign \$49  = same1_2 & \$48 ;
+  assign \$50  = forward2_2 | forward3_early;
+  assign \$51  = \$50  | first_2;
+  assign \$52  = forward2_2 ? last_total[83:56] : last2[83:56];
+  assign \$53  = first_2 ? 28'h0000000 : \$52 ;
+  assign \$54  = ~ first_3;
+  assign \$55  = same1_3 & \$54 ;
+  assign \$56  = forward2_3 | forward3_early;
+  assign \$57  = \$56  | first_3;
+  assign \$58  = forward2_3 ? last_total[111:84] : last2[111:84];
+  assign \$59  = first_3 ? 28'h0000000 : \$58 ;
+  assign \$60  = ~ first_4;
+  assign \$61  = same1_4 & \$60 ;
+  assign \$62  = forward2_4 | forward3_early;
+  assign \$63  = \$62  | first_4;
+  assign \$64  = forward2_4 ? last_total[139:112] : last2[139:112];
+  assign \$65  = first_4 ? 28'h0000000 : \$64 ;
+  assign \$66  = ~ first_5;
+  assign \$67  = same1_5 & \$66 ;
+  assign \$68  = forward2_5 | forward3_early;
+  assign \$69  = \$68  | first_5;
+  assign \$70  = forward2_5 ? last_total[167:140] : last2[167:140];
+  assign \$71  = first_5 ? 28'h0000000 : \$70 ;
+  assign \$72  = ~ first_6;
+  assign \$73  = same1_6 & \$72 ;
+  assign \$74  = forward2_6 | forward3_early;
+  assign \$75  = \$74  | first_6;
+  assign \$76  = forward2_6 ? last_total[195:168] : last2[195:168];
+  assign \$77  = first_6 ? 28'h0000000 : \$76 ;
+  assign \$78  = ~ first_7;
+  assign \$79  = same1_7 & \$78 ;
+  assign \$80  = forward2_7 | forward3_early;
+  assign \$81  = \$80  | first_7;
+  assign \$82  = forward2_7 ? last_total[223:196] : last2[223:196];
+  assign \$83  = first_7 ? 28'h0000000 : \$82 ;
+  assign \$84  = tag_add_d1[0] & tag_add_d1[11];
   always @(posedge clk)
-    tag_r_d1 <= \$77 ;
+    tag_r_d1 <= \$85 ;
   always @(posedge clk)
-    tag_r_d2 <= \$78 ;
+    tag_r_d2 <= \$86 ;
   always @(posedge clk)
-    tag_r_d3 <= \$79 ;
+    tag_r_d3 <= \$87 ;
   always @(posedge clk)
-    tag_r_d4 <= \$80 ;
+    tag_r_d4 <= \$88 ;
   always @(posedge clk)
-    tag_r_d5 <= \$81 ;
+    tag_r_d5 <= \$89 ;
   always @(posedge clk)
-    tag_r_d6 <= \$82 ;
+    tag_r_d6 <= \$90 ;
   always @(posedge clk)
-    tag_r_d7 <= \$83 ;
+    tag_r_d7 <= \$91 ;
   always @(posedge clk)
-    tag_r_d8 <= \$84 ;
+    tag_r_d8 <= \$92 ;
   always @(posedge clk)
-    tag_r_d9 <= \$85 ;
+    tag_r_d9 <= \$93 ;
   always @(posedge clk)
-    tag_r_d10 <= \$86 ;
+    tag_r_d10 <= \$94 ;
   always @(posedge clk)
-    tag_r_d11 <= \$87 ;
+    tag_r_d11 <= \$95 ;
   always @(posedge clk)
-    tag_r_d12 <= \$88 ;
+    tag_r_d12 <= \$96 ;
   always @(posedge clk)
-    tag_r_d13 <= \$89 ;
+    tag_r_d13 <= \$97 ;
   always @(posedge clk)
-    tag_r_d14 <= \$90 ;
+    tag_r_d14 <= \$98 ;
   always @(posedge clk)
-    tag_rd_d1 <= \$91 ;
+    tag_rd_d1 <= \$99 ;
   always @(posedge clk)
-    tag_add_d1 <= \$92 ;
+    tag_add_d1 <= \$100 ;
   always @(posedge clk)
     psum_d <= psum;
   always @(posedge clk)
@@ -2187,502 +2255,613 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   always @(posedge clk)
     last2 <= last_total;
   always @(posedge clk)
-    wp__addr <= \$93 ;
+    wp__addr <= \$101 ;
   always @(posedge clk)
-    wp__en <= \$94 ;
+    wp__en <= \$102 ;
   always @(posedge clk)
-    forward3_early <= \$95 ;
+    forward3_early <= \$103 ;
   always @(posedge clk)
-    first_0 <= \$96 ;
+    same1_early <= \$104 ;
   always @(posedge clk)
-    forward1_0 <= \$97 ;
+    same2_early <= \$105 ;
   always @(posedge clk)
-    forward2_0 <= \$98 ;
+    same1_0 <= \$106 ;
   always @(posedge clk)
-    forward_old_0 <= \$99 ;
+    same2_0 <= \$107 ;
   always @(posedge clk)
-    older <= \$100 ;
+    first_0 <= \$108 ;
   always @(posedge clk)
-    first_1 <= \$101 ;
+    forward1_0 <= \$109 ;
   always @(posedge clk)
-    forward1_1 <= \$102 ;
+    forward2_0 <= \$110 ;
   always @(posedge clk)
-    forward2_1 <= \$103 ;
+    forward_old_0 <= \$111 ;
   always @(posedge clk)
-    forward_old_1 <= \$104 ;
+    older <= \$112 ;
   always @(posedge clk)
-    first_2 <= \$105 ;
+    same1_1 <= \$113 ;
   always @(posedge clk)
-    forward1_2 <= \$106 ;
+    same2_1 <= \$114 ;
   always @(posedge clk)
-    forward2_2 <= \$107 ;
+    first_1 <= \$115 ;
   always @(posedge clk)
-    forward_old_2 <= \$108 ;
+    forward1_1 <= \$116 ;
   always @(posedge clk)
-    first_3 <= \$109 ;
+    forward2_1 <= \$117 ;
   always @(posedge clk)
-    forward1_3 <= \$110 ;
+    forward_old_1 <= \$118 ;
   always @(posedge clk)
-    forward2_3 <= \$111 ;
+    same1_2 <= \$119 ;
   always @(posedge clk)
-    forward_old_3 <= \$112 ;
+    same2_2 <= \$120 ;
   always @(posedge clk)
-    first_4 <= \$113 ;
+    first_2 <= \$121 ;
   always @(posedge clk)
-    forward1_4 <= \$114 ;
+    forward1_2 <= \$122 ;
   always @(posedge clk)
-    forward2_4 <= \$115 ;
+    forward2_2 <= \$123 ;
   always @(posedge clk)
-    forward_old_4 <= \$116 ;
+    forward_old_2 <= \$124 ;
   always @(posedge clk)
-    first_5 <= \$117 ;
+    same1_3 <= \$125 ;
   always @(posedge clk)
-    forward1_5 <= \$118 ;
+    same2_3 <= \$126 ;
   always @(posedge clk)
-    forward2_5 <= \$119 ;
+    first_3 <= \$127 ;
   always @(posedge clk)
-    forward_old_5 <= \$120 ;
+    forward1_3 <= \$128 ;
   always @(posedge clk)
-    first_6 <= \$121 ;
+    forward2_3 <= \$129 ;
   always @(posedge clk)
-    forward1_6 <= \$122 ;
+    forward_old_3 <= \$130 ;
   always @(posedge clk)
-    forward2_6 <= \$123 ;
+    same1_4 <= \$131 ;
   always @(posedge clk)
-    forward_old_6 <= \$124 ;
+    same2_4 <= \$132 ;
   always @(posedge clk)
-    first_7 <= \$125 ;
+    first_4 <= \$133 ;
   always @(posedge clk)
-    forward1_7 <= \$126 ;
+    forward1_4 <= \$134 ;
   always @(posedge clk)
-    forward2_7 <= \$127 ;
+    forward2_4 <= \$135 ;
   always @(posedge clk)
-    forward_old_7 <= \$128 ;
+    forward_old_4 <= \$136 ;
   always @(posedge clk)
-    row__payload <= \$129 ;
+    same1_5 <= \$137 ;
   always @(posedge clk)
-    row__valid <= \$130 ;
+    same2_5 <= \$138 ;
+  always @(posedge clk)
+    first_5 <= \$139 ;
+  always @(posedge clk)
+    forward1_5 <= \$140 ;
+  always @(posedge clk)
+    forward2_5 <= \$141 ;
+  always @(posedge clk)
+    forward_old_5 <= \$142 ;
+  always @(posedge clk)
+    same1_6 <= \$143 ;
+  always @(posedge clk)
+    same2_6 <= \$144 ;
+  always @(posedge clk)
+    first_6 <= \$145 ;
+  always @(posedge clk)
+    forward1_6 <= \$146 ;
+  always @(posedge clk)
+    forward2_6 <= \$147 ;
+  always @(posedge clk)
+    forward_old_6 <= \$148 ;
+  always @(posedge clk)
+    same1_7 <= \$149 ;
+  always @(posedge clk)
+    same2_7 <= \$150 ;
+  always @(posedge clk)
+    first_7 <= \$151 ;
+  always @(posedge clk)
+    forward1_7 <= \$152 ;
+  always @(posedge clk)
+    forward2_7 <= \$153 ;
+  always @(posedge clk)
+    forward_old_7 <= \$154 ;
+  always @(posedge clk)
+    row__payload <= \$155 ;
+  always @(posedge clk)
+    row__valid <= \$156 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (first_0) begin
-      total[27:0] = { psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18], psum_d[18:0] };
-    end else begin
-      total[27:0] = \$4 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_1) begin
-      total[55:28] = { psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37], psum_d[37:19] };
-    end else begin
-      total[55:28] = \$7 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_2) begin
-      total[83:56] = { psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56], psum_d[56:38] };
-    end else begin
-      total[83:56] = \$10 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_3) begin
-      total[111:84] = { psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75], psum_d[75:57] };
-    end else begin
-      total[111:84] = \$13 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_4) begin
-      total[139:112] = { psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94], psum_d[94:76] };
-    end else begin
-      total[139:112] = \$16 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_5) begin
-      total[167:140] = { psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113], psum_d[113:95] };
-    end else begin
-      total[167:140] = \$19 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_6) begin
-      total[195:168] = { psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132], psum_d[132:114] };
-    end else begin
-      total[195:168] = \$22 [27:0];
-    end
-    (* full_case = 32'd1 *)
-    if (first_7) begin
-      total[223:196] = { psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151], psum_d[151:133] };
-    end else begin
-      total[223:196] = \$25 [27:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$77  = tag;
-    if (rst) begin
-      \$77  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$78  = tag_r_d1;
-    if (rst) begin
-      \$78  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$79  = tag_r_d2;
-    if (rst) begin
-      \$79  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$80  = tag_r_d3;
-    if (rst) begin
-      \$80  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$81  = tag_r_d4;
-    if (rst) begin
-      \$81  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$82  = tag_r_d5;
-    if (rst) begin
-      \$82  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$83  = tag_r_d6;
-    if (rst) begin
-      \$83  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$84  = tag_r_d7;
-    if (rst) begin
-      \$84  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = tag_r_d8;
+    \$85  = tag;
     if (rst) begin
       \$85  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = tag_r_d9;
+    \$86  = tag_r_d1;
     if (rst) begin
       \$86  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = tag_r_d10;
+    \$87  = tag_r_d2;
     if (rst) begin
       \$87  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = tag_r_d11;
+    \$88  = tag_r_d3;
     if (rst) begin
       \$88  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$89  = tag_r_d12;
+    \$89  = tag_r_d4;
     if (rst) begin
       \$89  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = tag_r_d13;
+    \$90  = tag_r_d5;
     if (rst) begin
       \$90  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = tag_r_d14;
+    \$91  = tag_r_d6;
     if (rst) begin
       \$91  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = tag_rd_d1;
+    \$92  = tag_r_d7;
     if (rst) begin
       \$92  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = tag_add_d1[9:1];
+    \$93  = tag_r_d8;
     if (rst) begin
-      \$93  = 9'h000;
+      \$93  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = wrote;
+    \$94  = tag_r_d9;
     if (rst) begin
-      \$94  = 1'h0;
+      \$94  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$95  = \$27 ;
+    \$95  = tag_r_d10;
     if (rst) begin
-      \$95  = 1'h0;
+      \$95  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$96  = tag_rd_d1[10];
+    \$96  = tag_r_d11;
     if (rst) begin
-      \$96  = 1'h0;
+      \$96  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = \$29 ;
+    \$97  = tag_r_d12;
     if (rst) begin
-      \$97  = 1'h0;
+      \$97  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = \$31 ;
+    \$98  = tag_r_d13;
     if (rst) begin
-      \$98  = 1'h0;
+      \$98  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$99  = \$32 ;
+    \$99  = tag_r_d14;
     if (rst) begin
-      \$99  = 1'h0;
+      \$99  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$101  = tag_rd_d1[10];
+    \$100  = tag_rd_d1;
     if (rst) begin
-      \$101  = 1'h0;
+      \$100  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$102  = \$35 ;
+    \$101  = tag_add_d1[9:1];
+    if (rst) begin
+      \$101  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$102  = wrote;
     if (rst) begin
       \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$103  = \$37 ;
+    \$103  = \$27 ;
     if (rst) begin
       \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = \$38 ;
+    \$104  = \$31 ;
     if (rst) begin
       \$104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = tag_rd_d1[10];
+    \$105  = \$35 ;
     if (rst) begin
       \$105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = \$41 ;
+    \$106  = same1_early;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = \$43 ;
+    \$107  = same2_early;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = \$44 ;
+    \$108  = tag_r_d14[10];
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$109  = tag_rd_d1[10];
+    \$109  = \$37 ;
     if (rst) begin
       \$109  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = \$47 ;
+    \$110  = same2_0;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = \$49 ;
+    \$111  = \$39 ;
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = \$50 ;
-    if (rst) begin
-      \$112  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$113  = tag_rd_d1[10];
+    \$113  = same1_early;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$114  = \$53 ;
+    \$114  = same2_early;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$115  = \$55 ;
+    \$115  = tag_r_d14[10];
     if (rst) begin
       \$115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$116  = \$56 ;
+    \$116  = \$43 ;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$117  = tag_rd_d1[10];
+    \$117  = same2_1;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$118  = \$59 ;
+    \$118  = \$45 ;
     if (rst) begin
       \$118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$119  = \$61 ;
+    \$119  = same1_early;
     if (rst) begin
       \$119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$120  = \$62 ;
+    \$120  = same2_early;
     if (rst) begin
       \$120  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$121  = tag_rd_d1[10];
+    \$121  = tag_r_d14[10];
     if (rst) begin
       \$121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$122  = \$65 ;
+    \$122  = \$49 ;
     if (rst) begin
       \$122  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$123  = \$67 ;
+    \$123  = same2_2;
     if (rst) begin
       \$123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$124  = \$68 ;
+    \$124  = \$51 ;
     if (rst) begin
       \$124  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$125  = tag_rd_d1[10];
+    \$125  = same1_early;
     if (rst) begin
       \$125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$126  = \$71 ;
+    \$126  = same2_early;
     if (rst) begin
       \$126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$127  = \$73 ;
+    \$127  = tag_r_d14[10];
     if (rst) begin
       \$127  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$128  = \$74 ;
+    \$128  = \$55 ;
     if (rst) begin
       \$128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$129 [223:0] = total;
-    \$129 [224] = tag_add_d1[12];
+    \$129  = same2_3;
     if (rst) begin
-      \$129  = 225'h000000000000000000000000000000000000000000000000000000000;
+      \$129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$130  = \$76 ;
+    \$130  = \$57 ;
     if (rst) begin
       \$130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$131  = same1_early;
+    if (rst) begin
+      \$131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$132  = same2_early;
+    if (rst) begin
+      \$132  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$133  = tag_r_d14[10];
+    if (rst) begin
+      \$133  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$134  = \$61 ;
+    if (rst) begin
+      \$134  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$135  = same2_4;
+    if (rst) begin
+      \$135  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$136  = \$63 ;
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$137  = same1_early;
+    if (rst) begin
+      \$137  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$138  = same2_early;
+    if (rst) begin
+      \$138  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$139  = tag_r_d14[10];
+    if (rst) begin
+      \$139  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$140  = \$67 ;
+    if (rst) begin
+      \$140  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$141  = same2_5;
+    if (rst) begin
+      \$141  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$142  = \$69 ;
+    if (rst) begin
+      \$142  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$143  = same1_early;
+    if (rst) begin
+      \$143  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$144  = same2_early;
+    if (rst) begin
+      \$144  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$145  = tag_r_d14[10];
+    if (rst) begin
+      \$145  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$146  = \$73 ;
+    if (rst) begin
+      \$146  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$147  = same2_6;
+    if (rst) begin
+      \$147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$148  = \$75 ;
+    if (rst) begin
+      \$148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$149  = same1_early;
+    if (rst) begin
+      \$149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$150  = same2_early;
+    if (rst) begin
+      \$150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$151  = tag_r_d14[10];
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$152  = \$79 ;
+    if (rst) begin
+      \$152  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$153  = same2_7;
+    if (rst) begin
+      \$153  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$154  = \$81 ;
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$155 [223:0] = total;
+    \$155 [224] = tag_add_d1[12];
+    if (rst) begin
+      \$155  = 225'h000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$156  = \$84 ;
+    if (rst) begin
+      \$156  = 1'h0;
     end
   end
   assign rp__addr = tag_r_d14[9:1];
@@ -2720,14 +2899,6 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \total[5]  = total[167:140];
   assign \total[6]  = total[195:168];
   assign \total[7]  = total[223:196];
-  assign \psum_d[0]  = psum_d[18:0];
-  assign \psum_d[1]  = psum_d[37:19];
-  assign \psum_d[2]  = psum_d[56:38];
-  assign \psum_d[3]  = psum_d[75:57];
-  assign \psum_d[4]  = psum_d[94:76];
-  assign \psum_d[5]  = psum_d[113:95];
-  assign \psum_d[6]  = psum_d[132:114];
-  assign \psum_d[7]  = psum_d[151:133];
   assign \rd[0]  = rd[27:0];
   assign \rd[1]  = rd[55:28];
   assign \rd[2]  = rd[83:56];
@@ -2752,6 +2923,14 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \last_total[5]  = last_total[167:140];
   assign \last_total[6]  = last_total[195:168];
   assign \last_total[7]  = last_total[223:196];
+  assign \psum_d[0]  = psum_d[18:0];
+  assign \psum_d[1]  = psum_d[37:19];
+  assign \psum_d[2]  = psum_d[56:38];
+  assign \psum_d[3]  = psum_d[75:57];
+  assign \psum_d[4]  = psum_d[94:76];
+  assign \psum_d[5]  = psum_d[113:95];
+  assign \psum_d[6]  = psum_d[132:114];
+  assign \psum_d[7]  = psum_d[151:133];
   assign \wp__data[0]  = last_total[27:0];
   assign \wp__data[1]  = last_total[55:28];
   assign \wp__data[2]  = last_total[83:56];
@@ -2878,14 +3057,22 @@ module \qhw_array_8x8.accumulator (rst, tag__valid, tag__payload, psum, next_ban
   assign \row__payload.sum[6]  = row__payload[195:168];
   assign \row__payload.sum[7]  = row__payload[223:196];
   assign \row__payload.bank  = row__payload[224];
-  assign \$100 [223:196] = \$75 ;
-  assign \$100 [195:168] = \$69 ;
-  assign \$100 [167:140] = \$63 ;
-  assign \$100 [139:112] = \$57 ;
-  assign \$100 [111:84] = \$51 ;
-  assign \$100 [83:56] = \$45 ;
-  assign \$100 [55:28] = \$39 ;
-  assign \$100 [27:0] = \$33 ;
+  assign \$112 [223:196] = \$83 ;
+  assign \$112 [195:168] = \$77 ;
+  assign \$112 [167:140] = \$71 ;
+  assign \$112 [139:112] = \$65 ;
+  assign \$112 [111:84] = \$59 ;
+  assign \$112 [83:56] = \$53 ;
+  assign \$112 [55:28] = \$47 ;
+  assign \$112 [27:0] = \$41 ;
+  assign total[223:196] = \$25 [27:0];
+  assign total[195:168] = \$22 [27:0];
+  assign total[167:140] = \$19 [27:0];
+  assign total[139:112] = \$16 [27:0];
+  assign total[111:84] = \$13 [27:0];
+  assign total[83:56] = \$10 [27:0];
+  assign total[55:28] = \$7 [27:0];
+  assign total[27:0] = \$4 [27:0];
   assign tag[12] = tag__payload[18];
   assign tag[11] = tag__payload[17];
   assign tag[10] = tag__payload[16];
@@ -19584,7 +19771,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[286:256]),
     .o(o),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[583:552]),
     .shift(lane_params[509:504]),
@@ -19597,7 +19784,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[317:287]),
     .o(\o$90 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[615:584]),
     .shift(lane_params[515:510])
@@ -19609,7 +19796,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[348:318]),
     .o(\o$91 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[647:616]),
     .shift(lane_params[521:516])
@@ -19621,7 +19808,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[379:349]),
     .o(\o$92 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[679:648]),
     .shift(lane_params[527:522])
@@ -19633,7 +19820,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[410:380]),
     .o(\o$93 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[711:680]),
     .shift(lane_params[533:528])
@@ -19645,7 +19832,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[441:411]),
     .o(\o$94 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[743:712]),
     .shift(lane_params[539:534])
@@ -19657,7 +19844,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[472:442]),
     .o(\o$95 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[775:744]),
     .shift(lane_params[545:540])
@@ -19669,7 +19856,7 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
     .i_valid(i_valid),
     .multiplier(lane_params[503:473]),
     .o(\o$96 ),
-    .\port$8498$45 (gemm__cmd[70:45]),
+    .\port$9186$45 (gemm__cmd[70:45]),
     .rst(rst),
     .scale(lane_params[807:776]),
     .shift(lane_params[551:546])
@@ -19900,108 +20087,108 @@ module \qhw_array_8x8.requant (rst, gemm__cmd, param_banks, next_bank, row__payl
   assign out__payload[7:0] = o;
 endmodule
 
-module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
+module \qhw_array_8x8.requant.requant_0 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, valid_d19, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -20009,74 +20196,165 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -20959,116 +21237,118 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -21136,7 +21416,9 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -21145,8 +21427,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -21312,8 +21594,8 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -22060,444 +22342,539 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_0.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -22556,1466 +22933,1494 @@ module \qhw_array_8x8.requant.requant_0 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -24684,108 +25089,108 @@ module \qhw_array_8x8.requant.requant_0.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_1 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -24793,74 +25198,165 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -25743,116 +26239,118 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -25920,7 +26418,9 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -25929,8 +26429,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -26095,8 +26595,8 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -26843,444 +27343,539 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_1.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -27339,1466 +27934,1494 @@ module \qhw_array_8x8.requant.requant_1 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -29467,108 +30090,108 @@ module \qhw_array_8x8.requant.requant_1.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_2 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -29576,74 +30199,165 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -30526,116 +31240,118 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -30703,7 +31419,9 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -30712,8 +31430,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -30878,8 +31596,8 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -31626,444 +32344,539 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_2.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -32122,1466 +32935,1494 @@ module \qhw_array_8x8.requant.requant_2 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -34250,108 +35091,108 @@ module \qhw_array_8x8.requant.requant_2.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_3 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -34359,74 +35200,165 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -35309,116 +36241,118 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -35486,7 +36420,9 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -35495,8 +36431,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -35661,8 +36597,8 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -36409,444 +37345,539 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_3.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -36905,1466 +37936,1494 @@ module \qhw_array_8x8.requant.requant_3 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -39033,108 +40092,108 @@ module \qhw_array_8x8.requant.requant_3.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_4 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -39142,74 +40201,165 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -40092,116 +41242,118 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -40269,7 +41421,9 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -40278,8 +41432,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -40444,8 +41598,8 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -41192,444 +42346,539 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_4.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -41688,1466 +42937,1494 @@ module \qhw_array_8x8.requant.requant_4 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -43816,108 +45093,108 @@ module \qhw_array_8x8.requant.requant_4.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_5 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -43925,74 +45202,165 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -44875,116 +46243,118 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -45052,7 +46422,9 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -45061,8 +46433,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -45227,8 +46599,8 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -45975,444 +47347,539 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_5.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -46471,1466 +47938,1494 @@ module \qhw_array_8x8.requant.requant_5 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -48599,108 +50094,108 @@ module \qhw_array_8x8.requant.requant_5.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_6 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -48708,74 +50203,165 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -49658,116 +51244,118 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -49835,7 +51423,9 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -49844,8 +51434,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -50010,8 +51600,8 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -50758,444 +52348,539 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_6.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -51254,1466 +52939,1494 @@ module \qhw_array_8x8.requant.requant_6 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };
@@ -53382,108 +55095,108 @@ module \qhw_array_8x8.requant.requant_6.s6_fprod_mul11 (rst, a, b, p_out, clk);
   assign p = p_out;
 endmodule
 
-module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
+module \qhw_array_8x8.requant.requant_7 (rst, \port$9186$45 , acc, i_valid, bias, multiplier, shift, scale, o, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire [32:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [32:0] \$1001 ;
-  reg \$1002 ;
-  reg \$1003 ;
-  reg \$1004 ;
-  reg \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg \$1008 ;
-  reg \$1009 ;
+  wire [33:0] \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire [33:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [33:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  reg \$1010 ;
-  reg \$1011 ;
-  reg \$1012 ;
-  reg [33:0] \$1013 ;
-  reg [1:0] \$1014 ;
-  reg [31:0] \$1015 ;
-  reg [47:0] \$1016 ;
-  reg \$1017 ;
-  reg [23:0] \$1018 ;
-  reg [9:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [33:0] \$1013 ;
+  wire [34:0] \$1014 ;
+  wire [33:0] \$1015 ;
+  wire [34:0] \$1016 ;
+  wire [34:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire \$102 ;
-  reg \$1020 ;
-  reg [5:0] \$1021 ;
-  reg [47:0] \$1022 ;
-  reg \$1023 ;
-  reg [47:0] \$1024 ;
-  reg [7:0] \$1025 ;
-  reg [23:0] \$1026 ;
-  reg [7:0] \$1027 ;
-  reg [23:0] \$1028 ;
-  reg [23:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  reg [32:0] \$1029 ;
   wire \$103 ;
-  reg [23:0] \$1030 ;
-  reg [33:0] \$1031 ;
-  reg [23:0] \$1032 ;
-  reg [23:0] \$1033 ;
-  reg [13:0] \$1034 ;
-  reg [40:0] \$1035 ;
-  reg [30:0] \$1036 ;
-  reg [47:0] \$1037 ;
-  reg [9:0] \$1038 ;
-  reg [9:0] \$1039 ;
+  reg \$1030 ;
+  reg \$1031 ;
+  reg [5:0] \$1032 ;
+  reg [30:0] \$1033 ;
+  reg [4:0] \$1034 ;
+  reg [4:0] \$1035 ;
+  reg [5:0] \$1036 ;
+  reg [5:0] \$1037 ;
+  reg [5:0] \$1038 ;
+  reg \$1039 ;
   wire \$104 ;
-  reg [9:0] \$1040 ;
-  reg \$1041 ;
-  reg \$1042 ;
+  reg \$1040 ;
+  reg [31:0] \$1041 ;
+  reg [32:0] \$1042 ;
   reg \$1043 ;
-  reg \$1044 ;
-  reg \$1045 ;
-  reg [10:0] \$1046 ;
-  reg \$1047 ;
-  reg [10:0] \$1048 ;
-  reg [10:0] \$1049 ;
+  reg [4:0] \$1044 ;
+  reg [32:0] \$1045 ;
+  reg [30:0] \$1046 ;
+  reg [30:0] \$1047 ;
+  reg [33:0] \$1048 ;
+  reg [30:0] \$1049 ;
   wire \$105 ;
-  reg [10:0] \$1050 ;
-  reg [10:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg \$1056 ;
-  reg \$1057 ;
-  reg [23:0] \$1058 ;
-  reg \$1059 ;
+  reg [33:0] \$1050 ;
+  reg [30:0] \$1051 ;
+  reg [63:0] \$1052 ;
+  reg [63:0] \$1053 ;
+  reg [63:0] \$1054 ;
+  reg [63:0] \$1055 ;
+  reg [47:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [63:0] \$1058 ;
+  reg [63:0] \$1059 ;
   wire \$106 ;
-  reg \$1060 ;
-  reg [11:0] \$1061 ;
-  reg \$1062 ;
-  reg \$1063 ;
-  reg [23:0] \$1064 ;
-  reg [11:0] \$1065 ;
-  reg [4:0] \$1066 ;
-  reg \$1067 ;
-  reg \$1068 ;
-  reg [23:0] \$1069 ;
+  reg [63:0] \$1060 ;
+  reg [65:0] \$1061 ;
+  reg [5:0] \$1062 ;
+  reg [5:0] \$1063 ;
+  reg [5:0] \$1064 ;
+  reg [5:0] \$1065 ;
+  reg [5:0] \$1066 ;
+  reg [5:0] \$1067 ;
+  reg [5:0] \$1068 ;
+  reg [5:0] \$1069 ;
   wire \$107 ;
-  reg [23:0] \$1070 ;
-  reg [23:0] \$1071 ;
-  reg [24:0] \$1072 ;
-  reg [23:0] \$1073 ;
-  reg \$1074 ;
-  reg \$1075 ;
-  reg \$1076 ;
-  reg \$1077 ;
-  reg \$1078 ;
-  reg [24:0] \$1079 ;
+  reg [5:0] \$1070 ;
+  reg [65:0] \$1071 ;
+  reg [2:0] \$1072 ;
+  reg [65:0] \$1073 ;
+  reg [4:0] \$1074 ;
+  reg [4:0] \$1075 ;
+  reg [4:0] \$1076 ;
+  reg [4:0] \$1077 ;
+  reg [4:0] \$1078 ;
+  reg [4:0] \$1079 ;
   wire \$108 ;
-  reg \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg \$1083 ;
-  reg \$1084 ;
-  reg \$1085 ;
-  reg \$1086 ;
+  reg [4:0] \$1080 ;
+  reg [4:0] \$1081 ;
+  reg [30:0] \$1082 ;
+  reg [29:0] \$1083 ;
+  reg [30:0] \$1084 ;
+  reg [4:0] \$1085 ;
+  reg [31:0] \$1086 ;
   reg \$1087 ;
-  reg \$1088 ;
+  reg [32:0] \$1088 ;
   reg \$1089 ;
   wire \$109 ;
   reg \$1090 ;
@@ -53491,74 +55204,165 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   reg \$1092 ;
   reg \$1093 ;
   reg \$1094 ;
-  reg [33:0] \$1095 ;
-  reg [33:0] \$1096 ;
-  reg [33:0] \$1097 ;
-  reg [33:0] \$1098 ;
+  reg \$1095 ;
+  reg \$1096 ;
+  reg \$1097 ;
+  reg \$1098 ;
   reg \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg \$1101 ;
-  reg \$1102 ;
-  reg [1:0] \$1103 ;
-  reg [1:0] \$1104 ;
-  reg [1:0] \$1105 ;
-  reg [1:0] \$1106 ;
+  reg [33:0] \$1100 ;
+  reg [1:0] \$1101 ;
+  reg [31:0] \$1102 ;
+  reg [47:0] \$1103 ;
+  reg \$1104 ;
+  reg [23:0] \$1105 ;
+  reg [9:0] \$1106 ;
   reg \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  reg [5:0] \$1108 ;
+  reg [47:0] \$1109 ;
   wire \$111 ;
   reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg \$1114 ;
-  reg \$1115 ;
-  reg \$1116 ;
-  reg \$1117 ;
-  reg \$1118 ;
-  reg \$1119 ;
+  reg [47:0] \$1111 ;
+  reg [7:0] \$1112 ;
+  reg [23:0] \$1113 ;
+  reg [7:0] \$1114 ;
+  reg [23:0] \$1115 ;
+  reg [23:0] \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [33:0] \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg \$1120 ;
-  reg \$1121 ;
-  reg \$1122 ;
-  reg [7:0] \$1123 ;
-  reg [7:0] \$1124 ;
-  reg [7:0] \$1125 ;
-  reg [35:0] \$1126 ;
-  reg [7:0] \$1127 ;
+  reg [23:0] \$1120 ;
+  reg [13:0] \$1121 ;
+  reg [40:0] \$1122 ;
+  reg [30:0] \$1123 ;
+  reg [47:0] \$1124 ;
+  reg [9:0] \$1125 ;
+  reg [9:0] \$1126 ;
+  reg [9:0] \$1127 ;
   reg \$1128 ;
   reg \$1129 ;
   wire \$113 ;
   reg \$1130 ;
   reg \$1131 ;
   reg \$1132 ;
-  reg \$1133 ;
+  reg [10:0] \$1133 ;
   reg \$1134 ;
-  reg \$1135 ;
-  reg \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  reg [10:0] \$1135 ;
+  reg [10:0] \$1136 ;
+  reg [10:0] \$1137 ;
+  reg [10:0] \$1138 ;
+  reg [10:0] \$1139 ;
   wire \$114 ;
   reg \$1140 ;
   reg \$1141 ;
   reg \$1142 ;
   reg \$1143 ;
   reg \$1144 ;
-  reg \$1145 ;
+  reg [23:0] \$1145 ;
   reg \$1146 ;
+  reg \$1147 ;
+  reg [11:0] \$1148 ;
+  reg \$1149 ;
   wire \$115 ;
+  reg \$1150 ;
+  reg [23:0] \$1151 ;
+  reg [11:0] \$1152 ;
+  reg [4:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
+  reg [23:0] \$1156 ;
+  reg [23:0] \$1157 ;
+  reg [23:0] \$1158 ;
+  reg [24:0] \$1159 ;
   wire \$116 ;
+  reg [23:0] \$1160 ;
+  reg \$1161 ;
+  reg \$1162 ;
+  reg \$1163 ;
+  reg \$1164 ;
+  reg \$1165 ;
+  reg [24:0] \$1166 ;
+  reg \$1167 ;
+  reg \$1168 ;
+  reg \$1169 ;
   wire \$117 ;
+  reg \$1170 ;
+  reg \$1171 ;
+  reg \$1172 ;
+  reg \$1173 ;
+  reg \$1174 ;
+  reg \$1175 ;
+  reg \$1176 ;
+  reg \$1177 ;
+  reg \$1178 ;
+  reg \$1179 ;
   wire \$118 ;
+  reg \$1180 ;
+  reg \$1181 ;
+  reg [33:0] \$1182 ;
+  reg [33:0] \$1183 ;
+  reg [33:0] \$1184 ;
+  reg [33:0] \$1185 ;
+  reg \$1186 ;
+  reg \$1187 ;
+  reg \$1188 ;
+  reg \$1189 ;
   wire \$119 ;
+  reg [1:0] \$1190 ;
+  reg [1:0] \$1191 ;
+  reg [1:0] \$1192 ;
+  reg [1:0] \$1193 ;
+  reg \$1194 ;
+  reg \$1195 ;
+  reg \$1196 ;
+  reg \$1197 ;
+  reg \$1198 ;
+  reg \$1199 ;
   wire \$12 ;
   wire \$120 ;
+  reg \$1200 ;
+  reg \$1201 ;
+  reg \$1202 ;
+  reg \$1203 ;
+  reg \$1204 ;
+  reg \$1205 ;
+  reg \$1206 ;
+  reg \$1207 ;
+  reg \$1208 ;
+  reg \$1209 ;
   wire \$121 ;
+  reg [7:0] \$1210 ;
+  reg [7:0] \$1211 ;
+  reg [7:0] \$1212 ;
+  reg [9:0] \$1213 ;
+  reg [9:0] \$1214 ;
+  reg \$1215 ;
+  reg \$1216 ;
+  reg [7:0] \$1217 ;
+  reg [7:0] \$1218 ;
+  reg \$1219 ;
   wire \$122 ;
+  reg \$1220 ;
+  reg \$1221 ;
+  reg \$1222 ;
+  reg \$1223 ;
+  reg \$1224 ;
+  reg \$1225 ;
+  reg \$1226 ;
+  reg \$1227 ;
+  reg \$1228 ;
+  reg \$1229 ;
   wire \$123 ;
+  reg \$1230 ;
+  reg \$1231 ;
+  reg \$1232 ;
+  reg \$1233 ;
+  reg \$1234 ;
+  reg \$1235 ;
+  reg \$1236 ;
+  reg \$1237 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -54441,116 +56245,118 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   wire \$916 ;
   wire \$917 ;
   wire [24:0] \$918 ;
-  wire \$919 ;
+  wire [8:0] \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [33:0] \$921 ;
+  wire [8:0] \$920 ;
+  wire \$921 ;
   wire \$922 ;
-  wire [33:0] \$923 ;
-  wire [34:0] \$924 ;
-  wire [33:0] \$925 ;
-  wire [34:0] \$926 ;
-  wire [34:0] \$927 ;
-  wire [34:0] \$928 ;
+  wire \$923 ;
+  wire [33:0] \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire [33:0] \$927 ;
+  wire \$928 ;
   wire \$929 ;
   wire \$93 ;
   wire \$930 ;
-  wire [35:0] \$931 ;
-  wire [35:0] \$932 ;
+  wire [33:0] \$931 ;
+  wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
+  wire [33:0] \$934 ;
   wire \$935 ;
   wire \$936 ;
-  wire \$937 ;
+  wire [33:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  reg [32:0] \$942 ;
-  reg \$943 ;
-  reg \$944 ;
-  reg [5:0] \$945 ;
-  reg [30:0] \$946 ;
-  reg [4:0] \$947 ;
-  reg [4:0] \$948 ;
-  reg [5:0] \$949 ;
+  wire [33:0] \$940 ;
+  wire [10:0] \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [33:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire [33:0] \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  reg [5:0] \$950 ;
-  reg [5:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg [31:0] \$954 ;
-  reg [32:0] \$955 ;
-  reg \$956 ;
-  reg [4:0] \$957 ;
-  reg [32:0] \$958 ;
-  reg [30:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [33:0] \$952 ;
+  wire \$953 ;
+  wire [33:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire [33:0] \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [30:0] \$960 ;
-  reg [33:0] \$961 ;
-  reg [30:0] \$962 ;
-  reg [33:0] \$963 ;
-  reg [30:0] \$964 ;
-  reg [63:0] \$965 ;
-  reg [63:0] \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [47:0] \$969 ;
+  wire [33:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
-  reg [46:0] \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  reg [63:0] \$973 ;
-  reg [65:0] \$974 ;
-  reg [5:0] \$975 ;
-  reg [5:0] \$976 ;
-  reg [5:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
+  wire [33:0] \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [33:0] \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [33:0] \$977 ;
+  wire \$978 ;
+  wire [33:0] \$979 ;
   wire \$98 ;
-  reg [5:0] \$980 ;
-  reg [5:0] \$981 ;
-  reg [5:0] \$982 ;
-  reg [5:0] \$983 ;
-  reg [65:0] \$984 ;
-  reg [2:0] \$985 ;
-  reg [65:0] \$986 ;
-  reg [4:0] \$987 ;
-  reg [4:0] \$988 ;
-  reg [4:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [33:0] \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire [33:0] \$985 ;
+  wire [10:0] \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  reg [4:0] \$990 ;
-  reg [4:0] \$991 ;
-  reg [4:0] \$992 ;
-  reg [4:0] \$993 ;
-  reg [4:0] \$994 ;
-  reg [30:0] \$995 ;
-  reg [29:0] \$996 ;
-  reg [30:0] \$997 ;
-  reg [4:0] \$998 ;
-  reg [31:0] \$999 ;
+  wire [33:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [33:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [33:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [16:0] a;
-  wire [16:0] \a$231 ;
-  wire [15:0] \a$233 ;
-  wire [15:0] \a$235 ;
-  wire [16:0] \a$237 ;
-  wire [16:0] \a$239 ;
-  wire [6:0] \a$241 ;
-  wire [6:0] \a$243 ;
+  wire [16:0] \a$235 ;
+  wire [15:0] \a$237 ;
+  wire [15:0] \a$239 ;
+  wire [16:0] \a$241 ;
+  wire [16:0] \a$243 ;
+  wire [6:0] \a$245 ;
+  wire [6:0] \a$247 ;
   input [27:0] acc;
   wire [27:0] acc;
   wire [16:0] b;
-  wire [13:0] \b$232 ;
-  wire [16:0] \b$234 ;
   wire [13:0] \b$236 ;
   wire [16:0] \b$238 ;
-  wire [6:0] \b$240 ;
+  wire [13:0] \b$240 ;
   wire [16:0] \b$242 ;
   wire [6:0] \b$244 ;
+  wire [16:0] \b$246 ;
+  wire [6:0] \b$248 ;
   input [31:0] bias;
   wire [31:0] bias;
   wire carry;
+  reg [9:0] clamp_dmax = 10'h000;
+  reg [9:0] clamp_dmin = 10'h000;
   input clk;
   wire clk;
   wire f_carry;
@@ -54618,7 +56424,9 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   reg onnx_d7 = 1'h0;
   reg onnx_d8 = 1'h0;
   reg onnx_d9 = 1'h0;
-  reg [35:0] out_y = 36'h000000000;
+  reg out_gt = 1'h0;
+  reg out_lt = 1'h0;
+  reg [7:0] out_y = 8'h00;
   wire [33:0] p;
   wire [33:0] \p$104 ;
   wire [23:0] \p$106 ;
@@ -54627,8 +56435,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   wire [30:0] \p$29 ;
   wire [33:0] \p$31 ;
   wire [30:0] \p$33 ;
-  input [25:0] \port$8498$45 ;
-  wire [25:0] \port$8498$45 ;
+  input [25:0] \port$9186$45 ;
+  wire [25:0] \port$9186$45 ;
   wire [7:0] qmax;
   (* qhw_replica = 32'd1 *)
   reg [7:0] qmax_r = 8'h00;
@@ -54793,8 +56601,8 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   (* qhw_replica = 32'd1 *)
   reg [7:0] zero_point_r = 8'h00;
   assign \$1  = $signed(acc) + $signed(bias);
-  assign \$2  = \port$8498$45 [1:0] == 1'h1;
-  assign \$3  = \port$8498$45 [1:0] == 2'h2;
+  assign \$2  = \port$9186$45 [1:0] == 1'h1;
+  assign \$3  = \port$9186$45 [1:0] == 2'h2;
   assign \$4  = $signed(6'h1f) - $signed(shift);
   assign \$5  = $signed(shift) > $signed(1'h0);
   assign \$6  = \$5  ? shift : 6'h00;
@@ -55541,444 +57349,539 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   assign \$916  = \$915  & s15_q[0];
   assign \$917  = \$914  | \$916 ;
   assign \$918  = s16_q + s16_up;
-  assign \$919  = ~ onnx_d16;
-  assign \$920  = fixed_sat_pad_d4[0] & \$919 ;
-  assign \$921  = fixed_sat_pad_d4[1] ? 34'h200000000 : 34'h1ffffffff;
-  assign \$922  = onnx_d16 & neg_d15;
-  assign \$923  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$924  = $signed(zero_point_r) - $signed(\$923 );
-  assign \$925  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
-  assign \$926  = $signed(zero_point_r) + $signed(\$925 );
-  assign \$927  = \$922  ? \$924  : \$926 ;
-  assign \$928  = \$920  ? { \$921 [33], \$921  } : \$927 ;
-  assign \$929  = $signed(out_y) < $signed(qmin_r);
-  assign \$930  = $signed(out_y) > $signed(qmax_r);
-  assign \$931  = \$930  ? { qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r[7], qmax_r } : out_y;
-  assign \$932  = \$929  ? { qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r[7], qmin_r } : \$931 ;
-  assign \$933  = | s4_norm[22:0];
-  assign \$934  = \$933  | s4_norm[24];
-  assign \$935  = s4_norm[23] & \$934 ;
-  assign man_r = s4_norm[47:24] + \$935 ;
-  assign \$936  = & s4_norm[47:24];
-  assign \$937  = | s4_norm[22:0];
-  assign \$938  = \$937  | s4_norm[24];
-  assign \$939  = s4_norm[23] & \$938 ;
-  assign carry = \$936  & \$939 ;
-  assign \$940  = s12_sticky | s12_keep[0];
-  assign f_inc = s12_rbit & \$940 ;
+  assign \$919  = $signed(qmin_r) - $signed(zero_point_r);
+  assign \$920  = $signed(qmax_r) - $signed(zero_point_r);
+  assign \$921  = ~ onnx_d16;
+  assign \$922  = fixed_sat_pad_d4[0] & \$921 ;
+  assign \$923  = onnx_d16 & neg_d15;
+  assign \$924  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$925  = | \$924 [33:10];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$928  = & \$927 [33:10];
+  assign \$929  = \$926  | \$928 ;
+  assign \$930  = ~ \$929 ;
+  assign \$931  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$932  = ~ \$931 [33];
+  assign \$933  = \$930  & \$932 ;
+  assign \$934  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$935  = | \$934 [33:10];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$938  = & \$937 [33:10];
+  assign \$939  = \$936  | \$938 ;
+  assign \$940  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$941  = - $signed(clamp_dmin);
+  assign \$942  = $signed(\$940 [10:0]) > $signed(\$941 );
+  assign \$943  = \$939  & \$942 ;
+  assign \$944  = \$933  | \$943 ;
+  assign \$945  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$946  = | \$945 [33:10];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$949  = & \$948 [33:10];
+  assign \$950  = \$947  | \$949 ;
+  assign \$951  = ~ \$950 ;
+  assign \$952  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$953  = \$951  & \$952 [33];
+  assign \$954  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$955  = | \$954 [33:10];
+  assign \$956  = ~ \$955 ;
+  assign \$957  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$958  = & \$957 [33:10];
+  assign \$959  = \$956  | \$958 ;
+  assign \$960  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$961  = $signed(\$960 [10:0]) < $signed(clamp_dmin);
+  assign \$962  = \$959  & \$961 ;
+  assign \$963  = \$953  | \$962 ;
+  assign \$964  = \$923  ? \$944  : \$963 ;
+  assign \$965  = \$922  ? fixed_sat_pad_d4[1] : \$964 ;
+  assign \$966  = ~ onnx_d16;
+  assign \$967  = fixed_sat_pad_d4[0] & \$966 ;
+  assign \$968  = ~ fixed_sat_pad_d4[1];
+  assign \$969  = onnx_d16 & neg_d15;
+  assign \$970  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$971  = | \$970 [33:10];
+  assign \$972  = ~ \$971 ;
+  assign \$973  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$974  = & \$973 [33:10];
+  assign \$975  = \$972  | \$974 ;
+  assign \$976  = ~ \$975 ;
+  assign \$977  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$978  = \$976  & \$977 [33];
+  assign \$979  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$980  = | \$979 [33:10];
+  assign \$981  = ~ \$980 ;
+  assign \$982  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$983  = & \$982 [33:10];
+  assign \$984  = \$981  | \$983 ;
+  assign \$985  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$986  = - $signed(clamp_dmax);
+  assign \$987  = $signed(\$985 [10:0]) < $signed(\$986 );
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$978  | \$988 ;
+  assign \$990  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$991  = | \$990 [33:10];
+  assign \$992  = ~ \$991 ;
+  assign \$993  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$994  = & \$993 [33:10];
+  assign \$995  = \$992  | \$994 ;
+  assign \$996  = ~ \$995 ;
+  assign \$997  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$998  = ~ \$997 [33];
+  assign \$999  = \$996  & \$998 ;
+  assign \$1000  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1001  = | \$1000 [33:10];
+  assign \$1002  = ~ \$1001 ;
+  assign \$1003  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1004  = & \$1003 [33:10];
+  assign \$1005  = \$1002  | \$1004 ;
+  assign \$1006  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1007  = $signed(\$1006 [10:0]) > $signed(clamp_dmax);
+  assign \$1008  = \$1005  & \$1007 ;
+  assign \$1009  = \$999  | \$1008 ;
+  assign \$1010  = \$969  ? \$989  : \$1009 ;
+  assign \$1011  = \$967  ? \$968  : \$1010 ;
+  assign \$1012  = onnx_d16 & neg_d15;
+  assign \$1013  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1014  = $signed(zero_point_r) - $signed(\$1013 );
+  assign \$1015  = onnx_d16 ? { 9'h000, s17_onnx_mag } : s13_fixed_r_pad_d4;
+  assign \$1016  = $signed(zero_point_r) + $signed(\$1015 );
+  assign \$1017  = \$1012  ? \$1014  : \$1016 ;
+  assign \$1018  = out_gt ? qmax_r : out_y;
+  assign \$1019  = out_lt ? qmin_r : \$1018 ;
+  assign \$1020  = | s4_norm[22:0];
+  assign \$1021  = \$1020  | s4_norm[24];
+  assign \$1022  = s4_norm[23] & \$1021 ;
+  assign man_r = s4_norm[47:24] + \$1022 ;
+  assign \$1023  = & s4_norm[47:24];
+  assign \$1024  = | s4_norm[22:0];
+  assign \$1025  = \$1024  | s4_norm[24];
+  assign \$1026  = s4_norm[23] & \$1025 ;
+  assign carry = \$1023  & \$1026 ;
+  assign \$1027  = s12_sticky | s12_keep[0];
+  assign f_inc = s12_rbit & \$1027 ;
   assign f_r = s12_keep + f_inc;
-  assign \$941  = & s12_keep;
-  assign f_carry = \$941  & f_inc;
+  assign \$1028  = & s12_keep;
+  assign f_carry = \$1028  & f_inc;
   always @(posedge clk)
-    s1_a <= \$942 ;
+    s1_a <= \$1029 ;
   always @(posedge clk)
-    s1_tflite <= \$943 ;
+    s1_tflite <= \$1030 ;
   always @(posedge clk)
-    s1_onnx <= \$944 ;
+    s1_onnx <= \$1031 ;
   always @(posedge clk)
-    s1_total <= \$945 ;
+    s1_total <= \$1032 ;
   always @(posedge clk)
-    s1_m0 <= \$946 ;
+    s1_m0 <= \$1033 ;
   always @(posedge clk)
-    s1_left <= \$947 ;
+    s1_left <= \$1034 ;
   always @(posedge clk)
-    s1_right <= \$948 ;
+    s1_right <= \$1035 ;
   always @(posedge clk)
-    round_at_d1 <= \$949 ;
+    round_at_d1 <= \$1036 ;
   always @(posedge clk)
-    round_at_d2 <= \$950 ;
+    round_at_d2 <= \$1037 ;
   always @(posedge clk)
-    round_at_d3 <= \$951 ;
+    round_at_d3 <= \$1038 ;
   always @(posedge clk)
-    tflite_add_d1 <= \$952 ;
+    tflite_add_d1 <= \$1039 ;
   always @(posedge clk)
-    tflite_add_d2 <= \$953 ;
+    tflite_add_d2 <= \$1040 ;
   always @(posedge clk)
-    s2_a32 <= \$954 ;
+    s2_a32 <= \$1041 ;
   always @(posedge clk)
-    s2_a <= \$955 ;
+    s2_a <= \$1042 ;
   always @(posedge clk)
-    tflite_s2_d1 <= \$956 ;
+    tflite_s2_d1 <= \$1043 ;
   always @(posedge clk)
-    left_s2_d1 <= \$957 ;
+    left_s2_d1 <= \$1044 ;
   always @(posedge clk)
-    s3_op <= \$958 ;
+    s3_op <= \$1045 ;
   always @(posedge clk)
-    m0_d1 <= \$959 ;
+    m0_d1 <= \$1046 ;
   always @(posedge clk)
-    m0_d2 <= \$960 ;
+    m0_d2 <= \$1047 ;
   always @(posedge clk)
-    s4_prod_pp00 <= \$961 ;
+    s4_prod_pp00 <= \$1048 ;
   always @(posedge clk)
-    s4_prod_pp01 <= \$962 ;
+    s4_prod_pp01 <= \$1049 ;
   always @(posedge clk)
-    s4_prod_pp10 <= \$963 ;
+    s4_prod_pp10 <= \$1050 ;
   always @(posedge clk)
-    s4_prod_pp11 <= \$964 ;
+    s4_prod_pp11 <= \$1051 ;
   always @(posedge clk)
-    s4_prod_pp_add_d1 <= \$965 ;
+    s4_prod_pp_add_d1 <= \$1052 ;
   always @(posedge clk)
-    s4_prod_pp_add_d2 <= \$966 ;
+    s4_prod_pp_add_d2 <= \$1053 ;
   always @(posedge clk)
-    s4_prod_pp_add_d3 <= \$967 ;
+    s4_prod_pp_add_d3 <= \$1054 ;
   always @(posedge clk)
-    s4_prod_pp_add_d4 <= \$968 ;
+    s4_prod_pp_add_d4 <= \$1055 ;
   always @(posedge clk)
-    s4_prod_l1_0 <= \$969 ;
+    s4_prod_l1_0 <= \$1056 ;
   always @(posedge clk)
-    s4_prod_l1_1 <= \$970 ;
+    s4_prod_l1_1 <= \$1057 ;
   always @(posedge clk)
-    s4_prod_l1_2 <= \$971 ;
+    s4_prod_l1_2 <= \$1058 ;
   always @(posedge clk)
-    s4_prod_l2_0 <= \$972 ;
+    s4_prod_l2_0 <= \$1059 ;
   always @(posedge clk)
-    s4_prod_l2_1 <= \$973 ;
+    s4_prod_l2_1 <= \$1060 ;
   always @(posedge clk)
-    s4_prod_l3_0 <= \$974 ;
+    s4_prod_l3_0 <= \$1061 ;
   always @(posedge clk)
-    total_d1 <= \$975 ;
+    total_d1 <= \$1062 ;
   always @(posedge clk)
-    total_d2 <= \$976 ;
+    total_d2 <= \$1063 ;
   always @(posedge clk)
-    total_d3 <= \$977 ;
+    total_d3 <= \$1064 ;
   always @(posedge clk)
-    total_d4 <= \$978 ;
+    total_d4 <= \$1065 ;
   always @(posedge clk)
-    total_d5 <= \$979 ;
+    total_d5 <= \$1066 ;
   always @(posedge clk)
-    total_d6 <= \$980 ;
+    total_d6 <= \$1067 ;
   always @(posedge clk)
-    total_d7 <= \$981 ;
+    total_d7 <= \$1068 ;
   always @(posedge clk)
-    total_d8 <= \$982 ;
+    total_d8 <= \$1069 ;
   always @(posedge clk)
-    total_d9 <= \$983 ;
+    total_d9 <= \$1070 ;
   always @(posedge clk)
-    s11_single_hi <= \$984 ;
+    s11_single_hi <= \$1071 ;
   always @(posedge clk)
-    total_lo_d1 <= \$985 ;
+    total_lo_d1 <= \$1072 ;
   always @(posedge clk)
-    s12_single <= \$986 ;
+    s12_single <= \$1073 ;
   always @(posedge clk)
-    right_d1 <= \$987 ;
+    right_d1 <= \$1074 ;
   always @(posedge clk)
-    right_d2 <= \$988 ;
+    right_d2 <= \$1075 ;
   always @(posedge clk)
-    right_d3 <= \$989 ;
+    right_d3 <= \$1076 ;
   always @(posedge clk)
-    right_d4 <= \$990 ;
+    right_d4 <= \$1077 ;
   always @(posedge clk)
-    right_d5 <= \$991 ;
+    right_d5 <= \$1078 ;
   always @(posedge clk)
-    right_d6 <= \$992 ;
+    right_d6 <= \$1079 ;
   always @(posedge clk)
-    right_d7 <= \$993 ;
+    right_d7 <= \$1080 ;
   always @(posedge clk)
-    right_d8 <= \$994 ;
+    right_d8 <= \$1081 ;
   always @(posedge clk)
-    s10_mask <= \$995 ;
+    s10_mask <= \$1082 ;
   always @(posedge clk)
-    s10_half <= \$996 ;
+    s10_half <= \$1083 ;
   always @(posedge clk)
-    s10_half1 <= \$997 ;
+    s10_half1 <= \$1084 ;
   always @(posedge clk)
-    right_x_d1 <= \$998 ;
+    right_x_d1 <= \$1085 ;
   always @(posedge clk)
-    s11_tflite <= \$999 ;
+    s11_tflite <= \$1086 ;
   always @(posedge clk)
-    s11_up <= \$1000 ;
+    s11_up <= \$1087 ;
   always @(posedge clk)
-    s12_tflite <= \$1001 ;
+    s12_tflite <= \$1088 ;
   always @(posedge clk)
-    tflite_d1 <= \$1002 ;
+    tflite_d1 <= \$1089 ;
   always @(posedge clk)
-    tflite_d2 <= \$1003 ;
+    tflite_d2 <= \$1090 ;
   always @(posedge clk)
-    tflite_d3 <= \$1004 ;
+    tflite_d3 <= \$1091 ;
   always @(posedge clk)
-    tflite_d4 <= \$1005 ;
+    tflite_d4 <= \$1092 ;
   always @(posedge clk)
-    tflite_d5 <= \$1006 ;
+    tflite_d5 <= \$1093 ;
   always @(posedge clk)
-    tflite_d6 <= \$1007 ;
+    tflite_d6 <= \$1094 ;
   always @(posedge clk)
-    tflite_d7 <= \$1008 ;
+    tflite_d7 <= \$1095 ;
   always @(posedge clk)
-    tflite_d8 <= \$1009 ;
+    tflite_d8 <= \$1096 ;
   always @(posedge clk)
-    tflite_d9 <= \$1010 ;
+    tflite_d9 <= \$1097 ;
   always @(posedge clk)
-    tflite_d10 <= \$1011 ;
+    tflite_d10 <= \$1098 ;
   always @(posedge clk)
-    tflite_d11 <= \$1012 ;
+    tflite_d11 <= \$1099 ;
   always @(posedge clk)
-    s13_fixed_r <= \$1013 ;
+    s13_fixed_r <= \$1100 ;
   always @(posedge clk)
-    s13_fixed_sat <= \$1014 ;
+    s13_fixed_sat <= \$1101 ;
   always @(posedge clk)
-    s1_scale <= \$1015 ;
+    s1_scale <= \$1102 ;
   always @(posedge clk)
-    s2_mag <= \$1016 ;
+    s2_mag <= \$1103 ;
   always @(posedge clk)
-    s2_neg <= \$1017 ;
+    s2_neg <= \$1104 ;
   always @(posedge clk)
-    s2_s_man <= \$1018 ;
+    s2_s_man <= \$1105 ;
   always @(posedge clk)
-    s2_s_exp <= \$1019 ;
+    s2_s_exp <= \$1106 ;
   always @(posedge clk)
-    s2_s_tiny <= \$1020 ;
+    s2_s_tiny <= \$1107 ;
   always @(posedge clk)
-    s3_lz <= \$1021 ;
+    s3_lz <= \$1108 ;
   always @(posedge clk)
-    s3_mag <= \$1022 ;
+    s3_mag <= \$1109 ;
   always @(posedge clk)
-    s3_zero <= \$1023 ;
+    s3_zero <= \$1110 ;
   always @(posedge clk)
-    s4_norm <= \$1024 ;
+    s4_norm <= \$1111 ;
   always @(posedge clk)
-    s4_exp <= \$1025 ;
+    s4_exp <= \$1112 ;
   always @(posedge clk)
-    s5_a_man <= \$1026 ;
+    s5_a_man <= \$1113 ;
   always @(posedge clk)
-    s5_a_exp <= \$1027 ;
+    s5_a_exp <= \$1114 ;
   always @(posedge clk)
-    s_man_d1 <= \$1028 ;
+    s_man_d1 <= \$1115 ;
   always @(posedge clk)
-    s_man_d2 <= \$1029 ;
+    s_man_d2 <= \$1116 ;
   always @(posedge clk)
-    s_man_d3 <= \$1030 ;
+    s_man_d3 <= \$1117 ;
   always @(posedge clk)
-    s6_fprod_pp00 <= \$1031 ;
+    s6_fprod_pp00 <= \$1118 ;
   always @(posedge clk)
-    s6_fprod_pp01 <= \$1032 ;
+    s6_fprod_pp01 <= \$1119 ;
   always @(posedge clk)
-    s6_fprod_pp10 <= \$1033 ;
+    s6_fprod_pp10 <= \$1120 ;
   always @(posedge clk)
-    s6_fprod_pp11 <= \$1034 ;
+    s6_fprod_pp11 <= \$1121 ;
   always @(posedge clk)
-    s6_fprod_l1_0 <= \$1035 ;
+    s6_fprod_l1_0 <= \$1122 ;
   always @(posedge clk)
-    s6_fprod_l1_1 <= \$1036 ;
+    s6_fprod_l1_1 <= \$1123 ;
   always @(posedge clk)
-    s6_fprod_l2_0 <= \$1037 ;
+    s6_fprod_l2_0 <= \$1124 ;
   always @(posedge clk)
-    s_exp_d1 <= \$1038 ;
+    s_exp_d1 <= \$1125 ;
   always @(posedge clk)
-    s_exp_d2 <= \$1039 ;
+    s_exp_d2 <= \$1126 ;
   always @(posedge clk)
-    s_exp_d3 <= \$1040 ;
+    s_exp_d3 <= \$1127 ;
   always @(posedge clk)
-    zero_d1 <= \$1041 ;
+    zero_d1 <= \$1128 ;
   always @(posedge clk)
-    zero_d2 <= \$1042 ;
+    zero_d2 <= \$1129 ;
   always @(posedge clk)
-    s_tiny_d1 <= \$1043 ;
+    s_tiny_d1 <= \$1130 ;
   always @(posedge clk)
-    s_tiny_d2 <= \$1044 ;
+    s_tiny_d2 <= \$1131 ;
   always @(posedge clk)
-    s_tiny_d3 <= \$1045 ;
+    s_tiny_d3 <= \$1132 ;
   always @(posedge clk)
-    s6_fexp <= \$1046 ;
+    s6_fexp <= \$1133 ;
   always @(posedge clk)
-    s6_fzero <= \$1047 ;
+    s6_fzero <= \$1134 ;
   always @(posedge clk)
-    fexp_d1 <= \$1048 ;
+    fexp_d1 <= \$1135 ;
   always @(posedge clk)
-    fexp_d2 <= \$1049 ;
+    fexp_d2 <= \$1136 ;
   always @(posedge clk)
-    fexp_d3 <= \$1050 ;
+    fexp_d3 <= \$1137 ;
   always @(posedge clk)
-    fexp_d4 <= \$1051 ;
+    fexp_d4 <= \$1138 ;
   always @(posedge clk)
-    fexp_d5 <= \$1052 ;
+    fexp_d5 <= \$1139 ;
   always @(posedge clk)
-    fzero_d1 <= \$1053 ;
+    fzero_d1 <= \$1140 ;
   always @(posedge clk)
-    fzero_d2 <= \$1054 ;
+    fzero_d2 <= \$1141 ;
   always @(posedge clk)
-    fzero_d3 <= \$1055 ;
+    fzero_d3 <= \$1142 ;
   always @(posedge clk)
-    fzero_d4 <= \$1056 ;
+    fzero_d4 <= \$1143 ;
   always @(posedge clk)
-    fzero_d5 <= \$1057 ;
+    fzero_d5 <= \$1144 ;
   always @(posedge clk)
-    s12_keep <= \$1058 ;
+    s12_keep <= \$1145 ;
   always @(posedge clk)
-    s12_rbit <= \$1059 ;
+    s12_rbit <= \$1146 ;
   always @(posedge clk)
-    s12_sticky <= \$1060 ;
+    s12_sticky <= \$1147 ;
   always @(posedge clk)
-    s12_exp <= \$1061 ;
+    s12_exp <= \$1148 ;
   always @(posedge clk)
-    zero7_d1 <= \$1062 ;
+    zero7_d1 <= \$1149 ;
   always @(posedge clk)
-    fzero7_d1 <= \$1063 ;
+    fzero7_d1 <= \$1150 ;
   always @(posedge clk)
-    s13_fman <= \$1064 ;
+    s13_fman <= \$1151 ;
   always @(posedge clk)
-    s13_fexp <= \$1065 ;
+    s13_fexp <= \$1152 ;
   always @(posedge clk)
-    s14_sh <= \$1066 ;
+    s14_sh <= \$1153 ;
   always @(posedge clk)
-    s14_gone <= \$1067 ;
+    s14_gone <= \$1154 ;
   always @(posedge clk)
-    s14_sat <= \$1068 ;
+    s14_sat <= \$1155 ;
   always @(posedge clk)
-    fman_d1 <= \$1069 ;
+    fman_d1 <= \$1156 ;
   always @(posedge clk)
-    s15_q <= \$1070 ;
+    s15_q <= \$1157 ;
   always @(posedge clk)
-    s15_rem <= \$1071 ;
+    s15_rem <= \$1158 ;
   always @(posedge clk)
-    s15_half <= \$1072 ;
+    s15_half <= \$1159 ;
   always @(posedge clk)
-    s16_q <= \$1073 ;
+    s16_q <= \$1160 ;
   always @(posedge clk)
-    s16_up <= \$1074 ;
+    s16_up <= \$1161 ;
   always @(posedge clk)
-    gone_d1 <= \$1075 ;
+    gone_d1 <= \$1162 ;
   always @(posedge clk)
-    gone_d2 <= \$1076 ;
+    gone_d2 <= \$1163 ;
   always @(posedge clk)
-    sat_d1 <= \$1077 ;
+    sat_d1 <= \$1164 ;
   always @(posedge clk)
-    sat_d2 <= \$1078 ;
+    sat_d2 <= \$1165 ;
   always @(posedge clk)
-    s17_onnx_mag <= \$1079 ;
+    s17_onnx_mag <= \$1166 ;
   always @(posedge clk)
-    neg_d1 <= \$1080 ;
+    neg_d1 <= \$1167 ;
   always @(posedge clk)
-    neg_d2 <= \$1081 ;
+    neg_d2 <= \$1168 ;
   always @(posedge clk)
-    neg_d3 <= \$1082 ;
+    neg_d3 <= \$1169 ;
   always @(posedge clk)
-    neg_d4 <= \$1083 ;
+    neg_d4 <= \$1170 ;
   always @(posedge clk)
-    neg_d5 <= \$1084 ;
+    neg_d5 <= \$1171 ;
   always @(posedge clk)
-    neg_d6 <= \$1085 ;
+    neg_d6 <= \$1172 ;
   always @(posedge clk)
-    neg_d7 <= \$1086 ;
+    neg_d7 <= \$1173 ;
   always @(posedge clk)
-    neg_d8 <= \$1087 ;
+    neg_d8 <= \$1174 ;
   always @(posedge clk)
-    neg_d9 <= \$1088 ;
+    neg_d9 <= \$1175 ;
   always @(posedge clk)
-    neg_d10 <= \$1089 ;
+    neg_d10 <= \$1176 ;
   always @(posedge clk)
-    neg_d11 <= \$1090 ;
+    neg_d11 <= \$1177 ;
   always @(posedge clk)
-    neg_d12 <= \$1091 ;
+    neg_d12 <= \$1178 ;
   always @(posedge clk)
-    neg_d13 <= \$1092 ;
+    neg_d13 <= \$1179 ;
   always @(posedge clk)
-    neg_d14 <= \$1093 ;
+    neg_d14 <= \$1180 ;
   always @(posedge clk)
-    neg_d15 <= \$1094 ;
+    neg_d15 <= \$1181 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d1 <= \$1095 ;
+    s13_fixed_r_pad_d1 <= \$1182 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d2 <= \$1096 ;
+    s13_fixed_r_pad_d2 <= \$1183 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d3 <= \$1097 ;
+    s13_fixed_r_pad_d3 <= \$1184 ;
   always @(posedge clk)
-    s13_fixed_r_pad_d4 <= \$1098 ;
+    s13_fixed_r_pad_d4 <= \$1185 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d1 <= \$1099 ;
+    s13_fixed_r_neg_pad_d1 <= \$1186 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d2 <= \$1100 ;
+    s13_fixed_r_neg_pad_d2 <= \$1187 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d3 <= \$1101 ;
+    s13_fixed_r_neg_pad_d3 <= \$1188 ;
   always @(posedge clk)
-    s13_fixed_r_neg_pad_d4 <= \$1102 ;
+    s13_fixed_r_neg_pad_d4 <= \$1189 ;
   always @(posedge clk)
-    fixed_sat_pad_d1 <= \$1103 ;
+    fixed_sat_pad_d1 <= \$1190 ;
   always @(posedge clk)
-    fixed_sat_pad_d2 <= \$1104 ;
+    fixed_sat_pad_d2 <= \$1191 ;
   always @(posedge clk)
-    fixed_sat_pad_d3 <= \$1105 ;
+    fixed_sat_pad_d3 <= \$1192 ;
   always @(posedge clk)
-    fixed_sat_pad_d4 <= \$1106 ;
+    fixed_sat_pad_d4 <= \$1193 ;
   always @(posedge clk)
-    onnx_d1 <= \$1107 ;
+    onnx_d1 <= \$1194 ;
   always @(posedge clk)
-    onnx_d2 <= \$1108 ;
+    onnx_d2 <= \$1195 ;
   always @(posedge clk)
-    onnx_d3 <= \$1109 ;
+    onnx_d3 <= \$1196 ;
   always @(posedge clk)
-    onnx_d4 <= \$1110 ;
+    onnx_d4 <= \$1197 ;
   always @(posedge clk)
-    onnx_d5 <= \$1111 ;
+    onnx_d5 <= \$1198 ;
   always @(posedge clk)
-    onnx_d6 <= \$1112 ;
+    onnx_d6 <= \$1199 ;
   always @(posedge clk)
-    onnx_d7 <= \$1113 ;
+    onnx_d7 <= \$1200 ;
   always @(posedge clk)
-    onnx_d8 <= \$1114 ;
+    onnx_d8 <= \$1201 ;
   always @(posedge clk)
-    onnx_d9 <= \$1115 ;
+    onnx_d9 <= \$1202 ;
   always @(posedge clk)
-    onnx_d10 <= \$1116 ;
+    onnx_d10 <= \$1203 ;
   always @(posedge clk)
-    onnx_d11 <= \$1117 ;
+    onnx_d11 <= \$1204 ;
   always @(posedge clk)
-    onnx_d12 <= \$1118 ;
+    onnx_d12 <= \$1205 ;
   always @(posedge clk)
-    onnx_d13 <= \$1119 ;
+    onnx_d13 <= \$1206 ;
   always @(posedge clk)
-    onnx_d14 <= \$1120 ;
+    onnx_d14 <= \$1207 ;
   always @(posedge clk)
-    onnx_d15 <= \$1121 ;
+    onnx_d15 <= \$1208 ;
   always @(posedge clk)
-    onnx_d16 <= \$1122 ;
+    onnx_d16 <= \$1209 ;
   always @(posedge clk)
-    zero_point_r <= \$1123 ;
+    zero_point_r <= \$1210 ;
   always @(posedge clk)
-    qmin_r <= \$1124 ;
+    qmin_r <= \$1211 ;
   always @(posedge clk)
-    qmax_r <= \$1125 ;
+    qmax_r <= \$1212 ;
   always @(posedge clk)
-    out_y <= \$1126 ;
+    clamp_dmin <= \$1213 ;
   always @(posedge clk)
-    o <= \$1127 ;
+    clamp_dmax <= \$1214 ;
   always @(posedge clk)
-    valid_d1 <= \$1128 ;
+    out_lt <= \$1215 ;
   always @(posedge clk)
-    valid_d2 <= \$1129 ;
+    out_gt <= \$1216 ;
   always @(posedge clk)
-    valid_d3 <= \$1130 ;
+    out_y <= \$1217 ;
   always @(posedge clk)
-    valid_d4 <= \$1131 ;
+    o <= \$1218 ;
   always @(posedge clk)
-    valid_d5 <= \$1132 ;
+    valid_d1 <= \$1219 ;
   always @(posedge clk)
-    valid_d6 <= \$1133 ;
+    valid_d2 <= \$1220 ;
   always @(posedge clk)
-    valid_d7 <= \$1134 ;
+    valid_d3 <= \$1221 ;
   always @(posedge clk)
-    valid_d8 <= \$1135 ;
+    valid_d4 <= \$1222 ;
   always @(posedge clk)
-    valid_d9 <= \$1136 ;
+    valid_d5 <= \$1223 ;
   always @(posedge clk)
-    valid_d10 <= \$1137 ;
+    valid_d6 <= \$1224 ;
   always @(posedge clk)
-    valid_d11 <= \$1138 ;
+    valid_d7 <= \$1225 ;
   always @(posedge clk)
-    valid_d12 <= \$1139 ;
+    valid_d8 <= \$1226 ;
   always @(posedge clk)
-    valid_d13 <= \$1140 ;
+    valid_d9 <= \$1227 ;
   always @(posedge clk)
-    valid_d14 <= \$1141 ;
+    valid_d10 <= \$1228 ;
   always @(posedge clk)
-    valid_d15 <= \$1142 ;
+    valid_d11 <= \$1229 ;
   always @(posedge clk)
-    valid_d16 <= \$1143 ;
+    valid_d12 <= \$1230 ;
   always @(posedge clk)
-    valid_d17 <= \$1144 ;
+    valid_d13 <= \$1231 ;
   always @(posedge clk)
-    valid_d18 <= \$1145 ;
+    valid_d14 <= \$1232 ;
   always @(posedge clk)
-    valid_d19 <= \$1146 ;
+    valid_d15 <= \$1233 ;
+  always @(posedge clk)
+    valid_d16 <= \$1234 ;
+  always @(posedge clk)
+    valid_d17 <= \$1235 ;
+  always @(posedge clk)
+    valid_d18 <= \$1236 ;
+  always @(posedge clk)
+    valid_d19 <= \$1237 ;
   \qhw_array_8x8.requant.requant_7.s4_prod_mul00  s4_prod_mul00 (
     .a(s3_op[16:0]),
     .b(m0_d2[16:0]),
@@ -56037,1466 +57940,1494 @@ module \qhw_array_8x8.requant.requant_7 (rst, \port$8498$45 , acc, i_valid, bias
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$942  = \$1 ;
+    \$1029  = \$1 ;
     if (rst) begin
-      \$942  = 33'h000000000;
+      \$1029  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$943  = \$2 ;
+    \$1030  = \$2 ;
     if (rst) begin
-      \$943  = 1'h0;
+      \$1030  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$944  = \$3 ;
+    \$1031  = \$3 ;
     if (rst) begin
-      \$944  = 1'h0;
+      \$1031  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$945  = \$4 [5:0];
+    \$1032  = \$4 [5:0];
     if (rst) begin
-      \$945  = 6'h00;
+      \$1032  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$946  = multiplier;
+    \$1033  = multiplier;
     if (rst) begin
-      \$946  = 31'h00000000;
+      \$1033  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$947  = \$6 [4:0];
+    \$1034  = \$6 [4:0];
     if (rst) begin
-      \$947  = 5'h00;
+      \$1034  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$948  = \$9 [4:0];
+    \$1035  = \$9 [4:0];
     if (rst) begin
-      \$948  = 5'h00;
+      \$1035  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$949  = \$10 [5:0];
+    \$1036  = \$10 [5:0];
     if (rst) begin
-      \$949  = 6'h00;
+      \$1036  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$950  = round_at_d1;
+    \$1037  = round_at_d1;
     if (rst) begin
-      \$950  = 6'h00;
+      \$1037  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$951  = round_at_d2;
+    \$1038  = round_at_d2;
     if (rst) begin
-      \$951  = 6'h00;
+      \$1038  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$952  = s1_tflite;
+    \$1039  = s1_tflite;
     if (rst) begin
-      \$952  = 1'h0;
+      \$1039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$953  = tflite_add_d1;
+    \$1040  = tflite_add_d1;
     if (rst) begin
-      \$953  = 1'h0;
+      \$1040  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$954  = \$14 [31:0];
+    \$1041  = \$14 [31:0];
     if (rst) begin
-      \$954  = 32'd0;
+      \$1041  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$955  = s1_a;
+    \$1042  = s1_a;
     if (rst) begin
-      \$955  = 33'h000000000;
+      \$1042  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$956  = s1_tflite;
-    if (rst) begin
-      \$956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$957  = s1_left;
-    if (rst) begin
-      \$957  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$958  = \$16 ;
-    if (rst) begin
-      \$958  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$959  = s1_m0;
-    if (rst) begin
-      \$959  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$960  = m0_d1;
-    if (rst) begin
-      \$960  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$961  = p;
-    if (rst) begin
-      \$961  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$962  = \p$29 ;
-    if (rst) begin
-      \$962  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$963  = \p$31 ;
-    if (rst) begin
-      \$963  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$964  = \p$33 ;
-    if (rst) begin
-      \$964  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$965  = \$18 ;
-    if (rst) begin
-      \$965  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$966  = s4_prod_pp_add_d1;
-    if (rst) begin
-      \$966  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$967  = s4_prod_pp_add_d2;
-    if (rst) begin
-      \$967  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$968  = s4_prod_pp_add_d3;
-    if (rst) begin
-      \$968  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$969  = { \$20 [30:0], s4_prod_pp00[16:0] };
-    if (rst) begin
-      \$969  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$970  = { \$22 [29:0], s4_prod_pp10[16:0] };
-    if (rst) begin
-      \$970  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$971  = s4_prod_pp_add_d4;
-    if (rst) begin
-      \$971  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$972  = { \$24 [46:0], s4_prod_l1_0[16:0] };
-    if (rst) begin
-      \$972  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$973  = s4_prod_l1_2;
-    if (rst) begin
-      \$973  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$974  = \$26 [65:0];
-    if (rst) begin
-      \$974  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$975  = s1_total;
-    if (rst) begin
-      \$975  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$976  = total_d1;
-    if (rst) begin
-      \$976  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$977  = total_d2;
-    if (rst) begin
-      \$977  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$978  = total_d3;
-    if (rst) begin
-      \$978  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$979  = total_d4;
-    if (rst) begin
-      \$979  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$980  = total_d5;
-    if (rst) begin
-      \$980  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$981  = total_d6;
-    if (rst) begin
-      \$981  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$982  = total_d7;
-    if (rst) begin
-      \$982  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$983  = total_d8;
-    if (rst) begin
-      \$983  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$984  = \$27 ;
-    if (rst) begin
-      \$984  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$985  = total_d9[2:0];
-    if (rst) begin
-      \$985  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$986  = \$28 ;
-    if (rst) begin
-      \$986  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$987  = s1_right;
-    if (rst) begin
-      \$987  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$988  = right_d1;
-    if (rst) begin
-      \$988  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$989  = right_d2;
-    if (rst) begin
-      \$989  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$990  = right_d3;
-    if (rst) begin
-      \$990  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$991  = right_d4;
-    if (rst) begin
-      \$991  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$992  = right_d5;
-    if (rst) begin
-      \$992  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$993  = right_d6;
-    if (rst) begin
-      \$993  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$994  = right_d7;
-    if (rst) begin
-      \$994  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$995  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
-    if (rst) begin
-      \$995  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$996  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
-    if (rst) begin
-      \$996  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$997  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
-    if (rst) begin
-      \$997  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$998  = right_d8;
-    if (rst) begin
-      \$998  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$999  = \$215 ;
-    if (rst) begin
-      \$999  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1000  = \$221 ;
-    if (rst) begin
-      \$1000  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1001  = \$222 ;
-    if (rst) begin
-      \$1001  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1002  = s1_tflite;
-    if (rst) begin
-      \$1002  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1003  = tflite_d1;
-    if (rst) begin
-      \$1003  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1004  = tflite_d2;
-    if (rst) begin
-      \$1004  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1005  = tflite_d3;
-    if (rst) begin
-      \$1005  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1006  = tflite_d4;
-    if (rst) begin
-      \$1006  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1007  = tflite_d5;
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1008  = tflite_d6;
-    if (rst) begin
-      \$1008  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1009  = tflite_d7;
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1010  = tflite_d8;
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1011  = tflite_d9;
-    if (rst) begin
-      \$1011  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1012  = tflite_d10;
-    if (rst) begin
-      \$1012  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1013  = \$223 [33:0];
-    if (rst) begin
-      \$1013  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1014  = { s12_single[65], \$230  };
-    if (rst) begin
-      \$1014  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1015  = scale;
-    if (rst) begin
-      \$1015  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1016  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
-    if (rst) begin
-      \$1016  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1017  = \$234 ;
-    if (rst) begin
-      \$1017  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1018  = { 1'h1, s1_scale[22:0] };
-    if (rst) begin
-      \$1018  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1019  = { \$235 [8], \$235  };
-    if (rst) begin
-      \$1019  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1020  = \$236 ;
-    if (rst) begin
-      \$1020  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1021  = { \$877 , \$814  };
-    if (rst) begin
-      \$1021  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1022  = s2_mag;
-    if (rst) begin
-      \$1022  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1023  = \$878 ;
-    if (rst) begin
-      \$1023  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1024  = \$879 [47:0];
-    if (rst) begin
-      \$1024  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1025  = { \$880 [6], \$880  };
-    if (rst) begin
-      \$1025  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1026  = \$881 ;
-    if (rst) begin
-      \$1026  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1027  = \$882 [7:0];
-    if (rst) begin
-      \$1027  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1028  = s2_s_man;
-    if (rst) begin
-      \$1028  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1029  = s_man_d1;
-    if (rst) begin
-      \$1029  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1030  = s_man_d2;
-    if (rst) begin
-      \$1030  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1031  = \p$104 ;
-    if (rst) begin
-      \$1031  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1032  = \p$106 ;
-    if (rst) begin
-      \$1032  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1033  = \p$108 ;
-    if (rst) begin
-      \$1033  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1034  = \p$110 ;
-    if (rst) begin
-      \$1034  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1035  = { \$884 [23:0], s6_fprod_pp00[16:0] };
-    if (rst) begin
-      \$1035  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1036  = { \$886 [13:0], s6_fprod_pp10[16:0] };
-    if (rst) begin
-      \$1036  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1037  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
-    if (rst) begin
-      \$1037  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1038  = s2_s_exp;
-    if (rst) begin
-      \$1038  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1039  = s_exp_d1;
-    if (rst) begin
-      \$1039  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1040  = s_exp_d2;
-    if (rst) begin
-      \$1040  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1041  = s3_zero;
-    if (rst) begin
-      \$1041  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1042  = zero_d1;
-    if (rst) begin
-      \$1042  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1043  = s2_s_tiny;
+    \$1043  = s1_tflite;
     if (rst) begin
       \$1043  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1044  = s_tiny_d1;
+    \$1044  = s1_left;
     if (rst) begin
-      \$1044  = 1'h0;
+      \$1044  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1045  = s_tiny_d2;
+    \$1045  = \$16 ;
     if (rst) begin
-      \$1045  = 1'h0;
+      \$1045  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1046  = \$889 ;
+    \$1046  = s1_m0;
     if (rst) begin
-      \$1046  = 11'h000;
+      \$1046  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1047  = \$890 ;
+    \$1047  = m0_d1;
     if (rst) begin
-      \$1047  = 1'h0;
+      \$1047  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1048  = s6_fexp;
+    \$1048  = p;
     if (rst) begin
-      \$1048  = 11'h000;
+      \$1048  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1049  = fexp_d1;
+    \$1049  = \p$29 ;
     if (rst) begin
-      \$1049  = 11'h000;
+      \$1049  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1050  = fexp_d2;
+    \$1050  = \p$31 ;
     if (rst) begin
-      \$1050  = 11'h000;
+      \$1050  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1051  = fexp_d3;
+    \$1051  = \p$33 ;
     if (rst) begin
-      \$1051  = 11'h000;
+      \$1051  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1052  = fexp_d4;
+    \$1052  = \$18 ;
     if (rst) begin
-      \$1052  = 11'h000;
+      \$1052  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1053  = s6_fzero;
+    \$1053  = s4_prod_pp_add_d1;
     if (rst) begin
-      \$1053  = 1'h0;
+      \$1053  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1054  = fzero_d1;
+    \$1054  = s4_prod_pp_add_d2;
     if (rst) begin
-      \$1054  = 1'h0;
+      \$1054  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1055  = fzero_d2;
+    \$1055  = s4_prod_pp_add_d3;
     if (rst) begin
-      \$1055  = 1'h0;
+      \$1055  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1056  = fzero_d3;
+    \$1056  = { \$20 [30:0], s4_prod_pp00[16:0] };
     if (rst) begin
-      \$1056  = 1'h0;
+      \$1056  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1057  = fzero_d4;
+    \$1057  = { \$22 [29:0], s4_prod_pp10[16:0] };
     if (rst) begin
-      \$1057  = 1'h0;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1058  = \$891 ;
+    \$1058  = s4_prod_pp_add_d4;
     if (rst) begin
-      \$1058  = 24'h000000;
+      \$1058  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1059  = \$892 ;
+    \$1059  = { \$24 [46:0], s4_prod_l1_0[16:0] };
     if (rst) begin
-      \$1059  = 1'h0;
+      \$1059  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1060  = \$895 ;
+    \$1060  = s4_prod_l1_2;
     if (rst) begin
-      \$1060  = 1'h0;
+      \$1060  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1061  = \$897 [11:0];
+    \$1061  = \$26 [65:0];
     if (rst) begin
-      \$1061  = 12'h000;
+      \$1061  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1062  = fzero_d5;
+    \$1062  = s1_total;
     if (rst) begin
-      \$1062  = 1'h0;
+      \$1062  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1063  = zero7_d1;
+    \$1063  = total_d1;
     if (rst) begin
-      \$1063  = 1'h0;
+      \$1063  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1064  = \$898 ;
+    \$1064  = total_d2;
     if (rst) begin
-      \$1064  = 24'h000000;
+      \$1064  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1065  = \$899 [11:0];
+    \$1065  = total_d3;
     if (rst) begin
-      \$1065  = 12'h000;
+      \$1065  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1066  = \$904 [4:0];
+    \$1066  = total_d4;
     if (rst) begin
-      \$1066  = 5'h00;
+      \$1066  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1067  = \$906 ;
+    \$1067  = total_d5;
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1067  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1068  = \$907 ;
+    \$1068  = total_d6;
     if (rst) begin
-      \$1068  = 1'h0;
+      \$1068  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1069  = s13_fman;
+    \$1069  = total_d7;
     if (rst) begin
-      \$1069  = 24'h000000;
+      \$1069  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1070  = \$908 ;
+    \$1070  = total_d8;
     if (rst) begin
-      \$1070  = 24'h000000;
+      \$1070  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1071  = \$911 [23:0];
+    \$1071  = \$27 ;
     if (rst) begin
-      \$1071  = 24'h000000;
+      \$1071  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1072  = \$913 [24:0];
+    \$1072  = total_d9[2:0];
     if (rst) begin
-      \$1072  = 25'h0000000;
+      \$1072  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1073  = s15_q;
+    \$1073  = \$28 ;
     if (rst) begin
-      \$1073  = 24'h000000;
+      \$1073  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1074  = \$917 ;
+    \$1074  = s1_right;
     if (rst) begin
-      \$1074  = 1'h0;
+      \$1074  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1075  = s14_gone;
+    \$1075  = right_d1;
     if (rst) begin
-      \$1075  = 1'h0;
+      \$1075  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1076  = gone_d1;
+    \$1076  = right_d2;
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1076  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1077  = s14_sat;
+    \$1077  = right_d3;
     if (rst) begin
-      \$1077  = 1'h0;
+      \$1077  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1078  = sat_d1;
+    \$1078  = right_d4;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$1078  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    (* full_case = 32'd1 *)
-    if (gone_d2) begin
-      \$1079  = 25'h0000000;
-    end else if (sat_d2) begin
-      \$1079  = 25'h1000000;
-    end else begin
-      \$1079  = \$918 ;
-    end
+    \$1079  = right_d5;
     if (rst) begin
-      \$1079  = 25'h0000000;
+      \$1079  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1080  = s2_neg;
+    \$1080  = right_d6;
     if (rst) begin
-      \$1080  = 1'h0;
+      \$1080  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1081  = neg_d1;
+    \$1081  = right_d7;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$1081  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1082  = neg_d2;
+    \$1082  = { \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29  };
     if (rst) begin
-      \$1082  = 1'h0;
+      \$1082  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1083  = neg_d3;
+    \$1083  = { \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60  };
     if (rst) begin
-      \$1083  = 1'h0;
+      \$1083  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1084  = neg_d4;
+    \$1084  = { \$213 , \$209 , \$205 , \$201 , \$197 , \$193 , \$189 , \$185 , \$181 , \$177 , \$173 , \$169 , \$165 , \$161 , \$157 , \$153 , \$149 , \$145 , \$141 , \$137 , \$133 , \$129 , \$125 , \$121 , \$117 , \$113 , \$109 , \$105 , \$101 , \$97 , \$93  };
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1084  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1085  = neg_d5;
+    \$1085  = right_d8;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$1085  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1086  = neg_d6;
+    \$1086  = \$215 ;
     if (rst) begin
-      \$1086  = 1'h0;
+      \$1086  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1087  = neg_d7;
+    \$1087  = \$221 ;
     if (rst) begin
       \$1087  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1088  = neg_d8;
+    \$1088  = \$222 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$1088  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1089  = neg_d9;
+    \$1089  = s1_tflite;
     if (rst) begin
       \$1089  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1090  = neg_d10;
+    \$1090  = tflite_d1;
     if (rst) begin
       \$1090  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1091  = neg_d11;
+    \$1091  = tflite_d2;
     if (rst) begin
       \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1092  = neg_d12;
+    \$1092  = tflite_d3;
     if (rst) begin
       \$1092  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1093  = neg_d13;
+    \$1093  = tflite_d4;
     if (rst) begin
       \$1093  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1094  = neg_d14;
+    \$1094  = tflite_d5;
     if (rst) begin
       \$1094  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1095  = s13_fixed_r;
+    \$1095  = tflite_d6;
     if (rst) begin
-      \$1095  = 34'h000000000;
+      \$1095  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1096  = s13_fixed_r_pad_d1;
+    \$1096  = tflite_d7;
     if (rst) begin
-      \$1096  = 34'h000000000;
+      \$1096  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1097  = s13_fixed_r_pad_d2;
+    \$1097  = tflite_d8;
     if (rst) begin
-      \$1097  = 34'h000000000;
+      \$1097  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1098  = s13_fixed_r_pad_d3;
+    \$1098  = tflite_d9;
     if (rst) begin
-      \$1098  = 34'h000000000;
+      \$1098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1099  = 1'h0;
+    \$1099  = tflite_d10;
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1100  = s13_fixed_r_neg_pad_d1;
+    \$1100  = \$223 [33:0];
     if (rst) begin
-      \$1100  = 1'h0;
+      \$1100  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1101  = s13_fixed_r_neg_pad_d2;
+    \$1101  = { s12_single[65], \$230  };
     if (rst) begin
-      \$1101  = 1'h0;
+      \$1101  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1102  = s13_fixed_r_neg_pad_d3;
+    \$1102  = scale;
     if (rst) begin
-      \$1102  = 1'h0;
+      \$1102  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1103  = s13_fixed_sat;
+    \$1103  = { \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233 [33], \$233  };
     if (rst) begin
-      \$1103  = 2'h0;
+      \$1103  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1104  = fixed_sat_pad_d1;
+    \$1104  = \$234 ;
     if (rst) begin
-      \$1104  = 2'h0;
+      \$1104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1105  = fixed_sat_pad_d2;
+    \$1105  = { 1'h1, s1_scale[22:0] };
     if (rst) begin
-      \$1105  = 2'h0;
+      \$1105  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1106  = fixed_sat_pad_d3;
+    \$1106  = { \$235 [8], \$235  };
     if (rst) begin
-      \$1106  = 2'h0;
+      \$1106  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1107  = s1_onnx;
+    \$1107  = \$236 ;
     if (rst) begin
       \$1107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1108  = onnx_d1;
+    \$1108  = { \$877 , \$814  };
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1108  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1109  = onnx_d2;
+    \$1109  = s2_mag;
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1109  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1110  = onnx_d3;
+    \$1110  = \$878 ;
     if (rst) begin
       \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1111  = onnx_d4;
+    \$1111  = \$879 [47:0];
     if (rst) begin
-      \$1111  = 1'h0;
+      \$1111  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1112  = onnx_d5;
+    \$1112  = { \$880 [6], \$880  };
     if (rst) begin
-      \$1112  = 1'h0;
+      \$1112  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1113  = onnx_d6;
+    \$1113  = \$881 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1113  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1114  = onnx_d7;
+    \$1114  = \$882 [7:0];
     if (rst) begin
-      \$1114  = 1'h0;
+      \$1114  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1115  = onnx_d8;
+    \$1115  = s2_s_man;
     if (rst) begin
-      \$1115  = 1'h0;
+      \$1115  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1116  = onnx_d9;
+    \$1116  = s_man_d1;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1116  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1117  = onnx_d10;
+    \$1117  = s_man_d2;
     if (rst) begin
-      \$1117  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1118  = onnx_d11;
+    \$1118  = \p$104 ;
     if (rst) begin
-      \$1118  = 1'h0;
+      \$1118  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1119  = onnx_d12;
+    \$1119  = \p$106 ;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1120  = onnx_d13;
+    \$1120  = \p$108 ;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1121  = onnx_d14;
+    \$1121  = \p$110 ;
     if (rst) begin
-      \$1121  = 1'h0;
+      \$1121  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1122  = onnx_d15;
+    \$1122  = { \$884 [23:0], s6_fprod_pp00[16:0] };
     if (rst) begin
-      \$1122  = 1'h0;
+      \$1122  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1123  = \port$8498$45 [9:2];
+    \$1123  = { \$886 [13:0], s6_fprod_pp10[16:0] };
     if (rst) begin
-      \$1123  = 8'h00;
+      \$1123  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1124  = \port$8498$45 [17:10];
+    \$1124  = { \$888 [30:0], s6_fprod_l1_0[16:0] };
     if (rst) begin
-      \$1124  = 8'h00;
+      \$1124  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1125  = \port$8498$45 [25:18];
+    \$1125  = s2_s_exp;
     if (rst) begin
-      \$1125  = 8'h00;
+      \$1125  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1126  = { \$928 [34], \$928  };
+    \$1126  = s_exp_d1;
     if (rst) begin
-      \$1126  = 36'h000000000;
+      \$1126  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1127  = \$932 [7:0];
+    \$1127  = s_exp_d2;
     if (rst) begin
-      \$1127  = 8'h00;
+      \$1127  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1128  = i_valid;
+    \$1128  = s3_zero;
     if (rst) begin
       \$1128  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1129  = valid_d1;
+    \$1129  = zero_d1;
     if (rst) begin
       \$1129  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1130  = valid_d2;
+    \$1130  = s2_s_tiny;
     if (rst) begin
       \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1131  = valid_d3;
+    \$1131  = s_tiny_d1;
     if (rst) begin
       \$1131  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1132  = valid_d4;
+    \$1132  = s_tiny_d2;
     if (rst) begin
       \$1132  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1133  = valid_d5;
+    \$1133  = \$889 ;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$1133  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1134  = valid_d6;
+    \$1134  = \$890 ;
     if (rst) begin
       \$1134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1135  = valid_d7;
+    \$1135  = s6_fexp;
     if (rst) begin
-      \$1135  = 1'h0;
+      \$1135  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1136  = valid_d8;
+    \$1136  = fexp_d1;
     if (rst) begin
-      \$1136  = 1'h0;
+      \$1136  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1137  = valid_d9;
+    \$1137  = fexp_d2;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$1137  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1138  = valid_d10;
+    \$1138  = fexp_d3;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$1138  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1139  = valid_d11;
+    \$1139  = fexp_d4;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$1139  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1140  = valid_d12;
+    \$1140  = s6_fzero;
     if (rst) begin
       \$1140  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1141  = valid_d13;
+    \$1141  = fzero_d1;
     if (rst) begin
       \$1141  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1142  = valid_d14;
+    \$1142  = fzero_d2;
     if (rst) begin
       \$1142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1143  = valid_d15;
+    \$1143  = fzero_d3;
     if (rst) begin
       \$1143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1144  = valid_d16;
+    \$1144  = fzero_d4;
     if (rst) begin
       \$1144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1145  = valid_d17;
+    \$1145  = \$891 ;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$1145  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$1146  = valid_d18;
+    \$1146  = \$892 ;
     if (rst) begin
       \$1146  = 1'h0;
     end
   end
-  assign mode = \port$8498$45 [1:0];
-  assign zero_point = \port$8498$45 [9:2];
-  assign qmin = \port$8498$45 [17:10];
-  assign qmax = \port$8498$45 [25:18];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1147  = \$895 ;
+    if (rst) begin
+      \$1147  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1148  = \$897 [11:0];
+    if (rst) begin
+      \$1148  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1149  = fzero_d5;
+    if (rst) begin
+      \$1149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1150  = zero7_d1;
+    if (rst) begin
+      \$1150  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1151  = \$898 ;
+    if (rst) begin
+      \$1151  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1152  = \$899 [11:0];
+    if (rst) begin
+      \$1152  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1153  = \$904 [4:0];
+    if (rst) begin
+      \$1153  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1154  = \$906 ;
+    if (rst) begin
+      \$1154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1155  = \$907 ;
+    if (rst) begin
+      \$1155  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1156  = s13_fman;
+    if (rst) begin
+      \$1156  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1157  = \$908 ;
+    if (rst) begin
+      \$1157  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1158  = \$911 [23:0];
+    if (rst) begin
+      \$1158  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1159  = \$913 [24:0];
+    if (rst) begin
+      \$1159  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1160  = s15_q;
+    if (rst) begin
+      \$1160  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1161  = \$917 ;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1162  = s14_gone;
+    if (rst) begin
+      \$1162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1163  = gone_d1;
+    if (rst) begin
+      \$1163  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1164  = s14_sat;
+    if (rst) begin
+      \$1164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1165  = sat_d1;
+    if (rst) begin
+      \$1165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    (* full_case = 32'd1 *)
+    if (gone_d2) begin
+      \$1166  = 25'h0000000;
+    end else if (sat_d2) begin
+      \$1166  = 25'h1000000;
+    end else begin
+      \$1166  = \$918 ;
+    end
+    if (rst) begin
+      \$1166  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1167  = s2_neg;
+    if (rst) begin
+      \$1167  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1168  = neg_d1;
+    if (rst) begin
+      \$1168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1169  = neg_d2;
+    if (rst) begin
+      \$1169  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1170  = neg_d3;
+    if (rst) begin
+      \$1170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1171  = neg_d4;
+    if (rst) begin
+      \$1171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1172  = neg_d5;
+    if (rst) begin
+      \$1172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1173  = neg_d6;
+    if (rst) begin
+      \$1173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1174  = neg_d7;
+    if (rst) begin
+      \$1174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1175  = neg_d8;
+    if (rst) begin
+      \$1175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1176  = neg_d9;
+    if (rst) begin
+      \$1176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1177  = neg_d10;
+    if (rst) begin
+      \$1177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1178  = neg_d11;
+    if (rst) begin
+      \$1178  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1179  = neg_d12;
+    if (rst) begin
+      \$1179  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1180  = neg_d13;
+    if (rst) begin
+      \$1180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1181  = neg_d14;
+    if (rst) begin
+      \$1181  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1182  = s13_fixed_r;
+    if (rst) begin
+      \$1182  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1183  = s13_fixed_r_pad_d1;
+    if (rst) begin
+      \$1183  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1184  = s13_fixed_r_pad_d2;
+    if (rst) begin
+      \$1184  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1185  = s13_fixed_r_pad_d3;
+    if (rst) begin
+      \$1185  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1186  = 1'h0;
+    if (rst) begin
+      \$1186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1187  = s13_fixed_r_neg_pad_d1;
+    if (rst) begin
+      \$1187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1188  = s13_fixed_r_neg_pad_d2;
+    if (rst) begin
+      \$1188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1189  = s13_fixed_r_neg_pad_d3;
+    if (rst) begin
+      \$1189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1190  = s13_fixed_sat;
+    if (rst) begin
+      \$1190  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1191  = fixed_sat_pad_d1;
+    if (rst) begin
+      \$1191  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1192  = fixed_sat_pad_d2;
+    if (rst) begin
+      \$1192  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1193  = fixed_sat_pad_d3;
+    if (rst) begin
+      \$1193  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1194  = s1_onnx;
+    if (rst) begin
+      \$1194  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1195  = onnx_d1;
+    if (rst) begin
+      \$1195  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1196  = onnx_d2;
+    if (rst) begin
+      \$1196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1197  = onnx_d3;
+    if (rst) begin
+      \$1197  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1198  = onnx_d4;
+    if (rst) begin
+      \$1198  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1199  = onnx_d5;
+    if (rst) begin
+      \$1199  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1200  = onnx_d6;
+    if (rst) begin
+      \$1200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1201  = onnx_d7;
+    if (rst) begin
+      \$1201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1202  = onnx_d8;
+    if (rst) begin
+      \$1202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1203  = onnx_d9;
+    if (rst) begin
+      \$1203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1204  = onnx_d10;
+    if (rst) begin
+      \$1204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1205  = onnx_d11;
+    if (rst) begin
+      \$1205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1206  = onnx_d12;
+    if (rst) begin
+      \$1206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1207  = onnx_d13;
+    if (rst) begin
+      \$1207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1208  = onnx_d14;
+    if (rst) begin
+      \$1208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1209  = onnx_d15;
+    if (rst) begin
+      \$1209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1210  = \port$9186$45 [9:2];
+    if (rst) begin
+      \$1210  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1211  = \port$9186$45 [17:10];
+    if (rst) begin
+      \$1211  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1212  = \port$9186$45 [25:18];
+    if (rst) begin
+      \$1212  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1213  = { \$919 [8], \$919  };
+    if (rst) begin
+      \$1213  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1214  = { \$920 [8], \$920  };
+    if (rst) begin
+      \$1214  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1215  = \$965 ;
+    if (rst) begin
+      \$1215  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1216  = \$1011 ;
+    if (rst) begin
+      \$1216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1217  = \$1017 [7:0];
+    if (rst) begin
+      \$1217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1218  = \$1019 ;
+    if (rst) begin
+      \$1218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1219  = i_valid;
+    if (rst) begin
+      \$1219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1220  = valid_d1;
+    if (rst) begin
+      \$1220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1221  = valid_d2;
+    if (rst) begin
+      \$1221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1222  = valid_d3;
+    if (rst) begin
+      \$1222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1223  = valid_d4;
+    if (rst) begin
+      \$1223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1224  = valid_d5;
+    if (rst) begin
+      \$1224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1225  = valid_d6;
+    if (rst) begin
+      \$1225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1226  = valid_d7;
+    if (rst) begin
+      \$1226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1227  = valid_d8;
+    if (rst) begin
+      \$1227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1228  = valid_d9;
+    if (rst) begin
+      \$1228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1229  = valid_d10;
+    if (rst) begin
+      \$1229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1230  = valid_d11;
+    if (rst) begin
+      \$1230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1231  = valid_d12;
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1232  = valid_d13;
+    if (rst) begin
+      \$1232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1233  = valid_d14;
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1234  = valid_d15;
+    if (rst) begin
+      \$1234  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1235  = valid_d16;
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1236  = valid_d17;
+    if (rst) begin
+      \$1236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    \$1237  = valid_d18;
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  assign mode = \port$9186$45 [1:0];
+  assign zero_point = \port$9186$45 [9:2];
+  assign qmin = \port$9186$45 [17:10];
+  assign qmax = \port$9186$45 [25:18];
   assign a = s3_op[16:0];
   assign b = m0_d2[16:0];
-  assign \a$231  = s3_op[16:0];
-  assign \b$232  = m0_d2[30:17];
-  assign \a$233  = s3_op[32:17];
-  assign \b$234  = m0_d2[16:0];
-  assign \a$235  = s3_op[32:17];
+  assign \a$235  = s3_op[16:0];
   assign \b$236  = m0_d2[30:17];
-  assign \a$237  = s5_a_man[16:0];
-  assign \b$238  = s_man_d3[16:0];
-  assign \a$239  = s5_a_man[16:0];
-  assign \b$240  = s_man_d3[23:17];
-  assign \a$241  = s5_a_man[23:17];
+  assign \a$237  = s3_op[32:17];
+  assign \b$238  = m0_d2[16:0];
+  assign \a$239  = s3_op[32:17];
+  assign \b$240  = m0_d2[30:17];
+  assign \a$241  = s5_a_man[16:0];
   assign \b$242  = s_man_d3[16:0];
-  assign \a$243  = s5_a_man[23:17];
+  assign \a$243  = s5_a_man[16:0];
   assign \b$244  = s_man_d3[23:17];
+  assign \a$245  = s5_a_man[23:17];
+  assign \b$246  = s_man_d3[16:0];
+  assign \a$247  = s5_a_man[23:17];
+  assign \b$248  = s_man_d3[23:17];
   assign o_valid = valid_d19;
   assign \$19  = { 17'h00000, s4_prod_pp00[33:17] };
   assign \$21  = { s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33], s4_prod_pp10[33:17] };

@@ -109,7 +109,7 @@ class Accelerator(wiring.Component):
             m.submodules.array = array = SystolicArray(config=c)
         else:
             m.submodules.array = array = DspArray(config=c, family=self.family)
-        m.submodules.accumulator = accumulator = Accumulator(config=c)
+        m.submodules.accumulator = accumulator = Accumulator(config=c, family=self.family)
         m.submodules.requant = requant = RequantBank(config=c, family=self.family)
         m.submodules.queue = queue = OutputQueue(config=c)
         if issuer.latency + array.latency + accumulator.latency + requant.latency + queue.latency != c.latency:

@@ -166,13 +166,16 @@ class RequantLane(wiring.Component):
         zero_point, qmin, qmax = (replica(v, name=f"{n}_r") for v, n in
                                   ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
         m.d.sync += [zero_point.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
-        y = Signal(signed(len(r) + 2), name="out_y")
-        # A saturated fixed-point result is +-2**33, beyond any qmin/qmax (element values), as
-        # zero_point + the saturated value was: the clamp below gives the same bound.
-        lo, hi = -(1 << (_FIXED_R_BITS - 1)), (1 << (_FIXED_R_BITS - 1)) - 1
-        m.d.sync += y.eq(Mux(over, Mux(below, lo, hi), Mux(neg, zero_point - r, zero_point + r)))
-        # ... and the clamp.
-        m.d.sync += self.o.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
+        if c.area_first:
+            y = Signal(signed(len(r) + 2), name="out_y")
+            # A saturated fixed-point result is +-2**33, beyond any qmin/qmax (element values), as
+            # zero_point + the saturated value was: the clamp below gives the same bound.
+            lo, hi = -(1 << (_FIXED_R_BITS - 1)), (1 << (_FIXED_R_BITS - 1)) - 1
+            m.d.sync += y.eq(Mux(over, Mux(below, lo, hi), Mux(neg, zero_point - r, zero_point + r)))
+            # ... and the clamp.
+            m.d.sync += self.o.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
+        else:
+            self._early_clamp(m, r, neg, over, below, zero_point, qmin, qmax)
         _check_stages("the lane", depth + 2, c.requant_latency)     # the paths, then y and the clamp
         tap = self._valid_tap
         if tap is None:
@@ -181,6 +184,34 @@ class RequantLane(wiring.Component):
             valid, stage = tap
             m.d.comb += self.o_valid.eq(delayed(m, valid, c.requant_latency - stage, name="valid_out"))
         return m
+
+    def _early_clamp(self, m, r, neg, over, below, zero_point, qmin, qmax):
+        """The clamp decided beside ``zero_point +- r`` (ECP5: the 36-bit compare after that add
+        was the 8x8 accelerator's critical path). ``y < qmin`` is ``r < qmin - zero_point``
+        (``r > zero_point - qmin`` when negated); the differences are registered from the
+        lanes' constants, held steady like them. Only ``y``'s low bits are kept: it is the
+        output only when it lies in ``[qmin, qmax]``, so the last stage is a 3:1 multiplexer."""
+        out = self.o.shape()
+        d = signed(out.width + 2)
+        d_min, d_max = Signal(d, name="clamp_dmin"), Signal(d, name="clamp_dmax")
+        m.d.sync += [d_min.eq(qmin - zero_point), d_max.eq(qmax - zero_point)]
+        # ``r`` against the bounds without a carry chain over its 34 bits: a value outside the
+        # differences' range decides by its sign, and the low bits compare only when it is inside.
+        w = d.width + 1
+        fits = ~r[w - 1:].any() | (r[w - 1:].all() if r.shape().signed else Const(0, 1))
+        r_lo = r[:w].as_signed()
+        sign = r[-1] if r.shape().signed else Const(0, 1)      # onnx's magnitude alone is unsigned
+        pos_big, neg_big = ~fits & ~sign, ~fits & sign
+        lt, gt = neg_big | (fits & (r_lo < d_min)), pos_big | (fits & (r_lo > d_max))
+        if "onnx" in self.config.rounding:       # onnx's magnitudes are subtracted from the zero point
+            lt = Mux(neg, pos_big | (fits & (r_lo > -d_min)), lt)
+            gt = Mux(neg, neg_big | (fits & (r_lo < -d_max)), gt)
+        # A saturated fixed-point result (``over``) is beyond any element bound, ``below`` says which.
+        lt, gt = Mux(over, below, lt), Mux(over, ~below, gt)
+        y_lt, y_gt = Signal(name="out_lt"), Signal(name="out_gt")
+        y = Signal(out, name="out_y")
+        m.d.sync += [y_lt.eq(lt), y_gt.eq(gt), y.eq(Mux(neg, zero_point - r, zero_point + r)[:out.width])]
+        m.d.sync += self.o.eq(Mux(y_lt, qmin, Mux(y_gt, qmax, y)))
 
     def _fixed(self, m, a, tfl):
         """``single``/``tflite``; returns (result register, 0, stage it is ready after)."""

@@ -152,8 +152,8 @@ def test_requant_lane_equals_contract(tmp_path):
     ("(30 - shift).as_unsigned()[:6], 3", "(31 - shift).as_unsigned()[:6], 3"),
     # 2**(30 - shift) - 1: ties round down instead of up (round-half-down).
     ("(Const(1, 62) << round_at)[:64]", "((Const(1, 62) << round_at) - 1)[:64]"),
-    # the clamp lets qmax + 1 through (off by one).
-    ("Mux(y < qmin, qmin, Mux(y > qmax, qmax, y))", "Mux(y < qmin, qmin, Mux(y > qmax + 1, qmax, y))"),
+    # the clamp lets qmax + 1 through (off by one; the clamp decided beside the zero point's add).
+    ("(fits & (r_lo > d_max))", "(fits & (r_lo > d_max + 1))"),
 ], ids=["rounding-bit", "round-half-down", "clamp-off-by-one"])
 def test_lane_mutants_are_caught_from_reset(tmp_path, old, new):
     Broken = mutant(requant.RequantLane, old, new)

@@ -53,11 +53,11 @@ def test_post_synth_inference_bit_exact(mlp_qhw, digits_files, tmp_path, capsys,
     monkeypatch.setenv("QHW_VERILATOR_OPT", "-O0")          # one image: build time dominates
     _, rtl = write(ArrayConfig(**CONFIGS[board]), name=f"qhw_ps_{family}", out_dir=tmp_path / "rtl")
     argv = ["simulate", str(mlp_qhw), "--rtl", str(rtl), "--data", str(digits_files["test"]), "--post-synth",
-            board, "--limit", "1", "--batch", "1", "--json"]
+            board, "--limit", "4", "--batch", "4", "--json"]
     assert main(argv) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["netlist"] == f"post-synth {family}"
-    assert rep["bit_exact"] and rep["mismatches"] == 0 and rep["samples"] == 1
+    assert rep["bit_exact"] and rep["mismatches"] == 0 and rep["samples"] == 4
     assert rep["accuracy_hw"] == rep["accuracy_quant"]
     # the netlist ran, not the RTL (a model run's worker once re-read the manifest and simulated the RTL)
     from qhw.sim.build import build_dir_for

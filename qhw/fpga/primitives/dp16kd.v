@@ -3,7 +3,8 @@
 // Yosys ships only a black box for this primitive (share/ecp5/cells_sim.v declares its ports and
 // parameters without behaviour; they are copied here unchanged); this is qhw's reading of Lattice's ECP5 memory usage guide
 // (TN1264) for the configurations Yosys's memory mapping writes (techlibs/lattice/brams_map_16kd.v):
-// REGMODE NOREG, CSDECODE 0b000, clocks not inverted, port widths 1, 2, 4, 9, 18 (and 36 for the
+// REGMODE NOREG (or OUTREG on both ports at width 36, qhw's accumulator), CSDECODE 0b000,
+// clocks not inverted, port widths 1, 2, 4, 9, 18 (and 36 for the
 // pseudo dual-port form: port A writes {DIB, DIA}, port B reads {DOB, DOA}). The array is 1024
 // rows of 18 bits; a word of width 9, 18 or 36 at address a sits at bits [a*W +: W], the address
 // being ADx[13:k] (k = 3, 4, 5); at width 18 ADx[1:0] and at 36 ADA[3:0] are byte (9-bit) write
@@ -234,6 +235,10 @@ module DP16KD(
   wire [13:0] ada = {ADA13, ADA12, ADA11, ADA10, ADA9, ADA8, ADA7, ADA6, ADA5, ADA4, ADA3, ADA2, ADA1, ADA0};
   wire [13:0] adb = {ADB13, ADB12, ADB11, ADB10, ADB9, ADB8, ADB7, ADB6, ADB5, ADB4, ADB3, ADB2, ADB1, ADB0};
   reg [17:0] doa_r, dob_r;
+  // REGMODE OUTREG (both ports, pseudo dual-port form only): the read latch, then a register on
+  // CLKB (enabled by OCEB, cleared by RSTB like the latch).
+  localparam outreg = REGMODE_A == "OUTREG" && REGMODE_B == "OUTREG";
+  reg [17:0] doa_o, dob_o;
 
   reg [18431:0] mem;
 
@@ -247,7 +252,8 @@ module DP16KD(
   endfunction
 
   initial begin
-    if (!ok_width(DATA_WIDTH_A) || !ok_width(DATA_WIDTH_B) || REGMODE_A != "NOREG" || REGMODE_B != "NOREG"
+    if (!ok_width(DATA_WIDTH_A) || !ok_width(DATA_WIDTH_B)
+        || !((REGMODE_A == "NOREG" && REGMODE_B == "NOREG") || (outreg && DATA_WIDTH_A == 36))
         || CSDECODE_A != "0b000" || CSDECODE_B != "0b000" || CLKAMUX != "CLKA" || CLKBMUX != "CLKB"
         || (DATA_WIDTH_A == 36 && DATA_WIDTH_B != 36) || (DATA_WIDTH_B == 36 && DATA_WIDTH_A != 36)
         || (RESETMODE != "SYNC" && RESETMODE != "ASYNC"))
@@ -369,6 +375,13 @@ module DP16KD(
     end
     if (CLKB) begin
       if (RESETMODE == "SYNC" && RSTB) begin
+        dob_o <= 0;
+        doa_o <= 0;
+      end else if (OCEB) begin
+        dob_o <= dob_r;
+        doa_o <= doa_r;
+      end
+      if (RESETMODE == "SYNC" && RSTB) begin
         dob_r <= 0;
         if (wide) doa_r <= 0;
       end else if (CEB && cs_b) begin
@@ -382,8 +395,8 @@ module DP16KD(
     end
   end
 
-  wire [17:0] doa = (RESETMODE == "ASYNC" && (wide ? RSTB : RSTA)) ? 18'b0 : doa_r;
-  wire [17:0] dob = (RESETMODE == "ASYNC" && RSTB) ? 18'b0 : dob_r;
+  wire [17:0] doa = (RESETMODE == "ASYNC" && (wide ? RSTB : RSTA)) ? 18'b0 : outreg ? doa_o : doa_r;
+  wire [17:0] dob = (RESETMODE == "ASYNC" && RSTB) ? 18'b0 : outreg ? dob_o : dob_r;
   assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = doa;
   assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = dob;
 endmodule
