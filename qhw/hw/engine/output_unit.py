@@ -78,8 +78,8 @@ class OutputUnit(wiring.Component):
         flush = Signal()
         # s1 (registered with the read) waits for the word: ``SPAD_READ_LATENCY - 1`` more registers
         stages = [s1]
-        for k in range(SPAD_READ_LATENCY - 1):
-            stages.append(delayed(m, stages[-1], 1, name=f"s1_wait{k}"))
+        for n in range(SPAD_READ_LATENCY - 1):
+            stages.append(delayed(m, stages[-1], 1, name=f"s1_wait{n}"))
         s1w = stages[-1]
         inflight = Signal(range(SPAD_READ_LATENCY + 3))
         m.d.comb += inflight.eq(sum(st.valid for st in stages) + s2.valid + flush)
