@@ -81,8 +81,9 @@ class OutputUnit(wiring.Component):
         for n in range(SPAD_READ_LATENCY - 1):
             stages.append(delayed(m, stages[-1], 1, name=f"s1_wait{n}"))
         s1w = stages[-1]
+        # words in flight (the stages, s2, the flush), a register counted a cycle ahead, so the read
+        # decision (which every read-side accept waits for) is the FIFO level against one register
         inflight = Signal(range(SPAD_READ_LATENCY + 3))
-        m.d.comb += inflight.eq(sum(st.valid for st in stages) + s2.valid + flush)
         read = Signal()
         m.d.comb += read.eq(run & (fifo.level + inflight < _FIFO_DEPTH - 1))
         last_word = Mux(first, one_word, at_end)
@@ -108,6 +109,8 @@ class OutputUnit(wiring.Component):
                 pick = Mux(j - rc == b, s2.data[b].as_unsigned(), pick)
             m.d.comb += comb[j].eq(Mux(j < rc, res[j] if j < R else 0, Mux(j - rc < s2.bytes, pick, 0)))
         total = rc + s2.bytes
+        flush_next = ~flush & s2.valid & s2.last & (total > R)
+        m.d.sync += inflight.eq(read + sum(st.valid for st in stages) + flush_next)
         beat = Signal(unsigned(8 * R))
         m.d.comb += [fifo.w_data.eq(Cat(beat, Const(0, 1)))]
         with m.If(flush):
