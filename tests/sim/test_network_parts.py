@@ -70,7 +70,7 @@ def test_engine_manifest_round_trip_and_refusals():
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.act_kib' must be a positive integer, not 0$"):
         EngineConfig.from_manifest(bad, source="n.json")
     bad = copy.deepcopy(doc)
-    bad["engine"]["latency"]["agen_latency"] = 3
+    bad["engine"]["latency"]["agen_latency"] += 1      # a manifest from another qhw
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.latency' is \{.*regenerate with qhw generate\)$"):
         EngineConfig.from_manifest(bad, source="n.json")
     div = network_manifest(replace(eng, pool_avg="div"), name="net")
