@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY
+from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY, SPAD_READ_LATENCY
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
@@ -149,18 +149,24 @@ class EngineConfig:
     # ------------------------------------------------------------ latencies of the blocks around the array
 
     @property
+    def read_latency(self) -> int:
+        """Scratchpad address (read enable) to its word on the read data: the synchronous read and the
+        register after it (``qhw.contract.SPAD_READ_LATENCY``); every reader's latency below adds it."""
+        return SPAD_READ_LATENCY
+
+    @property
     def agen_latency(self) -> int:
-        """Cycles from a scratchpad word being written to a beat read from it entering the issue register:
-        the address register, then the synchronous read (the write must have happened the cycle before)."""
-        return 2
+        """Cycles from a scratchpad word being written to a beat read from it issuing: the write is
+        counted the cycle after it (the address may go out then), then the read (``read_latency``)."""
+        return 1 + self.read_latency
 
     @property
     def weight_latency(self) -> int:
         """Cycles from a weight tile's load start (its first row's read) to the earliest issue of its first
-        beat: the loader reads row ``i`` at ``L + i``, registers it (it fans out to a column of PEs) and
-        writes it at ``L + i + 2``; the issue waits for a load started in an earlier cycle (a registered
-        flag, not the loader's start in the same cycle), so the beat reaches row ``i`` after its write."""
-        return 2
+        beat: the issue waits for a load started in an earlier cycle (a registered flag, not the loader's
+        start in the same cycle) before it reads the beat's word (``read_latency``); the loader reads row
+        ``i`` at ``L + i``, registers it and writes it at ``L + i + 2``, before the beat reaches row ``i``."""
+        return 1 + self.read_latency
 
     @property
     def writeback_latency(self) -> int:
@@ -191,8 +197,8 @@ class EngineConfig:
 
     @property
     def output_latency(self) -> int:
-        """Scratchpad read to the output beat (address register, read, stream register)."""
-        return 3
+        """Scratchpad read to the output beat (``read_latency``, the packer's register, the FIFO's)."""
+        return self.read_latency + 2
 
     # ------------------------------------------------------------ manifest
 

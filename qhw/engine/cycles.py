@@ -8,6 +8,7 @@ cycle-accurate implementation meets them exactly:
   ``rows`` cycles per tile): ``L_u >= L_{u-1} + rows`` and ``L_u >= T_last(u-2) + cols`` (the bank
   it overwrites has been passed by tile ``u-2``'s last beat in every column), and its first beat
   issues at ``T_first(u) >= L_u + weight_latency``;
+* a beat issues ``read_latency`` cycles after its word's read (address) cycle, when the word arrives;
 * a tile's first beat issues at least ``agen_latency`` cycles after every word of the input planes it
   reads was written (a plane: one channel word of a tensor, every pixel; the whole tensor for a window
   layout), so the hardware needs one "plane written" token per plane, not per word;
@@ -16,8 +17,10 @@ cycle-accurate implementation meets them exactly:
   row); writes are in order: a result-producing beat may not issue before the previous write is
   ``writeback_latency - 1`` cycles old;
 * INPUT writes one word per cycle from cycle 0 (``input_latency`` after its beat); POOL reads one
-  word per cycle once its whole input is written; OUTPUT reads one word per cycle once its input is
-  written, its beat ``output_latency`` later;
+  word per cycle once its whole input is written (its first read 2 cycles after the last write it
+  needs: the write counter counts it the cycle after, the descriptor is taken then), each window
+  written ``read_latency`` + ``pool_*_latency`` after its last read; OUTPUT reads one word per cycle
+  once its input is written, its beat ``output_latency`` later;
 * ADD starts once every earlier write is done (``dep_base``) and reads two words per
   output word (``a`` then ``b``: the scratchpad has one read port), writing each word ``add_latency``
   after its ``b`` read: one word per 2 cycles; a ``table_only`` ADD reads one word per cycle.
@@ -89,11 +92,17 @@ class _Timeline:
         return self.wlog[-1] if self.wlog else NEVER
 
     def ready(self, need: int) -> int:
-        """First cycle a read may be addressed once ``need`` writes are done: the write counter counts a
-        write the cycle after it, so a beat issues ``agen_latency`` after the ``need``-th write."""
+        """First cycle a MATMUL beat may issue once ``need`` writes are done: the write counter counts a
+        write the cycle after it (the address may go out then), the word arrives ``read_latency`` later:
+        ``agen_latency`` after the ``need``-th write."""
         if need > len(self.wlog):
             raise RuntimeError(f"descriptor {self.descriptor} waits for write {need} of {len(self.wlog)}")
         return self.wlog[need - 1] + self.cfg.agen_latency if need > 0 else 0
+
+    def taken(self, need: int) -> int:
+        """First read of a POOL, ADD or OUTPUT once ``need`` writes are done: the descriptor is taken when
+        the write counter holds them (the cycle after the write), its first read the cycle after."""
+        return self.ready(need) - self.cfg.read_latency + 1 if need > 0 else 0
 
     def check(self, addr: np.ndarray, need: int) -> None:
         """The dependence fields are sufficient: every word read was written by write ``need``."""
@@ -134,6 +143,7 @@ class _Timeline:
         taps = d["kh"] * d["kw"]
         window = d["in_kind"] == IN_WINDOW
         wb = cfg.writeback_latency
+        RL = cfg.read_latency            # a beat issues when its word arrives, RL after its read
         pool_lat = {POOL_MAX: cfg.pool_max_latency, POOL_AVG: cfg.pool_avg_latency}.get(d["pool"], 0)
         produced = False
         last_result = None
@@ -145,13 +155,13 @@ class _Timeline:
                     need = d["dep_base"] + (0 if window else (nt * d["cw_step"] + kt // taps) * d["dep_step"])
                     self.check(reads[nt, kt, rows], need)
                     load = max(self.load_free, self.bank_last[self.tile % 2] + C)
-                    first = max(self.read + 2, load + cfg.weight_latency, self.ready(need))
+                    first = max(self.read + 1 + RL, load + cfg.weight_latency, self.ready(need))
                     last_k = kt == kt_count - 1
                     if last_k and not produced:
                         first = max(first, self.order_ready)
                         produced = True
                     last = first + n - 1
-                    self.read = last - 1
+                    self.read = last - RL
                     self.events.append(TileEvent(self.descriptor, mc, nt, kt, load, first, last))
                     self.load_free = load + R
                     self.bank_last[self.tile % 2] = last
@@ -160,17 +170,17 @@ class _Timeline:
                         self.write(waddr[nt, rows], first + np.arange(n) + wb + pool_lat, int(lane0[nt]))
                         last_result = last
         self.order_ready = last_result + pool_lat + 1
-        return self.read + 2
+        return self.read + RL + 1
 
     def pool(self, d: Descriptor) -> int:
         taps = d["kh"] * d["kw"]
         src = pixel_words(d["in_base"], d["in_h"], d["in_w"], d["in_pp"], d["in_cw0"], d["cws"])
         self.check(src.reshape(-1), d["dep_base"])
-        start = max(self.read + 1, self.ready(d["dep_base"]))
+        start = max(self.read + 1, self.taken(d["dep_base"]))
         dst = pixel_words(d["out_base"], d["out_h"], d["out_w"], d["out_pp"], d["out_cw0"], d["cws"]).reshape(-1)
         lat = self.cfg.pool_max_latency if d["pool"] == POOL_MAX else self.cfg.pool_avg_latency
-        # read addresses from ``start``: a window's last word arrives a cycle after its read
-        self.write(dst, start + (np.arange(dst.size) + 1) * taps + lat)
+        # read addresses from ``start``: a window's last word arrives ``read_latency`` after its read
+        self.write(dst, start + (np.arange(dst.size) + 1) * taps - 1 + self.cfg.read_latency + lat)
         self.read = start + dst.size * taps - 1
         return self.read + 1
 
@@ -185,7 +195,7 @@ class _Timeline:
         if not d["table_only"]:
             src = np.concatenate([src, d["b_base"] + np.arange(n)])
         self.check(src, d["dep_base"])
-        start = max(self.read + 1, self.ready(d["dep_base"]))
+        start = max(self.read + 1, self.taken(d["dep_base"]))
         step = 1 if d["table_only"] else 2
         last_read = start + np.arange(n) * step + step - 1
         self.write(d["out_base"] + np.arange(n), last_read + self.cfg.add_latency)
@@ -195,7 +205,7 @@ class _Timeline:
     def output(self, d: Descriptor) -> int:
         src = pixel_words(d["in_base"], d["h"], d["w"], d["pp"], d["cw0"], d["pp"]).reshape(-1)
         self.check(src, d["dep_base"])
-        start = max(self.read + 1, self.ready(d["dep_base"]))
+        start = max(self.read + 1, self.taken(d["dep_base"]))
         self.read = start + src.size - 1
         return self.read + self.cfg.output_latency + 1
 
@@ -203,13 +213,13 @@ class _Timeline:
 def descriptor_end(op: str, config: EngineConfig, *, last_read: int | None = None,
                    last_write: int | None = None) -> int:
     """A descriptor's end as the model counts it, from what the hardware's debug tap shows: INPUT its
-    last write + 1; MATMUL its last beat's read (the tap's ``issue``) + 2 (the beat issues the cycle after
-    its read); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1 (its last beat + 1);
-    ADD its last write + 1."""
+    last write + 1; MATMUL its last beat's read (the tap's ``issue``) + ``read_latency`` + 1 (the beat
+    issues when its word arrives); POOL its last read + 1; OUTPUT its last read + ``output_latency`` + 1
+    (its last beat + 1); ADD its last write + 1."""
     if op in ("INPUT", "ADD"):
         return last_write + 1
     if op == "MATMUL":
-        return last_read + 2
+        return last_read + config.read_latency + 1
     if op == "POOL":
         return last_read + 1
     if op == "OUTPUT":

@@ -16,7 +16,7 @@ and checker.
 
 Cycle 0 of a segment is its first input beat's handshake. Without random pauses every write's
 cycle and every descriptor's end (``qhw.engine.cycles.descriptor_end``: a MATMUL's last beat read
-+ 2, as the beat issues the cycle after its read; a POOL's last read + 1; an INPUT's last write + 1;
++ ``read_latency`` + 1, as the beat issues when its word arrives; a POOL's last read + 1; an INPUT's last write + 1;
 an OUTPUT's last beat + 1) are compared with the cycle model as well.
 """
 
@@ -385,8 +385,8 @@ class NetworkBench:
 
 def descriptor_shares(program: Program, ends: dict[int, int]) -> list[int]:
     """Each descriptor's share of the total as ``qhw.engine.cycles.predict`` computes it, from the
-    measured ends (``ends[i]``, ``qhw.engine.cycles.descriptor_end``: MATMUL its last beat's read + 2,
-    POOL its last read + 1, INPUT its last write + 1, OUTPUT its last beat + 1)."""
+    measured ends (``ends[i]``, ``qhw.engine.cycles.descriptor_end``: MATMUL its last beat's read
+    + ``read_latency`` + 1, POOL its last read + 1, INPUT its last write + 1, OUTPUT its last beat + 1)."""
     shares, end = [], 0
     for i, d in enumerate(program.descriptors):
         if d.op in ("HALT", "END", "ADD") or i not in ends:

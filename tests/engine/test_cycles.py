@@ -34,29 +34,32 @@ def test_digits_cnn_meets_85_percent_on_8x8(digits_q, rounding):
     by_name = {x.name: report.per_descriptor[x.index] for x in compiled.layers}
     # conv3 runs back to back with conv2 (its first plane is written long before): exactly K x N tiles x M
     assert by_name["/conv3/Conv"] == 18 * 4 * 16
-    # conv2: its tiles at full rate, plus conv1's drain (the write-back latency) before its first beat
-    assert by_name["/conv2/Conv"] == 9 * 2 * 64 + cfg.writeback_latency + 1
+    # conv2: its tiles at full rate, plus conv1's drain (the write-back latency, then its last write's
+    # read: agen_latency) before its first beat
+    assert by_name["/conv2/Conv"] == 9 * 2 * 64 + cfg.writeback_latency + cfg.agen_latency - 1
 
 
 def test_digits_cnn_figures(digits_q):
     """The numbers docs/engine.md quotes (8x8, built for the model: rounding single)."""
     compiled, report = _predict(digits_q["digits_cnn"])
-    assert report.per_descriptor == [66, 193, 1188, 1152, 79, 41, 0]
-    assert report.total == 2719 and round(100 * report.utilization, 1) == 87.6
+    assert report.per_descriptor == [66, 194, 1189, 1152, 81, 42, 0]
+    assert report.total == 2724 and round(100 * report.utilization, 1) == 87.4
 
 
 def test_rules_on_a_hand_worked_dense(tmp_path):
     """One Dense 8 -> 8 on 8x8 (single rounding, write-back latency 35), by the documented rules:
     INPUT writes its word at 0 + input_latency 2 (share 3); the tile loads at 0, its beat waits for the
-    word (2 + agen 2 = 4) and issues at 4 (share 2); the row is written at 4 + 35 = 39, OUTPUT reads it
-    at 39 + 2 = 41 and its beat leaves at 41 + 3 (share 45 - 5 = 40)."""
+    word (2 + agen 3 = 5: read at 3, the word at 5) and issues at 5 (share 3); the row is written at
+    5 + 35 = 40, OUTPUT reads it at 40 + 2 = 42 and its beat leaves at 42 + output_latency 4 (share
+    47 - 6 = 41)."""
     rng = np.random.default_rng(5)
     path = Net(rng, (1, 8)).dense(8, 8).save(tmp_path / "fc.onnx")
     qm = quantize(path, rng.uniform(-1, 1, (16, 8)).astype(np.float32))
     compiled, report = _predict(qm)
     assert [d.op for d in compiled.program.descriptors] == ["INPUT", "MATMUL", "OUTPUT", "END"]
     assert compiled.config.writeback_latency == 35
-    assert report.per_descriptor == [3, 2, 40, 0] and report.total == 45
+    assert (compiled.config.agen_latency, compiled.config.output_latency) == (3, 4)
+    assert report.per_descriptor == [3, 3, 41, 0] and report.total == 47
 
 
 def test_small_m_is_load_bound(tmp_path):
@@ -67,7 +70,7 @@ def test_small_m_is_load_bound(tmp_path):
     compiled, report = _predict(qm)
     mm = next(x for x in compiled.layers if x.op == "Dense")
     assert mm.tiles == "4x2"
-    # INPUT writes 4 words at 2..5 (share 6); tile 0 issues at 4 (its plane written at 2, + agen 2),
+    # INPUT writes 4 words at 2..5 (share 6); tile 0 issues at 5 (its plane written at 2, + agen 3),
     # tile u >= 1 loads at 8u and issues at 8u + weight_latency: the last (u = 7) at 56 + weight_latency,
     # so the Dense ends a cycle later
     assert report.per_descriptor[0] == 6

@@ -83,11 +83,12 @@ def test_digits_resnet_cycles_and_trace(resnet_q, digits):
     adds = [e for e in trace if e.descriptor == 4]
     assert [e.word for e in adds] == list(range(adds[0].word, adds[0].word + 64))
     assert np.diff([e.cycle for e in adds]).tolist() == [2] * 63
-    # the first b read is one cycle after the first a read, which waits for the last pw write + agen_latency
+    # the first b read is one cycle after the first a read, which waits for the last pw write + 2 (the
+    # write counted the cycle after it, the ADD taken then, its first read the next cycle)
     pw_last = max(e.cycle for e in trace if e.descriptor == 3)
-    assert adds[0].cycle == pw_last + cfg.agen_latency + 1 + cfg.add_latency
+    assert adds[0].cycle == pw_last + 2 + 1 + cfg.add_latency
     # its share: from pw's last beat (written writeback_latency later) to its own last write + 1
-    assert report.per_descriptor[4] == cfg.writeback_latency + cfg.agen_latency + 2 * 64 - 1 + cfg.add_latency
+    assert report.per_descriptor[4] == cfg.writeback_latency + 2 + 2 * 64 - 1 + cfg.add_latency
     assert prog_dep(compiled.program, 4) == sum(1 for e in trace if e.descriptor < 4)   # after every earlier write
 
 

@@ -60,7 +60,8 @@ def test_pool_latencies_are_the_contracts(rounding):
 def test_add_latencies_are_the_contracts():
     """AddUnit's documented latency is the cycle model's ``add_latency``: the read, the lane, the table."""
     cfg = EngineConfig(array=ArrayConfig(rows=8, cols=8))
-    assert AddUnit(rows=8).latency == cfg.add_latency == 1 + AddLane().latency + TableUnit(lanes=8).latency
+    assert AddUnit(rows=8).latency == cfg.add_latency == \
+        cfg.read_latency + AddLane().latency + TableUnit(lanes=8).latency
 
 
 def test_components_convert_to_verilog():

@@ -88,7 +88,7 @@ def test_digits_mlp_loaded_through_the_stream(digits_models, digits):
 @pytest.mark.slow
 def test_digits_cnn_embedded(digits_models, digits):
     """The CNN on 8x8 from the embedded image (``image=``, ``loaded`` high from reset): one image,
-    2,719 cycles, every write and descriptor end as predicted. Built as the ECP5 board configuration
+    2,724 cycles, every write and descriptor end as predicted. Built as the ECP5 board configuration
     (docs/fpga.md): ``single`` rounding, ``pool_avg="div"`` (its GlobalAveragePool keeps its scale)."""
     qm = digits_models["cnn"]
     program, cfg = compiled(qm, 8, 8)
@@ -97,7 +97,7 @@ def test_digits_cnn_embedded(digits_models, digits):
     inputs, golden = cases(qm, program, digits["test_x"][3:4])
     run = Run(NetworkEngine(engine=cfg, image=program.to_bytes()), program, inputs, rows=8, load=False).run()
     check_run(run, program, cfg, inputs, golden)
-    assert predict(program, cfg).total == 2719
+    assert predict(program, cfg).total == 2724
 
 
 def test_digits_mlp_gaps_and_back_pressure(digits_models, digits):
@@ -297,14 +297,14 @@ def resnets(digits):
 def test_digits_resnet(resnets, digits, rounding, rows, cols, images):
     """The residual model (depthwise-separable block, residual Add on ``AddUnit``, average pool),
     loaded through the stream: logits bit-exact, every write (the ADD's among them) and every
-    descriptor end as predicted, the total equal to ``predict`` (4,749 cycles on 4x4, 1,928 on 8x8)."""
+    descriptor end as predicted, the total equal to ``predict`` (4,756 cycles on 4x4, 1,937 on 8x8)."""
     qm = resnets[rounding]
     program, cfg = compiled(qm, rows, cols)
     assert [d.op for d in program.descriptors].count("ADD") == 1
     inputs, golden = cases(qm, program, digits["test_x"][list(images)])
     run = Run(NetworkEngine(engine=cfg), program, inputs, rows=rows).run()
     check_run(run, program, cfg, inputs, golden)
-    assert predict(program, cfg).total == {4: 4749, 8: 1928}[rows]
+    assert predict(program, cfg).total == {4: 4756, 8: 1937}[rows]
 
 
 def _table_model(tmp_path, name):

@@ -78,12 +78,14 @@ def test_scratchpad_read_is_not_transparent():
         ctx.set(dut.r_en, 1)
         ctx.set(dut.r_addr, 5)                       # read in the write's own cycle: the old word
         await ctx.tick()
-        ctx.set(dut.w_en, 0)
-        got.append(list(ctx.get(dut.r_data)))
-        await ctx.tick()                             # address presented the cycle after: the new word
-        got.append(list(ctx.get(dut.r_data)))
+        ctx.set(dut.w_en, 0)                         # and again the cycle after: the new word
+        for _ in range(dut.read_latency):
+            await ctx.tick()
+            got.append(list(ctx.get(dut.r_data)))
 
     run_sim(dut, bench)
+    # the first read's word arrives read_latency cycles after its address, the second's one later
+    assert dut.read_latency == 2
     assert got == [[0, 0, 0, 0], [1, 2, 3, 4]]
 
 

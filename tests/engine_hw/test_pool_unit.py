@@ -60,7 +60,7 @@ def run_pool(d, mem, image, config):
             ctx.set(unit.p_data, int.from_bytes(entry, "little"))    # the store: read the cycle before
             await ctx.delay(1e-8)
             if start is None and ctx.get(unit.r_en):
-                start = cycle + 1                                        # its data arrives next cycle
+                start = cycle + pad.read_latency                         # when its data arrives
             if ctx.get(unit.w_en):
                 words[ctx.get(unit.w_addr)] = list(ctx.get(unit.w_data))
                 cycles.append(cycle - start)

@@ -50,7 +50,7 @@ def run_reader(d, mem, rows, cols, *, seed: int | None):
     top = Module()
     top.submodules.reader = rd = ActivationReader(rows=rows)
     top.submodules.pad = pad = Scratchpad(rows=rows, cols=cols, words=len(mem), init=mem.tolist())
-    top.d.comb += [pad.r_addr.eq(rd.r_addr), pad.r_en.eq(rd.r_en), rd.r_data.eq(pad.r_data)]
+    top.d.comb += [pad.r_addr.eq(rd.r_addr), pad.r_en.eq(rd.r_en), pad.r_hold.eq(rd.r_hold), rd.r_data.eq(pad.r_data)]
     n = d["oh"] * d["ow"] * d["n_tiles"] * k_tiles(d)
     got, stamps, rng = [], [], random.Random(seed)
 

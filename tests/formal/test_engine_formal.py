@@ -194,7 +194,7 @@ def test_liveness_program_is_what_the_compiler_writes(tmp_path):
     data = {"zp", "in_zp"}
     assert [(d.op, {k: v for k, v in d.fields.items() if k not in data}) for d in compiled.descriptors] == \
         [(d.op, {k: v for k, v in d.fields.items() if k not in data}) for d in ours.descriptors]
-    assert predict(compiled, cfg).total == predict(ours, cfg).total == 37
+    assert predict(compiled, cfg).total == predict(ours, cfg).total == 39
 
 
 def test_liveness_refuses_memories_that_do_not_hold_its_program():
@@ -209,7 +209,7 @@ def test_engine_liveness_busy_falls_exactly_when_the_cycle_model_says(tmp_path):
     # drops busy before its output left) are in bench/bench_formal.py --only engine (~45 s each).
     cfg = EngineConfig(array=ARRAY, weight_kib=1, act_kib=1, program_words=4 * 16)
     h = EngineLivenessHarness(config=cfg)
-    assert h.bound == predict(h.program, cfg).total == 37
+    assert h.bound == predict(h.program, cfg).total == 39
     r = run_proof(h, name="liveness", ports=h.ports, build_dir=tmp_path, mode="bmc", depth=h.depth, timeout=600,
                   script=h.script)
     assert (r.status, r.trace) == ("proven", None)

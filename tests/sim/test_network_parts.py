@@ -70,7 +70,7 @@ def test_engine_manifest_round_trip_and_refusals():
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.act_kib' must be a positive integer, not 0$"):
         EngineConfig.from_manifest(bad, source="n.json")
     bad = copy.deepcopy(doc)
-    bad["engine"]["latency"]["agen_latency"] = 3
+    bad["engine"]["latency"]["agen_latency"] += 1      # a manifest from another qhw
     with pytest.raises(ConfigError, match=r"^n.json: field 'engine.latency' is \{.*regenerate with qhw generate\)$"):
         EngineConfig.from_manifest(bad, source="n.json")
     div = network_manifest(replace(eng, pool_avg="div"), name="net")
@@ -202,9 +202,10 @@ def test_checker_names_the_first_wrong_layer_and_cycle(cnn, digits):
     ok = WriteChecker(expect, 8)
     last = ok.check(_tap(doc, writes, issues=[(c, d) for d, c in tiles.items()]), writes, 5, cycles=True)
     assert ok.bad == 0 and ok.first is None and ok.cycle_errors == []
-    # ends -> shares as the cycle model counts them: the tiles' last beats issue the cycle after their read
-    # (descriptor_end), INPUT ends after its last write, OUTPUT after its last beat (from the model's share)
-    ends = {i: descriptor_end(d.op, engine, last_read=tiles[i] - 1) for i, d in enumerate(prog.descriptors)
+    # ends -> shares as the cycle model counts them: the tiles' last beats issue ``read_latency`` after their
+    # read (descriptor_end), INPUT ends after its last write, OUTPUT after its last beat (from the model's share)
+    ends = {i: descriptor_end(d.op, engine, last_read=tiles[i] - engine.read_latency)
+            for i, d in enumerate(prog.descriptors)
             if d.op == "MATMUL"}
     ends[0] = descriptor_end("INPUT", engine, last_write=last[0])
     out = next(i for i, d in enumerate(prog.descriptors) if d.op == "OUTPUT")

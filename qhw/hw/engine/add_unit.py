@@ -17,7 +17,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MODES, ADD_MUL_STAGES, MODE_CODES
+from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MODES, ADD_MUL_STAGES, MODE_CODES, SPAD_READ_LATENCY
 from ...errors import ConfigError
 from ..skew import delayed
 from .layouts import descriptor_layout
@@ -288,9 +288,9 @@ def add_unit_signature(rows: int, tables: int) -> wiring.Signature:
 class AddUnit(wiring.Component):
     """ADD descriptors (``desc``) on the scratchpad's ports.
 
-    ``r_addr``/``r_en`` -> ``r_data`` one cycle later (``Scratchpad``); ``w_en``/``w_addr``/``w_data``
-    write whole words; ``load_*`` fill the tables (``TableUnit``, ``tables`` slots), ``t_slot`` is the
-    slot of the offered descriptor's ``table`` (taken with it).
+    ``r_addr``/``r_en`` -> ``r_data`` ``SPAD_READ_LATENCY`` cycles later (``Scratchpad``);
+    ``w_en``/``w_addr``/``w_data`` write whole words; ``load_*`` fill the tables (``TableUnit``, ``tables``
+    slots), ``t_slot`` is the slot of the offered descriptor's ``table`` (taken with it).
     A descriptor is taken when ``desc.ready`` (idle: no read left, and the previous descriptor's last
     word in its write cycle or written); its first read is requested the next cycle; reads follow back
     to back (``a_i``, ``b_i``, ``a_{i+1}``, ...; ``a_i`` only for ``table_only``), and word ``i`` is
@@ -348,10 +348,10 @@ class AddUnit(wiring.Component):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += phase.eq(1)
-        # data: each word arrives the cycle after its read; the lanes take a, then b, the word complete
-        # the cycle after its last read
-        in_valid = delayed(m, last_read, 1, name="in_valid")
-        is_b = delayed(m, busy & phase, 1, name="data_is_b")
+        # data: each word arrives ``SPAD_READ_LATENCY`` cycles after its read; the lanes take a, then b,
+        # the word complete when its last read's word arrives
+        in_valid = delayed(m, last_read, SPAD_READ_LATENCY, name="in_valid")
+        is_b = delayed(m, busy & phase, SPAD_READ_LATENCY, name="data_is_b")
         out_addr = Signal(ADDR_BITS, name="out_addr")
         m.d.comb += out_addr.eq(d.out_base + i)
         pairs = [AddLane(modes=self.modes, lanes=min(2, R - j)) for j in range(0, R, 2)]
@@ -366,6 +366,6 @@ class AddUnit(wiring.Component):
                      table.load_data.eq(self.load_data)]
         m.d.comb += [table.i[2 * k + j].eq(pair.o[j]) for k, pair in enumerate(pairs) for j in range(pair.lanes)]
         # the write address travels with the word: its last read, the read, the lane, the table
-        w_addr = delayed(m, out_addr, 1 + ADD_LANE_LATENCY + 1, name="w_addr")
+        w_addr = delayed(m, out_addr, SPAD_READ_LATENCY + ADD_LANE_LATENCY + 1, name="w_addr")
         m.d.comb += [self.w_en.eq(table.o_valid), self.w_addr.eq(w_addr), self.w_data.eq(table.o)]
         return m

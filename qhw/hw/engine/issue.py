@@ -7,7 +7,8 @@ writes done before this cycle) reaches the plane's dependence count ``dep_base +
 tile's load in an earlier cycle (a tile started and not yet issued, counted here from ``load_start``:
 the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
 result beat's pool latency has passed (writes stay in order).
-The word is read (the address is this cycle: the trace's ``issue``), the zero point replaces padding
+The word is read (the address is this cycle: the trace's ``issue``; the word comes ``SPAD_READ_LATENCY``
+cycles later, the beat's handshake in the timing contract), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
 accumulator's ``tag`` (beat ``m`` of the tile, first/last K tile, the N tile's parameter bank).
 """
@@ -18,11 +19,12 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
+from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY, SPAD_READ_LATENCY
 from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
 from ..logic_mul import logic_mul
+from ..skew import delayed
 from .fetch import INDEX_BITS, ahead
 from .im2col import ADDR_BITS, Im2colAgen
 from .layouts import descriptor_layout
@@ -65,9 +67,10 @@ class MatmulIssue(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """The first beat's read (address) to ``a_in``/``tag``: 2 (the read, the issue register); a beat's
-        handshake in the timing contract is the cycle after its read."""
-        return 2
+        """The first beat's read (address) to ``a_in``/``tag``: ``SPAD_READ_LATENCY`` + 1 (the read, the
+        issue register); a beat's handshake in the timing contract is the cycle its word arrives, the
+        read latency after its address (``tile_done``/``group_done`` are delayed to it)."""
+        return SPAD_READ_LATENCY + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -76,7 +79,7 @@ class MatmulIssue(wiring.Component):
         m.submodules.agen = agen = self.agen
         dp = self.desc.payload.d
         m.d.comb += [agen.desc.payload.eq(dp), agen.desc.valid.eq(self.desc.valid),
-                     self.desc.ready.eq(agen.desc.ready), self.busy.eq(agen.busy)]
+                     self.desc.ready.eq(agen.desc.ready)]
         accept = self.desc.valid & self.desc.ready
 
         # per-descriptor constants
@@ -100,8 +103,12 @@ class MatmulIssue(wiring.Component):
         ok = (self.wcount >= need) & (started != 0) & (~b.last_k | produced | (order == 0))
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
         step = agen.beats.valid & agen.beats.ready
+        # the loader and the parameter fetch see a tile pass at its handshake, the word's arrival (the
+        # weight bank rules of the timing contract count from there)
         m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
-                     self.tile_done.eq(step & b.tile_last), self.group_done.eq(step & b.tile_last & b.last_k)]
+                     self.tile_done.eq(delayed(m, step & b.tile_last, SPAD_READ_LATENCY - 1, name="tile_done")),
+                     self.group_done.eq(delayed(m, step & b.tile_last & b.last_k, SPAD_READ_LATENCY - 1,
+                                                name="group_done"))]
 
         with m.If(order != 0):
             m.d.sync += order.eq(order - 1)
@@ -125,11 +132,16 @@ class MatmulIssue(wiring.Component):
                     with m.Else():
                         m.d.sync += [cwi.eq(0), need.eq(nt_need + nt_step), nt_need.eq(nt_need + nt_step)]
 
-        # the read (address this cycle, word next cycle), then the issue register
-        s1 = Signal(data.StructLayout({"valid": 1, "pad": 1, "zp": signed(16), "m": unsigned(16), "first": 1,
+        # the read (address this cycle, word ``SPAD_READ_LATENCY`` cycles later), then the issue register
+        s0 = Signal(data.StructLayout({"valid": 1, "pad": 1, "zp": signed(16), "m": unsigned(16), "first": 1,
                                        "last": 1, "gbank": 1, "tbank": 1}))
-        m.d.sync += [s1.valid.eq(step), s1.pad.eq(b.pad), s1.zp.eq(b.zp), s1.m.eq(mrow), s1.first.eq(kt_first),
-                     s1.last.eq(b.last_k), s1.gbank.eq(gpar), s1.tbank.eq(tpar)]
+        m.d.sync += [s0.valid.eq(step), s0.pad.eq(b.pad), s0.zp.eq(b.zp), s0.m.eq(mrow), s0.first.eq(kt_first),
+                     s0.last.eq(b.last_k), s0.gbank.eq(gpar), s0.tbank.eq(tpar)]
+        stages = [s0]
+        for k in range(SPAD_READ_LATENCY - 1):
+            stages.append(delayed(m, stages[-1], 1, name=f"s{k + 1}"))
+        s1 = stages[-1]
+        m.d.comb += self.busy.eq(agen.busy | (sum(st.valid for st in stages[:-1]) != 0))
         t = self.tag.payload
         m.d.sync += [self.tag.valid.eq(s1.valid), t.m.eq(s1.m), t.first.eq(s1.first), t.last.eq(s1.last),
                      t.bank.eq(s1.gbank), self.bank_in.eq(s1.tbank)]

@@ -8,19 +8,22 @@
   block RAM, or (``ram="spram"``) the iCE40 UP5K's single-port ``SB_SPRAM256KA`` blocks with the
   write and read addresses muxed on one port (writes only while loading, reads only while running).
 
-Timing (docs/engine.md, "Timing contract"): a word written in cycle ``W`` (write enable high in
-``W``) is read by an address presented in ``W + 1``, its data valid in ``W + 2``: the contract's
-``agen_latency`` of 2. Reads are not transparent: a read in the write's own cycle sees the old word.
+Timing (docs/engine.md, "Timing contract"): the scratchpad's read is registered twice, the block
+RAM's synchronous read and a register right after it (``SPAD_READ_LATENCY``, 2), so a reader's logic
+never follows the block RAM's clock-to-out. A word written in cycle ``W`` (write enable high in ``W``)
+is read by an address presented in ``W + 1``, its data valid in ``W + 1 + SPAD_READ_LATENCY``: the
+contract's ``agen_latency``. Reads are not transparent: a read in the write's own cycle sees the old word.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ...contract import SPAD_READ_LATENCY
 from ...errors import ConfigError
 from ..spram import Spram
 
@@ -58,20 +61,23 @@ class Scratchpad(wiring.Component):
         self.rows, self.cols, self.words, self._init = rows, cols, words, init
         aw = max(1, ceil_log2(words))
         super().__init__({
-            "r_addr": In(aw), "r_en": In(1), "r_data": Out(data.ArrayLayout(signed(8), rows)),
+            "r_addr": In(aw), "r_en": In(1), "r_hold": In(1), "r_data": Out(data.ArrayLayout(signed(8), rows)),
             "w_addr": In(aw), "w_lane": In(range(rows)), "w_en": In(1), "w_full": In(1),
             "w_data": In(data.ArrayLayout(signed(8), rows)),
         })
 
     @property
     def read_latency(self) -> int:
-        """Address (with ``r_en``) to ``r_data``: 1 cycle (synchronous read)."""
-        return 1
+        """Address (with ``r_en``) to ``r_data``: ``SPAD_READ_LATENCY`` (the synchronous read, then a
+        register). ``r_en`` low keeps the block RAM's word, ``r_hold`` high the registers after it: a
+        reader that stalls its reads (``ActivationReader``) holds both; the engine's readers never do."""
+        return SPAD_READ_LATENCY
 
     @property
     def latency(self) -> int:
-        """Write enable to the first cycle whose read data holds the word: 2 (``agen_latency``)."""
-        return 2
+        """Write enable to the first cycle whose read data holds the word: ``1 + read_latency``
+        (``agen_latency``)."""
+        return 1 + SPAD_READ_LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -79,7 +85,14 @@ class Scratchpad(wiring.Component):
         m.submodules.mem = mem = Memory(shape=data.ArrayLayout(signed(8), R), depth=self.words, init=self._init)
         rd = mem.read_port()
         wr = mem.write_port(granularity=1)
-        m.d.comb += [rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), self.r_data.eq(rd.data), wr.addr.eq(self.w_addr)]
+        m.d.comb += [rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), wr.addr.eq(self.w_addr)]
+        word = rd.data
+        for k in range(SPAD_READ_LATENCY - 1):     # datapath registers, no reset
+            reg = Signal(data.ArrayLayout(signed(8), R), name=f"r_data_q{k + 1}", reset_less=True)
+            with m.If(~self.r_hold):
+                m.d.sync += reg.eq(word)
+            word = reg
+        m.d.comb += self.r_data.eq(word)
         for slot in range(R // C):          # a result row goes to lanes slot*C .. slot*C + C - 1
             hit = self.w_en & (self.w_full | (self.w_lane == slot * C))
             for j in range(C):

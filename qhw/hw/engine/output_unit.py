@@ -3,8 +3,8 @@
 Word ``i`` of the tensor is read at ``in_base + i`` (pixels in raster order, ``pp`` words each); word
 ``k`` of a pixel carries ``min(rows, c - k*rows)`` bytes, packed densely (channels fastest, ``rows``
 bytes per beat, the tensor's last beat zero-padded and marked ``last``). Read, register, pack into
-a small FIFO: with the host ready, a beat leaves ``output_latency`` (3) cycles after the read that
-completes it. Reads stop while the FIFO could not hold their bytes (host back-pressure).
+a small FIFO: with the host ready, a beat leaves ``output_latency`` (the scratchpad's read latency + 2)
+cycles after the read that completes it. Reads stop while the FIFO could not hold their bytes (host back-pressure).
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from ...contract import SPAD_READ_LATENCY
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
+from ..skew import delayed
 from .layouts import descriptor_layout
 
 __all__ = ["OUTPUT_LATENCY", "OutputUnit"]
 
-OUTPUT_LATENCY = 3
+OUTPUT_LATENCY = SPAD_READ_LATENCY + 2     # the read, s2, the FIFO
 _FIFO_DEPTH = 8
 
 
@@ -74,8 +76,14 @@ class OutputUnit(wiring.Component):
         s2 = Signal(data.StructLayout({"valid": 1, "bytes": range(R + 1), "last": 1,
                                        "data": data.ArrayLayout(signed(8), R)}))
         flush = Signal()
-        inflight = Signal(range(4))
-        m.d.comb += inflight.eq(s1.valid + s2.valid + flush)
+        # s1 (registered with the read) waits for the word: ``SPAD_READ_LATENCY - 1`` more registers
+        stages = [s1]
+        for n in range(SPAD_READ_LATENCY - 1):
+            stages.append(delayed(m, stages[-1], 1, name=f"s1_wait{n}"))
+        s1w = stages[-1]
+        # words in flight (the stages, s2, the flush), a register counted a cycle ahead, so the read
+        # decision (which every read-side accept waits for) is the FIFO level against one register
+        inflight = Signal(range(SPAD_READ_LATENCY + 3))
         read = Signal()
         m.d.comb += read.eq(run & (fifo.level + inflight < _FIFO_DEPTH - 1))
         last_word = Mux(first, one_word, at_end)
@@ -89,7 +97,7 @@ class OutputUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [k.eq(k + 1), crem.eq(crem - R)]
         m.d.sync += [s1.valid.eq(read), s1.bytes.eq(Mux(crem >= R, R, crem)), s1.last.eq(last_word),
-                     s2.valid.eq(s1.valid), s2.bytes.eq(s1.bytes), s2.last.eq(s1.last), s2.data.eq(self.r_data)]
+                     s2.valid.eq(s1w.valid), s2.bytes.eq(s1w.bytes), s2.last.eq(s1w.last), s2.data.eq(self.r_data)]
 
         # the packer: residual bytes + this word's, a full beat (or the tensor's last) into the FIFO
         res = Signal(data.ArrayLayout(unsigned(8), R))
@@ -101,6 +109,8 @@ class OutputUnit(wiring.Component):
                 pick = Mux(j - rc == b, s2.data[b].as_unsigned(), pick)
             m.d.comb += comb[j].eq(Mux(j < rc, res[j] if j < R else 0, Mux(j - rc < s2.bytes, pick, 0)))
         total = rc + s2.bytes
+        flush_next = ~flush & s2.valid & s2.last & (total > R)
+        m.d.sync += inflight.eq(read + sum(st.valid for st in stages) + flush_next)
         beat = Signal(unsigned(8 * R))
         m.d.comb += [fifo.w_data.eq(Cat(beat, Const(0, 1)))]
         with m.If(flush):
@@ -122,7 +132,7 @@ class OutputUnit(wiring.Component):
                      self.o.payload.last.eq(fifo.r_data[-1]), fifo.r_en.eq(self.o.ready)]
 
         m.d.comb += [self.desc.ready.eq(~run | self.finishing),
-                     self.idle.eq(~run & ~s1.valid & ~s2.valid & ~flush & ~fifo.r_rdy)]
+                     self.idle.eq(~run & (inflight == 0) & ~fifo.r_rdy)]
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
             one = [dp.h == 1, dp.w == 1, dp.pp == 1]

@@ -1,6 +1,7 @@
 """``PoolUnit``: a standalone ``POOL`` descriptor, scratchpad to scratchpad (docs/engine.md, "Pooling unit").
 
-``PoolAgen`` reads one word per cycle; the word is ``PoolReduce``d by window; a max is written
+``PoolAgen`` reads one word per cycle; the word (``SPAD_READ_LATENCY`` cycles later) is ``PoolReduce``d
+by window; a max is written
 ``pool_max_latency`` (1) cycle after the window's last word arrives, an average enters ``rows``
 ``PoolLane``s with the pool table's entry for its tap count and is written ``pool_avg_latency``
 (``1 + requant_latency``) cycles after it: the timing contract's "each output word ``kh*kw`` reads
@@ -14,7 +15,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY
+from ...contract import POOL_MAX_LATENCY, POOL_SUM_LATENCY, SPAD_READ_LATENCY
 from ...engine.isa import POOL_MAX, RULE_CODES
 from ..config import ArrayConfig, check_config
 from ..skew import delayed
@@ -40,7 +41,7 @@ def pool_unit_signature(rows: int) -> wiring.Signature:
 class PoolUnit(wiring.Component):
     """POOL descriptors (``desc``) executed on the scratchpad's read and write ports.
 
-    ``r_addr``/``r_en`` -> ``r_data`` one cycle later (``Scratchpad``); ``p_addr`` -> ``p_data`` one
+    ``r_addr``/``r_en`` -> ``r_data`` ``SPAD_READ_LATENCY`` cycles later (``Scratchpad``); ``p_addr`` -> ``p_data`` one
     cycle later: the pool table entry at that store byte address, low 32 bits first (``(M0, shift)``
     for ``single``/``tflite``, the float32 ``scale`` for ``onnx_int``); ``w_en``/``w_addr``/``w_data``
     write whole words.
@@ -86,7 +87,7 @@ class PoolUnit(wiring.Component):
                      self.desc.ready.eq(agen.desc.ready), agen.taps.ready.eq(1)]
         t = agen.taps.payload
         m.d.comb += [self.r_addr.eq(t.addr), self.r_en.eq(agen.taps.valid)]
-        # the tap's flags, aligned with its word (one cycle: the synchronous read)
+        # the tap's flags, aligned with its word (``SPAD_READ_LATENCY`` registers: the read)
         tv, pad, first, last, entry, out_addr = (Signal(name="tap_valid"), Signal(name="tap_pad"),
                                                  Signal(name="tap_first"), Signal(name="tap_last"),
                                                  Signal(PARAM_ADDR_BITS, name="tap_entry"),
@@ -98,6 +99,9 @@ class PoolUnit(wiring.Component):
         offset = Mux(d.rule == RULE_CODES["onnx_int"], index << 2, index << 3)
         m.d.sync += [tv.eq(agen.taps.valid), pad.eq(t.pad), first.eq(t.first), last.eq(t.last),
                      entry.eq(d.pool_param + offset), out_addr.eq(t.out_addr)]
+        wait = SPAD_READ_LATENCY - 1
+        tv, pad, first, last, entry, out_addr = (delayed(m, v, wait, name=v.name) for v in
+                                                 (tv, pad, first, last, entry, out_addr))
         m.d.comb += [red.taps.valid.eq(tv), red.taps.payload.values.eq(self.r_data), red.taps.payload.pad.eq(pad),
                      red.taps.payload.first.eq(first), red.taps.payload.last.eq(last),
                      red.kind.eq(d.pool), red.zp_in.eq(d.pool_zp_in), red.pad_value.eq(d.pool_qmin),
