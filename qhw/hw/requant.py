@@ -134,7 +134,14 @@ class RequantLane(wiring.Component):
         a = Signal(signed(c.accumulator_bits), name="s1_a")
         tfl = Signal(name="s1_tflite")
         onx = Signal(name="s1_onnx")
-        m.d.sync += [a.eq(self.acc + self.bias), tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
+        if c.requant_mul == "serial":
+            # Inputs come requant_interval cycles apart: ``a`` is held until the multiply samples it
+            # (stage 4), so no delay line carries it there (each flip-flop is a logic cell on iCE40).
+            with m.If(self.i_valid):
+                m.d.sync += a.eq(self.acc + self.bias)
+            m.d.sync += [tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
+        else:
+            m.d.sync += [a.eq(self.acc + self.bias), tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
 
         paths = []      # (result, negate, ready after stage n)
         if "single" in c.rounding or "tflite" in c.rounding:
@@ -231,6 +238,8 @@ class RequantLane(wiring.Component):
             left2 = delayed(m, left, 1, name="left_s2")
             # wraps like TFLite's int32 shift
             m.d.sync += op.eq(Mux(tfl3, (a32 << left2)[:TFLITE_BITS].as_signed(), a2))
+        elif serial:
+            m.d.comb += op.eq(a)            # held from stage 1 until the multiply samples it
         else:
             m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
