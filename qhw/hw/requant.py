@@ -350,6 +350,13 @@ class RequantLane(wiring.Component):
             m.d.sync += [sh.eq(sh >> 1), left.eq(0)]
         # sh is done SERIAL_SHIFT_STAGES + 1 stages after t; r is registered from it.
         done = ready + 1 + SERIAL_SHIFT_STAGES
+        if not has_tflite:
+            # single alone: saturated to act_bits + 2 bits, r still clamps exactly (a saturated
+            # r +- zero_point is outside every element value), and the zero point's add and the
+            # clamp behind it are 12-bit carry chains instead of 36 (the UP5K lane's critical path).
+            r = Signal(signed(self.config.act_bits + 2), name=r.name)
+            m.d.sync += r.eq(_saturate(sh, len(r)))
+            return r, Const(0, 1), done + 1
         narrowed = _saturate(sh, _FIXED_R_BITS)
         if has_tflite:
             narrowed = Mux(tfl_h, sh[:_FIXED_R_BITS].as_signed() + up, narrowed)
