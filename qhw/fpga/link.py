@@ -205,14 +205,15 @@ class FrameSender(wiring.Component):
     """Frames in (``len`` payload bytes of ``payload``, low byte first), bytes out with sync and CRC.
 
     ``constant`` maps an opcode whose payload never changes (the info reply) to that payload: its
-    bytes come from logic, not from the frame register, which then holds only ``held`` payload bytes
+    bytes are loaded from logic into the register's low byte one at a time (a cycle ahead, so nothing
+    but that register is in front of the CRC step), and the register holds only ``held`` payload bytes
     (default ``max_payload``; on the UP5K each register bit takes a logic cell).
     """
 
     def __init__(self, *, max_payload: int, held: int | None = None, constant: dict[int, bytes] | None = None):
         held = max_payload if held is None else held
-        if not 0 <= held <= max_payload:
-            raise ConfigError(f"held must be in 0..{max_payload}, not {held!r}")
+        if not (1 if constant else 0) <= held <= max_payload:
+            raise ConfigError(f"held must be in {1 if constant else 0}..{max_payload}, not {held!r}")
         self.max_payload, self.held, self.constant = max_payload, held, dict(constant or {})
         super().__init__({"i": In(stream.Signature(frame_layout(max_payload))), "o": Out(stream.Signature(8))})
 
@@ -243,6 +244,10 @@ class FrameSender(wiring.Component):
                     m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len),
                                  f.payload.eq(i.payload[:len(f.payload)]), crc.eq(0xFFFF), left.eq(i.len)]
                     m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
+                    for op, payload in self.constant.items():
+                        if payload:
+                            with m.If(i.op == op):
+                                m.d.sync += f.payload[:8].eq(payload[0])
                     m.next = "SYNC0"
             with m.State("SYNC0"):
                 emit(SYNC[0], "SYNC1", crc_it=False)
@@ -261,15 +266,15 @@ class FrameSender(wiring.Component):
             with m.State("PAYLOAD"):
                 last = left == 1
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(f.payload[:8])]
-                for op, payload in self.constant.items():
-                    # byte len - left of the constant payload, chosen by the low bits of ``left``
-                    with m.If(from_const[op]), m.Switch(left[:len(payload).bit_length()]):
-                        for n in range(1, len(payload) + 1):
-                            with m.Case(n):
-                                m.d.comb += self.o.payload.eq(payload[len(payload) - n])
                 with m.If(send):
                     m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
                                  left.eq(left - 1)]
+                    for op, payload in self.constant.items():
+                        # the next byte, len - left + 1, chosen by the low bits of ``left``
+                        with m.If(from_const[op]), m.Switch(left[:len(payload).bit_length()]):
+                            for n in range(2, len(payload) + 1):
+                                with m.Case(n):
+                                    m.d.sync += f.payload[:8].eq(payload[len(payload) - n + 1])
                     with m.If(last):
                         m.next = "CRC0"
             with m.State("CRC0"):
