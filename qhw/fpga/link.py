@@ -202,15 +202,25 @@ class FrameParser(wiring.Component):
 
 
 class FrameSender(wiring.Component):
-    """Frames in (``len`` payload bytes of ``payload``, low byte first), bytes out with sync and CRC."""
+    """Frames in (``len`` payload bytes of ``payload``, low byte first), bytes out with sync and CRC.
 
-    def __init__(self, *, max_payload: int):
-        self.max_payload = max_payload
+    ``constant`` maps an opcode whose payload never changes (the info reply) to that payload: its
+    bytes are loaded from logic into the register's low byte one at a time (a cycle ahead, so nothing
+    but that register is in front of the CRC step), and the register holds only ``held`` payload bytes
+    (default ``max_payload``; on the UP5K each register bit takes a logic cell).
+    """
+
+    def __init__(self, *, max_payload: int, held: int | None = None, constant: dict[int, bytes] | None = None):
+        held = max_payload if held is None else held
+        if not (1 if constant else 0) <= held <= max_payload:
+            raise ConfigError(f"held must be in {1 if constant else 0}..{max_payload}, not {held!r}")
+        self.max_payload, self.held, self.constant = max_payload, held, dict(constant or {})
         super().__init__({"i": In(stream.Signature(frame_layout(max_payload))), "o": Out(stream.Signature(8))})
 
     def elaborate(self, platform):
         m = Module()
-        f = Signal(frame_layout(self.max_payload))
+        f = Signal(frame_layout(self.held))
+        from_const = {op: Signal(name=f"const{op}") for op in self.constant}
         crc = Signal(16)
         left = Signal(16)
         send = Signal()
@@ -230,7 +240,14 @@ class FrameSender(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [f.eq(self.i.payload), crc.eq(0xFFFF), left.eq(self.i.payload.len)]
+                    i = self.i.payload
+                    m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len),
+                                 f.payload.eq(i.payload[:len(f.payload)]), crc.eq(0xFFFF), left.eq(i.len)]
+                    m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
+                    for op, payload in self.constant.items():
+                        if payload:
+                            with m.If(i.op == op):
+                                m.d.sync += f.payload[:8].eq(payload[0])
                     m.next = "SYNC0"
             with m.State("SYNC0"):
                 emit(SYNC[0], "SYNC1", crc_it=False)
@@ -252,6 +269,12 @@ class FrameSender(wiring.Component):
                 with m.If(send):
                     m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
                                  left.eq(left - 1)]
+                    for op, payload in self.constant.items():
+                        # the next byte, len - left + 1, chosen by the low bits of ``left``
+                        with m.If(from_const[op]), m.Switch(left[:len(payload).bit_length()]):
+                            for n in range(2, len(payload) + 1):
+                                with m.Case(n):
+                                    m.d.sync += f.payload[:8].eq(payload[len(payload) - n + 1])
                     with m.If(last):
                         m.next = "CRC0"
             with m.State("CRC0"):
@@ -455,7 +478,10 @@ class HostLink(wiring.Component):
             tx_in = self.tx_byte
         m.submodules.parser = parser = FrameParser(lengths=self.op_lengths, timeout=self.timeout,
                                                      max_payload=self.max_payload, units=self.op_units)
-        m.submodules.sender = sender = FrameSender(max_payload=self.max_payload)
+        # The info reply's payload is a constant: the sender's register holds only the largest
+        # other payload (a result, or an error's two bytes).
+        m.submodules.sender = sender = FrameSender(max_payload=self.max_payload, held=max(self.result_bytes, 2),
+                                                   constant={REPLIES["info"]: self.info})
         m.d.comb += [parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
                      control.rx_err_valid.eq(parser.err_valid), control.rx_err_code.eq(parser.err_code),
                      control.rx_err_detail.eq(parser.err_detail),

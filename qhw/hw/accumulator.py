@@ -63,6 +63,8 @@ class Accumulator(wiring.Component):
         return ACCUMULATE_LATENCY
 
     def elaborate(self, platform):
+        if self.config.area_first:
+            return self._elaborate_area_first()
         m = Module()
         c = self.config
         C = c.cols
@@ -166,6 +168,54 @@ class Accumulator(wiring.Component):
         m.d.comb += self.next_bank.eq(tag_d.tag.bank)
         return m
 
+    def _elaborate_area_first(self):
+        """The same cycles with fewer registers, for iCE40 (``config.area_first``), where each
+        flip-flop takes a logic cell: the memory row and the two- and three-older forwards are selected
+        a cycle ahead into one ``addend`` (0 on a first K tile), one multiplexer before the adder, and
+        ``row`` carries the sum from ``last_total``, the register the memory is written from."""
+        m = Module()
+        c = self.config
+        C = c.cols
+        m.submodules.acc_mem = mem = Memory(shape=data.ArrayLayout(signed(c.sum_bits), C),
+                                            depth=c.acc_depth, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port()
+        fields = {**dict(tag_layout().members), "m": range(c.acc_depth)}
+        tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(fields)}))
+        m.d.comb += [tag.valid.eq(self.tag.valid),
+                     *(getattr(tag.tag, n).eq(getattr(self.tag.payload, n)) for n in fields)]
+        tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
+        m.d.comb += rp.addr.eq(tag_r.tag.m)
+        tag_d1 = delayed(m, tag_r, 1, name="tag_rd")                    # with the memory row
+        tag_d = delayed(m, tag_d1, 1, name="tag_add")                   # with psum_d and addend
+        psum_d = Signal(data.ArrayLayout(signed(c.psum_bits), C), reset_less=True)
+        m.d.sync += psum_d.eq(self.psum)
+        total = Signal(data.ArrayLayout(signed(c.sum_bits), C))
+        last_total = Signal.like(total, reset_less=True)    # the sum one cycle older, written from here
+        last2 = Signal.like(total, reset_less=True)         # the sum two cycles older
+        addend = Signal.like(total, reset_less=True)
+        wrote = tag_d.valid & ~tag_d.tag.last
+        abits = len(rp.addr)
+        w_addr = Signal(abits, name="w_addr")
+        w_en = Signal(name="w_en")
+        # For the beat on the read address (tag_r), decided a cycle ahead: the beat two cycles older
+        # (adding now, its sum in ``last_total`` next cycle) or three cycles older (writing now, a
+        # write the read does not see: its sum in ``last2`` next cycle) wrote the same row.
+        forward2, forward3 = Signal(name="forward2"), Signal(name="forward3")
+        forward1 = Signal(name="forward1")                  # the one-older beat wrote this row (not first)
+        m.d.sync += [last_total.eq(total), last2.eq(last_total), w_addr.eq(tag_d.tag.m[:abits]), w_en.eq(wrote),
+                     forward2.eq(wrote & (tag_d.tag.m[:abits] == tag_r.tag.m[:abits])),
+                     forward3.eq(w_en & (w_addr == tag_r.tag.m[:abits])),
+                     forward1.eq(wrote & (tag_d.tag.m[:abits] == tag_d1.tag.m[:abits]) & ~tag_d1.tag.first)]
+        for j in range(C):
+            m.d.sync += addend[j].eq(Mux(tag_d1.tag.first, 0,
+                                         Mux(forward2, last_total[j], Mux(forward3, last2[j], rp.data[j]))))
+            m.d.comb += total[j].eq(Mux(forward1, last_total[j], addend[j]) + psum_d[j])
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(last_total), wp.en.eq(w_en)]
+        m.d.comb += self.row.payload.sum.eq(last_total)
+        m.d.sync += [self.row.payload.bank.eq(tag_d.tag.bank), self.row.valid.eq(tag_d.valid & tag_d.tag.last)]
+        m.d.comb += self.next_bank.eq(tag_d.tag.bank)
+        return m
 
 class _Dp16kdRows(wiring.Component):
     """``depth`` (<= 512) rows of ``width`` bits in ECP5 DP16KD block RAMs, 36 bits each (the

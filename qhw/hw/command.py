@@ -64,9 +64,15 @@ class CommandRegister(wiring.Component):
         # command). Measured from the handshake nothing changes; an idle register takes a newly
         # offered command a cycle later.
         seen = Signal()         # cmd.valid last cycle without a handshake: ``held`` is that payload
-        held = Signal.like(new, name="held")
         bad_r = Signal()
-        m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), held.eq(new), bad_r.eq(bad)]
+        if c.area_first:
+            # iCE40: no copy (a logic cell per bit); the stream rule (the payload holds while offered)
+            # makes the payload in the handshake's cycle the one checked a cycle before.
+            held = new
+            m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), bad_r.eq(bad)]
+        else:
+            held = Signal.like(new, name="held")
+            m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), held.eq(new), bad_r.eq(bad)]
         m.d.comb += self.cmd.ready.eq(~self.busy & seen)
         m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad_r), self.gemm.new.eq(held)]
         with m.If(self.cmd.valid & self.cmd.ready):

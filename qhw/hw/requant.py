@@ -134,7 +134,14 @@ class RequantLane(wiring.Component):
         a = Signal(signed(c.accumulator_bits), name="s1_a")
         tfl = Signal(name="s1_tflite")
         onx = Signal(name="s1_onnx")
-        m.d.sync += [a.eq(self.acc + self.bias), tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
+        if c.requant_mul == "serial":
+            # Inputs come requant_interval cycles apart: ``a`` is held until the multiply samples it
+            # (stage 4), so no delay line carries it there (each flip-flop is a logic cell on iCE40).
+            with m.If(self.i_valid):
+                m.d.sync += a.eq(self.acc + self.bias)
+            m.d.sync += [tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
+        else:
+            m.d.sync += [a.eq(self.acc + self.bias), tfl.eq(selects("tflite")), onx.eq(selects("onnx"))]
 
         paths = []      # (result, negate, ready after stage n)
         if "single" in c.rounding or "tflite" in c.rounding:
@@ -262,6 +269,8 @@ class RequantLane(wiring.Component):
             left2 = delayed(m, left, 1, name="left_s2")
             # wraps like TFLite's int32 shift
             m.d.sync += op.eq(Mux(tfl3, (a32 << left2)[:TFLITE_BITS].as_signed(), a2))
+        elif serial:
+            m.d.comb += op.eq(a)            # held from stage 1 until the multiply samples it
         else:
             m.d.sync += op.eq(delayed(m, a, 1, name="a_s2"))
 
@@ -364,14 +373,32 @@ class RequantLane(wiring.Component):
                 m.d.sync += [up.eq((q & masks[:31]) > Mux(q < 0, masks[61:92], masks[31:61])), tfl_h.eq(tfl_t)]
         else:
             src, amount = t, total_x
+        # sh is done SERIAL_SHIFT_STAGES + 1 stages after t; r is registered from it.
+        done = ready + 1 + SERIAL_SHIFT_STAGES
+        if not has_tflite:
+            # single alone: saturated to act_bits + 2 bits, r still clamps exactly (a saturated
+            # r +- zero_point is outside every element value), and the zero point's add and the
+            # clamp behind it are 12-bit carry chains instead of 36. The load shifts by the
+            # amount's low two bits, so the steps (2 places, at most 60) end a cycle before r
+            # samples sh, and the saturation test is registered in that cycle (the 56-bit
+            # all-equal test in front of r was the UP5K accel's critical path).
+            with m.If(load):
+                m.d.sync += [sh.eq(src >> amount[:2]), left.eq(Cat(Const(0, 2), amount[2:]))]
+            with m.Elif(left != 0):
+                m.d.sync += [sh.eq(sh >> 2), left.eq(left - 2)]
+            r = Signal(signed(self.config.act_bits + 2), name=r.name)
+            top = sh[len(r) - 1:]
+            fits, below = Signal(name="serial_fits"), Signal(name="serial_below")
+            m.d.sync += [fits.eq(top.all() | ~top.any()), below.eq(sh[-1])]
+            lo, hi = -(1 << (len(r) - 1)), (1 << (len(r) - 1)) - 1
+            m.d.sync += r.eq(Mux(fits, sh[:len(r)].as_signed(), Mux(below, lo, hi)))
+            return r, Const(0, 1), done + 1
         with m.If(load):
             m.d.sync += [sh.eq(src), left.eq(amount)]
         with m.Elif(left >= 2):
             m.d.sync += [sh.eq(sh >> 2), left.eq(left - 2)]
         with m.Elif(left == 1):
             m.d.sync += [sh.eq(sh >> 1), left.eq(0)]
-        # sh is done SERIAL_SHIFT_STAGES + 1 stages after t; r is registered from it.
-        done = ready + 1 + SERIAL_SHIFT_STAGES
         narrowed = _saturate(sh, _FIXED_R_BITS)
         if has_tflite:
             narrowed = Mux(tfl_h, sh[:_FIXED_R_BITS].as_signed() + up, narrowed)

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from qhw.fpga.board_top import BoardTop
 from qhw.fpga.host import BoardLink, LinkError, program_packets
-from qhw.fpga.link import FrameParser
+from qhw.fpga.link import FrameParser, FrameSender
 from qhw.fpga.payload import board_info_bytes, fifo_depth, packet_bytes
 from qhw.fpga.protocol import (
     ERRORS,
@@ -145,6 +145,35 @@ def test_frame_parser_resyncs_after_faults():
     assert frames == [(OPCODES["act"], s, bytes([s, 2 * s])) for s in range(5)] + [(OPCODES["reset"], 200, b"")]
     assert errors == [(ERRORS["bad_crc"], OPCODES["act"]), (ERRORS["bad_length"], OPCODES["act"]),
                       (ERRORS["unknown_opcode"], 0x77), (ERRORS["timeout"], 0)]
+
+
+def test_frame_sender_constant_payload_from_logic():
+    """A frame of the ``constant`` opcode carries that payload (not the offered one) and other frames
+    their own, from a register holding only ``held`` bytes: byte for byte ``protocol.encode``."""
+    info = bytes(range(40, 47))
+    dut = FrameSender(max_payload=8, held=2, constant={REPLIES["info"]: info})
+    frames = [(REPLIES["info"], 3, b"\xff" * 7, info), (REPLIES["result"], 4, b"\x12\x34", b"\x12\x34"),
+              (REPLIES["ack"], 5, b"", b""), (REPLIES["info"], 6, bytes(7), info)]
+    out = bytearray()
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for op, seq, offered, _ in frames:
+            ctx.set(dut.i.payload, {"op": op, "seq": seq, "len": len(offered),
+                                    "payload": int.from_bytes(offered, "little")})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            for _ in range(OVERHEAD + len(offered) + 1):
+                _, _, valid, byte = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+                if valid:
+                    out.append(byte)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert bytes(out) == b"".join(encode(op, seq, sent) for op, seq, _, sent in frames)
 
 
 # ---------------------------------------------------------------------------- the whole board top

@@ -187,12 +187,13 @@ def gemm_beats(config, m, kt, rng, gap):
     return beats, expected
 
 
+@pytest.mark.parametrize("pe", ["generic", "ice40-dual"])       # ice40-dual: the area_first variant
 @pytest.mark.parametrize("m", [1, 2, 3])
-def test_accumulator_forwarding_back_to_back(m):
+def test_accumulator_forwarding_back_to_back(m, pe):
     """K tiles back to back with no gap: M = 1 and M = 2 read a row whose sum is still in the adder's
     output registers (forwarding), M = 3 the row written in the cycle of its read (forwarded too); each
     result row ``latency`` cycles after its psum."""
-    c = small(acc_depth=4)
+    c = small(acc_depth=4, pe=pe)
     rng = random.Random(m)
     beats, expected = gemm_beats(c, m, 4, rng, gap=0.0)
     rows = accumulate(c, beats)
@@ -201,10 +202,11 @@ def test_accumulator_forwarding_back_to_back(m):
     assert [t for t, _ in rows] == [t + c.array_latency + Accumulator(config=c).latency for t in last_beats]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_accumulator_random_gaps(seed):
-    """Random M, K tiles and idle cycles, extreme psums: every row is the exact sum of its tiles."""
-    c = small(rows=2, cols=3, acc_depth=5)
+@pytest.mark.parametrize("seed, pe", [(1, "generic"), (2, "generic"), (3, "ice40-dual"), (4, "ice40-dual")])
+def test_accumulator_random_gaps(seed, pe):
+    """Random M, K tiles and idle cycles, extreme psums: every row is the exact sum of its tiles
+    (ice40-dual: the ``area_first`` variant)."""
+    c = small(rows=2, cols=3, acc_depth=5, pe=pe)
     rng = random.Random(seed)
     beats, expected = [], []
     for _ in range(3):

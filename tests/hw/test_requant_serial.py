@@ -125,7 +125,7 @@ def run_serial_lane(config, modes, zero_point, qmin, qmax, vectors, junk_seed):
 def test_serial_lane_matches_golden(config, mode, zero_point, qmin, qmax):
     seed = zlib.crc32(f"serial {mode} {zero_point} {qmin} {qmax} {config.act_bits}".encode())
     rng = np.random.default_rng(seed)
-    vectors = tie_vectors() + saturation_vectors(config) + random_vectors(config, rng, 40)
+    vectors = tie_vectors() + saturation_vectors(config) + random_vectors(config, rng, 34)
     modes = [FIXED[i % 2] for i in range(len(vectors))] if mode == "mixed" else [mode] * len(vectors)
     got = run_serial_lane(config, modes, zero_point, qmin, qmax, vectors, junk_seed=seed + 1)
     expected = [golden(md, zero_point, qmin, qmax, [v])[0] for md, v in zip(modes, vectors)]
@@ -133,6 +133,18 @@ def test_serial_lane_matches_golden(config, mode, zero_point, qmin, qmax):
                                        for i in range(len(vectors))]
     bad = [(v, g, e) for v, (_, g), e in zip(vectors, got, expected) if g != e]
     assert not bad, f"{len(bad)} mismatches (seed {seed}), first (acc, bias, m0, shift), got, expected: {bad[:3]}"
+
+
+@pytest.mark.parametrize("signed_acts, zero_point, qmin, qmax", [(True, -128, -128, 127), (False, 255, 0, 255)])
+def test_serial_lane_single_only(signed_acts, zero_point, qmin, qmax):
+    """``single`` alone (the UP5K build): the multiplicand is stage 1's held ``acc + bias``, not a
+    delay line, so junk on ``acc``/``bias`` after the beat must not reach the product; the result is
+    saturated to act_bits + 2 bits before the zero point (extreme zero points: still exact)."""
+    config = ArrayConfig(rows=2, cols=2, rounding=("single",), requant_mul="serial", act_signed=signed_acts)
+    seed = zlib.crc32(f"serial single only {signed_acts}".encode())
+    vectors = tie_vectors() + saturation_vectors(config) + random_vectors(config, np.random.default_rng(seed), 30)
+    got = run_serial_lane(config, ["single"] * len(vectors), zero_point, qmin, qmax, vectors, junk_seed=seed + 1)
+    assert [g for _, g in got] == golden("single", zero_point, qmin, qmax, vectors), f"seed {seed}"
 
 
 def test_serial_lane_contract():
