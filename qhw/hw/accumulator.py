@@ -62,6 +62,16 @@ class Accumulator(wiring.Component):
         """2: ``psum`` to ``row`` (the psum and the early-read memory row registered, then the sum)."""
         return ACCUMULATE_LATENCY
 
+    def _narrow_tag(self, m):
+        """The incoming tag with ``m`` cut to the memory's address: the delay lines carry only that
+        (a row past ``acc_depth`` has one K tile, so it is neither read nor written nor forwarded),
+        7 of 16 bits fewer per stage."""
+        fields = {**dict(tag_layout().members), "m": range(self.config.acc_depth)}
+        tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(fields)}))
+        m.d.comb += [tag.valid.eq(self.tag.valid),
+                     *(getattr(tag.tag, n).eq(getattr(self.tag.payload, n)) for n in fields)]
+        return tag
+
     def elaborate(self, platform):
         if self.config.area_first:
             return self._elaborate_area_first()
@@ -79,15 +89,10 @@ class Accumulator(wiring.Component):
                                                  depth=c.acc_depth, init=[])
             wp = mem_.write_port()
             rp = mem_.read_port()
-        # The delay lines carry only the memory address of ``m`` (a row past ``acc_depth`` has one K
-        # tile, so it is neither read nor written nor forwarded): 7 of 16 bits fewer per stage.
-        fields = {**dict(tag_layout().members), "m": range(c.acc_depth)}
-        tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(fields)}))
-        m.d.comb += [tag.valid.eq(self.tag.valid),
-                     *(getattr(tag.tag, n).eq(getattr(self.tag.payload, n)) for n in fields)]
+        tag = self._narrow_tag(m)
         # The read address, a cycle early; ``tag_pp`` and ``tag_pre`` are the two registers before
         # it (the matches below are decided from them two cycles ahead).
-        early = not c.area_first and c.array_latency >= 3
+        early = c.array_latency >= 3
         if early:
             tag_pp = delayed(m, tag, c.array_latency - 3, name="tag_r")
             tag_pre = Signal.like(tag, name=f"tag_r_d{c.array_latency - 2}")
@@ -180,10 +185,7 @@ class Accumulator(wiring.Component):
                                             depth=c.acc_depth, init=[])
         wp = mem.write_port()
         rp = mem.read_port()
-        fields = {**dict(tag_layout().members), "m": range(c.acc_depth)}
-        tag = Signal(data.StructLayout({"valid": 1, "tag": data.StructLayout(fields)}))
-        m.d.comb += [tag.valid.eq(self.tag.valid),
-                     *(getattr(tag.tag, n).eq(getattr(self.tag.payload, n)) for n in fields)]
+        tag = self._narrow_tag(m)
         tag_r = delayed(m, tag, c.array_latency - 1, name="tag_r")     # read address, a cycle early
         m.d.comb += rp.addr.eq(tag_r.tag.m)
         tag_d1 = delayed(m, tag_r, 1, name="tag_rd")                    # with the memory row
