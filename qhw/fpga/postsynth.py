@@ -150,7 +150,6 @@ def post_synth_hardware(hw, *, board: str, design: str | None = None, build_root
     root = Path(default_build_root() if build_root is None else build_root).resolve() / "postsynth"
     out = root / f"{hw.name}-{family}-{key}"
     netlist = out / f"{hw.name}.netlist.v"
-    root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / f".{out.name}.lock"):    # parallel workers synthesize it once
         if not (out / ".qhw-built").is_file():
             if log:
