@@ -25,6 +25,15 @@ from .manifest import Hardware, load_hardware
 __all__ = ["add_coverage", "gemm_runs", "run_sharded", "simulate_gemm", "simulate_model", "write_junit"]
 
 
+def _shard_outputs(dirs) -> np.ndarray:
+    """The hardware's outputs of every shard, in sample order (each shard writes ``hw.npz``)."""
+    ys = []
+    for d in dirs:
+        with np.load(d / "hw.npz", allow_pickle=False) as z:
+            ys.append(z["y"])
+    return np.concatenate(ys)
+
+
 def _run_dir(root: Path, hw: Hardware, kind: str) -> Path:
     """A new folder per run (two runs in the same second get two folders)."""
     runs = Path(root).resolve() / "runs"
@@ -326,11 +335,7 @@ def simulate_model(qmodel, data, rtl, *, limit: int | None = None, seed: int = 0
                                           log=log, opt=opt, coverage=coverage is not None, jobs=jobs,
                                           executor=executor, scheduler=scheduler)
     wall = time.perf_counter() - t0
-    ys = []
-    for d in dirs:
-        with np.load(d / "hw.npz", allow_pickle=False) as z:
-            ys.append(z["y"])
-    y_hw = np.concatenate(ys)
+    y_hw = _shard_outputs(dirs)
     y_q = run_batched(qm.graph, x, integer=True)
     y_f = run_batched(qm.graph, x, integer=False)
     out_diff = int(np.count_nonzero(y_hw != y_q))
@@ -408,11 +413,7 @@ def simulate_network(qm, qmodel, data, x, labels, hw: Hardware, *, seed: int = 0
                                           log=log, opt=opt, coverage=coverage is not None, jobs=jobs,
                                           executor=executor, scheduler=scheduler, merge=merge_network_results)
     wall = time.perf_counter() - t0
-    ys = []
-    for d in dirs:
-        with np.load(d / "hw.npz", allow_pickle=False) as z:
-            ys.append(z["y"])
-    y_hw = np.concatenate(ys)
+    y_hw = _shard_outputs(dirs)
     y_q = run_batched(qm.graph, x, integer=True)
     y_f = run_batched(qm.graph, x, integer=False)
     out_diff = int(np.count_nonzero(y_hw != y_q))
