@@ -180,12 +180,14 @@ def test_ties_are_exercised():
 
 @pytest.mark.parametrize("rounding", [("single",), ("tflite",), ("onnx",)])
 def test_single_mode_builds(rounding):
+    # A narrow clip and random values: a ``single``-only lane decides its clamp beside ``r``.
     config = ArrayConfig(rows=2, cols=2, rounding=rounding)
-    vectors = tie_vectors() + saturation_vectors(config)
+    rng = np.random.default_rng(7)
+    vectors = tie_vectors() + saturation_vectors(config) + random_vectors(config, rng, 60)
     mode = rounding[0]
     if mode == "onnx":
-        vectors += onnx_vectors(config, np.random.default_rng(0), 30)
-    assert run_lane(config, mode, 1, -128, 127, vectors) == golden(mode, 1, -128, 127, vectors)
+        vectors += onnx_vectors(config, rng, 30)
+    assert run_lane(config, mode, 3, -20, 20, vectors) == golden(mode, 3, -20, 20, vectors)
 
 
 @pytest.mark.parametrize("config, latency", [
