@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import MODE_CODES
 from .config import ArrayConfig, check_config
+from .const_compare import above
 from .layouts import command_layout
 
 __all__ = ["CommandRegister", "gemm_signature"]
@@ -55,8 +56,10 @@ class CommandRegister(wiring.Component):
         for mode in c.rounding:
             built = built | (new.mode == MODE_CODES[mode])
         bad = Signal()
-        m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
-                           | ((new.k > c.rows) & (new.m > c.acc_depth)))
+        # (ECP5) constant compares as logic, not carry chains: the check is one LUT tree.
+        gt = (lambda v, b: v > b) if c.area_first else above
+        m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | gt(new.k, c.max_k) | ~built
+                           | (gt(new.k, c.rows) & gt(new.m, c.acc_depth)))
         # The command is registered and checked a cycle before it is taken, so ``start`` (which
         # every block's counters load on) is one LUT from registers: a command is taken once it has
         # been offered for a cycle. What starts is always the registered, checked copy (the stream
