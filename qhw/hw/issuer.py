@@ -111,7 +111,10 @@ class Issuer(wiring.Component):
         # (ECP5, one lane per column) ``gate`` is ``run & (credit | ~last_k)`` kept as a register
         # (its next value is theirs), so the handshake is one LUT of registers.
         gate = Signal(name="gate") if not c.area_first and c.requant_passes == 1 else None
-        m.d.comb += self.act.ready.eq((run & (credit | ~last_k) if gate is None else gate) & full.bit_select(bank, 1))
+        if gate is None:
+            m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (credit | ~last_k))
+        else:
+            m.d.comb += self.act.ready.eq(gate & full.bit_select(bank, 1))
         issue = Signal()
         m.d.comb += issue.eq(self.act.valid & self.act.ready)
 
