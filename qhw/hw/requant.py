@@ -89,13 +89,20 @@ class RequantLane(wiring.Component):
     ``i_valid``, ``mode``, ``multiplier``, ``shift`` and ``scale`` travel with the data;
     ``zero_point``, ``qmin`` and ``qmax`` must be held steady while results are in flight (the lane
     registers them once, so they must also be set a cycle before the first input).
+
+    ``steady_constants=True`` (the accelerator: the command holds them for the whole GEMM) lets a
+    ``single``-only lane (not ``area_first``) make the clamp's compares a stage earlier, beside the
+    fixed-point result. Without it the lane samples the constants where it always did (the engine's
+    write-back delays each row's zero point and clamp to those stages).
     """
 
-    def __init__(self, *, config: ArrayConfig, family: str | None = None):
+    def __init__(self, *, config: ArrayConfig, family: str | None = None, steady_constants: bool = False):
         check_config(config)
         if family not in (None, "ice40", "ecp5"):
             raise ConfigError(f"family must be None, 'ice40' or 'ecp5', not {family!r}")
-        self.config, self.family = config, family
+        if not isinstance(steady_constants, bool):
+            raise ConfigError(f"steady_constants must be True or False, not {steady_constants!r}")
+        self.config, self.family, self.steady_constants = config, family, steady_constants
         out = act_shape(config)
         super().__init__({
             "i_valid": In(1),
@@ -364,7 +371,7 @@ class RequantLane(wiring.Component):
         over = _overflows(sh_single, _FIXED_R_BITS)
         if not has_tflite:
             m.d.sync += [r.eq(sh_single[:_FIXED_R_BITS]), sat.eq(Cat(over, sh_single[-1]))]
-            if self._bounds is not None:
+            if self._bounds is not None and self.steady_constants:
                 self._clamp_early_flags(m, sh_single, built)
             return r, Const(0, 1), built
 
