@@ -409,7 +409,8 @@ class LaneHarness(Elaboratable):
         if m0_value is not None and (not isinstance(m0_value, int) or not 0 <= m0_value < 1 << 31):
             raise ConfigError(f"m0_value must be an integer in [0, 2**31), not {m0_value!r}")
         self.config, self.m0_free, self.m0_value = config, m0_free, m0_value
-        self.lane = lane(config=config)
+        # The constants are assumed steady: the accelerator's form (its clamp's compares beside ``r``).
+        self.lane = lane(config=config, steady_constants=True)
         # Drives the lane's multiplier: free bits at the m0_free positions, or a constant.
         self.m0_bits = Signal(len(m0_free), name="m0")
         if m0_value is not None:

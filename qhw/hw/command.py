@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import MODE_CODES
 from .config import ArrayConfig, check_config
+from .const_compare import above
 from .layouts import command_layout
 
 __all__ = ["CommandRegister", "gemm_signature"]
@@ -55,8 +56,17 @@ class CommandRegister(wiring.Component):
         for mode in c.rounding:
             built = built | (new.mode == MODE_CODES[mode])
         bad = Signal()
-        m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
-                           | ((new.k > c.rows) & (new.m > c.acc_depth)))
+        if c.area_first:
+            m.d.comb += bad.eq((new.m == 0) | (new.k == 0) | (new.n == 0) | (new.k > c.max_k) | ~built
+                               | ((new.k > c.rows) & (new.m > c.acc_depth)))
+        else:
+            # (ECP5) Two checks of about 30 bits each, registered apart (``bad_r`` and ``bad2_r``),
+            # their constant compares as logic instead of carry chains: one 47-input check through
+            # carry chains was the 8x8 accelerator's late ``bad_r`` (6.55-6.70 ns).
+            bad2 = Signal()
+            m.d.comb += [bad.eq((new.m == 0) | (new.n == 0)),
+                         bad2.eq((new.k == 0) | above(new.k, c.max_k) | ~built
+                                 | (above(new.k, c.rows) & above(new.m, c.acc_depth)))]
         # The command is registered and checked a cycle before it is taken, so ``start`` (which
         # every block's counters load on) is one LUT from registers: a command is taken once it has
         # been offered for a cycle. What starts is always the registered, checked copy (the stream
@@ -72,7 +82,9 @@ class CommandRegister(wiring.Component):
             m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), bad_r.eq(bad)]
         else:
             held = Signal.like(new, name="held")
-            m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), held.eq(new), bad_r.eq(bad)]
+            bad2_r = Signal()
+            m.d.sync += [seen.eq(self.cmd.valid & ~self.cmd.ready), held.eq(new), bad_r.eq(bad), bad2_r.eq(bad2)]
+            bad_r = bad_r | bad2_r
         m.d.comb += self.cmd.ready.eq(~self.busy & seen)
         m.d.comb += [self.gemm.start.eq(self.cmd.valid & self.cmd.ready & ~bad_r), self.gemm.new.eq(held)]
         with m.If(self.cmd.valid & self.cmd.ready):

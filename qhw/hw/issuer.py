@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import GEMM_M_BITS, ISSUE_LATENCY, MAX_GEMM_N_BITS
 from .command import gemm_signature
 from .config import ArrayConfig, check_config
+from .const_compare import above
 from .layouts import act_layout
 from .loader import bank_signature
 
@@ -107,7 +108,13 @@ class Issuer(wiring.Component):
                 m.d.sync += [gap.eq(c.requant_passes - 1), gap_zero.eq(0)]
             with m.Elif(gap != 0):
                 m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
-        m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (credit | ~last_k))
+        # (ECP5, one lane per column) ``gate`` is ``run & (credit | ~last_k)`` kept as a register
+        # (its next value is theirs), so the handshake is one LUT of registers.
+        gate = Signal(name="gate") if not c.area_first and c.requant_passes == 1 else None
+        if gate is None:
+            m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (credit | ~last_k))
+        else:
+            m.d.comb += self.act.ready.eq(gate & full.bit_select(bank, 1))
         issue = Signal()
         m.d.comb += issue.eq(self.act.valid & self.act.ready)
 
@@ -119,6 +126,44 @@ class Issuer(wiring.Component):
         m.d.comb += self.bank_in.eq(self.tag.payload.bank)
 
         m.d.comb += self.banks.release.payload.eq(bank)
+        if not c.area_first:
+            # (ECP5) Every register's next value with and without a beat, from registers, then one
+            # select by ``issue``: the beat's handshake decides last instead of first (through the
+            # tile end ``issue & last_row`` and the mux trees behind it it was 5-6 LUT levels,
+            # the 8x8 accelerator's late issuer paths). Constant compares are logic (``above``).
+            m.d.comb += self.banks.release.valid.eq(issue & last_row)
+            end_k = last_row & last_k
+            end = end_k & last_n
+            ahead = [
+                (row, Mux(last_row, 0, row + 1), 0),
+                (rows_left, Mux(last_row, m1, rows_left - 1), new.m - 1),
+                (last_row, Mux(last_row, m_one, rows_left == 1), new.m == 1),
+                (bank, bank ^ last_row, None),
+                (k_left, Mux(last_row, Mux(last_k, cmd.k, k_left - R), k_left), new.k),
+                (last_k, Mux(last_row, Mux(last_k, k_one, ~above(k_left, 2 * R)), last_k), ~above(new.k, R)),
+                (first_k, Mux(last_row, last_k, first_k), 1),
+                (n_left, Mux(end_k, n_left - C, n_left), new.n),
+                (last_n, Mux(end_k, ~above(n_left, 2 * C), last_n), ~above(new.n, C)),
+            ]
+            nxt = {}
+            for reg, beat, load in ahead:
+                idle = reg if load is None else Mux(run, reg, load)
+                m.d.sync += reg.eq(Mux(issue, beat, idle))
+                nxt[reg.name] = (beat, idle)
+            m.d.sync += run.eq(Mux(issue, ~end, run | self.gemm.start))
+            taken = self.taken
+            push_next = Mux(taken, outstanding, outstanding + 1)         # a beat of the last K tile
+            hold_next = Mux(taken, outstanding - 1, outstanding)
+            push_may = ~Mux(taken, above(outstanding, c.fifo_depth - 1), above(outstanding, c.fifo_depth - 2))
+            hold_may = ~Mux(taken, above(outstanding, c.fifo_depth), above(outstanding, c.fifo_depth - 1))
+            m.d.sync += [outstanding.eq(Mux(issue & last_k, push_next, hold_next)),
+                         may_produce.eq(Mux(issue & last_k, push_may, hold_may))]
+            if gate is not None:
+                (last_k_beat, last_k_idle) = nxt[last_k.name]
+                m.d.sync += gate.eq(Mux(issue, ~end & (Mux(last_k, push_may, hold_may) | ~last_k_beat),
+                                        (run | self.gemm.start) & (hold_may | ~last_k_idle)))
+            m.d.comb += self.idle.eq(~run & (outstanding == 0))
+            return m
         with m.If(issue):
             m.d.sync += [row.eq(row + 1), rows_left.eq(rows_left - 1), last_row.eq(rows_left == 1)]
             with m.If(last_row):

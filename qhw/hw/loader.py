@@ -131,6 +131,10 @@ class Loader(wiring.Component):
         # to every PE, so no logic may sit between them and the weight registers.
         write = Signal()
         zero = Signal()
+        # (ECP5) ``row == R - 1`` as a register decided a cycle ahead, and the tile end's updates
+        # selected last (below): from the state register through the tile end's fan-out and the
+        # mux trees behind it the loader's ``busy``/``last_n``/``n_left`` were 4-5 LUT levels.
+        row_last = None if c.area_first else Signal(name="row_last", init=R == 1)
         m.d.sync += [self.w_bank.eq(bank), self.w_we.eq(Const(0, R) | (write << row)),
                      self.w_data.eq(Mux(zero, 0, self.weights.payload.as_value()))]
         with m.FSM(name="loader"):
@@ -154,7 +158,7 @@ class Loader(wiring.Component):
                     m.d.comb += [zero.eq(1), write.eq(1)]   # zero-fill rows past K
                 with m.If(write):
                     m.d.sync += [row.eq(row + 1), real.eq(k_more.bit_select(row, 1))]
-                    with m.If(row == R - 1):
+                    with m.If(row == R - 1 if row_last is None else row_last):
                         m.d.sync += [row.eq(0), real.eq(1), full.bit_select(bank, 1).eq(1), bank.eq(~bank)]
                         with m.If(last_k):
                             m.d.sync += [k_left.eq(cmd.k), last_k.eq(k_one),
@@ -164,4 +168,17 @@ class Loader(wiring.Component):
                         with m.Else():
                             m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_le_2r)]
                         m.next = "WAIT"
+        if row_last is not None:
+            # Override the FSM's assignments above with the same values, a row's ``write`` selecting
+            # last (it is only ever set in ROWS, so ``run`` is high with it).
+            end_k = row_last & last_k
+            m.d.sync += [
+                row_last.eq(Mux(write, Mux(row_last, R == 1, row == R - 2), Mux(run, row_last, R == 1))),
+                k_left.eq(Mux(write, Mux(row_last, Mux(last_k, cmd.k, k_left - R), k_left), Mux(run, k_left, new.k))),
+                last_k.eq(Mux(write, Mux(row_last, Mux(last_k, k_one, k_le_2r), last_k),
+                              Mux(run, last_k, new.k <= R))),
+                n_left.eq(Mux(write, Mux(end_k, n_left - C, n_left), Mux(run, n_left, new.n))),
+                last_n.eq(Mux(write, Mux(end_k, n_le_2c, last_n), Mux(run, last_n, new.n <= C))),
+                run.eq(Mux(write, ~(end_k & last_n), run | self.gemm.start)),
+            ]
         return m

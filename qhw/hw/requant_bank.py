@@ -108,7 +108,7 @@ class RequantBank(wiring.Component):
 
         lanes = []
         for j in range(L):
-            lane = RequantLane(config=c, family=self.family)
+            lane = RequantLane(config=c, family=self.family, steady_constants=True)     # the command's
             m.submodules[f"requant_{j}"] = lane
             m.d.comb += [
                 lane.i_valid.eq(lane_valid),

@@ -79,8 +79,10 @@ def test_credits_proven(tmp_path):
 
 
 def test_credit_check_off_by_one_is_caught(tmp_path):
-    Broken = mutant(issuer.Issuer, "may_produce.eq(outstanding < c.fifo_depth)",
-                    "may_produce.eq(outstanding <= c.fifo_depth)")
+    # (The issuer's look-ahead form, which CONFIG builds: ``outstanding < fifo_depth`` when no row
+    # is pushed or taken, as ``~above(outstanding, fifo_depth - 1)``.)
+    Broken = mutant(issuer.Issuer, "above(outstanding, c.fifo_depth), above(outstanding, c.fifo_depth - 1))",
+                    "above(outstanding, c.fifo_depth), above(outstanding, c.fifo_depth))")
     assert_not_proven(prove(CreditHarness(config=CONFIG, issuer=Broken), tmp_path, "credits_mutant"), tmp_path)
 
 
@@ -123,8 +125,8 @@ def test_result_count_holds(tmp_path):
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    ("last_row.eq(rows_left == 1)", "last_row.eq(rows_left == 0)"),   # M + 1 beats per tile: a row repeated
-    ("with m.If(last_n):", "with m.If(1):"),                          # stops after one N tile: rows dropped
+    ("Mux(last_row, m_one, rows_left == 1)", "Mux(last_row, m_one, rows_left == 0)"),  # M + 1 beats: a row repeated
+    ("end = end_k & last_n", "end = end_k"),                          # stops after one N tile: rows dropped
 ], ids=["row-repeated", "tile-dropped"])
 def test_result_count_mutants_are_caught_from_reset(tmp_path, old, new):
     r = count_proof(tmp_path, "count_mutant", mutant(issuer.Issuer, old, new))
@@ -152,8 +154,8 @@ def test_requant_lane_equals_contract(tmp_path):
     ("(30 - shift).as_unsigned()[:6], 3", "(31 - shift).as_unsigned()[:6], 3"),
     # 2**(30 - shift) - 1: ties round down instead of up (round-half-down).
     ("(Const(1, 62) << round_at)[:64]", "((Const(1, 62) << round_at) - 1)[:64]"),
-    # the clamp lets qmax + 1 through (off by one; the clamp decided beside the zero point's add).
-    ("(fits & (r_lo > d_max))", "(fits & (r_lo > d_max + 1))"),
+    # the clamp lets qmax + 1 through (off by one; single alone decides the compare beside ``r``).
+    ("gt.eq(low > d_max)", "gt.eq(low > d_max + 1)"),
 ], ids=["rounding-bit", "round-half-down", "clamp-off-by-one"])
 def test_lane_mutants_are_caught_from_reset(tmp_path, old, new):
     Broken = mutant(requant.RequantLane, old, new)
@@ -223,9 +225,9 @@ def test_liveness_one_tile_within_cycle_model(tmp_path):
 
 def test_liveness_mutant_issuer_one_cycle_late_is_caught(tmp_path):
     # The issuer sees a filled bank one cycle late: every tile starts a cycle after the model says.
-    late = mutant(issuer.Issuer, "m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1)",
-                  "full_late = Signal.like(full)\n        m.d.sync += full_late.eq(full)\n"
-                  "        m.d.comb += self.act.ready.eq(run & (full & full_late).bit_select(bank, 1)")
+    late = mutant(issuer.Issuer, "m.d.comb += self.act.ready.eq(gate & full.bit_select(bank, 1)",
+                  "full_late = Signal.like(full)\n            m.d.sync += full_late.eq(full)\n"
+                  "            m.d.comb += self.act.ready.eq(gate & (full & full_late).bit_select(bank, 1)")
     Broken = mutant(accel.Accelerator, "m.submodules.issuer = issuer = Issuer(config=c)",
                     "m.submodules.issuer = issuer = LateIssuer(config=c)", {"LateIssuer": late})
     r = liveness(tmp_path, "liveness_mutant", Broken)

@@ -315,3 +315,32 @@ def test_output_queue_in_order_under_back_pressure(seed):
 
     run(dut, bench)
     assert got == rows
+
+
+def test_const_compare_above_is_greater_than():
+    """``above`` (a constant compare as logic) against ``>``: every value of 1-, 3- and 5-bit
+    signals, bounds from below 0 to past the largest value."""
+    from amaranth.hdl import Module, Signal
+
+    from qhw.hw.const_compare import above
+
+    m = Module()
+    cases = []
+    for width in (1, 3, 5):
+        v = Signal(width, name=f"v{width}")
+        for bound in range(-2, (1 << width) + 2):
+            o = Signal(name=f"o{width}_{bound + 2}")
+            m.d.comb += o.eq(above(v, bound))
+            cases.append((v, bound, o))
+
+    async def bench(ctx):
+        for width in (1, 3, 5):
+            for x in range(1 << width):
+                for v, bound, o in cases:
+                    if len(v) == width:
+                        ctx.set(v, x)
+                        assert ctx.get(o) == int(x > bound), (width, x, bound)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()

@@ -20,13 +20,13 @@ def f32_bits(x) -> int:
     return int(np.asarray(x, dtype=np.float32).view(np.uint32))
 
 
-def run_lane(config, mode, zero_point, qmin, qmax, vectors):
+def run_lane(config, mode, zero_point, qmin, qmax, vectors, steady_constants=False):
     """Feed (acc, bias, m0, shift[, float32 scale]) one per cycle; return the outputs in order.
 
     ``mode`` is one mode for every beat or a list with one per beat. Once the inputs end, ``mode``
     is set to a code that is not a mode: beats in flight must not depend on it.
     """
-    dut = RequantLane(config=config)
+    dut = RequantLane(config=config, steady_constants=steady_constants)
     modes = [mode] * len(vectors) if isinstance(mode, str) else mode
     out = []
 
@@ -180,12 +180,17 @@ def test_ties_are_exercised():
 
 @pytest.mark.parametrize("rounding", [("single",), ("tflite",), ("onnx",)])
 def test_single_mode_builds(rounding):
+    # A narrow clip and random values; with steady constants a ``single``-only lane decides its
+    # clamp's compares beside ``r`` (the accelerator's form), both forms are checked.
     config = ArrayConfig(rows=2, cols=2, rounding=rounding)
-    vectors = tie_vectors() + saturation_vectors(config)
+    rng = np.random.default_rng(7)
+    vectors = tie_vectors() + saturation_vectors(config) + random_vectors(config, rng, 60)
     mode = rounding[0]
     if mode == "onnx":
-        vectors += onnx_vectors(config, np.random.default_rng(0), 30)
-    assert run_lane(config, mode, 1, -128, 127, vectors) == golden(mode, 1, -128, 127, vectors)
+        vectors += onnx_vectors(config, rng, 30)
+    expected = golden(mode, 3, -20, 20, vectors)
+    for steady in (False, True) if mode == "single" else (True,):
+        assert run_lane(config, mode, 3, -20, 20, vectors, steady_constants=steady) == expected, steady
 
 
 @pytest.mark.parametrize("config, latency", [
