@@ -103,13 +103,15 @@ class FrameParser(wiring.Component):
         def error(code, detail):
             m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
 
+        # ``idle == timeout`` as a register decided a cycle ahead: no counter compare before the errors
+        at_timeout = Signal(init=self.timeout == 0)
         with m.If(take | hunting):
-            m.d.sync += idle.eq(0)
-        with m.Elif(idle != self.timeout):
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [idle.eq(0), at_timeout.eq(self.timeout == 0)]
+        with m.Elif(~at_timeout):
+            m.d.sync += [idle.eq(idle + 1), at_timeout.eq(idle == self.timeout - 1)]
 
         stuck = Signal()
-        m.d.comb += stuck.eq((idle == self.timeout) & ~take)
+        m.d.comb += stuck.eq(at_timeout & ~take)
 
         def abandon_if_stuck():
             # A partial frame that stops arriving is abandoned, so the next frame is found.
