@@ -119,6 +119,21 @@ class FrameParser(wiring.Component):
                 error("timeout", 0)
                 m.next = "HUNT"
 
+        # The opcode's tests, registers free-running on ``f.op``/``f.len``: those are fixed from LEN1
+        # on, at least three cycles before CHECK reads the tests.
+        known = Signal(name="known")
+        length_ok = Signal(name="length_ok")
+        m.d.sync += [known.eq(0), length_ok.eq(0)]
+        with m.Switch(f.op):
+            for op, n in self.lengths.items():
+                with m.Case(op):
+                    if op in self.units:
+                        u = self.units[op]
+                        ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
+                    else:
+                        ok = f.len == n
+                    m.d.sync += [known.eq(1), length_ok.eq(ok)]
+
         with m.FSM(name="parser"):
             with m.State("HUNT"):
                 m.d.comb += [self.i.ready.eq(1), hunting.eq(1)]
@@ -133,23 +148,29 @@ class FrameParser(wiring.Component):
                         m.next = "OP"
                     with m.Elif(byte != SYNC[0]):
                         m.next = "HUNT"
+            # the length's tests on its low byte are registered at LEN0: at LEN1 only the high byte
+            # (the receive FIFO's RAM output) is compared
+            lo_max, hi_max = self.max_payload & 0xFF, self.max_payload >> 8
+            lo_over, lo_zero, lo_one = Signal(name="lo_over"), Signal(name="lo_zero"), Signal(name="lo_one")
             for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0"), ("LEN0", f.len[:8], "LEN1")):
                 with m.State(state):
                     m.d.comb += self.i.ready.eq(1)
                     abandon_if_stuck()
                     with m.If(take):
                         m.d.sync += [field.eq(byte), crc.eq(crc_next)]
+                        if state == "LEN0":
+                            m.d.sync += [lo_over.eq(byte > lo_max), lo_zero.eq(byte == 0), lo_one.eq(byte == 1)]
                         m.next = nxt
             with m.State("LEN1"):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    length = Cat(f.len[:8], byte)
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0), last.eq(length == 1)]
-                    with m.If(length > self.max_payload):
+                    hi_zero = byte == 0
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0), last.eq(hi_zero & lo_one)]
+                    with m.If((byte > hi_max) | ((byte == hi_max) & lo_over)):
                         error("bad_length", f.op)
                         m.next = "HUNT"
-                    with m.Elif(length == 0):
+                    with m.Elif(hi_zero & lo_zero):
                         m.next = "CRC0"
                     with m.Else():
                         m.next = "PAYLOAD"
@@ -177,17 +198,6 @@ class FrameParser(wiring.Component):
                 # the frame checked a cycle after its last byte, from registers: the CRC's XOR tree
                 # behind the receive FIFO's RAM output is not in front of the checks
                 m.next = "HUNT"
-                known = Signal()
-                length_ok = Signal()
-                with m.Switch(f.op):
-                    for op, n in self.lengths.items():
-                        with m.Case(op):
-                            if op in self.units:
-                                u = self.units[op]
-                                ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
-                            else:
-                                ok = f.len == n
-                            m.d.comb += [known.eq(1), length_ok.eq(ok)]
                 with m.If(crc != 0):
                     error("bad_crc", f.op)
                 with m.Elif(~known):
@@ -225,6 +235,7 @@ class FrameSender(wiring.Component):
         from_const = {op: Signal(name=f"const{op}") for op in self.constant}
         crc = Signal(16)
         left = Signal(16)
+        left_one = Signal(name="left_one")      # left == 1, decided a cycle ahead
         send = Signal()
         m.d.comb += send.eq(self.o.valid & self.o.ready)
         crc_next = Signal(16)
@@ -240,16 +251,18 @@ class FrameSender(wiring.Component):
 
         with m.FSM(name="sender"):
             with m.State("IDLE"):
+                # the frame register loads in every idle cycle (the frame taken is the last load), so
+                # the offered ``valid`` reaches only the state, not the registers' enables
                 m.d.comb += self.i.ready.eq(1)
+                i = self.i.payload
+                m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len), f.payload.eq(i.payload[:len(f.payload)]),
+                             crc.eq(0xFFFF), left.eq(i.len), left_one.eq(i.len == 1)]
+                m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
+                for op, payload in self.constant.items():
+                    if payload:
+                        with m.If(i.op == op):
+                            m.d.sync += f.payload[:8].eq(payload[0])
                 with m.If(self.i.valid):
-                    i = self.i.payload
-                    m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len),
-                                 f.payload.eq(i.payload[:len(f.payload)]), crc.eq(0xFFFF), left.eq(i.len)]
-                    m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
-                    for op, payload in self.constant.items():
-                        if payload:
-                            with m.If(i.op == op):
-                                m.d.sync += f.payload[:8].eq(payload[0])
                     m.next = "SYNC0"
             with m.State("SYNC0"):
                 emit(SYNC[0], "SYNC1", crc_it=False)
@@ -266,11 +279,11 @@ class FrameSender(wiring.Component):
                 with m.If(send & (left == 0)):
                     m.next = "CRC0"
             with m.State("PAYLOAD"):
-                last = left == 1
+                last = left_one
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(f.payload[:8])]
                 with m.If(send):
                     m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
-                                 left.eq(left - 1)]
+                                 left.eq(left - 1), left_one.eq(left == 2)]
                     for op, payload in self.constant.items():
                         # the next byte, len - left + 1, chosen by the low bits of ``left``
                         with m.If(from_const[op]), m.Switch(left[:len(payload).bit_length()]):
