@@ -120,7 +120,7 @@ class FrameParser(wiring.Component):
                 m.next = "HUNT"
 
         # The opcode's tests, registers free-running on ``f.op``/``f.len``: those are fixed from LEN1
-        # on, at least three cycles before CHECK reads the tests.
+        # on, at least four cycles before CHECK reads the tests.
         known = Signal(name="known")
         length_ok = Signal(name="length_ok")
         m.d.sync += [known.eq(0), length_ok.eq(0)]
@@ -148,32 +148,30 @@ class FrameParser(wiring.Component):
                         m.next = "OP"
                     with m.Elif(byte != SYNC[0]):
                         m.next = "HUNT"
-            # the length's tests on its low byte are registered at LEN0: at LEN1 only the high byte
-            # (the receive FIFO's RAM output) is compared
-            lo_max, hi_max = self.max_payload & 0xFF, self.max_payload >> 8
-            lo_over, lo_zero, lo_one = Signal(name="lo_over"), Signal(name="lo_zero"), Signal(name="lo_one")
             for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0"), ("LEN0", f.len[:8], "LEN1")):
                 with m.State(state):
                     m.d.comb += self.i.ready.eq(1)
                     abandon_if_stuck()
                     with m.If(take):
                         m.d.sync += [field.eq(byte), crc.eq(crc_next)]
-                        if state == "LEN0":
-                            m.d.sync += [lo_over.eq(byte > lo_max), lo_zero.eq(byte == 0), lo_one.eq(byte == 1)]
                         m.next = nxt
             with m.State("LEN1"):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    hi_zero = byte == 0
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0), last.eq(hi_zero & lo_one)]
-                    with m.If((byte > hi_max) | ((byte == hi_max) & lo_over)):
-                        error("bad_length", f.op)
-                        m.next = "HUNT"
-                    with m.Elif(hi_zero & lo_zero):
-                        m.next = "CRC0"
-                    with m.Else():
-                        m.next = "PAYLOAD"
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
+                    m.next = "LENGTH"
+            with m.State("LENGTH"):
+                # the length tested a cycle after its last byte, from its register: no compare behind
+                # the receive FIFO's RAM output (no byte is taken in this cycle)
+                m.d.sync += last.eq(f.len == 1)
+                with m.If(f.len > self.max_payload):
+                    error("bad_length", f.op)
+                    m.next = "HUNT"
+                with m.Elif(f.len == 0):
+                    m.next = "CRC0"
+                with m.Else():
+                    m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
