@@ -9,7 +9,7 @@ reports ``rejected`` (level; its rising edge is reported) and ``not_ready`` (pul
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -103,19 +103,36 @@ class FrameParser(wiring.Component):
         def error(code, detail):
             m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
 
+        # ``idle == timeout`` as a register decided a cycle ahead: no counter compare before the errors
+        at_timeout = Signal(init=self.timeout == 0)
         with m.If(take | hunting):
-            m.d.sync += idle.eq(0)
-        with m.Elif(idle != self.timeout):
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [idle.eq(0), at_timeout.eq(self.timeout == 0)]
+        with m.Elif(~at_timeout):
+            m.d.sync += [idle.eq(idle + 1), at_timeout.eq(idle == self.timeout - 1)]
 
         stuck = Signal()
-        m.d.comb += stuck.eq((idle == self.timeout) & ~take)
+        m.d.comb += stuck.eq(at_timeout & ~take)
 
         def abandon_if_stuck():
             # A partial frame that stops arriving is abandoned, so the next frame is found.
             with m.If(stuck):
                 error("timeout", 0)
                 m.next = "HUNT"
+
+        # The opcode's tests, registers free-running on ``f.op``/``f.len``: those are fixed from LEN1
+        # on, at least four cycles before CHECK reads the tests.
+        known = Signal(name="known")
+        length_ok = Signal(name="length_ok")
+        m.d.sync += [known.eq(0), length_ok.eq(0)]
+        with m.Switch(f.op):
+            for op, n in self.lengths.items():
+                with m.Case(op):
+                    if op in self.units:
+                        u = self.units[op]
+                        ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
+                    else:
+                        ok = f.len == n
+                    m.d.sync += [known.eq(1), length_ok.eq(ok)]
 
         with m.FSM(name="parser"):
             with m.State("HUNT"):
@@ -142,15 +159,19 @@ class FrameParser(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    length = Cat(f.len[:8], byte)
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0), last.eq(length == 1)]
-                    with m.If(length > self.max_payload):
-                        error("bad_length", f.op)
-                        m.next = "HUNT"
-                    with m.Elif(length == 0):
-                        m.next = "CRC0"
-                    with m.Else():
-                        m.next = "PAYLOAD"
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
+                    m.next = "LENGTH"
+            with m.State("LENGTH"):
+                # the length tested a cycle after its last byte, from its register: no compare behind
+                # the receive FIFO's RAM output (no byte is taken in this cycle)
+                m.d.sync += last.eq(f.len == 1)
+                with m.If(f.len > self.max_payload):
+                    error("bad_length", f.op)
+                    m.next = "HUNT"
+                with m.Elif(f.len == 0):
+                    m.next = "CRC0"
+                with m.Else():
+                    m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
@@ -175,17 +196,6 @@ class FrameParser(wiring.Component):
                 # the frame checked a cycle after its last byte, from registers: the CRC's XOR tree
                 # behind the receive FIFO's RAM output is not in front of the checks
                 m.next = "HUNT"
-                known = Signal()
-                length_ok = Signal()
-                with m.Switch(f.op):
-                    for op, n in self.lengths.items():
-                        with m.Case(op):
-                            if op in self.units:
-                                u = self.units[op]
-                                ok = (f.len != 0) & (f.len <= n) & ((f.len & (u - 1)) == 0)
-                            else:
-                                ok = f.len == n
-                            m.d.comb += [known.eq(1), length_ok.eq(ok)]
                 with m.If(crc != 0):
                     error("bad_crc", f.op)
                 with m.Elif(~known):
@@ -223,6 +233,7 @@ class FrameSender(wiring.Component):
         from_const = {op: Signal(name=f"const{op}") for op in self.constant}
         crc = Signal(16)
         left = Signal(16)
+        left_one = Signal(name="left_one")      # left == 1, decided a cycle ahead
         send = Signal()
         m.d.comb += send.eq(self.o.valid & self.o.ready)
         crc_next = Signal(16)
@@ -238,16 +249,18 @@ class FrameSender(wiring.Component):
 
         with m.FSM(name="sender"):
             with m.State("IDLE"):
+                # the frame register loads in every idle cycle (the frame taken is the last load), so
+                # the offered ``valid`` reaches only the state, not the registers' enables
                 m.d.comb += self.i.ready.eq(1)
+                i = self.i.payload
+                m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len), f.payload.eq(i.payload[:len(f.payload)]),
+                             crc.eq(0xFFFF), left.eq(i.len), left_one.eq(i.len == 1)]
+                m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
+                for op, payload in self.constant.items():
+                    if payload:
+                        with m.If(i.op == op):
+                            m.d.sync += f.payload[:8].eq(payload[0])
                 with m.If(self.i.valid):
-                    i = self.i.payload
-                    m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len),
-                                 f.payload.eq(i.payload[:len(f.payload)]), crc.eq(0xFFFF), left.eq(i.len)]
-                    m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
-                    for op, payload in self.constant.items():
-                        if payload:
-                            with m.If(i.op == op):
-                                m.d.sync += f.payload[:8].eq(payload[0])
                     m.next = "SYNC0"
             with m.State("SYNC0"):
                 emit(SYNC[0], "SYNC1", crc_it=False)
@@ -264,11 +277,11 @@ class FrameSender(wiring.Component):
                 with m.If(send & (left == 0)):
                     m.next = "CRC0"
             with m.State("PAYLOAD"):
-                last = left == 1
+                last = left_one
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(f.payload[:8])]
                 with m.If(send):
                     m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
-                                 left.eq(left - 1)]
+                                 left.eq(left - 1), left_one.eq(left == 2)]
                     for op, payload in self.constant.items():
                         # the next byte, len - left + 1, chosen by the low bits of ``left``
                         with m.If(from_const[op]), m.Switch(left[:len(payload).bit_length()]):
@@ -320,7 +333,7 @@ class LinkControl(wiring.Component):
         expected = Signal(8)
         nak_sent = Signal()
         result_seq = Signal(8)
-        ack_pend, info_pend, reset_pend = Signal(), Signal(), Signal()
+        ack_pend, info_pend, reset_pend = Signal(name="ack_pend"), Signal(name="info_pend"), Signal(name="reset_pend")
         codes = sorted(ERRORS.values())
         pend = {c: Signal(name=f"err{c}_pend") for c in codes}
         detail = {c: Signal(8, name=f"err{c}_detail") for c in codes}
@@ -335,58 +348,64 @@ class LinkControl(wiring.Component):
         # parser holds it; ``expected`` changes only when one is taken), so the data register's
         # enable and ``ready`` come from flip-flops, not through the subtraction.
         seen = Signal()         # rx.valid last cycle without a handshake: the compares below are this frame's
-        in_order, behind = Signal(), Signal()
+        in_order, behind = Signal(name="in_order"), Signal(name="behind")
+        is_reset, is_info = Signal(name="is_reset"), Signal(name="is_info")      # the opcode, decoded as registers
         m.d.sync += [seen.eq(self.rx.valid & ~self.rx.ready), in_order.eq(sequenced & (diff == 0)),
-                     behind.eq(diff[7])]
+                     behind.eq(diff[7]), is_reset.eq(rx.op == OPCODES["reset"]), is_info.eq(rx.op == OPCODES["info"])]
         # An in-order frame's payload is copied from the parser's RAM into ``data`` a byte a cycle, last
         # byte first (each shifted in at the bottom, so byte 0 ends there; bytes past ``len`` are stale,
         # as they were in the parser), then the frame is taken; the parser holds it meanwhile.
         P = self.data_bytes
         copying = Signal()
         togo = Signal(range(P + 1))         # bytes not yet read
+        togo_zero = Signal(name="togo_zero")    # togo == 0, a register decided a cycle ahead
         shifting = Signal()                 # the byte read last cycle arrives: shift it in
-        copied = copying & (togo == 0)
+        copied = copying & togo_zero
         m.d.comb += self.rd_addr.eq(togo - 1)
         with m.If(self.rx.valid & seen & in_order & ~self.data.valid & ~copying):
-            m.d.sync += [copying.eq(1), togo.eq(rx.len)]
-        with m.If(copying & (togo != 0)):
-            m.d.sync += togo.eq(togo - 1)
-        m.d.sync += shifting.eq(copying & (togo != 0))
+            m.d.sync += [copying.eq(1), togo.eq(rx.len), togo_zero.eq(rx.len == 0)]
+        with m.If(copying & ~togo_zero):
+            m.d.sync += [togo.eq(togo - 1), togo_zero.eq(togo == 1)]
+        m.d.sync += shifting.eq(copying & ~togo_zero)
         body = self.data.payload.payload[:8 * P]
         with m.If(shifting & ~self.data.valid):
             m.d.sync += body.eq(Cat(self.rd_data, body[:-8]))
         m.d.comb += self.rx.ready.eq(seen & (~in_order | (copied & ~self.data.valid)))
 
         # ---------------------------------------------------------------- replies (priority order)
+        # The reply is chosen a cycle ahead: ``grant`` (one-hot, priority order) is decided from the
+        # pending flags' registers, so ``tx.valid``, the payload select and the clear of the flag
+        # taken are a LUT or two from registers instead of the priority chain over every flag. A take
+        # leaves one cycle without a grant (the flags are read again); each reply leaves a cycle later.
         tx = self.tx.payload
-        chosen = Signal()
+        replies = ([(reset_pend, REPLIES["reset_done"], 0, None)]
+                   + [(pend[c], REPLIES["error"], 2, Cat(Const(c, 8), detail[c])) for c in codes]
+                   + [(ack_pend, REPLIES["ack"], 0, None),
+                      (info_pend, REPLIES["info"], len(self.info), Const(int.from_bytes(self.info, "little"),
+                                                                         8 * len(self.info)))])
+        grant = Signal(len(replies) + 1, name="grant")      # the last bit: a result
         take = self.tx.valid & self.tx.ready
-        m.d.comb += [tx.seq.eq(expected), tx.len.eq(0)]
-        with m.If(reset_pend):
-            m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["reset_done"])]
-            with m.If(take):
-                m.d.sync += reset_pend.eq(0)
-        for c in codes:
-            with m.Elif(pend[c]):
-                m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["error"]), tx.len.eq(2),
-                             tx.payload[:16].eq(Cat(Const(c, 8), detail[c]))]
-                with m.If(take):
-                    m.d.sync += pend[c].eq(0)
-        with m.Elif(ack_pend):
-            m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["ack"])]
-            with m.If(take):
-                m.d.sync += ack_pend.eq(0)
-        with m.Elif(info_pend):
-            m.d.comb += [self.tx.valid.eq(1), tx.op.eq(REPLIES["info"]), tx.len.eq(len(self.info)),
-                         tx.payload[:8 * len(self.info)].eq(int.from_bytes(self.info, "little"))]
-            with m.If(take):
-                m.d.sync += info_pend.eq(0)
-        with m.Else():
-            m.d.comb += [self.tx.valid.eq(self.result.valid), self.result.ready.eq(self.tx.ready),
-                         tx.op.eq(REPLIES["result"]), tx.seq.eq(result_seq), tx.len.eq(self.result_bytes),
-                         tx.payload[:8 * self.result_bytes].eq(self.result.payload), chosen.eq(1)]
-            with m.If(take):
-                m.d.sync += result_seq.eq(result_seq + 1)
+        higher = Const(0, 1)
+        for i, (flag, _, _, _) in enumerate(replies):
+            m.d.sync += grant[i].eq(flag & ~higher & ~take)
+            higher = higher | flag
+        m.d.sync += grant[-1].eq(self.result.valid & ~higher & ~take)
+        is_result = grant[-1]
+        op, length, payload = 0, 0, 0
+        for i, (flag, code, n, value) in enumerate(replies):
+            op, length = op | Mux(grant[i], code, 0), length | Mux(grant[i], n, 0)
+            if value is not None:
+                payload = payload | Mux(grant[i], value, 0)
+            with m.If(grant[i] & self.tx.ready):
+                m.d.sync += flag.eq(0)
+        op, length = op | Mux(is_result, REPLIES["result"], 0), length | Mux(is_result, self.result_bytes, 0)
+        payload = payload | Mux(is_result, self.result.payload, 0)
+        m.d.comb += [self.tx.valid.eq(grant[:-1].any() | (is_result & self.result.valid)),
+                     self.result.ready.eq(is_result & self.tx.ready),
+                     tx.op.eq(op), tx.len.eq(length), tx.seq.eq(Mux(is_result, result_seq, expected)),
+                     tx.payload.eq(payload)]
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += result_seq.eq(result_seq + 1)
 
         # ---------------------------------------------------------------- events (set after clears: set wins)
         def raise_error(name, value):
@@ -409,11 +428,11 @@ class LinkControl(wiring.Component):
         with m.If(self.data.valid & self.data.ready):
             m.d.sync += self.data.valid.eq(0)
         with m.If(self.rx.valid & self.rx.ready):
-            with m.If(rx.op == OPCODES["reset"]):
+            with m.If(is_reset):
                 # the reset itself is the next cycle's (``soft_reset`` from a flip-flop: it fans out to
                 # every register of the payload); the link's own state is reset in that cycle too
                 m.d.sync += [expected.eq(rx.seq + 1), self.soft_reset.eq(1)]
-            with m.Elif(rx.op == OPCODES["info"]):
+            with m.Elif(is_info):
                 m.d.sync += info_pend.eq(1)
             with m.Elif(in_order):
                 d = self.data.payload
@@ -426,7 +445,7 @@ class LinkControl(wiring.Component):
                 m.d.sync += nak_sent.eq(1)
         with m.If(self.soft_reset):             # last: the reset's clears win over this cycle's events
             m.d.sync += [self.soft_reset.eq(0), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0), copying.eq(0),
-                         reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0)]
+                         reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0), grant.eq(0)]
             m.d.sync += [p.eq(0) for p in pend.values()]
         return m
 
