@@ -188,7 +188,7 @@ class WritebackUnit(wiring.Component):
         with m.If(s2.valid & s2.first):
             m.d.sync += pc.eq(s2.pool)
         pooled = k.kind != POOL_NONE
-        m.d.comb += [fp.i_valid.eq(s2.valid & pooled), fp.values.eq(values), fp.px.eq(s2.px),
+        m.d.comb += [fp.i_valid.eq(s2.valid & pooled), fp.values.eq(values), fp.px.eq(s2.px), fp.px_next.eq(s1.px),
                      fp.win_first.eq(s2.win_first), fp.win_last.eq(s2.win_last), fp.keep.eq(s2.keep),
                      fp.addr.eq(s2.addr), fp.lane.eq(s2.lane), fp.kind.eq(k.kind), fp.rule.eq(k.rule),
                      fp.zp_in.eq(k.zp_in), fp.count.eq(k.count), fp.multiplier.eq(k.multiplier),
