@@ -291,7 +291,12 @@ class FusedPool(wiring.Component):
         c = self.config
         C = c.cols
         sb = c.sum_bits
-        m.submodules.line = line = Memory(shape=data.ArrayLayout(signed(sb), C), depth=self.pool_line, init=[])
+        # on ECP5 LUT RAM: Yosys folds the register after the read (``line_ahead``) into a synchronous read
+        # port, which it would map to a DP16KD (its 5.8 ns clock-to-out back in front of the adder); on
+        # iCE40 (no LUT RAM) that read may take an EBR instead of flip-flops
+        attrs = {"ram_style": "distributed"} if self.family == "ecp5" else None
+        m.submodules.line = line = Memory(shape=data.ArrayLayout(signed(sb), C), depth=self.pool_line, init=[],
+                                          attrs=attrs)
         rd = line.read_port(domain="comb")
         wr = line.write_port()
         is_max = self.kind == POOL_MAX
