@@ -83,6 +83,7 @@ __all__ = [
     "SCALE_BITS",
     "SERIAL_SHIFT_STAGES",
     "SPAD_READ_LATENCY",
+    "TABLE_READ_LATENCY",
     "SHIFT_BITS",
     "TFLITE_BITS",
     "accelerator_latency",
@@ -170,6 +171,13 @@ PARAMS_READ_LATENCY = 1
 # logic sits behind the block RAM's clock-to-out (on ECP5 the DP16KD's 5.8 ns plus its route). Every
 # scratchpad reader, the engine's latencies and the cycle model follow from this one number.
 SPAD_READ_LATENCY = 2
+# Network-engine table activations (``qhw.hw.engine.add_unit.TableUnit``, on the MATMUL write-back and
+# in the ADD unit): a code to its table entry: the block RAM's synchronous read, then a register right
+# after it (as the scratchpad's), so the fused pool's line-buffer update and the scratchpad's write
+# data never follow the block RAM's clock-to-out. The MATMUL write-back looks a row up from the cycle
+# it leaves the lanes, so its two registers are this read (``writeback_latency`` follows); ADD_LATENCY
+# adds it.
+TABLE_READ_LATENCY = 2
 # Network-engine pooling (``qhw.hw.engine.pool``): a max is compared with the running entry and written
 # the cycle after a window's last row; an average's window sum is registered, then goes through a
 # requantization lane (``pool_avg_latency = POOL_SUM_LATENCY + requant_latency``).
@@ -181,12 +189,13 @@ POOL_SUM_LATENCY = 1
 # cycle), the sum (1), the output rescale, which two lanes share (the second's sum a cycle later: 1),
 # the zero point and clamp (1). ADD_LATENCY
 # counts from the cycle the second operand's read is requested to the cycle its word is written:
-# the scratchpad read (SPAD_READ_LATENCY), the lane, the table stage (1, a register when no table is used).
+# the scratchpad read (SPAD_READ_LATENCY), the lane, the table stage (TABLE_READ_LATENCY, registers when
+# no table is used).
 ADD_MUL_STAGES = 4
 # the rounding modes TFLite ADD has a fixed-point rule for (``onnx``'s QLinearAdd is float: host)
 ADD_MODES = ("single", "tflite")
 ADD_LANE_LATENCY = 1 + ADD_MUL_STAGES + 1 + ADD_MUL_STAGES + 1 + 1
-ADD_LATENCY = SPAD_READ_LATENCY + ADD_LANE_LATENCY + 1
+ADD_LATENCY = SPAD_READ_LATENCY + ADD_LANE_LATENCY + TABLE_READ_LATENCY
 
 
 def signed_bits(lo: int, hi: int) -> int:

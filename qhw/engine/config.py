@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..contract import ADD_LATENCY, POOL_MAX_LATENCY, POOL_SUM_LATENCY, SPAD_READ_LATENCY
+from ..contract import (
+    ADD_LATENCY,
+    FIFO_LATENCY,
+    POOL_MAX_LATENCY,
+    POOL_SUM_LATENCY,
+    SPAD_READ_LATENCY,
+    TABLE_READ_LATENCY,
+)
 from ..errors import ConfigError
 from ..hw.config import ArrayConfig
 
@@ -171,8 +178,9 @@ class EngineConfig:
     @property
     def writeback_latency(self) -> int:
         """Issue handshake of a last-K-tile beat to the cycle its result row is written to the scratchpad:
-        the accelerator's ``latency``, the output FIFO replaced by the write."""
-        return self.array.latency
+        the accelerator's ``latency`` with its output FIFO (``FIFO_LATENCY``) replaced by the write-back's
+        two registers, the table's read (``TABLE_READ_LATENCY``: a row is looked up as it leaves the lanes)."""
+        return self.array.latency - FIFO_LATENCY + TABLE_READ_LATENCY
 
     @property
     def pool_max_latency(self) -> int:

@@ -636,8 +636,8 @@ class FusedWriteHarness(Elaboratable):
                               f"found {len(delay)}")
         # the stage registers' leading fields (``WritebackUnit``'s stage layout starts with these)
         c = self.config
-        head = data.StructLayout({"valid": 1, "values": data.ArrayLayout(8, c.cols), "addr": 20, "lane": range(c.rows),
-                                  "keep": 1})
+        # (the row's values go through the table beside them, not through the stages)
+        head = data.StructLayout({"valid": 1, "addr": 20, "lane": range(c.rows), "keep": 1})
         s2 = _internal(um, "s2")
         s1 = [s for s in um._driving if getattr(s, "name", "") in ("s1", "$signal") and len(s) == len(s2)]
         if len(s1) != 1:       # (``s1, s2 = Signal(stage), Signal(stage)``: the tracer names only s2)

@@ -12,7 +12,7 @@ import pytest
 from amaranth.hdl import Const, Module, Signal, signed
 
 from qhw.arith import add_left_shift, add_multipliers, mul_shift_single, mul_shift_tflite
-from qhw.contract import MODE_CODES
+from qhw.contract import MODE_CODES, TABLE_READ_LATENCY
 from qhw.engine.isa import Descriptor
 from qhw.engine.model import EngineModel
 from qhw.engine.program import Program
@@ -248,14 +248,16 @@ def test_resnet_add_descriptor_on_add_unit(digits):
 
 
 def test_table_unit_lookup_and_bypass():
-    """``TableUnit``: every code of a random table (seed 34) in every lane, one cycle later; bypass
-    (``enable`` low) passes the codes through with the same latency."""
+    """``TableUnit``: every code of a random table (seed 34) in every lane, exactly ``latency``
+    (``TABLE_READ_LATENCY``) cycles after it goes in, with ``o_valid``; bypass (``enable`` low) passes
+    the codes through with the same latency."""
     lanes = 4
     rng = np.random.default_rng(34)
     table = rng.integers(-128, 128, 256)
     codes = rng.permutation(np.arange(-128, 128)).reshape(-1, lanes)
     dut = TableUnit(lanes=lanes)
-    seen = []
+    assert dut.latency == TABLE_READ_LATENCY
+    sent, seen = {}, {}          # cycle -> (enable, row) put in / o taken out
 
     async def bench(ctx):
         for k, v in enumerate(table.tolist()):
@@ -264,28 +266,19 @@ def test_table_unit_lookup_and_bypass():
             ctx.set(dut.load_data, v)
             await ctx.tick()
         ctx.set(dut.load_en, 0)
-        for enable in (1, 0):
-            for row in codes[:8].tolist() + [None]:
-                ctx.set(dut.i_valid, row is not None)
-                ctx.set(dut.enable, enable)
-                if row is not None:
-                    ctx.set(dut.i, row)
-                await ctx.tick()
-                await ctx.delay(1e-8)
-                if ctx.get(dut.o_valid):
-                    seen.append((enable, list(ctx.get(dut.o))))
-        for row in codes.tolist():           # all 256 codes through the table
-            ctx.set(dut.i_valid, 1)
-            ctx.set(dut.enable, 1)
-            ctx.set(dut.i, row)
+        # rows with gaps (None), looked up and bypassed, then all 256 codes back to back
+        plan = [(e, r) for e in (1, 0) for r in codes[:8].tolist() + [None]]
+        plan += [(1, r) for r in codes.tolist()] + [(1, None)] * (dut.latency + 1)
+        for cycle, (enable, row) in enumerate(plan):
+            ctx.set(dut.i_valid, row is not None)
+            ctx.set(dut.enable, enable)
+            if row is not None:
+                ctx.set(dut.i, row)
+                sent[cycle] = (enable, row)
+            if ctx.get(dut.o_valid):
+                seen[cycle] = list(ctx.get(dut.o))
             await ctx.tick()
-            await ctx.delay(1e-8)
-            seen.append((2, list(ctx.get(dut.o))))
 
     run_sim(dut, bench)
-    on = [v for e, v in seen if e == 1]
-    off = [v for e, v in seen if e == 0]
-    full = [v for e, v in seen if e == 2]
-    assert on == [table[np.array(r) + 128].tolist() for r in codes[:8].tolist()]
-    assert off == codes[:8].tolist()
-    assert full == [table[np.array(r) + 128].tolist() for r in codes.tolist()]
+    want = {c + dut.latency: (table[np.array(r) + 128].tolist() if e else r) for c, (e, r) in sent.items()}
+    assert seen == want

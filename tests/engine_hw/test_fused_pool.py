@@ -78,22 +78,29 @@ def run_fused(d, rows, image, config, pool_line):
         await ctx.tick()
         ctx.set(wb.desc.valid, 0)
         ctx.set(wb.dest.ready, 1)
-        k, cycle, tail = 0, 0, 0
+        # a row taken from the generator goes to the pool the next cycle (as the write-back's s1 -> s2),
+        # its ``px`` given a cycle ahead as ``px_next``
+        k, cycle, tail, pending = 0, 0, 0, None
         while tail < fp.avg_latency + 2:
             await ctx.delay(1e-8)
+            taken = None
             if k < len(order) and ctx.get(wb.dest.valid):
-                dst = ctx.get(wb.dest.payload)
-                nt, mm = order[k]
+                taken = (ctx.get(wb.dest.payload), order[k])
+                ctx.set(fp.px_next, taken[0].px)
+                k += 1
+            if pending is not None:
+                dst, (nt, mm) = pending
                 for sig, v in ((fp.i_valid, 1), (fp.values, rows[nt, mm].tolist()), (fp.px, dst.px),
                                (fp.win_first, dst.win_first), (fp.win_last, dst.win_last), (fp.keep, dst.keep),
                                (fp.addr, dst.addr), (fp.lane, dst.lane)):
                     ctx.set(sig, v)
                 if dst.keep and dst.win_last:
                     lasts.append(cycle)
-                k += 1
             else:
                 ctx.set(fp.i_valid, 0)
-                tail += 1
+                if taken is None:
+                    tail += 1
+            pending = taken
             await ctx.delay(1e-8)
             if ctx.get(fp.o_valid):
                 got.append((cycle, ctx.get(fp.o_addr), ctx.get(fp.o_lane), list(ctx.get(fp.o))))

@@ -17,7 +17,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ...contract import ADD_LANE_LATENCY, ADD_LATENCY, ADD_MODES, ADD_MUL_STAGES, MODE_CODES, SPAD_READ_LATENCY
+from ...contract import (
+    ADD_LANE_LATENCY,
+    ADD_LATENCY,
+    ADD_MODES,
+    ADD_MUL_STAGES,
+    MODE_CODES,
+    SPAD_READ_LATENCY,
+    TABLE_READ_LATENCY,
+)
 from ...errors import ConfigError
 from ..skew import delayed
 from .layouts import descriptor_layout
@@ -232,8 +240,11 @@ class AddLane(wiring.Component):
 
 class TableUnit(wiring.Component):
     """``lanes`` int8 codes -> ``table[code + 128]`` (one 256-entry memory per lane, so every lane looks
-    up in the same cycle), or the codes unchanged when ``enable`` is low; ``latency`` 1 (a synchronous
-    read, a register on the bypass). ``tables`` slots of 256 entries each: ``select`` (with ``i``)
+    up in the same cycle), or the codes unchanged when ``enable`` is low; ``latency``
+    ``TABLE_READ_LATENCY`` (2): the block RAM's synchronous read (the bypass and ``enable`` registered
+    beside it), then the output register, so no logic behind the table follows the block RAM's
+    clock-to-out (on ECP5 the DP16KD's 5.8 ns plus its route: the 4x4 engine's critical path into the
+    fused pool). ``tables`` slots of 256 entries each: ``select`` (with ``i``)
     picks one. The tables are written through ``load_*`` (one entry per cycle, broadcast to every
     lane's copy) when the model is loaded (``LoadUnit``), or given as ``init`` (``256*tables`` codes,
     slot after slot)."""
@@ -244,6 +255,9 @@ class TableUnit(wiring.Component):
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
         if init is not None and len(init) != 256 * tables:
             raise ConfigError(f"init must hold {256 * tables} table entries, not {len(init)}")
+        if TABLE_READ_LATENCY < 2:
+            raise ConfigError(f"TABLE_READ_LATENCY must count the read and its register (>= 2), "
+                              f"not {TABLE_READ_LATENCY}")
         self.lanes, self.tables, self.init = lanes, tables, list(init or [])
         super().__init__({"i_valid": In(1), "i": In(data.ArrayLayout(signed(8), lanes)), "enable": In(1),
                           "select": In(range(tables)),
@@ -253,13 +267,15 @@ class TableUnit(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 1
+        """``i`` to ``o``: ``TABLE_READ_LATENCY`` (the read, then the output register)."""
+        return TABLE_READ_LATENCY
 
     def elaborate(self, platform):
         m = Module()
         en = Signal(name="enable_d")
         byp = Signal(data.ArrayLayout(signed(8), self.lanes), name="bypass")
-        m.d.sync += [en.eq(self.enable), byp.eq(self.i), self.o_valid.eq(self.i_valid)]
+        m.d.sync += [en.eq(self.enable), byp.eq(self.i)]
+        m.d.comb += self.o_valid.eq(delayed(m, self.i_valid, TABLE_READ_LATENCY, name="valid"))
         for j in range(self.lanes):
             mem = Memory(shape=signed(8), depth=256 * self.tables, init=self.init)
             m.submodules[f"table{j}"] = mem
@@ -268,7 +284,10 @@ class TableUnit(wiring.Component):
                          wr.data.eq(self.load_data),
                          rd.addr.eq(Cat(self.i[j].as_unsigned()[:7], ~self.i[j].as_unsigned()[7],   # code + 128
                                         self.select))]
-            m.d.comb += self.o[j].eq(Mux(en, rd.data, byp[j]))
+            # the block RAM's word goes through one LUT (the bypass) into a register without reset
+            out = Signal(signed(8), name=f"o_q{j}", reset_less=True)
+            m.d.sync += out.eq(Mux(en, rd.data, byp[j]))
+            m.d.comb += self.o[j].eq(delayed(m, out, TABLE_READ_LATENCY - 2, name=f"o_d{j}", reset_less=True))
         return m
 
 
@@ -366,6 +385,6 @@ class AddUnit(wiring.Component):
                      table.load_data.eq(self.load_data)]
         m.d.comb += [table.i[2 * k + j].eq(pair.o[j]) for k, pair in enumerate(pairs) for j in range(pair.lanes)]
         # the write address travels with the word: its last read, the read, the lane, the table
-        w_addr = delayed(m, out_addr, SPAD_READ_LATENCY + ADD_LANE_LATENCY + 1, name="w_addr")
+        w_addr = delayed(m, out_addr, SPAD_READ_LATENCY + ADD_LANE_LATENCY + table.latency, name="w_addr")
         m.d.comb += [self.w_en.eq(table.o_valid), self.w_addr.eq(w_addr), self.w_data.eq(table.o)]
         return m

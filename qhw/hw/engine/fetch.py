@@ -82,12 +82,16 @@ class DescriptorFetch(wiring.Component):
             m.d.sync += state.eq(1)
         with m.Elif(state == 1):
             with m.If(match):
-                m.d.sync += [self.desc.payload.bits.eq(self.r_data), self.desc.payload.index.eq(ptr),
-                             self.desc.valid.eq(1), ptr.eq(ptr + 1), state.eq(2)]
+                m.d.sync += [self.desc.valid.eq(1), ptr.eq(ptr + 1), state.eq(2)]
             with m.Elif(op == OPCODES["END"]):
                 m.d.sync += [self.at_end.eq(1), state.eq(3)]
             with m.Else():
                 m.d.sync += [ptr.eq(ptr + 1), state.eq(0)]
         with m.Elif(state == 2), m.If(self.desc.ready):
             m.d.sync += [self.desc.valid.eq(0), state.eq(0)]
+        # the word is taken in every LOOK (``valid`` is low then; a match raises it), so the program
+        # store's unregistered read meets only a register's data input: the opcode compare that decides
+        # the match does not fan out to the wide payload register's enables
+        with m.If(state == 1):
+            m.d.sync += [self.desc.payload.bits.eq(self.r_data), self.desc.payload.index.eq(ptr)]
         return m

@@ -245,8 +245,11 @@ class FusedPool(wiring.Component):
     descriptor) ``pool_avg_latency`` = ``1 + config.requant_latency`` after it. ``addr``/``lane`` travel
     with the window to ``o_addr``/``o_lane``. Rows with ``keep`` low (a partial last window) are dropped.
 
-    The line buffer is read asynchronously (LUT RAM; on iCE40, flip-flops): a row may update the entry
-    the previous row wrote (``pkw >= 2``).
+    The line buffer is read asynchronously (LUT RAM; on iCE40, flip-flops) a cycle ahead, at
+    ``px_next`` (the next cycle's ``px``), into a register, so the update's adder and compare start at
+    registers, not behind the LUT RAM's read (on ECP5 the 4x4 engine's next path after the table's
+    block RAM: read, add, write, 17.2 ns). A row may update the entry the previous row wrote
+    (``pkw >= 2``): that write is forwarded from a register beside it.
     """
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, family: str | None = None, avg_lane: bool = True):
@@ -260,7 +263,7 @@ class FusedPool(wiring.Component):
         super().__init__({
             "i_valid": In(1),
             "values": In(data.ArrayLayout(signed(8), C)),
-            "px": In(unsigned(12)), "win_first": In(1), "win_last": In(1), "keep": In(1),
+            "px": In(unsigned(12)), "px_next": In(unsigned(12)), "win_first": In(1), "win_last": In(1), "keep": In(1),
             "addr": In(unsigned(20)), "lane": In(range(config.rows)),
             "kind": In(unsigned(_POOL["pool"])), "rule": In(unsigned(_POOL["rule"])), "zp_in": In(_ZP),
             "count": In(unsigned(COUNT_BITS)), "multiplier": In(unsigned(MULTIPLIER_BITS)),
@@ -288,16 +291,26 @@ class FusedPool(wiring.Component):
         c = self.config
         C = c.cols
         sb = c.sum_bits
-        m.submodules.line = line = Memory(shape=data.ArrayLayout(signed(sb), C), depth=self.pool_line, init=[])
+        # on ECP5 LUT RAM: Yosys folds the register after the read (``line_ahead``) into a synchronous read
+        # port, which it would map to a DP16KD (its 5.8 ns clock-to-out back in front of the adder); on
+        # iCE40 (no LUT RAM) that read may take an EBR instead of flip-flops
+        attrs = {"ram_style": "distributed"} if self.family == "ecp5" else None
+        m.submodules.line = line = Memory(shape=data.ArrayLayout(signed(sb), C), depth=self.pool_line, init=[],
+                                          attrs=attrs)
         rd = line.read_port(domain="comb")
         wr = line.write_port()
         is_max = self.kind == POOL_MAX
         upd = Signal(data.ArrayLayout(signed(sb), C))
-        m.d.comb += [rd.addr.eq(self.px), wr.addr.eq(self.px), wr.data.eq(upd),
-                     wr.en.eq(self.i_valid & self.keep)]
+        write = self.i_valid & self.keep
+        m.d.comb += [rd.addr.eq(self.px_next), wr.addr.eq(self.px), wr.data.eq(upd), wr.en.eq(write)]
+        # the entry of the next cycle's row, read now; the write of this cycle forwarded when it is that entry
+        ahead = Signal.like(upd, name="line_ahead", reset_less=True)
+        fwd = Signal(name="line_fwd")
+        fwd_data = Signal.like(upd, name="line_fwd_data", reset_less=True)
+        m.d.sync += [ahead.eq(rd.data), fwd.eq(write & (self.px == self.px_next)), fwd_data.eq(upd)]
         for j in range(C):
             v = Mux(is_max, self.values[j], self.values[j] - self.zp_in)
-            prev = rd.data[j]
+            prev = Mux(fwd, fwd_data[j], ahead[j])
             # a max window's entry holds int8 codes only (its first row overwrites it): compare 8 bits
             more = self.values[j] > prev[:8].as_signed()
             m.d.comb += upd[j].eq(Mux(self.win_first, v, Mux(is_max, Mux(more, v, prev), prev + v)))

@@ -4,8 +4,9 @@
 ``RequantStage``: ``cols`` ``RequantLane``s take each accumulated row with the parameters of its
 bank; the descriptor's zero point and clamp travel beside the row (the lane samples them late), so
 consecutive rows of different descriptors never mix. ``WritebackUnit``: the row's destination from
-``WritebackAgen``, two registers (the row is written ``writeback_latency`` after its beat's issue),
-then either the write itself or ``FusedPool`` (its window written ``pool_*_latency`` later).
+``WritebackAgen``, two registers (the table's read, ``TABLE_READ_LATENCY``: the row is written
+``writeback_latency`` after its beat's issue), then either the write itself or ``FusedPool`` (its window
+written ``pool_*_latency`` later).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ...contract import MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS
+from ...contract import MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS, TABLE_READ_LATENCY
 from ...engine.isa import POOL_NONE, RULE_CODES
+from ...errors import ConfigError
 from ..accumulator import row_layout
 from ..config import ArrayConfig, check_config
 from ..logic_mul import logic_mul
@@ -90,14 +92,18 @@ class WritebackUnit(wiring.Component):
 
     ``p_addr`` -> ``p_data`` (a cycle later): the 64-bit pool-table entry at that image byte address
     (a fused average's ``(M0, shift)`` or float32 scale for ``n = pkh*pkw``). A descriptor with a
-    ``table`` looks its rows up in ``TableUnit`` slot ``t_slot`` (given with the offered descriptor),
-    whose synchronous read is the second register (the latency does not change); ``load_*`` fill it.
+    ``table`` looks its rows up in ``TableUnit`` slot ``t_slot`` (given with the offered descriptor)
+    from the cycle a row arrives: the table's read and its register are the unit's two registers
+    (``TABLE_READ_LATENCY``), so the fused pool and the write take a register; ``load_*`` fill it.
     ``settled``: every descriptor is offered a cycle before it is taken (``WritebackAgen``'s).
     """
 
     def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
                  tables: int = 1, table_init=None, avg_lane: bool = True, settled: bool = False):
         self.config = check_config(config)
+        if TABLE_READ_LATENCY != 2:
+            raise ConfigError(f"the write-back's two stage registers carry the table's read, so "
+                              f"TABLE_READ_LATENCY must be 2, not {TABLE_READ_LATENCY}")
         self.agen = WritebackAgen(rows=config.rows, cols=config.cols, settled=settled)   # checks ``settled``
         self.avg_lane = check_avg_lane(avg_lane)     # False: FusedPool's lanes build the divider only
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
@@ -115,8 +121,9 @@ class WritebackUnit(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """A requantized row to its write (no pool): 2 registers."""
-        return 2
+        """A requantized row to its write (no pool): 2 registers, the table's read
+        (``TABLE_READ_LATENCY``; ``EngineConfig.writeback_latency`` adds it)."""
+        return TABLE_READ_LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -153,7 +160,8 @@ class WritebackUnit(wiring.Component):
             m.d.comb += [cur.multiplier.eq(self.p_data[:32]), cur.shift.eq(self.p_data[32:]),
                          cur.scale.eq(self.p_data[:32])]
 
-        stage = data.StructLayout({"valid": 1, "values": data.ArrayLayout(signed(8), C), "addr": unsigned(20),
+        # the row's values go through the table (its read and register: s1, s2), the rest beside them
+        stage = data.StructLayout({"valid": 1, "addr": unsigned(20),
                                    "lane": range(R), "keep": 1, "px": unsigned(12), "win_first": 1, "win_last": 1,
                                    "first": 1, "pool": _pool_consts(T)})
         s1, s2 = Signal(stage), Signal(stage)
@@ -161,7 +169,7 @@ class WritebackUnit(wiring.Component):
         dst = agen.dest.payload
         with m.If(self.row.valid):
             m.d.sync += first.eq(dst.last)
-        m.d.sync += [s1.valid.eq(self.row.valid), s1.values.eq(self.row.payload), s1.addr.eq(dst.addr),
+        m.d.sync += [s1.valid.eq(self.row.valid), s1.addr.eq(dst.addr),
                      s1.lane.eq(dst.lane), s1.keep.eq(dst.keep), s1.px.eq(dst.px), s1.win_first.eq(dst.win_first),
                      s1.win_last.eq(dst.win_last), s1.first.eq(first), s1.pool.eq(cur), s2.eq(s1)]
         with m.If(entry_pending):
@@ -171,18 +179,16 @@ class WritebackUnit(wiring.Component):
         pc = Signal(_pool_consts(T))
         k = Signal(_pool_consts(T))
         m.d.comb += k.eq(Mux(s2.valid & s2.first, s2.pool.as_value(), pc.as_value()))
-        # the table: s1's row looked up (its descriptor's constants as ``k`` will have them), read into s2
-        k1 = Signal(_pool_consts(T))
-        m.d.comb += k1.eq(Mux(s1.first, s1.pool.as_value(), k.as_value()))
+        # the table: the arriving row looked up with its descriptor's constants (those s1 takes), out with s2
         m.submodules.table = table = TableUnit(lanes=C, tables=T, init=self.table_init)
-        m.d.comb += [table.i_valid.eq(s1.valid), table.i.eq(s1.values), table.enable.eq(k1.tab_en),
-                     table.select.eq(k1.tab_sel), table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
+        m.d.comb += [table.i_valid.eq(self.row.valid), table.i.eq(self.row.payload), table.enable.eq(cur.tab_en),
+                     table.select.eq(cur.tab_sel), table.load_en.eq(self.load_en), table.load_slot.eq(self.load_slot),
                      table.load_index.eq(self.load_index), table.load_data.eq(self.load_data)]
         values = table.o
         with m.If(s2.valid & s2.first):
             m.d.sync += pc.eq(s2.pool)
         pooled = k.kind != POOL_NONE
-        m.d.comb += [fp.i_valid.eq(s2.valid & pooled), fp.values.eq(values), fp.px.eq(s2.px),
+        m.d.comb += [fp.i_valid.eq(s2.valid & pooled), fp.values.eq(values), fp.px.eq(s2.px), fp.px_next.eq(s1.px),
                      fp.win_first.eq(s2.win_first), fp.win_last.eq(s2.win_last), fp.keep.eq(s2.keep),
                      fp.addr.eq(s2.addr), fp.lane.eq(s2.lane), fp.kind.eq(k.kind), fp.rule.eq(k.rule),
                      fp.zp_in.eq(k.zp_in), fp.count.eq(k.count), fp.multiplier.eq(k.multiplier),
