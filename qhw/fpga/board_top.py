@@ -9,7 +9,7 @@ platform's ``uart`` resource and default clock; with ``platform=None`` (simulati
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Elaboratable, Module, ResetInserter, Signal
+from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
 from ..errors import ConfigError
@@ -90,37 +90,14 @@ class BoardTop(Elaboratable):
         if self.uart:
             m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         m.d.comb += [link.tx_hold.eq(self.tx_hold), link.rejected.eq(self.accel.error)]
-        # A registered boundary between the link and the accelerator, both ways (on the UP5K the
-        # link's control and the accelerator's handshakes met across a full chip): the frame's
-        # opcode is decoded into one valid register per stream a cycle after the link offers it,
-        # so each accelerator stream's ``valid`` is a flip-flop; the result passes one register
-        # whose ``ready`` to the output queue is that register's emptiness. A cycle per frame and
-        # per result; a result frame takes a UART byte time or more anyway.
         frame = link.data.payload
-        offered = Signal(len(ACCEL_STREAMS), name="offered")    # one-hot: the stream the held frame goes to
-        taken = Signal()
-        for i, name in enumerate(ACCEL_STREAMS):
+        for name in ACCEL_STREAMS:
             port = getattr(self.accel, name)
             width = len(port.payload.as_value())
-            m.d.comb += [port.payload.eq(frame.payload[:width]), port.valid.eq(offered[i])]
-            with m.If(offered[i] & port.ready):
-                m.d.comb += taken.eq(1)
-        m.d.comb += link.data.ready.eq(taken)
-        with m.If(taken | link.soft_reset):
-            m.d.sync += offered.eq(0)
-        with m.Elif(link.data.valid):
-            m.d.sync += offered.eq(Cat(frame.op == OPCODES[name] for name in ACCEL_STREAMS))
+            m.d.comb += port.payload.eq(frame.payload[:width])
+            with m.If(frame.op == OPCODES[name]):
+                m.d.comb += [port.valid.eq(link.data.valid), link.data.ready.eq(port.ready)]
         out = self.accel.out
-        result = Signal.like(out.payload, name="result", reset_less=True)
-        result_valid = Signal(name="result_valid")
-        m.d.comb += [out.ready.eq(~result_valid), link.result.payload.eq(result.as_value()),
-                     link.result.valid.eq(result_valid)]
-        with m.If(link.soft_reset):                # a result from before the reset is dropped, as the queue's
-            m.d.sync += result_valid.eq(0)
-        with m.Elif(~result_valid):
-            m.d.sync += result_valid.eq(out.valid)
-        with m.Elif(link.result.ready):
-            m.d.sync += result_valid.eq(0)
-        with m.If(~result_valid):
-            m.d.sync += result.eq(out.payload)
+        m.d.comb += [link.result.payload.eq(out.payload.as_value()), link.result.valid.eq(out.valid),
+                     out.ready.eq(link.result.ready)]
         return m
