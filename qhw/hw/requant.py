@@ -180,11 +180,7 @@ class RequantLane(wiring.Component):
             neg = is_onnx & neg_onnx
             over = over & ~is_onnx
         if c.area_first:
-            # The lane's own copies of the per-command constants: one register from the command
-            # register to every lane takes the fan-out route off the adder and the clamp.
-            zero_point, qmin, qmax = (replica(v, name=f"{n}_r") for v, n in
-                                      ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
-            m.d.sync += [zero_point.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
+            zero_point, qmin, qmax = self._constant_copies(m)
             y = Signal(signed(len(r) + 2), name="out_y")
             # A saturated fixed-point result is +-2**33, beyond any qmin/qmax (element values), as
             # zero_point + the saturated value was: the clamp below gives the same bound.
@@ -204,14 +200,18 @@ class RequantLane(wiring.Component):
             m.d.comb += self.o_valid.eq(delayed(m, valid, c.requant_latency - stage, name="valid_out"))
         return m
 
+    def _constant_copies(self, m):
+        """The lane's own registered copies of ``zero_point``, ``qmin`` and ``qmax``: one register from
+        the command register to every lane takes the fan-out route off the adder and the clamp."""
+        copies = tuple(replica(v, name=f"{n}_r") for v, n in
+                       ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
+        m.d.sync += [r.eq(v) for r, v in zip(copies, (self.zero_point, self.qmin, self.qmax))]
+        return copies
+
     def _clamp_bounds(self, m):
         """The lane's copies of the per-command constants and the clamp's differences
         (``_early_clamp``): (zero_point, qmin, qmax, d_min, d_max, compare width), all registers."""
-        # One register from the command register to every lane takes the fan-out route off the
-        # adder and the clamp.
-        zero_point, qmin, qmax = (replica(v, name=f"{n}_r") for v, n in
-                                  ((self.zero_point, "zero_point"), (self.qmin, "qmin"), (self.qmax, "qmax")))
-        m.d.sync += [zero_point.eq(self.zero_point), qmin.eq(self.qmin), qmax.eq(self.qmax)]
+        zero_point, qmin, qmax = self._constant_copies(m)
         d = signed(self.o.shape().width + 2)
         d_min, d_max = Signal(d, name="clamp_dmin"), Signal(d, name="clamp_dmax")
         m.d.sync += [d_min.eq(qmin - zero_point), d_max.eq(qmax - zero_point)]
