@@ -64,6 +64,28 @@ def test_add_latencies_are_the_contracts():
         cfg.read_latency + AddLane().latency + TableUnit(lanes=8).latency
 
 
+@pytest.mark.parametrize("latency", [1, 2, 3])
+def test_table_users_agree_on_the_table_read_latency(monkeypatch, latency):
+    """``TableUnit`` and the write-back (whose stage registers carry the table's read) accept the same
+    ``TABLE_READ_LATENCY`` and refuse any other with the same message: one check for both."""
+    from qhw.hw.engine import add_unit, wb_unit
+
+    for module in (add_unit, wb_unit):
+        monkeypatch.setattr(module, "TABLE_READ_LATENCY", latency, raising=False)
+    outcomes = []
+    for make in (lambda: TableUnit(lanes=2),
+                 lambda: wb_unit.WritebackUnit(config=ArrayConfig(rows=2, cols=2), pool_line=4, addr_bits=8)):
+        try:
+            make()
+            outcomes.append(None)
+        except ConfigError as e:
+            outcomes.append(str(e))
+    message = (None if latency == 2 else
+               f"TABLE_READ_LATENCY must be 2 (the table's read and its register, which the write-back's two "
+               f"stage registers carry), not {latency}")
+    assert outcomes == [message, message]
+
+
 def test_components_convert_to_verilog():
     """Every component elaborates to Verilog (memories, asynchronous line-buffer read, lanes) on a
     small array, so a synthesis flow can take it."""

@@ -31,7 +31,7 @@ from ..skew import delayed
 from .layouts import descriptor_layout
 from .pool_agen import ADDR_BITS
 
-__all__ = ["AddLane", "AddUnit", "TableUnit", "add_unit_signature", "mul_shift"]
+__all__ = ["AddLane", "AddUnit", "TableUnit", "add_unit_signature", "check_table_read_latency", "mul_shift"]
 
 
 def _check_modes(modes) -> tuple:
@@ -238,6 +238,14 @@ class AddLane(wiring.Component):
         return m
 
 
+def check_table_read_latency() -> None:
+    """The one check of ``TABLE_READ_LATENCY`` for every user of the table (``TableUnit``, and the
+    write-back, whose two stage registers are the table's read and its register)."""
+    if TABLE_READ_LATENCY != 2:
+        raise ConfigError(f"TABLE_READ_LATENCY must be 2 (the table's read and its register, which the "
+                          f"write-back's two stage registers carry), not {TABLE_READ_LATENCY}")
+
+
 class TableUnit(wiring.Component):
     """``lanes`` int8 codes -> ``table[code + 128]`` (one 256-entry memory per lane, so every lane looks
     up in the same cycle), or the codes unchanged when ``enable`` is low; ``latency``
@@ -255,9 +263,7 @@ class TableUnit(wiring.Component):
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
         if init is not None and len(init) != 256 * tables:
             raise ConfigError(f"init must hold {256 * tables} table entries, not {len(init)}")
-        if TABLE_READ_LATENCY < 2:
-            raise ConfigError(f"TABLE_READ_LATENCY must count the read and its register (>= 2), "
-                              f"not {TABLE_READ_LATENCY}")
+        check_table_read_latency()
         self.lanes, self.tables, self.init = lanes, tables, list(init or [])
         super().__init__({"i_valid": In(1), "i": In(data.ArrayLayout(signed(8), lanes)), "enable": In(1),
                           "select": In(range(tables)),
@@ -287,7 +293,7 @@ class TableUnit(wiring.Component):
             # the block RAM's word goes through one LUT (the bypass) into a register without reset
             out = Signal(signed(8), name=f"o_q{j}", reset_less=True)
             m.d.sync += out.eq(Mux(en, rd.data, byp[j]))
-            m.d.comb += self.o[j].eq(delayed(m, out, TABLE_READ_LATENCY - 2, name=f"o_d{j}", reset_less=True))
+            m.d.comb += self.o[j].eq(out)
         return m
 
 

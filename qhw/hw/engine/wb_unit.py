@@ -17,13 +17,12 @@ from amaranth.lib.wiring import In, Out
 
 from ...contract import MULTIPLIER_BITS, SCALE_BITS, SHIFT_BITS, TABLE_READ_LATENCY
 from ...engine.isa import POOL_NONE, RULE_CODES
-from ...errors import ConfigError
 from ..accumulator import row_layout
 from ..config import ArrayConfig, check_config
 from ..logic_mul import logic_mul
 from ..requant import RequantLane
 from ..skew import delayed
-from .add_unit import TableUnit
+from .add_unit import TableUnit, check_table_read_latency
 from .layouts import descriptor_layout
 from .loader import param_bank_layout
 from .pool import COUNT_BITS, FusedPool, check_avg_lane
@@ -101,9 +100,7 @@ class WritebackUnit(wiring.Component):
     def __init__(self, *, config: ArrayConfig, pool_line: int, addr_bits: int, family: str | None = None,
                  tables: int = 1, table_init=None, avg_lane: bool = True, settled: bool = False):
         self.config = check_config(config)
-        if TABLE_READ_LATENCY != 2:
-            raise ConfigError(f"the write-back's two stage registers carry the table's read, so "
-                              f"TABLE_READ_LATENCY must be 2, not {TABLE_READ_LATENCY}")
+        check_table_read_latency()
         self.agen = WritebackAgen(rows=config.rows, cols=config.cols, settled=settled)   # checks ``settled``
         self.avg_lane = check_avg_lane(avg_lane)     # False: FusedPool's lanes build the divider only
         self.pool_line, self.addr_bits, self.family = pool_line, addr_bits, family
