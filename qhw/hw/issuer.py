@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -12,6 +14,7 @@ from .config import ArrayConfig, check_config
 from .const_compare import above
 from .layouts import act_layout
 from .loader import bank_signature
+from .tile_walk import FLIP, Steps, assign, k_steps_if, lookahead
 
 __all__ = ["Issuer", "tag_layout"]
 
@@ -20,6 +23,11 @@ def tag_layout() -> data.StructLayout:
     """What travels beside an activation beat: its GEMM row ``m``, whether it belongs to the first
     and the last K tile, and its weight/parameter bank."""
     return data.StructLayout({"m": unsigned(GEMM_M_BITS), "first": 1, "last": 1, "bank": 1})
+
+
+def _at_most(value, bound: int):
+    """``value <= bound`` as logic (``above``), for the look-ahead form."""
+    return ~above(value, bound)
 
 
 class Issuer(wiring.Component):
@@ -83,16 +91,29 @@ class Issuer(wiring.Component):
         k_one = Signal()                            # K <= rows
         n_left = Signal(unsigned(MAX_GEMM_N_BITS))  # N - n0
         last_n = Signal()                           # n_left <= cols
+
+        # Each counter's value while no command runs (``idle``) and on an issued beat (``steps``),
+        # written once for the two forms below (``qhw.hw.tile_walk``; ``le(x, k)`` is the form's
+        # ``x <= k`` for a constant ``k``). Idle, the counters follow the offered command (``new``),
+        # so at ``start`` they hold its values, loaded under a register (``run``) instead of
+        # ``start``'s handshake logic.
+        def idle(le):
+            return [(row, 0), (rows_left, new.m - 1), (last_row, new.m == 1), (m1, new.m - 1), (m_one, new.m == 1),
+                    (k_left, new.k), (last_k, le(new.k, R)), (first_k, 1), (k_one, le(new.k, R)),
+                    (n_left, new.n), (last_n, le(new.n, C))]
+
+        def steps(le):
+            return Steps(
+                advance=[(row, row + 1), (rows_left, rows_left - 1), (last_row, rows_left == 1)],
+                tile=[(row, 0), (rows_left, m1), (last_row, m_one), (bank, FLIP)],
+                k_last=[(k_left, cmd.k), (last_k, k_one), (first_k, 1), (n_left, n_left - C),
+                        (last_n, le(n_left, 2 * C))],
+                k_next=[(k_left, k_left - R), (last_k, le(k_left, 2 * R)), (first_k, 0)])
+
         with m.If(self.gemm.start):
             m.d.sync += run.eq(1)
-        # While no command runs (nothing is issued), the counters follow the offered command
-        # (``new``), so at ``start`` they take its values as before, loaded under a register (``run``)
-        # instead of ``start``'s handshake logic.
         with m.If(~run):
-            m.d.sync += [row.eq(0), rows_left.eq(new.m - 1), last_row.eq(new.m == 1),
-                         m1.eq(new.m - 1), m_one.eq(new.m == 1),
-                         k_left.eq(new.k), last_k.eq(new.k <= R), first_k.eq(1), k_one.eq(new.k <= R),
-                         n_left.eq(new.n), last_n.eq(new.n <= C)]
+            m.d.sync += assign(idle(operator.le))
 
         # Credits: ``may_produce`` is ``outstanding < fifo_depth`` for the coming cycle, registered
         # (each of this cycle's three outcomes compared on the register, then selected).
@@ -134,23 +155,8 @@ class Issuer(wiring.Component):
             m.d.comb += self.banks.release.valid.eq(issue & last_row)
             end_k = last_row & last_k
             end = end_k & last_n
-            ahead = [
-                (row, Mux(last_row, 0, row + 1), 0),
-                (rows_left, Mux(last_row, m1, rows_left - 1), new.m - 1),
-                (last_row, Mux(last_row, m_one, rows_left == 1), new.m == 1),
-                (bank, bank ^ last_row, None),
-                (k_left, Mux(last_row, Mux(last_k, cmd.k, k_left - R), k_left), new.k),
-                (last_k, Mux(last_row, Mux(last_k, k_one, ~above(k_left, 2 * R)), last_k), ~above(new.k, R)),
-                (first_k, Mux(last_row, last_k, first_k), 1),
-                (n_left, Mux(end_k, n_left - C, n_left), new.n),
-                (last_n, Mux(end_k, ~above(n_left, 2 * C), last_n), ~above(new.n, C)),
-            ]
-            nxt = {}
-            for reg, beat, load in ahead:
-                idle = reg if load is None else Mux(run, reg, load)
-                m.d.sync += reg.eq(Mux(issue, beat, idle))
-                nxt[reg.name] = (beat, idle)
-            m.d.sync += run.eq(Mux(issue, ~end, run | self.gemm.start))
+            nxt = lookahead(m, steps(_at_most), advance=issue, run=run, start=self.gemm.start, loads=idle(_at_most),
+                            tile_end=last_row, end_k=end_k, end=end, last_k=last_k)
             taken = self.taken
             push_next = Mux(taken, outstanding, outstanding + 1)         # a beat of the last K tile
             hold_next = Mux(taken, outstanding - 1, outstanding)
@@ -164,18 +170,14 @@ class Issuer(wiring.Component):
                                         (run | self.gemm.start) & (hold_may | ~last_k_idle)))
             m.d.comb += self.idle.eq(~run & (outstanding == 0))
             return m
+        # (iCE40) The same steps as ``If`` statements under the beat's handshake.
+        walk = steps(operator.le)
         with m.If(issue):
-            m.d.sync += [row.eq(row + 1), rows_left.eq(rows_left - 1), last_row.eq(rows_left == 1)]
+            m.d.sync += assign(walk.advance)
             with m.If(last_row):
                 m.d.comb += self.banks.release.valid.eq(1)
-                m.d.sync += [row.eq(0), rows_left.eq(m1), last_row.eq(m_one), bank.eq(~bank)]
-                with m.If(last_k):
-                    m.d.sync += [k_left.eq(cmd.k), last_k.eq(k_one), first_k.eq(1),
-                                 n_left.eq(n_left - C), last_n.eq(n_left <= 2 * C)]
-                    with m.If(last_n):
-                        m.d.sync += run.eq(0)
-                with m.Else():
-                    m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_left <= 2 * R), first_k.eq(0)]
+                m.d.sync += assign(walk.tile)
+                k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
 
         push = issue & last_k
         with m.If(push & ~self.taken):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -11,6 +13,7 @@ from .command import gemm_signature
 from .config import ArrayConfig, check_config
 from .layouts import params_layout, weights_layout
 from .replica import replica
+from .tile_walk import FLIP, Steps, assign, k_steps_if, lookahead
 
 __all__ = ["Loader", "bank_signature"]
 
@@ -102,12 +105,26 @@ class Loader(wiring.Component):
         m.d.sync += [k_le_2r.eq(k_left <= 2 * R), n_le_2c.eq(n_left <= 2 * C),
                      k_more.eq(Cat(k_left > r + 1 for r in range(R)))]
         new = self.gemm.new
+
+        # Each counter's value while no command runs (``idle``) and when a row is written
+        # (``steps``), written once for the FSM below and the look-ahead form that overrides it on
+        # ECP5 (``qhw.hw.tile_walk``). Idle (in WAIT), the counters follow the offered command, as
+        # in the issuer.
+        def idle():
+            return [(row, 0), (k_left, new.k), (last_k, new.k <= R), (k_one, new.k <= R), (real, 1),
+                    (n_left, new.n), (last_n, new.n <= C)]
+
+        def steps():
+            return Steps(
+                advance=[(row, row + 1), (real, k_more.bit_select(row, 1))],
+                tile=[(row, 0), (real, 1), (full.bit_select(bank, 1), 1), (bank, FLIP)],
+                k_last=[(k_left, cmd.k), (last_k, k_one), (n_left, n_left - C), (last_n, n_le_2c)],
+                k_next=[(k_left, k_left - R), (last_k, k_le_2r)])
+
         with m.If(self.gemm.start):
             m.d.sync += run.eq(1)
-        # Idle (in WAIT), the counters follow the offered command, as in the issuer.
         with m.If(~run):
-            m.d.sync += [row.eq(0), k_left.eq(new.k), last_k.eq(new.k <= R), k_one.eq(new.k <= R),
-                         real.eq(1), n_left.eq(new.n), last_n.eq(new.n <= C)]
+            m.d.sync += assign(idle())
 
         # The parameter beat lands in its bank a cycle after its handshake (the bank is being filled:
         # its rows follow), from registers: the write enable reaches every parameter bit of the bank
@@ -156,29 +173,19 @@ class Loader(wiring.Component):
                     m.d.comb += [self.weights.ready.eq(1), write.eq(self.weights.valid)]
                 with m.Else():
                     m.d.comb += [zero.eq(1), write.eq(1)]   # zero-fill rows past K
+                walk = steps()
                 with m.If(write):
-                    m.d.sync += [row.eq(row + 1), real.eq(k_more.bit_select(row, 1))]
+                    m.d.sync += assign(walk.advance)
                     with m.If(row == R - 1 if row_last is None else row_last):
-                        m.d.sync += [row.eq(0), real.eq(1), full.bit_select(bank, 1).eq(1), bank.eq(~bank)]
-                        with m.If(last_k):
-                            m.d.sync += [k_left.eq(cmd.k), last_k.eq(k_one),
-                                         n_left.eq(n_left - C), last_n.eq(n_le_2c)]
-                            with m.If(last_n):
-                                m.d.sync += run.eq(0)
-                        with m.Else():
-                            m.d.sync += [k_left.eq(k_left - R), last_k.eq(k_le_2r)]
+                        m.d.sync += assign(walk.tile)
+                        k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
                         m.next = "WAIT"
         if row_last is not None:
-            # Override the FSM's assignments above with the same values, a row's ``write`` selecting
-            # last (it is only ever set in ROWS, so ``run`` is high with it).
+            # Override the FSM's K and N walk with the same steps, a row's ``write`` selecting last
+            # (it is only ever set in ROWS, so ``run`` is high with it); the row, its zero fill and
+            # the bank stay the FSM's.
             end_k = row_last & last_k
-            m.d.sync += [
-                row_last.eq(Mux(write, Mux(row_last, R == 1, row == R - 2), Mux(run, row_last, R == 1))),
-                k_left.eq(Mux(write, Mux(row_last, Mux(last_k, cmd.k, k_left - R), k_left), Mux(run, k_left, new.k))),
-                last_k.eq(Mux(write, Mux(row_last, Mux(last_k, k_one, k_le_2r), last_k),
-                              Mux(run, last_k, new.k <= R))),
-                n_left.eq(Mux(write, Mux(end_k, n_left - C, n_left), Mux(run, n_left, new.n))),
-                last_n.eq(Mux(write, Mux(end_k, n_le_2c, last_n), Mux(run, last_n, new.n <= C))),
-                run.eq(Mux(write, ~(end_k & last_n), run | self.gemm.start)),
-            ]
+            m.d.sync += row_last.eq(Mux(write, Mux(row_last, R == 1, row == R - 2), Mux(run, row_last, R == 1)))
+            lookahead(m, replace(steps(), advance=(), tile=()), advance=write, run=run, start=self.gemm.start,
+                      loads=idle(), tile_end=row_last, end_k=end_k, end=end_k & last_n, last_k=last_k)
         return m

@@ -125,7 +125,7 @@ def test_result_count_holds(tmp_path):
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    ("Mux(last_row, m_one, rows_left == 1)", "Mux(last_row, m_one, rows_left == 0)"),  # M + 1 beats: a row repeated
+    ("(last_row, rows_left == 1)", "(last_row, rows_left == 0)"),     # M + 1 beats: a row repeated
     ("end = end_k & last_n", "end = end_k"),                          # stops after one N tile: rows dropped
 ], ids=["row-repeated", "tile-dropped"])
 def test_result_count_mutants_are_caught_from_reset(tmp_path, old, new):
