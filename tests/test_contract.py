@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment, Module, Signal, signed, unsigned
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw import contract
 from qhw.errors import ConfigError
@@ -165,10 +165,7 @@ def first_cycle(dut, drive, probe, expected, *, limit=20):
             if ctx.get(probe) == expected and not seen:
                 seen.append(t)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     return seen[0] if seen else None
 
 
@@ -245,10 +242,7 @@ def test_wide_product_values_streamed(a_bits, a_signed, b_bits, addend):
             if t + 1 >= latency:
                 got.append(ctx.get(p))
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(m, bench)
     assert got[:len(cases)] == [x * y + z for x, y, z in cases]
 
 
@@ -271,10 +265,7 @@ def test_dsp_product_latency_is_measured(kind):
             if ctx.get(dut.psum_out[0]) == -91 and not seen:
                 seen.append(t)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     assert seen == [1 + contract.PE_PRODUCT_LATENCY[kind]] == [config.array_latency]
 
 

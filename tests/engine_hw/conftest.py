@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from engine.conftest import Net, engine_for, own_scale_pools, quantize  # noqa: F401  (tests/engine's model builders)
 from engine.test_model import CASES, SEED  # noqa: F401
 
 from qhw.engine.compiler import compile_model
-
-
-def run_sim(dut, *benches, deadline: float | None = None) -> None:
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for bench in benches:
-        sim.add_testbench(bench)
-    sim.run_until(deadline) if deadline else sim.run()
 
 
 def case_program(tmp_path, name: str, rounding: str = "single"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw.engine.load import input_beats, load_words, output_beat_count
 
@@ -26,10 +26,7 @@ class Run:
         self.loaded_after = None
 
     def run(self):
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-6)
-        sim.add_testbench(self._bench)
-        sim.run()
+        run_sim(self.dut, self._bench)
         return self
 
     async def _bench(self, ctx):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.hdl import Const, Module, Signal, signed
+from amaranth_sim import run_sim
 
 from qhw.arith import add_left_shift, add_multipliers, mul_shift_single, mul_shift_tflite
 from qhw.contract import MODE_CODES, TABLE_READ_LATENCY
@@ -19,8 +20,6 @@ from qhw.engine.program import Program
 from qhw.hw.engine.add_unit import AddUnit, TableUnit, mul_shift
 from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.memories import Scratchpad
-
-from .conftest import run_sim
 
 R = 8
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from amaranth_sim import run_sim
 from engine.conftest import golden_codes, quantize
 
 from qhw.engine.compiler import compile_model, fit_engine
@@ -158,8 +159,6 @@ def test_eager_host_back_to_back_single_beat_inferences():
     from qhw.formal.engine_liveness import BUSY_FALL_CYCLES, liveness_program
     from qhw.hw.config import ArrayConfig
 
-    from .conftest import run_sim
-
     cfg = EngineConfig(array=ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",)),
                        weight_kib=1, act_kib=1, program_words=64)
     program = liveness_program(cfg)
@@ -199,8 +198,6 @@ def test_absent_unit_flags_its_descriptor():
     from qhw.engine.program import Program
     from qhw.hw.config import ArrayConfig
 
-    from .conftest import run_sim
-
     cfg = EngineConfig(array=ArrayConfig(rows=4, cols=4, rounding=("single",)), weight_kib=1, act_kib=1,
                        program_words=64, units=("pool",))
     inp = Descriptor("INPUT", {"out_base": 0, "h": 1, "w": 1, "c": 4, "pp": 1, "cp": 1})
@@ -228,8 +225,6 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
     """``LoadUnit``: a wrong magic sets ``error`` and is skipped; sizes past the memories (descriptors,
     table slots) set ``error`` without writing; a good stream writes every word where ``load_words``
     means it (the tables' tags and entries by slot) and raises ``loaded``."""
-    from amaranth.sim import Simulator
-
     from qhw.engine.load import LOAD_MAGIC
     from qhw.hw.engine.load_unit import LoadUnit
 
@@ -270,10 +265,7 @@ def test_load_unit_refuses_a_bad_stream_then_loads():
                 await ctx.tick()
             flags.append((ctx.get(dut.loaded), ctx.get(dut.error)))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     assert flags == [(0, 1), (0, 1), (0, 1), (1, 0)]
     assert seen["prog"] == {0: sum(w << (32 * i) for i, w in enumerate(prog))}
     assert seen["wt"] == {0: weights[0], 1: weights[1]} and seen["pn"] == {0: 7, 1: 8, 2: 9}

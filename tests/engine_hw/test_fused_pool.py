@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth_sim import run_sim
 
 from qhw.engine.agen import matmul_writes
 from qhw.engine.isa import POOL_MAX, POOL_NONE, RULES, Descriptor
@@ -18,7 +19,7 @@ from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.pool import FusedPool
 from qhw.hw.engine.writeback import WritebackAgen
 
-from .conftest import case_program, engine_for, own_scale_pools_program, run_sim
+from .conftest import case_program, engine_for, own_scale_pools_program
 
 
 def fused_cases(program, codes):

@@ -10,13 +10,14 @@ import random
 
 import numpy as np
 import pytest
+from amaranth_sim import run_sim
 
 from qhw.engine.agen import PAD, k_tiles, matmul_reads
 from qhw.engine.compiler import compile_model
 from qhw.hw.engine.im2col import Im2colAgen
 from qhw.hw.engine.layouts import descriptor_const
 
-from .conftest import CASES, case_program, engine_for, run_sim
+from .conftest import CASES, case_program, engine_for
 
 
 def expected_beats(d) -> list[tuple[int, int, int, bool]]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth_sim import run_sim
 
 from qhw.engine.trace import write_trace
 from qhw.errors import ConfigError
 from qhw.hw.engine.memories import Scratchpad, WeightStore
 
-from .conftest import engine_for, run_sim
+from .conftest import engine_for
 
 
 def test_scratchpad_replays_digits_cnn_trace(cnn_path, digits):

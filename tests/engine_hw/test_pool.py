@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from amaranth_sim import run_sim
 
 from qhw.arith import average_onnx_scale, quantize_multiplier
 from qhw.engine.isa import POOL_AVG, POOL_MAX, RULE_CODES
@@ -17,8 +18,6 @@ from qhw.hw.config import ArrayConfig
 from qhw.hw.engine.pool import PoolLane, PoolReduce
 from qhw.kernels import avgpool2d_sums, maxpool2d
 from qhw.ops import _average_i
-
-from .conftest import run_sim
 
 CONFIG = ArrayConfig(rows=8, cols=8)     # all three rounding modes
 

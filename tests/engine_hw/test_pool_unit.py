@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.hdl import Module
+from amaranth_sim import run_sim
 
 from qhw.engine.agen import pixel_words
 from qhw.engine.isa import POOL_MAX, RULES
@@ -18,7 +19,7 @@ from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.memories import Scratchpad
 from qhw.hw.engine.pool_unit import PoolUnit
 
-from .conftest import case_program, engine_for, own_scale_pools_program, run_sim
+from .conftest import case_program, engine_for, own_scale_pools_program
 
 
 def reference_pools(program, codes):

@@ -11,6 +11,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.hdl import Module
+from amaranth_sim import run_sim
 
 from qhw.engine.agen import k_tiles, matmul_reads
 from qhw.engine.compiler import compile_model
@@ -19,7 +20,7 @@ from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.memories import Scratchpad
 from qhw.hw.engine.reader import ActivationReader
 
-from .conftest import case_program, engine_for, run_sim
+from .conftest import case_program, engine_for
 
 
 def matmul_inputs(program, codes):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from amaranth_sim import run_sim
 
 from qhw.engine.agen import PAD, matmul_writes
 from qhw.engine.cycles import predict
@@ -17,7 +18,7 @@ from qhw.engine.isa import POOL_AVG, POOL_MAX, POOL_NONE
 from qhw.hw.engine.layouts import descriptor_const
 from qhw.hw.engine.writeback import WritebackAgen
 
-from .conftest import CASES, case_program, engine_for, run_sim
+from .conftest import CASES, case_program, engine_for
 
 
 def expected_rows(d, R, C):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw.fpga.board_top import BoardTop
 from qhw.fpga.host import BoardLink, LinkError, program_packets
@@ -136,12 +136,7 @@ def test_frame_parser_resyncs_after_faults():
             await ctx.tick()
             ctx.set(dut.o.ready, 0)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_process(watch)
-    sim.add_testbench(take, background=True)
-    sim.add_testbench(feed)
-    sim.run_until(1e-6 * 2000)
+    run_sim(dut, feed, processes=[watch], background=[take], deadline=1e-6 * 2000)
     assert frames == [(OPCODES["act"], s, bytes([s, 2 * s])) for s in range(5)] + [(OPCODES["reset"], 200, b"")]
     assert errors == [(ERRORS["bad_crc"], OPCODES["act"]), (ERRORS["bad_length"], OPCODES["act"]),
                       (ERRORS["unknown_opcode"], 0x77), (ERRORS["timeout"], 0)]
@@ -169,10 +164,7 @@ def test_frame_sender_constant_payload_from_logic():
                 if valid:
                     out.append(byte)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     assert bytes(out) == b"".join(encode(op, seq, sent) for op, seq, _, sent in frames)
 
 

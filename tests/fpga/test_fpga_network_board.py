@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 from onnx import TensorProto, helper, numpy_helper
 
 from qhw.api import quantize_model
@@ -302,11 +302,7 @@ def test_unpacker_holds_input_until_the_load_settles(loaded_after):
             if nr:
                 log["not_ready"].append(cycle)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    run_sim(dut, source, sink)
     assert [w for _, w in log["load"]] == [0x03020100, 0x07060504]
     if loaded_after is None:
         assert log["i"] == [] and len(log["not_ready"]) == 1
@@ -364,10 +360,6 @@ def test_frame_parser_takes_whole_units_up_to_the_largest():
             if ev:
                 errors.append(code)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_process(watch)
-    sim.add_testbench(feed)
-    sim.run_until(1e-6 * 1500)
+    run_sim(dut, feed, processes=[watch], deadline=1e-6 * 1500)
     assert frames == [(seq, n) for seq, (_, n, ok) in enumerate(cases) if ok]
     assert errors == [E["bad_length"]] * sum(1 for *_, ok in cases if not ok)

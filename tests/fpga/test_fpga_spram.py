@@ -9,7 +9,7 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 from test_fpga_primitives import SHARE, simulate
 
 from qhw.errors import ConfigError
@@ -109,10 +109,7 @@ def test_spram_portable_in_amaranth_sim():
             got.append(ctx.get(dut.rdata))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     check(got, model(ops, width))
     assert dut.latency == 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw.hw.config import ArrayConfig
 from qhw.hw.driver import GemmProgram, plan_gemm
@@ -62,9 +62,6 @@ def run_array(dut, cfg, seed):
             if 0 <= row < n:
                 got[row] = [ctx.get(dut.psum_out[j]) for j in range(cols)]
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     expected = np.array([matmul_exact(x[t:t + 1], weights[banks[t]])[0] for t in range(n)])
     return np.array([got[t] for t in range(n)]), expected

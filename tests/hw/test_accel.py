@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 from hw_cases import make_case
 
 from qhw.errors import ConfigError
@@ -196,10 +196,7 @@ def test_bad_commands_are_dropped_and_flagged():
         await ctx.tick()
         assert not ctx.get(dut.error) and ctx.get(dut.busy)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
 
 
 # --------------------------------------------------------------------------- latency and throughput

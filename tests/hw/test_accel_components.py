@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw.arith import Requant
 from qhw.hw.accumulator import Accumulator
@@ -31,13 +31,6 @@ CONFIGS = {
     "2x4-ice40": dict(rows=2, cols=4, pe="ice40-dual"),
     "8x8-ecp5": dict(rows=8, cols=8, pe="ecp5-pipelined"),
 }
-
-
-def run(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 def small(**kw):
@@ -97,7 +90,7 @@ def test_issuer_latency_release_and_credits():
         assert releases == []       # M beats not issued yet
         assert ctx.get(dut.idle) == 0
 
-    run(dut, bench)
+    run_sim(dut, bench)
 
 
 # --------------------------------------------------------------------------- loader
@@ -141,7 +134,7 @@ def test_loader_fills_a_free_bank_in_latency_cycles(k):
         assert [got.bias[j] for j in range(2)] == params["bias"]
         assert not ctx.get(dut.busy)      # one tile: N = cols, K <= rows
 
-    run(dut, bench)
+    run_sim(dut, bench)
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -168,7 +161,7 @@ def accumulate(config, beats):
             if valid:
                 rows.append((t, [payload.sum[j] for j in range(config.cols)]))
 
-    run(dut, bench)
+    run_sim(dut, bench)
     return rows
 
 
@@ -255,7 +248,7 @@ def test_requant_bank_latency_and_golden(lanes):
             if valid:
                 got.append((t, [out[j] for j in range(c.cols)]))
 
-    run(dut, bench)
+    run_sim(dut, bench)
     expected = []
     for i in range(n):
         pr = params[int(banks[i])]
@@ -313,7 +306,7 @@ def test_output_queue_in_order_under_back_pressure(seed):
             _, _, valid = await ctx.tick().sample(dut.o.valid)
             assert not valid
 
-    run(dut, bench)
+    run_sim(dut, bench)
     assert got == rows
 
 
@@ -341,6 +334,4 @@ def test_const_compare_above_is_greater_than():
                         ctx.set(v, x)
                         assert ctx.get(o) == int(x > bound), (width, x, bound)
 
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(m, bench, clock=False)

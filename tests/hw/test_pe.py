@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw.errors import ConfigError
 from qhw.hw.pe import PE
@@ -47,10 +47,7 @@ def test_pe_mac_and_banks():
         await ctx.delay(1e-7)
         assert ctx.get(dut.psum_out) == 15
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
 
 
 def test_pe_parameter_validation():

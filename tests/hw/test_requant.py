@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 
 from qhw.arith import INT32_MAX, INT32_MIN, Requant
 from qhw.hw.config import MODE_CODES, ArrayConfig
@@ -51,10 +51,7 @@ def run_lane(config, mode, zero_point, qmin, qmax, vectors, steady_constants=Fal
             if valid:
                 out.append(value)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     return out
 
 
@@ -216,10 +213,7 @@ def test_lane_latency_is_measured(config, latency):
             if valid:
                 seen.append((t, value))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     assert seen == [(latency, 77)]          # sample() sees the values just before edge t, i.e. after t edges
 
 

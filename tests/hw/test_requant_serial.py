@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal, signed
-from amaranth.sim import Simulator
+from amaranth_sim import run_sim
 from hw_cases import make_case
 from test_requant import golden, random_vectors, saturation_vectors, tie_vectors
 
@@ -54,10 +54,7 @@ def run_product(a_bits, b_bits, cases, junk_seed):
             got[cyc] = ctx.get(t)      # t after cyc edges (read before the next one)
             await ctx.tick()
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(m, bench)
     return [got[i * gap + lat] for i in range(len(cases))]
 
 
@@ -108,10 +105,7 @@ def run_serial_lane(config, modes, zero_point, qmin, qmax, vectors, junk_seed):
             if valid:
                 out.append((cyc, value))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     return out
 
 
