@@ -20,4 +20,7 @@ def run_sim(dut, *testbenches, processes=(), background=(), clock: bool = True,
         sim.add_testbench(bench, background=True)
     for bench in testbenches:
         sim.add_testbench(bench)
-    sim.run_until(deadline) if deadline else sim.run()
+    if deadline is None:
+        sim.run()
+    else:
+        sim.run_until(deadline)
