@@ -374,6 +374,7 @@ class NetworkEngine(wiring.Component):
         m.d.comb += restart.eq(done | load.done)
         with m.If(done):
             m.d.sync += [running.eq(0), wcount.eq(0)]
+        m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done)]      # the counter's next step, for the issuer
 
         # ports
         t = self.trace

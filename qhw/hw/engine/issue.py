@@ -58,7 +58,7 @@ class MatmulIssue(wiring.Component):
         super().__init__({
             "desc": In(stream.Signature(matmul_desc_layout())),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
-            "wcount": In(COUNT_BITS), "load_start": In(1), "restart": In(1),
+            "wcount": In(COUNT_BITS), "w_inc": In(1), "w_clear": In(1), "load_start": In(1), "restart": In(1),
             "a_in": Out(data.ArrayLayout(signed(8), R)), "bank_in": Out(1),
             "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
             "tile_done": Out(1), "group_done": Out(1), "finishing": Out(1), "busy": Out(1),
@@ -100,9 +100,25 @@ class MatmulIssue(wiring.Component):
         # the bank it overwrites), so "loaded" is a flag, not a compare of two tile counters
         started = Signal(range(4))
         b = agen.beats.payload
-        ok = (self.wcount >= need) & (started != 0) & (~b.last_k | produced | (order == 0))
+        # the tile's first beat waits on three tests, each a flag registered from the next cycle's values
+        # (``dep_ok`` = ``wcount >= need``, ``started_nz`` = ``started != 0``, ``order_zero`` = ``order == 0``),
+        # so the accept and the step (which enable every loop register) start at flip-flops, not at the
+        # dependence compare's carry chain
+        dep_ok, started_nz, order_zero = Signal(init=1), Signal(), Signal(init=1)
+        ok = dep_ok & started_nz & (~b.last_k | produced | order_zero)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
         step = agen.beats.valid & agen.beats.ready
+
+        # ``wcount`` next cycle is ``wcount + w_inc`` (0 on ``w_clear``): each candidate for the next ``need``
+        # is compared with both, a cycle ahead, beside the step that picks it
+        wc1 = Signal(unsigned(COUNT_BITS), name="wcount_p1")
+        m.d.comb += wc1.eq(self.wcount + 1)
+
+        def dep_next(n):
+            return Mux(self.w_clear, n == 0, Mux(self.w_inc, wc1 >= n, self.wcount >= n))
+        need_step, need_nt = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
+        m.d.comb += [need_step.eq(need + dep_step), need_nt.eq(nt_need + nt_step)]
+        m.d.sync += dep_ok.eq(dep_next(need))
         # the loader and the parameter fetch see a tile pass at its handshake, the word's arrival (the
         # weight bank rules of the timing contract count from there)
         m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
@@ -110,13 +126,15 @@ class MatmulIssue(wiring.Component):
                      self.group_done.eq(delayed(m, step & b.tile_last & b.last_k, SPAD_READ_LATENCY - 1,
                                                 name="group_done"))]
 
-        with m.If(order != 0):
-            m.d.sync += order.eq(order - 1)
-        m.d.sync += started.eq(started + self.load_start - (step & b.tile_last))
+        order_nx, started_nx = Signal.like(order, name="order_nx"), Signal.like(started, name="started_nx")
+        m.d.comb += [order_nx.eq(Mux(self.restart, 0, Mux(step & b.last_k, lat, Mux(order != 0, order - 1, 0)))),
+                     started_nx.eq(Mux(self.restart, 0, started + self.load_start - (step & b.tile_last)))]
+        m.d.sync += [order.eq(order_nx), order_zero.eq(order_nx == 0),
+                     started.eq(started_nx), started_nz.eq(started_nx != 0)]
         with m.If(step):
             m.d.sync += [tile_first.eq(b.tile_last), mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
             with m.If(b.last_k):
-                m.d.sync += [order.eq(lat), produced.eq(1)]
+                m.d.sync += produced.eq(1)
             with m.If(b.tile_last):
                 m.d.sync += [tpar.eq(~tpar), kt_first.eq(b.last_k)]
                 with m.If(b.last_k):
@@ -126,11 +144,11 @@ class MatmulIssue(wiring.Component):
                 with m.Else():
                     m.d.sync += tap.eq(0)
                     with m.If(cwi + 1 < kcw_k):
-                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need + dep_step)]
+                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need_step), dep_ok.eq(dep_next(need_step))]
                     with m.Elif(b.nt + 1 == n_tiles):
-                        m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base)]
+                        m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base), dep_ok.eq(dep_next(dep_base))]
                     with m.Else():
-                        m.d.sync += [cwi.eq(0), need.eq(nt_need + nt_step), nt_need.eq(nt_need + nt_step)]
+                        m.d.sync += [cwi.eq(0), need.eq(need_nt), nt_need.eq(need_nt), dep_ok.eq(dep_next(need_nt))]
 
         # the read (address this cycle, word ``SPAD_READ_LATENCY`` cycles later), then the issue register
         s0 = Signal(data.StructLayout({"valid": 1, "pad": 1, "zp": signed(16), "m": unsigned(16), "first": 1,
@@ -163,7 +181,8 @@ class MatmulIssue(wiring.Component):
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
         with m.If(accept):
             m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
+                         dep_ok.eq(dep_next(d.dep_base)),
                          produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0)]
         with m.If(self.restart):
-            m.d.sync += [tpar.eq(0), gpar.eq(0), order.eq(0), started.eq(0)]
+            m.d.sync += [tpar.eq(0), gpar.eq(0)]
         return m
