@@ -100,12 +100,12 @@ class MatmulIssue(wiring.Component):
         # the bank it overwrites), so "loaded" is a flag, not a compare of two tile counters
         started = Signal(range(4))
         b = agen.beats.payload
-        # the tile's first beat waits on three tests, each a flag registered from the next cycle's values
-        # (``dep_ok`` = ``wcount >= need``, ``started_nz`` = ``started != 0``, ``order_zero`` = ``order == 0``),
-        # so the accept and the step (which enable every loop register) start at flip-flops, not at the
-        # dependence compare's carry chain
-        dep_ok, started_nz, order_zero = Signal(init=1), Signal(), Signal(init=1)
-        ok = dep_ok & started_nz & (~b.last_k | produced | order_zero)
+        # the tile's first beat waits on two flags registered from the next cycle's values, ``wait_ok`` =
+        # ``(wcount >= need) & (started != 0)`` and ``k_ok`` = ``produced | (order == 0)``, so the accept and
+        # the step (which enable every loop register) are one LUT of flip-flops, not behind the dependence
+        # compare's carry chain
+        wait_ok, k_ok = Signal(), Signal(init=1)
+        ok = wait_ok & (~b.last_k | k_ok)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
         step = agen.beats.valid & agen.beats.ready
 
@@ -118,7 +118,8 @@ class MatmulIssue(wiring.Component):
             return Mux(self.w_clear, n == 0, Mux(self.w_inc, wc1 >= n, self.wcount >= n))
         need_step, need_nt = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
         m.d.comb += [need_step.eq(need + dep_step), need_nt.eq(nt_need + nt_step)]
-        m.d.sync += dep_ok.eq(dep_next(need))
+        dep_nx, produced_nx = Signal(name="dep_nx"), Signal(name="produced_nx")     # next cycle's
+        m.d.comb += [dep_nx.eq(dep_next(need)), produced_nx.eq(produced)]
         # the loader and the parameter fetch see a tile pass at its handshake, the word's arrival (the
         # weight bank rules of the timing contract count from there)
         m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
@@ -129,12 +130,12 @@ class MatmulIssue(wiring.Component):
         order_nx, started_nx = Signal.like(order, name="order_nx"), Signal.like(started, name="started_nx")
         m.d.comb += [order_nx.eq(Mux(self.restart, 0, Mux(step & b.last_k, lat, Mux(order != 0, order - 1, 0)))),
                      started_nx.eq(Mux(self.restart, 0, started + self.load_start - (step & b.tile_last)))]
-        m.d.sync += [order.eq(order_nx), order_zero.eq(order_nx == 0),
-                     started.eq(started_nx), started_nz.eq(started_nx != 0)]
+        m.d.sync += [order.eq(order_nx), started.eq(started_nx), produced.eq(produced_nx),
+                     wait_ok.eq(dep_nx & (started_nx != 0)), k_ok.eq(produced_nx | (order_nx == 0))]
         with m.If(step):
             m.d.sync += [tile_first.eq(b.tile_last), mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
             with m.If(b.last_k):
-                m.d.sync += produced.eq(1)
+                m.d.comb += produced_nx.eq(1)
             with m.If(b.tile_last):
                 m.d.sync += [tpar.eq(~tpar), kt_first.eq(b.last_k)]
                 with m.If(b.last_k):
@@ -144,11 +145,14 @@ class MatmulIssue(wiring.Component):
                 with m.Else():
                     m.d.sync += tap.eq(0)
                     with m.If(cwi + 1 < kcw_k):
-                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need_step), dep_ok.eq(dep_next(need_step))]
+                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need_step)]
+                        m.d.comb += dep_nx.eq(dep_next(need_step))
                     with m.Elif(b.nt + 1 == n_tiles):
-                        m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base), dep_ok.eq(dep_next(dep_base))]
+                        m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base)]
+                        m.d.comb += dep_nx.eq(dep_next(dep_base))
                     with m.Else():
-                        m.d.sync += [cwi.eq(0), need.eq(need_nt), nt_need.eq(need_nt), dep_ok.eq(dep_next(need_nt))]
+                        m.d.sync += [cwi.eq(0), need.eq(need_nt), nt_need.eq(need_nt)]
+                        m.d.comb += dep_nx.eq(dep_next(need_nt))
 
         # the read (address this cycle, word ``SPAD_READ_LATENCY`` cycles later), then the issue register
         s0 = Signal(data.StructLayout({"valid": 1, "pad": 1, "zp": signed(16), "m": unsigned(16), "first": 1,
@@ -181,8 +185,8 @@ class MatmulIssue(wiring.Component):
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
         with m.If(accept):
             m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
-                         dep_ok.eq(dep_next(d.dep_base)),
-                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0)]
+                         tile_first.eq(1), kt_first.eq(1), mrow.eq(0)]
+            m.d.comb += [dep_nx.eq(dep_next(d.dep_base)), produced_nx.eq(0)]
         with m.If(self.restart):
             m.d.sync += [tpar.eq(0), gpar.eq(0)]
         return m
