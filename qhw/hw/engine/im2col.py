@@ -54,15 +54,22 @@ class Im2colAgen(wiring.Component):
     it is taken (``fetch.ahead``), so the accept forms one product of registers, not two chained.
     """
 
-    def __init__(self, *, settled: bool = False):
-        if not isinstance(settled, bool):
-            raise ConfigError(f"settled must be a bool, not {settled!r}")
-        self.settled = settled
-        super().__init__({
+    def __init__(self, *, settled: bool = False, ready_copy: bool = False):
+        for name, v in (("settled", settled), ("ready_copy", ready_copy)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{name} must be a bool, not {v!r}")
+        self.settled, self.ready_copy = settled, ready_copy
+        ports = {
             "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
             "beats": Out(stream.Signature(beat_layout())),
             "busy": Out(1),
-        })
+        }
+        if ready_copy:
+            # the consumer's own copy of ``beats.ready`` (from its replica registers) for ``desc.ready``
+            # alone, and this unit's copy of ``beats.payload.last_k`` to form it: the step's fan-out and
+            # the accept's start from different flip-flops
+            ports.update({"ready_r": In(1), "last_k_r": Out(1)})
+        super().__init__(ports)
 
     @property
     def latency(self) -> int:
@@ -200,7 +207,11 @@ class Im2colAgen(wiring.Component):
         # a new descriptor: idle, or with the last beat of the running one
         last_r = (copy["last_m"] & copy["last_kx"] & copy["last_ky"] & copy["last_cwi"] & copy["last_nt"]
                   & copy["last_chunk"])
-        m.d.comb += self.desc.ready.eq(~run_r | (self.beats.ready & last_r))
+        ready = self.beats.ready
+        if self.ready_copy:
+            ready = self.ready_r
+            m.d.comb += self.last_k_r.eq(copy["last_kx"] & copy["last_ky"] & copy["last_cwi"])
+        m.d.comb += self.desc.ready.eq(~run_r | (ready & last_r))
         # the descriptor's constants load whenever one could be taken (idle, or the last beat), taken or not
         # (when not, ``run`` falls and nothing reads them), so their enable is ``desc.ready``, not the accept:
         # the accept's fan-out is the loop state's alone

@@ -24,6 +24,7 @@ from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
 from ..logic_mul import logic_mul
+from ..replica import replica
 from ..skew import delayed
 from .fetch import INDEX_BITS, ahead
 from .im2col import ADDR_BITS, Im2colAgen
@@ -52,7 +53,7 @@ class MatmulIssue(wiring.Component):
 
     def __init__(self, *, config: ArrayConfig, settled: bool = False):
         self.config = check_config(config)
-        self.agen = Im2colAgen(settled=settled)      # checks ``settled``
+        self.agen = Im2colAgen(settled=settled, ready_copy=True)      # checks ``settled``
         self.settled = settled
         R = config.rows
         super().__init__({
@@ -104,9 +105,14 @@ class MatmulIssue(wiring.Component):
         # ``(wcount >= need) & (started != 0)`` and ``k_ok`` = ``produced | (order == 0)``, so the accept and
         # the step (which enable every loop register) are one LUT of flip-flops, not behind the dependence
         # compare's carry chain
-        wait_ok, k_ok = Signal(), Signal(init=1)
+        wait_ok, k_ok = Signal(name="wait_ok"), Signal(init=1, name="k_ok")
         ok = wait_ok & (~b.last_k | k_ok)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
+        # the same gate from replica registers (``qhw.hw.replica``) for the generator's ``desc.ready`` (the
+        # read side's accept): the originals fan out to the step's loop registers only
+        tile_first_r, wait_ok_r, k_ok_r = (replica(v, name=f"{n}_r") for v, n in ((tile_first, "tile_first"),
+                                                                                (wait_ok, "wait_ok"), (k_ok, "k_ok")))
+        m.d.comb += agen.ready_r.eq(~tile_first_r | (wait_ok_r & (~agen.last_k_r | k_ok_r)))
         step = agen.beats.valid & agen.beats.ready
 
         # ``wcount`` next cycle is ``wcount + w_inc`` (0 on ``w_clear``): each candidate for the next ``need``
@@ -130,10 +136,12 @@ class MatmulIssue(wiring.Component):
         order_nx, started_nx = Signal.like(order, name="order_nx"), Signal.like(started, name="started_nx")
         m.d.comb += [order_nx.eq(Mux(self.restart, 0, Mux(step & b.last_k, lat, Mux(order != 0, order - 1, 0)))),
                      started_nx.eq(Mux(self.restart, 0, started + self.load_start - (step & b.tile_last)))]
-        m.d.sync += [order.eq(order_nx), started.eq(started_nx), produced.eq(produced_nx),
-                     wait_ok.eq(dep_nx & (started_nx != 0)), k_ok.eq(produced_nx | (order_nx == 0))]
+        m.d.sync += [order.eq(order_nx), started.eq(started_nx), produced.eq(produced_nx)]
+        m.d.sync += [f.eq(dep_nx & (started_nx != 0)) for f in (wait_ok, wait_ok_r)]
+        m.d.sync += [f.eq(produced_nx | (order_nx == 0)) for f in (k_ok, k_ok_r)]
         with m.If(step):
-            m.d.sync += [tile_first.eq(b.tile_last), mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
+            m.d.sync += [tile_first.eq(b.tile_last), tile_first_r.eq(b.tile_last),
+                         mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
             with m.If(b.last_k):
                 m.d.comb += produced_nx.eq(1)
             with m.If(b.tile_last):
@@ -185,7 +193,7 @@ class MatmulIssue(wiring.Component):
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
         with m.If(accept):
             m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
-                         tile_first.eq(1), kt_first.eq(1), mrow.eq(0)]
+                         tile_first.eq(1), tile_first_r.eq(1), kt_first.eq(1), mrow.eq(0)]
             m.d.comb += [dep_nx.eq(dep_next(d.dep_base)), produced_nx.eq(0)]
         with m.If(self.restart):
             m.d.sync += [tpar.eq(0), gpar.eq(0)]
