@@ -92,7 +92,7 @@ class MatmulIssue(wiring.Component):
         # loop state of the tile being issued
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
         need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
-        tile_first, kt_first, produced = Signal(init=1), Signal(init=1), Signal()
+        tile_first, kt_first, produced = replica(Signal(init=1), name="tile_first"), Signal(init=1), Signal()
         tpar, gpar = Signal(), Signal()            # weight bank (tile parity), parameter bank (group parity)
         mrow = Signal(unsigned(16))                # beat of the tile (the accumulator row)
         order = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))   # cycles until the order rule holds
@@ -105,7 +105,8 @@ class MatmulIssue(wiring.Component):
         # ``(wcount >= need) & (started != 0)`` and ``k_ok`` = ``produced | (order == 0)``, so the accept and
         # the step (which enable every loop register) are one LUT of flip-flops, not behind the dependence
         # compare's carry chain
-        wait_ok, k_ok = Signal(name="wait_ok"), Signal(init=1, name="k_ok")
+        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
+        wait_ok, k_ok = replica(Signal(), name="wait_ok"), replica(Signal(init=1), name="k_ok")
         ok = wait_ok & (~b.last_k | k_ok)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
         # the same gate from replica registers (``qhw.hw.replica``) for the generator's ``desc.ready`` (the
