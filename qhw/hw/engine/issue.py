@@ -192,10 +192,23 @@ class MatmulIssue(wiring.Component):
                          self.index.eq(self.desc.payload.index),
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
+        # the accept's dependence test: settled, the three cases of the counter's step (as ``dep_next``) are
+        # registers a cycle ahead (the offered descriptor and ``wcount`` are then this cycle's), so the
+        # accept only selects (Yosys's ``opt_share`` turns compares under a mux into one compare of muxed
+        # operands, which put the accept in front of a carry chain)
+        if self.settled:
+            wcount_nx = Signal(unsigned(COUNT_BITS), name="wcount_nx")
+            m.d.comb += wcount_nx.eq(Mux(self.w_clear, 0, self.wcount + self.w_inc))
+            base_zero, base_ge0, base_ge1 = (Signal(name=n) for n in ("base_zero", "base_ge0", "base_ge1"))
+            m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(wcount_nx >= d.dep_base),
+                         base_ge1.eq(((wcount_nx + 1)[:COUNT_BITS]) >= d.dep_base)]
+            acc_dep = Mux(self.w_clear, base_zero, Mux(self.w_inc, base_ge1, base_ge0))
+        else:
+            acc_dep = dep_next(d.dep_base)
         with m.If(accept):
             m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
                          tile_first.eq(1), tile_first_r.eq(1), kt_first.eq(1), mrow.eq(0)]
-            m.d.comb += [dep_nx.eq(dep_next(d.dep_base)), produced_nx.eq(0)]
+            m.d.comb += [dep_nx.eq(acc_dep), produced_nx.eq(0)]
         with m.If(self.restart):
             m.d.sync += [tpar.eq(0), gpar.eq(0)]
         return m
