@@ -52,6 +52,8 @@ class Im2colAgen(wiring.Component):
     descriptors' beats follow each other with no gap (the timing contract's back-to-back tiles).
     The ISA's field widths are built. ``settled``: every descriptor is offered at least a cycle before
     it is taken (``fetch.ahead``), so the accept forms one product of registers, not two chained.
+    ``ready_copy``: ``desc.ready`` reads the consumer's copy of ``beats.ready`` (port ``ready_r``, formed
+    from its replica registers and this unit's ``last_k_r``) instead of ``beats.ready`` itself.
     """
 
     def __init__(self, *, settled: bool = False, ready_copy: bool = False):

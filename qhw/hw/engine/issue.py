@@ -7,6 +7,8 @@ writes done before this cycle) reaches the plane's dependence count ``dep_base +
 tile's load in an earlier cycle (a tile started and not yet issued, counted here from ``load_start``:
 the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
 result beat's pool latency has passed (writes stay in order).
+The three tests are registered flags (``wait_ok``, ``k_ok``), formed a cycle ahead from the write
+counter's next step (``w_inc``, ``w_clear``) and the loop's next state.
 The word is read (the address is this cycle: the trace's ``issue``; the word comes ``SPAD_READ_LATENCY``
 cycles later, the beat's handshake in the timing contract), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
