@@ -6,6 +6,11 @@ Yosys merges flip-flops that have the same inputs (``opt_merge``), which undoes 
 set the critical path), and nextpnr does not replicate registers. A signal made by ``replica`` carries
 ``REPLICA_ATTR``; qhw's Yosys script marks the flip-flops that drive such signals ``keep``
 (``qhw.fpga.flow.yosys_overrides``), so every copy reaches placement. Simulation is unaffected.
+
+A copy that has the same inputs as its original (``flag.eq(v), flag_r.eq(v)`` beside each other) needs
+the original made by ``replica`` too: Yosys merges a flip-flop without ``keep`` into a kept one with equal
+inputs, so the copy then drives both fan-outs (measured in session 16: every ``*_r`` copy of
+``Im2colAgen``, ``WritebackAgen`` and ``PoolAgen`` was one flip-flop with its original).
 """
 
 from __future__ import annotations

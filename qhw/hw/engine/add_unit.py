@@ -22,6 +22,7 @@ from ...contract import (
     ADD_LATENCY,
     ADD_MODES,
     ADD_MUL_STAGES,
+    CHUNK,
     MODE_CODES,
     SPAD_READ_LATENCY,
     TABLE_READ_LATENCY,
@@ -94,6 +95,27 @@ def _shift_round(m: Module, p, k, sat, *, name: str):
     return A, (a + 1) >> 1
 
 
+def _split_product(m: Module, x, m0, *, name: str):
+    """``x * M0`` (``x`` as a ``signed(len(x))`` register would hold it, ``M0`` as a 31-bit one) as a sum
+    of registered partial products, each at most 18x18 signed (one ``MULT18X18D``): ``x`` in unsigned
+    ``CHUNK``-bit chunks below a signed top one, ``M0`` in unsigned ones. Returns the sum (no register)."""
+    a, b = Signal(signed(len(Value.cast(x))), name=f"{name}_xc"), Signal(31, name=f"{name}_m0c")
+    m.d.comb += [a.eq(x), b.eq(m0)]
+    a_chunks, lo = [], 0
+    while len(a) - lo > CHUNK + 1:
+        a_chunks.append((a[lo:lo + CHUNK], lo))
+        lo += CHUNK
+    a_chunks.append((a[lo:].as_signed(), lo))
+    b_chunks = [(b[lo:lo + CHUNK], lo) for lo in range(0, len(b), CHUNK)]
+    total = 0
+    for i, (ca, sa) in enumerate(a_chunks):
+        for j, (cb, sb) in enumerate(b_chunks):
+            pp = Signal((ca * cb).shape(), name=f"{name}_pp{i}{j}")
+            m.d.sync += pp.eq(ca * cb)
+            total = total + (pp << (sa + sb))
+    return total
+
+
 def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat=31):
     """``mul_shift_single`` / ``mul_shift_tflite`` (``qhw.arith``) of ``x`` by ``(m0, shift)`` in
     ``ADD_MUL_STAGES`` registers; ``tflite`` selects the rule (a ``Const``: only that rule is built).
@@ -114,7 +136,8 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat
     build_single = not (fixed and tflite.value)
     build_tfl = not (fixed and not tflite.value)
     # 1: the multiplicand (tflite: int32 view, shifted left with int32 wrap-around), the shift decodes.
-    if pre_shift is None and build_tfl:
+    bare = not (pre_shift is None and build_tfl)     # the multiplicand is ``x`` itself
+    if not bare:
         op = Signal(signed(_X_BITS + 1), name=f"{name}_op")
         x32 = _sat(x, 32)
         left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
@@ -136,7 +159,13 @@ def mul_shift(m: Module, x, m0, shift, tflite, *, name: str, pre_shift=None, sat
         # 2: the product; 3, 4: its rounding shift by t = 31 - shift - pre_shift (k = t - 1 >= 0; a
         # shift by the product's width or more leaves its sign, which rounds to 0)
         prod = Signal(signed(len(op) + 32), name=f"{name}_prod")
-        m.d.sync += prod.eq(op * m0_1)
+        if bare:
+            # the multiplier-sized partial products of ``x`` and ``M0`` are registered in stage 1 (in
+            # place of ``op``/``M0``'s copies), their sum in stage 2: the DSP blocks and the fabric sum
+            # behind them are in different cycles (the sum was the ADD lane's path, 14.9 ns on ECP5)
+            m.d.sync += prod.eq(_split_product(m, x, m0, name=name))
+        else:
+            m.d.sync += prod.eq(op * m0_1)
         shift = Value.cast(shift)
         kmax = min(len(prod) - 1, 30 + (1 << (len(shift) - 1)))     # the most negative shift: 62 for 6 bits
         k_raw = Const(30, signed(8)) - shift - ps

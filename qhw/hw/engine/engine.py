@@ -270,13 +270,16 @@ class NetworkEngine(wiring.Component):
         settled = Signal()
         m.d.sync += settled.eq(f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
         settled2 = Signal()           # a POOL from its third: its generator's products are all ahead
+        # a POOL's dependence test, registered: ``wcount >= dep_base`` from the counter's next value and the
+        # offered descriptor, exact once ``settled2`` holds (the fetch's payload is then a cycle old)
+        pool_dep, wcount_nx = Signal(name="pool_dep"), Signal(COUNT_BITS, name="wcount_nx")
         m.d.sync += settled2.eq(settled & f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
         pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
                      issue.desc.valid.eq(f_issue.desc.valid & settled & is_mm & free),
                      pool.desc.payload.eq(pool_d),
-                     pool.desc.valid.eq(f_issue.desc.valid & settled2 & is_pool & free & (wcount >= pool_d.dep_base)),
+                     pool.desc.valid.eq(f_issue.desc.valid & settled2 & is_pool & free & pool_dep),
                      out.desc.payload.eq(out_d),
                      out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
                      add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),
@@ -362,8 +365,6 @@ class NetworkEngine(wiring.Component):
             m.d.sync += error.eq(1)
         m.d.comb += [scratch.w_en.eq(we), scratch.w_full.eq(w_full), scratch.w_addr.eq(w_addr),
                      scratch.w_lane.eq(w_lane), scratch.w_data.eq(w_data)]
-        with m.If(we):
-            m.d.sync += wcount.eq(wcount + 1)
 
         # the end of an inference: the issue side read END and everything has drained, registered (a cycle
         # after the units drained; the next inference counts from its own first beat), so the restart that
@@ -373,7 +374,10 @@ class NetworkEngine(wiring.Component):
                             & pool.desc.ready & out.idle & ~wb.busy & add.desc.ready & ~done)
         m.d.comb += restart.eq(done | load.done)
         with m.If(done):
-            m.d.sync += [running.eq(0), wcount.eq(0)]
+            m.d.sync += running.eq(0)
+        m.d.comb += wcount_nx.eq(Mux(done, 0, Mux(we, wcount + 1, wcount)))
+        m.d.sync += [wcount.eq(wcount_nx), pool_dep.eq(wcount_nx >= pool_d.dep_base)]
+        m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done)]      # the counter's next step, for the issuer
 
         # ports
         t = self.trace

@@ -52,17 +52,26 @@ class Im2colAgen(wiring.Component):
     descriptors' beats follow each other with no gap (the timing contract's back-to-back tiles).
     The ISA's field widths are built. ``settled``: every descriptor is offered at least a cycle before
     it is taken (``fetch.ahead``), so the accept forms one product of registers, not two chained.
+    ``ready_copy``: ``desc.ready`` reads the consumer's copy of ``beats.ready`` (port ``ready_r``, formed
+    from its replica registers and this unit's ``last_k_r``) instead of ``beats.ready`` itself.
     """
 
-    def __init__(self, *, settled: bool = False):
-        if not isinstance(settled, bool):
-            raise ConfigError(f"settled must be a bool, not {settled!r}")
-        self.settled = settled
-        super().__init__({
+    def __init__(self, *, settled: bool = False, ready_copy: bool = False):
+        for name, v in (("settled", settled), ("ready_copy", ready_copy)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{name} must be a bool, not {v!r}")
+        self.settled, self.ready_copy = settled, ready_copy
+        ports = {
             "desc": In(stream.Signature(descriptor_layout("MATMUL"))),
             "beats": Out(stream.Signature(beat_layout())),
             "busy": Out(1),
-        })
+        }
+        if ready_copy:
+            # the consumer's own copy of ``beats.ready`` (from its replica registers) for ``desc.ready``
+            # alone, and this unit's copy of ``beats.payload.last_k`` to form it: the step's fan-out and
+            # the accept's start from different flip-flops
+            ports.update({"ready_r": In(1), "last_k_r": Out(1)})
+        super().__init__(ports)
 
     @property
     def latency(self) -> int:
@@ -114,8 +123,9 @@ class Im2colAgen(wiring.Component):
         kw_one, kh_one, kcw_one, nt_one = (Signal(name=n) for n in ("kw_one", "kh_one", "kcw_one", "nt_one"))
         m_one, c_m_m1 = Signal(name="m_chunk_one"), Signal(signed(25), name="m_total_m1")
         chunk_one = Signal(name="chunk_one")         # the current M chunk has one pixel
+        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
         last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk = (
-            Signal(name=n) for n in ("last_m", "last_kx", "last_ky", "last_cwi", "last_nt", "last_chunk"))
+            replica(Signal(), name=n) for n in ("last_m", "last_kx", "last_ky", "last_cwi", "last_nt", "last_chunk"))
         # tile state
         nt, cwi = Signal(unsigned(12)), Signal(unsigned(8))
         ky, kx = Signal(unsigned(8)), Signal(unsigned(8))
@@ -125,7 +135,8 @@ class Im2colAgen(wiring.Component):
         # tb = rb + tap (kernel tap); each moves by one addition when its loop moves
         nb0, nb, kb, rb, tb = (Signal(off, name=n) for n in ("nb0", "nb", "kb", "rb", "tb"))
 
-        run = self.busy
+        run = replica(Signal(), name="run")
+        m.d.comb += self.busy.eq(run)
         # copies of ``run`` and of the terminal flags for ``desc.ready`` alone (``qhw.hw.replica``): the originals
         # fan out to every loop register, the copies only into the read side's accept
         flags = (last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk)
@@ -200,7 +211,11 @@ class Im2colAgen(wiring.Component):
         # a new descriptor: idle, or with the last beat of the running one
         last_r = (copy["last_m"] & copy["last_kx"] & copy["last_ky"] & copy["last_cwi"] & copy["last_nt"]
                   & copy["last_chunk"])
-        m.d.comb += self.desc.ready.eq(~run_r | (self.beats.ready & last_r))
+        ready = self.beats.ready
+        if self.ready_copy:
+            ready = self.ready_r
+            m.d.comb += self.last_k_r.eq(copy["last_kx"] & copy["last_ky"] & copy["last_cwi"])
+        m.d.comb += self.desc.ready.eq(~run_r | (ready & last_r))
         # the descriptor's constants load whenever one could be taken (idle, or the last beat), taken or not
         # (when not, ``run`` falls and nothing reads them), so their enable is ``desc.ready``, not the accept:
         # the accept's fan-out is the loop state's alone

@@ -7,6 +7,8 @@ writes done before this cycle) reaches the plane's dependence count ``dep_base +
 tile's load in an earlier cycle (a tile started and not yet issued, counted here from ``load_start``:
 the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
 result beat's pool latency has passed (writes stay in order).
+The three tests are registered flags (``wait_ok``, ``k_ok``), formed a cycle ahead from the write
+counter's next step (``w_inc``, ``w_clear``) and the loop's next state.
 The word is read (the address is this cycle: the trace's ``issue``; the word comes ``SPAD_READ_LATENCY``
 cycles later, the beat's handshake in the timing contract), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
@@ -24,6 +26,7 @@ from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
 from ..logic_mul import logic_mul
+from ..replica import replica
 from ..skew import delayed
 from .fetch import INDEX_BITS, ahead
 from .im2col import ADDR_BITS, Im2colAgen
@@ -52,13 +55,13 @@ class MatmulIssue(wiring.Component):
 
     def __init__(self, *, config: ArrayConfig, settled: bool = False):
         self.config = check_config(config)
-        self.agen = Im2colAgen(settled=settled)      # checks ``settled``
+        self.agen = Im2colAgen(settled=settled, ready_copy=True)      # checks ``settled``
         self.settled = settled
         R = config.rows
         super().__init__({
             "desc": In(stream.Signature(matmul_desc_layout())),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
-            "wcount": In(COUNT_BITS), "load_start": In(1), "restart": In(1),
+            "wcount": In(COUNT_BITS), "w_inc": In(1), "w_clear": In(1), "load_start": In(1), "restart": In(1),
             "a_in": Out(data.ArrayLayout(signed(8), R)), "bank_in": Out(1),
             "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
             "tile_done": Out(1), "group_done": Out(1), "finishing": Out(1), "busy": Out(1),
@@ -91,7 +94,7 @@ class MatmulIssue(wiring.Component):
         # loop state of the tile being issued
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
         need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
-        tile_first, kt_first, produced = Signal(init=1), Signal(init=1), Signal()
+        tile_first, kt_first, produced = replica(Signal(init=1), name="tile_first"), Signal(init=1), Signal()
         tpar, gpar = Signal(), Signal()            # weight bank (tile parity), parameter bank (group parity)
         mrow = Signal(unsigned(16))                # beat of the tile (the accumulator row)
         order = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))   # cycles until the order rule holds
@@ -100,9 +103,32 @@ class MatmulIssue(wiring.Component):
         # the bank it overwrites), so "loaded" is a flag, not a compare of two tile counters
         started = Signal(range(4))
         b = agen.beats.payload
-        ok = (self.wcount >= need) & (started != 0) & (~b.last_k | produced | (order == 0))
+        # the tile's first beat waits on two flags registered from the next cycle's values, ``wait_ok`` =
+        # ``(wcount >= need) & (started != 0)`` and ``k_ok`` = ``produced | (order == 0)``, so the accept and
+        # the step (which enable every loop register) are one LUT of flip-flops, not behind the dependence
+        # compare's carry chain
+        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
+        wait_ok, k_ok = replica(Signal(), name="wait_ok"), replica(Signal(init=1), name="k_ok")
+        ok = wait_ok & (~b.last_k | k_ok)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
+        # the same gate from replica registers (``qhw.hw.replica``) for the generator's ``desc.ready`` (the
+        # read side's accept): the originals fan out to the step's loop registers only
+        tile_first_r, wait_ok_r, k_ok_r = (replica(v, name=f"{n}_r") for v, n in ((tile_first, "tile_first"),
+                                                                                (wait_ok, "wait_ok"), (k_ok, "k_ok")))
+        m.d.comb += agen.ready_r.eq(~tile_first_r | (wait_ok_r & (~agen.last_k_r | k_ok_r)))
         step = agen.beats.valid & agen.beats.ready
+
+        # ``wcount`` next cycle is ``wcount + w_inc`` (0 on ``w_clear``): each candidate for the next ``need``
+        # is compared with both, a cycle ahead, beside the step that picks it
+        wc1 = Signal(unsigned(COUNT_BITS), name="wcount_p1")
+        m.d.comb += wc1.eq(self.wcount + 1)
+
+        def dep_next(n):
+            return Mux(self.w_clear, n == 0, Mux(self.w_inc, wc1 >= n, self.wcount >= n))
+        need_step, need_nt = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
+        m.d.comb += [need_step.eq(need + dep_step), need_nt.eq(nt_need + nt_step)]
+        dep_nx, produced_nx = Signal(name="dep_nx"), Signal(name="produced_nx")     # next cycle's
+        m.d.comb += [dep_nx.eq(dep_next(need)), produced_nx.eq(produced)]
         # the loader and the parameter fetch see a tile pass at its handshake, the word's arrival (the
         # weight bank rules of the timing contract count from there)
         m.d.comb += [self.r_addr.eq(b.addr), self.r_en.eq(step), self.finishing.eq(step & b.last),
@@ -110,13 +136,17 @@ class MatmulIssue(wiring.Component):
                      self.group_done.eq(delayed(m, step & b.tile_last & b.last_k, SPAD_READ_LATENCY - 1,
                                                 name="group_done"))]
 
-        with m.If(order != 0):
-            m.d.sync += order.eq(order - 1)
-        m.d.sync += started.eq(started + self.load_start - (step & b.tile_last))
+        order_nx, started_nx = Signal.like(order, name="order_nx"), Signal.like(started, name="started_nx")
+        m.d.comb += [order_nx.eq(Mux(self.restart, 0, Mux(step & b.last_k, lat, Mux(order != 0, order - 1, 0)))),
+                     started_nx.eq(Mux(self.restart, 0, started + self.load_start - (step & b.tile_last)))]
+        m.d.sync += [order.eq(order_nx), started.eq(started_nx), produced.eq(produced_nx)]
+        m.d.sync += [f.eq(dep_nx & (started_nx != 0)) for f in (wait_ok, wait_ok_r)]
+        m.d.sync += [f.eq(produced_nx | (order_nx == 0)) for f in (k_ok, k_ok_r)]
         with m.If(step):
-            m.d.sync += [tile_first.eq(b.tile_last), mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
+            m.d.sync += [tile_first.eq(b.tile_last), tile_first_r.eq(b.tile_last),
+                         mrow.eq(Mux(b.tile_last, 0, mrow + 1))]
             with m.If(b.last_k):
-                m.d.sync += [order.eq(lat), produced.eq(1)]
+                m.d.comb += produced_nx.eq(1)
             with m.If(b.tile_last):
                 m.d.sync += [tpar.eq(~tpar), kt_first.eq(b.last_k)]
                 with m.If(b.last_k):
@@ -126,11 +156,14 @@ class MatmulIssue(wiring.Component):
                 with m.Else():
                     m.d.sync += tap.eq(0)
                     with m.If(cwi + 1 < kcw_k):
-                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need + dep_step)]
+                        m.d.sync += [cwi.eq(cwi + 1), need.eq(need_step)]
+                        m.d.comb += dep_nx.eq(dep_next(need_step))
                     with m.Elif(b.nt + 1 == n_tiles):
                         m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base)]
+                        m.d.comb += dep_nx.eq(dep_next(dep_base))
                     with m.Else():
-                        m.d.sync += [cwi.eq(0), need.eq(nt_need + nt_step), nt_need.eq(nt_need + nt_step)]
+                        m.d.sync += [cwi.eq(0), need.eq(need_nt), nt_need.eq(need_nt)]
+                        m.d.comb += dep_nx.eq(dep_next(need_nt))
 
         # the read (address this cycle, word ``SPAD_READ_LATENCY`` cycles later), then the issue register
         s0 = Signal(data.StructLayout({"valid": 1, "pad": 1, "zp": signed(16), "m": unsigned(16), "first": 1,
@@ -161,9 +194,23 @@ class MatmulIssue(wiring.Component):
                          self.index.eq(self.desc.payload.index),
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
+        # the accept's dependence test: settled, the three cases of the counter's step (as ``dep_next``) are
+        # registers a cycle ahead (the offered descriptor and ``wcount`` are then this cycle's), so the
+        # accept only selects (Yosys's ``opt_share`` turns compares under a mux into one compare of muxed
+        # operands, which put the accept in front of a carry chain)
+        if self.settled:
+            wcount_nx = Signal(unsigned(COUNT_BITS), name="wcount_nx")
+            m.d.comb += wcount_nx.eq(Mux(self.w_clear, 0, self.wcount + self.w_inc))
+            base_zero, base_ge0, base_ge1 = (Signal(name=n) for n in ("base_zero", "base_ge0", "base_ge1"))
+            m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(wcount_nx >= d.dep_base),
+                         base_ge1.eq(((wcount_nx + 1)[:COUNT_BITS]) >= d.dep_base)]
+            acc_dep = Mux(self.w_clear, base_zero, Mux(self.w_inc, base_ge1, base_ge0))
+        else:
+            acc_dep = dep_next(d.dep_base)
         with m.If(accept):
             m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
-                         produced.eq(0), tile_first.eq(1), kt_first.eq(1), mrow.eq(0)]
+                         tile_first.eq(1), tile_first_r.eq(1), kt_first.eq(1), mrow.eq(0)]
+            m.d.comb += [dep_nx.eq(acc_dep), produced_nx.eq(0)]
         with m.If(self.restart):
-            m.d.sync += [tpar.eq(0), gpar.eq(0), order.eq(0), started.eq(0)]
+            m.d.sync += [tpar.eq(0), gpar.eq(0)]
         return m

@@ -84,19 +84,21 @@ class PoolAgen(wiring.Component):
         names = ("kx", "ky", "cw", "ox", "oy")
         m2 = {n: Signal(signed(15), name=f"{n}_bound_m2") for n in names}
         one = {n: Signal(name=f"{n}_bound_one") for n in names}
-        lf = {n: Signal(name=f"last_{n}") for n in names}
+        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
+        lf = {n: replica(Signal(), name=f"last_{n}") for n in names}
         last_kx, last_ky, last_cw, last_ox, last_oy = (lf[n] for n in names)
         # copies of the flags and of ``busy`` for ``desc.ready`` alone (``qhw.hw.replica``): the originals fan
         # out to every loop register, the copies only into the read side's accept
         lf_r = {n: replica(lf[n], name=f"last_{n}_r") for n in names}
-        busy_r = replica(self.busy, name="busy_r")
+        busy, busy_r = replica(Signal(), name="busy"), replica(Signal(), name="busy_r")
+        m.d.comb += self.busy.eq(busy)
         last_tap = last_kx & last_ky
         done = last_tap & last_cw & last_ox & last_oy
         t = self.taps.payload
         cnt = Signal(unsigned(_POOL_K * 2))          # taps averaged before this one in its window
         count = Mux((kx == 0) & (ky == 0), 0, cnt) + (inside | d.include_pad)
         m.d.comb += t.count.eq(count)
-        m.d.comb += [self.taps.valid.eq(self.busy), t.addr.eq((pix + tb)[:ADDR_BITS]),
+        m.d.comb += [self.taps.valid.eq(busy), t.addr.eq((pix + tb)[:ADDR_BITS]),
                      t.pad.eq(~inside), t.first.eq((kx == 0) & (ky == 0)), t.last.eq(last_tap),
                      t.out_addr.eq((opix + ob)[:ADDR_BITS]), t.done.eq(done)]
 
@@ -126,7 +128,7 @@ class PoolAgen(wiring.Component):
                                      pixrow.eq(pixrow + d_oy), pix.eq(pixrow + d_oy),
                                      orow.eq(orow + d_opy), opix.eq(orow + d_opy)]
                         with m.If(last_oy):
-                            m.d.sync += [self.busy.eq(0), busy_r.eq(0)]
+                            m.d.sync += [busy.eq(0), busy_r.eq(0)]
 
         done_r = lf_r["kx"] & lf_r["ky"] & lf_r["cw"] & lf_r["ox"] & lf_r["oy"]
         m.d.comb += self.desc.ready.eq(~busy_r | (self.taps.ready & done_r))
@@ -143,7 +145,7 @@ class PoolAgen(wiring.Component):
                          d_ox.eq(a_ox), d_opy.eq(a_opy),
                          oy.eq(0), ox.eq(0), cw.eq(0), ky.eq(0), kx.eq(0),
                          yb.eq(-dp.pt), xb.eq(-dp.pl), pixrow.eq(pix0), pix.eq(pix0),
-                         orow.eq(0), opix.eq(0), self.busy.eq(1), busy_r.eq(1)]
+                         orow.eq(0), opix.eq(0), busy.eq(1), busy_r.eq(1)]
             for n, bound in zip(names, (dp.kw, dp.kh, dp.cws, dp.ow, dp.oh)):
                 m.d.sync += [m2[n].eq(bound - 2), one[n].eq(bound == 1), lf[n].eq(bound == 1), lf_r[n].eq(bound == 1)]
             m.d.sync += [r.eq(dp.in_base + dp.in_cw0) for r in (cb0, cb, rb, tb)]

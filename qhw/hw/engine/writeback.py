@@ -97,11 +97,13 @@ class WritebackAgen(wiring.Component):
         chunk_end_m2, nt_m2 = Signal(signed(26), name="chunk_end_m2"), Signal(signed(14), name="nt_m2")
         nt_one, m_one, chunk_one = Signal(name="nt_one"), Signal(name="m_chunk_one"), Signal(name="chunk_one")
         m_total_m1 = Signal(signed(25), name="m_total_m1")
-        last_m, last_nt, last_chunk = Signal(name="last_m"), Signal(name="last_nt"), Signal(name="last_chunk")
+        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
+        last_m, last_nt, last_chunk = (replica(Signal(), name=n) for n in ("last_m", "last_nt", "last_chunk"))
         lane = Signal(range(R))
         woff = Signal(off)                        # (nt * cols) // rows
 
-        run = self.busy
+        run = replica(Signal(), name="run")
+        m.d.comb += self.busy.eq(run)
         # copies of ``run`` and of the flags for ``desc.ready`` alone (``qhw.hw.replica``), as in ``Im2colAgen``
         copy = {f.name: replica(f, name=f"{f.name}_r") for f in (last_m, last_nt, last_chunk)}
         run_r = replica(run, name="run_r")
