@@ -90,14 +90,41 @@ class BoardTop(Elaboratable):
         if self.uart:
             m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         m.d.comb += [link.tx_hold.eq(self.tx_hold), link.rejected.eq(self.accel.error)]
+        # A registered boundary between the link and the accelerator (on the UP5K the link's frame
+        # decode and the accelerator's handshakes met across a full chip): the frame's opcode is decoded
+        # into ``offered`` (the index of its stream, ``len(ACCEL_STREAMS)`` for none) a cycle after the
+        # link offers it, loaded only while it holds none, so each stream's ``valid`` is two flip-flops
+        # ANDed (``offered`` and the link's ``data.valid``: a frame withdrawn by the link's reset is
+        # withdrawn from the stream too); the result passes one register whose ``ready`` to the output
+        # queue is that register's emptiness. A cycle per frame and per result; a frame takes at least
+        # 10 UART bit times a byte anyway.
         frame = link.data.payload
-        for name in ACCEL_STREAMS:
+        none = len(ACCEL_STREAMS)
+        offered = Signal(range(none + 1), init=none, name="offered")
+        taken = Signal()
+        for i, name in enumerate(ACCEL_STREAMS):
             port = getattr(self.accel, name)
             width = len(port.payload.as_value())
-            m.d.comb += port.payload.eq(frame.payload[:width])
-            with m.If(frame.op == OPCODES[name]):
-                m.d.comb += [port.valid.eq(link.data.valid), link.data.ready.eq(port.ready)]
+            m.d.comb += [port.payload.eq(frame.payload[:width]), port.valid.eq((offered == i) & link.data.valid)]
+            with m.If(offered == i):
+                m.d.comb += [link.data.ready.eq(port.ready), taken.eq(port.ready & link.data.valid)]
+        with m.If(taken | link.soft_reset):
+            m.d.sync += offered.eq(none)
+        with m.Elif((offered == none) & link.data.valid), m.Switch(frame.op):
+            for i, name in enumerate(ACCEL_STREAMS):
+                with m.Case(OPCODES[name]):
+                    m.d.sync += offered.eq(i)
         out = self.accel.out
-        m.d.comb += [link.result.payload.eq(out.payload.as_value()), link.result.valid.eq(out.valid),
-                     out.ready.eq(link.result.ready)]
+        result = Signal.like(out.payload, name="result", reset_less=True)
+        result_valid = Signal(name="result_valid")
+        m.d.comb += [out.ready.eq(~result_valid), link.result.payload.eq(result.as_value()),
+                     link.result.valid.eq(result_valid)]
+        with m.If(link.soft_reset):                # a result from before the reset is dropped, as the queue's
+            m.d.sync += result_valid.eq(0)
+        with m.Elif(~result_valid):
+            m.d.sync += result_valid.eq(out.valid)
+        with m.Elif(link.result.ready):
+            m.d.sync += result_valid.eq(0)
+        with m.If(~result_valid):
+            m.d.sync += result.eq(out.payload)
         return m
