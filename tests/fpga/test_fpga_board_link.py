@@ -147,31 +147,39 @@ def test_frame_parser_resyncs_after_faults():
                       (ERRORS["unknown_opcode"], 0x77), (ERRORS["timeout"], 0)]
 
 
-def test_frame_sender_constant_payload_from_logic():
+@pytest.mark.parametrize("stall", [False, True])
+def test_frame_sender_constant_payload_from_logic(stall):
     """A frame of the ``constant`` opcode carries that payload (not the offered one) and other frames
-    their own, from a register holding only ``held`` bytes: byte for byte ``protocol.encode``."""
+    their own, from a register holding only ``held`` bytes: byte for byte ``protocol.encode``, with
+    the byte stream always ready or ready on random cycles (seed 5)."""
     info = bytes(range(40, 47))
     dut = FrameSender(max_payload=8, held=2, constant={REPLIES["info"]: info})
     frames = [(REPLIES["info"], 3, b"\xff" * 7, info), (REPLIES["result"], 4, b"\x12\x34", b"\x12\x34"),
               (REPLIES["ack"], 5, b"", b""), (REPLIES["info"], 6, bytes(7), info)]
     out = bytearray()
+    rng = np.random.default_rng(5)
 
-    async def bench(ctx):
-        ctx.set(dut.o.ready, 1)
+    async def offer(ctx):
         for op, seq, offered, _ in frames:
             ctx.set(dut.i.payload, {"op": op, "seq": seq, "len": len(offered),
                                     "payload": int.from_bytes(offered, "little")})
             ctx.set(dut.i.valid, 1)
             await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
-            for _ in range(OVERHEAD + len(offered) + 1):
-                _, _, valid, byte = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                if valid:
-                    out.append(byte)
+        await ctx.tick().repeat(4 * sum(OVERHEAD + len(o) + 2 for _, _, o, _ in frames))
+
+    async def consume(ctx):
+        while True:
+            ready = int(rng.integers(2)) if stall else 1
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, byte = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid and ready:
+                out.append(byte)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(bench)
+    sim.add_testbench(consume, background=True)
+    sim.add_testbench(offer)
     sim.run()
     assert bytes(out) == b"".join(encode(op, seq, sent) for op, seq, _, sent in frames)
 
