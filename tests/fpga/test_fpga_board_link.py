@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.sim import Simulator
 
 from qhw.fpga.board_top import BoardTop
@@ -24,6 +25,7 @@ from qhw.fpga.protocol import (
     parse_info,
 )
 from qhw.fpga.simlink import Faults, run_with_host
+from qhw.fpga.uart import UARTRx, UARTTx
 from qhw.hw.config import ArrayConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hw"))
@@ -83,6 +85,67 @@ def test_packets_follow_loader_order():
     sizes = packet_bytes(cfg)
     assert all(len(p) == sizes[n] for n, p in program_packets(case.program))
     assert fifo_depth(cfg) >= 4 * (OVERHEAD + max(sizes.values()))
+
+
+# ---------------------------------------------------------------------------- UART alone
+
+
+@pytest.mark.parametrize("divisor", [4, 7])
+def test_uart_loopback_framing_error_and_overflow(divisor):
+    """The transmitter's pin into the receiver: every byte arrives once, in order (random bytes and
+    gaps, seed 3); then a byte with a bad stop bit driven on the pin raises ``frame_error`` once and
+    delivers nothing, and a byte with ``ready`` low raises ``overflow`` once instead of ``valid``."""
+    m = Module()
+    m.submodules.tx = tx = UARTTx(divisor=divisor)
+    m.submodules.rx = rx = UARTRx(divisor=divisor)
+    loop = Signal(init=1)           # 1: the transmitter drives the receiver; 0: the testbench does
+    pin = Signal(init=1)
+    m.d.comb += rx.rx.eq(Mux(loop, tx.tx, pin))
+    rng = np.random.default_rng(3)
+    sent = [0x00, 0xFF, 0xA5, 0x5A, *(int(b) for b in rng.integers(0, 256, 12))]
+    got, events = [], []
+
+    async def watch(ctx):
+        async for _clk, _rst, valid, data, ferr, ovf in ctx.tick().sample(rx.valid, rx.data, rx.frame_error,
+                                                                        rx.overflow):
+            if valid:
+                got.append(data)
+            if ferr or ovf:
+                events.append("frame_error" if ferr else "overflow")
+
+    async def bench(ctx):
+        ctx.set(rx.ready, 1)
+        for b in sent:
+            ctx.set(tx.i.payload, b)
+            ctx.set(tx.i.valid, 1)
+            await ctx.tick().until(tx.i.ready)
+            ctx.set(tx.i.valid, 0)
+            await ctx.tick().repeat(int(rng.integers(1, 3 * divisor)))
+        await ctx.tick().repeat(12 * divisor)
+        assert got == sent and events == []
+        ctx.set(loop, 0)
+
+        async def drive(bits):
+            for bit in bits:
+                ctx.set(pin, bit)
+                await ctx.tick().repeat(divisor)
+            ctx.set(pin, 1)
+            await ctx.tick().repeat(2 * divisor)
+
+        await drive([0, *[1, 0, 1, 1, 0, 0, 1, 0], 0])         # stop bit 0
+        assert got == sent and events == ["frame_error"]
+        ctx.set(rx.ready, 0)
+        await drive([0, *[0] * 8, 1])
+        assert got == sent and events == ["frame_error", "overflow"]
+        ctx.set(rx.ready, 1)
+        await drive([0, *[1, 1, 0, 0, 1, 1, 0, 1], 1])
+        assert got == [*sent, 0xB3] and events == ["frame_error", "overflow"]
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_process(watch)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 # ---------------------------------------------------------------------------- frame parser alone
