@@ -85,18 +85,44 @@ class FrameParser(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        byte = self.i.payload
+        # The byte enters a register first (``byte``, with its tests as flags beside it), so the
+        # parser's tests start from flip-flops, not from the receive FIFO's block RAM output; the
+        # state's ``ready`` is a register too (``ready_r``, set with every state change), so a take
+        # is two flip-flops ANDed. The stage costs a cycle of latency, no throughput.
+        M = self.max_payload
+        byte, full = Signal(8, name="byte"), Signal(name="full")
+        is_sync0, is_sync1 = Signal(name="is_sync0"), Signal(name="is_sync1")
+        is_zero, is_one = Signal(name="is_zero"), Signal(name="is_one")
+        gt_lo, gt_hi, eq_hi = Signal(name="gt_lo"), Signal(name="gt_hi"), Signal(name="eq_hi")
+        ready_r = Signal(init=1, name="ready_r")        # the state takes bytes
         take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        m.d.comb += [self.i.ready.eq(~full | ready_r), take.eq(full & ready_r)]
+        with m.If(self.i.valid & self.i.ready):
+            b = self.i.payload
+            m.d.sync += [byte.eq(b), full.eq(1), is_sync0.eq(b == SYNC[0]), is_sync1.eq(b == SYNC[1]),
+                         is_zero.eq(b == 0), is_one.eq(b == 1), gt_lo.eq(b > (M & 0xFF)),
+                         gt_hi.eq(b > (M >> 8)), eq_hi.eq(b == (M >> 8))]
+        with m.Elif(take):
+            m.d.sync += full.eq(0)
+        READY = ("HUNT", "SYNC1", "OP", "SEQ", "LEN0", "LEN1", "PAYLOAD", "CRC0", "CRC1")
+
+        def goto(state):
+            m.next = state
+            m.d.sync += ready_r.eq(state in READY)
+
         f = self.o.payload
         crc = Signal(16)
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(_crc_step(crc, byte))
         crc_zero = Signal(name="crc_zero")      # crc == 0 last cycle
         m.d.sync += crc_zero.eq(crc == 0)
-        count = Signal(range(self.max_payload + 1))
-        last = Signal()         # count + 1 == len, a cycle ahead: no compare between a byte and the state
-        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs={"ram_style": "block"})
+        count = Signal(range(M + 1))
+        rem = Signal(range(M + 1))              # payload bytes not yet taken
+        last = Signal()         # the next payload byte is the last, a cycle ahead: no compare before the state
+        # the length's tests, from the flags of its two bytes: f.len > M, == 0, == 1
+        lo_zero, lo_one, lo_gt = Signal(name="lo_zero"), Signal(name="lo_one"), Signal(name="lo_gt")
+        len_big, len_zero, len_one = Signal(name="len_big"), Signal(name="len_zero"), Signal(name="len_one")
+        m.submodules.buf = buf = Memory(shape=8, depth=M, init=[], attrs={"ram_style": "block"})
         wp, rp = buf.write_port(), buf.read_port()
         m.d.comb += [wp.addr.eq(count), wp.data.eq(byte), rp.addr.eq(self.rd_addr), self.rd_data.eq(rp.data)]
         idle = Signal(range(self.timeout + 1))
@@ -124,7 +150,7 @@ class FrameParser(wiring.Component):
             # A partial frame that stops arriving is abandoned, so the next frame is found.
             with m.If(stuck):
                 error("timeout", 0)
-                m.next = "HUNT"
+                goto("HUNT")
 
         # The opcode's tests, registers free-running on ``f.op``/``f.len``: those are fixed from LEN1
         # on, at least four cycles before CHECK reads the tests.
@@ -143,69 +169,70 @@ class FrameParser(wiring.Component):
 
         with m.FSM(name="parser"):
             with m.State("HUNT"):
-                m.d.comb += [self.i.ready.eq(1), hunting.eq(1)]
-                with m.If(take & (byte == SYNC[0])):
-                    m.next = "SYNC1"
+                m.d.comb += hunting.eq(1)
+                with m.If(take & is_sync0):
+                    goto("SYNC1")
             with m.State("SYNC1"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    with m.If(byte == SYNC[1]):
+                    with m.If(is_sync1):
                         m.d.sync += crc.eq(0xFFFF)
-                        m.next = "OP"
-                    with m.Elif(byte != SYNC[0]):
-                        m.next = "HUNT"
-            for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0"), ("LEN0", f.len[:8], "LEN1")):
+                        goto("OP")
+                    with m.Elif(~is_sync0):
+                        goto("HUNT")
+            for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0")):
                 with m.State(state):
-                    m.d.comb += self.i.ready.eq(1)
                     abandon_if_stuck()
                     with m.If(take):
                         m.d.sync += [field.eq(byte), crc.eq(crc_next)]
-                        m.next = nxt
-            with m.State("LEN1"):
-                m.d.comb += self.i.ready.eq(1)
+                        goto(nxt)
+            with m.State("LEN0"):
                 abandon_if_stuck()
                 with m.If(take):
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
-                    m.next = "LENGTH"
+                    m.d.sync += [f.len[:8].eq(byte), crc.eq(crc_next), lo_zero.eq(is_zero), lo_one.eq(is_one),
+                                 lo_gt.eq(gt_lo)]
+                    goto("LEN1")
+            with m.State("LEN1"):
+                abandon_if_stuck()
+                with m.If(take):
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0),
+                                 len_big.eq(gt_hi | (eq_hi & lo_gt)), len_zero.eq(lo_zero & is_zero),
+                                 len_one.eq(lo_one & is_zero)]
+                    goto("LENGTH")
             with m.State("LENGTH"):
-                # the length tested a cycle after its last byte, from its register: no compare behind
-                # the receive FIFO's RAM output (no byte is taken in this cycle)
-                m.d.sync += last.eq(f.len == 1)
-                with m.If(f.len > self.max_payload):
+                # the length tested a cycle after its last byte, from registers (no byte is taken)
+                m.d.sync += [last.eq(len_one), rem.eq(f.len)]
+                with m.If(len_big):
                     error("bad_length", f.op)
-                    m.next = "HUNT"
-                with m.Elif(f.len == 0):
-                    m.next = "CRC0"
+                    goto("HUNT")
+                with m.Elif(len_zero):
+                    goto("CRC0")
                 with m.Else():
-                    m.next = "PAYLOAD"
+                    goto("PAYLOAD")
             with m.State("PAYLOAD"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.comb += wp.en.eq(1)
-                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1), last.eq(count + 2 == f.len)]
+                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1), rem.eq(rem - 1), last.eq(rem == 2)]
                     with m.If(last):
-                        m.next = "CRC0"
+                        goto("CRC0")
             with m.State("CRC0"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.sync += crc.eq(crc_next)
-                    m.next = "CRC1"
+                    goto("CRC1")
             with m.State("CRC1"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.sync += crc.eq(crc_next)
-                    m.next = "CRC_ZERO"
+                    goto("CRC_ZERO")
             with m.State("CRC_ZERO"):
                 # the CRC's zero test into a register (``crc_zero``) while the frame waits a cycle
-                m.next = "CHECK"
+                goto("CHECK")
             with m.State("CHECK"):
                 # the frame checked two cycles after its last byte, from registers only: neither the
                 # CRC's XOR tree nor its zero test is in front of the error registers
-                m.next = "HUNT"
+                goto("HUNT")
                 with m.If(~crc_zero):
                     error("bad_crc", f.op)
                 with m.Elif(~known):
@@ -213,11 +240,11 @@ class FrameParser(wiring.Component):
                 with m.Elif(~length_ok):
                     error("bad_length", f.op)
                 with m.Else():
-                    m.next = "DONE"
+                    goto("DONE")
             with m.State("DONE"):
                 m.d.comb += [self.o.valid.eq(1), hunting.eq(1)]
                 with m.If(self.o.ready):
-                    m.next = "HUNT"
+                    goto("HUNT")
         return m
 
 
@@ -537,15 +564,7 @@ class HostLink(wiring.Component):
         # other payload (a result, or an error's two bytes).
         m.submodules.sender = sender = FrameSender(max_payload=self.max_payload, held=max(self.result_bytes, 2),
                                                    constant={REPLIES["info"]: self.info})
-        # A register between the receive FIFO's block RAM and the parser: the parser's byte tests
-        # (SYNC, CRC step, fields) start from a flip-flop (a cycle of latency, no throughput lost).
-        byte_q, byte_qv = Signal(8, name="rx_byte_q"), Signal(name="rx_byte_qv")
-        m.d.comb += fifo.r_en.eq(~byte_qv | parser.i.ready)
-        with m.If(fifo.r_rdy & fifo.r_en):
-            m.d.sync += [byte_q.eq(fifo.r_data), byte_qv.eq(1)]
-        with m.Elif(parser.i.ready):
-            m.d.sync += byte_qv.eq(0)
-        m.d.comb += [parser.i.payload.eq(byte_q), parser.i.valid.eq(byte_qv),
+        m.d.comb += [parser.i.payload.eq(fifo.r_data), parser.i.valid.eq(fifo.r_rdy), fifo.r_en.eq(parser.i.ready),
                      control.rx_err_valid.eq(parser.err_valid), control.rx_err_code.eq(parser.err_code),
                      control.rx_err_detail.eq(parser.err_detail),
                      parser.rd_addr.eq(control.rd_addr), control.rd_data.eq(parser.rd_data),
