@@ -9,7 +9,7 @@ platform's ``uart`` resource and default clock; with ``platform=None`` (simulati
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
 from ..errors import ConfigError
@@ -81,6 +81,14 @@ class BoardTop(Elaboratable):
         if not uart:
             self.rx_byte, self.tx_byte = self.link.rx_byte, self.link.tx_byte
 
+    def offered_lemma(self) -> list:
+        """The boundary's invariant, for the board top's proof (after ``elaborate``): at most one
+        stream is offered, and only with the link's frame behind it (``link.data.valid``)."""
+        from amaranth.hdl import Assert
+
+        o = self.offered
+        return [Assert((o & (o - 1)) == 0), Assert(~o.any() | self.link.data.valid)]
+
     def elaborate(self, platform):
         m = Module()
         connect_uart(m, platform, self)
@@ -92,28 +100,26 @@ class BoardTop(Elaboratable):
         m.d.comb += [link.tx_hold.eq(self.tx_hold), link.rejected.eq(self.accel.error)]
         # A registered boundary between the link and the accelerator (on the UP5K the link's frame
         # decode and the accelerator's handshakes met across a full chip): the frame's opcode is decoded
-        # into ``offered`` (the index of its stream, ``len(ACCEL_STREAMS)`` for none) a cycle after the
-        # link offers it, loaded only while it holds none, so each stream's ``valid`` is two flip-flops
-        # ANDed (``offered`` and the link's ``data.valid``: a frame withdrawn by the link's reset is
-        # withdrawn from the stream too); the result passes one register whose ``ready`` to the output
-        # queue is that register's emptiness. A cycle per frame and per result; a frame takes at least
-        # 10 UART bit times a byte anyway.
+        # into ``offered`` (one-hot, the stream the frame goes to) a cycle after the link offers it,
+        # loaded only while it holds none, so each stream's ``valid`` is a flip-flop. It is cleared
+        # with the link's ``data.valid`` (the frame taken, or the link's reset), so a set bit always
+        # has the link's frame behind it (``offered_lemma``, proven with the streams' rule). The
+        # result passes one register whose ``ready`` to the output queue is that register's
+        # emptiness. A cycle per frame and per result; a frame takes at least 10 UART bit times a byte.
         frame = link.data.payload
-        none = len(ACCEL_STREAMS)
-        offered = Signal(range(none + 1), init=none, name="offered")
+        offered = Signal(len(ACCEL_STREAMS), name="offered")
+        self.offered = offered
         taken = Signal()
         for i, name in enumerate(ACCEL_STREAMS):
             port = getattr(self.accel, name)
             width = len(port.payload.as_value())
-            m.d.comb += [port.payload.eq(frame.payload[:width]), port.valid.eq((offered == i) & link.data.valid)]
-            with m.If(offered == i):
-                m.d.comb += [link.data.ready.eq(port.ready), taken.eq(port.ready & link.data.valid)]
+            m.d.comb += [port.payload.eq(frame.payload[:width]), port.valid.eq(offered[i])]
+            with m.If(offered[i]):
+                m.d.comb += [link.data.ready.eq(port.ready), taken.eq(port.ready)]
         with m.If(taken | link.soft_reset):
-            m.d.sync += offered.eq(none)
-        with m.Elif((offered == none) & link.data.valid), m.Switch(frame.op):
-            for i, name in enumerate(ACCEL_STREAMS):
-                with m.Case(OPCODES[name]):
-                    m.d.sync += offered.eq(i)
+            m.d.sync += offered.eq(0)
+        with m.Elif(~offered.any() & link.data.valid):
+            m.d.sync += offered.eq(Cat(frame.op == OPCODES[name] for name in ACCEL_STREAMS))
         out = self.accel.out
         result = Signal.like(out.payload, name="result", reset_less=True)
         result_valid = Signal(name="result_valid")
