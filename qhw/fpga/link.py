@@ -59,7 +59,8 @@ class FrameParser(wiring.Component):
     valid (the network engine's load words and input beats, several per frame). A frame longer than
     ``max_payload`` is abandoned after its header (``bad_length``); a partial frame with no byte for
     ``timeout`` cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode
-    or a length that is not its opcode's is reported (``err_*`` for one cycle, the next) and dropped.
+    or a length that is not its opcode's is reported and dropped: ``err_valid`` for one cycle, with
+    ``err_code`` and ``err_detail`` (the frame's opcode; 0 for ``timeout``) valid in that cycle.
 
     The payload bytes go to a block RAM, not to ``o.payload`` (whose ``payload`` field is zero): while
     ``o.valid`` a frame's byte ``i`` is read at ``rd_addr`` = ``i``, on ``rd_data`` a cycle later (on the
