@@ -9,7 +9,7 @@ platform's ``uart`` resource and default clock; with ``platform=None`` (simulati
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
 from ..errors import ConfigError
@@ -109,21 +109,17 @@ class BoardTop(Elaboratable):
         frame = link.data.payload
         offered = Signal(len(ACCEL_STREAMS), name="offered")
         self.offered = offered
-        # Each bit is cleared by its own stream's ``ready`` (the others are clear: one-hot), so an
-        # accelerator's ``ready`` reaches one flip-flop through one LUT, not an OR of every stream's.
-        load = ~offered.any() & link.data.valid
+        taken = Signal()
         for i, name in enumerate(ACCEL_STREAMS):
             port = getattr(self.accel, name)
             width = len(port.payload.as_value())
             m.d.comb += [port.payload.eq(frame.payload[:width]), port.valid.eq(offered[i])]
             with m.If(offered[i]):
-                m.d.comb += link.data.ready.eq(port.ready)
-            with m.If(link.soft_reset):
-                m.d.sync += offered[i].eq(0)
-            with m.Elif(offered[i]):
-                m.d.sync += offered[i].eq(~port.ready)
-            with m.Elif(load):
-                m.d.sync += offered[i].eq(frame.op == OPCODES[name])
+                m.d.comb += [link.data.ready.eq(port.ready), taken.eq(port.ready)]
+        with m.If(taken | link.soft_reset):
+            m.d.sync += offered.eq(0)
+        with m.Elif(~offered.any() & link.data.valid):
+            m.d.sync += offered.eq(Cat(frame.op == OPCODES[name] for name in ACCEL_STREAMS))
         out = self.accel.out
         result = Signal.like(out.payload, name="result", reset_less=True)
         result_valid = Signal(name="result_valid")
