@@ -133,15 +133,9 @@ class FrameParser(wiring.Component):
         # FIFO's block RAM output is a path of its own, not one with the control's error registers.
         m.d.sync += self.err_valid.eq(0)
 
-        # The detail is the frame's opcode for every error that carries one (``ERROR_DETAIL``), and
-        # ``f.op`` holds from its byte until the next frame's, at least three cycles after any error
-        # is reported: it is read from ``f.op``, not copied into a register of its own.
-        carried = [ERRORS[name] for name, c in self.ERROR_DETAIL.items() if c]
-        m.d.comb += self.err_detail.eq(Mux(Cat(self.err_code == c for c in carried).any(), f.op, 0))
-
-        def error(code):
-            assert code in self.ERROR_DETAIL
-            m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code])]
+        def error(code, detail):
+            assert code in self.ERROR_DETAIL and (self.ERROR_DETAIL[code] or isinstance(detail, int) and detail == 0)
+            m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
 
         # ``idle == timeout`` as a register decided a cycle ahead: no counter compare before the errors
         at_timeout = Signal(init=self.timeout == 0)
@@ -156,7 +150,7 @@ class FrameParser(wiring.Component):
         def abandon_if_stuck():
             # A partial frame that stops arriving is abandoned, so the next frame is found.
             with m.If(stuck):
-                error("timeout")
+                error("timeout", 0)
                 goto("HUNT")
 
         # The opcode's tests, registers free-running on ``f.op``/``f.len``: those are fixed from LEN1
@@ -210,7 +204,7 @@ class FrameParser(wiring.Component):
                 # the length tested a cycle after its last byte, from registers (no byte is taken)
                 m.d.sync += [last.eq(len_one), rem.eq(f.len)]
                 with m.If(len_big):
-                    error("bad_length")
+                    error("bad_length", f.op)
                     goto("HUNT")
                 with m.Elif(len_zero):
                     goto("CRC0")
@@ -241,11 +235,11 @@ class FrameParser(wiring.Component):
                 # CRC's XOR tree nor its zero test is in front of the error registers
                 goto("HUNT")
                 with m.If(~crc_zero):
-                    error("bad_crc")
+                    error("bad_crc", f.op)
                 with m.Elif(~known):
-                    error("unknown_opcode")
+                    error("unknown_opcode", f.op)
                 with m.Elif(~length_ok):
-                    error("bad_length")
+                    error("bad_length", f.op)
                 with m.Else():
                     goto("DONE")
             with m.State("DONE"):
@@ -431,7 +425,7 @@ class LinkControl(wiring.Component):
         shifting = Signal()                 # the byte read last cycle arrives: shift it in
         copied = copying & togo_zero
         m.d.comb += self.rd_addr.eq(togo - 1)
-        with m.If(seen & in_order & ~self.data.valid & ~copying):
+        with m.If(self.rx.valid & seen & in_order & ~self.data.valid & ~copying):
             m.d.sync += [copying.eq(1), togo.eq(rx.len), togo_zero.eq(rx.len == 0)]
         with m.If(copying & ~togo_zero):
             m.d.sync += [togo.eq(togo - 1), togo_zero.eq(togo == 1)]
@@ -497,10 +491,7 @@ class LinkControl(wiring.Component):
 
         with m.If(self.data.valid & self.data.ready):
             m.d.sync += self.data.valid.eq(0)
-        # ``rx.ready`` implies ``rx.valid``: it needs ``seen`` (offered last cycle, not taken), and the
-        # parser holds a frame until it is taken, so the take is ``rx.ready`` alone (a LUT less in
-        # front of the enables below)
-        with m.If(self.rx.ready):
+        with m.If(self.rx.valid & self.rx.ready):
             with m.If(is_reset):
                 # the reset itself is the next cycle's (``soft_reset`` from a flip-flop: it fans out to
                 # every register of the payload); the link's own state is reset in that cycle too
