@@ -9,7 +9,7 @@ platform's ``uart`` resource and default clock; with ``platform=None`` (simulati
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
 from ..errors import ConfigError
@@ -81,6 +81,14 @@ class BoardTop(Elaboratable):
         if not uart:
             self.rx_byte, self.tx_byte = self.link.rx_byte, self.link.tx_byte
 
+    def offered_lemma(self) -> list:
+        """The boundary's invariant, for the board top's proof (after ``elaborate``): at most one
+        stream is offered, and only with the link's frame behind it (``link.data.valid``)."""
+        from amaranth.hdl import Assert
+
+        o = self.offered
+        return [Assert((o & (o - 1)) == 0), Assert(~o.any() | self.link.data.valid)]
+
     def elaborate(self, platform):
         m = Module()
         connect_uart(m, platform, self)
@@ -90,14 +98,39 @@ class BoardTop(Elaboratable):
         if self.uart:
             m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         m.d.comb += [link.tx_hold.eq(self.tx_hold), link.rejected.eq(self.accel.error)]
+        # A registered boundary between the link and the accelerator (on the UP5K the link's frame
+        # decode and the accelerator's handshakes met across a full chip): the frame's opcode is decoded
+        # into ``offered`` (one-hot, the stream the frame goes to) a cycle after the link offers it,
+        # loaded only while it holds none, so each stream's ``valid`` is a flip-flop. It is cleared
+        # with the link's ``data.valid`` (the frame taken, or the link's reset), so a set bit always
+        # has the link's frame behind it (``offered_lemma``, proven with the streams' rule). The
+        # result passes one register whose ``ready`` to the output queue is that register's
+        # emptiness. A cycle per frame and per result; a frame takes at least 10 UART bit times a byte.
         frame = link.data.payload
-        for name in ACCEL_STREAMS:
+        offered = Signal(len(ACCEL_STREAMS), name="offered")
+        self.offered = offered
+        taken = Signal()
+        for i, name in enumerate(ACCEL_STREAMS):
             port = getattr(self.accel, name)
             width = len(port.payload.as_value())
-            m.d.comb += port.payload.eq(frame.payload[:width])
-            with m.If(frame.op == OPCODES[name]):
-                m.d.comb += [port.valid.eq(link.data.valid), link.data.ready.eq(port.ready)]
+            m.d.comb += [port.payload.eq(frame.payload[:width]), port.valid.eq(offered[i])]
+            with m.If(offered[i]):
+                m.d.comb += [link.data.ready.eq(port.ready), taken.eq(port.ready)]
+        with m.If(taken | link.soft_reset):
+            m.d.sync += offered.eq(0)
+        with m.Elif(~offered.any() & link.data.valid):
+            m.d.sync += offered.eq(Cat(frame.op == OPCODES[name] for name in ACCEL_STREAMS))
         out = self.accel.out
-        m.d.comb += [link.result.payload.eq(out.payload.as_value()), link.result.valid.eq(out.valid),
-                     out.ready.eq(link.result.ready)]
+        result = Signal.like(out.payload, name="result", reset_less=True)
+        result_valid = Signal(name="result_valid")
+        m.d.comb += [out.ready.eq(~result_valid), link.result.payload.eq(result.as_value()),
+                     link.result.valid.eq(result_valid)]
+        with m.If(link.soft_reset):                # a result from before the reset is dropped, as the queue's
+            m.d.sync += result_valid.eq(0)
+        with m.Elif(~result_valid):
+            m.d.sync += result_valid.eq(out.valid)
+        with m.Elif(link.result.ready):
+            m.d.sync += result_valid.eq(0)
+        with m.If(~result_valid):
+            m.d.sync += result.eq(out.payload)
         return m

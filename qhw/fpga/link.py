@@ -59,12 +59,17 @@ class FrameParser(wiring.Component):
     valid (the network engine's load words and input beats, several per frame). A frame longer than
     ``max_payload`` is abandoned after its header (``bad_length``); a partial frame with no byte for
     ``timeout`` cycles is abandoned (``timeout``); a complete frame with a bad CRC, an unknown opcode
-    or a length that is not its opcode's is reported (``err_*`` for one cycle, the next) and dropped.
+    or a length that is not its opcode's is reported and dropped: ``err_valid`` for one cycle, with
+    ``err_code`` and ``err_detail`` (the frame's opcode; 0 for ``timeout``) valid in that cycle.
 
     The payload bytes go to a block RAM, not to ``o.payload`` (whose ``payload`` field is zero): while
     ``o.valid`` a frame's byte ``i`` is read at ``rd_addr`` = ``i``, on ``rd_data`` a cycle later (on the
     UP5K the frame in flip-flops was 3 % of the logic cells, for a second copy behind it).
     """
+
+    # The errors a parser reports (``err_code``), each with whether ``err_detail`` carries something
+    # (the opcode) or is always 0: ``LinkControl`` keeps a detail register only for the former.
+    ERROR_DETAIL = {"bad_crc": True, "bad_length": True, "unknown_opcode": True, "timeout": False}
 
     def __init__(self, *, lengths: dict[int, int], timeout: int, max_payload: int,
                  units: dict[int, int] | None = None):
@@ -81,16 +86,44 @@ class FrameParser(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        byte = self.i.payload
+        # The byte enters a register first (``byte``, with its tests as flags beside it), so the
+        # parser's tests start from flip-flops, not from the receive FIFO's block RAM output; the
+        # state's ``ready`` is a register too (``ready_r``, set with every state change), so a take
+        # is two flip-flops ANDed. The stage costs a cycle of latency, no throughput.
+        M = self.max_payload
+        byte, full = Signal(8, name="byte"), Signal(name="full")
+        is_sync0, is_sync1 = Signal(name="is_sync0"), Signal(name="is_sync1")
+        is_zero, is_one = Signal(name="is_zero"), Signal(name="is_one")
+        gt_lo, gt_hi, eq_hi = Signal(name="gt_lo"), Signal(name="gt_hi"), Signal(name="eq_hi")
+        ready_r = Signal(init=1, name="ready_r")        # the state takes bytes
         take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        m.d.comb += [self.i.ready.eq(~full | ready_r), take.eq(full & ready_r)]
+        with m.If(self.i.valid & self.i.ready):
+            b = self.i.payload
+            m.d.sync += [byte.eq(b), full.eq(1), is_sync0.eq(b == SYNC[0]), is_sync1.eq(b == SYNC[1]),
+                         is_zero.eq(b == 0), is_one.eq(b == 1), gt_lo.eq(b > (M & 0xFF)),
+                         gt_hi.eq(b > (M >> 8)), eq_hi.eq(b == (M >> 8))]
+        with m.Elif(take):
+            m.d.sync += full.eq(0)
+        READY = ("HUNT", "SYNC1", "OP", "SEQ", "LEN0", "LEN1", "PAYLOAD", "CRC0", "CRC1")
+
+        def goto(state):
+            m.next = state
+            m.d.sync += ready_r.eq(state in READY)
+
         f = self.o.payload
         crc = Signal(16)
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(_crc_step(crc, byte))
-        count = Signal(range(self.max_payload + 1))
-        last = Signal()         # count + 1 == len, a cycle ahead: no compare between a byte and the state
-        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs={"ram_style": "block"})
+        crc_zero = Signal(name="crc_zero")      # crc == 0 last cycle
+        m.d.sync += crc_zero.eq(crc == 0)
+        count = Signal(range(M + 1))
+        rem = Signal(range(M + 1))              # payload bytes not yet taken
+        last = Signal()         # the next payload byte is the last, a cycle ahead: no compare before the state
+        # the length's tests, from the flags of its two bytes: f.len > M, == 0, == 1
+        lo_zero, lo_one, lo_gt = Signal(name="lo_zero"), Signal(name="lo_one"), Signal(name="lo_gt")
+        len_big, len_zero, len_one = Signal(name="len_big"), Signal(name="len_zero"), Signal(name="len_one")
+        m.submodules.buf = buf = Memory(shape=8, depth=M, init=[], attrs={"ram_style": "block"})
         wp, rp = buf.write_port(), buf.read_port()
         m.d.comb += [wp.addr.eq(count), wp.data.eq(byte), rp.addr.eq(self.rd_addr), self.rd_data.eq(rp.data)]
         idle = Signal(range(self.timeout + 1))
@@ -101,6 +134,7 @@ class FrameParser(wiring.Component):
         m.d.sync += self.err_valid.eq(0)
 
         def error(code, detail):
+            assert code in self.ERROR_DETAIL and (self.ERROR_DETAIL[code] or isinstance(detail, int) and detail == 0)
             m.d.sync += [self.err_valid.eq(1), self.err_code.eq(ERRORS[code]), self.err_detail.eq(detail)]
 
         # ``idle == timeout`` as a register decided a cycle ahead: no counter compare before the errors
@@ -117,7 +151,7 @@ class FrameParser(wiring.Component):
             # A partial frame that stops arriving is abandoned, so the next frame is found.
             with m.If(stuck):
                 error("timeout", 0)
-                m.next = "HUNT"
+                goto("HUNT")
 
         # The opcode's tests, registers free-running on ``f.op``/``f.len``: those are fixed from LEN1
         # on, at least four cycles before CHECK reads the tests.
@@ -136,88 +170,98 @@ class FrameParser(wiring.Component):
 
         with m.FSM(name="parser"):
             with m.State("HUNT"):
-                m.d.comb += [self.i.ready.eq(1), hunting.eq(1)]
-                with m.If(take & (byte == SYNC[0])):
-                    m.next = "SYNC1"
+                m.d.comb += hunting.eq(1)
+                with m.If(take & is_sync0):
+                    goto("SYNC1")
             with m.State("SYNC1"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
-                    with m.If(byte == SYNC[1]):
+                    with m.If(is_sync1):
                         m.d.sync += crc.eq(0xFFFF)
-                        m.next = "OP"
-                    with m.Elif(byte != SYNC[0]):
-                        m.next = "HUNT"
-            for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0"), ("LEN0", f.len[:8], "LEN1")):
+                        goto("OP")
+                    with m.Elif(~is_sync0):
+                        goto("HUNT")
+            for state, field, nxt in (("OP", f.op, "SEQ"), ("SEQ", f.seq, "LEN0")):
                 with m.State(state):
-                    m.d.comb += self.i.ready.eq(1)
                     abandon_if_stuck()
                     with m.If(take):
                         m.d.sync += [field.eq(byte), crc.eq(crc_next)]
-                        m.next = nxt
-            with m.State("LEN1"):
-                m.d.comb += self.i.ready.eq(1)
+                        goto(nxt)
+            with m.State("LEN0"):
                 abandon_if_stuck()
                 with m.If(take):
-                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0)]
-                    m.next = "LENGTH"
+                    m.d.sync += [f.len[:8].eq(byte), crc.eq(crc_next), lo_zero.eq(is_zero), lo_one.eq(is_one),
+                                 lo_gt.eq(gt_lo)]
+                    goto("LEN1")
+            with m.State("LEN1"):
+                abandon_if_stuck()
+                with m.If(take):
+                    m.d.sync += [f.len[8:].eq(byte), crc.eq(crc_next), count.eq(0),
+                                 len_big.eq(gt_hi | (eq_hi & lo_gt)), len_zero.eq(lo_zero & is_zero),
+                                 len_one.eq(lo_one & is_zero)]
+                    goto("LENGTH")
             with m.State("LENGTH"):
-                # the length tested a cycle after its last byte, from its register: no compare behind
-                # the receive FIFO's RAM output (no byte is taken in this cycle)
-                m.d.sync += last.eq(f.len == 1)
-                with m.If(f.len > self.max_payload):
+                # the length tested a cycle after its last byte, from registers (no byte is taken)
+                m.d.sync += [last.eq(len_one), rem.eq(f.len)]
+                with m.If(len_big):
                     error("bad_length", f.op)
-                    m.next = "HUNT"
-                with m.Elif(f.len == 0):
-                    m.next = "CRC0"
+                    goto("HUNT")
+                with m.Elif(len_zero):
+                    goto("CRC0")
                 with m.Else():
-                    m.next = "PAYLOAD"
+                    goto("PAYLOAD")
             with m.State("PAYLOAD"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.comb += wp.en.eq(1)
-                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1), last.eq(count + 2 == f.len)]
+                    m.d.sync += [crc.eq(crc_next), count.eq(count + 1), rem.eq(rem - 1), last.eq(rem == 2)]
                     with m.If(last):
-                        m.next = "CRC0"
+                        goto("CRC0")
             with m.State("CRC0"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.sync += crc.eq(crc_next)
-                    m.next = "CRC1"
+                    goto("CRC1")
             with m.State("CRC1"):
-                m.d.comb += self.i.ready.eq(1)
                 abandon_if_stuck()
                 with m.If(take):
                     m.d.sync += crc.eq(crc_next)
-                    m.next = "CHECK"
+                    goto("CRC_ZERO")
+            with m.State("CRC_ZERO"):
+                # the CRC's zero test into a register (``crc_zero``) while the frame waits a cycle
+                goto("CHECK")
             with m.State("CHECK"):
-                # the frame checked a cycle after its last byte, from registers: the CRC's XOR tree
-                # behind the receive FIFO's RAM output is not in front of the checks
-                m.next = "HUNT"
-                with m.If(crc != 0):
+                # the frame checked two cycles after its last byte, from registers only: neither the
+                # CRC's XOR tree nor its zero test is in front of the error registers
+                goto("HUNT")
+                with m.If(~crc_zero):
                     error("bad_crc", f.op)
                 with m.Elif(~known):
                     error("unknown_opcode", f.op)
                 with m.Elif(~length_ok):
                     error("bad_length", f.op)
                 with m.Else():
-                    m.next = "DONE"
+                    goto("DONE")
             with m.State("DONE"):
                 m.d.comb += [self.o.valid.eq(1), hunting.eq(1)]
                 with m.If(self.o.ready):
-                    m.next = "HUNT"
+                    goto("HUNT")
         return m
 
 
 class FrameSender(wiring.Component):
     """Frames in (``len`` payload bytes of ``payload``, low byte first), bytes out with sync and CRC.
 
+    The outgoing byte ``o.payload`` is a register, loaded a cycle before it is offered (while the
+    byte before it leaves), and the CRC steps over it the cycle after it is loaded: in front of the
+    CRC's XOR tree and of the UART's shift register there is a flip-flop, not the byte multiplexer.
+    The first CRC byte waits a cycle for the last payload byte's step (one idle cycle on a byte
+    stream that is always ready; a UART takes a byte every ``10 * divisor`` cycles).
+
     ``constant`` maps an opcode whose payload never changes (the info reply) to that payload: its
-    bytes are loaded from logic into the register's low byte one at a time (a cycle ahead, so nothing
-    but that register is in front of the CRC step), and the register holds only ``held`` payload bytes
-    (default ``max_payload``; on the UP5K each register bit takes a logic cell).
+    bytes are read from a ROM (block RAM) at a counter, a byte ahead, and the frame register holds
+    only ``held`` payload bytes (default ``max_payload``; on the UP5K each register bit takes a logic
+    cell).
     """
 
     def __init__(self, *, max_payload: int, held: int | None = None, constant: dict[int, bytes] | None = None):
@@ -230,22 +274,42 @@ class FrameSender(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         f = Signal(frame_layout(self.held))
-        from_const = {op: Signal(name=f"const{op}") for op in self.constant}
         crc = Signal(16)
         left = Signal(16)
         left_one = Signal(name="left_one")      # left == 1, decided a cycle ahead
-        send = Signal()
-        m.d.comb += send.eq(self.o.valid & self.o.ready)
-        crc_next = Signal(16)
-        m.d.comb += crc_next.eq(_crc_step(crc, self.o.payload))
+        left_zero = Signal(name="left_zero")    # the frame has no payload
+        ob, ov = self.o.payload, self.o.valid
+        free = Signal()                         # ``ob`` may be loaded: empty, or leaving now
+        m.d.comb += free.eq(~ov | self.o.ready)
+        crc_due = Signal(name="crc_due")        # ``ob`` was loaded last cycle with a byte the CRC covers
+        with m.If(ov & self.o.ready):
+            m.d.sync += ov.eq(0)
+        m.d.sync += crc_due.eq(0)
+        with m.If(crc_due):
+            m.d.sync += crc.eq(_crc_step(crc, ob))
 
-        def emit(value, nxt, *, crc_it=True, then=()):
-            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(value)]
-            with m.If(send):
-                if crc_it:
-                    m.d.sync += crc.eq(crc_next)
-                m.d.sync += list(then)
+        def load(value, nxt, *, crc_it=True, when=None):
+            with m.If(free if when is None else when):
+                m.d.sync += [ob.eq(value), ov.eq(1), crc_due.eq(crc_it)]
                 m.next = nxt
+
+        # the constant payloads, one after another in a ROM read a byte ahead at ``ci``
+        from_const = {op: Signal(name=f"const{op}") for op in self.constant}
+        from_rom = Signal(name="from_rom")
+        rom_bytes, base = b"", {}
+        for op, payload in self.constant.items():
+            base[op], rom_bytes = len(rom_bytes), rom_bytes + payload
+        rom_data = Const(0, 8)
+        if rom_bytes:
+            m.submodules.rom = rom = Memory(shape=8, depth=len(rom_bytes), init=list(rom_bytes),
+                                            attrs={"ram_style": "block"})
+            rp = rom.read_port()
+            ci = Signal(range(len(rom_bytes) + 1))
+            m.d.comb += [rp.addr.eq(ci), rp.en.eq(0)]      # ``en`` is 1 unless driven
+            rom_data = rp.data
+            start = 0
+            for op, flag in from_const.items():
+                start = start | Mux(flag, base[op], 0)
 
         with m.FSM(name="sender"):
             with m.State("IDLE"):
@@ -254,46 +318,45 @@ class FrameSender(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 i = self.i.payload
                 m.d.sync += [f.op.eq(i.op), f.seq.eq(i.seq), f.len.eq(i.len), f.payload.eq(i.payload[:len(f.payload)]),
-                             crc.eq(0xFFFF), left.eq(i.len), left_one.eq(i.len == 1)]
+                             crc.eq(0xFFFF), left.eq(i.len), left_one.eq(i.len == 1), left_zero.eq(i.len == 0)]
                 m.d.sync += [flag.eq(i.op == op) for op, flag in from_const.items()]
-                for op, payload in self.constant.items():
-                    if payload:
-                        with m.If(i.op == op):
-                            m.d.sync += f.payload[:8].eq(payload[0])
+                m.d.sync += from_rom.eq(Cat(*(i.op == op for op in self.constant)).any() if self.constant else 0)
                 with m.If(self.i.valid):
                     m.next = "SYNC0"
             with m.State("SYNC0"):
-                emit(SYNC[0], "SYNC1", crc_it=False)
+                if rom_bytes:
+                    m.d.sync += ci.eq(start)
+                load(SYNC[0], "SYNC1", crc_it=False)
             with m.State("SYNC1"):
-                emit(SYNC[1], "OP", crc_it=False)
+                if rom_bytes:           # the first constant byte, read while the header leaves
+                    with m.If(free):
+                        m.d.comb += rp.en.eq(1)
+                        m.d.sync += ci.eq(ci + 1)
+                load(SYNC[1], "OP", crc_it=False)
             with m.State("OP"):
-                emit(f.op, "SEQ")
+                load(f.op, "SEQ")
             with m.State("SEQ"):
-                emit(f.seq, "LEN0")
+                load(f.seq, "LEN0")
             with m.State("LEN0"):
-                emit(f.len[:8], "LEN1")
+                load(f.len[:8], "LEN1")
             with m.State("LEN1"):
-                emit(f.len[8:], "PAYLOAD")
-                with m.If(send & (left == 0)):
+                load(f.len[8:], "PAYLOAD")
+                with m.If(free & left_zero):
                     m.next = "CRC0"
             with m.State("PAYLOAD"):
-                last = left_one
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(f.payload[:8])]
-                with m.If(send):
-                    m.d.sync += [crc.eq(crc_next), f.payload.eq(f.payload >> 8),
-                                 left.eq(left - 1), left_one.eq(left == 2)]
-                    for op, payload in self.constant.items():
-                        # the next byte, len - left + 1, chosen by the low bits of ``left``
-                        with m.If(from_const[op]), m.Switch(left[:len(payload).bit_length()]):
-                            for n in range(2, len(payload) + 1):
-                                with m.Case(n):
-                                    m.d.sync += f.payload[:8].eq(payload[len(payload) - n + 1])
-                    with m.If(last):
+                load(Mux(from_rom, rom_data, f.payload[:8]), "PAYLOAD")
+                with m.If(free):
+                    m.d.sync += [f.payload.eq(f.payload >> 8), left.eq(left - 1), left_one.eq(left == 2)]
+                    if rom_bytes:
+                        m.d.comb += rp.en.eq(1)
+                        m.d.sync += ci.eq(ci + 1)
+                    with m.If(left_one):
                         m.next = "CRC0"
             with m.State("CRC0"):
-                emit(crc[8:], "CRC1", crc_it=False)
+                # after the last payload byte's CRC step (``crc_due`` low)
+                load(crc[8:], "CRC1", crc_it=False, when=free & ~crc_due)
             with m.State("CRC1"):
-                emit(crc[:8], "IDLE", crc_it=False)
+                load(crc[:8], "IDLE", crc_it=False)
         return m
 
 
@@ -412,9 +475,10 @@ class LinkControl(wiring.Component):
             m.d.sync += [pend[ERRORS[name]].eq(1), detail[ERRORS[name]].eq(value)]
 
         with m.If(self.rx_err_valid):
-            for c in codes:
+            for name, carried in FrameParser.ERROR_DETAIL.items():      # the codes a parser reports
+                c = ERRORS[name]
                 with m.If(self.rx_err_code == c):
-                    m.d.sync += [pend[c].eq(1), detail[c].eq(self.rx_err_detail)]
+                    m.d.sync += [pend[c].eq(1), detail[c].eq(self.rx_err_detail if carried else 0)]
         with m.If(self.framing_error):
             raise_error("rx_framing", 0)
         with m.If(self.overflow):

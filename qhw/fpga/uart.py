@@ -39,30 +39,40 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.sync = FFSynchronizer(self.rx, rx, init=1)
         timer = Signal(range(self.divisor))
+        timer_zero = Signal(init=1)         # timer == 0, kept beside it (no compare in front of the outputs)
         bit = Signal(range(10))
         shreg = Signal(8)
+
+        def load(value):
+            m.d.sync += [timer.eq(value), timer_zero.eq(value == 0)]
+
+        def count():
+            m.d.sync += [timer.eq(timer - 1), timer_zero.eq(timer == 1)]
+
         with m.FSM(name="rx"):
             with m.State("IDLE"), m.If(~rx):
-                m.d.sync += timer.eq(self.divisor // 2 - 1)
+                load(self.divisor // 2 - 1)
                 m.next = "START"
             with m.State("START"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer_zero):
+                    count()
                 with m.Elif(rx):                    # glitch, not a start bit
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [timer.eq(self.divisor - 1), bit.eq(0)]
+                    load(self.divisor - 1)
+                    m.d.sync += bit.eq(0)
                     m.next = "DATA"
             with m.State("DATA"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer_zero):
+                    count()
                 with m.Else():
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), timer.eq(self.divisor - 1), bit.eq(bit + 1)]
+                    load(self.divisor - 1)
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bit.eq(bit + 1)]
                     with m.If(bit == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer_zero):
+                    count()
                 with m.Else():
                     m.d.comb += [self.data.eq(shreg), self.valid.eq(rx & self.ready), self.frame_error.eq(~rx),
                                  self.overflow.eq(rx & ~self.ready)]
@@ -81,15 +91,19 @@ class UARTTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         timer = Signal(range(self.divisor))
+        timer_zero = Signal(init=1)         # timer == 0, kept beside it
         frame = Signal(10, init=0x3FF)
         left = Signal(range(11))
-        m.d.comb += self.i.ready.eq(left == 0)
+        busy = Signal()                     # left != 0, kept beside it: ``ready`` is a flip-flop
+        m.d.comb += self.i.ready.eq(~busy)
         m.d.comb += self.tx.eq(frame[0])
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [frame.eq(Cat(0, self.i.payload, 1)), left.eq(10), timer.eq(self.divisor - 1)]
-        with m.Elif(left != 0):
-            with m.If(timer != 0):
-                m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [frame.eq(Cat(0, self.i.payload, 1)), left.eq(10), busy.eq(1),
+                         timer.eq(self.divisor - 1), timer_zero.eq(0)]
+        with m.Elif(busy):
+            with m.If(~timer_zero):
+                m.d.sync += [timer.eq(timer - 1), timer_zero.eq(timer == 1)]
             with m.Else():
-                m.d.sync += [frame.eq(Cat(frame[1:], 1)), left.eq(left - 1), timer.eq(self.divisor - 1)]
+                m.d.sync += [frame.eq(Cat(frame[1:], 1)), left.eq(left - 1), busy.eq(left != 1),
+                             timer.eq(self.divisor - 1), timer_zero.eq(0)]
         return m

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, Mux, Signal
 from amaranth_sim import run_sim
 
 from qhw.fpga.board_top import BoardTop
@@ -24,6 +25,7 @@ from qhw.fpga.protocol import (
     parse_info,
 )
 from qhw.fpga.simlink import Faults, run_with_host
+from qhw.fpga.uart import UARTRx, UARTTx
 from qhw.hw.config import ArrayConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hw"))
@@ -85,6 +87,63 @@ def test_packets_follow_loader_order():
     assert fifo_depth(cfg) >= 4 * (OVERHEAD + max(sizes.values()))
 
 
+# ---------------------------------------------------------------------------- UART alone
+
+
+@pytest.mark.parametrize("divisor", [4, 7])
+def test_uart_loopback_framing_error_and_overflow(divisor):
+    """The transmitter's pin into the receiver: every byte arrives once, in order (random bytes and
+    gaps, seed 3); then a byte with a bad stop bit driven on the pin raises ``frame_error`` once and
+    delivers nothing, and a byte with ``ready`` low raises ``overflow`` once instead of ``valid``."""
+    m = Module()
+    m.submodules.tx = tx = UARTTx(divisor=divisor)
+    m.submodules.rx = rx = UARTRx(divisor=divisor)
+    loop = Signal(init=1)           # 1: the transmitter drives the receiver; 0: the testbench does
+    pin = Signal(init=1)
+    m.d.comb += rx.rx.eq(Mux(loop, tx.tx, pin))
+    rng = np.random.default_rng(3)
+    sent = [0x00, 0xFF, 0xA5, 0x5A, *(int(b) for b in rng.integers(0, 256, 12))]
+    got, events = [], []
+
+    async def watch(ctx):
+        async for _clk, _rst, valid, data, ferr, ovf in ctx.tick().sample(rx.valid, rx.data, rx.frame_error,
+                                                                        rx.overflow):
+            if valid:
+                got.append(data)
+            if ferr or ovf:
+                events.append("frame_error" if ferr else "overflow")
+
+    async def bench(ctx):
+        ctx.set(rx.ready, 1)
+        for b in sent:
+            ctx.set(tx.i.payload, b)
+            ctx.set(tx.i.valid, 1)
+            await ctx.tick().until(tx.i.ready)
+            ctx.set(tx.i.valid, 0)
+            await ctx.tick().repeat(int(rng.integers(1, 3 * divisor)))
+        await ctx.tick().repeat(12 * divisor)
+        assert got == sent and events == []
+        ctx.set(loop, 0)
+
+        async def drive(bits):
+            for bit in bits:
+                ctx.set(pin, bit)
+                await ctx.tick().repeat(divisor)
+            ctx.set(pin, 1)
+            await ctx.tick().repeat(2 * divisor)
+
+        await drive([0, *[1, 0, 1, 1, 0, 0, 1, 0], 0])         # stop bit 0
+        assert got == sent and events == ["frame_error"]
+        ctx.set(rx.ready, 0)
+        await drive([0, *[0] * 8, 1])
+        assert got == sent and events == ["frame_error", "overflow"]
+        ctx.set(rx.ready, 1)
+        await drive([0, *[1, 1, 0, 0, 1, 1, 0, 1], 1])
+        assert got == [*sent, 0xB3] and events == ["frame_error", "overflow"]
+
+    run_sim(m, bench, processes=[watch])
+
+
 # ---------------------------------------------------------------------------- frame parser alone
 
 
@@ -142,29 +201,36 @@ def test_frame_parser_resyncs_after_faults():
                       (ERRORS["unknown_opcode"], 0x77), (ERRORS["timeout"], 0)]
 
 
-def test_frame_sender_constant_payload_from_logic():
+@pytest.mark.parametrize("stall", [False, True])
+def test_frame_sender_constant_payload_from_logic(stall):
     """A frame of the ``constant`` opcode carries that payload (not the offered one) and other frames
-    their own, from a register holding only ``held`` bytes: byte for byte ``protocol.encode``."""
+    their own, from a register holding only ``held`` bytes: byte for byte ``protocol.encode``, with
+    the byte stream always ready or ready on random cycles (seed 5)."""
     info = bytes(range(40, 47))
     dut = FrameSender(max_payload=8, held=2, constant={REPLIES["info"]: info})
     frames = [(REPLIES["info"], 3, b"\xff" * 7, info), (REPLIES["result"], 4, b"\x12\x34", b"\x12\x34"),
               (REPLIES["ack"], 5, b"", b""), (REPLIES["info"], 6, bytes(7), info)]
     out = bytearray()
+    rng = np.random.default_rng(5)
 
-    async def bench(ctx):
-        ctx.set(dut.o.ready, 1)
+    async def offer(ctx):
         for op, seq, offered, _ in frames:
             ctx.set(dut.i.payload, {"op": op, "seq": seq, "len": len(offered),
                                     "payload": int.from_bytes(offered, "little")})
             ctx.set(dut.i.valid, 1)
             await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
-            for _ in range(OVERHEAD + len(offered) + 1):
-                _, _, valid, byte = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                if valid:
-                    out.append(byte)
+        await ctx.tick().repeat(4 * sum(OVERHEAD + len(o) + 2 for _, _, o, _ in frames))
 
-    run_sim(dut, bench)
+    async def consume(ctx):
+        while True:
+            ready = int(rng.integers(2)) if stall else 1
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, byte = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid and ready:
+                out.append(byte)
+
+    run_sim(dut, offer, background=[consume])
     assert bytes(out) == b"".join(encode(op, seq, sent) for op, seq, _, sent in frames)
 
 
