@@ -21,10 +21,10 @@ from ..errors import ConfigError
 from .pe_pipelined import PipelinedMul
 from .skew import delayed
 
-__all__ = ["pipelined_product"]
+__all__ = ["operand_chunks", "pipelined_product"]
 
 
-def _chunks(value: Value) -> list[tuple[Value, int]]:
+def operand_chunks(value: Value) -> list[tuple[Value, int]]:
     """(chunk, bit offset) pairs; every chunk but a signed operand's top one is unsigned."""
     shape = value.shape()
     n = chunk_count(shape.width, shape.signed)
@@ -86,8 +86,8 @@ def pipelined_product(m: Module, a: Value, b: Value, *, addend: Value | None = N
         raise TypeError(f"b must be unsigned, not {b.shape()!r}")
     terms = []
     mul_latency = None
-    for i, (ca, sa) in enumerate(_chunks(a)):
-        for j, (cb, sb) in enumerate(_chunks(b)):
+    for i, (ca, sa) in enumerate(operand_chunks(a)):
+        for j, (cb, sb) in enumerate(operand_chunks(b)):
             mul = PipelinedMul(a_shape=ca.shape(), b_shape=cb.shape(), family="ecp5" if family == "ecp5" else None)
             mul_latency = mul.latency
             m.submodules[f"{name}_mul{i}{j}"] = mul

@@ -22,13 +22,13 @@ from ...contract import (
     ADD_LATENCY,
     ADD_MODES,
     ADD_MUL_STAGES,
-    CHUNK,
     MODE_CODES,
     SPAD_READ_LATENCY,
     TABLE_READ_LATENCY,
 )
 from ...errors import ConfigError
 from ..skew import delayed
+from ..wide_mul import operand_chunks
 from .layouts import descriptor_layout
 from .pool_agen import ADDR_BITS
 
@@ -97,19 +97,13 @@ def _shift_round(m: Module, p, k, sat, *, name: str):
 
 def _split_product(m: Module, x, m0, *, name: str):
     """``x * M0`` (``x`` as a ``signed(len(x))`` register would hold it, ``M0`` as a 31-bit one) as a sum
-    of registered partial products, each at most 18x18 signed (one ``MULT18X18D``): ``x`` in unsigned
-    ``CHUNK``-bit chunks below a signed top one, ``M0`` in unsigned ones. Returns the sum (no register)."""
+    of registered partial products, each at most 18x18 signed (one ``MULT18X18D``), both operands split
+    as ``pipelined_product`` splits them (``operand_chunks``). Returns the sum (no register)."""
     a, b = Signal(signed(len(Value.cast(x))), name=f"{name}_xc"), Signal(31, name=f"{name}_m0c")
     m.d.comb += [a.eq(x), b.eq(m0)]
-    a_chunks, lo = [], 0
-    while len(a) - lo > CHUNK + 1:
-        a_chunks.append((a[lo:lo + CHUNK], lo))
-        lo += CHUNK
-    a_chunks.append((a[lo:].as_signed(), lo))
-    b_chunks = [(b[lo:lo + CHUNK], lo) for lo in range(0, len(b), CHUNK)]
     total = 0
-    for i, (ca, sa) in enumerate(a_chunks):
-        for j, (cb, sb) in enumerate(b_chunks):
+    for i, (ca, sa) in enumerate(operand_chunks(a)):
+        for j, (cb, sb) in enumerate(operand_chunks(b)):
             pp = Signal((ca * cb).shape(), name=f"{name}_pp{i}{j}")
             m.d.sync += pp.eq(ca * cb)
             total = total + (pp << (sa + sb))
