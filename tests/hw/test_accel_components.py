@@ -6,6 +6,7 @@ Random stimuli are seeded; the seed is in the test id or the call.
 """
 
 import random
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -140,23 +141,35 @@ def test_loader_fills_a_free_bank_in_latency_cycles(k):
 # --------------------------------------------------------------------------- accumulator
 
 
+class Idle(NamedTuple):
+    """An idle cycle (``tag.valid`` 0) whose tag payload names row ``m``: an idle tag's payload is
+    arbitrary (``MatmulIssue``'s holds the next beat's row while a tile waits at its first beat)."""
+    m: int
+    first: bool = False
+    last: bool = False
+
+
 def accumulate(config, beats):
-    """Drive ``tag`` with ``beats`` (``None``: an idle cycle; else ``(m, first, last, psum)``) and each
-    psum ``array_latency`` cycles later; return the ``row`` outputs as ``(cycle, sums)``."""
+    """Drive ``tag`` with ``beats`` (``None``: an idle cycle, the payload held; ``Idle``: an idle cycle
+    with that payload; else ``(m, first, last, psum)``) and each psum ``array_latency`` cycles later;
+    return the ``row`` outputs as ``(cycle, sums)``."""
     dut = Accumulator(config=config)
     lag = config.array_latency
     rows = []
 
+    def is_beat(beat):
+        return beat is not None and not isinstance(beat, Idle)
+
     async def bench(ctx):
         for t in range(len(beats) + lag + dut.latency + 2):
             beat = beats[t] if t < len(beats) else None
-            ctx.set(dut.tag.valid, beat is not None)
+            ctx.set(dut.tag.valid, is_beat(beat))
             if beat is not None:
                 ctx.set(dut.tag.payload.m, beat[0])
                 ctx.set(dut.tag.payload.first, beat[1])
                 ctx.set(dut.tag.payload.last, beat[2])
             early = beats[t - lag] if 0 <= t - lag < len(beats) else None
-            ctx.set(dut.psum, early[3] if early is not None else [12345] * config.cols)
+            ctx.set(dut.psum, early[3] if is_beat(early) else [12345] * config.cols)
             _, _, valid, payload = await ctx.tick().sample(dut.row.valid, dut.row.payload)
             if valid:
                 rows.append((t, [payload.sum[j] for j in range(config.cols)]))
@@ -207,6 +220,42 @@ def test_accumulator_random_gaps(seed, pe):
         beats += b
         expected += e
     assert [r for _, r in accumulate(c, beats)] == expected
+
+
+# The accumulator's three forms (``Accumulator.elaborate``): the plain one (``array_latency`` < 3), the
+# one deciding its matches a cycle ahead (``array_latency`` >= 3: every ECP5-pipelined array, and generic
+# ones from 2x2), and ``area_first`` (iCE40): (rows, cols, pe) of a small config of each.
+ACC_FORMS = {"plain": (1, 2, "generic"), "early": (2, 2, "generic"), "early-ecp5": (2, 2, "ecp5-pipelined"),
+             "area-first": (2, 2, "ice40-dual")}
+
+
+@pytest.mark.parametrize("gap", [1, 2, 3, 4])
+@pytest.mark.parametrize("form", ACC_FORMS)
+def test_accumulator_idle_cycles_are_not_writes(form, gap):
+    """A K tile, ``gap`` idle cycles whose tag payload names a row of the tile (the row read next, or the
+    row of the beat before), then the next K tile (M = 1 and 2, 3 K tiles): an idle cycle writes
+    nothing, so none of the forwards may take its sum, whatever its payload. ``gap`` = 3 puts an idle
+    cycle three beats before the read of the row it names (M = 1, or the row read next): exactly the
+    write in the read's own cycle that ``forward3`` (``forward3_early``) stands in for, which its
+    ``wrote``/``w_en`` term must refuse; ``gap`` 1 and 2 do the same for ``forward1`` and ``forward2``.
+    Seeded psums (seed ``gap``)."""
+    rows, cols, pe = ACC_FORMS[form]
+    c = small(rows=rows, cols=cols, acc_depth=4, pe=pe)
+    assert (c.area_first, not c.area_first and c.array_latency >= 3) == (form == "area-first", "early" in form)
+    rng = random.Random(gap)
+    for m in (1, 2):
+        for named in ("next", "previous"):
+            beats, expected = gemm_beats(c, m, 3, rng, gap=0.0)
+            k_tiles = [beats[i:i + m] for i in range(0, len(beats), m)]
+            beats = k_tiles[0]
+            for tile in k_tiles[1:]:
+                row = tile[0][0] if named == "next" else beats[-1][0]
+                beats = beats + [Idle(row)] * gap + tile
+            rows_out = accumulate(c, beats)
+            assert [r for _, r in rows_out] == expected, (m, named)
+            last_beats = [t for t, b in enumerate(beats) if not isinstance(b, Idle) and b[2]]
+            assert [t for t, _ in rows_out] == [t + c.array_latency + Accumulator(config=c).latency
+                                                for t in last_beats], (m, named)
 
 
 # --------------------------------------------------------------------------- requantization bank
