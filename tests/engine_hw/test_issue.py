@@ -1,0 +1,244 @@
+# amaranth: UnusedElaboratable=no
+"""``MatmulIssue`` alone, in the Amaranth simulator: every descriptor's accept and every beat's read
+(``r_en``) in the cycle the timing contract gives (docs/engine.md, "Timing contract"), for write,
+weight-load and descriptor schedules chosen to land on the gate's edges: a write (``w_inc``) or a
+counter clear (``w_clear``) in the accept's own cycle or in a tile step's, a load started in the
+cycle before a tile's first read, a pooled MATMUL's result order, one-beat tiles (each read gated).
+
+The reference (``expected``) is the contract, read from the recorded inputs, not the hardware's
+registers: a descriptor is taken in the cycle it is offered, or with the previous one's last read;
+a tile's first read comes at least ``AGEN_LATENCY`` after its descriptor's accept and after the
+tile before, in the first cycle where ``wcount`` (writes done before it) reaches the plane's count
+``dep_base + (nt*cw_step + cwi)*dep_step``, a weight load started in an earlier cycle (since the last
+``restart``) is not yet used by an earlier tile, and, for the descriptor's first result-producing
+tile, the previous result-producing read is ``pool_latency + 1`` cycles old; then one beat a cycle.
+Random schedules state their seed.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth_sim import run_sim
+
+from qhw.engine.agen import k_tiles
+from qhw.engine.config import EngineConfig
+from qhw.engine.isa import POOL_AVG, POOL_MAX, POOL_NONE, Descriptor
+from qhw.hw.config import ArrayConfig
+from qhw.hw.engine.im2col import AGEN_LATENCY
+from qhw.hw.engine.issue import MatmulIssue
+from qhw.hw.engine.layouts import descriptor_const
+
+CONFIG = ArrayConfig(rows=2, cols=2, rounding=("single",))
+
+
+def matmul(*, oh=1, ow=2, kcw=1, n_tiles=1, cw_step=0, m_chunk=None, pool=POOL_NONE, dep_base=0,
+           dep_step=0) -> Descriptor:
+    """A 1x1 convolution of an ``oh`` x ``ow`` input (``M = oh*ow``), ``kcw`` channel words (K tiles),
+    ``n_tiles`` N tiles, each N tile's planes ``cw_step`` words on."""
+    pp = (n_tiles - 1) * cw_step + kcw
+    return Descriptor("MATMUL", dict(
+        in_h=oh, in_w=ow, in_pp=pp, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, oh=oh, ow=ow, kcw=kcw,
+        cw_step=cw_step, n_tiles=n_tiles, m_chunk=m_chunk or oh * ow, pool=pool, pkh=1, pkw=1,
+        dep_base=dep_base, dep_step=dep_step))
+
+
+def tiles(d: Descriptor):
+    """(beats, plane's write count, last K tile) of each tile, in the generator's loop order."""
+    m = d["oh"] * d["ow"]
+    for m0 in range(0, m, d["m_chunk"]):
+        for nt in range(d["n_tiles"]):
+            for kt in range(k_tiles(d)):
+                cwi = kt // (d["kh"] * d["kw"])
+                yield (min(m, m0 + d["m_chunk"]) - m0, d["dep_base"] + (nt * d["cw_step"] + cwi) * d["dep_step"],
+                       kt == k_tiles(d) - 1)
+
+
+def pool_latency(d: Descriptor) -> int:
+    cfg = EngineConfig(array=CONFIG)
+    return {POOL_MAX: cfg.pool_max_latency, POOL_AVG: cfg.pool_avg_latency}.get(d["pool"], 0)
+
+
+def expected(descs, rec):
+    """The contract's accept cycles and read cycles (one list per descriptor) for the recorded inputs
+    ``rec``: ``offered`` (each descriptor's first valid cycle), ``wcount``, ``load``, ``restart`` per
+    cycle."""
+    wcount, load, restart = rec["wcount"], rec["load"], rec["restart"]
+    horizon = len(wcount)
+    finished = []                   # cycles of tiles' last reads
+
+    def outstanding(t):             # loads started in (last restart, t) not yet used by a tile
+        r = max([c for c in range(t) if restart[c]], default=-1)
+        return sum(load[r + 1:t]) - sum(1 for c in finished if r < c < t)
+
+    accepts, reads = [], []
+    last_read, last_result, last_lat = None, None, 0
+    for i, d in enumerate(descs):
+        a = rec["offered"][i] if last_read is None else max(rec["offered"][i], last_read)
+        accepts.append(a)
+        t, produced, mine = a + AGEN_LATENCY, False, []
+        for n, need, last_k in tiles(d):
+            while True:
+                if t >= horizon:
+                    return accepts, reads + [mine]
+                order = (produced or not last_k or last_result is None or any(restart[last_result:t])
+                         or t >= last_result + last_lat + 1)
+                if wcount[t] >= need and outstanding(t) > 0 and order:
+                    break
+                t += 1
+            mine += range(t, t + n)
+            finished.append(t + n - 1)
+            if last_k:
+                produced, last_result, last_lat = True, t + n - 1, pool_latency(d)
+            t += n
+        last_read = t - 1
+        reads.append(mine)
+    return accepts, reads
+
+
+def run_issue(descs, *, seed=0, settled=True, writes=0.3, loads=0.5, offers=None, clears=(), wcount0=0,
+              cycles=None):
+    """Drives ``MatmulIssue`` with ``descs`` and returns (recorded inputs, accept cycles, read cycles
+    per descriptor). ``writes``, ``loads``: sets of cycles, or a probability per cycle (``random.Random(
+    seed)``; a load only while fewer than 2 are unused, as the engine's loader); ``offers``: each
+    descriptor's earliest valid cycle (default: as soon as it may be, a cycle after its payload
+    appears, the cycle after the previous accept: ``settled`` needs the payload a cycle early);
+    ``clears``: cycles of ``w_clear`` (with ``restart``, as the engine's ``done``)."""
+    dut = MatmulIssue(config=CONFIG, settled=settled)
+    rng = random.Random(seed)
+    beats = sum(n for d in descs for n, _, _ in tiles(d))
+    tile_ends = []
+    for d in descs:
+        for n, _, _ in tiles(d):
+            tile_ends.append((tile_ends[-1] if tile_ends else 0) + n)
+    cycles = cycles or 40 * beats + 200
+    rec = {"wcount": [], "load": [], "restart": [], "offered": []}
+    accepts, flat = [], []
+
+    async def bench(ctx):
+        wcount, nread, nloads, i = wcount0, 0, 0, 0
+        shown = 0                       # cycle the pending descriptor's payload appeared
+        for t in range(cycles):
+            clear = t in clears
+            w = rng.random() < writes if isinstance(writes, float) else t in writes
+            if isinstance(loads, float):    # the loader keeps at most two loads ahead of the tiles
+                ld = nloads - sum(1 for e in tile_ends if e <= nread) < 2 and rng.random() < loads
+            else:
+                ld = t in loads
+            nloads += ld
+            valid = False
+            if i < len(descs):
+                ctx.set(dut.desc.payload.d, descriptor_const(descs[i]))
+                ctx.set(dut.desc.payload.index, i)
+                earliest = offers[i] if offers is not None else 0
+                valid = t >= max(earliest, shown + (1 if settled else 0))
+                if valid and len(rec["offered"]) == i:
+                    rec["offered"].append(t)
+            ctx.set(dut.desc.valid, valid)
+            ctx.set(dut.wcount, wcount)
+            ctx.set(dut.w_inc, w)
+            ctx.set(dut.w_clear, clear)
+            ctx.set(dut.restart, clear)
+            ctx.set(dut.load_start, ld)
+            rec["wcount"].append(wcount)
+            rec["load"].append(int(ld))
+            rec["restart"].append(int(clear))
+            _, _, ready, r_en = await ctx.tick().sample(dut.desc.ready, dut.r_en)
+            if valid and ready:
+                accepts.append(t)
+                i, shown = i + 1, t + 1
+            if r_en:
+                flat.append(t)
+                nread += 1
+            wcount = 0 if clear else wcount + w
+            if nread == beats:
+                break
+        rec["wcount"].append(wcount)            # the cycle after the last read
+        rec["load"].append(0)
+        rec["restart"].append(0)
+
+    run_sim(dut, bench)
+    reads, k = [], 0
+    for d in descs:             # the reads of each descriptor, in order
+        n = sum(n for n, _, _ in tiles(d))
+        reads.append(flat[k:k + n])
+        k += n
+    return rec, accepts, reads
+
+
+def check(descs, **kw):
+    rec, accepts, reads = run_issue(descs, **kw)
+    want_accepts, want_reads = expected(descs, rec)
+    assert (accepts, reads) == (want_accepts, want_reads)
+    return accepts, reads
+
+
+@pytest.mark.parametrize("settled", [True, False])
+@pytest.mark.parametrize("write_at", [-2, -1, 0, 1, 2])
+def test_first_read_follows_a_write_in_the_accept_cycle(settled, write_at):
+    """The write a MATMUL's first tile waits for (``dep_base`` = 5, ``wcount`` 4 before it) lands
+    ``write_at`` cycles from the accept (cycle 6, weights loaded at 2): the first read is in the
+    cycle after both, so at the generator's first beat (``AGEN_LATENCY``) when the write is in the
+    accept cycle or before: the accept's dependence test counts the write of its own cycle
+    (``base_ge1``), and no earlier than the cycle after the write when it is later (``base_ge0``)."""
+    accept = 6
+    d = matmul(dep_base=5)
+    accepts, reads = check([d], writes={accept + write_at}, loads={2}, offers=[accept], wcount0=4,
+                           settled=settled)
+    assert accepts == [accept]
+    assert reads[0][0] == max(accept + AGEN_LATENCY, accept + write_at + 1)
+
+
+@pytest.mark.parametrize("settled", [True, False])
+@pytest.mark.parametrize("dep_base", [0, 1])
+def test_counter_cleared_in_the_accept_cycle(settled, dep_base):
+    """``w_clear`` (with ``restart``) in the accept's cycle: the count is 0 next cycle, so a descriptor
+    with ``dep_base`` 0 may read once a weight load starts after the restart (``base_zero``), one with
+    ``dep_base`` 1 waits for the next write, whatever the count was before (12)."""
+    accept = 4
+    d = matmul(dep_base=dep_base)
+    accepts, reads = check([d], writes={9}, loads={1, accept + 1}, offers=[accept], clears={accept}, wcount0=12,
+                           settled=settled)
+    assert reads[0][0] == (accept + 2 if dep_base == 0 else 10)
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_step_counts_a_write_in_its_cycle(settled):
+    """Two K tiles on planes 3 writes apart (``dep_step``): the second tile waits for write 3 + 3
+    after the first tile's handshake; with that write in the cycle of the first tile's last read
+    (the step), the second tile's first read is the next cycle."""
+    d = matmul(ow=2, kcw=2, dep_base=3, dep_step=3)
+    # wcount 3 from the start: the first tile reads at 2 and 3; writes at 1, 2, 3 make it 6 at cycle 4
+    accepts, reads = check([d], writes={1, 2, 3}, loads={0, 1}, offers=[1], wcount0=3, settled=settled)
+    assert reads == [[2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize("pool", [POOL_NONE, POOL_MAX, POOL_AVG])
+def test_results_stay_in_order_after_a_pooled_matmul(pool):
+    """A MATMUL with a fused pool, then one whose first tile produces results (one K tile), taken with
+    the first's last read: its first read waits ``pool_latency + 1`` cycles after the previous result
+    read; a one-beat, single-K-tile first descriptor makes every one of its reads a gated tile start."""
+    first = matmul(ow=1, n_tiles=3, pool=pool)
+    nxt = matmul(ow=2)
+    accepts, reads = check([first, nxt], writes=0.0, loads=1.0)
+    assert reads[1][0] == reads[0][-1] + pool_latency(first) + 1
+
+
+SCHEDULES = [  # (seed, descriptors, write probability, load probability)
+    (1, [matmul(ow=1, kcw=2, n_tiles=2, dep_base=2, dep_step=1), matmul(ow=1, pool=POOL_MAX, dep_base=6)], 0.3, 0.5),
+    (2, [matmul(ow=3, kcw=2, n_tiles=2, cw_step=2, dep_base=1, dep_step=2, pool=POOL_AVG),
+         matmul(ow=1, n_tiles=2, dep_base=9), matmul(ow=2, kcw=3, dep_base=12, dep_step=1)], 0.4, 0.7),
+    (3, [matmul(oh=2, ow=2, m_chunk=3, kcw=2, n_tiles=2, dep_base=4, dep_step=2, pool=POOL_MAX),
+         matmul(ow=1, kcw=1, n_tiles=4, cw_step=1, dep_base=8, dep_step=1), matmul(ow=1, dep_base=3)], 0.5, 0.4),
+    (4, [matmul(ow=1, n_tiles=2, pool=POOL_AVG), matmul(ow=1, kcw=2, dep_base=1, dep_step=1),
+         matmul(ow=1, n_tiles=3, pool=POOL_MAX, dep_base=2), matmul(ow=1)], 0.6, 0.9),
+]
+
+
+@pytest.mark.parametrize("settled", [True, False])
+@pytest.mark.parametrize("seed,descs,p_write,p_load", SCHEDULES, ids=[f"seed{s[0]}" for s in SCHEDULES])
+def test_random_schedules(seed, descs, p_write, p_load, settled):
+    """Random writes and loads (``random.Random(seed)``), descriptors offered as soon as they may be:
+    every accept and read where the contract puts it."""
+    check(descs, seed=seed, writes=p_write, loads=p_load, settled=settled)
