@@ -97,14 +97,16 @@ def expected(descs, rec):
     return accepts, reads
 
 
-def run_issue(descs, *, seed=0, settled=True, writes=0.3, loads=0.5, offers=None, clears=(), wcount0=0,
-              cycles=None):
+def run_issue(descs, *, seed=0, settled=True, writes=0.3, loads=0.5, offers=None, clears=(), restarts=None,
+              wcount0=0, cycles=None):
     """Drives ``MatmulIssue`` with ``descs`` and returns (recorded inputs, accept cycles, read cycles
     per descriptor). ``writes``, ``loads``: sets of cycles, or a probability per cycle (``random.Random(
     seed)``; a load only while fewer than 2 are unused, as the engine's loader); ``offers``: each
     descriptor's earliest valid cycle (default: as soon as it may be, a cycle after its payload
     appears, the cycle after the previous accept: ``settled`` needs the payload a cycle early);
-    ``clears``: cycles of ``w_clear`` (with ``restart``, as the engine's ``done``)."""
+    ``clears``: cycles of ``w_clear``; ``restarts``: of ``restart`` (default ``clears``: the engine's ``done``
+    is both)."""
+    restarts = clears if restarts is None else restarts
     dut = MatmulIssue(config=CONFIG, settled=settled)
     rng = random.Random(seed)
     beats = sum(n for d in descs for n, _, _ in tiles(d))
@@ -139,11 +141,11 @@ def run_issue(descs, *, seed=0, settled=True, writes=0.3, loads=0.5, offers=None
             ctx.set(dut.wcount, wcount)
             ctx.set(dut.w_inc, w)
             ctx.set(dut.w_clear, clear)
-            ctx.set(dut.restart, clear)
+            ctx.set(dut.restart, t in restarts)
             ctx.set(dut.load_start, ld)
             rec["wcount"].append(wcount)
             rec["load"].append(int(ld))
-            rec["restart"].append(int(clear))
+            rec["restart"].append(int(t in restarts))
             _, _, ready, r_en = await ctx.tick().sample(dut.desc.ready, dut.r_en)
             if valid and ready:
                 accepts.append(t)
@@ -175,32 +177,51 @@ def check(descs, **kw):
 
 
 @pytest.mark.parametrize("settled", [True, False])
-@pytest.mark.parametrize("write_at", [-2, -1, 0, 1, 2])
-def test_first_read_follows_a_write_in_the_accept_cycle(settled, write_at):
-    """The write a MATMUL's first tile waits for (``dep_base`` = 5, ``wcount`` 4 before it) lands
-    ``write_at`` cycles from the accept (cycle 6, weights loaded at 2): the first read is in the
-    cycle after both, so at the generator's first beat (``AGEN_LATENCY``) when the write is in the
-    accept cycle or before: the accept's dependence test counts the write of its own cycle
-    (``base_ge1``), and no earlier than the cycle after the write when it is later (``base_ge0``)."""
+@pytest.mark.parametrize("write_at", [(-2,), (-1,), (0,), (1,), (2,), (-1, 0), (0, 1), (0, 2)],
+                         ids=lambda w: ",".join(map(str, w)))
+def test_first_read_follows_writes_around_the_accept(settled, write_at):
+    """The writes a MATMUL's first tile waits for (``dep_base`` = 4 + their number, ``wcount`` 4 before
+    them) land ``write_at`` cycles from the accept (cycle 6, weights loaded at 2): the first read is in
+    the cycle after the last of them, and at the generator's first beat (``AGEN_LATENCY``) when that
+    is in the accept cycle or before. The accept's dependence test counts the write of its own cycle
+    (``base_ge1``: (0,), (-1, 0)), and no write that is not there ((1,), (0, 1), (0, 2): ``base_ge0``, and
+    ``base_ge1`` one write short)."""
     accept = 6
-    d = matmul(dep_base=5)
-    accepts, reads = check([d], writes={accept + write_at}, loads={2}, offers=[accept], wcount0=4,
+    d = matmul(dep_base=4 + len(write_at))
+    accepts, reads = check([d], writes={accept + w for w in write_at}, loads={2}, offers=[accept], wcount0=4,
                            settled=settled)
     assert accepts == [accept]
-    assert reads[0][0] == max(accept + AGEN_LATENCY, accept + write_at + 1)
+    assert reads[0][0] == max(accept + AGEN_LATENCY, accept + max(write_at) + 1)
 
 
 @pytest.mark.parametrize("settled", [True, False])
 @pytest.mark.parametrize("dep_base", [0, 1])
 def test_counter_cleared_in_the_accept_cycle(settled, dep_base):
-    """``w_clear`` (with ``restart``) in the accept's cycle: the count is 0 next cycle, so a descriptor
-    with ``dep_base`` 0 may read once a weight load starts after the restart (``base_zero``), one with
-    ``dep_base`` 1 waits for the next write, whatever the count was before (12)."""
+    """``w_clear`` with ``restart`` (the engine's ``done``) in the accept's cycle: the count is 0 next
+    cycle, so a descriptor with ``dep_base`` 0 may read once a weight load starts after the restart,
+    one with ``dep_base`` 1 waits for the next write, whatever the count was before (12)."""
     accept = 4
     d = matmul(dep_base=dep_base)
     accepts, reads = check([d], writes={9}, loads={1, accept + 1}, offers=[accept], clears={accept}, wcount0=12,
                            settled=settled)
     assert reads[0][0] == (accept + 2 if dep_base == 0 else 10)
+
+
+@pytest.mark.parametrize("settled", [True, False])
+@pytest.mark.parametrize("dep_base", [0, 1])
+@pytest.mark.parametrize("at", ["accept", "step"])
+def test_counter_cleared_alone(settled, dep_base, at):
+    """``w_clear`` without ``restart`` (the unit's ports allow it; the engine pairs them, and the restart's
+    cleared load count then holds the first tile back whatever the dependence test says), in the accept's
+    cycle or in the first tile's last read (the step): the dependence counts from 0 (``base_zero``, and
+    ``dep_next``'s clear case), so a plane at count 0 goes on and one at 1 waits for the next write (12)."""
+    d = matmul(ow=2, kcw=2, dep_base=dep_base, dep_step=0)
+    clear = 4 if at == "accept" else 6
+    accepts, reads = check([d], writes={11}, loads={1, 2}, offers=[4], clears={clear}, restarts=(), wcount0=9,
+                           settled=settled)
+    first = [5, 6] if at == "accept" and dep_base == 0 else [12, 13] if at == "accept" else [5, 6]
+    assert reads[0][:2] == first
+    assert reads[0][2] == (first[1] + 1 if dep_base == 0 else max(first[1] + 1, 12))
 
 
 @pytest.mark.parametrize("settled", [True, False])
