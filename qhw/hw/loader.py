@@ -148,10 +148,15 @@ class Loader(wiring.Component):
         # to every PE, so no logic may sit between them and the weight registers.
         write = Signal()
         zero = Signal()
-        # (ECP5) ``row == R - 1`` as a register decided a cycle ahead, and the tile end's updates
-        # selected last (below): from the state register through the tile end's fan-out and the
+        # ``row == R - 1`` as a register decided a cycle ahead. ECP5: the tile end's updates are
+        # also selected last (below): from the state register through the tile end's fan-out and the
         # mux trees behind it the loader's ``busy``/``last_n``/``n_left`` were 4-5 LUT levels.
-        row_last = None if c.area_first else Signal(name="row_last", init=R == 1)
+        # iCE40 (``area_first``): the register alone, in the ``If`` form (the UP5K board top's late
+        # path went ``weights.valid`` -> ``write`` -> the row decode -> ``last_k`` -> ``n_left``'s enable).
+        row_last = Signal(name="row_last", init=R == 1)
+        if c.area_first:
+            with m.If(~run):
+                m.d.sync += row_last.eq(R == 1)
         m.d.sync += [self.w_bank.eq(bank), self.w_we.eq(Const(0, R) | (write << row)),
                      self.w_data.eq(Mux(zero, 0, self.weights.payload.as_value()))]
         with m.FSM(name="loader"):
@@ -176,11 +181,15 @@ class Loader(wiring.Component):
                 walk = steps()
                 with m.If(write):
                     m.d.sync += assign(walk.advance)
-                    with m.If(row == R - 1 if row_last is None else row_last):
+                    if c.area_first:
+                        m.d.sync += row_last.eq(row == R - 2)
+                    with m.If(row_last):
                         m.d.sync += assign(walk.tile)
+                        if c.area_first:
+                            m.d.sync += row_last.eq(R == 1)
                         k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
                         m.next = "WAIT"
-        if row_last is not None:
+        if not c.area_first:
             # Override the FSM's K and N walk with the same steps, a row's ``write`` selecting last
             # (it is only ever set in ROWS, so ``run`` is high with it); the row, its zero fill and
             # the bank stay the FSM's.
