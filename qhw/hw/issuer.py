@@ -120,7 +120,7 @@ class Issuer(wiring.Component):
         outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
         may_produce = Signal(init=1)
         credit = may_produce
-        credit_next = None          # (iCE40) ``credit``'s next value, for the registered ``act.ready``
+        gap_zero_after = None       # (iCE40) ``gap_zero``'s next value, given whether this cycle pushes
         if c.requant_passes > 1:
             # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
             gap = Signal(range(c.requant_passes))
@@ -132,16 +132,15 @@ class Issuer(wiring.Component):
                 with m.Elif(gap != 0):
                     m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
             else:
-                gap_zero_next = Signal()
-                credit_next = gap_zero_next
-                m.d.comb += gap_zero_next.eq(gap_zero)
-                m.d.sync += gap_zero.eq(gap_zero_next)
-                with m.If(self.act.valid & self.act.ready & last_k):
+                def gap_zero_after(push):
+                    return Mux(push, 0, Mux(gap != 0, gap == 1, gap_zero))
+
+                push = self.act.valid & self.act.ready & last_k
+                m.d.sync += gap_zero.eq(gap_zero_after(push))
+                with m.If(push):
                     m.d.sync += gap.eq(c.requant_passes - 1)
-                    m.d.comb += gap_zero_next.eq(0)
                 with m.Elif(gap != 0):
                     m.d.sync += gap.eq(gap - 1)
-                    m.d.comb += gap_zero_next.eq(gap == 1)
         # (ECP5, one lane per column) ``gate`` is ``run & (credit | ~last_k)`` kept as a register
         # (its next value is theirs), so the handshake is one LUT of registers.
         # (iCE40) ``act.ready`` itself is a register, ``ready_r``, loaded with its next value (below):
@@ -198,27 +197,35 @@ class Issuer(wiring.Component):
                 m.d.sync += assign(walk.tile)
                 k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
 
+        taken = self.taken
+
+        def may_produce_after(push):
+            """``may_produce``'s next value, given whether this cycle pushes (a beat of the last K tile)."""
+            return Mux(push, Mux(taken, outstanding < c.fifo_depth, outstanding < c.fifo_depth - 1),
+                       Mux(taken, outstanding <= c.fifo_depth, outstanding < c.fifo_depth))
+
+        def credit_after(push):
+            return may_produce_after(push) & (1 if gap_zero_after is None else gap_zero_after(push))
+
         push = issue & last_k
-        may_produce_next = Signal()
-        m.d.sync += may_produce.eq(may_produce_next)
-        with m.If(push & ~self.taken):
+        m.d.sync += may_produce.eq(may_produce_after(push))
+        with m.If(push & ~taken):
             m.d.sync += outstanding.eq(outstanding + 1)
-            m.d.comb += may_produce_next.eq(outstanding < c.fifo_depth - 1)
-        with m.Elif(self.taken & ~push):
+        with m.Elif(taken & ~push):
             m.d.sync += outstanding.eq(outstanding - 1)
-            m.d.comb += may_produce_next.eq(outstanding <= c.fifo_depth)
-        with m.Else():
-            m.d.comb += may_produce_next.eq(outstanding < c.fifo_depth)
         m.d.comb += self.idle.eq(~run & (outstanding == 0))
 
         # ``ready_r``: ``run & full[bank] & (credit | ~last_k)`` of the next cycle, from each one's next
-        # value (``last_k``'s from the same steps; a beat implies ``run``, so the ``If`` form's order
-        # and the advance-first select agree).
+        # value, after a beat and without one, selected last by the beat (as ``lookahead``): the
+        # handshake is one LUT from ``act.valid`` to ``ready_r``. ``last_k``'s next values come from
+        # the same steps (a beat implies ``run``, so the ``If`` form's order and the advance-first
+        # select agree); ``full_ahead`` is ``full``'s next value but for this cycle's release, which
+        # only ever frees the bank a beat leaves (``bank`` at its tile's last row).
         last_k_beat, last_k_idle = next_value(steps(operator.le), last_k, loads=idle(operator.le), run=run,
                                               tile_end=last_row, end_k=last_row & last_k, last_k=last_k)
-        run_next = Mux(issue, ~(last_row & last_k & last_n), run | self.gemm.start)
-        bank_next = bank ^ (issue & last_row)
-        credit_next = may_produce_next if credit_next is None else may_produce_next & credit_next
-        m.d.sync += ready_r.eq(run_next & self.banks.full_next.bit_select(bank_next, 1)
-                               & (credit_next | ~Mux(issue, last_k_beat, last_k_idle)))
+        ahead = self.banks.full_ahead
+        ready_beat = (~(last_row & last_k & last_n) & ahead.bit_select(bank ^ last_row, 1)
+                      & (credit_after(last_k) | ~last_k_beat))
+        ready_idle = (run | self.gemm.start) & ahead.bit_select(bank, 1) & (credit_after(0) | ~last_k_idle)
+        m.d.sync += ready_r.eq(Mux(issue, ready_beat, ready_idle))
         return m

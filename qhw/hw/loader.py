@@ -23,11 +23,11 @@ _PARAM_GROUP = 72       # parameter bits per copy of the bank write enable
 def bank_signature(*, ahead: bool = False) -> wiring.Signature:
     """The loader's side of the two banks: ``full[b]`` while bank ``b`` holds a tile not yet fully
     issued; the issuer ``release``s a bank (payload: its index) with the tile's last activation beat.
-    ``ahead`` (``ArrayConfig.area_first``) adds ``full_next``, the value ``full`` takes at the next
-    edge (the issuer's registered ``act.ready`` is decided from it)."""
+    ``ahead`` (``ArrayConfig.area_first``) adds ``full_ahead``, the value ``full`` takes at the next
+    edge but for this cycle's ``release`` (the issuer's registered ``act.ready`` is decided from it)."""
     members = {"full": Out(2), "release": In(stream.Signature(1, always_ready=True))}
     if ahead:
-        members["full_next"] = Out(2)
+        members["full_ahead"] = Out(2)
     return wiring.Signature(members)
 
 
@@ -88,16 +88,16 @@ class Loader(wiring.Component):
             with m.If(drain[b] != 0):
                 m.d.sync += drain[b].eq(drain[b] - 1)
             m.d.sync += drained[b].eq(Mux(released, c.bank_drain_cycles == 0, drain[b] <= 1))
-        # (iCE40) ``full`` is loaded from ``full_next``, its next value, which the issuer reads.
-        full_next = self.banks.full_next if c.area_first else None
-        if full_next is not None:
-            m.d.comb += full_next.eq(full)
-            m.d.sync += full.eq(full_next)
+        # (iCE40) ``full`` is loaded from ``full_ahead`` (its next value but for the release), which the
+        # issuer reads, and the release.
+        full_ahead = self.banks.full_ahead if c.area_first else None
+        if full_ahead is not None:
+            m.d.comb += full_ahead.eq(full)
+            m.d.sync += full.eq(full_ahead & ~Mux(release.valid, Cat(release.payload == 0, release.payload == 1), 0))
         with m.If(release.valid):
-            if full_next is None:
+            if full_ahead is None:
                 m.d.sync += [full.bit_select(release.payload, 1).eq(0), drain[release.payload].eq(c.bank_drain_cycles)]
             else:
-                m.d.comb += full_next.bit_select(release.payload, 1).eq(0)
                 m.d.sync += drain[release.payload].eq(c.bank_drain_cycles)
 
         run = self.busy             # tiles left in the current command
@@ -131,7 +131,7 @@ class Loader(wiring.Component):
         def steps():
             return Steps(
                 advance=[(row, row + 1), (real, k_more.bit_select(row, 1))],
-                tile=[(row, 0), (real, 1), *([(full.bit_select(bank, 1), 1)] if full_next is None else []),
+                tile=[(row, 0), (real, 1), *([(full.bit_select(bank, 1), 1)] if full_ahead is None else []),
                       (bank, FLIP)],
                 k_last=[(k_left, cmd.k), (last_k, k_one), (n_left, n_left - C), (last_n, n_le_2c)],
                 k_next=[(k_left, k_left - R), (last_k, k_le_2r)])
@@ -200,8 +200,8 @@ class Loader(wiring.Component):
                         m.d.sync += row_last.eq(row == R - 2)
                     with m.If(row_last):
                         m.d.sync += assign(walk.tile)
-                        if full_next is not None:
-                            m.d.comb += full_next.bit_select(bank, 1).eq(1)
+                        if full_ahead is not None:
+                            m.d.comb += full_ahead.bit_select(bank, 1).eq(1)
                         if c.area_first:
                             m.d.sync += row_last.eq(R == 1)
                         k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
