@@ -12,7 +12,7 @@ from amaranth_sim import run_sim
 
 from qhw.fpga.board_top import BoardTop
 from qhw.fpga.host import BoardLink, LinkError, program_packets
-from qhw.fpga.link import FrameParser, FrameSender, ReceiveFifo
+from qhw.fpga.link import FrameParser, FrameSender, LinkControl, ReceiveFifo
 from qhw.fpga.payload import board_info_bytes, fifo_depth, packet_bytes
 from qhw.fpga.protocol import (
     ERRORS,
@@ -378,3 +378,48 @@ def test_receive_fifo_equals_sync_fifo_buffered(depth, seed):
         assert {0, depth} <= seen
 
     run_sim(m, bench)
+
+
+@pytest.mark.parametrize("gap", [None, 0, 3])     # None: each frame offered the cycle after the last is taken
+def test_link_control_sequence_acks_and_naks(gap):
+    """Sequence handling alone: an in-order frame is passed on and acked, a duplicate (behind) acked
+    again and not passed on, the first frame ahead answered with one out-of-sequence error (detail:
+    its seq) and the next ahead frames not at all, until an in-order frame; a reset clears that, so
+    the next frame ahead is answered again."""
+    dut = LinkControl(max_payload=4, result_bytes=2, info=b"\x01\x02", data_bytes=2)
+    act, reset = OPCODES["act"], OPCODES["reset"]
+    frames = [(act, 0), (act, 0), (act, 2), (act, 3), (act, 1), (act, 5), (act, 6), (reset, 9), (act, 12),
+              (act, 10), (act, 10)]
+    replies, passed = [], []
+
+    async def feed(ctx):
+        ctx.set(dut.tx.ready, 1)
+        ctx.set(dut.data.ready, 1)
+        for op, seq in frames:
+            ctx.set(dut.rx.payload, {"op": op, "seq": seq, "len": 0, "payload": 0})
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+            if gap is not None:
+                ctx.set(dut.rx.valid, 0)
+                await ctx.tick().repeat(gap + 6)      # the replies leave (one every other cycle)
+        ctx.set(dut.rx.valid, 0)
+        await ctx.tick().repeat(10)
+
+    async def watch(ctx):
+        async for _clk, _rst, tv, tp, dv, dp in ctx.tick().sample(dut.tx.valid, dut.tx.payload, dut.data.valid,
+                                                                  dut.data.payload):
+            if tv:
+                code = tp.payload & 0xFF if tp.op == REPLIES["error"] else None
+                detail = (tp.payload >> 8) & 0xFF if code is not None else None
+                replies.append((tp.op, code, detail))
+            if dv:
+                passed.append(dp.seq)
+
+    run_sim(dut, feed, processes=[watch])
+    ack, err, done = REPLIES["ack"], REPLIES["error"], REPLIES["reset_done"]
+    oos = ERRORS["out_of_sequence"]
+    assert passed == [0, 1, 10]
+    assert [r for r in replies if r[0] == err] == [(err, oos, 2), (err, oos, 5), (err, oos, 12)]
+    if gap is not None:     # (back to back, pending acks merge)
+        assert replies == [(ack, None, None), (ack, None, None), (err, oos, 2), (ack, None, None), (err, oos, 5),
+                           (done, None, None), (err, oos, 12), (ack, None, None), (ack, None, None)]
