@@ -469,13 +469,6 @@ class LinkControl(wiring.Component):
         is_reset, is_info = Signal(name="is_reset"), Signal(name="is_info")      # the opcode, decoded as registers
         m.d.sync += [seen.eq(self.rx.valid & ~self.rx.ready), in_order.eq(sequenced & (diff == 0)),
                      behind.eq(diff[7]), is_reset.eq(rx.op == OPCODES["reset"]), is_info.eq(rx.op == OPCODES["info"])]
-        # ``nak_due``: the frame is ahead of the sequence (none of the above) and no nak has been sent,
-        # a register like them, so the out-of-sequence error's enables are a LUT from the take's
-        # registers instead of the end of the opcode/sequence priority chain. ``nak_sent`` changes only
-        # with a take (after which a frame is not taken for a cycle) or a soft reset (which clears it).
-        nak_due = Signal(name="nak_due")
-        m.d.sync += nak_due.eq((rx.op != OPCODES["reset"]) & (rx.op != OPCODES["info"]) & ~(sequenced & (diff == 0))
-                               & ~diff[7] & (~nak_sent | self.soft_reset))
         # An in-order frame's payload is copied from the parser's RAM into ``data`` a byte a cycle, last
         # byte first (each shifted in at the bottom, so byte 0 ends there; bytes past ``len`` are stale,
         # as they were in the parser), then the frame is taken; the parser holds it meanwhile.
@@ -565,9 +558,9 @@ class LinkControl(wiring.Component):
                              expected.eq(expected + 1), ack_pend.eq(1), nak_sent.eq(0), copying.eq(0)]
             with m.Elif(behind):                # behind: a duplicate, already executed
                 m.d.sync += ack_pend.eq(1)
-        with m.If(self.rx.valid & seen & nak_due):  # ahead: something was lost (``nak_due`` implies a take)
-            raise_error("out_of_sequence", rx.seq)
-            m.d.sync += nak_sent.eq(1)
+            with m.Elif(~nak_sent):             # ahead: something was lost
+                raise_error("out_of_sequence", rx.seq)
+                m.d.sync += nak_sent.eq(1)
         with m.If(self.soft_reset):             # last: the reset's clears win over this cycle's events
             m.d.sync += [self.soft_reset.eq(0), self.data.valid.eq(0), nak_sent.eq(0), result_seq.eq(0), copying.eq(0),
                          reset_pend.eq(1), ack_pend.eq(0), rejected_q.eq(0), grant.eq(0)]
