@@ -14,7 +14,7 @@ from .config import ArrayConfig, check_config
 from .const_compare import above
 from .layouts import act_layout
 from .loader import bank_signature
-from .tile_walk import FLIP, Steps, assign, k_steps_if, lookahead
+from .tile_walk import FLIP, Steps, assign, k_steps_if, lookahead, next_value
 
 __all__ = ["Issuer", "tag_layout"]
 
@@ -55,7 +55,7 @@ class Issuer(wiring.Component):
         super().__init__({
             "gemm": In(gemm_signature(c)),
             "act": In(stream.Signature(act_layout(c))),
-            "banks": In(bank_signature()),
+            "banks": In(bank_signature(ahead=c.area_first)),
             "taken": In(1),
             "a_in": Out(act_layout(c)),
             "bank_in": Out(1),
@@ -120,19 +120,37 @@ class Issuer(wiring.Component):
         outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
         may_produce = Signal(init=1)
         credit = may_produce
+        gap_zero_after = None       # (iCE40) ``gap_zero``'s next value, given whether this cycle pushes
         if c.requant_passes > 1:
             # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
             gap = Signal(range(c.requant_passes))
             gap_zero = Signal(init=1)           # gap == 0, decided a cycle ahead like the other conditions
             credit = may_produce & gap_zero
-            with m.If(self.act.valid & self.act.ready & last_k):
-                m.d.sync += [gap.eq(c.requant_passes - 1), gap_zero.eq(0)]
-            with m.Elif(gap != 0):
-                m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
+            if not c.area_first:
+                with m.If(self.act.valid & self.act.ready & last_k):
+                    m.d.sync += [gap.eq(c.requant_passes - 1), gap_zero.eq(0)]
+                with m.Elif(gap != 0):
+                    m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
+            else:
+                def gap_zero_after(push):
+                    return Mux(push, 0, Mux(gap != 0, gap == 1, gap_zero))
+
+                push = self.act.valid & self.act.ready & last_k
+                m.d.sync += gap_zero.eq(gap_zero_after(push))
+                with m.If(push):
+                    m.d.sync += gap.eq(c.requant_passes - 1)
+                with m.Elif(gap != 0):
+                    m.d.sync += gap.eq(gap - 1)
         # (ECP5, one lane per column) ``gate`` is ``run & (credit | ~last_k)`` kept as a register
         # (its next value is theirs), so the handshake is one LUT of registers.
+        # (iCE40) ``act.ready`` itself is a register, ``ready_r``, loaded with its next value (below):
+        # on the UP5K board top ``bank`` -> ``full[bank]`` -> ``act.ready`` -> the link's stream
+        # registers was three LUT levels, and every counter enable of the issuer sat behind it.
         gate = Signal(name="gate") if not c.area_first and c.requant_passes == 1 else None
-        if gate is None:
+        ready_r = Signal(name="ready_r") if c.area_first else None
+        if ready_r is not None:
+            m.d.comb += self.act.ready.eq(ready_r)
+        elif gate is None:
             m.d.comb += self.act.ready.eq(run & full.bit_select(bank, 1) & (credit | ~last_k))
         else:
             m.d.comb += self.act.ready.eq(gate & full.bit_select(bank, 1))
@@ -179,12 +197,35 @@ class Issuer(wiring.Component):
                 m.d.sync += assign(walk.tile)
                 k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
 
+        taken = self.taken
+
+        def may_produce_after(push):
+            """``may_produce``'s next value, given whether this cycle pushes (a beat of the last K tile)."""
+            return Mux(push, Mux(taken, outstanding < c.fifo_depth, outstanding < c.fifo_depth - 1),
+                       Mux(taken, outstanding <= c.fifo_depth, outstanding < c.fifo_depth))
+
+        def credit_after(push):
+            return may_produce_after(push) & (1 if gap_zero_after is None else gap_zero_after(push))
+
         push = issue & last_k
-        with m.If(push & ~self.taken):
-            m.d.sync += [outstanding.eq(outstanding + 1), may_produce.eq(outstanding < c.fifo_depth - 1)]
-        with m.Elif(self.taken & ~push):
-            m.d.sync += [outstanding.eq(outstanding - 1), may_produce.eq(outstanding <= c.fifo_depth)]
-        with m.Else():
-            m.d.sync += may_produce.eq(outstanding < c.fifo_depth)
+        m.d.sync += may_produce.eq(may_produce_after(push))
+        with m.If(push & ~taken):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(taken & ~push):
+            m.d.sync += outstanding.eq(outstanding - 1)
         m.d.comb += self.idle.eq(~run & (outstanding == 0))
+
+        # ``ready_r``: ``run & full[bank] & (credit | ~last_k)`` of the next cycle, from each one's next
+        # value, after a beat and without one, selected last by the beat (as ``lookahead``): the
+        # handshake is one LUT from ``act.valid`` to ``ready_r``. ``last_k``'s next values come from
+        # the same steps (a beat implies ``run``, so the ``If`` form's order and the advance-first
+        # select agree); ``full_ahead`` is ``full``'s next value but for this cycle's release, which
+        # only ever frees the bank a beat leaves (``bank`` at its tile's last row).
+        last_k_beat, last_k_idle = next_value(steps(operator.le), last_k, loads=idle(operator.le), run=run,
+                                              tile_end=last_row, end_k=last_row & last_k, last_k=last_k)
+        ahead = self.banks.full_ahead
+        ready_beat = (~(last_row & last_k & last_n) & ahead.bit_select(bank ^ last_row, 1)
+                      & (credit_after(last_k) | ~last_k_beat))
+        ready_idle = (run | self.gemm.start) & ahead.bit_select(bank, 1) & (credit_after(0) | ~last_k_idle)
+        m.d.sync += ready_r.eq(Mux(issue, ready_beat, ready_idle))
         return m

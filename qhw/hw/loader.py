@@ -20,10 +20,15 @@ __all__ = ["Loader", "bank_signature"]
 _PARAM_GROUP = 72       # parameter bits per copy of the bank write enable
 
 
-def bank_signature() -> wiring.Signature:
+def bank_signature(*, ahead: bool = False) -> wiring.Signature:
     """The loader's side of the two banks: ``full[b]`` while bank ``b`` holds a tile not yet fully
-    issued; the issuer ``release``s a bank (payload: its index) with the tile's last activation beat."""
-    return wiring.Signature({"full": Out(2), "release": In(stream.Signature(1, always_ready=True))})
+    issued; the issuer ``release``s a bank (payload: its index) with the tile's last activation beat.
+    ``ahead`` (``ArrayConfig.area_first``) adds ``full_ahead``, the value ``full`` takes at the next
+    edge but for this cycle's ``release`` (the issuer's registered ``act.ready`` is decided from it)."""
+    members = {"full": Out(2), "release": In(stream.Signature(1, always_ready=True))}
+    if ahead:
+        members["full_ahead"] = Out(2)
+    return wiring.Signature(members)
 
 
 class Loader(wiring.Component):
@@ -50,7 +55,7 @@ class Loader(wiring.Component):
             "gemm": In(gemm_signature(c)),
             "weights": In(stream.Signature(weights_layout(c))),
             "params": In(stream.Signature(params_layout(c))),
-            "banks": Out(bank_signature()),
+            "banks": Out(bank_signature(ahead=c.area_first)),
             "w_we": Out(c.rows),
             "w_bank": Out(1),
             "w_data": Out(data.ArrayLayout(signed(c.weight_bits), c.cols)),
@@ -83,8 +88,17 @@ class Loader(wiring.Component):
             with m.If(drain[b] != 0):
                 m.d.sync += drain[b].eq(drain[b] - 1)
             m.d.sync += drained[b].eq(Mux(released, c.bank_drain_cycles == 0, drain[b] <= 1))
+        # (iCE40) ``full`` is loaded from ``full_ahead`` (its next value but for the release), which the
+        # issuer reads, and the release.
+        full_ahead = self.banks.full_ahead if c.area_first else None
+        if full_ahead is not None:
+            m.d.comb += full_ahead.eq(full)
+            m.d.sync += full.eq(full_ahead & ~Mux(release.valid, Cat(release.payload == 0, release.payload == 1), 0))
         with m.If(release.valid):
-            m.d.sync += [full.bit_select(release.payload, 1).eq(0), drain[release.payload].eq(c.bank_drain_cycles)]
+            if full_ahead is None:
+                m.d.sync += [full.bit_select(release.payload, 1).eq(0), drain[release.payload].eq(c.bank_drain_cycles)]
+            else:
+                m.d.sync += drain[release.payload].eq(c.bank_drain_cycles)
 
         run = self.busy             # tiles left in the current command
         bank = Signal()             # the bank the next tile goes to
@@ -117,7 +131,8 @@ class Loader(wiring.Component):
         def steps():
             return Steps(
                 advance=[(row, row + 1), (real, k_more.bit_select(row, 1))],
-                tile=[(row, 0), (real, 1), (full.bit_select(bank, 1), 1), (bank, FLIP)],
+                tile=[(row, 0), (real, 1), *([(full.bit_select(bank, 1), 1)] if full_ahead is None else []),
+                      (bank, FLIP)],
                 k_last=[(k_left, cmd.k), (last_k, k_one), (n_left, n_left - C), (last_n, n_le_2c)],
                 k_next=[(k_left, k_left - R), (last_k, k_le_2r)])
 
@@ -148,10 +163,15 @@ class Loader(wiring.Component):
         # to every PE, so no logic may sit between them and the weight registers.
         write = Signal()
         zero = Signal()
-        # (ECP5) ``row == R - 1`` as a register decided a cycle ahead, and the tile end's updates
-        # selected last (below): from the state register through the tile end's fan-out and the
+        # ``row == R - 1`` as a register decided a cycle ahead. ECP5: the tile end's updates are
+        # also selected last (below): from the state register through the tile end's fan-out and the
         # mux trees behind it the loader's ``busy``/``last_n``/``n_left`` were 4-5 LUT levels.
-        row_last = None if c.area_first else Signal(name="row_last", init=R == 1)
+        # iCE40 (``area_first``): the register alone, in the ``If`` form (the UP5K board top's late
+        # path went ``weights.valid`` -> ``write`` -> the row decode -> ``last_k`` -> ``n_left``'s enable).
+        row_last = Signal(name="row_last", init=R == 1)
+        if c.area_first:
+            with m.If(~run):
+                m.d.sync += row_last.eq(R == 1)
         m.d.sync += [self.w_bank.eq(bank), self.w_we.eq(Const(0, R) | (write << row)),
                      self.w_data.eq(Mux(zero, 0, self.weights.payload.as_value()))]
         with m.FSM(name="loader"):
@@ -176,11 +196,17 @@ class Loader(wiring.Component):
                 walk = steps()
                 with m.If(write):
                     m.d.sync += assign(walk.advance)
-                    with m.If(row == R - 1 if row_last is None else row_last):
+                    if c.area_first:
+                        m.d.sync += row_last.eq(row == R - 2)
+                    with m.If(row_last):
                         m.d.sync += assign(walk.tile)
+                        if full_ahead is not None:
+                            m.d.comb += full_ahead.bit_select(bank, 1).eq(1)
+                        if c.area_first:
+                            m.d.sync += row_last.eq(R == 1)
                         k_steps_if(m, walk, last_k=last_k, last_n=last_n, run=run)
                         m.next = "WAIT"
-        if row_last is not None:
+        if not c.area_first:
             # Override the FSM's K and N walk with the same steps, a row's ``write`` selecting last
             # (it is only ever set in ROWS, so ``run`` is high with it); the row, its zero fill and
             # the bank stay the FSM's.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Module, Mux, Value
 
-__all__ = ["FLIP", "Steps", "assign", "k_steps_if", "lookahead"]
+__all__ = ["FLIP", "Steps", "assign", "k_steps_if", "lookahead", "next_value"]
 
 FLIP = "flip"   # a ``Steps`` value: the one-bit register inverts (the bank)
 
@@ -75,6 +75,15 @@ def _advanced(steps: Steps, reg, *, tile_end, end_k, last_k) -> Value:
     return Mux(tile_end, at_end, reg if advance is None else advance)
 
 
+def next_value(steps: Steps, reg, *, loads, run, tile_end, end_k, last_k) -> tuple:
+    """``reg``'s next value as ``(advanced, idle)``: after an advance (``_advanced``), else held
+    while ``run`` and, idle, loaded from ``loads`` (a register absent holds)."""
+    advanced = _advanced(steps, reg, tile_end=tile_end, end_k=end_k, last_k=last_k)
+    load = _find(loads, reg)
+    idle = reg if load is None else Mux(run, reg, load)
+    return advanced, idle
+
+
 def lookahead(m: Module, steps: Steps, *, advance, run, start, loads, tile_end, end_k, end, last_k) -> dict:
     """Each register of ``steps`` (in order of first appearance) loaded with its next value: after an
     ``advance``, else held while ``run`` and, idle, loaded from ``loads`` (``(register, value)``; a
@@ -85,9 +94,7 @@ def lookahead(m: Module, steps: Steps, *, advance, run, start, loads, tile_end, 
         regs += [reg for reg, _ in updates if not any(reg is r for r in regs)]
     values = {}
     for reg in regs:
-        advanced = _advanced(steps, reg, tile_end=tile_end, end_k=end_k, last_k=last_k)
-        load = _find(loads, reg)
-        idle = reg if load is None else Mux(run, reg, load)
+        advanced, idle = next_value(steps, reg, loads=loads, run=run, tile_end=tile_end, end_k=end_k, last_k=last_k)
         m.d.sync += reg.eq(Mux(advance, advanced, idle))
         values[reg.name] = (advanced, idle)
     m.d.sync += run.eq(Mux(advance, ~end, run | start))

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth_sim import run_sim
 
 from qhw.fpga.board_top import BoardTop
 from qhw.fpga.host import BoardLink, LinkError, program_packets
-from qhw.fpga.link import FrameParser, FrameSender
+from qhw.fpga.link import FrameParser, FrameSender, LinkControl, ReceiveFifo
 from qhw.fpga.payload import board_info_bytes, fifo_depth, packet_bytes
 from qhw.fpga.protocol import (
     ERRORS,
@@ -347,3 +348,78 @@ def test_board_link_ecp5_pipelined_pes():
     case = make_case(cfg, 3, 4, 3, mode="tflite", seed=5)
     y = run_with_host(BoardTop(config=cfg, divisor=4), lambda t: BoardLink(t, cfg).run(case.program))
     assert np.array_equal(y, case.expected)
+
+
+@pytest.mark.parametrize("depth, seed", [(4, 1), (4, 2), (16, 3), (256, 4)])
+def test_receive_fifo_equals_sync_fifo_buffered(depth, seed):
+    """The link's receive FIFO (flags kept as registers) against Amaranth's ``SyncFIFOBuffered`` under
+    the same random writes and reads: every output equal in every cycle, through full and empty."""
+    import random
+    ours, ref = ReceiveFifo(width=8, depth=depth), SyncFIFOBuffered(width=8, depth=depth)
+    m = Module()
+    m.submodules.ours, m.submodules.ref = ours, ref
+    rng = random.Random(seed)
+    seen = set()
+
+    async def bench(ctx):
+        for t in range(4000):
+            phase = (t // (4 * depth)) % 2          # write-heavy (fills), then read-heavy (drains)
+            w_en, r_en = rng.random() < (0.8 if phase == 0 else 0.2), rng.random() < (0.2 if phase == 0 else 0.8)
+            for fifo in (ours, ref):
+                ctx.set(fifo.w_en, w_en)
+                ctx.set(fifo.r_en, r_en)
+                ctx.set(fifo.w_data, t & 0xFF)
+            for name in ("w_rdy", "r_rdy", "level"):
+                assert ctx.get(getattr(ours, name)) == ctx.get(getattr(ref, name)), (t, name)
+            if ctx.get(ref.r_rdy):
+                assert ctx.get(ours.r_data) == ctx.get(ref.r_data), (t, "r_data")
+            seen.add(ctx.get(ref.level))
+            await ctx.tick()
+        assert {0, depth} <= seen
+
+    run_sim(m, bench)
+
+
+@pytest.mark.parametrize("gap", [None, 0, 3])     # None: each frame offered the cycle after the last is taken
+def test_link_control_sequence_acks_and_naks(gap):
+    """Sequence handling alone: an in-order frame is passed on and acked, a duplicate (behind) acked
+    again and not passed on, the first frame ahead answered with one out-of-sequence error (detail:
+    its seq) and the next ahead frames not at all, until an in-order frame; a reset clears that, so
+    the next frame ahead is answered again."""
+    dut = LinkControl(max_payload=4, result_bytes=2, info=b"\x01\x02", data_bytes=2)
+    act, reset = OPCODES["act"], OPCODES["reset"]
+    frames = [(act, 0), (act, 0), (act, 2), (act, 3), (act, 1), (act, 5), (act, 6), (reset, 9), (act, 12),
+              (act, 10), (act, 10)]
+    replies, passed = [], []
+
+    async def feed(ctx):
+        ctx.set(dut.tx.ready, 1)
+        ctx.set(dut.data.ready, 1)
+        for op, seq in frames:
+            ctx.set(dut.rx.payload, {"op": op, "seq": seq, "len": 0, "payload": 0})
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+            if gap is not None:
+                ctx.set(dut.rx.valid, 0)
+                await ctx.tick().repeat(gap + 6)      # the replies leave (one every other cycle)
+        ctx.set(dut.rx.valid, 0)
+        await ctx.tick().repeat(10)
+
+    async def watch(ctx):
+        async for _clk, _rst, tv, tp, dv, dp in ctx.tick().sample(dut.tx.valid, dut.tx.payload, dut.data.valid,
+                                                                  dut.data.payload):
+            if tv:
+                code = tp.payload & 0xFF if tp.op == REPLIES["error"] else None
+                detail = (tp.payload >> 8) & 0xFF if code is not None else None
+                replies.append((tp.op, code, detail))
+            if dv:
+                passed.append(dp.seq)
+
+    run_sim(dut, feed, processes=[watch])
+    ack, err, done = REPLIES["ack"], REPLIES["error"], REPLIES["reset_done"]
+    oos = ERRORS["out_of_sequence"]
+    assert passed == [0, 1, 10]
+    assert [r for r in replies if r[0] == err] == [(err, oos, 2), (err, oos, 5), (err, oos, 12)]
+    if gap is not None:     # (back to back, pending acks merge)
+        assert replies == [(ack, None, None), (ack, None, None), (err, oos, 2), (ack, None, None), (err, oos, 5),
+                           (done, None, None), (err, oos, 12), (ack, None, None), (ack, None, None)]
