@@ -120,27 +120,22 @@ class Issuer(wiring.Component):
         outstanding = Signal(range(c.fifo_depth + 1))   # result rows issued and not yet taken
         may_produce = Signal(init=1)
         credit = may_produce
-        gap_zero_after = None       # (iCE40) ``gap_zero``'s next value, given whether this cycle pushes
+        gap_zero_after = None       # ``gap_zero``'s next value, given whether this cycle pushes
         if c.requant_passes > 1:
             # Shared lanes take ``requant_passes`` cycles per result row: space its beats as much.
             gap = Signal(range(c.requant_passes))
             gap_zero = Signal(init=1)           # gap == 0, decided a cycle ahead like the other conditions
             credit = may_produce & gap_zero
-            if not c.area_first:
-                with m.If(self.act.valid & self.act.ready & last_k):
-                    m.d.sync += [gap.eq(c.requant_passes - 1), gap_zero.eq(0)]
-                with m.Elif(gap != 0):
-                    m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
-            else:
-                def gap_zero_after(push):
-                    return Mux(push, 0, Mux(gap != 0, gap == 1, gap_zero))
 
-                push = self.act.valid & self.act.ready & last_k
-                m.d.sync += gap_zero.eq(gap_zero_after(push))
-                with m.If(push):
-                    m.d.sync += gap.eq(c.requant_passes - 1)
-                with m.Elif(gap != 0):
-                    m.d.sync += gap.eq(gap - 1)
+            def gap_zero_after(push):
+                return Mux(push, 0, Mux(gap != 0, gap == 1, gap_zero))
+
+            push = self.act.valid & self.act.ready & last_k
+            m.d.sync += gap_zero.eq(gap_zero_after(push))
+            with m.If(push):
+                m.d.sync += gap.eq(c.requant_passes - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
         # (ECP5, one lane per column) ``gate`` is ``run & (credit | ~last_k)`` kept as a register
         # (its next value is theirs), so the handshake is one LUT of registers.
         # (iCE40) ``act.ready`` itself is a register, ``ready_r``, loaded with its next value (below):
