@@ -49,17 +49,17 @@ class EngineSession:
         self.confirmed = False          # an inference completed since the last load: the model is in
         self.loads = 0
 
-    def _stream(self, op: str, payloads: list[bytes], stalls: list[int]) -> None:
+    def _stream(self, op: str, payloads: list[bytes]) -> None:
         for p in payloads:
-            self.link._send(op, p, stalls)
+            self.link._send(op, p)
 
     def load(self, *, wait: bool = True) -> None:
         """Send the program's load frames; ``wait``: return once every one is acknowledged (else the
         first image's frames may follow at once: the board holds input until the load has finished)."""
-        link, stalls = self.link, [0]
-        self._stream("load", self.load_payloads, stalls)
+        link = self.link
+        self._stream("load", self.load_payloads)
         while wait and link._unacked:
-            link._pump(stalls)
+            link._pump()
         self.loads += 1
         self.confirmed = False
 
@@ -73,12 +73,11 @@ class EngineSession:
         tensors = output_streams(self.program, segment)
         n_out = sum(n for *_, n in tensors)
         for _ in range(link.retries + 1):
-            stalls = [0]
             link._results = []
             try:
-                self._stream("input", payloads, stalls)
+                self._stream("input", payloads)
                 while len(link._results) < n_out or link._unacked:
-                    link._pump(stalls)
+                    link._pump()
             except _Restart:
                 link.recovered += 1
                 link.reset()
