@@ -72,15 +72,17 @@ class EngineSession:
         payloads = frames([int(b).to_bytes(R, "little") for b in beats], self.frame_bytes)
         tensors = output_streams(self.program, segment)
         n_out = sum(n for *_, n in tensors)
+        start = link._now()
         for _ in range(link.retries + 1):
             link._results = []
             try:
                 self._stream("input", payloads)
                 while len(link._results) < n_out or link._unacked:
                     link._pump()
-            except _Restart:
+            except _Restart as e:
                 link.recovered += 1
                 link.reset()
+                last = e
                 if not self.confirmed:
                     self.load()
                 continue
@@ -94,7 +96,8 @@ class EngineSession:
             self.confirmed = True
             data = [r & ((1 << 8 * R) - 1) for r in got]
             return {k: v[None] for k, v in output_tensors(self.program, data, segment).items()}
-        raise LinkError(f"{link.name}: an inference failed {link.retries + 1} times in a row (link too noisy?)")
+        raise LinkError(f"{link.name}: an inference failed {link.retries + 1} times in a row in "
+                        f"{link._elapsed(start)} (last: {last}) (link too noisy?)")
 
 
 def infer(session: EngineSession, graph, x: np.ndarray) -> np.ndarray:

@@ -229,7 +229,7 @@ class BoardLink:
             elif d >= 128:
                 self.recovered += 1           # a duplicate of a result already taken
             else:
-                raise _Restart()
+                raise _Restart(f"result seq {seq} arrived, {self._result_seq & 0xFF} expected")
         elif op == REPLIES["error"]:
             name = _CODE_NAMES.get(payload[0], f"code {payload[0]}")
             if name in FATAL_ERRORS:
@@ -264,8 +264,8 @@ class BoardLink:
         cycles = getattr(self.transport, "cycles", None)
         return float(cycles) if cycles is not None else time.monotonic()
 
-    def _elapsed(self) -> str:
-        t = self._now() - self._since
+    def _elapsed(self, since: float | None = None) -> str:
+        t = self._now() - (self._since if since is None else since)
         return f"{int(t):,} simulated cycles" if hasattr(self.transport, "cycles") else f"{t:.1f} s"
 
     def _progress(self) -> None:
@@ -309,7 +309,7 @@ class BoardLink:
             self._rewound_to = None
             self._resend()
         else:
-            raise _Restart()
+            raise _Restart(f"no result {len(self._results)} in a reply timeout, every frame acknowledged")
 
     # ------------------------------------------------------------------ control
     def reset(self) -> None:
@@ -370,6 +370,7 @@ class BoardLink:
         if program.config != self.config:
             raise LinkError("the program was planned for another ArrayConfig than the board's")
         packets = program_packets(program)
+        start = self._now()
         for _ in range(self.retries + 1):
             self._results = []
             try:
@@ -377,12 +378,14 @@ class BoardLink:
                     self._send(name, payload)
                 while len(self._results) < program.out_beats or self._unacked:
                     self._pump()
-            except _Restart:
+            except _Restart as e:
                 self.recovered += 1
                 self.reset()
+                last = e
                 continue
             return program.decode([unpack_result(self.config, r) for r in self._results])
-        raise LinkError(f"{self.name}: a GEMM failed {self.retries + 1} times in a row (link too noisy?)")
+        raise LinkError(f"{self.name}: a GEMM failed {self.retries + 1} times in a row in {self._elapsed(start)} "
+                        f"(last: {last}) (link too noisy?)")
 
     def gemm(self, x_q, w, bias_hw, requant) -> np.ndarray:
         """``requant.apply(x_q @ w + bias_hw)`` on the board (see ``qhw.hw.driver.plan_gemm``)."""
