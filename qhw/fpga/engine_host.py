@@ -49,17 +49,17 @@ class EngineSession:
         self.confirmed = False          # an inference completed since the last load: the model is in
         self.loads = 0
 
-    def _stream(self, op: str, payloads: list[bytes], stalls: list[int]) -> None:
+    def _stream(self, op: str, payloads: list[bytes]) -> None:
         for p in payloads:
-            self.link._send(op, p, stalls)
+            self.link._send(op, p)
 
     def load(self, *, wait: bool = True) -> None:
         """Send the program's load frames; ``wait``: return once every one is acknowledged (else the
         first image's frames may follow at once: the board holds input until the load has finished)."""
-        link, stalls = self.link, [0]
-        self._stream("load", self.load_payloads, stalls)
+        link = self.link
+        self._stream("load", self.load_payloads)
         while wait and link._unacked:
-            link._pump(stalls)
+            link._pump()
         self.loads += 1
         self.confirmed = False
 
@@ -72,16 +72,17 @@ class EngineSession:
         payloads = frames([int(b).to_bytes(R, "little") for b in beats], self.frame_bytes)
         tensors = output_streams(self.program, segment)
         n_out = sum(n for *_, n in tensors)
+        start = link._now()
         for _ in range(link.retries + 1):
-            stalls = [0]
             link._results = []
             try:
-                self._stream("input", payloads, stalls)
+                self._stream("input", payloads)
                 while len(link._results) < n_out or link._unacked:
-                    link._pump(stalls)
-            except _Restart:
+                    link._pump()
+            except _Restart as e:
                 link.recovered += 1
                 link.reset()
+                last = e
                 if not self.confirmed:
                     self.load()
                 continue
@@ -95,7 +96,8 @@ class EngineSession:
             self.confirmed = True
             data = [r & ((1 << 8 * R) - 1) for r in got]
             return {k: v[None] for k, v in output_tensors(self.program, data, segment).items()}
-        raise LinkError(f"{link.name}: an inference failed {link.retries + 1} times in a row (link too noisy?)")
+        raise LinkError(f"{link.name}: an inference failed {link.retries + 1} times in a row in "
+                        f"{link._elapsed(start)} (last: {last}) (link too noisy?)")
 
 
 def infer(session: EngineSession, graph, x: np.ndarray) -> np.ndarray:

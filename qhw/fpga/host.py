@@ -9,12 +9,15 @@ re-implements the arithmetic.
 Recovery (``docs/fpga.md``, "Host link"): frames are sent go-back-N within a window of the
 board's receive FIFO; an error frame or a silent timeout resends every unacknowledged frame from
 the sequence number the board expects; a lost or out-of-order result restarts the GEMM after a
-reset frame. ``recovered`` counts these actions. ``retries`` consecutive failures end in one
-``LinkError`` line, never a hang.
+reset frame. ``recovered`` counts these actions. ``retries`` failures in a row without progress
+end in one ``LinkError`` line that names what was awaited and for how long, never a hang: progress is
+an ack that retires frames or a result taken; a failure is a reply timeout, a go-back-N resend, or
+``NOISE_FRAMES`` replies that change nothing (a board that answers forever without doing the work).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
@@ -43,6 +46,8 @@ __all__ = ["BoardBackend", "BoardLink", "LinkError", "SerialTransport", "config_
 
 _CODE_NAMES = {v: k for k, v in ERRORS.items()}
 MAX_WINDOW_FRAMES = 64          # < 128: the board tells old (duplicate) from new (lost) seq numbers
+NOISE_FRAMES = 2 * MAX_WINDOW_FRAMES    # replies without progress that count as one failure: a resent
+                                        # window draws at most an ack or an error a frame
 
 
 class LinkError(QhwError):
@@ -144,6 +149,8 @@ class BoardLink:
         self._reset_done = None
         self._info = None
         self._rewound_to = None
+        self._failures = self._noise = 0
+        self._since = self._now()
         self.reset()
         self.info = self._ask_info()
         if self.info["protocol"] != PROTOCOL_VERSION:
@@ -208,62 +215,101 @@ class BoardLink:
             del self._buf[:OVERHEAD + n]
             return op, seq, payload
 
-    def _handle(self, frame) -> None:
+    def _handle(self, frame) -> bool:
+        """Act on a reply; True if it was progress (an ack that retired frames, a result taken)."""
         op, seq, payload = frame
         if op == REPLIES["ack"]:
-            self._acked(seq)
-        elif op == REPLIES["result"]:
+            return self._acked(seq)
+        if op == REPLIES["result"]:
             d = (seq - self._result_seq) & 0xFF
             if d == 0:
                 self._results.append(int.from_bytes(payload, "little"))
                 self._result_seq += 1
+                return True
             elif d >= 128:
                 self.recovered += 1           # a duplicate of a result already taken
             else:
-                raise _Restart()
+                raise _Restart(f"result seq {seq} arrived, {self._result_seq & 0xFF} expected")
         elif op == REPLIES["error"]:
             name = _CODE_NAMES.get(payload[0], f"code {payload[0]}")
             if name in FATAL_ERRORS:
                 raise LinkError(f"{self.name}: board reports {name}: {ERROR_TEXT[name]}")
             self.recovered += 1
-            self._acked(seq)
+            progress = self._acked(seq)
             if self._unacked and self._rewound_to != seq:
+                if progress:
+                    self._progress()
+                self._failed(f"error frame {name}, frames resent")
                 self._resend()
+                return False
+            return progress
         elif op == REPLIES["info"]:
             self._info = payload
         elif op == REPLIES["reset_done"]:
             self._reset_done = seq
+        return False
 
-    def _acked(self, expected: int) -> None:
+    def _acked(self, expected: int) -> bool:
         progress = False
         while self._unacked and 1 <= ((expected - self._unacked[0][0]) & 0xFF) <= MAX_WINDOW_FRAMES:
             self._unacked.popleft()
             progress = True
         if progress:
             self._rewound_to = None
+        return progress
+
+    # ------------------------------------------------------------------ the bound on a stuck board
+    def _now(self) -> float:
+        """The link's clock: simulated cycles behind ``SimTransport`` (its ``cycles``), else seconds."""
+        cycles = getattr(self.transport, "cycles", None)
+        return float(cycles) if cycles is not None else time.monotonic()
+
+    def _elapsed(self, since: float | None = None) -> str:
+        t = self._now() - (self._since if since is None else since)
+        return f"{int(t):,} simulated cycles" if hasattr(self.transport, "cycles") else f"{t:.1f} s"
+
+    def _progress(self) -> None:
+        self._failures = self._noise = 0
+        self._since = self._now()
+
+    def _failed(self, what: str) -> None:
+        """One failure without progress (``what`` happened); past ``retries`` of them, one line."""
+        self._failures += 1
+        if self._failures > self.retries:
+            if self._unacked:
+                awaited = (f"the ack of frame seq {self._unacked[0][0]} "
+                           f"({len(self._unacked)} frame{'s' * (len(self._unacked) != 1)} unacknowledged)")
+            else:
+                awaited = f"result {len(self._results)} (seq {self._result_seq & 0xFF}; every frame acknowledged)"
+            hint = (f"{self._noise} replies changed nothing" if self._noise else
+                    "no reply at all: is the qhw board top flashed, and at this baud rate?")
+            raise LinkError(f"{self.name}: no progress in {self._elapsed()}, {self._failures} failures in a row "
+                            f"(last: {what}) while waiting for {awaited} ({hint})")
 
     def _resend(self) -> None:
         """Go back N: every unacknowledged frame again, oldest first."""
         self._rewound_to = self._unacked[0][0]
         self.transport.write(b"".join(f for _, f in self._unacked))
 
-    def _pump(self, stalls: list[int]) -> None:
-        """Handle one reply; on a timeout resend what is unacknowledged (or restart the GEMM)."""
+    def _pump(self) -> None:
+        """Handle one reply; on a timeout resend what is unacknowledged (or restart the GEMM). Bounded:
+        ``retries`` failures in a row without progress raise ``LinkError`` (``_failed``)."""
         frame = self._frame()
         if frame is not None:
-            stalls[0] = 0
-            self._handle(frame)
+            if self._handle(frame):
+                self._progress()
+            else:
+                self._noise += 1
+                if self._noise % NOISE_FRAMES == 0:
+                    self._failed(f"{NOISE_FRAMES} replies in a row that changed nothing")
             return
-        stalls[0] += 1
-        if stalls[0] > self.retries:
-            raise LinkError(f"{self.name}: no answer from the board after {self.retries} timeouts "
-                            f"(is the qhw board top flashed, and at this baud rate?)")
+        self._failed("reply timeout")
         self.recovered += 1
         if self._unacked:
             self._rewound_to = None
             self._resend()
         else:
-            raise _Restart()
+            raise _Restart(f"no result {len(self._results)} in a reply timeout, every frame acknowledged")
 
     # ------------------------------------------------------------------ control
     def reset(self) -> None:
@@ -273,7 +319,7 @@ class BoardLink:
         for _ in range(self.retries + 1):
             self._reset_done = None
             self.transport.write(frame)
-            while True:
+            for _ in range(NOISE_FRAMES):       # replies in flight before the reset's, at most a window's
                 f = self._frame()
                 if f is None:
                     break
@@ -283,6 +329,7 @@ class BoardLink:
                     self._unacked.clear()
                     self._results, self._result_seq = [], 0
                     self._rewound_to = None
+                    self._progress()
                     return
                 if op == REPLIES["error"] and _CODE_NAMES.get(f[2][0]) in FATAL_ERRORS:
                     continue
@@ -293,12 +340,13 @@ class BoardLink:
         for _ in range(self.retries + 1):
             self._info = None
             self.transport.write(encode(OPCODES["info"], self._seq))
-            while self._info is None:
+            for _ in range(NOISE_FRAMES):
                 f = self._frame()
                 if f is None:
                     break
                 if f[0] == REPLIES["info"]:
                     self._info = f[2]
+                    break
             if self._info is not None:
                 try:
                     return parse_info(self._info)
@@ -308,11 +356,11 @@ class BoardLink:
         raise LinkError(f"{self.name}: the board does not answer info requests")
 
     # ------------------------------------------------------------------ GEMMs
-    def _send(self, name: str, payload: bytes, stalls: list[int]) -> None:
+    def _send(self, name: str, payload: bytes) -> None:
         frame = encode(OPCODES[name], self._seq, payload)
         while self._unacked and (sum(len(f) for _, f in self._unacked) + len(frame) > self.window
                                  or len(self._unacked) >= MAX_WINDOW_FRAMES):
-            self._pump(stalls)
+            self._pump()
         self._unacked.append((self._seq & 0xFF, frame))
         self._seq = (self._seq + 1) & 0xFF
         self.transport.write(frame)
@@ -322,20 +370,22 @@ class BoardLink:
         if program.config != self.config:
             raise LinkError("the program was planned for another ArrayConfig than the board's")
         packets = program_packets(program)
+        start = self._now()
         for _ in range(self.retries + 1):
-            stalls = [0]
             self._results = []
             try:
                 for name, payload in packets:
-                    self._send(name, payload, stalls)
+                    self._send(name, payload)
                 while len(self._results) < program.out_beats or self._unacked:
-                    self._pump(stalls)
-            except _Restart:
+                    self._pump()
+            except _Restart as e:
                 self.recovered += 1
                 self.reset()
+                last = e
                 continue
             return program.decode([unpack_result(self.config, r) for r in self._results])
-        raise LinkError(f"{self.name}: a GEMM failed {self.retries + 1} times in a row (link too noisy?)")
+        raise LinkError(f"{self.name}: a GEMM failed {self.retries + 1} times in a row in {self._elapsed(start)} "
+                        f"(last: {last}) (link too noisy?)")
 
     def gemm(self, x_q, w, bias_hw, requant) -> np.ndarray:
         """``requant.apply(x_q @ w + bias_hw)`` on the board (see ``qhw.hw.driver.plan_gemm``)."""

@@ -7,7 +7,13 @@ cycles each) and deserialized from ``top.tx`` by sampling in the middle of each 
 a USB-UART bridge would. Reply timeouts count simulated time (``timeout_bytes`` byte times), so a
 slow or busy machine does not change the outcome. ``Faults`` flips, drops, duplicates and inserts
 bytes in both directions at a rate; ``stall`` holds the board's transmitter (its output consumer)
-for ``stall[0]`` of every ``stall[1]`` cycles. The simulation ends when ``host_fn`` returns.
+for ``stall[0]`` of every ``stall[1]`` cycles, or the host holds it itself (``transport.tx_hold``).
+The simulation ends when ``host_fn`` returns.
+
+Nothing waits without a bound: each read waits at most the reply timeout of simulated time, the
+host's ``BoardLink`` stops after ``retries`` failures in a row without progress (one ``LinkError``
+line naming what it awaited and for how many simulated cycles), and ``max_cycles`` stops the
+simulation itself (then a pending read raises instead of waiting for cycles that never come).
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class SimTransport:
         self.cycles = 0
         self.deadline = None            # a read waits until this cycle
         self.done = False
+        self.stopped = None             # why the simulation ended while the host was still running
+        self.tx_hold = False            # the host holds the board's transmitter (without ``stall``)
         self.bytes_out = self.bytes_in = 0
         self.cond = threading.Condition()
 
@@ -84,12 +92,24 @@ class SimTransport:
     def read(self, n: int) -> bytes:
         with self.cond:
             self.deadline = self.cycles + self.timeout_cycles
-            while not self.from_board and self.cycles < self.deadline and not self.done:
-                self.cond.wait(0.5)
+            while not self.from_board and self.cycles < self.deadline and not self.done and not self.stopped:
+                self.cond.wait(0.5)         # a poll: the simulation notifies at the deadline
             self.deadline = None
+            if self.stopped and not self.from_board:
+                raise LinkError(self.stopped)
             out = bytes(self.from_board[:n])
             del self.from_board[:n]
             return out
+
+    def sleep(self, cycles: int) -> None:
+        """Wait ``cycles`` of simulated time (a host pacing itself against the board, in tests)."""
+        with self.cond:
+            self.deadline = self.cycles + cycles
+            while self.cycles < self.deadline and not self.done and not self.stopped:
+                self.cond.wait(0.5)
+            self.deadline = None
+            if self.stopped:
+                raise LinkError(self.stopped)
 
     def _arrived(self, byte: int) -> None:
         data = bytes([byte])
@@ -98,6 +118,11 @@ class SimTransport:
         with self.cond:
             self.from_board += data
             self.bytes_in += 1
+            self.cond.notify_all()
+
+    def _stop(self, why: str) -> None:
+        with self.cond:
+            self.stopped = why
             self.cond.notify_all()
 
     def _advance(self, cycles: int) -> None:
@@ -109,12 +134,14 @@ class SimTransport:
 
 def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | None = None,
                   stall: tuple[int, int] | None = None, max_cycles: int = 50_000_000, transport_out=None,
-                  timeout_cycles: int | None = None):
+                  timeout_cycles: int | None = None, processes=()):
     """Simulate ``top`` while ``host_fn(SimTransport)`` runs; return ``host_fn``'s result.
 
     A top built with ``uart=False`` exchanges one byte a cycle on its ``rx_byte``/``tx_byte``
     streams instead of the UART pins; give it ``timeout_cycles`` (the host's reply timeout) longer
-    than its longest computation."""
+    than its longest computation. ``processes``: Amaranth processes (``async def p(ctx)``) that
+    watch the design beside it (tests). ``max_cycles`` is the last bound (a host that is not a
+    ``BoardLink``, or a board that keeps making progress forever)."""
     d = top.divisor
     byte_level = not getattr(top, "uart", True)
     transport = SimTransport(divisor=d, timeout_bytes=timeout_bytes, faults=faults, timeout_cycles=timeout_cycles)
@@ -127,7 +154,7 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
         try:
             outcome["value"] = host_fn(transport)
         except BaseException as e:      # re-raised in the caller's thread
-            outcome["error"] = e
+            outcome.setdefault("error", e)
         finally:
             with transport.cond:
                 transport.done = True
@@ -139,6 +166,7 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
         await ctx.tick().repeat(4 * d)
         thread.start()
         while not transport.done and transport.cycles < max_cycles:
+            hold(ctx)
             with transport.cond:
                 byte = transport.to_board.pop(0) if transport.to_board else None
             if byte is None:
@@ -149,9 +177,18 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
                 ctx.set(top.rx, bit)
                 await ctx.tick().repeat(d)
             transport._advance(10 * d)
+        ended()
+
+    def ended():
         if not transport.done:
-            outcome.setdefault("error", LinkError(f"simulation stopped after {max_cycles} cycles"))
+            why = f"sim: simulation stopped after {transport.cycles:,} cycles (max_cycles) with the host still running"
+            outcome.setdefault("error", LinkError(why))
+            transport._stop(why)
         outcome["done"] = True
+
+    def hold(ctx):
+        if not stall:
+            ctx.set(top.tx_hold, transport.tx_hold)
 
     async def receiver(ctx):
         while not outcome.get("done"):
@@ -178,6 +215,7 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
         await ctx.tick().repeat(4)
         thread.start()
         while not transport.done and transport.cycles < max_cycles:
+            hold(ctx)
             with transport.cond:
                 byte = transport.to_board.pop(0) if transport.to_board else None
             ctx.set(top.rx_byte.valid, byte is not None)
@@ -185,9 +223,7 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
             await ctx.tick()
             transport._advance(1)
         ctx.set(top.rx_byte.valid, 0)
-        if not transport.done:
-            outcome.setdefault("error", LinkError(f"simulation stopped after {max_cycles} cycles"))
-        outcome["done"] = True
+        ended()
 
     async def byte_receiver(ctx):
         ctx.set(top.tx_byte.ready, 1)
@@ -198,12 +234,20 @@ def run_with_host(top, host_fn, *, timeout_bytes: int = 200, faults: Faults | No
 
     sim = Simulator(top)
     sim.add_clock(1e-6)
+    for process in processes:
+        sim.add_process(process)
     sim.add_testbench(byte_sender if byte_level else sender)
     sim.add_testbench(byte_receiver if byte_level else receiver)
     if stall:
         sim.add_testbench(staller)
-    sim.run()
-    thread.join(timeout=5.0)
+    try:
+        sim.run()
+    finally:
+        if not transport.done:          # the simulation failed: release a read that waits for cycles
+            transport._stop(transport.stopped or "sim: the simulation ended with an error")
+    thread.join(timeout=5.0)            # the host has been told to stop: it returns at once
     if "error" in outcome:
         raise outcome["error"]
+    if thread.is_alive():
+        raise LinkError("sim: the host function did not return after the simulation stopped")
     return outcome.get("value")

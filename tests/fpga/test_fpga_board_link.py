@@ -15,6 +15,7 @@ from qhw.fpga.host import BoardLink, LinkError, program_packets
 from qhw.fpga.link import FrameParser, FrameSender, LinkControl, ReceiveFifo
 from qhw.fpga.payload import board_info_bytes, fifo_depth, packet_bytes
 from qhw.fpga.protocol import (
+    ACCEL_STREAMS,
     ERRORS,
     INFO_LAYOUT,
     OPCODES,
@@ -277,13 +278,64 @@ def test_garbage_and_reset_mid_gemm_then_bit_exact():
     def host(transport):
         link = BoardLink(transport, CFG)
         transport.write(b"\x5a\xa5\xa5\x00garbage\xff" * 3)
-        stalls = [0]
         for name, payload in program_packets(case.program)[:9]:      # command, weights, some activations
-            link._send(name, payload, stalls)
+            link._send(name, payload)
         link.reset()
         return link.run(case.program)
 
     assert np.array_equal(run_with_host(_top(), host), case.expected)
+
+
+@pytest.mark.parametrize("stuck, shape, seed", [("cmd", (2, 3, 2), 8), ("act", (40, 2, 2), 9)], ids=["busy", "stalled"])
+def test_reset_while_a_frame_waits_for_its_stream(stuck, shape, seed):
+    """A reset arrives while the board holds a frame for a stream that is not ready (a watcher sees
+    ``offered`` naming that stream, and its ``ready`` low, in the reset's cycle); the next GEMM is
+    bit-exact, each result exactly once, with no recovery. ``cmd``: a second command while a GEMM
+    (2x3x2, seed 8) waits for its last activation (the accelerator busy). ``act``: a GEMM of 40 rows
+    (40x2x2, seed 9) with the board's transmitter held (the output consumer stalled), its activations
+    sent one frame at a time until one waits (the results fill the output path), then the reset right
+    behind it (the link parses its bytes in order); the transmitter is released at the reset.
+    The next GEMM has another shape (4x3x3, seed 10)."""
+    first = make_case(CFG, *shape, mode="single", seed=seed)
+    after = make_case(CFG, 4, 3, 3, mode="tflite", seed=10)
+    top, box = _top(), []
+    resets, now = [], {}            # at each link reset: (stream offered or None, its ready); the last cycle's
+
+    async def watch(ctx):
+        readies = [getattr(top.accel, name).ready for name in ACCEL_STREAMS]
+        async for _clk, _rst, reset, offered, *ready in ctx.tick().sample(top.link.soft_reset, top.offered, *readies):
+            i = offered.bit_length() - 1
+            name = ACCEL_STREAMS[i] if offered else None
+            now["offered"] = name
+            if reset:
+                resets.append((name, ready[i] if offered else None))
+                if len(resets) > 1:                 # not BoardLink's opening reset: the consumer resumes
+                    box[0].tx_hold = False
+
+    def host(transport):
+        link = BoardLink(transport, CFG)
+        packets = program_packets(first.program)
+        if stuck == "cmd":
+            for name, payload in packets[:-1]:          # the GEMM waits for its last activation
+                link._send(name, payload)
+            link._send("cmd", packets[0][1])            # a command for the busy accelerator
+            while link._unacked:                        # every frame acked: the command is at the boundary
+                link._pump()
+        else:
+            transport.tx_hold = True
+            link.window = 1 << 20                   # the acks are held too: send without waiting for them
+            for name, payload in packets:
+                link._send(name, payload)
+                transport.sleep(10 * transport.divisor * (OVERHEAD + len(payload) + 2))     # sent, and decoded
+                if now["offered"] == name:          # a frame not taken within two byte times: it waits
+                    break
+            assert name == "act" and now["offered"] == "act", "the output path never filled"
+        link.reset()
+        return link.recovered, link.run(after.program)
+
+    recovered, y = run_with_host(top, host, transport_out=box, processes=[watch])
+    assert resets[1:] == [(stuck, 0)], resets
+    assert recovered == 0 and np.array_equal(y, after.expected)
 
 
 def test_stalled_output_consumer_loses_nothing():
@@ -307,10 +359,10 @@ def test_board_reports_unknown_opcode_and_rejected_command():
         transport.write(encode(0x77, 0))
         replies = [link._frame() for _ in range(1)]
         # An all-zero command (M = 0) is accepted by the link and rejected by the accelerator.
-        link._send("cmd", bytes(packet_bytes(CFG)["cmd"]), [0])
+        link._send("cmd", bytes(packet_bytes(CFG)["cmd"]))
         with pytest.raises(LinkError, match=r"^sim: board reports rejected: the accelerator rejected"):
             while True:
-                link._pump([0])
+                link._pump()
         return replies
 
     replies = run_with_host(_top(), host)
@@ -331,6 +383,48 @@ def test_silent_board_is_one_line():
 
     with pytest.raises(LinkError, match=r"^/dev/ttyUSB9: no answer from the board after 3 reset frames"):
         BoardLink(Silent(), CFG, retries=2)
+
+
+@pytest.mark.parametrize("board", ["refusing", "resultless"])
+def test_board_that_never_does_the_work_is_one_line(board):
+    """A board that answers reset and info but then either refuses every frame with an error (as a
+    board top whose stream never takes its frame, once its FIFO overflows) or acks every frame and
+    never sends a result: the GEMM stops with one line naming what it waited for, instead of resending
+    forever (each error frame is an answer, so counting silent timeouts alone never ended)."""
+
+    class Board:
+        name = "/dev/ttyUSB9"
+
+        def __init__(self):
+            self.replies = bytearray()
+            self.writes = 0
+
+        def write(self, data):
+            self.writes += 1
+            assert self.writes < 1000, "the host resends forever"
+            while data:             # whole frames, as the host writes them
+                op, seq, n = data[2], data[3], data[4] | data[5] << 8
+                data = data[OVERHEAD + n:]
+                if op == OPCODES["reset"]:
+                    self.replies += encode(REPLIES["reset_done"], seq + 1)
+                elif op == OPCODES["info"]:
+                    self.replies += encode(REPLIES["info"], seq, board_info_bytes(CFG))
+                elif board == "refusing":
+                    self.replies += encode(REPLIES["error"], 1, bytes([ERRORS["rx_overflow"], 0]))
+                else:
+                    self.replies += encode(REPLIES["ack"], seq + 1)
+
+        def read(self, n):
+            out = bytes(self.replies[:n])
+            del self.replies[:n]
+            return out
+
+    message = {"refusing": r"no progress in \d+\.\d s, 9 failures in a row \(last: reply timeout\) while waiting "
+                           r"for the ack of frame seq 1 \(23 frames unacknowledged\) \(\d+ replies changed nothing\)",
+               "resultless": r"a GEMM failed 9 times in a row in \d+\.\d s \(last: no result 0 in a reply timeout, "
+                             r"every frame acknowledged\) \(link too noisy\?\)"}[board]
+    with pytest.raises(LinkError, match=rf"^/dev/ttyUSB9: {message}$"):
+        BoardLink(Board(), CFG).run(_case(1).program)
 
 
 def test_board_link_uint8_onnx_per_tensor():

@@ -127,7 +127,7 @@ def test_garbage_reset_mid_inference_and_stalled_consumer(tiny):
         s.load()
         first = infer(s, qm.graph, x[:1])
         t.write(b"\x5a\xa5\xa5\x00garbage\xff" * 3)
-        link._send("input", bytes(range(4)), [0])         # one beat of the two the image needs
+        link._send("input", bytes(range(4)))         # one beat of the two the image needs
         link.reset()
         return s.loads, first, infer(s, qm.graph, x[1:3])
 
@@ -141,9 +141,9 @@ def test_input_without_model_is_not_ready(tiny):
 
     def host(t):
         link = BoardLink(t, engine)
-        link._send("input", bytes(8), [0])
+        link._send("input", bytes(8))
         while True:
-            link._pump([0])
+            link._pump()
 
     with pytest.raises(LinkError, match=r"^sim: board reports not_ready: input arrived with no model loaded"):
         run_with_host(_top(engine), host, timeout_cycles=REPLY)
