@@ -377,7 +377,8 @@ class NetworkEngine(wiring.Component):
             m.d.sync += running.eq(0)
         m.d.comb += wcount_nx.eq(Mux(done, 0, Mux(we, wcount + 1, wcount)))
         m.d.sync += [wcount.eq(wcount_nx), pool_dep.eq(wcount_nx >= pool_d.dep_base)]
-        m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done)]      # the counter's next step, for the issuer
+        # the counter's next step and value, for the issuer
+        m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done), issue.wcount_nx.eq(wcount_nx)]
 
         # ports
         t = self.trace

@@ -8,7 +8,8 @@ tile's load in an earlier cycle (a tile started and not yet issued, counted here
 the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
 result beat's pool latency has passed (writes stay in order).
 The three tests are registered flags (``wait_ok``, ``k_ok``), formed a cycle ahead from the write
-counter's next step (``w_inc``, ``w_clear``) and the loop's next state.
+counter's next step (``w_inc``, ``w_clear``; its next value ``wcount_nx``, formed once by the counter's
+owner) and the loop's next state.
 The word is read (the address is this cycle: the trace's ``issue``; the word comes ``SPAD_READ_LATENCY``
 cycles later, the beat's handshake in the timing contract), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
@@ -61,7 +62,8 @@ class MatmulIssue(wiring.Component):
         super().__init__({
             "desc": In(stream.Signature(matmul_desc_layout())),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
-            "wcount": In(COUNT_BITS), "w_inc": In(1), "w_clear": In(1), "load_start": In(1), "restart": In(1),
+            "wcount": In(COUNT_BITS), "w_inc": In(1), "w_clear": In(1), "wcount_nx": In(COUNT_BITS),
+            "load_start": In(1), "restart": In(1),
             "a_in": Out(data.ArrayLayout(signed(8), R)), "bank_in": Out(1),
             "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
             "tile_done": Out(1), "group_done": Out(1), "finishing": Out(1), "busy": Out(1),
@@ -199,8 +201,7 @@ class MatmulIssue(wiring.Component):
         # accept only selects (Yosys's ``opt_share`` turns compares under a mux into one compare of muxed
         # operands, which put the accept in front of a carry chain)
         if self.settled:
-            wcount_nx = Signal(unsigned(COUNT_BITS), name="wcount_nx")
-            m.d.comb += wcount_nx.eq(Mux(self.w_clear, 0, self.wcount + self.w_inc))
+            wcount_nx = self.wcount_nx
             base_zero, base_ge0, base_ge1 = (Signal(name=n) for n in ("base_zero", "base_ge0", "base_ge1"))
             m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(wcount_nx >= d.dep_base),
                          base_ge1.eq(((wcount_nx + 1)[:COUNT_BITS]) >= d.dep_base)]
