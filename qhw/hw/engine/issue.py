@@ -27,7 +27,7 @@ from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
 from ..logic_mul import logic_mul
-from ..replica import replica
+from ..replica import replica_pair
 from ..skew import delayed
 from .fetch import INDEX_BITS, ahead
 from .im2col import ADDR_BITS, Im2colAgen
@@ -96,7 +96,8 @@ class MatmulIssue(wiring.Component):
         # loop state of the tile being issued
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
         need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
-        tile_first, kt_first, produced = replica(Signal(init=1), name="tile_first"), Signal(init=1), Signal()
+        tile_first, tile_first_r = replica_pair(Signal(init=1), name="tile_first")
+        kt_first, produced = Signal(init=1), Signal()
         tpar, gpar = Signal(), Signal()            # weight bank (tile parity), parameter bank (group parity)
         mrow = Signal(unsigned(16))                # beat of the tile (the accumulator row)
         order = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))   # cycles until the order rule holds
@@ -109,14 +110,13 @@ class MatmulIssue(wiring.Component):
         # ``(wcount >= need) & (started != 0)`` and ``k_ok`` = ``produced | (order == 0)``, so the accept and
         # the step (which enable every loop register) are one LUT of flip-flops, not behind the dependence
         # compare's carry chain
-        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
-        wait_ok, k_ok = replica(Signal(), name="wait_ok"), replica(Signal(init=1), name="k_ok")
+        # (``*_r``: copies for the generator's ``desc.ready``, below; ``qhw.hw.replica``)
+        wait_ok, wait_ok_r = replica_pair(Signal(), name="wait_ok")
+        k_ok, k_ok_r = replica_pair(Signal(init=1), name="k_ok")
         ok = wait_ok & (~b.last_k | k_ok)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
-        # the same gate from replica registers (``qhw.hw.replica``) for the generator's ``desc.ready`` (the
-        # read side's accept): the originals fan out to the step's loop registers only
-        tile_first_r, wait_ok_r, k_ok_r = (replica(v, name=f"{n}_r") for v, n in ((tile_first, "tile_first"),
-                                                                                (wait_ok, "wait_ok"), (k_ok, "k_ok")))
+        # the same gate from the replica registers for the generator's ``desc.ready`` (the read side's
+        # accept): the originals fan out to the step's loop registers only
         m.d.comb += agen.ready_r.eq(~tile_first_r | (wait_ok_r & (~agen.last_k_r | k_ok_r)))
         step = agen.beats.valid & agen.beats.ready
 
