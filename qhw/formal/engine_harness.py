@@ -262,6 +262,7 @@ class ParamBoundHarness(Elaboratable):
         m.d.comb += [
             Assert(~u.r_en | (entry0 + nt < self.entries)),
             Assert(~d_valid | ((entry0 + n_tiles <= self.entries) & (nt < n_tiles))),      # lemma
+            Assert(~d_valid | (_internal(um, "n_more") == (nt + 1 < n_tiles))),             # lemma: the flag
         ]
         return m
 

@@ -175,7 +175,7 @@ def test_parameter_reads_stay_in_the_store(tmp_path):
 
 def test_parameter_tile_counter_off_by_one_is_caught(tmp_path):
     # One N tile too many: the block after the descriptor's last is read.
-    Broken = mutant(loader.ParamFetch, "with m.If(nt + 1 < n_tiles):", "with m.If(nt < n_tiles):")
+    Broken = mutant(loader.ParamFetch, "n_more.eq(nt + 2 < n_tiles)", "n_more.eq(nt + 1 < n_tiles)")
     harness = ParamBoundHarness(config=ARRAY, entries=PARAM_BLOCKS, unit=Broken)
     assert_caught(prove(harness, tmp_path, "params_mutant", "bmc", 8), tmp_path)
 
