@@ -201,10 +201,13 @@ class MatmulIssue(wiring.Component):
         # accept only selects (Yosys's ``opt_share`` turns compares under a mux into one compare of muxed
         # operands, which put the accept in front of a carry chain)
         if self.settled:
-            wcount_nx = self.wcount_nx
             base_zero, base_ge0, base_ge1 = (Signal(name=n) for n in ("base_zero", "base_ge0", "base_ge1"))
-            m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(wcount_nx >= d.dep_base),
-                         base_ge1.eq(((wcount_nx + 1)[:COUNT_BITS]) >= d.dep_base)]
+            # ``wcount' + 1 >= dep_base`` by the counter's step, each case a compare of registers (not the
+            # step's sum, then a second carry chain)
+            ge1, ge2 = Signal(name="wcount_p1_ge"), Signal(name="wcount_p2_ge")
+            m.d.comb += [ge1.eq(wc1 >= d.dep_base), ge2.eq((self.wcount + 2)[:COUNT_BITS] >= d.dep_base)]
+            m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(self.wcount_nx >= d.dep_base),
+                         base_ge1.eq(Mux(self.w_clear, d.dep_base <= 1, Mux(self.w_inc, ge2, ge1)))]
             acc_dep = Mux(self.w_clear, base_zero, Mux(self.w_inc, base_ge1, base_ge0))
         else:
             acc_dep = dep_next(d.dep_base)
