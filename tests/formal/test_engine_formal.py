@@ -64,6 +64,14 @@ def test_fetch_that_never_reaches_end_is_caught(tmp_path):
     assert_caught(prove(FetchHarness(entries=ENTRIES, fetch=Broken), tmp_path, "fetch_no_end", "bmc", 14), tmp_path)
 
 
+def test_fetch_next_bits_a_cycle_late_is_caught(tmp_path):
+    # ``bits_nx`` the payload of this cycle: the engine's OUTPUT/ADD dependence flags would test the
+    # previous descriptor in a new one's first offered cycle
+    Broken = mutant(fetch.DescriptorFetch, "Mux(state == 1, self.r_data, self.desc.payload.bits)",
+                    "self.desc.payload.bits")
+    assert_caught(prove(FetchHarness(entries=ENTRIES, fetch=Broken), tmp_path, "fetch_nx_late", "bmc", 6), tmp_path)
+
+
 # --------------------------------------------------------------------------- INPUT: writes
 
 
