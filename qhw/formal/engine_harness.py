@@ -67,7 +67,8 @@ class FetchHarness(Elaboratable):
       stopped) falls on every cycle that is neither a restart, nor a descriptor held for a consumer
       that is not ready, nor stopped; it is at most ``3 * entries`` after a restart, so ``at_end`` is
       high after at most ``3 * entries + 1`` such cycles (3 per entry: read, look, hand over);
-    * ``desc`` keeps ``valid`` and its payload until ``ready`` or ``restart`` (the stream rule).
+    * ``desc`` keeps ``valid`` and its payload until ``ready`` or ``restart`` (the stream rule);
+    * ``bits_nx`` is the payload's bits of the next cycle (the engine registers tests of it).
 
     ``fetch`` is the class to build (a mutant in the tests); ``ops`` the opcodes it fetches.
     """
@@ -128,11 +129,14 @@ class FetchHarness(Elaboratable):
         waiting, last = Signal(name="desc_waiting"), Signal.like(payload, name="desc_last")
         # (``restart`` withdraws an offered descriptor by design: the program starts again)
         m.d.sync += [waiting.eq(f.desc.valid & ~f.desc.ready & ~f.restart), last.eq(payload)]
+        nx_last, stepped = Signal.like(f.bits_nx, name="bits_nx_last"), Signal(name="stepped")
+        m.d.sync += [nx_last.eq(f.bits_nx), stepped.eq(1)]
         m.d.comb += [
             Assert(~f.r_en | (f.r_addr < n)),                              # reads inside the store
             Assert(ptr <= first_end),                                      # never past the END
             Assert(~progress | (rank < rank_last)),                        # termination
             Assert(~waiting | (f.desc.valid & (payload == last))),        # the stream rule
+            Assert(~stepped | (f.desc.payload.bits == nx_last)),          # the next bits, a cycle ahead
             # lemmas: the look phase sees the entry the pointer names; a held descriptor is valid
             Assert(~look | (r_data == selected)),
             Assert((state == 2) == f.desc.valid),
@@ -262,6 +266,7 @@ class ParamBoundHarness(Elaboratable):
         m.d.comb += [
             Assert(~u.r_en | (entry0 + nt < self.entries)),
             Assert(~d_valid | ((entry0 + n_tiles <= self.entries) & (nt < n_tiles))),      # lemma
+            Assert(~d_valid | (_internal(um, "n_more") == (nt + 1 < n_tiles))),             # lemma: the flag
         ]
         return m
 

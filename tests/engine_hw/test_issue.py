@@ -141,6 +141,7 @@ def run_issue(descs, *, seed=0, settled=True, writes=0.3, loads=0.5, offers=None
             ctx.set(dut.wcount, wcount)
             ctx.set(dut.w_inc, w)
             ctx.set(dut.w_clear, clear)
+            ctx.set(dut.wcount_nx, 0 if clear else wcount + w)     # formed by the counter's owner
             ctx.set(dut.restart, t in restarts)
             ctx.set(dut.load_start, ld)
             rec["wcount"].append(wcount)

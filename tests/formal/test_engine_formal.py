@@ -26,6 +26,7 @@ from qhw.formal.engine_harness import (
     OutputBoundHarness,
     ParamBoundHarness,
     PoolBoundHarness,
+    WeightBoundHarness,
 )
 from qhw.formal.engine_liveness import EngineLivenessHarness, liveness_program
 from qhw.formal.mutate import mutant
@@ -35,6 +36,7 @@ from qhw.hw.engine import add_unit, fetch, input_unit, loader, output_unit, pool
 
 ARRAY = ArrayConfig(rows=4, cols=4, max_k=4, acc_depth=4, rounding=("single",))
 ENTRIES, WORDS, PARAM_BLOCKS = 5, 48, 6
+WEIGHT_ROWS = 13             # weight-store rows (the weight mutants' store)
 
 
 def prove(harness, tmp_path, name, mode="prove", depth=2):
@@ -60,6 +62,14 @@ def test_fetch_that_never_reaches_end_is_caught(tmp_path):
     # END is skipped like any other opcode: the pointer walks past the program into no memory.
     Broken = mutant(fetch.DescriptorFetch, 'with m.Elif(op == OPCODES["END"]):', "with m.Elif(0):")
     assert_caught(prove(FetchHarness(entries=ENTRIES, fetch=Broken), tmp_path, "fetch_no_end", "bmc", 14), tmp_path)
+
+
+def test_fetch_next_bits_a_cycle_late_is_caught(tmp_path):
+    # ``bits_nx`` the payload of this cycle: the engine's OUTPUT/ADD dependence flags would test the
+    # previous descriptor in a new one's first offered cycle
+    Broken = mutant(fetch.DescriptorFetch, "Mux(state == 1, self.r_data, self.desc.payload.bits)",
+                    "self.desc.payload.bits")
+    assert_caught(prove(FetchHarness(entries=ENTRIES, fetch=Broken), tmp_path, "fetch_nx_late", "bmc", 6), tmp_path)
 
 
 # --------------------------------------------------------------------------- INPUT: writes
@@ -175,7 +185,7 @@ def test_parameter_reads_stay_in_the_store(tmp_path):
 
 def test_parameter_tile_counter_off_by_one_is_caught(tmp_path):
     # One N tile too many: the block after the descriptor's last is read.
-    Broken = mutant(loader.ParamFetch, "with m.If(nt + 1 < n_tiles):", "with m.If(nt < n_tiles):")
+    Broken = mutant(loader.ParamFetch, "n_more.eq(nt + 2 < n_tiles)", "n_more.eq(nt + 1 < n_tiles)")
     harness = ParamBoundHarness(config=ARRAY, entries=PARAM_BLOCKS, unit=Broken)
     assert_caught(prove(harness, tmp_path, "params_mutant", "bmc", 8), tmp_path)
 
@@ -251,3 +261,23 @@ def test_qhw_prove_refuses_an_accelerator_property_on_a_network_manifest(tmp_pat
     assert main(["prove", "--rtl", str(tmp_path / "net.json"), "--property", "credits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "credits" in err[0] and "sequencer" in err[0]
+
+
+# --------------------------------------------------------------------------- weights: the tile walk's flags
+
+
+def test_weight_reads_stay_in_the_store(tmp_path):
+    h = WeightBoundHarness(config=ARRAY, rows_in_store=WEIGHT_ROWS)
+    r = prove(h, tmp_path, "weights", "bmc", h.depth)
+    assert (r.status, r.trace) == ("proven", None)
+
+
+@pytest.mark.parametrize("old,new", [
+    # the N-tile flag not taken from the descriptor at its accept: stale at a start in the next cycle
+    ("n_more.eq(Mux(accept, dp.n_tiles > 1, nt + 1 < n_tiles))", "n_more.eq(nt + 1 < n_tiles)"),
+    # the first K tile asks the K-tile flag (its count is not formed yet) instead of ``multi_k``
+    ("with m.If(Mux(kt_zero, multi_k, k_more)):", "with m.If(k_more):")])
+def test_weight_tile_flag_mutants_are_caught(tmp_path, old, new):
+    Broken = mutant(loader.WeightLoader, old, new)
+    h = WeightBoundHarness(config=ARRAY, rows_in_store=WEIGHT_ROWS, unit=Broken)
+    assert_caught(prove(h, tmp_path, "weight_mutant", "bmc", h.depth), tmp_path)

@@ -216,6 +216,9 @@ class NetworkEngine(wiring.Component):
         def view(f, op):
             return data.View(descriptor_layout(op), f.desc.payload.bits[OP_BITS:OP_BITS + descriptor_layout(op).size])
 
+        def view_nx(f, op):         # the offered descriptor of the next cycle
+            return data.View(descriptor_layout(op), f.bits_nx[OP_BITS:OP_BITS + descriptor_layout(op).size])
+
         # input: the first beat is taken once every unit holds its first descriptor (the timing contract
         # counts from that beat, with every unit ready)
         seen = [Signal(name=f"primed_{n}") for n in range(4)]
@@ -274,6 +277,11 @@ class NetworkEngine(wiring.Component):
         # offered descriptor, exact once ``settled2`` holds (the fetch's payload is then a cycle old)
         pool_dep, wcount_nx = Signal(name="pool_dep"), Signal(COUNT_BITS, name="wcount_nx")
         m.d.sync += settled2.eq(settled & f_issue.desc.valid & ~f_issue.desc.ready & ~restart)
+        # an OUTPUT's and an ADD's dependence tests (taken in their first offered cycle): registers equal
+        # to ``wcount >= dep_base`` of the offered descriptor in every cycle, formed from both next values
+        # (the counter's ``wcount_nx``, the fetch's ``bits_nx``: the word read in its LOOK), so the accept
+        # is not behind a carry chain; 1 at reset (a zero count and a zero payload)
+        out_dep, add_dep = Signal(init=1, name="out_dep"), Signal(init=1, name="add_dep")
         pool_d, out_d, add_d = view(f_issue, "POOL"), view(f_issue, "OUTPUT"), view(f_issue, "ADD")
         m.d.comb += [issue.desc.payload.d.eq(view(f_issue, "MATMUL")),
                      issue.desc.payload.index.eq(f_issue.desc.payload.index),
@@ -281,9 +289,9 @@ class NetworkEngine(wiring.Component):
                      pool.desc.payload.eq(pool_d),
                      pool.desc.valid.eq(f_issue.desc.valid & settled2 & is_pool & free & pool_dep),
                      out.desc.payload.eq(out_d),
-                     out.desc.valid.eq(f_issue.desc.valid & is_out & free & (wcount >= out_d.dep_base)),
+                     out.desc.valid.eq(f_issue.desc.valid & is_out & free & out_dep),
                      add.desc.payload.eq(add_d), add.t_slot.eq(table_slot(add_d.table)),
-                     add.desc.valid.eq(f_issue.desc.valid & is_add & free & (wcount >= add_d.dep_base)),
+                     add.desc.valid.eq(f_issue.desc.valid & is_add & free & add_dep),
                      f_issue.desc.ready.eq((issue.desc.valid & issue.desc.ready) | (pool.desc.valid & pool.desc.ready)
                                            | (out.desc.valid & out.desc.ready) | (add.desc.valid & add.desc.ready))]
         index = Signal(INDEX_BITS)                 # the POOL, OUTPUT or ADD running (for the trace)
@@ -376,8 +384,11 @@ class NetworkEngine(wiring.Component):
         with m.If(done):
             m.d.sync += running.eq(0)
         m.d.comb += wcount_nx.eq(Mux(done, 0, Mux(we, wcount + 1, wcount)))
-        m.d.sync += [wcount.eq(wcount_nx), pool_dep.eq(wcount_nx >= pool_d.dep_base)]
-        m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done)]      # the counter's next step, for the issuer
+        m.d.sync += [wcount.eq(wcount_nx), pool_dep.eq(wcount_nx >= pool_d.dep_base),
+                     out_dep.eq(wcount_nx >= view_nx(f_issue, "OUTPUT").dep_base),
+                     add_dep.eq(wcount_nx >= view_nx(f_issue, "ADD").dep_base)]
+        # the counter's next step and value, for the issuer
+        m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done), issue.wcount_nx.eq(wcount_nx)]
 
         # ports
         t = self.trace

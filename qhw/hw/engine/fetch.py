@@ -9,7 +9,7 @@ for are skipped (two cycles each); ``END`` stops the walk until ``restart``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Value, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -46,6 +46,8 @@ class DescriptorFetch(wiring.Component):
 
     ``r_addr``/``r_en`` -> ``r_data`` (one cycle, a synchronous read port of the store); ``desc`` offers
     each match until taken; ``at_end`` is high once ``END`` was read; ``restart`` goes back to entry 0.
+    ``bits_nx``: the payload's bits in the next cycle (the word read, in a LOOK), so a test of the offered
+    descriptor can be a register that holds in the descriptor's first offered cycle.
     """
 
     def __init__(self, *, ops, entries: int):
@@ -57,7 +59,7 @@ class DescriptorFetch(wiring.Component):
         self.ops, self.entries = ops, entries
         super().__init__({
             "r_addr": Out(max(1, ceil_log2(entries))), "r_en": Out(1), "r_data": In(DESCRIPTOR_BITS),
-            "desc": Out(stream.Signature(fetched_layout())),
+            "desc": Out(stream.Signature(fetched_layout())), "bits_nx": Out(DESCRIPTOR_BITS),
             "at_end": Out(1), "restart": In(1),
         })
 
@@ -94,4 +96,5 @@ class DescriptorFetch(wiring.Component):
         # the match does not fan out to the wide payload register's enables
         with m.If(state == 1):
             m.d.sync += [self.desc.payload.bits.eq(self.r_data), self.desc.payload.index.eq(ptr)]
+        m.d.comb += self.bits_nx.eq(Mux(state == 1, self.r_data, self.desc.payload.bits))
         return m

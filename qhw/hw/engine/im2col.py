@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, IN_WINDOW
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
-from ..replica import replica
+from ..replica import replica_pair
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -123,9 +123,12 @@ class Im2colAgen(wiring.Component):
         kw_one, kh_one, kcw_one, nt_one = (Signal(name=n) for n in ("kw_one", "kh_one", "kcw_one", "nt_one"))
         m_one, c_m_m1 = Signal(name="m_chunk_one"), Signal(signed(25), name="m_total_m1")
         chunk_one = Signal(name="chunk_one")         # the current M chunk has one pixel
-        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
-        last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk = (
-            replica(Signal(), name=n) for n in ("last_m", "last_kx", "last_ky", "last_cwi", "last_nt", "last_chunk"))
+        # the terminal flags and their copies for ``desc.ready`` alone (``qhw.hw.replica``): the originals fan
+        # out to every loop register, the copies only into the read side's accept
+        pairs = {n: replica_pair(Signal(), name=n)
+                 for n in ("last_m", "last_kx", "last_ky", "last_cwi", "last_nt", "last_chunk")}
+        last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk = (f for f, _ in pairs.values())
+        copy = {n: c for n, (_, c) in pairs.items()}
         # tile state
         nt, cwi = Signal(unsigned(12)), Signal(unsigned(8))
         ky, kx = Signal(unsigned(8)), Signal(unsigned(8))
@@ -135,13 +138,8 @@ class Im2colAgen(wiring.Component):
         # tb = rb + tap (kernel tap); each moves by one addition when its loop moves
         nb0, nb, kb, rb, tb = (Signal(off, name=n) for n in ("nb0", "nb", "kb", "rb", "tb"))
 
-        run = replica(Signal(), name="run")
+        run, run_r = replica_pair(Signal(), name="run")
         m.d.comb += self.busy.eq(run)
-        # copies of ``run`` and of the terminal flags for ``desc.ready`` alone (``qhw.hw.replica``): the originals
-        # fan out to every loop register, the copies only into the read side's accept
-        flags = (last_m, last_kx, last_ky, last_cwi, last_nt, last_chunk)
-        copy = {f.name: replica(f, name=f"{f.name}_r") for f in flags}
-        run_r = replica(run, name="run_r")
 
         def both(flag, value):
             return [flag.eq(value), copy[flag.name].eq(value)]

@@ -8,7 +8,8 @@ tile's load in an earlier cycle (a tile started and not yet issued, counted here
 the contract's ``weight_latency``), (3) for the descriptor's first result-producing tile, the previous
 result beat's pool latency has passed (writes stay in order).
 The three tests are registered flags (``wait_ok``, ``k_ok``), formed a cycle ahead from the write
-counter's next step (``w_inc``, ``w_clear``) and the loop's next state.
+counter's next step (``w_inc``, ``w_clear``; its next value ``wcount_nx``, formed once by the counter's
+owner) and the loop's next state.
 The word is read (the address is this cycle: the trace's ``issue``; the word comes ``SPAD_READ_LATENCY``
 cycles later, the beat's handshake in the timing contract), the zero point replaces padding
 beats, and the issue register drives the array (``a_in``, the tile's weight bank ``bank_in``) and the
@@ -26,7 +27,7 @@ from ...engine.isa import IN_WINDOW, POOL_AVG, POOL_MAX
 from ..config import ArrayConfig, check_config
 from ..issuer import tag_layout
 from ..logic_mul import logic_mul
-from ..replica import replica
+from ..replica import replica_pair
 from ..skew import delayed
 from .fetch import INDEX_BITS, ahead
 from .im2col import ADDR_BITS, Im2colAgen
@@ -61,7 +62,8 @@ class MatmulIssue(wiring.Component):
         super().__init__({
             "desc": In(stream.Signature(matmul_desc_layout())),
             "r_addr": Out(ADDR_BITS), "r_en": Out(1), "r_data": In(data.ArrayLayout(signed(8), R)),
-            "wcount": In(COUNT_BITS), "w_inc": In(1), "w_clear": In(1), "load_start": In(1), "restart": In(1),
+            "wcount": In(COUNT_BITS), "w_inc": In(1), "w_clear": In(1), "wcount_nx": In(COUNT_BITS),
+            "load_start": In(1), "restart": In(1),
             "a_in": Out(data.ArrayLayout(signed(8), R)), "bank_in": Out(1),
             "tag": Out(stream.Signature(tag_layout(), always_ready=True)),
             "tile_done": Out(1), "group_done": Out(1), "finishing": Out(1), "busy": Out(1),
@@ -94,7 +96,8 @@ class MatmulIssue(wiring.Component):
         # loop state of the tile being issued
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
         need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
-        tile_first, kt_first, produced = replica(Signal(init=1), name="tile_first"), Signal(init=1), Signal()
+        tile_first, tile_first_r = replica_pair(Signal(init=1), name="tile_first")
+        kt_first, produced = Signal(init=1), Signal()
         tpar, gpar = Signal(), Signal()            # weight bank (tile parity), parameter bank (group parity)
         mrow = Signal(unsigned(16))                # beat of the tile (the accumulator row)
         order = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))   # cycles until the order rule holds
@@ -107,14 +110,13 @@ class MatmulIssue(wiring.Component):
         # ``(wcount >= need) & (started != 0)`` and ``k_ok`` = ``produced | (order == 0)``, so the accept and
         # the step (which enable every loop register) are one LUT of flip-flops, not behind the dependence
         # compare's carry chain
-        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
-        wait_ok, k_ok = replica(Signal(), name="wait_ok"), replica(Signal(init=1), name="k_ok")
+        # (``*_r``: copies for the generator's ``desc.ready``, below; ``qhw.hw.replica``)
+        wait_ok, wait_ok_r = replica_pair(Signal(), name="wait_ok")
+        k_ok, k_ok_r = replica_pair(Signal(init=1), name="k_ok")
         ok = wait_ok & (~b.last_k | k_ok)
         m.d.comb += agen.beats.ready.eq(~tile_first | ok)
-        # the same gate from replica registers (``qhw.hw.replica``) for the generator's ``desc.ready`` (the
-        # read side's accept): the originals fan out to the step's loop registers only
-        tile_first_r, wait_ok_r, k_ok_r = (replica(v, name=f"{n}_r") for v, n in ((tile_first, "tile_first"),
-                                                                                (wait_ok, "wait_ok"), (k_ok, "k_ok")))
+        # the same gate from the replica registers for the generator's ``desc.ready`` (the read side's
+        # accept): the originals fan out to the step's loop registers only
         m.d.comb += agen.ready_r.eq(~tile_first_r | (wait_ok_r & (~agen.last_k_r | k_ok_r)))
         step = agen.beats.valid & agen.beats.ready
 
@@ -199,11 +201,13 @@ class MatmulIssue(wiring.Component):
         # accept only selects (Yosys's ``opt_share`` turns compares under a mux into one compare of muxed
         # operands, which put the accept in front of a carry chain)
         if self.settled:
-            wcount_nx = Signal(unsigned(COUNT_BITS), name="wcount_nx")
-            m.d.comb += wcount_nx.eq(Mux(self.w_clear, 0, self.wcount + self.w_inc))
             base_zero, base_ge0, base_ge1 = (Signal(name=n) for n in ("base_zero", "base_ge0", "base_ge1"))
-            m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(wcount_nx >= d.dep_base),
-                         base_ge1.eq(((wcount_nx + 1)[:COUNT_BITS]) >= d.dep_base)]
+            # ``wcount' + 1 >= dep_base`` by the counter's step, each case a compare of registers (not the
+            # step's sum, then a second carry chain)
+            ge1, ge2 = Signal(name="wcount_p1_ge"), Signal(name="wcount_p2_ge")
+            m.d.comb += [ge1.eq(wc1 >= d.dep_base), ge2.eq((self.wcount + 2)[:COUNT_BITS] >= d.dep_base)]
+            m.d.sync += [base_zero.eq(d.dep_base == 0), base_ge0.eq(self.wcount_nx >= d.dep_base),
+                         base_ge1.eq(Mux(self.w_clear, d.dep_base <= 1, Mux(self.w_inc, ge2, ge1)))]
             acc_dep = Mux(self.w_clear, base_zero, Mux(self.w_inc, base_ge1, base_ge0))
         else:
             acc_dep = dep_next(d.dep_base)

@@ -11,8 +11,11 @@ from amaranth.utils import ceil_log2
 from ...engine.isa import DESCRIPTOR_BITS, DESCRIPTOR_WORDS
 from ...engine.load import LOAD_MAGIC, TABLE_WORDS
 from ...errors import ConfigError
+from ..replica import replica
 
 __all__ = ["LoadUnit"]
+
+CLEAR_GROUP = 4          # wide-word registers (32 bits each) per copy of the clear
 
 
 def _write(addr_bits: int, width: int) -> wiring.Signature:
@@ -69,12 +72,22 @@ class LoadUnit(wiring.Component):
         buf = Signal(data.ArrayLayout(unsigned(32), 4 * C))
         w_en = Signal(3)                    # the write of a wide word to prog, wt or pw: this cycle
         w_addr = Signal(unsigned(32))
-        clear = Signal()
-        m.d.sync += [w_en.eq(0), clear.eq(0)]
+        # the clear, one copy per group of ``CLEAR_GROUP`` words (``qhw.hw.replica``: each drives the resets
+        # of its words' flip-flops, a fan-out of 32 per word)
+        clears = [replica(Signal(), name=f"clear{g}") for g in range(-(-4 * C // CLEAR_GROUP))]
+        m.d.sync += [w_en.eq(0)] + [c.eq(0) for c in clears]
+        clear = [c.eq(1) for c in clears]
+        # ``left != 0`` and ``left == 1`` as flags, set with ``left`` (the stream's ``ready`` and the wide
+        # word's write are then not behind a 32-bit zero test)
+        left_nz, left_one = Signal(name="left_nz"), Signal(name="left_one")
+
+        def set_left(v):
+            return [left.eq(v), left_nz.eq(v != 0), left_one.eq(v == 1)]
         for k in range(4 * C):
             load = Signal(name=f"buf_load{k}")
             zero = Signal(name=f"buf_zero{k}")       # a clear, not this word's load: the flip-flop's reset
-            m.d.comb += [load.eq(take & (phase >= 1) & (phase <= 3) & (slot == k)), zero.eq(clear & ~load)]
+            m.d.comb += [load.eq(take & (phase >= 1) & (phase <= 3) & (slot == k)),
+                         zero.eq(clears[k // CLEAR_GROUP] & ~load)]
             with m.If(zero):
                 m.d.sync += buf[k].eq(0)
             with m.Elif(load):
@@ -86,8 +99,11 @@ class LoadUnit(wiring.Component):
                      self.tab.slot.eq(tslot), self.tab.index.eq(ent - 1), self.tab.data.eq(word)]
         fits = Signal()
         m.d.comb += self.failed.eq(bad)
-        m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 5) & (left != 0))))
+        m.d.comb += self.load.ready.eq(~self.running & ((phase == 0) | ((phase != 5) & left_nz)))
 
+        # ``done`` (the restart of every unit) is a register: high exactly in phase 5
+        at_end = Signal(name="at_end")
+        m.d.comb += self.done.eq(at_end)
         with m.If(phase == 0), m.If(take):
             with m.If(hdr == 0):
                 with m.If(word == LOAD_MAGIC):
@@ -98,7 +114,7 @@ class LoadUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [counts[(hdr - 1)[:2]].eq(word), hdr.eq(hdr + 1)]
                 with m.If(hdr == 4):
-                    m.d.sync += [hdr.eq(0), phase.eq(1), left.eq(counts[0]), idx.eq(0), slot.eq(0), clear.eq(1),
+                    m.d.sync += [hdr.eq(0), phase.eq(1), *set_left(counts[0]), idx.eq(0), slot.eq(0), *clear,
                                  ent.eq(0), tslot.eq(0)]
                     m.d.comb += fits.eq((counts[0] <= self.programs * DESCRIPTOR_WORDS)
                                         & (counts[1] * 4 <= self.weight_rows * C)
@@ -106,24 +122,24 @@ class LoadUnit(wiring.Component):
                                         & (word <= self.tables * TABLE_WORDS))
                     m.d.sync += [bad.eq(~fits), self.poff.eq(counts[1])]
         with m.Elif(phase == 5):
-            m.d.comb += self.done.eq(1)
-            m.d.sync += [phase.eq(0), self.loaded.eq(~bad), self.error.eq(bad)]
-        with m.Elif(left == 0):
-            m.d.sync += [phase.eq(phase + 1), idx.eq(0), slot.eq(0)]
+            m.d.sync += [phase.eq(0), at_end.eq(0), self.loaded.eq(~bad), self.error.eq(bad)]
+        with m.Elif(~left_nz):
+            m.d.sync += [phase.eq(phase + 1), at_end.eq(phase == 4), idx.eq(0), slot.eq(0)]
             with m.If(phase == 1):
-                m.d.sync += left.eq(counts[1])
+                m.d.sync += set_left(counts[1])
             with m.Elif(phase == 2):
-                m.d.sync += left.eq(counts[2])
+                m.d.sync += set_left(counts[2])
             with m.Elif(phase == 3):
-                m.d.sync += left.eq(counts[3])
+                m.d.sync += set_left(counts[3])
         with m.Elif(take):
-            m.d.sync += [left.eq(left - 1), idx.eq(idx + 1), slot.eq(slot + 1)]
+            m.d.sync += [left.eq(left - 1), left_nz.eq(~left_one), left_one.eq(left == 2), idx.eq(idx + 1),
+                         slot.eq(slot + 1)]
             per = {1: DESCRIPTOR_WORDS, 2: C // 4, 3: 4 * C}
             for ph, n in per.items():
                 with m.If(phase == ph):
-                    full = (slot == n - 1) | (left == 1)
+                    full = (slot == n - 1) | left_one
                     with m.If(full):
-                        m.d.sync += [slot.eq(0), w_en.eq(~bad << (ph - 1)), clear.eq(1), w_addr.eq(idx // n)]
+                        m.d.sync += [slot.eq(0), w_en.eq(~bad << (ph - 1)), *clear, w_addr.eq(idx // n)]
             with m.If(phase == 3):
                 m.d.comb += self.pn.en.eq(~bad)
             with m.If(phase == 4):

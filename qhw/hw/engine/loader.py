@@ -81,16 +81,30 @@ class WeightLoader(wiring.Component):
         free = (ahead <= 1) & (Mux(bank, drain[1], drain[0]) == 0)
         start = self.start
         m.d.comb += start.eq(self.go & d_valid & ~active & free)
+        # the tile walk's K and N tests are flags registered a cycle ahead, so the start (which enables
+        # the walk's counters) is not behind their carry chains: a start is at least two cycles after the
+        # previous one (``active``), so a test of this cycle's registers, registered, holds at the next
+        # start; a descriptor's first cycle takes them from the descriptor (its accept may be the cycle
+        # before a start), ``kt_zero`` picks ``multi_k`` (whose ``kt_count`` is not formed yet). The last
+        # chunk's test stays a compare of registers at the chunk's last start, beside the start's logic:
+        # as a flag its first value is ``m_chunk >= oh*ow`` in the accept cycle, a second consumer of the
+        # descriptor's LUT product (+900 LUT4 on the 4x4 engine, session 17)
+        kt_zero = Signal(init=1, name="kt_zero")
+        k_more, n_more = Signal(name="k_more"), Signal(name="n_more")
+        accept = self.desc.valid & self.desc.ready
+        dp = self.desc.payload
+        m.d.sync += [k_more.eq(kt + 1 < kt_count),
+                     n_more.eq(Mux(accept, dp.n_tiles > 1, nt + 1 < n_tiles))]
         with m.If(start):
             m.d.comb += [self.r_addr.eq(rb), self.r_en.eq(1)]
             m.d.sync += [cur.eq(rb), row.eq(1), active.eq(1), u.eq(~u)]
             last_tile = Signal()
-            with m.If(Mux(kt == 0, multi_k, kt + 1 < kt_count)):
-                m.d.sync += [kt.eq(kt + 1), rb.eq(rb + R)]
-            with m.Elif(nt + 1 < n_tiles):
-                m.d.sync += [kt.eq(0), nt.eq(nt + 1), rb.eq(rb + R)]
+            with m.If(Mux(kt_zero, multi_k, k_more)):
+                m.d.sync += [kt.eq(kt + 1), kt_zero.eq(0), rb.eq(rb + R)]
+            with m.Elif(n_more):
+                m.d.sync += [kt.eq(0), kt_zero.eq(1), nt.eq(nt + 1), rb.eq(rb + R)]
             with m.Else():
-                m.d.sync += [kt.eq(0), nt.eq(0), m_end.eq(m_end + m_chunk), rb.eq(rb0)]
+                m.d.sync += [kt.eq(0), kt_zero.eq(1), nt.eq(0), m_end.eq(m_end + m_chunk), rb.eq(rb0)]
                 m.d.comb += last_tile.eq(m_end >= m_total)
                 with m.If(last_tile):
                     m.d.sync += d_valid.eq(0)
@@ -114,15 +128,14 @@ class WeightLoader(wiring.Component):
         # kt 0, asks only ``multi_k``: more than one K tile; the next start is at least 2 cycles later)
         m.d.sync += kt_count.eq(logic_mul(kk, kwr))
         m.d.sync += ahead.eq(ahead + start - self.tile_done)
-        with m.If(self.desc.valid & self.desc.ready):
-            dp = self.desc.payload
+        with m.If(accept):
             mt = logic_mul(dp.oh, dp.ow)
             win = dp.in_kind == IN_WINDOW
             nz = (dp.kcw != 0) & (dp.kh != 0) & (dp.kw != 0)
             m.d.sync += [kk.eq(Mux(win, dp.kh, logic_mul(dp.kcw, dp.kh))), kwr.eq(Mux(win, 1, dp.kw)),
                          multi_k.eq(Mux(win, dp.kh > 1, nz & ((dp.kcw > 1) | (dp.kh > 1) | (dp.kw > 1))))]
             m.d.sync += [d_valid.eq(1), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
-                         m_chunk.eq(dp.m_chunk), kt.eq(0), nt.eq(0), m_end.eq(dp.m_chunk),
+                         m_chunk.eq(dp.m_chunk), kt.eq(0), kt_zero.eq(1), nt.eq(0), m_end.eq(dp.m_chunk),
                          rb0.eq(dp.w_base >> lgc), rb.eq(dp.w_base >> lgc)]
         with m.If(self.restart):
             m.d.sync += [u.eq(0), tdone.eq(0), ahead.eq(0), drain[0].eq(0), drain[1].eq(0)]
@@ -181,15 +194,19 @@ class ParamFetch(wiring.Component):
         m.d.sync += held.eq(held + start - rel)
         pending, pbank = Signal(), Signal()
         snap = Signal(data.StructLayout({"mode": MODE_BITS, "zp": signed(9), "qmin": signed(9), "qmax": signed(9)}))
+        # the N test is a flag for the state after each step (starts may be back to back), set from the
+        # descriptor at its accept, so the start is not behind its carry chain; the last chunk's test
+        # stays a compare of registers (as ``WeightLoader``'s)
+        n_more = Signal(name="n_more")
         with m.If(start):
             m.d.comb += [self.r_addr.eq(entry0 + nt), self.r_en.eq(1)]
             m.d.sync += [g.eq(~g), pending.eq(1), pbank.eq(g), snap.mode.eq(mode), snap.zp.eq(zp),
                          snap.qmin.eq(qmin), snap.qmax.eq(qmax)]
             last = Signal()
-            with m.If(nt + 1 < n_tiles):
-                m.d.sync += nt.eq(nt + 1)
+            with m.If(n_more):
+                m.d.sync += [nt.eq(nt + 1), n_more.eq(nt + 2 < n_tiles)]
             with m.Else():
-                m.d.sync += [nt.eq(0), m_end.eq(m_end + m_chunk)]
+                m.d.sync += [nt.eq(0), n_more.eq(n_tiles > 1), m_end.eq(m_end + m_chunk)]
                 m.d.comb += last.eq(m_end >= m_total)
                 with m.If(last):
                     m.d.sync += d_valid.eq(0)
@@ -211,7 +228,8 @@ class ParamFetch(wiring.Component):
             mt = logic_mul(dp.oh, dp.ow)
             m.d.sync += [d_valid.eq(1), mode.eq(dp.mode), zp.eq(dp.zp), qmin.eq(dp.qmin), qmax.eq(dp.qmax),
                          entry0.eq(((dp.p_base >> 2) - self.poff) >> lge), n_tiles.eq(dp.n_tiles), m_total.eq(mt),
-                         m_chunk.eq(dp.m_chunk), nt.eq(0), m_end.eq(dp.m_chunk)]
+                         m_chunk.eq(dp.m_chunk), nt.eq(0), m_end.eq(dp.m_chunk),
+                         n_more.eq(dp.n_tiles > 1)]
         with m.If(self.restart):
             m.d.sync += [g.eq(0), held.eq(0), d_valid.eq(0)]
         return m

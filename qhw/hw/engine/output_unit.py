@@ -81,11 +81,14 @@ class OutputUnit(wiring.Component):
         for n in range(SPAD_READ_LATENCY - 1):
             stages.append(delayed(m, stages[-1], 1, name=f"s1_wait{n}"))
         s1w = stages[-1]
-        # words in flight (the stages, s2, the flush), a register counted a cycle ahead, so the read
-        # decision (which every read-side accept waits for) is the FIFO level against one register
+        # words in flight (the stages, s2, the flush), a register counted a cycle ahead; the read decision
+        # (which every read-side accept waits for) is a flag, ``room`` = FIFO level + in flight < depth - 1,
+        # registered from both counts' next values (the FIFO's level moves by its write and read)
         inflight = Signal(range(SPAD_READ_LATENCY + 3))
+        inflight_nx = Signal.like(inflight, name="inflight_nx")
+        room = Signal(init=1, name="room")
         read = Signal()
-        m.d.comb += read.eq(run & (fifo.level + inflight < _FIFO_DEPTH - 1))
+        m.d.comb += read.eq(run & room)
         last_word = Mux(first, one_word, at_end)
         m.d.comb += [self.r_addr.eq(d.in_base + i_word), self.r_en.eq(read), self.finishing.eq(read & last_word)]
         with m.If(read):
@@ -110,7 +113,9 @@ class OutputUnit(wiring.Component):
             m.d.comb += comb[j].eq(Mux(j < rc, res[j] if j < R else 0, Mux(j - rc < s2.bytes, pick, 0)))
         total = rc + s2.bytes
         flush_next = ~flush & s2.valid & s2.last & (total > R)
-        m.d.sync += inflight.eq(read + sum(st.valid for st in stages) + flush_next)
+        m.d.comb += inflight_nx.eq(read + sum(st.valid for st in stages) + flush_next)
+        level_nx = fifo.level + (fifo.w_en & fifo.w_rdy) - (fifo.r_en & fifo.r_rdy)
+        m.d.sync += [inflight.eq(inflight_nx), room.eq(level_nx + inflight_nx < _FIFO_DEPTH - 1)]
         beat = Signal(unsigned(8 * R))
         m.d.comb += [fifo.w_data.eq(Cat(beat, Const(0, 1)))]
         with m.If(flush):

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
-from ..replica import replica
+from ..replica import replica_pair
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -84,13 +84,12 @@ class PoolAgen(wiring.Component):
         names = ("kx", "ky", "cw", "ox", "oy")
         m2 = {n: Signal(signed(15), name=f"{n}_bound_m2") for n in names}
         one = {n: Signal(name=f"{n}_bound_one") for n in names}
-        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
-        lf = {n: replica(Signal(), name=f"last_{n}") for n in names}
+        # the flags and ``busy`` with their copies for ``desc.ready`` alone (``qhw.hw.replica``): the originals
+        # fan out to every loop register, the copies only into the read side's accept
+        pairs = {n: replica_pair(Signal(), name=f"last_{n}") for n in names}
+        lf, lf_r = ({n: p[i] for n, p in pairs.items()} for i in (0, 1))
         last_kx, last_ky, last_cw, last_ox, last_oy = (lf[n] for n in names)
-        # copies of the flags and of ``busy`` for ``desc.ready`` alone (``qhw.hw.replica``): the originals fan
-        # out to every loop register, the copies only into the read side's accept
-        lf_r = {n: replica(lf[n], name=f"last_{n}_r") for n in names}
-        busy, busy_r = replica(Signal(), name="busy"), replica(Signal(), name="busy_r")
+        busy, busy_r = replica_pair(Signal(), name="busy")
         m.d.comb += self.busy.eq(busy)
         last_tap = last_kx & last_ky
         done = last_tap & last_cw & last_ox & last_oy

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ...engine.isa import FIELDS, POOL_NONE
 from ...errors import ConfigError
 from ..logic_mul import logic_mul
-from ..replica import replica
+from ..replica import replica_pair
 from .fetch import ahead
 from .layouts import descriptor_layout
 
@@ -97,16 +97,15 @@ class WritebackAgen(wiring.Component):
         chunk_end_m2, nt_m2 = Signal(signed(26), name="chunk_end_m2"), Signal(signed(14), name="nt_m2")
         nt_one, m_one, chunk_one = Signal(name="nt_one"), Signal(name="m_chunk_one"), Signal(name="chunk_one")
         m_total_m1 = Signal(signed(25), name="m_total_m1")
-        # (the originals as ``replica`` too: a flip-flop without ``keep`` is merged into its kept copy)
-        last_m, last_nt, last_chunk = (replica(Signal(), name=n) for n in ("last_m", "last_nt", "last_chunk"))
+        # the flags and their copies for ``desc.ready`` alone (``qhw.hw.replica``), as in ``Im2colAgen``
+        pairs = {n: replica_pair(Signal(), name=n) for n in ("last_m", "last_nt", "last_chunk")}
+        last_m, last_nt, last_chunk = (f for f, _ in pairs.values())
+        copy = {n: c for n, (_, c) in pairs.items()}
         lane = Signal(range(R))
         woff = Signal(off)                        # (nt * cols) // rows
 
-        run = replica(Signal(), name="run")
+        run, run_r = replica_pair(Signal(), name="run")
         m.d.comb += self.busy.eq(run)
-        # copies of ``run`` and of the flags for ``desc.ready`` alone (``qhw.hw.replica``), as in ``Im2colAgen``
-        copy = {f.name: replica(f, name=f"{f.name}_r") for f in (last_m, last_nt, last_chunk)}
-        run_r = replica(run, name="run_r")
 
         def both(flag, value):
             return [flag.eq(value), copy[flag.name].eq(value)]
