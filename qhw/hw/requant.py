@@ -431,26 +431,17 @@ class RequantLane(wiring.Component):
             # clamp behind it are 12-bit carry chains instead of 36. The load shifts by the
             # amount's low two bits, so the steps (2 places, at most 60) end a cycle before r
             # samples sh, and the saturation test is registered in that cycle (the 56-bit
-            # all-equal test in front of r was the UP5K accel's critical path). That cycle holds
-            # all-equal flags of overlapping groups of 8 bits (each from neighbouring bits of sh);
-            # their AND is in r's cycle (the 53-bit test in one cycle, serial_sh -> serial_fits,
-            # was the UP5K accel's critical path next: 26.24 ns, 19.87 of it routing).
+            # all-equal test in front of r was the UP5K accel's critical path).
             with m.If(load):
                 m.d.sync += [sh.eq(src >> amount[:2]), left.eq(Cat(Const(0, 2), amount[2:]))]
             with m.Elif(left != 0):
                 m.d.sync += [sh.eq(sh >> 2), left.eq(left - 2)]
             r = Signal(signed(self.config.act_bits + 2), name=r.name)
             top = sh[len(r) - 1:]
-            flags = []
-            for at in range(0, len(top) - 1, 7):
-                g = top[at:at + 8]
-                f = Signal(name=f"serial_fits{len(flags)}")
-                m.d.sync += f.eq(g.all() | ~g.any())
-                flags.append(f)
-            below = Signal(name="serial_below")
-            m.d.sync += below.eq(sh[-1])
+            fits, below = Signal(name="serial_fits"), Signal(name="serial_below")
+            m.d.sync += [fits.eq(top.all() | ~top.any()), below.eq(sh[-1])]
             lo, hi = -(1 << (len(r) - 1)), (1 << (len(r) - 1)) - 1
-            m.d.sync += r.eq(Mux(Cat(flags).all(), sh[:len(r)].as_signed(), Mux(below, lo, hi)))
+            m.d.sync += r.eq(Mux(fits, sh[:len(r)].as_signed(), Mux(below, lo, hi)))
             return r, Const(0, 1), done + 1
         with m.If(load):
             m.d.sync += [sh.eq(src), left.eq(amount)]

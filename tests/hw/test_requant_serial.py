@@ -136,8 +136,9 @@ def test_serial_lane_single_only(signed_acts, zero_point, qmin, qmax):
     saturated to act_bits + 2 bits before the zero point (extreme zero points: still exact)."""
     config = ArrayConfig(rows=2, cols=2, rounding=("single",), requant_mul="serial", act_signed=signed_acts)
     seed = zlib.crc32(f"serial single only {signed_acts}".encode())
-    # Products whose only bits beside the sign are sh's top ones (2**59, -2**59 after the shift by 1):
-    # saturated by the all-equal flag of the highest group alone.
+    # Products whose only bits beside the sign are near the top of the shift register (2**59 and
+    # -2**59 after the shift by 1): they saturate (a saturation test that split its all-equal test
+    # into groups and left the highest one out passed every other vector).
     top = [(0, 1 << 30, 1 << 30, 30), (0, -(1 << 30), 1 << 30, 30)]
     vectors = tie_vectors() + saturation_vectors(config) + top + random_vectors(config, np.random.default_rng(seed), 30)
     got = run_serial_lane(config, ["single"] * len(vectors), zero_point, qmin, qmax, vectors, junk_seed=seed + 1)
