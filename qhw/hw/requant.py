@@ -431,23 +431,17 @@ class RequantLane(wiring.Component):
             # clamp behind it are 12-bit carry chains instead of 36. The load shifts by the
             # amount's low two bits, so the steps (2 places, at most 60) end a cycle before r
             # samples sh, and the saturation test is registered in that cycle (the 56-bit
-            # all-equal test in front of r was the UP5K accel's critical path). It is two halves
-            # overlapping by a bit, ANDed in r's cycle (the 53-bit test in one cycle was next: 26.24 ns,
-            # 19.87 of it routing; eight 8-bit groups, 02b808f, cost the board top 10 LC and its clock).
+            # all-equal test in front of r was the UP5K accel's critical path).
             with m.If(load):
                 m.d.sync += [sh.eq(src >> amount[:2]), left.eq(Cat(Const(0, 2), amount[2:]))]
             with m.Elif(left != 0):
                 m.d.sync += [sh.eq(sh >> 2), left.eq(left - 2)]
             r = Signal(signed(self.config.act_bits + 2), name=r.name)
             top = sh[len(r) - 1:]
-            half = len(top) // 2
-            fits = [Signal(name=f"serial_fits{i}") for i in range(2)]
-            below = Signal(name="serial_below")
-            for f, g in zip(fits, (top[:half + 1], top[half:])):
-                m.d.sync += f.eq(g.all() | ~g.any())
-            m.d.sync += below.eq(sh[-1])
+            fits, below = Signal(name="serial_fits"), Signal(name="serial_below")
+            m.d.sync += [fits.eq(top.all() | ~top.any()), below.eq(sh[-1])]
             lo, hi = -(1 << (len(r) - 1)), (1 << (len(r) - 1)) - 1
-            m.d.sync += r.eq(Mux(fits[0] & fits[1], sh[:len(r)].as_signed(), Mux(below, lo, hi)))
+            m.d.sync += r.eq(Mux(fits, sh[:len(r)].as_signed(), Mux(below, lo, hi)))
             return r, Const(0, 1), done + 1
         with m.If(load):
             m.d.sync += [sh.eq(src), left.eq(amount)]
