@@ -21,6 +21,7 @@ the FPGA flow can use it without building hardware, and each number is written o
   - ``PIPELINED_MUL_LATENCY``: ``MULT18X18D``'s input, pipeline and output registers
     (``qhw.hw.pe_pipelined.PipelinedMul``);
   - ``PE_PRODUCT_LATENCY``: a PE kind's product after its operands (``qhw.hw.dsp_array``);
+  - ``PE_WEIGHT_WRITE_SKEW``: a PE kind's weight-row write lag per row (``qhw.hw.dsp_array``);
   - ``product_latency()``: a wide multiply, i.e. ``PipelinedMul`` partial products of ``CHUNK``-bit
     chunks, ``PARTIAL_PRODUCT_STAGES`` fabric register, ``tree_levels()`` registered adder levels
     (``qhw.hw.wide_mul``);
@@ -77,6 +78,7 @@ __all__ = [
     "PE_FAMILY",
     "PE_KINDS",
     "PE_PRODUCT_LATENCY",
+    "PE_WEIGHT_WRITE_SKEW",
     "PIPELINED_MUL_LATENCY",
     "REQUANT_MULS",
     "REQUANT_OUTPUT_STAGES",
@@ -139,6 +141,10 @@ DSP_FABRIC_STAGES = 2
 PE_PRODUCT_LATENCY = {"generic": 0, "ice40-dual": 0, "ecp5-pipelined": PIPELINED_MUL_LATENCY + DSP_FABRIC_STAGES}
 PE_KINDS = tuple(PE_PRODUCT_LATENCY)
 PE_FAMILY = {"ice40-dual": "ice40", "ecp5-pipelined": "ecp5"}   # FPGA family of each DSP PE kind
+# Cycles per row a PE kind's weight-row write lags the write port: ``ecp5-pipelined`` shifts the write
+# down the rows with the activations' skew (row ``i``'s lands ``i`` cycles late), so an issuer that
+# overlaps a tile's load with its first beat waits ``(rows - 1) * skew`` cycles more.
+PE_WEIGHT_WRITE_SKEW = {"generic": 0, "ice40-dual": 0, "ecp5-pipelined": 1}
 
 CHUNK = 17                  # an unsigned 17-bit chunk fits an 18-bit signed multiplier input
 PARTIAL_PRODUCT_STAGES = 1  # the fabric register beside each partial product's DSP

@@ -172,8 +172,10 @@ class EngineConfig:
         """Cycles from a weight tile's load start (its first row's read) to the earliest issue of its first
         beat: the issue waits for a load started in an earlier cycle (a registered flag, not the loader's
         start in the same cycle) before it reads the beat's word (``read_latency``); the loader reads row
-        ``i`` at ``L + i``, registers it and writes it at ``L + i + 2``, before the beat reaches row ``i``."""
-        return 1 + self.read_latency
+        ``i`` at ``L + i``, registers it and writes it at ``L + i + 2``, before the beat reaches row ``i``;
+        PEs whose weight write is shifted down the rows (``ecp5-pipelined``) land row ``i``'s ``i`` cycles
+        later, so the first beat waits ``array.weight_write_lag`` (``rows - 1``) more."""
+        return 1 + self.read_latency + self.array.weight_write_lag
 
     @property
     def writeback_latency(self) -> int:

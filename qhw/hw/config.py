@@ -33,6 +33,7 @@ from ..contract import (
     PE_FAMILY,
     PE_KINDS,
     PE_PRODUCT_LATENCY,
+    PE_WEIGHT_WRITE_SKEW,
     REQUANT_MULS,
     SHIFT_BITS,
     accelerator_latency,
@@ -281,6 +282,12 @@ class ArrayConfig:
         """Cycles a PE's product lags its operands (``qhw.contract.PE_PRODUCT_LATENCY``): 0 for ``generic``
         and ``ice40-dual`` (combinational), 5 for ``ecp5-pipelined`` (``PIPELINED_MUL_LATENCY + 2``)."""
         return PE_PRODUCT_LATENCY[self.pe]
+
+    @property
+    def weight_write_lag(self) -> int:
+        """Cycles the last row's weight write lags the write port (``qhw.contract.PE_WEIGHT_WRITE_SKEW``):
+        ``rows - 1`` for ``ecp5-pipelined`` (``DspArray`` shifts the write down the rows), else 0."""
+        return (self.rows - 1) * PE_WEIGHT_WRITE_SKEW[self.pe]
 
     @property
     def array_latency(self) -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 
-from ..contract import PE_FAMILY, PE_PRODUCT_LATENCY
+from ..contract import PE_FAMILY, PE_PRODUCT_LATENCY, PE_WEIGHT_WRITE_SKEW
 from ..errors import ConfigError
 from .config import ArrayConfig, check_config
 from .mesh import act_shape, array_ports
@@ -87,7 +87,8 @@ class DspArray(wiring.Component):
         # (row i's enable, bank and data i registers late, as row i's activations are), so each
         # register drives one row instead of the whole array; a write still takes effect for every
         # ``a_in`` row sampled after it. ice40-dual keeps the direct write (no flip-flops to spare).
-        shift_write = c.pe == "ecp5-pipelined"
+        # Row i's write lands i cycles late: ``config.weight_write_lag`` tells the issuers.
+        shift_write = PE_WEIGHT_WRITE_SKEW[c.pe] == 1
         w_we, w_bank, w_data = [], [], []
         bank_s, data_s = self.w_bank, self.w_data
         for i in range(R):

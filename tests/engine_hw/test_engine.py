@@ -87,18 +87,37 @@ def test_digits_mlp_loaded_through_the_stream(digits_models, digits):
 
 
 @pytest.mark.slow
-def test_digits_cnn_embedded(digits_models, digits):
+@pytest.mark.parametrize("pe,cycles", [("generic", 2724), ("ecp5-pipelined", 2784)])
+def test_digits_cnn_embedded(digits_models, digits, pe, cycles):
     """The CNN on 8x8 from the embedded image (``image=``, ``loaded`` high from reset): one image,
     2,724 cycles, every write and descriptor end as predicted. Built as the ECP5 board configuration
-    (docs/fpga.md): ``single`` rounding, ``pool_avg="div"`` (its GlobalAveragePool keeps its scale)."""
+    (docs/fpga.md): ``single`` rounding, ``pool_avg="div"`` (its GlobalAveragePool keeps its scale);
+    with ``ecp5-pipelined`` PEs (the form placed on the ECP5-85F) the product stages and the weight
+    write shifted down the rows (``weight_write_lag``) add 60 cycles to the whole network."""
     qm = digits_models["cnn"]
     program, cfg = compiled(qm, 8, 8)
-    cfg = replace(cfg, pool_avg="div")
+    cfg = replace(cfg, pool_avg="div", array=replace(cfg.array, pe=pe))
+    program = compile_model(qm, cfg).program    # the descriptors carry the config's latencies
     assert cfg.array.rounding == ("single",)
     inputs, golden = cases(qm, program, digits["test_x"][3:4])
     run = Run(NetworkEngine(engine=cfg, image=program.to_bytes()), program, inputs, rows=8, load=False).run()
     check_run(run, program, cfg, inputs, golden)
-    assert predict(program, cfg).total == 2724
+    assert predict(program, cfg).total == cycles
+
+
+def test_pipelined_pes_dense_layers(digits_models, digits):
+    """The MLP (M = 1 Dense layers: each weight tile's load is overlapped with its one beat) on 4x4 with
+    ``ecp5-pipelined`` PEs, whose weight write lands row ``i`` ``i`` cycles late: bit-exact, every write
+    and descriptor end as predicted (the issue counts a load as started ``weight_write_lag`` cycles
+    late; without that the first beats met the previous tile's weights in rows 1-3)."""
+    qm = digits_models["mlp"]
+    program, cfg = compiled(qm, 4, 4)
+    cfg = replace(cfg, array=replace(cfg.array, pe="ecp5-pipelined"))
+    assert cfg.array.weight_write_lag == 3
+    program = compile_model(qm, cfg).program
+    inputs, golden = cases(qm, program, digits["test_x"][5:6])
+    run = Run(NetworkEngine(engine=cfg), program, inputs, rows=4).run()
+    check_run(run, program, cfg, inputs, golden)
 
 
 def test_digits_mlp_gaps_and_back_pressure(digits_models, digits):

@@ -316,9 +316,16 @@ class NetworkEngine(wiring.Component):
         for f, unit in ((f_load, loader), (f_param, params)):
             m.d.comb += [unit.desc.valid.eq(f.desc.valid), unit.desc.payload.eq(view(f, "MATMUL")),
                          f.desc.ready.eq(unit.desc.ready)]
+        # the issue counts a load as started ``weight_write_lag`` cycles late when the array shifts its
+        # weight write down the rows (the contract's ``weight_latency``); a restart drops those in flight
+        load_start = loader.start
+        for k in range(c.weight_write_lag):
+            late = Signal(name=f"load_start_late{k + 1}")
+            m.d.sync += late.eq(load_start & ~restart)
+            load_start = late
         m.d.comb += [weights.r_addr.eq(loader.r_addr), weights.r_en.eq(loader.r_en), loader.r_data.eq(weights.r_data),
                      loader.tile_done.eq(issue.tile_done), loader.go.eq(go), loader.restart.eq(restart),
-                     issue.load_start.eq(loader.start), issue.wcount.eq(wcount), issue.restart.eq(restart)]
+                     issue.load_start.eq(load_start), issue.wcount.eq(wcount), issue.restart.eq(restart)]
         rp_w = pwide.read_port()
         m.d.comb += [rp_w.addr.eq(params.r_addr), rp_w.en.eq(params.r_en), params.r_data.eq(rp_w.data),
                      params.poff.eq(poff), params.group_done.eq(issue.group_done), params.restart.eq(restart)]
