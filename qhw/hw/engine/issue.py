@@ -91,7 +91,6 @@ class MatmulIssue(wiring.Component):
         dep_base, dep_step, nt_step = (Signal(unsigned(COUNT_BITS), name=n)
                                        for n in ("dep_base", "dep_step", "nt_step"))
         taps_k, kcw_k = Signal(unsigned(16)), Signal(unsigned(8))
-        n_tiles = Signal(unsigned(12))
         lat = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))
         # loop state of the tile being issued
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
@@ -162,7 +161,7 @@ class MatmulIssue(wiring.Component):
                     with m.If(cwi_more):
                         m.d.sync += [cwi.eq(cwi + 1), need.eq(need_step)]
                         m.d.comb += dep_nx.eq(dep_next(need_step))
-                    with m.Elif(b.nt + 1 == n_tiles):
+                    with m.Elif(b.last_nt):         # the generator's flag (``b.nt + 1 == n_tiles``)
                         m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base)]
                         m.d.comb += dep_nx.eq(dep_next(dep_base))
                     with m.Else():
@@ -208,7 +207,7 @@ class MatmulIssue(wiring.Component):
         d = dp
         with m.If(self.desc.ready):
             m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(a_nt_step),
-                         taps_k.eq(a_taps), kcw_k.eq(a_kcw), n_tiles.eq(d.n_tiles),
+                         taps_k.eq(a_taps), kcw_k.eq(a_kcw),
                          taps_gt1.eq(a_taps > 1), kcw_gt1.eq(a_kcw > 1),
                          self.index.eq(self.desc.payload.index),
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
