@@ -395,11 +395,13 @@ class InputBoundHarness(_ScratchpadUnitHarness):
             Assert(~u.w.valid | (u.w.payload.addr < w)),
             Assert(~(run & ~drain) | ((i_word < n_words) & (d.out_base + n_words <= w))),      # lemma
             Assert(~(run & ~drain) | (last_word == (i_word + 1 == n_words))),                # lemma: the flag
-            # lemmas: a taken descriptor fits, and its counts are ready in the prep cycles (products from d:
-            # the single ones from prep 2, the word count from prep 1, and while running)
+            # lemmas: a taken descriptor fits, and its counts are ready in the prep cycles (``h*w`` from the
+            # offered fields at the accept: from prep 3; the single products of d from prep 2, the word count
+            # from prep 1, and while running)
             Assert(((prep == 0) & ~run) | d_fits),
             Assert((prep == 0) | (~run & ~drain & (i_word == 0))),
-            Assert(~((prep == 1) | (prep == 2) | run) | ((hw == d.h * d.w) & (hwpos == d.h * d.wpos))),
+            Assert(~((prep != 0) | run) | (hw == d.h * d.w)),
+            Assert(~((prep == 1) | (prep == 2) | run) | (hwpos == d.h * d.wpos)),
             Assert((win == (d.kind == IN_WINDOW)) & (win_plan == win)),                        # the layout copies
             Assert(~((prep == 1) | run) | (n_words == d_words)),
         ]

@@ -33,13 +33,13 @@ from qhw.hw.engine.layouts import descriptor_const
 CONFIG = ArrayConfig(rows=2, cols=2, rounding=("single",))
 
 
-def matmul(*, oh=1, ow=2, kcw=1, n_tiles=1, cw_step=0, m_chunk=None, pool=POOL_NONE, dep_base=0,
+def matmul(*, oh=1, ow=2, kh=1, kw=1, kcw=1, n_tiles=1, cw_step=0, m_chunk=None, pool=POOL_NONE, dep_base=0,
            dep_step=0) -> Descriptor:
-    """A 1x1 convolution of an ``oh`` x ``ow`` input (``M = oh*ow``), ``kcw`` channel words (K tiles),
-    ``n_tiles`` N tiles, each N tile's planes ``cw_step`` words on."""
+    """A ``kh`` x ``kw`` convolution (1x1 by default) to an ``oh`` x ``ow`` output (``M = oh*ow``), ``kcw``
+    channel words (``kcw*kh*kw`` K tiles), ``n_tiles`` N tiles, each N tile's planes ``cw_step`` words on."""
     pp = (n_tiles - 1) * cw_step + kcw
     return Descriptor("MATMUL", dict(
-        in_h=oh, in_w=ow, in_pp=pp, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, oh=oh, ow=ow, kcw=kcw,
+        in_h=oh + kh - 1, in_w=ow + kw - 1, in_pp=pp, kh=kh, kw=kw, sh=1, sw=1, dh=1, dw=1, oh=oh, ow=ow, kcw=kcw,
         cw_step=cw_step, n_tiles=n_tiles, m_chunk=m_chunk or oh * ow, pool=pool, pkh=1, pkw=1,
         dep_base=dep_base, dep_step=dep_step))
 
@@ -98,16 +98,16 @@ def expected(descs, rec):
 
 
 def run_issue(descs, *, seed=0, settled=True, writes=0.3, loads=0.5, offers=None, clears=(), restarts=None,
-              wcount0=0, cycles=None):
+              wcount0=0, cycles=None, unit=None):
     """Drives ``MatmulIssue`` with ``descs`` and returns (recorded inputs, accept cycles, read cycles
     per descriptor). ``writes``, ``loads``: sets of cycles, or a probability per cycle (``random.Random(
     seed)``; a load only while fewer than 2 are unused, as the engine's loader); ``offers``: each
     descriptor's earliest valid cycle (default: as soon as it may be, a cycle after its payload
     appears, the cycle after the previous accept: ``settled`` needs the payload a cycle early);
     ``clears``: cycles of ``w_clear``; ``restarts``: of ``restart`` (default ``clears``: the engine's ``done``
-    is both)."""
+    is both); ``unit``: the class to build (a mutant)."""
     restarts = clears if restarts is None else restarts
-    dut = MatmulIssue(config=CONFIG, settled=settled)
+    dut = (MatmulIssue if unit is None else unit)(config=CONFIG, settled=settled)
     rng = random.Random(seed)
     beats = sum(n for d in descs for n, _, _ in tiles(d))
     tile_ends = []
@@ -264,3 +264,36 @@ def test_random_schedules(seed, descs, p_write, p_load, settled):
     """Random writes and loads (``random.Random(seed)``), descriptors offered as soon as they may be:
     every accept and read where the contract puts it."""
     check(descs, seed=seed, writes=p_write, loads=p_load, settled=settled)
+
+
+# one-beat tiles over kernel taps and channel words: every tile's first (only) read is gated, and a step
+# past a tile is followed by the next tile's step in the next cycle when its plane is written
+TAP_DESCS = [matmul(ow=1, kh=2, kw=2, kcw=3, n_tiles=2, cw_step=3, dep_base=1, dep_step=1),
+             matmul(ow=1, kh=1, kw=3, kcw=2, dep_base=8, dep_step=2), matmul(ow=1, kcw=4, n_tiles=2, cw_step=4,
+                                                                             dep_base=10, dep_step=1),
+             matmul(ow=1, kh=2, kw=1, dep_base=12)]
+
+
+@pytest.mark.parametrize("settled", [True, False])
+@pytest.mark.parametrize("seed,p_write", [(5, 0.3), (6, 0.7)])
+def test_one_beat_tiles_over_taps_and_channel_words(seed, p_write, settled):
+    """Each K tile's plane is its channel word's (``dep_base + (nt*cw_step + cwi)*dep_step``), so the
+    tap and channel-word loops decide which count a tile waits for; random writes
+    (``random.Random(seed)``), loads as soon as allowed."""
+    check(TAP_DESCS, seed=seed, writes=p_write, loads=1.0, settled=settled)
+
+
+@pytest.mark.parametrize("old,new", [("tap_more.eq(tap_more_nx)", "tap_more.eq(tap + 1 < taps_k)"),
+                                     ("cwi_more.eq(cwi_more_nx)", "cwi_more.eq(cwi + 1 < kcw_k)")],
+                         ids=["tap_more", "cwi_more"])
+def test_loop_flag_a_cycle_late_is_caught(old, new):
+    """The tap or channel-word loop's flag registered from this cycle's values (its test a cycle late,
+    as the loader's ``k_more`` may be): a one-beat tile after a tile step reads the old test, walks to
+    the wrong plane, and waits for the wrong write count."""
+    from qhw.formal.mutate import mutant
+    from qhw.hw.engine import issue
+
+    broken = mutant(issue.MatmulIssue, old, new)
+    with pytest.raises(AssertionError):
+        for seed, p_write in ((5, 0.3), (6, 0.7)):
+            check(TAP_DESCS, seed=seed, writes=p_write, loads=1.0, unit=broken)

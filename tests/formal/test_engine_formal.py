@@ -87,6 +87,13 @@ def test_input_word_past_the_tensor_is_caught(tmp_path):
     assert_caught(prove(InputBoundHarness(words=WORDS, unit=Broken), tmp_path, "input_mutant", "bmc", 10), tmp_path)
 
 
+def test_input_tensor_product_a_cycle_late_is_caught(tmp_path):
+    # ``h*w`` at the accept from the registered descriptor (the previous one's) instead of the offered one:
+    # the tensor's bytes ``h*w*c``, its beat and word counts are the previous tensor's.
+    Broken = mutant(input_unit.InputUnit, "hw.eq(logic_mul(dp.h, dp.w))", "hw.eq(logic_mul(d.h, d.w))")
+    assert_caught(prove(InputBoundHarness(words=WORDS, unit=Broken), tmp_path, "input_hw_late", "bmc", 6), tmp_path)
+
+
 # --------------------------------------------------------------------------- OUTPUT: addresses, the o stream
 
 

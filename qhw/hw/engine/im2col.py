@@ -37,11 +37,11 @@ _COORD = signed(18)      # y, x: (4095 * 15 + 255 * 15) fits 17 bits + sign
 def beat_layout() -> data.StructLayout:
     """One generated beat: the word, ``pad`` (inject the zero point ``zp``, the descriptor's ``in_zp``,
     instead of reading), the loop position the issuer and write-back need (``nt``, ``last_k``: the tile
-    is the N tile's last K tile), ``tile_last`` (last beat of its tile) and ``last`` (the descriptor's
-    last beat)."""
+    is the N tile's last K tile, ``last_nt``: the chunk's last N tile, a registered flag), ``tile_last``
+    (last beat of its tile) and ``last`` (the descriptor's last beat)."""
     return data.StructLayout({
         "addr": unsigned(ADDR_BITS), "pad": 1, "zp": signed(16), "nt": unsigned(12),
-        "last_k": 1, "tile_last": 1, "last": 1,
+        "last_k": 1, "tile_last": 1, "last": 1, "last_nt": 1,
     })
 
 
@@ -154,7 +154,8 @@ class Im2colAgen(wiring.Component):
         b = self.beats.payload
         m.d.comb += [self.beats.valid.eq(run), b.addr.eq(addr[:ADDR_BITS]), b.pad.eq(~inside), b.zp.eq(d.in_zp),
                      b.nt.eq(nt),
-                     b.last_k.eq(last_k), b.tile_last.eq(last_m), b.last.eq(last)]
+                     b.last_k.eq(last_k), b.tile_last.eq(last_m), b.last.eq(last),
+                     b.last_nt.eq(last_nt)]
 
         # the pixel after the current one (raster order)
         nxt = {k: Signal.like(v, name=f"next_{k}") for k, v in cur.items()}

@@ -26,7 +26,7 @@ from .layouts import descriptor_layout
 __all__ = ["InputUnit", "word_write_layout"]
 
 _S = signed(32)
-PREP_CYCLES = 3          # accept -> d, -> single products, -> the products of products, -> running
+PREP_CYCLES = 3          # accept -> d, h*w; -> the products; -> beats_total's rounding; -> running
 
 
 def word_write_layout(rows: int, addr_bits: int) -> data.StructLayout:
@@ -90,7 +90,8 @@ class InputUnit(wiring.Component):
         beats_total = Signal(unsigned(32))
         nb = Signal(unsigned(32))                                         # beats taken into buf
         left = Signal(signed(34), name="left")                            # beats_total - nb
-        hw = Signal(unsigned(24), name="hw")
+        hw = Signal(unsigned(24), name="hw")                              # h*w, from the offered fields
+        hwc = Signal(unsigned(40), name="hwc")                            # h*w*c (bytes in the tensor)
         hwpos = Signal(unsigned(24), name="hwpos")                        # h*wpos (window: words per tensor)
         plc = Signal(unsigned(24), name="plc")
         bbase = Signal(_S)                                                # byte index of buf[0] = (nb-3)*R
@@ -207,15 +208,18 @@ class InputUnit(wiring.Component):
         with m.If(drain & ~more_after):
             m.d.sync += [drain.eq(0), run.eq(0), setup.eq(0)]
 
-        # a descriptor: registered, then its constants, one product per cycle from the registered fields
-        # (``PREP_CYCLES``; the unit starts only after them, and the first beat is the contract's cycle 0,
-        # so they add no cycle to an inference), then beats
+        # a descriptor: registered, then its constants, one product per cycle (``PREP_CYCLES``; the unit
+        # starts only after them, and the first beat is the contract's cycle 0, so they add no cycle to an
+        # inference), then beats. ``h*w`` is taken at the accept from the offered fields (the fetch's
+        # payload register), so the product of products ``h*w*c`` has its own cycle and the rounding's
+        # carry chain (``beats_total``) the next, from registers: a product, then a carry chain, in one
+        # cycle was the 4x4 engine's critical path (session 18)
         m.d.comb += [self.desc.ready.eq(~run & (prep == 0)), self.busy.eq(run | (prep != 0)),
                      self.idle_ready.eq(setup & more & ~ib_valid)]
-        m.d.sync += [hw.eq(logic_mul(d.h, d.w)), plc.eq(logic_mul(d.pl, d.c)),
+        m.d.sync += [plc.eq(logic_mul(d.pl, d.c)),
                      wc.eq(logic_mul(d.w, d.c)), swc.eq(logic_mul(d.sw, d.c)),
                      hwpos.eq(logic_mul(d.h, d.wpos)), n_words.eq(Mux(win, hwpos, logic_mul(hw, d.pp))),
-                     beats_total.eq((logic_mul(hw, d.c) + R - 1) >> lg)]
+                     hwc.eq(logic_mul(hw, d.c)), beats_total.eq((hwc + R - 1) >> lg)]
         with m.If(prep != 0):
             m.d.sync += prep.eq(prep - 1)
         with m.If(prep == 2):                                            # the first word's position
@@ -229,8 +233,8 @@ class InputUnit(wiring.Component):
         with m.If(self.desc.valid & self.desc.ready):
             dp = self.desc.payload
             m.d.sync += [win.eq(dp.kind == IN_WINDOW), win_plan.eq(dp.kind == IN_WINDOW)]
-            m.d.sync += [d.eq(dp), prep.eq(PREP_CYCLES), drain.eq(0), i_word.eq(0), j.eq(0), k.eq(0),
-                         nb.eq(0), bbase.eq(-3 * R), rowc.eq(0)]
+            m.d.sync += [d.eq(dp), hw.eq(logic_mul(dp.h, dp.w)), prep.eq(PREP_CYCLES), drain.eq(0), i_word.eq(0),
+                         j.eq(0), k.eq(0), nb.eq(0), bbase.eq(-3 * R), rowc.eq(0)]
             m.d.sync += [xg[lane].eq(Mux(dp.kind == IN_WINDOW, -dp.pl, 0) + grp[lane]) for lane in range(R)]
             m.d.sync += [off[lane].eq(lane) for lane in range(R)]
             for cp_log in range(lg + 1):

@@ -91,10 +91,11 @@ class MatmulIssue(wiring.Component):
         dep_base, dep_step, nt_step = (Signal(unsigned(COUNT_BITS), name=n)
                                        for n in ("dep_base", "dep_step", "nt_step"))
         taps_k, kcw_k = Signal(unsigned(16)), Signal(unsigned(8))
-        n_tiles = Signal(unsigned(12))
         lat = Signal(range(POOL_SUM_LATENCY + c.requant_latency + 1))
         # loop state of the tile being issued
         tap, cwi = Signal(unsigned(16)), Signal(unsigned(8))
+        tap_more, cwi_more = Signal(name="tap_more"), Signal(name="cwi_more")    # tap + 1 < taps_k, cwi + 1 < kcw_k
+        taps_gt1, kcw_gt1 = Signal(name="taps_gt1"), Signal(name="kcw_gt1")      # taps_k > 1, kcw_k > 1
         need, nt_need = Signal(unsigned(COUNT_BITS)), Signal(unsigned(COUNT_BITS))
         tile_first, tile_first_r = replica_pair(Signal(init=1), name="tile_first")
         kt_first, produced = Signal(init=1), Signal()
@@ -153,14 +154,14 @@ class MatmulIssue(wiring.Component):
                 m.d.sync += [tpar.eq(~tpar), kt_first.eq(b.last_k)]
                 with m.If(b.last_k):
                     m.d.sync += gpar.eq(~gpar)
-                with m.If(tap + 1 < taps_k):
+                with m.If(tap_more):
                     m.d.sync += tap.eq(tap + 1)
                 with m.Else():
                     m.d.sync += tap.eq(0)
-                    with m.If(cwi + 1 < kcw_k):
+                    with m.If(cwi_more):
                         m.d.sync += [cwi.eq(cwi + 1), need.eq(need_step)]
                         m.d.comb += dep_nx.eq(dep_next(need_step))
-                    with m.Elif(b.nt + 1 == n_tiles):
+                    with m.Elif(b.last_nt):         # the generator's flag (``b.nt + 1 == n_tiles``)
                         m.d.sync += [cwi.eq(0), need.eq(dep_base), nt_need.eq(dep_base)]
                         m.d.comb += dep_nx.eq(dep_next(dep_base))
                     with m.Else():
@@ -186,13 +187,28 @@ class MatmulIssue(wiring.Component):
         a_nt_step = ahead(m, logic_mul(dp.cw_step, dp.dep_step), settled=self.settled, name="nt_step")
         a_taps = ahead(m, Mux(dp.in_kind == IN_WINDOW, dp.kh, logic_mul(dp.kh, dp.kw)), settled=self.settled,
                        name="taps")
+        # the tap and channel-word loops' tests, ``tap + 1 < taps_k`` and ``cwi + 1 < kcw_k``, are flags
+        # registered from the loops' next values (as the generator's terminal flags), so the step's choice
+        # of the next ``need`` (and ``wait_ok``, which reads it) is not behind their carry chains: both loops
+        # restart whenever a descriptor could be taken (``desc.ready``: idle, where they are already 0, or the
+        # running descriptor's last beat, where they wrap to 0), so their next value is then 0 and the
+        # flag the new bound's ``> 1``; a step past a tile moves a loop by one (a compare of registers,
+        # ``+ 2``) or wraps it (``taps_gt1``/``kcw_gt1``, the bound's ``> 1``, registered with the bound)
+        a_kcw = Mux(dp.in_kind == IN_WINDOW, 1, dp.kcw)
+        tap_wrap = step & b.tile_last
+        tap_more_nx = Mux(self.desc.ready, a_taps > 1,
+                          Mux(tap_wrap, Mux(tap_more, tap + 2 < taps_k, taps_gt1), tap_more))
+        cwi_more_nx = Mux(self.desc.ready, a_kcw > 1,
+                          Mux(tap_wrap & ~tap_more, Mux(cwi_more, cwi + 2 < kcw_k, kcw_gt1), cwi_more))
+        m.d.sync += [tap_more.eq(tap_more_nx), cwi_more.eq(cwi_more_nx)]
+
         # the descriptor's constants load whenever one could be taken, taken or not (as ``Im2colAgen``'s):
         # the accept enables the loop state only
         d = dp
-        win = d.in_kind == IN_WINDOW
         with m.If(self.desc.ready):
             m.d.sync += [dep_base.eq(d.dep_base), dep_step.eq(d.dep_step), nt_step.eq(a_nt_step),
-                         taps_k.eq(a_taps), kcw_k.eq(Mux(win, 1, d.kcw)), n_tiles.eq(d.n_tiles),
+                         taps_k.eq(a_taps), kcw_k.eq(a_kcw),
+                         taps_gt1.eq(a_taps > 1), kcw_gt1.eq(a_kcw > 1),
                          self.index.eq(self.desc.payload.index),
                          lat.eq(Mux(d.pool == POOL_MAX, POOL_MAX_LATENCY,
                                     Mux(d.pool == POOL_AVG, POOL_SUM_LATENCY + c.requant_latency, 0)))]
@@ -211,8 +227,10 @@ class MatmulIssue(wiring.Component):
             acc_dep = Mux(self.w_clear, base_zero, Mux(self.w_inc, base_ge1, base_ge0))
         else:
             acc_dep = dep_next(d.dep_base)
+        with m.If(self.desc.ready):           # the loops restart (see ``tap_more``)
+            m.d.sync += [tap.eq(0), cwi.eq(0)]
         with m.If(accept):
-            m.d.sync += [tap.eq(0), cwi.eq(0), need.eq(d.dep_base), nt_need.eq(d.dep_base),
+            m.d.sync += [need.eq(d.dep_base), nt_need.eq(d.dep_base),
                          tile_first.eq(1), tile_first_r.eq(1), kt_first.eq(1), mrow.eq(0)]
             m.d.comb += [dep_nx.eq(acc_dep), produced_nx.eq(0)]
         with m.If(self.restart):
