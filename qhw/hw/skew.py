@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,12 +11,13 @@ from ..errors import ConfigError
 __all__ = ["Skew", "delayed"]
 
 
-def delayed(m: Module, value, cycles: int, *, name: str, reset_less: bool = False):
+def delayed(m: Module, value, cycles: int, *, name: str, reset_less: bool = False, clear=None):
     """``value`` delayed by ``cycles`` registers in ``m``'s sync domain (``cycles`` = 0 returns it);
-    ``reset_less`` for datapath values that a valid bit elsewhere qualifies."""
+    ``reset_less`` for datapath values that a valid bit elsewhere qualifies; with ``clear`` (one bit) every
+    stage loads 0 in a clear's cycle, so nothing in flight survives it."""
     for stage in range(cycles):
         reg = Signal(value.shape(), name=f"{name}_d{stage + 1}", reset_less=reset_less)
-        m.d.sync += reg.eq(value)
+        m.d.sync += reg.eq(value if clear is None else Mux(clear, 0, value))
         value = reg
     return value
 

@@ -22,6 +22,7 @@ from ...errors import ConfigError
 from ..accumulator import Accumulator
 from ..array import SystolicArray
 from ..dsp_array import DspArray
+from ..skew import delayed
 from .absent import AbsentUnit
 from .add_unit import AddUnit, add_unit_signature
 from .fetch import INDEX_BITS, DescriptorFetch
@@ -213,11 +214,11 @@ class NetworkEngine(wiring.Component):
         f_param = fetch("params", ("MATMUL",))
         f_wb = fetch("writeback", ("MATMUL",))
 
-        def view(f, op):
-            return data.View(descriptor_layout(op), f.desc.payload.bits[OP_BITS:OP_BITS + descriptor_layout(op).size])
+        def fields(bits, op):       # ``op``'s fields in a fetched descriptor's bits
+            return data.View(descriptor_layout(op), bits[OP_BITS:OP_BITS + descriptor_layout(op).size])
 
-        def view_nx(f, op):         # the offered descriptor of the next cycle
-            return data.View(descriptor_layout(op), f.bits_nx[OP_BITS:OP_BITS + descriptor_layout(op).size])
+        def view(f, op):
+            return fields(f.desc.payload.bits, op)
 
         # input: the first beat is taken once every unit holds its first descriptor (the timing contract
         # counts from that beat, with every unit ready)
@@ -318,11 +319,7 @@ class NetworkEngine(wiring.Component):
                          f.desc.ready.eq(unit.desc.ready)]
         # the issue counts a load as started ``weight_write_lag`` cycles late when the array shifts its
         # weight write down the rows (the contract's ``weight_latency``); a restart drops those in flight
-        load_start = loader.start
-        for k in range(c.weight_write_lag):
-            late = Signal(name=f"load_start_late{k + 1}")
-            m.d.sync += late.eq(load_start & ~restart)
-            load_start = late
+        load_start = delayed(m, loader.start, c.weight_write_lag, name="load_start", clear=restart)
         m.d.comb += [weights.r_addr.eq(loader.r_addr), weights.r_en.eq(loader.r_en), loader.r_data.eq(weights.r_data),
                      loader.tile_done.eq(issue.tile_done), loader.go.eq(go), loader.restart.eq(restart),
                      issue.load_start.eq(load_start), issue.wcount.eq(wcount), issue.restart.eq(restart)]
@@ -392,8 +389,8 @@ class NetworkEngine(wiring.Component):
             m.d.sync += running.eq(0)
         m.d.comb += wcount_nx.eq(Mux(done, 0, Mux(we, wcount + 1, wcount)))
         m.d.sync += [wcount.eq(wcount_nx), pool_dep.eq(wcount_nx >= pool_d.dep_base),
-                     out_dep.eq(wcount_nx >= view_nx(f_issue, "OUTPUT").dep_base),
-                     add_dep.eq(wcount_nx >= view_nx(f_issue, "ADD").dep_base)]
+                     out_dep.eq(wcount_nx >= fields(f_issue.bits_nx, "OUTPUT").dep_base),
+                     add_dep.eq(wcount_nx >= fields(f_issue.bits_nx, "ADD").dep_base)]
         # the counter's next step and value, for the issuer
         m.d.comb += [issue.w_inc.eq(we), issue.w_clear.eq(done), issue.wcount_nx.eq(wcount_nx)]
 
